@@ -1,0 +1,59 @@
+"""``fastconv.show_config()``: how this installation was built and will run."""
+import platform
+import sys
+
+import numpy as np
+
+
+def build_info():
+    """A dict describing the build and the runtime thread settings."""
+    from . import __version__
+
+    info = {
+        "fastconv": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "extension": False,
+        "openmp": False,
+        "debug_build": None,
+        "omp_max_threads": None,
+        "blas": [],
+    }
+    try:
+        from . import _im2col
+    except ImportError as exc:
+        info["extension_error"] = str(exc)
+    else:
+        info["extension"] = True
+        info.update(_im2col.build_info())
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        info["blas"] = "threadpoolctl not installed"
+    else:
+        info["blas"] = [
+            {k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "filepath")}
+            for p in threadpool_info()
+        ]
+    return info
+
+
+def show_config():
+    """Print the version, whether the extension and OpenMP are in, threads and BLAS."""
+    info = build_info()
+    print(f"fastconv {info['fastconv']} (Python {info['python']}, numpy {info['numpy']})")
+    print(f"platform: {info['platform']}")
+    if info["extension"]:
+        print("extension fastconv._im2col: built"
+              + (" (DEBUG: bounds checks on)" if info["debug_build"] else ""))
+        print(f"OpenMP: {'yes' if info['openmp'] else 'no'}, threads: {info['omp_max_threads']}")
+    else:
+        print(f"extension fastconv._im2col: MISSING ({info.get('extension_error')})")
+        print("  build it with `pip install -e .` in the source tree; fastconv.naive works without it")
+    if isinstance(info["blas"], str):
+        print(f"BLAS: unknown ({info['blas']})")
+    else:
+        for lib in info["blas"]:
+            print(f"thread pool: {lib['internal_api']} {lib['version'] or ''} "
+                  f"arch={lib['architecture']} threads={lib['num_threads']} ({lib['filepath']})")

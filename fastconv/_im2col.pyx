@@ -1,0 +1,315 @@
+"""Cython kernels of fastconv's fast path: im2col/col2im and pooling.
+
+These functions only loop. The Python wrappers in ``fastconv/fast.py`` own all
+policy: they validate arguments, choose and check dtypes, make inputs
+C-contiguous, allocate outputs and workspaces, and pick thread counts.
+Compiler directives (boundscheck, wraparound, ...) are set once in setup.py.
+
+Layouts (one vocabulary everywhere):
+
+* ``x``    (N, C, H, W), one batch chunk of images.
+* ``cols`` (C*kh*kw, N*out_h*out_w). Row ``r = (c*kh + i)*kw + j`` holds kernel
+  tap (i, j) of channel c; column ``n*P + oh*out_w + ow`` (``P = out_h*out_w``)
+  holds output pixel (oh, ow) of image n. So ``w.reshape(F, -1) @ cols`` is
+  the convolution, and one group's rows form one contiguous block.
+* ``y``    (F, N*P), the GEMM result, scattered into ``out`` (N, F, P).
+
+Input pixel of tap (i, j) for output (oh, ow):
+``ih = oh*stride_h - pad_h + i*dil_h``, ``iw = ow*stride_w - pad_w + j*dil_w``;
+taps outside the image read as zero (convolution) or are skipped (pooling).
+
+``num_threads <= 0`` means OpenMP's current default (``omp_get_max_threads()``,
+which OMP_NUM_THREADS and threadpoolctl control). Every parallel loop writes
+disjoint memory: a row block of ``cols``, an image plane of ``dx``, ...
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int32_t
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int fc_have_openmp(void) { return 1; }
+    static int fc_omp_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int fc_have_openmp(void) { return 0; }
+    static int fc_omp_max_threads(void) { return 1; }
+    #endif
+    """
+    int fc_have_openmp() noexcept nogil
+    int fc_omp_max_threads() noexcept nogil
+    int FASTCONV_DEBUG_BUILD
+
+
+def build_info():
+    """How this extension was compiled: OpenMP in or not, bounds checks on or not."""
+    return {
+        "openmp": bool(fc_have_openmp()),
+        "debug_build": bool(FASTCONV_DEBUG_BUILD),
+        "omp_max_threads": int(fc_omp_max_threads()),
+    }
+
+
+cdef inline int _threads(int num_threads) noexcept nogil:
+    if num_threads <= 0:
+        return fc_omp_max_threads()
+    return num_threads
+
+
+cdef inline Py_ssize_t _first_valid(Py_ssize_t start, Py_ssize_t step,
+                                     Py_ssize_t length) noexcept nogil:
+    """First o in [0, length] with ``start + o*step >= 0``."""
+    cdef Py_ssize_t a = 0
+    if start < 0:
+        a = (-start + step - 1) // step
+    return min(a, length)
+
+
+cdef inline Py_ssize_t _end_valid(Py_ssize_t start, Py_ssize_t step, Py_ssize_t length,
+                                  Py_ssize_t size) noexcept nogil:
+    """One past the last o < length with ``start + o*step < size``."""
+    cdef Py_ssize_t b = 0
+    if start <= size - 1:
+        b = (size - 1 - start) // step + 1
+    return min(b, length)
+
+
+def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
+           Py_ssize_t kh, Py_ssize_t kw,
+           Py_ssize_t stride_h, Py_ssize_t stride_w,
+           Py_ssize_t pad_h, Py_ssize_t pad_w,
+           Py_ssize_t dil_h, Py_ssize_t dil_w,
+           Py_ssize_t out_h, Py_ssize_t out_w, int num_threads=0):
+    """Fill ``cols`` (C*kh*kw, N*out_h*out_w) with the patches of ``x`` (N, C, H, W)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t P = out_h * out_w
+    cdef Py_ssize_t K = C * kh * kw
+    cdef Py_ssize_t t, r, n, c, i, j, oh, ow, ih, iw0, lo, hi, base
+    if cols.shape[0] != K or cols.shape[1] != N * P:
+        raise ValueError(f"cols must have shape ({K}, {N * P}), got ({cols.shape[0]}, {cols.shape[1]})")
+    with nogil:
+        for t in prange(K * N, schedule="static", num_threads=_threads(num_threads)):
+            r = t // N
+            n = t - r * N
+            c = r // (kh * kw)
+            i = (r // kw) % kh
+            j = r % kw
+            iw0 = j * dil_w - pad_w
+            lo = _first_valid(iw0, stride_w, out_w)
+            hi = max(lo, _end_valid(iw0, stride_w, out_w, W))
+            for oh in range(out_h):
+                ih = oh * stride_h - pad_h + i * dil_h
+                base = n * P + oh * out_w
+                if ih < 0 or ih >= H:
+                    for ow in range(out_w):
+                        cols[r, base + ow] = 0
+                    continue
+                for ow in range(lo):
+                    cols[r, base + ow] = 0
+                if stride_w == 1:
+                    for ow in range(lo, hi):
+                        cols[r, base + ow] = x[n, c, ih, iw0 + ow]
+                else:
+                    for ow in range(lo, hi):
+                        cols[r, base + ow] = x[n, c, ih, iw0 + ow * stride_w]
+                for ow in range(hi, out_w):
+                    cols[r, base + ow] = 0
+
+
+def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
+           Py_ssize_t kh, Py_ssize_t kw,
+           Py_ssize_t stride_h, Py_ssize_t stride_w,
+           Py_ssize_t pad_h, Py_ssize_t pad_w,
+           Py_ssize_t dil_h, Py_ssize_t dil_w,
+           Py_ssize_t out_h, Py_ssize_t out_w, int num_threads=0):
+    """Overwrite ``dx`` (N, C, H, W) with the sum of ``cols``' patches (the adjoint of im2col)."""
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t P = out_h * out_w
+    cdef Py_ssize_t K = C * kh * kw
+    cdef Py_ssize_t t, r, n, c, i, j, oh, ow, ih, iw0, lo, hi, base, h, w
+    if cols.shape[0] != K or cols.shape[1] != N * P:
+        raise ValueError(f"cols must have shape ({K}, {N * P}), got ({cols.shape[0]}, {cols.shape[1]})")
+    with nogil:
+        for t in prange(N * C, schedule="static", num_threads=_threads(num_threads)):
+            n = t // C
+            c = t - n * C
+            for h in range(H):
+                for w in range(W):
+                    dx[n, c, h, w] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    r = (c * kh + i) * kw + j
+                    iw0 = j * dil_w - pad_w
+                    lo = _first_valid(iw0, stride_w, out_w)
+                    hi = max(lo, _end_valid(iw0, stride_w, out_w, W))
+                    for oh in range(out_h):
+                        ih = oh * stride_h - pad_h + i * dil_h
+                        if ih < 0 or ih >= H:
+                            continue
+                        base = n * P + oh * out_w
+                        if stride_w == 1:
+                            for ow in range(lo, hi):
+                                dx[n, c, ih, iw0 + ow] += cols[r, base + ow]
+                        else:
+                            for ow in range(lo, hi):
+                                dx[n, c, ih, iw0 + ow * stride_w] += cols[r, base + ow]
+
+
+def scatter_output(const floating[:, ::1] y, floating[:, :, ::1] out,
+                   const floating[::1] b, bint has_bias, int num_threads=0):
+    """``out[n, f, p] = y[f, n*P + p] (+ b[f])``: GEMM result (F, N*P) to NCHW (N, F, P)."""
+    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], P = out.shape[2]
+    cdef Py_ssize_t t, n, f, p, base
+    cdef floating bias
+    if y.shape[0] != F or y.shape[1] != N * P:
+        raise ValueError(f"y must have shape ({F}, {N * P}), got ({y.shape[0]}, {y.shape[1]})")
+    if has_bias and b.shape[0] != F:
+        raise ValueError(f"b must have shape ({F},), got ({b.shape[0]},)")
+    with nogil:
+        for t in prange(N * F, schedule="static", num_threads=_threads(num_threads)):
+            n = t // F
+            f = t - n * F
+            base = n * P
+            if has_bias:
+                bias = b[f]
+                for p in range(P):
+                    out[n, f, p] = y[f, base + p] + bias
+            else:
+                for p in range(P):
+                    out[n, f, p] = y[f, base + p]
+
+
+def gather_dout(const floating[:, :, ::1] dout, floating[:, ::1] dy, double[::1] db,
+                bint want_db, int num_threads=0):
+    """``dy[f, n*P + p] = dout[n, f, p]`` and, if ``want_db``, ``db[f] += sum_{n,p} dout[n, f, p]``."""
+    cdef Py_ssize_t N = dout.shape[0], F = dout.shape[1], P = dout.shape[2]
+    cdef Py_ssize_t n, f, p, base
+    cdef double acc
+    if dy.shape[0] != F or dy.shape[1] != N * P:
+        raise ValueError(f"dy must have shape ({F}, {N * P}), got ({dy.shape[0]}, {dy.shape[1]})")
+    if want_db and db.shape[0] != F:
+        raise ValueError(f"db must have shape ({F},), got ({db.shape[0]},)")
+    with nogil:
+        for f in prange(F, schedule="static", num_threads=_threads(num_threads)):
+            acc = 0
+            for n in range(N):
+                base = n * P
+                for p in range(P):
+                    dy[f, base + p] = dout[n, f, p]
+                    acc = acc + dout[n, f, p]
+            if want_db:
+                db[f] += acc
+
+
+# ---------------------------------------------------------------- pooling
+# Planes are passed flattened: x (N*C, H, W), out/argmax/dout (N*C, out_h*out_w).
+
+def max_pool_forward(const floating[:, :, ::1] x, floating[:, ::1] out, int32_t[:, ::1] argmax,
+                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                     Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t out_w, int num_threads=0):
+    """Max over each window of valid (unpadded) pixels; ``argmax`` is the flat index
+    ``ih*W + iw`` of the first maximum in row-major window order. NaN counts as the
+    maximum (the first NaN wins), so a NaN in a window gives NaN."""
+    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t P = out.shape[1]
+    cdef Py_ssize_t t, o, oh, ow, h0, h1, w0, w1, ih, iw, best
+    cdef floating m, v
+    if out.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != P or P % out_w:
+        raise ValueError("out and argmax must have shape (N*C, out_h*out_w) matching x")
+    with nogil:
+        for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
+            for o in range(P):
+                oh = o // out_w
+                ow = o - oh * out_w
+                h0 = oh * stride_h - pad_h
+                w0 = ow * stride_w - pad_w
+                h1 = min(h0 + kh, H)
+                w1 = min(w0 + kw, W)
+                h0 = max(h0, 0)
+                w0 = max(w0, 0)
+                best = h0 * W + w0
+                m = x[t, h0, w0]
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        v = x[t, ih, iw]
+                        if v > m or (v != v and m == m):
+                            m = v
+                            best = ih * W + iw
+                out[t, o] = m
+                argmax[t, o] = <int32_t>best
+
+
+def max_pool_backward(const floating[:, ::1] dout, const int32_t[:, ::1] argmax,
+                      floating[:, ::1] dx, int num_threads=0):
+    """Overwrite ``dx`` (N*C, H*W) with zeros plus each ``dout`` routed to its argmax."""
+    cdef Py_ssize_t planes = dx.shape[0], HW = dx.shape[1], P = dout.shape[1]
+    cdef Py_ssize_t t, o, k
+    if dout.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != P:
+        raise ValueError("dout and argmax must have shape (N*C, out_h*out_w) matching dx")
+    with nogil:
+        for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
+            for k in range(HW):
+                dx[t, k] = 0
+            for o in range(P):
+                dx[t, argmax[t, o]] += dout[t, o]
+
+
+def avg_pool_forward(const floating[:, :, ::1] x, floating[:, ::1] out,
+                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                     Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t out_w, int num_threads=0):
+    """Mean over each window; padded zeros count in the divisor (kh*kw)."""
+    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t P = out.shape[1]
+    cdef Py_ssize_t t, o, oh, ow, h0, h1, w0, w1, ih, iw
+    cdef floating s
+    cdef floating inv = 1.0 / (kh * kw)
+    if out.shape[0] != planes or P % out_w:
+        raise ValueError("out must have shape (N*C, out_h*out_w) matching x")
+    with nogil:
+        for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
+            for o in range(P):
+                oh = o // out_w
+                ow = o - oh * out_w
+                h0 = oh * stride_h - pad_h
+                w0 = ow * stride_w - pad_w
+                h1 = min(h0 + kh, H)
+                w1 = min(w0 + kw, W)
+                h0 = max(h0, 0)
+                w0 = max(w0, 0)
+                s = 0
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        s = s + x[t, ih, iw]
+                out[t, o] = s * inv
+
+
+def avg_pool_backward(const floating[:, ::1] dout, floating[:, :, ::1] dx,
+                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                      Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t out_w, int num_threads=0):
+    """Overwrite ``dx`` (N*C, H, W) with each ``dout / (kh*kw)`` spread over its window."""
+    cdef Py_ssize_t planes = dx.shape[0], H = dx.shape[1], W = dx.shape[2]
+    cdef Py_ssize_t P = dout.shape[1]
+    cdef Py_ssize_t t, o, oh, ow, h0, h1, w0, w1, ih, iw
+    cdef floating g
+    cdef floating inv = 1.0 / (kh * kw)
+    if dout.shape[0] != planes or P % out_w:
+        raise ValueError("dout must have shape (N*C, out_h*out_w) matching dx")
+    with nogil:
+        for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
+            for ih in range(H):
+                for iw in range(W):
+                    dx[t, ih, iw] = 0
+            for o in range(P):
+                oh = o // out_w
+                ow = o - oh * out_w
+                h0 = oh * stride_h - pad_h
+                w0 = ow * stride_w - pad_w
+                h1 = min(h0 + kh, H)
+                w1 = min(w0 + kw, W)
+                h0 = max(h0, 0)
+                w0 = max(w0, 0)
+                g = dout[t, o] * inv
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        dx[t, ih, iw] += g

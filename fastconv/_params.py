@@ -1,0 +1,185 @@
+"""Argument checking and shape arithmetic shared by every layer implementation.
+
+Both ``fastconv.naive`` and ``fastconv.fast`` call these functions, so the two
+paths cannot disagree on an output size or on what counts as a bad argument.
+Vocabulary: x (N, C, H, W), w (F, C // groups, kh, kw), out (N, F, out_h, out_w).
+"""
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_INT32_MAX = 2**31 - 1
+
+
+def conv_output_size(size, kernel, stride=1, pad=0, dilation=1):
+    """Output length of a convolution or pooling along one axis (PyTorch's formula).
+
+    ``(size + 2*pad - dilation*(kernel - 1) - 1) // stride + 1``; values < 1 mean
+    the (dilated) kernel does not fit in the padded input.
+    """
+    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pair(value, name, minimum):
+    """Normalize an int or an (h, w) pair of ints to a tuple, checking its range."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair (h, w) of ints, got {value!r}")
+        items = tuple(value)
+    else:
+        items = (value, value)
+    for v in items:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an int or a pair (h, w) of ints, got {value!r}")
+        if v < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def check_float_array(a, name, ndim=None):
+    """Check that ``a`` is a float32/float64 ndarray (of rank ``ndim``)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D array, got shape {a.shape}")
+    return a
+
+
+def check_same_dtype(**arrays):
+    """TypeError unless all given (non-None) arrays share one dtype."""
+    given = {k: v for k, v in arrays.items() if v is not None}
+    dtypes = {v.dtype for v in given.values()}
+    if len(dtypes) > 1:
+        desc = ", ".join(f"{k}: {v.dtype}" for k, v in given.items())
+        raise TypeError(f"{', '.join(given)} must share one dtype (float32 or float64), got {desc}")
+
+
+def check_dout(dout, expected_shape, dtype):
+    """Check an upstream gradient against the shape and dtype of the forward output."""
+    check_float_array(dout, "dout")
+    if dout.shape != tuple(expected_shape):
+        raise ValueError(f"dout must have the forward output's shape {tuple(expected_shape)}, got {dout.shape}")
+    if dout.dtype != dtype:
+        raise TypeError(f"dout must have the forward pass's dtype {dtype}, got {dout.dtype}")
+    return dout
+
+
+class ConvGeometry(NamedTuple):
+    """Every size a convolution needs, computed once."""
+
+    N: int
+    C: int
+    H: int
+    W: int
+    F: int
+    kh: int
+    kw: int
+    stride_h: int
+    stride_w: int
+    pad_h: int
+    pad_w: int
+    dil_h: int
+    dil_w: int
+    groups: int
+    out_h: int
+    out_w: int
+
+    @property
+    def out_shape(self):
+        return (self.N, self.F, self.out_h, self.out_w)
+
+    @property
+    def w_shape(self):
+        return (self.F, self.C // self.groups, self.kh, self.kw)
+
+
+def conv_geometry(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
+    """Validate convolution arguments and return their ConvGeometry."""
+    check_float_array(x, "x", 4)
+    check_float_array(w, "w", 4)
+    if b is not None:
+        check_float_array(b, "b", 1)
+    check_same_dtype(x=x, w=w, b=b)
+    sh, sw = pair(stride, "stride", 1)
+    ph, pw = pair(pad, "pad", 0)
+    dh, dw = pair(dilation, "dilation", 1)
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    groups = int(groups)
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    N, C, H, W = x.shape
+    F, Cg, kh, kw = w.shape
+    if C < 1 or H < 1 or W < 1:
+        raise ValueError(f"x must have shape (N, C, H, W) with C, H, W >= 1, got {x.shape}")
+    if F < 1 or kh < 1 or kw < 1:
+        raise ValueError(f"w must have shape (F, C // groups, kh, kw) with F, kh, kw >= 1, got {w.shape}")
+    if C % groups or F % groups:
+        raise ValueError(f"groups={groups} must divide both the input channels C={C} and the filters F={F}")
+    if Cg * groups != C:
+        raise ValueError(
+            f"w must have shape (F, C // groups, kh, kw) = ({F}, {C // groups}, {kh}, {kw}) "
+            f"for x with C={C} and groups={groups}, got {w.shape}"
+        )
+    if b is not None and b.shape != (F,):
+        raise ValueError(f"b must have shape (F,) = ({F},), got {b.shape}")
+    out_h = conv_output_size(H, kh, sh, ph, dh)
+    out_w = conv_output_size(W, kw, sw, pw, dw)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"the kernel (kh, kw)=({kh}, {kw}) with dilation ({dh}, {dw}) spans "
+            f"({dh * (kh - 1) + 1}, {dw * (kw - 1) + 1}), larger than the padded input "
+            f"({H + 2 * ph}, {W + 2 * pw}) of x {x.shape} with pad ({ph}, {pw})"
+        )
+    return ConvGeometry(N, C, H, W, F, kh, kw, sh, sw, ph, pw, dh, dw, groups, out_h, out_w)
+
+
+class PoolGeometry(NamedTuple):
+    N: int
+    C: int
+    H: int
+    W: int
+    kh: int
+    kw: int
+    stride_h: int
+    stride_w: int
+    pad_h: int
+    pad_w: int
+    out_h: int
+    out_w: int
+
+    @property
+    def out_shape(self):
+        return (self.N, self.C, self.out_h, self.out_w)
+
+
+def pool_geometry(x, kernel_size, stride=None, pad=0):
+    """Validate pooling arguments (PyTorch's rules) and return their PoolGeometry."""
+    check_float_array(x, "x", 4)
+    kh, kw = pair(kernel_size, "kernel_size", 1)
+    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
+    ph, pw = pair(pad, "pad", 0)
+    if ph > kh // 2 or pw > kw // 2:
+        raise ValueError(
+            f"pad must be at most half the kernel size (pad <= kernel_size // 2 = "
+            f"({kh // 2}, {kw // 2})), got pad ({ph}, {pw})"
+        )
+    N, C, H, W = x.shape
+    if C < 1 or H < 1 or W < 1:
+        raise ValueError(f"x must have shape (N, C, H, W) with C, H, W >= 1, got {x.shape}")
+    if H * W > _INT32_MAX:
+        raise ValueError(f"x planes must have at most 2**31 - 1 pixels (H * W), got {H} * {W}")
+    out_h = conv_output_size(H, kh, sh, ph)
+    out_w = conv_output_size(W, kw, sw, pw)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"kernel_size ({kh}, {kw}) is larger than the padded input "
+            f"({H + 2 * ph}, {W + 2 * pw}) of x {x.shape} with pad ({ph}, {pw})"
+        )
+    return PoolGeometry(N, C, H, W, kh, kw, sh, sw, ph, pw, out_h, out_w)

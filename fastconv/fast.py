@@ -1,0 +1,214 @@
+"""The fast layers: im2col + BLAS GEMM convolution and single-pass pooling.
+
+Same functions, signatures and return values as ``fastconv.naive``: change
+one import and the same code runs tens to thousands of times faster.
+
+How a convolution runs (``x`` (N, C, H, W), ``w`` (F, C // groups, kh, kw)):
+the batch is cut into chunks of ``n`` images so that the im2col matrix of one
+chunk, ``cols`` (C*kh*kw, n*out_h*out_w), stays under ``WORKSPACE_BYTES``.
+For each chunk: forward ``y = w2 @ cols`` (one GEMM per group), then one pass
+scatters ``y`` (F, n*P) into the NCHW output and adds the bias. Backward:
+one pass gathers ``dout`` into ``dy`` (F, n*P) and sums ``db``;
+``dw += dy @ cols.T`` and ``dcols = w2.T @ dy`` (written over ``cols``), then
+col2im adds the patches back into ``dx``. The cache holds ``x`` and ``w`` only;
+backward recomputes ``cols`` chunk by chunk instead of keeping a matrix
+kh*kw times the size of x.
+
+Workspaces are kept per thread and reused across calls (fresh large buffers
+cost page faults on every call). A cache may be passed between threads, but
+two threads must not share one call's output arrays.
+"""
+import threading
+
+import numpy as np
+
+from ._params import check_dout, conv_geometry, pool_geometry
+from .layers import (  # noqa: F401  (layers without loops are shared with fastconv.naive)
+    affine_backward,
+    affine_forward,
+    batchnorm_backward,
+    batchnorm_forward,
+    dropout_backward,
+    dropout_forward,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax_loss,
+    spatial_batchnorm_backward,
+    spatial_batchnorm_forward,
+    svm_loss,
+)
+
+try:
+    from . import _im2col
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "fastconv.fast needs the compiled extension fastconv._im2col, which is missing "
+        f"({exc}). Build it from the source tree with `pip install -e .` (or "
+        "`python setup.py build_ext --inplace`), which needs a C compiler, Cython >= 3 "
+        "and numpy >= 2. fastconv.naive works without it."
+    ) from exc
+
+#: Upper bound on the im2col workspace of one chunk (bytes). The GEMM output
+#: workspace ``y`` (F, n*P) comes on top and is smaller whenever F < C*kh*kw.
+WORKSPACE_BYTES = 8 * 2**20
+
+#: Below this many elements of work, kernels run on one thread (the OpenMP
+#: start-up would cost more than it saves).
+_PARALLEL_MIN = 1 << 15
+
+_local = threading.local()
+
+
+def _workspace(name, size, dtype):
+    """A flat per-thread buffer of at least ``size`` elements, reused across calls."""
+    key = (name, np.dtype(dtype).char)
+    buf = getattr(_local, "buffers", None)
+    if buf is None:
+        buf = _local.buffers = {}
+    arr = buf.get(key)
+    if arr is None or arr.size < size:
+        arr = buf[key] = np.empty(max(size, 1), dtype=dtype)
+    return arr[:size]
+
+
+def _threads(work):
+    return 1 if work < _PARALLEL_MIN else 0
+
+
+def chunk_images(g, itemsize, workspace_bytes=None):
+    """Images per chunk so that one chunk's im2col matrix fits the workspace bound."""
+    limit = WORKSPACE_BYTES if workspace_bytes is None else workspace_bytes
+    per_image = (g.C * g.kh * g.kw) * (g.out_h * g.out_w) * itemsize
+    return int(max(1, min(max(g.N, 1), limit // max(per_image, 1))))
+
+
+def _kernel_args(g):
+    return (g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, g.out_h, g.out_w)
+
+
+def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
+    """Convolution (cross-correlation, as in every CNN library).
+
+    x (N, C, H, W), w (F, C // groups, kh, kw), b (F,) or None; stride, pad and
+    dilation are an int or an (h, w) pair. Returns (out, cache) with out
+    (N, F, out_h, out_w) in x's dtype.
+    """
+    g = conv_geometry(x, w, b, stride, pad, dilation, groups)
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
+    dtype = x.dtype
+    G, P = g.groups, g.out_h * g.out_w
+    K = g.C * g.kh * g.kw
+    Fg, Kg = g.F // G, K // G
+    w2 = w.reshape(g.F, Kg)
+    bias = np.ascontiguousarray(b) if b is not None else np.empty(0, dtype=dtype)
+    out = np.empty(g.out_shape, dtype=dtype)
+    out3 = out.reshape(g.N, g.F, P)
+    chunk = chunk_images(g, dtype.itemsize)
+    args = _kernel_args(g)
+    for n0 in range(0, g.N, chunk):
+        n = min(chunk, g.N - n0)
+        cols = _workspace("cols", K * n * P, dtype).reshape(K, n * P)
+        y = _workspace("y", g.F * n * P, dtype).reshape(g.F, n * P)
+        _im2col.im2col(x[n0:n0 + n], cols, *args, _threads(K * n * P))
+        for gi in range(G):
+            np.matmul(w2[gi * Fg:(gi + 1) * Fg], cols[gi * Kg:(gi + 1) * Kg], out=y[gi * Fg:(gi + 1) * Fg])
+        _im2col.scatter_output(y, out3[n0:n0 + n], bias, b is not None, _threads(g.F * n * P))
+    return out, (x, w, b is not None, g)
+
+
+def conv_backward(dout, cache):
+    """Gradients of conv_forward: returns (dx, dw, db); db is None when b was None."""
+    x, w, has_bias, g = cache
+    check_dout(dout, g.out_shape, x.dtype)
+    dout = np.ascontiguousarray(dout)
+    dtype = x.dtype
+    G, P = g.groups, g.out_h * g.out_w
+    K = g.C * g.kh * g.kw
+    Fg, Kg = g.F // G, K // G
+    w2 = w.reshape(g.F, Kg)
+    dout3 = dout.reshape(g.N, g.F, P)
+    dx = np.empty_like(x)
+    dw2 = np.zeros((g.F, Kg), dtype=dtype)
+    db = np.zeros(g.F, dtype=np.float64)
+    chunk = chunk_images(g, dtype.itemsize)
+    args = _kernel_args(g)
+    for n0 in range(0, g.N, chunk):
+        n = min(chunk, g.N - n0)
+        cols = _workspace("cols", K * n * P, dtype).reshape(K, n * P)
+        dy = _workspace("y", g.F * n * P, dtype).reshape(g.F, n * P)
+        _im2col.gather_dout(dout3[n0:n0 + n], dy, db, has_bias, _threads(g.F * n * P))
+        _im2col.im2col(x[n0:n0 + n], cols, *args, _threads(K * n * P))
+        for gi in range(G):
+            f, k = slice(gi * Fg, (gi + 1) * Fg), slice(gi * Kg, (gi + 1) * Kg)
+            dw2[f] += dy[f] @ cols[k].T
+        for gi in range(G):
+            f, k = slice(gi * Fg, (gi + 1) * Fg), slice(gi * Kg, (gi + 1) * Kg)
+            np.matmul(w2[f].T, dy[f], out=cols[k])  # dcols overwrites cols
+        _im2col.col2im(cols, dx[n0:n0 + n], *args, _threads(K * n * P))
+    dw = dw2.reshape(g.w_shape)
+    return dx, dw, (db.astype(dtype) if has_bias else None)
+
+
+def max_pool_forward(x, kernel_size, stride=None, pad=0):
+    """Max pooling. stride None means kernel_size; padding counts as -inf.
+
+    Returns (out, cache), out (N, C, out_h, out_w). The cache holds the
+    argmax of each window (int32), not x.
+    """
+    g = pool_geometry(x, kernel_size, stride, pad)
+    x = np.ascontiguousarray(x)
+    out = np.empty(g.out_shape, dtype=x.dtype)
+    argmax = np.empty(g.out_shape, dtype=np.int32)
+    planes, P = g.N * g.C, g.out_h * g.out_w
+    _im2col.max_pool_forward(
+        x.reshape(planes, g.H, g.W), out.reshape(planes, P), argmax.reshape(planes, P),
+        g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.out_w,
+        _threads(planes * g.H * g.W),
+    )
+    return out, (argmax, x.dtype, g)
+
+
+def max_pool_backward(dout, cache):
+    """Each output's gradient goes to the first maximum of its window (row-major)."""
+    argmax, dtype, g = cache
+    check_dout(dout, g.out_shape, dtype)
+    dout = np.ascontiguousarray(dout)
+    planes, P = g.N * g.C, g.out_h * g.out_w
+    dx = np.empty((g.N, g.C, g.H, g.W), dtype=dtype)
+    _im2col.max_pool_backward(
+        dout.reshape(planes, P), argmax.reshape(planes, P), dx.reshape(planes, g.H * g.W),
+        _threads(planes * g.H * g.W),
+    )
+    return dx
+
+
+def avg_pool_forward(x, kernel_size, stride=None, pad=0):
+    """Average pooling; padded zeros count in the divisor (kh * kw)."""
+    g = pool_geometry(x, kernel_size, stride, pad)
+    x = np.ascontiguousarray(x)
+    out = np.empty(g.out_shape, dtype=x.dtype)
+    planes, P = g.N * g.C, g.out_h * g.out_w
+    _im2col.avg_pool_forward(
+        x.reshape(planes, g.H, g.W), out.reshape(planes, P),
+        g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.out_w,
+        _threads(planes * g.H * g.W),
+    )
+    return out, (x.shape, x.dtype, g)
+
+
+def avg_pool_backward(dout, cache):
+    """Spread each output's gradient evenly over its window (padding included)."""
+    x_shape, dtype, g = cache
+    check_dout(dout, g.out_shape, dtype)
+    dout = np.ascontiguousarray(dout)
+    planes, P = g.N * g.C, g.out_h * g.out_w
+    dx = np.empty(x_shape, dtype=dtype)
+    _im2col.avg_pool_backward(
+        dout.reshape(planes, P), dx.reshape(planes, g.H, g.W),
+        g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.out_w,
+        _threads(planes * g.H * g.W),
+    )
+    return dx

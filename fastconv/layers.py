@@ -1,0 +1,250 @@
+"""Layers with no loop to remove, shared by ``fastconv.naive`` and ``fastconv.fast``.
+
+Every layer is a pair of pure functions: ``*_forward(...) -> (out, cache)`` and,
+right under it, ``*_backward(dout, cache)``. A cache holds exactly what the
+backward pass needs. float32 and float64 are kept end to end.
+"""
+import numbers
+
+import numpy as np
+
+from ._params import check_dout, check_float_array, check_same_dtype
+
+
+# ------------------------------------------------------------------ affine
+def affine_forward(x, w, b):
+    """Fully connected layer: x (N, d1, ..., dk) is flattened to (N, D); w (D, M); b (M,).
+
+    Returns (out, cache) with out (N, M).
+    """
+    check_float_array(x, "x")
+    check_float_array(w, "w", 2)
+    check_float_array(b, "b", 1)
+    check_same_dtype(x=x, w=w, b=b)
+    if x.ndim < 1:
+        raise ValueError("x must have at least one dimension (N, ...)")
+    N = x.shape[0]
+    D = int(np.prod(x.shape[1:], dtype=np.int64))
+    if w.shape[0] != D:
+        raise ValueError(f"w must have shape (D, M) with D = prod(x.shape[1:]) = {D}, got {w.shape}")
+    if b.shape != (w.shape[1],):
+        raise ValueError(f"b must have shape (M,) = ({w.shape[1]},), got {b.shape}")
+    x2 = x.reshape(N, D)
+    out = x2 @ w
+    out += b
+    return out, (x, w)
+
+
+def affine_backward(dout, cache):
+    """Returns (dx, dw, db) for affine_forward."""
+    x, w = cache
+    N = x.shape[0]
+    check_dout(dout, (N, w.shape[1]), x.dtype)
+    dx = (dout @ w.T).reshape(x.shape)
+    dw = x.reshape(N, -1).T @ dout
+    db = dout.sum(axis=0)
+    return dx, dw, db
+
+
+# ------------------------------------------------------------------ relu
+def relu_forward(x):
+    """max(x, 0). Returns (out, cache)."""
+    check_float_array(x, "x")
+    out = np.maximum(x, 0)
+    return out, out
+
+
+def relu_backward(dout, cache):
+    """The gradient flows where the output was positive."""
+    out = cache
+    check_dout(dout, out.shape, out.dtype)
+    return np.where(out > 0, dout, 0).astype(out.dtype, copy=False)
+
+
+# ------------------------------------------------------------------ sigmoid
+def sigmoid_forward(x):
+    """1 / (1 + exp(-x)), computed without overflow. Returns (out, cache)."""
+    check_float_array(x, "x")
+    out = np.exp(-np.logaddexp(0, -x)).astype(x.dtype, copy=False)
+    return out, out
+
+
+def sigmoid_backward(dout, cache):
+    out = cache
+    check_dout(dout, out.shape, out.dtype)
+    return dout * out * (1 - out)
+
+
+# ------------------------------------------------------------------ dropout
+def dropout_forward(x, p, train=True, rng=None):
+    """Inverted dropout: in training, zero each unit with probability ``p`` and
+    scale the survivors by 1 / (1 - p); at test time, the identity.
+
+    ``rng`` is a numpy Generator (or a seed, or None for a fresh one).
+    Returns (out, cache); the cache is the scaled mask (None at test time).
+    """
+    check_float_array(x, "x")
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
+        raise ValueError(f"p (the drop probability) must be a number in [0, 1), got {p!r}")
+    if not train or p == 0:
+        return x.copy(), None
+    rng = np.random.default_rng(rng)
+    mask = (rng.random(x.shape) >= p).astype(x.dtype) / x.dtype.type(1 - p)
+    return x * mask, mask
+
+
+def dropout_backward(dout, cache):
+    mask = cache
+    if mask is None:
+        return dout.copy()
+    check_dout(dout, mask.shape, mask.dtype)
+    return dout * mask
+
+
+# ------------------------------------------------------------------ batchnorm
+def _check_bn(x, gamma, beta, bn_param, D, name):
+    check_float_array(gamma, "gamma", 1)
+    check_float_array(beta, "beta", 1)
+    check_same_dtype(x=x, gamma=gamma, beta=beta)
+    if gamma.shape != (D,) or beta.shape != (D,):
+        raise ValueError(f"gamma and beta must have shape ({D},) for {name}, got {gamma.shape} and {beta.shape}")
+    if not isinstance(bn_param, dict):
+        raise TypeError(f"bn_param must be a dict with 'mode' ('train' or 'test'), got {type(bn_param).__name__}")
+    mode = bn_param.get("mode", "train")
+    if mode not in ("train", "test"):
+        raise ValueError(f"bn_param['mode'] must be 'train' or 'test', got {mode!r}")
+    return mode
+
+
+def batchnorm_forward(x, gamma, beta, bn_param):
+    """Batch normalization of x (N, D) over the batch.
+
+    bn_param: dict with 'mode' ('train' | 'test'), optional 'eps' (1e-5),
+    'momentum' (0.9); 'running_mean' / 'running_var' are created and updated
+    in place in training (``running = momentum * running + (1 - momentum) * batch``,
+    batch variance unbiased-free, as in CS231n) and used in test mode.
+    """
+    check_float_array(x, "x", 2)
+    D = x.shape[1]
+    mode = _check_bn(x, gamma, beta, bn_param, D, "x (N, D)")
+    eps = bn_param.get("eps", 1e-5)
+    momentum = bn_param.get("momentum", 0.9)
+    running_mean = bn_param.get("running_mean", np.zeros(D, dtype=x.dtype))
+    running_var = bn_param.get("running_var", np.ones(D, dtype=x.dtype))
+    if mode == "train":
+        mu = x.mean(axis=0)
+        var = x.var(axis=0)
+        inv_std = 1.0 / np.sqrt(var + eps)
+        xhat = (x - mu) * inv_std
+        out = gamma * xhat + beta
+        bn_param["running_mean"] = (momentum * running_mean + (1 - momentum) * mu).astype(x.dtype)
+        bn_param["running_var"] = (momentum * running_var + (1 - momentum) * var).astype(x.dtype)
+        cache = (xhat, gamma, inv_std.astype(x.dtype))
+    else:
+        xhat = (x - running_mean) / np.sqrt(running_var + eps)
+        out = gamma * xhat + beta
+        bn_param["running_mean"], bn_param["running_var"] = running_mean, running_var
+        cache = None
+    return out.astype(x.dtype, copy=False), cache
+
+
+def batchnorm_backward(dout, cache):
+    """Returns (dx, dgamma, dbeta) for batchnorm_forward in training mode."""
+    if cache is None:
+        raise ValueError("batchnorm_backward needs the cache of a forward pass in 'train' mode")
+    xhat, gamma, inv_std = cache
+    check_dout(dout, xhat.shape, xhat.dtype)
+    N = dout.shape[0]
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * xhat).sum(axis=0)
+    dxhat = dout * gamma
+    dx = (inv_std / N) * (N * dxhat - dxhat.sum(axis=0) - xhat * (dxhat * xhat).sum(axis=0))
+    return dx.astype(xhat.dtype, copy=False), dgamma, dbeta
+
+
+def spatial_batchnorm_forward(x, gamma, beta, bn_param):
+    """Batch normalization of x (N, C, H, W) per channel, over N, H and W.
+
+    Same bn_param as batchnorm_forward; gamma, beta (C,).
+    """
+    check_float_array(x, "x", 4)
+    C = x.shape[1]
+    mode = _check_bn(x, gamma, beta, bn_param, C, "x (N, C, H, W)")
+    eps = bn_param.get("eps", 1e-5)
+    momentum = bn_param.get("momentum", 0.9)
+    running_mean = bn_param.get("running_mean", np.zeros(C, dtype=x.dtype))
+    running_var = bn_param.get("running_var", np.ones(C, dtype=x.dtype))
+    shape = (1, C, 1, 1)
+    if mode == "train":
+        mu = x.mean(axis=(0, 2, 3))
+        var = x.var(axis=(0, 2, 3))
+        inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+        xhat = (x - mu.reshape(shape)) * inv_std.reshape(shape)
+        out = gamma.reshape(shape) * xhat + beta.reshape(shape)
+        bn_param["running_mean"] = (momentum * running_mean + (1 - momentum) * mu).astype(x.dtype)
+        bn_param["running_var"] = (momentum * running_var + (1 - momentum) * var).astype(x.dtype)
+        cache = (xhat, gamma, inv_std)
+    else:
+        scale = gamma / np.sqrt(running_var + eps)
+        out = x * scale.reshape(shape) + (beta - running_mean * scale).reshape(shape)
+        bn_param["running_mean"], bn_param["running_var"] = running_mean, running_var
+        cache = None
+    return out.astype(x.dtype, copy=False), cache
+
+
+def spatial_batchnorm_backward(dout, cache):
+    """Returns (dx, dgamma, dbeta) for spatial_batchnorm_forward in training mode."""
+    if cache is None:
+        raise ValueError("spatial_batchnorm_backward needs the cache of a forward pass in 'train' mode")
+    xhat, gamma, inv_std = cache
+    check_dout(dout, xhat.shape, xhat.dtype)
+    N, C, H, W = dout.shape
+    M = N * H * W
+    shape = (1, C, 1, 1)
+    dbeta = dout.sum(axis=(0, 2, 3))
+    dgamma = (dout * xhat).sum(axis=(0, 2, 3))
+    # dx = gamma * inv_std / M * (M * dout - dbeta - xhat * dgamma)
+    k = (gamma * inv_std / M).reshape(shape)
+    dx = k * (M * dout - dbeta.reshape(shape) - xhat * dgamma.reshape(shape))
+    return dx.astype(xhat.dtype, copy=False), dgamma, dbeta
+
+
+# ------------------------------------------------------------------ losses
+def _check_scores(scores, y):
+    check_float_array(scores, "scores", 2)
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu":
+        raise TypeError("y must be an integer numpy array of class labels, shape (N,)")
+    N, K = scores.shape
+    if y.shape != (N,):
+        raise ValueError(f"y must have shape (N,) = ({N},), got {y.shape}")
+    if N and (y.min() < 0 or y.max() >= K):
+        raise ValueError(f"y must hold class labels in [0, {K}), got values in [{y.min()}, {y.max()}]")
+    return N
+
+
+def softmax_loss(scores, y):
+    """Mean softmax cross-entropy. scores (N, K), y (N,) integer labels.
+
+    Returns (loss, dscores)."""
+    N = _check_scores(scores, y)
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    rows = np.arange(N)
+    loss = -log_probs[rows, y].mean()
+    dscores = np.exp(log_probs)
+    dscores[rows, y] -= 1
+    dscores /= N
+    return float(loss), dscores
+
+
+def svm_loss(scores, y):
+    """Mean multiclass hinge loss with margin 1. Returns (loss, dscores)."""
+    N = _check_scores(scores, y)
+    rows = np.arange(N)
+    correct = scores[rows, y][:, None]
+    margins = np.maximum(0, scores - correct + 1)
+    margins[rows, y] = 0
+    loss = margins.sum() / N
+    positive = (margins > 0).astype(scores.dtype)
+    positive[rows, y] = -positive.sum(axis=1)
+    return float(loss), positive / N

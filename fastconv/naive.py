@@ -1,0 +1,150 @@
+"""The reference layers: explicit loops, written to be read.
+
+Correct for every stride, padding, dilation, group count and non-square
+kernel or image, in float32 and float64 (the dtype of the inputs is kept).
+Slow on purpose: ``fastconv.fast`` has the same functions, and the tests
+prove the two equal. Each backward sits right under its forward.
+
+Shapes: x (N, C, H, W), w (F, C // groups, kh, kw), b (F,),
+out (N, F, out_h, out_w) with out_h from ``fastconv._params.conv_output_size``.
+"""
+import numpy as np
+
+from ._params import check_dout, conv_geometry, pool_geometry
+from .layers import (  # noqa: F401  (layers without loops are shared with fastconv.fast)
+    affine_backward,
+    affine_forward,
+    batchnorm_backward,
+    batchnorm_forward,
+    dropout_backward,
+    dropout_forward,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax_loss,
+    spatial_batchnorm_backward,
+    spatial_batchnorm_forward,
+    svm_loss,
+)
+
+
+def _window(g, oh, ow):
+    """Slices of the zero-padded input that output pixel (oh, ow) reads."""
+    h0 = oh * g.stride_h
+    w0 = ow * g.stride_w
+    return (
+        slice(h0, h0 + g.dil_h * (g.kh - 1) + 1, g.dil_h),
+        slice(w0, w0 + g.dil_w * (g.kw - 1) + 1, g.dil_w),
+    )
+
+
+def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
+    """Convolution (cross-correlation, as in every CNN library).
+
+    x (N, C, H, W), w (F, C // groups, kh, kw), b (F,) or None; stride, pad and
+    dilation are an int or an (h, w) pair. Returns (out, cache) with out
+    (N, F, out_h, out_w) in x's dtype.
+    """
+    g = conv_geometry(x, w, b, stride, pad, dilation, groups)
+    xp = np.pad(x, ((0, 0), (0, 0), (g.pad_h, g.pad_h), (g.pad_w, g.pad_w)))
+    Fg, Cg = g.F // g.groups, g.C // g.groups
+    out = np.zeros(g.out_shape, dtype=x.dtype)
+    for n in range(g.N):
+        for f in range(g.F):
+            channels = slice((f // Fg) * Cg, (f // Fg + 1) * Cg)
+            for oh in range(g.out_h):
+                for ow in range(g.out_w):
+                    rows, cols = _window(g, oh, ow)
+                    out[n, f, oh, ow] = np.sum(xp[n, channels, rows, cols] * w[f])
+            if b is not None:
+                out[n, f] += b[f]
+    return out, (x, w, b is not None, g)
+
+
+def conv_backward(dout, cache):
+    """Gradients of conv_forward: returns (dx, dw, db); db is None when b was None."""
+    x, w, has_bias, g = cache
+    check_dout(dout, g.out_shape, x.dtype)
+    xp = np.pad(x, ((0, 0), (0, 0), (g.pad_h, g.pad_h), (g.pad_w, g.pad_w)))
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    Fg, Cg = g.F // g.groups, g.C // g.groups
+    for n in range(g.N):
+        for f in range(g.F):
+            channels = slice((f // Fg) * Cg, (f // Fg + 1) * Cg)
+            for oh in range(g.out_h):
+                for ow in range(g.out_w):
+                    rows, cols = _window(g, oh, ow)
+                    dxp[n, channels, rows, cols] += w[f] * dout[n, f, oh, ow]
+                    dw[f] += xp[n, channels, rows, cols] * dout[n, f, oh, ow]
+    dx = dxp[:, :, g.pad_h:g.pad_h + g.H, g.pad_w:g.pad_w + g.W].copy()
+    db = dout.sum(axis=(0, 2, 3)).astype(x.dtype) if has_bias else None
+    return dx, dw, db
+
+
+def _pool_window(g, oh, ow):
+    """The unpadded part of the pooling window of output pixel (oh, ow)."""
+    h0 = oh * g.stride_h - g.pad_h
+    w0 = ow * g.stride_w - g.pad_w
+    return slice(max(h0, 0), min(h0 + g.kh, g.H)), slice(max(w0, 0), min(w0 + g.kw, g.W))
+
+
+def max_pool_forward(x, kernel_size, stride=None, pad=0):
+    """Max pooling. stride None means kernel_size; padding counts as -inf.
+
+    Returns (out, cache), out (N, C, out_h, out_w).
+    """
+    g = pool_geometry(x, kernel_size, stride, pad)
+    out = np.empty(g.out_shape, dtype=x.dtype)
+    for n in range(g.N):
+        for c in range(g.C):
+            for oh in range(g.out_h):
+                for ow in range(g.out_w):
+                    window = x[n, c][_pool_window(g, oh, ow)]
+                    # np.argmax: first maximum in row-major order, NaN counts as maximum.
+                    out[n, c, oh, ow] = window.flat[np.argmax(window)]
+    return out, (x, g)
+
+
+def max_pool_backward(dout, cache):
+    """Each output's gradient goes to the first maximum of its window (row-major)."""
+    x, g = cache
+    check_dout(dout, g.out_shape, x.dtype)
+    dx = np.zeros_like(x)
+    for n in range(g.N):
+        for c in range(g.C):
+            for oh in range(g.out_h):
+                for ow in range(g.out_w):
+                    rows, cols = _pool_window(g, oh, ow)
+                    window = x[n, c, rows, cols]
+                    i, j = np.unravel_index(np.argmax(window), window.shape)
+                    dx[n, c, rows.start + i, cols.start + j] += dout[n, c, oh, ow]
+    return dx
+
+
+def avg_pool_forward(x, kernel_size, stride=None, pad=0):
+    """Average pooling; padded zeros count in the divisor (kh * kw)."""
+    g = pool_geometry(x, kernel_size, stride, pad)
+    out = np.empty(g.out_shape, dtype=x.dtype)
+    area = g.kh * g.kw
+    for n in range(g.N):
+        for c in range(g.C):
+            for oh in range(g.out_h):
+                for ow in range(g.out_w):
+                    out[n, c, oh, ow] = np.sum(x[n, c][_pool_window(g, oh, ow)]) / area
+    return out, (x.shape, x.dtype, g)
+
+
+def avg_pool_backward(dout, cache):
+    """Spread each output's gradient evenly over its window (padding included)."""
+    x_shape, dtype, g = cache
+    check_dout(dout, g.out_shape, dtype)
+    dx = np.zeros(x_shape, dtype=dtype)
+    area = g.kh * g.kw
+    for n in range(g.N):
+        for c in range(g.C):
+            for oh in range(g.out_h):
+                for ow in range(g.out_w):
+                    dx[n, c][_pool_window(g, oh, ow)] += dout[n, c, oh, ow] / area
+    return dx

@@ -1,0 +1,113 @@
+"""Build script: declares the one Cython extension, ``fastconv._im2col``.
+
+Everything else about the package lives in pyproject.toml.
+
+Environment switches (read at build time):
+
+* ``FASTCONV_CYTHON_DEBUG=1`` builds with bounds checks, wraparound and
+  initialized-memoryview checks turned on (and -O0 -g), for tests that hunt
+  out-of-bounds access. ``fastconv.show_config()`` reports which build is in.
+* ``FASTCONV_NO_OPENMP=1`` builds without OpenMP even where the compiler has it.
+* ``FASTCONV_NATIVE=1`` adds ``-march=native`` (opt-in only: a binary built
+  that way may crash with SIGILL on an older CPU).
+"""
+import os
+import sys
+import tempfile
+import textwrap
+import warnings
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+DEBUG = os.environ.get("FASTCONV_CYTHON_DEBUG", "0") not in ("", "0")
+NO_OPENMP = os.environ.get("FASTCONV_NO_OPENMP", "0") not in ("", "0")
+NATIVE = os.environ.get("FASTCONV_NATIVE", "0") not in ("", "0")
+
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+OPENMP_PROBE = textwrap.dedent(
+    """
+    #include <omp.h>
+    int main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }
+    """
+)
+
+
+def _openmp_flags(compiler):
+    """Return (compile_args, link_args) for OpenMP, or None if the compiler lacks it."""
+    if sys.platform == "win32":
+        candidates = [(["/openmp"], [])]
+    elif sys.platform == "darwin":
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    for cflags, lflags in candidates:
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "probe.c")
+            with open(src, "w") as f:
+                f.write(OPENMP_PROBE)
+            try:
+                objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+                compiler.link_executable(
+                    objs, os.path.join(tmp, "probe"), extra_postargs=lflags
+                )
+            except Exception:
+                continue
+        return cflags, lflags
+    return None
+
+
+class BuildExt(build_ext):
+    """build_ext that probes the compiler for OpenMP before compiling."""
+
+    def build_extensions(self):
+        flags = None if NO_OPENMP else _openmp_flags(self.compiler)
+        if flags is None and not NO_OPENMP:
+            warnings.warn(
+                "fastconv: this compiler has no usable OpenMP; building the "
+                "im2col kernels single-threaded (BLAS still uses its own threads)."
+            )
+        is_msvc = self.compiler.compiler_type == "msvc"
+        for ext in self.extensions:
+            if flags is not None:
+                ext.extra_compile_args += flags[0]
+                ext.extra_link_args += flags[1]
+            if not is_msvc:
+                ext.extra_compile_args += ["-O0", "-g"] if DEBUG else ["-O3"]
+                if NATIVE:
+                    ext.extra_compile_args += ["-march=native"]
+            ext.define_macros += [
+                ("FASTCONV_DEBUG_BUILD", "1" if DEBUG else "0"),
+                ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+            ]
+        super().build_extensions()
+
+
+extensions = [
+    Extension(
+        "fastconv._im2col",
+        ["fastconv/_im2col.pyx"],
+        include_dirs=[numpy.get_include()],
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=DIRECTIVES,
+        # One generated-C folder per build mode, so that switching the debug
+        # flag always regenerates the C code instead of reusing a stale file.
+        build_dir=os.path.join("build", "cython-debug" if DEBUG else "cython"),
+    ),
+    cmdclass={"build_ext": BuildExt},
+)
