@@ -1,0 +1,428 @@
+"""fastconv.fast equals fastconv.naive: forward and every gradient.
+
+The grid is generated deterministically from a fixed seed (plus hand-picked
+awkward cases), so every run checks the same configurations and a failure's id
+(``conv-n2c4f2-x7x9-k3x5-s2-p1-d1-g2-bias-float32``) says how to rebuild it.
+``test_grid_covers_the_awkward_cases`` fails if the grid ever stops covering
+what the issue asks for. Shapes are small so that the naive loops stay fast.
+
+CI also runs this file against a build with bounds checks on
+(``FASTCONV_CYTHON_DEBUG=1``, see ``test_build_mode``).
+"""
+import os
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import fastconv._im2col as _im2col
+import fastconv.fast as fast
+import fastconv.naive as naive
+from fastconv._params import conv_geometry
+from conftest import DTYPES, assert_close, dtype_id, pair_id
+
+
+def out_size(size, kernel, stride, pad, dilation=1):
+    """PyTorch's output-size formula, written out here independently of fastconv._params."""
+    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _arg(pair):
+    """Pass equal pairs as a plain int and unequal ones as a tuple (both forms are API)."""
+    return pair[0] if pair[0] == pair[1] else pair
+
+
+# ---------------------------------------------------------------------------- the grid
+@dataclass(frozen=True)
+class ConvCase:
+    N: int
+    C: int
+    H: int
+    W: int
+    F: int
+    kernel: tuple
+    stride: tuple
+    pad: tuple
+    dilation: tuple
+    groups: int
+    bias: bool
+    dtype: type
+
+    @property
+    def out_hw(self):
+        return tuple(
+            out_size(s, k, st, p, d)
+            for s, k, st, p, d in zip((self.H, self.W), self.kernel, self.stride, self.pad, self.dilation)
+        )
+
+    def __str__(self):
+        return (
+            f"conv-n{self.N}c{self.C}f{self.F}-x{self.H}x{self.W}-k{self.kernel[0]}x{self.kernel[1]}"
+            f"-s{pair_id(self.stride)}-p{pair_id(self.pad)}-d{pair_id(self.dilation)}-g{self.groups}"
+            f"-{'bias' if self.bias else 'nobias'}-{dtype_id(self.dtype)}"
+        )
+
+
+@dataclass(frozen=True)
+class PoolCase:
+    kind: str  # "max" or "avg"
+    N: int
+    C: int
+    H: int
+    W: int
+    kernel: tuple
+    stride: tuple  # None means kernel_size
+    pad: tuple
+    dtype: type
+
+    @property
+    def effective_stride(self):
+        return self.kernel if self.stride is None else self.stride
+
+    @property
+    def out_hw(self):
+        return tuple(
+            out_size(s, k, st, p)
+            for s, k, st, p in zip((self.H, self.W), self.kernel, self.effective_stride, self.pad)
+        )
+
+    def __str__(self):
+        stride = "None" if self.stride is None else pair_id(self.stride)
+        return (
+            f"{self.kind}pool-n{self.N}c{self.C}-x{self.H}x{self.W}-k{self.kernel[0]}x{self.kernel[1]}"
+            f"-s{stride}-p{pair_id(self.pad)}-{dtype_id(self.dtype)}"
+        )
+
+
+# (N, C, H, W, F, kernel, stride, pad, dilation, groups, bias): the awkward cases, by hand.
+HANDPICKED_CONV = [
+    (2, 4, 7, 9, 2, (3, 5), (2, 2), (1, 1), (1, 1), 2, True),  # non-square kernel and image, groups
+    (1, 1, 5, 5, 1, (1, 1), (1, 1), (0, 0), (1, 1), 1, False),  # 1x1, one channel, batch 1
+    (1, 1, 1, 1, 1, (1, 1), (1, 1), (0, 0), (1, 1), 1, True),  # a single pixel
+    (2, 2, 2, 3, 3, (4, 5), (1, 1), (2, 2), (1, 1), 1, True),  # kernel larger than the unpadded image
+    (1, 3, 1, 6, 2, (3, 2), (1, 2), (1, 0), (1, 1), 1, False),  # one image row, padding only in h
+    (2, 2, 9, 8, 2, (3, 3), (3, 3), (3, 3), (2, 2), 1, True),  # stride 3, pad 3, dilation 2
+    (1, 2, 8, 7, 4, (2, 3), (1, 3), (0, 2), (2, 1), 2, False),  # per-axis stride/pad/dilation, Cg = 1
+    (3, 1, 5, 5, 2, (3, 3), (2, 2), (0, 0), (1, 1), 1, True),  # odd size, exact fit with stride 2
+    (2, 2, 6, 6, 3, (3, 3), (2, 2), (0, 0), (1, 1), 1, True),  # last row and column left over
+    (1, 4, 4, 6, 2, (4, 6), (1, 1), (0, 0), (1, 1), 2, True),  # kernel equals the image: 1x1 output
+    (2, 2, 3, 3, 2, (3, 3), (1, 1), (3, 3), (2, 2), 2, False),  # mostly padding, dilated
+    (1, 2, 5, 4, 4, (1, 2), (3, 1), (3, 0), (1, 2), 1, True),  # pad larger than the kernel
+]
+
+N_RANDOM_CONV_GEOMETRIES = 100
+N_RANDOM_POOL_GEOMETRIES = 32
+GRID_SEED = 20260423
+
+
+def _random_conv_geometry(rng):
+    def pair(lo, hi):
+        a = int(rng.integers(lo, hi + 1))
+        return (a, a) if rng.random() < 0.6 else (a, int(rng.integers(lo, hi + 1)))
+
+    groups = int(rng.choice([1, 2]))
+    C = groups * int(rng.integers(1, 4))
+    F = groups * int(rng.integers(1, 4))
+    kernel = pair(1, 5)
+    stride = pair(1, 3)
+    pad = pair(0, 3)
+    dilation = pair(1, 2)
+    size = []
+    for k, p, d in zip(kernel, pad, dilation):
+        smallest = max(1, d * (k - 1) + 1 - 2 * p)  # the dilated kernel must fit the padded input
+        size.append(int(rng.integers(smallest, smallest + 7)))
+    N = int(rng.choice([1, 2, 3]))
+    return (N, C, size[0], size[1], F, kernel, stride, pad, dilation, groups, bool(rng.random() < 0.5))
+
+
+def _conv_cases():
+    rng = np.random.default_rng(GRID_SEED)
+    geometries = list(HANDPICKED_CONV)
+    while len(geometries) < len(HANDPICKED_CONV) + N_RANDOM_CONV_GEOMETRIES:
+        geo = _random_conv_geometry(rng)
+        case = ConvCase(*geo, np.float64)
+        oh, ow = case.out_hw
+        # keep the naive loops cheap and the grid free of duplicates
+        if case.N * case.F * oh * ow <= 1500 and geo not in geometries:
+            geometries.append(geo)
+    return [ConvCase(*geo, dtype) for geo in geometries for dtype in DTYPES]
+
+
+# (N, C, H, W, kernel, stride or None, pad): pooling by hand.
+HANDPICKED_POOL = [
+    (2, 3, 4, 4, (2, 2), None, (0, 0)),  # the classic 2x2/2
+    (1, 1, 5, 7, (3, 3), (2, 2), (1, 1)),  # overlapping, padded, odd sizes
+    (2, 2, 6, 5, (3, 2), (1, 1), (1, 1)),  # non-square, stride 1: heavy overlap
+    (1, 2, 1, 1, (1, 1), None, (0, 0)),  # one pixel
+    (1, 1, 1, 4, (2, 3), (1, 2), (1, 1)),  # kernel taller than the image, fits with pad
+    (3, 1, 7, 6, (4, 4), (3, 3), (2, 2)),  # pad = kernel // 2, stride 3
+    (1, 2, 6, 6, (6, 6), None, (0, 0)),  # global pooling
+    (2, 1, 9, 5, (3, 1), (2, 1), (1, 0)),  # per-axis kernel/stride/pad
+]
+
+
+def _random_pool_geometry(rng):
+    a = int(rng.integers(1, 5))
+    kernel = (a, a) if rng.random() < 0.6 else (a, int(rng.integers(1, 5)))
+    r = rng.random()
+    if r < 0.25:
+        stride = None
+    elif r < 0.65:  # overlapping windows
+        stride = tuple(int(rng.integers(1, k + 1)) for k in kernel)
+    else:
+        stride = tuple(int(rng.integers(1, 4)) for _ in kernel)
+    pad = tuple(int(rng.integers(0, k // 2 + 1)) for k in kernel)
+    size = [int(rng.integers(max(1, k - 2 * p), max(1, k - 2 * p) + 6)) for k, p in zip(kernel, pad)]
+    return (int(rng.choice([1, 2, 3])), int(rng.integers(1, 4)), size[0], size[1], kernel, stride, pad)
+
+
+def _pool_cases():
+    rng = np.random.default_rng(GRID_SEED + 1)
+    geometries = list(HANDPICKED_POOL)
+    while len(geometries) < len(HANDPICKED_POOL) + N_RANDOM_POOL_GEOMETRIES:
+        geo = _random_pool_geometry(rng)
+        if geo not in geometries:
+            geometries.append(geo)
+    return [PoolCase(kind, *geo, dtype) for kind in ("max", "avg") for geo in geometries for dtype in DTYPES]
+
+
+CONV_CASES = _conv_cases()
+POOL_CASES = _pool_cases()
+
+
+def _seed(case):
+    return zlib.crc32(str(case).encode())
+
+
+def test_grid_covers_the_awkward_cases():
+    """The grid holds every case the issue lists (this fails if a generator change drops one)."""
+    convs, pools = CONV_CASES, POOL_CASES
+    assert len(convs) + len(pools) >= 200
+    assert len({str(c) for c in convs + pools}) == len(convs) + len(pools), "ids must be unique"
+    assert {s for c in convs for s in c.stride} == {1, 2, 3}
+    assert {p for c in convs for p in c.pad} == {0, 1, 2, 3}
+    assert {d for c in convs for d in c.dilation} == {1, 2}
+    assert {c.groups for c in convs} == {1, 2}
+    assert {c.bias for c in convs} == {True, False}
+    assert {c.dtype for c in convs} == {c.dtype for c in pools} == set(DTYPES)
+    assert any(c.kernel[0] != c.kernel[1] for c in convs)
+    assert any(c.H != c.W for c in convs)
+    assert any(c.N == 1 for c in convs) and any(c.C == 1 for c in convs)
+    assert any(c.H % 2 and c.W % 2 for c in convs)
+    assert any(c.kernel[0] > c.H or c.kernel[1] > c.W for c in convs)
+    assert any(c.stride[0] != c.stride[1] or c.pad[0] != c.pad[1] or c.dilation[0] != c.dilation[1] for c in convs)
+    for kind in ("max", "avg"):
+        kp = [c for c in pools if c.kind == kind]
+        assert any(s < k for c in kp for s, k in zip(c.effective_stride, c.kernel)), "overlapping windows"
+        assert any(max(c.pad) > 0 for c in kp)
+        assert any(c.stride is None for c in kp)
+        assert any(c.kernel[0] != c.kernel[1] for c in kp)
+        assert any(c.N == 1 for c in kp) and any(c.C == 1 for c in kp)
+
+
+# ---------------------------------------------------------------------------- equivalence
+def _conv_data(case):
+    rng = np.random.default_rng(_seed(case))
+    kh, kw = case.kernel
+    x = rng.standard_normal((case.N, case.C, case.H, case.W)).astype(case.dtype)
+    w = rng.standard_normal((case.F, case.C // case.groups, kh, kw)).astype(case.dtype)
+    b = rng.standard_normal(case.F).astype(case.dtype) if case.bias else None
+    dout = rng.standard_normal((case.N, case.F, *case.out_hw)).astype(case.dtype)
+    return x, w, b, dout
+
+
+def _conv_kwargs(case):
+    return dict(stride=_arg(case.stride), pad=_arg(case.pad), dilation=_arg(case.dilation), groups=case.groups)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_conv_fast_equals_naive(case):
+    x, w, b, dout = _conv_data(case)
+    kwargs = _conv_kwargs(case)
+    out_n, cache_n = naive.conv_forward(x, w, b, **kwargs)
+    out_f, cache_f = fast.conv_forward(x, w, b, **kwargs)
+    assert out_n.shape == (case.N, case.F, *case.out_hw)
+    assert_close(out_f, out_n, case.dtype, "out")
+    dx_n, dw_n, db_n = naive.conv_backward(dout, cache_n)
+    dx_f, dw_f, db_f = fast.conv_backward(dout, cache_f)
+    assert_close(dx_f, dx_n, case.dtype, "dx")
+    assert_close(dw_f, dw_n, case.dtype, "dw")
+    if case.bias:
+        assert_close(db_f, db_n, case.dtype, "db")
+    else:
+        assert db_f is None and db_n is None
+
+
+def _pool_funcs(module, kind):
+    return getattr(module, f"{kind}_pool_forward"), getattr(module, f"{kind}_pool_backward")
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+def test_pool_fast_equals_naive(case):
+    rng = np.random.default_rng(_seed(case))
+    x = rng.standard_normal((case.N, case.C, case.H, case.W)).astype(case.dtype)
+    dout = rng.standard_normal((case.N, case.C, *case.out_hw)).astype(case.dtype)
+    results = []
+    for module in (naive, fast):
+        forward, backward = _pool_funcs(module, case.kind)
+        out, cache = forward(x, _arg(case.kernel), None if case.stride is None else _arg(case.stride), _arg(case.pad))
+        results.append((out, backward(dout, cache)))
+    (out_n, dx_n), (out_f, dx_f) = results
+    assert out_n.shape == (case.N, case.C, *case.out_hw)
+    assert_close(out_f, out_n, case.dtype, "out")
+    assert_close(dx_f, dx_n, case.dtype, "dx")
+
+
+# ---------------------------------------------------------------------------- max-pool ties and NaN
+def test_max_pool_ties_route_to_first_maximum_all_equal():
+    """All-equal input: each window's gradient goes to its first (top-left valid) pixel."""
+    x = np.full((1, 1, 4, 4), 2.5)
+    dout = np.arange(1.0, 1.0 + 2 * 2).reshape(1, 1, 2, 2)
+    # kernel 3, stride 2, pad 1: the windows' first valid pixels are (0,0), (0,1), (1,0), (1,1).
+    expected = np.zeros_like(x)
+    expected[0, 0, 0, 0] = 1
+    expected[0, 0, 0, 1] = 2
+    expected[0, 0, 1, 0] = 3
+    expected[0, 0, 1, 1] = 4
+    for module in (naive, fast):
+        out, cache = module.max_pool_forward(x, 3, 2, 1)
+        np.testing.assert_array_equal(out, np.full((1, 1, 2, 2), 2.5))
+        np.testing.assert_array_equal(module.max_pool_backward(dout, cache), expected, err_msg=module.__name__)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize(
+    "kernel, stride, pad",
+    [(2, None, 0), (3, 1, 1), (3, 2, 1), ((2, 3), (1, 2), (1, 0))],
+    ids=["k2-sNone-p0", "k3-s1-p1", "k3-s2-p1", "k2x3-s1x2-p1x0"],
+)
+def test_max_pool_ties_identical_in_both_paths(rng, kernel, stride, pad, dtype):
+    """Small integers: almost every window has tied maxima; the two paths route identically."""
+    x = rng.integers(0, 3, size=(2, 3, 7, 6)).astype(dtype)
+    results = []
+    for module in (naive, fast):
+        out, cache = module.max_pool_forward(x, kernel, stride, pad)
+        dout = np.arange(1, out.size + 1, dtype=dtype).reshape(out.shape)  # distinct, so a misroute shows
+        results.append((out, module.max_pool_backward(dout, cache)))
+    (out_n, dx_n), (out_f, dx_f) = results
+    np.testing.assert_array_equal(out_f, out_n)
+    np.testing.assert_array_equal(dx_f, dx_n)
+    # the first maximum is the rule, not any maximum: with ties present, "last maximum" would differ
+    last = _max_pool_backward_last_max(x, kernel, stride, pad, dout)
+    assert not np.array_equal(last, dx_n), "the data has no ties that tell first from last maximum"
+
+
+def _max_pool_backward_last_max(x, kernel, stride, pad, dout):
+    """The wrong tie rule (last maximum in row-major order), to prove the tie test can tell."""
+    kh, kw = (kernel, kernel) if np.isscalar(kernel) else kernel
+    sh, sw = (kh, kw) if stride is None else ((stride, stride) if np.isscalar(stride) else stride)
+    ph, pw = (pad, pad) if np.isscalar(pad) else pad
+    N, C, H, W = x.shape
+    dx = np.zeros_like(x)
+    for n, c, oh, ow in np.ndindex(dout.shape):
+        h0, w0 = oh * sh - ph, ow * sw - pw
+        best = None
+        for ih in range(max(h0, 0), min(h0 + kh, H)):
+            for iw in range(max(w0, 0), min(w0 + kw, W)):
+                if best is None or x[n, c, ih, iw] >= x[n, c][best]:
+                    best = (ih, iw)
+        dx[n, c][best] += dout[n, c, oh, ow]
+    return dx
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_max_pool_nan_propagates_in_both_paths(rng, dtype):
+    x = rng.standard_normal((1, 2, 6, 6)).astype(dtype)
+    x[0, 0, 3, 3] = np.nan
+    x[0, 1, 0, 0] = np.nan
+    x[0, 1, 0, 1] = np.nan  # two NaNs in one window: the first one takes the gradient
+    results = []
+    for module in (naive, fast):
+        out, cache = module.max_pool_forward(x, 3, 2, 1)
+        dout = np.ones(out.shape, dtype=dtype)
+        results.append((out, module.max_pool_backward(dout, cache)))
+    (out_n, dx_n), (out_f, dx_f) = results
+    # kernel 3, stride 2, pad 1: window oh spans rows 2*oh-1 .. 2*oh+1, so (3, 3) is in oh, ow in {1, 2}
+    expected_nan = np.zeros(out_n.shape, dtype=bool)
+    expected_nan[0, 0, 1:3, 1:3] = True
+    expected_nan[0, 1, 0, 0:2] = True  # (0, 0) sits in window (0, 0); (0, 1) in windows (0, 0) and (0, 1)
+    np.testing.assert_array_equal(np.isnan(out_n), expected_nan)
+    np.testing.assert_array_equal(np.isnan(out_f), expected_nan)
+    np.testing.assert_array_equal(out_f, out_n)  # NaNs compare equal here
+    np.testing.assert_array_equal(dx_f, dx_n)
+    assert dx_n[0, 0, 3, 3] == 4  # every window holding the NaN sends it its gradient
+    assert dx_n[0, 1, 0, 0] == 1 and dx_n[0, 1, 0, 1] == 1
+
+
+# ---------------------------------------------------------------------------- chunking and N = 0
+def _chunk_workspace(case, images_per_chunk):
+    oh, ow = case.out_hw
+    per_image = case.C * case.kernel[0] * case.kernel[1] * oh * ow * np.dtype(case.dtype).itemsize
+    return images_per_chunk * per_image + per_image // 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("images_per_chunk", [1, 2, 3])
+@pytest.mark.parametrize("groups, bias", [(1, True), (2, False)], ids=["g1-bias", "g2-nobias"])
+def test_conv_chunked_batch_equals_naive(monkeypatch, images_per_chunk, groups, bias, dtype):
+    """N = 7 in chunks of 1, 2 or 3 images (with a remainder chunk) equals naive."""
+    case = ConvCase(7, 4, 6, 5, 4, (3, 2), (2, 1), (1, 1), (1, 2), groups, bias, dtype)
+    workspace = _chunk_workspace(case, images_per_chunk)
+    monkeypatch.setattr(fast, "WORKSPACE_BYTES", workspace)
+    g = conv_geometry(np.empty((7, 4, 6, 5), dtype), np.empty((4, 4 // groups, 3, 2), dtype),
+                           stride=(2, 1), pad=1, dilation=(1, 2), groups=groups)
+    assert fast.chunk_images(g, np.dtype(dtype).itemsize) == images_per_chunk
+    chunks = []
+    real_im2col = _im2col.im2col
+
+    def recording_im2col(x, *args):
+        chunks.append(x.shape[0])
+        return real_im2col(x, *args)
+
+    monkeypatch.setattr(_im2col, "im2col", recording_im2col)
+    x, w, b, dout = _conv_data(case)
+    kwargs = _conv_kwargs(case)
+    out_n, cache_n = naive.conv_forward(x, w, b, **kwargs)
+    out_f, cache_f = fast.conv_forward(x, w, b, **kwargs)
+    assert_close(out_f, out_n, dtype, "out")
+    for name, got, want in zip(("dx", "dw", "db"), fast.conv_backward(dout, cache_f), naive.conv_backward(dout, cache_n)):
+        if want is None:
+            assert got is None
+        else:
+            assert_close(got, want, dtype, name)
+    full, rest = divmod(7, images_per_chunk)
+    expected_chunks = [images_per_chunk] * full + ([rest] if rest else [])
+    assert chunks == expected_chunks * 2  # forward, then backward
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_empty_batch_is_consistent(dtype):
+    x = np.zeros((0, 2, 5, 4), dtype=dtype)
+    w = np.ones((4, 1, 3, 2), dtype=dtype)
+    b = np.ones(4, dtype=dtype)
+    for module in (naive, fast):
+        out, cache = module.conv_forward(x, w, b, stride=2, pad=1, groups=2)
+        assert out.shape == (0, 4, 3, 3) and out.dtype == dtype
+        dx, dw, db = module.conv_backward(np.zeros(out.shape, dtype), cache)
+        assert dx.shape == x.shape and dx.dtype == dtype
+        np.testing.assert_array_equal(dw, np.zeros_like(w))
+        np.testing.assert_array_equal(db, np.zeros_like(b))
+        assert dw.dtype == db.dtype == dtype
+        for kind in ("max", "avg"):
+            forward, backward = _pool_funcs(module, kind)
+            out, cache = forward(x, 3, 2, 1)
+            assert out.shape == (0, 2, 3, 2) and out.dtype == dtype
+            dx = backward(np.zeros(out.shape, dtype), cache)
+            assert dx.shape == x.shape and dx.dtype == dtype
+
+
+# ---------------------------------------------------------------------------- build mode
+def test_build_mode():
+    """With FASTCONV_EXPECT_DEBUG_BUILD=1 (or 0) set, the extension must be the bounds-checked (or release) build."""
+    info = _im2col.build_info()
+    assert "debug_build" in info
+    expected = os.environ.get("FASTCONV_EXPECT_DEBUG_BUILD")
+    if expected is not None and expected != "":
+        assert expected in ("0", "1"), f"FASTCONV_EXPECT_DEBUG_BUILD must be 0 or 1, got {expected!r}"
+        assert info["debug_build"] is (expected == "1")

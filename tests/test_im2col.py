@@ -1,0 +1,167 @@
+"""The Cython kernels im2col / col2im, called directly.
+
+Layout (see the docstring of fastconv/_im2col.pyx): ``cols`` is
+(C*kh*kw, N*out_h*out_w); row ``r = (c*kh + i)*kw + j`` is kernel tap (i, j)
+of channel c, column ``n*P + oh*out_w + ow`` is output pixel (oh, ow) of image
+n; the tap reads ``x[n, c, oh*stride_h - pad_h + i*dil_h, ow*stride_w - pad_w + j*dil_w]``,
+zero outside the image. The references below are that sentence written as loops.
+"""
+import numpy as np
+import pytest
+
+import fastconv._im2col as _im2col
+from conftest import DTYPES, dtype_id, pair_id, tol
+
+
+def out_size(size, kernel, stride, pad, dilation):
+    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def im2col_reference(x, kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w):
+    N, C, H, W = x.shape
+    P = out_h * out_w
+    cols = np.zeros((C * kh * kw, N * P), dtype=x.dtype)
+    for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                for n in range(N):
+                    for oh in range(out_h):
+                        for ow in range(out_w):
+                            ih = oh * sh - ph + i * dh
+                            iw = ow * sw - pw + j * dw
+                            if 0 <= ih < H and 0 <= iw < W:
+                                cols[r, n * P + oh * out_w + ow] = x[n, c, ih, iw]
+    return cols
+
+
+def col2im_reference(cols, x_shape, kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w):
+    """The adjoint of im2col_reference: every column entry added back to the pixel it came from."""
+    N, C, H, W = x_shape
+    P = out_h * out_w
+    dx = np.zeros(x_shape, dtype=cols.dtype)
+    for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                for n in range(N):
+                    for oh in range(out_h):
+                        for ow in range(out_w):
+                            ih = oh * sh - ph + i * dh
+                            iw = ow * sw - pw + j * dw
+                            if 0 <= ih < H and 0 <= iw < W:
+                                dx[n, c, ih, iw] += cols[r, n * P + oh * out_w + ow]
+    return dx
+
+
+# (N, C, H, W, (kh, kw), (sh, sw), (ph, pw), (dh, dw))
+GEOMETRIES = [
+    (1, 1, 4, 4, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (2, 3, 5, 7, (3, 5), (2, 2), (1, 1), (1, 1)),  # non-square kernel and image
+    (2, 2, 7, 5, (5, 3), (1, 2), (0, 2), (1, 1)),
+    (1, 2, 6, 6, (2, 2), (2, 2), (0, 0), (1, 1)),
+    (2, 1, 9, 8, (3, 3), (3, 3), (3, 3), (2, 2)),  # stride 3, pad 3, dilation 2
+    (1, 3, 5, 6, (2, 3), (1, 1), (2, 3), (2, 1)),
+    (3, 2, 2, 3, (4, 5), (1, 1), (2, 2), (1, 1)),  # kernel larger than the unpadded image
+    (1, 1, 1, 1, (1, 1), (1, 1), (0, 0), (1, 1)),
+    (2, 2, 8, 3, (1, 1), (3, 2), (0, 1), (1, 1)),  # 1x1 with stride and pad
+    (1, 2, 4, 9, (2, 4), (2, 3), (1, 2), (2, 2)),
+    (2, 2, 3, 3, (3, 3), (1, 1), (3, 3), (2, 2)),  # mostly padding
+    (1, 1, 6, 4, (4, 6), (1, 1), (0, 1), (1, 1)),  # kernel wider than the image
+]
+
+
+def _id(geo):
+    N, C, H, W, k, s, p, d = geo
+    return f"n{N}c{C}-x{H}x{W}-k{k[0]}x{k[1]}-s{pair_id(s)}-p{pair_id(p)}-d{pair_id(d)}"
+
+
+def _args(geo):
+    N, C, H, W, (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geo
+    out_h, out_w = out_size(H, kh, sh, ph, dh), out_size(W, kw, sw, pw, dw)
+    assert out_h >= 1 and out_w >= 1
+    return (kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w)
+
+
+@pytest.mark.parametrize("num_threads", [1, 0], ids=["1thread", "default-threads"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("geo", GEOMETRIES, ids=_id)
+def test_im2col_matches_index_arithmetic(rng, geo, dtype, num_threads):
+    N, C, H, W = geo[:4]
+    args = _args(geo)
+    kh, kw, out_h, out_w = args[0], args[1], args[-2], args[-1]
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    cols = np.full((C * kh * kw, N * out_h * out_w), np.nan, dtype=dtype)  # every entry must be written
+    _im2col.im2col(x, cols, *args, num_threads)
+    np.testing.assert_array_equal(cols, im2col_reference(x, *args))
+
+
+@pytest.mark.parametrize("num_threads", [1, 0], ids=["1thread", "default-threads"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("geo", GEOMETRIES, ids=_id)
+def test_col2im_matches_index_arithmetic(rng, geo, dtype, num_threads):
+    N, C, H, W = geo[:4]
+    args = _args(geo)
+    kh, kw, out_h, out_w = args[0], args[1], args[-2], args[-1]
+    cols = rng.standard_normal((C * kh * kw, N * out_h * out_w)).astype(dtype)
+    dx = np.full((N, C, H, W), np.nan, dtype=dtype)  # col2im overwrites, it does not accumulate
+    _im2col.col2im(cols, dx, *args, num_threads)
+    expected = col2im_reference(cols.astype(np.float64), (N, C, H, W), *args)
+    scale = max(np.max(np.abs(expected)), 1.0)
+    assert np.max(np.abs(dx - expected)) / scale < tol(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("geo", GEOMETRIES, ids=_id)
+def test_adjoint_identity(rng, geo, dtype):
+    """<im2col(x), c> == <x, col2im(c)>: col2im is exactly the transpose of im2col."""
+    N, C, H, W = geo[:4]
+    args = _args(geo)
+    kh, kw, out_h, out_w = args[0], args[1], args[-2], args[-1]
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    c = rng.standard_normal((C * kh * kw, N * out_h * out_w)).astype(dtype)
+    cols = np.empty_like(c)
+    _im2col.im2col(x, cols, *args)
+    dx = np.empty_like(x)
+    _im2col.col2im(c, dx, *args)
+    lhs = np.vdot(cols.astype(np.float64), c.astype(np.float64))
+    rhs = np.vdot(x.astype(np.float64), dx.astype(np.float64))
+    # relative to the sum of |terms|, so that cancellation cannot hide or fake an error
+    scale = np.vdot(np.abs(cols.astype(np.float64)), np.abs(c.astype(np.float64)))
+    assert scale > 0
+    assert abs(lhs - rhs) / scale < tol(dtype)
+
+
+def test_adjoint_identity_catches_a_wrong_col2im(rng):
+    """The adjoint test is not vacuous: dropping one tap from col2im breaks it."""
+    geo = GEOMETRIES[1]
+    N, C, H, W = geo[:4]
+    args = _args(geo)
+    x = rng.standard_normal((N, C, H, W))
+    c = rng.standard_normal((C * args[0] * args[1], N * args[-2] * args[-1]))
+    cols = np.empty_like(c)
+    _im2col.im2col(x, cols, *args)
+    c_wrong = c.copy()
+    c_wrong[4] = 0  # what a col2im that forgets row 4 would compute
+    dx = np.empty_like(x)
+    _im2col.col2im(c_wrong, dx, *args)
+    assert abs(np.vdot(cols, c) - np.vdot(x, dx)) > 1e-3
+
+
+def test_kernels_reject_a_wrong_cols_shape():
+    x = np.zeros((2, 3, 5, 5))
+    args = (3, 3, 1, 1, 1, 1, 1, 1, 5, 5)
+    with pytest.raises(ValueError, match="cols"):
+        _im2col.im2col(x, np.zeros((27, 49)), *args)
+    with pytest.raises(ValueError, match="cols"):
+        _im2col.col2im(np.zeros((26, 50)), np.zeros_like(x), *args)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_im2col_accepts_read_only_input(dtype):
+    x = np.arange(2 * 2 * 4 * 5, dtype=dtype).reshape(2, 2, 4, 5)
+    x.flags.writeable = False
+    args = (2, 3, 1, 2, 1, 0, 1, 1, 5, 2)
+    cols = np.empty((2 * 2 * 3, 2 * 5 * 2), dtype=dtype)
+    _im2col.im2col(x, cols, *args)
+    np.testing.assert_array_equal(cols, im2col_reference(x, *args))
