@@ -342,6 +342,48 @@ def test_float64_data_with_float32_weights_computes_in_float32(rng, module):
     assert (dx.dtype, dw.dtype, db.dtype) == (np.float64, np.float32, np.float64)
 
 
+def test_sichkar_convnet1_step_runs_on_float64_data_with_float32_parameters(rng):
+    """The tutorial's ConvNet1 loss, as written there, after swapping the import: float64 CIFAR-like
+    data and float32 parameters. It runs in float32 and equals the naive layers on float32 data."""
+    x = randn(rng, (3, 3, 12, 12), np.float64) * 50
+    y = rng.integers(0, 10, size=3)
+    w1, b1 = randn(rng, (5, 3, 7, 7), np.float32) * 1e-2, np.zeros(5, np.float32)
+    w2, b2 = randn(rng, (5 * 6 * 6, 8), np.float32) * 1e-2, np.zeros(8, np.float32)
+    w3, b3 = randn(rng, (8, 10), np.float32) * 1e-2, np.zeros(10, np.float32)
+    cnn_params = {"stride": 1, "pad": 3}
+    pooling_params = {"pooling_height": 2, "pooling_width": 2, "stride": 2}
+
+    S = sichkar
+    cnn_output, cache_cnn = S.cnn_forward_naive(x, w1, b1, cnn_params)
+    relu_output_1, cache_relu_1 = S.relu_forward(cnn_output)
+    pooling_output, cache_pooling = S.max_pooling_forward_naive(relu_output_1, pooling_params)
+    affine_hidden, cache_affine_hidden = S.affine_forward(pooling_output, w2, b2)
+    relu_output_2, cache_relu_2 = S.relu_forward(affine_hidden)
+    scores, cache_affine_output = S.affine_forward(relu_output_2, w3, b3)
+    loss, d_scores = S.softmax_loss(scores, y)
+    dx3, dw3, db3 = S.affine_backward(d_scores, cache_affine_output)
+    dx2, dw2, db2 = S.affine_backward(S.relu_backward(dx3, cache_relu_2), cache_affine_hidden)
+    d_relu_1 = S.relu_backward(S.max_pooling_backward_naive(dx2, cache_pooling), cache_relu_1)
+    dx1, dw1, db1 = S.cnn_backward_naive(d_relu_1, cache_cnn)
+
+    a, c1 = naive.conv_forward(x.astype(np.float32), w1, b1, 1, 3)
+    r1, cr1 = naive.relu_forward(a)
+    p, cp = naive.max_pool_forward(r1, 2, 2)
+    h, ch = naive.affine_forward(p, w2, b2)
+    r2, cr2 = naive.relu_forward(h)
+    s_ref, cs = naive.affine_forward(r2, w3, b3)
+    loss_ref, ds_ref = naive.softmax_loss(s_ref, y)
+    e3 = naive.affine_backward(ds_ref, cs)
+    e2 = naive.affine_backward(naive.relu_backward(e3[0], cr2), ch)
+    e1 = naive.conv_backward(naive.relu_backward(naive.max_pool_backward(e2[0], cp), cr1), c1)
+
+    assert scores.dtype == np.float32 and abs(loss - loss_ref) < 1e-4 * abs(loss_ref)
+    for got, want, what in [(dw3, e3[1], "dw3"), (db3, e3[2], "db3"), (dw2, e2[1], "dw2"), (db2, e2[2], "db2"),
+                            (dw1, e1[1], "dw1"), (db1, e1[2], "db1")]:
+        assert_close(got, want, np.float32, what, tolerance=1e-3)
+    assert dx1.dtype == np.float64 and dx1.shape == x.shape
+
+
 def test_integer_input_is_rejected():
     x = np.ones((1, 1, 4, 4), dtype=np.uint8)
     with pytest.raises(TypeError, match="x must have dtype float32 or float64"):
