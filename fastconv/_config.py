@@ -1,8 +1,15 @@
 """``fastconv.show_config()``: how this installation was built and will run."""
+import os
 import platform
 import sys
 
 import numpy as np
+
+
+def _imported_before_numpy():
+    from . import _OPENBLAS_TIMEOUT_BEFORE_NUMPY
+
+    return _OPENBLAS_TIMEOUT_BEFORE_NUMPY
 
 
 def build_info():
@@ -19,6 +26,10 @@ def build_info():
         "debug_build": None,
         "omp_max_threads": None,
         "blas": [],
+        "env": {k: os.environ.get(k) for k in
+                ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS",
+                 "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_CORETYPE")},
+        "imported_before_numpy": _imported_before_numpy(),
     }
     try:
         from . import _im2col
@@ -51,6 +62,12 @@ def show_config():
     else:
         print(f"extension fastconv._im2col: MISSING ({info.get('extension_error')})")
         print("  build it with `pip install -e .` in the source tree; fastconv.naive works without it")
+    env = " ".join(f"{k}={v}" for k, v in info["env"].items() if v is not None)
+    print(f"environment: {env or '(none of the thread variables set)'}")
+    if not info["imported_before_numpy"] and info["env"]["OPENBLAS_THREAD_TIMEOUT"] is None:
+        print("note: numpy was loaded before fastconv, so OpenBLAS's idle threads spin for 0.1 s "
+              "after each call; export OPENBLAS_THREAD_TIMEOUT=10 (or import fastconv first) "
+              "for faster convolutions")
     if isinstance(info["blas"], str):
         print(f"BLAS: unknown ({info['blas']})")
     else:

@@ -25,6 +25,8 @@ disjoint memory: a row block of ``cols``, an image plane of ``dx``, ...
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t
+from libc.string cimport memcpy, memset
+from libc.math cimport INFINITY
 
 cdef extern from *:
     """
@@ -85,9 +87,13 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t P = out_h * out_w
     cdef Py_ssize_t K = C * kh * kw
-    cdef Py_ssize_t t, r, n, c, i, j, oh, ow, ih, iw0, lo, hi, base
+    cdef Py_ssize_t t, r, n, c, i, j, oh, ow, ih, iw0, lo, hi
+    cdef floating* dst
+    cdef const floating* src
     if cols.shape[0] != K or cols.shape[1] != N * P:
         raise ValueError(f"cols must have shape ({K}, {N * P}), got ({cols.shape[0]}, {cols.shape[1]})")
+    if N == 0 or P == 0:
+        return
     with nogil:
         for t in prange(K * N, schedule="static", num_threads=_threads(num_threads)):
             r = t // N
@@ -100,21 +106,23 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
             hi = max(lo, _end_valid(iw0, stride_w, out_w, W))
             for oh in range(out_h):
                 ih = oh * stride_h - pad_h + i * dil_h
-                base = n * P + oh * out_w
+                # One output row: cols[r, n*P + oh*out_w + (0 .. out_w-1)]. Indexing its
+                # last element keeps the row under the bounds checks of a debug build.
+                dst = &cols[r, n * P + oh * out_w + out_w - 1] - (out_w - 1)
                 if ih < 0 or ih >= H:
-                    for ow in range(out_w):
-                        cols[r, base + ow] = 0
+                    memset(dst, 0, out_w * sizeof(floating))
                     continue
-                for ow in range(lo):
-                    cols[r, base + ow] = 0
-                if stride_w == 1:
-                    for ow in range(lo, hi):
-                        cols[r, base + ow] = x[n, c, ih, iw0 + ow]
-                else:
-                    for ow in range(lo, hi):
-                        cols[r, base + ow] = x[n, c, ih, iw0 + ow * stride_w]
-                for ow in range(hi, out_w):
-                    cols[r, base + ow] = 0
+                if lo > 0:
+                    memset(dst, 0, lo * sizeof(floating))
+                if hi > lo:
+                    src = &x[n, c, ih, iw0 + (hi - 1) * stride_w] - (hi - 1) * stride_w
+                    if stride_w == 1:
+                        memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+                    else:
+                        for ow in range(lo, hi):
+                            dst[ow] = src[ow * stride_w]
+                if hi < out_w:
+                    memset(dst + hi, 0, (out_w - hi) * sizeof(floating))
 
 
 def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
@@ -127,33 +135,39 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef Py_ssize_t P = out_h * out_w
     cdef Py_ssize_t K = C * kh * kw
-    cdef Py_ssize_t t, r, n, c, i, j, oh, ow, ih, iw0, lo, hi, base, h, w
+    cdef Py_ssize_t t, r, n, c, i, j, oh, ow, ih, iw0, lo, hi
+    cdef floating* dst
+    cdef const floating* src
     if cols.shape[0] != K or cols.shape[1] != N * P:
         raise ValueError(f"cols must have shape ({K}, {N * P}), got ({cols.shape[0]}, {cols.shape[1]})")
+    if N == 0:
+        return
     with nogil:
         for t in prange(N * C, schedule="static", num_threads=_threads(num_threads)):
             n = t // C
             c = t - n * C
-            for h in range(H):
-                for w in range(W):
-                    dx[n, c, h, w] = 0
+            dst = &dx[n, c, H - 1, W - 1] - (H * W - 1)
+            memset(dst, 0, H * W * sizeof(floating))
             for i in range(kh):
                 for j in range(kw):
                     r = (c * kh + i) * kw + j
                     iw0 = j * dil_w - pad_w
                     lo = _first_valid(iw0, stride_w, out_w)
                     hi = max(lo, _end_valid(iw0, stride_w, out_w, W))
+                    if hi == lo:
+                        continue
                     for oh in range(out_h):
                         ih = oh * stride_h - pad_h + i * dil_h
                         if ih < 0 or ih >= H:
                             continue
-                        base = n * P + oh * out_w
+                        src = &cols[r, n * P + oh * out_w + hi - 1] - (hi - 1)
+                        dst = &dx[n, c, ih, iw0 + (hi - 1) * stride_w] - (hi - 1) * stride_w
                         if stride_w == 1:
                             for ow in range(lo, hi):
-                                dx[n, c, ih, iw0 + ow] += cols[r, base + ow]
+                                dst[ow] += src[ow]
                         else:
                             for ow in range(lo, hi):
-                                dx[n, c, ih, iw0 + ow * stride_w] += cols[r, base + ow]
+                                dst[ow * stride_w] += src[ow]
 
 
 def scatter_output(const floating[:, ::1] y, floating[:, :, ::1] out,
@@ -182,134 +196,177 @@ def scatter_output(const floating[:, ::1] y, floating[:, :, ::1] out,
 
 def gather_dout(const floating[:, :, ::1] dout, floating[:, ::1] dy, double[::1] db,
                 bint want_db, int num_threads=0):
-    """``dy[f, n*P + p] = dout[n, f, p]`` and, if ``want_db``, ``db[f] += sum_{n,p} dout[n, f, p]``."""
+    """``dy[f, n*P + p] = dout[n, f, p]`` and, if ``want_db``, ``db[f] += sum_{n,p} dout[n, f, p]``
+    (summed in double, four independent partial sums per row)."""
     cdef Py_ssize_t N = dout.shape[0], F = dout.shape[1], P = dout.shape[2]
-    cdef Py_ssize_t n, f, p, base
-    cdef double acc
+    cdef Py_ssize_t n, f, p, P4 = P - P % 4
+    cdef double a0, a1, a2, a3
+    cdef floating* dst
+    cdef const floating* src
     if dy.shape[0] != F or dy.shape[1] != N * P:
         raise ValueError(f"dy must have shape ({F}, {N * P}), got ({dy.shape[0]}, {dy.shape[1]})")
     if want_db and db.shape[0] != F:
         raise ValueError(f"db must have shape ({F},), got ({db.shape[0]},)")
+    if N == 0 or P == 0:
+        return
     with nogil:
         for f in prange(F, schedule="static", num_threads=_threads(num_threads)):
-            acc = 0
+            a0 = 0
+            a1 = 0
+            a2 = 0
+            a3 = 0
             for n in range(N):
-                base = n * P
-                for p in range(P):
-                    dy[f, base + p] = dout[n, f, p]
-                    acc = acc + dout[n, f, p]
+                src = &dout[n, f, P - 1] - (P - 1)
+                dst = &dy[f, n * P + P - 1] - (P - 1)
+                memcpy(dst, src, P * sizeof(floating))
+                if want_db:
+                    for p in range(0, P4, 4):
+                        a0 = a0 + src[p]
+                        a1 = a1 + src[p + 1]
+                        a2 = a2 + src[p + 2]
+                        a3 = a3 + src[p + 3]
+                    for p in range(P4, P):
+                        a0 = a0 + src[p]
             if want_db:
-                db[f] += acc
+                db[f] += (a0 + a1) + (a2 + a3)
 
 
 # ---------------------------------------------------------------- pooling
 # Planes are passed flattened: x (N*C, H, W), out/argmax/dout (N*C, out_h*out_w).
 
-def max_pool_forward(const floating[:, :, ::1] x, floating[:, ::1] out, int32_t[:, ::1] argmax,
+def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t[:, :, ::1] argmax,
                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
-                     Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t out_w, int num_threads=0):
-    """Max over each window of valid (unpadded) pixels; ``argmax`` is the flat index
-    ``ih*W + iw`` of the first maximum in row-major window order. NaN counts as the
-    maximum (the first NaN wins), so a NaN in a window gives NaN."""
+                     Py_ssize_t pad_h, Py_ssize_t pad_w, int num_threads=0):
+    """Max over each window of valid (unpadded) pixels of x (N*C, H, W) into out
+    (N*C, out_h, out_w); ``argmax`` is the flat index ``ih*W + iw`` of the first
+    maximum in row-major window order. NaN counts as the maximum (the first NaN
+    wins), so a NaN in a window gives NaN; a window of -inf gives -inf and its
+    first valid pixel.
+
+    Loop order (plane, oh, window row ih, window column j, ow): the innermost loop
+    updates a whole output row at once, branch-free, visiting each window's
+    pixels in row-major order."""
     cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
-    cdef Py_ssize_t P = out.shape[1]
-    cdef Py_ssize_t t, o, oh, ow, h0, h1, w0, w1, ih, iw, best
-    cdef floating m, v
-    if out.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != P or P % out_w:
-        raise ValueError("out and argmax must have shape (N*C, out_h*out_w) matching x")
+    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
+    cdef Py_ssize_t t, oh, ow, h0, h1, ih, j, iw0, lo, hi
+    cdef floating v, mo
+    cdef bint take
+    cdef int32_t idx
+    cdef floating* mrow
+    cdef int32_t* brow
+    cdef const floating* xrow
+    if out.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != out_h or argmax.shape[2] != out_w:
+        raise ValueError("out and argmax must have shape (N*C, out_h, out_w) matching x")
+    if out_w == 0:
+        return
     with nogil:
         for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
-            for o in range(P):
-                oh = o // out_w
-                ow = o - oh * out_w
+            for oh in range(out_h):
                 h0 = oh * stride_h - pad_h
-                w0 = ow * stride_w - pad_w
                 h1 = min(h0 + kh, H)
-                w1 = min(w0 + kw, W)
                 h0 = max(h0, 0)
-                w0 = max(w0, 0)
-                best = h0 * W + w0
-                m = x[t, h0, w0]
+                mrow = &out[t, oh, out_w - 1] - (out_w - 1)
+                brow = &argmax[t, oh, out_w - 1] - (out_w - 1)
+                for ow in range(out_w):
+                    mrow[ow] = -INFINITY
+                    brow[ow] = <int32_t>(h0 * W + max(ow * stride_w - pad_w, 0))
                 for ih in range(h0, h1):
-                    for iw in range(w0, w1):
-                        v = x[t, ih, iw]
-                        if v > m or (v != v and m == m):
-                            m = v
-                            best = ih * W + iw
-                out[t, o] = m
-                argmax[t, o] = <int32_t>best
+                    xrow = &x[t, ih, W - 1] - (W - 1)
+                    for j in range(kw):
+                        iw0 = j - pad_w
+                        lo = _first_valid(iw0, stride_w, out_w)
+                        hi = _end_valid(iw0, stride_w, out_w, W)
+                        for ow in range(lo, hi):
+                            v = xrow[iw0 + ow * stride_w]
+                            mo = mrow[ow]
+                            take = (v > mo) | ((v != v) & (mo == mo))
+                            idx = <int32_t>(ih * W + iw0 + ow * stride_w)
+                            mrow[ow] = v if take else mo
+                            brow[ow] = idx if take else brow[ow]
 
 
 def max_pool_backward(const floating[:, ::1] dout, const int32_t[:, ::1] argmax,
                       floating[:, ::1] dx, int num_threads=0):
-    """Overwrite ``dx`` (N*C, H*W) with zeros plus each ``dout`` routed to its argmax."""
+    """Overwrite ``dx`` (N*C, H*W) with zeros plus each ``dout`` (N*C, out_h*out_w)
+    routed to its argmax."""
     cdef Py_ssize_t planes = dx.shape[0], HW = dx.shape[1], P = dout.shape[1]
     cdef Py_ssize_t t, o, k
     if dout.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != P:
         raise ValueError("dout and argmax must have shape (N*C, out_h*out_w) matching dx")
     with nogil:
         for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
-            for k in range(HW):
-                dx[t, k] = 0
+            if HW > 0:
+                memset(&dx[t, HW - 1] - (HW - 1), 0, HW * sizeof(floating))
             for o in range(P):
-                dx[t, argmax[t, o]] += dout[t, o]
+                k = argmax[t, o]
+                if k < 0 or k >= HW:  # never true for argmax from max_pool_forward
+                    continue
+                dx[t, k] += dout[t, o]
 
 
-def avg_pool_forward(const floating[:, :, ::1] x, floating[:, ::1] out,
+def avg_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
-                     Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t out_w, int num_threads=0):
-    """Mean over each window; padded zeros count in the divisor (kh*kw)."""
+                     Py_ssize_t pad_h, Py_ssize_t pad_w, int num_threads=0):
+    """Mean over each window of x (N*C, H, W) into out (N*C, out_h, out_w); padded
+    zeros count in the divisor (kh*kw). Same loop order as max_pool_forward."""
     cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
-    cdef Py_ssize_t P = out.shape[1]
-    cdef Py_ssize_t t, o, oh, ow, h0, h1, w0, w1, ih, iw
-    cdef floating s
+    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
+    cdef Py_ssize_t t, oh, ow, h0, h1, ih, j, iw0, lo, hi
     cdef floating inv = 1.0 / (kh * kw)
-    if out.shape[0] != planes or P % out_w:
-        raise ValueError("out must have shape (N*C, out_h*out_w) matching x")
+    cdef floating* orow
+    cdef const floating* xrow
+    if out.shape[0] != planes:
+        raise ValueError("out must have shape (N*C, out_h, out_w) matching x")
+    if out_w == 0:
+        return
     with nogil:
         for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
-            for o in range(P):
-                oh = o // out_w
-                ow = o - oh * out_w
+            for oh in range(out_h):
                 h0 = oh * stride_h - pad_h
-                w0 = ow * stride_w - pad_w
                 h1 = min(h0 + kh, H)
-                w1 = min(w0 + kw, W)
                 h0 = max(h0, 0)
-                w0 = max(w0, 0)
-                s = 0
+                orow = &out[t, oh, out_w - 1] - (out_w - 1)
+                memset(orow, 0, out_w * sizeof(floating))
                 for ih in range(h0, h1):
-                    for iw in range(w0, w1):
-                        s = s + x[t, ih, iw]
-                out[t, o] = s * inv
+                    xrow = &x[t, ih, W - 1] - (W - 1)
+                    for j in range(kw):
+                        iw0 = j - pad_w
+                        lo = _first_valid(iw0, stride_w, out_w)
+                        hi = _end_valid(iw0, stride_w, out_w, W)
+                        for ow in range(lo, hi):
+                            orow[ow] += xrow[iw0 + ow * stride_w]
+                for ow in range(out_w):
+                    orow[ow] *= inv
 
 
-def avg_pool_backward(const floating[:, ::1] dout, floating[:, :, ::1] dx,
+def avg_pool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
-                      Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t out_w, int num_threads=0):
-    """Overwrite ``dx`` (N*C, H, W) with each ``dout / (kh*kw)`` spread over its window."""
+                      Py_ssize_t pad_h, Py_ssize_t pad_w, int num_threads=0):
+    """Overwrite ``dx`` (N*C, H, W) with each ``dout`` (N*C, out_h, out_w) divided by
+    kh*kw and spread over its window."""
     cdef Py_ssize_t planes = dx.shape[0], H = dx.shape[1], W = dx.shape[2]
-    cdef Py_ssize_t P = dout.shape[1]
-    cdef Py_ssize_t t, o, oh, ow, h0, h1, w0, w1, ih, iw
-    cdef floating g
+    cdef Py_ssize_t out_h = dout.shape[1], out_w = dout.shape[2]
+    cdef Py_ssize_t t, oh, ow, h0, h1, ih, j, iw0, lo, hi
     cdef floating inv = 1.0 / (kh * kw)
-    if dout.shape[0] != planes or P % out_w:
-        raise ValueError("dout must have shape (N*C, out_h*out_w) matching dx")
+    cdef const floating* grow
+    cdef floating* drow
+    if dout.shape[0] != planes:
+        raise ValueError("dout must have shape (N*C, out_h, out_w) matching dx")
+    if out_w == 0:
+        return
     with nogil:
         for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
-            for ih in range(H):
-                for iw in range(W):
-                    dx[t, ih, iw] = 0
-            for o in range(P):
-                oh = o // out_w
-                ow = o - oh * out_w
+            memset(&dx[t, H - 1, W - 1] - (H * W - 1), 0, H * W * sizeof(floating))
+            for oh in range(out_h):
                 h0 = oh * stride_h - pad_h
-                w0 = ow * stride_w - pad_w
                 h1 = min(h0 + kh, H)
-                w1 = min(w0 + kw, W)
                 h0 = max(h0, 0)
-                w0 = max(w0, 0)
-                g = dout[t, o] * inv
+                grow = &dout[t, oh, out_w - 1] - (out_w - 1)
                 for ih in range(h0, h1):
-                    for iw in range(w0, w1):
-                        dx[t, ih, iw] += g
+                    drow = &dx[t, ih, W - 1] - (W - 1)
+                    for j in range(kw):
+                        iw0 = j - pad_w
+                        lo = _first_valid(iw0, stride_w, out_w)
+                        hi = _end_valid(iw0, stride_w, out_w, W)
+                        for ow in range(lo, hi):
+                            drow[iw0 + ow * stride_w] += grow[ow] * inv

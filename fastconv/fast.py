@@ -162,10 +162,11 @@ def max_pool_forward(x, kernel_size, stride=None, pad=0):
     x = np.ascontiguousarray(x)
     out = np.empty(g.out_shape, dtype=x.dtype)
     argmax = np.empty(g.out_shape, dtype=np.int32)
-    planes, P = g.N * g.C, g.out_h * g.out_w
+    planes = g.N * g.C
     _im2col.max_pool_forward(
-        x.reshape(planes, g.H, g.W), out.reshape(planes, P), argmax.reshape(planes, P),
-        g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.out_w,
+        x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w),
+        argmax.reshape(planes, g.out_h, g.out_w),
+        g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
         _threads(planes * g.H * g.W),
     )
     return out, (argmax, x.dtype, g)
@@ -190,10 +191,10 @@ def avg_pool_forward(x, kernel_size, stride=None, pad=0):
     g = pool_geometry(x, kernel_size, stride, pad)
     x = np.ascontiguousarray(x)
     out = np.empty(g.out_shape, dtype=x.dtype)
-    planes, P = g.N * g.C, g.out_h * g.out_w
+    planes = g.N * g.C
     _im2col.avg_pool_forward(
-        x.reshape(planes, g.H, g.W), out.reshape(planes, P),
-        g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.out_w,
+        x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w),
+        g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
         _threads(planes * g.H * g.W),
     )
     return out, (x.shape, x.dtype, g)
@@ -204,11 +205,11 @@ def avg_pool_backward(dout, cache):
     x_shape, dtype, g = cache
     check_dout(dout, g.out_shape, dtype)
     dout = np.ascontiguousarray(dout)
-    planes, P = g.N * g.C, g.out_h * g.out_w
+    planes = g.N * g.C
     dx = np.empty(x_shape, dtype=dtype)
     _im2col.avg_pool_backward(
-        dout.reshape(planes, P), dx.reshape(planes, g.H, g.W),
-        g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.out_w,
+        dout.reshape(planes, g.out_h, g.out_w), dx.reshape(planes, g.H, g.W),
+        g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
         _threads(planes * g.H * g.W),
     )
     return dx
