@@ -1,0 +1,493 @@
+"""The contenders of each kind of workload: prepared for timing, checked first.
+
+``build_case`` returns the contenders of one case (workload, dtype, pass),
+each a ``Contender`` whose ``fn`` does only the timed work, and the checks
+that passed ({contender: worst relative error}). A failed check raises
+``MismatchError``: nothing is timed after a wrong result.
+
+The contenders:
+
+* ``fast``: fastconv.fast on the full batch. Checked against fastconv.naive
+  on a sub-batch (the first and the last image, so that the last, possibly
+  partial, workspace chunk is covered): per-image results of the full-batch
+  run, and dw/db of a fast run on the same sub-batch.
+* ``naive``: fastconv.naive on that sub-batch, its time scaled linearly to
+  the full batch (the loops cost the same per image). It is the reference.
+* ``gemm``: the GEMM limit, ``conv_gemm_limit`` below; for pooling, a plain
+  copy of x (forward) and of x and the output (forward + backward), the
+  memory-bound floor.
+* ``torch``: torch.nn.functional on the same arrays (shared memory),
+  checked against the checked fast result.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .. import fast, naive
+from .._params import conv_geometry
+from .common import ConvSpec, PoolSpec, StepSpec, check_same, conv_data, pool_data, step_data
+from .timing import Contender
+
+FAST_POOLS = frozenset({"blas", "openmp"})
+BLAS_POOL = frozenset({"blas"})
+TORCH_POOL = frozenset({"torch"})
+STEP_PARAMS = ("w0", "b0", "w1", "b1", "w2", "b2")
+
+
+class Context:
+    """What every case shares: torch (or None), the naive settings, the naive results cache."""
+
+    def __init__(self, torch=None, naive_images=2, naive_repeats=3):
+        self.torch = torch
+        self.naive_images = naive_images
+        self.naive_repeats = naive_repeats
+        self._naive = {}
+
+    def naive_reference(self, key, compute):
+        """Naive results depend on (workload, dtype) only: compute them once per run."""
+        if key not in self._naive:
+            self._naive[key] = compute()
+        return self._naive[key]
+
+
+def load_torch():
+    """(torch, None) when PyTorch is importable, else (None, a note saying why it is skipped)."""
+    try:
+        import torch
+    except (ImportError, OSError) as exc:
+        return None, f"torch skipped: PyTorch is not importable ({exc})"
+    return torch, None
+
+
+def sub_batch(N, k):
+    """Indices of the naive sub-batch: the first k - 1 images and the last one."""
+    k = max(1, min(k, N))
+    return sorted(set(range(k - 1)) | {N - 1})
+
+
+def build_case(name, spec, dtype, pass_, want, ctx):
+    """(contenders, checks) of one case; ``want`` is the set of contender names to build."""
+    if isinstance(spec, ConvSpec):
+        return build_conv(name, spec, dtype, pass_, want, ctx)
+    if isinstance(spec, PoolSpec):
+        return build_pool(name, spec, dtype, pass_, want, ctx)
+    if isinstance(spec, StepSpec):
+        return build_step(name, spec, dtype, pass_, want, ctx)
+    raise TypeError(f"unknown workload spec {spec!r}")
+
+
+def _naive_contender(fn, N, idx, ctx):
+    k = len(idx)
+    return Contender("naive", fn, scale=N / k, max_repeats=ctx.naive_repeats,
+                     label=f"scaled x{N / k:g} from {k} image{'s' if k > 1 else ''}",
+                     info={"images_timed": k, "images": list(idx)})
+
+
+def _to_numpy(tensors):
+    return tuple(t.detach().numpy() if hasattr(t, "detach") else t for t in tensors)
+
+
+# ===================================================================== convolution
+def conv_fwdbwd(layers, x, w, b, dout, spec):
+    """Forward and backward of one convolution: (out, (dx, dw, db))."""
+    out, cache = layers.conv_forward(x, w, b, stride=spec.stride, pad=spec.pad)
+    return out, layers.conv_backward(dout, cache)
+
+
+def build_conv(name, spec, dtype, pass_, want, ctx):
+    d = conv_data(spec, dtype)
+    x, w, b, dout = d["x"], d["w"], d["b"], d["dout"]
+    idx = sub_batch(spec.N, ctx.naive_images)
+    xs, douts = x[idx], dout[idx]
+    names = ("out", "dx", "dw", "db")
+
+    def naive_ref():
+        out, grads = conv_fwdbwd(naive, xs, w, b, douts, spec)
+        return (out, *grads)
+
+    ref = ctx.naive_reference((name, spec, np.dtype(dtype).name), naive_ref)
+    out, (dx, dw, db) = conv_fwdbwd(fast, x, w, b, dout, spec)
+    _, (_, dw_s, db_s) = conv_fwdbwd(fast, xs, w, b, douts, spec)
+    checks = {"fast": check_same(f"fast {name} {np.dtype(dtype).name} against naive on images {idx}",
+                                 names, (out[idx], dx[idx], dw_s, db_s), ref, dtype)}
+    full = (out, dx, dw, db)
+
+    if pass_ == "fwd":
+        def fast_fn():
+            return fast.conv_forward(x, w, b, stride=spec.stride, pad=spec.pad)
+
+        def naive_fn():
+            return naive.conv_forward(xs, w, b, stride=spec.stride, pad=spec.pad)
+    else:
+        def fast_fn():
+            return conv_fwdbwd(fast, x, w, b, dout, spec)
+
+        def naive_fn():
+            return conv_fwdbwd(naive, xs, w, b, douts, spec)
+
+    contenders = [Contender("fast", fast_fn, FAST_POOLS)]
+    if "naive" in want:
+        contenders.append(_naive_contender(naive_fn, spec.N, idx, ctx))
+        checks["naive"] = 0.0  # the reference itself
+    if "gemm" in want:
+        ops = prepare_conv_gemm(x, w, b, spec)
+        checks["gemm"] = check_conv_gemm(ops, x, b, dout, full, f"gemm {name}", dtype)
+        contenders.append(Contender("gemm", lambda: conv_gemm_limit(ops, pass_), BLAS_POOL,
+                                    info={"chunk_images": ops.chunk, "workspace_bytes": fast.WORKSPACE_BYTES}))
+    if "torch" in want and ctx.torch is not None:
+        fn = torch_conv(ctx.torch, spec, x, w, b, dout, pass_)
+        got = _to_numpy(fn() if pass_ == "fwdbwd" else (fn(),))
+        checks["torch"] = check_same(f"torch {name} {np.dtype(dtype).name} against fast",
+                                     names, got, full[:len(got)], dtype)
+        contenders.append(Contender("torch", fn, TORCH_POOL))
+    return contenders, checks
+
+
+def torch_conv(torch, spec, x, w, b, dout, pass_):
+    """torch.nn.functional.conv2d on the same arrays; fwdbwd returns (out, dx, dw, db)."""
+    F = torch.nn.functional
+    xt, wt, bt, dt = (torch.from_numpy(a) for a in (x, w, b, dout))
+    if pass_ == "fwd":
+        def fn():
+            with torch.no_grad():
+                return F.conv2d(xt, wt, bt, stride=spec.stride, padding=spec.pad)
+        return fn
+    leaves = [t.detach().requires_grad_() for t in (xt, wt, bt)]
+
+    def fn():
+        out = F.conv2d(*leaves, stride=spec.stride, padding=spec.pad)
+        return (out, *torch.autograd.grad(out, leaves, dt))
+    return fn
+
+
+# --------------------------------------------------------------------- the GEMM limit
+@dataclass
+class ConvGemmOperands:
+    """Prepared operands of conv_gemm_limit: the geometry, w2 and the two workspaces."""
+
+    g: object
+    w2: np.ndarray
+    chunk: int
+    cols: np.ndarray  # flat, K * chunk * P elements
+    y: np.ndarray  # flat, F * chunk * P elements (y in the forward, dy in the backward)
+
+
+def prepare_conv_gemm(x, w, b, spec):
+    g = conv_geometry(x, w, b, spec.stride, spec.pad)
+    dtype = x.dtype
+    P = g.out_h * g.out_w
+    K = g.C * g.kh * g.kw
+    chunk = fast.chunk_images(g, dtype.itemsize)
+    cols = np.full(K * chunk * P, 0.5, dtype=dtype)  # pages touched here, not in the timed runs
+    y = np.full(g.F * chunk * P, 0.5, dtype=dtype)
+    return ConvGemmOperands(g, np.ascontiguousarray(w).reshape(g.F, K // g.groups), chunk, cols, y)
+
+
+def conv_gemm_limit(ops, pass_, hook=None):
+    """The GEMMs of fast.conv_forward (and fast.conv_backward), alone: what the fast
+    path would cost if im2col, col2im, the output scatter and the dout gather were free.
+
+    THIS FUNCTION MUST TRACK fastconv/fast.py. It repeats fast.py's loop: chunks of
+    ``fast.chunk_images(g, itemsize)`` images, workspaces ``cols`` (K, n*P) and
+    ``y`` (F, n*P) cut from flat buffers, forward ``np.matmul(w2_g, cols_g, out=y_g)``
+    per group, backward ``dw2_g += dy_g @ cols_g.T`` then
+    ``np.matmul(w2_g.T, dy_g, out=cols_g)`` per group. When fast.py changes the
+    shape, layout, number or order of its GEMMs, change them here the same way,
+    or the "fast/gemm" ratio stops meaning anything.
+
+    ``hook`` (checks only, never timed) fills the workspaces with real operands
+    and collects the forward outputs, so ``check_conv_gemm`` can prove that these
+    GEMMs compute the convolution.
+    """
+    g = ops.g
+    G, P = g.groups, g.out_h * g.out_w
+    K = g.C * g.kh * g.kw
+    Fg, Kg = g.F // G, K // G
+    w2 = ops.w2
+    for n0 in range(0, g.N, ops.chunk):
+        n = min(ops.chunk, g.N - n0)
+        cols = ops.cols[:K * n * P].reshape(K, n * P)
+        y = ops.y[:g.F * n * P].reshape(g.F, n * P)
+        if hook is not None:
+            hook.forward(n0, n, cols)
+        for gi in range(G):
+            np.matmul(w2[gi * Fg:(gi + 1) * Fg], cols[gi * Kg:(gi + 1) * Kg], out=y[gi * Fg:(gi + 1) * Fg])
+        if hook is not None:
+            hook.forward_done(n0, n, y)
+    if pass_ == "fwd":
+        return y
+    dw2 = np.zeros((g.F, Kg), dtype=w2.dtype)
+    for n0 in range(0, g.N, ops.chunk):
+        n = min(ops.chunk, g.N - n0)
+        cols = ops.cols[:K * n * P].reshape(K, n * P)
+        dy = ops.y[:g.F * n * P].reshape(g.F, n * P)
+        if hook is not None:
+            hook.backward(n0, n, cols, dy)
+        for gi in range(G):
+            f, k = slice(gi * Fg, (gi + 1) * Fg), slice(gi * Kg, (gi + 1) * Kg)
+            dw2[f] += dy[f] @ cols[k].T
+        for gi in range(G):
+            f, k = slice(gi * Fg, (gi + 1) * Fg), slice(gi * Kg, (gi + 1) * Kg)
+            np.matmul(w2[f].T, dy[f], out=cols[k])
+    return dw2
+
+
+def reference_im2col(x, g):
+    """cols (C*kh*kw, n*out_h*out_w) of x (n, C, H, W) in numpy, independent of the extension.
+
+    Row index c*kh*kw + i*kw + j (w.reshape(F, -1)'s order), column index
+    image*P + oh*out_w + ow. Dilation 1 only (every benchmark workload).
+    """
+    if (g.dil_h, g.dil_w) != (1, 1):
+        raise ValueError("reference_im2col supports dilation 1 only")
+    xp = np.pad(x, ((0, 0), (0, 0), (g.pad_h, g.pad_h), (g.pad_w, g.pad_w)))
+    win = sliding_window_view(xp, (g.kh, g.kw), axis=(2, 3))[:, :, ::g.stride_h, ::g.stride_w]
+    win = win[:, :, :g.out_h, :g.out_w]  # (n, C, out_h, out_w, kh, kw)
+    n = x.shape[0]
+    return win.transpose(1, 4, 5, 0, 2, 3).reshape(g.C * g.kh * g.kw, n * g.out_h * g.out_w)
+
+
+class _RealOperands:
+    """conv_gemm_limit hook: real im2col matrices and gathered dout in the workspaces."""
+
+    def __init__(self, x, dout, g):
+        self.x, self.dout, self.g = x, dout, g
+        self.P = g.out_h * g.out_w
+        self.y_chunks = []
+
+    def forward(self, n0, n, cols):
+        cols[...] = reference_im2col(self.x[n0:n0 + n], self.g)
+
+    def forward_done(self, n0, n, y):
+        self.y_chunks.append(y.reshape(self.g.F, n, self.P).transpose(1, 0, 2).copy())
+
+    def backward(self, n0, n, cols, dy):
+        cols[...] = reference_im2col(self.x[n0:n0 + n], self.g)
+        dy[...] = self.dout[n0:n0 + n].reshape(n, self.g.F, self.P).transpose(1, 0, 2).reshape(self.g.F, n * self.P)
+
+
+def check_conv_gemm(ops, x, b, dout, fast_results, what, dtype):
+    """Run the GEMM limit on real operands: its y must be fast's out (less the bias), its dw fast's dw."""
+    hook = _RealOperands(x, dout, ops.g)
+    dw2 = conv_gemm_limit(ops, "fwdbwd", hook)
+    out_gemm = np.concatenate(hook.y_chunks).reshape(ops.g.out_shape)
+    if b is not None:
+        out_gemm = out_gemm + b[:, None, None]
+    out, _, dw, _ = fast_results
+    return check_same(f"{what} {np.dtype(dtype).name} against fast", ("out", "dw"),
+                      (out_gemm, dw2.reshape(ops.g.w_shape)), (out, dw), dtype)
+
+
+# ===================================================================== pooling
+def pool_fwdbwd(layers, spec, x, dout):
+    out, cache = getattr(layers, f"{spec.mode}_pool_forward")(x, spec.k, spec.stride)
+    return out, getattr(layers, f"{spec.mode}_pool_backward")(dout, cache)
+
+
+def build_pool(name, spec, dtype, pass_, want, ctx):
+    d = pool_data(spec, dtype)
+    x, dout = d["x"], d["dout"]
+    idx = sub_batch(spec.N, ctx.naive_images)
+    xs, douts = x[idx], dout[idx]
+    ref = ctx.naive_reference((name, spec, np.dtype(dtype).name), lambda: pool_fwdbwd(naive, spec, xs, douts))
+    out, dx = pool_fwdbwd(fast, spec, x, dout)
+    checks = {"fast": check_same(f"fast {name} {np.dtype(dtype).name} against naive on images {idx}",
+                                 ("out", "dx"), (out[idx], dx[idx]), ref, dtype)}
+
+    if pass_ == "fwd":
+        def fast_fn():
+            return getattr(fast, f"{spec.mode}_pool_forward")(x, spec.k, spec.stride)
+
+        def naive_fn():
+            return getattr(naive, f"{spec.mode}_pool_forward")(xs, spec.k, spec.stride)
+    else:
+        def fast_fn():
+            return pool_fwdbwd(fast, spec, x, dout)
+
+        def naive_fn():
+            return pool_fwdbwd(naive, spec, xs, douts)
+
+    contenders = [Contender("fast", fast_fn, FAST_POOLS)]
+    if "naive" in want:
+        contenders.append(_naive_contender(naive_fn, spec.N, idx, ctx))
+        checks["naive"] = 0.0
+    if "gemm" in want:
+        x_copy, out_copy = np.empty_like(x), np.empty_like(out)
+        copy_fn = _copy_fn(x, x_copy, out, out_copy, pass_)
+        copy_fn()  # touches the destination pages before timing
+        checks["gemm"] = check_same(f"copy {name}", ("x copy", "out copy"), (x_copy, out_copy)[:1 + (pass_ == "fwdbwd")],
+                                    (x, out), dtype)
+        contenders.append(Contender("gemm", copy_fn, frozenset(),
+                                    label="copy", info={"what": "np.copyto of x" + (" and of out" if pass_ == "fwdbwd" else "")}))
+    if "torch" in want and ctx.torch is not None:
+        fn = torch_pool(ctx.torch, spec, x, dout, pass_)
+        got = _to_numpy(fn() if pass_ == "fwdbwd" else (fn(),))
+        checks["torch"] = check_same(f"torch {name} {np.dtype(dtype).name} against fast",
+                                     ("out", "dx"), got, (out, dx)[:len(got)], dtype)
+        contenders.append(Contender("torch", fn, TORCH_POOL))
+    return contenders, checks
+
+
+def _copy_fn(x, x_copy, out, out_copy, pass_):
+    """The memory-bound reference of a pooling layer: copy x (fwd), copy x and the output (fwd+bwd)."""
+    if pass_ == "fwd":
+        def fn():
+            np.copyto(x_copy, x)
+            return x_copy
+        return fn
+
+    def fn():
+        np.copyto(x_copy, x)
+        np.copyto(out_copy, out)
+        return x_copy
+    return fn
+
+
+def torch_pool(torch, spec, x, dout, pass_):
+    F = torch.nn.functional
+    pool = F.max_pool2d if spec.mode == "max" else F.avg_pool2d
+    xt, dt = torch.from_numpy(x), torch.from_numpy(dout)
+    if pass_ == "fwd":
+        def fn():
+            with torch.no_grad():
+                return pool(xt, spec.k, spec.stride)
+        return fn
+    leaf = xt.detach().requires_grad_()
+
+    def fn():
+        out = pool(leaf, spec.k, spec.stride)
+        return (out, *torch.autograd.grad(out, (leaf,), dt))
+    return fn
+
+
+# ===================================================================== ConvNet1 step
+def convnet1_step(layers, p, x, y, spec, backward=True, record=None):
+    """One ConvNet1 training step with ``layers`` (fastconv.fast or fastconv.naive).
+
+    Returns the loss, or (loss, (dw0, db0, dw1, db1, dw2, db2)) with ``backward``.
+    ``record`` (a dict, checks only) receives the intermediate arrays.
+    """
+    c = spec.conv
+    h1, c1 = layers.conv_forward(x, p["w0"], p["b0"], stride=c.stride, pad=c.pad)
+    h2, c2 = layers.relu_forward(h1)
+    h3, c3 = layers.max_pool_forward(h2, 2, 2)
+    h4, c4 = layers.affine_forward(h3, p["w1"], p["b1"])
+    h5, c5 = layers.relu_forward(h4)
+    scores, c6 = layers.affine_forward(h5, p["w2"], p["b2"])
+    loss, dscores = layers.softmax_loss(scores, y)
+    if not backward:
+        return loss
+    d5, dw2, db2 = layers.affine_backward(dscores, c6)
+    d4 = layers.relu_backward(d5, c5)
+    d3, dw1, db1 = layers.affine_backward(d4, c4)
+    d2 = layers.max_pool_backward(d3, c3)
+    d1 = layers.relu_backward(d2, c2)
+    _, dw0, db0 = layers.conv_backward(d1, c1)
+    if record is not None:
+        record.update(h1=h1, h3=h3, h4=h4, h5=h5, scores=scores, dscores=dscores, d5=d5, d4=d4, d3=d3, d1=d1)
+    return loss, (dw0, db0, dw1, db1, dw2, db2)
+
+
+def build_step(name, spec, dtype, pass_, want, ctx):
+    d = step_data(spec, dtype)
+    p = {k: d[k] for k in STEP_PARAMS}
+    x, y = d["x"], d["y"]
+    N = spec.conv.N
+    idx = sub_batch(N, ctx.naive_images)
+    xs, ys = x[idx], y[idx]
+    names = ("loss", *(f"d{k}" for k in STEP_PARAMS))
+
+    def naive_ref():
+        loss, grads = convnet1_step(naive, p, xs, ys, spec)
+        return (loss, *grads)
+
+    ref = ctx.naive_reference((name, spec, np.dtype(dtype).name), naive_ref)
+    loss_s, grads_s = convnet1_step(fast, p, xs, ys, spec)
+    checks = {"fast": check_same(f"fast {name} {np.dtype(dtype).name} against naive on images {idx}",
+                                 names, (loss_s, *grads_s), ref, dtype)}
+    record = {}
+    loss, grads = convnet1_step(fast, p, x, y, spec, record=record)
+    full = (loss, *grads)
+    backward = pass_ == "fwdbwd"
+
+    contenders = [Contender("fast", lambda: convnet1_step(fast, p, x, y, spec, backward), FAST_POOLS)]
+    if "naive" in want:
+        contenders.append(_naive_contender(lambda: convnet1_step(naive, p, xs, ys, spec, backward), N, idx, ctx))
+        checks["naive"] = 0.0
+    if "gemm" in want:
+        fn, worst = _step_gemm(spec, x, p, record, grads, pass_, dtype, name)
+        checks["gemm"] = worst
+        contenders.append(Contender("gemm", fn, BLAS_POOL, info={"what": "conv GEMMs + the six affine GEMMs"}))
+    if "torch" in want and ctx.torch is not None:
+        fn = torch_step(ctx.torch, spec, d, pass_)
+        got = _to_numpy(fn() if backward else (fn(),))
+        checks["torch"] = check_same(f"torch {name} {np.dtype(dtype).name} against fast",
+                                     names, got, full[:len(got)], dtype)
+        contenders.append(Contender("torch", fn, TORCH_POOL,
+                                    info={"note": "gradients of the parameters only (no gradient of the input images)"}))
+    return contenders, checks
+
+
+def _step_gemm(spec, x, p, rec, grads, pass_, dtype, name):
+    """The step's GEMM limit: the conv's GEMMs (conv_gemm_limit) and the affine layers' GEMMs."""
+    conv = spec.conv
+    ops = prepare_conv_gemm(x, p["w0"], p["b0"], conv)
+    N = conv.N
+    h3 = np.ascontiguousarray(rec["h3"]).reshape(N, -1)
+    h5, ds, d4 = rec["h5"], rec["dscores"], rec["d4"]
+    w1, w2 = p["w1"], p["w2"]
+    bufs = {
+        "a1": np.empty((N, w1.shape[1]), dtype), "a2": np.empty((N, w2.shape[1]), dtype),
+        "d5": np.empty_like(h5), "dw2": np.empty_like(w2), "d3": np.empty_like(h3), "dw1": np.empty_like(w1),
+    }
+
+    def gemms(pass_):
+        conv_gemm_limit(ops, pass_)
+        np.matmul(h3, w1, out=bufs["a1"])
+        np.matmul(h5, w2, out=bufs["a2"])
+        if pass_ == "fwdbwd":
+            np.matmul(ds, w2.T, out=bufs["d5"])
+            np.matmul(h5.T, ds, out=bufs["dw2"])
+            np.matmul(d4, w1.T, out=bufs["d3"])
+            np.matmul(h3.T, d4, out=bufs["dw1"])
+
+    # fast's conv output h1 and dw0 (its dx and db are not GEMM results)
+    worst = check_conv_gemm(ops, x, p["b0"], rec["d1"], (rec["h1"], None, grads[0], None),
+                            f"gemm {name} (conv)", dtype)
+    gemms("fwdbwd")
+    worst = max(worst, check_same(
+        f"gemm {name} (affine) {np.dtype(dtype).name} against fast",
+        ("affine1 out", "affine2 out", "d5", "dw2", "d3", "dw1"),
+        (bufs["a1"] + p["b1"], bufs["a2"] + p["b2"], bufs["d5"], bufs["dw2"], bufs["d3"], bufs["dw1"]),
+        (rec["h4"], rec["scores"], rec["d5"], grads[4], rec["d3"].reshape(N, -1), grads[2]), dtype))
+    return (lambda: gemms(pass_)), worst
+
+
+def torch_step(torch, spec, d, pass_):
+    """The same ConvNet1 step in torch.nn.functional; fwdbwd returns (loss, *parameter gradients)."""
+    F = torch.nn.functional
+    c = spec.conv
+    xt = torch.from_numpy(d["x"])
+    yt = torch.from_numpy(d["y"].astype(np.int64))
+    backward = pass_ == "fwdbwd"
+    params = [torch.from_numpy(d[k]).detach().requires_grad_(backward) for k in STEP_PARAMS]
+
+    def loss_of(w0, b0, w1, b1, w2, b2):
+        h = F.relu(F.conv2d(xt, w0, b0, stride=c.stride, padding=c.pad))
+        h = F.max_pool2d(h, 2, 2)
+        h = F.relu(torch.addmm(b1, h.reshape(h.shape[0], -1), w1))
+        return F.cross_entropy(torch.addmm(b2, h, w2), yt)
+
+    if not backward:
+        def fn():
+            with torch.no_grad():
+                return loss_of(*params)
+        return fn
+
+    def fn():
+        loss = loss_of(*params)
+        return (loss, *torch.autograd.grad(loss, params))
+    return fn

@@ -1,0 +1,208 @@
+"""Results as a Markdown table, a JSON file and a PNG chart."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+
+CONTENDERS = ("fast", "gemm", "torch", "naive")
+
+
+def fmt_ms(seconds):
+    if seconds is None:
+        return ""
+    ms = seconds * 1e3
+    return f"{ms:,.0f}" if ms >= 1000 else f"{ms:.3g}"
+
+
+def fmt_ratio(r):
+    if r is None or not math.isfinite(r):
+        return ""
+    return f"{r:,.0f}" if r >= 100 else f"{r:.2f}"
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def _cell(timing, requested_repeats):
+    """'53.1', or '16,600 (scaled x32 from 2 images, n=3)' when scaled or with fewer repeats."""
+    if timing is None:
+        return "-"
+    notes = [timing["label"]] if timing.get("label") else []
+    if timing["repeats"] < requested_repeats:
+        notes.append(f"n={timing['repeats']}")
+    return fmt_ms(timing["median_s"]) + (f" ({', '.join(notes)})" if notes else "")
+
+
+def suite_table(results, requested_repeats):
+    """The Markdown table of a suite run: one row per case."""
+    head = ["workload", "dtype", "threads", "pass", "fast ms", "gemm ms", "torch ms", "naive ms",
+            "fast GFLOP/s", "gemm GFLOP/s", "torch GFLOP/s", "fast/torch", "fast/gemm", "naive/fast"]
+    rows = [head, ["---"] * len(head)]
+    for r in results:
+        c = r["contenders"]
+        med = {k: (c[k]["median_s"] if k in c else None) for k in CONTENDERS}
+
+        def gflops(k):
+            return f"{r['flops'] / med[k] / 1e9:.1f}" if r.get("flops") and med[k] else ""
+
+        rows.append([
+            r["workload"], r["dtype"], str(r["threads"]), r["pass"],
+            *(_cell(c.get(k), requested_repeats) for k in CONTENDERS),
+            gflops("fast"), gflops("gemm"), gflops("torch"),
+            fmt_ratio(ratio(med["fast"], med["torch"])),
+            fmt_ratio(ratio(med["fast"], med["gemm"])),
+            fmt_ratio(ratio(med["naive"], med["fast"])),
+        ])
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+SUITE_LEGEND = (
+    "Times are medians in milliseconds of interleaved repeats after a warm-up, in one process. "
+    "Ratios are ratios of median times: fast/torch < 1 and fast/gemm close to 1 mean fast is "
+    "ahead; naive/fast is the speed-up over the reference loops. "
+    "gemm: the GEMMs the fast path calls, alone on prepared operands (for pooling, "
+    "'copy': a plain copy of x, and of the output too for fwdbwd, the memory-bound floor). "
+    "naive: timed on a sub-batch and scaled linearly to the full batch. "
+    "n=: fewer repeats than asked (slow contender). "
+    "fwdbwd: forward plus the backward pass returning every gradient "
+    "(W1step in torch: the parameters' gradients only)."
+)
+
+
+def _publishable(path):
+    """mkstemp makes files private (0600); results are meant to be shared: honour the umask instead."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def write_json(path, doc):
+    """Write ``doc`` to ``path`` atomically (a temporary file in the same folder, then os.replace)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1, default=_jsonable)
+            f.write("\n")
+        _publishable(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(obj):
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def load_pyplot():
+    """matplotlib.pyplot with a file-only backend, or (None, a note) when it is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None, "chart skipped: matplotlib is not installed (pip install 'fastconv[bench]')"
+    return plt, None
+
+
+def _save(fig, plt, path):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        _publishable(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def suite_chart(results, path, title):
+    """Horizontal bars, log-scale milliseconds, one group per case. Returns a note, or None."""
+    plt, note = load_pyplot()
+    if plt is None:
+        return note
+    colors = {"fast": "tab:blue", "gemm": "tab:gray", "torch": "tab:orange", "naive": "tab:red"}
+    present = [k for k in CONTENDERS if any(k in r["contenders"] for r in results)]
+    height = len(present) + 1
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.22 * height * len(results)))
+    labels, ticks = [], []
+    for i, r in enumerate(results):
+        base = i * height
+        for j, k in enumerate(present):
+            t = r["contenders"].get(k)
+            if t is not None:
+                ax.barh(base + j, t["median_s"] * 1e3, color=colors[k])
+        ticks.append(base + (len(present) - 1) / 2)
+        labels.append(f"{r['workload']} {r['dtype']} {r['threads']}t {r['pass']}")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in present]
+    ax.legend(handles, present, loc="lower right", fontsize=8)
+    ax.set_yticks(ticks, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("median time per batch (ms, log scale; naive scaled from a sub-batch)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, plt, path)
+    return None
+
+
+def sweep_table(points):
+    head = ["series", "N", "C=F", "fast ms/img", "gemm ms/img", "torch ms/img",
+            "fast GFLOP/s", "gemm GFLOP/s", "torch GFLOP/s", "fast/torch", "fast/gemm"]
+    rows = [head, ["---"] * len(head)]
+    for p in points:
+        c = p["contenders"]
+        med = {k: (c[k]["median_s"] if k in c else None) for k in ("fast", "gemm", "torch")}
+        per_img = [(fmt_ms(med[k] / p["N"]) + (f" (n={c[k]['repeats']})" if k in c and c[k]["repeats"] < p["requested_repeats"] else ""))
+                   if med[k] else "-" for k in ("fast", "gemm", "torch")]
+        gf = [f"{p['flops'] / med[k] / 1e9:.1f}" if med[k] else "" for k in ("fast", "gemm", "torch")]
+        rows.append([p["series"], str(p["N"]), str(p["C"]), *per_img, *gf,
+                     fmt_ratio(ratio(med["fast"], med["torch"])), fmt_ratio(ratio(med["fast"], med["gemm"]))])
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def sweep_chart(points, path, title):
+    plt, note = load_pyplot()
+    if plt is None:
+        return note
+    colors = {"fast": "tab:blue", "gemm": "tab:gray", "torch": "tab:orange"}
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex="col")
+    for col, (series, xkey, xlabel) in enumerate((("batch", "N", "batch size N (C = F = 64)"),
+                                                  ("channels", "C", "channels C = F (N = 64)"))):
+        pts = [p for p in points if p["series"] == series]
+        for k in ("fast", "gemm", "torch"):
+            xs = [p[xkey] for p in pts if k in p["contenders"]]
+            if not xs:
+                continue
+            med = [p["contenders"][k]["median_s"] for p in pts if k in p["contenders"]]
+            ms_img = [m / p["N"] * 1e3 for m, p in zip(med, (p for p in pts if k in p["contenders"]))]
+            gf = [p["flops"] / m / 1e9 for m, p in zip(med, (p for p in pts if k in p["contenders"]))]
+            axes[0][col].plot(xs, ms_img, "o-", color=colors[k], label=k)
+            axes[1][col].plot(xs, gf, "o-", color=colors[k], label=k)
+        axes[0][col].set_ylabel("ms per image")
+        axes[0][col].set_yscale("log")
+        axes[1][col].set_ylabel("GFLOP/s")
+        axes[1][col].set_xlabel(xlabel)
+        for row in (0, 1):
+            axes[row][col].set_xscale("log", base=2)
+            axes[row][col].grid(alpha=0.3)
+            axes[row][col].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, plt, path)
+    return None
