@@ -1,0 +1,746 @@
+"""Networks built from the fastconv layers, and their files.
+
+Three models, one engine (``Sequential``):
+
+* ``ConvNet1``: conv - relu - 2x2 max pool - affine - relu - affine - softmax
+  (CS231n's three-layer convnet) for any input shape (C, H, W) and class count;
+  parameters ``W1, b1`` (conv), ``W2, b2``, ``W3, b3`` (affine).
+* ``FullyConnectedNet``: the tutorials' 784-500-50-10 network with sigmoid
+  activations (``hidden_dims`` and ``activation`` can change).
+* ``Sequential``: any stack of layers given as a list of dicts or as a compact
+  string, for example::
+
+      conv32x3-bn-relu-maxpool2-conv64x3-bn-relu-maxpool2-fc256-relu-dropout0.3-fc
+
+Layer syntax (string token / dict form):
+
+==========================  ==============================================  =====================================
+token                       dict                                            layer
+==========================  ==============================================  =====================================
+``conv<F>x<k>[s<S>][p<P>]`` ``{"type": "conv", "filters": F, "kernel": k,``  F filters k x k, stride S (1), pad P
+                            ``"stride": S, "pad": P}``                      (default "same": (k - 1) // 2)
+``bn``                      ``{"type": "batchnorm"}``                       batchnorm (spatial after a conv)
+``relu``, ``sigmoid``       ``{"type": "relu"}``, ``{"type": "sigmoid"}``   activations
+``maxpool<k>[s<S>]``        ``{"type": "maxpool", "kernel": k, "stride": S}`` max pooling (stride defaults to k)
+``avgpool<k>[s<S>]``        ``{"type": "avgpool", "kernel": k, "stride": S}`` average pooling
+``dropout[<p>]``            ``{"type": "dropout", "p": p}``                 inverted dropout, drop probability p (0.5)
+``fc[<M>]``                 ``{"type": "fc", "units": M}``                  affine layer; a bare ``fc`` is the output layer
+==========================  ==============================================  =====================================
+
+Tokens are joined by ``-``. The last layer must be the output ``fc``
+(``num_classes`` units); if the stack ends with something else, one is
+appended. Parameters are named ``W1, b1, W2, b2, ...`` for conv and fc layers
+in order, ``gamma1, beta1, ...`` for batchnorm layers, whose running
+statistics ``running_mean1, running_var1, ...`` live in ``model.buffers``.
+
+Every model:
+
+* holds ``params`` (a dict of named float arrays in ``dtype``, float32 by
+  default), ``buffers`` (batchnorm running statistics), ``reg`` (L2
+  strength: the loss adds ``0.5 * reg * sum(W**2)`` over the weights W, not
+  the biases or batchnorm parameters), ``loss_type`` ("softmax" or "svm"),
+  ``impl`` ("fast" uses ``fastconv.fast``, "naive" ``fastconv.naive``; the
+  layers are never reimplemented here), ``preprocess`` (a
+  ``fastconv.datasets.Preprocessing`` or None) and ``class_names``;
+* ``loss(X)`` -> scores (N, num_classes) in test mode; ``loss(X, y)`` ->
+  (loss, grads) in training mode (batchnorm on batch statistics, dropout on);
+* ``prepare(images)`` applies ``preprocess`` (raw images -> float input),
+  ``scores``/``predict`` run the network in batches;
+* ``save(directory)`` writes ``model.npz`` (arrays, loaded with
+  ``allow_pickle=False``) and ``model.json`` (architecture, dtype,
+  preprocessing, class names, the SHA-256 of the .npz), each atomically;
+  ``load_model(directory)`` checks all of it (keys, shapes, dtypes, digest)
+  and says what is wrong.
+
+Initialization is He-normal (std sqrt(2 / fan_in)) for every conv and fc
+weight, zeros for biases, ones and zeros for gamma and beta; pass
+``weight_scale`` (a float) for CS231n's fixed-std initialization instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import numbers
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ._params import conv_output_size
+from .datasets import Preprocessing
+
+FORMAT = "fastconv-model"
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+MODEL_NPZ = "model.npz"
+_MAX_JSON_BYTES = 64 << 20
+
+
+# ============================================================================ file helpers
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write):
+    """Write a file atomically: ``write(f)`` fills a temporary file in the same
+    folder, which is flushed, fsynced and renamed over ``path``. A crash
+    leaves either the old file or the new one, never a torn one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_json(path, obj):
+    """Atomically write ``obj`` as JSON (no NaN: it is not JSON)."""
+    text = json.dumps(obj, indent=1, allow_nan=False)
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8") + b"\n"))
+
+
+def read_json(path, what="file"):
+    """Read a JSON object, with errors that name the file."""
+    path = Path(path)
+    if path.stat().st_size > _MAX_JSON_BYTES:
+        raise ValueError(f"{path}: too large for a fastconv {what}")
+    try:
+        obj = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a valid JSON {what} ({exc})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: a fastconv {what} must hold a JSON object")
+    return obj
+
+
+def save_arrays(path, arrays):
+    """Atomically write ``arrays`` (name -> ndarray) as an uncompressed .npz;
+    returns the SHA-256 of the written file."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+    return sha256_of(path)
+
+
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def array_manifest(arrays):
+    """{name: {"shape": [...], "dtype": "float32"}}, stored in the JSON beside an .npz."""
+    return {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in arrays.items()}
+
+
+def load_arrays(path, manifest, sha256=None):
+    """Load an .npz with ``allow_pickle=False`` and check it against ``manifest``.
+
+    The file must hold exactly the manifest's names, each with its shape and
+    dtype (only bool, integer and float dtypes are accepted), and hash to
+    ``sha256`` when given. Errors are ValueErrors naming the file.
+    """
+    path = Path(path)
+    if sha256 is not None:
+        digest = sha256_of(path)
+        if digest != sha256:
+            raise ValueError(f"{path}: SHA-256 {digest} does not match the {sha256} recorded beside it "
+                             "(the file is corrupt or belongs to another save)")
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: the array manifest must be a JSON object")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = set(npz.files)
+            expected = set(manifest)
+            if names != expected:
+                missing, extra = sorted(expected - names), sorted(names - expected)
+                raise ValueError(f"{path}: arrays do not match the manifest"
+                                 + (f"; missing {missing}" if missing else "")
+                                 + (f"; unexpected {extra}" if extra else ""))
+            out = {}
+            for name in sorted(names):
+                spec = manifest[name]
+                if not isinstance(spec, dict) or "shape" not in spec or "dtype" not in spec:
+                    raise ValueError(f"{path}: manifest entry for {name!r} needs 'shape' and 'dtype'")
+                a = npz[name]
+                if a.dtype.kind not in "biuf":
+                    raise ValueError(f"{path}: array {name!r} has unsupported dtype {a.dtype}")
+                if list(a.shape) != list(spec["shape"]) or a.dtype.name != spec["dtype"]:
+                    raise ValueError(f"{path}: array {name!r} is {a.dtype.name} {tuple(a.shape)}, "
+                                     f"expected {spec['dtype']} {tuple(spec['shape'])}")
+                out[name] = a
+    except (OSError, EOFError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+    except ValueError as exc:
+        msg = str(exc)
+        raise ValueError(msg if msg.startswith(str(path)) else f"{path}: not a valid .npz file ({msg})") from None
+    except Exception as exc:  # zipfile.BadZipFile and friends
+        raise ValueError(f"{path}: not a valid .npz file ({type(exc).__name__}: {exc})") from None
+    return out
+
+
+# ============================================================================ layer specs
+def _int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _shape3(value, name="input_shape"):
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        raise ValueError(f"{name} must be (C, H, W), got {value!r}")
+    return tuple(_int(v, name) for v in value)
+
+
+_TOKEN_PATTERNS = [
+    (re.compile(r"conv(\d+)x(\d+)(?:s(\d+))?(?:p(\d+))?"),
+     lambda m: {"type": "conv", "filters": int(m[1]), "kernel": int(m[2]),
+                "stride": int(m[3] or 1), "pad": int(m[4]) if m[4] is not None else "same"}),
+    (re.compile(r"bn|batchnorm"), lambda m: {"type": "batchnorm"}),
+    (re.compile(r"relu"), lambda m: {"type": "relu"}),
+    (re.compile(r"sigmoid"), lambda m: {"type": "sigmoid"}),
+    (re.compile(r"(max|avg)pool(\d+)(?:s(\d+))?"),
+     lambda m: {"type": f"{m[1]}pool", "kernel": int(m[2]), "stride": int(m[3]) if m[3] else None}),
+    (re.compile(r"dropout(\d*\.?\d+)?"), lambda m: {"type": "dropout", "p": float(m[1]) if m[1] else 0.5}),
+    (re.compile(r"fc(\d+)?"), lambda m: {"type": "fc", "units": int(m[1]) if m[1] else None}),
+]
+
+LAYER_SYNTAX = (
+    "conv<F>x<k>[s<stride>][p<pad>] | bn | relu | sigmoid | maxpool<k>[s<stride>] | "
+    "avgpool<k>[s<stride>] | dropout[<p>] | fc[<units>], joined by '-'"
+)
+
+
+def parse_layers(spec):
+    """A layer string (see the module docstring) -> a list of layer dicts."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"a layer spec must be a non-empty string, got {spec!r}")
+    layers = []
+    for token in spec.strip().lower().split("-"):
+        for pattern, build in _TOKEN_PATTERNS:
+            m = pattern.fullmatch(token)
+            if m:
+                layers.append(build(m))
+                break
+        else:
+            raise ValueError(f"unknown layer {token!r} in {spec!r}; the syntax is {LAYER_SYNTAX}")
+    return layers
+
+
+def format_layers(layers):
+    """The string form of a list of normalized layer dicts (inverse of parse_layers)."""
+    out = []
+    for layer in layers:
+        t = layer["type"]
+        if t == "conv":
+            s = f"conv{layer['filters']}x{layer['kernel']}"
+            if layer["stride"] != 1:
+                s += f"s{layer['stride']}"
+            if layer["pad"] != "same":
+                s += f"p{layer['pad']}"
+        elif t == "batchnorm":
+            s = "bn"
+        elif t in ("maxpool", "avgpool"):
+            s = f"{t}{layer['kernel']}" + (f"s{layer['stride']}" if layer["stride"] is not None else "")
+        elif t == "dropout":
+            s = f"dropout{layer['p']:g}"
+        elif t == "fc":
+            s = "fc" if layer["units"] is None else f"fc{layer['units']}"
+        else:
+            s = t
+        out.append(s)
+    return "-".join(out)
+
+
+_LAYER_KEYS = {
+    "conv": {"filters": None, "kernel": None, "stride": 1, "pad": "same"},
+    "batchnorm": {"momentum": 0.9, "eps": 1e-5},
+    "relu": {},
+    "sigmoid": {},
+    "maxpool": {"kernel": None, "stride": None},
+    "avgpool": {"kernel": None, "stride": None},
+    "dropout": {"p": 0.5},
+    "fc": {"units": None},
+}
+
+
+def _normalize_layer(layer, i):
+    """Check one layer dict and fill in its defaults."""
+    if not isinstance(layer, dict) or layer.get("type") not in _LAYER_KEYS:
+        raise ValueError(f"layer {i} must be a dict with 'type' one of {', '.join(_LAYER_KEYS)}, got {layer!r}")
+    t = layer["type"]
+    defaults = _LAYER_KEYS[t]
+    unknown = set(layer) - set(defaults) - {"type"}
+    if unknown:
+        raise ValueError(f"layer {i} ({t}) has unknown keys {sorted(unknown)}")
+    out = {"type": t}
+    for key, default in defaults.items():
+        value = layer.get(key, default)
+        what = f"layer {i} ({t}) {key}"
+        if key in ("filters", "kernel"):
+            value = _int(value, what)
+        elif key == "stride":
+            value = None if value is None and t != "conv" else _int(value, what)
+        elif key == "pad":
+            value = value if value == "same" else _int(value, what, 0)
+        elif key == "units":
+            value = None if value is None else _int(value, what)
+        elif key in ("p", "momentum", "eps"):
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            lo_ok = ok and (0 <= value < 1 if key == "p" else 0 <= value <= 1 if key == "momentum" else value > 0)
+            if not lo_ok:
+                raise ValueError(f"{what} must be a number in the allowed range, got {value!r}")
+            value = float(value)
+        out[key] = value
+    return out
+
+
+# ============================================================================ the engine
+def _layer_module(impl):
+    if impl not in ("fast", "naive"):
+        raise ValueError(f"impl must be 'fast' or 'naive', got {impl!r}")
+    return importlib.import_module(f"fastconv.{impl}")
+
+
+class Sequential:
+    """A stack of layers (list of dicts or a layer string; see the module docstring)."""
+
+    kind = "sequential"
+
+    def __init__(self, layers, input_shape=(1, 28, 28), num_classes=10, reg=0.0, loss="softmax",
+                 dtype=np.float32, impl="fast", seed=None, weight_scale=None):
+        self.input_shape = _shape3(input_shape)
+        self.num_classes = _int(num_classes, "num_classes")
+        if isinstance(reg, bool) or not isinstance(reg, numbers.Real) or not reg >= 0:
+            raise ValueError(f"reg must be a number >= 0, got {reg!r}")
+        self.reg = float(reg)
+        if loss not in ("softmax", "svm"):
+            raise ValueError(f"loss must be 'softmax' or 'svm', got {loss!r}")
+        self.loss_type = loss
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.impl = impl
+        self.L = _layer_module(impl)
+        if weight_scale is not None and (isinstance(weight_scale, bool) or not isinstance(weight_scale, numbers.Real)
+                                         or not weight_scale > 0):
+            raise ValueError(f"weight_scale must be None (He-normal) or a number > 0, got {weight_scale!r}")
+        self.weight_scale = None if weight_scale is None else float(weight_scale)
+        if isinstance(layers, str):
+            layers = parse_layers(layers)
+        if not isinstance(layers, (list, tuple)) or not layers:
+            raise ValueError("layers must be a non-empty list of layer dicts or a layer string")
+        layers = [_normalize_layer(layer, i) for i, layer in enumerate(layers)]
+        if layers[-1]["type"] != "fc":
+            layers.append({"type": "fc", "units": None})
+        if layers[-1]["units"] not in (None, self.num_classes):
+            raise ValueError(f"the last fc layer is the output and must have num_classes={self.num_classes} "
+                             f"units, got {layers[-1]['units']}")
+        layers[-1]["units"] = None
+        self.layer_specs = layers
+        self.rng = np.random.default_rng(seed)  # initialization, then dropout masks
+        self.params = {}
+        self.buffers = {}
+        self.preprocess = None
+        self.class_names = None
+        self.last_scores = None
+        self._plan = self._build(layers)
+
+    # ------------------------------------------------------------------ building
+    def _build(self, layers):
+        """Check the shapes layer by layer, name and initialize the parameters."""
+        shape = self.input_shape
+        plan = []
+        n_w = n_bn = 0
+        for i, spec in enumerate(layers):
+            t = spec["type"]
+            step = dict(spec)
+            where = f"layer {i} ({format_layers([spec])}) on input {shape}"
+            if t == "conv":
+                if len(shape) != 3:
+                    raise ValueError(f"{where}: a conv layer needs an image input (C, H, W)")
+                C, H, W = shape
+                k, s = spec["kernel"], spec["stride"]
+                pad = (k - 1) // 2 if spec["pad"] == "same" else spec["pad"]
+                out_h, out_w = conv_output_size(H, k, s, pad), conv_output_size(W, k, s, pad)
+                if out_h < 1 or out_w < 1:
+                    raise ValueError(f"{where}: the {k}x{k} kernel does not fit")
+                n_w += 1
+                step.update(W=f"W{n_w}", b=f"b{n_w}", pad_px=pad)
+                self.params[step["W"]] = self._init((spec["filters"], C, k, k), C * k * k)
+                self.params[step["b"]] = np.zeros(spec["filters"], dtype=self.dtype)
+                shape = (spec["filters"], out_h, out_w)
+            elif t == "fc":
+                D = int(np.prod(shape))
+                units = self.num_classes if spec["units"] is None else spec["units"]
+                if i == len(layers) - 1 and units != self.num_classes:  # pragma: no cover - checked above
+                    raise ValueError(f"{where}: the output layer needs {self.num_classes} units")
+                n_w += 1
+                step.update(W=f"W{n_w}", b=f"b{n_w}")
+                self.params[step["W"]] = self._init((D, units), D)
+                self.params[step["b"]] = np.zeros(units, dtype=self.dtype)
+                shape = (units,)
+            elif t == "batchnorm":
+                n_bn += 1
+                D = shape[0]
+                step.update(gamma=f"gamma{n_bn}", beta=f"beta{n_bn}", mean=f"running_mean{n_bn}",
+                            var=f"running_var{n_bn}", spatial=len(shape) == 3)
+                self.params[step["gamma"]] = np.ones(D, dtype=self.dtype)
+                self.params[step["beta"]] = np.zeros(D, dtype=self.dtype)
+                self.buffers[step["mean"]] = np.zeros(D, dtype=self.dtype)
+                self.buffers[step["var"]] = np.ones(D, dtype=self.dtype)
+            elif t in ("maxpool", "avgpool"):
+                if len(shape) != 3:
+                    raise ValueError(f"{where}: pooling needs an image input (C, H, W)")
+                C, H, W = shape
+                k = spec["kernel"]
+                s = k if spec["stride"] is None else spec["stride"]
+                out_h, out_w = conv_output_size(H, k, s), conv_output_size(W, k, s)
+                if out_h < 1 or out_w < 1:
+                    raise ValueError(f"{where}: the {k}x{k} window does not fit")
+                step["stride_px"] = s
+                shape = (C, out_h, out_w)
+            step["out_shape"] = shape
+            plan.append(step)
+        return plan
+
+    def _init(self, shape, fan_in):
+        std = np.sqrt(2.0 / fan_in) if self.weight_scale is None else self.weight_scale
+        return (self.rng.standard_normal(shape) * std).astype(self.dtype)
+
+    # ------------------------------------------------------------------ description
+    def config(self):
+        """Constructor arguments as JSON-able values (everything but impl and seed)."""
+        return {"layers": [dict(s) for s in self.layer_specs], "input_shape": list(self.input_shape),
+                "num_classes": self.num_classes, "reg": self.reg, "loss": self.loss_type,
+                "dtype": self.dtype.name, "weight_scale": self.weight_scale}
+
+    def describe(self):
+        """A one-line summary: the layer string and the parameter count."""
+        n = sum(p.size for p in self.params.values())
+        return f"{type(self).__name__} {format_layers(self.layer_specs)} on {self.input_shape}: {n:,} parameters"
+
+    def first_layer_weights(self):
+        """The first weight array (conv filters (F, C, kh, kw), or fc weights (D, M))."""
+        return self.params["W1"]
+
+    # ------------------------------------------------------------------ forward / backward
+    def _check_X(self, X):
+        if not isinstance(X, np.ndarray) or X.dtype.kind != "f":
+            raise TypeError("X must be a float array (N, C, H, W); raw images go through "
+                            "model.prepare(images) first")
+        if X.shape[1:] != self.input_shape:
+            raise ValueError(f"X must have shape (N, {', '.join(map(str, self.input_shape))}), got {X.shape}")
+        return X.astype(self.dtype, copy=False)
+
+    def _forward(self, X, train):
+        L = self.L
+        out = X
+        caches = []
+        for step in self._plan:
+            t = step["type"]
+            if t == "conv":
+                out, cache = L.conv_forward(out, self.params[step["W"]], self.params[step["b"]],
+                                            stride=step["stride"], pad=step["pad_px"])
+            elif t == "fc":
+                out, cache = L.affine_forward(out, self.params[step["W"]], self.params[step["b"]])
+            elif t == "relu":
+                out, cache = L.relu_forward(out)
+            elif t == "sigmoid":
+                out, cache = L.sigmoid_forward(out)
+            elif t == "maxpool":
+                out, cache = L.max_pool_forward(out, step["kernel"], step["stride_px"])
+            elif t == "avgpool":
+                out, cache = L.avg_pool_forward(out, step["kernel"], step["stride_px"])
+            elif t == "dropout":
+                out, cache = L.dropout_forward(out, step["p"], train=train, rng=self.rng)
+            elif t == "batchnorm":
+                bn_param = {"mode": "train" if train else "test", "momentum": step["momentum"],
+                            "eps": step["eps"], "running_mean": self.buffers[step["mean"]],
+                            "running_var": self.buffers[step["var"]]}
+                forward = L.spatial_batchnorm_forward if step["spatial"] else L.batchnorm_forward
+                out, cache = forward(out, self.params[step["gamma"]], self.params[step["beta"]], bn_param)
+                if train:
+                    self.buffers[step["mean"]] = bn_param["running_mean"]
+                    self.buffers[step["var"]] = bn_param["running_var"]
+            else:  # pragma: no cover - _normalize_layer admits nothing else
+                raise AssertionError(t)
+            caches.append(cache)
+        return out, caches
+
+    def _backward(self, dout, caches):
+        L = self.L
+        grads = {}
+        for step, cache in zip(reversed(self._plan), reversed(caches)):
+            t = step["type"]
+            if t == "conv":
+                dout, grads[step["W"]], grads[step["b"]] = L.conv_backward(dout, cache)
+            elif t == "fc":
+                dout, grads[step["W"]], grads[step["b"]] = L.affine_backward(dout, cache)
+            elif t == "relu":
+                dout = L.relu_backward(dout, cache)
+            elif t == "sigmoid":
+                dout = L.sigmoid_backward(dout, cache)
+            elif t == "maxpool":
+                dout = L.max_pool_backward(dout, cache)
+            elif t == "avgpool":
+                dout = L.avg_pool_backward(dout, cache)
+            elif t == "dropout":
+                dout = L.dropout_backward(dout, cache)
+            elif t == "batchnorm":
+                backward = L.spatial_batchnorm_backward if step["spatial"] else L.batchnorm_backward
+                dout, grads[step["gamma"]], grads[step["beta"]] = backward(dout, cache)
+        return grads
+
+    def loss(self, X, y=None):
+        """Scores (N, num_classes) when y is None (test mode); else (loss, grads).
+
+        X: float array (N, C, H, W) (cast to the model's dtype); y: int labels (N,).
+        In training mode batchnorm uses batch statistics (and updates its
+        running statistics) and dropout is on.
+        """
+        X = self._check_X(X)
+        train = y is not None
+        scores, caches = self._forward(X, train)
+        if not train:
+            return scores
+        y = np.asarray(y)
+        loss_fn = self.L.softmax_loss if self.loss_type == "softmax" else self.L.svm_loss
+        data_loss, dscores = loss_fn(scores, y)
+        self.last_scores = scores
+        grads = self._backward(dscores, caches)
+        reg_loss = 0.0
+        for name, g in grads.items():
+            p = self.params[name]
+            if self.reg and name.startswith("W"):
+                reg_loss += 0.5 * self.reg * float(np.vdot(p, p))
+                g = g + self.dtype.type(self.reg) * p
+            grads[name] = g.astype(self.dtype, copy=False)
+        return data_loss + reg_loss, grads
+
+    def prepare(self, images):
+        """Raw inputs -> the network's float input: ``preprocess`` when set, else
+        a float array cast to the model's dtype (integer images need a preprocess)."""
+        if self.preprocess is not None:
+            return self.preprocess(images, self.dtype)
+        if not isinstance(images, np.ndarray) or images.dtype.kind != "f":
+            raise TypeError("this model has no preprocessing: give it a float array, or set "
+                            "model.preprocess = fastconv.datasets.Preprocessing.fit(train_images)")
+        return images.astype(self.dtype, copy=False)
+
+    def scores(self, X, batch_size=500, prepare=False):
+        """Test-mode scores of X (N, ...) in batches; ``prepare=True`` applies ``prepare`` first."""
+        batch_size = _int(batch_size, "batch_size")
+        out = np.empty((len(X), self.num_classes), dtype=self.dtype)
+        for i in range(0, len(X), batch_size):
+            xb = X[i:i + batch_size]
+            out[i:i + batch_size] = self.loss(self.prepare(xb) if prepare else xb)
+        return out
+
+    def predict(self, X, batch_size=500, prepare=False):
+        """Predicted labels (int64) of X in batches."""
+        return self.scores(X, batch_size, prepare).argmax(axis=1).astype(np.int64)
+
+    def check_accuracy(self, X, y, batch_size=500, prepare=False):
+        """Fraction of X classified as y."""
+        if len(X) == 0:
+            return float("nan")
+        return float(np.mean(self.predict(X, batch_size, prepare) == np.asarray(y)))
+
+    # ------------------------------------------------------------------ state and files
+    def state_arrays(self):
+        """Every array of the model state, by file key: params/<name>, buffers/<name>."""
+        arrays = {f"params/{k}": v for k, v in self.params.items()}
+        arrays.update({f"buffers/{k}": v for k, v in self.buffers.items()})
+        return arrays
+
+    def set_state_arrays(self, arrays, prefix=""):
+        """Load arrays named like ``state_arrays`` (after ``prefix``), checking names, shapes and dtypes."""
+        expected = {prefix + k: v for k, v in self.state_arrays().items()}
+        missing = sorted(set(expected) - set(arrays))
+        if missing:
+            raise ValueError(f"model state is missing {missing}")
+        for key, current in expected.items():
+            a = arrays[key]
+            if a.shape != current.shape or a.dtype != current.dtype:
+                raise ValueError(f"{key} is {a.dtype} {a.shape}, the model needs {current.dtype} {current.shape}")
+        for key in expected:
+            group, name = key[len(prefix):].split("/", 1)
+            getattr(self, group)[name] = np.array(arrays[key], copy=True)
+
+    def spec(self):
+        """The JSON description of the model (everything but the arrays)."""
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "class": self.kind,
+            "config": self.config(),
+            "preprocess": None if self.preprocess is None else self.preprocess.to_dict(),
+            "class_names": None if self.class_names is None else list(self.class_names),
+        }
+
+    def save(self, directory):
+        """Write ``model.npz`` then ``model.json`` (with the .npz digest) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = self.state_arrays()
+        digest = save_arrays(directory / MODEL_NPZ, arrays)
+        spec = self.spec()
+        spec.update(arrays=array_manifest(arrays), npz=MODEL_NPZ, npz_sha256=digest)
+        write_json(directory / MODEL_JSON, spec)
+        return directory
+
+
+class ConvNet1(Sequential):
+    """conv - relu - 2x2 max pool - affine - relu - affine, with "same" padding.
+
+    Parameters: W1 (num_filters, C, filter_size, filter_size), b1, W2
+    (num_filters * H/2 * W/2, hidden_dim), b2, W3 (hidden_dim, num_classes), b3.
+    """
+
+    kind = "convnet1"
+
+    def __init__(self, input_shape=(3, 32, 32), num_filters=32, filter_size=7, hidden_dim=100, num_classes=10,
+                 reg=0.0, loss="softmax", dtype=np.float32, impl="fast", seed=None, weight_scale=None):
+        self.num_filters = _int(num_filters, "num_filters")
+        self.filter_size = _int(filter_size, "filter_size")
+        self.hidden_dim = _int(hidden_dim, "hidden_dim")
+        layers = [
+            {"type": "conv", "filters": self.num_filters, "kernel": self.filter_size},
+            {"type": "relu"},
+            {"type": "maxpool", "kernel": 2},
+            {"type": "fc", "units": self.hidden_dim},
+            {"type": "relu"},
+            {"type": "fc"},
+        ]
+        super().__init__(layers, input_shape, num_classes, reg, loss, dtype, impl, seed, weight_scale)
+
+    def config(self):
+        c = super().config()
+        del c["layers"]
+        c.update(num_filters=self.num_filters, filter_size=self.filter_size, hidden_dim=self.hidden_dim)
+        return c
+
+
+class FullyConnectedNet(Sequential):
+    """affine - activation - ... - affine: 784-500-50-10 with sigmoids by default."""
+
+    kind = "fc"
+
+    def __init__(self, input_shape=(1, 28, 28), hidden_dims=(500, 50), num_classes=10, activation="sigmoid",
+                 reg=0.0, loss="softmax", dtype=np.float32, impl="fast", seed=None, weight_scale=None):
+        if not isinstance(hidden_dims, (list, tuple)):
+            raise ValueError(f"hidden_dims must be a list of ints, got {hidden_dims!r}")
+        self.hidden_dims = [_int(h, "hidden_dims") for h in hidden_dims]
+        if activation not in ("sigmoid", "relu"):
+            raise ValueError(f"activation must be 'sigmoid' or 'relu', got {activation!r}")
+        self.activation = activation
+        layers = []
+        for h in self.hidden_dims:
+            layers += [{"type": "fc", "units": h}, {"type": activation}]
+        layers.append({"type": "fc"})
+        super().__init__(layers, input_shape, num_classes, reg, loss, dtype, impl, seed, weight_scale)
+
+    def config(self):
+        c = super().config()
+        del c["layers"]
+        c.update(hidden_dims=list(self.hidden_dims), activation=self.activation)
+        return c
+
+
+MODEL_CLASSES = {cls.kind: cls for cls in (Sequential, ConvNet1, FullyConnectedNet)}
+
+
+def model_from_spec(spec, impl="fast"):
+    """Rebuild a model (with fresh parameters) from the dict ``Sequential.spec()`` returns."""
+    if not isinstance(spec, dict):
+        raise ValueError("a model spec must be a JSON object")
+    if spec.get("format") != FORMAT or spec.get("version") != FORMAT_VERSION:
+        raise ValueError(f"not a {FORMAT} version {FORMAT_VERSION} description "
+                         f"(format={spec.get('format')!r}, version={spec.get('version')!r})")
+    cls = MODEL_CLASSES.get(spec.get("class"))
+    if cls is None:
+        raise ValueError(f"unknown model class {spec.get('class')!r}; known: {', '.join(MODEL_CLASSES)}")
+    config = spec.get("config")
+    if not isinstance(config, dict):
+        raise ValueError("the model config must be a JSON object")
+    try:
+        model = cls(**config, impl=impl)
+    except TypeError as exc:
+        raise ValueError(f"invalid {cls.kind} config: {exc}") from None
+    if spec.get("preprocess") is not None:
+        model.preprocess = Preprocessing.from_dict(spec["preprocess"])
+        if model.preprocess.input_shape != model.input_shape:
+            raise ValueError(f"preprocessing is for inputs {model.preprocess.input_shape}, "
+                             f"the model takes {model.input_shape}")
+    names = spec.get("class_names")
+    if names is not None:
+        if not isinstance(names, list) or len(names) != model.num_classes or \
+                not all(isinstance(n, str) for n in names):
+            raise ValueError(f"class_names must be a list of {model.num_classes} strings")
+        model.class_names = tuple(names)
+    return model
+
+
+def load_model(path, impl="fast"):
+    """Load a model saved by ``save``: ``path`` is its directory or its ``model.json``.
+
+    Checks the format, the architecture, the .npz digest and every array's
+    name, shape and dtype; errors are ValueErrors naming the file
+    (FileNotFoundError when a file is missing).
+    """
+    path = Path(path)
+    json_path = path / MODEL_JSON if path.is_dir() else path
+    if not json_path.exists():
+        raise FileNotFoundError(f"{json_path}: no such model file (a model directory holds "
+                                f"{MODEL_JSON} and {MODEL_NPZ}, written by `fastconv train`)")
+    spec = read_json(json_path, "model description")
+    try:
+        model = model_from_spec(spec, impl)
+    except ValueError as exc:
+        raise ValueError(f"{json_path}: {exc}") from None
+    npz_name = spec.get("npz")
+    if not isinstance(npz_name, str) or Path(npz_name).name != npz_name:
+        raise ValueError(f"{json_path}: 'npz' must name the .npz file beside it, got {npz_name!r}")
+    expected = array_manifest(model.state_arrays())
+    if spec.get("arrays") != expected:
+        raise ValueError(f"{json_path}: the array manifest does not match the architecture "
+                         f"(expected {sorted(expected)})")
+    npz_path = json_path.parent / npz_name
+    if not npz_path.exists():
+        raise FileNotFoundError(f"{npz_path}: missing (it holds the parameters described by {json_path})")
+    digest = spec.get("npz_sha256")
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ValueError(f"{json_path}: 'npz_sha256' must be the hex SHA-256 of {npz_name}")
+    arrays = load_arrays(npz_path, expected, digest)
+    model.set_state_arrays(arrays)
+    return model
+
+
+def build_model(name, input_shape, num_classes, **kwargs):
+    """'convnet1', 'fc' or a layer string -> a new model for the given input and classes."""
+    if name == "convnet1":
+        return ConvNet1(input_shape=input_shape, num_classes=num_classes, **kwargs)
+    if name == "fc":
+        return FullyConnectedNet(input_shape=input_shape, num_classes=num_classes, **kwargs)
+    return Sequential(name, input_shape=input_shape, num_classes=num_classes, **kwargs)

@@ -1,0 +1,113 @@
+"""First-order update rules, CS231n style.
+
+Each rule is ``update(w, dw, config=None) -> (next_w, config)``:
+
+* ``w``, ``dw``: the parameter and its gradient (same shape and dtype);
+* ``config``: a dict of hyperparameters (defaults filled in on the first
+  call) plus the rule's state (a velocity, moving averages, a step count).
+  Keep one config per parameter and pass it back on the next call.
+
+``next_w`` is a new array in ``w``'s dtype; ``w`` and ``dw`` are not modified.
+State arrays live in ``config`` with ``w``'s shape and dtype, so a Solver
+checkpoint can save them as ``.npz`` arrays and the scalars as JSON.
+
+Rules (``UPDATE_RULES`` maps the names used by the Solver and the CLI):
+
+* ``sgd``:      w -= lr * dw
+* ``momentum``: v = mu * v - lr * dw;  w += v
+* ``rmsprop``:  c = rho * c + (1 - rho) * dw**2;  w -= lr * dw / (sqrt(c) + eps)
+* ``adam``:     t += 1;  m = b1 * m + (1 - b1) * dw;  v = b2 * v + (1 - b2) * dw**2;
+                w -= lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)
+"""
+import numbers
+
+import numpy as np
+
+from ._params import check_float_array
+
+
+def _check(w, dw, config, defaults):
+    check_float_array(w, "w")
+    check_float_array(dw, "dw")
+    if dw.shape != w.shape or dw.dtype != w.dtype:
+        raise ValueError(f"dw must have w's shape {w.shape} and dtype {w.dtype}, got {dw.shape} {dw.dtype}")
+    if config is None:
+        config = {}
+    elif not isinstance(config, dict):
+        raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
+    for key, value in defaults.items():
+        config.setdefault(key, value)
+        v = config[key]
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v) or v < 0:
+            raise ValueError(f"config[{key!r}] must be a finite number >= 0, got {v!r}")
+        config[key] = float(v)  # a Python float keeps float32 arithmetic in float32
+    return config
+
+
+def _state(config, key, w):
+    """The state array ``config[key]`` (zeros on the first call), checked against w."""
+    a = config.get(key)
+    if a is None:
+        a = config[key] = np.zeros_like(w)
+    elif not isinstance(a, np.ndarray) or a.shape != w.shape or a.dtype != w.dtype:
+        raise ValueError(f"config[{key!r}] must be an array of w's shape {w.shape} and dtype {w.dtype}")
+    return a
+
+
+def sgd(w, dw, config=None):
+    """Vanilla stochastic gradient descent. config: learning_rate (1e-2)."""
+    config = _check(w, dw, config, {"learning_rate": 1e-2})
+    return w - config["learning_rate"] * dw, config
+
+
+def sgd_momentum(w, dw, config=None):
+    """SGD with momentum. config: learning_rate (1e-2), momentum (0.9); state: velocity."""
+    config = _check(w, dw, config, {"learning_rate": 1e-2, "momentum": 0.9})
+    v = _state(config, "velocity", w)
+    v = config["momentum"] * v - config["learning_rate"] * dw
+    config["velocity"] = v
+    return w + v, config
+
+
+def rmsprop(w, dw, config=None):
+    """RMSProp. config: learning_rate (1e-2), decay_rate (0.99), epsilon (1e-8); state: cache."""
+    config = _check(w, dw, config, {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8})
+    rho = config["decay_rate"]
+    cache = rho * _state(config, "cache", w) + (1 - rho) * (dw * dw)
+    config["cache"] = cache
+    return w - config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"]), config
+
+
+def adam(w, dw, config=None):
+    """Adam with bias correction. config: learning_rate (1e-3), beta1 (0.9),
+    beta2 (0.999), epsilon (1e-8); state: m, v, t (the step count)."""
+    config = _check(w, dw, config, {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8})
+    config.setdefault("t", 0)
+    t = config["t"]
+    if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
+        raise ValueError(f"config['t'] must be an int >= 0, got {t!r}")
+    b1, b2 = config["beta1"], config["beta2"]
+    t = int(t) + 1
+    m = b1 * _state(config, "m", w) + (1 - b1) * dw
+    v = b2 * _state(config, "v", w) + (1 - b2) * (dw * dw)
+    config["m"], config["v"], config["t"] = m, v, t
+    m_hat = m / (1 - b1**t)
+    v_hat = v / (1 - b2**t)
+    return w - config["learning_rate"] * m_hat / (np.sqrt(v_hat) + config["epsilon"]), config
+
+
+UPDATE_RULES = {
+    "sgd": sgd,
+    "momentum": sgd_momentum,
+    "sgd_momentum": sgd_momentum,
+    "rmsprop": rmsprop,
+    "adam": adam,
+}
+
+
+def get_update_rule(name):
+    """The update function for ``name`` (one of ``UPDATE_RULES``)."""
+    try:
+        return UPDATE_RULES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"update_rule must be one of {', '.join(UPDATE_RULES)}, got {name!r}") from None

@@ -1,0 +1,422 @@
+"""``fastconv train``, ``fastconv evaluate`` and ``fastconv predict``.
+
+``fastconv train --dataset fashion-mnist`` loads the data (see
+``fastconv.datasets`` for where it is looked for), holds out a validation
+set, fits the preprocessing on the training split, trains with the Solver
+(a checkpoint per epoch) and writes into ``--out``:
+
+* ``model.json`` + ``model.npz``: the trained model (best validation
+  accuracy) with its preprocessing and class names;
+* ``checkpoints/``: the last checkpoints (``--resume`` continues from them);
+* ``history.json``: loss per iteration, accuracies per epoch, epoch times,
+  test accuracy, the settings;
+* ``loss.png``, ``accuracy.png``, ``confusion.png``, ``filters.png``,
+  ``examples.png`` when matplotlib is installed.
+
+``fastconv evaluate --model DIR`` prints the test accuracy of a saved model,
+``fastconv predict --model DIR IMAGE...`` classifies PNG/JPEG files (with
+Pillow) or ``.npy`` batches of raw pixel values (0-255).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATASETS = ("fashion-mnist", "mnist", "cifar10")
+OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
+
+_EPILOG = """\
+models (--model):
+  convnet1   conv(32 7x7) - relu - maxpool 2x2 - fc(100) - relu - fc  (CS231n's ConvNet1;
+             --num-filters, --filter-size, --hidden-dim change it)
+  fc         fc(500) - sigmoid - fc(50) - sigmoid - fc  (the tutorials' 784-500-50-10 net)
+  <spec>     layers joined by '-':
+               conv<F>x<k>[s<stride>][p<pad>]  F filters k x k (pad defaults to "same")
+               bn                              batch normalization
+               relu | sigmoid                  activations
+               maxpool<k>[s<stride>]           max pooling (stride defaults to k)
+               avgpool<k>[s<stride>]           average pooling
+               dropout[<p>]                    dropout with drop probability p (0.5)
+               fc[<units>]                     affine; a bare 'fc' is the output layer,
+                                               appended when the spec ends otherwise
+             e.g. conv32x3-bn-relu-maxpool2-conv64x3-bn-relu-maxpool2-fc256-relu-dropout0.3-fc
+
+data: $FASTCONV_DATA/<dataset>/, ~/.cache/fastconv/<dataset>/, /usr/share/datasets/fashion-mnist/
+(Debian package dataset-fashion-mnist); otherwise the official files are downloaded (SHA-256 checked).
+
+outputs in --out: model.json + model.npz, checkpoints/, history.json, loss.png, accuracy.png,
+confusion.png, filters.png, examples.png (the plots need matplotlib).
+"""
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonneg_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _nonneg_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _data_arguments(parser, required=False):
+    parser.add_argument("--dataset", choices=DATASETS, default=None if not required else "fashion-mnist",
+                        help="data set (default: fashion-mnist" + ("" if required else
+                                                                  ", or the one the model was trained on") + ")")
+    parser.add_argument("--data-root", metavar="DIR", default=None,
+                        help="look for the data set in DIR/<dataset>/ and DIR (instead of the default places)")
+    parser.add_argument("--no-download", action="store_true",
+                        help="never download; fail if the files are not found")
+
+
+def _common_runtime(parser):
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="BLAS and OpenMP threads (default: the libraries' own default)")
+    parser.add_argument("--impl", choices=("fast", "naive"), default="fast",
+                        help="layer implementation (naive is for checking: thousands of times slower)")
+
+
+# ============================================================================ train
+def add_arguments(parser):
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = ("Train a network on MNIST, Fashion-MNIST or CIFAR-10; write the model, "
+                          "checkpoints, history.json and PNG plots.")
+    parser.epilog = _EPILOG
+    _data_arguments(parser, required=True)
+    parser.add_argument("--model", default="convnet1", metavar="convnet1|fc|SPEC",
+                        help="architecture (default convnet1; see below)")
+    parser.add_argument("--epochs", type=_positive_int, default=5, help="epochs (default 5)")
+    parser.add_argument("--batch-size", type=_positive_int, default=64, help="minibatch size (default 64)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="update rule (default adam)")
+    parser.add_argument("--lr", type=_positive_float, default=None,
+                        help="learning rate (default: 1e-3 for adam and rmsprop, 1e-2 for sgd and momentum)")
+    parser.add_argument("--lr-decay", type=_positive_float, default=0.95,
+                        help="learning rate factor after each epoch (default 0.95)")
+    parser.add_argument("--reg", type=_nonneg_float, default=0.0, help="L2 regularization strength (default 0)")
+    parser.add_argument("--loss", choices=("softmax", "svm"), default="softmax", help="loss (default softmax)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--preprocess", choices=("channel", "mean_image", "scale"), default="channel",
+                        help="input normalization, statistics from the training split (default channel: "
+                             "per-channel mean and std)")
+    parser.add_argument("--num-filters", type=_positive_int, default=None, help="convnet1: conv filters (32)")
+    parser.add_argument("--filter-size", type=_positive_int, default=None, help="convnet1: filter size (7)")
+    parser.add_argument("--hidden-dim", type=_positive_int, default=None, help="convnet1: hidden units (100)")
+    parser.add_argument("--val-size", type=_nonneg_int, default=None,
+                        help="validation images held out of the training split (default: 5000, or a tenth "
+                             "of the training images when fewer than 50000; 0 trains on all of them)")
+    parser.add_argument("--limit-train", type=_positive_int, default=None, metavar="N",
+                        help="use only N training images (a random subset), for quick runs")
+    parser.add_argument("--limit-test", type=_positive_int, default=None, metavar="N",
+                        help="evaluate on only the first N test images")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialization, shuffling and split (default 0)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output folder (default runs/<dataset>-<model>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (a line per 100 iterations)")
+    parser.add_argument("--quiet", action="store_true", help="print only the final result")
+    _common_runtime(parser)
+
+
+@contextlib.contextmanager
+def _thread_limit(threads):
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        yield
+
+
+def _model_slug(name):
+    slug = "".join(c if c.isalnum() or c in "._" else "-" for c in name)
+    return slug[:60]
+
+
+def _default_lr(optimizer):
+    return 1e-3 if optimizer in ("adam", "rmsprop") else 1e-2
+
+
+def _load_data(args, name):
+    from .datasets import load_dataset
+
+    return load_dataset(name, root=args.data_root, download=not args.no_download)
+
+
+def run(args):
+    from .datasets import Preprocessing, train_val_split
+    from .models import build_model
+    from .solver import Solver, checkpoints
+
+    log = (lambda *a, **k: None) if args.quiet else print
+    out = Path(args.out) if args.out else Path("runs") / f"{args.dataset}-{_model_slug(args.model)}"
+    ckpt_dir = out / "checkpoints"
+    if checkpoints(ckpt_dir) and not args.resume:
+        raise ValueError(f"{out} already holds a training run; pass --resume to continue it, "
+                         "or choose another --out")
+    model_kwargs = {k: getattr(args, k) for k in ("num_filters", "filter_size", "hidden_dim")
+                    if getattr(args, k) is not None}
+    if model_kwargs and args.model != "convnet1":
+        raise ValueError("--num-filters, --filter-size and --hidden-dim apply to --model convnet1 only")
+
+    with _thread_limit(args.threads):
+        t_load = time.perf_counter()
+        data = _load_data(args, args.dataset)
+        log(f"{args.dataset}: {len(data.X_train)} training and {len(data.X_test)} test images "
+            f"{data.input_shape} from {data.source} ({time.perf_counter() - t_load:.1f} s)")
+        X_train, y_train = data.X_train, data.y_train
+        rng = np.random.default_rng(args.seed)
+        if args.limit_train is not None and args.limit_train < len(X_train):
+            idx = np.sort(rng.permutation(len(X_train))[:args.limit_train])
+            X_train, y_train = X_train[idx], y_train[idx]
+        val_size = args.val_size
+        if val_size is None:
+            val_size = 5000 if len(X_train) >= 50000 else len(X_train) // 10
+        if val_size >= len(X_train):
+            raise ValueError(f"--val-size {val_size} leaves no training images (of {len(X_train)})")
+        X_tr, y_tr, X_val, y_val = train_val_split(X_train, y_train, val_size, seed=args.seed)
+        X_test, y_test = data.X_test, data.y_test
+        if args.limit_test is not None:
+            X_test, y_test = X_test[:args.limit_test], y_test[:args.limit_test]
+
+        prep = Preprocessing.fit(X_tr, mode=args.preprocess)
+        model = build_model(args.model, data.input_shape, data.num_classes, reg=args.reg, loss=args.loss,
+                            dtype=args.dtype, impl=args.impl, seed=args.seed, **model_kwargs)
+        model.preprocess = prep
+        model.class_names = data.class_names
+        w_before = model.first_layer_weights().copy()
+        log(model.describe())
+
+        lr = args.lr if args.lr is not None else _default_lr(args.optimizer)
+        solver = Solver(model, {"X_train": X_tr, "y_train": y_tr, "X_val": X_val, "y_val": y_val},
+                        update_rule=args.optimizer, optim_config={"learning_rate": lr}, lr_decay=args.lr_decay,
+                        batch_size=args.batch_size, num_epochs=args.epochs, checkpoint_dir=ckpt_dir,
+                        seed=args.seed, verbose=not args.quiet, progress=not args.no_progress)
+        if args.resume:
+            epoch = solver.resume()
+            log(f"resuming {out} after epoch {epoch}" if epoch else f"no checkpoint in {ckpt_dir}: starting afresh")
+        log(f"training on {len(X_tr)} images, validating on {len(X_val)}: {args.optimizer}, lr {lr:g}, "
+            f"decay {args.lr_decay:g}/epoch, batch {args.batch_size}, {args.epochs} epochs, {args.dtype}, "
+            f"impl={args.impl}" + (f", {args.threads} threads" if args.threads else ""))
+        t_train = time.perf_counter()
+        try:
+            solver.train()
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: `fastconv train ... --out {out} --resume` continues from the last "
+                  "complete epoch", file=sys.stderr)
+            raise
+        train_seconds = time.perf_counter() - t_train
+        model.save(out)
+
+        t_eval = time.perf_counter()
+        y_pred = model.predict(X_test, batch_size=500, prepare=True)
+        eval_seconds = time.perf_counter() - t_eval
+        test_acc = float(np.mean(y_pred == y_test))
+
+    from .plots import confusion_matrix
+
+    cm = confusion_matrix(y_test, y_pred, data.num_classes)
+    history = solver.history()
+    history.update(
+        dataset=args.dataset,
+        model=args.model,
+        architecture=model.describe(),
+        settings={k: v for k, v in vars(args).items() if k not in ("func",)},
+        num_train=len(X_tr), num_val=len(X_val), num_test=len(X_test),
+        best_epoch=solver.best_epoch, best_val_acc=solver.best_val_acc if len(X_val) else None,
+        test_accuracy=test_acc, confusion_matrix=cm.tolist(), class_names=list(data.class_names),
+        train_seconds_this_run=train_seconds, test_seconds=eval_seconds,
+        machine={"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                 "numpy": np.__version__},
+    )
+    from .models import write_json
+
+    write_json(out / "history.json", history)
+
+    plots = []
+    if not args.no_plots:
+        plots = _write_plots(out, history, model, w_before, X_test, y_test, y_pred, data, log)
+    epochs = len(solver.epoch_times)
+    per_epoch = float(np.mean(solver.epoch_times)) if epochs else float("nan")
+    print(f"test accuracy: {test_acc:.4f} ({int(np.sum(y_pred == y_test))}/{len(y_test)}) after {epochs} epochs "
+          f"({per_epoch:.1f} s/epoch, {sum(solver.epoch_times):.0f} s of training); model in {out}")
+    if plots:
+        log("plots: " + ", ".join(str(p) for p in plots))
+    return 0
+
+
+def _write_plots(out, history, model, w_before, X_test, y_test, y_pred, data, log):
+    from . import plots
+
+    if not plots.have_matplotlib():
+        log("matplotlib is not installed: skipping the plots (pip install matplotlib, "
+            "or pip install 'fastconv[train]')")
+        return []
+    written = [
+        plots.plot_loss(history["loss"], out / "loss.png", history["iterations_per_epoch"]),
+        plots.plot_accuracy(history["train_acc"], history["val_acc"], out / "accuracy.png"),
+        plots.plot_confusion(np.asarray(history["confusion_matrix"]), data.class_names, out / "confusion.png"),
+        plots.plot_filters(w_before, model.first_layer_weights(), out / "filters.png", model.input_shape),
+        plots.plot_examples(X_test, y_test, y_pred, data.class_names, out / "examples.png"),
+    ]
+    return [p for p in written if p is not None]
+
+
+# ============================================================================ evaluate
+def add_arguments_evaluate(parser):
+    parser.add_argument("--model", required=True, metavar="DIR", help="a folder written by `fastconv train`")
+    _data_arguments(parser)
+    parser.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="only the first N test images")
+    parser.add_argument("--batch-size", type=_positive_int, default=500)
+    _common_runtime(parser)
+
+
+def _dataset_of(model_dir, given):
+    if given:
+        return given
+    hist = Path(model_dir) / "history.json"
+    if hist.is_file():
+        try:
+            name = json.loads(hist.read_text()).get("dataset")
+        except (ValueError, OSError):
+            name = None
+        if name in DATASETS:
+            return name
+    raise ValueError(f"say which data set to evaluate on with --dataset ({'|'.join(DATASETS)})")
+
+
+def run_evaluate(args):
+    from .models import load_model
+
+    with _thread_limit(args.threads):
+        model = load_model(args.model, impl=args.impl)
+        name = _dataset_of(args.model, args.dataset)
+        data = _load_data(args, name)
+        X, y = data.X_test, data.y_test
+        if args.limit is not None:
+            X, y = X[:args.limit], y[:args.limit]
+        if data.input_shape != model.input_shape or data.num_classes != model.num_classes:
+            raise ValueError(f"the model takes {model.input_shape} images in {model.num_classes} classes; "
+                             f"{name} has {data.input_shape} in {data.num_classes}")
+        t0 = time.perf_counter()
+        y_pred = model.predict(X, batch_size=args.batch_size, prepare=True)
+        seconds = time.perf_counter() - t0
+    correct = int(np.sum(y_pred == y))
+    print(f"test accuracy: {correct / len(y):.4f} ({correct}/{len(y)}) on {name} "
+          f"({len(y) / seconds:.0f} images/s)")
+    return 0
+
+
+# ============================================================================ predict
+def add_arguments_predict(parser):
+    parser.add_argument("--model", required=True, metavar="DIR", help="a folder written by `fastconv train`")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="PNG/JPEG files (needs Pillow) or .npy arrays of raw pixel values 0-255: "
+                             "(N, C, H, W), (N, H, W) for one channel, or one image")
+    parser.add_argument("--top", type=_positive_int, default=1, help="show the TOP most likely classes (default 1)")
+    _common_runtime(parser)
+
+
+def _read_npy(path, shape):
+    a = np.load(path, allow_pickle=False)
+    C, H, W = shape
+    if a.dtype.kind not in "uif":
+        raise ValueError(f"{path}: expected pixel values, got dtype {a.dtype}")
+    if a.shape == shape or (C == 1 and a.shape == (H, W)):
+        a = a.reshape(1, *shape)
+    elif C == 1 and a.ndim == 3 and a.shape[1:] == (H, W):
+        a = a[:, None]
+    if a.ndim != 4 or a.shape[1:] != shape:
+        raise ValueError(f"{path}: array of shape {a.shape} does not hold images of shape {shape}")
+    return a
+
+
+def _read_image(path, shape):
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("reading PNG/JPEG files needs Pillow (pip install pillow); "
+                          "or pass a .npy array of pixel values") from None
+    C, H, W = shape
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if C == 1 else "RGB")
+            note = ""
+            if img.size != (W, H):
+                note = f" (resized from {img.size[0]}x{img.size[1]} to {W}x{H})"
+                img = img.resize((W, H), Image.Resampling.BILINEAR)
+            a = np.asarray(img, dtype=np.uint8)
+    except (OSError, Image.DecompressionBombError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from None
+    a = a[None] if C == 1 else a.transpose(2, 0, 1)
+    return a[None], note
+
+
+def run_predict(args):
+    from .models import load_model
+
+    with _thread_limit(args.threads):
+        model = load_model(args.model, impl=args.impl)
+        if model.preprocess is None:
+            raise ValueError(f"{args.model}: the model has no saved preprocessing, so it cannot take raw images")
+        names = model.class_names or tuple(str(i) for i in range(model.num_classes))
+        top = min(args.top, model.num_classes)
+        for path in args.images:
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{path}: no such file")
+            if path.lower().endswith(".npy"):
+                batch, note = _read_npy(path, model.input_shape), ""
+            else:
+                batch, note = _read_image(path, model.input_shape)
+            scores = model.scores(batch, batch_size=500, prepare=True).astype(np.float64)
+            if model.loss_type == "softmax":  # class probabilities
+                probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+                probs /= probs.sum(axis=1, keepdims=True)
+            else:  # an SVM's scores are not probabilities: show them as they are
+                probs = scores
+            for i, p in enumerate(probs):
+                order = np.argsort(-p, kind="stable")[:top]
+                label = path if len(batch) == 1 else f"{path}[{i}]"
+                guesses = ", ".join(f"{names[k]} ({p[k]:.3f})" for k in order)
+                print(f"{label}: {guesses}{note}")
+    return 0
