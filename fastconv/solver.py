@@ -148,8 +148,7 @@ class Solver:
         y_batch = self.y_train[idx]
         loss, grads = self.model.loss(X_batch, y_batch)
         if not np.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss} at epoch {self.epoch + 1}; "
-                                     "lower the learning rate")
+            raise ValueError(f"the loss became {loss} at epoch {self.epoch + 1}; lower the learning rate")
         for name, w in self.model.params.items():
             next_w, self.optim_configs[name] = self.update_rule(w, grads[name], self.optim_configs[name])
             self.model.params[name] = next_w

@@ -1,0 +1,234 @@
+"""The Solver: overfitting small data, histories, checkpoints and exact resume."""
+import json
+
+import numpy as np
+import pytest
+
+from fastconv import solver as S
+from fastconv.datasets import Preprocessing
+from fastconv.models import ConvNet1, Sequential
+
+
+def _small_data(rng, n=100, shape=(3, 16, 16), classes=10):
+    X = rng.standard_normal((n, *shape)).astype(np.float32)
+    y = rng.integers(0, classes, n)
+    return X, y
+
+
+def test_overfits_100_examples(rng):
+    """The tutorials' sanity check: 100 random examples are learned by heart."""
+    X, y = _small_data(rng)
+    model = ConvNet1(input_shape=(3, 16, 16), num_filters=8, filter_size=3, hidden_dim=100, seed=0)
+    solver = S.Solver(model, {"X_train": X, "y_train": y, "X_val": X[:20], "y_val": y[:20]},
+                      update_rule="adam", optim_config={"learning_rate": 2e-3}, batch_size=25,
+                      num_epochs=20, seed=0, verbose=False)
+    solver.train()
+    assert solver.train_acc_history[-1] == 1.0
+    assert solver.loss_history[-1] < 0.1 * solver.loss_history[0]
+    assert len(solver.loss_history) == 20 * 4
+    assert len(solver.train_acc_history) == len(solver.val_acc_history) == 20
+
+
+def test_epochs_visit_every_example_once(rng, monkeypatch):
+    X, y = _small_data(rng, n=23, shape=(1, 4, 4))
+    model = Sequential("fc", input_shape=(1, 4, 4), seed=0)
+    seen = []
+    original = model.loss
+
+    def spy(Xb, yb=None):
+        if yb is not None:
+            seen.append(Xb.copy())
+        return original(Xb, yb)
+
+    monkeypatch.setattr(model, "loss", spy)
+    solver = S.Solver(model, {"X_train": X, "y_train": y}, batch_size=5, num_epochs=2, seed=1, verbose=False)
+    solver.train()
+    sizes = [len(b) for b in seen]
+    assert sizes == [5, 5, 5, 5, 3] * 2
+    for epoch in (seen[:5], seen[5:]):
+        got = np.concatenate(epoch)
+        order = np.lexsort(got.reshape(len(got), -1).T)
+        want = np.lexsort(X.reshape(len(X), -1).T)
+        np.testing.assert_array_equal(got[order], X[want])  # a permutation of X: no repeats, none missing
+    assert not np.array_equal(np.concatenate(seen[:5]), np.concatenate(seen[5:]))  # reshuffled
+
+
+def test_lr_decay_and_best_params(rng):
+    X, y = _small_data(rng, n=40, shape=(1, 6, 6))
+    model = Sequential("fc8-relu-fc", input_shape=(1, 6, 6), seed=0)
+    solver = S.Solver(model, {"X_train": X, "y_train": y, "X_val": X[:10], "y_val": y[:10]},
+                      update_rule="momentum", optim_config={"learning_rate": 0.01}, lr_decay=0.5,
+                      batch_size=10, num_epochs=3, seed=0, verbose=False)
+    solver.train()
+    for config in solver.optim_configs.values():
+        assert config["learning_rate"] == pytest.approx(0.01 * 0.5**3)
+    best = solver.best_epoch
+    assert solver.val_acc_history[best - 1] == max(solver.val_acc_history) == solver.best_val_acc
+    for k, v in solver.best_params.items():  # the model ends with the best parameters
+        np.testing.assert_array_equal(model.params[k], v)
+
+
+def test_preprocessing_applied_per_batch(rng):
+    images = rng.integers(0, 256, (30, 1, 5, 5), dtype=np.uint8)
+    y = rng.integers(0, 3, 30)
+    model = Sequential("fc", input_shape=(1, 5, 5), num_classes=3, seed=0)
+    model.preprocess = Preprocessing.fit(images)
+    solver = S.Solver(model, {"X_train": images, "y_train": y}, batch_size=10, num_epochs=1, verbose=False)
+    solver.train()
+    assert np.isfinite(solver.loss_history).all()
+
+
+def _resume_setup(rng):
+    X, y = _small_data(rng, n=60, shape=(2, 8, 8), classes=4)
+    data = {"X_train": X[:48], "y_train": y[:48], "X_val": X[48:], "y_val": y[48:]}
+
+    def make(seed):
+        return Sequential("conv4x3-bn-relu-maxpool2-fc16-bn-relu-dropout0.2-fc", input_shape=(2, 8, 8),
+                          num_classes=4, seed=seed, reg=1e-3)
+
+    kwargs = dict(update_rule="adam", optim_config={"learning_rate": 3e-3}, lr_decay=0.9, batch_size=7,
+                  num_train_samples=20, seed=123, verbose=False)
+    return data, make, kwargs
+
+
+def _assert_same_state(a, b):
+    assert set(a.model.params) == set(b.model.params)
+    for k in a.model.params:
+        assert np.array_equal(a.model.params[k], b.model.params[k]), k
+    for k in a.model.buffers:
+        assert np.array_equal(a.model.buffers[k], b.model.buffers[k]), k
+    for k in a.best_params:
+        assert np.array_equal(a.best_params[k], b.best_params[k]), k
+    assert a.loss_history == b.loss_history
+    assert a.train_acc_history == b.train_acc_history
+    assert a.val_acc_history == b.val_acc_history
+    assert (a.best_epoch, a.best_val_acc) == (b.best_epoch, b.best_val_acc)
+    for name in a.optim_configs:
+        ca, cb = a.optim_configs[name], b.optim_configs[name]
+        assert set(ca) == set(cb)
+        for key in ca:
+            if isinstance(ca[key], np.ndarray):
+                assert np.array_equal(ca[key], cb[key])
+            else:
+                assert ca[key] == cb[key]
+    assert a.rng.bit_generator.state == b.rng.bit_generator.state
+    assert a.model.rng.bit_generator.state == b.model.rng.bit_generator.state
+
+
+def test_resume_is_bit_identical(tmp_path, rng):
+    data, make, kwargs = _resume_setup(rng)
+    full = S.Solver(make(0), data, num_epochs=4, checkpoint_dir=tmp_path / "full", **kwargs)
+    full.train()
+
+    part = S.Solver(make(0), data, num_epochs=2, checkpoint_dir=tmp_path / "part", **kwargs)
+    part.train()
+    # a new process would start from a freshly initialized model: use another seed to be sure
+    resumed = S.Solver(make(99), data, num_epochs=4, checkpoint_dir=tmp_path / "part", **kwargs)
+    assert resumed.resume() == 2
+    resumed.train()
+    _assert_same_state(full, resumed)
+    # the last checkpoints hold the same arrays (the .npz bytes differ: zip entries carry timestamps)
+    a = json.loads((tmp_path / "full" / "checkpoint_epoch0004.json").read_text())
+    b = json.loads((tmp_path / "part" / "checkpoint_epoch0004.json").read_text())
+    assert a["history"]["loss"] == b["history"]["loss"] and a["rng"] == b["rng"]
+    with np.load(tmp_path / "full" / "checkpoint_epoch0004.npz", allow_pickle=False) as fa, \
+            np.load(tmp_path / "part" / "checkpoint_epoch0004.npz", allow_pickle=False) as fb:
+        assert sorted(fa.files) == sorted(fb.files)
+        for key in fa.files:
+            assert np.array_equal(fa[key], fb[key]), key
+
+
+def test_checkpoint_files(tmp_path, rng):
+    data, make, kwargs = _resume_setup(rng)
+    solver = S.Solver(make(0), data, num_epochs=3, checkpoint_dir=tmp_path, keep_checkpoints=2, **kwargs)
+    solver.train()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["checkpoint_epoch0002.json", "checkpoint_epoch0002.npz",
+                     "checkpoint_epoch0003.json", "checkpoint_epoch0003.npz"]
+    state = json.loads((tmp_path / "checkpoint_epoch0003.json").read_text())
+    assert state["epoch"] == 3 and state["solver"]["update_rule"] == "adam"
+    assert len(state["history"]["train_acc"]) == 3
+    assert state["model"]["class"] == "sequential"
+    with np.load(tmp_path / "checkpoint_epoch0003.npz", allow_pickle=False) as npz:
+        files = set(npz.files)
+    assert {"params/W1", "buffers/running_mean1", "best_params/W1", "optim/W1/m", "optim/W1/v"} <= files
+    assert state["optim_scalars"]["W1"]["t"] == 3 * 7  # 48 images in batches of 7
+    model = S.load_checkpoint_model(tmp_path / "checkpoint_epoch0003.json")
+    with np.load(tmp_path / "checkpoint_epoch0003.npz", allow_pickle=False) as npz:
+        np.testing.assert_array_equal(model.params["W1"], npz["params/W1"])
+
+
+def test_resume_ignores_incomplete_and_rejects_corrupt(tmp_path, rng):
+    data, make, kwargs = _resume_setup(rng)
+    S.Solver(make(0), data, num_epochs=2, checkpoint_dir=tmp_path, **kwargs).train()
+    # a crash while writing epoch 3: its .npz (or a temporary file) exists, its JSON does not
+    (tmp_path / "checkpoint_epoch0003.npz").write_bytes(b"half a file")
+    (tmp_path / ".checkpoint_epoch0003.json.tmp123").write_text("{")
+    solver = S.Solver(make(0), data, num_epochs=3, checkpoint_dir=tmp_path, **kwargs)
+    assert solver.resume() == 2
+    # a corrupt .npz under a complete JSON is detected by its digest
+    npz = tmp_path / "checkpoint_epoch0002.npz"
+    raw = bytearray(npz.read_bytes())
+    raw[-100] ^= 0x55
+    npz.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="SHA-256"):
+        S.Solver(make(0), data, num_epochs=3, checkpoint_dir=tmp_path, **kwargs).resume()
+
+
+def test_resume_rejects_other_setups(tmp_path, rng):
+    data, make, kwargs = _resume_setup(rng)
+    S.Solver(make(0), data, num_epochs=1, checkpoint_dir=tmp_path, **kwargs).train()
+    other = Sequential("fc16-relu-fc", input_shape=(2, 8, 8), num_classes=4)
+    with pytest.raises(ValueError, match="different model"):
+        S.Solver(other, data, num_epochs=2, checkpoint_dir=tmp_path, **kwargs).resume()
+    with pytest.raises(ValueError, match="batch_size"):
+        S.Solver(make(0), data, num_epochs=2, checkpoint_dir=tmp_path, **dict(kwargs, batch_size=8)).resume()
+    with pytest.raises(ValueError, match="update_rule"):
+        S.Solver(make(0), data, num_epochs=2, checkpoint_dir=tmp_path, **dict(kwargs, update_rule="sgd")).resume()
+    path = tmp_path / "checkpoint_epoch0001.json"
+    state = json.loads(path.read_text())
+    state["rng"]["solver"] = {"bit_generator": "MT19937"}
+    path.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="random generator"):
+        S.Solver(make(0), data, num_epochs=2, checkpoint_dir=tmp_path, **kwargs).resume()
+    # no checkpoint at all: a fresh start
+    assert S.Solver(make(0), data, checkpoint_dir=tmp_path / "empty", **kwargs).resume() == 0
+
+
+def test_progress_without_tqdm(rng, monkeypatch, capsys):
+    monkeypatch.setattr(S, "_tqdm", None)
+    X, y = _small_data(rng, n=20, shape=(1, 4, 4))
+    solver = S.Solver(Sequential("fc", input_shape=(1, 4, 4)), {"X_train": X, "y_train": y},
+                      batch_size=5, num_epochs=1, print_every=2, verbose=True)
+    solver.train()
+    out = capsys.readouterr().out
+    assert "iteration 1/4" in out and "iteration 3/4" in out and "iteration 4/4" in out
+    assert "images/s" in out and "epoch 1/1: train acc" in out
+
+
+def test_progress_bar_with_tqdm(rng, capsys):
+    pytest.importorskip("tqdm")
+    X, y = _small_data(rng, n=20, shape=(1, 4, 4))
+    S.Solver(Sequential("fc", input_shape=(1, 4, 4)), {"X_train": X, "y_train": y}, batch_size=5,
+             num_epochs=1, verbose=True).train()
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "img_s" in err
+
+
+def test_bad_arguments(rng):
+    X, y = _small_data(rng, n=10, shape=(1, 4, 4))
+    model = Sequential("fc", input_shape=(1, 4, 4))
+    data = {"X_train": X, "y_train": y}
+    with pytest.raises(ValueError, match="X_train"):
+        S.Solver(model, {"X": X})
+    with pytest.raises(ValueError, match="same non-zero length"):
+        S.Solver(model, {"X_train": X, "y_train": y[:5]})
+    with pytest.raises(ValueError, match="update_rule"):
+        S.Solver(model, data, update_rule="newton")
+    with pytest.raises(ValueError, match="batch_size"):
+        S.Solver(model, data, batch_size=0)
+    with pytest.raises(ValueError, match="lr_decay"):
+        S.Solver(model, data, lr_decay=0)
+    blowup = S.Solver(model, data, optim_config={"learning_rate": 1e300}, num_epochs=3, verbose=False)
+    with np.errstate(all="ignore"), pytest.raises(ValueError, match="lower the learning rate"):
+        blowup.train()

@@ -1,0 +1,195 @@
+"""`fastconv train / evaluate / predict` end to end, in process, on tiny generated data."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastconv import datasets as D
+from fastconv import plots
+from fastconv.__main__ import main
+from fastconv.models import load_model
+from test_datasets import write_idx
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+SMALL_NET = "conv4x3-relu-maxpool2-fc"
+
+
+def _synthetic(rng, n):
+    """28x28 images whose class is where a bright 6x6 square sits, with noise."""
+    y = rng.integers(0, 10, n)
+    X = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(y):
+        r, c = 2 + 12 * (label // 5), 1 + 5 * (label % 5)
+        X[i, r:r + 6, c:c + 6] = rng.integers(180, 256, (6, 6))
+    return X, y.astype(np.uint8)
+
+
+@pytest.fixture
+def data_env(tmp_path, monkeypatch):
+    """$FASTCONV_DATA with a small fashion-mnist; no other data, no network."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    Xtr, ytr = _synthetic(rng, 300)
+    Xte, yte = _synthetic(rng, 100)
+    for key, arr in (("train_images", Xtr), ("train_labels", ytr), ("test_images", Xte), ("test_labels", yte)):
+        write_idx(folder / f"{D.IDX_FILES[key]}.gz", arr)
+    monkeypatch.setenv("FASTCONV_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(D, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(D, "_urlopen", lambda *a, **k: (_ for _ in ()).throw(OSError("no network in tests")))
+    return {"root": tmp_path, "X_test": Xte, "y_test": yte}
+
+
+def _train(out, *extra, epochs=2, plots=False):
+    extra = extra if plots else (*extra, "--no-plots")
+    return main(["train", "--dataset", "fashion-mnist", "--model", SMALL_NET, "--epochs", str(epochs),
+                 "--batch-size", "32", "--lr", "3e-3", "--out", str(out), "--no-progress", "--threads", "1",
+                 *extra])
+
+
+def test_train_evaluate_predict(data_env, capsys):
+    out = data_env["root"] / "run"
+    assert _train(out, plots=True) == 0
+    stdout = capsys.readouterr().out
+    assert "test accuracy:" in stdout and "training on 270 images, validating on 30" in stdout
+    history = json.loads((out / "history.json").read_text())
+    assert history["dataset"] == "fashion-mnist" and history["num_test"] == 100
+    assert len(history["loss"]) == 2 * 9 and len(history["train_acc"]) == 2
+    assert history["test_accuracy"] > 0.5  # chance is 0.1
+    assert np.sum(history["confusion_matrix"]) == 100
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "checkpoint_epoch0001.json", "checkpoint_epoch0001.npz",
+        "checkpoint_epoch0002.json", "checkpoint_epoch0002.npz"]
+    model = load_model(out)
+    assert model.class_names[1] == "Trouser" and model.preprocess.mode == "channel"
+    if plots.have_matplotlib():
+        for name in ("loss", "accuracy", "confusion", "filters", "examples"):
+            assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+    # evaluate: the dataset comes from history.json
+    assert main(["evaluate", "--model", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert f"test accuracy: {history['test_accuracy']:.4f}" in line and "on fashion-mnist" in line
+
+    # predict a .npy batch and a single (N, H, W) / (H, W) array
+    X, y = data_env["X_test"], data_env["y_test"]
+    np.save(data_env["root"] / "batch.npy", X[:3])
+    np.save(data_env["root"] / "one.npy", X[5])
+    assert main(["predict", "--model", str(out), str(data_env["root"] / "batch.npy"),
+                 str(data_env["root"] / "one.npy"), "--top", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith(f"{data_env['root'] / 'batch.npy'}[0]: ")
+    expected = model.predict(X[:3, None], prepare=True)
+    for line, label in zip(lines, expected):
+        assert line.split(": ", 1)[1].startswith(model.class_names[label] + " (")
+        assert line.count("(") == 2  # top 2
+
+
+def test_predict_png(data_env, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    out = data_env["root"] / "run"
+    assert _train(out, epochs=1) == 0
+    X = data_env["X_test"]
+    png = data_env["root"] / "img.png"
+    Image.fromarray(X[7]).save(png)
+    big = data_env["root"] / "big.png"
+    Image.fromarray(X[7]).resize((56, 56)).convert("RGB").save(big)
+    capsys.readouterr()
+    assert main(["predict", "--model", str(out), str(png), str(big)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    model = load_model(out)
+    label = model.class_names[model.predict(X[7:8, None], prepare=True)[0]]
+    assert lines[0] == f"{png}: {label} ({lines[0].rsplit('(', 1)[1]}"
+    assert "resized from 56x56 to 28x28" in lines[1]
+    (data_env["root"] / "bad.png").write_bytes(b"not a png")
+    assert main(["predict", "--model", str(out), str(data_env["root"] / "bad.png")]) == 1
+    assert "not a readable image" in capsys.readouterr().err
+
+
+def test_resume_matches_uninterrupted_run(data_env, capsys):
+    root = data_env["root"]
+    assert _train(root / "full", epochs=3) == 0
+    assert _train(root / "part", epochs=1) == 0
+    assert _train(root / "part", "--resume", epochs=3) == 0
+    assert "resuming" in capsys.readouterr().out
+    a, b = load_model(root / "full"), load_model(root / "part")
+    for k in a.params:
+        assert np.array_equal(a.params[k], b.params[k]), k
+    ha = json.loads((root / "full" / "history.json").read_text())
+    hb = json.loads((root / "part" / "history.json").read_text())
+    assert ha["loss"] == hb["loss"] and ha["test_accuracy"] == hb["test_accuracy"]
+
+
+def _error(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_one_line_errors(data_env, capsys):
+    root = data_env["root"]
+    msg = _error(capsys, ["train", "--model", "conv8x3-wat-fc", "--out", str(root / "x")])
+    assert msg.startswith("fastconv train: error: unknown layer 'wat'")
+    msg = _error(capsys, ["train", "--dataset", "mnist", "--no-download", "--out", str(root / "x")])
+    assert "MNIST not found" in msg and "put train-images-idx3-ubyte.gz" in msg
+    msg = _error(capsys, ["train", "--dataset", "mnist", "--out", str(root / "x")])
+    assert "download failed (" in msg and "no network in tests" in msg
+    msg = _error(capsys, ["train", "--model", SMALL_NET, "--num-filters", "8", "--out", str(root / "x")])
+    assert "--model convnet1 only" in msg
+    assert _train(root / "run", epochs=1) == 0
+    msg = _error(capsys, ["train", "--model", SMALL_NET, "--out", str(root / "run")])
+    assert "already holds a training run" in msg
+    msg = _error(capsys, ["evaluate", "--model", str(root / "nowhere")])
+    assert "no such model file" in msg
+    np.save(root / "wrong.npy", np.zeros((2, 3, 5, 5), np.uint8))
+    msg = _error(capsys, ["predict", "--model", str(root / "run"), str(root / "wrong.npy")])
+    assert "does not hold images of shape (1, 28, 28)" in msg
+    msg = _error(capsys, ["predict", "--model", str(root / "run"), str(root / "missing.png")])
+    assert "no such file" in msg
+    (root / "run" / "model.json").write_text("{")
+    msg = _error(capsys, ["evaluate", "--model", str(root / "run"), "--dataset", "fashion-mnist"])
+    assert "not a valid JSON" in msg
+    # argparse errors: usage + one error line, exit code 2
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--epochs", "0"])
+    assert info.value.code == 2
+    assert "expected a positive integer" in capsys.readouterr().err
+
+
+def test_help_documents_the_layer_syntax(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("conv<F>x<k>[s<stride>][p<pad>]", "maxpool<k>", "dropout[<p>]", "fc[<units>]",
+                   "--limit-train", "--threads", "--resume", "FASTCONV_DATA", "history.json"):
+        assert needle in text, needle
+
+
+def test_without_matplotlib(data_env, capsys, monkeypatch):
+    monkeypatch.setattr(plots, "have_matplotlib", lambda: False)
+    out = data_env["root"] / "run"
+    assert _train(out, epochs=1, plots=True) == 0
+    assert "matplotlib is not installed: skipping the plots" in capsys.readouterr().out
+    assert not list(out.glob("*.png"))
+    assert (out / "history.json").is_file() and (out / "model.npz").is_file()
+
+
+@pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
+                    reason="the real Fashion-MNIST files are not installed (apt-get install dataset-fashion-mnist)")
+def test_real_fashion_mnist_short_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("FASTCONV_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", "fashion-mnist", "--model", "convnet1", "--num-filters", "8",
+                 "--hidden-dim", "64", "--limit-train", "1200", "--limit-test", "1000", "--epochs", "2",
+                 "--batch-size", "50", "--out", str(out), "--no-progress", "--no-plots", "--no-download"])
+    assert code == 0, capsys.readouterr().err
+    history = json.loads((out / "history.json").read_text())
+    assert history["num_train"] == 1080 and history["num_test"] == 1000
+    assert history["test_accuracy"] > 0.6, history["test_accuracy"]  # chance is 0.1
