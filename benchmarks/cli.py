@@ -57,6 +57,9 @@ def add_arguments(parser):
     parser.add_argument("--naive-repeats", type=int, default=3, help="at most this many naive repeats (default 3)")
     parser.add_argument("--out", metavar="PATH",
                         help="JSON file to write (default bench-results/<mode>-<timestamp>.json); the chart goes beside it")
+    parser.add_argument("--torch-in-process", action="store_true",
+                        help="time torch in this process instead of a peer process with your own environment "
+                             "(it then runs on the OpenMP settings that `import fastconv` chose)")
     parser.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny shapes, 1 repeat, no warm-up, no pauses (numbers are meaningless)")
@@ -126,9 +129,9 @@ def run(args):
     mode = "sweep" if args.sweep else "memory" if args.memory else "bench"
     json_path, png_path = _paths(args, mode)
     notes = []
-    torch = None
+    torch = peer = None
     if "torch" in sel["contenders"] and not args.memory:
-        torch, note = load_torch()
+        torch, peer, note = load_torch(in_process=args.torch_in_process)
         if note:
             notes.append(note)
     if args.quick:
@@ -138,13 +141,15 @@ def run(args):
         "argv": sys.argv, "selection": sel,
         **machine.collect(torch),
         "settings": {"naive_images": args.naive_images, "naive_repeats": args.naive_repeats,
-                     "quick": args.quick},
+                     "quick": args.quick, "torch_process": "peer" if peer else "same" if torch else None},
         "notes": notes,
     }
+    if peer is not None:
+        doc["torch_peer"] = {**peer.info, "environment_from_process_start": peer.clean_env}
     progress(machine.describe(doc))
     for note in notes:
         progress(f"note: {note}")
-    ctx = Context(torch, naive_images=args.naive_images, naive_repeats=args.naive_repeats)
+    ctx = Context(torch, peer, naive_images=args.naive_images, naive_repeats=args.naive_repeats)
     try:
         if args.sweep:
             return _run_sweep(args, sel, ctx, doc, json_path, png_path)
@@ -157,6 +162,9 @@ def run(args):
         print(f"fastconv bench: MISMATCH: {exc}\nNothing after this check was timed; "
               f"the cases finished before it are in {json_path}.", file=sys.stderr)
         return MISMATCH_EXIT
+    finally:
+        if peer is not None:
+            peer.close()
 
 
 def _finish(doc, json_path, png_path, table, legend, chart, args, notes_out):

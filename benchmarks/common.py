@@ -211,3 +211,32 @@ def check_same(what, names, actual, reference, dtype):
                 f"(tolerance {tol:g}, shapes {np.shape(a)} vs {np.shape(r)})")
         worst = max(worst, err)
     return worst
+
+
+# ---------------------------------------------------------------- specs by kind
+DATA = {"conv": conv_data, "pool": pool_data, "step": step_data}
+
+
+def kind_of(spec):
+    """'conv', 'pool' or 'step'."""
+    for kind, cls in (("conv", ConvSpec), ("pool", PoolSpec), ("step", StepSpec)):
+        if isinstance(spec, cls):
+            return kind
+    raise TypeError(f"unknown workload spec {spec!r}")
+
+
+def spec_to_dict(spec):
+    """A JSON-able description of a spec, read back by spec_from_dict (for the torch peer)."""
+    from dataclasses import asdict
+
+    return {"kind": kind_of(spec), **asdict(spec)}
+
+
+def spec_from_dict(d):
+    d = dict(d)
+    kind = d.pop("kind")
+    if kind == "conv":
+        return ConvSpec(**d)
+    if kind == "pool":
+        return PoolSpec(**d)
+    return StepSpec(ConvSpec(**d.pop("conv")), **d)

@@ -16,7 +16,8 @@ The contenders:
 * ``gemm``: the GEMM limit, ``conv_gemm_limit`` below; for pooling, a plain
   copy of x (forward) and of x and the output (forward + backward), the
   memory-bound floor.
-* ``torch``: torch.nn.functional on the same arrays (shared memory),
+* ``torch``: torch.nn.functional (benchmarks.torch_ops) on the same data,
+  in a peer process of its own by default (benchmarks.peer says why),
   checked against the checked fast result.
 """
 from __future__ import annotations
@@ -28,23 +29,31 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import fast, naive
 from .._params import conv_geometry
-from .common import ConvSpec, PoolSpec, StepSpec, check_same, conv_data, pool_data, step_data
+from . import torch_ops
+from .common import ConvSpec, PoolSpec, StepSpec, check_same, conv_data, kind_of, pool_data, step_data
 from .timing import Contender
 
 FAST_POOLS = frozenset({"blas", "openmp"})
 BLAS_POOL = frozenset({"blas"})
 TORCH_POOL = frozenset({"torch"})
-STEP_PARAMS = ("w0", "b0", "w1", "b1", "w2", "b2")
+STEP_PARAMS = torch_ops.STEP_PARAMS
 
 
 class Context:
-    """What every case shares: torch (or None), the naive settings, the naive results cache."""
+    """What every case shares: the torch contender (a peer process, an in-process module,
+    or neither), the naive settings and the naive results cache."""
 
-    def __init__(self, torch=None, naive_images=2, naive_repeats=3):
-        self.torch = torch
+    def __init__(self, torch=None, peer=None, naive_images=2, naive_repeats=3):
+        self.torch = torch  # the torch module, when torch runs in this process
+        self.peer = peer  # a peer.TorchPeer, when torch runs in a process of its own
+        self.threads = None  # the thread count of the cases being built (for the peer)
         self.naive_images = naive_images
         self.naive_repeats = naive_repeats
         self._naive = {}
+
+    @property
+    def has_torch(self):
+        return self.torch is not None or self.peer is not None
 
     def naive_reference(self, key, compute):
         """Naive results depend on (workload, dtype) only: compute them once per run."""
@@ -53,13 +62,30 @@ class Context:
         return self._naive[key]
 
 
-def load_torch():
-    """(torch, None) when PyTorch is importable, else (None, a note saying why it is skipped)."""
+def load_torch(in_process=False):
+    """(torch module or None, TorchPeer or None, note or None).
+
+    By default PyTorch runs in a peer process with the user's own environment
+    (see benchmarks.peer for why). With ``in_process`` it is imported here;
+    fastconv.fast is imported (at the top of this module) before it on purpose:
+    the extension then binds the system's libgomp, as it does in a process
+    without torch, and torch shares it. The other way round, the extension's
+    OpenMP loops run on torch's bundled libgomp, configured before
+    ``import fastconv`` could set it up (measured: fast W2conv3x3 fwd+bwd 4x slower).
+    """
+    if in_process:
+        try:
+            import torch
+        except (ImportError, OSError) as exc:
+            return None, None, f"torch skipped: PyTorch is not importable ({exc})"
+        return torch, None, ("torch runs in this process, on fastconv's OpenMP runtime and settings "
+                             "(OMP_WAIT_POLICY etc.), not on its own")
+    from .peer import TorchPeer
+
     try:
-        import torch
-    except (ImportError, OSError) as exc:
-        return None, f"torch skipped: PyTorch is not importable ({exc})"
-    return torch, None
+        return None, TorchPeer(), None
+    except ImportError as exc:
+        return None, None, f"torch skipped: {exc}"
 
 
 def sub_batch(N, k):
@@ -86,8 +112,22 @@ def _naive_contender(fn, N, idx, ctx):
                      info={"images_timed": k, "images": list(idx)})
 
 
-def _to_numpy(tensors):
-    return tuple(t.detach().numpy() if hasattr(t, "detach") else t for t in tensors)
+def _torch_contender(ctx, name, spec, data, dtype, pass_, names, reference):
+    """The torch contender, its result checked against fast's (``reference``, already checked).
+
+    "fwd" results hold the forward output only, so only the first name is compared.
+    """
+    if ctx.peer is not None:
+        got, settings = ctx.peer.prepare(spec, dtype, pass_, ctx.threads)
+        contender = Contender("torch", ctx.peer.run, TORCH_POOL, self_timed=True,
+                              info={"process": "peer", "thread_settings": settings})
+    else:
+        fn = torch_ops.BUILDERS[kind_of(spec)](ctx.torch, spec, data, pass_)
+        got = torch_ops.as_numpy(fn())
+        contender = Contender("torch", fn, TORCH_POOL, info={"process": "same"})
+    worst = check_same(f"torch {name} {np.dtype(dtype).name} against fast",
+                       names, got, tuple(reference)[:len(got)], dtype)
+    return contender, worst
 
 
 # ===================================================================== convolution
@@ -137,42 +177,23 @@ def build_conv(name, spec, dtype, pass_, want, ctx):
         checks["gemm"] = check_conv_gemm(ops, x, b, dout, full, f"gemm {name}", dtype)
         contenders.append(Contender("gemm", lambda: conv_gemm_limit(ops, pass_), BLAS_POOL,
                                     info={"chunk_images": ops.chunk, "workspace_bytes": fast.WORKSPACE_BYTES}))
-    if "torch" in want and ctx.torch is not None:
-        fn = torch_conv(ctx.torch, spec, x, w, b, dout, pass_)
-        got = _to_numpy(fn() if pass_ == "fwdbwd" else (fn(),))
-        checks["torch"] = check_same(f"torch {name} {np.dtype(dtype).name} against fast",
-                                     names, got, full[:len(got)], dtype)
-        contenders.append(Contender("torch", fn, TORCH_POOL))
+    if "torch" in want and ctx.has_torch:
+        contender, checks["torch"] = _torch_contender(ctx, name, spec, d, dtype, pass_, names, full)
+        contenders.append(contender)
     return contenders, checks
-
-
-def torch_conv(torch, spec, x, w, b, dout, pass_):
-    """torch.nn.functional.conv2d on the same arrays; fwdbwd returns (out, dx, dw, db)."""
-    F = torch.nn.functional
-    xt, wt, bt, dt = (torch.from_numpy(a) for a in (x, w, b, dout))
-    if pass_ == "fwd":
-        def fn():
-            with torch.no_grad():
-                return F.conv2d(xt, wt, bt, stride=spec.stride, padding=spec.pad)
-        return fn
-    leaves = [t.detach().requires_grad_() for t in (xt, wt, bt)]
-
-    def fn():
-        out = F.conv2d(*leaves, stride=spec.stride, padding=spec.pad)
-        return (out, *torch.autograd.grad(out, leaves, dt))
-    return fn
 
 
 # --------------------------------------------------------------------- the GEMM limit
 @dataclass
 class ConvGemmOperands:
-    """Prepared operands of conv_gemm_limit: the geometry, w2 and the two workspaces."""
+    """Prepared operands of conv_gemm_limit: the geometry, w2 and the workspaces."""
 
     g: object
     w2: np.ndarray
     chunk: int
     cols: np.ndarray  # flat, K * chunk * P elements
-    y: np.ndarray  # flat, F * chunk * P elements (y in the forward, dy in the backward)
+    y: np.ndarray  # flat, F * chunk * P elements: the forward's output
+    dy: np.ndarray  # flat, F * chunk * P elements: the backward's input
 
 
 def prepare_conv_gemm(x, w, b, spec):
@@ -181,9 +202,11 @@ def prepare_conv_gemm(x, w, b, spec):
     P = g.out_h * g.out_w
     K = g.C * g.kh * g.kw
     chunk = fast.chunk_images(g, dtype.itemsize)
-    cols = np.full(K * chunk * P, 0.5, dtype=dtype)  # pages touched here, not in the timed runs
+    # Filled here so that their pages are touched before timing; check_conv_gemm puts real operands in.
+    cols = np.full(K * chunk * P, 0.5, dtype=dtype)
     y = np.full(g.F * chunk * P, 0.5, dtype=dtype)
-    return ConvGemmOperands(g, np.ascontiguousarray(w).reshape(g.F, K // g.groups), chunk, cols, y)
+    dy = np.full(g.F * chunk * P, 0.5, dtype=dtype)
+    return ConvGemmOperands(g, np.ascontiguousarray(w).reshape(g.F, K // g.groups), chunk, cols, y, dy)
 
 
 def conv_gemm_limit(ops, pass_, hook=None):
@@ -197,6 +220,12 @@ def conv_gemm_limit(ops, pass_, hook=None):
     ``np.matmul(w2_g.T, dy_g, out=cols_g)`` per group. When fast.py changes the
     shape, layout, number or order of its GEMMs, change them here the same way,
     or the "fast/gemm" ratio stops meaning anything.
+
+    One deliberate difference: fast.py gathers dout into the ``y`` workspace,
+    here the backward reads ``dy`` from a buffer of its own, prepared once.
+    Reading the forward's leftover ``y`` instead would feed each call's
+    outputs back into the next call's inputs (``cols <- w2.T @ w2 @ cols``),
+    and the values would grow geometrically until they overflow.
 
     ``hook`` (checks only, never timed) fills the workspaces with real operands
     and collects the forward outputs, so ``check_conv_gemm`` can prove that these
@@ -223,7 +252,7 @@ def conv_gemm_limit(ops, pass_, hook=None):
     for n0 in range(0, g.N, ops.chunk):
         n = min(ops.chunk, g.N - n0)
         cols = ops.cols[:K * n * P].reshape(K, n * P)
-        dy = ops.y[:g.F * n * P].reshape(g.F, n * P)
+        dy = ops.dy[:g.F * n * P].reshape(g.F, n * P)
         if hook is not None:
             hook.backward(n0, n, cols, dy)
         for gi in range(G):
@@ -322,12 +351,9 @@ def build_pool(name, spec, dtype, pass_, want, ctx):
                                     (x, out), dtype)
         contenders.append(Contender("gemm", copy_fn, frozenset(),
                                     label="copy", info={"what": "np.copyto of x" + (" and of out" if pass_ == "fwdbwd" else "")}))
-    if "torch" in want and ctx.torch is not None:
-        fn = torch_pool(ctx.torch, spec, x, dout, pass_)
-        got = _to_numpy(fn() if pass_ == "fwdbwd" else (fn(),))
-        checks["torch"] = check_same(f"torch {name} {np.dtype(dtype).name} against fast",
-                                     ("out", "dx"), got, (out, dx)[:len(got)], dtype)
-        contenders.append(Contender("torch", fn, TORCH_POOL))
+    if "torch" in want and ctx.has_torch:
+        contender, checks["torch"] = _torch_contender(ctx, name, spec, d, dtype, pass_, ("out", "dx"), (out, dx))
+        contenders.append(contender)
     return contenders, checks
 
 
@@ -343,23 +369,6 @@ def _copy_fn(x, x_copy, out, out_copy, pass_):
         np.copyto(x_copy, x)
         np.copyto(out_copy, out)
         return x_copy
-    return fn
-
-
-def torch_pool(torch, spec, x, dout, pass_):
-    F = torch.nn.functional
-    pool = F.max_pool2d if spec.mode == "max" else F.avg_pool2d
-    xt, dt = torch.from_numpy(x), torch.from_numpy(dout)
-    if pass_ == "fwd":
-        def fn():
-            with torch.no_grad():
-                return pool(xt, spec.k, spec.stride)
-        return fn
-    leaf = xt.detach().requires_grad_()
-
-    def fn():
-        out = pool(leaf, spec.k, spec.stride)
-        return (out, *torch.autograd.grad(out, (leaf,), dt))
     return fn
 
 
@@ -421,13 +430,10 @@ def build_step(name, spec, dtype, pass_, want, ctx):
         fn, worst = _step_gemm(spec, x, p, record, grads, pass_, dtype, name)
         checks["gemm"] = worst
         contenders.append(Contender("gemm", fn, BLAS_POOL, info={"what": "conv GEMMs + the six affine GEMMs"}))
-    if "torch" in want and ctx.torch is not None:
-        fn = torch_step(ctx.torch, spec, d, pass_)
-        got = _to_numpy(fn() if backward else (fn(),))
-        checks["torch"] = check_same(f"torch {name} {np.dtype(dtype).name} against fast",
-                                     names, got, full[:len(got)], dtype)
-        contenders.append(Contender("torch", fn, TORCH_POOL,
-                                    info={"note": "gradients of the parameters only (no gradient of the input images)"}))
+    if "torch" in want and ctx.has_torch:
+        contender, checks["torch"] = _torch_contender(ctx, name, spec, d, dtype, pass_, names, full)
+        contender.info["note"] = "gradients of the parameters only (no gradient of the input images)"
+        contenders.append(contender)
     return contenders, checks
 
 
@@ -464,30 +470,3 @@ def _step_gemm(spec, x, p, rec, grads, pass_, dtype, name):
         (bufs["a1"] + p["b1"], bufs["a2"] + p["b2"], bufs["d5"], bufs["dw2"], bufs["d3"], bufs["dw1"]),
         (rec["h4"], rec["scores"], rec["d5"], grads[4], rec["d3"].reshape(N, -1), grads[2]), dtype))
     return (lambda: gemms(pass_)), worst
-
-
-def torch_step(torch, spec, d, pass_):
-    """The same ConvNet1 step in torch.nn.functional; fwdbwd returns (loss, *parameter gradients)."""
-    F = torch.nn.functional
-    c = spec.conv
-    xt = torch.from_numpy(d["x"])
-    yt = torch.from_numpy(d["y"].astype(np.int64))
-    backward = pass_ == "fwdbwd"
-    params = [torch.from_numpy(d[k]).detach().requires_grad_(backward) for k in STEP_PARAMS]
-
-    def loss_of(w0, b0, w1, b1, w2, b2):
-        h = F.relu(F.conv2d(xt, w0, b0, stride=c.stride, padding=c.pad))
-        h = F.max_pool2d(h, 2, 2)
-        h = F.relu(torch.addmm(b1, h.reshape(h.shape[0], -1), w1))
-        return F.cross_entropy(torch.addmm(b2, h, w2), yt)
-
-    if not backward:
-        def fn():
-            with torch.no_grad():
-                return loss_of(*params)
-        return fn
-
-    def fn():
-        loss = loss_of(*params)
-        return (loss, *torch.autograd.grad(loss, params))
-    return fn

@@ -39,7 +39,7 @@ def _cell(timing, requested_repeats):
 def suite_table(results, requested_repeats):
     """The Markdown table of a suite run: one row per case."""
     head = ["workload", "dtype", "threads", "pass", "fast ms", "gemm ms", "torch ms", "naive ms",
-            "fast GFLOP/s", "gemm GFLOP/s", "torch GFLOP/s", "fast/torch", "fast/gemm", "naive/fast"]
+            "fast GFLOP/s", "gemm GFLOP/s", "torch GFLOP/s", "fast/torch", "fast/gemm", "naive/fast", "spread"]
     rows = [head, ["---"] * len(head)]
     for r in results:
         c = r["contenders"]
@@ -55,8 +55,15 @@ def suite_table(results, requested_repeats):
             fmt_ratio(ratio(med["fast"], med["torch"])),
             fmt_ratio(ratio(med["fast"], med["gemm"])),
             fmt_ratio(ratio(med["naive"], med["fast"])),
+            _spread(c),
         ])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def _spread(contenders):
+    """The largest interquartile range / median among the contenders, in percent."""
+    worst = max((t.get("spread", 0.0) for t in contenders.values()), default=0.0)
+    return f"{worst * 100:.0f}%"
 
 
 SUITE_LEGEND = (
@@ -67,6 +74,8 @@ SUITE_LEGEND = (
     "'copy': a plain copy of x, and of the output too for fwdbwd, the memory-bound floor). "
     "naive: timed on a sub-batch and scaled linearly to the full batch. "
     "n=: fewer repeats than asked (slow contender). "
+    "spread: the largest interquartile range / median among the row's contenders "
+    "(above ~10 %, the machine was busy: rerun before trusting a ratio close to a target). "
     "fwdbwd: forward plus the backward pass returning every gradient "
     "(W1step in torch: the parameters' gradients only)."
 )

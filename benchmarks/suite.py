@@ -56,6 +56,7 @@ def run_suite(cases, ctx, repeats, warmup, pause, quick=False, results=None):
     done = 0
     for n, group in by_threads.items():
         with thread_limits(n, ctx.torch) as settings:
+            ctx.threads = n
             for case in group:
                 done += 1
                 spec = WORKLOADS[case.workload]

@@ -33,6 +33,7 @@ def run_sweep(points, ctx, dtype, threads, pass_, repeats, warmup, pause, result
     results = [] if results is None else results
     want = {"gemm", "torch"}
     with thread_limits(threads, ctx.torch) as settings:
+        ctx.threads = threads
         for i, (series, spec) in enumerate(points, 1):
             head = f"[{i}/{len(points)}] sweep {series}: N={spec.N} C=F={spec.C} {dtype} {threads}t {pass_}"
             t0 = time.perf_counter()

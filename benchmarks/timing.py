@@ -32,6 +32,7 @@ class Contender:
     max_repeats: int | None = None
     label: str = ""  # shown next to the time, e.g. "scaled x32 from 2 images"
     info: dict = field(default_factory=dict)  # recorded in the JSON
+    self_timed: bool = False  # fn returns its own duration in seconds (the torch peer process)
 
 
 @dataclass
@@ -53,9 +54,18 @@ class Timing:
     def repeats(self):
         return len(self.samples)
 
+    @property
+    def spread(self):
+        """Interquartile range over median: how noisy the samples were (0 with < 4 samples)."""
+        if len(self.samples) < 4:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.samples, n=4)
+        return (q3 - q1) / self.median
+
     def as_dict(self):
         return {
             "median_s": self.median,
+            "spread": self.spread,
             "samples_s": self.samples,
             "warmup_s": self.warmup,
             "repeats": self.repeats,
@@ -69,8 +79,8 @@ def run_interleaved(contenders, repeats=7, warmup=1, pause=0.2, slow_s=1.0, budg
     """Time ``contenders`` in turn; returns {name: Timing}.
 
     Every contender runs ``warmup`` times, then ``repeats`` times, interleaved.
-    A slow contender (one run, as measured in the warm-up or the first
-    repeat, above ``slow_s``) gets only ``budget_s / run`` repeats, and at
+    A slow contender (its fastest run among the warm-up and the first
+    repeat above ``slow_s``) gets only ``budget_s / run`` repeats, and at
     least ``min_repeats``; ``Contender.max_repeats`` caps it too. The number of
     repeats actually taken is in the result, to be reported.
     """
@@ -89,6 +99,8 @@ def run_interleaved(contenders, repeats=7, warmup=1, pause=0.2, slow_s=1.0, budg
         finally:
             if gc_was_on:
                 gc.enable()
+        if c.self_timed:
+            elapsed = result
         del result
         state["last"] = c
         return elapsed * c.scale
@@ -98,20 +110,15 @@ def run_interleaved(contenders, repeats=7, warmup=1, pause=0.2, slow_s=1.0, budg
         for c in contenders:
             warm[c.name].append(timed(c))
     samples = {c.name: [] for c in contenders}
-    target = {}
-    for c in contenders:
-        target[c.name] = repeats if c.max_repeats is None else min(repeats, c.max_repeats)
-        if warm[c.name]:
-            _limit_slow(c, target, warm[c.name][-1], slow_s, budget_s, min_repeats)
+    target = {c.name: repeats if c.max_repeats is None else min(repeats, c.max_repeats) for c in contenders}
     while True:
         todo = [c for c in contenders if len(samples[c.name]) < target[c.name]]
         if not todo:
             break
         for c in todo:
-            t = timed(c)
-            samples[c.name].append(t)
-            if not warm[c.name] and len(samples[c.name]) == 1:
-                _limit_slow(c, target, t, slow_s, budget_s, min_repeats)
+            samples[c.name].append(timed(c))
+            if len(samples[c.name]) == 1:  # the fastest run so far decides (one noisy run must not)
+                _limit_slow(c, target, min(warm[c.name] + samples[c.name]), slow_s, budget_s, min_repeats)
     return {c.name: Timing(c.name, samples[c.name], warm[c.name], c.scale, c.label, c.info) for c in contenders}
 
 

@@ -1,0 +1,214 @@
+"""The benchmark suite (``fastconv bench``): smoke runs on tiny shapes, and its checks.
+
+The numbers of a --quick run mean nothing; these tests check that the suite
+runs end to end, writes its table, JSON and chart, and refuses to time a
+wrong result.
+"""
+import argparse
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+import fastconv.fast as fast
+from fastconv.__main__ import main
+from fastconv.benchmarks import cli, contenders, torch_ops
+from fastconv.benchmarks.common import WORKLOADS, ConvSpec, MismatchError, conv_data
+from fastconv.benchmarks.suite import plan
+from fastconv.benchmarks.timing import Contender, run_interleaved
+
+try:
+    import torch  # noqa: F401
+    HAVE_TORCH = True
+except ImportError:
+    HAVE_TORCH = False
+
+try:
+    import matplotlib  # noqa: F401
+    HAVE_MPL = True
+except ImportError:
+    HAVE_MPL = False
+
+
+def bench(tmp_path, *args):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--quick", "--out", str(out), *args])
+    return code, out
+
+
+def test_quick_run_writes_table_json_and_chart(tmp_path, capsys):
+    code, out = bench(tmp_path)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    doc = json.loads(out.read_text())
+
+    # one result per workload and pass (float32, 2 threads), every sample kept
+    assert [(r["workload"], r["pass"]) for r in doc["results"]] == [
+        (w, p) for w in WORKLOADS for p in ("fwd", "fwdbwd")]
+    for r in doc["results"]:
+        expected = {"fast", "gemm", "naive"} | ({"torch"} if HAVE_TORCH else set())
+        assert set(r["contenders"]) == expected
+        assert set(r["checks_max_rel_error"]) == expected
+        for name, t in r["contenders"].items():
+            assert len(t["samples_s"]) == 1 and t["median_s"] > 0, name
+        assert r["contenders"]["naive"]["label"].startswith("scaled")
+        assert r["thread_settings"]["requested"] == 2
+    assert doc["results"][0]["flops"] == WORKLOADS["W1conv"].quick().flops("fwd")
+
+    # the machine, versions and thread settings
+    assert doc["machine"]["cpu"]["model"]
+    assert doc["versions"]["numpy"] == np.__version__
+    assert "OPENBLAS_CORETYPE" in doc["threads"]["env"]
+    assert any(p.get("user_api") == "blas" for p in doc["threads"]["threadpools"])
+    if HAVE_TORCH:
+        assert doc["settings"]["torch_process"] == "peer"
+        assert doc["torch_peer"]["torch"]
+
+    # the table: a header and one row per result
+    table = [line for line in captured.out.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| workload | dtype | threads | pass | fast ms |")
+    assert len(table) == 2 + len(doc["results"])
+    assert "| W1conv | float32 | 2 | fwdbwd |" in captured.out
+    assert "[1/16] W1conv float32 2 threads fwd" in captured.err  # progress on stderr
+
+    chart = tmp_path / "bench.png"
+    if HAVE_MPL:
+        assert doc["chart"] == str(chart) and chart.read_bytes()[:4] == b"\x89PNG"
+    else:
+        assert doc["chart"] is None and any("matplotlib" in n for n in doc["notes"])
+
+
+def _scaled(fn, factor):
+    def wrong(*args, **kwargs):
+        out, cache = fn(*args, **kwargs)
+        return out * factor, cache
+    return wrong
+
+
+@pytest.mark.parametrize("workload, patch", [
+    ("W1conv", lambda mp: mp.setattr(fast, "conv_forward", _scaled(fast.conv_forward, 1.001))),
+    ("W1conv", lambda mp: mp.setattr(fast, "conv_backward",
+                                     lambda dout, cache, f=fast.conv_backward: tuple(
+                                         g if i != 1 else g * 1.001 for i, g in enumerate(f(dout, cache))))),
+    ("W4max2x2s2", lambda mp: mp.setattr(fast, "max_pool_backward",
+                                         lambda dout, cache, f=fast.max_pool_backward: f(dout, cache)[:, :, ::-1])),
+    ("W1step", lambda mp: mp.setattr(fast, "relu_forward", lambda x: (np.abs(x), np.abs(x)))),
+], ids=["conv-out", "conv-dw", "maxpool-dx", "step-relu"])
+def test_a_wrong_fast_result_stops_the_run(tmp_path, capsys, monkeypatch, workload, patch):
+    patch(monkeypatch)
+    code, out = bench(tmp_path, "--workload", workload, "--contenders", "fast,gemm")
+    err = capsys.readouterr().err
+    assert code == cli.MISMATCH_EXIT
+    assert "MISMATCH" in err and f"fast {workload}" in err and "against naive" in err
+    doc = json.loads(out.read_text())
+    assert doc["failure"].startswith("MISMATCH") and doc["results"] == []
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch is not installed")
+def test_a_wrong_torch_result_stops_the_run(tmp_path, capsys, monkeypatch):
+    def wrong_conv(torch, spec, data, pass_):
+        fn = torch_ops.torch_conv(torch, spec, data, pass_)
+        return lambda: tuple(t * 1.001 for t in fn()) if pass_ == "fwdbwd" else fn() * 1.001
+
+    monkeypatch.setitem(torch_ops.BUILDERS, "conv", wrong_conv)
+    code, _ = bench(tmp_path, "--workload", "W3conv5x5", "--torch-in-process", "--contenders", "fast,torch")
+    err = capsys.readouterr().err
+    assert code == cli.MISMATCH_EXIT and "torch W3conv5x5 float32 against fast" in err
+
+
+def test_without_torch_the_column_is_skipped_with_a_note(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(contenders, "load_torch",
+                        lambda in_process=False: (None, None, "torch skipped: PyTorch is not importable (test)"))
+    code, out = bench(tmp_path, "--workload", "W3conv5x5", "--pass", "fwd", "--no-chart")
+    captured = capsys.readouterr()
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert "torch" not in doc["results"][0]["contenders"]
+    assert "Note: torch skipped: PyTorch is not importable (test)" in captured.out
+
+
+def test_without_matplotlib_the_chart_is_skipped_with_a_note(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    code, out = bench(tmp_path, "--workload", "W4avg2x2s2", "--contenders", "fast")
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["chart"] is None and not (tmp_path / "bench.png").exists()
+    assert "Note: chart skipped: matplotlib is not installed" in capsys.readouterr().out
+
+
+def test_sweep_quick(tmp_path, capsys):
+    code, out = bench(tmp_path, "--sweep", "--contenders", "fast,gemm")
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert [(p["series"], p["N"], p["C"]) for p in doc["results"]] == [
+        ("batch", 1, 8), ("batch", 2, 8), ("channels", 2, 4), ("channels", 2, 8)]
+    assert all(set(p["contenders"]) == {"fast", "gemm"} for p in doc["results"])
+    assert "| series | N | C=F | fast ms/img |" in capsys.readouterr().out
+
+
+def test_memory_quick(tmp_path, capsys):
+    code, out = bench(tmp_path, "--memory")
+    assert code == 0, capsys.readouterr().err
+    r = json.loads(out.read_text())["results"]
+    d = r["default"]
+    assert d["N"] == 8 and d["chunk_images"] < 8 and r["big_workspace"]["chunk_images"] == 8
+    # the arrays alone: x, dout, out, dx (8 x 64 x 32 x 32 float32 each), w, b, dw, db
+    assert d["arrays_bytes"] == 4 * 8 * 64 * 32 * 32 * 4 + 2 * 64 * 64 * 9 * 4 + 2 * 64 * 4
+    assert d["peak_growth_bytes"] >= d["arrays_bytes"]
+    assert r["extra_mib"] == pytest.approx(d["extra_bytes"] / 2**20)
+    assert "| workspace | images per chunk |" in capsys.readouterr().out
+
+
+def test_bad_selection_is_a_one_line_error(tmp_path, capsys):
+    code, _ = bench(tmp_path, "--workload", "W9nope")
+    assert code == 1
+    assert "--workload: unknown 'W9nope'" in capsys.readouterr().err
+
+
+def _plan(*argv):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    sel = cli._selection(parser.parse_args(list(argv)))
+    return plan(sel["workloads"], sel["dtypes"], sel["threads"], sel["passes"], sel["contenders"], sel["naive"])
+
+
+def test_default_and_full_selections():
+    default = _plan()
+    assert len(default) == len(WORKLOADS)
+    assert {(c.dtype, c.threads, c.pass_) for c in default} == {("float32", 2, "fwdbwd")}
+    assert [c.workload for c in default if "naive" in c.contenders] == ["W1conv"]
+    full = _plan("--full")
+    assert len(full) == len(WORKLOADS) * 2 * 2 * 2
+    # naive: W1conv fwd+bwd, once per dtype
+    assert sorted((c.workload, c.dtype, c.pass_) for c in full if "naive" in c.contenders) == [
+        ("W1conv", "float32", "fwdbwd"), ("W1conv", "float64", "fwdbwd")]
+
+
+def test_gemm_limit_computes_the_convolution_over_several_chunks(monkeypatch):
+    """The GEMM limit's GEMMs, fed real operands, give fast's out and dw, chunk by chunk
+    (a partial last chunk included); fed its own outputs again and again, it stays finite."""
+    monkeypatch.setattr(fast, "WORKSPACE_BYTES", 3 * 27 * 36 * 8)  # 3 images per chunk, 7 images
+    spec = ConvSpec(N=7, C=3, H=6, W=6, F=4, k=3, stride=1, pad=1)
+    d = conv_data(spec, np.float64)
+    ops = contenders.prepare_conv_gemm(d["x"], d["w"], d["b"], spec)
+    assert ops.chunk == 3
+    out, grads = contenders.conv_fwdbwd(fast, d["x"], d["w"], d["b"], d["dout"], spec)
+    assert contenders.check_conv_gemm(ops, d["x"], d["b"], d["dout"], (out, *grads), "gemm", np.float64) == 0
+    with pytest.raises(MismatchError, match="dw differs"):
+        contenders.check_conv_gemm(ops, d["x"], d["b"], d["dout"], (out, grads[0], grads[1] * 1.001, grads[2]),
+                                   "gemm", np.float64)
+    for _ in range(100):
+        dw2 = contenders.conv_gemm_limit(ops, "fwdbwd")
+    assert np.isfinite(dw2).all() and np.isfinite(ops.cols).all()
+
+
+def test_interleaving_order_and_scaling():
+    calls = []
+    a = Contender("a", lambda: calls.append("a"))
+    b = Contender("b", lambda: calls.append("b"), scale=10.0, max_repeats=2, label="scaled")
+    timings = run_interleaved([a, b], repeats=3, warmup=1, pause=0)
+    assert calls == ["a", "b", "a", "b", "a", "b", "a"]
+    assert timings["a"].repeats == 3 and timings["b"].repeats == 2 and len(timings["b"].warmup) == 1
+    assert all(math.isfinite(t) for t in timings["b"].samples)
