@@ -12,26 +12,29 @@ Three models, one engine (``Sequential``):
 
       conv32x3-bn-relu-maxpool2-conv64x3-bn-relu-maxpool2-fc256-relu-dropout0.3-fc
 
-Layer syntax (string token / dict form):
+Layer syntax: string token, then the equivalent dict.
 
-==========================  ==============================================  =====================================
-token                       dict                                            layer
-==========================  ==============================================  =====================================
-``conv<F>x<k>[s<S>][p<P>]`` ``{"type": "conv", "filters": F, "kernel": k,``  F filters k x k, stride S (1), pad P
-                            ``"stride": S, "pad": P}``                      (default "same": (k - 1) // 2)
-``bn``                      ``{"type": "batchnorm"}``                       batchnorm (spatial after a conv)
-``relu``, ``sigmoid``       ``{"type": "relu"}``, ``{"type": "sigmoid"}``   activations
-``maxpool<k>[s<S>]``        ``{"type": "maxpool", "kernel": k, "stride": S}`` max pooling (stride defaults to k)
-``avgpool<k>[s<S>]``        ``{"type": "avgpool", "kernel": k, "stride": S}`` average pooling
-``dropout[<p>]``            ``{"type": "dropout", "p": p}``                 inverted dropout, drop probability p (0.5)
-``fc[<M>]``                 ``{"type": "fc", "units": M}``                  affine layer; a bare ``fc`` is the output layer
-==========================  ==============================================  =====================================
+* ``conv<F>x<k>[s<S>][p<P>]``: F filters of k x k, stride S (1), padding P
+  (default "same": (k - 1) // 2); ``{"type": "conv", "filters": F, "kernel": k,
+  "stride": S, "pad": P}``.
+* ``bn``: batch normalization, spatial (per channel) after a conv or pooling
+  layer; ``{"type": "batchnorm", "momentum": 0.9, "eps": 1e-5}``.
+* ``relu``, ``sigmoid``: ``{"type": "relu"}``, ``{"type": "sigmoid"}``.
+* ``maxpool<k>[s<S>]``, ``avgpool<k>[s<S>]``: k x k pooling, stride S
+  (default k); ``{"type": "maxpool", "kernel": k, "stride": S}``.
+* ``dropout[<p>]``: inverted dropout with drop probability p (0.5);
+  ``{"type": "dropout", "p": p}``.
+* ``fc[<M>]``: affine layer with M outputs; a bare ``fc`` is the output
+  layer (``num_classes`` outputs); ``{"type": "fc", "units": M or None}``.
 
 Tokens are joined by ``-``. The last layer must be the output ``fc``
 (``num_classes`` units); if the stack ends with something else, one is
 appended. Parameters are named ``W1, b1, W2, b2, ...`` for conv and fc layers
 in order, ``gamma1, beta1, ...`` for batchnorm layers, whose running
 statistics ``running_mean1, running_var1, ...`` live in ``model.buffers``.
+
+Tip: ``conv-bn-maxpool2-relu`` computes exactly what ``conv-bn-relu-maxpool2``
+does (ReLU and max commute) with the ReLU on a quarter of the values.
 
 Every model:
 

@@ -48,6 +48,7 @@ models (--model):
                fc[<units>]                     affine; a bare 'fc' is the output layer,
                                                appended when the spec ends otherwise
              e.g. conv32x3-bn-relu-maxpool2-conv64x3-bn-relu-maxpool2-fc256-relu-dropout0.3-fc
+             (conv-bn-maxpool2-relu is the same function as conv-bn-relu-maxpool2, and cheaper)
 
 data: $FASTCONV_DATA/<dataset>/, ~/.cache/fastconv/<dataset>/, /usr/share/datasets/fashion-mnist/
 (Debian package dataset-fashion-mnist); otherwise the official files are downloaded (SHA-256 checked).
@@ -117,7 +118,7 @@ def _common_runtime(parser):
 # ============================================================================ train
 def add_arguments(parser):
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.description = ("Train a network on MNIST, Fashion-MNIST or CIFAR-10; write the model, "
+    parser.description = ("Train a network on MNIST, Fashion-MNIST or CIFAR-10; write the model,\n"
                           "checkpoints, history.json and PNG plots.")
     parser.epilog = _EPILOG
     _data_arguments(parser, required=True)
