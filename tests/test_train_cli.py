@@ -9,7 +9,7 @@ from fastconv import datasets as D
 from fastconv import plots
 from fastconv.__main__ import main
 from fastconv.models import load_model
-from test_datasets import write_idx
+from test_datasets import write_cifar, write_idx
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 SMALL_NET = "conv4x3-relu-maxpool2-fc"
@@ -161,6 +161,30 @@ def test_one_line_errors(data_env, capsys):
     assert "expected a positive integer" in capsys.readouterr().err
 
 
+def test_fc_net_without_validation(data_env, capsys):
+    out = data_env["root"] / "fc"
+    assert main(["train", "--model", "fc", "--val-size", "0", "--epochs", "1", "--out", str(out),
+                 "--no-progress", "--no-plots", "--optimizer", "momentum"]) == 0
+    assert "training on 300 images, validating on 0" in capsys.readouterr().out
+    history = json.loads((out / "history.json").read_text())
+    assert history["val_acc"] == [None] and history["best_val_acc"] is None
+    model = load_model(out)
+    assert [model.params[f"W{i}"].shape for i in (1, 2, 3)] == [(784, 500), (500, 50), (50, 10)]
+
+
+def test_cifar10_rgb(data_env, capsys, monkeypatch):
+    write_cifar(data_env["root"] / "data" / "cifar10", np.random.default_rng(1), n=20, archive=True)
+    out = data_env["root"] / "cifar"
+    assert main(["train", "--dataset", "cifar10", "--model", "conv4x5-relu-avgpool4-fc", "--epochs", "1",
+                 "--batch-size", "25", "--out", str(out), "--no-progress", "--preprocess", "mean_image",
+                 "--threads", "1"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert history["num_train"] == 90 and history["num_test"] == 20
+    assert load_model(out).preprocess.mean_image.shape == (3, 32, 32)
+    if plots.have_matplotlib():
+        assert (out / "filters.png").is_file() and (out / "examples.png").is_file()
+
+
 def test_help_documents_the_layer_syntax(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--help"])
@@ -188,7 +212,8 @@ def test_real_fashion_mnist_short_training(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     code = main(["train", "--dataset", "fashion-mnist", "--model", "convnet1", "--num-filters", "8",
                  "--hidden-dim", "64", "--limit-train", "1200", "--limit-test", "1000", "--epochs", "2",
-                 "--batch-size", "50", "--out", str(out), "--no-progress", "--no-plots", "--no-download"])
+                 "--batch-size", "50", "--out", str(out), "--no-progress", "--no-plots", "--no-download",
+                 "--threads", "1"])
     assert code == 0, capsys.readouterr().err
     history = json.loads((out / "history.json").read_text())
     assert history["num_train"] == 1080 and history["num_test"] == 1000
