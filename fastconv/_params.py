@@ -14,6 +14,15 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INT32_MAX = 2**31 - 1
 
+#: Largest stride, pad, dilation or kernel size accepted (PyTorch's pooling bound). It keeps
+#: every index the Cython kernels compute from them (``oh * stride - pad + i * dilation``,
+#: ``-start + stride - 1``...) far from Py_ssize_t overflow, which would read and write out of
+#: bounds with bounds checks off.
+HYPERPARAMETER_MAX = _INT32_MAX
+
+#: numpy's limit on the bytes of one array.
+_ARRAY_BYTES_MAX = np.iinfo(np.intp).max
+
 
 def conv_output_size(size, kernel, stride=1, pad=0, dilation=1):
     """Output length of a convolution or pooling along one axis (PyTorch's formula).
@@ -25,7 +34,8 @@ def conv_output_size(size, kernel, stride=1, pad=0, dilation=1):
 
 
 def pair(value, name, minimum):
-    """Normalize an int or an (h, w) pair of ints to a tuple, checking its range."""
+    """Normalize an int or an (h, w) pair of ints to a tuple, checking its range
+    (``minimum`` to ``HYPERPARAMETER_MAX``)."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair (h, w) of ints, got {value!r}")
@@ -37,7 +47,20 @@ def pair(value, name, minimum):
             raise TypeError(f"{name} must be an int or a pair (h, w) of ints, got {value!r}")
         if v < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        if v > HYPERPARAMETER_MAX:
+            raise ValueError(f"{name} must be <= 2**31 - 1, got {value!r}")
     return int(items[0]), int(items[1])
+
+
+def check_array_size(shape, itemsize, what, culprits):
+    """ValueError naming ``culprits`` if an array of ``shape`` could not exist (more bytes than
+    numpy allows: it would raise its own error, naming no argument). A zero-size axis does not
+    count, as numpy checks the other axes all the same."""
+    count = itemsize
+    for n in shape:
+        count *= max(int(n), 1)
+    if count > _ARRAY_BYTES_MAX:
+        raise ValueError(f"{culprits} give {what} of shape {tuple(shape)}, larger than any array can be")
 
 
 def check_float_array(a, name, ndim=None):
@@ -137,6 +160,9 @@ def conv_geometry(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
             f"({dh * (kh - 1) + 1}, {dw * (kw - 1) + 1}), larger than the padded input "
             f"({H + 2 * ph}, {W + 2 * pw}) of x {x.shape} with pad ({ph}, {pw})"
         )
+    culprits = f"pad ({ph}, {pw}), stride ({sh}, {sw}) and dilation ({dh}, {dw})"
+    check_array_size((N, F, out_h, out_w), x.itemsize, "an output", culprits)
+    check_array_size((C * kh * kw, out_h * out_w), x.itemsize, "one image's im2col matrix", culprits)
     return ConvGeometry(N, C, H, W, F, kh, kw, sh, sw, ph, pw, dh, dw, groups, out_h, out_w)
 
 
