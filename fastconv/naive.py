@@ -29,14 +29,38 @@ from .layers import (  # noqa: F401  (layers without loops are shared with fastc
 )
 
 
+def _taps(start, step, kernel, size):
+    """The kernel taps ``i`` whose input index ``start + i*step`` lies in [0, size).
+
+    Returns (input slice, tap slice); the other taps read the zero padding.
+    """
+    first = -(start // step) if start < 0 else 0  # ceil(-start / step)
+    last = min(kernel, -((start - size) // step))  # ceil((size - start) / step)
+    if last <= first:
+        return slice(0, 0), slice(0, 0)
+    return slice(start + first * step, start + (last - 1) * step + 1, step), slice(first, last)
+
+
 def _window(g, oh, ow):
-    """Slices of the zero-padded input that output pixel (oh, ow) reads."""
-    h0 = oh * g.stride_h
-    w0 = ow * g.stride_w
-    return (
-        slice(h0, h0 + g.dil_h * (g.kh - 1) + 1, g.dil_h),
-        slice(w0, w0 + g.dil_w * (g.kw - 1) + 1, g.dil_w),
-    )
+    """What output pixel (oh, ow) reads: rows and cols of the unpadded input and the
+    kernel taps (taps_h, taps_w) that land on them."""
+    rows, taps_h = _taps(oh * g.stride_h - g.pad_h, g.dil_h, g.kh, g.H)
+    cols, taps_w = _taps(ow * g.stride_w - g.pad_w, g.dil_w, g.kw, g.W)
+    return rows, cols, taps_h, taps_w
+
+
+def _padded_patch(x, n, channels, g, window):
+    """Window ``window`` of the zero-padded x[n, channels], shape (channels, kh, kw).
+
+    Built window by window: padding the whole input would cost memory in
+    proportion to the pad, however large the stride.
+    """
+    rows, cols, taps_h, taps_w = window
+    if taps_h.stop - taps_h.start == g.kh and taps_w.stop - taps_w.start == g.kw:
+        return x[n, channels, rows, cols]  # no padding in this window
+    patch = np.zeros((channels.stop - channels.start, g.kh, g.kw), dtype=x.dtype)
+    patch[:, taps_h, taps_w] = x[n, channels, rows, cols]
+    return patch
 
 
 def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
@@ -47,16 +71,16 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
     (N, F, out_h, out_w) in x's dtype.
     """
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)
-    xp = np.pad(x, ((0, 0), (0, 0), (g.pad_h, g.pad_h), (g.pad_w, g.pad_w)))
     Fg, Cg = g.F // g.groups, g.C // g.groups
+    windows = [[_window(g, oh, ow) for ow in range(g.out_w)] for oh in range(g.out_h)]
     out = np.zeros(g.out_shape, dtype=x.dtype)
     for n in range(g.N):
         for f in range(g.F):
             channels = slice((f // Fg) * Cg, (f // Fg + 1) * Cg)
             for oh in range(g.out_h):
                 for ow in range(g.out_w):
-                    rows, cols = _window(g, oh, ow)
-                    out[n, f, oh, ow] = np.sum(xp[n, channels, rows, cols] * w[f])
+                    patch = _padded_patch(x, n, channels, g, windows[oh][ow])
+                    out[n, f, oh, ow] = np.sum(patch * w[f])
             if b is not None:
                 out[n, f] += b[f]
     return out, (x, w, b is not None, g)
@@ -66,19 +90,20 @@ def conv_backward(dout, cache):
     """Gradients of conv_forward: returns (dx, dw, db); db is None when b was None."""
     x, w, has_bias, g = cache
     check_dout(dout, g.out_shape, x.dtype)
-    xp = np.pad(x, ((0, 0), (0, 0), (g.pad_h, g.pad_h), (g.pad_w, g.pad_w)))
-    dxp = np.zeros_like(xp)
+    dx = np.zeros(x.shape, dtype=x.dtype)
     dw = np.zeros_like(w)
     Fg, Cg = g.F // g.groups, g.C // g.groups
+    windows = [[_window(g, oh, ow) for ow in range(g.out_w)] for oh in range(g.out_h)]
     for n in range(g.N):
         for f in range(g.F):
             channels = slice((f // Fg) * Cg, (f // Fg + 1) * Cg)
             for oh in range(g.out_h):
                 for ow in range(g.out_w):
-                    rows, cols = _window(g, oh, ow)
-                    dxp[n, channels, rows, cols] += w[f] * dout[n, f, oh, ow]
-                    dw[f] += xp[n, channels, rows, cols] * dout[n, f, oh, ow]
-    dx = dxp[:, :, g.pad_h:g.pad_h + g.H, g.pad_w:g.pad_w + g.W].copy()
+                    window = windows[oh][ow]
+                    rows, cols, taps_h, taps_w = window
+                    # the gradient of the padding taps is dropped, as cropping a padded dx would
+                    dx[n, channels, rows, cols] += (w[f] * dout[n, f, oh, ow])[:, taps_h, taps_w]
+                    dw[f] += _padded_patch(x, n, channels, g, window) * dout[n, f, oh, ow]
     db = dout.sum(axis=(0, 2, 3)).astype(x.dtype) if has_bias else None
     return dx, dw, db
 
