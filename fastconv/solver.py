@@ -351,7 +351,10 @@ class Solver:
         if manifest != expected:
             raise ValueError(f"{path}: the array manifest does not match the model "
                              f"(differs in {sorted(set(manifest) ^ set(expected)) or 'shapes or dtypes'})")
-        arrays = load_arrays(path.parent / npz_name, expected, state["npz_sha256"])
+        digest = state["npz_sha256"]
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError(f"{path}: 'npz_sha256' must be the hex SHA-256 of {npz_name}")
+        arrays = load_arrays(path.parent / npz_name, expected, digest)
         rng_states = state["rng"]
         history = state["history"]
         for key in ("loss", "train_acc", "val_acc", "epoch_seconds"):
@@ -421,9 +424,13 @@ def load_checkpoint_model(path, impl="fast"):
         model = model_from_spec(state.get("model"), impl)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
-    manifest = state.get("arrays")
+    manifest, npz_name, digest = state.get("arrays"), state.get("npz"), state.get("npz_sha256")
     if not isinstance(manifest, dict):
         raise ValueError(f"{path}: 'arrays' must be a JSON object")
-    arrays = load_arrays(path.parent / str(state.get("npz")), manifest, state.get("npz_sha256"))
+    if not isinstance(npz_name, str) or Path(npz_name).name != npz_name:
+        raise ValueError(f"{path}: 'npz' must name the file beside it")
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ValueError(f"{path}: 'npz_sha256' must be the hex SHA-256 of {npz_name}")
+    arrays = load_arrays(path.parent / npz_name, manifest, digest)
     model.set_state_arrays(arrays)
     return model

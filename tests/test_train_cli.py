@@ -74,7 +74,7 @@ def test_train_evaluate_predict(data_env, capsys):
     assert f"test accuracy: {history['test_accuracy']:.4f}" in line and "on fashion-mnist" in line
 
     # predict a .npy batch and a single (N, H, W) / (H, W) array
-    X, y = data_env["X_test"], data_env["y_test"]
+    X = data_env["X_test"]
     np.save(data_env["root"] / "batch.npy", X[:3])
     np.save(data_env["root"] / "one.npy", X[5])
     assert main(["predict", "--model", str(out), str(data_env["root"] / "batch.npy"),
