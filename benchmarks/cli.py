@@ -221,11 +221,12 @@ def _run_sweep(args, sel, ctx, doc, json_path, png_path):
     threads = _single(sel, "threads", "--threads")
     pass_ = _single(sel, "passes", "--pass") if args.passes else "fwdbwd"
     doc["results"] = results = []
+    points = sweep_points(args.quick)
     t0 = time.perf_counter()
-    run_sweep(sweep_points(args.quick), ctx, dtype, threads, pass_, sel["repeats"], sel["warmup"], sel["pause"],
-              results=results)
+    run_sweep(points, ctx, dtype, threads, pass_, sel["repeats"], sel["warmup"], sel["pause"], results=results)
     doc["elapsed_s"] = time.perf_counter() - t0
-    title = (f"3x3 conv, stride 1, pad 1, 32x32 images, {pass_}, {dtype}, {threads} threads "
+    first = points[0][1]
+    title = (f"3x3 conv, stride 1, pad 1, {first.H}x{first.W} images, {pass_}, {dtype}, {threads} threads "
              f"({doc['threads']['openblas_kernels']})")
     legend = ("Sweep: " + title + ". Times per image are medians of interleaved repeats divided by N; "
               "ratios are ratios of median times; gemm: the fast path's GEMMs alone.")

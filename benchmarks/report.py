@@ -191,9 +191,12 @@ def sweep_chart(points, path, title):
         return note
     colors = {"fast": "tab:blue", "gemm": "tab:gray", "torch": "tab:orange"}
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex="col")
-    for col, (series, xkey, xlabel) in enumerate((("batch", "N", "batch size N (C = F = 64)"),
-                                                  ("channels", "C", "channels C = F (N = 64)"))):
+    for col, (series, xkey) in enumerate((("batch", "N"), ("channels", "C"))):
         pts = [p for p in points if p["series"] == series]
+        if not pts:
+            continue
+        xlabel = (f"batch size N (C = F = {pts[0]['C']})" if series == "batch"
+                  else f"channels C = F (N = {pts[0]['N']})")
         for k in ("fast", "gemm", "torch"):
             xs = [p[xkey] for p in pts if k in p["contenders"]]
             if not xs:
@@ -209,6 +212,7 @@ def sweep_chart(points, path, title):
         axes[1][col].set_xlabel(xlabel)
         for row in (0, 1):
             axes[row][col].set_xscale("log", base=2)
+            axes[row][col].set_xticks([p[xkey] for p in pts], [str(p[xkey]) for p in pts])
             axes[row][col].grid(alpha=0.3)
             axes[row][col].legend(fontsize=8)
     fig.suptitle(title, fontsize=9)

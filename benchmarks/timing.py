@@ -75,7 +75,7 @@ class Timing:
         }
 
 
-def run_interleaved(contenders, repeats=7, warmup=1, pause=0.2, slow_s=1.0, budget_s=6.0, min_repeats=3):
+def run_interleaved(contenders, repeats=7, warmup=1, pause=0.2, slow_s=2.0, budget_s=12.0, min_repeats=3):
     """Time ``contenders`` in turn; returns {name: Timing}.
 
     Every contender runs ``warmup`` times, then ``repeats`` times, interleaved.
