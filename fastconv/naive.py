@@ -41,21 +41,24 @@ def _taps(start, step, kernel, size):
     return slice(start + first * step, start + (last - 1) * step + 1, step), slice(first, last)
 
 
-def _window(g, oh, ow):
-    """What output pixel (oh, ow) reads: rows and cols of the unpadded input and the
-    kernel taps (taps_h, taps_w) that land on them."""
-    rows, taps_h = _taps(oh * g.stride_h - g.pad_h, g.dil_h, g.kh, g.H)
-    cols, taps_w = _taps(ow * g.stride_w - g.pad_w, g.dil_w, g.kw, g.W)
-    return rows, cols, taps_h, taps_w
+def _window_taps(g):
+    """For each output row oh, ``_taps`` of its window along H; for each output column ow, along W.
+
+    Output pixel (oh, ow) reads x[..., rows, cols] with kernel taps [taps_h, taps_w], where
+    (rows, taps_h) = row_taps[oh] and (cols, taps_w) = col_taps[ow].
+    """
+    row_taps = [_taps(oh * g.stride_h - g.pad_h, g.dil_h, g.kh, g.H) for oh in range(g.out_h)]
+    col_taps = [_taps(ow * g.stride_w - g.pad_w, g.dil_w, g.kw, g.W) for ow in range(g.out_w)]
+    return row_taps, col_taps
 
 
-def _padded_patch(x, n, channels, g, window):
-    """Window ``window`` of the zero-padded x[n, channels], shape (channels, kh, kw).
+def _padded_patch(x, n, channels, g, rows, cols, taps_h, taps_w):
+    """The window of the zero-padded x[n, channels] read by the output pixel whose window
+    taps are (rows, taps_h) and (cols, taps_w); shape (channels, kh, kw).
 
     Built window by window: padding the whole input would cost memory in
     proportion to the pad, however large the stride.
     """
-    rows, cols, taps_h, taps_w = window
     if taps_h.stop - taps_h.start == g.kh and taps_w.stop - taps_w.start == g.kw:
         return x[n, channels, rows, cols]  # no padding in this window
     patch = np.zeros((channels.stop - channels.start, g.kh, g.kw), dtype=x.dtype)
@@ -72,14 +75,14 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
     """
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)
     Fg, Cg = g.F // g.groups, g.C // g.groups
-    windows = [[_window(g, oh, ow) for ow in range(g.out_w)] for oh in range(g.out_h)]
     out = np.zeros(g.out_shape, dtype=x.dtype)
+    row_taps, col_taps = _window_taps(g)
     for n in range(g.N):
         for f in range(g.F):
             channels = slice((f // Fg) * Cg, (f // Fg + 1) * Cg)
-            for oh in range(g.out_h):
-                for ow in range(g.out_w):
-                    patch = _padded_patch(x, n, channels, g, windows[oh][ow])
+            for oh, (rows, taps_h) in enumerate(row_taps):
+                for ow, (cols, taps_w) in enumerate(col_taps):
+                    patch = _padded_patch(x, n, channels, g, rows, cols, taps_h, taps_w)
                     out[n, f, oh, ow] = np.sum(patch * w[f])
             if b is not None:
                 out[n, f] += b[f]
@@ -93,17 +96,16 @@ def conv_backward(dout, cache):
     dx = np.zeros(x.shape, dtype=x.dtype)
     dw = np.zeros_like(w)
     Fg, Cg = g.F // g.groups, g.C // g.groups
-    windows = [[_window(g, oh, ow) for ow in range(g.out_w)] for oh in range(g.out_h)]
+    row_taps, col_taps = _window_taps(g)
     for n in range(g.N):
         for f in range(g.F):
             channels = slice((f // Fg) * Cg, (f // Fg + 1) * Cg)
-            for oh in range(g.out_h):
-                for ow in range(g.out_w):
-                    window = windows[oh][ow]
-                    rows, cols, taps_h, taps_w = window
+            for oh, (rows, taps_h) in enumerate(row_taps):
+                for ow, (cols, taps_w) in enumerate(col_taps):
                     # the gradient of the padding taps is dropped, as cropping a padded dx would
                     dx[n, channels, rows, cols] += (w[f] * dout[n, f, oh, ow])[:, taps_h, taps_w]
-                    dw[f] += _padded_patch(x, n, channels, g, window) * dout[n, f, oh, ow]
+                    patch = _padded_patch(x, n, channels, g, rows, cols, taps_h, taps_w)
+                    dw[f] += patch * dout[n, f, oh, ow]
     db = dout.sum(axis=(0, 2, 3)).astype(x.dtype) if has_bias else None
     return dx, dw, db
 
