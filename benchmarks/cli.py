@@ -37,7 +37,8 @@ def add_arguments(parser):
     mode.add_argument("--sweep", action="store_true",
                       help="3x3 conv, batch 1..256 (C=F=64) and channels 16..256 (N=64): time per image and GFLOP/s")
     mode.add_argument("--memory", action="store_true",
-                      help="peak extra memory of fast conv fwd+bwd on W2conv3x3 at batch 256, and chunking's speed cost")
+                      help="peak extra memory of fast conv fwd+bwd on W2conv3x3 at batch 256, "
+                           "and what chunking costs in speed")
     parser.add_argument("--full", action="store_true", help="every workload, pass, dtype and 1 and 2 threads")
     parser.add_argument("--workload", action="append", metavar="NAMES", help=f"among {', '.join(WORKLOADS)}")
     parser.add_argument("--dtype", action="append", metavar="DTYPES", help="float32, float64")
@@ -56,7 +57,8 @@ def add_arguments(parser):
                         help="images in the naive sub-batch (the first ones and the last; default 2)")
     parser.add_argument("--naive-repeats", type=int, default=3, help="at most this many naive repeats (default 3)")
     parser.add_argument("--out", metavar="PATH",
-                        help="JSON file to write (default bench-results/<mode>-<timestamp>.json); the chart goes beside it")
+                        help="JSON file to write (default bench-results/<mode>-<timestamp>.json); "
+                             "the chart goes beside it")
     parser.add_argument("--torch-in-process", action="store_true",
                         help="time torch in this process instead of a peer process with your own environment "
                              "(it then runs on the OpenMP settings that `import fastconv` chose)")

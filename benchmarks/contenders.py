@@ -347,10 +347,10 @@ def build_pool(name, spec, dtype, pass_, want, ctx):
         x_copy, out_copy = np.empty_like(x), np.empty_like(out)
         copy_fn = _copy_fn(x, x_copy, out, out_copy, pass_)
         copy_fn()  # touches the destination pages before timing
-        checks["gemm"] = check_same(f"copy {name}", ("x copy", "out copy"), (x_copy, out_copy)[:1 + (pass_ == "fwdbwd")],
-                                    (x, out), dtype)
-        contenders.append(Contender("gemm", copy_fn, frozenset(),
-                                    label="copy", info={"what": "np.copyto of x" + (" and of out" if pass_ == "fwdbwd" else "")}))
+        copied = (x_copy, out_copy) if pass_ == "fwdbwd" else (x_copy,)
+        checks["gemm"] = check_same(f"copy {name}", ("x copy", "out copy"), copied, (x, out), dtype)
+        what = "np.copyto of x" + (" and of out" if pass_ == "fwdbwd" else "")
+        contenders.append(Contender("gemm", copy_fn, frozenset(), label="copy", info={"what": what}))
     if "torch" in want and ctx.has_torch:
         contender, checks["torch"] = _torch_contender(ctx, name, spec, d, dtype, pass_, ("out", "dx"), (out, dx))
         contenders.append(contender)

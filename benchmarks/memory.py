@@ -202,8 +202,8 @@ def run_memory(N, dtype, threads, repeats, warmup, progress):
 
 
 def memory_table(r):
-    rows = [["workspace", "images per chunk", "peak RSS growth MiB", "arrays MiB", "extra MiB", "fwd+bwd ms (median)"],
-            ["---"] * 6]
+    rows = [["workspace", "images per chunk", "peak RSS growth MiB", "arrays MiB", "extra MiB",
+             "fwd+bwd ms (median)"], ["---"] * 6]
     med = list(r["speed"]["median_s"].values())
     for key, ms in (("default", med[0]), ("big_workspace", med[1])):
         d = r[key]

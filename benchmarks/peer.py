@@ -177,9 +177,9 @@ def serve(torch, error, start_env):
                 gc.disable()
                 try:
                     t0 = time.perf_counter()
-                    result = fn()
+                    kept = [fn()]
                     seconds = time.perf_counter() - t0
-                    del result  # freed after the clock stopped, as in the parent's runs
+                    kept.clear()  # the result is freed after the clock stopped, as in the parent's runs
                 finally:
                     gc.enable()
                 reply(seconds=seconds)

@@ -177,8 +177,13 @@ def sweep_table(points):
     for p in points:
         c = p["contenders"]
         med = {k: (c[k]["median_s"] if k in c else None) for k in ("fast", "gemm", "torch")}
-        per_img = [(fmt_ms(med[k] / p["N"]) + (f" (n={c[k]['repeats']})" if k in c and c[k]["repeats"] < p["requested_repeats"] else ""))
-                   if med[k] else "-" for k in ("fast", "gemm", "torch")]
+        per_img = []
+        for k in ("fast", "gemm", "torch"):
+            if med[k] is None:
+                per_img.append("-")
+            else:
+                fewer = c[k]["repeats"] < p["requested_repeats"]
+                per_img.append(fmt_ms(med[k] / p["N"]) + (f" (n={c[k]['repeats']})" if fewer else ""))
         gf = [f"{p['flops'] / med[k] / 1e9:.1f}" if med[k] else "" for k in ("fast", "gemm", "torch")]
         rows.append([p["series"], str(p["N"]), str(p["C"]), *per_img, *gf,
                      fmt_ratio(ratio(med["fast"], med["torch"])), fmt_ratio(ratio(med["fast"], med["gemm"]))])

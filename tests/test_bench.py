@@ -5,6 +5,7 @@ runs end to end, writes its table, JSON and chart, and refuses to time a
 wrong result.
 """
 import argparse
+import importlib.util
 import json
 import math
 import sys
@@ -19,17 +20,8 @@ from fastconv.benchmarks.common import WORKLOADS, ConvSpec, MismatchError, conv_
 from fastconv.benchmarks.suite import plan
 from fastconv.benchmarks.timing import Contender, run_interleaved
 
-try:
-    import torch  # noqa: F401
-    HAVE_TORCH = True
-except ImportError:
-    HAVE_TORCH = False
-
-try:
-    import matplotlib  # noqa: F401
-    HAVE_MPL = True
-except ImportError:
-    HAVE_MPL = False
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 
 
 def bench(tmp_path, *args):
