@@ -25,6 +25,27 @@ def _synthetic(rng, n):
     return X, y.astype(np.uint8)
 
 
+@pytest.fixture(autouse=True)
+def _no_malloc_tuning(monkeypatch):
+    """The commands tune glibc's malloc for their own process; not for the shared pytest process."""
+    monkeypatch.setenv("FASTCONV_MALLOC_TUNING", "0")
+
+
+def test_malloc_tuning_in_a_fresh_process():
+    import subprocess
+    import sys
+
+    code = "from fastconv.train_cli import _keep_freed_memory as k; print(k())"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "FASTCONV_MALLOC_TUNING"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    expected = "True" if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()) \
+        else out.stdout.strip()
+    assert out.stdout.strip() == expected
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(env, FASTCONV_MALLOC_TUNING="0"), check=True)
+    assert off.stdout.strip() == "False"
+
+
 @pytest.fixture
 def data_env(tmp_path, monkeypatch):
     """$FASTCONV_DATA with a small fashion-mnist; no other data, no network."""
