@@ -160,7 +160,8 @@ def conv_geometry(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
             f"({dh * (kh - 1) + 1}, {dw * (kw - 1) + 1}), larger than the padded input "
             f"({H + 2 * ph}, {W + 2 * pw}) of x {x.shape} with pad ({ph}, {pw})"
         )
-    culprits = f"pad ({ph}, {pw}), stride ({sh}, {sw}) and dilation ({dh}, {dw})"
+    culprits = (f"for x of shape {x.shape} and w of shape {w.shape}, pad ({ph}, {pw}), "
+                f"stride ({sh}, {sw}) and dilation ({dh}, {dw})")
     check_array_size((N, F, out_h, out_w), x.itemsize, "an output", culprits)
     check_array_size((C * kh * kw, out_h * out_w), x.itemsize, "one image's im2col matrix", culprits)
     return ConvGeometry(N, C, H, W, F, kh, kw, sh, sw, ph, pw, dh, dw, groups, out_h, out_w)
