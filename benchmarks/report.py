@@ -27,11 +27,11 @@ def ratio(a, b):
 
 
 def _cell(timing, requested_repeats):
-    """'53.1', or '16,600 (scaled x32 from 2 images, n=3)' when scaled or with fewer repeats."""
+    """'53.1', or '16,600 (scaled x32 from 2 images, n=3)' when scaled or with another number of repeats."""
     if timing is None:
         return "-"
     notes = [timing["label"]] if timing.get("label") else []
-    if timing["repeats"] < requested_repeats:
+    if timing["repeats"] != requested_repeats:
         notes.append(f"n={timing['repeats']}")
     return fmt_ms(timing["median_s"]) + (f" ({', '.join(notes)})" if notes else "")
 
@@ -73,7 +73,8 @@ SUITE_LEGEND = (
     "gemm: the GEMMs the fast path calls, alone on prepared operands (for pooling, "
     "'copy': a plain copy of x, and of the output too for fwdbwd, the memory-bound floor). "
     "naive: timed on a sub-batch and scaled linearly to the full batch. "
-    "n=: fewer repeats than asked (slow contender). "
+    "n=: another number of repeats than asked: fewer for a slow contender, more (up to twice) "
+    "when the samples were noisy. "
     "spread: the largest interquartile range / median among the row's contenders "
     "(above ~10 %, the machine was busy: rerun before trusting a ratio close to a target). "
     "fwdbwd: forward plus the backward pass returning every gradient "
@@ -182,8 +183,8 @@ def sweep_table(points):
             if med[k] is None:
                 per_img.append("-")
             else:
-                fewer = c[k]["repeats"] < p["requested_repeats"]
-                per_img.append(fmt_ms(med[k] / p["N"]) + (f" (n={c[k]['repeats']})" if fewer else ""))
+                other = c[k]["repeats"] != p["requested_repeats"]
+                per_img.append(fmt_ms(med[k] / p["N"]) + (f" (n={c[k]['repeats']})" if other else ""))
         gf = [f"{p['flops'] / med[k] / 1e9:.1f}" if med[k] else "" for k in ("fast", "gemm", "torch")]
         rows.append([p["series"], str(p["N"]), str(p["C"]), *per_img, *gf,
                      fmt_ratio(ratio(med["fast"], med["torch"])), fmt_ratio(ratio(med["fast"], med["gemm"]))])

@@ -35,6 +35,14 @@ class Contender:
     self_timed: bool = False  # fn returns its own duration in seconds (the torch peer process)
 
 
+def spread(samples):
+    """Interquartile range over median: how noisy the samples are (0 with fewer than 4)."""
+    if len(samples) < 4:
+        return 0.0
+    q1, median, q3 = statistics.quantiles(samples, n=4)
+    return (q3 - q1) / median if median > 0 else 0.0
+
+
 @dataclass
 class Timing:
     """Samples (seconds, already scaled) of one contender in one case."""
@@ -56,11 +64,7 @@ class Timing:
 
     @property
     def spread(self):
-        """Interquartile range over median: how noisy the samples were (0 with < 4 samples)."""
-        if len(self.samples) < 4:
-            return 0.0
-        q1, _, q3 = statistics.quantiles(self.samples, n=4)
-        return (q3 - q1) / self.median
+        return spread(self.samples)
 
     def as_dict(self):
         return {
@@ -75,14 +79,20 @@ class Timing:
         }
 
 
-def run_interleaved(contenders, repeats=7, warmup=1, pause=0.2, slow_s=2.0, budget_s=12.0, min_repeats=3):
+def run_interleaved(contenders, repeats=7, warmup=1, pause=0.2, slow_s=2.0, budget_s=12.0, min_repeats=3,
+                    noisy=0.10, extra_rounds=None):
     """Time ``contenders`` in turn; returns {name: Timing}.
 
     Every contender runs ``warmup`` times, then ``repeats`` times, interleaved.
     A slow contender (its fastest run among the warm-up and the first
     repeat above ``slow_s``) gets only ``budget_s / run`` repeats, and at
-    least ``min_repeats``; ``Contender.max_repeats`` caps it too. The number of
-    repeats actually taken is in the result, to be reported.
+    least ``min_repeats``; ``Contender.max_repeats`` caps it too.
+    On a shared machine a burst of load from elsewhere spoils a few runs in a
+    row: while some contender's samples spread more than ``noisy``
+    (interquartile range / median), up to ``extra_rounds`` (default
+    ``repeats``) more rounds of the contenders that are not slow are taken, so
+    the median can come from the calm stretch. The number of repeats actually
+    taken is in the result, to be reported.
     """
     state = {"last": None}
 
@@ -119,6 +129,12 @@ def run_interleaved(contenders, repeats=7, warmup=1, pause=0.2, slow_s=2.0, budg
             samples[c.name].append(timed(c))
             if len(samples[c.name]) == 1:  # the fastest run so far decides (one noisy run must not)
                 _limit_slow(c, target, min(warm[c.name] + samples[c.name]), slow_s, budget_s, min_repeats)
+    steady = [c for c in contenders if target[c.name] == repeats]
+    for _ in range(repeats if extra_rounds is None else extra_rounds):
+        if not any(spread(samples[c.name]) > noisy for c in steady):
+            break
+        for c in steady:
+            samples[c.name].append(timed(c))
     return {c.name: Timing(c.name, samples[c.name], warm[c.name], c.scale, c.label, c.info) for c in contenders}
 
 

@@ -200,7 +200,17 @@ def test_interleaving_order_and_scaling():
     calls = []
     a = Contender("a", lambda: calls.append("a"))
     b = Contender("b", lambda: calls.append("b"), scale=10.0, max_repeats=2, label="scaled")
-    timings = run_interleaved([a, b], repeats=3, warmup=1, pause=0)
+    timings = run_interleaved([a, b], repeats=3, warmup=1, pause=0, extra_rounds=0)
     assert calls == ["a", "b", "a", "b", "a", "b", "a"]
     assert timings["a"].repeats == 3 and timings["b"].repeats == 2 and len(timings["b"].warmup) == 1
     assert all(math.isfinite(t) for t in timings["b"].samples)
+
+
+def test_noisy_samples_get_extra_rounds_slow_contenders_do_not():
+    durations = iter([0.001, 0.004] * 50)  # self-timed: every other run four times slower
+    noisy = Contender("noisy", lambda: next(durations), self_timed=True)
+    slow = Contender("slow", lambda: 3.0, self_timed=True)  # 3 s a run: a slow contender
+    timings = run_interleaved([noisy, slow], repeats=4, warmup=0, pause=0, budget_s=9.0)
+    assert timings["noisy"].repeats == 8  # 4, then 4 extra rounds while the spread stays high
+    assert timings["slow"].repeats == 3  # max(min_repeats, 9 s / 3 s): never extended
+    assert timings["slow"].median == 3.0
