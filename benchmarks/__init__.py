@@ -1,0 +1,12 @@
+"""fastconv's benchmark suite, installed as ``fastconv.benchmarks``; run it with ``fastconv bench``.
+
+* ``common``: the canonical workloads (shared/workloads.md), seeded data, the result checks.
+* ``contenders``: fast, naive (scaled from a sub-batch), gemm (the GEMM limit: the fast
+  path's GEMMs alone, ``conv_gemm_limit``, which must track fastconv/fast.py) and torch,
+  each checked before it is timed.
+* ``torch_ops`` / ``peer``: the PyTorch contender, run in a process of its own with the
+  user's environment (``--torch-in-process`` to run it here instead).
+* ``timing``: interleaved medians after a warm-up, thread settings (threadpoolctl + torch).
+* ``suite``, ``sweep``, ``memory``: the three modes; ``report``: table, JSON, chart;
+  ``machine``: CPU, versions, BLAS kernels; ``cli``: the ``fastconv bench`` command.
+"""
