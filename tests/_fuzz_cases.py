@@ -311,6 +311,7 @@ class Case:
     base: str = ""  # the valid configuration the mutations started from
     big_bytes: int = 0  # the largest array the call legitimately needs (0: unknown)
     loose: bool = False  # an ill-conditioned composite (batchnorm): 10x tolerance, gradients scaled together
+    workspace_bytes: int = 0  # if set, fast.WORKSPACE_BYTES during the case (small: many chunks)
 
     @property
     def id(self):
@@ -544,6 +545,9 @@ def _core_conv(seed, index, rng):
                  (c["F"],) if c["bias"] else None))
     case.base = _conv_desc(c)
     case.big_bytes = conv_work_bytes(x, w, case.out_shape)
+    if rng.random() < 0.3:  # a small workspace: the batch goes in chunks of one or a few images
+        case.workspace_bytes = int(rng.integers(1, 64 * 1024))
+        case.base += f" workspace {case.workspace_bytes} B"
     return case
 
 
@@ -1023,7 +1027,21 @@ def _judge(case, stage, outcomes, impls, names):
 
 
 def check_case(case):
-    """Run one case; returns a JSON-able dict: status 'ok' or 'fail', errors raised, failures."""
+    """Run one case; returns a JSON-able dict: status 'equal', 'error', 'memory' or 'fail', the
+    errors raised and the failures."""
+    if not case.workspace_bytes:
+        return _check_case(case)
+    import fastconv.fast as fast
+
+    saved = fast.WORKSPACE_BYTES
+    fast.WORKSPACE_BYTES = case.workspace_bytes
+    try:
+        return _check_case(case)
+    finally:
+        fast.WORKSPACE_BYTES = saved
+
+
+def _check_case(case):
     result = {"id": list(case.id), "phase": case.phase, "family": case.family,
               "kinds": case.mutations.kinds, "functions": case.functions, "errors": [], "failures": []}
     tolerance = TOL[np.dtype(case.compute_dtype).type] * (10 if case.loose else 1)
@@ -1051,6 +1069,13 @@ def check_case(case):
             snaps = [_snapshot((i.dout,), {}) for i in impls]
             bwd = [_call(i.backward, i.dout, o.value[1]) for i, o in zip(impls, fwd)]
             fails += _judge(case, "backward", bwd, impls, impls[0].backward_names)
+            for impl, o, first in zip(impls[1:], fwd[1:], bwd[1:]):  # a cache can be used again
+                again = _call(impl.backward, impl.dout, o.value[1])
+                if first.ok != again.ok or (first.ok and not all(
+                        (a is None and b is None) or np.array_equal(a, b, equal_nan=True)
+                        for a, b in zip(_result_arrays(first.value, "backward"),
+                                        _result_arrays(again.value, "backward")))):
+                    fails.append(f"{impl.label} backward: a second call on the same cache differs")
             for impl, s in zip(impls, snaps):
                 if not _unchanged(s):
                     fails.append(f"{impl.label} backward: wrote to dout")
