@@ -312,6 +312,7 @@ class Case:
     big_bytes: int = 0  # the largest array the call legitimately needs (0: unknown)
     loose: bool = False  # an ill-conditioned composite (batchnorm): 10x tolerance, gradients scaled together
     workspace_bytes: int = 0  # if set, fast.WORKSPACE_BYTES during the case (small: many chunks)
+    magnitudes: object = None  # stage -> per-result sums of |terms| (conv only), for a second look
 
     @property
     def id(self):
@@ -545,10 +546,28 @@ def _core_conv(seed, index, rng):
                  (c["F"],) if c["bias"] else None))
     case.base = _conv_desc(c)
     case.big_bytes = conv_work_bytes(x, w, case.out_shape)
+    case.magnitudes = _conv_magnitudes(x, w, b, dout, args, kwargs)
     if rng.random() < 0.3:  # a small workspace: the batch goes in chunks of one or a few images
         case.workspace_bytes = int(rng.integers(1, 64 * 1024))
         case.base += f" workspace {case.workspace_bytes} B"
     return case
+
+
+def _conv_magnitudes(x, w, b, dout, args, kwargs):
+    """stage -> sums of the absolute values of the terms of each result element (the naive
+    layers on |x|, |w|, |b|, |dout| in float64); called only for a valid call (that returned)."""
+    import fastconv.naive as naive
+
+    def magnitudes(stage):
+        a = [np.abs(np.asarray(v, dtype=np.float64)) if isinstance(v, np.ndarray) else v for v in args]
+        kw = {k: np.abs(np.asarray(v, dtype=np.float64)) if isinstance(v, np.ndarray) else v
+              for k, v in kwargs.items()}
+        a[0], a[1] = np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64))
+        out, cache = naive.conv_forward(*a, **kw)
+        if stage == "forward":
+            return [out]
+        return list(naive.conv_backward(np.abs(dout.astype(np.float64)), cache))
+    return magnitudes
 
 
 def _mutate_pair_scalar(m, rng, name):
@@ -788,6 +807,8 @@ def _compat_conv(seed, index, rng, family):
     case = Case(seed, index, family, phase, m, impls, ref_dtype, expected, grad_shapes)
     case.big_bytes = conv_work_bytes(xr, w, conv_expected_shape(xr, w, ref_stride, ref_pad))
     case.loose = family == "cs231n_conv_bn_relu"
+    if family in ("cs231n_conv", "sichkar_conv") and isinstance(xr, np.ndarray) and isinstance(w, np.ndarray):
+        case.magnitudes = _conv_magnitudes(xr, w, br, dout_ref, (xr, w, br, ref_stride, ref_pad), {})
     case.base = _conv_desc(c) + (f" x:{np.dtype(xdt).name} b:{np.dtype(bdt).name}") + (
         f" pool k{pool['kernel']} s{pool['stride']}" if pool else "")
     module = "fastconv.compat." + family.split("_")[0]
@@ -919,10 +940,11 @@ def normalize_message(exc_type, message):
     return f"{exc_type}: {msg}"
 
 
-def compare_arrays(actual, reference, dtype, tolerance, scale_floor=0.0):
+def compare_arrays(actual, reference, dtype, tolerance, scale_floor=0.0, magnitudes=None):
     """None if ``actual`` matches ``reference`` (same NaN and Inf positions, finite values within
     ``tolerance`` relative to the largest finite reference value, or to ``scale_floor`` if
-    larger); else the reason."""
+    larger, or element by element to ``magnitudes`` (the sum of the absolute values of the terms
+    each element adds up: rounding error is relative to it) where larger); else the reason."""
     if not isinstance(actual, np.ndarray):
         return f"expected an ndarray, got {type(actual).__name__}"
     if actual.shape != reference.shape:
@@ -941,6 +963,11 @@ def compare_arrays(actual, reference, dtype, tolerance, scale_floor=0.0):
         return None
     diff = np.max(np.abs(a[fin] - r[fin]))
     scale = max(np.max(np.abs(r[fin])), scale_floor)
+    if magnitudes is not None:
+        denom = np.maximum(scale, np.asarray(magnitudes, dtype=np.float64)[fin])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            diff = np.max(np.where(denom > 0, np.abs(a[fin] - r[fin]) / denom, np.abs(a[fin] - r[fin])))
+        scale = 1.0
     err = diff / scale if scale > 0 else diff
     if not err < tolerance:
         return f"relative error {err:.3g} >= {tolerance:g}"
@@ -1059,6 +1086,9 @@ def _check_case(case):
             fails.append(f"reference output shape {ref_out.shape} != formula {case.out_shape}")
         for impl, o in zip(impls[1:], fwd[1:]):
             why = compare_arrays(_result_arrays(o.value, "forward")[0], ref_out, impl.out_dtype, tolerance)
+            if why and case.magnitudes is not None:  # a sum that cancels: judge against its terms
+                why = compare_arrays(_result_arrays(o.value, "forward")[0], ref_out, impl.out_dtype, tolerance,
+                                     magnitudes=case.magnitudes("forward")[0])
             if why:
                 fails.append(f"{impl.label} forward out: {why}")
     errors = [(type(o.exc).__name__, str(o.exc)) for o in fwd if not o.ok]
@@ -1098,6 +1128,8 @@ def _check_case(case):
                                 fails.append(f"{impl.label} backward result {k}: {g!r} vs reference {r!r}")
                             continue
                         why = compare_arrays(g, r, dt, tolerance, floor)
+                        if why and case.magnitudes is not None:
+                            why = compare_arrays(g, r, dt, tolerance, floor, magnitudes=case.magnitudes("backward")[k])
                         if why:
                             fails.append(f"{impl.label} backward result {k}: {why}")
     result["errors"] = [[t, m[:300], normalize_message(t, m)] for t, m in errors]

@@ -97,6 +97,11 @@ def test_oracle_rejects_wrong_answers():
     assert "Inf" in fz.compare_arrays(np.array([[1.0, 2.0, np.nan, -np.inf]]), ref, np.float64, 1e-9)
     assert "dtype" in fz.compare_arrays(ref.astype(np.float32), ref, np.float64, 1e-9)
     assert "shape" in fz.compare_arrays(ref.T, ref, np.float64, 1e-9)
+    # a sum that cancels (terms of size 100, result 1e-3) is judged against its terms, not itself
+    small, terms = np.array([1e-3]), np.array([100.0])
+    assert fz.compare_arrays(small + 1e-6, small, np.float64, 1e-4) is not None
+    assert fz.compare_arrays(small + 1e-6, small, np.float64, 1e-4, magnitudes=terms) is None
+    assert fz.compare_arrays(small + 1e-1, small, np.float64, 1e-4, magnitudes=terms) is not None
 
 
 def test_oracle_rejects_errors_that_name_no_argument():
