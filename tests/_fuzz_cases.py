@@ -35,8 +35,11 @@ line. If the worker dies (segfault, abort) or a case exceeds its time limit,
 the runner records that case as ``crash`` or ``hang`` with the worker's last
 stderr lines (faulthandler's traceback) and starts a fresh worker for the
 remaining cases. The worker's address space is capped (``RLIMIT_AS``, 4 GiB)
-so that an absurd allocation fails fast with MemoryError (reported as a
-failure) instead of exhausting the machine.
+so that an absurd allocation fails fast with MemoryError instead of exhausting
+the machine; a MemoryError counts as a right answer (status ``memory``) only
+for a valid call whose output or im2col matrix needs more than 2 GiB, and as a
+failure otherwise. Workers run with 2 OpenMP/BLAS threads unless
+OMP_NUM_THREADS / OPENBLAS_NUM_THREADS say otherwise.
 """
 from __future__ import annotations
 
@@ -1202,7 +1205,11 @@ class Runner:
 
     def __init__(self, timeout=10.0, env=None, python=None):
         self.timeout = timeout
-        self.env = env
+        # two OpenMP/BLAS threads unless told otherwise: the parallel code paths run, and a
+        # many-core machine's per-thread BLAS buffers stay within the worker's address-space cap
+        self.env = dict(os.environ if env is None else env)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            self.env.setdefault(var, "2")
         self.python = python or sys.executable
         self.proc = None
         self.stderr = None
