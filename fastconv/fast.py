@@ -119,8 +119,10 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
     return out, (x, w, b is not None, g)
 
 
-def conv_backward(dout, cache):
-    """Gradients of conv_forward: returns (dx, dw, db); db is None when b was None."""
+def conv_backward(dout, cache, need_dx=True):
+    """Gradients of conv_forward: returns (dx, dw, db); db is None when b was None,
+    dx is None when ``need_dx`` is false (a first layer, whose input needs no gradient:
+    that saves a third of the GEMM work and the col2im pass)."""
     x, w, has_bias, g = cache
     check_dout(dout, g.out_shape, x.dtype)
     dout = np.ascontiguousarray(dout)
@@ -130,7 +132,7 @@ def conv_backward(dout, cache):
     Fg, Kg = g.F // G, K // G
     w2 = w.reshape(g.F, Kg)
     dout3 = dout.reshape(g.N, g.F, P)
-    dx = np.empty_like(x)
+    dx = np.empty_like(x) if need_dx else None
     dw2 = np.zeros((g.F, Kg), dtype=dtype)
     db = np.zeros(g.F, dtype=np.float64)
     chunk = chunk_images(g, dtype.itemsize)
@@ -144,6 +146,8 @@ def conv_backward(dout, cache):
         for gi in range(G):
             f, k = slice(gi * Fg, (gi + 1) * Fg), slice(gi * Kg, (gi + 1) * Kg)
             dw2[f] += dy[f] @ cols[k].T
+        if not need_dx:
+            continue
         for gi in range(G):
             f, k = slice(gi * Fg, (gi + 1) * Fg), slice(gi * Kg, (gi + 1) * Kg)
             np.matmul(w2[f].T, dy[f], out=cols[k])  # dcols overwrites cols

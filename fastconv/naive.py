@@ -89,11 +89,12 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
     return out, (x, w, b is not None, g)
 
 
-def conv_backward(dout, cache):
-    """Gradients of conv_forward: returns (dx, dw, db); db is None when b was None."""
+def conv_backward(dout, cache, need_dx=True):
+    """Gradients of conv_forward: returns (dx, dw, db); db is None when b was None,
+    dx is None when ``need_dx`` is false (a first layer, whose input needs no gradient)."""
     x, w, has_bias, g = cache
     check_dout(dout, g.out_shape, x.dtype)
-    dx = np.zeros(x.shape, dtype=x.dtype)
+    dx = np.zeros(x.shape, dtype=x.dtype) if need_dx else None
     dw = np.zeros_like(w)
     Fg, Cg = g.F // g.groups, g.C // g.groups
     row_taps, col_taps = _window_taps(g) if g.N else ((), ())  # an empty batch reads no window
@@ -102,8 +103,9 @@ def conv_backward(dout, cache):
             channels = slice((f // Fg) * Cg, (f // Fg + 1) * Cg)
             for oh, (rows, taps_h) in enumerate(row_taps):
                 for ow, (cols, taps_w) in enumerate(col_taps):
-                    # the gradient of the padding taps is dropped, as cropping a padded dx would
-                    dx[n, channels, rows, cols] += (w[f] * dout[n, f, oh, ow])[:, taps_h, taps_w]
+                    if need_dx:
+                        # the gradient of the padding taps is dropped, as cropping a padded dx would
+                        dx[n, channels, rows, cols] += (w[f] * dout[n, f, oh, ow])[:, taps_h, taps_w]
                     patch = _padded_patch(x, n, channels, g, rows, cols, taps_h, taps_w)
                     dw[f] += patch * dout[n, f, oh, ow]
     db = dout.sum(axis=(0, 2, 3)).astype(x.dtype) if has_bias else None

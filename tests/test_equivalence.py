@@ -254,6 +254,20 @@ def test_conv_fast_equals_naive(case):
         assert db_f is None and db_n is None
 
 
+@pytest.mark.parametrize("case", CONV_CASES[::8], ids=str)
+def test_conv_backward_without_dx(case):
+    """need_dx=False (a first layer) returns dx None and the same dw, db as a full backward."""
+    x, w, b, dout = _conv_data(case)
+    for module in (naive, fast):
+        _, cache = module.conv_forward(x, w, b, **_conv_kwargs(case))
+        dx_full, dw_full, db_full = module.conv_backward(dout, cache)
+        dx, dw, db = module.conv_backward(dout, cache, need_dx=False)
+        assert dx is None and dx_full is not None
+        np.testing.assert_array_equal(dw, dw_full)
+        if case.bias:
+            np.testing.assert_array_equal(db, db_full)
+
+
 def _pool_funcs(module, kind):
     return getattr(module, f"{kind}_pool_forward"), getattr(module, f"{kind}_pool_backward")
 
