@@ -51,7 +51,7 @@ STEP_PARAMS = ("w0", "b0", "w1", "b1", "w2", "b2")
 def torch_step(torch, spec, data, pass_):
     """The ConvNet1 step in torch.nn.functional; fwd returns the loss, fwdbwd
     (loss, *parameter gradients). Like a PyTorch training step, it does not ask
-    for the gradient of the input images (fastconv's conv_backward always computes it)."""
+    for the gradient of the input images (nor does fastconv's step: need_dx=False)."""
     F = torch.nn.functional
     c = spec.conv
     xt = torch.from_numpy(data["x"])
