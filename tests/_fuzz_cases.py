@@ -297,6 +297,7 @@ class Impl:
     grad_dtypes: tuple = ()
     forward_names: tuple = ()  # argument names of the calls, for the message check
     backward_names: tuple = ("dout", "cache")
+    backward_kwargs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -537,17 +538,21 @@ def _core_conv(seed, index, rng):
     else:
         args += [b, hyper["stride"], hyper["pad"], hyper["dilation"], hyper["groups"]]
     names = tuple(inspect.signature(fast.conv_forward).parameters)
+    backward_kwargs, need_dx = {}, True
+    if phase == "backward" and rng.random() < 0.3:  # a first layer's backward: no dx
+        need_dx = [False, True, np.bool_(False), 0, 1][int(rng.integers(5))]
+        backward_kwargs = {"need_dx": need_dx}
     impls = [
         Impl("naive", naive.conv_forward, tuple(args), kwargs, naive.conv_backward, dout,
-             dtype, (dtype, dtype, dtype if c["bias"] else None), names),
+             dtype, (dtype, dtype, dtype if c["bias"] else None), names, backward_kwargs=backward_kwargs),
         Impl("fast", fast.conv_forward, tuple(args), kwargs, fast.conv_backward, dout,
-             dtype, (dtype, dtype, dtype if c["bias"] else None), names),
+             dtype, (dtype, dtype, dtype if c["bias"] else None), names, backward_kwargs=backward_kwargs),
     ]
     case = Case(seed, index, "conv", phase, m, impls, dtype,
                 conv_expected_shape(x, w, hyper["stride"], hyper["pad"], hyper["dilation"]),
-                ((c["N"], c["C"], c["H"], c["W"]), (c["F"], c["C"] // g) + c["kernel"],
+                ((c["N"], c["C"], c["H"], c["W"]) if need_dx else None, (c["F"], c["C"] // g) + c["kernel"],
                  (c["F"],) if c["bias"] else None))
-    case.base = _conv_desc(c)
+    case.base = _conv_desc(c) + ("" if not backward_kwargs else f" need_dx={need_dx!r}")
     case.big_bytes = conv_work_bytes(x, w, case.out_shape)
     case.magnitudes = _conv_magnitudes(x, w, b, dout, args, kwargs)
     if rng.random() < 0.3:  # a small workspace: the batch goes in chunks of one or a few images
@@ -569,7 +574,7 @@ def _conv_magnitudes(x, w, b, dout, args, kwargs):
         out, cache = naive.conv_forward(*a, **kw)
         if stage == "forward":
             return [out]
-        return list(naive.conv_backward(np.abs(dout.astype(np.float64)), cache))
+        return list(naive.conv_backward(np.abs(dout.astype(np.float64)), cache))  # dx even if unused
     return magnitudes
 
 
@@ -1100,10 +1105,10 @@ def _check_case(case):
             fails.append("the forward pass of a backward case failed: " + "; ".join(f"{t}: {m}" for t, m in errors))
         else:
             snaps = [_snapshot((i.dout,), {}) for i in impls]
-            bwd = [_call(i.backward, i.dout, o.value[1]) for i, o in zip(impls, fwd)]
+            bwd = [_call(i.backward, i.dout, o.value[1], **i.backward_kwargs) for i, o in zip(impls, fwd)]
             fails += _judge(case, "backward", bwd, impls, impls[0].backward_names)
             for impl, o, first in zip(impls[1:], fwd[1:], bwd[1:]):  # a cache can be used again
-                again = _call(impl.backward, impl.dout, o.value[1])
+                again = _call(impl.backward, impl.dout, o.value[1], **impl.backward_kwargs)
                 if first.ok != again.ok or (first.ok and not all(
                         (a is None and b is None) or np.array_equal(a, b, equal_nan=True)
                         for a, b in zip(_result_arrays(first.value, "backward"),
