@@ -249,6 +249,9 @@ def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32
     cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
     cdef Py_ssize_t t, oh, ow, h0, h1, ih, j, iw0, lo, hi
+    # Only kernel columns j that reach the image for some ow (iw0 + ow*stride_w in [0, W)):
+    # a window far wider than the image (kw up to 2**31 - 1 with pad = kw // 2) costs O(W), not O(kw).
+    cdef Py_ssize_t j_lo = 0, j_hi = 0
     cdef floating v, mo
     cdef bint take
     cdef int32_t idx
@@ -259,6 +262,8 @@ def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32
         raise ValueError("out and argmax must have shape (N*C, out_h, out_w) matching x")
     if out_w == 0:
         return
+    j_lo = max(0, pad_w - (out_w - 1) * stride_w)
+    j_hi = min(kw, pad_w + W)
     with nogil:
         for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
             for oh in range(out_h):
@@ -272,7 +277,7 @@ def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32
                     brow[ow] = <int32_t>(h0 * W + max(ow * stride_w - pad_w, 0))
                 for ih in range(h0, h1):
                     xrow = &x[t, ih, W - 1] - (W - 1)
-                    for j in range(kw):
+                    for j in range(j_lo, j_hi):
                         iw0 = j - pad_w
                         lo = _first_valid(iw0, stride_w, out_w)
                         hi = _end_valid(iw0, stride_w, out_w, W)
@@ -312,6 +317,9 @@ def avg_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
     cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
     cdef Py_ssize_t t, oh, ow, h0, h1, ih, j, iw0, lo, hi
+    # Only kernel columns j that reach the image for some ow (iw0 + ow*stride_w in [0, W)):
+    # a window far wider than the image (kw up to 2**31 - 1 with pad = kw // 2) costs O(W), not O(kw).
+    cdef Py_ssize_t j_lo = 0, j_hi = 0
     cdef floating inv = 1.0 / (kh * kw)
     cdef floating* orow
     cdef const floating* xrow
@@ -319,6 +327,8 @@ def avg_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
         raise ValueError("out must have shape (N*C, out_h, out_w) matching x")
     if out_w == 0:
         return
+    j_lo = max(0, pad_w - (out_w - 1) * stride_w)
+    j_hi = min(kw, pad_w + W)
     with nogil:
         for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
             for oh in range(out_h):
@@ -329,7 +339,7 @@ def avg_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
                 memset(orow, 0, out_w * sizeof(floating))
                 for ih in range(h0, h1):
                     xrow = &x[t, ih, W - 1] - (W - 1)
-                    for j in range(kw):
+                    for j in range(j_lo, j_hi):
                         iw0 = j - pad_w
                         lo = _first_valid(iw0, stride_w, out_w)
                         hi = _end_valid(iw0, stride_w, out_w, W)
@@ -347,6 +357,9 @@ def avg_pool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
     cdef Py_ssize_t planes = dx.shape[0], H = dx.shape[1], W = dx.shape[2]
     cdef Py_ssize_t out_h = dout.shape[1], out_w = dout.shape[2]
     cdef Py_ssize_t t, oh, ow, h0, h1, ih, j, iw0, lo, hi
+    # Only kernel columns j that reach the image for some ow (iw0 + ow*stride_w in [0, W)):
+    # a window far wider than the image (kw up to 2**31 - 1 with pad = kw // 2) costs O(W), not O(kw).
+    cdef Py_ssize_t j_lo = 0, j_hi = 0
     cdef floating inv = 1.0 / (kh * kw)
     cdef const floating* grow
     cdef floating* drow
@@ -354,6 +367,8 @@ def avg_pool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
         raise ValueError("dout must have shape (N*C, out_h, out_w) matching dx")
     if out_w == 0:
         return
+    j_lo = max(0, pad_w - (out_w - 1) * stride_w)
+    j_hi = min(kw, pad_w + W)
     with nogil:
         for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
             memset(&dx[t, H - 1, W - 1] - (H * W - 1), 0, H * W * sizeof(floating))
@@ -364,7 +379,7 @@ def avg_pool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
                 grow = &dout[t, oh, out_w - 1] - (out_w - 1)
                 for ih in range(h0, h1):
                     drow = &dx[t, ih, W - 1] - (W - 1)
-                    for j in range(kw):
+                    for j in range(j_lo, j_hi):
                         iw0 = j - pad_w
                         lo = _first_valid(iw0, stride_w, out_w)
                         hi = _end_valid(iw0, stride_w, out_w, W)

@@ -63,7 +63,7 @@ import numbers
 import numpy as np
 
 from .. import fast, layers as _shared
-from .._params import FLOAT_DTYPES, pair
+from .._params import FLOAT_DTYPES, HYPERPARAMETER_MAX, pair
 
 __all__ = [
     "affine_forward", "affine_backward", "relu_forward", "relu_backward",
@@ -109,6 +109,8 @@ def _int_entry(params, name, key, keys, minimum):
         raise TypeError(f"{name}[{key!r}] must be an int, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name}[{key!r}] must be >= {minimum}, got {value!r}")
+    if value > HYPERPARAMETER_MAX:
+        raise ValueError(f"{name}[{key!r}] must be <= 2**31 - 1, got {value!r}")
     return int(value)
 
 
