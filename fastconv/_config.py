@@ -12,6 +12,12 @@ def _imported_before_numpy():
     return _OPENBLAS_TIMEOUT_BEFORE_NUMPY
 
 
+def _wait_policy():
+    from . import OPENMP_WAIT_POLICY
+
+    return OPENMP_WAIT_POLICY
+
+
 def build_info():
     """A dict describing the build and the runtime thread settings."""
     from . import __version__
@@ -30,6 +36,7 @@ def build_info():
                 ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS",
                  "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_CORETYPE")},
         "imported_before_numpy": _imported_before_numpy(),
+        "openmp_wait_policy": _wait_policy(),
     }
     try:
         from . import _im2col
@@ -58,7 +65,12 @@ def show_config():
     if info["extension"]:
         print("extension fastconv._im2col: built"
               + (" (DEBUG: bounds checks on)" if info["debug_build"] else ""))
-        print(f"OpenMP: {'yes' if info['openmp'] else 'no'}, threads: {info['omp_max_threads']}")
+        print(f"OpenMP: {'yes' if info['openmp'] else 'no'}, threads: {info['omp_max_threads']}, "
+              f"idle-thread policy: {info['openmp_wait_policy']}")
+        if info["openmp"] and info["openmp_wait_policy"] != "PASSIVE":
+            print("note: a libgomp with spinning idle threads was loaded before fastconv (PyTorch "
+                  "ships one), so fastconv.fast runs its kernels on one thread; for full speed "
+                  "export OMP_WAIT_POLICY=PASSIVE or import fastconv first")
     else:
         print(f"extension fastconv._im2col: MISSING ({info.get('extension_error')})")
         print("  build it with `pip install -e .` in the source tree; fastconv.naive works without it")

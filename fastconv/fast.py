@@ -22,6 +22,7 @@ import threading
 
 import numpy as np
 
+from . import OPENMP_WAIT_POLICY
 from ._params import check_dout, conv_geometry, pool_geometry
 from .layers import (  # noqa: F401  (layers without loops are shared with fastconv.naive)
     affine_backward,
@@ -73,8 +74,17 @@ def _workspace(name, size, dtype):
     return arr[:size]
 
 
+#: True when the kernels run on one thread: the process's libgomp was loaded before
+#: fastconv could ask it to let idle threads sleep (fastconv/__init__.py), and its
+#: spinning workers would slow every GEMM after a parallel kernel (measured with
+#: torch imported first: W2conv3x3 forward + backward 620 ms on OpenMP threads,
+#: 138 ms on one thread, 123 ms on OpenMP threads with OMP_WAIT_POLICY=PASSIVE).
+SINGLE_THREADED_KERNELS = OPENMP_WAIT_POLICY != "PASSIVE"
+
+
 def _threads(work):
-    return 1 if work < _PARALLEL_MIN else 0
+    """Thread count for a kernel: 0 (OpenMP's default) or 1 for small or unsafe cases."""
+    return 1 if SINGLE_THREADED_KERNELS or work < _PARALLEL_MIN else 0
 
 
 def chunk_images(g, itemsize, workspace_bytes=None):
