@@ -52,7 +52,7 @@ def add_arguments(parser):
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default 7)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up runs per contender (default 1)")
     parser.add_argument("--pause", type=float, default=None,
-                        help="seconds to sleep when switching between thread pools (default 0.2)")
+                        help="seconds to sleep when switching between thread pools (default 0.05; the next contender then runs untimed for 0.1 s to be hot again)")
     parser.add_argument("--naive-images", type=int, default=2,
                         help="images in the naive sub-batch (the first ones and the last; default 2)")
     parser.add_argument("--naive-repeats", type=int, default=3, help="at most this many naive repeats (default 3)")
@@ -107,7 +107,7 @@ def _selection(args):
     quick = args.quick
     sel["repeats"] = args.repeats if args.repeats is not None else (1 if quick else 7)
     sel["warmup"] = args.warmup if args.warmup is not None else (0 if quick else 1)
-    sel["pause"] = args.pause if args.pause is not None else (0.0 if quick else 0.2)
+    sel["pause"] = args.pause if args.pause is not None else (0.0 if quick else 0.05)
     sel["naive"] = "all" if quick and args.naive == "default" else args.naive
     if sel["repeats"] < 1 or sel["warmup"] < 0 or sel["pause"] < 0:
         raise ValueError("need --repeats >= 1, --warmup >= 0 and --pause >= 0")

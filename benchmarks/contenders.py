@@ -107,7 +107,7 @@ def build_case(name, spec, dtype, pass_, want, ctx):
 
 def _naive_contender(fn, N, idx, ctx):
     k = len(idx)
-    return Contender("naive", fn, scale=N / k, max_repeats=ctx.naive_repeats,
+    return Contender("naive", fn, scale=N / k, max_repeats=ctx.naive_repeats, rewarm=False,
                      label=f"scaled x{N / k:g} from {k} image{'s' if k > 1 else ''}",
                      info={"images_timed": k, "images": list(idx)})
 

@@ -4,9 +4,16 @@ Rules (shared/workloads.md, "Measuring on this machine"): all contenders of
 one case run in one process, in turn (A B C A B C ...), after a warm-up;
 the reported time is the median of the repeats. OpenBLAS worker threads
 spin for about 0.1 s after each call and slow down an OpenMP region or a
-PyTorch op started in that window, so the runner sleeps ``pause`` seconds
+PyTorch op started in that window (and PyTorch's OpenMP workers spin the
+same way, in the peer process too), so the runner sleeps ``pause`` seconds
 before a run whenever the previous run was another contender that used a
-thread pool.
+thread pool. An idle pause leaves the next runs cold on this VM (measured:
+after a 0.2 s sleep, W3conv5x5 fwd+bwd took 50 ms instead of 6.4 ms, and
+max pooling fwd+bwd needed about 0.1 s of back-to-back runs to come back
+from 8 ms to 4 ms), so after a pause the contender runs untimed for
+``rewarm_s`` seconds before its timed run (``Contender.rewarm``): every
+contender is timed hot, as in a training loop, where calls follow each
+other without idle gaps.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ class Contender:
     label: str = ""  # shown next to the time, e.g. "scaled x32 from 2 images"
     info: dict = field(default_factory=dict)  # recorded in the JSON
     self_timed: bool = False  # fn returns its own duration in seconds (the torch peer process)
+    rewarm: bool = True  # after a pause, run untimed for rewarm_s before the timed run (not for slow ones)
 
 
 def spread(samples):
@@ -80,7 +88,7 @@ class Timing:
 
 
 def run_interleaved(contenders, repeats=7, warmup=1, pause=0.2, slow_s=2.0, budget_s=12.0, min_repeats=3,
-                    noisy=0.10, extra_rounds=None):
+                    noisy=0.10, extra_rounds=None, rewarm_s=0.1):
     """Time ``contenders`` in turn; returns {name: Timing}.
 
     Every contender runs ``warmup`` times, then ``repeats`` times, interleaved.
@@ -100,6 +108,12 @@ def run_interleaved(contenders, repeats=7, warmup=1, pause=0.2, slow_s=2.0, budg
         last = state["last"]
         if pause and last is not None and last is not c and last.pools:
             time.sleep(pause)
+            if c.rewarm:
+                start = time.perf_counter()
+                while True:
+                    c.fn()
+                    if time.perf_counter() - start >= rewarm_s:
+                        break
         gc_was_on = gc.isenabled()
         gc.disable()
         try:
