@@ -497,7 +497,9 @@ class Sequential:
         for step, cache in zip(reversed(self._plan), reversed(caches)):
             t = step["type"]
             if t == "conv":
-                dout, grads[step["W"]], grads[step["b"]] = L.conv_backward(dout, cache)
+                # The first layer's input is the data: its gradient is never used.
+                need_dx = step is not self._plan[0]
+                dout, grads[step["W"]], grads[step["b"]] = L.conv_backward(dout, cache, need_dx=need_dx)
             elif t == "fc":
                 dout, grads[step["W"]], grads[step["b"]] = L.affine_backward(dout, cache)
             elif t == "relu":
