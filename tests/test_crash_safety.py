@@ -1,0 +1,225 @@
+"""Crash-safe training: a real ``fastconv train`` process killed with SIGKILL resumes exactly.
+
+Each test trains a small network in a subprocess on tiny Fashion-MNIST files
+written in the official IDX format (``$FASTCONV_DATA``), is killed with
+SIGKILL at a chosen moment, and is then continued with ``fastconv train
+--resume`` in a fresh process. The last complete checkpoint must load
+cleanly, and the resumed run must end with exactly (bitwise) the parameters,
+batchnorm statistics, optimizer state and loss history of a run that was never
+interrupted.
+
+The crash moments are made deterministic without any hook in fastconv
+itself: the child is a small script (``_CHILD``) that patches the solver or
+``fastconv.models.atomic_write`` in its own process and then runs the real
+command line (``fastconv.__main__.main``):
+
+* ``step``: after a given training step (in the middle of an epoch) the child
+  says so on stdout and sleeps; the test sends it SIGKILL from outside;
+* ``write``: when the checkpoint file with a given name is written, the child
+  puts the first half of its bytes into the temporary file, fsyncs, and sends
+  itself SIGKILL before the rename (a torn write, as when the machine dies).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastconv import datasets as D
+from fastconv.models import load_model
+from fastconv.solver import checkpoints, load_checkpoint_model
+from test_datasets import write_idx
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+
+EPOCHS = 3
+STEPS_PER_EPOCH = 5  # 120 images - 20 for validation = 100, in batches of 20
+NET = "conv4x3-bn-relu-maxpool2-fc16-relu-fc"  # batchnorm: its running statistics must survive too
+
+_CHILD = r'''
+import io, os, signal, sys, time
+from pathlib import Path
+
+mode, arg, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+import fastconv.models as M
+from fastconv import solver as S
+from fastconv.__main__ import main
+
+if mode == "step":  # after step number `arg` (counted over the whole run), wait to be killed
+    original_step, count = S.Solver._step, [0]
+
+    def step(self, idx):
+        out = original_step(self, idx)
+        count[0] += 1
+        if count[0] == int(arg):
+            sys.stdout.write(f"KILL ME at epoch {self.epoch + 1}\n")
+            sys.stdout.flush()
+            time.sleep(120)
+        return out
+
+    S.Solver._step = step
+elif mode == "write":  # a torn write of the file named `arg`, then SIGKILL before the rename
+    original_write = M.atomic_write
+
+    def atomic_write(path, write):
+        if Path(path).name != arg:
+            return original_write(path, write)
+
+        def half(f):
+            buf = io.BytesIO()
+            write(buf)
+            data = buf.getvalue()
+            f.write(data[:len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        return original_write(path, half)
+
+    M.atomic_write = atomic_write
+sys.exit(main(argv))
+'''
+
+
+def _synthetic(rng, n):
+    y = rng.integers(0, 10, n)
+    X = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(y):
+        r, c = 2 + 12 * (label // 5), 1 + 5 * (label % 5)
+        X[i, r:r + 6, c:c + 6] = 200
+    return X, y.astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Data in the official format, the child script, and an environment with no network or other data."""
+    root = tmp_path_factory.mktemp("crash")
+    rng = np.random.default_rng(0)
+    folder = root / "data" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    Xtr, ytr = _synthetic(rng, 120)
+    Xte, yte = _synthetic(rng, 30)
+    for key, arr in (("train_images", Xtr), ("train_labels", ytr), ("test_images", Xte), ("test_labels", yte)):
+        write_idx(folder / f"{D.IDX_FILES[key]}.gz", arr)
+    (root / "child.py").write_text(_CHILD)
+    environ = dict(os.environ, FASTCONV_DATA=str(root / "data"), HOME=str(root / "home"),
+                   FASTCONV_MALLOC_TUNING="0", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get("PYTHONPATH")) if p))
+    return {"root": root, "env": environ}
+
+
+def _argv(out, resume=False):
+    return ["train", "--dataset", "fashion-mnist", "--no-download", "--model", NET, "--epochs", str(EPOCHS),
+            "--batch-size", "20", "--val-size", "20", "--lr", "3e-3", "--seed", "7", "--out", str(out),
+            "--no-plots", "--no-progress", "--quiet", "--threads", "1"] + (["--resume"] if resume else [])
+
+
+def _fastconv(env, out, resume=False):
+    proc = subprocess.run([sys.executable, "-m", "fastconv", *_argv(out, resume)], env=env["env"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(env):
+    out = env["root"] / "uninterrupted"
+    _fastconv(env, out)
+    return out
+
+
+def _child(env, out, mode, arg):
+    return subprocess.Popen([sys.executable, str(env["root"] / "child.py"), mode, str(arg), *_argv(out)],
+                            env=env["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _checkpoint_arrays(json_path):
+    state = json.loads(Path(json_path).read_text())
+    with np.load(Path(json_path).with_name(state["npz"]), allow_pickle=False) as npz:
+        return state, {k: npz[k] for k in npz.files}
+
+
+def _check_after_crash(out, last_complete):
+    """The newest complete checkpoint is the expected one, and every complete checkpoint loads cleanly."""
+    found = checkpoints(out / "checkpoints")
+    assert found and found[-1][0] == last_complete, found
+    for _, path in found:
+        load_checkpoint_model(path)  # digest, manifest, names, shapes and dtypes checked
+    assert not (out / "model.json").exists()  # the run never finished
+
+
+def _check_resume(env, out, last_complete, uninterrupted):
+    proc = _fastconv(env, out, resume=True)
+    assert proc.stdout.count("test accuracy:") == 1
+    # the same final model, bit for bit (params and batchnorm buffers)
+    a, b = load_model(uninterrupted), load_model(out)
+    assert a.params.keys() == b.params.keys() and a.buffers.keys() == b.buffers.keys()
+    for k in a.params:
+        assert np.array_equal(a.params[k], b.params[k]), k
+    for k in a.buffers:
+        assert np.array_equal(a.buffers[k], b.buffers[k]), k
+    # the same last checkpoint: current and best parameters, optimizer state, random generators, histories
+    name = f"checkpoint_epoch{EPOCHS:04d}.json"
+    sa, arrays_a = _checkpoint_arrays(uninterrupted / "checkpoints" / name)
+    sb, arrays_b = _checkpoint_arrays(out / "checkpoints" / name)
+    assert arrays_a.keys() == arrays_b.keys() and any(k.startswith("optim/") for k in arrays_a)
+    for k in arrays_a:
+        assert arrays_a[k].dtype == arrays_b[k].dtype and np.array_equal(arrays_a[k], arrays_b[k]), k
+    assert sa["rng"] == sb["rng"] and sa["optim_scalars"] == sb["optim_scalars"]
+    for key in ("loss", "train_acc", "val_acc"):
+        assert sa["history"][key] == sb["history"][key], key
+    ha = json.loads((uninterrupted / "history.json").read_text())
+    hb = json.loads((out / "history.json").read_text())
+    assert len(hb["loss"]) == EPOCHS * STEPS_PER_EPOCH and ha["loss"] == hb["loss"]
+    assert ha["test_accuracy"] == hb["test_accuracy"]
+
+
+def test_sigkill_in_the_middle_of_an_epoch(env, uninterrupted):
+    out = env["root"] / "killed-mid-epoch"
+    step = STEPS_PER_EPOCH + 3  # the third step of epoch 2
+    child = _child(env, out, "step", step)
+    try:
+        line = child.stdout.readline()
+        assert line.strip() == "KILL ME at epoch 2", (line, child.stderr.read() if child.poll() is not None else "")
+        # checkpoint 1 was written before epoch 2 began
+        assert [e for e, _ in checkpoints(out / "checkpoints")] == [1]
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+        child.stderr.close()
+    _check_after_crash(out, 1)
+    _check_resume(env, out, 1, uninterrupted)
+
+
+@pytest.mark.parametrize("torn, last_complete", [
+    ("checkpoint_epoch0002.npz", 1),   # the arrays of epoch 2 half written
+    ("checkpoint_epoch0003.json", 2),  # epoch 3's arrays complete, its JSON half written
+], ids=["npz", "json"])
+def test_sigkill_while_writing_a_checkpoint(env, uninterrupted, torn, last_complete):
+    out = env["root"] / f"killed-writing-{torn}"
+    child = _child(env, out, "write", torn)
+    try:
+        _, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL, err
+    ckpt = out / "checkpoints"
+    # the crash happened where intended: a torn temporary file, never renamed into place
+    tmp = list(ckpt.glob(f".{torn}.tmp*"))
+    assert len(tmp) == 1 and tmp[0].stat().st_size > 0
+    assert not (ckpt / torn).exists()
+    if torn.endswith(".json"):  # the .npz beside the torn JSON is complete but not part of a checkpoint
+        assert (ckpt / torn).with_suffix(".npz").is_file()
+    _check_after_crash(out, last_complete)
+    _check_resume(env, out, last_complete, uninterrupted)
