@@ -29,7 +29,9 @@ architecture and preprocessing, hyperparameters, histories, random generator
 states, the .npz SHA-256). Both are written atomically (temporary file,
 fsync, rename) and the JSON last, so a checkpoint exists only once it is
 complete; a crash at any moment leaves the previous one intact. Only the
-``keep_checkpoints`` newest are kept. ``resume()`` loads the newest complete
+``keep_checkpoints`` newest are kept; temporary files that a killed writer
+left behind (``.checkpoint_epoch<NNNN>.npz.tmp<pid>``, POSIX: the pid no
+longer runs) are removed at the next save. ``resume()`` loads the newest complete
 one (checking digest, names, shapes and dtypes) and ``train()`` then
 continues where it stopped: the result is bit-identical to a run that was
 never interrupted (same seed, same thread count). No pickle anywhere.
@@ -41,6 +43,7 @@ iterations.
 from __future__ import annotations
 
 import numbers
+import os
 import re
 import sys
 import time
@@ -61,6 +64,7 @@ from .models import (
 CHECKPOINT_FORMAT = "fastconv-checkpoint"
 CHECKPOINT_VERSION = 1
 _CKPT_RE = re.compile(r"checkpoint_epoch(\d{4,})\.json")
+_CKPT_TMP_RE = re.compile(r"\.checkpoint_epoch\d{4,}\.(?:npz|json)\.tmp(\d+)")  # models.atomic_write's names
 
 try:  # tqdm is optional (the "train" extra)
     from tqdm.auto import tqdm as _tqdm
@@ -280,6 +284,13 @@ class Solver:
                     p.unlink()
                 except FileNotFoundError:  # pragma: no cover - concurrent cleanup
                     pass
+        for p in directory.glob(".checkpoint_epoch*.tmp*"):
+            m = _CKPT_TMP_RE.fullmatch(p.name)
+            if m and _dead(int(m[1])):
+                try:
+                    p.unlink()
+                except FileNotFoundError:  # pragma: no cover - concurrent cleanup
+                    pass
 
     def history(self):
         """Histories as JSON-able lists (val accuracies are None without validation data)."""
@@ -393,6 +404,19 @@ class Solver:
         self.best_val_acc = float(state["best_val_acc"])
         self.best_epoch = int(state["best_epoch"])
         self.lr_decay = float(state["solver"]["lr_decay"])
+
+
+def _dead(pid):
+    """True when no process ``pid`` runs (POSIX only: elsewhere nothing is known dead)."""
+    if os.name != "posix" or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: an existence check, nothing is sent
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. PermissionError: it runs under another user
+        return False
+    return False
 
 
 def _prefixed(params, buffers):

@@ -177,6 +177,8 @@ def _check_resume(env, out, last_complete, uninterrupted):
     hb = json.loads((out / "history.json").read_text())
     assert len(hb["loss"]) == EPOCHS * STEPS_PER_EPOCH and ha["loss"] == hb["loss"]
     assert ha["test_accuracy"] == hb["test_accuracy"]
+    # the torn temporary file of the killed writer was cleaned up by the resumed run's saves
+    assert not list((out / "checkpoints").glob(".checkpoint_epoch*.tmp*"))
 
 
 def test_sigkill_in_the_middle_of_an_epoch(env, uninterrupted):
@@ -223,3 +225,25 @@ def test_sigkill_while_writing_a_checkpoint(env, uninterrupted, torn, last_compl
         assert (ckpt / torn).with_suffix(".npz").is_file()
     _check_after_crash(out, last_complete)
     _check_resume(env, out, last_complete, uninterrupted)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="liveness of a pid is checked on POSIX only")
+def test_stale_temporary_files_removed_only_when_their_writer_is_dead(tmp_path):
+    from fastconv import solver as S
+    from fastconv.models import Sequential
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: its pid no longer runs
+    alive = os.getppid()
+    stale = tmp_path / f".checkpoint_epoch0002.npz.tmp{dead.pid}"
+    live = tmp_path / f".checkpoint_epoch0002.json.tmp{alive}"
+    other = tmp_path / f".model.npz.tmp{dead.pid}"  # not a checkpoint file: not the solver's business
+    for p in (stale, live, other):
+        p.write_bytes(b"torn")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((8, 1, 6, 6)).astype(np.float32), rng.integers(0, 3, 8)
+    model = Sequential("fc", input_shape=(1, 6, 6), num_classes=3, seed=0)
+    S.Solver(model, {"X_train": X, "y_train": y}, batch_size=4, num_epochs=1, checkpoint_dir=tmp_path,
+             seed=0, verbose=False).train()
+    assert [e for e, _ in checkpoints(tmp_path)] == [1]
+    assert not stale.exists() and live.exists() and other.exists()
