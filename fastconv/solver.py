@@ -456,5 +456,8 @@ def load_checkpoint_model(path, impl="fast"):
     if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise ValueError(f"{path}: 'npz_sha256' must be the hex SHA-256 of {npz_name}")
     arrays = load_arrays(path.parent / npz_name, manifest, digest)
-    model.set_state_arrays(arrays)
+    try:
+        model.set_state_arrays(arrays)
+    except ValueError as exc:  # the manifest itself was wrong for the architecture
+        raise ValueError(f"{path}: {exc}") from None
     return model

@@ -247,3 +247,82 @@ def test_stale_temporary_files_removed_only_when_their_writer_is_dead(tmp_path):
              seed=0, verbose=False).train()
     assert [e for e, _ in checkpoints(tmp_path)] == [1]
     assert not stale.exists() and live.exists() and other.exists()
+
+
+# ---------------------------------------------------------------- checkpoint and model files are validated
+class _Payload:
+    """Unpickling this runs code (creates a file): what a malicious object array inside an .npz would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _small_run(tmp_path):
+    from fastconv import solver as S
+    from fastconv.models import Sequential
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((12, 1, 6, 6)).astype(np.float32), rng.integers(0, 3, 12)
+    data = {"X_train": X[:8], "y_train": y[:8], "X_val": X[8:], "y_val": y[8:]}
+
+    def solver():
+        model = Sequential("conv2x3-bn-relu-fc", input_shape=(1, 6, 6), num_classes=3, seed=0)
+        return S.Solver(model, data, update_rule="adam", batch_size=4, num_epochs=1, checkpoint_dir=tmp_path,
+                        seed=0, verbose=False)
+
+    solver().train()
+    model = solver().model
+    model.save(tmp_path / "model")
+    return solver, tmp_path / "checkpoint_epoch0001.json", tmp_path / "model" / "model.json"
+
+
+def _tampered(arrays, case, marker):
+    arrays = dict(arrays)
+    if case == "object-payload":
+        arrays["params/W1"] = np.array([_Payload(marker)], dtype=object)
+    elif case == "wrong-dtype":
+        arrays["params/W1"] = arrays["params/W1"].astype(np.float64)
+    elif case == "wrong-shape":
+        arrays["params/b1"] = np.zeros(arrays["params/b1"].size + 1, arrays["params/b1"].dtype)
+    elif case == "missing-key":
+        del arrays["params/W2"]
+    elif case == "complex-dtype":
+        arrays["params/W2"] = arrays["params/W2"].astype(np.complex64)
+    return arrays
+
+
+@pytest.mark.parametrize("manifest_too", [False, True], ids=["digest-only", "digest-and-manifest"])
+@pytest.mark.parametrize("case", ["object-payload", "wrong-dtype", "wrong-shape", "missing-key", "complex-dtype"])
+@pytest.mark.parametrize("kind", ["checkpoint", "model"])
+def test_tampered_files_rejected_naming_the_file(tmp_path, kind, case, manifest_too):
+    """An .npz rewritten by someone who also fixed the recorded SHA-256 (and maybe the manifest) is still
+    refused, with a ValueError naming the file, and an object array's pickle is never run."""
+    from fastconv.models import array_manifest, load_model, sha256_of
+
+    solver, ckpt_json, model_json = _small_run(tmp_path)
+    json_path = ckpt_json if kind == "checkpoint" else model_json
+    state = json.loads(json_path.read_text())
+    npz_path = json_path.with_name(state["npz"])
+    with np.load(npz_path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    marker = tmp_path / "payload-ran"
+    bad = _tampered(arrays, case, marker)
+    np.savez(npz_path, **bad)
+    state["npz_sha256"] = sha256_of(npz_path)
+    if manifest_too:
+        state["arrays"] = {k: ({"shape": [1], "dtype": "object"} if v.dtype == object else array_manifest({k: v})[k])
+                           for k, v in bad.items()}
+    json_path.write_text(json.dumps(state))
+
+    loaders = [lambda: load_model(json_path)] if kind == "model" else \
+        [lambda: solver().resume(), lambda: load_checkpoint_model(json_path)]
+    for load in loaders:
+        with pytest.raises(ValueError) as info:
+            load()
+        message = str(info.value)
+        assert str(npz_path) in message or str(json_path) in message, message
+        assert "\n" not in message
+    assert not marker.exists()
