@@ -383,7 +383,15 @@ def add_arguments_predict(parser):
 
 
 def _read_npy(path, shape):
-    a = np.load(path, allow_pickle=False)
+    try:
+        a = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:  # not .npy, truncated, or an object array (a pickle)
+        raise ValueError(f"{path}: not a readable .npy array of pixel values ({exc})") from None
+    if not isinstance(a, np.ndarray):  # an .npz archive under a .npy name
+        a.close()
+        raise ValueError(f"{path}: not a .npy array of pixel values (an .npz archive?)")
     C, H, W = shape
     if a.dtype.kind not in "uif":
         raise ValueError(f"{path}: expected pixel values, got dtype {a.dtype}")
