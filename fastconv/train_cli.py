@@ -401,6 +401,10 @@ def _read_npy(path, shape):
         a = a[:, None]
     if a.ndim != 4 or a.shape[1:] != shape:
         raise ValueError(f"{path}: array of shape {a.shape} does not hold images of shape {shape}")
+    if a.size and a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        raise ValueError(f"{path}: pixel values must be finite")
+    if a.size and (a.min() < 0 or a.max() > 255):
+        raise ValueError(f"{path}: pixel values must lie in 0-255 (raw images), got {a.min()}..{a.max()}")
     return a
 
 

@@ -180,6 +180,13 @@ def test_bad_model_and_image_files(env, tmp_path):
     (tmp_path / "archive.npz").rename(tmp_path / "archive.npy")
     _one_line_error(_run(env, "predict", "--model", str(model), str(tmp_path / "archive.npy")), "predict",
                     "archive.npy", "an .npz archive")
+    for name, values, expected in (("huge.npy", np.full((1, 28, 28), 1e300), "0-255"),
+                                   ("negative.npy", np.full((2, 28, 28), -1, np.int16), "0-255"),
+                                   ("nan.npy", np.full((28, 28), np.nan, np.float32), "finite"),
+                                   ("complex.npy", np.zeros((28, 28), np.complex64), "complex64")):
+        np.save(tmp_path / name, values)
+        _one_line_error(_run(env, "predict", "--model", str(model), str(tmp_path / name)), "predict", name,
+                        expected)
     (tmp_path / "junk.png").write_bytes(b"\x89PNG not really")
     _one_line_error(_run(env, "predict", "--model", str(model), str(tmp_path / "junk.png")), "predict", "junk.png")
     # a corrupt model.npz, then a model.json that is not JSON
