@@ -202,6 +202,25 @@ def test_sigkill_in_the_middle_of_an_epoch(env, uninterrupted):
     _check_resume(env, out, 1, uninterrupted)
 
 
+def test_ctrl_c_in_the_middle_of_an_epoch(env, uninterrupted):
+    """SIGINT (Ctrl-C): exit status 130, no traceback, a hint to resume; the resumed run is exact too."""
+    out = env["root"] / "interrupted"
+    child = _child(env, out, "step", 2 * STEPS_PER_EPOCH + 2)  # the second step of epoch 3
+    try:
+        assert child.stdout.readline().strip() == "KILL ME at epoch 3"
+        os.kill(child.pid, signal.SIGINT)
+        _, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and "--resume` continues from the last complete epoch" in err
+    assert err.strip().splitlines()[-1] == "fastconv: interrupted"
+    _check_after_crash(out, 2)
+    _check_resume(env, out, 2, uninterrupted)
+
+
 @pytest.mark.parametrize("torn, last_complete", [
     ("checkpoint_epoch0002.npz", 1),   # the arrays of epoch 2 half written
     ("checkpoint_epoch0003.json", 2),  # epoch 3's arrays complete, its JSON half written
