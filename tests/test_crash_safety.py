@@ -15,9 +15,17 @@ command line (``fastconv.__main__.main``):
 
 * ``step``: after a given training step (in the middle of an epoch) the child
   says so on stdout and sleeps; the test sends it SIGKILL from outside;
-* ``write``: when the checkpoint file with a given name is written, the child
-  puts the first half of its bytes into the temporary file, fsyncs, and sends
-  itself SIGKILL before the rename (a torn write, as when the machine dies).
+* ``write``: when the file with a given name is written (a checkpoint's .npz
+  or .json, or the final model.npz), the child puts the first half of its
+  bytes into the temporary file, fsyncs, and sends itself SIGKILL before the
+  rename (a torn write, as when the machine dies);
+* SIGINT (Ctrl-C) mid-epoch, from outside.
+
+What the torn-write cases can catch: a writer that is not atomic makes the
+torn JSON count as a complete checkpoint (the ``json`` case fails); a torn
+.npz alone is also covered by the JSON being written last (``npz`` case).
+The files' validation against tampering (object arrays with a pickle payload,
+wrong shapes and dtypes, missing arrays) is tested at the end of this file.
 """
 import json
 import os
@@ -224,7 +232,8 @@ def test_ctrl_c_in_the_middle_of_an_epoch(env, uninterrupted):
 @pytest.mark.parametrize("torn, last_complete", [
     ("checkpoint_epoch0002.npz", 1),   # the arrays of epoch 2 half written
     ("checkpoint_epoch0003.json", 2),  # epoch 3's arrays complete, its JSON half written
-], ids=["npz", "json"])
+    ("model.npz", EPOCHS),             # training done, the final model half written: resume only saves it
+], ids=["npz", "json", "final-model"])
 def test_sigkill_while_writing_a_checkpoint(env, uninterrupted, torn, last_complete):
     out = env["root"] / f"killed-writing-{torn}"
     child = _child(env, out, "write", torn)
@@ -236,10 +245,11 @@ def test_sigkill_while_writing_a_checkpoint(env, uninterrupted, torn, last_compl
             child.wait()
     assert child.returncode == -signal.SIGKILL, err
     ckpt = out / "checkpoints"
+    folder = out if torn.startswith("model") else ckpt
     # the crash happened where intended: a torn temporary file, never renamed into place
-    tmp = list(ckpt.glob(f".{torn}.tmp*"))
+    tmp = list(folder.glob(f".{torn}.tmp*"))
     assert len(tmp) == 1 and tmp[0].stat().st_size > 0
-    assert not (ckpt / torn).exists()
+    assert not (folder / torn).exists()
     if torn.endswith(".json"):  # the .npz beside the torn JSON is complete but not part of a checkpoint
         assert (ckpt / torn).with_suffix(".npz").is_file()
     _check_after_crash(out, last_complete)
