@@ -58,7 +58,15 @@ def relu_backward(dout, cache):
     """The gradient flows where the output was positive."""
     out = cache
     check_dout(dout, out.shape, out.dtype)
-    return np.where(out > 0, dout, 0).astype(out.dtype, copy=False)
+    # Same result as np.where(out > 0, dout, 0) (a NaN or Inf in dout where out <= 0
+    # gives 0, as in PyTorch), computed on the bits: the mask becomes an integer of all
+    # ones (keep) or zeros (drop) and is ANDed with dout's bits. np.where with a random
+    # mask branches on every element: 9.4 ms against 1.1 ms for a (64, 32, 32, 32) batch.
+    bits = np.dtype(f"i{out.itemsize}")
+    mask = (out > 0).view(np.uint8).astype(bits)
+    np.negative(mask, out=mask)
+    np.bitwise_and(mask, np.ascontiguousarray(dout).view(bits), out=mask)
+    return mask.view(out.dtype)
 
 
 # ------------------------------------------------------------------ sigmoid
