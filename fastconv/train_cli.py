@@ -58,6 +58,10 @@ models (--model):
              e.g. conv32x3-bn-relu-maxpool2-conv64x3-bn-relu-maxpool2-fc256-relu-dropout0.3-fc
              (conv-bn-maxpool2-relu is the same function as conv-bn-relu-maxpool2, and cheaper)
 
+a Fashion-MNIST recipe (test accuracy 0.925 in 12 epochs, 10.5 min on 2 shared cores):
+  fastconv train --model conv32x3-bn-maxpool2-relu-conv64x3-bn-maxpool2-relu-fc256-relu-dropout0.3-fc \\
+      --epochs 12 --batch-size 128 --lr 1e-3 --lr-decay 0.85 --val-size 0 --threads 1
+
 data: $FASTCONV_DATA/<dataset>/, ~/.cache/fastconv/<dataset>/, /usr/share/datasets/fashion-mnist/
 (Debian package dataset-fashion-mnist); otherwise the official files are downloaded (SHA-256 checked).
 
