@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .. import fast, naive
+from .. import _parallel, fast, naive
 from .._params import conv_geometry
 from . import torch_ops
 from .common import ConvSpec, PoolSpec, StepSpec, check_same, conv_data, kind_of, pool_data, step_data
@@ -176,7 +176,8 @@ def build_conv(name, spec, dtype, pass_, want, ctx):
         ops = prepare_conv_gemm(x, w, b, spec)
         checks["gemm"] = check_conv_gemm(ops, x, b, dout, full, f"gemm {name}", dtype)
         contenders.append(Contender("gemm", lambda: conv_gemm_limit(ops, pass_), BLAS_POOL,
-                                    info={"chunk_images": ops.chunk, "workspace_bytes": fast.WORKSPACE_BYTES}))
+                                    info={"chunk_images": ops.chunk, "workers": ops.plan.workers,
+                                          "workspace_bytes": fast.WORKSPACE_BYTES}))
     if "torch" in want and ctx.has_torch:
         contender, checks["torch"] = _torch_contender(ctx, name, spec, d, dtype, pass_, names, full)
         contenders.append(contender)
@@ -186,40 +187,48 @@ def build_conv(name, spec, dtype, pass_, want, ctx):
 # --------------------------------------------------------------------- the GEMM limit
 @dataclass
 class ConvGemmOperands:
-    """Prepared operands of conv_gemm_limit: the geometry, w2 and the workspaces."""
+    """Prepared operands of conv_gemm_limit: fast's plan, w2 and one set of workspaces per worker."""
 
-    g: object
+    plan: object  # fast.ConvPlan: chunks, workers, GEMM shapes
     w2: np.ndarray
-    chunk: int
-    cols: np.ndarray  # flat, K * chunk * P elements
-    y: np.ndarray  # flat, F * chunk * P elements: the forward's output
-    dy: np.ndarray  # flat, F * chunk * P elements: the backward's input
+    cols: list  # per worker: flat, K * chunk * P elements
+    y: list  # per worker: flat, F * chunk * P elements: the forward's output
+    dy: list  # per worker: flat, F * chunk * P elements: the backward's input
+
+    @property
+    def g(self):
+        return self.plan.g
+
+    @property
+    def chunk(self):
+        return self.plan.chunk
 
 
 def prepare_conv_gemm(x, w, b, spec):
     g = conv_geometry(x, w, b, spec.stride, spec.pad)
     dtype = x.dtype
-    P = g.out_h * g.out_w
-    K = g.C * g.kh * g.kw
-    chunk = fast.chunk_images(g, dtype.itemsize)
+    plan = fast.ConvPlan(g, dtype)
+    size_cols = plan.K * plan.chunk * plan.P
+    size_y = g.F * plan.chunk * plan.P
     # Filled here so that their pages are touched before timing; check_conv_gemm puts real operands in.
-    cols = np.full(K * chunk * P, 0.5, dtype=dtype)
-    y = np.full(g.F * chunk * P, 0.5, dtype=dtype)
-    dy = np.full(g.F * chunk * P, 0.5, dtype=dtype)
-    return ConvGemmOperands(g, np.ascontiguousarray(w).reshape(g.F, K // g.groups), chunk, cols, y, dy)
+    bufs = [(np.full(size_cols, 0.5, dtype=dtype), np.full(size_y, 0.5, dtype=dtype),
+             np.full(size_y, 0.5, dtype=dtype)) for _ in range(plan.workers)]
+    return ConvGemmOperands(plan, np.ascontiguousarray(w).reshape(g.F, plan.Kg),
+                            [c for c, _, _ in bufs], [y for _, y, _ in bufs], [d for _, _, d in bufs])
 
 
 def conv_gemm_limit(ops, pass_, hook=None, need_dx=True):
     """The GEMMs of fast.conv_forward (and fast.conv_backward), alone: what the fast
     path would cost if im2col, col2im, the output scatter and the dout gather were free.
 
-    THIS FUNCTION MUST TRACK fastconv/fast.py. It repeats fast.py's loop: chunks of
-    ``fast.chunk_images(g, itemsize)`` images, workspaces ``cols`` (K, n*P) and
-    ``y`` (F, n*P) cut from flat buffers, forward ``np.matmul(w2_g, cols_g, out=y_g)``
-    per group, backward ``dw2_g += dy_g @ cols_g.T`` then
-    ``np.matmul(w2_g.T, dy_g, out=cols_g)`` per group. When fast.py changes the
-    shape, layout, number or order of its GEMMs, change them here the same way,
-    or the "fast/gemm" ratio stops meaning anything.
+    THIS FUNCTION MUST TRACK fastconv/fast.py. It repeats fast.py's loops with the
+    same ``fast.ConvPlan``: the same chunks, the same workers side by side on one
+    BLAS thread each (``fastconv._parallel.run``), the same GEMMs per group:
+    forward ``np.matmul(w2_g, cols_g, out=y_g)``, backward
+    ``dw2_g += dy_g @ cols_g.T`` then ``np.matmul(w2_g.T, dy_g, out=cols_g)``, and
+    the per-worker dw2 partial sums added at the end. When fast.py changes the
+    shape, layout, number or order of its GEMMs, or how it runs them, change them
+    here the same way, or the "fast/gemm" ratio stops meaning anything.
 
     One deliberate difference: fast.py gathers dout into the ``y`` workspace,
     here the backward reads ``dy`` from a buffer of its own, prepared once.
@@ -231,38 +240,47 @@ def conv_gemm_limit(ops, pass_, hook=None, need_dx=True):
     and collects the forward outputs, so ``check_conv_gemm`` can prove that these
     GEMMs compute the convolution.
     """
-    g = ops.g
-    G, P = g.groups, g.out_h * g.out_w
-    K = g.C * g.kh * g.kw
-    Fg, Kg = g.F // G, K // G
-    w2 = ops.w2
-    for n0 in range(0, g.N, ops.chunk):
-        n = min(ops.chunk, g.N - n0)
-        cols = ops.cols[:K * n * P].reshape(K, n * P)
-        y = ops.y[:g.F * n * P].reshape(g.F, n * P)
-        if hook is not None:
-            hook.forward(n0, n, cols)
-        for gi in range(G):
-            np.matmul(w2[gi * Fg:(gi + 1) * Fg], cols[gi * Kg:(gi + 1) * Kg], out=y[gi * Fg:(gi + 1) * Fg])
-        if hook is not None:
-            hook.forward_done(n0, n, y)
-    if pass_ == "fwd":
+    plan, w2 = ops.plan, ops.w2
+    g, K, P = plan.g, plan.K, plan.P
+
+    def forward_chunks(k):
+        for n0, n in plan.chunks(k):
+            cols = ops.cols[k][:K * n * P].reshape(K, n * P)
+            y = ops.y[k][:g.F * n * P].reshape(g.F, n * P)
+            if hook is not None:
+                hook.forward(n0, n, cols)
+            for gi in range(plan.G):
+                f, t = plan.group(gi)
+                np.matmul(w2[f], cols[t], out=y[f])
+            if hook is not None:
+                hook.forward_done(n0, n, y)
         return y
-    dw2 = np.zeros((g.F, Kg), dtype=w2.dtype)
-    for n0 in range(0, g.N, ops.chunk):
-        n = min(ops.chunk, g.N - n0)
-        cols = ops.cols[:K * n * P].reshape(K, n * P)
-        dy = ops.dy[:g.F * n * P].reshape(g.F, n * P)
-        if hook is not None:
-            hook.backward(n0, n, cols, dy)
-        for gi in range(G):
-            f, k = slice(gi * Fg, (gi + 1) * Fg), slice(gi * Kg, (gi + 1) * Kg)
-            dw2[f] += dy[f] @ cols[k].T
-        if not need_dx:  # fast.conv_backward(..., need_dx=False) skips the dcols GEMMs
-            continue
-        for gi in range(G):
-            f, k = slice(gi * Fg, (gi + 1) * Fg), slice(gi * Kg, (gi + 1) * Kg)
-            np.matmul(w2[f].T, dy[f], out=cols[k])
+
+    ys = _parallel.run(plan.workers, forward_chunks)
+    if pass_ == "fwd":
+        return ys[0]
+
+    def backward_chunks(k):
+        dw2 = np.zeros((g.F, plan.Kg), dtype=w2.dtype)
+        for n0, n in plan.chunks(k):
+            cols = ops.cols[k][:K * n * P].reshape(K, n * P)
+            dy = ops.dy[k][:g.F * n * P].reshape(g.F, n * P)
+            if hook is not None:
+                hook.backward(n0, n, cols, dy)
+            for gi in range(plan.G):
+                f, t = plan.group(gi)
+                dw2[f] += dy[f] @ cols[t].T
+            if not need_dx:  # fast.conv_backward(..., need_dx=False) skips the dcols GEMMs
+                continue
+            for gi in range(plan.G):
+                f, t = plan.group(gi)
+                np.matmul(w2[f].T, dy[f], out=cols[t])
+        return dw2
+
+    parts = _parallel.run(plan.workers, backward_chunks)
+    dw2 = parts[0]
+    for part in parts[1:]:
+        dw2 += part
     return dw2
 
 
@@ -287,13 +305,13 @@ class _RealOperands:
     def __init__(self, x, dout, g):
         self.x, self.dout, self.g = x, dout, g
         self.P = g.out_h * g.out_w
-        self.y_chunks = []
+        self.y_chunks = {}  # n0 -> (n, F, P); workers fill it in any order
 
     def forward(self, n0, n, cols):
         cols[...] = reference_im2col(self.x[n0:n0 + n], self.g)
 
     def forward_done(self, n0, n, y):
-        self.y_chunks.append(y.reshape(self.g.F, n, self.P).transpose(1, 0, 2).copy())
+        self.y_chunks[n0] = y.reshape(self.g.F, n, self.P).transpose(1, 0, 2).copy()
 
     def backward(self, n0, n, cols, dy):
         cols[...] = reference_im2col(self.x[n0:n0 + n], self.g)
@@ -304,7 +322,7 @@ def check_conv_gemm(ops, x, b, dout, fast_results, what, dtype):
     """Run the GEMM limit on real operands: its y must be fast's out (less the bias), its dw fast's dw."""
     hook = _RealOperands(x, dout, ops.g)
     dw2 = conv_gemm_limit(ops, "fwdbwd", hook)
-    out_gemm = np.concatenate(hook.y_chunks).reshape(ops.g.out_shape)
+    out_gemm = np.concatenate([hook.y_chunks[n0] for n0 in sorted(hook.y_chunks)]).reshape(ops.g.out_shape)
     if b is not None:
         out_gemm = out_gemm + b[:, None, None]
     out, _, dw, _ = fast_results

@@ -5,14 +5,21 @@ one import and the same code runs tens to thousands of times faster.
 
 How a convolution runs (``x`` (N, C, H, W), ``w`` (F, C // groups, kh, kw)):
 the batch is cut into chunks of ``n`` images so that the im2col matrix of one
-chunk, ``cols`` (C*kh*kw, n*out_h*out_w), stays under ``WORKSPACE_BYTES``.
-For each chunk: forward ``y = w2 @ cols`` (one GEMM per group), then one pass
-scatters ``y`` (F, n*P) into the NCHW output and adds the bias. Backward:
-one pass gathers ``dout`` into ``dy`` (F, n*P) and sums ``db``;
+chunk, ``cols`` (C*kh*kw, n*out_h*out_w), stays under ``WORKSPACE_BYTES``
+(one image at least). For each chunk: forward ``y = w2 @ cols`` (one GEMM per
+group), then one pass scatters ``y`` (F, n*P) into the NCHW output and adds the
+bias. Backward: one pass gathers ``dout`` into ``dy`` (F, n*P) and sums ``db``;
 ``dw += dy @ cols.T`` and ``dcols = w2.T @ dy`` (written over ``cols``), then
 col2im adds the patches back into ``dx``. The cache holds ``x`` and ``w`` only;
 backward recomputes ``cols`` chunk by chunk instead of keeping a matrix
 kh*kw times the size of x.
+
+Threads: when the BLAS may use T > 1 threads, T workers take the chunks in
+turn, each running a whole chunk (im2col, GEMMs, output pass) on one thread
+with the BLAS held to one thread (fastconv/_parallel.py says why and what it
+measured); otherwise the chunks run in the caller's thread on a multi-threaded
+BLAS and OpenMP kernels. dw and db are summed per worker, then in worker order:
+bitwise reproducible for a given thread count.
 
 Workspaces are kept per thread and reused across calls (fresh large buffers
 cost page faults on every call). A cache may be passed between threads, but
@@ -22,7 +29,7 @@ import threading
 
 import numpy as np
 
-from . import OPENMP_WAIT_POLICY
+from . import OPENMP_WAIT_POLICY, _parallel
 from ._params import check_dout, conv_geometry, pool_geometry
 from .layers import (  # noqa: F401  (layers without loops are shared with fastconv.naive)
     affine_backward,
@@ -51,9 +58,12 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         "and numpy >= 2. fastconv.naive works without it."
     ) from exc
 
-#: Upper bound on the im2col workspace of one chunk (bytes). The GEMM output
-#: workspace ``y`` (F, n*P) comes on top and is smaller whenever F < C*kh*kw.
-WORKSPACE_BYTES = 8 * 2**20
+#: Upper bound on the im2col workspace of one chunk (bytes), per worker thread. The
+#: GEMM output workspace ``y`` (F, n*P) comes on top and is smaller whenever
+#: F < C*kh*kw. 2 MiB measured best (1 image of W2conv3x3 per chunk; fwd+bwd at
+#: 0.5 / 1 / 2 / 4 / 8 MiB: W1conv 13.5 / 13.4 / 12.2 / 12.7 / 15.5 ms,
+#: W2conv3x3 112 / 112 / 114 / 116 / 131 ms, W3conv5x5 7.4 / 6.3 / 6.1 / 6.1 / 7.4 ms).
+WORKSPACE_BYTES = 2 * 2**20
 
 #: Below this many elements of work, kernels run on one thread (the OpenMP
 #: start-up would cost more than it saves).
@@ -98,6 +108,42 @@ def _kernel_args(g):
     return (g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, g.out_h, g.out_w)
 
 
+class ConvPlan:
+    """How a convolution over geometry ``g`` is cut up: chunks of ``chunk`` images,
+    worker k takes chunks k, k + workers, ... (see fastconv/_parallel.py), and
+    the GEMM shapes: per group, ``w2`` (Fg, Kg) times ``cols`` (Kg, n*P)."""
+
+    def __init__(self, g, dtype):
+        self.g = g
+        self.dtype = np.dtype(dtype)
+        self.G, self.P = g.groups, g.out_h * g.out_w
+        self.K = g.C * g.kh * g.kw
+        self.Fg, self.Kg = g.F // g.groups, self.K // g.groups
+        self.chunk = chunk_images(g, self.dtype.itemsize)
+        n_chunks = -(-g.N // self.chunk)
+        self.workers = max(1, min(_parallel.blas_threads(), n_chunks))
+
+    def chunks(self, k):
+        """(n0, n) of the chunks of worker k."""
+        step = self.chunk * self.workers
+        for n0 in range(k * self.chunk, self.g.N, step):
+            yield n0, min(self.chunk, self.g.N - n0)
+
+    def threads(self, work):
+        """Thread count for a kernel: one inside a worker, else by the work's size."""
+        return 1 if self.workers > 1 else _threads(work)
+
+    def workspaces(self, n):
+        """This thread's ``cols`` (K, n*P) and ``y`` (F, n*P) for a chunk of n images."""
+        cols = _workspace("cols", self.K * n * self.P, self.dtype).reshape(self.K, n * self.P)
+        y = _workspace("y", self.g.F * n * self.P, self.dtype).reshape(self.g.F, n * self.P)
+        return cols, y
+
+    def group(self, gi):
+        """Rows of w2 / y (filters) and of cols (taps) that belong to group gi."""
+        return slice(gi * self.Fg, (gi + 1) * self.Fg), slice(gi * self.Kg, (gi + 1) * self.Kg)
+
+
 def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
     """Convolution (cross-correlation, as in every CNN library).
 
@@ -109,23 +155,24 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
     dtype = x.dtype
-    G, P = g.groups, g.out_h * g.out_w
-    K = g.C * g.kh * g.kw
-    Fg, Kg = g.F // G, K // G
-    w2 = w.reshape(g.F, Kg)
+    plan = ConvPlan(g, dtype)
+    w2 = w.reshape(g.F, plan.Kg)
     bias = np.ascontiguousarray(b) if b is not None else np.empty(0, dtype=dtype)
     out = np.empty(g.out_shape, dtype=dtype)
-    out3 = out.reshape(g.N, g.F, P)
-    chunk = chunk_images(g, dtype.itemsize)
+    out3 = out.reshape(g.N, g.F, plan.P)
     args = _kernel_args(g)
-    for n0 in range(0, g.N, chunk):
-        n = min(chunk, g.N - n0)
-        cols = _workspace("cols", K * n * P, dtype).reshape(K, n * P)
-        y = _workspace("y", g.F * n * P, dtype).reshape(g.F, n * P)
-        _im2col.im2col(x[n0:n0 + n], cols, *args, _threads(K * n * P))
-        for gi in range(G):
-            np.matmul(w2[gi * Fg:(gi + 1) * Fg], cols[gi * Kg:(gi + 1) * Kg], out=y[gi * Fg:(gi + 1) * Fg])
-        _im2col.scatter_output(y, out3[n0:n0 + n], bias, b is not None, _threads(g.F * n * P))
+
+    def forward_chunks(k):
+        for n0, n in plan.chunks(k):
+            cols, y = plan.workspaces(n)
+            _im2col.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
+            for gi in range(plan.G):
+                f, t = plan.group(gi)
+                np.matmul(w2[f], cols[t], out=y[f])
+            _im2col.scatter_output(y, out3[n0:n0 + n], bias, b is not None, plan.threads(y.size))
+
+    if g.N:
+        _parallel.run(plan.workers, forward_chunks)
     return out, (x, w, b is not None, g)
 
 
@@ -137,31 +184,39 @@ def conv_backward(dout, cache, need_dx=True):
     check_dout(dout, g.out_shape, x.dtype)
     dout = np.ascontiguousarray(dout)
     dtype = x.dtype
-    G, P = g.groups, g.out_h * g.out_w
-    K = g.C * g.kh * g.kw
-    Fg, Kg = g.F // G, K // G
-    w2 = w.reshape(g.F, Kg)
-    dout3 = dout.reshape(g.N, g.F, P)
+    plan = ConvPlan(g, dtype)
+    w2 = w.reshape(g.F, plan.Kg)
+    dout3 = dout.reshape(g.N, g.F, plan.P)
     dx = np.empty_like(x) if need_dx else None
-    dw2 = np.zeros((g.F, Kg), dtype=dtype)
-    db = np.zeros(g.F, dtype=np.float64)
-    chunk = chunk_images(g, dtype.itemsize)
     args = _kernel_args(g)
-    for n0 in range(0, g.N, chunk):
-        n = min(chunk, g.N - n0)
-        cols = _workspace("cols", K * n * P, dtype).reshape(K, n * P)
-        dy = _workspace("y", g.F * n * P, dtype).reshape(g.F, n * P)
-        _im2col.gather_dout(dout3[n0:n0 + n], dy, db, has_bias, _threads(g.F * n * P))
-        _im2col.im2col(x[n0:n0 + n], cols, *args, _threads(K * n * P))
-        for gi in range(G):
-            f, k = slice(gi * Fg, (gi + 1) * Fg), slice(gi * Kg, (gi + 1) * Kg)
-            dw2[f] += dy[f] @ cols[k].T
-        if not need_dx:
-            continue
-        for gi in range(G):
-            f, k = slice(gi * Fg, (gi + 1) * Fg), slice(gi * Kg, (gi + 1) * Kg)
-            np.matmul(w2[f].T, dy[f], out=cols[k])  # dcols overwrites cols
-        _im2col.col2im(cols, dx[n0:n0 + n], *args, _threads(K * n * P))
+
+    def backward_chunks(k):
+        """This worker's chunks; returns its partial sums of dw2 and db."""
+        dw2 = np.zeros((g.F, plan.Kg), dtype=dtype)
+        db = np.zeros(g.F, dtype=np.float64)
+        for n0, n in plan.chunks(k):
+            cols, dy = plan.workspaces(n)
+            _im2col.gather_dout(dout3[n0:n0 + n], dy, db, has_bias, plan.threads(dy.size))
+            _im2col.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
+            for gi in range(plan.G):
+                f, t = plan.group(gi)
+                dw2[f] += dy[f] @ cols[t].T
+            if not need_dx:
+                continue
+            for gi in range(plan.G):
+                f, t = plan.group(gi)
+                np.matmul(w2[f].T, dy[f], out=cols[t])  # dcols overwrites cols
+            _im2col.col2im(cols, dx[n0:n0 + n], *args, plan.threads(cols.size))
+        return dw2, db
+
+    if g.N:
+        parts = _parallel.run(plan.workers, backward_chunks)
+    else:
+        parts = [backward_chunks(0)]
+    dw2, db = parts[0]
+    for dw2_k, db_k in parts[1:]:  # in worker order: the result never depends on timing
+        dw2 += dw2_k
+        db += db_k
     dw = dw2.reshape(g.w_shape)
     return dx, dw, (db.astype(dtype) if has_bias else None)
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import fastconv.fast as fast
+from fastconv import _parallel
 from fastconv.__main__ import main
 from fastconv.benchmarks import cli, contenders, torch_ops
 from fastconv.benchmarks.common import WORKLOADS, ConvSpec, MismatchError, conv_data
@@ -178,14 +179,17 @@ def test_default_and_full_selections():
         ("W1conv", "float32", "fwdbwd"), ("W1conv", "float64", "fwdbwd")]
 
 
-def test_gemm_limit_computes_the_convolution_over_several_chunks(monkeypatch):
+@pytest.mark.parametrize("blas_threads", [1, 2], ids=["1worker", "2workers"])
+def test_gemm_limit_computes_the_convolution_over_several_chunks(monkeypatch, blas_threads):
     """The GEMM limit's GEMMs, fed real operands, give fast's out and dw, chunk by chunk
-    (a partial last chunk included); fed its own outputs again and again, it stays finite."""
+    (a partial last chunk included), on one worker or two side by side; fed its own
+    outputs again and again, it stays finite."""
     monkeypatch.setattr(fast, "WORKSPACE_BYTES", 3 * 27 * 36 * 8)  # 3 images per chunk, 7 images
+    monkeypatch.setattr(_parallel, "blas_threads", lambda: blas_threads)
     spec = ConvSpec(N=7, C=3, H=6, W=6, F=4, k=3, stride=1, pad=1)
     d = conv_data(spec, np.float64)
     ops = contenders.prepare_conv_gemm(d["x"], d["w"], d["b"], spec)
-    assert ops.chunk == 3
+    assert ops.chunk == 3 and ops.plan.workers == blas_threads
     out, grads = contenders.conv_fwdbwd(fast, d["x"], d["w"], d["b"], d["dout"], spec)
     assert contenders.check_conv_gemm(ops, d["x"], d["b"], d["dout"], (out, *grads), "gemm", np.float64) == 0
     with pytest.raises(MismatchError, match="dw differs"):
@@ -193,7 +197,7 @@ def test_gemm_limit_computes_the_convolution_over_several_chunks(monkeypatch):
                                    "gemm", np.float64)
     for _ in range(100):
         dw2 = contenders.conv_gemm_limit(ops, "fwdbwd")
-    assert np.isfinite(dw2).all() and np.isfinite(ops.cols).all()
+    assert np.isfinite(dw2).all() and all(np.isfinite(cols).all() for cols in ops.cols)
 
 
 def test_interleaving_order_and_scaling():

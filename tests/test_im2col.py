@@ -68,6 +68,12 @@ GEOMETRIES = [
     (1, 2, 4, 9, (2, 4), (2, 3), (1, 2), (2, 2)),
     (2, 2, 3, 3, (3, 3), (1, 1), (3, 3), (2, 2)),  # mostly padding
     (1, 1, 6, 4, (4, 6), (1, 1), (0, 1), (1, 1)),  # kernel wider than the image
+    # stride 1 with out_w == W: the kernels' one-copy-per-tap path ("same" width)
+    (2, 3, 5, 7, (3, 5), (1, 1), (0, 2), (1, 1)),  # out_h < H, pad_w only
+    (1, 2, 6, 5, (3, 3), (1, 1), (2, 2), (2, 2)),  # dilation 2
+    (2, 1, 4, 6, (1, 7), (1, 1), (1, 3), (1, 1)),  # out_h > H: whole rows of padding
+    (1, 1, 3, 2, (3, 5), (1, 1), (1, 2), (1, 1)),  # kernel wider than the image
+    (2, 2, 8, 8, (3, 3), (1, 1), (1, 1), (1, 1)),  # the CIFAR hidden layer, small
 ]
 
 
@@ -104,11 +110,27 @@ def test_col2im_matches_index_arithmetic(rng, geo, dtype, num_threads):
     args = _args(geo)
     kh, kw, out_h, out_w = args[0], args[1], args[-2], args[-1]
     cols = rng.standard_normal((C * kh * kw, N * out_h * out_w)).astype(dtype)
+    expected = col2im_reference(cols.astype(np.float64), (N, C, H, W), *args)
     dx = np.full((N, C, H, W), np.nan, dtype=dtype)  # col2im overwrites, it does not accumulate
     _im2col.col2im(cols, dx, *args, num_threads)
-    expected = col2im_reference(cols.astype(np.float64), (N, C, H, W), *args)
     scale = max(np.max(np.abs(expected)), 1.0)
     assert np.max(np.abs(dx - expected)) / scale < tol(dtype)
+
+
+@pytest.mark.parametrize("geo", GEOMETRIES, ids=_id)
+def test_col2im_changes_cols_only_where_im2col_puts_padding(rng, geo):
+    """col2im may use cols as scratch, but only its padded entries (zero in every
+    im2col), which it may set to zero; every other entry stays as it was."""
+    N, C, H, W = geo[:4]
+    args = _args(geo)
+    kh, kw, out_h, out_w = args[0], args[1], args[-2], args[-1]
+    padded = im2col_reference(np.ones((N, C, H, W)), *args) == 0
+    cols = rng.standard_normal((C * kh * kw, N * out_h * out_w))
+    before = cols.copy()
+    _im2col.col2im(cols, np.empty((N, C, H, W)), *args)
+    changed = cols != before
+    assert not (changed & ~padded).any()
+    assert (cols[changed] == 0).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)

@@ -12,8 +12,9 @@ What this file establishes (and what ``fastconv/fast.py`` promises):
   different shapes and dtypes (so each thread's workspace is resized while the
   others use theirs) get bitwise the results of the same calls made serially,
   iteration after iteration, and an output is never changed by a later call.
-  Memory: each thread that calls ``conv_forward`` keeps up to about
-  ``WORKSPACE_BYTES`` (8 MiB) of im2col workspace (plus the GEMM output
+  Memory: each thread that calls ``conv_forward`` (and each of fastconv's own
+  worker threads) keeps up to about ``WORKSPACE_BYTES`` (2 MiB, or one image's
+  im2col matrix if larger) of im2col workspace (plus the GEMM output
   workspace) for its lifetime.
 * **A cache may be shared between threads.** A conv cache holds ``x``, ``w``,
   a flag and the geometry; a pooling cache holds the argmax (or the shape) and
@@ -24,7 +25,10 @@ What this file establishes (and what ``fastconv/fast.py`` promises):
   C-contiguous (no copy): writing to them between forward and backward changes
   the gradients, from any thread.
 * Results are bitwise reproducible because every parallel loop writes disjoint
-  memory with a static schedule, and the GEMMs have fixed shapes.
+  memory with a static schedule, the GEMMs have fixed shapes, and a convolution's
+  per-worker partial sums are added in worker order, with the worker count taken
+  from the user's BLAS setting even while another call holds the BLAS to one
+  thread (tests/test_parallel.py).
 * Speed, not correctness: several Python threads each calling a multi-threaded
   OpenBLAS crawl when a core is busy elsewhere (6 threads x 12 iterations: 21 s,
   against 0.19 s with OpenBLAS limited to one thread by threadpoolctl). Code

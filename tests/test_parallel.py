@@ -1,0 +1,205 @@
+"""The convolution's worker threads (fastconv/_parallel.py): same results, BLAS limits restored.
+
+``fast.conv_forward`` / ``conv_backward`` cut the batch into chunks and, when
+the BLAS may use several threads, run the chunks on that many worker threads
+with the BLAS held to one thread. These tests force several chunks (a small
+``WORKSPACE_BYTES``) and a chosen worker count, whatever the machine has, and
+check what the design promises:
+
+* every worker count gives naive's results (forward, dx, dw, db; groups,
+  strides, a remainder chunk, more workers than chunks);
+* the same worker count gives bitwise the same results, call after call;
+  different counts differ only in the order dw and db are summed;
+* the BLAS thread counts are back to the user's after every call: after an
+  exception in a worker, and after overlapping calls from several threads,
+  which also keep the user's worker count;
+* numpy's error state (``np.errstate``) applies inside the workers;
+* a forked child process can still convolve (the parent's pool is not inherited).
+"""
+import multiprocessing
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+import fastconv._im2col as _im2col
+import fastconv.fast as fast
+import fastconv.naive as naive
+from fastconv import _parallel
+
+from conftest import DTYPES, assert_close
+
+# (N, C, H, W, F, (kh, kw), stride, pad, groups)
+CASES = [
+    (7, 3, 9, 8, 4, (3, 3), 1, 1, 1),  # 7 chunks of one image
+    (5, 4, 7, 9, 6, (3, 2), (2, 1), (1, 2), 2),  # groups, non-square, stride 2
+    (3, 2, 6, 6, 3, (5, 5), 1, 0, 1),  # fewer chunks than some worker counts
+]
+
+
+def _id(case):
+    N, C, H, W, F, k, s, p, g = case
+    return f"n{N}-c{C}-x{H}x{W}-f{F}-k{k[0]}x{k[1]}-s{s}-p{p}-g{g}"
+
+
+def _blas_thread_counts():
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+@pytest.fixture
+def one_image_chunks(monkeypatch):
+    """Chunks of one image: a 1-byte workspace bound (the chunk never goes below one image)."""
+    monkeypatch.setattr(fast, "WORKSPACE_BYTES", 1)
+
+
+@pytest.fixture
+def workers(monkeypatch):
+    """``workers(n)``: make fast.py see n BLAS threads, so that it runs n workers."""
+    def set_workers(n):
+        monkeypatch.setattr(_parallel, "blas_threads", lambda: n)
+    return set_workers
+
+
+def _data(case, dtype, seed=0):
+    N, C, H, W, F, k, s, p, g = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C // g) + k).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    return x, w, b, dict(stride=s, pad=p, groups=g)
+
+
+def _fwdbwd(layers, x, w, b, kwargs):
+    out, cache = layers.conv_forward(x, w, b, **kwargs)
+    dout = np.cos(out)
+    return (out,) + layers.conv_backward(dout, cache)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n_workers", [1, 2, 3, 8])
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_every_worker_count_equals_naive(one_image_chunks, workers, case, n_workers, dtype):
+    workers(n_workers)
+    x, w, b, kwargs = _data(case, dtype)
+    plan = fast.ConvPlan(fast.conv_geometry(x, w, b, kwargs["stride"], kwargs["pad"], 1, kwargs["groups"]), dtype)
+    assert plan.chunk == 1 and plan.workers == min(n_workers, case[0])
+    got = _fwdbwd(fast, x, w, b, kwargs)
+    want = _fwdbwd(naive, x, w, b, kwargs)
+    for name, g, r in zip(("out", "dx", "dw", "db"), got, want):
+        assert_close(g, r, dtype, name)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_same_worker_count_is_bitwise_reproducible(one_image_chunks, workers, case):
+    x, w, b, kwargs = _data(case, np.float32)
+    results = {}
+    for n in (1, 2, 3):
+        workers(n)
+        first = _fwdbwd(fast, x, w, b, kwargs)
+        for _ in range(5):
+            again = _fwdbwd(fast, x, w, b, kwargs)
+            for a, c in zip(first, again):
+                assert a.tobytes() == c.tobytes()
+        results[n] = first
+    for n in (2, 3):  # out and dx never depend on the worker count, only the summed dw and db may
+        for a, c in zip(results[1][:2], results[n][:2]):
+            assert a.tobytes() == c.tobytes()
+
+
+def test_workers_run_with_one_blas_thread_and_limits_come_back(one_image_chunks, workers, monkeypatch):
+    workers(2)
+    before = _blas_thread_counts()
+    seen = []
+    real = _im2col.im2col
+
+    def recording_im2col(*args):
+        seen.append((threading.current_thread().name, _parallel._current_blas_threads()))
+        return real(*args)
+
+    monkeypatch.setattr(_im2col, "im2col", recording_im2col)
+    x, w, b, kwargs = _data(CASES[0], np.float64)
+    _fwdbwd(fast, x, w, b, kwargs)
+    assert {blas for _, blas in seen} == {1}
+    names = {name for name, _ in seen}
+    assert "MainThread" in names and any(n.startswith("fastconv") for n in names)  # caller and pool
+    assert _blas_thread_counts() == before
+
+
+def test_an_error_in_a_worker_propagates_and_limits_come_back(one_image_chunks, workers, monkeypatch):
+    workers(2)
+    before = _blas_thread_counts()
+    real = _im2col.im2col
+
+    def failing_in_a_worker(x, *args):
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("im2col failed in a worker")
+        return real(x, *args)
+
+    monkeypatch.setattr(_im2col, "im2col", failing_in_a_worker)
+    x, w, b, kwargs = _data(CASES[0], np.float64)
+    with pytest.raises(RuntimeError, match="failed in a worker"):
+        fast.conv_forward(x, w, b, **kwargs)
+    assert _blas_thread_counts() == before
+    monkeypatch.setattr(_im2col, "im2col", real)
+    assert_close(_fwdbwd(fast, x, w, b, kwargs)[0], _fwdbwd(naive, x, w, b, kwargs)[0], np.float64, "out")
+
+
+def test_overlapping_calls_keep_the_user_setting_and_restore_it(one_image_chunks):
+    """Real BLAS thread counts (no monkeypatch): six threads convolving at once all
+    use the user's worker count (bitwise the serial result) and leave the limits as found."""
+    before = _blas_thread_counts()
+    x, w, b, kwargs = _data(CASES[0], np.float32)
+    serial = _fwdbwd(fast, x, w, b, kwargs)
+    errors, barrier = [], threading.Barrier(6)
+
+    def run():
+        try:
+            barrier.wait()
+            for _ in range(10):
+                for a, c in zip(_fwdbwd(fast, x, w, b, kwargs), serial):
+                    assert a.tobytes() == c.tobytes()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert _blas_thread_counts() == before
+
+
+@pytest.mark.parametrize("n_workers", [1, 2])
+def test_numpy_error_state_reaches_the_workers(one_image_chunks, workers, n_workers):
+    """inf * 0 only in image 1, which worker 1 convolves: np.errstate must make it raise there."""
+    workers(n_workers)
+    x, w, b, kwargs = _data(CASES[0], np.float64)
+    x[1, 0, 4, 4] = np.inf
+    w[0, 0, 1, 1] = 0.0
+    with np.errstate(invalid="raise"):
+        with pytest.raises(FloatingPointError):
+            fast.conv_forward(x, w, b, **kwargs)
+    with np.errstate(invalid="ignore"):
+        out, _ = fast.conv_forward(x, w, b, **kwargs)
+    assert np.isnan(out[1, 0, 4, 4]) and np.isfinite(np.delete(out, 1, axis=0)).all()
+
+
+def _child_convolves(queue):
+    x, w, b, kwargs = _data(CASES[0], np.float64)
+    out = _fwdbwd(fast, x, w, b, kwargs)[0]
+    queue.put(float(np.abs(out - _fwdbwd(naive, x, w, b, kwargs)[0]).max()))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_a_forked_child_can_convolve(one_image_chunks):
+    x, w, b, kwargs = _data(CASES[0], np.float64)
+    _fwdbwd(fast, x, w, b, kwargs)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_convolves, args=(queue,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) < 1e-9
