@@ -270,11 +270,12 @@ def col2im(floating[:, ::1] cols, floating[:, :, :, ::1] dx,
 
 
 def scatter_output(const floating[:, ::1] y, floating[:, :, ::1] out,
-                   const floating[::1] b, bint has_bias, int num_threads=0):
-    """``out[n, f, p] = y[f, n*P + p] (+ b[f])``: GEMM result (F, N*P) to NCHW (N, F, P)."""
+                   const floating[::1] b, bint has_bias, int num_threads=0, bint relu=False):
+    """``out[n, f, p] = y[f, n*P + p] (+ b[f])``: GEMM result (F, N*P) to NCHW (N, F, P).
+    With ``relu``, ``max(value, 0)`` as np.maximum computes it (NaN stays NaN)."""
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], P = out.shape[2]
     cdef Py_ssize_t t, n, f, p, base
-    cdef floating bias
+    cdef floating bias, v
     if y.shape[0] != F or y.shape[1] != N * P:
         raise ValueError(f"y must have shape ({F}, {N * P}), got ({y.shape[0]}, {y.shape[1]})")
     if has_bias and b.shape[0] != F:
@@ -284,8 +285,12 @@ def scatter_output(const floating[:, ::1] y, floating[:, :, ::1] out,
             n = t // F
             f = t - n * F
             base = n * P
-            if has_bias:
-                bias = b[f]
+            bias = b[f] if has_bias else 0
+            if relu:
+                for p in range(P):
+                    v = y[f, base + p] + bias if has_bias else y[f, base + p]
+                    out[n, f, p] = v if (v >= 0 or v != v) else 0
+            elif has_bias:
                 for p in range(P):
                     out[n, f, p] = y[f, base + p] + bias
             else:

@@ -189,24 +189,32 @@ class PoolGeometry(NamedTuple):
 def pool_geometry(x, kernel_size, stride=None, pad=0):
     """Validate pooling arguments (PyTorch's rules) and return their PoolGeometry."""
     check_float_array(x, "x", 4)
-    kh, kw = pair(kernel_size, "kernel_size", 1)
-    sh, sw = (kh, kw) if stride is None else pair(stride, "stride", 1)
-    ph, pw = pair(pad, "pad", 0)
+    return pool_geometry_of_shape(x.shape, kernel_size, stride, pad)
+
+
+def pool_geometry_of_shape(shape, kernel_size, stride=None, pad=0, what="x",
+                           names=("kernel_size", "stride", "pad")):
+    """pool_geometry for an input of ``shape`` (N, C, H, W); errors call the input
+    ``what`` and the arguments ``names`` (the fused conv_relu_pool layers pass theirs)."""
+    k_name, s_name, p_name = names
+    kh, kw = pair(kernel_size, k_name, 1)
+    sh, sw = (kh, kw) if stride is None else pair(stride, s_name, 1)
+    ph, pw = pair(pad, p_name, 0)
     if ph > kh // 2 or pw > kw // 2:
         raise ValueError(
-            f"pad must be at most half the kernel size (pad <= kernel_size // 2 = "
-            f"({kh // 2}, {kw // 2})), got pad ({ph}, {pw})"
+            f"{p_name} must be at most half the {k_name} ({p_name} <= {k_name} // 2 = "
+            f"({kh // 2}, {kw // 2})), got {p_name} ({ph}, {pw})"
         )
-    N, C, H, W = x.shape
+    N, C, H, W = shape
     if C < 1 or H < 1 or W < 1:
-        raise ValueError(f"x must have shape (N, C, H, W) with C, H, W >= 1, got {x.shape}")
+        raise ValueError(f"{what} must have shape (N, C, H, W) with C, H, W >= 1, got {tuple(shape)}")
     if H * W > _INT32_MAX:
-        raise ValueError(f"x planes must have at most 2**31 - 1 pixels (H * W), got {H} * {W}")
+        raise ValueError(f"{what} planes must have at most 2**31 - 1 pixels (H * W), got {H} * {W}")
     out_h = conv_output_size(H, kh, sh, ph)
     out_w = conv_output_size(W, kw, sw, pw)
     if out_h < 1 or out_w < 1:
         raise ValueError(
-            f"kernel_size ({kh}, {kw}) is larger than the padded input "
-            f"({H + 2 * ph}, {W + 2 * pw}) of x {x.shape} with pad ({ph}, {pw})"
+            f"{k_name} ({kh}, {kw}) is larger than the padded input "
+            f"({H + 2 * ph}, {W + 2 * pw}) of {what} {tuple(shape)} with {p_name} ({ph}, {pw})"
         )
     return PoolGeometry(N, C, H, W, kh, kw, sh, sw, ph, pw, out_h, out_w)

@@ -30,7 +30,7 @@ import threading
 import numpy as np
 
 from . import OPENMP_WAIT_POLICY, _parallel
-from ._params import check_dout, conv_geometry, pool_geometry
+from ._params import check_dout, conv_geometry, pool_geometry, pool_geometry_of_shape
 from .layers import (  # noqa: F401  (layers without loops are shared with fastconv.naive)
     affine_backward,
     affine_forward,
@@ -113,13 +113,13 @@ class ConvPlan:
     worker k takes chunks k, k + workers, ... (see fastconv/_parallel.py), and
     the GEMM shapes: per group, ``w2`` (Fg, Kg) times ``cols`` (Kg, n*P)."""
 
-    def __init__(self, g, dtype):
+    def __init__(self, g, dtype, chunk=None):
         self.g = g
         self.dtype = np.dtype(dtype)
         self.G, self.P = g.groups, g.out_h * g.out_w
         self.K = g.C * g.kh * g.kw
         self.Fg, self.Kg = g.F // g.groups, self.K // g.groups
-        self.chunk = chunk_images(g, self.dtype.itemsize)
+        self.chunk = chunk_images(g, self.dtype.itemsize) if chunk is None else chunk
         n_chunks = -(-g.N // self.chunk)
         self.workers = max(1, min(_parallel.blas_threads(), n_chunks))
 
@@ -219,6 +219,101 @@ def conv_backward(dout, cache, need_dx=True):
         db += db_k
     dw = dw2.reshape(g.w_shape)
     return dx, dw, (db.astype(dtype) if has_bias else None)
+
+
+def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stride=None, pool_pad=0,
+                           dilation=1, groups=1):
+    """conv -> ReLU -> max pool in one pass per chunk: the same result as
+    ``max_pool_forward(relu_forward(conv_forward(x, w, b, ...)))``, without ever
+    writing the full-size convolution output.
+
+    ReLU and "+ b" are monotonic, so the maximum of a window of relu(y + b) is
+    relu(max(y + b)), at the same (first) position whenever it is positive, and
+    when it is not, no gradient flows anyway. So each chunk's GEMM output ``y``
+    gets its bias and is max-pooled while it is in cache, and ReLU runs on the
+    pooled values only. The cache holds x, w, the pooled output (its sign is the
+    ReLU mask) and the argmax. Returns (out, cache), out (N, F, pooled_h, pooled_w).
+    """
+    g = conv_geometry(x, w, b, stride, pad, dilation, groups)
+    pg = pool_geometry_of_shape(g.out_shape, pool_size, pool_stride, pool_pad,
+                                what="the convolution's output", names=("pool_size", "pool_stride", "pool_pad"))
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
+    dtype = x.dtype
+    plan = ConvPlan(g, dtype)
+    w2 = w.reshape(g.F, plan.Kg)
+    bias_col = None if b is None else np.ascontiguousarray(b).reshape(g.F, 1)
+    Pp = pg.out_h * pg.out_w
+    out = np.empty(pg.out_shape, dtype=dtype)
+    out3 = out.reshape(g.N, g.F, Pp)
+    # Argmax in chunk layout: chunk (n0, n) holds its planes in (filter, image) order,
+    # the order of the GEMM output, at [n0*F*Pp, (n0 + n)*F*Pp).
+    argmax = np.empty(g.N * g.F * Pp, dtype=np.int32)
+    no_bias = np.empty(0, dtype=dtype)
+    args = _kernel_args(g)
+
+    def forward_chunks(k):
+        for n0, n in plan.chunks(k):
+            cols, y = plan.workspaces(n)
+            z = _workspace("z", g.F * n * Pp, dtype).reshape(g.F * n, pg.out_h, pg.out_w)
+            _im2col.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
+            for gi in range(plan.G):
+                f, t = plan.group(gi)
+                np.matmul(w2[f], cols[t], out=y[f])
+            if bias_col is not None:
+                y += bias_col
+            _im2col.max_pool_forward(
+                y.reshape(g.F * n, g.out_h, g.out_w), z,
+                argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, pg.out_h, pg.out_w),
+                pg.kh, pg.kw, pg.stride_h, pg.stride_w, pg.pad_h, pg.pad_w, plan.threads(y.size))
+            _im2col.scatter_output(z.reshape(g.F, n * Pp), out3[n0:n0 + n], no_bias, False,
+                                   plan.threads(z.size), relu=True)
+
+    if g.N:
+        _parallel.run(plan.workers, forward_chunks)
+    return out, (x, w, b is not None, g, pg, out, argmax, plan.chunk)
+
+
+def conv_relu_pool_backward(dout, cache, need_dx=True):
+    """Gradients of conv_relu_pool_forward: (dx, dw, db), as conv_backward returns them."""
+    x, w, has_bias, g, pg, out, argmax, chunk = cache
+    check_dout(dout, pg.out_shape, x.dtype)
+    dtype = x.dtype
+    plan = ConvPlan(g, dtype, chunk=chunk)
+    w2 = w.reshape(g.F, plan.Kg)
+    Pp = pg.out_h * pg.out_w
+    dz3 = relu_backward(dout, out).reshape(g.N, g.F, Pp)  # zero where the pooled value was <= 0
+    dx = np.empty_like(x) if need_dx else None
+    args = _kernel_args(g)
+
+    def backward_chunks(k):
+        dw2 = np.zeros((g.F, plan.Kg), dtype=dtype)
+        db = np.zeros(g.F, dtype=np.float64)
+        for n0, n in plan.chunks(k):
+            cols, dy = plan.workspaces(n)
+            dz = _workspace("z", g.F * n * Pp, dtype).reshape(g.F, n * Pp)
+            _im2col.gather_dout(dz3[n0:n0 + n], dz, db, has_bias, plan.threads(dz.size))
+            _im2col.max_pool_backward(  # route each window's gradient to its argmax, in dy's layout
+                dz.reshape(g.F * n, Pp), argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, Pp),
+                dy.reshape(g.F * n, plan.P), plan.threads(dy.size))
+            _im2col.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
+            for gi in range(plan.G):
+                f, t = plan.group(gi)
+                dw2[f] += dy[f] @ cols[t].T
+            if not need_dx:
+                continue
+            for gi in range(plan.G):
+                f, t = plan.group(gi)
+                np.matmul(w2[f].T, dy[f], out=cols[t])
+            _im2col.col2im(cols, dx[n0:n0 + n], *args, plan.threads(cols.size))
+        return dw2, db
+
+    parts = _parallel.run(plan.workers, backward_chunks) if g.N else [backward_chunks(0)]
+    dw2, db = parts[0]
+    for dw2_k, db_k in parts[1:]:
+        dw2 += dw2_k
+        db += db_k
+    return dx, dw2.reshape(g.w_shape), (db.astype(dtype) if has_bias else None)
 
 
 def max_pool_forward(x, kernel_size, stride=None, pad=0):

@@ -325,6 +325,22 @@ def _layer_module(impl):
     return importlib.import_module(f"fastconv.{impl}")
 
 
+def _fuse_conv_relu_pool(plan):
+    """Replace each conv -> relu -> maxpool run of ``plan`` by one "conv_relu_pool" step:
+    the same values and gradients (tests/test_models.py), computed by the layers'
+    fused conv_relu_pool_forward/backward without the full-size intermediate arrays."""
+    fused, i = [], 0
+    while i < len(plan):
+        if [s["type"] for s in plan[i:i + 3]] == ["conv", "relu", "maxpool"]:
+            fused.append({"type": "conv_relu_pool", "conv": plan[i], "pool": plan[i + 2],
+                          "out_shape": plan[i + 2]["out_shape"]})
+            i += 3
+        else:
+            fused.append(plan[i])
+            i += 1
+    return fused
+
+
 class Sequential:
     """A stack of layers (list of dicts or a layer string; see the module docstring)."""
 
@@ -367,7 +383,7 @@ class Sequential:
         self.preprocess = None
         self.class_names = None
         self.last_scores = None
-        self._plan = self._build(layers)
+        self._plan = _fuse_conv_relu_pool(self._build(layers))
 
     # ------------------------------------------------------------------ building
     def _build(self, layers):
@@ -462,7 +478,12 @@ class Sequential:
         caches = []
         for step in self._plan:
             t = step["type"]
-            if t == "conv":
+            if t == "conv_relu_pool":
+                conv, pool = step["conv"], step["pool"]
+                out, cache = L.conv_relu_pool_forward(out, self.params[conv["W"]], self.params[conv["b"]],
+                                                      stride=conv["stride"], pad=conv["pad_px"],
+                                                      pool_size=pool["kernel"], pool_stride=pool["stride_px"])
+            elif t == "conv":
                 out, cache = L.conv_forward(out, self.params[step["W"]], self.params[step["b"]],
                                             stride=step["stride"], pad=step["pad_px"])
             elif t == "fc":
@@ -496,9 +517,12 @@ class Sequential:
         grads = {}
         for step, cache in zip(reversed(self._plan), reversed(caches)):
             t = step["type"]
-            if t == "conv":
-                # The first layer's input is the data: its gradient is never used.
-                need_dx = step is not self._plan[0]
+            # The first layer's input is the data: its gradient is never used.
+            need_dx = step is not self._plan[0]
+            if t == "conv_relu_pool":
+                conv = step["conv"]
+                dout, grads[conv["W"]], grads[conv["b"]] = L.conv_relu_pool_backward(dout, cache, need_dx=need_dx)
+            elif t == "conv":
                 dout, grads[step["W"]], grads[step["b"]] = L.conv_backward(dout, cache, need_dx=need_dx)
             elif t == "fc":
                 dout, grads[step["W"]], grads[step["b"]] = L.affine_backward(dout, cache)

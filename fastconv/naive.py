@@ -10,7 +10,7 @@ out (N, F, out_h, out_w) with out_h from ``fastconv._params.conv_output_size``.
 """
 import numpy as np
 
-from ._params import check_dout, conv_geometry, pool_geometry
+from ._params import check_dout, conv_geometry, pool_geometry, pool_geometry_of_shape
 from .layers import (  # noqa: F401  (layers without loops are shared with fastconv.fast)
     affine_backward,
     affine_forward,
@@ -117,6 +117,26 @@ def _pool_window(g, oh, ow):
     h0 = oh * g.stride_h - g.pad_h
     w0 = ow * g.stride_w - g.pad_w
     return slice(max(h0, 0), min(h0 + g.kh, g.H)), slice(max(w0, 0), min(w0 + g.kw, g.W))
+
+
+def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stride=None, pool_pad=0,
+                           dilation=1, groups=1):
+    """conv -> ReLU -> max pool, the three layers one after the other (the
+    reference of fast.conv_relu_pool_forward, which fuses them)."""
+    g = conv_geometry(x, w, b, stride, pad, dilation, groups)  # bad pool arguments fail before the loops run
+    pool_geometry_of_shape(g.out_shape, pool_size, pool_stride, pool_pad,
+                           what="the convolution's output", names=("pool_size", "pool_stride", "pool_pad"))
+    conv_out, conv_cache = conv_forward(x, w, b, stride, pad, dilation, groups)
+    pool_in, relu_cache = relu_forward(conv_out)
+    out, pool_cache = max_pool_forward(pool_in, pool_size, pool_stride, pool_pad)
+    return out, (conv_cache, relu_cache, pool_cache)
+
+
+def conv_relu_pool_backward(dout, cache, need_dx=True):
+    """Gradients of conv_relu_pool_forward: (dx, dw, db); dx is None without ``need_dx``."""
+    conv_cache, relu_cache, pool_cache = cache
+    dx, dw, db = conv_backward(relu_backward(max_pool_backward(dout, pool_cache), relu_cache), conv_cache)
+    return (dx if need_dx else None), dw, db
 
 
 def max_pool_forward(x, kernel_size, stride=None, pad=0):

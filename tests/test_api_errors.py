@@ -15,7 +15,7 @@ MODULES = [pytest.param(naive, id="naive"), pytest.param(fast, id="fast")]
 
 CONV_POOL_API = [
     "conv_forward", "conv_backward", "max_pool_forward", "max_pool_backward",
-    "avg_pool_forward", "avg_pool_backward",
+    "avg_pool_forward", "avg_pool_backward", "conv_relu_pool_forward", "conv_relu_pool_backward",
 ]
 SHARED_API = [
     "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward",
@@ -68,6 +68,11 @@ def test_every_function_keeps_the_dtype(m, dtype, rng):
         check("conv_forward", out)
         dx, dw, db = m.conv_backward(np.ones_like(out), cache)
         check("conv_backward", dx, dw, db)
+    for bias in (b, None):
+        out, cache = m.conv_relu_pool_forward(x, w, bias, stride=(2, 1), pad=1, pool_size=2, pool_stride=1,
+                                              dilation=(1, 2), groups=2)
+        check("conv_relu_pool_forward", out)
+        check("conv_relu_pool_backward", *m.conv_relu_pool_backward(np.ones_like(out), cache))
     for kind in ("max", "avg"):
         out, cache = getattr(m, f"{kind}_pool_forward")(x, 3, 2, 1)
         check(f"{kind}_pool_forward", out)
@@ -155,6 +160,28 @@ def test_conv_any_layout_same_answer(m, layout, dtype, rng):
     before = [a.copy() for a in args]
     out2, cache2 = m.conv_forward(*args[:3], **kwargs)
     grads2 = m.conv_backward(args[3], cache2)
+    _assert_same(out2, out, dtype, "out")
+    for name, got, want in zip(("dx", "dw", "db"), grads2, grads):
+        _assert_same(got, want, dtype, name)
+    for a, a0 in zip(args, before):  # inputs are never written to
+        np.testing.assert_array_equal(a, a0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("m", MODULES)
+def test_conv_relu_pool_any_layout_same_answer(m, layout, dtype, rng):
+    x = rng.standard_normal((2, 4, 7, 6)).astype(dtype)
+    w = rng.standard_normal((6, 2, 3, 2)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    kwargs = dict(stride=(2, 1), pad=(1, 2), dilation=(1, 2), groups=2, pool_size=(2, 3), pool_stride=(1, 2))
+    out, cache = m.conv_relu_pool_forward(x, w, b, **kwargs)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    grads = m.conv_relu_pool_backward(dout, cache)
+    args = [layout(a) for a in (x, w, b, dout)]
+    before = [a.copy() for a in args]
+    out2, cache2 = m.conv_relu_pool_forward(*args[:3], **kwargs)
+    grads2 = m.conv_relu_pool_backward(args[3], cache2)
     _assert_same(out2, out, dtype, "out")
     for name, got, want in zip(("dx", "dw", "db"), grads2, grads):
         _assert_same(got, want, dtype, name)
@@ -283,6 +310,27 @@ for kind in ("max", "avg"):
         (f"{kind}pool-dout-shape", _pool_backward_with(kind, _z(2, 3, 3, 2)), ValueError, r"^dout must have the forward output's shape"),
         (f"{kind}pool-dout-dtype", _pool_backward_with(kind, _z(2, 3, 3, 3, dtype=np.float32)), TypeError, r"^dout must have the forward pass's dtype"),
     ]
+
+
+
+def _crp_backward_with(dout):
+    def call(m):
+        _, cache = m.conv_relu_pool_forward(X, W, B, pad=1, pool_size=2)
+        return m.conv_relu_pool_backward(dout, cache)
+    return call
+
+
+ERRORS += [
+    # conv -> ReLU -> max pool: the conv's checks, then the pool's under their own names
+    ("crp-x-3d", lambda m: m.conv_relu_pool_forward(_z(3, 6, 6), W), ValueError, r"^x must be a 4-D"),
+    ("crp-w-int", lambda m: m.conv_relu_pool_forward(X, W.astype(np.int32)), TypeError, r"^w must have dtype"),
+    ("crp-pool-size-0", lambda m: m.conv_relu_pool_forward(X, W, B, pad=1, pool_size=0), ValueError, r"^pool_size must be >= 1"),
+    ("crp-pool-stride-float", lambda m: m.conv_relu_pool_forward(X, W, B, pool_stride=1.5), TypeError, r"^pool_stride must be an int"),
+    ("crp-pool-pad-over-half", lambda m: m.conv_relu_pool_forward(X, W, B, pool_size=2, pool_pad=2), ValueError, r"^pool_pad must be at most half the pool_size"),
+    ("crp-pool-too-large", lambda m: m.conv_relu_pool_forward(X, W, B, pool_size=5), ValueError, r"^pool_size .* larger than the padded input .* the convolution's output"),
+    ("crp-dout-shape", _crp_backward_with(_z(2, 4, 3, 2)), ValueError, r"^dout must have the forward output's shape"),
+    ("crp-dout-dtype", _crp_backward_with(_z(2, 4, 3, 3, dtype=np.float32)), TypeError, r"^dout must have the forward pass's dtype"),
+]
 
 ERRORS += [
     # shared layers

@@ -432,6 +432,118 @@ def test_empty_batch_is_consistent(dtype):
             assert dx.shape == x.shape and dx.dtype == dtype
 
 
+# ---------------------------------------------------------------------------- conv -> ReLU -> max pool
+# fast.conv_relu_pool_* fuse the three layers (bias and max pooling on each chunk's GEMM
+# output, ReLU on the pooled values); naive.conv_relu_pool_* run them one after the other.
+FUSED_POOLS = [(2, None, 0), (3, 2, 1), ((2, 3), (1, 2), (1, 0)), (1, None, 0)]
+
+
+def _fused_cases():
+    cases = []
+    for i, case in enumerate(CONV_CASES[::3]):
+        k, s, p = FUSED_POOLS[i % len(FUSED_POOLS)]
+        kh, kw = (k, k) if isinstance(k, int) else k
+        ph, pw = (p, p) if isinstance(p, int) else p
+        oh, ow = case.out_hw
+        if kh > oh + 2 * ph or kw > ow + 2 * pw:  # the window does not fit this conv output
+            k, s, p = FUSED_POOLS[-1]
+        cases.append((case, (k, s, p)))
+    return cases
+
+
+FUSED_CASES = _fused_cases()
+
+
+def _fused_id(item):
+    case, (k, s, p) = item
+    return f"{case}-pool{pair_id(k if isinstance(k, tuple) else (k, k))}-s{s if s is None else pair_id(s if isinstance(s, tuple) else (s, s))}-p{pair_id(p if isinstance(p, tuple) else (p, p))}"
+
+
+def _fused_run(module, x, w, b, kwargs, pool, dout_fn, need_dx=True):
+    k, s, p = pool
+    out, cache = module.conv_relu_pool_forward(x, w, b, pool_size=k, pool_stride=s, pool_pad=p, **kwargs)
+    return (out,) + module.conv_relu_pool_backward(dout_fn(out), cache, need_dx=need_dx)
+
+
+@pytest.mark.parametrize("item", FUSED_CASES, ids=_fused_id)
+def test_conv_relu_pool_fast_equals_naive(item):
+    case, pool = item
+    x, w, b, _ = _conv_data(case)
+    rng = np.random.default_rng(_seed(case) + 1)
+    douts = {}
+
+    def dout_fn(out):  # the same random dout for both paths
+        if out.shape not in douts:
+            douts[out.shape] = rng.standard_normal(out.shape).astype(case.dtype)
+        return douts[out.shape]
+
+    kwargs = _conv_kwargs(case)
+    want = _fused_run(naive, x, w, b, kwargs, pool, dout_fn)
+    for need_dx in (True, False):
+        got = _fused_run(fast, x, w, b, kwargs, pool, dout_fn, need_dx)
+        for name, g, r in zip(("out", "dx", "dw", "db"), got, want):
+            if name == "dx" and not need_dx:
+                assert g is None
+            elif r is None:
+                assert g is None
+            else:
+                assert_close(g, r, case.dtype, name)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("pool", [(2, None, 0), (3, 2, 1), (3, 1, 1)], ids=["k2", "k3-s2-p1", "k3-s1-p1"])
+def test_conv_relu_pool_ties_and_zeros_bitwise(monkeypatch, pool, dtype, workers):
+    """Small integers: exact sums, so most windows hold tied maxima and many values are
+    clipped to zero by ReLU. The fused path must route every gradient exactly as the
+    three separate layers do (bitwise), in chunks of one image on one or two workers."""
+    from fastconv import _parallel
+    monkeypatch.setattr(fast, "WORKSPACE_BYTES", 1)
+    monkeypatch.setattr(_parallel, "blas_threads", lambda: workers)
+    rng = np.random.default_rng(7)
+    x = rng.integers(-2, 3, size=(5, 3, 8, 7)).astype(dtype)
+    w = rng.integers(-1, 2, size=(4, 3, 3, 3)).astype(dtype)
+    b = np.array([-9, -6, -3, 0], dtype=dtype)  # from mostly clipped to mostly positive
+
+    def dout_fn(out):
+        return np.arange(1, out.size + 1, dtype=dtype).reshape(out.shape)  # distinct: a misroute shows
+
+    kwargs = dict(stride=1, pad=1)
+    want = _fused_run(naive, x, w, b, kwargs, pool, dout_fn)
+    got = _fused_run(fast, x, w, b, kwargs, pool, dout_fn)
+    assert 0.2 < (want[0] == 0).mean() < 0.8, "the data should clip many windows to zero, not all"
+    for name, g, r in zip(("out", "dx", "dw", "db"), got, want):
+        np.testing.assert_array_equal(g, r, err_msg=name)
+
+
+def test_conv_relu_pool_nan_as_the_separate_layers():
+    """A NaN in x: the pooled value is NaN in both paths and no gradient flows through it."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 2, 6, 6))
+    x[1, 0, 2, 3] = np.nan
+    w = rng.standard_normal((3, 2, 3, 3))
+    b = rng.standard_normal(3)
+    dout = rng.standard_normal((2, 3, 3, 3))
+    with np.errstate(invalid="ignore"):
+        want = _fused_run(naive, x, w, b, dict(stride=1, pad=1), (2, None, 0), lambda out: dout)
+        got = _fused_run(fast, x, w, b, dict(stride=1, pad=1), (2, None, 0), lambda out: dout)
+    np.testing.assert_array_equal(np.isnan(got[0]), np.isnan(want[0]))
+    assert np.isnan(got[0]).any()
+    for name, g, r in zip(("out", "dx", "dw", "db"), got, want):
+        np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_conv_relu_pool_argument_errors_name_the_pool_arguments():
+    x, w = np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3))
+    for module in (naive, fast):
+        with pytest.raises(ValueError, match="pool_size"):
+            module.conv_relu_pool_forward(x, w, None, pool_size=3)  # conv output 2x2 < 3
+        with pytest.raises(ValueError, match="pool_pad"):
+            module.conv_relu_pool_forward(x, w, None, pad=1, pool_size=2, pool_pad=2)
+        with pytest.raises(ValueError, match="the convolution's output"):
+            module.conv_relu_pool_forward(x, w, None, pool_size=3)
+
+
 # ---------------------------------------------------------------------------- build mode
 def test_build_mode():
     """With FASTCONV_EXPECT_DEBUG_BUILD=1 (or 0) set, the extension must be the bounds-checked (or release) build."""

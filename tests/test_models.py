@@ -98,6 +98,27 @@ def test_naive_and_fast_agree(rng):
     assert rel_error(fast.loss(X), naive.loss(X)) < 1e-9
 
 
+@pytest.mark.parametrize("impl", ["fast", "naive"])
+def test_conv_relu_maxpool_runs_fused_with_the_same_results(rng, impl):
+    """conv -> relu -> maxpool becomes one fused step (also in a model's middle), with
+    the loss and gradients of the three separate layers; other orders stay apart."""
+    spec = "conv3x3-relu-maxpool2-conv4x3-relu-maxpool2s1-conv2x3-maxpool2-relu-fc5-relu-fc"
+    X, y = _data(rng, (2, 10, 9), n=3)
+    model = M.Sequential(spec, input_shape=(2, 10, 9), num_classes=4, dtype=np.float64, seed=6, impl=impl)
+    assert [s["type"] for s in model._plan] == [
+        "conv_relu_pool", "conv_relu_pool", "conv", "maxpool", "relu", "fc", "relu", "fc"]
+    loss, grads = model.loss(X, y)
+    scores = model.loss(X)
+    params = {k: v.copy() for k, v in model.params.items()}
+    model._plan = model._build(model.layer_specs)  # the same model, layer by layer
+    model.params.update(params)  # (_build initializes the parameters anew)
+    loss_sep, grads_sep = model.loss(X, y)
+    assert abs(loss - loss_sep) < 1e-12
+    assert rel_error(scores, model.loss(X)) < 1e-12
+    for name in grads:
+        assert _grad_error(grads[name], grads_sep[name]) < 1e-12, name
+
+
 def test_float32_end_to_end(rng):
     model = M.Sequential("conv4x3-bn-relu-maxpool2-fc8-relu-dropout-fc", input_shape=(3, 8, 8), num_classes=5, seed=6)
     X = rng.standard_normal((6, 3, 8, 8)).astype(np.float32)

@@ -353,19 +353,22 @@ def conv_relu_backward(dout, cache):
 
 
 def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
-    """conv -> ReLU -> max pool. Returns (out, cache)."""
-    pool_settings(pool_param)  # report a bad pool_param before the convolution runs
-    a, conv_cache = conv_forward_fast(x, w, b, conv_param)
-    s, relu_cache = relu_forward(a)
-    out, pool_cache = max_pool_forward_fast(s, pool_param)
-    return out, (conv_cache, relu_cache, pool_cache)
+    """conv -> ReLU -> max pool, fused (fastconv.fast.conv_relu_pool_forward): the
+    same values as the three layers, without the full-size intermediates. Returns (out, cache)."""
+    kernel, pool_stride = pool_settings(pool_param)  # report a bad pool_param before the convolution runs
+    stride, pad = conv_settings(conv_param)
+    _require_bias(b)
+    dtype = _weights_dtype(w)
+    out, cache = fast.conv_relu_pool_forward(_cast(x, dtype), w, _cast(b, dtype), stride, pad,
+                                             pool_size=kernel, pool_stride=pool_stride)
+    return out, (cache, out.dtype, _dtype_of(x), _dtype_of(b))
 
 
 def conv_relu_pool_backward(dout, cache):
     """Returns (dx, dw, db) for conv_relu_pool_forward."""
-    conv_cache, relu_cache, pool_cache = cache
-    ds = max_pool_backward_fast(_cast(dout, _compute_dtype(conv_cache)), pool_cache)
-    return conv_backward_fast(relu_backward(ds, relu_cache), conv_cache)
+    inner, dtype, x_dtype, b_dtype = cache
+    dx, dw, db = fast.conv_relu_pool_backward(_cast(dout, dtype), inner)
+    return dx.astype(x_dtype, copy=False), dw, db.astype(b_dtype, copy=False)
 
 
 def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param):
