@@ -187,3 +187,36 @@ def test_im2col_accepts_read_only_input(dtype):
     cols = np.empty((2 * 2 * 3, 2 * 5 * 2), dtype=dtype)
     _im2col.im2col(x, cols, *args)
     np.testing.assert_array_equal(cols, im2col_reference(x, *args))
+
+
+# (H, W, kernel, stride, pad): the max-pool kernel's two paths, phased (overlapping
+# windows: rows split into stride phases) and direct, must agree bitwise.
+POOL_PATH_GEOMETRIES = [
+    (8, 9, (3, 3), (2, 2), (1, 1)),
+    (7, 6, (3, 2), (1, 1), (1, 1)),
+    (9, 11, (5, 4), (2, 3), (2, 2)),
+    (1, 13, (1, 7), (1, 3), (0, 3)),
+    (6, 5, (4, 4), (3, 3), (2, 2)),
+    (5, 5, (2, 2), (2, 2), (0, 0)),  # not overlapping: both calls take the direct path
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("geo", POOL_PATH_GEOMETRIES, ids=lambda g: f"x{g[0]}x{g[1]}-k{g[2][0]}x{g[2][1]}-s{pair_id(g[3])}-p{pair_id(g[4])}")
+def test_max_pool_phased_and_direct_paths_agree(rng, geo, dtype):
+    H, W, (kh, kw), (sh, sw), (ph, pw) = geo
+    out_h, out_w = out_size(H, kh, sh, ph, 1), out_size(W, kw, sw, pw, 1)
+    x = rng.integers(-3, 4, size=(5, H, W)).astype(dtype)  # ties in most windows
+    x[0, 0, 0] = np.nan
+    x[1, :, :] = -np.inf
+    x[2, H // 2, W // 2] = np.inf
+    results = []
+    for allow_phased in (True, False):
+        out = np.full((5, out_h, out_w), 7, dtype=dtype)
+        argmax = np.full((5, out_h, out_w), -1, dtype=np.int32)
+        _im2col.max_pool_forward(x, out, argmax, kh, kw, sh, sw, ph, pw, 1, allow_phased)
+        results.append((out, argmax))
+    (out_p, arg_p), (out_d, arg_d) = results
+    np.testing.assert_array_equal(out_p, out_d)
+    np.testing.assert_array_equal(arg_p, arg_d)
+    assert (arg_d >= 0).all() and (arg_d < H * W).all()
