@@ -62,6 +62,10 @@ def add_arguments(parser):
     parser.add_argument("--torch-in-process", action="store_true",
                         help="time torch in this process instead of a peer process with your own environment "
                              "(it then runs on the OpenMP settings that `import fastconv` chose)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="glibc keeps freed memory in the process (fastconv.keep_freed_memory(), as "
+                             "`fastconv train` does), in this process and torch's peer alike: no page faults "
+                             "for fresh output arrays")
     parser.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny shapes, 1 repeat, no warm-up, no pauses (numbers are meaningless)")
@@ -131,9 +135,19 @@ def run(args):
     mode = "sweep" if args.sweep else "memory" if args.memory else "bench"
     json_path, png_path = _paths(args, mode)
     notes = []
+    malloc_env = None
+    if args.keep_freed_memory:
+        from .._malloc import KEEP_FREED_MEMORY_ENV, keep_freed_memory
+
+        if keep_freed_memory():
+            malloc_env = KEEP_FREED_MEMORY_ENV
+            notes.append("--keep-freed-memory: glibc keeps freed memory in this process and in torch's peer "
+                         f"({', '.join(f'{k}={v}' for k, v in malloc_env.items())})")
+        else:
+            notes.append("--keep-freed-memory had no effect here (not glibc, or FASTCONV_MALLOC_TUNING=0)")
     torch = peer = None
     if "torch" in sel["contenders"] and not args.memory:
-        torch, peer, note = load_torch(in_process=args.torch_in_process)
+        torch, peer, note = load_torch(in_process=args.torch_in_process, extra_env=malloc_env)
         if note:
             notes.append(note)
     if args.quick:
@@ -143,6 +157,7 @@ def run(args):
         "argv": sys.argv, "selection": sel,
         **machine.collect(torch),
         "settings": {"naive_images": args.naive_images, "naive_repeats": args.naive_repeats,
+                     "keep_freed_memory": malloc_env is not None,
                      "quick": args.quick, "torch_process": "peer" if peer else "same" if torch else None},
         "notes": notes,
     }

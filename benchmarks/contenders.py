@@ -62,7 +62,7 @@ class Context:
         return self._naive[key]
 
 
-def load_torch(in_process=False):
+def load_torch(in_process=False, extra_env=None):
     """(torch module or None, TorchPeer or None, note or None).
 
     By default PyTorch runs in a peer process with the user's own environment
@@ -72,6 +72,7 @@ def load_torch(in_process=False):
     without torch, and torch shares it. The other way round, the extension's
     OpenMP loops run on torch's bundled libgomp, configured before
     ``import fastconv`` could set it up (measured: fast W2conv3x3 fwd+bwd 4x slower).
+    ``extra_env`` is added to the peer's environment (``--keep-freed-memory``).
     """
     if in_process:
         try:
@@ -83,7 +84,7 @@ def load_torch(in_process=False):
     from .peer import TorchPeer
 
     try:
-        return None, TorchPeer(), None
+        return None, TorchPeer(extra_env), None
     except ImportError as exc:
         return None, None, f"torch skipped: {exc}"
 

@@ -78,8 +78,9 @@ def _scratch_dir():
 class TorchPeer:
     """The parent's handle on the child process."""
 
-    def __init__(self):
+    def __init__(self, extra_env=None):
         env, self.clean_env = original_environment()
+        env.update(extra_env or {})
         self.tmp = tempfile.mkdtemp(prefix="fastconv-bench-", dir=_scratch_dir())
         self.proc = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env)
@@ -160,7 +161,8 @@ def serve(torch, error, start_env):
         reply(error=f"PyTorch is not importable ({error})")
         return 0
     reply(ok=True, torch=torch.__version__, parallel_info=torch.__config__.parallel_info(),
-          threadpools=threadpool_info(), env={k: start_env.get(k) for k in THREAD_ENV})
+          threadpools=threadpool_info(), env={k: start_env.get(k) for k in THREAD_ENV},
+          malloc_env={k: v for k, v in start_env.items() if k.startswith("MALLOC_")})
     fn = None
     limits = None
     for line in sys.stdin:

@@ -48,5 +48,6 @@ if _OPENBLAS_TIMEOUT_BEFORE_NUMPY:
 
 from ._params import conv_output_size  # noqa: F401
 from ._config import show_config  # noqa: F401
+from ._malloc import keep_freed_memory  # noqa: F401
 
-__all__ = ["conv_output_size", "show_config", "__version__", "OPENMP_WAIT_POLICY"]
+__all__ = ["conv_output_size", "show_config", "keep_freed_memory", "__version__", "OPENMP_WAIT_POLICY"]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import platform
@@ -37,6 +36,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from ._malloc import keep_freed_memory
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
@@ -171,17 +172,8 @@ def add_arguments(parser):
 
 
 def _keep_freed_memory():
-    """Ask glibc to serve large arrays from its heap and not to trim it (see the module docstring)."""
-    if not sys.platform.startswith("linux") or os.environ.get("FASTCONV_MALLOC_TUNING") == "0":
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    ok = mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1
-    ok &= mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1) == 1
-    return bool(ok)
+    """Ask glibc to keep freed memory for reuse (see fastconv/_malloc.py and the module docstring)."""
+    return keep_freed_memory()
 
 
 @contextlib.contextmanager

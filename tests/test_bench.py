@@ -8,11 +8,13 @@ import argparse
 import importlib.util
 import json
 import math
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import fastconv._malloc
 import fastconv.fast as fast
 from fastconv import _parallel
 from fastconv.__main__ import main
@@ -113,7 +115,7 @@ def test_a_wrong_torch_result_stops_the_run(tmp_path, capsys, monkeypatch):
 
 def test_without_torch_the_column_is_skipped_with_a_note(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(contenders, "load_torch",
-                        lambda in_process=False: (None, None, "torch skipped: PyTorch is not importable (test)"))
+                        lambda in_process=False, extra_env=None: (None, None, "torch skipped: PyTorch is not importable (test)"))
     code, out = bench(tmp_path, "--workload", "W3conv5x5", "--pass", "fwd", "--no-chart")
     captured = capsys.readouterr()
     assert code == 0
@@ -198,6 +200,24 @@ def test_gemm_limit_computes_the_convolution_over_several_chunks(monkeypatch, bl
     for _ in range(100):
         dw2 = contenders.conv_gemm_limit(ops, "fwdbwd")
     assert np.isfinite(dw2).all() and all(np.isfinite(cols).all() for cols in ops.cols)
+
+
+def test_keep_freed_memory_applies_to_both_processes(tmp_path):
+    """--keep-freed-memory tunes glibc in the benchmark's process (a subprocess here, so
+    that this test process is left alone) and hands the same setting to torch's peer."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "fastconv", "bench", "--quick", "--keep-freed-memory",
+                           "--workload", "W3conv5x5", "--pass", "fwd", "--no-chart", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    if not sys.platform.startswith("linux"):
+        assert doc["settings"]["keep_freed_memory"] is False
+        return
+    assert doc["settings"]["keep_freed_memory"] is True
+    assert any(n.startswith("--keep-freed-memory: glibc keeps freed memory") for n in doc["notes"])
+    if HAVE_TORCH:
+        assert doc["torch_peer"]["malloc_env"] == fastconv._malloc.KEEP_FREED_MEMORY_ENV
 
 
 def test_interleaving_order_and_scaling():
