@@ -45,6 +45,9 @@ def build_info():
     else:
         info["extension"] = True
         info.update(_im2col.build_info())
+        from . import _parallel
+
+        info["conv_workers"] = _parallel.blas_threads()
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
@@ -67,9 +70,14 @@ def show_config():
               + (" (DEBUG: bounds checks on)" if info["debug_build"] else ""))
         print(f"OpenMP: {'yes' if info['openmp'] else 'no'}, threads: {info['omp_max_threads']}, "
               f"idle-thread policy: {info['openmp_wait_policy']}")
+        if info["conv_workers"] > 1:
+            print(f"convolution: chunks of images on {info['conv_workers']} worker threads, one BLAS "
+                  "thread each (as many as the BLAS may use)")
+        else:
+            print("convolution: in the calling thread (the BLAS may use one thread)")
         if info["openmp"] and info["openmp_wait_policy"] != "PASSIVE":
             print("note: a libgomp with spinning idle threads was loaded before fastconv (PyTorch "
-                  "ships one), so fastconv.fast runs its kernels on one thread; for full speed "
+                  "ships one), so fastconv.fast runs its OpenMP kernels on one thread; for full speed "
                   "export OMP_WAIT_POLICY=PASSIVE or import fastconv first")
     else:
         print(f"extension fastconv._im2col: MISSING ({info.get('extension_error')})")
