@@ -203,3 +203,12 @@ def test_a_forked_child_can_convolve(one_image_chunks):
     child.join(60)
     assert child.exitcode == 0
     assert queue.get(timeout=5) < 1e-9
+
+
+@pytest.mark.parametrize("n_workers, text", [(1, "in the calling thread"), (3, "on 3 worker threads")])
+def test_show_config_says_how_convolutions_run(workers, capsys, n_workers, text):
+    import fastconv
+
+    workers(n_workers)
+    fastconv.show_config()
+    assert f"convolution: {text}" in capsys.readouterr().out
