@@ -205,7 +205,7 @@ def test_a_forked_child_can_convolve(one_image_chunks):
     assert queue.get(timeout=5) < 1e-9
 
 
-@pytest.mark.parametrize("n_workers, text", [(1, "in the calling thread"), (3, "on 3 worker threads")])
+@pytest.mark.parametrize("n_workers, text", [(1, "in the calling thread"), (3, "chunks of images on 3 worker threads")])
 def test_show_config_says_how_convolutions_run(workers, capsys, n_workers, text):
     import fastconv
 
