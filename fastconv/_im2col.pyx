@@ -1,4 +1,4 @@
-"""Cython kernels of fastconv's fast path: im2col/col2im and pooling.
+"""Cython kernels of fastconv's fast path: im2col/col2im, pooling and spatial batchnorm.
 
 These functions only loop. The Python wrappers in ``fastconv/fast.py`` own all
 policy: they validate arguments, choose and check dtypes, make inputs
@@ -648,3 +648,154 @@ def avg_pool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
                         hi = _end_valid(iw0, stride_w, out_w, W)
                         for ow in range(lo, hi):
                             drow[iw0 + ow * stride_w] += grow[ow] * inv
+
+
+# ---------------------------------------------------------------- spatial batch normalization
+# x, out, dout and dx are passed as (N, C, H*W): channel c's M = N*H*W values are N runs
+# of H*W. Per-channel sums are kept in double, four partial sums at a time.
+
+cdef inline double _sum_run(const floating* a, Py_ssize_t n, double shift) noexcept nogil:
+    """sum(a[k] - shift) over one run."""
+    cdef Py_ssize_t k, n4 = n - n % 4
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    for k in range(0, n4, 4):
+        s0 = s0 + (a[k] - shift)
+        s1 = s1 + (a[k + 1] - shift)
+        s2 = s2 + (a[k + 2] - shift)
+        s3 = s3 + (a[k + 3] - shift)
+    for k in range(n4, n):
+        s0 = s0 + (a[k] - shift)
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef inline double _sum_sq_run(const floating* a, Py_ssize_t n, double shift) noexcept nogil:
+    """sum((a[k] - shift)**2) over one run."""
+    cdef Py_ssize_t k, n4 = n - n % 4
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, d0, d1, d2, d3
+    for k in range(0, n4, 4):
+        d0 = a[k] - shift
+        d1 = a[k + 1] - shift
+        d2 = a[k + 2] - shift
+        d3 = a[k + 3] - shift
+        s0 = s0 + d0 * d0
+        s1 = s1 + d1 * d1
+        s2 = s2 + d2 * d2
+        s3 = s3 + d3 * d3
+    for k in range(n4, n):
+        d0 = a[k] - shift
+        s0 = s0 + d0 * d0
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef inline double _sum_prod_run(const floating* a, const floating* b, Py_ssize_t n, double shift) noexcept nogil:
+    """sum(a[k] * (b[k] - shift)) over one run."""
+    cdef Py_ssize_t k, n4 = n - n % 4
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    for k in range(0, n4, 4):
+        s0 = s0 + a[k] * (b[k] - shift)
+        s1 = s1 + a[k + 1] * (b[k + 1] - shift)
+        s2 = s2 + a[k + 2] * (b[k + 2] - shift)
+        s3 = s3 + a[k + 3] * (b[k + 3] - shift)
+    for k in range(n4, n):
+        s0 = s0 + a[k] * (b[k] - shift)
+    return (s0 + s1) + (s2 + s3)
+
+
+def bn_channel_stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] var, int num_threads=0):
+    """mean[c] and the biased variance var[c] of channel c of x (N, C, HW), in two passes
+    (the second sums squared deviations from the mean: no cancellation)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], c, n
+    cdef double M = <double>(N * HW), s, m
+    if mean.shape[0] != C or var.shape[0] != C:
+        raise ValueError(f"mean and var must have shape ({C},)")
+    if N * HW == 0:
+        raise ValueError("x must hold at least one value per channel")
+    with nogil:
+        for c in prange(C, schedule="static", num_threads=_threads(num_threads)):
+            s = 0
+            for n in range(N):
+                s = s + _sum_run(&x[n, c, HW - 1] - (HW - 1), HW, 0.0)
+            m = s / M
+            s = 0
+            for n in range(N):
+                s = s + _sum_sq_run(&x[n, c, HW - 1] - (HW - 1), HW, m)
+            mean[c] = m
+            var[c] = s / M
+
+
+def bn_affine(const floating[:, :, ::1] x, const double[::1] shift, const double[::1] scale,
+              const double[::1] offset, floating[:, :, ::1] out, int num_threads=0):
+    """out[n, c] = (x[n, c] - shift[c]) * scale[c] + offset[c]: the normalization,
+    (x - mean) * gamma / std + beta (subtracting first keeps a large mean exact)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], t, n, c, k
+    cdef floating sh, sc, of
+    cdef const floating* src
+    cdef floating* dst
+    if out.shape[0] != N or out.shape[1] != C or out.shape[2] != HW:
+        raise ValueError("out must have x's shape")
+    if shift.shape[0] != C or scale.shape[0] != C or offset.shape[0] != C:
+        raise ValueError(f"shift, scale and offset must have shape ({C},)")
+    if HW == 0:
+        return
+    with nogil:
+        for t in prange(N * C, schedule="static", num_threads=_threads(num_threads)):
+            n = t // C
+            c = t - n * C
+            sh = <floating>shift[c]
+            sc = <floating>scale[c]
+            of = <floating>offset[c]
+            src = &x[n, c, HW - 1] - (HW - 1)
+            dst = &out[n, c, HW - 1] - (HW - 1)
+            for k in range(HW):
+                dst[k] = (src[k] - sh) * sc + of
+
+
+def bn_backward_sums(const floating[:, :, ::1] dout, const floating[:, :, ::1] x, const double[::1] mean,
+                     double[::1] sum_dout, double[::1] sum_dout_xc, int num_threads=0):
+    """Per channel: sum(dout) and sum(dout * (x - mean)) (dbeta, and dgamma times std)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], c, n
+    cdef double s, sx
+    if dout.shape[0] != N or dout.shape[1] != C or dout.shape[2] != HW:
+        raise ValueError("dout must have x's shape")
+    if HW == 0:
+        sum_dout[:] = 0
+        sum_dout_xc[:] = 0
+        return
+    with nogil:
+        for c in prange(C, schedule="static", num_threads=_threads(num_threads)):
+            s = 0
+            sx = 0
+            for n in range(N):
+                s = s + _sum_run(&dout[n, c, HW - 1] - (HW - 1), HW, 0.0)
+                sx = sx + _sum_prod_run(&dout[n, c, HW - 1] - (HW - 1), &x[n, c, HW - 1] - (HW - 1), HW, mean[c])
+            sum_dout[c] = s
+            sum_dout_xc[c] = sx
+
+
+def bn_backward_dx(const floating[:, :, ::1] dout, const floating[:, :, ::1] x, const double[::1] mean,
+                   const double[::1] a, const double[::1] b, const double[::1] d, floating[:, :, ::1] dx,
+                   int num_threads=0):
+    """dx[n, c] = a[c] * dout[n, c] + b[c] * (x[n, c] - mean[c]) + d[c]."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], t, n, c, k
+    cdef floating fa, fb, fd, fm
+    cdef const floating* g
+    cdef const floating* src
+    cdef floating* dst
+    if dout.shape[0] != N or dout.shape[1] != C or dout.shape[2] != HW or dx.shape[0] != N \
+            or dx.shape[1] != C or dx.shape[2] != HW:
+        raise ValueError("dout and dx must have x's shape")
+    if HW == 0:
+        return
+    with nogil:
+        for t in prange(N * C, schedule="static", num_threads=_threads(num_threads)):
+            n = t // C
+            c = t - n * C
+            fa = <floating>a[c]
+            fb = <floating>b[c]
+            fd = <floating>d[c]
+            fm = <floating>mean[c]
+            g = &dout[n, c, HW - 1] - (HW - 1)
+            src = &x[n, c, HW - 1] - (HW - 1)
+            dst = &dx[n, c, HW - 1] - (HW - 1)
+            for k in range(HW):
+                dst[k] = fa * g[k] + fb * (src[k] - fm) + fd

@@ -30,7 +30,8 @@ import threading
 import numpy as np
 
 from . import OPENMP_WAIT_POLICY, _parallel
-from ._params import check_dout, conv_geometry, pool_geometry, pool_geometry_of_shape
+from ._params import check_dout, check_float_array, conv_geometry, pool_geometry, pool_geometry_of_shape
+from . import layers as _layers
 from .layers import (  # noqa: F401  (layers without loops are shared with fastconv.naive)
     affine_backward,
     affine_forward,
@@ -43,8 +44,6 @@ from .layers import (  # noqa: F401  (layers without loops are shared with fastc
     sigmoid_backward,
     sigmoid_forward,
     softmax_loss,
-    spatial_batchnorm_backward,
-    spatial_batchnorm_forward,
     svm_loss,
 )
 
@@ -377,3 +376,65 @@ def avg_pool_backward(dout, cache):
         _threads(planes * g.H * g.W),
     )
     return dx
+
+
+def spatial_batchnorm_forward(x, gamma, beta, bn_param):
+    """Batch normalization of x (N, C, H, W) per channel, over N, H and W: the same
+    arguments, bn_param updates and results as fastconv.naive's (numpy) version.
+
+    Training mode runs three passes over x, each parallel over channels, with sums
+    in double: the mean, the squared deviations from it, and (x - mean) * gamma /
+    std + beta. numpy's version makes about ten full-size temporaries (measured on
+    (128, 32, 28, 28) float32, forward + backward at 2 threads: 28.5 ms numpy).
+    The cache refers to x (as conv's does) instead of holding a normalized copy.
+    """
+    check_float_array(x, "x", 4)
+    N, C, H, W = x.shape
+    mode = _layers._check_bn(x, gamma, beta, bn_param, C, "x (N, C, H, W)")
+    if mode != "train" or N * H * W == 0:  # one numpy pass (test mode), or nothing to normalize over
+        out, cache = _layers.spatial_batchnorm_forward(x, gamma, beta, bn_param)
+        return out, (None if cache is None else ("reference", cache))
+    eps = bn_param.get("eps", 1e-5)
+    momentum = bn_param.get("momentum", 0.9)
+    running_mean = bn_param.get("running_mean", np.zeros(C, dtype=x.dtype))
+    running_var = bn_param.get("running_var", np.ones(C, dtype=x.dtype))
+    x = np.ascontiguousarray(x)
+    x3 = x.reshape(N, C, H * W)
+    mean = np.empty(C)
+    var = np.empty(C)
+    threads = _threads(x.size)
+    _im2col.bn_channel_stats(x3, mean, var, threads)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    out = np.empty_like(x)
+    _im2col.bn_affine(x3, mean, gamma.astype(np.float64) * inv_std, beta.astype(np.float64),
+                      out.reshape(N, C, H * W), threads)
+    bn_param["running_mean"] = (momentum * running_mean + (1 - momentum) * mean).astype(x.dtype)
+    bn_param["running_var"] = (momentum * running_var + (1 - momentum) * var).astype(x.dtype)
+    return out, ("fast", x, np.ascontiguousarray(gamma), mean, inv_std)
+
+
+def spatial_batchnorm_backward(dout, cache):
+    """Returns (dx, dgamma, dbeta) for spatial_batchnorm_forward in training mode:
+    two passes, the per-channel sums of dout and dout * (x - mean), then dx."""
+    if cache is None:
+        raise ValueError("spatial_batchnorm_backward needs the cache of a forward pass in 'train' mode")
+    if cache[0] == "reference":
+        return _layers.spatial_batchnorm_backward(dout, cache[1])
+    _, x, gamma, mean, inv_std = cache
+    check_dout(dout, x.shape, x.dtype)
+    dout = np.ascontiguousarray(dout)
+    N, C, H, W = x.shape
+    M = N * H * W
+    x3, dout3 = x.reshape(N, C, H * W), dout.reshape(N, C, H * W)
+    sum_dout, sum_dout_xc = np.empty(C), np.empty(C)
+    threads = _threads(x.size)
+    _im2col.bn_backward_sums(dout3, x3, mean, sum_dout, sum_dout_xc, threads)
+    # dx = gamma * inv_std / M * (M * dout - dbeta - xhat * dgamma), xhat = (x - mean) * inv_std,
+    # dgamma = inv_std * sum(dout * (x - mean)), dbeta = sum(dout): a*dout + b*(x - mean) + d.
+    g = gamma.astype(np.float64) * inv_std
+    a = g
+    b = -g * inv_std * inv_std * sum_dout_xc / M
+    d = -g * sum_dout / M
+    dx = np.empty_like(x)
+    _im2col.bn_backward_dx(dout3, x3, mean, a, b, d, dx.reshape(N, C, H * W), threads)
+    return dx, (inv_std * sum_dout_xc).astype(x.dtype), sum_dout.astype(x.dtype)

@@ -544,6 +544,50 @@ def test_conv_relu_pool_argument_errors_name_the_pool_arguments():
             module.conv_relu_pool_forward(x, w, None, pool_size=3)
 
 
+# ---------------------------------------------------------------------------- spatial batchnorm
+# (N, C, H, W, mean offset): fast's Cython passes against the numpy reference (naive's).
+BN_SHAPES = [(4, 3, 5, 6, 0.0), (1, 2, 1, 1, 0.0), (2, 5, 7, 3, 0.0), (3, 4, 8, 8, 1e3), (5, 1, 3, 9, -50.0),
+             (2, 3, 4, 4, 0.0)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=lambda s: f"n{s[0]}c{s[1]}-x{s[2]}x{s[3]}-mean{s[4]:g}")
+def test_spatial_batchnorm_fast_equals_reference(shape, dtype):
+    N, C, H, W, offset = shape
+    rng = np.random.default_rng(N * 1000 + C * 100 + H * 10 + W)
+    x = (rng.standard_normal((N, C, H, W)) * 2 + offset).astype(dtype)
+    gamma, beta = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    running = {"running_mean": rng.standard_normal(C).astype(dtype),
+               "running_var": rng.random(C).astype(dtype) + 0.5}
+    results = []
+    for module in (naive, fast):
+        param = {"mode": "train", "momentum": 0.8, "eps": 1e-4, **{k: v.copy() for k, v in running.items()}}
+        out, cache = module.spatial_batchnorm_forward(x, gamma, beta, param)
+        grads = module.spatial_batchnorm_backward(dout, cache)
+        test_param = {"mode": "test", **{k: param[k] for k in running}}
+        out_test, _ = module.spatial_batchnorm_forward(x, gamma, beta, test_param)
+        results.append((out, *grads, param["running_mean"], param["running_var"], out_test))
+    names = ("out", "dx", "dgamma", "dbeta", "running_mean", "running_var", "out (test mode)")
+    for name, got, want in zip(names, results[1], results[0]):
+        if N * H * W == 1 and name in ("dx", "dgamma"):
+            # one value per channel: xhat = 0, so the reference's dx is 0 plus float noise
+            assert np.abs(got).max() < 1e-3 * max(1.0, np.abs(dout).max()), name
+            continue
+        assert_close(got, want, dtype, name)
+
+
+def test_spatial_batchnorm_fast_does_not_touch_its_inputs():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 2, 4, 5))
+    gamma, beta, dout = rng.standard_normal(2), rng.standard_normal(2), rng.standard_normal((3, 2, 4, 5))
+    before = [a.copy() for a in (x, gamma, beta, dout)]
+    out, cache = fast.spatial_batchnorm_forward(x, gamma, beta, {"mode": "train"})
+    fast.spatial_batchnorm_backward(dout, cache)
+    for a, b in zip((x, gamma, beta, dout), before):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------------------- build mode
 def test_build_mode():
     """With FASTCONV_EXPECT_DEBUG_BUILD=1 (or 0) set, the extension must be the bounds-checked (or release) build."""

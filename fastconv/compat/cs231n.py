@@ -287,12 +287,12 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     """Batch normalization of x (N, C, H, W) per channel; gamma, beta (C,); bn_param as batchnorm_forward."""
     if isinstance(x, np.ndarray) and x.ndim == 4:
         _bn_settings(bn_param, x.shape[1])
-    return _shared.spatial_batchnorm_forward(x, gamma, beta, bn_param)
+    return fast.spatial_batchnorm_forward(x, gamma, beta, bn_param)
 
 
 def spatial_batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for spatial_batchnorm_forward in 'train' mode."""
-    return _shared.spatial_batchnorm_backward(dout, cache)
+    return fast.spatial_batchnorm_backward(dout, cache)
 
 
 # ------------------------------------------------------------------ dropout
