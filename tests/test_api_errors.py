@@ -191,6 +191,26 @@ def test_conv_relu_pool_any_layout_same_answer(m, layout, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("m", MODULES)
+def test_spatial_batchnorm_any_layout_same_answer(m, layout, dtype, rng):
+    x = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
+    gamma, beta = rng.standard_normal(4).astype(dtype), rng.standard_normal(4).astype(dtype)
+    out, cache = m.spatial_batchnorm_forward(x, gamma, beta, {"mode": "train"})
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    grads = m.spatial_batchnorm_backward(dout, cache)
+    args = [layout(a) for a in (x, gamma, beta, dout)]
+    before = [a.copy() for a in args]
+    out2, cache2 = m.spatial_batchnorm_forward(*args[:3], {"mode": "train"})
+    grads2 = m.spatial_batchnorm_backward(args[3], cache2)
+    _assert_same(out2, out, dtype, "out")
+    for name, got, want in zip(("dx", "dgamma", "dbeta"), grads2, grads):
+        _assert_same(got, want, dtype, name)
+    for a, a0 in zip(args, before):  # inputs are never written to
+        np.testing.assert_array_equal(a, a0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize("m", MODULES)
 def test_pool_any_layout_same_answer(m, kind, layout, dtype, rng):
