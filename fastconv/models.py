@@ -326,13 +326,17 @@ def _layer_module(impl):
 
 
 def _fuse_conv_relu_pool(plan):
-    """Replace each conv -> relu -> maxpool run of ``plan`` by one "conv_relu_pool" step:
-    the same values and gradients (tests/test_models.py), computed by the layers'
-    fused conv_relu_pool_forward/backward without the full-size intermediate arrays."""
+    """Replace each conv -> relu -> maxpool run of ``plan`` (or conv -> maxpool -> relu:
+    ReLU and max commute, gradients included, because both route through the same first
+    maximum and are cut where it is <= 0) by one "conv_relu_pool" step: the same values
+    and gradients (tests/test_models.py), computed by the layers' fused
+    conv_relu_pool_forward/backward without the full-size intermediate arrays."""
     fused, i = [], 0
     while i < len(plan):
-        if [s["type"] for s in plan[i:i + 3]] == ["conv", "relu", "maxpool"]:
-            fused.append({"type": "conv_relu_pool", "conv": plan[i], "pool": plan[i + 2],
+        types = [s["type"] for s in plan[i:i + 3]]
+        if types in (["conv", "relu", "maxpool"], ["conv", "maxpool", "relu"]):
+            pool = plan[i + 2] if types[2] == "maxpool" else plan[i + 1]
+            fused.append({"type": "conv_relu_pool", "conv": plan[i], "pool": pool,
                           "out_shape": plan[i + 2]["out_shape"]})
             i += 3
         else:

@@ -516,6 +516,27 @@ def test_conv_relu_pool_ties_and_zeros_bitwise(monkeypatch, pool, dtype, workers
         np.testing.assert_array_equal(g, r, err_msg=name)
 
 
+@pytest.mark.parametrize("pool", [(2, None, 0), (3, 2, 1)], ids=["k2", "k3-s2-p1"])
+def test_conv_maxpool_relu_order_is_the_same_layer_bitwise(pool):
+    """Max pooling before ReLU gives the same values and gradients as ReLU before it
+    (models fuse both orders): checked on tied, clipped integer data."""
+    k, s, p = pool
+    rng = np.random.default_rng(11)
+    x = rng.integers(-2, 3, size=(3, 2, 7, 8)).astype(np.float64)
+    w = rng.integers(-1, 2, size=(4, 2, 3, 3)).astype(np.float64)
+    b = np.array([-6.0, -3.0, 0.0, 1.0])
+    h, conv_cache = naive.conv_forward(x, w, b, 1, 1)
+    pooled, pool_cache = naive.max_pool_forward(h, k, s, p)
+    out, relu_cache = naive.relu_forward(pooled)
+    dout = np.arange(1, out.size + 1, dtype=np.float64).reshape(out.shape)
+    want = (out,) + naive.conv_backward(naive.max_pool_backward(naive.relu_backward(dout, relu_cache), pool_cache),
+                                        conv_cache)
+    got = _fused_run(fast, x, w, b, dict(stride=1, pad=1), pool, lambda o: dout)
+    assert 0.1 < (out == 0).mean() < 0.9, "the data should clip some windows to zero, not all"
+    for name, g, r in zip(("out", "dx", "dw", "db"), got, want):
+        np.testing.assert_array_equal(g, r, err_msg=name)
+
+
 def test_conv_relu_pool_nan_as_the_separate_layers():
     """A NaN in x: the pooled value is NaN in both paths and no gradient flows through it."""
     rng = np.random.default_rng(3)

@@ -100,13 +100,13 @@ def test_naive_and_fast_agree(rng):
 
 @pytest.mark.parametrize("impl", ["fast", "naive"])
 def test_conv_relu_maxpool_runs_fused_with_the_same_results(rng, impl):
-    """conv -> relu -> maxpool becomes one fused step (also in a model's middle), with
-    the loss and gradients of the three separate layers; other orders stay apart."""
-    spec = "conv3x3-relu-maxpool2-conv4x3-relu-maxpool2s1-conv2x3-maxpool2-relu-fc5-relu-fc"
-    X, y = _data(rng, (2, 10, 9), n=3)
-    model = M.Sequential(spec, input_shape=(2, 10, 9), num_classes=4, dtype=np.float64, seed=6, impl=impl)
+    """conv -> relu -> maxpool and conv -> maxpool -> relu become one fused step (also in a
+    model's middle), with the loss and gradients of the separate layers; other runs stay apart."""
+    spec = "conv3x3-relu-maxpool2-conv4x3-relu-maxpool2s1-conv2x3-maxpool2-relu-conv3x3-relu-avgpool2-fc5-relu-fc"
+    X, y = _data(rng, (2, 18, 17), n=3)
+    model = M.Sequential(spec, input_shape=(2, 18, 17), num_classes=4, dtype=np.float64, seed=6, impl=impl)
     assert [s["type"] for s in model._plan] == [
-        "conv_relu_pool", "conv_relu_pool", "conv", "maxpool", "relu", "fc", "relu", "fc"]
+        "conv_relu_pool", "conv_relu_pool", "conv_relu_pool", "conv", "relu", "avgpool", "fc", "relu", "fc"]
     loss, grads = model.loss(X, y)
     scores = model.loss(X)
     params = {k: v.copy() for k, v in model.params.items()}
