@@ -420,6 +420,29 @@ cdef void _max_plane_direct(const floating* xp, floating* op, int32_t* ap,
                     brow[lo + k] = (idx0 + <int32_t>(k * stride_w)) if take else brow[lo + k]
 
 
+cdef inline void _split_row2(const floating* xr, floating* d, Py_ssize_t W, Py_ssize_t pad_w,
+                             Py_ssize_t E) noexcept nogil:
+    """_max_plane_phased's row split for stride_w == 2, both phases in one pass: with
+    the stride a constant, the compiler turns the even/odd split into vector shuffles
+    (a runtime stride leaves it one scalar load at a time)."""
+    cdef Py_ssize_t e, k, iw, p
+    cdef Py_ssize_t a = max(_first_valid(-pad_w, 2, E), _first_valid(1 - pad_w, 2, E))
+    cdef Py_ssize_t b = max(a, min(_end_valid(-pad_w, 2, E, W), _end_valid(1 - pad_w, 2, E, W)))
+    cdef floating* d0 = d + a
+    cdef floating* d1 = d + E + a
+    cdef const floating* s = xr + (2 * a - pad_w)
+    for k in range(b - a):
+        d0[k] = s[2 * k]
+        d1[k] = s[2 * k + 1]
+    for p in range(2):  # the entries outside [a, b): padding, or a pixel only one phase has
+        for e in range(a):
+            iw = p - pad_w + 2 * e
+            d[p * E + e] = xr[iw] if 0 <= iw < W else -INFINITY
+        for e in range(b, E):
+            iw = p - pad_w + 2 * e
+            d[p * E + e] = xr[iw] if 0 <= iw < W else -INFINITY
+
+
 cdef void _max_plane_phased(const floating* xp, floating* op, int32_t* ap,
                             Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
@@ -443,6 +466,9 @@ cdef void _max_plane_phased(const floating* xp, floating* op, int32_t* ap,
     cdef const floating* xr
     for ih in range(H):
         xr = xp + ih * W
+        if stride_w == 2:
+            _split_row2(xr, rows + ih * 2 * E, W, pad_w, E)
+            continue
         for p in range(stride_w):
             d = rows + (ih * stride_w + p) * E
             e_lo = _first_valid(p - pad_w, stride_w, E)  # entries whose pixel is in the row
