@@ -1,4 +1,7 @@
-"""Build script: declares the one Cython extension, ``fastconv._im2col``.
+"""Build script: declares the Cython extension ``fastconv._im2col``, and on x86 a
+second build of the same kernels with AVX2, ``fastconv._im2col_avx2`` (optional:
+if the compiler cannot build it, only a warning; fastconv/_kernels.py loads it
+only on a CPU that has AVX2).
 
 Everything else about the package lives in pyproject.toml.
 
@@ -9,9 +12,10 @@ Environment switches (read at build time):
   out-of-bounds access. ``fastconv.show_config()`` reports which build is in.
 * ``FASTCONV_NO_OPENMP=1`` builds without OpenMP even where the compiler has it.
 * ``FASTCONV_NATIVE=1`` adds ``-march=native`` (opt-in only: a binary built
-  that way may crash with SIGILL on an older CPU).
+  that way may crash with SIGILL on an older CPU); no AVX2 build then.
 """
 import os
+import platform
 import sys
 import tempfile
 import textwrap
@@ -82,11 +86,16 @@ class BuildExt(build_ext):
             if flags is not None:
                 ext.extra_compile_args += flags[0]
                 ext.extra_link_args += flags[1]
+            avx2 = ext.name.endswith("_avx2")
             if not is_msvc:
                 ext.extra_compile_args += ["-O0", "-g"] if DEBUG else ["-O3"]
                 if NATIVE:
                     ext.extra_compile_args += ["-march=native"]
+                if avx2:  # AVX2 only: no -mfma, so no contraction changes a result
+                    ext.extra_compile_args += ["-mavx2"]
             ext.define_macros += [
+                ("FASTCONV_ISA_AVX2", "1" if avx2 else "0"),
+                ("FASTCONV_ISA_NATIVE", "1" if NATIVE else "0"),
                 ("FASTCONV_DEBUG_BUILD", "1" if DEBUG else "0"),
                 ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
             ]
@@ -100,6 +109,18 @@ extensions = [
         include_dirs=[numpy.get_include()],
     )
 ]
+# The AVX2 build: GCC/Clang on x86-64, and not when -march=native already targets this CPU.
+if (not NATIVE and sys.platform != "win32"
+        and platform.machine().lower() in ("x86_64", "amd64")):
+    extensions.append(
+        Extension(
+            "fastconv._im2col_avx2",
+            ["fastconv/_im2col_avx2.pyx"],
+            include_dirs=[numpy.get_include()],
+            depends=["fastconv/_im2col.pyx"],
+            optional=True,
+        )
+    )
 
 setup(
     ext_modules=cythonize(

@@ -73,7 +73,8 @@ def thread_settings(torch=None):
     info = {
         "env": {name: os.environ.get(name) for name in THREAD_ENV},
         "threadpools": threadpool_info(),
-        "fastconv_build": {k: build.get(k) for k in ("extension", "openmp", "debug_build", "omp_max_threads")},
+        "fastconv_build": {k: build.get(k) for k in ("extension", "openmp", "debug_build", "omp_max_threads",
+                                                             "kernels", "isa", "kernels_reason")},
     }
     blas = [p for p in info["threadpools"] if p.get("user_api") == "blas"]
     info["openblas_kernels"] = ", ".join(f"{p.get('internal_api')} {p.get('architecture')}" for p in blas) or None
@@ -89,9 +90,11 @@ def describe(doc):
     cpu = (f"{m['cpu']['model']} ({m['cpu']['usable_cpus']} usable CPUs"
            f"{', ' + ' '.join(m['cpu']['flags']) if m['cpu']['flags'] else ''})")
     libs = ", ".join(f"{k} {v[k]}" for k in ("fastconv", "numpy", "torch") if v.get(k))
+    build = t.get("fastconv_build", {})
     return (f"Machine: {cpu}, {m.get('memory_mib')} MiB RAM; Python {v['python']}, {libs}.\n"
             f"OpenBLAS kernels: {t['openblas_kernels']} (OPENBLAS_CORETYPE="
-            f"{coretype if coretype is not None else 'unset'}).")
+            f"{coretype if coretype is not None else 'unset'}); fastconv kernels: "
+            f"{build.get('kernels')} ({build.get('isa')} build).")
 
 
 def collect(torch=None):

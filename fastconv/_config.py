@@ -39,12 +39,14 @@ def build_info():
         "openmp_wait_policy": _wait_policy(),
     }
     try:
-        from . import _im2col
-    except ImportError as exc:
+        from ._kernels import kernels, reason
+    except (ImportError, ValueError) as exc:  # ValueError: a bad FASTCONV_KERNELS
         info["extension_error"] = str(exc)
     else:
         info["extension"] = True
-        info.update(_im2col.build_info())
+        info.update(kernels.build_info())
+        info["kernels"] = kernels.__name__
+        info["kernels_reason"] = reason
         from . import _parallel
 
         info["conv_workers"] = _parallel.blas_threads()
@@ -66,7 +68,8 @@ def show_config():
     print(f"fastconv {info['fastconv']} (Python {info['python']}, numpy {info['numpy']})")
     print(f"platform: {info['platform']}")
     if info["extension"]:
-        print("extension fastconv._im2col: built"
+        print(f"extension {info['kernels']}: built for {info['isa']} instructions, in use "
+              f"because {info['kernels_reason']}"
               + (" (DEBUG: bounds checks on)" if info["debug_build"] else ""))
         print(f"OpenMP: {'yes' if info['openmp'] else 'no'}, threads: {info['omp_max_threads']}, "
               f"idle-thread policy: {info['openmp_wait_policy']}")
@@ -80,7 +83,7 @@ def show_config():
                   "ships one), so fastconv.fast runs its OpenMP kernels on one thread; for full speed "
                   "export OMP_WAIT_POLICY=PASSIVE or import fastconv first")
     else:
-        print(f"extension fastconv._im2col: MISSING ({info.get('extension_error')})")
+        print(f"extension fastconv._im2col: MISSING or unusable ({info.get('extension_error')})")
         print("  build it with `pip install -e .` in the source tree; fastconv.naive works without it")
     env = " ".join(f"{k}={v}" for k, v in info["env"].items() if v is not None)
     print(f"environment: {env or '(none of the thread variables set)'}")

@@ -41,19 +41,45 @@ cdef extern from *:
     static int fc_have_openmp(void) { return 0; }
     static int fc_omp_max_threads(void) { return 1; }
     #endif
+    #ifndef FASTCONV_ISA_AVX2
+    #define FASTCONV_ISA_AVX2 0
+    #endif
+    #ifndef FASTCONV_ISA_NATIVE
+    #define FASTCONV_ISA_NATIVE 0
+    #endif
+    static int fc_cpu_has_avx2(void) {
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();  /* cpuid, and whether the OS saves the AVX registers */
+        return __builtin_cpu_supports("avx2") != 0;
+    #else
+        return 0;
+    #endif
+    }
     """
     int fc_have_openmp() noexcept nogil
     int fc_omp_max_threads() noexcept nogil
+    int fc_cpu_has_avx2() noexcept nogil
     int FASTCONV_DEBUG_BUILD
+    int FASTCONV_ISA_AVX2
+    int FASTCONV_ISA_NATIVE
 
 
 def build_info():
-    """How this extension was compiled: OpenMP in or not, bounds checks on or not."""
+    """How this extension was compiled: OpenMP in or not, bounds checks on or not, and
+    for which instructions ("baseline": the compiler's default target; "avx2": the
+    second build of these kernels, fastconv/_im2col_avx2.pyx; "native": -march=native)."""
     return {
         "openmp": bool(fc_have_openmp()),
         "debug_build": bool(FASTCONV_DEBUG_BUILD),
         "omp_max_threads": int(fc_omp_max_threads()),
+        "isa": "native" if FASTCONV_ISA_NATIVE else ("avx2" if FASTCONV_ISA_AVX2 else "baseline"),
     }
+
+
+def cpu_has_avx2():
+    """Whether this CPU (and OS) can run AVX2 code: asked of the CPU by the compiler's
+    runtime (cpuid/xgetbv); False on compilers or machines other than GCC/Clang on x86."""
+    return bool(fc_cpu_has_avx2())
 
 
 cdef inline int _threads(int num_threads) noexcept nogil:

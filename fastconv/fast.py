@@ -48,7 +48,9 @@ from .layers import (  # noqa: F401  (layers without loops are shared with fastc
 )
 
 try:
-    from . import _im2col
+    # The Cython kernels: fastconv._im2col, or its AVX2 build on a CPU with AVX2
+    # (fastconv/_kernels.py; FASTCONV_KERNELS=baseline forces the first).
+    from ._kernels import kernels as _im2col
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "fastconv.fast needs the compiled extension fastconv._im2col, which is missing "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-import fastconv._im2col as _im2col
+from fastconv.fast import _im2col  # the kernel build fastconv.fast runs (fastconv/_kernels.py)
 import fastconv.fast as fast
 import fastconv.naive as naive
 from fastconv._params import conv_geometry
@@ -612,9 +612,20 @@ def test_spatial_batchnorm_fast_does_not_touch_its_inputs():
 # ---------------------------------------------------------------------------- build mode
 def test_build_mode():
     """With FASTCONV_EXPECT_DEBUG_BUILD=1 (or 0) set, the extension must be the bounds-checked (or release) build."""
-    info = _im2col.build_info()
-    assert "debug_build" in info
+    import importlib
+
+    builds = [_im2col]  # the build fastconv.fast runs, and every other one installed
+    for name in ("fastconv._im2col", "fastconv._im2col_avx2"):
+        if name == "fastconv._im2col_avx2" and not builds[0].cpu_has_avx2():
+            continue  # importing it could crash this CPU
+        try:
+            builds.append(importlib.import_module(name))
+        except ImportError:
+            pass
     expected = os.environ.get("FASTCONV_EXPECT_DEBUG_BUILD")
-    if expected is not None and expected != "":
-        assert expected in ("0", "1"), f"FASTCONV_EXPECT_DEBUG_BUILD must be 0 or 1, got {expected!r}"
-        assert info["debug_build"] is (expected == "1")
+    for build in builds:
+        info = build.build_info()
+        assert "debug_build" in info
+        if expected is not None and expected != "":
+            assert expected in ("0", "1"), f"FASTCONV_EXPECT_DEBUG_BUILD must be 0 or 1, got {expected!r}"
+            assert info["debug_build"] is (expected == "1"), build.__name__
