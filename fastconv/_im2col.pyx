@@ -664,6 +664,42 @@ def avg_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
                     orow[ow] *= inv
 
 
+cdef void _avg_tiles_backward(const floating* gp, floating* dp, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t kh, Py_ssize_t kw,
+                              Py_ssize_t pad_h, Py_ssize_t pad_w, floating inv) noexcept nogil:
+    """avg_pool_backward of one plane when the windows tile it (stride == kernel): every
+    pixel lies in at most one window, (ih + pad_h) // kh, (iw + pad_w) // kw, so each is
+    written once, with no zero-fill first and no read-modify-write. ``+ zero`` keeps
+    the general path's bits (there 0.0 + (-0.0) gives +0.0)."""
+    cdef Py_ssize_t ih, oh, ow, j, iw0, lo, hi, cover
+    cdef floating zero = 0
+    cdef floating v
+    cdef floating* drow
+    cdef const floating* grow
+    cover = max(0, min(W, out_w * kw - pad_w))  # pixels [0, cover) of a row are in a window
+    for ih in range(H):
+        drow = dp + ih * W
+        oh = (ih + pad_h) // kh
+        if oh >= out_h:
+            memset(drow, 0, W * sizeof(floating))
+            continue
+        grow = gp + oh * out_w
+        if kw == 2 and pad_w == 0:  # a constant stride: vector shuffles
+            for ow in range(out_w):
+                v = grow[ow] * inv + zero
+                drow[2 * ow] = v
+                drow[2 * ow + 1] = v
+        else:
+            for j in range(kw):
+                iw0 = j - pad_w
+                lo = _first_valid(iw0, kw, out_w)
+                hi = _end_valid(iw0, kw, out_w, W)
+                for ow in range(lo, hi):
+                    drow[iw0 + ow * kw] = grow[ow] * inv + zero
+        if cover < W:
+            memset(drow + cover, 0, (W - cover) * sizeof(floating))
+
+
 def avg_pool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
                       Py_ssize_t pad_h, Py_ssize_t pad_w, int num_threads=0):
@@ -686,6 +722,13 @@ def avg_pool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
     j_hi = min(kw, pad_w + W)
     with nogil:
         for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
+            if H == 0 or W == 0:
+                continue
+            if kh == stride_h and kw == stride_w and out_h > 0:
+                _avg_tiles_backward(&dout[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
+                                    &dx[t, H - 1, W - 1] - (H * W - 1),
+                                    H, W, out_h, out_w, kh, kw, pad_h, pad_w, inv)
+                continue
             memset(&dx[t, H - 1, W - 1] - (H * W - 1), 0, H * W * sizeof(floating))
             for oh in range(out_h):
                 h0 = oh * stride_h - pad_h

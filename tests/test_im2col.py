@@ -224,3 +224,40 @@ def test_max_pool_phased_and_direct_paths_agree(rng, geo, dtype):
     np.testing.assert_array_equal(out_p, out_d)
     np.testing.assert_array_equal(arg_p, arg_d)
     assert (arg_d >= 0).all() and (arg_d < H * W).all()
+
+
+# (H, W, kernel, pad): windows that tile the image (stride == kernel), which
+# avg_pool_backward writes pixel by pixel instead of zero-filling and adding.
+AVG_TILE_GEOMETRIES = [
+    (8, 8, (2, 2), (0, 0)),
+    (7, 9, (2, 2), (0, 0)),  # a last row and column in no window
+    (7, 9, (2, 2), (1, 1)),
+    (9, 10, (3, 3), (1, 1)),
+    (5, 11, (2, 3), (1, 0)),
+    (4, 6, (1, 1), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("geo", AVG_TILE_GEOMETRIES, ids=lambda g: f"x{g[0]}x{g[1]}-k{g[2][0]}x{g[2][1]}-p{pair_id(g[3])}")
+def test_avg_pool_backward_tiles_bitwise(rng, geo, dtype):
+    """Each pixel gets 0.0 + dout * (1 / (kh*kw)) from its window, or 0.0: the same bits
+    as zero-fill-then-add (a -0.0 gradient gives +0.0), NaN and inf passed through."""
+    H, W, (kh, kw), (ph, pw) = geo
+    out_h, out_w = out_size(H, kh, kh, ph, 1), out_size(W, kw, kw, pw, 1)
+    dout = rng.standard_normal((3, out_h, out_w)).astype(dtype)
+    dout[0, 0, 0] = -0.0
+    dout[1, -1, -1] = np.nan
+    dout[2, 0, -1] = -np.inf
+    inv = dtype(1.0 / (kh * kw))
+    expected = np.zeros((3, H, W), dtype=dtype)
+    for oh in range(out_h):
+        for ow in range(out_w):
+            for i in range(kh):
+                for j in range(kw):
+                    ih, iw = oh * kh - ph + i, ow * kw - pw + j
+                    if 0 <= ih < H and 0 <= iw < W:
+                        expected[:, ih, iw] += dout[:, oh, ow] * inv
+    dx = np.full((3, H, W), 7, dtype=dtype)  # stale values must all be overwritten
+    _im2col.avg_pool_backward(dout, dx, kh, kw, kh, kw, ph, pw, 1)
+    assert dx.tobytes() == expected.tobytes()
