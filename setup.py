@@ -14,6 +14,7 @@ Environment switches (read at build time):
 * ``FASTCONV_NATIVE=1`` adds ``-march=native`` (opt-in only: a binary built
   that way may crash with SIGILL on an older CPU); no AVX2 build then.
 """
+import hashlib
 import os
 import platform
 import sys
@@ -71,6 +72,13 @@ def _openmp_flags(compiler):
     return None
 
 
+def _source_id():
+    """48 bits of the kernels' source hash, compiled into both builds: fastconv/_kernels.py
+    refuses an AVX2 module left over from other source (an optional build that failed)."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastconv", "_im2col.pyx"), "rb") as f:
+        return int(hashlib.sha256(f.read()).hexdigest()[:12], 16)
+
+
 class BuildExt(build_ext):
     """build_ext that probes the compiler for OpenMP before compiling."""
 
@@ -97,6 +105,7 @@ class BuildExt(build_ext):
                 ("FASTCONV_ISA_AVX2", "1" if avx2 else "0"),
                 ("FASTCONV_ISA_NATIVE", "1" if NATIVE else "0"),
                 ("FASTCONV_DEBUG_BUILD", "1" if DEBUG else "0"),
+                ("FASTCONV_SOURCE_ID", f"{_source_id()}LL"),
                 ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
             ]
         super().build_extensions()

@@ -47,6 +47,9 @@ cdef extern from *:
     #ifndef FASTCONV_ISA_NATIVE
     #define FASTCONV_ISA_NATIVE 0
     #endif
+    #ifndef FASTCONV_SOURCE_ID
+    #define FASTCONV_SOURCE_ID 0LL
+    #endif
     static int fc_cpu_has_avx2(void) {
     #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
         __builtin_cpu_init();  /* cpuid, and whether the OS saves the AVX registers */
@@ -62,17 +65,19 @@ cdef extern from *:
     int FASTCONV_DEBUG_BUILD
     int FASTCONV_ISA_AVX2
     int FASTCONV_ISA_NATIVE
+    long long FASTCONV_SOURCE_ID
 
 
 def build_info():
-    """How this extension was compiled: OpenMP in or not, bounds checks on or not, and
-    for which instructions ("baseline": the compiler's default target; "avx2": the
+    """How this extension was compiled: OpenMP in or not, bounds checks on or not, from
+    which source, and for which instructions ("baseline": the compiler's default target; "avx2": the
     second build of these kernels, fastconv/_im2col_avx2.pyx; "native": -march=native)."""
     return {
         "openmp": bool(fc_have_openmp()),
         "debug_build": bool(FASTCONV_DEBUG_BUILD),
         "omp_max_threads": int(fc_omp_max_threads()),
         "isa": "native" if FASTCONV_ISA_NATIVE else ("avx2" if FASTCONV_ISA_AVX2 else "baseline"),
+        "source_id": int(FASTCONV_SOURCE_ID),  # a hash of _im2col.pyx at build time
     }
 
 

@@ -44,12 +44,14 @@ def _load():
                 f"installed ({exc}); reinstall with a compiler that accepts -mavx2"
             ) from exc
         return baseline, "the AVX2 build is not installed"
-    if avx2.build_info()["debug_build"] != baseline.build_info()["debug_build"]:
-        # A stale module from an earlier build (debug flag switched): do not mix them.
+    ours, theirs = baseline.build_info(), avx2.build_info()
+    if any(ours[k] != theirs[k] for k in ("source_id", "debug_build")):
+        # A module left over from an earlier build (other source, or the debug switch
+        # flipped, and its rebuild failed): never mix the two.
         if wanted == "avx2":
             raise ValueError(f"{KERNELS_ENV}=avx2, but fastconv._im2col_avx2 comes from "
                              "another build than fastconv._im2col; reinstall fastconv")
-        return baseline, "the AVX2 build is stale (another debug setting); reinstall"
+        return baseline, "the AVX2 build is stale (from another build); reinstall"
     return avx2, "the CPU has AVX2"
 
 

@@ -60,6 +60,24 @@ def test_environment_variable_with_a_bad_value_is_a_clear_error():
     assert "ValueError" in run.stderr and "FASTCONV_KERNELS" in run.stderr and "'sse9'" in run.stderr
 
 
+def test_a_stale_avx2_build_is_never_mixed_in(monkeypatch):
+    """An AVX2 module from other source (its optional rebuild failed) is refused."""
+    avx2 = _avx2_build()
+    info = avx2.build_info()
+    monkeypatch.setattr(avx2, "build_info", lambda: dict(info, source_id=info["source_id"] + 1))
+    monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
+    module, reason = _kernels._load()
+    assert module is baseline and "stale" in reason
+    monkeypatch.setenv(_kernels.KERNELS_ENV, "avx2")
+    with pytest.raises(ValueError, match="another build"):
+        _kernels._load()
+
+
+def test_both_builds_come_from_the_same_source():
+    avx2 = _avx2_build()
+    assert avx2.build_info()["source_id"] == baseline.build_info()["source_id"] != 0
+
+
 def _tricky(rng, shape, dtype):
     """Small integers (ties in most windows), a NaN, -inf, +inf and a -0.0."""
     x = rng.integers(-3, 4, size=shape).astype(dtype)
