@@ -721,15 +721,15 @@ def avg_pool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
     cdef floating* drow
     if dout.shape[0] != planes:
         raise ValueError("dout must have shape (N*C, out_h, out_w) matching dx")
-    if out_w == 0:
+    # Windows that tile the planes (stride == kernel): each pixel is written once.
+    cdef bint tiles = kh == stride_h and kw == stride_w and out_h > 0
+    if out_w == 0 or H == 0 or W == 0:
         return
     j_lo = max(0, pad_w - (out_w - 1) * stride_w)
     j_hi = min(kw, pad_w + W)
     with nogil:
         for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
-            if H == 0 or W == 0:
-                continue
-            if kh == stride_h and kw == stride_w and out_h > 0:
+            if tiles:
                 _avg_tiles_backward(&dout[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
                                     &dx[t, H - 1, W - 1] - (H * W - 1),
                                     H, W, out_h, out_w, kh, kw, pad_h, pad_w, inv)
