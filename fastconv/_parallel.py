@@ -32,14 +32,18 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 _lock = threading.Lock()
 _controller = None  # threadpoolctl controller of the loaded BLAS libraries, False if none
+_setters = None  # per BLAS library, the function that sets its thread count process-wide
 _depth = 0  # calls inside a one-BLAS-thread section right now, across all threads
-_limiter = None  # restores the BLAS thread counts when the last such call ends
+_saved_limits = None  # (setter, threads) per library from before the first of those calls
 _saved_threads = 1  # blas_threads() from before the first of those calls
 _pool = None
 
+# How OpenBLAS's own functions are named in its builds (numpy's is scipy_openblas..._64_).
+_OPENBLAS_AFFIXES = [(p, s) for p in ("", "scipy_") for s in ("", "64_", "_64")]
+
 
 def _blas_controller():
-    global _controller
+    global _controller, _setters
     if _controller is None:
         try:
             from threadpoolctl import ThreadpoolController
@@ -48,7 +52,24 @@ def _blas_controller():
             _controller = ctl if ctl.lib_controllers else False
         except Exception:  # pragma: no cover - threadpoolctl is a dependency
             _controller = False
+        _setters = [_thread_setter(lib) for lib in _controller.lib_controllers] if _controller else []
     return _controller
+
+
+def _thread_setter(lib):
+    """The function that sets ``lib``'s thread count for the whole process.
+
+    threadpoolctl (>= 3.8) lets only one Python thread change a pthreads OpenBLAS (the
+    first one that set a limit, until its ``with`` block ends) and ignores the others
+    without a word; a convolution holds the BLAS from whichever thread starts first, so
+    for that OpenBLAS it calls the library's own function."""
+    dynlib = getattr(lib, "dynlib", None)
+    if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) != "openmp" and dynlib:
+        for prefix, suffix in _OPENBLAS_AFFIXES:
+            setter = getattr(dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+            if setter is not None:
+                return setter
+    return lib.set_num_threads
 
 
 def _current_blas_threads():
@@ -79,20 +100,25 @@ class _OneBlasThread:
     each other's limits (the second would otherwise save "1" and restore it)."""
 
     def __enter__(self):
-        global _depth, _limiter, _saved_threads
+        global _depth, _saved_limits, _saved_threads
         with _lock:
             if _depth == 0:
                 _saved_threads = _current_blas_threads()
-                _limiter = _blas_controller().limit(limits=1)
+                libs = _blas_controller().lib_controllers
+                _saved_limits = [(setter, lib.num_threads) for setter, lib in zip(_setters, libs)]
+                for setter, _ in _saved_limits:
+                    setter(1)
             _depth += 1
 
     def __exit__(self, *exc):
-        global _depth, _limiter
+        global _depth, _saved_limits
         with _lock:
             _depth -= 1
             if _depth == 0:
-                limiter, _limiter = _limiter, None
-                limiter.restore_original_limits()
+                saved, _saved_limits = _saved_limits, None
+                for setter, threads in saved:
+                    if threads is not None:
+                        setter(threads)
 
 
 def _get_pool():
@@ -106,8 +132,8 @@ def _get_pool():
 
 def _after_fork_in_child():
     # The parent's worker threads do not exist in a forked child.
-    global _pool, _lock, _depth, _limiter
-    _pool, _lock, _depth, _limiter = None, threading.Lock(), 0, None
+    global _pool, _lock, _depth, _saved_limits
+    _pool, _lock, _depth, _saved_limits = None, threading.Lock(), 0, None
 
 
 if hasattr(os, "register_at_fork"):

@@ -126,6 +126,37 @@ def test_workers_run_with_one_blas_thread_and_limits_come_back(one_image_chunks,
     assert _blas_thread_counts() == before
 
 
+def test_the_blas_is_held_to_one_thread_from_any_python_thread(one_image_chunks, workers, monkeypatch):
+    """threadpoolctl >= 3.8 ignores limits set from any Python thread but the one that set
+    one first (here the main thread, which keeps that role while its limit lasts); a
+    convolution started in another thread must still run its workers on one BLAS thread."""
+    from threadpoolctl import ThreadpoolController
+
+    ctl = ThreadpoolController().select(user_api="blas")
+    if not ctl.lib_controllers or min(_blas_thread_counts()) < 2:
+        pytest.skip("needs a BLAS that threadpoolctl sees, with 2 or more threads")
+    workers(2)
+    before = _blas_thread_counts()
+    seen = []
+    real = _im2col.im2col
+
+    def recording_im2col(*args):
+        seen.append(_parallel._current_blas_threads())
+        return real(*args)
+
+    monkeypatch.setattr(_im2col, "im2col", recording_im2col)
+    x, w, b, kwargs = _data(CASES[0], np.float64)
+    main_holds = ctl.limit(limits=min(before))  # the main thread now controls OpenBLAS for threadpoolctl
+    try:
+        other = threading.Thread(target=_fwdbwd, args=(fast, x, w, b, kwargs))
+        other.start()
+        other.join()
+    finally:
+        main_holds.restore_original_limits()
+    assert seen and set(seen) == {1}
+    assert _blas_thread_counts() == before
+
+
 def test_an_error_in_a_worker_propagates_and_limits_come_back(one_image_chunks, workers, monkeypatch):
     workers(2)
     before = _blas_thread_counts()
