@@ -257,7 +257,7 @@ def conv_gemm_limit(ops, pass_, hook=None, need_dx=True):
                 hook.forward_done(n0, n, y)
         return y
 
-    ys = _parallel.run(plan.workers, forward_chunks)
+    ys = _parallel.run(plan.workers, plan.one_blas_thread, forward_chunks)
     if pass_ == "fwd":
         return ys[0]
 
@@ -278,7 +278,7 @@ def conv_gemm_limit(ops, pass_, hook=None, need_dx=True):
                 np.matmul(w2[f].T, dy[f], out=cols[t])
         return dw2
 
-    parts = _parallel.run(plan.workers, backward_chunks)
+    parts = _parallel.run(plan.workers, plan.one_blas_thread, backward_chunks)
     dw2 = parts[0]
     for part in parts[1:]:
         dw2 += part

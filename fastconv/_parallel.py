@@ -15,8 +15,9 @@ Cython kernels release it too, so plain Python threads suffice.
 
 The number of workers is the number of threads the BLAS may use when the call
 starts (threadpoolctl's ``threadpool_limits`` and ``OPENBLAS_NUM_THREADS``
-set it). With one worker, or when threadpoolctl cannot see numpy's BLAS, the
-call runs in the caller's thread as before, with a multi-threaded BLAS.
+set it). With one worker the call runs in the caller's thread, on one BLAS
+thread if the BLAS has several (fastconv.fast asks for that); when
+threadpoolctl cannot see numpy's BLAS, as it is.
 
 Each worker sums its own partial weight gradient, and the partials are added
 in worker order, so dw and db depend on the worker count (as PyTorch's do on
@@ -140,13 +141,17 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def run(workers, work):
-    """``[work(0), ..., work(workers - 1)]``, side by side on one BLAS thread each when
-    ``workers > 1``; ``work(0)`` runs in the calling thread, the others in copies of
-    its context (numpy's error state included). Exceptions propagate
-    after every worker has finished (they all write into the caller's arrays)."""
+def run(workers, one_blas_thread, work):
+    """``[work(0), ..., work(workers - 1)]``, side by side when ``workers > 1``, on one
+    BLAS thread each when ``one_blas_thread`` (always, with several workers);
+    ``work(0)`` runs in the calling thread, the others in copies of its context
+    (numpy's error state included). Exceptions propagate after every worker has
+    finished (they all write into the caller's arrays)."""
     if workers <= 1:
-        return [work(0)]
+        if not one_blas_thread:
+            return [work(0)]
+        with _OneBlasThread():
+            return [work(0)]
     pool = _get_pool()
     with _OneBlasThread():
         # Each worker runs in a copy of the caller's context, so that numpy's error

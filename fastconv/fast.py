@@ -14,12 +14,15 @@ col2im adds the patches back into ``dx``. The cache holds ``x`` and ``w`` only;
 backward recomputes ``cols`` chunk by chunk instead of keeping a matrix
 kh*kw times the size of x.
 
-Threads: when the BLAS may use T > 1 threads, T workers take the chunks in
-turn, each running a whole chunk (im2col, GEMMs, output pass) on one thread
-with the BLAS held to one thread (fastconv/_parallel.py says why and what it
-measured); otherwise the chunks run in the caller's thread on a multi-threaded
-BLAS and OpenMP kernels. dw and db are summed per worker, then in worker order:
-bitwise reproducible for a given thread count.
+Threads: when the BLAS may use T > 1 threads, the batch is cut into at least
+T chunks (when it has T images) and T workers take them in turn, each running
+a whole chunk (im2col, GEMMs, output pass) on one thread with the BLAS held to
+one thread (fastconv/_parallel.py says why); a single image runs in the
+caller's thread, on one BLAS thread too, with OpenMP kernels. So every GEMM
+runs on one BLAS thread whatever other threads do to the process-wide BLAS
+setting (some OpenBLAS kernels round differently on 1 and 2 threads). dw and
+db are summed per worker, then in worker order: bitwise reproducible for a
+given thread count.
 
 Workspaces are kept per thread and reused across calls (fresh large buffers
 cost page faults on every call). A cache may be passed between threads, but
@@ -120,9 +123,16 @@ class ConvPlan:
         self.G, self.P = g.groups, g.out_h * g.out_w
         self.K = g.C * g.kh * g.kw
         self.Fg, self.Kg = g.F // g.groups, self.K // g.groups
-        self.chunk = chunk_images(g, self.dtype.itemsize) if chunk is None else chunk
+        blas_threads = _parallel.blas_threads()
+        if chunk is None:
+            # At least one chunk per BLAS thread: every GEMM then runs on one BLAS thread,
+            # so the result depends on the user's thread setting only, never on what another
+            # thread's call does to the process-wide BLAS setting meanwhile.
+            chunk = min(chunk_images(g, self.dtype.itemsize), max(1, -(-g.N // blas_threads)))
+        self.chunk = chunk
         n_chunks = -(-g.N // self.chunk)
-        self.workers = max(1, min(_parallel.blas_threads(), n_chunks))
+        self.workers = max(1, min(blas_threads, n_chunks))
+        self.one_blas_thread = blas_threads > 1
 
     def chunks(self, k):
         """(n0, n) of the chunks of worker k."""
@@ -173,7 +183,7 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
             _im2col.scatter_output(y, out3[n0:n0 + n], bias, b is not None, plan.threads(y.size))
 
     if g.N:
-        _parallel.run(plan.workers, forward_chunks)
+        _parallel.run(plan.workers, plan.one_blas_thread, forward_chunks)
     return out, (x, w, b is not None, g)
 
 
@@ -211,7 +221,7 @@ def conv_backward(dout, cache, need_dx=True):
         return dw2, db
 
     if g.N:
-        parts = _parallel.run(plan.workers, backward_chunks)
+        parts = _parallel.run(plan.workers, plan.one_blas_thread, backward_chunks)
     else:
         parts = [backward_chunks(0)]
     dw2, db = parts[0]
@@ -271,7 +281,7 @@ def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stri
                                    plan.threads(z.size), relu=True)
 
     if g.N:
-        _parallel.run(plan.workers, forward_chunks)
+        _parallel.run(plan.workers, plan.one_blas_thread, forward_chunks)
     return out, (x, w, b is not None, g, pg, out, argmax, plan.chunk)
 
 
@@ -309,7 +319,7 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
             _im2col.col2im(cols, dx[n0:n0 + n], *args, plan.threads(cols.size))
         return dw2, db
 
-    parts = _parallel.run(plan.workers, backward_chunks) if g.N else [backward_chunks(0)]
+    parts = _parallel.run(plan.workers, plan.one_blas_thread, backward_chunks) if g.N else [backward_chunks(0)]
     dw2, db = parts[0]
     for dw2_k, db_k in parts[1:]:
         dw2 += dw2_k

@@ -157,6 +157,26 @@ def test_the_blas_is_held_to_one_thread_from_any_python_thread(one_image_chunks,
     assert _blas_thread_counts() == before
 
 
+@pytest.mark.parametrize("N", [1, 2, 3])
+def test_small_batches_also_run_on_one_blas_thread(workers, monkeypatch, N):
+    """A batch that fits one workspace is still cut into a chunk per worker (N = 1: one
+    worker), so its GEMMs never run on however many BLAS threads another thread's call
+    left in place: results depend on the user's setting alone."""
+    workers(2)
+    seen = []
+    real = _im2col.im2col
+
+    def recording_im2col(*args):
+        seen.append((threading.current_thread().name, _parallel._current_blas_threads()))
+        return real(*args)
+
+    monkeypatch.setattr(_im2col, "im2col", recording_im2col)
+    x, w, b, kwargs = _data((N, 2, 6, 5, 3, (3, 3), 1, 1, 1), np.float64)
+    _fwdbwd(fast, x, w, b, kwargs)
+    assert {blas for _, blas in seen} == {1}
+    assert len({name for name, _ in seen}) == min(N, 2)  # the caller, and a pool worker if N > 1
+
+
 def test_an_error_in_a_worker_propagates_and_limits_come_back(one_image_chunks, workers, monkeypatch):
     workers(2)
     before = _blas_thread_counts()
