@@ -33,6 +33,19 @@ def conv_output_size(size, kernel, stride=1, pad=0, dilation=1):
     return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def check_int(value, name, minimum=None, maximum=None):
+    """``value`` as an int: TypeError unless it is an integer (bool is not), ValueError
+    naming ``name`` unless ``minimum <= value <= maximum`` (either bound may be None)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        bound = "2**31 - 1" if maximum == _INT32_MAX else maximum
+        raise ValueError(f"{name} must be <= {bound}, got {value!r}")
+    return int(value)
+
+
 def pair(value, name, minimum):
     """Normalize an int or an (h, w) pair of ints to a tuple, checking its range
     (``minimum`` to ``HYPERPARAMETER_MAX``)."""
@@ -45,10 +58,7 @@ def pair(value, name, minimum):
     for v in items:
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
             raise TypeError(f"{name} must be an int or a pair (h, w) of ints, got {value!r}")
-        if v < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-        if v > HYPERPARAMETER_MAX:
-            raise ValueError(f"{name} must be <= 2**31 - 1, got {value!r}")
+        check_int(v, name, minimum, HYPERPARAMETER_MAX)
     return int(items[0]), int(items[1])
 
 
@@ -132,11 +142,7 @@ def conv_geometry(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
     sh, sw = pair(stride, "stride", 1)
     ph, pw = pair(pad, "pad", 0)
     dh, dw = pair(dilation, "dilation", 1)
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
-        raise TypeError(f"groups must be an int, got {groups!r}")
-    groups = int(groups)
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
+    groups = check_int(groups, "groups", 1)
     N, C, H, W = x.shape
     F, Cg, kh, kw = w.shape
     if C < 1 or H < 1 or W < 1:

@@ -54,6 +54,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import sha256_of as file_sha256
+
 __all__ = [
     "Dataset",
     "DatasetNotFoundError",
@@ -459,14 +461,6 @@ def _locate(name, root, download, opener):
 
 
 # ---------------------------------------------------------------------------- downloads
-def file_sha256(path, chunk=1 << 20):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download_file(url, dest, sha256, opener=None, timeout=30, max_bytes=_MAX_FILE_BYTES):
     """Download ``url`` to ``dest``, moving it into place only if its SHA-256 matches.
 

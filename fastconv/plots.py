@@ -19,7 +19,7 @@ import importlib.util
 
 import numpy as np
 
-from .models import atomic_write
+from ._files import atomic_write
 
 
 def have_matplotlib():

@@ -52,19 +52,13 @@ from pathlib import Path
 import numpy as np
 
 from . import optim
-from .models import (
-    array_manifest,
-    load_arrays,
-    model_from_spec,
-    read_json,
-    save_arrays,
-    write_json,
-)
+from ._files import array_manifest, load_arrays, read_json, save_arrays, write_json
+from .models import model_from_spec
 
 CHECKPOINT_FORMAT = "fastconv-checkpoint"
 CHECKPOINT_VERSION = 1
 _CKPT_RE = re.compile(r"checkpoint_epoch(\d{4,})\.json")
-_CKPT_TMP_RE = re.compile(r"\.checkpoint_epoch\d{4,}\.(?:npz|json)\.tmp(\d+)")  # models.atomic_write's names
+_CKPT_TMP_RE = re.compile(r"\.checkpoint_epoch\d{4,}\.(?:npz|json)\.tmp(\d+)")  # _files.atomic_write's names
 
 try:  # tqdm is optional (the "train" extra)
     from tqdm.auto import tqdm as _tqdm

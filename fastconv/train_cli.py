@@ -289,7 +289,7 @@ def run(args):
         machine={"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                  "numpy": np.__version__},
     )
-    from .models import write_json
+    from ._files import write_json
 
     write_json(out / "history.json", history)
 

@@ -10,7 +10,7 @@ interrupted.
 
 The crash moments are made deterministic without any hook in fastconv
 itself: the child is a small script (``_CHILD``) that patches the solver or
-``fastconv.models.atomic_write`` in its own process and then runs the real
+``fastconv._files.atomic_write`` in its own process and then runs the real
 command line (``fastconv.__main__.main``):
 
 * ``step``: after a given training step (in the middle of an epoch) the child
@@ -53,7 +53,7 @@ import io, os, signal, sys, time
 from pathlib import Path
 
 mode, arg, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-import fastconv.models as M
+import fastconv._files as M
 from fastconv import solver as S
 from fastconv.__main__ import main
 

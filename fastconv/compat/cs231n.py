@@ -63,7 +63,7 @@ import numbers
 import numpy as np
 
 from .. import fast, layers as _shared
-from .._params import FLOAT_DTYPES, HYPERPARAMETER_MAX, pair
+from .._params import FLOAT_DTYPES, HYPERPARAMETER_MAX, check_int, pair
 
 __all__ = [
     "affine_forward", "affine_backward", "relu_forward", "relu_backward",
@@ -104,14 +104,7 @@ def _pair_entry(params, name, key, keys, minimum):
 
 
 def _int_entry(params, name, key, keys, minimum):
-    value = _lookup(params, name, key, keys)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}[{key!r}] must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}[{key!r}] must be >= {minimum}, got {value!r}")
-    if value > HYPERPARAMETER_MAX:
-        raise ValueError(f"{name}[{key!r}] must be <= 2**31 - 1, got {value!r}")
-    return int(value)
+    return check_int(_lookup(params, name, key, keys), f"{name}[{key!r}]", minimum, HYPERPARAMETER_MAX)
 
 
 def _mode_entry(params, name, keys):

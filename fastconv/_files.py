@@ -1,0 +1,136 @@
+"""Files: atomic writes, JSON, SHA-256, and .npz arrays checked against a manifest.
+
+Every file fastconv writes (models, checkpoints, history, plots, benchmark results)
+goes through ``atomic_write``; every .npz it reads goes through ``load_arrays``
+(``allow_pickle=False``, names, shapes, dtypes and digest checked).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+_MAX_JSON_BYTES = 64 << 20
+
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write):
+    """Write a file atomically: ``write(f)`` fills a temporary file in the same
+    folder, which is flushed, fsynced and renamed over ``path``. A crash
+    leaves either the old file or the new one, never a torn one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_json(path, obj):
+    """Atomically write ``obj`` as JSON (no NaN: it is not JSON)."""
+    text = json.dumps(obj, indent=1, allow_nan=False)
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8") + b"\n"))
+
+
+def read_json(path, what="file"):
+    """Read a JSON object, with errors that name the file."""
+    path = Path(path)
+    if path.stat().st_size > _MAX_JSON_BYTES:
+        raise ValueError(f"{path}: too large for a fastconv {what}")
+    try:
+        obj = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a valid JSON {what} ({exc})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: a fastconv {what} must hold a JSON object")
+    return obj
+
+
+def save_arrays(path, arrays):
+    """Atomically write ``arrays`` (name -> ndarray) as an uncompressed .npz;
+    returns the SHA-256 of the written file."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+    return sha256_of(path)
+
+
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def array_manifest(arrays):
+    """{name: {"shape": [...], "dtype": "float32"}}, stored in the JSON beside an .npz."""
+    return {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in arrays.items()}
+
+
+def load_arrays(path, manifest, sha256=None):
+    """Load an .npz with ``allow_pickle=False`` and check it against ``manifest``.
+
+    The file must hold exactly the manifest's names, each with its shape and
+    dtype (only bool, integer and float dtypes are accepted), and hash to
+    ``sha256`` when given. Errors are ValueErrors naming the file.
+    """
+    path = Path(path)
+    if sha256 is not None:
+        digest = sha256_of(path)
+        if digest != sha256:
+            raise ValueError(f"{path}: SHA-256 {digest} does not match the {sha256} recorded beside it "
+                             "(the file is corrupt or belongs to another save)")
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: the array manifest must be a JSON object")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = set(npz.files)
+            expected = set(manifest)
+            if names != expected:
+                missing, extra = sorted(expected - names), sorted(names - expected)
+                raise ValueError(f"{path}: arrays do not match the manifest"
+                                 + (f"; missing {missing}" if missing else "")
+                                 + (f"; unexpected {extra}" if extra else ""))
+            out = {}
+            for name in sorted(names):
+                spec = manifest[name]
+                if not isinstance(spec, dict) or "shape" not in spec or "dtype" not in spec:
+                    raise ValueError(f"{path}: manifest entry for {name!r} needs 'shape' and 'dtype'")
+                a = npz[name]
+                if a.dtype.kind not in "biuf":
+                    raise ValueError(f"{path}: array {name!r} has unsupported dtype {a.dtype}")
+                if list(a.shape) != list(spec["shape"]) or a.dtype.name != spec["dtype"]:
+                    raise ValueError(f"{path}: array {name!r} is {a.dtype.name} {tuple(a.shape)}, "
+                                     f"expected {spec['dtype']} {tuple(spec['shape'])}")
+                out[name] = a
+    except (OSError, EOFError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+    except ValueError as exc:
+        msg = str(exc)
+        raise ValueError(msg if msg.startswith(str(path)) else f"{path}: not a valid .npz file ({msg})") from None
+    except Exception as exc:  # zipfile.BadZipFile and friends
+        raise ValueError(f"{path}: not a valid .npz file ({type(exc).__name__}: {exc})") from None
+    return out
