@@ -116,12 +116,12 @@ def isolated(tmp_path, monkeypatch):
     """No $FASTCONV_DATA, a HOME without a cache, no system folders, no network."""
     monkeypatch.delenv("FASTCONV_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(D, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(D.registry, "SYSTEM_DIRS", {})
 
     def no_network(url, timeout=None):
         raise urllib.error.URLError("network disabled in tests")
 
-    monkeypatch.setattr(D, "_urlopen", no_network)
+    monkeypatch.setattr(D.download, "_urlopen", no_network)
     return tmp_path
 
 
@@ -198,7 +198,7 @@ def test_search_order(isolated, rng, monkeypatch):
     cache = write_idx_set(isolated / "home" / ".cache" / "fastconv" / "mnist", rng, n_train=12)
     system = isolated / "system"
     write_idx_set(system, rng, n_train=13)
-    monkeypatch.setattr(D, "SYSTEM_DIRS", {"mnist": [system]})
+    monkeypatch.setattr(D.registry, "SYSTEM_DIRS", {"mnist": [system]})
     monkeypatch.setenv("FASTCONV_DATA", str(isolated / "env"))
     ds = D.load_mnist()
     assert len(ds.X_train) == 11 and ds.source == str(isolated / "env" / "mnist")
@@ -243,11 +243,11 @@ def test_missing_without_network_says_where_to_put_files(isolated):
 
 def _serve(monkeypatch, name, files_dir):
     """Point the data set's mirror at a file:// folder (urllib reads it like a server)."""
-    monkeypatch.setattr(D, "_urlopen", __import__("urllib.request").request.urlopen)
+    monkeypatch.setattr(D.download, "_urlopen", __import__("urllib.request").request.urlopen)
     sources = {k: dict(v) for k, v in D.SOURCES.items()}
     sources[name]["mirrors"] = [files_dir.as_uri() + "/"]
     sources[name]["files"] = {p.name: D.file_sha256(p) for p in sorted(files_dir.iterdir())}
-    monkeypatch.setattr(D, "SOURCES", sources)
+    monkeypatch.setattr(D.registry, "SOURCES", sources)
     return sources[name]
 
 

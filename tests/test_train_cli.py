@@ -58,8 +58,8 @@ def data_env(tmp_path, monkeypatch):
         write_idx(folder / f"{D.IDX_FILES[key]}.gz", arr)
     monkeypatch.setenv("FASTCONV_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(D, "SYSTEM_DIRS", {})
-    monkeypatch.setattr(D, "_urlopen", lambda *a, **k: (_ for _ in ()).throw(OSError("no network in tests")))
+    monkeypatch.setattr(D.registry, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(D.download, "_urlopen", lambda *a, **k: (_ for _ in ()).throw(OSError("no network in tests")))
     return {"root": tmp_path, "X_test": Xte, "y_test": yte}
 
 
