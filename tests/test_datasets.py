@@ -33,19 +33,39 @@ def write_idx(path, array, gz=None):
     return path
 
 
-def write_idx_set(folder, rng, n_train=50, n_test=20, gz=True, size=(28, 28)):
-    """The four MNIST-format files; returns the arrays written."""
+def write_idx_arrays(folder, arrays, gz=True):
+    """The four MNIST-format files of ``arrays`` ({IDX_FILES key: array}) in ``folder``; returns ``arrays``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {
+    for key, stem in D.IDX_FILES.items():
+        write_idx(folder / (stem + (".gz" if gz else "")), arrays[key], gz)
+    return arrays
+
+
+def write_idx_set(folder, rng, n_train=50, n_test=20, gz=True, size=(28, 28)):
+    """The four MNIST-format files, random pixels and labels; returns the arrays written."""
+    return write_idx_arrays(folder, {
         "train_images": rng.integers(0, 256, (n_train, *size), dtype=np.uint8),
         "train_labels": rng.integers(0, 10, n_train).astype(np.uint8),
         "test_images": rng.integers(0, 256, (n_test, *size), dtype=np.uint8),
         "test_labels": rng.integers(0, 10, n_test).astype(np.uint8),
-    }
-    for key, stem in D.IDX_FILES.items():
-        write_idx(folder / (stem + (".gz" if gz else "")), arrays[key], gz)
-    return arrays
+    }, gz)
+
+
+def _learnable(rng, n):
+    """28x28 images whose class is where a bright 6x6 square sits, with noise."""
+    y = rng.integers(0, 10, n)
+    X = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(y):
+        r, c = 2 + 12 * (label // 5), 1 + 5 * (label % 5)
+        X[i, r:r + 6, c:c + 6] = rng.integers(180, 256, (6, 6))
+    return X, y.astype(np.uint8)
+
+
+def write_learnable_set(folder, rng, n_train, n_test):
+    """A data set a small net learns in an epoch or two, as the four MNIST-format files; returns the arrays."""
+    (Xtr, ytr), (Xte, yte) = _learnable(rng, n_train), _learnable(rng, n_test)
+    return write_idx_arrays(folder, {"train_images": Xtr, "train_labels": ytr, "test_images": Xte, "test_labels": yte})
 
 
 class _Py2StylePickler(pickle._Pickler):
