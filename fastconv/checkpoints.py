@@ -221,15 +221,35 @@ def _checked_rng_state(rng, state, what):
     return probe.state
 
 
+def _field(path, what, convert, value):
+    """``convert(value)``, its TypeError or ValueError turned into a ValueError naming the file."""
+    try:
+        return convert(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: bad {what} ({exc})") from None
+
+
+def _restored_history(path, history, epoch):
+    """The Solver's history attributes from the checkpoint's ``history``, which must cover ``epoch`` epochs."""
+    for key in ("loss", "train_acc", "val_acc", "epoch_seconds"):
+        if not isinstance(history.get(key), list):
+            raise ValueError(f"{path}: history['{key}'] must be a list")
+    if len(history["train_acc"]) != epoch:
+        raise ValueError(f"{path}: the history covers {len(history['train_acc'])} epochs, not {epoch}")
+    return {
+        "loss_history": _field(path, "history['loss']", lambda v: [float(x) for x in v], history["loss"]),
+        "train_acc_history": list(history["train_acc"]),
+        "val_acc_history": list(history["val_acc"]),
+        "epoch_times": list(history["epoch_seconds"]),
+    }
+
+
 def _restored_state(path, state, solver):
     """Check the checkpoint ``state`` (read from ``path``) against ``solver`` and load its
     arrays; returns (Solver attributes to set, the arrays, the random generator states)."""
     model = solver.model
     _check_setup(path, state, solver)
-    try:
-        epoch = check_int(state["epoch"], "epoch", 1)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: bad epoch ({exc})") from None
+    epoch = _field(path, "epoch", lambda v: check_int(v, "epoch", 1), state["epoch"])
     scalars = state["optim_scalars"]
     if not isinstance(scalars, dict) or set(scalars) != set(model.params):
         raise ValueError(f"{path}: optimizer state must cover exactly the parameters {sorted(model.params)}")
@@ -238,16 +258,16 @@ def _restored_state(path, state, solver):
         if not isinstance(sc, dict):
             raise ValueError(f"{path}: optimizer state of {pname} must be a JSON object")
         configs[pname] = dict(sc)
-    expected = _expected_manifest(path, state["arrays"], model)
-    arrays = load_arrays_beside(path, state, expected)
+    attributes = _restored_history(path, state["history"], epoch)
+    attributes.update(
+        epoch=epoch,
+        best_val_acc=_field(path, "best_val_acc", float, state["best_val_acc"]),
+        best_epoch=_field(path, "best_epoch", lambda v: check_int(v, "best_epoch", 0, epoch), state["best_epoch"]),
+        lr_decay=_field(path, "lr_decay", float, state["solver"]["lr_decay"]),
+    )
     rng_states = {"solver": _checked_rng_state(solver.rng, state["rng"]["solver"], f"{path}: solver"),
                   "model": _checked_rng_state(model.rng, state["rng"]["model"], f"{path}: model")}
-    history = state["history"]
-    for key in ("loss", "train_acc", "val_acc", "epoch_seconds"):
-        if not isinstance(history.get(key), list):
-            raise ValueError(f"{path}: history['{key}'] must be a list")
-    if len(history["train_acc"]) != epoch:
-        raise ValueError(f"{path}: the history covers {len(history['train_acc'])} epochs, not {epoch}")
+    arrays = load_arrays_beside(path, state, _expected_manifest(path, state["arrays"], model))
 
     best = {"params": {}, "buffers": {}}
     for key, value in arrays.items():
@@ -257,19 +277,7 @@ def _restored_state(path, state, solver):
         elif group == "optim":
             pname, key_name = name.split("/")
             configs[pname][key_name] = np.array(value, copy=True)
-    attributes = {
-        "epoch": epoch,
-        "best_params": best["params"],
-        "best_buffers": best["buffers"],
-        "optim_configs": configs,
-        "loss_history": [float(v) for v in history["loss"]],
-        "train_acc_history": list(history["train_acc"]),
-        "val_acc_history": list(history["val_acc"]),
-        "epoch_times": list(history["epoch_seconds"]),
-        "best_val_acc": float(state["best_val_acc"]),
-        "best_epoch": int(state["best_epoch"]),
-        "lr_decay": float(state["solver"]["lr_decay"]),
-    }
+    attributes.update(best_params=best["params"], best_buffers=best["buffers"], optim_configs=configs)
     return attributes, arrays, rng_states
 
 
