@@ -66,16 +66,17 @@ weight, zeros for biases, ones and zeros for gamma and beta; pass
 from __future__ import annotations
 
 import importlib
-import re
 from pathlib import Path
 
 import numpy as np
 
-from ._files import array_manifest, atomic_write, load_arrays, read_json, save_arrays, sha256_of, write_json  # noqa: F401
+from ._files import (  # noqa: F401  (the file helpers stay importable from here)
+    array_manifest, atomic_write, load_arrays, load_arrays_beside, read_json, save_arrays, sha256_of, write_json,
+)
 from ._model_layers import LAYER_SYNTAX  # noqa: F401  (public, with parse_layers and format_layers)
 from ._model_layers import LAYER_TYPES, check_number, format_layers, fuse_conv_relu_pool, normalize_layer, parse_layers
 from ._params import check_int
-from .datasets import Preprocessing
+from .preprocessing import Preprocessing
 
 FORMAT = "fastconv-model"
 FORMAT_VERSION = 1
@@ -409,21 +410,11 @@ def load_model(path, impl="fast"):
         model = model_from_spec(spec, impl)
     except ValueError as exc:
         raise ValueError(f"{json_path}: {exc}") from None
-    npz_name = spec.get("npz")
-    if not isinstance(npz_name, str) or Path(npz_name).name != npz_name:
-        raise ValueError(f"{json_path}: 'npz' must name the .npz file beside it, got {npz_name!r}")
     expected = array_manifest(model.state_arrays())
     if spec.get("arrays") != expected:
         raise ValueError(f"{json_path}: the array manifest does not match the architecture "
                          f"(expected {sorted(expected)})")
-    npz_path = json_path.parent / npz_name
-    if not npz_path.exists():
-        raise FileNotFoundError(f"{npz_path}: missing (it holds the parameters described by {json_path})")
-    digest = spec.get("npz_sha256")
-    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise ValueError(f"{json_path}: 'npz_sha256' must be the hex SHA-256 of {npz_name}")
-    arrays = load_arrays(npz_path, expected, digest)
-    model.set_state_arrays(arrays)
+    model.set_state_arrays(load_arrays_beside(json_path, spec, expected))
     return model
 
 
