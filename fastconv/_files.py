@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-_MAX_JSON_BYTES = 64 << 20
+#: Largest JSON file read (model descriptions, checkpoints, histories): the largest files fastconv
+#: writes are checkpoints, whose loss history grows by one number per iteration (about 25 bytes);
+#: this leaves room for millions of iterations.
+MAX_JSON_BYTES = 64 << 20
+
+#: Deepest nesting of JSON arrays and objects read: fastconv's own files nest at most 6 levels
+#: (a checkpoint's model, its preprocessing, a mean image's (C, H, W) lists).
+MAX_JSON_DEPTH = 32
 
 #: Largest data file (IDX file, CIFAR-10 batch or archive, download) read or fetched:
 #: no file of the supported data sets comes close, and a bad header cannot make us allocate more.
@@ -60,17 +68,73 @@ def write_json(path, obj):
 
 
 def read_json(path, what="file"):
-    """Read a JSON object, with errors that name the file."""
+    """Read a JSON object, with errors that name the file.
+
+    Bounded before parsing: at most ``MAX_JSON_BYTES`` bytes and ``MAX_JSON_DEPTH`` levels
+    of nested arrays and objects (so a hostile file cannot exhaust memory or the stack);
+    NaN, Infinity and numbers too large for a float are refused (JSON has no such values,
+    and fastconv never writes them)."""
     path = Path(path)
-    if path.stat().st_size > _MAX_JSON_BYTES:
-        raise ValueError(f"{path}: too large for a fastconv {what}")
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        # + 1: a file that grew past the limit since the fstat shows it
+        data = f.read(size + 1) if size <= MAX_JSON_BYTES else None
+    if data is None or len(data) > MAX_JSON_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_JSON_BYTES} bytes, too large for a fastconv {what}")
+    if _json_depth_exceeds(data, MAX_JSON_DEPTH):
+        raise ValueError(f"{path}: nested deeper than {MAX_JSON_DEPTH} levels, not a fastconv {what}")
     try:
-        obj = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, or a non-finite number
         raise ValueError(f"{path}: not a valid JSON {what} ({exc})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: a fastconv {what} must hold a JSON object")
     return obj
+
+
+# The bytes that matter for nesting: brackets, and the quotes and backslashes that delimit strings.
+_JSON_STRUCTURE = re.compile(rb'[\[\]{}"\\]')
+
+
+def _json_depth_exceeds(data, limit):
+    """True if the JSON text ``data`` nests arrays and objects more than ``limit`` deep.
+
+    One pass over the structural bytes (outside strings), stopping at the first level past
+    ``limit``; exact for valid JSON. Where invalid text would make it wrong (more closing
+    than opening brackets) the JSON parser fails before it gets that far."""
+    depth, in_string, escaped = 0, False, -1
+    for m in _JSON_STRUCTURE.finditer(data):
+        pos = m.start()
+        if pos == escaped:
+            continue
+        c = data[pos]
+        if in_string:
+            if c == 0x5C:  # backslash: the next byte is escaped
+                escaped = pos + 1
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif c in b"]}":
+            depth -= 1
+            if depth < 0:
+                return False
+    return False
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a float")
+    return value
 
 
 def save_arrays(path, arrays):
