@@ -7,11 +7,13 @@ A class knows, for its type of layer:
 * its string token: ``pattern`` (fully matching a token), ``from_token`` (token -> dict),
   ``token`` (dict -> token) and ``syntax`` (its part of LAYER_SYNTAX);
 * as an object, one layer of a built network: the constructor checks that the layer fits its
-  input shape (sizes from ``fastconv._params``), names its arrays and sets ``out_shape``;
-  ``params``/``buffers`` make their initial values; ``forward(net, x, train) -> (out, cache)``
-  and ``backward(net, dout, cache, need_dx) -> (dx, grads)`` call the layer functions of
-  ``net.layer_module`` (``fastconv.fast`` or ``fastconv.naive``): layers are never
-  reimplemented here. ``net`` is the ``Sequential`` that holds the layer (its ``params``,
+  input shape (sizes from ``fastconv._params``), names its arrays and sets ``out_shape``, all
+  without allocating; ``param_shapes``/``buffer_shapes`` give its arrays' shapes and
+  ``workspace_size`` its temporary memory per image (so a model's size is known, and checked,
+  before anything is allocated); ``params``/``buffers`` make their initial values;
+  ``forward(net, x, train) -> (out, cache)`` and ``backward(net, dout, cache, need_dx) ->
+  (dx, grads)`` call the layer functions of ``net.layer_module`` (``fastconv.fast`` or
+  ``fastconv.naive``): layers are never reimplemented here. ``net`` is the ``Sequential`` that holds the layer (its ``params``,
   ``buffers``, ``rng`` and ``layer_module``).
 
 A new layer type is one class here, listed in ``LAYER_TYPES``.
@@ -23,7 +25,7 @@ import re
 
 import numpy as np
 
-from ._params import check_int, conv_output_size, pool_geometry_of_shape, same_pad
+from ._params import HYPERPARAMETER_MAX, check_int, conv_output_size, pool_geometry_of_shape, same_pad, shape_size
 
 #: A field without a default: the layer dict must give it.
 REQUIRED = object()
@@ -45,8 +47,12 @@ def _count_or_none(value, name):
     return None if value is None else check_int(value, name, 1)
 
 
+def _hyperparameter(value, name):  # a kernel size or stride: the layer functions' bound
+    return check_int(value, name, 1, HYPERPARAMETER_MAX)
+
+
 def _pad(value, name):
-    return value if value == "same" else check_int(value, name, 0)
+    return value if value == "same" else check_int(value, name, 0, HYPERPARAMETER_MAX)
 
 
 def _drop_probability(value, name):
@@ -100,12 +106,24 @@ class Layer:
         self.in_shape = in_shape
         self.out_shape = in_shape
 
+    def param_shapes(self):
+        """{name: shape} of the trained parameters, in the order ``params`` makes them."""
+        return {}
+
+    def buffer_shapes(self):
+        """{name: shape} of the state that is not trained (batchnorm's running statistics)."""
+        return {}
+
+    def workspace_size(self):
+        """Items of the temporary buffer one image needs besides the output (a conv's im2col matrix)."""
+        return 0
+
     def params(self, init, dtype):
         """{name: initial array} of the trained parameters; ``init(shape, fan_in)`` draws weights."""
         return {}
 
     def buffers(self, dtype):
-        """{name: initial array} of the state that is not trained (batchnorm's running statistics)."""
+        """{name: initial array} of the buffers (``buffer_shapes``)."""
         return {}
 
     def forward(self, net, x, train):
@@ -130,7 +148,7 @@ class Conv(Layer):
     type = "conv"
     pattern = re.compile(r"conv(\d+)x(\d+)(?:s(\d+))?(?:p(\d+))?")
     syntax = "conv<F>x<k>[s<stride>][p<pad>]"
-    fields = {"filters": (REQUIRED, _count), "kernel": (REQUIRED, _count), "stride": (1, _count),
+    fields = {"filters": (REQUIRED, _count), "kernel": (REQUIRED, _hyperparameter), "stride": (1, _hyperparameter),
               "pad": ("same", _pad)}
     numbering = "weights"
 
@@ -159,10 +177,18 @@ class Conv(Layer):
         self.weight_name, self.bias_name = f"W{number}", f"b{number}"
         self.out_shape = (self.filters, out_h, out_w)
 
-    def params(self, init, dtype):
+    def param_shapes(self):
         C, k = self.in_shape[0], self.kernel
-        return {self.weight_name: init((self.filters, C, k, k), C * k * k),
-                self.bias_name: np.zeros(self.filters, dtype=dtype)}
+        return {self.weight_name: (self.filters, C, k, k), self.bias_name: (self.filters,)}
+
+    def workspace_size(self):
+        C, k = self.in_shape[0], self.kernel
+        return shape_size((C, k, k) + self.out_shape[1:])
+
+    def params(self, init, dtype):
+        w_shape, b_shape = self.param_shapes().values()
+        return {self.weight_name: init(w_shape, shape_size(w_shape[1:])),
+                self.bias_name: np.zeros(b_shape, dtype=dtype)}
 
     def forward(self, net, x, train):
         return net.layer_module.conv_forward(x, net.params[self.weight_name], net.params[self.bias_name],
@@ -196,9 +222,12 @@ class FullyConnected(Layer):
         self.weight_name, self.bias_name = f"W{number}", f"b{number}"
         self.out_shape = (self.units,)
 
+    def param_shapes(self):
+        return {self.weight_name: (shape_size(self.in_shape), self.units), self.bias_name: (self.units,)}
+
     def params(self, init, dtype):
-        D = int(np.prod(self.in_shape))
-        return {self.weight_name: init((D, self.units), D), self.bias_name: np.zeros(self.units, dtype=dtype)}
+        w_shape, b_shape = self.param_shapes().values()
+        return {self.weight_name: init(w_shape, w_shape[0]), self.bias_name: np.zeros(b_shape, dtype=dtype)}
 
     def forward(self, net, x, train):
         return net.layer_module.affine_forward(x, net.params[self.weight_name], net.params[self.bias_name])
@@ -227,6 +256,12 @@ class BatchNorm(Layer):
         self.spatial = len(in_shape) == 3
         self.gamma_name, self.beta_name = f"gamma{number}", f"beta{number}"
         self.mean_name, self.var_name = f"running_mean{number}", f"running_var{number}"
+
+    def param_shapes(self):
+        return {self.gamma_name: self.in_shape[:1], self.beta_name: self.in_shape[:1]}
+
+    def buffer_shapes(self):
+        return {self.mean_name: self.in_shape[:1], self.var_name: self.in_shape[:1]}
 
     def params(self, init, dtype):
         D = self.in_shape[0]

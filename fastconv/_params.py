@@ -6,6 +6,7 @@ Vocabulary: x (N, C, H, W), w (F, C // groups, kh, kw), out (N, F, out_h, out_w)
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import NamedTuple
 
@@ -31,6 +32,12 @@ def conv_output_size(size, kernel, stride=1, pad=0, dilation=1):
     the (dilated) kernel does not fit in the padded input.
     """
     return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def shape_size(shape):
+    """The number of items in an array of ``shape``, as a Python int: exact for any shape
+    (``np.prod`` works in int64, where (2**31, 2**31, 4) wraps to 0)."""
+    return math.prod(int(n) for n in shape)
 
 
 def same_pad(kernel):

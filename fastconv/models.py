@@ -56,8 +56,20 @@ Every model:
 * ``save(directory)`` writes ``model.npz`` (arrays, loaded with
   ``allow_pickle=False``) and ``model.json`` (architecture, dtype,
   preprocessing, class names, the SHA-256 of the .npz), each atomically;
-  ``load_model(directory)`` checks all of it (keys, shapes, dtypes, digest)
-  and says what is wrong.
+  ``load_model(directory)`` checks all of it (keys, shapes, dtypes, digest,
+  finite values) and says what is wrong.
+
+Size limits: a model is sized from its layer shapes (Python ints, exact) before
+any array is allocated, and refused, with a ValueError naming the layer, beyond
+
+* ``MAX_PARAMETERS`` = 2**28 (268,435,456) parameters (1 GiB in float32), and
+* ``MAX_ACTIVATION_BYTES`` = 2**29 bytes (512 MiB) per image for the input, every
+  layer's output and the largest conv im2col matrix (one image's), in the
+  model's dtype.
+
+A VGG-16 on 224 x 224 images stays under both; the limits keep a layer string or a
+1 KB model.json from asking for gigabytes. ``load_model`` also checks the
+file's array manifest against the architecture before it allocates anything.
 
 Initialization is He-normal (std sqrt(2 / fan_in)) for every conv and fc
 weight, zeros for biases, ones and zeros for gamma and beta; pass
@@ -75,13 +87,18 @@ from ._files import (  # noqa: F401  (the file helpers stay importable from here
 )
 from ._model_layers import LAYER_SYNTAX  # noqa: F401  (public, with parse_layers and format_layers)
 from ._model_layers import LAYER_TYPES, check_number, format_layers, fuse_conv_relu_pool, normalize_layer, parse_layers
-from ._params import check_int
+from ._params import check_int, shape_size
 from .preprocessing import Preprocessing
 
 FORMAT = "fastconv-model"
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 MODEL_NPZ = "model.npz"
+
+#: Most parameters a model may have (see the module docstring).
+MAX_PARAMETERS = 1 << 28
+#: Most bytes one image may take through a model: input, layer outputs, one im2col matrix.
+MAX_ACTIVATION_BYTES = 1 << 29
 
 
 def _input_shape(value):
@@ -102,7 +119,9 @@ class Sequential:
     kind = "sequential"
 
     def __init__(self, layers, input_shape=(1, 28, 28), num_classes=10, reg=0.0, loss="softmax",
-                 dtype=np.float32, impl="fast", seed=None, weight_scale=None):
+                 dtype=np.float32, impl="fast", seed=None, weight_scale=None, *, initialize=True):
+        """``initialize=False`` sizes and checks the model but allocates nothing: ``params`` and
+        ``buffers`` stay empty until ``set_state_arrays`` fills them (``load_model`` does)."""
         self.input_shape = _input_shape(input_shape)
         self.num_classes = check_int(num_classes, "num_classes", 1)
         self.reg = check_number(reg, "reg", lambda r: r >= 0, ">= 0")
@@ -125,6 +144,8 @@ class Sequential:
         self.last_scores = None
         self.layers = self._build(self.layer_specs)  # one object per layer (fastconv._model_layers)
         self._plan = fuse_conv_relu_pool(self.layers)  # what forward and backward run
+        if initialize:
+            self._initialize()
 
     # ------------------------------------------------------------------ building
     def _output_layer_checked(self, layers):
@@ -143,8 +164,14 @@ class Sequential:
         return layers
 
     def _build(self, layer_specs):
-        """The layer objects: shapes checked layer by layer, parameters named and initialized."""
+        """The layer objects, their arrays named and their shapes checked layer by layer, and the
+        model's size against the limits (``parameter_count``, ``activation_bytes``); nothing is
+        allocated, so a model too large is refused before it costs memory."""
         shape = self.input_shape
+        itemsize = self.dtype.itemsize
+        outputs = shape_size(shape)  # items per image: the input, then each layer's output
+        self.parameter_count, workspace = 0, 0
+        self._check_activations(outputs * itemsize, f"input_shape {shape}")
         layers = []
         counts = {}
         for i, spec in enumerate(layer_specs):
@@ -152,11 +179,29 @@ class Sequential:
             number = counts[layer_type.numbering] = counts.get(layer_type.numbering, 0) + 1
             where = f"layer {i} ({layer_type.token(spec)}) on input {shape}"
             layer = layer_type(spec, shape, number, self.num_classes, where)
-            self.params.update(layer.params(self._init, self.dtype))
-            self.buffers.update(layer.buffers(self.dtype))
+            self.parameter_count += sum(shape_size(s) for s in layer.param_shapes().values())
+            if self.parameter_count > MAX_PARAMETERS:
+                raise ValueError(f"{where}: brings the model to {self.parameter_count:,} parameters, "
+                                 f"more than the limit of {MAX_PARAMETERS:,} (fastconv.models.MAX_PARAMETERS)")
+            outputs += shape_size(layer.out_shape)
+            workspace = max(workspace, layer.workspace_size())
+            self._check_activations((outputs + workspace) * itemsize, f"{where} with output {layer.out_shape}")
             layers.append(layer)
             shape = layer.out_shape
+        self.activation_bytes = (outputs + workspace) * itemsize
         return layers
+
+    def _check_activations(self, nbytes, where):
+        if nbytes > MAX_ACTIVATION_BYTES:
+            raise ValueError(f"{where}: takes {nbytes:,} bytes per image ({self.dtype.name} input, layer "
+                             f"outputs and im2col matrix), more than the limit of {MAX_ACTIVATION_BYTES:,} "
+                             "(fastconv.models.MAX_ACTIVATION_BYTES)")
+
+    def _initialize(self):
+        """Allocate and draw the parameters and buffers, layer by layer (the order of the draws)."""
+        for layer in self.layers:
+            self.params.update(layer.params(self._init, self.dtype))
+            self.buffers.update(layer.buffers(self.dtype))
 
     def _init(self, shape, fan_in):
         std = np.sqrt(2.0 / fan_in) if self.weight_scale is None else self.weight_scale
@@ -171,8 +216,8 @@ class Sequential:
 
     def describe(self):
         """A one-line summary: the layer string and the parameter count."""
-        n = sum(p.size for p in self.params.values())
-        return f"{type(self).__name__} {format_layers(self.layer_specs)} on {self.input_shape}: {n:,} parameters"
+        return (f"{type(self).__name__} {format_layers(self.layer_specs)} on {self.input_shape}: "
+                f"{self.parameter_count:,} parameters")
 
     def first_layer_weights(self):
         """The first weight array (conv filters (F, C, kh, kw), or fc weights (D, M))."""
@@ -265,16 +310,28 @@ class Sequential:
         arrays.update({f"buffers/{k}": v for k, v in self.buffers.items()})
         return arrays
 
+    def state_manifest(self):
+        """``array_manifest(state_arrays())`` from the layer shapes alone: known before (or
+        without) allocating, as ``load_model`` needs it."""
+        shapes = {f"params/{k}": s for layer in self.layers for k, s in layer.param_shapes().items()}
+        shapes.update({f"buffers/{k}": s for layer in self.layers for k, s in layer.buffer_shapes().items()})
+        return {key: {"shape": list(shape), "dtype": self.dtype.name} for key, shape in shapes.items()}
+
     def set_state_arrays(self, arrays, prefix=""):
-        """Load arrays named like ``state_arrays`` (after ``prefix``), checking names, shapes and dtypes."""
-        expected = {prefix + k: v for k, v in self.state_arrays().items()}
+        """Load arrays named like ``state_arrays`` (after ``prefix``), checking names, shapes and
+        dtypes, and that every value is finite (a NaN or inf parameter or statistic is refused,
+        naming the array); nothing changes unless all of them pass."""
+        expected = {prefix + k: v for k, v in self.state_manifest().items()}
         missing = sorted(set(expected) - set(arrays))
         if missing:
             raise ValueError(f"model state is missing {missing}")
-        for key, current in expected.items():
+        for key, spec in expected.items():
             a = arrays[key]
-            if a.shape != current.shape or a.dtype != current.dtype:
-                raise ValueError(f"{key} is {a.dtype} {a.shape}, the model needs {current.dtype} {current.shape}")
+            if list(a.shape) != spec["shape"] or a.dtype.name != spec["dtype"]:
+                raise ValueError(f"{key} is {a.dtype} {a.shape}, the model needs {spec['dtype']} "
+                                 f"{tuple(spec['shape'])}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"{key} holds non-finite values (NaN or inf)")
         for key in expected:
             group, name = key[len(prefix):].split("/", 1)
             getattr(self, group)[name] = np.array(arrays[key], copy=True)
@@ -312,7 +369,8 @@ class ConvNet1(Sequential):
     kind = "convnet1"
 
     def __init__(self, input_shape=(3, 32, 32), num_filters=32, filter_size=7, hidden_dim=100, num_classes=10,
-                 reg=0.0, loss="softmax", dtype=np.float32, impl="fast", seed=None, weight_scale=None):
+                 reg=0.0, loss="softmax", dtype=np.float32, impl="fast", seed=None, weight_scale=None, *,
+                 initialize=True):
         self.num_filters = check_int(num_filters, "num_filters", 1)
         self.filter_size = check_int(filter_size, "filter_size", 1)
         self.hidden_dim = check_int(hidden_dim, "hidden_dim", 1)
@@ -324,7 +382,8 @@ class ConvNet1(Sequential):
             {"type": "relu"},
             {"type": "fc"},
         ]
-        super().__init__(layers, input_shape, num_classes, reg, loss, dtype, impl, seed, weight_scale)
+        super().__init__(layers, input_shape, num_classes, reg, loss, dtype, impl, seed, weight_scale,
+                         initialize=initialize)
 
     def config(self):
         c = super().config()
@@ -339,7 +398,8 @@ class FullyConnectedNet(Sequential):
     kind = "fc"
 
     def __init__(self, input_shape=(1, 28, 28), hidden_dims=(500, 50), num_classes=10, activation="sigmoid",
-                 reg=0.0, loss="softmax", dtype=np.float32, impl="fast", seed=None, weight_scale=None):
+                 reg=0.0, loss="softmax", dtype=np.float32, impl="fast", seed=None, weight_scale=None, *,
+                 initialize=True):
         if not isinstance(hidden_dims, (list, tuple)):
             raise ValueError(f"hidden_dims must be a list of ints, got {hidden_dims!r}")
         self.hidden_dims = [check_int(h, "hidden_dims", 1) for h in hidden_dims]
@@ -350,7 +410,8 @@ class FullyConnectedNet(Sequential):
         for h in self.hidden_dims:
             layers += [{"type": "fc", "units": h}, {"type": activation}]
         layers.append({"type": "fc"})
-        super().__init__(layers, input_shape, num_classes, reg, loss, dtype, impl, seed, weight_scale)
+        super().__init__(layers, input_shape, num_classes, reg, loss, dtype, impl, seed, weight_scale,
+                         initialize=initialize)
 
     def config(self):
         c = super().config()
@@ -362,8 +423,9 @@ class FullyConnectedNet(Sequential):
 MODEL_CLASSES = {cls.kind: cls for cls in (Sequential, ConvNet1, FullyConnectedNet)}
 
 
-def model_from_spec(spec, impl="fast"):
-    """Rebuild a model (with fresh parameters) from the dict ``Sequential.spec()`` returns."""
+def model_from_spec(spec, impl="fast", initialize=True):
+    """Rebuild a model (with fresh parameters, or none with ``initialize=False``) from the dict
+    ``Sequential.spec()`` returns."""
     if not isinstance(spec, dict):
         raise ValueError("a model spec must be a JSON object")
     if spec.get("format") != FORMAT or spec.get("version") != FORMAT_VERSION:
@@ -376,7 +438,7 @@ def model_from_spec(spec, impl="fast"):
     if not isinstance(config, dict):
         raise ValueError("the model config must be a JSON object")
     try:
-        model = cls(**config, impl=impl)
+        model = cls(**config, impl=impl, initialize=initialize)
     except TypeError as exc:
         raise ValueError(f"invalid {cls.kind} config: {exc}") from None
     if spec.get("preprocess") is not None:
@@ -396,9 +458,10 @@ def model_from_spec(spec, impl="fast"):
 def load_model(path, impl="fast"):
     """Load a model saved by ``save``: ``path`` is its directory or its ``model.json``.
 
-    Checks the format, the architecture, the .npz digest and every array's
-    name, shape and dtype; errors are ValueErrors naming the file
-    (FileNotFoundError when a file is missing).
+    Checks the format, the architecture and its size (see "Size limits") and the
+    array manifest before allocating anything, then the .npz digest and every
+    array's name, shape, dtype and values (all finite); errors are ValueErrors
+    naming the file (FileNotFoundError when a file is missing).
     """
     path = Path(path)
     json_path = path / MODEL_JSON if path.is_dir() else path
@@ -407,14 +470,18 @@ def load_model(path, impl="fast"):
                                 f"{MODEL_JSON} and {MODEL_NPZ}, written by `fastconv train`)")
     spec = read_json(json_path, "model description")
     try:
-        model = model_from_spec(spec, impl)
+        model = model_from_spec(spec, impl, initialize=False)
     except ValueError as exc:
         raise ValueError(f"{json_path}: {exc}") from None
-    expected = array_manifest(model.state_arrays())
+    expected = model.state_manifest()
     if spec.get("arrays") != expected:
         raise ValueError(f"{json_path}: the array manifest does not match the architecture "
                          f"(expected {sorted(expected)})")
-    model.set_state_arrays(load_arrays_beside(json_path, spec, expected))
+    arrays = load_arrays_beside(json_path, spec, expected)
+    try:
+        model.set_state_arrays(arrays)
+    except ValueError as exc:  # a non-finite value
+        raise ValueError(f"{json_path.parent / spec['npz']}: {exc}") from None
     return model
 
 

@@ -507,3 +507,22 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temporary file left
     with pytest.raises(ValueError):
         M.write_json(target, {"nan": float("nan")})
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: M.Sequential(_FORMAT_SPEC, input_shape=(1, 9, 9), num_classes=3, **kw),
+    lambda **kw: M.ConvNet1(input_shape=(3, 8, 8), num_filters=2, filter_size=3, hidden_dim=4, **kw),
+    lambda **kw: M.FullyConnectedNet(input_shape=(1, 4, 4), hidden_dims=[3, 2], dtype=np.float64, **kw),
+], ids=["sequential", "convnet1", "fc"])
+def test_state_manifest_is_known_before_allocating(tmp_path, make):
+    """The manifest from the layer shapes alone is the one of the arrays (keys in order too), and a
+    model made with initialize=False allocates nothing until set_state_arrays fills it in that order."""
+    model = make(seed=0)
+    assert list(model.state_manifest().items()) == list(M.array_manifest(model.state_arrays()).items())
+    assert model.parameter_count == sum(p.size for p in model.params.values())
+    empty = make(initialize=False)
+    assert empty.params == {} and empty.buffers == {} and empty.state_manifest() == model.state_manifest()
+    empty.set_state_arrays(model.state_arrays())
+    assert list(empty.params) == list(model.params) and list(empty.buffers) == list(model.buffers)
+    model.save(tmp_path)
+    assert list(M.load_model(tmp_path).state_arrays()) == list(model.state_arrays())
