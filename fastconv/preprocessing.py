@@ -13,6 +13,17 @@ import numpy as np
 __all__ = ["Preprocessing"]
 
 
+#: Smallest std accepted, float32's smallest normal number: a smaller one is subnormal in float32,
+#: and soon after 1 / (255 * std) overflows it (1e-320 gives inf inputs).
+_STD_MIN = float(np.finfo(np.float32).tiny)
+
+
+def _finite_in_float32(a):
+    """True if every value of the float64 array ``a`` is finite, also once cast to float32."""
+    with np.errstate(over="ignore"):
+        return bool(np.all(np.isfinite(a)) and np.all(np.isfinite(a.astype(np.float32))))
+
+
 class Preprocessing:
     """Raw uint8 images (N, C, H, W) -> the float input of a model.
 
@@ -39,19 +50,26 @@ class Preprocessing:
         self._validate()
 
     def _validate(self):
+        """Shapes, and statistics that give finite inputs in float32 (the smaller model dtype):
+        a std of 0, a subnormal one (1e-320: 1 / std overflows) or a NaN is refused."""
         shape = self.input_shape
         if shape is None or len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"preprocessing input_shape must be (C, H, W), got {shape}")
         C = shape[0]
         if self.mode == "channel":
             for name, a in (("mean", self.mean), ("std", self.std)):
-                if a is None or a.shape != (C,) or not np.all(np.isfinite(a)):
-                    raise ValueError(f"preprocessing {name} must be {C} finite numbers")
-            if np.any(self.std <= 0):
-                raise ValueError("preprocessing std must be positive")
+                if a is None or a.shape != (C,) or not _finite_in_float32(a):
+                    raise ValueError(f"preprocessing {name} must be {C} finite numbers, got {a}")
+            if not np.all(self.std >= _STD_MIN):
+                raise ValueError(f"preprocessing std must be at least {_STD_MIN:.3g} (float32's smallest "
+                                 f"normal number), got {self.std}")
+            with np.errstate(over="ignore"):
+                shift = self.mean / self.std
+            if not _finite_in_float32(shift):
+                raise ValueError(f"preprocessing mean / std must be finite in float32, got {shift}")
         if self.mode == "mean_image":
             a = self.mean_image
-            if a is None or a.shape != shape or not np.all(np.isfinite(a)):
+            if a is None or a.shape != shape or not _finite_in_float32(a):
                 raise ValueError(f"preprocessing mean_image must be a finite array of shape {shape}")
 
     @classmethod
