@@ -8,6 +8,7 @@ import zlib
 import numpy as np
 
 from .._files import MAX_DATA_FILE_BYTES
+from .._params import shape_size
 
 __all__ = ["read_idx"]
 
@@ -15,16 +16,32 @@ __all__ = ["read_idx"]
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+# Bytes read per call: small next to any data set, large enough to cost nothing per call.
+_READ_CHUNK = 1 << 20
+
+
 def _read_exact(f, n):
-    """Up to n bytes from f (fewer only at the end of the data)."""
+    """Up to n bytes from f (fewer only at the end of the data); for the short header."""
     chunks, got = [], 0
     while got < n:
-        chunk = f.read(min(n - got, 1 << 24))
+        chunk = f.read(n - got)
         if not chunk:
             break
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
+
+
+def _read_into(f, out):
+    """Fill the array ``out`` from f, a chunk at a time (no copy of the whole); returns the bytes read."""
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:got + _READ_CHUNK])
+        if not n:
+            break
+        got += n
+    return got
 
 
 def read_idx(path, max_bytes=MAX_DATA_FILE_BYTES):
@@ -63,13 +80,17 @@ def _parse_idx(f, path, max_bytes):
         raise ValueError(f"{path}: truncated IDX header (expected {ndim} dimensions)")
     dims = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
     dtype = np.dtype(_IDX_TYPES[head[2]])
-    size = int(np.prod(dims, dtype=object)) * dtype.itemsize
+    size = shape_size(dims) * dtype.itemsize
     if size > max_bytes:
         raise ValueError(f"{path}: IDX header declares {size} bytes of data {dims}, more than the limit {max_bytes}")
-    data = _read_exact(f, size)
-    if len(data) < size:
+    # One array of the declared size, filled in place and byte-swapped in place: the data's only copy.
+    out = np.empty(dims, dtype=dtype)
+    got = _read_into(f, out)
+    if got < size:
         raise ValueError(f"{path}: truncated: the header declares dimensions {dims} "
-                         f"({size} bytes of data) but only {len(data)} bytes follow")
+                         f"({size} bytes of data) but only {got} bytes follow")
     if f.read(1):
         raise ValueError(f"{path}: has data after the {size} bytes its header {dims} declares")
-    return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+    if dtype.itemsize > 1 and not dtype.isnative:
+        out = out.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return out
