@@ -40,6 +40,7 @@ import numpy as np
 
 from . import plots
 from ._files import write_json
+from ._inputs import read_image, read_npy
 from ._malloc import keep_freed_memory
 from .datasets import load_dataset, train_val_split
 from .models import build_model, load_model
@@ -392,53 +393,6 @@ def add_arguments_predict(parser):
     _common_runtime(parser)
 
 
-def _read_npy(path, shape):
-    try:
-        a = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, EOFError) as exc:  # not .npy, truncated, or an object array (a pickle)
-        raise ValueError(f"{path}: not a readable .npy array of pixel values ({exc})") from None
-    if not isinstance(a, np.ndarray):  # an .npz archive under a .npy name
-        a.close()
-        raise ValueError(f"{path}: not a .npy array of pixel values (an .npz archive?)")
-    C, H, W = shape
-    if a.dtype.kind not in "uif":
-        raise ValueError(f"{path}: expected pixel values, got dtype {a.dtype}")
-    if a.shape == shape or (C == 1 and a.shape == (H, W)):
-        a = a.reshape(1, *shape)
-    elif C == 1 and a.ndim == 3 and a.shape[1:] == (H, W):
-        a = a[:, None]
-    if a.ndim != 4 or a.shape[1:] != shape:
-        raise ValueError(f"{path}: array of shape {a.shape} does not hold images of shape {shape}")
-    if a.size and a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-        raise ValueError(f"{path}: pixel values must be finite")
-    if a.size and (a.min() < 0 or a.max() > 255):
-        raise ValueError(f"{path}: pixel values must lie in 0-255 (raw images), got {a.min()}..{a.max()}")
-    return a
-
-
-def _read_image(path, shape):
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ImportError("reading PNG/JPEG files needs Pillow (pip install pillow); "
-                          "or pass a .npy array of pixel values") from None
-    C, H, W = shape
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if C == 1 else "RGB")
-            note = ""
-            if img.size != (W, H):
-                note = f" (resized from {img.size[0]}x{img.size[1]} to {W}x{H})"
-                img = img.resize((W, H), Image.Resampling.BILINEAR)
-            a = np.asarray(img, dtype=np.uint8)
-    except (OSError, Image.DecompressionBombError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable image ({exc})") from None
-    a = a[None] if C == 1 else a.transpose(2, 0, 1)
-    return a[None], note
-
-
 def run_predict(args):
     _keep_freed_memory()
     with _thread_limit(args.threads):
@@ -451,9 +405,9 @@ def run_predict(args):
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{path}: no such file")
             if path.lower().endswith(".npy"):
-                batch, note = _read_npy(path, model.input_shape), ""
+                batch, note = read_npy(path, model.input_shape), ""
             else:
-                batch, note = _read_image(path, model.input_shape)
+                batch, note = read_image(path, model.input_shape)
             scores = model.scores(batch, batch_size=500, prepare=True).astype(np.float64)
             if model.loss_type == "softmax":  # class probabilities
                 probs = np.exp(scores - scores.max(axis=1, keepdims=True))
