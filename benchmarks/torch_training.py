@@ -171,6 +171,56 @@ def _naive_step_seconds(spec_name, X, y, n):
     return time.perf_counter() - t0
 
 
+def _compare(name, args, X, y, scale, torch):
+    """Check that model ``name`` and its torch twin compute the same scores, then time
+    their epochs in turn; prints and returns the result row."""
+    from fastconv import optim
+    from fastconv.models import build_model
+
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+    model = build_model(name, (1, 28, 28), 10, seed=0)
+    net = torch_model(model, torch)
+    # the same network? scores on one batch in test mode, before any training
+    net.eval()
+    with torch.no_grad():
+        ref = net(X_t[:args.batch_size]).numpy()
+    got = model.loss(X[:args.batch_size])
+    err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
+    if not err < 1e-4:
+        raise RuntimeError(f"{name}: fastconv and torch scores differ (relative error {err:.2e})")
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    configs = {k: {"learning_rate": 1e-3} for k in model.params}
+    update = optim.get_update_rule("adam")
+    # warm-up (allocations, thread pools), on one batch each
+    _fastconv_epoch(model, X[:args.batch_size], y[:args.batch_size], args.batch_size, configs, update)
+    _torch_epoch(net, opt, X_t[:args.batch_size], y_t[:args.batch_size], args.batch_size, torch)
+    fc_times, torch_times = [], []
+    for _ in range(args.repeats):
+        time.sleep(0.3)
+        fc_times.append(_fastconv_epoch(model, X, y, args.batch_size, configs, update) * scale)
+        time.sleep(0.3)
+        torch_times.append(_torch_epoch(net, opt, X_t, y_t, args.batch_size, torch) * scale)
+    row = {
+        "model": model.describe(),
+        "fastconv_s_per_epoch": statistics.median(fc_times),
+        "torch_s_per_epoch": statistics.median(torch_times),
+        "fastconv_all": fc_times, "torch_all": torch_times, "scores_rel_error": err,
+    }
+    row["ratio_fastconv_over_torch"] = row["fastconv_s_per_epoch"] / row["torch_s_per_epoch"]
+    line = (f"{row['model']}\n  fastconv {row['fastconv_s_per_epoch']:7.1f} s/epoch   "
+            f"torch {row['torch_s_per_epoch']:7.1f} s/epoch   fastconv/torch "
+            f"{row['ratio_fastconv_over_torch']:.2f}   (scores match: rel. error {err:.1e})")
+    if args.naive:
+        time.sleep(0.3)
+        step = _naive_step_seconds(name, X, y, args.naive_images)
+        row["naive_s_per_epoch"] = step * EPOCH_IMAGES / args.naive_images
+        row["naive_images_timed"] = args.naive_images
+        line += (f"\n  naive    {row['naive_s_per_epoch']:9.0f} s/epoch (one step on "
+                 f"{args.naive_images} images, scaled)")
+    print(line, flush=True)
+    return row
+
+
 def run(args):
     try:
         import torch
@@ -179,14 +229,10 @@ def run(args):
         return 0
     from threadpoolctl import threadpool_limits
 
-    from fastconv import optim
-    from fastconv.models import build_model
-
     if args.images < args.batch_size or args.batch_size < 1 or args.repeats < 1 or args.threads < 1:
         raise ValueError("need --images >= --batch-size >= 1, --repeats >= 1 and --threads >= 1")
     torch.set_num_threads(args.threads)
     X, y, source = _data(args.images, args.data)
-    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
     scale = EPOCH_IMAGES / len(X)
     try:
         from fastconv.bench.machine import cpu_info, thread_settings
@@ -199,51 +245,8 @@ def run(args):
           f"OpenBLAS kernels: {threads_info.get('openblas_kernels')}; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; torch {torch.__version__}; "
           f"CPU: {cpu.get('model')}")
-    results = []
     with threadpool_limits(limits=args.threads):
-        for name in [m for m in args.models.split(",") if m]:
-            model = build_model(name, (1, 28, 28), 10, seed=0)
-            net = torch_model(model, torch)
-            # the same network? scores on one batch in test mode, before any training
-            net.eval()
-            with torch.no_grad():
-                ref = net(X_t[:args.batch_size]).numpy()
-            got = model.loss(X[:args.batch_size])
-            err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
-            if not err < 1e-4:
-                raise RuntimeError(f"{name}: fastconv and torch scores differ (relative error {err:.2e})")
-            opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-            configs = {k: {"learning_rate": 1e-3} for k in model.params}
-            update = optim.get_update_rule("adam")
-            # warm-up (allocations, thread pools), on one batch each
-            _fastconv_epoch(model, X[:args.batch_size], y[:args.batch_size], args.batch_size, configs, update)
-            _torch_epoch(net, opt, X_t[:args.batch_size], y_t[:args.batch_size], args.batch_size, torch)
-            fc_times, torch_times = [], []
-            for _ in range(args.repeats):
-                time.sleep(0.3)
-                fc_times.append(_fastconv_epoch(model, X, y, args.batch_size, configs, update) * scale)
-                time.sleep(0.3)
-                torch_times.append(_torch_epoch(net, opt, X_t, y_t, args.batch_size, torch) * scale)
-            row = {
-                "model": model.describe(),
-                "fastconv_s_per_epoch": statistics.median(fc_times),
-                "torch_s_per_epoch": statistics.median(torch_times),
-                "fastconv_all": fc_times, "torch_all": torch_times, "scores_rel_error": err,
-            }
-            row["ratio_fastconv_over_torch"] = row["fastconv_s_per_epoch"] / row["torch_s_per_epoch"]
-            if args.naive:
-                time.sleep(0.3)
-                step = _naive_step_seconds(name, X, y, args.naive_images)
-                row["naive_s_per_epoch"] = step * EPOCH_IMAGES / args.naive_images
-                row["naive_images_timed"] = args.naive_images
-            results.append(row)
-            line = (f"{row['model']}\n  fastconv {row['fastconv_s_per_epoch']:7.1f} s/epoch   "
-                    f"torch {row['torch_s_per_epoch']:7.1f} s/epoch   fastconv/torch "
-                    f"{row['ratio_fastconv_over_torch']:.2f}   (scores match: rel. error {err:.1e})")
-            if args.naive:
-                line += (f"\n  naive    {row['naive_s_per_epoch']:9.0f} s/epoch (one step on "
-                         f"{args.naive_images} images, scaled)")
-            print(line, flush=True)
+        results = [_compare(name, args, X, y, scale, torch) for name in args.models.split(",") if name]
     if args.json:
         from fastconv.bench.report import write_json
 
