@@ -4,6 +4,7 @@ Each test runs from a folder that holds a decoy ``fastconv/`` package (importing
 raises), as a checkout's root holds the source folder: ``python -c`` and ``python -m``
 would import the decoy, the children of fastconv and of its tests must not.
 """
+import ast
 import importlib.util
 import os
 import subprocess
@@ -47,6 +48,10 @@ def test_python_code_and_module_import_the_real_fastconv(in_decoy_folder):
     proc = _run(python_code(WHERE))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == REAL
+    # no current directory on the child's path, and the folder of this fastconv there
+    # (appended where no install provides it: a source tree run as it is)
+    path = ast.literal_eval(_run(python_code("import sys; print(sys.path)")).stdout)
+    assert "" not in path and str(in_decoy_folder) not in path and os.path.dirname(REAL) in path
     proc = _run(python_code("import sys; print(sys.argv[1:])", "a b", 3))
     assert proc.stdout.strip() == "['a b', '3']"
     proc = _run(python_module("fastconv", "config"))  # as python -m fastconv config
