@@ -16,8 +16,8 @@ The contenders:
 * ``gemm``: the GEMM limit, ``conv_gemm_limit`` below; for pooling, a plain
   copy of x (forward) and of x and the output (forward + backward), the
   memory-bound floor.
-* ``torch``: torch.nn.functional (benchmarks.torch_ops) on the same data,
-  in a peer process of its own by default (benchmarks.peer says why),
+* ``torch``: torch.nn.functional (``torch_ops``) on the same data,
+  in a peer process of its own by default (``peer`` says why),
   checked against the checked fast result.
 """
 from __future__ import annotations
@@ -66,12 +66,12 @@ def load_torch(in_process=False, extra_env=None):
     """(torch module or None, TorchPeer or None, note or None).
 
     By default PyTorch runs in a peer process with the user's own environment
-    (see benchmarks.peer for why). With ``in_process`` it is imported here;
+    (see ``peer`` for why). With ``in_process`` it is imported here;
     fastconv.fast is imported (at the top of this module) before it on purpose:
     the extension then binds the system's libgomp, as it does in a process
     without torch, and torch shares it. The other way round, the extension's
     OpenMP loops run on torch's bundled libgomp, configured before
-    ``import fastconv`` could set it up (measured: fast W2conv3x3 fwd+bwd 4x slower).
+    ``import fastconv`` could set it up (with spinning workers that slow fast down).
     ``extra_env`` is added to the peer's environment (``--keep-freed-memory``).
     """
     if in_process:
@@ -397,33 +397,35 @@ def _copy_fn(x, x_copy, out, out_copy, pass_):
 def convnet1_step(layers, p, x, y, spec, backward=True, record=None):
     """One ConvNet1 training step with ``layers`` (fastconv.fast or fastconv.naive).
 
-    Returns the loss, or (loss, (dw0, db0, dw1, db1, dw2, db2)) with ``backward``.
+    ``p`` holds the parameters under fastconv.models.ConvNet1's names: W1, b1 (conv),
+    W2, b2 and W3, b3 (affine). Returns the loss, or (loss, (dW1, db1, dW2, db2, dW3, db3))
+    with ``backward``.
     ``record`` (a dict, checks only) receives the intermediate arrays.
     """
     c = spec.conv
     # conv -> ReLU -> max pool 2x2: one layer function (fast fuses the three, naive runs
     # them one after the other), as fastconv.models.ConvNet1 runs it.
-    h3, c3 = layers.conv_relu_pool_forward(x, p["w0"], p["b0"], stride=c.stride, pad=c.pad,
+    h3, c3 = layers.conv_relu_pool_forward(x, p["W1"], p["b1"], stride=c.stride, pad=c.pad,
                                            pool_size=2, pool_stride=2)
-    h4, c4 = layers.affine_forward(h3, p["w1"], p["b1"])
+    h4, c4 = layers.affine_forward(h3, p["W2"], p["b2"])
     h5, c5 = layers.relu_forward(h4)
-    scores, c6 = layers.affine_forward(h5, p["w2"], p["b2"])
+    scores, c6 = layers.affine_forward(h5, p["W3"], p["b3"])
     loss, dscores = layers.softmax_loss(scores, y)
     if not backward:
         return loss
-    d5, dw2, db2 = layers.affine_backward(dscores, c6)
+    d5, dW3, db3 = layers.affine_backward(dscores, c6)
     d4 = layers.relu_backward(d5, c5)
-    d3, dw1, db1 = layers.affine_backward(d4, c4)
-    _, dw0, db0 = layers.conv_relu_pool_backward(d3, c3, need_dx=False)  # the images need no gradient
+    d3, dW2, db2 = layers.affine_backward(d4, c4)
+    _, dW1, db1 = layers.conv_relu_pool_backward(d3, c3, need_dx=False)  # the images need no gradient
     if record is not None:
         # For the GEMM limit's check: the convolution's own output and incoming gradient,
         # from the three layers run separately (checks only, never timed).
-        h1, k1 = layers.conv_forward(x, p["w0"], p["b0"], stride=c.stride, pad=c.pad)
+        h1, k1 = layers.conv_forward(x, p["W1"], p["b1"], stride=c.stride, pad=c.pad)
         h2, k2 = layers.relu_forward(h1)
         _, k3 = layers.max_pool_forward(h2, 2, 2)
         d1 = layers.relu_backward(layers.max_pool_backward(d3, k3), k2)
         record.update(h1=h1, h3=h3, h4=h4, h5=h5, scores=scores, dscores=dscores, d5=d5, d4=d4, d3=d3, d1=d1)
-    return loss, (dw0, db0, dw1, db1, dw2, db2)
+    return loss, (dW1, db1, dW2, db2, dW3, db3)
 
 
 def build_step(name, spec, dtype, pass_, want, ctx):
@@ -466,33 +468,33 @@ def build_step(name, spec, dtype, pass_, want, ctx):
 def _step_gemm(spec, x, p, rec, grads, pass_, dtype, name):
     """The step's GEMM limit: the conv's GEMMs (conv_gemm_limit) and the affine layers' GEMMs."""
     conv = spec.conv
-    ops = prepare_conv_gemm(x, p["w0"], p["b0"], conv)
+    ops = prepare_conv_gemm(x, p["W1"], p["b1"], conv)
     N = conv.N
     h3 = np.ascontiguousarray(rec["h3"]).reshape(N, -1)
     h5, ds, d4 = rec["h5"], rec["dscores"], rec["d4"]
-    w1, w2 = p["w1"], p["w2"]
+    W2, W3 = p["W2"], p["W3"]
     bufs = {
-        "a1": np.empty((N, w1.shape[1]), dtype), "a2": np.empty((N, w2.shape[1]), dtype),
-        "d5": np.empty_like(h5), "dw2": np.empty_like(w2), "d3": np.empty_like(h3), "dw1": np.empty_like(w1),
+        "a2": np.empty((N, W2.shape[1]), dtype), "a3": np.empty((N, W3.shape[1]), dtype),
+        "d5": np.empty_like(h5), "dW3": np.empty_like(W3), "d3": np.empty_like(h3), "dW2": np.empty_like(W2),
     }
 
     def gemms(pass_):
         conv_gemm_limit(ops, pass_, need_dx=False)
-        np.matmul(h3, w1, out=bufs["a1"])
-        np.matmul(h5, w2, out=bufs["a2"])
+        np.matmul(h3, W2, out=bufs["a2"])
+        np.matmul(h5, W3, out=bufs["a3"])
         if pass_ == "fwdbwd":
-            np.matmul(ds, w2.T, out=bufs["d5"])
-            np.matmul(h5.T, ds, out=bufs["dw2"])
-            np.matmul(d4, w1.T, out=bufs["d3"])
-            np.matmul(h3.T, d4, out=bufs["dw1"])
+            np.matmul(ds, W3.T, out=bufs["d5"])
+            np.matmul(h5.T, ds, out=bufs["dW3"])
+            np.matmul(d4, W2.T, out=bufs["d3"])
+            np.matmul(h3.T, d4, out=bufs["dW2"])
 
-    # fast's conv output h1 and dw0 (its dx and db are not GEMM results)
-    worst = check_conv_gemm(ops, x, p["b0"], rec["d1"], (rec["h1"], None, grads[0], None),
+    # fast's conv output h1 and dW1 (its dx and db are not GEMM results)
+    worst = check_conv_gemm(ops, x, p["b1"], rec["d1"], (rec["h1"], None, grads[0], None),
                             f"gemm {name} (conv)", dtype)
     gemms("fwdbwd")
     worst = max(worst, check_same(
         f"gemm {name} (affine) {np.dtype(dtype).name} against fast",
-        ("affine1 out", "affine2 out", "d5", "dw2", "d3", "dw1"),
-        (bufs["a1"] + p["b1"], bufs["a2"] + p["b2"], bufs["d5"], bufs["dw2"], bufs["d3"], bufs["dw1"]),
+        ("affine W2 out", "affine W3 out", "d5", "dW3", "d3", "dW2"),
+        (bufs["a2"] + p["b2"], bufs["a3"] + p["b3"], bufs["d5"], bufs["dW3"], bufs["d3"], bufs["dW2"]),
         (rec["h4"], rec["scores"], rec["d5"], grads[4], rec["d3"].reshape(N, -1), grads[2]), dtype))
     return (lambda: gemms(pass_)), worst

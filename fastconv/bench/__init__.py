@@ -1,6 +1,6 @@
-"""fastconv's benchmark suite, installed as ``fastconv.benchmarks``; run it with ``fastconv bench``.
+"""fastconv's benchmark suite; run it with ``fastconv bench`` (or ``python -m fastconv bench``).
 
-* ``common``: the canonical workloads (shared/workloads.md), seeded data, the result checks.
+* ``common``: the canonical workloads (docs/workloads.md), seeded data, the result checks.
 * ``contenders``: fast, naive (scaled from a sub-batch), gemm (the GEMM limit: the fast
   path's GEMMs alone, ``conv_gemm_limit``, which must track fastconv/fast.py) and torch,
   each checked before it is timed.
