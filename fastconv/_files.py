@@ -9,11 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 _MAX_JSON_BYTES = 64 << 20
+
+#: Largest data file (IDX file, CIFAR-10 batch or archive, download) read or fetched:
+#: no file of the supported data sets comes close, and a bad header cannot make us allocate more.
+MAX_DATA_FILE_BYTES = 1 << 30
 
 
 def _fsync_dir(directory):
@@ -86,6 +91,29 @@ def sha256_of(path):
 def array_manifest(arrays):
     """{name: {"shape": [...], "dtype": "float32"}}, stored in the JSON beside an .npz."""
     return {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in arrays.items()}
+
+
+def load_arrays_beside(json_path, record, manifest):
+    """The arrays of the .npz that the JSON file ``json_path`` describes.
+
+    ``record`` (the JSON's object) names the .npz in ``record["npz"]``, a plain file
+    name looked up beside ``json_path``, and holds its hex SHA-256 in
+    ``record["npz_sha256"]``; the arrays are then checked against ``manifest`` by
+    ``load_arrays``. Bad fields are ValueErrors naming ``json_path``; a missing .npz
+    is a FileNotFoundError naming both files.
+    """
+    json_path = Path(json_path)
+    name = record.get("npz")
+    if not isinstance(name, str) or name in ("", "..") or Path(name).name != name:
+        raise ValueError(f"{json_path}: 'npz' must name the .npz file beside it (a plain file name), "
+                         f"got {name!r}")
+    digest = record.get("npz_sha256")
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ValueError(f"{json_path}: 'npz_sha256' must be the hex SHA-256 of {name}")
+    npz_path = json_path.parent / name
+    if not npz_path.exists():
+        raise FileNotFoundError(f"{npz_path}: missing (it holds the arrays described by {json_path})")
+    return load_arrays(npz_path, manifest, digest)
 
 
 def load_arrays(path, manifest, sha256=None):

@@ -87,10 +87,8 @@ def blas_threads():
     (1 if unknown). While a parallel call holds the BLAS to one thread, this is the
     setting from before, so that concurrent calls get the same worker count (and
     so bitwise the same results) as calls made one at a time."""
-    with _lock:
-        if _depth > 0:
-            return _saved_threads
-    return _current_blas_threads()
+    with _lock:  # read under the lock: a call starting meanwhile would show its "1"
+        return _saved_threads if _depth > 0 else _current_blas_threads()
 
 
 class _OneBlasThread:

@@ -33,6 +33,12 @@ def conv_output_size(size, kernel, stride=1, pad=0, dilation=1):
     return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def same_pad(kernel):
+    """The pad of a "same" convolution: ``(kernel - 1) // 2`` on each side, which keeps the
+    input's size at stride 1 for an odd kernel (an even one loses a pixel)."""
+    return (kernel - 1) // 2
+
+
 def check_int(value, name, minimum=None, maximum=None):
     """``value`` as an int: TypeError unless it is an integer (bool is not), ValueError
     naming ``name`` unless ``minimum <= value <= maximum`` (either bound may be None)."""

@@ -36,14 +36,18 @@ statistics ``running_mean1, running_var1, ...`` live in ``model.buffers``.
 Tip: ``conv-bn-maxpool2-relu`` computes exactly what ``conv-bn-relu-maxpool2``
 does (ReLU and max commute) with the ReLU on a quarter of the values.
 
+Each layer type is one class in ``fastconv._model_layers`` (its token, dict,
+shapes, parameters, forward and backward); a built model keeps one object per
+layer in ``model.layers``, and ``Sequential`` only walks the list.
+
 Every model:
 
 * holds ``params`` (a dict of named float arrays in ``dtype``, float32 by
   default), ``buffers`` (batchnorm running statistics), ``reg`` (L2
   strength: the loss adds ``0.5 * reg * sum(W**2)`` over the weights W, not
   the biases or batchnorm parameters), ``loss_type`` ("softmax" or "svm"),
-  ``impl`` ("fast" uses ``fastconv.fast``, "naive" ``fastconv.naive``; the
-  layers are never reimplemented here), ``preprocess`` (a
+  ``impl`` ("fast" uses ``fastconv.fast``, "naive" ``fastconv.naive``, as
+  ``layer_module``; the layers are never reimplemented here), ``preprocess`` (a
   ``fastconv.datasets.Preprocessing`` or None) and ``class_names``;
 * ``loss(X)`` -> scores (N, num_classes) in test mode; ``loss(X, y)`` ->
   (loss, grads) in training mode (batchnorm on batch statistics, dropout on);
@@ -62,14 +66,15 @@ weight, zeros for biases, ones and zeros for gamma and beta; pass
 from __future__ import annotations
 
 import importlib
-import numbers
 import re
 from pathlib import Path
 
 import numpy as np
 
 from ._files import array_manifest, atomic_write, load_arrays, read_json, save_arrays, sha256_of, write_json  # noqa: F401
-from ._params import conv_output_size
+from ._model_layers import LAYER_SYNTAX  # noqa: F401  (public, with parse_layers and format_layers)
+from ._model_layers import LAYER_TYPES, check_number, format_layers, fuse_conv_relu_pool, normalize_layer, parse_layers
+from ._params import check_int
 from .datasets import Preprocessing
 
 FORMAT = "fastconv-model"
@@ -78,147 +83,16 @@ MODEL_JSON = "model.json"
 MODEL_NPZ = "model.npz"
 
 
-# ============================================================================ layer specs
-def _int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _shape3(value, name="input_shape"):
+def _input_shape(value):
     if not isinstance(value, (tuple, list)) or len(value) != 3:
-        raise ValueError(f"{name} must be (C, H, W), got {value!r}")
-    return tuple(_int(v, name) for v in value)
+        raise ValueError(f"input_shape must be (C, H, W), got {value!r}")
+    return tuple(check_int(v, "input_shape", 1) for v in value)
 
 
-_TOKEN_PATTERNS = [
-    (re.compile(r"conv(\d+)x(\d+)(?:s(\d+))?(?:p(\d+))?"),
-     lambda m: {"type": "conv", "filters": int(m[1]), "kernel": int(m[2]),
-                "stride": int(m[3] or 1), "pad": int(m[4]) if m[4] is not None else "same"}),
-    (re.compile(r"bn|batchnorm"), lambda m: {"type": "batchnorm"}),
-    (re.compile(r"relu"), lambda m: {"type": "relu"}),
-    (re.compile(r"sigmoid"), lambda m: {"type": "sigmoid"}),
-    (re.compile(r"(max|avg)pool(\d+)(?:s(\d+))?"),
-     lambda m: {"type": f"{m[1]}pool", "kernel": int(m[2]), "stride": int(m[3]) if m[3] else None}),
-    (re.compile(r"dropout(\d*\.?\d+)?"), lambda m: {"type": "dropout", "p": float(m[1]) if m[1] else 0.5}),
-    (re.compile(r"fc(\d+)?"), lambda m: {"type": "fc", "units": int(m[1]) if m[1] else None}),
-]
-
-LAYER_SYNTAX = (
-    "conv<F>x<k>[s<stride>][p<pad>] | bn | relu | sigmoid | maxpool<k>[s<stride>] | "
-    "avgpool<k>[s<stride>] | dropout[<p>] | fc[<units>], joined by '-'"
-)
-
-
-def parse_layers(spec):
-    """A layer string (see the module docstring) -> a list of layer dicts."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"a layer spec must be a non-empty string, got {spec!r}")
-    layers = []
-    for token in spec.strip().lower().split("-"):
-        for pattern, build in _TOKEN_PATTERNS:
-            m = pattern.fullmatch(token)
-            if m:
-                layers.append(build(m))
-                break
-        else:
-            raise ValueError(f"unknown layer {token!r} in {spec!r}; the syntax is {LAYER_SYNTAX}")
-    return layers
-
-
-def format_layers(layers):
-    """The string form of a list of normalized layer dicts (inverse of parse_layers)."""
-    out = []
-    for layer in layers:
-        t = layer["type"]
-        if t == "conv":
-            s = f"conv{layer['filters']}x{layer['kernel']}"
-            if layer["stride"] != 1:
-                s += f"s{layer['stride']}"
-            if layer["pad"] != "same":
-                s += f"p{layer['pad']}"
-        elif t == "batchnorm":
-            s = "bn"
-        elif t in ("maxpool", "avgpool"):
-            s = f"{t}{layer['kernel']}" + (f"s{layer['stride']}" if layer["stride"] is not None else "")
-        elif t == "dropout":
-            s = f"dropout{layer['p']:g}"
-        elif t == "fc":
-            s = "fc" if layer["units"] is None else f"fc{layer['units']}"
-        else:
-            s = t
-        out.append(s)
-    return "-".join(out)
-
-
-_LAYER_KEYS = {
-    "conv": {"filters": None, "kernel": None, "stride": 1, "pad": "same"},
-    "batchnorm": {"momentum": 0.9, "eps": 1e-5},
-    "relu": {},
-    "sigmoid": {},
-    "maxpool": {"kernel": None, "stride": None},
-    "avgpool": {"kernel": None, "stride": None},
-    "dropout": {"p": 0.5},
-    "fc": {"units": None},
-}
-
-
-def _normalize_layer(layer, i):
-    """Check one layer dict and fill in its defaults."""
-    if not isinstance(layer, dict) or layer.get("type") not in _LAYER_KEYS:
-        raise ValueError(f"layer {i} must be a dict with 'type' one of {', '.join(_LAYER_KEYS)}, got {layer!r}")
-    t = layer["type"]
-    defaults = _LAYER_KEYS[t]
-    unknown = set(layer) - set(defaults) - {"type"}
-    if unknown:
-        raise ValueError(f"layer {i} ({t}) has unknown keys {sorted(unknown)}")
-    out = {"type": t}
-    for key, default in defaults.items():
-        value = layer.get(key, default)
-        what = f"layer {i} ({t}) {key}"
-        if key in ("filters", "kernel"):
-            value = _int(value, what)
-        elif key == "stride":
-            value = None if value is None and t != "conv" else _int(value, what)
-        elif key == "pad":
-            value = value if value == "same" else _int(value, what, 0)
-        elif key == "units":
-            value = None if value is None else _int(value, what)
-        elif key in ("p", "momentum", "eps"):
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-            lo_ok = ok and (0 <= value < 1 if key == "p" else 0 <= value <= 1 if key == "momentum" else value > 0)
-            if not lo_ok:
-                raise ValueError(f"{what} must be a number in the allowed range, got {value!r}")
-            value = float(value)
-        out[key] = value
-    return out
-
-
-# ============================================================================ the engine
 def _layer_module(impl):
     if impl not in ("fast", "naive"):
         raise ValueError(f"impl must be 'fast' or 'naive', got {impl!r}")
     return importlib.import_module(f"fastconv.{impl}")
-
-
-def _fuse_conv_relu_pool(plan):
-    """Replace each conv -> relu -> maxpool run of ``plan`` (or conv -> maxpool -> relu:
-    ReLU and max commute, gradients included, because both route through the same first
-    maximum and are cut where it is <= 0) by one "conv_relu_pool" step: the same values
-    and gradients (tests/test_models.py), computed by the layers' fused
-    conv_relu_pool_forward/backward without the full-size intermediate arrays."""
-    fused, i = [], 0
-    while i < len(plan):
-        types = [s["type"] for s in plan[i:i + 3]]
-        if types in (["conv", "relu", "maxpool"], ["conv", "maxpool", "relu"]):
-            pool = plan[i + 2] if types[2] == "maxpool" else plan[i + 1]
-            fused.append({"type": "conv_relu_pool", "conv": plan[i], "pool": pool,
-                          "out_shape": plan[i + 2]["out_shape"]})
-            i += 3
-        else:
-            fused.append(plan[i])
-            i += 1
-    return fused
 
 
 class Sequential:
@@ -228,11 +102,9 @@ class Sequential:
 
     def __init__(self, layers, input_shape=(1, 28, 28), num_classes=10, reg=0.0, loss="softmax",
                  dtype=np.float32, impl="fast", seed=None, weight_scale=None):
-        self.input_shape = _shape3(input_shape)
-        self.num_classes = _int(num_classes, "num_classes")
-        if isinstance(reg, bool) or not isinstance(reg, numbers.Real) or not reg >= 0:
-            raise ValueError(f"reg must be a number >= 0, got {reg!r}")
-        self.reg = float(reg)
+        self.input_shape = _input_shape(input_shape)
+        self.num_classes = check_int(num_classes, "num_classes", 1)
+        self.reg = check_number(reg, "reg", lambda r: r >= 0, ">= 0")
         if loss not in ("softmax", "svm"):
             raise ValueError(f"loss must be 'softmax' or 'svm', got {loss!r}")
         self.loss_type = loss
@@ -240,88 +112,50 @@ class Sequential:
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.impl = impl
-        self.L = _layer_module(impl)
-        if weight_scale is not None and (isinstance(weight_scale, bool) or not isinstance(weight_scale, numbers.Real)
-                                         or not weight_scale > 0):
-            raise ValueError(f"weight_scale must be None (He-normal) or a number > 0, got {weight_scale!r}")
-        self.weight_scale = None if weight_scale is None else float(weight_scale)
-        if isinstance(layers, str):
-            layers = parse_layers(layers)
-        if not isinstance(layers, (list, tuple)) or not layers:
-            raise ValueError("layers must be a non-empty list of layer dicts or a layer string")
-        layers = [_normalize_layer(layer, i) for i, layer in enumerate(layers)]
-        if layers[-1]["type"] != "fc":
-            layers.append({"type": "fc", "units": None})
-        if layers[-1]["units"] not in (None, self.num_classes):
-            raise ValueError(f"the last fc layer is the output and must have num_classes={self.num_classes} "
-                             f"units, got {layers[-1]['units']}")
-        layers[-1]["units"] = None
-        self.layer_specs = layers
+        self.layer_module = _layer_module(impl)  # fastconv.fast or fastconv.naive: the layer functions
+        self.weight_scale = None if weight_scale is None else check_number(
+            weight_scale, "weight_scale", lambda s: s > 0, "> 0 (or None: He-normal)")
+        self.layer_specs = self._output_layer_checked(layers)
         self.rng = np.random.default_rng(seed)  # initialization, then dropout masks
         self.params = {}
         self.buffers = {}
         self.preprocess = None
         self.class_names = None
         self.last_scores = None
-        self._plan = _fuse_conv_relu_pool(self._build(layers))
+        self.layers = self._build(self.layer_specs)  # one object per layer (fastconv._model_layers)
+        self._plan = fuse_conv_relu_pool(self.layers)  # what forward and backward run
 
     # ------------------------------------------------------------------ building
-    def _build(self, layers):
-        """Check the shapes layer by layer, name and initialize the parameters."""
+    def _output_layer_checked(self, layers):
+        """The normalized layer dicts, ending with the output fc layer (appended if missing)."""
+        if isinstance(layers, str):
+            layers = parse_layers(layers)
+        if not isinstance(layers, (list, tuple)) or not layers:
+            raise ValueError("layers must be a non-empty list of layer dicts or a layer string")
+        layers = [normalize_layer(layer, i) for i, layer in enumerate(layers)]
+        if layers[-1]["type"] != "fc":
+            layers.append({"type": "fc", "units": None})
+        if layers[-1]["units"] not in (None, self.num_classes):
+            raise ValueError(f"the last fc layer is the output and must have num_classes={self.num_classes} "
+                             f"units, got {layers[-1]['units']}")
+        layers[-1]["units"] = None
+        return layers
+
+    def _build(self, layer_specs):
+        """The layer objects: shapes checked layer by layer, parameters named and initialized."""
         shape = self.input_shape
-        plan = []
-        n_w = n_bn = 0
-        for i, spec in enumerate(layers):
-            t = spec["type"]
-            step = dict(spec)
-            where = f"layer {i} ({format_layers([spec])}) on input {shape}"
-            if t == "conv":
-                if len(shape) != 3:
-                    raise ValueError(f"{where}: a conv layer needs an image input (C, H, W)")
-                C, H, W = shape
-                k, s = spec["kernel"], spec["stride"]
-                pad = (k - 1) // 2 if spec["pad"] == "same" else spec["pad"]
-                out_h, out_w = conv_output_size(H, k, s, pad), conv_output_size(W, k, s, pad)
-                if out_h < 1 or out_w < 1:
-                    raise ValueError(f"{where}: the {k}x{k} kernel does not fit")
-                n_w += 1
-                step.update(W=f"W{n_w}", b=f"b{n_w}", pad_px=pad)
-                self.params[step["W"]] = self._init((spec["filters"], C, k, k), C * k * k)
-                self.params[step["b"]] = np.zeros(spec["filters"], dtype=self.dtype)
-                shape = (spec["filters"], out_h, out_w)
-            elif t == "fc":
-                D = int(np.prod(shape))
-                units = self.num_classes if spec["units"] is None else spec["units"]
-                if i == len(layers) - 1 and units != self.num_classes:  # pragma: no cover - checked above
-                    raise ValueError(f"{where}: the output layer needs {self.num_classes} units")
-                n_w += 1
-                step.update(W=f"W{n_w}", b=f"b{n_w}")
-                self.params[step["W"]] = self._init((D, units), D)
-                self.params[step["b"]] = np.zeros(units, dtype=self.dtype)
-                shape = (units,)
-            elif t == "batchnorm":
-                n_bn += 1
-                D = shape[0]
-                step.update(gamma=f"gamma{n_bn}", beta=f"beta{n_bn}", mean=f"running_mean{n_bn}",
-                            var=f"running_var{n_bn}", spatial=len(shape) == 3)
-                self.params[step["gamma"]] = np.ones(D, dtype=self.dtype)
-                self.params[step["beta"]] = np.zeros(D, dtype=self.dtype)
-                self.buffers[step["mean"]] = np.zeros(D, dtype=self.dtype)
-                self.buffers[step["var"]] = np.ones(D, dtype=self.dtype)
-            elif t in ("maxpool", "avgpool"):
-                if len(shape) != 3:
-                    raise ValueError(f"{where}: pooling needs an image input (C, H, W)")
-                C, H, W = shape
-                k = spec["kernel"]
-                s = k if spec["stride"] is None else spec["stride"]
-                out_h, out_w = conv_output_size(H, k, s), conv_output_size(W, k, s)
-                if out_h < 1 or out_w < 1:
-                    raise ValueError(f"{where}: the {k}x{k} window does not fit")
-                step["stride_px"] = s
-                shape = (C, out_h, out_w)
-            step["out_shape"] = shape
-            plan.append(step)
-        return plan
+        layers = []
+        counts = {}
+        for i, spec in enumerate(layer_specs):
+            layer_type = LAYER_TYPES[spec["type"]]
+            number = counts[layer_type.numbering] = counts.get(layer_type.numbering, 0) + 1
+            where = f"layer {i} ({layer_type.token(spec)}) on input {shape}"
+            layer = layer_type(spec, shape, number, self.num_classes, where)
+            self.params.update(layer.params(self._init, self.dtype))
+            self.buffers.update(layer.buffers(self.dtype))
+            layers.append(layer)
+            shape = layer.out_shape
+        return layers
 
     def _init(self, shape, fan_in):
         std = np.sqrt(2.0 / fan_in) if self.weight_scale is None else self.weight_scale
@@ -353,72 +187,19 @@ class Sequential:
         return X.astype(self.dtype, copy=False)
 
     def _forward(self, X, train):
-        L = self.L
         out = X
         caches = []
-        for step in self._plan:
-            t = step["type"]
-            if t == "conv_relu_pool":
-                conv, pool = step["conv"], step["pool"]
-                out, cache = L.conv_relu_pool_forward(out, self.params[conv["W"]], self.params[conv["b"]],
-                                                      stride=conv["stride"], pad=conv["pad_px"],
-                                                      pool_size=pool["kernel"], pool_stride=pool["stride_px"])
-            elif t == "conv":
-                out, cache = L.conv_forward(out, self.params[step["W"]], self.params[step["b"]],
-                                            stride=step["stride"], pad=step["pad_px"])
-            elif t == "fc":
-                out, cache = L.affine_forward(out, self.params[step["W"]], self.params[step["b"]])
-            elif t == "relu":
-                out, cache = L.relu_forward(out)
-            elif t == "sigmoid":
-                out, cache = L.sigmoid_forward(out)
-            elif t == "maxpool":
-                out, cache = L.max_pool_forward(out, step["kernel"], step["stride_px"])
-            elif t == "avgpool":
-                out, cache = L.avg_pool_forward(out, step["kernel"], step["stride_px"])
-            elif t == "dropout":
-                out, cache = L.dropout_forward(out, step["p"], train=train, rng=self.rng)
-            elif t == "batchnorm":
-                bn_param = {"mode": "train" if train else "test", "momentum": step["momentum"],
-                            "eps": step["eps"], "running_mean": self.buffers[step["mean"]],
-                            "running_var": self.buffers[step["var"]]}
-                forward = L.spatial_batchnorm_forward if step["spatial"] else L.batchnorm_forward
-                out, cache = forward(out, self.params[step["gamma"]], self.params[step["beta"]], bn_param)
-                if train:
-                    self.buffers[step["mean"]] = bn_param["running_mean"]
-                    self.buffers[step["var"]] = bn_param["running_var"]
-            else:  # pragma: no cover - _normalize_layer admits nothing else
-                raise AssertionError(t)
+        for layer in self._plan:
+            out, cache = layer.forward(self, out, train)
             caches.append(cache)
         return out, caches
 
     def _backward(self, dout, caches):
-        L = self.L
         grads = {}
-        for step, cache in zip(reversed(self._plan), reversed(caches)):
-            t = step["type"]
+        for layer, cache in zip(reversed(self._plan), reversed(caches)):
             # The first layer's input is the data: its gradient is never used.
-            need_dx = step is not self._plan[0]
-            if t == "conv_relu_pool":
-                conv = step["conv"]
-                dout, grads[conv["W"]], grads[conv["b"]] = L.conv_relu_pool_backward(dout, cache, need_dx=need_dx)
-            elif t == "conv":
-                dout, grads[step["W"]], grads[step["b"]] = L.conv_backward(dout, cache, need_dx=need_dx)
-            elif t == "fc":
-                dout, grads[step["W"]], grads[step["b"]] = L.affine_backward(dout, cache)
-            elif t == "relu":
-                dout = L.relu_backward(dout, cache)
-            elif t == "sigmoid":
-                dout = L.sigmoid_backward(dout, cache)
-            elif t == "maxpool":
-                dout = L.max_pool_backward(dout, cache)
-            elif t == "avgpool":
-                dout = L.avg_pool_backward(dout, cache)
-            elif t == "dropout":
-                dout = L.dropout_backward(dout, cache)
-            elif t == "batchnorm":
-                backward = L.spatial_batchnorm_backward if step["spatial"] else L.batchnorm_backward
-                dout, grads[step["gamma"]], grads[step["beta"]] = backward(dout, cache)
+            dout, layer_grads = layer.backward(self, dout, cache, need_dx=layer is not self._plan[0])
+            grads.update(layer_grads)
         return grads
 
     def loss(self, X, y=None):
@@ -434,7 +215,7 @@ class Sequential:
         if not train:
             return scores
         y = np.asarray(y)
-        loss_fn = self.L.softmax_loss if self.loss_type == "softmax" else self.L.svm_loss
+        loss_fn = self.layer_module.softmax_loss if self.loss_type == "softmax" else self.layer_module.svm_loss
         data_loss, dscores = loss_fn(scores, y)
         self.last_scores = scores
         grads = self._backward(dscores, caches)
@@ -459,7 +240,7 @@ class Sequential:
 
     def scores(self, X, batch_size=500, prepare=False):
         """Test-mode scores of X (N, ...) in batches; ``prepare=True`` applies ``prepare`` first."""
-        batch_size = _int(batch_size, "batch_size")
+        batch_size = check_int(batch_size, "batch_size", 1)
         out = np.empty((len(X), self.num_classes), dtype=self.dtype)
         for i in range(0, len(X), batch_size):
             xb = X[i:i + batch_size]
@@ -531,9 +312,9 @@ class ConvNet1(Sequential):
 
     def __init__(self, input_shape=(3, 32, 32), num_filters=32, filter_size=7, hidden_dim=100, num_classes=10,
                  reg=0.0, loss="softmax", dtype=np.float32, impl="fast", seed=None, weight_scale=None):
-        self.num_filters = _int(num_filters, "num_filters")
-        self.filter_size = _int(filter_size, "filter_size")
-        self.hidden_dim = _int(hidden_dim, "hidden_dim")
+        self.num_filters = check_int(num_filters, "num_filters", 1)
+        self.filter_size = check_int(filter_size, "filter_size", 1)
+        self.hidden_dim = check_int(hidden_dim, "hidden_dim", 1)
         layers = [
             {"type": "conv", "filters": self.num_filters, "kernel": self.filter_size},
             {"type": "relu"},
@@ -560,7 +341,7 @@ class FullyConnectedNet(Sequential):
                  reg=0.0, loss="softmax", dtype=np.float32, impl="fast", seed=None, weight_scale=None):
         if not isinstance(hidden_dims, (list, tuple)):
             raise ValueError(f"hidden_dims must be a list of ints, got {hidden_dims!r}")
-        self.hidden_dims = [_int(h, "hidden_dims") for h in hidden_dims]
+        self.hidden_dims = [check_int(h, "hidden_dims", 1) for h in hidden_dims]
         if activation not in ("sigmoid", "relu"):
             raise ValueError(f"activation must be 'sigmoid' or 'relu', got {activation!r}")
         self.activation = activation

@@ -23,7 +23,7 @@ import numbers
 
 import numpy as np
 
-from ._params import check_float_array
+from ._params import check_float_array, check_int
 
 
 def _check(w, dw, config, defaults):
@@ -82,12 +82,8 @@ def adam(w, dw, config=None):
     """Adam with bias correction. config: learning_rate (1e-3), beta1 (0.9),
     beta2 (0.999), epsilon (1e-8); state: m, v, t (the step count)."""
     config = _check(w, dw, config, {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8})
-    config.setdefault("t", 0)
-    t = config["t"]
-    if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
-        raise ValueError(f"config['t'] must be an int >= 0, got {t!r}")
+    t = check_int(config.setdefault("t", 0), "config['t']", 0) + 1
     b1, b2 = config["beta1"], config["beta2"]
-    t = int(t) + 1
     m = b1 * _state(config, "m", w) + (1 - b1) * dw
     v = b2 * _state(config, "v", w) + (1 - b2) * (dw * dw)
     config["m"], config["v"], config["t"] = m, v, t

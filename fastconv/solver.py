@@ -22,19 +22,11 @@ of ``num_train_samples`` training examples and the validation accuracy on
 best validation accuracy are kept as copies and put back into the model when
 training ends. Without validation data the final parameters are kept.
 
-Checkpoints: with ``checkpoint_dir``, the end of each epoch writes
-``checkpoint_epoch<NNNN>.npz`` (parameters, batchnorm statistics, optimizer
-state, best parameters) and then ``checkpoint_epoch<NNNN>.json`` (model
-architecture and preprocessing, hyperparameters, histories, random generator
-states, the .npz SHA-256). Both are written atomically (temporary file,
-fsync, rename) and the JSON last, so a checkpoint exists only once it is
-complete; a crash at any moment leaves the previous one intact. Only the
-``keep_checkpoints`` newest are kept; temporary files that a killed writer
-left behind (``.checkpoint_epoch<NNNN>.npz.tmp<pid>``, POSIX: the pid no
-longer runs) are removed at the next save. ``resume()`` loads the newest complete
-one (checking digest, names, shapes and dtypes) and ``train()`` then
-continues where it stopped: the result is bit-identical to a run that was
-never interrupted (same seed, same thread count). No pickle anywhere.
+Checkpoints: with ``checkpoint_dir``, the end of each epoch writes a
+checkpoint (``fastconv.checkpoints``: atomic, only the ``keep_checkpoints``
+newest kept). ``resume()`` restores the newest complete one and ``train()``
+then continues where it stopped: the result is bit-identical to a run that
+was never interrupted (same seed, same thread count). No pickle anywhere.
 
 Progress: with ``verbose``, a tqdm bar per epoch shows the loss, the running
 training accuracy and images/s; without tqdm, a line every ``print_every``
@@ -43,41 +35,21 @@ iterations.
 from __future__ import annotations
 
 import numbers
-import os
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from . import checkpoints as _checkpoints
 from . import optim
-from ._files import array_manifest, load_arrays, read_json, save_arrays, write_json
-from .models import model_from_spec
-
-CHECKPOINT_FORMAT = "fastconv-checkpoint"
-CHECKPOINT_VERSION = 1
-_CKPT_RE = re.compile(r"checkpoint_epoch(\d{4,})\.json")
-_CKPT_TMP_RE = re.compile(r"\.checkpoint_epoch\d{4,}\.(?:npz|json)\.tmp(\d+)")  # _files.atomic_write's names
+from ._params import check_int
+from .checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoints, load_checkpoint_model  # noqa: F401
 
 try:  # tqdm is optional (the "train" extra)
     from tqdm.auto import tqdm as _tqdm
 except ImportError:  # pragma: no cover - depends on the environment
     _tqdm = None
-
-
-def _rng_state(rng):
-    """A Generator's state as JSON-able numbers (PCG64 holds 128-bit ints; JSON ints are unbounded)."""
-    return rng.bit_generator.state
-
-
-def _set_rng_state(rng, state, what):
-    if not isinstance(state, dict) or state.get("bit_generator") != type(rng.bit_generator).__name__:
-        raise ValueError(f"{what}: random generator state must be a {type(rng.bit_generator).__name__} state")
-    try:
-        rng.bit_generator.state = state
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ValueError(f"{what}: invalid random generator state ({exc})") from None
 
 
 class Solver:
@@ -105,28 +77,21 @@ class Solver:
         if optim_config is not None and not isinstance(optim_config, dict):
             raise TypeError(f"optim_config must be a dict, got {type(optim_config).__name__}")
         self.optim_config = dict(optim_config or {})
-        for name, value, lo in (("lr_decay", lr_decay, 0.0),):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > lo:
-                raise ValueError(f"{name} must be a number > {lo}, got {value!r}")
+        if isinstance(lr_decay, bool) or not isinstance(lr_decay, numbers.Real) or not lr_decay > 0:
+            raise ValueError(f"lr_decay must be a number > 0.0, got {lr_decay!r}")
         self.lr_decay = float(lr_decay)
-        self.batch_size = self._positive(batch_size, "batch_size")
-        self.num_epochs = self._positive(num_epochs, "num_epochs", 0)
-        self.num_train_samples = self._positive(num_train_samples, "num_train_samples")
-        self.num_val_samples = None if num_val_samples is None else self._positive(num_val_samples, "num_val_samples")
-        self.print_every = self._positive(print_every, "print_every")
-        self.keep_checkpoints = self._positive(keep_checkpoints, "keep_checkpoints")
+        self.batch_size = check_int(batch_size, "batch_size", 1)
+        self.num_epochs = check_int(num_epochs, "num_epochs", 0)
+        self.num_train_samples = check_int(num_train_samples, "num_train_samples", 1)
+        self.num_val_samples = None if num_val_samples is None else check_int(num_val_samples, "num_val_samples", 1)
+        self.print_every = check_int(print_every, "print_every", 1)
+        self.keep_checkpoints = check_int(keep_checkpoints, "keep_checkpoints", 1)
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.seed = seed
         self.verbose = bool(verbose)
         self.progress = (_tqdm is not None) if progress is None else bool(progress)
         self.rng = np.random.default_rng(seed)
         self._reset()
-
-    @staticmethod
-    def _positive(value, name, minimum=1):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-        return int(value)
 
     def _reset(self):
         self.epoch = 0
@@ -220,71 +185,15 @@ class Solver:
         return self
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint_arrays(self):
-        arrays = self.model.state_arrays()
-        arrays.update({f"best_{k}": v for k, v in _prefixed(self.best_params, self.best_buffers).items()})
-        for pname, config in self.optim_configs.items():
-            for key, value in config.items():
-                if isinstance(value, np.ndarray):
-                    arrays[f"optim/{pname}/{key}"] = value
-        return arrays
-
-    def _checkpoint_scalars(self):
-        out = {}
-        for pname, config in self.optim_configs.items():
-            out[pname] = {k: v for k, v in config.items() if not isinstance(v, np.ndarray)}
-        return out
-
     def save_checkpoint(self):
-        """Write this epoch's checkpoint (.npz, then .json), atomically; prune old ones."""
-        directory = self.checkpoint_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        stem = f"checkpoint_epoch{self.epoch:04d}"
-        arrays = self._checkpoint_arrays()
-        digest = save_arrays(directory / f"{stem}.npz", arrays)
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "epoch": self.epoch,
-            "model": self.model.spec(),
-            "solver": {
-                "update_rule": self.update_rule_name,
-                "lr_decay": self.lr_decay,
-                "batch_size": self.batch_size,
-                "num_epochs": self.num_epochs,
-                "num_train_samples": self.num_train_samples,
-                "num_val_samples": self.num_val_samples,
-                "num_train": len(self.X_train),
-                "seed": self.seed if isinstance(self.seed, (int, type(None))) else None,
-            },
-            "optim_scalars": self._checkpoint_scalars(),
-            "history": self.history(),
-            "best_val_acc": self.best_val_acc,
-            "best_epoch": self.best_epoch,
-            "rng": {"solver": _rng_state(self.rng), "model": _rng_state(self.model.rng)},
-            "arrays": array_manifest(arrays),
-            "npz": f"{stem}.npz",
-            "npz_sha256": digest,
-        }
-        write_json(directory / f"{stem}.json", state)
-        self._prune(directory)
-        return directory / f"{stem}.json"
+        """Write this epoch's checkpoint into ``checkpoint_dir`` (see ``fastconv.checkpoints``)."""
+        return _checkpoints.save_checkpoint(self)
 
-    def _prune(self, directory):
-        found = sorted(checkpoints(directory))
-        for epoch, path in found[:-self.keep_checkpoints]:
-            for p in (path, path.with_suffix(".npz")):
-                try:
-                    p.unlink()
-                except FileNotFoundError:  # pragma: no cover - concurrent cleanup
-                    pass
-        for p in directory.glob(".checkpoint_epoch*.tmp*"):
-            m = _CKPT_TMP_RE.fullmatch(p.name)
-            if m and _dead(int(m[1])):
-                try:
-                    p.unlink()
-                except FileNotFoundError:  # pragma: no cover - concurrent cleanup
-                    pass
+    def resume(self, path=None):
+        """Restore the state of the newest complete checkpoint in ``checkpoint_dir``
+        (or of the checkpoint JSON ``path``). Returns the epoch restored, or 0 when
+        there is no checkpoint yet (a fresh start)."""
+        return _checkpoints.resume(self, path)
 
     def history(self):
         """Histories as JSON-able lists (val accuracies are None without validation data)."""
@@ -295,163 +204,3 @@ class Solver:
             "epoch_seconds": list(self.epoch_times),
             "iterations_per_epoch": -(-len(self.X_train) // self.batch_size),
         }
-
-    def resume(self, path=None):
-        """Restore the state of the newest complete checkpoint in ``checkpoint_dir``
-        (or of the checkpoint JSON ``path``). Returns the epoch restored, or 0 when
-        there is no checkpoint yet (a fresh start)."""
-        if path is None:
-            if self.checkpoint_dir is None:
-                raise ValueError("resume needs checkpoint_dir (or a checkpoint path)")
-            found = checkpoints(self.checkpoint_dir)
-            if not found:
-                return 0
-            path = max(found)[1]
-        path = Path(path)
-        state = read_json(path, "checkpoint")
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION} file")
-        try:
-            self._restore(path, state)
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: malformed checkpoint ({type(exc).__name__}: {exc})") from None
-        return self.epoch
-
-    def _restore(self, path, state):
-        model = self.model
-        saved = state["model"]
-        current = model.spec()
-        for key in ("class", "config"):
-            if saved.get(key) != current[key]:
-                raise ValueError(f"{path}: the checkpoint is for a different model ({key} differs): "
-                                 f"{saved.get(key)} vs {current[key]}")
-        solver = state["solver"]
-        for key, mine in (("update_rule", self.update_rule_name), ("batch_size", self.batch_size),
-                          ("num_train", len(self.X_train))):
-            if solver.get(key) != mine:
-                raise ValueError(f"{path}: the checkpoint was trained with {key}={solver.get(key)!r}, "
-                                 f"this solver has {mine!r}")
-        epoch = state["epoch"]
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
-            raise ValueError(f"{path}: bad epoch {epoch!r}")
-        npz_name = state["npz"]
-        if not isinstance(npz_name, str) or Path(npz_name).name != npz_name:
-            raise ValueError(f"{path}: 'npz' must name the file beside it")
-        scalars = state["optim_scalars"]
-        if not isinstance(scalars, dict) or set(scalars) != set(model.params):
-            raise ValueError(f"{path}: optimizer state must cover exactly the parameters {sorted(model.params)}")
-        # the manifest the arrays must follow: the model's own arrays, the best copies, the optimizer state
-        expected = array_manifest(model.state_arrays())
-        expected.update({f"best_{k}": v for k, v in expected.items()})
-        manifest = state["arrays"]
-        if not isinstance(manifest, dict):
-            raise ValueError(f"{path}: 'arrays' must be a JSON object")
-        for key, spec in manifest.items():
-            if key.startswith("optim/"):
-                parts = key.split("/")
-                if len(parts) != 3 or parts[1] not in model.params:
-                    raise ValueError(f"{path}: unexpected optimizer array {key!r}")
-                p = model.params[parts[1]]
-                expected[key] = {"shape": list(p.shape), "dtype": p.dtype.name}
-        if manifest != expected:
-            raise ValueError(f"{path}: the array manifest does not match the model "
-                             f"(differs in {sorted(set(manifest) ^ set(expected)) or 'shapes or dtypes'})")
-        digest = state["npz_sha256"]
-        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise ValueError(f"{path}: 'npz_sha256' must be the hex SHA-256 of {npz_name}")
-        arrays = load_arrays(path.parent / npz_name, expected, digest)
-        rng_states = state["rng"]
-        history = state["history"]
-        for key in ("loss", "train_acc", "val_acc", "epoch_seconds"):
-            if not isinstance(history.get(key), list):
-                raise ValueError(f"{path}: history['{key}'] must be a list")
-        if len(history["train_acc"]) != epoch:
-            raise ValueError(f"{path}: the history covers {len(history['train_acc'])} epochs, not {epoch}")
-
-        # everything checked: now change state
-        model.set_state_arrays(arrays, prefix="")
-        best = {}
-        for k, v in arrays.items():
-            if k.startswith("best_params/"):
-                best.setdefault("params", {})[k.split("/", 1)[1]] = np.array(v, copy=True)
-            elif k.startswith("best_buffers/"):
-                best.setdefault("buffers", {})[k.split("/", 1)[1]] = np.array(v, copy=True)
-        self.best_params = best.get("params", {})
-        self.best_buffers = best.get("buffers", {})
-        configs = {}
-        for pname, sc in scalars.items():
-            if not isinstance(sc, dict):
-                raise ValueError(f"{path}: optimizer state of {pname} must be a JSON object")
-            configs[pname] = dict(sc)
-        for key, value in arrays.items():
-            if key.startswith("optim/"):
-                _, pname, name = key.split("/")
-                configs[pname][name] = np.array(value, copy=True)
-        self.optim_configs = configs
-        _set_rng_state(self.rng, rng_states["solver"], f"{path}: solver")
-        _set_rng_state(model.rng, rng_states["model"], f"{path}: model")
-        self.epoch = epoch
-        self.loss_history = [float(v) for v in history["loss"]]
-        self.train_acc_history = list(history["train_acc"])
-        self.val_acc_history = list(history["val_acc"])
-        self.epoch_times = list(history["epoch_seconds"])
-        self.best_val_acc = float(state["best_val_acc"])
-        self.best_epoch = int(state["best_epoch"])
-        self.lr_decay = float(state["solver"]["lr_decay"])
-
-
-def _dead(pid):
-    """True when no process ``pid`` runs (POSIX only: elsewhere nothing is known dead)."""
-    if os.name != "posix" or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)  # signal 0: an existence check, nothing is sent
-    except ProcessLookupError:
-        return True
-    except OSError:  # e.g. PermissionError: it runs under another user
-        return False
-    return False
-
-
-def _prefixed(params, buffers):
-    out = {f"params/{k}": v for k, v in params.items()}
-    out.update({f"buffers/{k}": v for k, v in buffers.items()})
-    return out
-
-
-def checkpoints(directory):
-    """[(epoch, json path)] of the complete checkpoints in ``directory`` (JSON and .npz present)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    found = []
-    for p in directory.iterdir():
-        m = _CKPT_RE.fullmatch(p.name)
-        if m and p.with_suffix(".npz").is_file():
-            found.append((int(m[1]), p))
-    return sorted(found)
-
-
-def load_checkpoint_model(path, impl="fast"):
-    """The model stored in a checkpoint JSON (its current parameters, not the best ones)."""
-    path = Path(path)
-    state = read_json(path, "checkpoint")
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} file")
-    try:
-        model = model_from_spec(state.get("model"), impl)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    manifest, npz_name, digest = state.get("arrays"), state.get("npz"), state.get("npz_sha256")
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path}: 'arrays' must be a JSON object")
-    if not isinstance(npz_name, str) or Path(npz_name).name != npz_name:
-        raise ValueError(f"{path}: 'npz' must name the file beside it")
-    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise ValueError(f"{path}: 'npz_sha256' must be the hex SHA-256 of {npz_name}")
-    arrays = load_arrays(path.parent / npz_name, manifest, digest)
-    try:
-        model.set_state_arrays(arrays)
-    except ValueError as exc:  # the manifest itself was wrong for the architecture
-        raise ValueError(f"{path}: {exc}") from None
-    return model

@@ -20,8 +20,7 @@ Pillow) or ``.npy`` batches of raw pixel values (0-255).
 These commands own their process, so on Linux with glibc they ask malloc to
 keep freed memory for reuse (``_keep_freed_memory``): every training step
 allocates its activations afresh, and memory handed back to the system costs
-a page fault per 4 KiB when touched again (about 1.6 us on the VMs we measure
-on: 20-30 % of a test-set evaluation, about 8 % of a training step).
+a page fault per 4 KiB when touched again (see ``fastconv/_malloc.py``).
 ``FASTCONV_MALLOC_TUNING=0`` turns this off.
 """
 from __future__ import annotations
@@ -29,15 +28,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from . import plots
+from ._files import write_json
 from ._malloc import keep_freed_memory
+from .datasets import load_dataset, train_val_split
+from .models import build_model, load_model
+from .preprocessing import Preprocessing
+from .solver import Solver, checkpoints
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
@@ -59,7 +66,7 @@ models (--model):
              e.g. conv32x3-bn-relu-maxpool2-conv64x3-bn-relu-maxpool2-fc256-relu-dropout0.3-fc
              (conv-bn-maxpool2-relu is the same function as conv-bn-relu-maxpool2, and cheaper)
 
-a Fashion-MNIST recipe (test accuracy 0.925 in 12 epochs, 10.5 min on 2 shared cores):
+a Fashion-MNIST recipe (its measured test accuracy and time: README.md, "Training on real data"):
   fastconv train --model conv32x3-bn-maxpool2-relu-conv64x3-bn-maxpool2-relu-fc256-relu-dropout0.3-fc \\
       --epochs 12 --batch-size 128 --lr 1e-3 --lr-decay 0.85 --val-size 0 --threads 1
 
@@ -71,44 +78,28 @@ confusion.png, filters.png, examples.png (the plots need matplotlib).
 """
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _argument_type(kind, accept, expected):
+    """An argparse type: ``kind(text)`` (int or float), refused unless ``accept(value)``,
+    with the message "expected <expected>, got ..." ("expected a number" for a float
+    argument given something that is no number at all)."""
+    unparsable = expected if kind is int else "a number"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {unparsable}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value if kind is int else text}")
+        return value
+
+    return parse
 
 
-def _nonneg_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _nonneg_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
+_positive_int = _argument_type(int, lambda v: v >= 1, "a positive integer")
+_nonneg_int = _argument_type(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _argument_type(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+_nonneg_float = _argument_type(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
 
 
 def _data_arguments(parser, required=False):
@@ -197,117 +188,142 @@ def _default_lr(optimizer):
 
 
 def _load_data(args, name):
-    from .datasets import load_dataset
-
     return load_dataset(name, root=args.data_root, download=not args.no_download)
 
 
-def run(args):
-    from .datasets import Preprocessing, train_val_split
-    from .models import build_model
-    from .solver import Solver, checkpoints
+class _Split(NamedTuple):
+    """The images a run trains on, validates on and tests on (uint8, as loaded)."""
 
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+
+
+def run(args):
+    """``fastconv train``: prepare the run folder, load the data, build the model, train, report."""
     _keep_freed_memory()
     log = (lambda *a, **k: None) if args.quiet else print
+    out, model_kwargs = _prepare_run(args)
+    with _thread_limit(args.threads):
+        data, split = _load_split(args, log)
+        model = _build(args, data, split, model_kwargs, log)
+        w_before = model.first_layer_weights().copy()
+        solver, train_seconds = _train(args, model, split, out, log)
+        model.save(out)
+        t_eval = time.perf_counter()
+        y_pred = model.predict(split.X_test, batch_size=500, prepare=True)
+        seconds = {"train_seconds_this_run": train_seconds, "test_seconds": time.perf_counter() - t_eval}
+    _report(args, out, data, split, model, solver, w_before, y_pred, seconds, log)
+    return 0
+
+
+def _prepare_run(args):
+    """The run folder (refused if it holds a run and --resume is not given) and the
+    convnet1 size options, checked before anything is loaded."""
     out = Path(args.out) if args.out else Path("runs") / f"{args.dataset}-{_model_slug(args.model)}"
-    ckpt_dir = out / "checkpoints"
-    if checkpoints(ckpt_dir) and not args.resume:
+    if checkpoints(out / "checkpoints") and not args.resume:
         raise ValueError(f"{out} already holds a training run; pass --resume to continue it, "
                          "or choose another --out")
     model_kwargs = {k: getattr(args, k) for k in ("num_filters", "filter_size", "hidden_dim")
                     if getattr(args, k) is not None}
     if model_kwargs and args.model != "convnet1":
         raise ValueError("--num-filters, --filter-size and --hidden-dim apply to --model convnet1 only")
+    return out, model_kwargs
 
-    with _thread_limit(args.threads):
-        t_load = time.perf_counter()
-        data = _load_data(args, args.dataset)
-        log(f"{args.dataset}: {len(data.X_train)} training and {len(data.X_test)} test images "
-            f"{data.input_shape} from {data.source} ({time.perf_counter() - t_load:.1f} s)")
-        X_train, y_train = data.X_train, data.y_train
-        rng = np.random.default_rng(args.seed)
-        if args.limit_train is not None and args.limit_train < len(X_train):
-            idx = np.sort(rng.permutation(len(X_train))[:args.limit_train])
-            X_train, y_train = X_train[idx], y_train[idx]
-        val_size = args.val_size
-        if val_size is None:
-            val_size = 5000 if len(X_train) >= 50000 else len(X_train) // 10
-        if val_size >= len(X_train):
-            raise ValueError(f"--val-size {val_size} leaves no training images (of {len(X_train)})")
-        X_tr, y_tr, X_val, y_val = train_val_split(X_train, y_train, val_size, seed=args.seed)
-        X_test, y_test = data.X_test, data.y_test
-        if args.limit_test is not None:
-            X_test, y_test = X_test[:args.limit_test], y_test[:args.limit_test]
 
-        prep = Preprocessing.fit(X_tr, mode=args.preprocess)
-        model = build_model(args.model, data.input_shape, data.num_classes, reg=args.reg, loss=args.loss,
-                            dtype=args.dtype, impl=args.impl, seed=args.seed, **model_kwargs)
-        model.preprocess = prep
-        model.class_names = data.class_names
-        w_before = model.first_layer_weights().copy()
-        log(model.describe())
+def _load_split(args, log):
+    """The data set, and its training images split into training and validation
+    (after --limit-train), with the test images (after --limit-test)."""
+    t_load = time.perf_counter()
+    data = _load_data(args, args.dataset)
+    log(f"{args.dataset}: {len(data.X_train)} training and {len(data.X_test)} test images "
+        f"{data.input_shape} from {data.source} ({time.perf_counter() - t_load:.1f} s)")
+    X_train, y_train = data.X_train, data.y_train
+    if args.limit_train is not None and args.limit_train < len(X_train):
+        idx = np.sort(np.random.default_rng(args.seed).permutation(len(X_train))[:args.limit_train])
+        X_train, y_train = X_train[idx], y_train[idx]
+    val_size = args.val_size
+    if val_size is None:
+        val_size = 5000 if len(X_train) >= 50000 else len(X_train) // 10
+    if val_size >= len(X_train):
+        raise ValueError(f"--val-size {val_size} leaves no training images (of {len(X_train)})")
+    X_tr, y_tr, X_val, y_val = train_val_split(X_train, y_train, val_size, seed=args.seed)
+    X_test, y_test = data.X_test, data.y_test
+    if args.limit_test is not None:
+        X_test, y_test = X_test[:args.limit_test], y_test[:args.limit_test]
+    return data, _Split(X_tr, y_tr, X_val, y_val, X_test, y_test)
 
-        lr = args.lr if args.lr is not None else _default_lr(args.optimizer)
-        solver = Solver(model, {"X_train": X_tr, "y_train": y_tr, "X_val": X_val, "y_val": y_val},
-                        update_rule=args.optimizer, optim_config={"learning_rate": lr}, lr_decay=args.lr_decay,
-                        batch_size=args.batch_size, num_epochs=args.epochs, checkpoint_dir=ckpt_dir,
-                        seed=args.seed, verbose=not args.quiet, progress=not args.no_progress)
-        if args.resume:
-            epoch = solver.resume()
-            log(f"resuming {out} after epoch {epoch}" if epoch else f"no checkpoint in {ckpt_dir}: starting afresh")
-        log(f"training on {len(X_tr)} images, validating on {len(X_val)}: {args.optimizer}, lr {lr:g}, "
-            f"decay {args.lr_decay:g}/epoch, batch {args.batch_size}, {args.epochs} epochs, {args.dtype}, "
-            f"impl={args.impl}" + (f", {args.threads} threads" if args.threads else ""))
-        t_train = time.perf_counter()
-        try:
-            solver.train()
-        except KeyboardInterrupt:
-            print(f"\ninterrupted: `fastconv train ... --out {out} --resume` continues from the last "
-                  "complete epoch", file=sys.stderr)
-            raise
-        train_seconds = time.perf_counter() - t_train
-        model.save(out)
 
-        t_eval = time.perf_counter()
-        y_pred = model.predict(X_test, batch_size=500, prepare=True)
-        eval_seconds = time.perf_counter() - t_eval
-        test_acc = float(np.mean(y_pred == y_test))
+def _build(args, data, split, model_kwargs, log):
+    """The model, with its preprocessing fitted on the training split and the class names."""
+    prep = Preprocessing.fit(split.X_train, mode=args.preprocess)
+    model = build_model(args.model, data.input_shape, data.num_classes, reg=args.reg, loss=args.loss,
+                        dtype=args.dtype, impl=args.impl, seed=args.seed, **model_kwargs)
+    model.preprocess = prep
+    model.class_names = data.class_names
+    log(model.describe())
+    return model
 
-    from .plots import confusion_matrix
 
-    cm = confusion_matrix(y_test, y_pred, data.num_classes)
+def _train(args, model, split, out, log):
+    """Train (from the last checkpoint with --resume); returns the Solver and the seconds it took."""
+    ckpt_dir = out / "checkpoints"
+    lr = args.lr if args.lr is not None else _default_lr(args.optimizer)
+    solver = Solver(model, {"X_train": split.X_train, "y_train": split.y_train,
+                            "X_val": split.X_val, "y_val": split.y_val},
+                    update_rule=args.optimizer, optim_config={"learning_rate": lr}, lr_decay=args.lr_decay,
+                    batch_size=args.batch_size, num_epochs=args.epochs, checkpoint_dir=ckpt_dir,
+                    seed=args.seed, verbose=not args.quiet, progress=not args.no_progress)
+    if args.resume:
+        epoch = solver.resume()
+        log(f"resuming {out} after epoch {epoch}" if epoch else f"no checkpoint in {ckpt_dir}: starting afresh")
+    log(f"training on {len(split.X_train)} images, validating on {len(split.X_val)}: {args.optimizer}, "
+        f"lr {lr:g}, decay {args.lr_decay:g}/epoch, batch {args.batch_size}, {args.epochs} epochs, {args.dtype}, "
+        f"impl={args.impl}" + (f", {args.threads} threads" if args.threads else ""))
+    t_train = time.perf_counter()
+    try:
+        solver.train()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: `fastconv train ... --out {out} --resume` continues from the last "
+              "complete epoch", file=sys.stderr)
+        raise
+    return solver, time.perf_counter() - t_train
+
+
+def _report(args, out, data, split, model, solver, w_before, y_pred, seconds, log):
+    """Write history.json and the plots; print the test accuracy."""
+    y_test = split.y_test
+    test_acc = float(np.mean(y_pred == y_test))
     history = solver.history()
     history.update(
         dataset=args.dataset,
         model=args.model,
         architecture=model.describe(),
         settings={k: v for k, v in vars(args).items() if k not in ("func",)},
-        num_train=len(X_tr), num_val=len(X_val), num_test=len(X_test),
-        best_epoch=solver.best_epoch, best_val_acc=solver.best_val_acc if len(X_val) else None,
-        test_accuracy=test_acc, confusion_matrix=cm.tolist(), class_names=list(data.class_names),
-        train_seconds_this_run=train_seconds, test_seconds=eval_seconds,
+        num_train=len(split.X_train), num_val=len(split.X_val), num_test=len(split.X_test),
+        best_epoch=solver.best_epoch, best_val_acc=solver.best_val_acc if len(split.X_val) else None,
+        test_accuracy=test_acc, confusion_matrix=plots.confusion_matrix(y_test, y_pred, data.num_classes).tolist(),
+        class_names=list(data.class_names),
+        **seconds,
         machine={"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                  "numpy": np.__version__},
     )
-    from ._files import write_json
-
     write_json(out / "history.json", history)
-
-    plots = []
+    written = []
     if not args.no_plots:
-        plots = _write_plots(out, history, model, w_before, X_test, y_test, y_pred, data, log)
+        written = _write_plots(out, history, model, w_before, split.X_test, y_test, y_pred, data, log)
     epochs = len(solver.epoch_times)
     per_epoch = float(np.mean(solver.epoch_times)) if epochs else float("nan")
     print(f"test accuracy: {test_acc:.4f} ({int(np.sum(y_pred == y_test))}/{len(y_test)}) after {epochs} epochs "
           f"({per_epoch:.1f} s/epoch, {sum(solver.epoch_times):.0f} s of training); model in {out}")
-    if plots:
-        log("plots: " + ", ".join(str(p) for p in plots))
-    return 0
+    if written:
+        log("plots: " + ", ".join(str(p) for p in written))
 
 
 def _write_plots(out, history, model, w_before, X_test, y_test, y_pred, data, log):
-    from . import plots
-
     if not plots.have_matplotlib():
         log("matplotlib is not installed: skipping the plots (pip install matplotlib, "
             "or pip install 'fastconv[train]')")
@@ -346,8 +362,6 @@ def _dataset_of(model_dir, given):
 
 
 def run_evaluate(args):
-    from .models import load_model
-
     _keep_freed_memory()
     with _thread_limit(args.threads):
         model = load_model(args.model, impl=args.impl)
@@ -426,8 +440,6 @@ def _read_image(path, shape):
 
 
 def run_predict(args):
-    from .models import load_model
-
     _keep_freed_memory()
     with _thread_limit(args.threads):
         model = load_model(args.model, impl=args.impl)

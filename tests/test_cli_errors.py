@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fastconv import datasets as D
-from test_datasets import idx_bytes, write_idx
+from test_datasets import idx_bytes, write_idx_set
 
 NET = "conv2x3-relu-maxpool2-fc"
 
@@ -28,22 +28,13 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     rng = np.random.default_rng(0)
 
-    def idx_set(folder, n_train=40, n_test=10):
-        folder.mkdir(parents=True)
-        arrays = {"train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-                  "train_labels": rng.integers(0, 10, n_train).astype(np.uint8),
-                  "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-                  "test_labels": rng.integers(0, 10, n_test).astype(np.uint8)}
-        for key, arr in arrays.items():
-            write_idx(folder / f"{D.IDX_FILES[key]}.gz", arr)
-        return folder
-
-    good = idx_set(root / "good" / "fashion-mnist")
+    good = root / "good" / "fashion-mnist"
+    write_idx_set(good, rng, n_train=40, n_test=10)
     environ = dict(os.environ, FASTCONV_DATA=str(root / "good"), HOME=str(root / "home"),
                    FASTCONV_MALLOC_TUNING="0", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                    PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
                                                          os.environ.get("PYTHONPATH")) if p))
-    e = {"root": root, "env": environ, "good": good, "idx_set": idx_set}
+    e = {"root": root, "env": environ, "good": good}
     model = root / "model"
     proc = _run(e, "train", "--no-download", "--model", NET, "--epochs", "1", "--batch-size", "20",
                 "--out", str(model), "--no-plots", "--quiet", "--threads", "1")

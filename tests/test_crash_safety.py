@@ -37,10 +37,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastconv import datasets as D
 from fastconv.models import load_model
 from fastconv.solver import checkpoints, load_checkpoint_model
-from test_datasets import write_idx
+from test_datasets import write_learnable_set
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -93,26 +92,12 @@ sys.exit(main(argv))
 '''
 
 
-def _synthetic(rng, n):
-    y = rng.integers(0, 10, n)
-    X = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-    for i, label in enumerate(y):
-        r, c = 2 + 12 * (label // 5), 1 + 5 * (label % 5)
-        X[i, r:r + 6, c:c + 6] = 200
-    return X, y.astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Data in the official format, the child script, and an environment with no network or other data."""
     root = tmp_path_factory.mktemp("crash")
     rng = np.random.default_rng(0)
-    folder = root / "data" / "fashion-mnist"
-    folder.mkdir(parents=True)
-    Xtr, ytr = _synthetic(rng, 120)
-    Xte, yte = _synthetic(rng, 30)
-    for key, arr in (("train_images", Xtr), ("train_labels", ytr), ("test_images", Xte), ("test_labels", yte)):
-        write_idx(folder / f"{D.IDX_FILES[key]}.gz", arr)
+    write_learnable_set(root / "data" / "fashion-mnist", rng, 120, 30)
     (root / "child.py").write_text(_CHILD)
     environ = dict(os.environ, FASTCONV_DATA=str(root / "data"), HOME=str(root / "home"),
                    FASTCONV_MALLOC_TUNING="0", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",

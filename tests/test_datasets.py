@@ -33,19 +33,39 @@ def write_idx(path, array, gz=None):
     return path
 
 
-def write_idx_set(folder, rng, n_train=50, n_test=20, gz=True, size=(28, 28)):
-    """The four MNIST-format files; returns the arrays written."""
+def write_idx_arrays(folder, arrays, gz=True):
+    """The four MNIST-format files of ``arrays`` ({IDX_FILES key: array}) in ``folder``; returns ``arrays``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {
+    for key, stem in D.IDX_FILES.items():
+        write_idx(folder / (stem + (".gz" if gz else "")), arrays[key], gz)
+    return arrays
+
+
+def write_idx_set(folder, rng, n_train=50, n_test=20, gz=True, size=(28, 28)):
+    """The four MNIST-format files, random pixels and labels; returns the arrays written."""
+    return write_idx_arrays(folder, {
         "train_images": rng.integers(0, 256, (n_train, *size), dtype=np.uint8),
         "train_labels": rng.integers(0, 10, n_train).astype(np.uint8),
         "test_images": rng.integers(0, 256, (n_test, *size), dtype=np.uint8),
         "test_labels": rng.integers(0, 10, n_test).astype(np.uint8),
-    }
-    for key, stem in D.IDX_FILES.items():
-        write_idx(folder / (stem + (".gz" if gz else "")), arrays[key], gz)
-    return arrays
+    }, gz)
+
+
+def _learnable(rng, n):
+    """28x28 images whose class is where a bright 6x6 square sits, with noise."""
+    y = rng.integers(0, 10, n)
+    X = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(y):
+        r, c = 2 + 12 * (label // 5), 1 + 5 * (label % 5)
+        X[i, r:r + 6, c:c + 6] = rng.integers(180, 256, (6, 6))
+    return X, y.astype(np.uint8)
+
+
+def write_learnable_set(folder, rng, n_train, n_test):
+    """A data set a small net learns in an epoch or two, as the four MNIST-format files; returns the arrays."""
+    (Xtr, ytr), (Xte, yte) = _learnable(rng, n_train), _learnable(rng, n_test)
+    return write_idx_arrays(folder, {"train_images": Xtr, "train_labels": ytr, "test_images": Xte, "test_labels": yte})
 
 
 class _Py2StylePickler(pickle._Pickler):
@@ -116,12 +136,12 @@ def isolated(tmp_path, monkeypatch):
     """No $FASTCONV_DATA, a HOME without a cache, no system folders, no network."""
     monkeypatch.delenv("FASTCONV_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(D, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(D.registry, "SYSTEM_DIRS", {})
 
     def no_network(url, timeout=None):
         raise urllib.error.URLError("network disabled in tests")
 
-    monkeypatch.setattr(D, "_urlopen", no_network)
+    monkeypatch.setattr(D.download, "_urlopen", no_network)
     return tmp_path
 
 
@@ -198,7 +218,7 @@ def test_search_order(isolated, rng, monkeypatch):
     cache = write_idx_set(isolated / "home" / ".cache" / "fastconv" / "mnist", rng, n_train=12)
     system = isolated / "system"
     write_idx_set(system, rng, n_train=13)
-    monkeypatch.setattr(D, "SYSTEM_DIRS", {"mnist": [system]})
+    monkeypatch.setattr(D.registry, "SYSTEM_DIRS", {"mnist": [system]})
     monkeypatch.setenv("FASTCONV_DATA", str(isolated / "env"))
     ds = D.load_mnist()
     assert len(ds.X_train) == 11 and ds.source == str(isolated / "env" / "mnist")
@@ -243,11 +263,11 @@ def test_missing_without_network_says_where_to_put_files(isolated):
 
 def _serve(monkeypatch, name, files_dir):
     """Point the data set's mirror at a file:// folder (urllib reads it like a server)."""
-    monkeypatch.setattr(D, "_urlopen", __import__("urllib.request").request.urlopen)
+    monkeypatch.setattr(D.download, "_urlopen", __import__("urllib.request").request.urlopen)
     sources = {k: dict(v) for k, v in D.SOURCES.items()}
     sources[name]["mirrors"] = [files_dir.as_uri() + "/"]
     sources[name]["files"] = {p.name: D.file_sha256(p) for p in sorted(files_dir.iterdir())}
-    monkeypatch.setattr(D, "SOURCES", sources)
+    monkeypatch.setattr(D.registry, "SOURCES", sources)
     return sources[name]
 
 

@@ -89,7 +89,7 @@ def test_naive_and_fast_agree(rng):
     X, y = _data(rng, (2, 6, 6), n=3)
     fast = M.Sequential(spec, input_shape=(2, 6, 6), num_classes=4, dtype=np.float64, seed=5)
     naive = M.Sequential(spec, input_shape=(2, 6, 6), num_classes=4, dtype=np.float64, seed=5, impl="naive")
-    assert naive.L.__name__ == "fastconv.naive" and fast.L.__name__ == "fastconv.fast"
+    assert naive.layer_module.__name__ == "fastconv.naive" and fast.layer_module.__name__ == "fastconv.fast"
     lf, gf = fast.loss(X, y)
     ln, gn = naive.loss(X, y)
     assert abs(lf - ln) < 1e-12
@@ -101,22 +101,38 @@ def test_naive_and_fast_agree(rng):
 @pytest.mark.parametrize("impl", ["fast", "naive"])
 def test_conv_relu_maxpool_runs_fused_with_the_same_results(rng, impl):
     """conv -> relu -> maxpool and conv -> maxpool -> relu become one fused step (also in a
-    model's middle), with the loss and gradients of the separate layers; other runs stay apart."""
+    model's middle), with the loss and gradients of the separate naive layers (the reference for
+    both impls: for "fast" it is another implementation, for "naive" it checks the fused step's
+    wiring; test_fused_naive_model_against_numerical_gradients checks naive's fused values);
+    other runs stay apart."""
     spec = "conv3x3-relu-maxpool2-conv4x3-relu-maxpool2s1-conv2x3-maxpool2-relu-conv3x3-relu-avgpool2-fc5-relu-fc"
     X, y = _data(rng, (2, 18, 17), n=3)
     model = M.Sequential(spec, input_shape=(2, 18, 17), num_classes=4, dtype=np.float64, seed=6, impl=impl)
-    assert [s["type"] for s in model._plan] == [
+    assert [layer.type for layer in model._plan] == [
         "conv_relu_pool", "conv_relu_pool", "conv_relu_pool", "conv", "relu", "avgpool", "fc", "relu", "fc"]
     loss, grads = model.loss(X, y)
     scores = model.loss(X)
-    params = {k: v.copy() for k, v in model.params.items()}
-    model._plan = model._build(model.layer_specs)  # the same model, layer by layer
-    model.params.update(params)  # (_build initializes the parameters anew)
-    loss_sep, grads_sep = model.loss(X, y)
-    assert abs(loss - loss_sep) < 1e-12
-    assert rel_error(scores, model.loss(X)) < 1e-12
+    reference = M.Sequential(spec, input_shape=(2, 18, 17), num_classes=4, dtype=np.float64, impl="naive")
+    reference._plan = reference.layers  # the same network, layer by layer: naive conv, relu, max pool...
+    assert "conv_relu_pool" not in [layer.type for layer in reference._plan]
+    reference.params.update({k: v.copy() for k, v in model.params.items()})
+    loss_sep, grads_sep = reference.loss(X, y)
+    tol = 1e-12 if impl == "naive" else 1e-9
+    assert abs(loss - loss_sep) < tol
+    assert rel_error(scores, reference.loss(X)) < tol
+    assert set(grads) == set(grads_sep)
     for name in grads:
-        assert _grad_error(grads[name], grads_sep[name]) < 1e-12, name
+        assert _grad_error(grads[name], grads_sep[name]) < tol, name
+
+
+def test_fused_naive_model_against_numerical_gradients(rng):
+    """The naive fused step (naive.conv_relu_pool_forward, itself the naive conv, relu and max pool
+    one after the other) checked against an independent reference: centred differences."""
+    model = M.Sequential("conv2x3-relu-maxpool2-conv3x3s1p1-maxpool2-relu-fc", input_shape=(1, 6, 6),
+                         num_classes=3, dtype=np.float64, seed=10, impl="naive")
+    assert [layer.type for layer in model._plan] == ["conv_relu_pool", "conv_relu_pool", "fc"]
+    X, y = _data(rng, (1, 6, 6), n=2, classes=3)
+    _grad_check(model, X, y)
 
 
 def test_float32_end_to_end(rng):
@@ -189,6 +205,56 @@ def test_parse_and_format_layers():
     # the dict form gives the same model
     same = M.Sequential(layers, input_shape=(1, 28, 28))
     assert same.config() == model.config()
+
+
+@pytest.mark.parametrize("token", [
+    "conv8x3", "conv8x5s2", "conv8x3p0", "conv4x2s3p1", "bn", "relu", "sigmoid", "maxpool2", "maxpool3s1",
+    "avgpool2", "avgpool3s2", "dropout0.5", "dropout0.25", "fc", "fc7",
+])
+def test_format_inverts_parse_for_every_layer_type(token):
+    assert M.format_layers(M.parse_layers(token)) == token
+    assert M.format_layers([M.normalize_layer(layer, 0) for layer in M.parse_layers(token)]) == token
+
+
+def test_layer_table_covers_every_type():
+    # what the models module documents and what a saved model.json may contain
+    assert list(M.LAYER_TYPES) == ["conv", "batchnorm", "relu", "sigmoid", "maxpool", "avgpool", "dropout", "fc"]
+    assert M.LAYER_SYNTAX == (
+        "conv<F>x<k>[s<stride>][p<pad>] | bn | relu | sigmoid | maxpool<k>[s<stride>] | "
+        "avgpool<k>[s<stride>] | dropout[<p>] | fc[<units>], joined by '-'")
+    # other spellings parse to the same dicts as the canonical tokens
+    for other, canonical in [("batchnorm", "bn"), ("dropout", "dropout0.5"), ("dropout.5", "dropout0.5"),
+                             ("conv8x3s1", "conv8x3"), ("CONV8X3", "conv8x3")]:
+        assert M.format_layers(M.parse_layers(other)) == canonical
+
+
+def test_layer_objects_know_their_shapes_and_arrays():
+    model = M.Sequential("conv4x3s2-bn-maxpool2-fc6-dropout-fc", input_shape=(2, 9, 7), num_classes=3)
+    conv, bn, pool, fc, dropout, out = model.layers
+    assert (conv.in_shape, conv.out_shape, conv.pad, conv.stride) == ((2, 9, 7), (4, 5, 4), 1, 2)
+    assert (conv.weight_name, conv.bias_name, bn.gamma_name, bn.mean_name) == ("W1", "b1", "gamma1", "running_mean1")
+    assert bn.spatial and (pool.kernel, pool.stride, pool.out_shape) == (2, 2, (4, 2, 2))
+    assert (fc.units, fc.weight_name, dropout.p, out.units, out.weight_name) == (6, "W2", 0.5, 3, "W3")
+    assert model.params["W2"].shape == (4 * 2 * 2, 6)
+
+
+def test_layer_dict_values_are_checked():
+    with pytest.raises(ValueError, match=r"layer 0 \(conv\) needs a 'kernel'"):
+        M.Sequential([{"type": "conv", "filters": 2}], input_shape=(1, 6, 6))
+    with pytest.raises(TypeError, match=r"layer 0 \(conv\) filters must be an int, got 2.0"):
+        M.Sequential([{"type": "conv", "filters": 2.0, "kernel": 3}], input_shape=(1, 6, 6))
+    with pytest.raises(ValueError, match=r"layer 1 \(maxpool\) stride must be >= 1"):
+        M.Sequential([{"type": "relu"}, {"type": "maxpool", "kernel": 2, "stride": 0}], input_shape=(1, 6, 6))
+    with pytest.raises(ValueError, match=r"layer 0 \(batchnorm\) momentum must be a number in \[0, 1\]"):
+        M.Sequential([{"type": "batchnorm", "momentum": 1.5}], input_shape=(1, 6, 6))
+    with pytest.raises(ValueError, match=r"layer 0 \(batchnorm\) eps must be a number > 0"):
+        M.Sequential([{"type": "batchnorm", "eps": True}], input_shape=(1, 6, 6))
+    with pytest.raises(ValueError, match=r"layer 0 must be a dict with 'type' one of conv, batchnorm"):
+        M.Sequential([{"type": "lstm"}], input_shape=(1, 6, 6))
+    with pytest.raises(TypeError, match="num_classes must be an int"):
+        M.Sequential("fc", input_shape=(1, 6, 6), num_classes=3.0)
+    with pytest.raises(TypeError, match="batch_size must be an int"):
+        M.Sequential("fc", input_shape=(1, 6, 6), num_classes=3).scores(np.zeros((2, 1, 6, 6)), batch_size="10")
 
 
 def test_output_layer_appended_or_checked():
@@ -277,6 +343,62 @@ def test_save_load_other_models(tmp_path, cls, kwargs):
         np.testing.assert_array_equal(model.params[k], loaded.params[k])
 
 
+_FORMAT_SPEC = "conv2x3-bn-relu-maxpool2s1-conv3x3s2p0-sigmoid-avgpool2-fc5-bn-dropout0.25-fc"
+
+
+def _conv(filters, kernel, stride, pad):
+    return {"type": "conv", "filters": filters, "kernel": kernel, "stride": stride, "pad": pad}
+
+
+def _array(*shape):
+    return {"shape": list(shape), "dtype": "float32"}
+
+
+def test_file_format_is_unchanged(tmp_path):
+    """model.json exactly as every earlier version wrote it (keys, order, layer dicts, array names and
+    shapes), the .npz members in that order: files saved before still load, and load the same."""
+    bn = {"type": "batchnorm", "momentum": 0.9, "eps": 1e-05}
+    expected = {
+        "format": "fastconv-model", "version": 1, "class": "sequential",
+        "config": {
+            "layers": [_conv(2, 3, 1, "same"), bn, {"type": "relu"}, {"type": "maxpool", "kernel": 2, "stride": 1},
+                       _conv(3, 3, 2, 0), {"type": "sigmoid"}, {"type": "avgpool", "kernel": 2, "stride": None},
+                       {"type": "fc", "units": 5}, bn, {"type": "dropout", "p": 0.25}, {"type": "fc", "units": None}],
+            "input_shape": [1, 9, 9], "num_classes": 3, "reg": 0.0, "loss": "softmax", "dtype": "float32",
+            "weight_scale": None},
+        "preprocess": None, "class_names": None,
+        "arrays": {"params/W1": _array(2, 1, 3, 3), "params/b1": _array(2), "params/gamma1": _array(2),
+                   "params/beta1": _array(2), "params/W2": _array(3, 2, 3, 3), "params/b2": _array(3),
+                   "params/W3": _array(3, 5), "params/b3": _array(5), "params/gamma2": _array(5),
+                   "params/beta2": _array(5), "params/W4": _array(5, 3), "params/b4": _array(3),
+                   "buffers/running_mean1": _array(2), "buffers/running_var1": _array(2),
+                   "buffers/running_mean2": _array(5), "buffers/running_var2": _array(5)},
+        "npz": "model.npz",
+    }
+    model = M.Sequential(_FORMAT_SPEC, input_shape=(1, 9, 9), num_classes=3, seed=0)
+    model.save(tmp_path)
+    saved = json.loads((tmp_path / "model.json").read_text())
+    assert len(saved.pop("npz_sha256")) == 64
+    assert json.dumps(saved) == json.dumps(expected)  # the order of the keys too
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as npz:
+        assert npz.files == list(expected["arrays"])
+    loaded = M.load_model(tmp_path)
+    assert loaded.layer_specs == model.layer_specs
+    for key, array in model.state_arrays().items():
+        assert np.array_equal(loaded.state_arrays()[key], array)
+
+
+def test_parameters_are_drawn_in_layer_order():
+    """A seed gives the same parameters as before: He-normal weights drawn from default_rng(seed) in
+    layer order (the conv's W1, then the fc layers' W2, W3), biases and batchnorm without draws."""
+    model = M.Sequential("conv2x3-bn-fc4-fc", input_shape=(1, 5, 5), num_classes=3, dtype=np.float64, seed=7)
+    rng = np.random.default_rng(7)
+    for name, shape, fan_in in [("W1", (2, 1, 3, 3), 9), ("W2", (50, 4), 50), ("W3", (4, 3), 4)]:
+        np.testing.assert_array_equal(model.params[name], rng.standard_normal(shape) * np.sqrt(2.0 / fan_in))
+    assert list(model.params) == ["W1", "b1", "gamma1", "beta1", "W2", "b2", "W3", "b3"]
+    assert model.rng.bit_generator.state == rng.bit_generator.state
+
+
 def _tamper(tmp_path, fn):
     spec = json.loads((tmp_path / "model.json").read_text())
     fn(spec)
@@ -320,6 +442,8 @@ def test_load_rejects_corrupt_files(tmp_path, rng):
         (lambda s: s.update({"class": "resnet"}), "unknown model class"),
         (lambda s: s.update({"format": "something"}), "not a fastconv-model"),
         (lambda s: s["config"].update({"num_classes": "ten"}), "num_classes"),
+        (lambda s: s["config"]["layers"][0].update({"filters": 2.5}), r"model.json: .*layer 0 \(conv\) filters"),
+        (lambda s: s["config"].update({"input_shape": [1, 6, "6"]}), r"model.json: .*input_shape"),
         (lambda s: s["config"].update({"extra": 1}), "invalid sequential config"),
         (lambda s: s.update({"npz": "../model.npz"}), "'npz' must name"),
         (lambda s: s["arrays"].pop("params/W1"), "manifest does not match"),

@@ -195,6 +195,36 @@ def test_resume_rejects_other_setups(tmp_path, rng):
     assert S.Solver(make(0), data, checkpoint_dir=tmp_path / "empty", **kwargs).resume() == 0
 
 
+@pytest.mark.parametrize("field, value, match", [
+    ("loss", "not a number", "bad history"),
+    ("best_epoch", 7, "bad best_epoch"),
+    ("npz", "", "'npz' must name"),
+    ("npz", "../checkpoint_epoch0001.npz", "'npz' must name"),
+    ("npz_sha256", "0" * 63, "npz_sha256"),
+    ("model", [], "'model' must be a JSON object"),
+    ("rng", {"solver": {}, "model": {}}, "random generator"),
+])
+def test_resume_changes_nothing_unless_the_whole_checkpoint_is_valid(tmp_path, rng, field, value, match):
+    data, make, kwargs = _resume_setup(rng)
+    S.Solver(make(0), data, num_epochs=1, checkpoint_dir=tmp_path, **kwargs).train()
+    path = tmp_path / "checkpoint_epoch0001.json"
+    state = json.loads(path.read_text())
+    if field == "loss":
+        state["history"]["loss"][-1] = value
+    else:
+        state[field] = value
+    path.write_text(json.dumps(state))
+    fresh = S.Solver(make(5), data, num_epochs=2, checkpoint_dir=tmp_path, **kwargs)
+    before = ({k: v.copy() for k, v in fresh.model.params.items()}, fresh.rng.bit_generator.state,
+              fresh.model.rng.bit_generator.state)
+    with pytest.raises(ValueError, match=match) as info:
+        fresh.resume()
+    assert str(path) in str(info.value)
+    assert fresh.epoch == 0 and fresh.loss_history == [] and fresh.optim_configs["W1"] == kwargs["optim_config"]
+    assert all(np.array_equal(fresh.model.params[k], v) for k, v in before[0].items())
+    assert (fresh.rng.bit_generator.state, fresh.model.rng.bit_generator.state) == before[1:]
+
+
 def test_progress_without_tqdm(rng, monkeypatch, capsys):
     monkeypatch.setattr(S, "_tqdm", None)
     X, y = _small_data(rng, n=20, shape=(1, 4, 4))

@@ -9,20 +9,10 @@ from fastconv import datasets as D
 from fastconv import plots
 from fastconv.__main__ import main
 from fastconv.models import load_model
-from test_datasets import write_cifar, write_idx
+from test_datasets import write_cifar, write_learnable_set
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 SMALL_NET = "conv4x3-relu-maxpool2-fc"
-
-
-def _synthetic(rng, n):
-    """28x28 images whose class is where a bright 6x6 square sits, with noise."""
-    y = rng.integers(0, 10, n)
-    X = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-    for i, label in enumerate(y):
-        r, c = 2 + 12 * (label // 5), 1 + 5 * (label % 5)
-        X[i, r:r + 6, c:c + 6] = rng.integers(180, 256, (6, 6))
-    return X, y.astype(np.uint8)
 
 
 @pytest.fixture(autouse=True)
@@ -50,17 +40,12 @@ def test_malloc_tuning_in_a_fresh_process():
 def data_env(tmp_path, monkeypatch):
     """$FASTCONV_DATA with a small fashion-mnist; no other data, no network."""
     rng = np.random.default_rng(0)
-    folder = tmp_path / "data" / "fashion-mnist"
-    folder.mkdir(parents=True)
-    Xtr, ytr = _synthetic(rng, 300)
-    Xte, yte = _synthetic(rng, 100)
-    for key, arr in (("train_images", Xtr), ("train_labels", ytr), ("test_images", Xte), ("test_labels", yte)):
-        write_idx(folder / f"{D.IDX_FILES[key]}.gz", arr)
+    arrays = write_learnable_set(tmp_path / "data" / "fashion-mnist", rng, 300, 100)
     monkeypatch.setenv("FASTCONV_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(D, "SYSTEM_DIRS", {})
-    monkeypatch.setattr(D, "_urlopen", lambda *a, **k: (_ for _ in ()).throw(OSError("no network in tests")))
-    return {"root": tmp_path, "X_test": Xte, "y_test": yte}
+    monkeypatch.setattr(D.registry, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(D.download, "_urlopen", lambda *a, **k: (_ for _ in ()).throw(OSError("no network in tests")))
+    return {"root": tmp_path, "X_test": arrays["test_images"], "y_test": arrays["test_labels"]}
 
 
 def _train(out, *extra, epochs=2, plots=False):
