@@ -107,8 +107,8 @@ def _blas_threads(setting):
 
 @pytest.mark.parametrize("blas, iterations", [("one", 30), ("default", 4)], ids=["blas-1-thread", "blas-default"])
 def test_concurrent_calls_equal_serial_calls_bitwise(blas, iterations):
-    """With OpenBLAS multi-threaded, six threads of GEMMs are slow when a core is busy elsewhere
-    (measured: 21 s for what takes 0.2 s with one BLAS thread each), hence fewer iterations."""
+    """With OpenBLAS multi-threaded, six threads of GEMMs are very slow when a core is busy
+    elsewhere (docs/performance.md, "Concurrent calls"), hence fewer iterations."""
     with _blas_threads(blas):
         _run_concurrently(iterations)
 
