@@ -109,9 +109,8 @@ class ConvPlan:
     ``run_forward`` and ``run_backward`` are the chunk loops of every convolution
     layer here: the GEMMs, the workers and the order of dw's partial sums. What
     feeds the GEMMs (im2col, the dout gather) and what takes their result (the
-    output scatter, col2im) is passed in, so that the GEMM-limit benchmark
-    (fastconv's benchmarks, ``conv_gemm_limit``) runs the same loops on
-    prepared operands."""
+    output scatter, col2im) is passed in, so that the benchmark suite's GEMM
+    limit (``conv_gemm_limit``) runs the same loops on prepared operands."""
 
     def __init__(self, g, dtype, chunk=None):
         self.g = g
@@ -214,7 +213,7 @@ def _conv_backward_chunks(plan, x, w, has_bias, chunk_dy, need_dx):
     """(dx, dw, db) of a convolution: for each chunk, ``chunk_dy(n0, n, dy, db)`` writes
     the gradient of the convolution's output in GEMM layout, ``dy`` (F, n*P), and adds
     its sums to ``db``; im2col recomputes the chunk's ``cols``; after the GEMMs, col2im
-    adds ``dcols`` into dx."""
+    writes the chunk's dx from ``dcols``."""
     g = plan.g
     args = _kernel_args(g)
     dx = np.empty_like(x) if need_dx else None
