@@ -395,6 +395,24 @@ def test_pool_geometry_and_the_int32_argmax_bound():
             pool_geometry(_fake(shape), 2)
 
 
+@pytest.mark.parametrize("bad", [-1, 4 * 6, 2**31 - 1], ids=["negative", "one-past-the-plane", "int32-max"])
+def test_an_argmax_outside_its_plane_raises(bad):
+    """A cache whose argmax was corrupted (by the caller, or by a bug) raises in the
+    backward pass of fast's max pool and fused conv layer; the index is never written
+    through, and the gradient it carries never vanishes without a word."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 4, 6))
+    out, cache = fast.max_pool_forward(x, 2)
+    cache[0][1, 2, 0, 1] = bad
+    with pytest.raises(ValueError, match="argmax"):
+        fast.max_pool_backward(np.ones_like(out), cache)
+    w, b = rng.standard_normal((3, 3, 3, 3)), rng.standard_normal(3)
+    out, cache = fast.conv_relu_pool_forward(x, w, b, pad=1)
+    cache[6][5] = bad  # the argmax, in chunk layout
+    with pytest.raises(ValueError, match="argmax"):
+        fast.conv_relu_pool_backward(np.ones_like(out), cache)
+
+
 @pytest.mark.parametrize("name", ["stride", "pad", "dilation"])
 @pytest.mark.parametrize("m", MODULES)
 def test_conv_hyperparameters_above_2_31_are_rejected(m, name):

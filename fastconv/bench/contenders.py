@@ -206,6 +206,7 @@ class ConvGemmOperands:
 
 
 def prepare_conv_gemm(x, w, b, spec):
+    """fast's plan for this convolution, and buffers for conv_gemm_limit's operands."""
     g = conv_geometry(x, w, b, spec.stride, spec.pad)
     dtype = x.dtype
     plan = fast.ConvPlan(g, dtype)
@@ -222,66 +223,45 @@ def conv_gemm_limit(ops, pass_, hook=None, need_dx=True):
     """The GEMMs of fast.conv_forward (and fast.conv_backward), alone: what the fast
     path would cost if im2col, col2im, the output scatter and the dout gather were free.
 
-    THIS FUNCTION MUST TRACK fastconv/fast.py. It repeats fast.py's loops with the
-    same ``fast.ConvPlan``: the same chunks, the same workers side by side on one
-    BLAS thread each (``fastconv._parallel.run``), the same GEMMs per group:
-    forward ``np.matmul(w2_g, cols_g, out=y_g)``, backward
-    ``dw2_g += dy_g @ cols_g.T`` then ``np.matmul(w2_g.T, dy_g, out=cols_g)``, and
-    the per-worker dw2 partial sums added at the end. When fast.py changes the
-    shape, layout, number or order of its GEMMs, or how it runs them, change them
-    here the same way, or the "fast/gemm" ratio stops meaning anything.
+    These are fast.py's own chunk loops, ``fast.ConvPlan.run_forward`` and
+    ``run_backward`` (the same chunks, the same workers side by side on one BLAS
+    thread each, the same GEMMs per group, the same partial sums of dw), fed with
+    operands prepared once in per-worker buffers instead of im2col's ``cols`` and
+    the gathered dout, with nothing done to their results.
 
-    One deliberate difference: fast.py gathers dout into the ``y`` workspace,
-    here the backward reads ``dy`` from a buffer of its own, prepared once.
-    Reading the forward's leftover ``y`` instead would feed each call's
-    outputs back into the next call's inputs (``cols <- w2.T @ w2 @ cols``),
+    The backward reads ``dy`` from a buffer of its own, where fast.py gathers dout
+    into its ``y`` workspace: reading the forward's leftover ``y`` would feed each
+    call's outputs back into the next call's inputs (``cols <- w2.T @ w2 @ cols``),
     and the values would grow geometrically until they overflow.
 
-    ``hook`` (checks only, never timed) fills the workspaces with real operands
-    and collects the forward outputs, so ``check_conv_gemm`` can prove that these
+    ``hook`` (checks only, never timed) fills the buffers with real operands and
+    collects the forward outputs, so ``check_conv_gemm`` can prove that these
     GEMMs compute the convolution.
     """
-    plan, w2 = ops.plan, ops.w2
-    g, K, P = plan.g, plan.K, plan.P
+    plan = ops.plan
+    K, F, P = plan.K, plan.g.F, plan.P
 
-    def forward_chunks(k):
-        for n0, n in plan.chunks(k):
-            cols = ops.cols[k][:K * n * P].reshape(K, n * P)
-            y = ops.y[k][:g.F * n * P].reshape(g.F, n * P)
-            if hook is not None:
-                hook.forward(n0, n, cols)
-            for gi in range(plan.G):
-                f, t = plan.group(gi)
-                np.matmul(w2[f], cols[t], out=y[f])
-            if hook is not None:
-                hook.forward_done(n0, n, y)
-        return y
+    def forward_operands(k, n0, n):
+        cols, y = ops.cols[k][:K * n * P].reshape(K, n * P), ops.y[k][:F * n * P].reshape(F, n * P)
+        if hook is not None:
+            hook.forward(n0, n, cols)
+        return cols, y
 
-    ys = _parallel.run(plan.workers, plan.one_blas_thread, forward_chunks)
+    def forward_done(n0, n, y):
+        if hook is not None:
+            hook.forward_done(n0, n, y)
+
+    plan.run_forward(ops.w2, forward_operands, forward_done)
     if pass_ == "fwd":
-        return ys[0]
+        return ops.y[0]
 
-    def backward_chunks(k):
-        dw2 = np.zeros((g.F, plan.Kg), dtype=w2.dtype)
-        for n0, n in plan.chunks(k):
-            cols = ops.cols[k][:K * n * P].reshape(K, n * P)
-            dy = ops.dy[k][:g.F * n * P].reshape(g.F, n * P)
-            if hook is not None:
-                hook.backward(n0, n, cols, dy)
-            for gi in range(plan.G):
-                f, t = plan.group(gi)
-                dw2[f] += dy[f] @ cols[t].T
-            if not need_dx:  # fast.conv_backward(..., need_dx=False) skips the dcols GEMMs
-                continue
-            for gi in range(plan.G):
-                f, t = plan.group(gi)
-                np.matmul(w2[f].T, dy[f], out=cols[t])
-        return dw2
+    def backward_operands(k, n0, n, db):
+        cols, dy = ops.cols[k][:K * n * P].reshape(K, n * P), ops.dy[k][:F * n * P].reshape(F, n * P)
+        if hook is not None:
+            hook.backward(n0, n, cols, dy)
+        return cols, dy
 
-    parts = _parallel.run(plan.workers, plan.one_blas_thread, backward_chunks)
-    dw2 = parts[0]
-    for part in parts[1:]:
-        dw2 += part
+    dw2, _ = plan.run_backward(ops.w2, backward_operands, need_dx, lambda n0, n, dcols: None)
     return dw2
 
 
