@@ -65,7 +65,6 @@ def configuration():
 
 
 # The former name of configuration(), which benchmarks/machine.py still imports.
-build_info = configuration
 
 
 def show_config():

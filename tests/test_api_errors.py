@@ -33,7 +33,7 @@ def test_same_functions_and_signatures(name):
 
 @pytest.mark.parametrize("name", CONV_POOL_API)
 def test_conv_and_pool_are_not_shared(name):
-    """The issue: conv and pooling must have their own implementation in each module."""
+    """Conv and pooling must have their own implementation in each module."""
     assert getattr(naive, name) is not getattr(fast, name)
 
 

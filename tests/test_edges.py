@@ -35,9 +35,7 @@
   image, so one image's im2col matrix (C*kh*kw x out_h*out_w) is the smallest
   workspace, whatever ``WORKSPACE_BYTES`` says.
 """
-import os
 import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -45,6 +43,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 import fastconv.fast as fast
+from fastconv._child import python_code
 import fastconv.naive as naive
 from fastconv._params import conv_geometry, pool_geometry
 from conftest import DTYPES, TOL, dtype_id, rel_error
@@ -482,9 +481,7 @@ def test_pooling_window_of_2_31_columns_takes_no_longer_than_the_image():
         print("ok")
     """)
     try:
-        # from the tests directory, so that the child imports fastconv as this process did
-        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20,
-                             cwd=os.path.dirname(os.path.abspath(__file__)))
+        run = subprocess.run(python_code(code), capture_output=True, text=True, timeout=20)
     except subprocess.TimeoutExpired:
         pytest.fail("max/avg pooling with a (3, 2**31 - 1) window on a 5x7 image ran for over 20 s")
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]

@@ -4,7 +4,7 @@ The grid is generated deterministically from a fixed seed (plus hand-picked
 awkward cases), so every run checks the same configurations and a failure's id
 (``conv-n2c4f2-x7x9-k3x5-s2-p1-d1-g2-bias-float32``) says how to rebuild it.
 ``test_grid_covers_the_awkward_cases`` fails if the grid ever stops covering
-what the issue asks for. Shapes are small so that the naive loops stay fast.
+what the design promises (the awkward cases below). Shapes are small so that the naive loops stay fast.
 
 CI also runs this file against a build with bounds checks on
 (``FASTCONV_CYTHON_DEBUG=1``, see ``test_build_mode``).
@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from fastconv.fast import _kernels  # the kernel build fastconv.fast runs (fastconv/_kernels.py)
-_im2col = _kernels  # the name test_build_mode uses
 import fastconv.fast as fast
 import fastconv.naive as naive
 from fastconv._params import conv_geometry
@@ -197,7 +196,7 @@ def _seed(case):
 
 
 def test_grid_covers_the_awkward_cases():
-    """The grid holds every case the issue lists (this fails if a generator change drops one)."""
+    """The grid holds every awkward case listed here (this fails if a generator change drops one)."""
     convs, pools = CONV_CASES, POOL_CASES
     assert len(convs) + len(pools) >= 200
     assert len({str(c) for c in convs + pools}) == len(convs) + len(pools), "ids must be unique"
@@ -619,7 +618,7 @@ def test_build_mode():
     if expected == "":
         pytest.skip("FASTCONV_EXPECT_DEBUG_BUILD is unset (1: expect the bounds-checked build, 0: the release build)")
     assert expected in ("0", "1"), f"FASTCONV_EXPECT_DEBUG_BUILD must be 0 or 1, got {expected!r}"
-    builds = [_im2col]  # the build fastconv.fast runs, and every other one installed
+    builds = [_kernels]  # the build fastconv.fast runs, and every other one installed
     for name in ("fastconv._im2col", "fastconv._im2col_avx2"):
         if name == "fastconv._im2col_avx2" and not builds[0].cpu_has_avx2():
             continue  # importing it could crash this CPU

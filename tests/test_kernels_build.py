@@ -9,12 +9,12 @@ AVX2. Every fast layer is run here once on each build, on inputs with ties, NaN,
 import importlib
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from fastconv import _kernels, fast
+from fastconv._child import python_code
 
 baseline = importlib.import_module("fastconv._im2col")
 
@@ -44,7 +44,7 @@ def test_fast_runs_the_build_the_cpu_can_run():
 def _kernels_in_fresh_process(value):
     env = dict(os.environ, **{_kernels.KERNELS_ENV: value})
     code = "import fastconv.fast as f, fastconv._kernels as k; print(f._kernels.__name__, '|', k.reason)"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    return subprocess.run(python_code(code), env=env, capture_output=True, text=True)
 
 
 def test_environment_variable_forces_the_baseline_build():

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .. import _parallel, fast, naive
+from .. import fast, naive
 from .._params import conv_geometry
 from . import torch_ops
 from .common import ConvSpec, PoolSpec, StepSpec, check_same, conv_data, kind_of, pool_data, step_data

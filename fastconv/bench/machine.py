@@ -72,9 +72,9 @@ def thread_settings(torch=None):
     """threadpoolctl's view (which OpenBLAS kernels: 'architecture'), the environment, fastconv's build."""
     from threadpoolctl import threadpool_info
 
-    from .._config import build_info
+    from .._config import configuration
 
-    build = build_info()
+    build = configuration()
     info = {
         "env": {name: os.environ.get(name) for name in THREAD_ENV},
         "threadpools": threadpool_info(),
