@@ -20,7 +20,7 @@ argument compensates).
 **The oracle** (``check_case``): every call either returns the reference answer
 (``fastconv.naive`` on the same arguments; for the compat modules, naive on the
 arguments cast to the dtype of ``w`` as their docstrings promise) within the
-tolerance table of ``conftest.TOL``, with the output shape given by the
+tolerance table of ``_helpers.TOL``, with the output shape given by the
 convolution formula written out here, or raises ValueError/TypeError whose
 message names one of the call's arguments (``x``, ``stride``, ``conv_param``...).
 ``fastconv.fast`` and ``fastconv.naive`` must moreover agree: both return, or
@@ -59,11 +59,10 @@ import numpy as np
 
 from fastconv._child import python_code
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+import _helpers
+from _helpers import TOL  # the one tolerance table
 
-from conftest import TOL  # noqa: E402  (the one tolerance table)
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 FAMILIES = (
     "conv", "max_pool", "avg_pool",
@@ -81,11 +80,8 @@ WORKER_MEMORY_LIMIT = 4 << 30
 
 
 def out_size(size, kernel, stride, pad, dilation=1):
-    """The convolution output-size formula, written out here independently of fastconv._params
-    (None for a stride < 1, which has no output size)."""
-    if stride < 1:
-        return None
-    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+    """_helpers.out_size, or None for a stride < 1 (which has no output size)."""
+    return None if stride < 1 else _helpers.out_size(size, kernel, stride, pad, dilation)
 
 
 # ============================================================================ building blocks
@@ -1210,7 +1206,7 @@ def worker_main():
         out.write(json.dumps(res, default=str) + "\n")
 
 
-# The worker: this folder first on sys.path (for this module and conftest), then worker_main.
+# The worker: this folder first on sys.path (for this module and _helpers), then worker_main.
 _WORKER = f"import sys\nsys.path.insert(0, {HERE!r})\nimport _fuzz_cases\n_fuzz_cases.worker_main()\n"
 
 

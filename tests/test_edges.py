@@ -13,7 +13,7 @@
   sends the gradient to the first (row-major, ``np.argmax``'s rule, the tie
   rule of both fastconv modules) while PyTorch 2.13's CPU kernel sends it to
   the last (it takes every NaN it meets); the output, NaN, is the same.
-* **float32 accumulation** stays within the tolerance table (``conftest.TOL``)
+* **float32 accumulation** stays within the tolerance table (``_helpers.TOL``)
   against a float64 reference on reductions of thousands of terms:
   C*kh*kw = 4608 (C=512, 3x3) forward, F*kh*kw = 4608 into dx, N*out_h*out_w =
   4096 into dw and db, 64x64 average-pooling windows; with data of mixed sign
@@ -46,7 +46,7 @@ import fastconv.fast as fast
 from fastconv._child import python_code
 import fastconv.naive as naive
 from fastconv._params import conv_geometry, pool_geometry
-from conftest import DTYPES, TOL, dtype_id, rel_error
+from _helpers import DTYPES, TOL, dtype_id, out_size, rel_error
 
 MODULES = [pytest.param(naive, id="naive"), pytest.param(fast, id="fast")]
 CONV = dict(stride=(2, 1), pad=(1, 2), dilation=(1, 2), groups=2)
@@ -54,10 +54,6 @@ CONV = dict(stride=(2, 1), pad=(1, 2), dilation=(1, 2), groups=2)
 
 def _torch():
     return pytest.importorskip("torch")
-
-
-def _out(size, k, s, p, d=1):
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 def _reads(oh, ow, ih, iw, kernel, stride, pad, dilation):
@@ -156,7 +152,7 @@ def test_conv_nan_and_inf_as_torch(dtype):
     b = rng.standard_normal(6).astype(dtype)
     x[0, 1, 4, 4], x[1, 2, 0, 7], x[1, 3, 5, 1] = np.nan, np.inf, -np.inf
     w[5, 0, 0, 0] = np.inf
-    dout_np = rng.standard_normal((2, 6, _out(9, 3, 2, 1), _out(8, 2, 1, 2, 2))).astype(dtype)
+    dout_np = rng.standard_normal((2, 6, out_size(9, 3, 2, 1), out_size(8, 2, 1, 2, 2))).astype(dtype)
     dout_np[1, 0, 2, 3] = np.nan
     xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
     yt = F.conv2d(xt, wt, bt, stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)
@@ -382,7 +378,7 @@ def test_conv_geometry_past_2_31_elements_without_allocating():
     # strides and dilation far apart, all at the bound
     g = conv_geometry(_fake((2**20, 1, 2**11, 2**11)), _fake((1, 1, 2, 2)), None,
                       stride=2**31 - 1, pad=2**31 - 1, dilation=2**31 - 1)
-    assert (g.out_h, g.out_w) == (_out(2**11, 2, 2**31 - 1, 2**31 - 1, 2**31 - 1),) * 2
+    assert (g.out_h, g.out_w) == (out_size(2**11, 2, 2**31 - 1, 2**31 - 1, 2**31 - 1),) * 2
 
 
 def test_pool_geometry_and_the_int32_argmax_bound():

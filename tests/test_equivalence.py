@@ -20,12 +20,7 @@ from fastconv.fast import _kernels  # the kernel build fastconv.fast runs (fastc
 import fastconv.fast as fast
 import fastconv.naive as naive
 from fastconv._params import conv_geometry
-from conftest import DTYPES, assert_close, dtype_id, pair_id
-
-
-def out_size(size, kernel, stride, pad, dilation=1):
-    """PyTorch's output-size formula, written out here independently of fastconv._params."""
-    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+from _helpers import DTYPES, assert_close, dtype_id, out_size, pair_id
 
 
 def _arg(pair):

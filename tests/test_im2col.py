@@ -10,11 +10,7 @@ import numpy as np
 import pytest
 
 import fastconv._im2col as _im2col
-from conftest import DTYPES, dtype_id, pair_id, tol
-
-
-def out_size(size, kernel, stride, pad, dilation):
-    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+from _helpers import DTYPES, dtype_id, out_size, pair_id, tol
 
 
 def im2col_reference(x, kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w):

@@ -28,7 +28,7 @@ import fastconv.fast as fast
 import fastconv.naive as naive
 from fastconv import _parallel
 
-from conftest import DTYPES, assert_close
+from _helpers import DTYPES, assert_close
 
 # (N, C, H, W, F, (kh, kw), stride, pad, groups)
 CASES = [
