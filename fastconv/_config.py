@@ -41,8 +41,10 @@ def configuration():
     }
     try:
         from ._kernels import kernels, reason
-    except (ImportError, ValueError) as exc:  # ValueError: a bad FASTCONV_KERNELS
+    except ImportError as exc:  # no extension at all
         info["extension_error"] = str(exc)
+    except ValueError as exc:  # the extension is there, but FASTCONV_KERNELS asks for what it cannot give
+        info["kernels_error"] = str(exc)
     else:
         info["extension"] = True
         info.update(kernels.build_info())
@@ -87,6 +89,10 @@ def show_config():
             print("note: a libgomp with spinning idle threads was loaded before fastconv (PyTorch "
                   "ships one), so fastconv.fast runs its OpenMP kernels on one thread; for full speed "
                   "export OMP_WAIT_POLICY=PASSIVE or import fastconv first")
+    elif "kernels_error" in info:
+        # the message names FASTCONV_KERNELS and what it may be
+        print(f"extension fastconv._im2col: built, but not loaded: {info['kernels_error']}")
+        print("  fastconv.fast runs once that is fixed; fastconv.naive works meanwhile")
     else:
         print(f"extension fastconv._im2col: MISSING or unusable ({info.get('extension_error')})")
         print("  build it with `pip install -e .` in the source tree; fastconv.naive works without it")

@@ -10,6 +10,10 @@ build is imported, since importing it on an older CPU could crash), else baselin
 
 The environment variable FASTCONV_KERNELS overrides the choice: ``auto`` (the
 default), ``baseline``, or ``avx2`` (an error if this CPU or install cannot run it).
+
+Importing this module raises ImportError when the extension is missing, and ValueError
+(naming FASTCONV_KERNELS) when the extension is there but the variable asks for kernels
+it cannot give: ``fastconv.show_config`` tells the two apart.
 """
 import os
 

@@ -1,5 +1,6 @@
 """Files fastconv reads from elsewhere: sizes checked before anything is allocated, bounded JSON,
-finite model state, inputs read as what they are (issue 13, items 5-8, 11, 12, 15).
+finite model state, inputs read as what they are (issue 13, items 5-8, 11, 12, 15); and, from
+item 15, what ``fastconv config`` says of a bad FASTCONV_KERNELS.
 
 Each hostile file is small; the tests check that it is refused with a ValueError (or one
 error line from the command) naming the file and what is wrong, and, where the bug was a
@@ -8,8 +9,10 @@ allocations and Python's).
 """
 import gzip
 import json
+import os
 import re
 import struct
+import subprocess
 import tracemalloc
 
 import numpy as np
@@ -19,6 +22,7 @@ from fastconv import _files
 from fastconv import datasets as D
 from fastconv import models as M
 from fastconv.__main__ import main
+from fastconv._child import python_module
 from fastconv.preprocessing import Preprocessing
 from fastconv.solver import Solver, load_checkpoint_model
 from test_datasets import write_idx_set
@@ -383,3 +387,17 @@ def test_gzip_idx_read_into_one_array(tmp_path, dtype):
     assert a.shape == (n, 28, 28) and a.dtype == dtype and a.dtype.isnative
     assert a.flat[12345] == np.array(12345).astype(dtype) and a.flat[-1] == np.array(a.size - 1).astype(dtype)
     assert peak < a.nbytes + 4 * MiB, f"peak {peak / MiB:.1f} MiB for {a.nbytes / MiB:.1f} MiB of data"
+
+
+# ============================================================================ item 15: FASTCONV_KERNELS
+@pytest.mark.parametrize("value, expected", [
+    ("bogus", "FASTCONV_KERNELS must be one of auto, baseline, avx2, got 'bogus'"),
+    ("baseline", "in use because FASTCONV_KERNELS=baseline"),
+])
+def test_config_tells_a_bad_kernel_choice_from_a_missing_extension(value, expected):
+    run = subprocess.run(python_module("fastconv", "config"), capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, FASTCONV_KERNELS=value))
+    assert run.returncode == 0, run.stderr
+    assert expected in run.stdout and "MISSING" not in run.stdout, run.stdout
+    if value == "bogus":
+        assert "extension fastconv._im2col: built, but not loaded: " in run.stdout, run.stdout
