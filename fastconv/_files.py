@@ -24,6 +24,11 @@ MAX_JSON_BYTES = 64 << 20
 #: (a checkpoint's model, its preprocessing, a mean image's (C, H, W) lists).
 MAX_JSON_DEPTH = 32
 
+#: Most JSON arrays and objects in one file: fastconv's own hold a few per layer, array and image
+#: row; each costs Python about 60 bytes, so 64 MiB of "[]," would take 1.4 GB. Any '[' or '{'
+#: counts, also one inside a string.
+MAX_JSON_CONTAINERS = 1 << 20
+
 #: Largest data file (IDX file, CIFAR-10 batch or archive, download) read or fetched:
 #: no file of the supported data sets comes close, and a bad header cannot make us allocate more.
 MAX_DATA_FILE_BYTES = 1 << 30
@@ -70,8 +75,10 @@ def write_json(path, obj):
 def read_json(path, what="file"):
     """Read a JSON object, with errors that name the file.
 
-    Bounded before parsing: at most ``MAX_JSON_BYTES`` bytes and ``MAX_JSON_DEPTH`` levels
-    of nested arrays and objects (so a hostile file cannot exhaust memory or the stack);
+    Bounded: at most ``MAX_JSON_BYTES`` bytes and ``MAX_JSON_CONTAINERS`` '[' and '{' (checked
+    before parsing), and ``MAX_JSON_DEPTH`` levels of nested arrays and objects (the parser's
+    recursion guard stops a deeper file early, a check of the parsed value does the rest), so
+    a hostile file can exhaust neither the stack nor memory beyond ten times its size;
     NaN, Infinity and numbers too large for a float are refused (JSON has no such values,
     and fastconv never writes them)."""
     path = Path(path)
@@ -81,49 +88,48 @@ def read_json(path, what="file"):
         data = f.read(size + 1) if size <= MAX_JSON_BYTES else None
     if data is None or len(data) > MAX_JSON_BYTES:
         raise ValueError(f"{path}: larger than {MAX_JSON_BYTES} bytes, too large for a fastconv {what}")
-    if _json_depth_exceeds(data, MAX_JSON_DEPTH):
-        raise ValueError(f"{path}: nested deeper than {MAX_JSON_DEPTH} levels, not a fastconv {what}")
+    containers = data.count(b"[") + data.count(b"{")  # at most: some may sit in strings
+    if containers > MAX_JSON_CONTAINERS:
+        raise ValueError(f"{path}: more than {MAX_JSON_CONTAINERS:,} JSON arrays and objects, "
+                         f"not a fastconv {what}")
+    deep = f"{path}: nested deeper than {MAX_JSON_DEPTH} levels, not a fastconv {what}"
     try:
-        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
+        parse_float = _finite_float if _may_overflow_a_float(data) else None  # None: float()
+        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_float=parse_float)
+    except RecursionError:
+        raise ValueError(deep) from None
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, or a non-finite number
         raise ValueError(f"{path}: not a valid JSON {what} ({exc})") from None
+    if containers > MAX_JSON_DEPTH and _nested_deeper_than(obj, MAX_JSON_DEPTH):
+        raise ValueError(deep)
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: a fastconv {what} must hold a JSON object")
     return obj
 
 
-# The bytes that matter for nesting: brackets, and the quotes and backslashes that delimit strings.
-_JSON_STRUCTURE = re.compile(rb'[\[\]{}"\\]')
-
-
-def _json_depth_exceeds(data, limit):
-    """True if the JSON text ``data`` nests arrays and objects more than ``limit`` deep.
-
-    One pass over the structural bytes (outside strings), stopping at the first level past
-    ``limit``; exact for valid JSON. Where invalid text would make it wrong (more closing
-    than opening brackets) the JSON parser fails before it gets that far."""
-    depth, in_string, escaped = 0, False, -1
-    for m in _JSON_STRUCTURE.finditer(data):
-        pos = m.start()
-        if pos == escaped:
-            continue
-        c = data[pos]
-        if in_string:
-            if c == 0x5C:  # backslash: the next byte is escaped
-                escaped = pos + 1
-            elif c == 0x22:
-                in_string = False
-        elif c == 0x22:
-            in_string = True
-        elif c in b"[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif c in b"]}":
-            depth -= 1
-            if depth < 0:
-                return False
+def _nested_deeper_than(value, limit):
+    """True if the parsed JSON ``value`` nests arrays and objects more than ``limit`` levels deep
+    (level by level, without recursion: one list of the containers of a level at a time)."""
+    level, depth = [value] if isinstance(value, (dict, list)) else [], 1
+    while level:
+        if depth > limit:
+            return True
+        level = [v for c in level for v in (c.values() if isinstance(c, dict) else c) if isinstance(v, (dict, list))]
+        depth += 1
     return False
+
+
+# JSON text -> its number skeleton: digits '0', e and E 'e', '+' itself, everything else ' '.
+_NUMBER_SKELETON = bytes(0x30 if 0x30 <= b <= 0x39 else 0x65 if b in b"eE" else 0x2B if b == 0x2B else 0x20
+                         for b in range(256))
+
+
+def _may_overflow_a_float(data):
+    """True if the JSON text ``data`` may hold a float literal that overflows to inf: one with an
+    exponent of 3 digits or more, or 210 digits before its point (200 digits in a row are
+    enough here). Only such a file pays for checking each float as it is parsed."""
+    skeleton = data.translate(_NUMBER_SKELETON)
+    return b"e000" in skeleton or b"e+000" in skeleton or b"0" * 200 in skeleton
 
 
 def _no_constant(name):
