@@ -15,17 +15,27 @@ A fastconv "epoch" here is the Solver's own training step (``model.prepare``,
 ``zero_grad``, forward, cross-entropy, ``backward`` and ``Adam.step`` on
 tensors made once from the same preprocessed float32 data.
 
+The torch twin is built from the model's layer list (``model.layer_specs``,
+the normalized layers of the ``--model`` syntax, as model.json stores them)
+and its parameters (named ``W1, b1, ...`` and ``gamma1, beta1, ...`` in
+layer order), not from the model's execution plan: a conv - relu - maxpool
+(or conv - maxpool - relu) run that fastconv fuses into one step is three
+torch modules in the order the model names them.
+
 ``--naive`` also times one training step of the model with
 ``impl="naive"`` (the reference loop layers) on ``--naive-images`` images
 and scales it to an epoch.
 
-Run:  python benchmarks/torch_training.py [--threads 2] [--images 6400] [--naive]
+A developer tool, not part of the package: it imports the installed
+fastconv (``pip install ".[all]" torch``) and is tested on a few images by
+tests/test_torch_training.py.
+
+Run:  python benchmarks/torch_training.py [--threads 2] [--images 6400] [--naive] [--data DIR]
 Exits cleanly (status 0, a message) when torch is not installed.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -48,17 +58,24 @@ def add_arguments(parser):
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats; medians are reported")
     parser.add_argument("--naive", action="store_true", help="also time a naive training step")
     parser.add_argument("--naive-images", type=int, default=8)
+    parser.add_argument("--data", metavar="DIR",
+                        help="a folder holding fashion-mnist/ (or the four IDX files); it must be there. "
+                             "Default: the usual places ($FASTCONV_DATA, ~/.cache/fastconv, "
+                             "/usr/share/datasets), else seeded random images")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
-def _data(n, seed=0):
-    """Fashion-MNIST training images when installed (else seeded random ones, said so)."""
+def _data(n, root=None, seed=0):
+    """Fashion-MNIST training images from ``root`` or, without it, where installed
+    (else seeded random ones, said so)."""
     from fastconv.datasets import DatasetNotFoundError, Preprocessing, load_fashion_mnist
 
     try:
-        ds = load_fashion_mnist(download=False)
+        ds = load_fashion_mnist(root=root, download=False)
         images, labels, source = ds.X_train[:n], ds.y_train[:n], f"Fashion-MNIST ({ds.source})"
     except (DatasetNotFoundError, ValueError):
+        if root is not None:
+            raise
         rng = np.random.default_rng(seed)
         images = rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8)
         labels = rng.integers(0, 10, n)
@@ -68,43 +85,59 @@ def _data(n, seed=0):
 
 
 def torch_model(model, torch):
-    """The torch.nn.Sequential computing the same network as fastconv ``model``, same weights."""
+    """The torch.nn.Sequential computing the same network as fastconv ``model``, same weights.
+
+    One torch module per layer of ``model.layer_specs``, in its order; conv and fc
+    weights are W1, W2, ... in that order, batchnorm parameters gamma1, beta1, ...
+    """
     nn = torch.nn
     layers = []
-    shape = model.input_shape
-    for step in model._plan:
-        t = step["type"]
+    image = len(model.input_shape) == 3  # (C, H, W) until the first fc layer flattens it
+    n_w = n_bn = 0
+    for spec in model.layer_specs:
+        t = spec["type"]
+        if t in ("conv", "fc"):
+            n_w += 1
+            W, b = model.params[f"W{n_w}"], model.params[f"b{n_w}"]
         if t == "conv":
-            conv = nn.Conv2d(shape[0], step["filters"], step["kernel"], stride=step["stride"], padding=step["pad_px"])
-            conv.weight.data = torch.from_numpy(model.params[step["W"]].copy())
-            conv.bias.data = torch.from_numpy(model.params[step["b"]].copy())
-            layers.append(conv)
+            k = spec["kernel"]
+            pad = (k - 1) // 2 if spec["pad"] == "same" else spec["pad"]  # the --model syntax's "same"
+            layer = nn.Conv2d(W.shape[1], W.shape[0], k, stride=spec["stride"], padding=pad)
+            layer.weight.data = torch.from_numpy(W.copy())
+            layer.bias.data = torch.from_numpy(b.copy())
         elif t == "fc":
-            if len(shape) == 3:
+            if image:
                 layers.append(nn.Flatten())
-            D = int(np.prod(shape))
-            lin = nn.Linear(D, step["out_shape"][0])
-            lin.weight.data = torch.from_numpy(model.params[step["W"]].T.copy())
-            lin.bias.data = torch.from_numpy(model.params[step["b"]].copy())
-            layers.append(lin)
+                image = False
+            layer = nn.Linear(*W.shape)
+            layer.weight.data = torch.from_numpy(W.T.copy())
+            layer.bias.data = torch.from_numpy(b.copy())
         elif t == "batchnorm":
-            cls = nn.BatchNorm2d if step["spatial"] else nn.BatchNorm1d
+            n_bn += 1
+            cls = nn.BatchNorm2d if image else nn.BatchNorm1d
             # fastconv: running = m * running + (1 - m) * batch; torch: running = (1 - m') * running + m' * batch
-            layers.append(cls(shape[0], eps=step["eps"], momentum=1 - step["momentum"]))
+            layer = cls(len(model.params[f"gamma{n_bn}"]), eps=spec["eps"], momentum=1 - spec["momentum"])
+            layer.weight.data = torch.from_numpy(model.params[f"gamma{n_bn}"].copy())
+            layer.bias.data = torch.from_numpy(model.params[f"beta{n_bn}"].copy())
+        elif t in ("maxpool", "avgpool"):
+            k = spec["kernel"]
+            stride = k if spec["stride"] is None else spec["stride"]
+            layer = (nn.MaxPool2d if t == "maxpool" else nn.AvgPool2d)(k, stride)
         elif t == "relu":
-            layers.append(nn.ReLU())
+            layer = nn.ReLU()
         elif t == "sigmoid":
-            layers.append(nn.Sigmoid())
-        elif t == "maxpool":
-            layers.append(nn.MaxPool2d(step["kernel"], step["stride_px"]))
-        elif t == "avgpool":
-            layers.append(nn.AvgPool2d(step["kernel"], step["stride_px"]))
+            layer = nn.Sigmoid()
         elif t == "dropout":
-            layers.append(nn.Dropout(step["p"]))
-        else:  # pragma: no cover
-            raise ValueError(t)
-        shape = step["out_shape"]
-    return nn.Sequential(*layers)
+            layer = nn.Dropout(spec["p"])
+        else:
+            raise ValueError(f"no torch twin for a {t!r} layer")
+        layers.append(layer)
+    net = nn.Sequential(*layers)
+    n_torch = sum(p.numel() for p in net.parameters())
+    n_fastconv = sum(p.size for p in model.params.values())
+    if n_torch != n_fastconv:
+        raise ValueError(f"the torch twin has {n_torch:,} parameters, the model {n_fastconv:,}")
+    return net
 
 
 def _fastconv_epoch(model, X, y, batch_size, configs, update):
@@ -138,6 +171,56 @@ def _naive_step_seconds(spec_name, X, y, n):
     return time.perf_counter() - t0
 
 
+def _compare(name, args, X, y, scale, torch):
+    """Check that model ``name`` and its torch twin compute the same scores, then time
+    their epochs in turn; prints and returns the result row."""
+    from fastconv import optim
+    from fastconv.models import build_model
+
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+    model = build_model(name, (1, 28, 28), 10, seed=0)
+    net = torch_model(model, torch)
+    # the same network? scores on one batch in test mode, before any training
+    net.eval()
+    with torch.no_grad():
+        ref = net(X_t[:args.batch_size]).numpy()
+    got = model.loss(X[:args.batch_size])
+    err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
+    if not err < 1e-4:
+        raise RuntimeError(f"{name}: fastconv and torch scores differ (relative error {err:.2e})")
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    configs = {k: {"learning_rate": 1e-3} for k in model.params}
+    update = optim.get_update_rule("adam")
+    # warm-up (allocations, thread pools), on one batch each
+    _fastconv_epoch(model, X[:args.batch_size], y[:args.batch_size], args.batch_size, configs, update)
+    _torch_epoch(net, opt, X_t[:args.batch_size], y_t[:args.batch_size], args.batch_size, torch)
+    fc_times, torch_times = [], []
+    for _ in range(args.repeats):
+        time.sleep(0.3)
+        fc_times.append(_fastconv_epoch(model, X, y, args.batch_size, configs, update) * scale)
+        time.sleep(0.3)
+        torch_times.append(_torch_epoch(net, opt, X_t, y_t, args.batch_size, torch) * scale)
+    row = {
+        "model": model.describe(),
+        "fastconv_s_per_epoch": statistics.median(fc_times),
+        "torch_s_per_epoch": statistics.median(torch_times),
+        "fastconv_all": fc_times, "torch_all": torch_times, "scores_rel_error": err,
+    }
+    row["ratio_fastconv_over_torch"] = row["fastconv_s_per_epoch"] / row["torch_s_per_epoch"]
+    line = (f"{row['model']}\n  fastconv {row['fastconv_s_per_epoch']:7.1f} s/epoch   "
+            f"torch {row['torch_s_per_epoch']:7.1f} s/epoch   fastconv/torch "
+            f"{row['ratio_fastconv_over_torch']:.2f}   (scores match: rel. error {err:.1e})")
+    if args.naive:
+        time.sleep(0.3)
+        step = _naive_step_seconds(name, X, y, args.naive_images)
+        row["naive_s_per_epoch"] = step * EPOCH_IMAGES / args.naive_images
+        row["naive_images_timed"] = args.naive_images
+        line += (f"\n  naive    {row['naive_s_per_epoch']:9.0f} s/epoch (one step on "
+                 f"{args.naive_images} images, scaled)")
+    print(line, flush=True)
+    return row
+
+
 def run(args):
     try:
         import torch
@@ -146,17 +229,13 @@ def run(args):
         return 0
     from threadpoolctl import threadpool_limits
 
-    from fastconv import optim
-    from fastconv.models import build_model
-
     if args.images < args.batch_size or args.batch_size < 1 or args.repeats < 1 or args.threads < 1:
         raise ValueError("need --images >= --batch-size >= 1, --repeats >= 1 and --threads >= 1")
     torch.set_num_threads(args.threads)
-    X, y, source = _data(args.images)
-    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+    X, y, source = _data(args.images, args.data)
     scale = EPOCH_IMAGES / len(X)
     try:
-        from fastconv.benchmarks.machine import cpu_info, thread_settings
+        from fastconv.bench.machine import cpu_info, thread_settings
 
         cpu, threads_info = cpu_info(), thread_settings(torch)
     except Exception as exc:  # the machine description is a nicety, not a requirement
@@ -166,56 +245,15 @@ def run(args):
           f"OpenBLAS kernels: {threads_info.get('openblas_kernels')}; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; torch {torch.__version__}; "
           f"CPU: {cpu.get('model')}")
-    results = []
     with threadpool_limits(limits=args.threads):
-        for name in [m for m in args.models.split(",") if m]:
-            model = build_model(name, (1, 28, 28), 10, seed=0)
-            net = torch_model(model, torch)
-            # the same network? scores on one batch in test mode, before any training
-            net.eval()
-            with torch.no_grad():
-                ref = net(X_t[:args.batch_size]).numpy()
-            got = model.loss(X[:args.batch_size])
-            err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
-            if not err < 1e-4:
-                raise RuntimeError(f"{name}: fastconv and torch scores differ (relative error {err:.2e})")
-            opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-            configs = {k: {"learning_rate": 1e-3} for k in model.params}
-            update = optim.get_update_rule("adam")
-            # warm-up (allocations, thread pools), on one batch each
-            _fastconv_epoch(model, X[:args.batch_size], y[:args.batch_size], args.batch_size, configs, update)
-            _torch_epoch(net, opt, X_t[:args.batch_size], y_t[:args.batch_size], args.batch_size, torch)
-            fc_times, torch_times = [], []
-            for _ in range(args.repeats):
-                time.sleep(0.3)
-                fc_times.append(_fastconv_epoch(model, X, y, args.batch_size, configs, update) * scale)
-                time.sleep(0.3)
-                torch_times.append(_torch_epoch(net, opt, X_t, y_t, args.batch_size, torch) * scale)
-            row = {
-                "model": model.describe(),
-                "fastconv_s_per_epoch": statistics.median(fc_times),
-                "torch_s_per_epoch": statistics.median(torch_times),
-                "fastconv_all": fc_times, "torch_all": torch_times, "scores_rel_error": err,
-            }
-            row["ratio_fastconv_over_torch"] = row["fastconv_s_per_epoch"] / row["torch_s_per_epoch"]
-            if args.naive:
-                time.sleep(0.3)
-                step = _naive_step_seconds(name, X, y, args.naive_images)
-                row["naive_s_per_epoch"] = step * EPOCH_IMAGES / args.naive_images
-                row["naive_images_timed"] = args.naive_images
-            results.append(row)
-            line = (f"{row['model']}\n  fastconv {row['fastconv_s_per_epoch']:7.1f} s/epoch   "
-                    f"torch {row['torch_s_per_epoch']:7.1f} s/epoch   fastconv/torch "
-                    f"{row['ratio_fastconv_over_torch']:.2f}   (scores match: rel. error {err:.1e})")
-            if args.naive:
-                line += (f"\n  naive    {row['naive_s_per_epoch']:9.0f} s/epoch (one step on "
-                         f"{args.naive_images} images, scaled)")
-            print(line, flush=True)
+        results = [_compare(name, args, X, y, scale, torch) for name in args.models.split(",") if name]
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"source": source, "images": len(X), "batch_size": args.batch_size, "threads": args.threads,
-                       "cpu": cpu, "threads_info": {k: v for k, v in threads_info.items() if k != "threadpools"},
-                       "results": results}, f, indent=1, default=str)
+        from fastconv.bench.report import write_json
+
+        write_json(args.json, {"source": source, "images": len(X), "batch_size": args.batch_size,
+                               "threads": args.threads, "cpu": cpu,
+                               "threads_info": {k: v for k, v in threads_info.items() if k != "threadpools"},
+                               "results": results})
     return 0
 
 

@@ -24,7 +24,7 @@ def _libgomp_already_loaded():
 
 # The fast path alternates BLAS calls (OpenBLAS's own threads) with OpenMP kernels.
 # OpenMP worker threads that spin-wait between regions steal the cores from the
-# next GEMM (measured: W2conv3x3 forward 5x slower). Ask libgomp, which reads this
+# next GEMM (docs/performance.md, "Idle threads"). Ask libgomp, which reads this
 # once when it loads with fastconv._im2col, to let idle workers sleep instead,
 # unless the user chose a policy. If a libgomp is loaded already (PyTorch ships one
 # with the same name, which fastconv._im2col then shares), it has read the variable
@@ -39,7 +39,7 @@ else:
 
 # Likewise OpenBLAS's idle workers spin for about 2**28 cycles (0.1 s) after every
 # call, taking a core from the im2col/col2im kernels that run between GEMMs
-# (measured: W2conv3x3 forward + backward 137 ms -> 119 ms with a short spin).
+# (docs/performance.md, "Idle threads").
 # OpenBLAS reads this once, when numpy loads it: it takes effect only if fastconv
 # is imported before numpy (as the `fastconv` command does), or if it is exported.
 _OPENBLAS_TIMEOUT_BEFORE_NUMPY = "numpy" not in _sys.modules

@@ -2,7 +2,7 @@
 
 Subcommands:
   demo      time fastconv.naive against fastconv.fast on a CIFAR-10-sized batch
-  bench     the benchmark suite (benchmarks/, installed as fastconv.benchmarks)
+  bench     the benchmark suite (fastconv/bench/)
   train     train a network on MNIST / Fashion-MNIST / CIFAR-10
   evaluate  test accuracy of a trained model
   predict   classify image files or a .npy batch with a trained model
@@ -15,7 +15,7 @@ import sys
 # name -> (module, help). Each module defines add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS = {
     "demo": ("fastconv.demo", "time naive against fast convolution on a CIFAR-10-sized batch"),
-    "bench": ("fastconv.benchmarks.cli", "run the benchmark suite (naive, fast, GEMM limit, PyTorch)"),
+    "bench": ("fastconv.bench.cli", "run the benchmark suite (naive, fast, GEMM limit, PyTorch)"),
     "train": ("fastconv.train_cli", "train a network on a real data set"),
     "evaluate": ("fastconv.train_cli:evaluate", "print the test accuracy of a trained model"),
     "predict": ("fastconv.train_cli:predict", "classify image files or a .npy batch"),

@@ -18,8 +18,9 @@ def _wait_policy():
     return OPENMP_WAIT_POLICY
 
 
-def build_info():
-    """A dict describing the build and the runtime thread settings."""
+def configuration():
+    """What ``show_config`` prints, as a dict: the versions, the kernel build in use
+    (its ``build_info()``) and why, and the thread settings of OpenMP and the BLAS."""
     from . import __version__
 
     info = {
@@ -45,6 +46,7 @@ def build_info():
     else:
         info["extension"] = True
         info.update(kernels.build_info())
+        info["omp_max_threads"] = kernels.omp_max_threads()
         info["kernels"] = kernels.__name__
         info["kernels_reason"] = reason
         from . import _parallel
@@ -62,9 +64,12 @@ def build_info():
     return info
 
 
+# The former name of configuration(), which benchmarks/machine.py still imports.
+
+
 def show_config():
     """Print the version, whether the extension and OpenMP are in, threads and BLAS."""
-    info = build_info()
+    info = configuration()
     print(f"fastconv {info['fastconv']} (Python {info['python']}, numpy {info['numpy']})")
     print(f"platform: {info['platform']}")
     if info["extension"]:

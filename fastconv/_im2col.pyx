@@ -2,8 +2,14 @@
 
 These functions only loop. The Python wrappers in ``fastconv/fast.py`` own all
 policy: they validate arguments, choose and check dtypes, make inputs
-C-contiguous, allocate outputs and workspaces, and pick thread counts.
+C-contiguous, allocate outputs, workspaces and scratch, pick the kernel (the
+max-pool phased or direct one) and the thread count. A kernel checks only what
+keeps its loops inside the buffers it was given, and raises ValueError there.
 Compiler directives (boundscheck, wraparound, ...) are set once in setup.py.
+
+Each kernel's docstring marks its arguments: IN (read only), OUT (overwritten,
+its old contents never read), INOUT (read and updated), SCRATCH (contents on
+entry and exit mean nothing).
 
 Layouts (one vocabulary everywhere):
 
@@ -18,15 +24,12 @@ Input pixel of tap (i, j) for output (oh, ow):
 ``ih = oh*stride_h - pad_h + i*dil_h``, ``iw = ow*stride_w - pad_w + j*dil_w``;
 taps outside the image read as zero (convolution) or are skipped (pooling).
 
-``num_threads <= 0`` means OpenMP's current default (``omp_get_max_threads()``,
-which OMP_NUM_THREADS and threadpoolctl control). Every parallel loop writes
-disjoint memory: a row block of ``cols``, an image plane of ``dx``, ...
+``num_threads`` (>= 1) is the team size of a kernel's parallel loop; fast.py
+passes 1 or ``omp_max_threads()``. Every parallel loop writes disjoint memory:
+a row block of ``cols``, an image plane of ``dx``, ...
 """
-import numpy as np
-
 from cython cimport floating
-from cython.parallel cimport parallel, prange
-from libc.stdlib cimport free, malloc
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int32_t
 from libc.string cimport memcpy, memset
 from libc.math cimport INFINITY
@@ -75,10 +78,15 @@ def build_info():
     return {
         "openmp": bool(fc_have_openmp()),
         "debug_build": bool(FASTCONV_DEBUG_BUILD),
-        "omp_max_threads": int(fc_omp_max_threads()),
         "isa": "native" if FASTCONV_ISA_NATIVE else ("avx2" if FASTCONV_ISA_AVX2 else "baseline"),
         "source_id": int(FASTCONV_SOURCE_ID),  # a hash of _im2col.pyx at build time
     }
+
+
+def omp_max_threads():
+    """OpenMP's current default team size for the calling thread (``omp_get_max_threads()``,
+    which OMP_NUM_THREADS and threadpoolctl set); 1 in a build without OpenMP."""
+    return int(fc_omp_max_threads())
 
 
 def cpu_has_avx2():
@@ -87,9 +95,9 @@ def cpu_has_avx2():
     return bool(fc_cpu_has_avx2())
 
 
-cdef inline int _threads(int num_threads) noexcept nogil:
-    if num_threads <= 0:
-        return fc_omp_max_threads()
+cdef int _check_threads(int num_threads) except -1:
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     return num_threads
 
 
@@ -117,7 +125,7 @@ cdef inline Py_ssize_t _end_valid(Py_ssize_t start, Py_ssize_t step, Py_ssize_t 
 # cols row (out_h*W entries) is ONE contiguous shifted copy of the image plane,
 # right except in the border columns ow < lo and ow >= hi, which belong to the
 # padding. One long memcpy plus a few stores per row beats out_h short copies
-# (about 3x for 3x3 kernels on 32x32 images).
+# (docs/performance.md, "im2col and col2im").
 
 cdef inline bint _rows_line_up(Py_ssize_t H, Py_ssize_t W, Py_ssize_t stride_h,
                                Py_ssize_t stride_w, Py_ssize_t out_w) noexcept nogil:
@@ -140,8 +148,7 @@ cdef inline void _flat_span(Py_ssize_t H, Py_ssize_t W, Py_ssize_t ih0, Py_ssize
 cdef inline void _copy_short(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
     """Copy one short row (an output row of im2col, tens of pixels). Four loads, then four
     stores: gcc compiles this to vector moves, while a plain ``dst[k] = src[k]`` loop
-    becomes a memcpy call, whose overhead dominated (W3conv5x5 im2col: 2,100 calls of
-    112 bytes per image)."""
+    becomes a memcpy call per row, whose overhead dominated (docs/performance.md)."""
     cdef Py_ssize_t k = 0
     cdef floating a, b, c, d
     while k + 4 <= n:
@@ -181,8 +188,8 @@ cdef inline void _add_short(floating* dst, const floating* src, Py_ssize_t n) no
 
 cdef inline void _copy(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
     """memcpy in pieces of at most 1 KiB. glibc copies longer blocks with ``rep movsb``,
-    which on AMD Zen 3 ran im2col 2x slower when source and destination are
-    misaligned against each other (a shifted tap always is)."""
+    which is slow on some AMD CPUs when source and destination are misaligned against
+    each other, as a shifted tap always is (docs/performance.md)."""
     cdef Py_ssize_t k = 0, piece = 1024 // sizeof(floating)
     while k < n:
         memcpy(dst + k, src + k, min(piece, n - k) * sizeof(floating))
@@ -234,39 +241,66 @@ cdef inline void _col2im_row_flat(floating* row, floating* plane,
         dst[k] += row[k]
 
 
+cdef int _check_cols(Py_ssize_t rows, Py_ssize_t columns, Py_ssize_t C, Py_ssize_t kh, Py_ssize_t kw,
+                     Py_ssize_t N, Py_ssize_t P) except -1:
+    """ValueError unless a cols matrix is (rows, columns) = (C*kh*kw, N*P), as im2col and col2im need."""
+    if rows != C * kh * kw or columns != N * P:
+        raise ValueError(f"cols must have shape ({C * kh * kw}, {N * P}), got ({rows}, {columns})")
+    return 0
+
+
+cdef struct _TapColumns:
+    Py_ssize_t iw0  # the input column a kernel column reads at ow = 0
+    Py_ssize_t lo   # output columns [lo, hi) read the image, the others the padding
+    Py_ssize_t hi
+
+
+cdef inline _TapColumns _tap_columns(Py_ssize_t j, Py_ssize_t dil_w, Py_ssize_t pad_w, Py_ssize_t stride_w,
+                                     Py_ssize_t out_w, Py_ssize_t W) noexcept nogil:
+    """Where kernel column j reads the image. Returned by value: a prange body must
+    assign its per-iteration variables itself, or OpenMP threads would share them."""
+    cdef _TapColumns tap
+    tap.iw0 = j * dil_w - pad_w
+    tap.lo = _first_valid(tap.iw0, stride_w, out_w)
+    tap.hi = max(tap.lo, _end_valid(tap.iw0, stride_w, out_w, W))
+    return tap
+
+
 def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
            Py_ssize_t kh, Py_ssize_t kw,
            Py_ssize_t stride_h, Py_ssize_t stride_w,
            Py_ssize_t pad_h, Py_ssize_t pad_w,
            Py_ssize_t dil_h, Py_ssize_t dil_w,
-           Py_ssize_t out_h, Py_ssize_t out_w, int num_threads=0):
-    """Fill ``cols`` (C*kh*kw, N*out_h*out_w) with the patches of ``x`` (N, C, H, W)."""
+           Py_ssize_t out_h, Py_ssize_t out_w, int num_threads):
+    """Fill ``cols`` with the patches of ``x``.
+
+    x     (N, C, H, W)                  IN
+    cols  (C*kh*kw, N*out_h*out_w)      OUT, every entry (zero where a tap reads the padding)
+    """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t P = out_h * out_w
-    cdef Py_ssize_t K = C * kh * kw
-    cdef Py_ssize_t t, r, n, c, i, j, oh, ow, ih, iw0, lo, hi
+    cdef Py_ssize_t t, r, n, c, i, j, oh, ow, ih
+    cdef _TapColumns tap
     cdef bint flat
     cdef floating* dst
     cdef const floating* src
-    if cols.shape[0] != K or cols.shape[1] != N * P:
-        raise ValueError(f"cols must have shape ({K}, {N * P}), got ({cols.shape[0]}, {cols.shape[1]})")
+    _check_cols(cols.shape[0], cols.shape[1], C, kh, kw, N, P)
+    _check_threads(num_threads)
     if N == 0 or P == 0:
         return
     flat = _rows_line_up(H, W, stride_h, stride_w, out_w)
     with nogil:
-        for t in prange(K * N, schedule="static", num_threads=_threads(num_threads)):
+        for t in prange(C * kh * kw * N, schedule="static", num_threads=num_threads):
             r = t // N
             n = t - r * N
             c = r // (kh * kw)
             i = (r // kw) % kh
             j = r % kw
-            iw0 = j * dil_w - pad_w
-            lo = _first_valid(iw0, stride_w, out_w)
-            hi = max(lo, _end_valid(iw0, stride_w, out_w, W))
+            tap = _tap_columns(j, dil_w, pad_w, stride_w, out_w, W)
             if flat:
                 _im2col_row_flat(&x[n, c, H - 1, W - 1] - (H * W - 1),
                                  &cols[r, n * P + P - 1] - (P - 1),
-                                 H, W, i * dil_h - pad_h, iw0, lo, hi, out_h)
+                                 H, W, i * dil_h - pad_h, tap.iw0, tap.lo, tap.hi, out_h)
                 continue
             for oh in range(out_h):
                 ih = oh * stride_h - pad_h + i * dil_h
@@ -276,17 +310,17 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
                 if ih < 0 or ih >= H:
                     memset(dst, 0, out_w * sizeof(floating))
                     continue
-                if lo > 0:
-                    memset(dst, 0, lo * sizeof(floating))
-                if hi > lo:
-                    src = &x[n, c, ih, iw0 + (hi - 1) * stride_w] - (hi - 1) * stride_w
+                if tap.lo > 0:
+                    memset(dst, 0, tap.lo * sizeof(floating))
+                if tap.hi > tap.lo:
+                    src = &x[n, c, ih, tap.iw0 + (tap.hi - 1) * stride_w] - (tap.hi - 1) * stride_w
                     if stride_w == 1:
-                        _copy_short(dst + lo, src + lo, hi - lo)
+                        _copy_short(dst + tap.lo, src + tap.lo, tap.hi - tap.lo)
                     else:
-                        for ow in range(lo, hi):
+                        for ow in range(tap.lo, tap.hi):
                             dst[ow] = src[ow * stride_w]
-                if hi < out_w:
-                    memset(dst + hi, 0, (out_w - hi) * sizeof(floating))
+                if tap.hi < out_w:
+                    memset(dst + tap.hi, 0, (out_w - tap.hi) * sizeof(floating))
 
 
 def col2im(floating[:, ::1] cols, floating[:, :, :, ::1] dx,
@@ -294,26 +328,28 @@ def col2im(floating[:, ::1] cols, floating[:, :, :, ::1] dx,
            Py_ssize_t stride_h, Py_ssize_t stride_w,
            Py_ssize_t pad_h, Py_ssize_t pad_w,
            Py_ssize_t dil_h, Py_ssize_t dil_w,
-           Py_ssize_t out_h, Py_ssize_t out_w, int num_threads=0):
-    """Overwrite ``dx`` (N, C, H, W) with the sum of ``cols``' patches (the adjoint of im2col).
+           Py_ssize_t out_h, Py_ssize_t out_w, int num_threads):
+    """Overwrite ``dx`` with the sum of ``cols``' patches (the adjoint of im2col).
 
-    ``cols`` doubles as scratch space: its entries at padded positions (the
-    entries that im2col sets to zero, which have no pixel to go to) may be
-    overwritten with zeros. No other entry changes."""
+    cols  (C*kh*kw, N*out_h*out_w)      IN; as scratch, its entries at padded positions
+                                        (those im2col sets to zero, which have no pixel to
+                                        go to) may be overwritten with zeros, no other entry
+    dx    (N, C, H, W)                  OUT, every pixel
+    """
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef Py_ssize_t P = out_h * out_w
-    cdef Py_ssize_t K = C * kh * kw
-    cdef Py_ssize_t t, r, n, c, i, j, oh, ow, ih, iw0, lo, hi
+    cdef Py_ssize_t t, r, n, c, i, j, oh, ow, ih
+    cdef _TapColumns tap
     cdef bint flat
     cdef floating* dst
     cdef const floating* src
-    if cols.shape[0] != K or cols.shape[1] != N * P:
-        raise ValueError(f"cols must have shape ({K}, {N * P}), got ({cols.shape[0]}, {cols.shape[1]})")
+    _check_cols(cols.shape[0], cols.shape[1], C, kh, kw, N, P)
+    _check_threads(num_threads)
     if N == 0:
         return
     flat = P > 0 and _rows_line_up(H, W, stride_h, stride_w, out_w)
     with nogil:
-        for t in prange(N * C, schedule="static", num_threads=_threads(num_threads)):
+        for t in prange(N * C, schedule="static", num_threads=num_threads):
             n = t // C
             c = t - n * C
             dst = &dx[n, c, H - 1, W - 1] - (H * W - 1)
@@ -321,33 +357,36 @@ def col2im(floating[:, ::1] cols, floating[:, :, :, ::1] dx,
             for i in range(kh):
                 for j in range(kw):
                     r = (c * kh + i) * kw + j
-                    iw0 = j * dil_w - pad_w
-                    lo = _first_valid(iw0, stride_w, out_w)
-                    hi = max(lo, _end_valid(iw0, stride_w, out_w, W))
-                    if hi == lo:
+                    tap = _tap_columns(j, dil_w, pad_w, stride_w, out_w, W)
+                    if tap.hi == tap.lo:
                         continue
                     if flat:
                         _col2im_row_flat(&cols[r, n * P + P - 1] - (P - 1),
                                          &dx[n, c, H - 1, W - 1] - (H * W - 1),
-                                         H, W, i * dil_h - pad_h, iw0, lo, hi, out_h)
+                                         H, W, i * dil_h - pad_h, tap.iw0, tap.lo, tap.hi, out_h)
                         continue
                     for oh in range(out_h):
                         ih = oh * stride_h - pad_h + i * dil_h
                         if ih < 0 or ih >= H:
                             continue
-                        src = &cols[r, n * P + oh * out_w + hi - 1] - (hi - 1)
-                        dst = &dx[n, c, ih, iw0 + (hi - 1) * stride_w] - (hi - 1) * stride_w
+                        src = &cols[r, n * P + oh * out_w + tap.hi - 1] - (tap.hi - 1)
+                        dst = &dx[n, c, ih, tap.iw0 + (tap.hi - 1) * stride_w] - (tap.hi - 1) * stride_w
                         if stride_w == 1:
-                            _add_short(dst + lo, src + lo, hi - lo)
+                            _add_short(dst + tap.lo, src + tap.lo, tap.hi - tap.lo)
                         else:
-                            for ow in range(lo, hi):
+                            for ow in range(tap.lo, tap.hi):
                                 dst[ow * stride_w] += src[ow]
 
 
 def scatter_output(const floating[:, ::1] y, floating[:, :, ::1] out,
-                   const floating[::1] b, bint has_bias, int num_threads=0, bint relu=False):
-    """``out[n, f, p] = y[f, n*P + p] (+ b[f])``: GEMM result (F, N*P) to NCHW (N, F, P).
-    With ``relu``, ``max(value, 0)`` as np.maximum computes it (NaN stays NaN)."""
+                   const floating[::1] b, bint has_bias, bint relu, int num_threads):
+    """``out[n, f, p] = y[f, n*P + p] (+ b[f])``: GEMM result to NCHW. With ``relu``,
+    ``max(value, 0)`` as np.maximum computes it (NaN stays NaN).
+
+    y     (F, N*P)                      IN
+    out   (N, F, P)                     OUT
+    b     (F,)                          IN, read only when ``has_bias``
+    """
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], P = out.shape[2]
     cdef Py_ssize_t t, n, f, p, base
     cdef floating bias, v
@@ -355,8 +394,9 @@ def scatter_output(const floating[:, ::1] y, floating[:, :, ::1] out,
         raise ValueError(f"y must have shape ({F}, {N * P}), got ({y.shape[0]}, {y.shape[1]})")
     if has_bias and b.shape[0] != F:
         raise ValueError(f"b must have shape ({F},), got ({b.shape[0]},)")
+    _check_threads(num_threads)
     with nogil:
-        for t in prange(N * F, schedule="static", num_threads=_threads(num_threads)):
+        for t in prange(N * F, schedule="static", num_threads=num_threads):
             n = t // F
             f = t - n * F
             base = n * P
@@ -374,9 +414,14 @@ def scatter_output(const floating[:, ::1] y, floating[:, :, ::1] out,
 
 
 def gather_dout(const floating[:, :, ::1] dout, floating[:, ::1] dy, double[::1] db,
-                bint want_db, int num_threads=0):
+                bint want_db, int num_threads):
     """``dy[f, n*P + p] = dout[n, f, p]`` and, if ``want_db``, ``db[f] += sum_{n,p} dout[n, f, p]``
-    (summed in double, four independent partial sums per row)."""
+    (summed in double, four independent partial sums per row).
+
+    dout  (N, F, P)                     IN
+    dy    (F, N*P)                      OUT
+    db    (F,)                          INOUT, only when ``want_db``
+    """
     cdef Py_ssize_t N = dout.shape[0], F = dout.shape[1], P = dout.shape[2]
     cdef Py_ssize_t n, f, p, P4 = P - P % 4
     cdef double a0, a1, a2, a3
@@ -386,10 +431,11 @@ def gather_dout(const floating[:, :, ::1] dout, floating[:, ::1] dy, double[::1]
         raise ValueError(f"dy must have shape ({F}, {N * P}), got ({dy.shape[0]}, {dy.shape[1]})")
     if want_db and db.shape[0] != F:
         raise ValueError(f"db must have shape ({F},), got ({db.shape[0]},)")
+    _check_threads(num_threads)
     if N == 0 or P == 0:
         return
     with nogil:
-        for f in prange(F, schedule="static", num_threads=_threads(num_threads)):
+        for f in prange(F, schedule="static", num_threads=num_threads):
             a0 = 0
             a1 = 0
             a2 = 0
@@ -413,6 +459,15 @@ def gather_dout(const floating[:, :, ::1] dout, floating[:, ::1] dy, double[::1]
 # ---------------------------------------------------------------- pooling
 # Planes are passed flattened: x (N*C, H, W), out/argmax/dout (N*C, out_h*out_w).
 
+cdef inline void _reaching_columns(Py_ssize_t kw, Py_ssize_t stride_w, Py_ssize_t pad_w, Py_ssize_t W,
+                                   Py_ssize_t out_w, Py_ssize_t* j_lo, Py_ssize_t* j_hi) noexcept nogil:
+    """The kernel columns [j_lo, j_hi) that reach the image for some ow (``j - pad_w +
+    ow*stride_w`` in [0, W)): a window far wider than the image (kw up to 2**31 - 1 with
+    pad = kw // 2) then costs O(W), not O(kw). Empty (j_hi <= j_lo) if none does."""
+    j_lo[0] = max(0, pad_w - (out_w - 1) * stride_w)
+    j_hi[0] = min(kw, pad_w + W)
+
+
 cdef void _max_plane_direct(const floating* xp, floating* op, int32_t* ap,
                             Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
                             Py_ssize_t kh, Py_ssize_t stride_h, Py_ssize_t stride_w,
@@ -424,18 +479,18 @@ cdef void _max_plane_direct(const floating* xp, floating* op, int32_t* ap,
     cdef floating v, mo
     cdef bint take
     cdef int32_t idx0
-    cdef floating* mrow
-    cdef int32_t* brow
+    cdef floating* max_row
+    cdef int32_t* arg_row
     cdef const floating* src
     for oh in range(out_h):
         h0 = oh * stride_h - pad_h
         h1 = min(h0 + kh, H)
         h0 = max(h0, 0)
-        mrow = op + oh * out_w
-        brow = ap + oh * out_w
+        max_row = op + oh * out_w
+        arg_row = ap + oh * out_w
         for ow in range(out_w):
-            mrow[ow] = -INFINITY
-            brow[ow] = <int32_t>(h0 * W + max(ow * stride_w - pad_w, 0))
+            max_row[ow] = -INFINITY
+            arg_row[ow] = <int32_t>(h0 * W + max(ow * stride_w - pad_w, 0))
         for ih in range(h0, h1):
             for jj in range(nj):
                 n = count[jj]
@@ -445,22 +500,22 @@ cdef void _max_plane_direct(const floating* xp, floating* op, int32_t* ap,
                 idx0 = <int32_t>(ih * W + iw0)
                 for k in range(n):
                     v = src[k * stride_w]
-                    mo = mrow[lo + k]
+                    mo = max_row[lo + k]
                     take = (v > mo) | ((v != v) & (mo == mo))
-                    mrow[lo + k] = v if take else mo
-                    brow[lo + k] = (idx0 + <int32_t>(k * stride_w)) if take else brow[lo + k]
+                    max_row[lo + k] = v if take else mo
+                    arg_row[lo + k] = (idx0 + <int32_t>(k * stride_w)) if take else arg_row[lo + k]
 
 
 cdef inline void _split_row2(const floating* xr, floating* d, Py_ssize_t W, Py_ssize_t pad_w,
-                             Py_ssize_t E) noexcept nogil:
+                             Py_ssize_t phase_len) noexcept nogil:
     """_max_plane_phased's row split for stride_w == 2, both phases in one pass: with
     the stride a constant, the compiler turns the even/odd split into vector shuffles
     (a runtime stride leaves it one scalar load at a time)."""
     cdef Py_ssize_t e, k, iw, p
-    cdef Py_ssize_t a = max(_first_valid(-pad_w, 2, E), _first_valid(1 - pad_w, 2, E))
-    cdef Py_ssize_t b = max(a, min(_end_valid(-pad_w, 2, E, W), _end_valid(1 - pad_w, 2, E, W)))
+    cdef Py_ssize_t a = max(_first_valid(-pad_w, 2, phase_len), _first_valid(1 - pad_w, 2, phase_len))
+    cdef Py_ssize_t b = max(a, min(_end_valid(-pad_w, 2, phase_len, W), _end_valid(1 - pad_w, 2, phase_len, W)))
     cdef floating* d0 = d + a
-    cdef floating* d1 = d + E + a
+    cdef floating* d1 = d + phase_len + a
     cdef const floating* s = xr + (2 * a - pad_w)
     for k in range(b - a):
         d0[k] = s[2 * k]
@@ -468,23 +523,23 @@ cdef inline void _split_row2(const floating* xr, floating* d, Py_ssize_t W, Py_s
     for p in range(2):  # the entries outside [a, b): padding, or a pixel only one phase has
         for e in range(a):
             iw = p - pad_w + 2 * e
-            d[p * E + e] = xr[iw] if 0 <= iw < W else -INFINITY
-        for e in range(b, E):
+            d[p * phase_len + e] = xr[iw] if 0 <= iw < W else -INFINITY
+        for e in range(b, phase_len):
             iw = p - pad_w + 2 * e
-            d[p * E + e] = xr[iw] if 0 <= iw < W else -INFINITY
+            d[p * phase_len + e] = xr[iw] if 0 <= iw < W else -INFINITY
 
 
 cdef void _max_plane_phased(const floating* xp, floating* op, int32_t* ap,
                             Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
                             Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
-                            Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t OWp, Py_ssize_t E,
-                            floating* rows, floating* mrow, int32_t* brow) noexcept nogil:
-    """One plane, the same result as _max_plane_direct, for overlapping windows.
+                            Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t out_w8, Py_ssize_t phase_len,
+                            floating* phases, floating* max_row, int32_t* arg_row) noexcept nogil:
+    """One plane, the same result as _max_plane_direct (faster for overlapping windows).
 
     First every input row is split into its stride_w phases, padded with -inf:
     phase p, entry e holds padded column p + e*stride_w (pixel iw = that - pad_w).
     Window column j of output ow is then entry ow + j // stride_w of phase
-    j % stride_w: every tap reads consecutive entries, over the same OWp
+    j % stride_w: every tap reads consecutive entries, over the same out_w8
     (a multiple of 8) output columns, so the compiler vectorizes the update
     without gathers or tails, and each input row is split once however many
     windows overlap it. -inf entries never win, so padding needs no test."""
@@ -498,159 +553,201 @@ cdef void _max_plane_phased(const floating* xp, floating* op, int32_t* ap,
     for ih in range(H):
         xr = xp + ih * W
         if stride_w == 2:
-            _split_row2(xr, rows + ih * 2 * E, W, pad_w, E)
+            _split_row2(xr, phases + ih * 2 * phase_len, W, pad_w, phase_len)
             continue
         for p in range(stride_w):
-            d = rows + (ih * stride_w + p) * E
-            e_lo = _first_valid(p - pad_w, stride_w, E)  # entries whose pixel is in the row
-            e_hi = max(e_lo, _end_valid(p - pad_w, stride_w, E, W))
+            d = phases + (ih * stride_w + p) * phase_len
+            e_lo = _first_valid(p - pad_w, stride_w, phase_len)  # entries whose pixel is in the row
+            e_hi = max(e_lo, _end_valid(p - pad_w, stride_w, phase_len, W))
             for e in range(e_lo):
                 d[e] = -INFINITY
             for e in range(e_lo, e_hi):
                 d[e] = xr[p - pad_w + e * stride_w]
-            for e in range(e_hi, E):
+            for e in range(e_hi, phase_len):
                 d[e] = -INFINITY
     for oh in range(out_h):
         h0 = oh * stride_h - pad_h
         h1 = min(h0 + kh, H)
         h0 = max(h0, 0)
-        for ow in range(OWp):
-            mrow[ow] = -INFINITY
+        for ow in range(out_w8):
+            max_row[ow] = -INFINITY
             iw = ow * stride_w - pad_w
-            brow[ow] = <int32_t>(h0 * W + (iw if iw > 0 else 0))
+            arg_row[ow] = <int32_t>(h0 * W + (iw if iw > 0 else 0))
         for ih in range(h0, h1):
             for j in range(kw):
-                src = rows + (ih * stride_w + j % stride_w) * E + j // stride_w
+                src = phases + (ih * stride_w + j % stride_w) * phase_len + j // stride_w
                 base = <int32_t>(ih * W + j - pad_w)
-                for ow in range(OWp):
+                for ow in range(out_w8):
                     v = src[ow]
-                    mo = mrow[ow]
+                    mo = max_row[ow]
                     take = (v > mo) | ((v != v) & (mo == mo))
-                    mrow[ow] = v if take else mo
-                    brow[ow] = (base + <int32_t>ow * s32) if take else brow[ow]
+                    max_row[ow] = v if take else mo
+                    arg_row[ow] = (base + <int32_t>ow * s32) if take else arg_row[ow]
         for ow in range(out_w):
-            op[oh * out_w + ow] = mrow[ow]
-            ap[oh * out_w + ow] = brow[ow]
+            op[oh * out_w + ow] = max_row[ow]
+            ap[oh * out_w + ow] = arg_row[ow]
 
 
-#: Largest per-thread scratch (bytes) of the phased max-pool path; beyond it (huge
-#: windows or images) the direct path runs.
-_PHASED_SCRATCH_MAX = 4 << 20
+def max_pool_direct_columns(Py_ssize_t W, Py_ssize_t out_w, Py_ssize_t kw, Py_ssize_t stride_w,
+                            Py_ssize_t pad_w):
+    """Length of max_pool_direct's column table (at least 1): the kernel columns that reach
+    an image W pixels wide."""
+    cdef Py_ssize_t j_lo, j_hi
+    _reaching_columns(kw, stride_w, pad_w, W, out_w, &j_lo, &j_hi)
+    return max(j_hi - j_lo, 1)
 
 
-def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t[:, :, ::1] argmax,
-                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
-                     Py_ssize_t pad_h, Py_ssize_t pad_w, int num_threads=0, bint allow_phased=True):
-    """Max over each window of valid (unpadded) pixels of x (N*C, H, W) into out
-    (N*C, out_h, out_w); ``argmax`` is the flat index ``ih*W + iw`` of the first
-    maximum in row-major window order. NaN counts as the maximum (the first NaN
-    wins), so a NaN in a window gives NaN; a window of -inf gives -inf and its
-    first valid pixel.
+def max_pool_direct(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t[:, :, ::1] argmax,
+                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                    Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t[:, ::1] columns, int num_threads):
+    """Max over each window of valid (unpadded) pixels of x into out; ``argmax`` is the flat
+    index ``ih*W + iw`` of the first maximum in row-major window order. NaN counts as the
+    maximum (the first NaN wins), so a NaN in a window gives NaN; a window of -inf gives
+    -inf and its first valid pixel.
 
-    Both paths loop (plane, oh, window row ih, window column j, ow): the innermost
-    loop updates a whole output row at once, branch-free, visiting each window's
-    pixels in row-major order. Overlapping windows (kw > stride_w) of moderate size
-    take _max_plane_phased, which splits the rows into stride phases first
-    (3x3/2 on 64x64x32x32 float32, one thread: 15.2 -> 10.0 ms; for 2x2/2 it was
-    no faster, 9.0 -> 10.1 ms, so it is not used there). _max_plane_direct handles
-    everything else (a window far wider than the image, kw up to 2**31 - 1, costs
-    O(W) there, not O(kw)). ``allow_phased=False`` forces the direct path (tests
-    compare the two)."""
+    Any geometry (max_pool_phased is faster for overlapping windows). The loops run
+    (plane, oh, window row ih, window column j, ow): the innermost updates a whole output
+    row at once, branch-free, visiting each window's pixels in row-major order.
+
+    x        (N*C, H, W)                IN
+    out      (N*C, out_h, out_w)        OUT
+    argmax   (N*C, out_h, out_w) int32  OUT
+    columns  (2, max_pool_direct_columns(...)) intp  SCRATCH: each reaching kernel
+             column's first output column and count
+    """
     cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
-    cdef Py_ssize_t t, jj, iw0, j_lo = 0, j_hi = 0, nj = 0, OWp = 0, E = 0
-    cdef bint phased = False
-    cdef floating* rows = NULL
-    cdef floating* mrow = NULL
-    cdef int32_t* brow = NULL
+    cdef Py_ssize_t t, jj, iw0, j_lo, j_hi, nj
     if out.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != out_h or argmax.shape[2] != out_w:
         raise ValueError("out and argmax must have shape (N*C, out_h, out_w) matching x")
+    _reaching_columns(kw, stride_w, pad_w, W, out_w, &j_lo, &j_hi)
+    nj = max(j_hi - j_lo, 0)
+    if columns.shape[0] != 2 or columns.shape[1] < max(nj, 1):
+        raise ValueError(f"columns must have shape (2, {max(nj, 1)}) or more columns, "
+                         f"got ({columns.shape[0]}, {columns.shape[1]})")
+    _check_threads(num_threads)
     if out_w == 0 or out_h == 0 or planes == 0:
         return
-    # The phased path's scratch: H rows of stride_w phases of E entries, plus one output row.
-    if allow_phased and stride_w < kw < (1 << 16) and out_w < (1 << 24):
-        OWp = (out_w + 7) // 8 * 8
-        E = OWp + (kw - 1) // stride_w + 1
-        phased = (H * stride_w * E + OWp) * sizeof(floating) + OWp * sizeof(int32_t) <= _PHASED_SCRATCH_MAX \
-            and H * W + kw + OWp * stride_w < (1 << 31) - 1  # every lane's index fits int32
-    # Direct path: only kernel columns j that reach the image for some ow.
-    j_lo = max(0, pad_w - (out_w - 1) * stride_w)
-    j_hi = min(kw, pad_w + W)
-    nj = max(j_hi - j_lo, 0)
-    first_arr = np.zeros(max(nj, 1), dtype=np.intp)
-    count_arr = np.zeros(max(nj, 1), dtype=np.intp)
-    cdef Py_ssize_t[::1] first = first_arr, count = count_arr
     for jj in range(nj):
         iw0 = j_lo + jj - pad_w
-        first[jj] = _first_valid(iw0, stride_w, out_w)
-        count[jj] = max(0, _end_valid(iw0, stride_w, out_w, W) - first[jj])
-    with nogil, parallel(num_threads=_threads(num_threads)):
-        rows = NULL
-        mrow = NULL
-        brow = NULL
-        if phased:  # per thread; if the memory is not there, the direct path runs
-            rows = <floating*> malloc((H * stride_w * E + OWp) * sizeof(floating))
-            brow = <int32_t*> malloc(OWp * sizeof(int32_t))
-            if rows != NULL:
-                mrow = rows + H * stride_w * E
+        columns[0, jj] = _first_valid(iw0, stride_w, out_w)
+        columns[1, jj] = max(0, _end_valid(iw0, stride_w, out_w, W) - columns[0, jj])
+    with nogil:
+        for t in prange(planes, schedule="static", num_threads=num_threads):
+            _max_plane_direct(&x[t, H - 1, W - 1] - (H * W - 1),
+                              &out[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
+                              &argmax[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
+                              H, W, out_h, out_w, kh, stride_h, stride_w, pad_h, pad_w, j_lo, nj,
+                              &columns[0, 0], &columns[1, 0])
+
+
+def max_pool_phased_scratch(H, W, out_w, kw, stride_w):
+    """What one thread of max_pool_phased needs for planes of H x W pixels (computed in
+    Python integers, so nothing overflows): (entries of its row of ``scratch``, entries of
+    its row of ``best``), or None where that kernel cannot run (indices past int32)."""
+    out_w8 = (out_w + 7) // 8 * 8  # an output row in whole 8-lane vectors
+    phase_len = out_w8 + (kw - 1) // stride_w + 1  # entries of one stride phase of an input row
+    if H * W + kw + out_w8 * stride_w >= 2**31 - 1:  # every lane's index must fit int32
+        return None
+    return H * stride_w * phase_len + out_w8, out_w8
+
+
+def max_pool_phased(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t[:, :, ::1] argmax,
+                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                    Py_ssize_t pad_h, Py_ssize_t pad_w, floating[:, ::1] scratch, int32_t[:, ::1] best,
+                    int num_threads):
+    """max_pool_direct's result, bit for bit, by splitting each input row into its
+    stride_w phases first (see _max_plane_phased): faster for overlapping windows.
+
+    x        (N*C, H, W)                IN
+    out      (N*C, out_h, out_w)        OUT
+    argmax   (N*C, out_h, out_w) int32  OUT
+    scratch  (num_threads, max_pool_phased_scratch(...)[0])  SCRATCH, a row per thread
+    best     (num_threads, max_pool_phased_scratch(...)[1]) int32  SCRATCH, a row per thread
+    """
+    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
+    cdef Py_ssize_t t, out_w8, phase_len
+    cdef floating* phases
+    cdef int32_t* arg_row
+    if out.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != out_h or argmax.shape[2] != out_w:
+        raise ValueError("out and argmax must have shape (N*C, out_h, out_w) matching x")
+    _check_threads(num_threads)
+    need = max_pool_phased_scratch(H, W, out_w, kw, stride_w)
+    if need is None:
+        raise ValueError("max_pool_phased cannot index planes this large in int32: use max_pool_direct")
+    if scratch.shape[0] < num_threads or scratch.shape[1] < need[0] or best.shape[0] < num_threads \
+            or best.shape[1] < need[1]:
+        raise ValueError(f"scratch and best must have at least ({num_threads}, {need[0]}) and "
+                         f"({num_threads}, {need[1]}) entries")
+    if out_w == 0 or out_h == 0 or planes == 0:
+        return
+    out_w8 = need[1]
+    phase_len = out_w8 + (kw - 1) // stride_w + 1
+    with nogil, parallel(num_threads=num_threads):
+        phases = &scratch[threadid(), 0]
+        arg_row = &best[threadid(), 0]
         for t in prange(planes, schedule="static"):
-            if rows != NULL and brow != NULL:
-                _max_plane_phased(&x[t, H - 1, W - 1] - (H * W - 1),
-                                  &out[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
-                                  &argmax[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
-                                  H, W, out_h, out_w, kh, kw, stride_h, stride_w, pad_h, pad_w, OWp, E,
-                                  rows, mrow, brow)
-            else:
-                _max_plane_direct(&x[t, H - 1, W - 1] - (H * W - 1),
-                                  &out[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
-                                  &argmax[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
-                                  H, W, out_h, out_w, kh, stride_h, stride_w, pad_h, pad_w, j_lo, nj,
-                                  &first[0], &count[0])
-        free(rows)
-        free(brow)
+            _max_plane_phased(&x[t, H - 1, W - 1] - (H * W - 1),
+                              &out[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
+                              &argmax[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
+                              H, W, out_h, out_w, kh, kw, stride_h, stride_w, pad_h, pad_w, out_w8, phase_len,
+                              phases, phases + H * stride_w * phase_len, arg_row)
 
 
 def max_pool_backward(const floating[:, ::1] dout, const int32_t[:, ::1] argmax,
-                      floating[:, ::1] dx, int num_threads=0):
-    """Overwrite ``dx`` (N*C, H*W) with zeros plus each ``dout`` (N*C, out_h*out_w)
-    routed to its argmax."""
+                      floating[:, ::1] dx, int num_threads):
+    """Overwrite ``dx`` with zeros plus each ``dout`` routed to its argmax. ValueError if
+    an argmax lies outside its plane (it did not come from a max pool of this shape).
+
+    dout    (N*C, out_h*out_w)          IN
+    argmax  (N*C, out_h*out_w) int32    IN, flat indices ``ih*W + iw``
+    dx      (N*C, H*W)                  OUT
+    """
     cdef Py_ssize_t planes = dx.shape[0], HW = dx.shape[1], P = dout.shape[1]
     cdef Py_ssize_t t, o, k
+    cdef Py_ssize_t bad = 0  # argmax entries outside [0, HW), counted in the loop, raised after it
     if dout.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != P:
         raise ValueError("dout and argmax must have shape (N*C, out_h*out_w) matching dx")
+    _check_threads(num_threads)
     with nogil:
-        for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
+        for t in prange(planes, schedule="static", num_threads=num_threads):
             if HW > 0:
                 memset(&dx[t, HW - 1] - (HW - 1), 0, HW * sizeof(floating))
             for o in range(P):
                 k = argmax[t, o]
-                if k < 0 or k >= HW:  # never true for argmax from max_pool_forward
+                if k < 0 or k >= HW:
+                    bad += 1
                     continue
                 dx[t, k] += dout[t, o]
+    if bad:
+        raise ValueError(f"argmax holds {bad} index(es) outside its plane of {HW} pixels: it does not "
+                         "come from a max pool of this shape")
 
 
 def avg_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
-                     Py_ssize_t pad_h, Py_ssize_t pad_w, int num_threads=0):
-    """Mean over each window of x (N*C, H, W) into out (N*C, out_h, out_w); padded
-    zeros count in the divisor (kh*kw). Same loop order as max_pool_forward."""
+                     Py_ssize_t pad_h, Py_ssize_t pad_w, int num_threads):
+    """Mean over each window of x; padded zeros count in the divisor (kh*kw). Same loop
+    order as max_pool_direct.
+
+    x    (N*C, H, W)                    IN
+    out  (N*C, out_h, out_w)            OUT
+    """
     cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
-    cdef Py_ssize_t t, oh, ow, h0, h1, ih, j, iw0, lo, hi
-    # Only kernel columns j that reach the image for some ow (iw0 + ow*stride_w in [0, W)):
-    # a window far wider than the image (kw up to 2**31 - 1 with pad = kw // 2) costs O(W), not O(kw).
-    cdef Py_ssize_t j_lo = 0, j_hi = 0
+    cdef Py_ssize_t t, oh, ow, h0, h1, ih, j, iw0, lo, hi, j_lo, j_hi
     cdef floating inv = 1.0 / (kh * kw)
     cdef floating* orow
     cdef const floating* xrow
     if out.shape[0] != planes:
         raise ValueError("out must have shape (N*C, out_h, out_w) matching x")
+    _check_threads(num_threads)
     if out_w == 0:
         return
-    j_lo = max(0, pad_w - (out_w - 1) * stride_w)
-    j_hi = min(kw, pad_w + W)
+    _reaching_columns(kw, stride_w, pad_w, W, out_w, &j_lo, &j_hi)
     with nogil:
-        for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
+        for t in prange(planes, schedule="static", num_threads=num_threads):
             for oh in range(out_h):
                 h0 = oh * stride_h - pad_h
                 h1 = min(h0 + kh, H)
@@ -707,28 +804,28 @@ cdef void _avg_tiles_backward(const floating* gp, floating* dp, Py_ssize_t H, Py
 
 def avg_pool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
-                      Py_ssize_t pad_h, Py_ssize_t pad_w, int num_threads=0):
-    """Overwrite ``dx`` (N*C, H, W) with each ``dout`` (N*C, out_h, out_w) divided by
-    kh*kw and spread over its window."""
+                      Py_ssize_t pad_h, Py_ssize_t pad_w, int num_threads):
+    """Overwrite ``dx`` with each ``dout`` divided by kh*kw and spread over its window.
+
+    dout  (N*C, out_h, out_w)           IN
+    dx    (N*C, H, W)                   OUT
+    """
     cdef Py_ssize_t planes = dx.shape[0], H = dx.shape[1], W = dx.shape[2]
     cdef Py_ssize_t out_h = dout.shape[1], out_w = dout.shape[2]
-    cdef Py_ssize_t t, oh, ow, h0, h1, ih, j, iw0, lo, hi
-    # Only kernel columns j that reach the image for some ow (iw0 + ow*stride_w in [0, W)):
-    # a window far wider than the image (kw up to 2**31 - 1 with pad = kw // 2) costs O(W), not O(kw).
-    cdef Py_ssize_t j_lo = 0, j_hi = 0
+    cdef Py_ssize_t t, oh, ow, h0, h1, ih, j, iw0, lo, hi, j_lo, j_hi
     cdef floating inv = 1.0 / (kh * kw)
     cdef const floating* grow
     cdef floating* drow
     if dout.shape[0] != planes:
         raise ValueError("dout must have shape (N*C, out_h, out_w) matching dx")
+    _check_threads(num_threads)
     # Windows that tile the planes (stride == kernel): each pixel is written once.
     cdef bint tiles = kh == stride_h and kw == stride_w and out_h > 0
     if out_w == 0 or H == 0 or W == 0:
         return
-    j_lo = max(0, pad_w - (out_w - 1) * stride_w)
-    j_hi = min(kw, pad_w + W)
+    _reaching_columns(kw, stride_w, pad_w, W, out_w, &j_lo, &j_hi)
     with nogil:
-        for t in prange(planes, schedule="static", num_threads=_threads(num_threads)):
+        for t in prange(planes, schedule="static", num_threads=num_threads):
             if tiles:
                 _avg_tiles_backward(&dout[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
                                     &dx[t, H - 1, W - 1] - (H * W - 1),
@@ -801,17 +898,23 @@ cdef inline double _sum_prod_run(const floating* a, const floating* b, Py_ssize_
     return (s0 + s1) + (s2 + s3)
 
 
-def bn_channel_stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] var, int num_threads=0):
-    """mean[c] and the biased variance var[c] of channel c of x (N, C, HW), in two passes
-    (the second sums squared deviations from the mean: no cancellation)."""
+def bn_channel_stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] var, int num_threads):
+    """mean[c] and the biased variance var[c] of channel c of x, in two passes (the
+    second sums squared deviations from the mean: no cancellation).
+
+    x     (N, C, HW)                    IN
+    mean  (C,) double                   OUT
+    var   (C,) double                   OUT
+    """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], c, n
     cdef double M = <double>(N * HW), s, m
     if mean.shape[0] != C or var.shape[0] != C:
         raise ValueError(f"mean and var must have shape ({C},)")
     if N * HW == 0:
         raise ValueError("x must hold at least one value per channel")
+    _check_threads(num_threads)
     with nogil:
-        for c in prange(C, schedule="static", num_threads=_threads(num_threads)):
+        for c in prange(C, schedule="static", num_threads=num_threads):
             s = 0
             for n in range(N):
                 s = s + _sum_run(&x[n, c, HW - 1] - (HW - 1), HW, 0.0)
@@ -824,9 +927,14 @@ def bn_channel_stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] 
 
 
 def bn_affine(const floating[:, :, ::1] x, const double[::1] shift, const double[::1] scale,
-              const double[::1] offset, floating[:, :, ::1] out, int num_threads=0):
+              const double[::1] offset, floating[:, :, ::1] out, int num_threads):
     """out[n, c] = (x[n, c] - shift[c]) * scale[c] + offset[c]: the normalization,
-    (x - mean) * gamma / std + beta (subtracting first keeps a large mean exact)."""
+    (x - mean) * gamma / std + beta (subtracting first keeps a large mean exact).
+
+    x       (N, C, HW)                  IN
+    shift, scale, offset  (C,) double   IN
+    out     (N, C, HW)                  OUT
+    """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], t, n, c, k
     cdef floating sh, sc, of
     cdef const floating* src
@@ -835,10 +943,11 @@ def bn_affine(const floating[:, :, ::1] x, const double[::1] shift, const double
         raise ValueError("out must have x's shape")
     if shift.shape[0] != C or scale.shape[0] != C or offset.shape[0] != C:
         raise ValueError(f"shift, scale and offset must have shape ({C},)")
+    _check_threads(num_threads)
     if HW == 0:
         return
     with nogil:
-        for t in prange(N * C, schedule="static", num_threads=_threads(num_threads)):
+        for t in prange(N * C, schedule="static", num_threads=num_threads):
             n = t // C
             c = t - n * C
             sh = <floating>shift[c]
@@ -851,18 +960,27 @@ def bn_affine(const floating[:, :, ::1] x, const double[::1] shift, const double
 
 
 def bn_backward_sums(const floating[:, :, ::1] dout, const floating[:, :, ::1] x, const double[::1] mean,
-                     double[::1] sum_dout, double[::1] sum_dout_xc, int num_threads=0):
-    """Per channel: sum(dout) and sum(dout * (x - mean)) (dbeta, and dgamma times std)."""
+                     double[::1] sum_dout, double[::1] sum_dout_xc, int num_threads):
+    """Per channel: sum(dout) and sum(dout * (x - mean)) (dbeta, and dgamma times std).
+
+    dout, x      (N, C, HW)             IN
+    mean         (C,) double            IN
+    sum_dout     (C,) double            OUT
+    sum_dout_xc  (C,) double            OUT
+    """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], c, n
     cdef double s, sx
     if dout.shape[0] != N or dout.shape[1] != C or dout.shape[2] != HW:
         raise ValueError("dout must have x's shape")
+    if mean.shape[0] != C or sum_dout.shape[0] != C or sum_dout_xc.shape[0] != C:
+        raise ValueError(f"mean, sum_dout and sum_dout_xc must have shape ({C},)")
+    _check_threads(num_threads)
     if HW == 0:
         sum_dout[:] = 0
         sum_dout_xc[:] = 0
         return
     with nogil:
-        for c in prange(C, schedule="static", num_threads=_threads(num_threads)):
+        for c in prange(C, schedule="static", num_threads=num_threads):
             s = 0
             sx = 0
             for n in range(N):
@@ -873,29 +991,37 @@ def bn_backward_sums(const floating[:, :, ::1] dout, const floating[:, :, ::1] x
 
 
 def bn_backward_dx(const floating[:, :, ::1] dout, const floating[:, :, ::1] x, const double[::1] mean,
-                   const double[::1] a, const double[::1] b, const double[::1] d, floating[:, :, ::1] dx,
-                   int num_threads=0):
-    """dx[n, c] = a[c] * dout[n, c] + b[c] * (x[n, c] - mean[c]) + d[c]."""
+                   const double[::1] dout_scale, const double[::1] xc_scale, const double[::1] offset,
+                   floating[:, :, ::1] dx, int num_threads):
+    """dx[n, c] = dout_scale[c] * dout[n, c] + xc_scale[c] * (x[n, c] - mean[c]) + offset[c].
+
+    dout, x                          (N, C, HW)   IN
+    mean, dout_scale, xc_scale, offset  (C,) double  IN
+    dx                               (N, C, HW)   OUT
+    """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], t, n, c, k
-    cdef floating fa, fb, fd, fm
-    cdef const floating* g
+    cdef floating s_dout, s_xc, off, m
+    cdef const floating* grad
     cdef const floating* src
     cdef floating* dst
     if dout.shape[0] != N or dout.shape[1] != C or dout.shape[2] != HW or dx.shape[0] != N \
             or dx.shape[1] != C or dx.shape[2] != HW:
         raise ValueError("dout and dx must have x's shape")
+    if mean.shape[0] != C or dout_scale.shape[0] != C or xc_scale.shape[0] != C or offset.shape[0] != C:
+        raise ValueError(f"mean, dout_scale, xc_scale and offset must have shape ({C},)")
+    _check_threads(num_threads)
     if HW == 0:
         return
     with nogil:
-        for t in prange(N * C, schedule="static", num_threads=_threads(num_threads)):
+        for t in prange(N * C, schedule="static", num_threads=num_threads):
             n = t // C
             c = t - n * C
-            fa = <floating>a[c]
-            fb = <floating>b[c]
-            fd = <floating>d[c]
-            fm = <floating>mean[c]
-            g = &dout[n, c, HW - 1] - (HW - 1)
+            s_dout = <floating>dout_scale[c]
+            s_xc = <floating>xc_scale[c]
+            off = <floating>offset[c]
+            m = <floating>mean[c]
+            grad = &dout[n, c, HW - 1] - (HW - 1)
             src = &x[n, c, HW - 1] - (HW - 1)
             dst = &dx[n, c, HW - 1] - (HW - 1)
             for k in range(HW):
-                dst[k] = fa * g[k] + fb * (src[k] - fm) + fd
+                dst[k] = s_dout * grad[k] + s_xc * (src[k] - m) + off

@@ -4,8 +4,7 @@ setup.py builds this module with ``-mavx2`` (no FMA, no fast-math: the same
 arithmetic in the same order, so results are bitwise those of fastconv._im2col;
 tests/test_kernels_build.py checks it). fastconv/_kernels.py loads it in place of
 fastconv._im2col when the CPU has AVX2: pooling, batchnorm and the col2im adds run
-on 256-bit vectors instead of SSE2's 128 (max pool forward of W4max2x2s2 on 2
-threads: 5.0 -> 3.6 ms, W4max3x3s2: 9.2 -> 8.0 ms, medians on a noisy day).
+on 256-bit vectors instead of SSE2's 128 (docs/performance.md, "AVX2 build").
 Importing it on a CPU without AVX2 could crash, so only _kernels.py imports it,
 after asking the CPU.
 """

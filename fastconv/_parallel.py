@@ -3,15 +3,14 @@
 The plain way to use two cores is to alternate multi-threaded kernels: an
 OpenMP im2col, a GEMM on OpenBLAS's threads, an OpenMP col2im, ... Every switch
 is a fork and a join of a thread team, and each team's idle threads spin or
-sleep while the other team works. Measured on W2conv3x3 forward + backward
-(float32, 2 cores): 128 ms that way, against 96 ms for its GEMMs alone.
+sleep while the other team works: a core often waits for the other one.
 
 Here each worker thread takes whole chunks of images (chunk k, k + workers, ...)
 and runs im2col, the GEMMs and the output pass of a chunk by itself, with the
-BLAS held to one thread for the duration, so no team ever waits for another
-(measured: 114 ms, and single-threaded GEMMs side by side are no slower than
-multi-threaded ones: 88 ms). numpy releases the GIL inside BLAS calls and the
-Cython kernels release it too, so plain Python threads suffice.
+BLAS held to one thread for the duration, so no team ever waits for another;
+single-threaded GEMMs side by side are no slower than multi-threaded ones
+(docs/performance.md, "Convolution threads"). numpy releases the GIL inside
+BLAS calls and the Cython kernels release it too, so plain Python threads suffice.
 
 The number of workers is the number of threads the BLAS may use when the call
 starts (threadpoolctl's ``threadpool_limits`` and ``OPENBLAS_NUM_THREADS``

@@ -180,6 +180,9 @@ def conv_geometry(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
 
 
 class PoolGeometry(NamedTuple):
+    """Every size a pooling layer needs, computed once: ConvGeometry's fields and names
+    less F, dilation and groups (two record types, so the shared field names are listed twice)."""
+
     N: int
     C: int
     H: int

@@ -1,6 +1,6 @@
 """``fastconv demo``: naive against fast convolution on a CIFAR-10-sized batch.
 
-The workload is W1conv of shared/workloads.md: x (64, 3, 32, 32), w (32, 3, 7, 7),
+The workload is W1conv of docs/workloads.md: x (64, 3, 32, 32), w (32, 3, 7, 7),
 stride 1, pad 3, forward + backward. The naive loops are timed on a sub-batch
 and scaled to the full batch (they take minutes on all 64 images); the fast
 path is timed on the full batch, after checking that it matches the naive

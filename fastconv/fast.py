@@ -35,25 +35,12 @@ import numpy as np
 from . import OPENMP_WAIT_POLICY, _parallel
 from ._params import check_dout, check_float_array, conv_geometry, pool_geometry, pool_geometry_of_shape
 from . import layers as _layers
-from .layers import (  # noqa: F401  (layers without loops are shared with fastconv.naive)
-    affine_backward,
-    affine_forward,
-    batchnorm_backward,
-    batchnorm_forward,
-    dropout_backward,
-    dropout_forward,
-    relu_backward,
-    relu_forward,
-    sigmoid_backward,
-    sigmoid_forward,
-    softmax_loss,
-    svm_loss,
-)
+from .layers import *  # noqa: F401,F403  (the layers without loops, shared with fastconv.naive)
 
 try:
     # The Cython kernels: fastconv._im2col, or its AVX2 build on a CPU with AVX2
-    # (fastconv/_kernels.py; FASTCONV_KERNELS=baseline forces the first).
-    from ._kernels import kernels as _im2col
+    # (fastconv/_kernels.py picks; FASTCONV_KERNELS=baseline forces the first).
+    from ._kernels import kernels as _kernels
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "fastconv.fast needs the compiled extension fastconv._im2col, which is missing "
@@ -64,14 +51,16 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
 
 #: Upper bound on the im2col workspace of one chunk (bytes), per worker thread. The
 #: GEMM output workspace ``y`` (F, n*P) comes on top and is smaller whenever
-#: F < C*kh*kw. 2 MiB measured best (1 image of W2conv3x3 per chunk; fwd+bwd at
-#: 0.5 / 1 / 2 / 4 / 8 MiB: W1conv 13.5 / 13.4 / 12.2 / 12.7 / 15.5 ms,
-#: W2conv3x3 112 / 112 / 114 / 116 / 131 ms, W3conv5x5 7.4 / 6.3 / 6.1 / 6.1 / 7.4 ms).
+#: F < C*kh*kw. 2 MiB measured best on the benchmark workloads (docs/performance.md).
 WORKSPACE_BYTES = 2 * 2**20
 
 #: Below this many elements of work, kernels run on one thread (the OpenMP
 #: start-up would cost more than it saves).
 _PARALLEL_MIN = 1 << 15
+
+#: Largest per-thread scratch (bytes) of the phased max-pool kernel; beyond it (huge
+#: windows or images) the direct kernel runs.
+_PHASED_SCRATCH_MAX = 4 << 20
 
 _local = threading.local()
 
@@ -90,15 +79,15 @@ def _workspace(name, size, dtype):
 
 #: True when the kernels run on one thread: the process's libgomp was loaded before
 #: fastconv could ask it to let idle threads sleep (fastconv/__init__.py), and its
-#: spinning workers would slow every GEMM after a parallel kernel (measured with
-#: torch imported first: W2conv3x3 forward + backward 620 ms on OpenMP threads,
-#: 138 ms on one thread, 123 ms on OpenMP threads with OMP_WAIT_POLICY=PASSIVE).
+#: spinning workers would slow every GEMM after a parallel kernel (several times over
+#: with torch imported first: docs/performance.md).
 SINGLE_THREADED_KERNELS = OPENMP_WAIT_POLICY != "PASSIVE"
 
 
 def _threads(work):
-    """Thread count for a kernel: 0 (OpenMP's default) or 1 for small or unsafe cases."""
-    return 1 if SINGLE_THREADED_KERNELS or work < _PARALLEL_MIN else 0
+    """Thread count for a kernel: OpenMP's default (``omp_get_max_threads()``, which
+    OMP_NUM_THREADS and threadpoolctl set), or 1 for small or unsafe cases."""
+    return 1 if SINGLE_THREADED_KERNELS or work < _PARALLEL_MIN else _kernels.omp_max_threads()
 
 
 def chunk_images(g, itemsize, workspace_bytes=None):
@@ -115,7 +104,13 @@ def _kernel_args(g):
 class ConvPlan:
     """How a convolution over geometry ``g`` is cut up: chunks of ``chunk`` images,
     worker k takes chunks k, k + workers, ... (see fastconv/_parallel.py), and
-    the GEMM shapes: per group, ``w2`` (Fg, Kg) times ``cols`` (Kg, n*P)."""
+    the GEMM shapes: per group, ``w2`` (Fg, Kg) times ``cols`` (Kg, n*P).
+
+    ``run_forward`` and ``run_backward`` are the chunk loops of every convolution
+    layer here: the GEMMs, the workers and the order of dw's partial sums. What
+    feeds the GEMMs (im2col, the dout gather) and what takes their result (the
+    output scatter, col2im) is passed in, so that the benchmark suite's GEMM
+    limit (``conv_gemm_limit``) runs the same loops on prepared operands."""
 
     def __init__(self, g, dtype, chunk=None):
         self.g = g
@@ -154,6 +149,87 @@ class ConvPlan:
         """Rows of w2 / y (filters) and of cols (taps) that belong to group gi."""
         return slice(gi * self.Fg, (gi + 1) * self.Fg), slice(gi * self.Kg, (gi + 1) * self.Kg)
 
+    def run_forward(self, w2, operands, output):
+        """The forward pass, chunk by chunk on the workers: ``cols, y = operands(k, n0, n)``
+        gives worker k the operands of images [n0, n0 + n), then ``y = w2 @ cols`` (one
+        GEMM per group) and ``output(n0, n, y)``."""
+        def work(k):
+            for n0, n in self.chunks(k):
+                cols, y = operands(k, n0, n)
+                for gi in range(self.G):
+                    f, t = self.group(gi)
+                    np.matmul(w2[f], cols[t], out=y[f])
+                output(n0, n, y)
+
+        if self.g.N:
+            _parallel.run(self.workers, self.one_blas_thread, work)
+
+    def run_backward(self, w2, operands, need_dx, put_dcols):
+        """The backward pass, chunk by chunk on the workers: ``cols, dy = operands(k, n0, n,
+        db)`` gives worker k the operands of images [n0, n0 + n) (adding their bias gradient
+        to ``db``, float64 (F,)), then ``dw2 += dy @ cols.T`` and, with ``need_dx``,
+        ``dcols = w2.T @ dy`` written over cols and ``put_dcols(n0, n, dcols)`` (one GEMM
+        per group each). Returns (dw2, db): each worker's partial sums added in worker
+        order, so that they never depend on timing."""
+        g = self.g
+
+        def work(k):
+            dw2 = np.zeros((g.F, self.Kg), dtype=self.dtype)
+            db = np.zeros(g.F, dtype=np.float64)
+            for n0, n in self.chunks(k):
+                cols, dy = operands(k, n0, n, db)
+                for gi in range(self.G):
+                    f, t = self.group(gi)
+                    dw2[f] += dy[f] @ cols[t].T
+                if need_dx:
+                    for gi in range(self.G):
+                        f, t = self.group(gi)
+                        np.matmul(w2[f].T, dy[f], out=cols[t])
+                    put_dcols(n0, n, cols)
+            return dw2, db
+
+        parts = _parallel.run(self.workers, self.one_blas_thread, work) if g.N else [work(0)]
+        dw2, db = parts[0]
+        for dw2_k, db_k in parts[1:]:
+            dw2 += dw2_k
+            db += db_k
+        return dw2, db
+
+
+def _conv_forward_chunks(plan, x, w, output):
+    """A convolution's forward pass: each chunk of x through im2col into this thread's
+    ``cols``, the GEMMs into its ``y`` (F, n*P), then ``output(n0, n, y)``."""
+    args = _kernel_args(plan.g)
+
+    def im2col(k, n0, n):
+        cols, y = plan.workspaces(n)
+        _kernels.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
+        return cols, y
+
+    plan.run_forward(w.reshape(plan.g.F, plan.Kg), im2col, output)
+
+
+def _conv_backward_chunks(plan, x, w, has_bias, chunk_dy, need_dx):
+    """(dx, dw, db) of a convolution: for each chunk, ``chunk_dy(n0, n, dy, db)`` writes
+    the gradient of the convolution's output in GEMM layout, ``dy`` (F, n*P), and adds
+    its sums to ``db``; im2col recomputes the chunk's ``cols``; after the GEMMs, col2im
+    writes the chunk's dx from ``dcols``."""
+    g = plan.g
+    args = _kernel_args(g)
+    dx = np.empty_like(x) if need_dx else None
+
+    def operands(k, n0, n, db):
+        cols, dy = plan.workspaces(n)
+        chunk_dy(n0, n, dy, db)
+        _kernels.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
+        return cols, dy
+
+    def col2im(n0, n, dcols):
+        _kernels.col2im(dcols, dx[n0:n0 + n], *args, plan.threads(dcols.size))
+
+    dw2, db = plan.run_backward(w.reshape(g.F, plan.Kg), operands, need_dx, col2im)
+    return dx, dw2.reshape(g.w_shape), (db.astype(x.dtype) if has_bias else None)
+
 
 def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
     """Convolution (cross-correlation, as in every CNN library).
@@ -165,25 +241,15 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
-    dtype = x.dtype
-    plan = ConvPlan(g, dtype)
-    w2 = w.reshape(g.F, plan.Kg)
-    bias = np.ascontiguousarray(b) if b is not None else np.empty(0, dtype=dtype)
-    out = np.empty(g.out_shape, dtype=dtype)
+    plan = ConvPlan(g, x.dtype)
+    bias = np.ascontiguousarray(b) if b is not None else np.empty(0, dtype=x.dtype)
+    out = np.empty(g.out_shape, dtype=x.dtype)
     out3 = out.reshape(g.N, g.F, plan.P)
-    args = _kernel_args(g)
 
-    def forward_chunks(k):
-        for n0, n in plan.chunks(k):
-            cols, y = plan.workspaces(n)
-            _im2col.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
-            for gi in range(plan.G):
-                f, t = plan.group(gi)
-                np.matmul(w2[f], cols[t], out=y[f])
-            _im2col.scatter_output(y, out3[n0:n0 + n], bias, b is not None, plan.threads(y.size))
+    def scatter(n0, n, y):  # GEMM layout (F, n*P) to NCHW, plus the bias
+        _kernels.scatter_output(y, out3[n0:n0 + n], bias, b is not None, False, plan.threads(y.size))
 
-    if g.N:
-        _parallel.run(plan.workers, plan.one_blas_thread, forward_chunks)
+    _conv_forward_chunks(plan, x, w, scatter)
     return out, (x, w, b is not None, g)
 
 
@@ -193,43 +259,13 @@ def conv_backward(dout, cache, need_dx=True):
     that saves a third of the GEMM work and the col2im pass)."""
     x, w, has_bias, g = cache
     check_dout(dout, g.out_shape, x.dtype)
-    dout = np.ascontiguousarray(dout)
-    dtype = x.dtype
-    plan = ConvPlan(g, dtype)
-    w2 = w.reshape(g.F, plan.Kg)
-    dout3 = dout.reshape(g.N, g.F, plan.P)
-    dx = np.empty_like(x) if need_dx else None
-    args = _kernel_args(g)
+    plan = ConvPlan(g, x.dtype)
+    dout3 = np.ascontiguousarray(dout).reshape(g.N, g.F, plan.P)
 
-    def backward_chunks(k):
-        """This worker's chunks; returns its partial sums of dw2 and db."""
-        dw2 = np.zeros((g.F, plan.Kg), dtype=dtype)
-        db = np.zeros(g.F, dtype=np.float64)
-        for n0, n in plan.chunks(k):
-            cols, dy = plan.workspaces(n)
-            _im2col.gather_dout(dout3[n0:n0 + n], dy, db, has_bias, plan.threads(dy.size))
-            _im2col.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
-            for gi in range(plan.G):
-                f, t = plan.group(gi)
-                dw2[f] += dy[f] @ cols[t].T
-            if not need_dx:
-                continue
-            for gi in range(plan.G):
-                f, t = plan.group(gi)
-                np.matmul(w2[f].T, dy[f], out=cols[t])  # dcols overwrites cols
-            _im2col.col2im(cols, dx[n0:n0 + n], *args, plan.threads(cols.size))
-        return dw2, db
+    def gather(n0, n, dy, db):  # NCHW to GEMM layout (F, n*P), and the bias gradient
+        _kernels.gather_dout(dout3[n0:n0 + n], dy, db, has_bias, plan.threads(dy.size))
 
-    if g.N:
-        parts = _parallel.run(plan.workers, plan.one_blas_thread, backward_chunks)
-    else:
-        parts = [backward_chunks(0)]
-    dw2, db = parts[0]
-    for dw2_k, db_k in parts[1:]:  # in worker order: the result never depends on timing
-        dw2 += dw2_k
-        db += db_k
-    dw = dw2.reshape(g.w_shape)
-    return dx, dw, (db.astype(dtype) if has_bias else None)
+    return _conv_backward_chunks(plan, x, w, has_bias, gather, need_dx)
 
 
 def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stride=None, pool_pad=0,
@@ -252,7 +288,6 @@ def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stri
     w = np.ascontiguousarray(w)
     dtype = x.dtype
     plan = ConvPlan(g, dtype)
-    w2 = w.reshape(g.F, plan.Kg)
     bias_col = None if b is None else np.ascontiguousarray(b).reshape(g.F, 1)
     Pp = pg.out_h * pg.out_w
     out = np.empty(pg.out_shape, dtype=dtype)
@@ -261,27 +296,18 @@ def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stri
     # the order of the GEMM output, at [n0*F*Pp, (n0 + n)*F*Pp).
     argmax = np.empty(g.N * g.F * Pp, dtype=np.int32)
     no_bias = np.empty(0, dtype=dtype)
-    args = _kernel_args(g)
 
-    def forward_chunks(k):
-        for n0, n in plan.chunks(k):
-            cols, y = plan.workspaces(n)
-            z = _workspace("z", g.F * n * Pp, dtype).reshape(g.F * n, pg.out_h, pg.out_w)
-            _im2col.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
-            for gi in range(plan.G):
-                f, t = plan.group(gi)
-                np.matmul(w2[f], cols[t], out=y[f])
-            if bias_col is not None:
-                y += bias_col
-            _im2col.max_pool_forward(
-                y.reshape(g.F * n, g.out_h, g.out_w), z,
-                argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, pg.out_h, pg.out_w),
-                pg.kh, pg.kw, pg.stride_h, pg.stride_w, pg.pad_h, pg.pad_w, plan.threads(y.size))
-            _im2col.scatter_output(z.reshape(g.F, n * Pp), out3[n0:n0 + n], no_bias, False,
-                                   plan.threads(z.size), relu=True)
+    def pool(n0, n, y):  # + b, max pool of each (filter, image) plane, ReLU, to NCHW
+        z = _workspace("z", g.F * n * Pp, dtype).reshape(g.F * n, pg.out_h, pg.out_w)
+        if bias_col is not None:
+            y += bias_col
+        _max_pool(y.reshape(g.F * n, g.out_h, g.out_w), z,
+                  argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, pg.out_h, pg.out_w),
+                  pg, plan.threads(y.size))
+        _kernels.scatter_output(z.reshape(g.F, n * Pp), out3[n0:n0 + n], no_bias, False, True,
+                                plan.threads(z.size))
 
-    if g.N:
-        _parallel.run(plan.workers, plan.one_blas_thread, forward_chunks)
+    _conv_forward_chunks(plan, x, w, pool)
     return out, (x, w, b is not None, g, pg, out, argmax, plan.chunk)
 
 
@@ -289,42 +315,37 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
     """Gradients of conv_relu_pool_forward: (dx, dw, db), as conv_backward returns them."""
     x, w, has_bias, g, pg, out, argmax, chunk = cache
     check_dout(dout, pg.out_shape, x.dtype)
-    dtype = x.dtype
-    plan = ConvPlan(g, dtype, chunk=chunk)
-    w2 = w.reshape(g.F, plan.Kg)
+    plan = ConvPlan(g, x.dtype, chunk=chunk)
     Pp = pg.out_h * pg.out_w
-    dz3 = relu_backward(dout, out).reshape(g.N, g.F, Pp)  # zero where the pooled value was <= 0
-    dx = np.empty_like(x) if need_dx else None
-    args = _kernel_args(g)
+    dz3 = _layers.relu_backward(dout, out).reshape(g.N, g.F, Pp)  # zero where the pooled value was <= 0
 
-    def backward_chunks(k):
-        dw2 = np.zeros((g.F, plan.Kg), dtype=dtype)
-        db = np.zeros(g.F, dtype=np.float64)
-        for n0, n in plan.chunks(k):
-            cols, dy = plan.workspaces(n)
-            dz = _workspace("z", g.F * n * Pp, dtype).reshape(g.F, n * Pp)
-            _im2col.gather_dout(dz3[n0:n0 + n], dz, db, has_bias, plan.threads(dz.size))
-            _im2col.max_pool_backward(  # route each window's gradient to its argmax, in dy's layout
-                dz.reshape(g.F * n, Pp), argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, Pp),
-                dy.reshape(g.F * n, plan.P), plan.threads(dy.size))
-            _im2col.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
-            for gi in range(plan.G):
-                f, t = plan.group(gi)
-                dw2[f] += dy[f] @ cols[t].T
-            if not need_dx:
-                continue
-            for gi in range(plan.G):
-                f, t = plan.group(gi)
-                np.matmul(w2[f].T, dy[f], out=cols[t])
-            _im2col.col2im(cols, dx[n0:n0 + n], *args, plan.threads(cols.size))
-        return dw2, db
+    def route(n0, n, dy, db):  # the pooled gradient to GEMM layout, then to each window's argmax
+        dz = _workspace("z", g.F * n * Pp, x.dtype).reshape(g.F, n * Pp)
+        _kernels.gather_dout(dz3[n0:n0 + n], dz, db, has_bias, plan.threads(dz.size))
+        _kernels.max_pool_backward(dz.reshape(g.F * n, Pp), argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, Pp),
+                                   dy.reshape(g.F * n, plan.P), plan.threads(dy.size))
 
-    parts = _parallel.run(plan.workers, plan.one_blas_thread, backward_chunks) if g.N else [backward_chunks(0)]
-    dw2, db = parts[0]
-    for dw2_k, db_k in parts[1:]:
-        dw2 += dw2_k
-        db += db_k
-    return dx, dw2.reshape(g.w_shape), (db.astype(dtype) if has_bias else None)
+    return _conv_backward_chunks(plan, x, w, has_bias, route, need_dx)
+
+
+def _pool_args(pg):
+    return (pg.kh, pg.kw, pg.stride_h, pg.stride_w, pg.pad_h, pg.pad_w)
+
+
+def _max_pool(x3, out3, argmax3, pg, threads):
+    """Max pooling of the planes x3 (planes, H, W) into out3 and argmax3 (planes, out_h,
+    out_w) on ``threads`` threads, by the kernel that suits pg: overlapping windows
+    (kw > stride_w) run max_pool_phased when its scratch is small enough, the rest
+    max_pool_direct (the same bits; for windows that do not overlap the phased kernel
+    is no faster, docs/performance.md)."""
+    need = _kernels.max_pool_phased_scratch(pg.H, pg.W, pg.out_w, pg.kw, pg.stride_w)
+    if pg.kw > pg.stride_w and need is not None and need[0] * x3.itemsize + need[1] * 4 <= _PHASED_SCRATCH_MAX:
+        scratch = _workspace("pool_scratch", threads * need[0], x3.dtype).reshape(threads, need[0])
+        best = _workspace("pool_best", threads * need[1], np.int32).reshape(threads, need[1])
+        _kernels.max_pool_phased(x3, out3, argmax3, *_pool_args(pg), scratch, best, threads)
+    else:
+        columns = _kernels.max_pool_direct_columns(pg.W, pg.out_w, pg.kw, pg.stride_w, pg.pad_w)
+        _kernels.max_pool_direct(x3, out3, argmax3, *_pool_args(pg), np.empty((2, columns), dtype=np.intp), threads)
 
 
 def max_pool_forward(x, kernel_size, stride=None, pad=0):
@@ -338,12 +359,8 @@ def max_pool_forward(x, kernel_size, stride=None, pad=0):
     out = np.empty(g.out_shape, dtype=x.dtype)
     argmax = np.empty(g.out_shape, dtype=np.int32)
     planes = g.N * g.C
-    _im2col.max_pool_forward(
-        x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w),
-        argmax.reshape(planes, g.out_h, g.out_w),
-        g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
-        _threads(planes * g.H * g.W),
-    )
+    _max_pool(x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w),
+              argmax.reshape(planes, g.out_h, g.out_w), g, _threads(planes * g.H * g.W))
     return out, (argmax, x.dtype, g)
 
 
@@ -354,10 +371,8 @@ def max_pool_backward(dout, cache):
     dout = np.ascontiguousarray(dout)
     planes, P = g.N * g.C, g.out_h * g.out_w
     dx = np.empty((g.N, g.C, g.H, g.W), dtype=dtype)
-    _im2col.max_pool_backward(
-        dout.reshape(planes, P), argmax.reshape(planes, P), dx.reshape(planes, g.H * g.W),
-        _threads(planes * g.H * g.W),
-    )
+    _kernels.max_pool_backward(dout.reshape(planes, P), argmax.reshape(planes, P),
+                               dx.reshape(planes, g.H * g.W), _threads(planes * g.H * g.W))
     return dx
 
 
@@ -367,11 +382,8 @@ def avg_pool_forward(x, kernel_size, stride=None, pad=0):
     x = np.ascontiguousarray(x)
     out = np.empty(g.out_shape, dtype=x.dtype)
     planes = g.N * g.C
-    _im2col.avg_pool_forward(
-        x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w),
-        g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
-        _threads(planes * g.H * g.W),
-    )
+    _kernels.avg_pool_forward(x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w),
+                              *_pool_args(g), _threads(planes * g.H * g.W))
     return out, (x.shape, x.dtype, g)
 
 
@@ -382,11 +394,8 @@ def avg_pool_backward(dout, cache):
     dout = np.ascontiguousarray(dout)
     planes = g.N * g.C
     dx = np.empty(x_shape, dtype=dtype)
-    _im2col.avg_pool_backward(
-        dout.reshape(planes, g.out_h, g.out_w), dx.reshape(planes, g.H, g.W),
-        g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
-        _threads(planes * g.H * g.W),
-    )
+    _kernels.avg_pool_backward(dout.reshape(planes, g.out_h, g.out_w), dx.reshape(planes, g.H, g.W),
+                               *_pool_args(g), _threads(planes * g.H * g.W))
     return dx
 
 
@@ -396,40 +405,33 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
 
     Training mode runs three passes over x, each parallel over channels, with sums
     in double: the mean, the squared deviations from it, and (x - mean) * gamma /
-    std + beta. numpy's version makes about ten full-size temporaries (measured on
-    (128, 32, 28, 28) float32, forward + backward at 2 threads: 28.5 ms numpy).
-    The cache refers to x (as conv's does) instead of holding a normalized copy.
+    std + beta, where numpy's version makes about ten full-size temporaries. The
+    cache refers to x (as conv's does) instead of holding a normalized copy.
     """
     check_float_array(x, "x", 4)
     N, C, H, W = x.shape
-    mode = _layers._check_bn(x, gamma, beta, bn_param, C, "x (N, C, H, W)")
-    if mode != "train" or N * H * W == 0:  # one numpy pass (test mode), or nothing to normalize over
+    s = _layers._bn_settings(x, gamma, beta, bn_param, C, "x (N, C, H, W)")
+    if s.mode != "train" or N * H * W == 0:  # one numpy pass (test mode), or nothing to normalize over
         out, cache = _layers.spatial_batchnorm_forward(x, gamma, beta, bn_param)
         return out, (None if cache is None else ("reference", cache))
-    eps = bn_param.get("eps", 1e-5)
-    momentum = bn_param.get("momentum", 0.9)
-    running_mean = bn_param.get("running_mean", np.zeros(C, dtype=x.dtype))
-    running_var = bn_param.get("running_var", np.ones(C, dtype=x.dtype))
     x = np.ascontiguousarray(x)
     x3 = x.reshape(N, C, H * W)
     mean = np.empty(C)
     var = np.empty(C)
     threads = _threads(x.size)
-    _im2col.bn_channel_stats(x3, mean, var, threads)
-    inv_std = 1.0 / np.sqrt(var + eps)
+    _kernels.bn_channel_stats(x3, mean, var, threads)
+    inv_std = 1.0 / np.sqrt(var + s.eps)
     out = np.empty_like(x)
-    _im2col.bn_affine(x3, mean, gamma.astype(np.float64) * inv_std, beta.astype(np.float64),
-                      out.reshape(N, C, H * W), threads)
-    bn_param["running_mean"] = (momentum * running_mean + (1 - momentum) * mean).astype(x.dtype)
-    bn_param["running_var"] = (momentum * running_var + (1 - momentum) * var).astype(x.dtype)
+    _kernels.bn_affine(x3, mean, gamma.astype(np.float64) * inv_std, beta.astype(np.float64),
+                       out.reshape(N, C, H * W), threads)
+    _layers._store_running(bn_param, s, x.dtype, mean, var)
     return out, ("fast", x, np.ascontiguousarray(gamma), mean, inv_std)
 
 
 def spatial_batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for spatial_batchnorm_forward in training mode:
     two passes, the per-channel sums of dout and dout * (x - mean), then dx."""
-    if cache is None:
-        raise ValueError("spatial_batchnorm_backward needs the cache of a forward pass in 'train' mode")
+    cache = _layers._train_cache(cache, "spatial_batchnorm_backward")
     if cache[0] == "reference":
         return _layers.spatial_batchnorm_backward(dout, cache[1])
     _, x, gamma, mean, inv_std = cache
@@ -440,13 +442,14 @@ def spatial_batchnorm_backward(dout, cache):
     x3, dout3 = x.reshape(N, C, H * W), dout.reshape(N, C, H * W)
     sum_dout, sum_dout_xc = np.empty(C), np.empty(C)
     threads = _threads(x.size)
-    _im2col.bn_backward_sums(dout3, x3, mean, sum_dout, sum_dout_xc, threads)
-    # dx = gamma * inv_std / M * (M * dout - dbeta - xhat * dgamma), xhat = (x - mean) * inv_std,
-    # dgamma = inv_std * sum(dout * (x - mean)), dbeta = sum(dout): a*dout + b*(x - mean) + d.
-    g = gamma.astype(np.float64) * inv_std
-    a = g
-    b = -g * inv_std * inv_std * sum_dout_xc / M
-    d = -g * sum_dout / M
+    _kernels.bn_backward_sums(dout3, x3, mean, sum_dout, sum_dout_xc, threads)
+    # dx = gamma * inv_std / M * (M * dout - dbeta - xhat * dgamma), with xhat = (x - mean) * inv_std,
+    # dgamma = inv_std * sum(dout * (x - mean)) and dbeta = sum(dout), is, per channel,
+    # dout_scale * dout + xc_scale * (x - mean) + offset:
+    scale = gamma.astype(np.float64) * inv_std  # the forward's gamma / std
+    dout_scale = scale
+    xc_scale = -scale * inv_std * inv_std * sum_dout_xc / M
+    offset = -scale * sum_dout / M
     dx = np.empty_like(x)
-    _im2col.bn_backward_dx(dout3, x3, mean, a, b, d, dx.reshape(N, C, H * W), threads)
+    _kernels.bn_backward_dx(dout3, x3, mean, dout_scale, xc_scale, offset, dx.reshape(N, C, H * W), threads)
     return dx, (inv_std * sum_dout_xc).astype(x.dtype), sum_dout.astype(x.dtype)

@@ -5,10 +5,19 @@ right under it, ``*_backward(dout, cache)``. A cache holds exactly what the
 backward pass needs. float32 and float64 are kept end to end.
 """
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
 from ._params import check_dout, check_float_array, check_same_dtype
+
+#: The layers fastconv.naive and fastconv.fast both take from here (``from .layers import *``).
+__all__ = [
+    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward",
+    "sigmoid_backward", "dropout_forward", "dropout_backward", "batchnorm_forward",
+    "batchnorm_backward", "spatial_batchnorm_forward", "spatial_batchnorm_backward",
+    "softmax_loss", "svm_loss",
+]
 
 
 # ------------------------------------------------------------------ affine
@@ -61,7 +70,7 @@ def relu_backward(dout, cache):
     # Same result as np.where(out > 0, dout, 0) (a NaN or Inf in dout where out <= 0
     # gives 0, as in PyTorch), computed on the bits: the mask becomes an integer of all
     # ones (keep) or zeros (drop) and is ANDed with dout's bits. np.where with a random
-    # mask branches on every element: 9.4 ms against 1.1 ms for a (64, 32, 32, 32) batch.
+    # mask branches on every element, several times slower (docs/performance.md).
     bits = np.dtype(f"i{out.itemsize}")
     mask = (out > 0).view(np.uint8).astype(bits)
     np.negative(mask, out=mask)
@@ -110,7 +119,17 @@ def dropout_backward(dout, cache):
 
 
 # ------------------------------------------------------------------ batchnorm
-def _check_bn(x, gamma, beta, bn_param, D, name):
+class _BnSettings(NamedTuple):
+    mode: str
+    eps: float
+    momentum: float
+    running_mean: np.ndarray
+    running_var: np.ndarray
+
+
+def _bn_settings(x, gamma, beta, bn_param, D, name):
+    """Check gamma, beta (D,) and bn_param for the input ``name``; return bn_param's
+    settings with their defaults (eps 1e-5, momentum 0.9, running mean 0 and variance 1)."""
     check_float_array(gamma, "gamma", 1)
     check_float_array(beta, "beta", 1)
     check_same_dtype(x=x, gamma=gamma, beta=beta)
@@ -121,7 +140,26 @@ def _check_bn(x, gamma, beta, bn_param, D, name):
     mode = bn_param.get("mode", "train")
     if mode not in ("train", "test"):
         raise ValueError(f"bn_param['mode'] must be 'train' or 'test', got {mode!r}")
-    return mode
+    return _BnSettings(mode, bn_param.get("eps", 1e-5), bn_param.get("momentum", 0.9),
+                       bn_param.get("running_mean", np.zeros(D, dtype=x.dtype)),
+                       bn_param.get("running_var", np.ones(D, dtype=x.dtype)))
+
+
+def _store_running(bn_param, s, dtype, mean=None, var=None):
+    """Put the running statistics in bn_param: in training, ``momentum * running +
+    (1 - momentum) * batch`` of the batch's mean and var; in test mode, as they were."""
+    if mean is None:
+        bn_param["running_mean"], bn_param["running_var"] = s.running_mean, s.running_var
+        return
+    bn_param["running_mean"] = (s.momentum * s.running_mean + (1 - s.momentum) * mean).astype(dtype)
+    bn_param["running_var"] = (s.momentum * s.running_var + (1 - s.momentum) * var).astype(dtype)
+
+
+def _train_cache(cache, layer):
+    """A batchnorm cache for ``layer``'s backward; ValueError for test mode's None."""
+    if cache is None:
+        raise ValueError(f"{layer} needs the cache of a forward pass in 'train' mode")
+    return cache
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
@@ -133,34 +171,26 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     batch variance unbiased-free, as in CS231n) and used in test mode.
     """
     check_float_array(x, "x", 2)
-    D = x.shape[1]
-    mode = _check_bn(x, gamma, beta, bn_param, D, "x (N, D)")
-    eps = bn_param.get("eps", 1e-5)
-    momentum = bn_param.get("momentum", 0.9)
-    running_mean = bn_param.get("running_mean", np.zeros(D, dtype=x.dtype))
-    running_var = bn_param.get("running_var", np.ones(D, dtype=x.dtype))
-    if mode == "train":
+    s = _bn_settings(x, gamma, beta, bn_param, x.shape[1], "x (N, D)")
+    if s.mode == "train":
         mu = x.mean(axis=0)
         var = x.var(axis=0)
-        inv_std = 1.0 / np.sqrt(var + eps)
+        inv_std = 1.0 / np.sqrt(var + s.eps)
         xhat = (x - mu) * inv_std
         out = gamma * xhat + beta
-        bn_param["running_mean"] = (momentum * running_mean + (1 - momentum) * mu).astype(x.dtype)
-        bn_param["running_var"] = (momentum * running_var + (1 - momentum) * var).astype(x.dtype)
+        _store_running(bn_param, s, x.dtype, mu, var)
         cache = (xhat, gamma, inv_std.astype(x.dtype))
     else:
-        xhat = (x - running_mean) / np.sqrt(running_var + eps)
+        xhat = (x - s.running_mean) / np.sqrt(s.running_var + s.eps)
         out = gamma * xhat + beta
-        bn_param["running_mean"], bn_param["running_var"] = running_mean, running_var
+        _store_running(bn_param, s, x.dtype)
         cache = None
     return out.astype(x.dtype, copy=False), cache
 
 
 def batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for batchnorm_forward in training mode."""
-    if cache is None:
-        raise ValueError("batchnorm_backward needs the cache of a forward pass in 'train' mode")
-    xhat, gamma, inv_std = cache
+    xhat, gamma, inv_std = _train_cache(cache, "batchnorm_backward")
     check_dout(dout, xhat.shape, xhat.dtype)
     N = dout.shape[0]
     dbeta = dout.sum(axis=0)
@@ -176,35 +206,27 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     Same bn_param as batchnorm_forward; gamma, beta (C,).
     """
     check_float_array(x, "x", 4)
-    C = x.shape[1]
-    mode = _check_bn(x, gamma, beta, bn_param, C, "x (N, C, H, W)")
-    eps = bn_param.get("eps", 1e-5)
-    momentum = bn_param.get("momentum", 0.9)
-    running_mean = bn_param.get("running_mean", np.zeros(C, dtype=x.dtype))
-    running_var = bn_param.get("running_var", np.ones(C, dtype=x.dtype))
-    shape = (1, C, 1, 1)
-    if mode == "train":
+    s = _bn_settings(x, gamma, beta, bn_param, x.shape[1], "x (N, C, H, W)")
+    shape = (1, x.shape[1], 1, 1)
+    if s.mode == "train":
         mu = x.mean(axis=(0, 2, 3))
         var = x.var(axis=(0, 2, 3))
-        inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+        inv_std = (1.0 / np.sqrt(var + s.eps)).astype(x.dtype)
         xhat = (x - mu.reshape(shape)) * inv_std.reshape(shape)
         out = gamma.reshape(shape) * xhat + beta.reshape(shape)
-        bn_param["running_mean"] = (momentum * running_mean + (1 - momentum) * mu).astype(x.dtype)
-        bn_param["running_var"] = (momentum * running_var + (1 - momentum) * var).astype(x.dtype)
+        _store_running(bn_param, s, x.dtype, mu, var)
         cache = (xhat, gamma, inv_std)
     else:
-        scale = gamma / np.sqrt(running_var + eps)
-        out = x * scale.reshape(shape) + (beta - running_mean * scale).reshape(shape)
-        bn_param["running_mean"], bn_param["running_var"] = running_mean, running_var
+        scale = gamma / np.sqrt(s.running_var + s.eps)
+        out = x * scale.reshape(shape) + (beta - s.running_mean * scale).reshape(shape)
+        _store_running(bn_param, s, x.dtype)
         cache = None
     return out.astype(x.dtype, copy=False), cache
 
 
 def spatial_batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for spatial_batchnorm_forward in training mode."""
-    if cache is None:
-        raise ValueError("spatial_batchnorm_backward needs the cache of a forward pass in 'train' mode")
-    xhat, gamma, inv_std = cache
+    xhat, gamma, inv_std = _train_cache(cache, "spatial_batchnorm_backward")
     check_dout(dout, xhat.shape, xhat.dtype)
     N, C, H, W = dout.shape
     M = N * H * W

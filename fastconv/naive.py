@@ -11,22 +11,8 @@ out (N, F, out_h, out_w) with out_h from ``fastconv._params.conv_output_size``.
 import numpy as np
 
 from ._params import check_dout, conv_geometry, pool_geometry, pool_geometry_of_shape
-from .layers import (  # noqa: F401  (layers without loops are shared with fastconv.fast)
-    affine_backward,
-    affine_forward,
-    batchnorm_backward,
-    batchnorm_forward,
-    dropout_backward,
-    dropout_forward,
-    relu_backward,
-    relu_forward,
-    sigmoid_backward,
-    sigmoid_forward,
-    softmax_loss,
-    spatial_batchnorm_backward,
-    spatial_batchnorm_forward,
-    svm_loss,
-)
+from .layers import *  # noqa: F401,F403  (the layers without loops, shared with fastconv.fast)
+from .layers import relu_backward, relu_forward
 
 
 def _taps(start, step, kernel, size):
@@ -66,6 +52,21 @@ def _padded_patch(x, n, channels, g, rows, cols, taps_h, taps_w):
     return patch
 
 
+def _conv_windows(g):
+    """Every output pixel of a convolution, in loop order (n, f, oh, ow), as
+    ``(n, f, oh, ow, channels, rows, cols, taps_h, taps_w)``: ``channels`` are the input
+    channels of filter f's group; the pixel reads x[n, channels, rows, cols] with kernel
+    taps [taps_h, taps_w] (``_window_taps``)."""
+    Fg, Cg = g.F // g.groups, g.C // g.groups
+    row_taps, col_taps = _window_taps(g) if g.N else ((), ())  # an empty batch reads no window
+    for n in range(g.N):
+        for f in range(g.F):
+            channels = slice((f // Fg) * Cg, (f // Fg + 1) * Cg)
+            for oh, (rows, taps_h) in enumerate(row_taps):
+                for ow, (cols, taps_w) in enumerate(col_taps):
+                    yield n, f, oh, ow, channels, rows, cols, taps_h, taps_w
+
+
 def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
     """Convolution (cross-correlation, as in every CNN library).
 
@@ -74,18 +75,12 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
     (N, F, out_h, out_w) in x's dtype.
     """
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)
-    Fg, Cg = g.F // g.groups, g.C // g.groups
     out = np.zeros(g.out_shape, dtype=x.dtype)
-    row_taps, col_taps = _window_taps(g) if g.N else ((), ())  # an empty batch reads no window
-    for n in range(g.N):
-        for f in range(g.F):
-            channels = slice((f // Fg) * Cg, (f // Fg + 1) * Cg)
-            for oh, (rows, taps_h) in enumerate(row_taps):
-                for ow, (cols, taps_w) in enumerate(col_taps):
-                    patch = _padded_patch(x, n, channels, g, rows, cols, taps_h, taps_w)
-                    out[n, f, oh, ow] = np.sum(patch * w[f])
-            if b is not None:
-                out[n, f] += b[f]
+    for n, f, oh, ow, channels, rows, cols, taps_h, taps_w in _conv_windows(g):
+        patch = _padded_patch(x, n, channels, g, rows, cols, taps_h, taps_w)
+        out[n, f, oh, ow] = np.sum(patch * w[f])
+    if b is not None:
+        out += b.reshape(1, g.F, 1, 1)
     return out, (x, w, b is not None, g)
 
 
@@ -96,18 +91,12 @@ def conv_backward(dout, cache, need_dx=True):
     check_dout(dout, g.out_shape, x.dtype)
     dx = np.zeros(x.shape, dtype=x.dtype) if need_dx else None
     dw = np.zeros_like(w)
-    Fg, Cg = g.F // g.groups, g.C // g.groups
-    row_taps, col_taps = _window_taps(g) if g.N else ((), ())  # an empty batch reads no window
-    for n in range(g.N):
-        for f in range(g.F):
-            channels = slice((f // Fg) * Cg, (f // Fg + 1) * Cg)
-            for oh, (rows, taps_h) in enumerate(row_taps):
-                for ow, (cols, taps_w) in enumerate(col_taps):
-                    if need_dx:
-                        # the gradient of the padding taps is dropped, as cropping a padded dx would
-                        dx[n, channels, rows, cols] += (w[f] * dout[n, f, oh, ow])[:, taps_h, taps_w]
-                    patch = _padded_patch(x, n, channels, g, rows, cols, taps_h, taps_w)
-                    dw[f] += patch * dout[n, f, oh, ow]
+    for n, f, oh, ow, channels, rows, cols, taps_h, taps_w in _conv_windows(g):
+        if need_dx:
+            # the gradient of the padding taps is dropped, as cropping a padded dx would
+            dx[n, channels, rows, cols] += (w[f] * dout[n, f, oh, ow])[:, taps_h, taps_w]
+        patch = _padded_patch(x, n, channels, g, rows, cols, taps_h, taps_w)
+        dw[f] += patch * dout[n, f, oh, ow]
     db = dout.sum(axis=(0, 2, 3)).astype(x.dtype) if has_bias else None
     return dx, dw, db
 

@@ -20,7 +20,7 @@ argument compensates).
 **The oracle** (``check_case``): every call either returns the reference answer
 (``fastconv.naive`` on the same arguments; for the compat modules, naive on the
 arguments cast to the dtype of ``w`` as their docstrings promise) within the
-tolerance table of ``conftest.TOL``, with the output shape given by the
+tolerance table of ``_helpers.TOL``, with the output shape given by the
 convolution formula written out here, or raises ValueError/TypeError whose
 message names one of the call's arguments (``x``, ``stride``, ``conv_param``...).
 ``fastconv.fast`` and ``fastconv.naive`` must moreover agree: both return, or
@@ -29,9 +29,10 @@ both raise the same exception with the same message. Any other exception
 but the tested code accepts (or the reverse), a wrong answer or a change to an
 input array is a failure.
 
-**The runner** (``Runner``) executes cases in a worker subprocess (this file
-with ``--worker``) that reads case ids on stdin and writes one JSON result per
-line. If the worker dies (segfault, abort) or a case exceeds its time limit,
+**The runner** (``Runner``) executes cases in a worker subprocess (``worker_main``
+of this file, started through ``fastconv._child``, so that it imports the same
+fastconv as the parent whatever the current directory) that reads case ids on
+stdin and writes one JSON result per line. If the worker dies (segfault, abort) or a case exceeds its time limit,
 the runner records that case as ``crash`` or ``hang`` with the worker's last
 stderr lines (faulthandler's traceback) and starts a fresh worker for the
 remaining cases. The worker's address space is capped (``RLIMIT_AS``, 4 GiB)
@@ -56,11 +57,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+from fastconv._child import python_code
 
-from conftest import TOL  # noqa: E402  (the one tolerance table)
+import _helpers
+from _helpers import TOL  # the one tolerance table
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 FAMILIES = (
     "conv", "max_pool", "avg_pool",
@@ -78,11 +80,8 @@ WORKER_MEMORY_LIMIT = 4 << 30
 
 
 def out_size(size, kernel, stride, pad, dilation=1):
-    """The convolution output-size formula, written out here independently of fastconv._params
-    (None for a stride < 1, which has no output size)."""
-    if stride < 1:
-        return None
-    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+    """_helpers.out_size, or None for a stride < 1 (which has no output size)."""
+    return None if stride < 1 else _helpers.out_size(size, kernel, stride, pad, dilation)
 
 
 # ============================================================================ building blocks
@@ -1187,10 +1186,12 @@ def worker_main():
     import warnings
 
     warnings.simplefilter("ignore")
+    import fastconv
     import fastconv.fast  # noqa: F401  (import errors surface here, not as a case failure)
     import fastconv._im2col as ext
 
-    out.write(json.dumps({"ready": True, "build": ext.build_info(), "file": ext.__file__}) + "\n")
+    out.write(json.dumps({"ready": True, "build": ext.build_info(), "file": ext.__file__,
+                          "fastconv_path": os.path.dirname(fastconv.__file__)}) + "\n")
     for line in sys.stdin:
         spec = json.loads(line)
         if spec[0] == "special":
@@ -1203,6 +1204,10 @@ def worker_main():
                 res = {"id": [seed, index, family], "status": "fail", "errors": [],
                        "failures": ["harness error: " + traceback.format_exc()]}
         out.write(json.dumps(res, default=str) + "\n")
+
+
+# The worker: this folder first on sys.path (for this module and _helpers), then worker_main.
+_WORKER = f"import sys\nsys.path.insert(0, {HERE!r})\nimport _fuzz_cases\n_fuzz_cases.worker_main()\n"
 
 
 class Runner:
@@ -1219,6 +1224,7 @@ class Runner:
         self.proc = None
         self.stderr = None
         self.build = None
+        self.fastconv_path = None
         self.restarts = 0
 
     def _start(self):
@@ -1226,7 +1232,7 @@ class Runner:
 
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [self.python, os.path.abspath(__file__), "--worker"],
+            python_code(_WORKER, python=self.python),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=self.env,
         )
         self._buf = b""
@@ -1236,6 +1242,7 @@ class Runner:
         info = json.loads(hello)
         self.build = info["build"]
         self.extension_file = info["file"]
+        self.fastconv_path = info["fastconv_path"]
 
     def _readline(self, timeout):
         """The worker's next line; None if it closed its end (died) or the time ran out
@@ -1387,6 +1394,3 @@ def run_cases(specs, timeout=10.0, env=None, summary=None, deadline=None):
         summary.restarts = runner.restarts
     return summary
 
-
-if __name__ == "__main__" and "--worker" in sys.argv:
-    worker_main()

@@ -22,9 +22,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _fuzz_cases as fz  # noqa: E402
+import _fuzz_cases as fz  # run as a script, this folder is first on sys.path
 
 
 def replay(seed, index, family):

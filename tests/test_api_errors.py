@@ -9,7 +9,7 @@ import pytest
 
 import fastconv.fast as fast
 import fastconv.naive as naive
-from conftest import DTYPES, assert_close, dtype_id
+from _helpers import DTYPES, assert_close, dtype_id
 
 MODULES = [pytest.param(naive, id="naive"), pytest.param(fast, id="fast")]
 
@@ -33,7 +33,7 @@ def test_same_functions_and_signatures(name):
 
 @pytest.mark.parametrize("name", CONV_POOL_API)
 def test_conv_and_pool_are_not_shared(name):
-    """The issue: conv and pooling must have their own implementation in each module."""
+    """Conv and pooling must have their own implementation in each module."""
     assert getattr(naive, name) is not getattr(fast, name)
 
 

@@ -18,10 +18,11 @@ import fastconv._malloc
 import fastconv.fast as fast
 from fastconv import _parallel
 from fastconv.__main__ import main
-from fastconv.benchmarks import cli, contenders, torch_ops
-from fastconv.benchmarks.common import WORKLOADS, ConvSpec, MismatchError, conv_data
-from fastconv.benchmarks.suite import plan
-from fastconv.benchmarks.timing import Contender, run_interleaved
+from fastconv._child import python_module
+from fastconv.bench import cli, contenders, torch_ops
+from fastconv.bench.common import WORKLOADS, ConvSpec, MismatchError, conv_data
+from fastconv.bench.suite import plan
+from fastconv.bench.timing import Contender, run_interleaved
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
@@ -206,8 +207,8 @@ def test_keep_freed_memory_applies_to_both_processes(tmp_path):
     """--keep-freed-memory tunes glibc in the benchmark's process (a subprocess here, so
     that this test process is left alone) and hands the same setting to torch's peer."""
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "fastconv", "bench", "--quick", "--keep-freed-memory",
-                           "--workload", "W3conv5x5", "--pass", "fwd", "--no-chart", "--out", str(out)],
+    proc = subprocess.run(python_module("fastconv", "bench", "--quick", "--keep-freed-memory",
+                                        "--workload", "W3conv5x5", "--pass", "fwd", "--no-chart", "--out", out),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())

@@ -7,7 +7,7 @@ dictionaries must raise errors that name the key.
 """
 import numpy as np
 import pytest
-from conftest import DTYPES, assert_close, dtype_id, tol
+from _helpers import DTYPES, assert_close, dtype_id, tol
 
 from fastconv import naive
 from fastconv.compat import cs231n, sichkar

@@ -13,7 +13,7 @@
   sends the gradient to the first (row-major, ``np.argmax``'s rule, the tie
   rule of both fastconv modules) while PyTorch 2.13's CPU kernel sends it to
   the last (it takes every NaN it meets); the output, NaN, is the same.
-* **float32 accumulation** stays within the tolerance table (``conftest.TOL``)
+* **float32 accumulation** stays within the tolerance table (``_helpers.TOL``)
   against a float64 reference on reductions of thousands of terms:
   C*kh*kw = 4608 (C=512, 3x3) forward, F*kh*kw = 4608 into dx, N*out_h*out_w =
   4096 into dw and db, 64x64 average-pooling windows; with data of mixed sign
@@ -35,9 +35,7 @@
   image, so one image's im2col matrix (C*kh*kw x out_h*out_w) is the smallest
   workspace, whatever ``WORKSPACE_BYTES`` says.
 """
-import os
 import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -45,9 +43,10 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 import fastconv.fast as fast
+from fastconv._child import python_code
 import fastconv.naive as naive
 from fastconv._params import conv_geometry, pool_geometry
-from conftest import DTYPES, TOL, dtype_id, rel_error
+from _helpers import DTYPES, TOL, dtype_id, out_size, rel_error
 
 MODULES = [pytest.param(naive, id="naive"), pytest.param(fast, id="fast")]
 CONV = dict(stride=(2, 1), pad=(1, 2), dilation=(1, 2), groups=2)
@@ -55,10 +54,6 @@ CONV = dict(stride=(2, 1), pad=(1, 2), dilation=(1, 2), groups=2)
 
 def _torch():
     return pytest.importorskip("torch")
-
-
-def _out(size, k, s, p, d=1):
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 def _reads(oh, ow, ih, iw, kernel, stride, pad, dilation):
@@ -157,7 +152,7 @@ def test_conv_nan_and_inf_as_torch(dtype):
     b = rng.standard_normal(6).astype(dtype)
     x[0, 1, 4, 4], x[1, 2, 0, 7], x[1, 3, 5, 1] = np.nan, np.inf, -np.inf
     w[5, 0, 0, 0] = np.inf
-    dout_np = rng.standard_normal((2, 6, _out(9, 3, 2, 1), _out(8, 2, 1, 2, 2))).astype(dtype)
+    dout_np = rng.standard_normal((2, 6, out_size(9, 3, 2, 1), out_size(8, 2, 1, 2, 2))).astype(dtype)
     dout_np[1, 0, 2, 3] = np.nan
     xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
     yt = F.conv2d(xt, wt, bt, stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)
@@ -383,7 +378,7 @@ def test_conv_geometry_past_2_31_elements_without_allocating():
     # strides and dilation far apart, all at the bound
     g = conv_geometry(_fake((2**20, 1, 2**11, 2**11)), _fake((1, 1, 2, 2)), None,
                       stride=2**31 - 1, pad=2**31 - 1, dilation=2**31 - 1)
-    assert (g.out_h, g.out_w) == (_out(2**11, 2, 2**31 - 1, 2**31 - 1, 2**31 - 1),) * 2
+    assert (g.out_h, g.out_w) == (out_size(2**11, 2, 2**31 - 1, 2**31 - 1, 2**31 - 1),) * 2
 
 
 def test_pool_geometry_and_the_int32_argmax_bound():
@@ -393,6 +388,24 @@ def test_pool_geometry_and_the_int32_argmax_bound():
     for shape in [(1, 1, 2, 2**30), (1, 1, 2**16, 2**16)]:
         with pytest.raises(ValueError, match=r"x planes must have at most 2\*\*31 - 1 pixels"):
             pool_geometry(_fake(shape), 2)
+
+
+@pytest.mark.parametrize("bad", [-1, 4 * 6, 2**31 - 1], ids=["negative", "one-past-the-plane", "int32-max"])
+def test_an_argmax_outside_its_plane_raises(bad):
+    """A cache whose argmax was corrupted (by the caller, or by a bug) raises in the
+    backward pass of fast's max pool and fused conv layer; the index is never written
+    through, and the gradient it carries never vanishes without a word."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 4, 6))
+    out, cache = fast.max_pool_forward(x, 2)
+    cache[0][1, 2, 0, 1] = bad
+    with pytest.raises(ValueError, match="argmax"):
+        fast.max_pool_backward(np.ones_like(out), cache)
+    w, b = rng.standard_normal((3, 3, 3, 3)), rng.standard_normal(3)
+    out, cache = fast.conv_relu_pool_forward(x, w, b, pad=1)
+    cache[6][5] = bad  # the argmax, in chunk layout
+    with pytest.raises(ValueError, match="argmax"):
+        fast.conv_relu_pool_backward(np.ones_like(out), cache)
 
 
 @pytest.mark.parametrize("name", ["stride", "pad", "dilation"])
@@ -464,9 +477,7 @@ def test_pooling_window_of_2_31_columns_takes_no_longer_than_the_image():
         print("ok")
     """)
     try:
-        # from the tests directory, so that the child imports fastconv as this process did
-        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20,
-                             cwd=os.path.dirname(os.path.abspath(__file__)))
+        run = subprocess.run(python_code(code), capture_output=True, text=True, timeout=20)
     except subprocess.TimeoutExpired:
         pytest.fail("max/avg pooling with a (3, 2**31 - 1) window on a 5x7 image ran for over 20 s")
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]

@@ -7,16 +7,17 @@ byte-swapped), memory layouts (Fortran, steps, read-only, negative and zero
 strides, unaligned) and argument values (0, negative, 2**31 - 1 .. 2**100,
 floats, None, str, bool, tuples of the wrong length, numpy scalars), and
 backward passes get bad ``dout``. Each call must return the reference answer
-(``fastconv.naive``; tolerance table of conftest) or raise ValueError/TypeError
+(``fastconv.naive``; tolerance table of _helpers) or raise ValueError/TypeError
 whose message names one of the call's arguments; fast and naive must raise the
 same error. A segfault, an abort or a hang fails only the case that caused it
 (see ``tests/_fuzz_cases.py`` for the generator, the oracle and the runner).
 
 The run here is bounded (a fixed seed, a few thousand cases, about 15 s);
 ``python tests/fuzz_long.py --seconds 600`` runs for a set time with fresh
-seeds. CI runs this file a second time against the build with bounds checks on
-(``FASTCONV_EXPECT_DEBUG_BUILD=1`` makes ``test_worker_runs_the_expected_build``
-prove the workers loaded that build).
+seeds. CI runs this file twice: against the release build
+(``FASTCONV_EXPECT_DEBUG_BUILD=0``) and against the build with bounds checks on
+(``FASTCONV_EXPECT_DEBUG_BUILD=1``); ``test_worker_runs_the_expected_build``
+proves the workers loaded that build, and skips when the variable is unset.
 """
 import os
 import signal
@@ -25,6 +26,7 @@ import numpy as np
 import pytest
 
 import _fuzz_cases as fz
+import fastconv
 
 SEED = 20250611
 GROUPS = {
@@ -135,14 +137,17 @@ def test_error_messages_are_counted_as_templates():
 
 
 def test_worker_runs_the_expected_build():
-    """CI's second pass (bounds checks on) must fuzz the debug build, not a stale normal one."""
+    """CI's passes must fuzz the build they name (FASTCONV_EXPECT_DEBUG_BUILD=1: bounds checks
+    on, 0: the release build), not a stale one; the workers import this process's fastconv."""
+    expected = os.environ.get("FASTCONV_EXPECT_DEBUG_BUILD", "")
+    if expected == "":
+        pytest.skip("FASTCONV_EXPECT_DEBUG_BUILD is unset (1: expect the bounds-checked build, 0: the release build)")
+    assert expected in ("0", "1"), f"FASTCONV_EXPECT_DEBUG_BUILD must be 0 or 1, got {expected!r}"
     with fz.Runner(timeout=TIMEOUT) as runner:
         runner.run_one(_specs("core", 1)[0])
-        build = runner.build
-    expected = os.environ.get("FASTCONV_EXPECT_DEBUG_BUILD")
-    assert "debug_build" in build
-    if expected:
-        assert build["debug_build"] is (expected == "1"), build
+        build, fastconv_path = runner.build, runner.fastconv_path
+    assert fastconv_path == os.path.dirname(fastconv.__file__)
+    assert build["debug_build"] is (expected == "1"), build
 
 
 # ---------------------------------------------------------------------------- the fuzz run

@@ -10,11 +10,7 @@ import numpy as np
 import pytest
 
 import fastconv._im2col as _im2col
-from conftest import DTYPES, dtype_id, pair_id, tol
-
-
-def out_size(size, kernel, stride, pad, dilation):
-    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+from _helpers import DTYPES, dtype_id, out_size, pair_id, tol
 
 
 def im2col_reference(x, kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w):
@@ -89,7 +85,7 @@ def _args(geo):
     return (kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w)
 
 
-@pytest.mark.parametrize("num_threads", [1, 0], ids=["1thread", "default-threads"])
+@pytest.mark.parametrize("num_threads", [1, None], ids=["1thread", "default-threads"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("geo", GEOMETRIES, ids=_id)
 def test_im2col_matches_index_arithmetic(rng, geo, dtype, num_threads):
@@ -98,11 +94,11 @@ def test_im2col_matches_index_arithmetic(rng, geo, dtype, num_threads):
     kh, kw, out_h, out_w = args[0], args[1], args[-2], args[-1]
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     cols = np.full((C * kh * kw, N * out_h * out_w), np.nan, dtype=dtype)  # every entry must be written
-    _im2col.im2col(x, cols, *args, num_threads)
+    _im2col.im2col(x, cols, *args, num_threads or _im2col.omp_max_threads())
     np.testing.assert_array_equal(cols, im2col_reference(x, *args))
 
 
-@pytest.mark.parametrize("num_threads", [1, 0], ids=["1thread", "default-threads"])
+@pytest.mark.parametrize("num_threads", [1, None], ids=["1thread", "default-threads"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("geo", GEOMETRIES, ids=_id)
 def test_col2im_matches_index_arithmetic(rng, geo, dtype, num_threads):
@@ -112,7 +108,7 @@ def test_col2im_matches_index_arithmetic(rng, geo, dtype, num_threads):
     cols = rng.standard_normal((C * kh * kw, N * out_h * out_w)).astype(dtype)
     expected = col2im_reference(cols.astype(np.float64), (N, C, H, W), *args)
     dx = np.full((N, C, H, W), np.nan, dtype=dtype)  # col2im overwrites, it does not accumulate
-    _im2col.col2im(cols, dx, *args, num_threads)
+    _im2col.col2im(cols, dx, *args, num_threads or _im2col.omp_max_threads())
     scale = max(np.max(np.abs(expected)), 1.0)
     assert np.max(np.abs(dx - expected)) / scale < tol(dtype)
 
@@ -127,7 +123,7 @@ def test_col2im_changes_cols_only_where_im2col_puts_padding(rng, geo):
     padded = im2col_reference(np.ones((N, C, H, W)), *args) == 0
     cols = rng.standard_normal((C * kh * kw, N * out_h * out_w))
     before = cols.copy()
-    _im2col.col2im(cols, np.empty((N, C, H, W)), *args)
+    _im2col.col2im(cols, np.empty((N, C, H, W)), *args, 1)
     changed = cols != before
     assert not (changed & ~padded).any()
     assert (cols[changed] == 0).all()
@@ -143,9 +139,9 @@ def test_adjoint_identity(rng, geo, dtype):
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     c = rng.standard_normal((C * kh * kw, N * out_h * out_w)).astype(dtype)
     cols = np.empty_like(c)
-    _im2col.im2col(x, cols, *args)
+    _im2col.im2col(x, cols, *args, 1)
     dx = np.empty_like(x)
-    _im2col.col2im(c, dx, *args)
+    _im2col.col2im(c, dx, *args, 1)
     lhs = np.vdot(cols.astype(np.float64), c.astype(np.float64))
     rhs = np.vdot(x.astype(np.float64), dx.astype(np.float64))
     # relative to the sum of |terms|, so that cancellation cannot hide or fake an error
@@ -162,21 +158,43 @@ def test_adjoint_identity_catches_a_wrong_col2im(rng):
     x = rng.standard_normal((N, C, H, W))
     c = rng.standard_normal((C * args[0] * args[1], N * args[-2] * args[-1]))
     cols = np.empty_like(c)
-    _im2col.im2col(x, cols, *args)
+    _im2col.im2col(x, cols, *args, 1)
     c_wrong = c.copy()
     c_wrong[4] = 0  # what a col2im that forgets row 4 would compute
     dx = np.empty_like(x)
-    _im2col.col2im(c_wrong, dx, *args)
+    _im2col.col2im(c_wrong, dx, *args, 1)
     assert abs(np.vdot(cols, c) - np.vdot(x, dx)) > 1e-3
+
+
+@pytest.mark.parametrize("geo", [(4, 8, 20, 24, (3, 3), (2, 1), (1, 2), (1, 2)),   # row by row
+                                 (4, 8, 20, 24, (3, 3), (1, 1), (1, 1), (1, 1))],  # flat: stride 1, same width
+                         ids=["rows", "flat"])
+def test_im2col_and_col2im_give_the_same_bits_on_any_thread_count(rng, geo):
+    """8 OpenMP threads (more than the cores, so that they are preempted mid-loop) write the
+    same cols and dx as one: a per-iteration variable that the threads of a prange share
+    by mistake shows up here. Repeated, since a race is not certain."""
+    N, C, H, W = geo[:4]
+    args = _args(geo)
+    kh, kw, out_h, out_w = args[0], args[1], args[-2], args[-1]
+    x = rng.standard_normal((N, C, H, W))
+    c = rng.standard_normal((C * kh * kw, N * out_h * out_w))
+    cols1, dx1 = np.empty_like(c), np.empty_like(x)
+    _im2col.im2col(x, cols1, *args, 1)
+    _im2col.col2im(c.copy(), dx1, *args, 1)
+    for _ in range(50):
+        cols2, dx2 = np.empty_like(c), np.empty_like(x)
+        _im2col.im2col(x, cols2, *args, 8)
+        _im2col.col2im(c.copy(), dx2, *args, 8)
+        assert cols2.tobytes() == cols1.tobytes() and dx2.tobytes() == dx1.tobytes()
 
 
 def test_kernels_reject_a_wrong_cols_shape():
     x = np.zeros((2, 3, 5, 5))
     args = (3, 3, 1, 1, 1, 1, 1, 1, 5, 5)
     with pytest.raises(ValueError, match="cols"):
-        _im2col.im2col(x, np.zeros((27, 49)), *args)
+        _im2col.im2col(x, np.zeros((27, 49)), *args, 1)
     with pytest.raises(ValueError, match="cols"):
-        _im2col.col2im(np.zeros((26, 50)), np.zeros_like(x), *args)
+        _im2col.col2im(np.zeros((26, 50)), np.zeros_like(x), *args, 1)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
@@ -185,12 +203,12 @@ def test_im2col_accepts_read_only_input(dtype):
     x.flags.writeable = False
     args = (2, 3, 1, 2, 1, 0, 1, 1, 5, 2)
     cols = np.empty((2 * 2 * 3, 2 * 5 * 2), dtype=dtype)
-    _im2col.im2col(x, cols, *args)
+    _im2col.im2col(x, cols, *args, 1)
     np.testing.assert_array_equal(cols, im2col_reference(x, *args))
 
 
-# (H, W, kernel, stride, pad): the max-pool kernel's two paths, phased (overlapping
-# windows: rows split into stride phases) and direct, must agree bitwise.
+# (H, W, kernel, stride, pad): the two max-pool kernels, phased (rows split into
+# stride phases; fast.py runs it for overlapping windows) and direct, must agree bitwise.
 POOL_PATH_GEOMETRIES = [
     (8, 9, (3, 3), (2, 2), (1, 1)),
     (7, 6, (3, 2), (1, 1), (1, 1)),
@@ -201,29 +219,73 @@ POOL_PATH_GEOMETRIES = [
     (6, 7, (3, 5), (1, 2), (0, 2)),
     (4, 3, (4, 4), (2, 2), (2, 2)),
     (3, 2, (3, 3), (2, 2), (1, 1)),
-    (5, 5, (2, 2), (2, 2), (0, 0)),  # not overlapping: both calls take the direct path
+    (5, 5, (2, 2), (2, 2), (0, 0)),  # not overlapping: fast.py runs the direct kernel here
+    (5, 7, (2, 1), (3, 3), (0, 0)),  # stride wider than the window
 ]
 
 
+def _max_pool_kernels(x, out_h, out_w, kh, kw, sh, sw, ph, pw, threads):
+    """{kernel name: (out, argmax)} of both max-pool kernels on the planes x, every output
+    prefilled with garbage (each entry must be written)."""
+    H, W = x.shape[1:]
+    results = {}
+    for name in ("phased", "direct"):
+        out = np.full((x.shape[0], out_h, out_w), 7, dtype=x.dtype)
+        argmax = np.full((x.shape[0], out_h, out_w), -1, dtype=np.int32)
+        if name == "phased":
+            rows, lanes = _im2col.max_pool_phased_scratch(H, W, out_w, kw, sw)
+            scratch = np.full((threads, rows), np.nan, dtype=x.dtype)
+            best = np.full((threads, lanes), -5, dtype=np.int32)
+            _im2col.max_pool_phased(x, out, argmax, kh, kw, sh, sw, ph, pw, scratch, best, threads)
+        else:
+            columns = np.full((2, _im2col.max_pool_direct_columns(W, out_w, kw, sw, pw)), -9, dtype=np.intp)
+            _im2col.max_pool_direct(x, out, argmax, kh, kw, sh, sw, ph, pw, columns, threads)
+        results[name] = (out, argmax)
+    return results
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("geo", POOL_PATH_GEOMETRIES, ids=lambda g: f"x{g[0]}x{g[1]}-k{g[2][0]}x{g[2][1]}-s{pair_id(g[3])}-p{pair_id(g[4])}")
-def test_max_pool_phased_and_direct_paths_agree(rng, geo, dtype):
+def test_max_pool_phased_and_direct_kernels_agree(rng, geo, dtype, threads):
     H, W, (kh, kw), (sh, sw), (ph, pw) = geo
     out_h, out_w = out_size(H, kh, sh, ph, 1), out_size(W, kw, sw, pw, 1)
     x = rng.integers(-3, 4, size=(5, H, W)).astype(dtype)  # ties in most windows
     x[0, 0, 0] = np.nan
     x[1, :, :] = -np.inf
     x[2, H // 2, W // 2] = np.inf
-    results = []
-    for allow_phased in (True, False):
-        out = np.full((5, out_h, out_w), 7, dtype=dtype)
-        argmax = np.full((5, out_h, out_w), -1, dtype=np.int32)
-        _im2col.max_pool_forward(x, out, argmax, kh, kw, sh, sw, ph, pw, 1, allow_phased)
-        results.append((out, argmax))
-    (out_p, arg_p), (out_d, arg_d) = results
+    (out_p, arg_p), (out_d, arg_d) = _max_pool_kernels(x, out_h, out_w, kh, kw, sh, sw, ph, pw, threads).values()
     np.testing.assert_array_equal(out_p, out_d)
     np.testing.assert_array_equal(arg_p, arg_d)
     assert (arg_d >= 0).all() and (arg_d < H * W).all()
+
+
+def test_max_pool_kernels_reject_scratch_too_small():
+    x = np.zeros((3, 8, 9))
+    out, argmax = np.empty((3, 4, 4)), np.empty((3, 4, 4), dtype=np.int32)
+    rows, lanes = _im2col.max_pool_phased_scratch(8, 9, 4, 3, 2)
+    with pytest.raises(ValueError, match="scratch"):
+        _im2col.max_pool_phased(x, out, argmax, 3, 3, 2, 2, 1, 1, np.empty((1, rows - 1)),
+                                np.empty((1, lanes), np.int32), 1)
+    with pytest.raises(ValueError, match="scratch"):  # a row per thread
+        _im2col.max_pool_phased(x, out, argmax, 3, 3, 2, 2, 1, 1, np.empty((1, rows)),
+                                np.empty((1, lanes), np.int32), 2)
+    with pytest.raises(ValueError, match="columns"):
+        _im2col.max_pool_direct(x, out, argmax, 3, 3, 2, 2, 1, 1, np.empty((2, 2), np.intp), 1)
+    with pytest.raises(ValueError, match="num_threads"):
+        _im2col.max_pool_direct(x, out, argmax, 3, 3, 2, 2, 1, 1, np.empty((2, 3), np.intp), 0)
+
+
+def test_max_pool_backward_rejects_an_argmax_outside_its_plane():
+    """A corrupted argmax raises instead of being skipped: before, the gradient it
+    carried vanished without a word."""
+    dout = np.ones((2, 4))
+    dx = np.empty((2, 9))
+    for bad in (-1, 9):
+        argmax = np.zeros((2, 4), dtype=np.int32)
+        argmax[1, 2] = bad
+        with pytest.raises(ValueError, match="argmax holds 1 index"):
+            _im2col.max_pool_backward(dout, argmax, dx, 1)
 
 
 # (H, W, kernel, pad): windows that tile the image (stride == kernel), which

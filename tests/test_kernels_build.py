@@ -9,12 +9,12 @@ AVX2. Every fast layer is run here once on each build, on inputs with ties, NaN,
 import importlib
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from fastconv import _kernels, fast
+from fastconv._child import python_code
 
 baseline = importlib.import_module("fastconv._im2col")
 
@@ -29,8 +29,8 @@ def _avx2_build():
 
 
 def test_fast_runs_the_build_the_cpu_can_run():
-    name = fast._im2col.__name__
-    assert fast._im2col is _kernels.kernels
+    name = fast._kernels.__name__
+    assert fast._kernels is _kernels.kernels
     env = os.environ.get(_kernels.KERNELS_ENV, "auto").strip().lower() or "auto"
     if env == "baseline" or not baseline.cpu_has_avx2() or baseline.build_info()["isa"] == "native":
         assert name == "fastconv._im2col", _kernels.reason
@@ -43,8 +43,8 @@ def test_fast_runs_the_build_the_cpu_can_run():
 
 def _kernels_in_fresh_process(value):
     env = dict(os.environ, **{_kernels.KERNELS_ENV: value})
-    code = "import fastconv.fast as f, fastconv._kernels as k; print(f._im2col.__name__, '|', k.reason)"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    code = "import fastconv.fast as f, fastconv._kernels as k; print(f._kernels.__name__, '|', k.reason)"
+    return subprocess.run(python_code(code), env=env, capture_output=True, text=True)
 
 
 def test_environment_variable_forces_the_baseline_build():
@@ -153,7 +153,7 @@ def test_builds_agree_bit_for_bit(monkeypatch, layer, dtype):
     avx2 = _avx2_build()
     results = []
     for build in (baseline, avx2):
-        monkeypatch.setattr(fast, "_im2col", build)
+        monkeypatch.setattr(fast, "_kernels", build)
         results.append(LAYERS[layer](np.random.default_rng(7), dtype))
     for i, (a, b) in enumerate(zip(*results)):
         a, b = np.asarray(a), np.asarray(b)

@@ -5,7 +5,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import numerical_gradient, rel_error
+from _helpers import numerical_gradient, rel_error
 from fastconv import models as M
 from fastconv.datasets import Preprocessing
 

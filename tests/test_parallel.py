@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from fastconv.fast import _im2col  # the kernel build fastconv.fast runs (fastconv/_kernels.py)
+from fastconv.fast import _kernels  # the kernel build fastconv.fast runs (fastconv/_kernels.py)
 import fastconv.fast as fast
 import fastconv.naive as naive
 from fastconv import _parallel
 
-from conftest import DTYPES, assert_close
+from _helpers import DTYPES, assert_close
 
 # (N, C, H, W, F, (kh, kw), stride, pad, groups)
 CASES = [
@@ -111,13 +111,13 @@ def test_workers_run_with_one_blas_thread_and_limits_come_back(one_image_chunks,
     workers(2)
     before = _blas_thread_counts()
     seen = []
-    real = _im2col.im2col
+    real = _kernels.im2col
 
     def recording_im2col(*args):
         seen.append((threading.current_thread().name, _parallel._current_blas_threads()))
         return real(*args)
 
-    monkeypatch.setattr(_im2col, "im2col", recording_im2col)
+    monkeypatch.setattr(_kernels, "im2col", recording_im2col)
     x, w, b, kwargs = _data(CASES[0], np.float64)
     _fwdbwd(fast, x, w, b, kwargs)
     assert {blas for _, blas in seen} == {1}
@@ -138,13 +138,13 @@ def test_the_blas_is_held_to_one_thread_from_any_python_thread(one_image_chunks,
     workers(2)
     before = _blas_thread_counts()
     seen = []
-    real = _im2col.im2col
+    real = _kernels.im2col
 
     def recording_im2col(*args):
         seen.append(_parallel._current_blas_threads())
         return real(*args)
 
-    monkeypatch.setattr(_im2col, "im2col", recording_im2col)
+    monkeypatch.setattr(_kernels, "im2col", recording_im2col)
     x, w, b, kwargs = _data(CASES[0], np.float64)
     main_holds = ctl.limit(limits=min(before))  # the main thread now controls OpenBLAS for threadpoolctl
     try:
@@ -164,13 +164,13 @@ def test_small_batches_also_run_on_one_blas_thread(workers, monkeypatch, N):
     left in place: results depend on the user's setting alone."""
     workers(2)
     seen = []
-    real = _im2col.im2col
+    real = _kernels.im2col
 
     def recording_im2col(*args):
         seen.append((threading.current_thread().name, _parallel._current_blas_threads()))
         return real(*args)
 
-    monkeypatch.setattr(_im2col, "im2col", recording_im2col)
+    monkeypatch.setattr(_kernels, "im2col", recording_im2col)
     x, w, b, kwargs = _data((N, 2, 6, 5, 3, (3, 3), 1, 1, 1), np.float64)
     _fwdbwd(fast, x, w, b, kwargs)
     assert {blas for _, blas in seen} == {1}
@@ -182,19 +182,19 @@ def test_small_batches_also_run_on_one_blas_thread(workers, monkeypatch, N):
 def test_an_error_in_a_worker_propagates_and_limits_come_back(one_image_chunks, workers, monkeypatch):
     workers(2)
     before = _blas_thread_counts()
-    real = _im2col.im2col
+    real = _kernels.im2col
 
     def failing_in_a_worker(x, *args):
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("im2col failed in a worker")
         return real(x, *args)
 
-    monkeypatch.setattr(_im2col, "im2col", failing_in_a_worker)
+    monkeypatch.setattr(_kernels, "im2col", failing_in_a_worker)
     x, w, b, kwargs = _data(CASES[0], np.float64)
     with pytest.raises(RuntimeError, match="failed in a worker"):
         fast.conv_forward(x, w, b, **kwargs)
     assert _blas_thread_counts() == before
-    monkeypatch.setattr(_im2col, "im2col", real)
+    monkeypatch.setattr(_kernels, "im2col", real)
     assert_close(_fwdbwd(fast, x, w, b, kwargs)[0], _fwdbwd(naive, x, w, b, kwargs)[0], np.float64, "out")
 
 

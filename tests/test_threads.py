@@ -43,7 +43,7 @@ import time
 import numpy as np
 import pytest
 
-from fastconv.fast import _im2col  # the kernel build fastconv.fast runs (fastconv/_kernels.py)
+from fastconv.fast import _kernels  # the kernel build fastconv.fast runs (fastconv/_kernels.py)
 import fastconv.fast as fast
 
 N_THREADS = 6
@@ -107,8 +107,8 @@ def _blas_threads(setting):
 
 @pytest.mark.parametrize("blas, iterations", [("one", 30), ("default", 4)], ids=["blas-1-thread", "blas-default"])
 def test_concurrent_calls_equal_serial_calls_bitwise(blas, iterations):
-    """With OpenBLAS multi-threaded, six threads of GEMMs are slow when a core is busy elsewhere
-    (measured: 21 s for what takes 0.2 s with one BLAS thread each), hence fewer iterations."""
+    """With OpenBLAS multi-threaded, six threads of GEMMs are very slow when a core is busy
+    elsewhere (docs/performance.md, "Concurrent calls"), hence fewer iterations."""
     with _blas_threads(blas):
         _run_concurrently(iterations)
 
@@ -225,19 +225,24 @@ def _kernel_calls():
     args = (kh, kw, 1, 1, 1, 1, 1, 1, 64, 64)
     planes = x.reshape(128, 64, 64)
     pooled = np.empty((128, 32, 32))
-    argmax = np.empty((128, 32, 32), dtype=np.int32)
+    argmax = np.zeros((128, 32, 32), dtype=np.int32)  # valid indices: max_pool_backward checks them
+    overlapped, argmax_3x3 = np.empty((128, 31, 31)), np.empty((128, 31, 31), dtype=np.int32)
+    phased = _kernels.max_pool_phased_scratch(64, 64, 31, 3, 2)
     y = rng.standard_normal((16, 8 * P))
     out = np.empty((8, 16, P))
     return {
-        "im2col": lambda: _im2col.im2col(x, cols, *args, 1),
-        "col2im": lambda: _im2col.col2im(cols, np.empty_like(x), *args, 1),
-        "scatter_output": lambda: _im2col.scatter_output(y, out, np.zeros(16), True, 1),
-        "gather_dout": lambda: _im2col.gather_dout(out, y, np.zeros(16), True, 1),
-        "max_pool_forward": lambda: _im2col.max_pool_forward(planes, pooled, argmax, 2, 2, 2, 2, 0, 0, 1),
-        "max_pool_backward": lambda: _im2col.max_pool_backward(
+        "im2col": lambda: _kernels.im2col(x, cols, *args, 1),
+        "col2im": lambda: _kernels.col2im(cols, np.empty_like(x), *args, 1),
+        "scatter_output": lambda: _kernels.scatter_output(y, out, np.zeros(16), True, False, 1),
+        "gather_dout": lambda: _kernels.gather_dout(out, y, np.zeros(16), True, 1),
+        "max_pool_direct": lambda: _kernels.max_pool_direct(planes, pooled, argmax, 2, 2, 2, 2, 0, 0,
+                                                            np.empty((2, 2), dtype=np.intp), 1),
+        "max_pool_phased": lambda: _kernels.max_pool_phased(planes, overlapped, argmax_3x3, 3, 3, 2, 2, 0, 0,
+                                                            np.empty((1, phased[0])), np.empty((1, phased[1]), np.int32), 1),
+        "max_pool_backward": lambda: _kernels.max_pool_backward(
             pooled.reshape(128, -1), argmax.reshape(128, -1), np.empty((128, 64 * 64)), 1),
-        "avg_pool_forward": lambda: _im2col.avg_pool_forward(planes, pooled, 2, 2, 2, 2, 0, 0, 1),
-        "avg_pool_backward": lambda: _im2col.avg_pool_backward(pooled, np.empty_like(planes), 2, 2, 2, 2, 0, 0, 1),
+        "avg_pool_forward": lambda: _kernels.avg_pool_forward(planes, pooled, 2, 2, 2, 2, 0, 0, 1),
+        "avg_pool_backward": lambda: _kernels.avg_pool_backward(pooled, np.empty_like(planes), 2, 2, 2, 2, 0, 0, 1),
     }
 
 

@@ -1,6 +1,6 @@
 """Workloads, seeded data and result checks shared by every benchmark.
 
-The workloads are the canonical ones of shared/workloads.md; their names and
+The workloads are the canonical ones of docs/workloads.md; their names and
 shapes are part of the published results, so this table only ever grows
 (append new workloads, never change an existing one).
 
@@ -119,7 +119,7 @@ class StepSpec:
 _W1 = ConvSpec(N=64, C=3, H=32, W=32, F=32, k=7, stride=1, pad=3)
 _W2 = ConvSpec(N=64, C=64, H=32, W=32, F=64, k=3, stride=1, pad=1)
 
-#: The canonical workloads (shared/workloads.md). Append only.
+#: The canonical workloads (docs/workloads.md). Append only.
 WORKLOADS = {
     "W1conv": _W1,
     "W1step": StepSpec(_W1, hidden=100, classes=10),
@@ -160,7 +160,8 @@ def pool_data(spec, dtype, seed=0):
 
 
 def step_data(spec, dtype, seed=0):
-    """Images, labels and the six ConvNet1 parameters.
+    """Images, labels and the six ConvNet1 parameters, named as fastconv.models.ConvNet1
+    names them: W1, b1 (conv), W2, b2 and W3, b3 (affine).
 
     The first affine layer has weights in {-1/64, 0, 1/64}, so that its
     outputs (and hence the second ReLU's mask) are exact in float32 too.
@@ -170,12 +171,12 @@ def step_data(spec, dtype, seed=0):
     return {
         "x": dyadic(rng, (c.N, c.C, c.H, c.W), dtype, 64, 5),
         "y": rng.integers(0, spec.classes, size=c.N),
-        "w0": dyadic(rng, (c.F, c.C, c.k, c.k), dtype, 16, 6),
-        "b0": dyadic(rng, (c.F,), dtype, 16, 6),
-        "w1": dyadic(rng, (spec.features, spec.hidden), dtype, 1, 6),
-        "b1": dyadic(rng, (spec.hidden,), dtype, 16, 6),
-        "w2": dyadic(rng, (spec.hidden, spec.classes), dtype, 8, 6),
-        "b2": dyadic(rng, (spec.classes,), dtype, 16, 6),
+        "W1": dyadic(rng, (c.F, c.C, c.k, c.k), dtype, 16, 6),
+        "b1": dyadic(rng, (c.F,), dtype, 16, 6),
+        "W2": dyadic(rng, (spec.features, spec.hidden), dtype, 1, 6),
+        "b2": dyadic(rng, (spec.hidden,), dtype, 16, 6),
+        "W3": dyadic(rng, (spec.hidden, spec.classes), dtype, 8, 6),
+        "b3": dyadic(rng, (spec.classes,), dtype, 16, 6),
     }
 
 

@@ -53,8 +53,13 @@ def memory_total_mib():
     return None
 
 
+def fastconv_path():
+    """The folder of the fastconv package this process runs (an install's, or a source tree's)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def versions():
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    out = {"python": sys.version.split()[0], "platform": platform.platform(), "fastconv_path": fastconv_path()}
     for dist in ("fastconv", "numpy", "threadpoolctl", "torch", "matplotlib"):
         try:
             out[dist] = metadata.version(dist)
@@ -67,9 +72,9 @@ def thread_settings(torch=None):
     """threadpoolctl's view (which OpenBLAS kernels: 'architecture'), the environment, fastconv's build."""
     from threadpoolctl import threadpool_info
 
-    from .._config import build_info
+    from .._config import configuration
 
-    build = build_info()
+    build = configuration()
     info = {
         "env": {name: os.environ.get(name) for name in THREAD_ENV},
         "threadpools": threadpool_info(),

@@ -1,19 +1,17 @@
 """Interleaved timing of contenders, and the thread settings they run under.
 
-Rules (shared/workloads.md, "Measuring on this machine"): all contenders of
-one case run in one process, in turn (A B C A B C ...), after a warm-up;
-the reported time is the median of the repeats. OpenBLAS worker threads
-spin for about 0.1 s after each call and slow down an OpenMP region or a
-PyTorch op started in that window (and PyTorch's OpenMP workers spin the
-same way, in the peer process too), so the runner sleeps ``pause`` seconds
-before a run whenever the previous run was another contender that used a
-thread pool. An idle pause leaves the next runs cold on this VM (measured:
-after a 0.2 s sleep, W3conv5x5 fwd+bwd took 50 ms instead of 6.4 ms, and
-max pooling fwd+bwd needed about 0.1 s of back-to-back runs to come back
-from 8 ms to 4 ms), so after a pause the contender runs untimed for
-``rewarm_s`` seconds before its timed run (``Contender.rewarm``): every
-contender is timed hot, as in a training loop, where calls follow each
-other without idle gaps.
+Rules (docs/workloads.md, "Measuring"): all contenders of one case run in
+one process, in turn (A B C A B C ...), after a warm-up; the reported time
+is the median of the repeats. OpenBLAS worker threads spin for about 0.1 s
+after each call and slow down an OpenMP region or a PyTorch op started in
+that window (and PyTorch's OpenMP workers spin the same way, in the peer
+process too), so the runner sleeps ``pause`` seconds before a run whenever
+the previous run was another contender that used a thread pool. An idle
+pause leaves the next runs cold on some machines (the first runs after a
+short sleep take several times as long), so after a pause the contender
+runs untimed for ``rewarm_s`` seconds before its timed run
+(``Contender.rewarm``): every contender is timed hot, as in a training loop,
+where calls follow each other without idle gaps.
 """
 from __future__ import annotations
 

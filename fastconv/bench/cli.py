@@ -1,6 +1,6 @@
 """``fastconv bench``: the benchmark suite (also ``python -m fastconv bench``).
 
-Runs the canonical workloads (shared/workloads.md) for the contenders fast,
+Runs the canonical workloads (docs/workloads.md) for the contenders fast,
 naive (scaled from a sub-batch), gemm (the GEMM limit) and torch, side by
 side in one process, interleaved, after checking that each one's result is
 right. Prints a Markdown table on stdout and progress on stderr; writes every

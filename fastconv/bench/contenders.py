@@ -16,8 +16,8 @@ The contenders:
 * ``gemm``: the GEMM limit, ``conv_gemm_limit`` below; for pooling, a plain
   copy of x (forward) and of x and the output (forward + backward), the
   memory-bound floor.
-* ``torch``: torch.nn.functional (benchmarks.torch_ops) on the same data,
-  in a peer process of its own by default (benchmarks.peer says why),
+* ``torch``: torch.nn.functional (``torch_ops``) on the same data,
+  in a peer process of its own by default (``peer`` says why),
   checked against the checked fast result.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .. import _parallel, fast, naive
+from .. import fast, naive
 from .._params import conv_geometry
 from . import torch_ops
 from .common import ConvSpec, PoolSpec, StepSpec, check_same, conv_data, kind_of, pool_data, step_data
@@ -66,12 +66,12 @@ def load_torch(in_process=False, extra_env=None):
     """(torch module or None, TorchPeer or None, note or None).
 
     By default PyTorch runs in a peer process with the user's own environment
-    (see benchmarks.peer for why). With ``in_process`` it is imported here;
+    (see ``peer`` for why). With ``in_process`` it is imported here;
     fastconv.fast is imported (at the top of this module) before it on purpose:
     the extension then binds the system's libgomp, as it does in a process
     without torch, and torch shares it. The other way round, the extension's
     OpenMP loops run on torch's bundled libgomp, configured before
-    ``import fastconv`` could set it up (measured: fast W2conv3x3 fwd+bwd 4x slower).
+    ``import fastconv`` could set it up (with spinning workers that slow fast down).
     ``extra_env`` is added to the peer's environment (``--keep-freed-memory``).
     """
     if in_process:
@@ -206,6 +206,7 @@ class ConvGemmOperands:
 
 
 def prepare_conv_gemm(x, w, b, spec):
+    """fast's plan for this convolution, and buffers for conv_gemm_limit's operands."""
     g = conv_geometry(x, w, b, spec.stride, spec.pad)
     dtype = x.dtype
     plan = fast.ConvPlan(g, dtype)
@@ -222,66 +223,45 @@ def conv_gemm_limit(ops, pass_, hook=None, need_dx=True):
     """The GEMMs of fast.conv_forward (and fast.conv_backward), alone: what the fast
     path would cost if im2col, col2im, the output scatter and the dout gather were free.
 
-    THIS FUNCTION MUST TRACK fastconv/fast.py. It repeats fast.py's loops with the
-    same ``fast.ConvPlan``: the same chunks, the same workers side by side on one
-    BLAS thread each (``fastconv._parallel.run``), the same GEMMs per group:
-    forward ``np.matmul(w2_g, cols_g, out=y_g)``, backward
-    ``dw2_g += dy_g @ cols_g.T`` then ``np.matmul(w2_g.T, dy_g, out=cols_g)``, and
-    the per-worker dw2 partial sums added at the end. When fast.py changes the
-    shape, layout, number or order of its GEMMs, or how it runs them, change them
-    here the same way, or the "fast/gemm" ratio stops meaning anything.
+    These are fast.py's own chunk loops, ``fast.ConvPlan.run_forward`` and
+    ``run_backward`` (the same chunks, the same workers side by side on one BLAS
+    thread each, the same GEMMs per group, the same partial sums of dw), fed with
+    operands prepared once in per-worker buffers instead of im2col's ``cols`` and
+    the gathered dout, with nothing done to their results.
 
-    One deliberate difference: fast.py gathers dout into the ``y`` workspace,
-    here the backward reads ``dy`` from a buffer of its own, prepared once.
-    Reading the forward's leftover ``y`` instead would feed each call's
-    outputs back into the next call's inputs (``cols <- w2.T @ w2 @ cols``),
+    The backward reads ``dy`` from a buffer of its own, where fast.py gathers dout
+    into its ``y`` workspace: reading the forward's leftover ``y`` would feed each
+    call's outputs back into the next call's inputs (``cols <- w2.T @ w2 @ cols``),
     and the values would grow geometrically until they overflow.
 
-    ``hook`` (checks only, never timed) fills the workspaces with real operands
-    and collects the forward outputs, so ``check_conv_gemm`` can prove that these
+    ``hook`` (checks only, never timed) fills the buffers with real operands and
+    collects the forward outputs, so ``check_conv_gemm`` can prove that these
     GEMMs compute the convolution.
     """
-    plan, w2 = ops.plan, ops.w2
-    g, K, P = plan.g, plan.K, plan.P
+    plan = ops.plan
+    K, F, P = plan.K, plan.g.F, plan.P
 
-    def forward_chunks(k):
-        for n0, n in plan.chunks(k):
-            cols = ops.cols[k][:K * n * P].reshape(K, n * P)
-            y = ops.y[k][:g.F * n * P].reshape(g.F, n * P)
-            if hook is not None:
-                hook.forward(n0, n, cols)
-            for gi in range(plan.G):
-                f, t = plan.group(gi)
-                np.matmul(w2[f], cols[t], out=y[f])
-            if hook is not None:
-                hook.forward_done(n0, n, y)
-        return y
+    def forward_operands(k, n0, n):
+        cols, y = ops.cols[k][:K * n * P].reshape(K, n * P), ops.y[k][:F * n * P].reshape(F, n * P)
+        if hook is not None:
+            hook.forward(n0, n, cols)
+        return cols, y
 
-    ys = _parallel.run(plan.workers, plan.one_blas_thread, forward_chunks)
+    def forward_done(n0, n, y):
+        if hook is not None:
+            hook.forward_done(n0, n, y)
+
+    plan.run_forward(ops.w2, forward_operands, forward_done)
     if pass_ == "fwd":
-        return ys[0]
+        return ops.y[0]
 
-    def backward_chunks(k):
-        dw2 = np.zeros((g.F, plan.Kg), dtype=w2.dtype)
-        for n0, n in plan.chunks(k):
-            cols = ops.cols[k][:K * n * P].reshape(K, n * P)
-            dy = ops.dy[k][:g.F * n * P].reshape(g.F, n * P)
-            if hook is not None:
-                hook.backward(n0, n, cols, dy)
-            for gi in range(plan.G):
-                f, t = plan.group(gi)
-                dw2[f] += dy[f] @ cols[t].T
-            if not need_dx:  # fast.conv_backward(..., need_dx=False) skips the dcols GEMMs
-                continue
-            for gi in range(plan.G):
-                f, t = plan.group(gi)
-                np.matmul(w2[f].T, dy[f], out=cols[t])
-        return dw2
+    def backward_operands(k, n0, n, db):
+        cols, dy = ops.cols[k][:K * n * P].reshape(K, n * P), ops.dy[k][:F * n * P].reshape(F, n * P)
+        if hook is not None:
+            hook.backward(n0, n, cols, dy)
+        return cols, dy
 
-    parts = _parallel.run(plan.workers, plan.one_blas_thread, backward_chunks)
-    dw2 = parts[0]
-    for part in parts[1:]:
-        dw2 += part
+    dw2, _ = plan.run_backward(ops.w2, backward_operands, need_dx, lambda n0, n, dcols: None)
     return dw2
 
 
@@ -397,33 +377,35 @@ def _copy_fn(x, x_copy, out, out_copy, pass_):
 def convnet1_step(layers, p, x, y, spec, backward=True, record=None):
     """One ConvNet1 training step with ``layers`` (fastconv.fast or fastconv.naive).
 
-    Returns the loss, or (loss, (dw0, db0, dw1, db1, dw2, db2)) with ``backward``.
+    ``p`` holds the parameters under fastconv.models.ConvNet1's names: W1, b1 (conv),
+    W2, b2 and W3, b3 (affine). Returns the loss, or (loss, (dW1, db1, dW2, db2, dW3, db3))
+    with ``backward``.
     ``record`` (a dict, checks only) receives the intermediate arrays.
     """
     c = spec.conv
     # conv -> ReLU -> max pool 2x2: one layer function (fast fuses the three, naive runs
     # them one after the other), as fastconv.models.ConvNet1 runs it.
-    h3, c3 = layers.conv_relu_pool_forward(x, p["w0"], p["b0"], stride=c.stride, pad=c.pad,
+    h3, c3 = layers.conv_relu_pool_forward(x, p["W1"], p["b1"], stride=c.stride, pad=c.pad,
                                            pool_size=2, pool_stride=2)
-    h4, c4 = layers.affine_forward(h3, p["w1"], p["b1"])
+    h4, c4 = layers.affine_forward(h3, p["W2"], p["b2"])
     h5, c5 = layers.relu_forward(h4)
-    scores, c6 = layers.affine_forward(h5, p["w2"], p["b2"])
+    scores, c6 = layers.affine_forward(h5, p["W3"], p["b3"])
     loss, dscores = layers.softmax_loss(scores, y)
     if not backward:
         return loss
-    d5, dw2, db2 = layers.affine_backward(dscores, c6)
+    d5, dW3, db3 = layers.affine_backward(dscores, c6)
     d4 = layers.relu_backward(d5, c5)
-    d3, dw1, db1 = layers.affine_backward(d4, c4)
-    _, dw0, db0 = layers.conv_relu_pool_backward(d3, c3, need_dx=False)  # the images need no gradient
+    d3, dW2, db2 = layers.affine_backward(d4, c4)
+    _, dW1, db1 = layers.conv_relu_pool_backward(d3, c3, need_dx=False)  # the images need no gradient
     if record is not None:
         # For the GEMM limit's check: the convolution's own output and incoming gradient,
         # from the three layers run separately (checks only, never timed).
-        h1, k1 = layers.conv_forward(x, p["w0"], p["b0"], stride=c.stride, pad=c.pad)
+        h1, k1 = layers.conv_forward(x, p["W1"], p["b1"], stride=c.stride, pad=c.pad)
         h2, k2 = layers.relu_forward(h1)
         _, k3 = layers.max_pool_forward(h2, 2, 2)
         d1 = layers.relu_backward(layers.max_pool_backward(d3, k3), k2)
         record.update(h1=h1, h3=h3, h4=h4, h5=h5, scores=scores, dscores=dscores, d5=d5, d4=d4, d3=d3, d1=d1)
-    return loss, (dw0, db0, dw1, db1, dw2, db2)
+    return loss, (dW1, db1, dW2, db2, dW3, db3)
 
 
 def build_step(name, spec, dtype, pass_, want, ctx):
@@ -466,33 +448,33 @@ def build_step(name, spec, dtype, pass_, want, ctx):
 def _step_gemm(spec, x, p, rec, grads, pass_, dtype, name):
     """The step's GEMM limit: the conv's GEMMs (conv_gemm_limit) and the affine layers' GEMMs."""
     conv = spec.conv
-    ops = prepare_conv_gemm(x, p["w0"], p["b0"], conv)
+    ops = prepare_conv_gemm(x, p["W1"], p["b1"], conv)
     N = conv.N
     h3 = np.ascontiguousarray(rec["h3"]).reshape(N, -1)
     h5, ds, d4 = rec["h5"], rec["dscores"], rec["d4"]
-    w1, w2 = p["w1"], p["w2"]
+    W2, W3 = p["W2"], p["W3"]
     bufs = {
-        "a1": np.empty((N, w1.shape[1]), dtype), "a2": np.empty((N, w2.shape[1]), dtype),
-        "d5": np.empty_like(h5), "dw2": np.empty_like(w2), "d3": np.empty_like(h3), "dw1": np.empty_like(w1),
+        "a2": np.empty((N, W2.shape[1]), dtype), "a3": np.empty((N, W3.shape[1]), dtype),
+        "d5": np.empty_like(h5), "dW3": np.empty_like(W3), "d3": np.empty_like(h3), "dW2": np.empty_like(W2),
     }
 
     def gemms(pass_):
         conv_gemm_limit(ops, pass_, need_dx=False)
-        np.matmul(h3, w1, out=bufs["a1"])
-        np.matmul(h5, w2, out=bufs["a2"])
+        np.matmul(h3, W2, out=bufs["a2"])
+        np.matmul(h5, W3, out=bufs["a3"])
         if pass_ == "fwdbwd":
-            np.matmul(ds, w2.T, out=bufs["d5"])
-            np.matmul(h5.T, ds, out=bufs["dw2"])
-            np.matmul(d4, w1.T, out=bufs["d3"])
-            np.matmul(h3.T, d4, out=bufs["dw1"])
+            np.matmul(ds, W3.T, out=bufs["d5"])
+            np.matmul(h5.T, ds, out=bufs["dW3"])
+            np.matmul(d4, W2.T, out=bufs["d3"])
+            np.matmul(h3.T, d4, out=bufs["dW2"])
 
-    # fast's conv output h1 and dw0 (its dx and db are not GEMM results)
-    worst = check_conv_gemm(ops, x, p["b0"], rec["d1"], (rec["h1"], None, grads[0], None),
+    # fast's conv output h1 and dW1 (its dx and db are not GEMM results)
+    worst = check_conv_gemm(ops, x, p["b1"], rec["d1"], (rec["h1"], None, grads[0], None),
                             f"gemm {name} (conv)", dtype)
     gemms("fwdbwd")
     worst = max(worst, check_same(
         f"gemm {name} (affine) {np.dtype(dtype).name} against fast",
-        ("affine1 out", "affine2 out", "d5", "dw2", "d3", "dw1"),
-        (bufs["a1"] + p["b1"], bufs["a2"] + p["b2"], bufs["d5"], bufs["dw2"], bufs["d3"], bufs["dw1"]),
+        ("affine W2 out", "affine W3 out", "d5", "dW3", "d3", "dW2"),
+        (bufs["a2"] + p["b2"], bufs["a3"] + p["b3"], bufs["d5"], bufs["dW3"], bufs["d3"], bufs["dW2"]),
         (rec["h4"], rec["scores"], rec["d5"], grads[4], rec["d3"].reshape(N, -1), grads[2]), dtype))
     return (lambda: gemms(pass_)), worst

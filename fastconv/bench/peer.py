@@ -5,12 +5,16 @@ OpenBLAS runtimes for fastconv (it sets OMP_WAIT_POLICY and
 OPENBLAS_THREAD_TIMEOUT unless the user did), and a process has one OpenMP
 runtime, configured once when it loads. PyTorch, which runs on the same
 OpenMP runtime, would be measured under fastconv's settings instead of its
-own (measured here: W1step and max pooling fwd+bwd 10-30 % slower under
-OMP_WAIT_POLICY=PASSIVE). So the peer starts from the environment the
-benchmark process was started with (/proc/self/environ), imports torch and
-numpy before anything of fastconv, and times its own runs; the benchmark
-still interleaves them with the other contenders (A B C A B C ...) and
-checks the peer's results against fastconv's before timing.
+own (its spinning OpenMP workers are part of its speed). So the peer starts
+from the environment the benchmark process was started with
+(/proc/self/environ), imports torch and numpy before anything of fastconv,
+and times its own runs; the benchmark still interleaves them with the other
+contenders (A B C A B C ...) and checks the peer's results against
+fastconv's before timing.
+
+The peer is started through ``fastconv._child``: whatever the current
+directory, it imports the same fastconv as the benchmark (its hello says
+which, ``fastconv_path``).
 
 Protocol: one JSON object per line, requests on the child's stdin, replies
 on a private copy of its stdout (the child's own prints go to stderr).
@@ -27,6 +31,7 @@ import tempfile
 
 import numpy as np
 
+from .._child import python_code
 from .common import spec_to_dict
 
 _BOOTSTRAP = """\
@@ -39,9 +44,9 @@ except Exception as exc:
 else:
     error = None
 import numpy
-from fastconv.benchmarks.peer import serve
+from %s import serve
 raise SystemExit(serve(torch, error, start_env))
-"""
+""" % __name__
 
 
 def original_environment():
@@ -82,7 +87,7 @@ class TorchPeer:
         env, self.clean_env = original_environment()
         env.update(extra_env or {})
         self.tmp = tempfile.mkdtemp(prefix="fastconv-bench-", dir=_scratch_dir())
-        self.proc = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen(python_code(_BOOTSTRAP), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env)
         hello = self._read()
         if "error" in hello:
@@ -146,7 +151,7 @@ def serve(torch, error, start_env):
     from threadpoolctl import threadpool_info, threadpool_limits
 
     from .common import DATA, spec_from_dict
-    from .machine import THREAD_ENV
+    from .machine import THREAD_ENV, fastconv_path
     from .torch_ops import BUILDERS, as_numpy
 
     proto = os.fdopen(os.dup(1), "w")
@@ -160,7 +165,7 @@ def serve(torch, error, start_env):
     if torch is None:
         reply(error=f"PyTorch is not importable ({error})")
         return 0
-    reply(ok=True, torch=torch.__version__, parallel_info=torch.__config__.parallel_info(),
+    reply(ok=True, torch=torch.__version__, fastconv_path=fastconv_path(), parallel_info=torch.__config__.parallel_info(),
           threadpools=threadpool_info(), env={k: start_env.get(k) for k in THREAD_ENV},
           malloc_env={k: v for k, v in start_env.items() if k.startswith("MALLOC_")})
     fn = None

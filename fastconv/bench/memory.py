@@ -1,16 +1,17 @@
 """``fastconv bench --memory``: the extra memory of fast conv fwd+bwd, and the cost of chunking.
 
-Target (issue 3, item 7): on W2conv3x3 at batch 256, the memory a forward plus
-backward pass needs beyond its arrays (x, w, b, out, dout, dx, dw, db) stays
-under 64 MiB, with no loss of speed against an unbounded workspace.
+Target: on W2conv3x3 at batch 256, the memory a forward plus backward pass
+needs beyond its arrays (x, w, b, out, dout, dx, dw, db) stays under 64 MiB,
+with no loss of speed against an unbounded workspace.
 
 Each measurement runs in a fresh Python process (``python -m
-fastconv.benchmarks.memory peak ...``), so nothing allocated earlier hides in
-the numbers: the process warms the libraries up on a tiny convolution
-(OpenBLAS and OpenMP start their threads), resets its peak RSS (VmHWM, by
-writing 5 to /proc/self/clear_refs), allocates the arrays, runs
-conv_forward + conv_backward once, and reports the peak RSS growth minus the
-bytes of the arrays. The speed comparison runs in another fresh process,
+fastconv.bench.memory peak ...``, started through ``fastconv._child``), so
+nothing allocated earlier hides in the numbers: the process warms the
+libraries up on a tiny convolution (OpenBLAS and OpenMP start their
+threads), resets its peak RSS (VmHWM, by writing 5 to
+/proc/self/clear_refs), allocates the arrays, runs conv_forward +
+conv_backward once, and reports the peak RSS growth minus the bytes of the
+arrays. The speed comparison runs in another fresh process,
 interleaving the default workspace with a large one
 (``fastconv.fast.WORKSPACE_BYTES`` set to 1 GiB, the whole batch in one chunk).
 """
@@ -25,9 +26,13 @@ import time
 
 import numpy as np
 
+from .._child import python_module
+
 TARGET_MIB = 64
 MISMATCH_EXIT = 3
 BIG_WORKSPACE = 1 << 30
+# This module's name as its parent imports it (run as the child, it is __main__).
+_MODULE = __spec__.name if __spec__ is not None else __name__
 
 
 # ------------------------------------------------------------------ in the child process
@@ -50,7 +55,7 @@ def _reset_peak():
 
 
 def _fill(a, rng):
-    """Dyadic values (as benchmarks.common.dyadic), one image at a time: no batch-sized temporaries."""
+    """Dyadic values (as common.dyadic), one image at a time: no batch-sized temporaries."""
     for i in range(a.shape[0]):
         a[i] = rng.integers(-64, 65, size=a.shape[1:]) * 2.0 ** -5
 
@@ -139,7 +144,7 @@ def child_speed(N, dtype, repeats, warmup, workspaces):
 def _child_main(argv=None):
     from threadpoolctl import threadpool_limits
 
-    p = argparse.ArgumentParser(prog="python -m fastconv.benchmarks.memory")
+    p = argparse.ArgumentParser(prog=f"python -m {_MODULE}")
     p.add_argument("what", choices=["peak", "speed"])
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--dtype", default="float32")
@@ -169,14 +174,14 @@ def _child_main(argv=None):
 
 # ------------------------------------------------------------------ in the parent
 def _child(args, env=None):
-    cmd = [sys.executable, "-m", "fastconv.benchmarks.memory", *args]
+    cmd = python_module(_MODULE, *args)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode == MISMATCH_EXIT:
         from .common import MismatchError
 
         raise MismatchError(proc.stderr.strip().removeprefix("MISMATCH: "))
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
+        raise RuntimeError(f"python -m {_MODULE} {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

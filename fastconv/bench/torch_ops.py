@@ -1,10 +1,10 @@
 """The PyTorch contender of each kind of workload, on the same arrays as fastconv's.
 
 Each builder takes (torch, spec, data, pass_) with ``data`` from
-benchmarks.common (conv_data, pool_data, step_data) and returns the timed
+``common`` (conv_data, pool_data, step_data) and returns the timed
 callable: "fwd" returns the forward output, "fwdbwd" returns (out, *gradients)
 in the order fastconv returns them. This module imports neither torch nor
-fastconv.fast itself, so that the torch peer process (benchmarks.peer) can
+fastconv.fast itself, so that the torch peer process (``peer``) can
 load torch first, in a clean environment.
 """
 import numpy as np
@@ -45,7 +45,7 @@ def torch_pool(torch, spec, data, pass_):
     return fn
 
 
-STEP_PARAMS = ("w0", "b0", "w1", "b1", "w2", "b2")
+STEP_PARAMS = ("W1", "b1", "W2", "b2", "W3", "b3")  # fastconv.models.ConvNet1's names
 
 
 def torch_step(torch, spec, data, pass_):
@@ -59,11 +59,11 @@ def torch_step(torch, spec, data, pass_):
     backward = pass_ == "fwdbwd"
     params = [torch.from_numpy(data[k]).detach().requires_grad_(backward) for k in STEP_PARAMS]
 
-    def loss_of(w0, b0, w1, b1, w2, b2):
-        h = F.relu(F.conv2d(xt, w0, b0, stride=c.stride, padding=c.pad))
+    def loss_of(W1, b1, W2, b2, W3, b3):
+        h = F.relu(F.conv2d(xt, W1, b1, stride=c.stride, padding=c.pad))
         h = F.max_pool2d(h, 2, 2)
-        h = F.relu(torch.addmm(b1, h.reshape(h.shape[0], -1), w1))
-        return F.cross_entropy(torch.addmm(b2, h, w2), yt)
+        h = F.relu(torch.addmm(b2, h.reshape(h.shape[0], -1), W2))
+        return F.cross_entropy(torch.addmm(b3, h, W3), yt)
 
     if not backward:
         def fn():

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+
+from .._files import atomic_write
 
 CONTENDERS = ("fast", "gemm", "torch", "naive")
 
@@ -82,28 +83,12 @@ SUITE_LEGEND = (
 )
 
 
-def _publishable(path):
-    """mkstemp makes files private (0600); results are meant to be shared: honour the umask instead."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def write_json(path, doc):
-    """Write ``doc`` to ``path`` atomically (a temporary file in the same folder, then os.replace)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1, default=_jsonable)
-            f.write("\n")
-        _publishable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``doc`` to ``path`` atomically (fastconv._files), its folder made if need be;
+    numpy scalars, sets and tuples become JSON numbers and lists."""
+    text = json.dumps(doc, indent=1, default=_jsonable) + "\n"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _jsonable(obj):
@@ -126,18 +111,11 @@ def load_pyplot():
 
 
 def _save(fig, plt, path):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    os.close(fd)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        fig.savefig(tmp, dpi=110, format="png")
-        _publishable(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: fig.savefig(f, dpi=110, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def suite_chart(results, path, title):

@@ -1,8 +1,8 @@
-"""fastconv's benchmark suite, installed as ``fastconv.benchmarks``; run it with ``fastconv bench``.
+"""fastconv's benchmark suite; run it with ``fastconv bench`` (or ``python -m fastconv bench``).
 
-* ``common``: the canonical workloads (shared/workloads.md), seeded data, the result checks.
+* ``common``: the canonical workloads (docs/workloads.md), seeded data, the result checks.
 * ``contenders``: fast, naive (scaled from a sub-batch), gemm (the GEMM limit: the fast
-  path's GEMMs alone, ``conv_gemm_limit``, which must track fastconv/fast.py) and torch,
+  path's GEMMs alone, ``conv_gemm_limit``, run by fast.py's own chunk loop) and torch,
   each checked before it is timed.
 * ``torch_ops`` / ``peer``: the PyTorch contender, run in a process of its own with the
   user's environment (``--torch-in-process`` to run it here instead).
