@@ -152,9 +152,12 @@ def sha256_of_arrays(arrays):
         if a is None:
             h.update(b"None;")
             continue
-        a = np.ascontiguousarray(a)
+        a = np.asarray(a)
         h.update(f"{a.dtype.str}{a.shape};".encode())
-        h.update(memoryview(a).cast("B"))
+        a = a.reshape(1, -1) if a.ndim < 2 else a
+        rows = max(1, (16 << 20) // max(1, a.itemsize * int(np.prod(a.shape[1:]))))
+        for i in range(0, len(a), rows):  # a non-contiguous array is copied a chunk at a time, not whole
+            h.update(np.ascontiguousarray(a[i:i + rows]))
     return h.hexdigest()
 
 

@@ -242,6 +242,21 @@ def test_resume_refuses_other_settings(tmp_path, rng, change, named):
     assert solver.epoch == 0 and solver.lr_decay == kwargs["lr_decay"]
 
 
+def test_data_digest_is_of_values_dtypes_and_shapes(rng):
+    from fastconv._files import sha256_of_arrays
+
+    X = rng.integers(0, 256, (700, 3, 40, 40), dtype=np.uint8)  # ~3.4 MB: hashed in chunks when strided
+    digest = sha256_of_arrays([X, None])
+    assert sha256_of_arrays([np.asfortranarray(X), None]) == digest
+    assert sha256_of_arrays([X[::-1][::-1], None]) == digest
+    assert sha256_of_arrays([X.astype(np.int16), None]) != digest
+    assert sha256_of_arrays([X.reshape(700, -1), None]) != digest
+    assert sha256_of_arrays([X, np.zeros(0)]) != digest
+    Y = X.copy()
+    Y[-1, -1, -1, -1] ^= 1
+    assert sha256_of_arrays([Y, None]) != digest
+
+
 def test_resume_keeps_the_solvers_settings_and_records_them(tmp_path, rng):
     """The checkpoint records the settings; resume compares them instead of taking the checkpoint's."""
     data, make, kwargs = _resume_setup(rng)
