@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import platform
@@ -41,7 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _run_folder, plots
-from ._files import write_json
+from ._files import read_json, write_json
 from ._malloc import keep_freed_memory
 from .datasets import load_dataset, train_val_split
 from .models import build_model, load_model
@@ -394,7 +393,7 @@ def _dataset_of(model_dir, given):
     hist = Path(model_dir) / "history.json"
     if hist.is_file():
         try:
-            name = json.loads(hist.read_text()).get("dataset")
+            name = read_json(hist, "training history").get("dataset")
         except (ValueError, OSError):
             name = None
         if name in DATASETS:
