@@ -66,12 +66,14 @@ def _one_line_error(proc, command, *expected):
     (["train", "--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
     (["train", "--epochs", "three"], "expected a positive integer, got 'three'"),
     (["train", "--lr", "nan"], "argument --lr: expected a positive number, got nan"),
+    (["train", "--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+    (["train", "--resume", "--overwrite"], "argument --overwrite: not allowed with argument --resume"),
     (["train", "--dataset", "imagenet"], "argument --dataset: invalid choice: 'imagenet'"),
     (["train", "--no-such-option"], "unrecognized arguments: --no-such-option"),
     (["evaluate"], "the following arguments are required: --model"),
     (["predict", "--model", "m"], "the following arguments are required: IMAGE"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
-], ids=["zero", "word", "nan", "dataset", "option", "no-model", "no-image", "command"])
+], ids=["zero", "word", "nan", "seed", "resume-overwrite", "dataset", "option", "no-model", "no-image", "command"])
 def test_usage_errors(env, argv, expected):
     proc = _run(env, *argv)
     assert proc.returncode == 2, proc.stderr
