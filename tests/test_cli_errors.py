@@ -11,12 +11,12 @@ traceback.
 import gzip
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fastconv._child import python_module
 from fastconv import datasets as D
 from test_datasets import idx_bytes, write_idx_set
 
@@ -47,7 +47,7 @@ def _run(env, *argv, data=None, debug=False):
     environ = dict(env["env"])
     if data is not None:
         environ["FASTCONV_DATA"] = str(data)
-    cmd = [sys.executable, "-m", "fastconv", *(["--debug"] if debug else []), *argv]
+    cmd = python_module("fastconv", *(["--debug"] if debug else []), *argv)
     return subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=120)
 
 

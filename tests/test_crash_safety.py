@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastconv._child import python_module
 from fastconv.models import load_model
 from fastconv.solver import checkpoints, load_checkpoint_model
 from test_datasets import write_learnable_set
@@ -114,7 +115,7 @@ def _argv(out, resume=False):
 
 
 def _fastconv(env, out, resume=False):
-    proc = subprocess.run([sys.executable, "-m", "fastconv", *_argv(out, resume)], env=env["env"],
+    proc = subprocess.run(python_module("fastconv", *_argv(out, resume)), env=env["env"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc

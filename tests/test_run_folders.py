@@ -21,12 +21,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fastconv._child import python_module
 from fastconv import _files, plots, train_cli
 from fastconv import datasets as D
 from fastconv.__main__ import main
@@ -193,7 +193,7 @@ def test_second_run_into_a_locked_folder_fails_at_once(data_env):
     with crash.reaped(crash._child(env, out, "step", 1, _argv(out, "--seed", "1"))) as first:
         assert first.stdout.readline().strip() == "KILL ME at epoch 1", first.stderr.read() if first.poll() else ""
         for extra in ((), ("--resume",), ("--overwrite",)):
-            second = subprocess.run([sys.executable, "-m", "fastconv", *_argv(out, "--seed", "2", *extra)],
+            second = subprocess.run(python_module("fastconv", *_argv(out, "--seed", "2", *extra)),
                                     env=env["env"], capture_output=True, text=True, timeout=120)
             lines = second.stderr.strip().splitlines()
             assert second.returncode == 1 and len(lines) == 1, second.stderr
@@ -202,7 +202,7 @@ def test_second_run_into_a_locked_folder_fails_at_once(data_env):
         assert not checkpoints(out / "checkpoints") and not (out / "model.json").exists()
         os.kill(first.pid, signal.SIGKILL)
         assert first.wait(timeout=30) == -signal.SIGKILL
-    third = subprocess.run([sys.executable, "-m", "fastconv", *_argv(out, "--seed", "1", "--resume")],
+    third = subprocess.run(python_module("fastconv", *_argv(out, "--seed", "1", "--resume")),
                            env=env["env"], capture_output=True, text=True, timeout=120)
     assert third.returncode == 0, third.stderr
     assert [e for e, _ in checkpoints(out / "checkpoints")] == [1] and (out / "model.json").is_file()
