@@ -72,11 +72,18 @@ def _openmp_flags(compiler):
     return None
 
 
+#: The kernels' source: _im2col.pyx and the files it includes.
+KERNEL_SOURCES = ["fastconv/_im2col.pyx", "fastconv/_winograd.pxi"]
+
+
 def _source_id():
     """48 bits of the kernels' source hash, compiled into both builds: fastconv/_kernels.py
     refuses an AVX2 module left over from other source (an optional build that failed)."""
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastconv", "_im2col.pyx"), "rb") as f:
-        return int(hashlib.sha256(f.read()).hexdigest()[:12], 16)
+    digest = hashlib.sha256()
+    for name in KERNEL_SOURCES:
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), name), "rb") as f:
+            digest.update(f.read())
+    return int(digest.hexdigest()[:12], 16)
 
 
 class BuildExt(build_ext):
@@ -116,6 +123,7 @@ extensions = [
         "fastconv._im2col",
         ["fastconv/_im2col.pyx"],
         include_dirs=[numpy.get_include()],
+        depends=KERNEL_SOURCES[1:],
     )
 ]
 # The AVX2 build: GCC/Clang on x86-64, and not when -march=native already targets this CPU.
@@ -126,7 +134,7 @@ if (not NATIVE and sys.platform != "win32"
             "fastconv._im2col_avx2",
             ["fastconv/_im2col_avx2.pyx"],
             include_dirs=[numpy.get_include()],
-            depends=["fastconv/_im2col.pyx"],
+            depends=KERNEL_SOURCES,
             optional=True,
         )
     )

@@ -47,23 +47,79 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
-def atomic_write(path, write):
-    """Write a file atomically: ``write(f)`` fills a temporary file in the same
-    folder, which is flushed, fsynced and renamed over ``path``. A crash
-    leaves either the old file or the new one, never a torn one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+_TEMPORARY_RE = re.compile(r"\.(?P<target>.+)\.tmp(?P<pid>\d+)(?:\.[0-9a-f]{8})?")
+# O_EXCL refuses any existing name, a symlink included: nothing planted at the name is followed
+_CREATE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+
+
+def _temporary_name(path):
+    """A fresh candidate name for a temporary file of ``path``: ``.NAME.tmp<pid>.<8 hex digits>``
+    beside it (the pid lets a cleaner tell a dead writer's leftovers, see ``temporary_of``)."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}.{os.urandom(4).hex()}")
+
+
+def temporary_of(name):
+    """(target file name, writer pid) when ``name`` is one of ``atomic_write``'s temporary
+    file names, else None."""
+    m = _TEMPORARY_RE.fullmatch(name)
+    return (m["target"], int(m["pid"])) if m else None
+
+
+def _create_temporary(path):
+    """(name, open binary file) of a new, empty temporary file beside ``path``, created
+    exclusively under a name nobody else holds. Like ``tempfile.mkstemp`` (O_EXCL, a random
+    name, no link followed), but with the mode ``open`` gives a new file (0o666 less the
+    umask) instead of mkstemp's 0o600, so a saved model stays as readable as before."""
+    for _ in range(100):
+        tmp = _temporary_name(path)
+        try:
+            fd = os.open(tmp, _CREATE_FLAGS, 0o666)
+        except FileExistsError:
+            continue
+        return tmp, os.fdopen(fd, "wb")
+    raise FileExistsError(f"{path.parent}: no free temporary file name for {path.name}")
+
+
+def _remove_quietly(path):
     try:
-        with open(tmp, "wb") as f:
+        os.unlink(path)
+    except OSError:  # pragma: no cover - already gone, or the folder went read-only
+        pass
+
+
+def atomic_write(path, write):
+    """Write a file atomically: ``write(f)`` fills a new temporary file in the same
+    folder (created exclusively, see ``_create_temporary``), which is flushed,
+    fsynced and renamed over ``path``; then the folder is fsynced. A crash leaves
+    either the old file or the new one, never a torn one; a symlink at ``path`` is
+    replaced, not followed."""
+    path = Path(path)
+    tmp, f = _create_temporary(path)
+    try:
+        with f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
     _fsync_dir(path.parent)
     return path
+
+
+def check_writable(directory):
+    """OSError naming ``directory`` unless a file can be created in it (tried, not
+    guessed from its mode bits: root writes into a 0o555 folder, a read-only mount
+    refuses everyone)."""
+    directory = Path(directory)
+    try:
+        tmp, f = _create_temporary(directory / ".write-check")
+    except OSError as exc:
+        raise type(exc)(f"cannot write into {directory} ({exc.strerror or exc})") from None
+    f.close()
+    _remove_quietly(tmp)
 
 
 def write_json(path, obj):
@@ -155,6 +211,23 @@ def sha256_of(path):
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()
+
+
+def sha256_of_arrays(arrays):
+    """The SHA-256 of a sequence of arrays (None entries allowed): each one's dtype,
+    shape and bytes in C order, so equal digests mean equal arrays."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"None;")
+            continue
+        a = np.asarray(a)
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        a = a.reshape(1, -1) if a.ndim < 2 else a
+        rows = max(1, (16 << 20) // max(1, a.itemsize * int(np.prod(a.shape[1:]))))
+        for i in range(0, len(a), rows):  # a non-contiguous array is copied a chunk at a time, not whole
+            h.update(np.ascontiguousarray(a[i:i + rows]))
     return h.hexdigest()
 
 

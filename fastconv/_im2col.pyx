@@ -1025,3 +1025,6 @@ def bn_backward_dx(const floating[:, :, ::1] dout, const floating[:, :, ::1] x, 
             dst = &dx[n, c, HW - 1] - (HW - 1)
             for k in range(HW):
                 dst[k] = s_dout * grad[k] + s_xc * (src[k] - m) + off
+
+
+include "_winograd.pxi"

@@ -3,11 +3,9 @@
 A training step allocates its activations and gradients afresh, tens of MiB per
 step. glibc serves such blocks with mmap, or from its heap and then trims the
 heap, so freed memory goes back to the system, and touching it again costs a
-page fault per 4 KiB (about 1.6 us on the VMs we measure on; the kernel zeroes
-every page). Measured: W2conv3x3 forward + backward at 2 threads spends about 7 %
-of its time faulting in its fresh output and dx arrays (fast/gemm 1.19 -> 1.12
-with this setting), a ConvNet1 step with separate conv, ReLU and pool layers
-about 30 %, a test-set evaluation 20-30 %.
+page fault per 4 KiB (the kernel zeroes every page): a noticeable part of a
+convolution's, a training step's and an evaluation's time (docs/performance.md,
+"Moved from code comments").
 
 ``keep_freed_memory()`` raises glibc's mmap threshold to 1 GiB and turns heap
 trimming off, for the whole process: the memory a process has used stays

@@ -240,3 +240,35 @@ def pool_geometry_of_shape(shape, kernel_size, stride=None, pad=0, what="x",
             f"({H + 2 * ph}, {W + 2 * pw}) of {what} {tuple(shape)} with {p_name} ({ph}, {pw})"
         )
     return PoolGeometry(N, C, H, W, kh, kw, sh, sw, ph, pw, out_h, out_w)
+
+
+#: The convolution algorithms ``conv_forward`` accepts (fastconv.naive always runs its loops).
+CONV_ALGORITHMS = ("auto", "im2col", "winograd")
+
+
+def check_algorithm(g, algorithm):
+    """``algorithm`` checked against CONV_ALGORITHMS and against geometry ``g``: Winograd
+    F(2x2, 3x3) needs a 3x3 kernel, stride 1 and dilation 1 (ValueError naming ``algorithm``)."""
+    if not isinstance(algorithm, str) or algorithm not in CONV_ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {', '.join(map(repr, CONV_ALGORITHMS))}, got {algorithm!r}")
+    if algorithm == "winograd":
+        why = winograd_unsupported(g)
+        if why:
+            raise ValueError(f"algorithm='winograd' needs {why}")
+    return algorithm
+
+
+def winograd_unsupported(g):
+    """What Winograd F(2x2, 3x3) would need that geometry ``g`` lacks, or None."""
+    if (g.kh, g.kw) != (3, 3):
+        return f"a 3x3 kernel, got {g.kh}x{g.kw}"
+    if (g.stride_h, g.stride_w) != (1, 1):
+        return f"stride 1, got ({g.stride_h}, {g.stride_w})"
+    if (g.dil_h, g.dil_w) != (1, 1):
+        return f"dilation 1, got ({g.dil_h}, {g.dil_w})"
+    return None
+
+
+def winograd_tiles(g):
+    """(tiles_h, tiles_w): the 2x2 output tiles of Winograd F(2x2, 3x3) covering (out_h, out_w)."""
+    return -(-g.out_h // 2), -(-g.out_w // 2)

@@ -7,34 +7,46 @@ A checkpoint is two files in the Solver's ``checkpoint_dir``:
   (``best_params/<name>``, ``best_buffers/<name>``) and the optimizer's state
   arrays (``optim/<param>/<key>``);
 * ``checkpoint_epoch<NNNN>.json``: the model's architecture and preprocessing,
-  the Solver's settings, the optimizer's scalars, the histories, both random
-  generators' states, the array manifest and the .npz SHA-256.
+  the Solver's settings (update rule and its hyperparameters, learning rate
+  decay, batch size, seed, sample counts, the SHA-256 of the training and
+  validation arrays), the caller's ``run_settings``, the optimizer's scalars,
+  the histories, both random generators' states, the array manifest and the
+  .npz SHA-256.
 
 Both go through ``_files`` (temporary file, fsync, rename), the JSON last, so a
 checkpoint exists only once it is complete and a crash at any moment leaves
 the previous one intact. ``save_checkpoint`` then keeps the ``keep_checkpoints``
 newest and removes the temporary files of writers that no longer run
-(``.checkpoint_epoch<NNNN>.npz.tmp<pid>``; POSIX only). ``resume`` checks the
-newest one against the Solver (same model, update rule, batch size and number
-of training images), checks every field and array before it changes anything,
-then restores the Solver's whole state. No pickle anywhere.
+(``.checkpoint_epoch<NNNN>.npz.tmp<pid>.<random>``; POSIX only). ``resume``
+checks every field and array of the newest one, refuses it unless it was
+written with every setting that shapes the result equal to the resuming
+Solver's (model and preprocessing, update rule and hyperparameters, lr_decay,
+batch size, seed, sample counts, the training and validation data, and the
+caller's ``run_settings``), and only then restores the Solver's whole state.
+No pickle anywhere.
 """
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from ._files import array_manifest, load_arrays_beside, read_json, save_arrays, write_json
+from . import optim
+from ._files import array_manifest, load_arrays_beside, read_json, save_arrays, temporary_of, write_json
 from ._params import check_int
 from .models import model_from_spec
 
 CHECKPOINT_FORMAT = "fastconv-checkpoint"
-CHECKPOINT_VERSION = 1
+#: 2 added the settings resume compares (run_settings, optim_config, num_val, data_sha256);
+#: version 1 files still load as models (``load_checkpoint_model``) but cannot be resumed.
+CHECKPOINT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _CKPT_RE = re.compile(r"checkpoint_epoch(\d{4,})\.json")
-_CKPT_TMP_RE = re.compile(r"\.checkpoint_epoch\d{4,}\.(?:npz|json)\.tmp(\d+)")  # _files.atomic_write's names
+_CKPT_FILE_RE = re.compile(r"checkpoint_epoch\d{4,}\.(?:npz|json)")
 
 
 def checkpoints(directory):
@@ -76,16 +88,8 @@ def save_checkpoint(solver):
         "version": CHECKPOINT_VERSION,
         "epoch": solver.epoch,
         "model": solver.model.spec(),
-        "solver": {
-            "update_rule": solver.update_rule_name,
-            "lr_decay": solver.lr_decay,
-            "batch_size": solver.batch_size,
-            "num_epochs": solver.num_epochs,
-            "num_train_samples": solver.num_train_samples,
-            "num_val_samples": solver.num_val_samples,
-            "num_train": len(solver.X_train),
-            "seed": solver.seed if isinstance(solver.seed, (int, type(None))) else None,
-        },
+        "solver": solver.recorded_settings(),
+        "run_settings": solver.run_settings,
         "optim_scalars": scalars,
         "history": solver.history(),
         "best_val_acc": solver.best_val_acc,
@@ -109,8 +113,8 @@ def prune(directory, keep):
         _remove(path)
         _remove(path.with_suffix(".npz"))
     for p in directory.glob(".checkpoint_epoch*.tmp*"):
-        m = _CKPT_TMP_RE.fullmatch(p.name)
-        if m and _dead(int(m[1])):
+        temporary = temporary_of(p.name)
+        if temporary and _CKPT_FILE_RE.fullmatch(temporary[0]) and _dead(temporary[1]):
             _remove(p)
 
 
@@ -139,9 +143,11 @@ def _read(path):
     """The checkpoint JSON at ``path``: its format and version checked, and each field
     that holds an object an object."""
     state = read_json(path, "checkpoint")
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION} file")
-    for key in ("model", "solver", "history", "rng"):
+    version = state.get("version")
+    if state.get("format") != CHECKPOINT_FORMAT or type(version) is not int or version not in _READABLE_VERSIONS:
+        raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} file of version "
+                         f"{' or '.join(map(str, _READABLE_VERSIONS))}")
+    for key in ("model", "solver", "history", "rng", "optim_scalars", "run_settings"):
         if key in state and not isinstance(state[key], dict):
             raise ValueError(f"{path}: '{key}' must be a JSON object")
     return state
@@ -151,7 +157,8 @@ def resume(solver, path=None):
     """Restore ``solver`` from the newest complete checkpoint in its ``checkpoint_dir``
     (or from the checkpoint JSON ``path``). Returns the epoch restored, or 0 when
     there is no checkpoint yet (a fresh start). Nothing changes unless the whole
-    checkpoint is valid for this solver."""
+    checkpoint is valid and was written with this solver's settings (ValueErrors
+    naming the file, and the settings that differ)."""
     if path is None:
         if solver.checkpoint_dir is None:
             raise ValueError("resume needs checkpoint_dir (or a checkpoint path)")
@@ -161,6 +168,9 @@ def resume(solver, path=None):
         path = found[-1][1]
     path = Path(path)
     state = _read(path)
+    if state["version"] != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: a version {state['version']} checkpoint does not record the settings "
+                         f"needed to check that resuming continues the same run; start afresh")
     try:
         attributes, arrays, rng_states = _restored_state(path, state, solver)
     except (KeyError, TypeError) as exc:
@@ -174,19 +184,96 @@ def resume(solver, path=None):
     return solver.epoch
 
 
-def _check_setup(path, state, solver):
-    """ValueError unless the checkpoint was written for this model and these Solver settings."""
-    saved, current = state["model"], solver.model.spec()
-    for key in ("class", "config"):
-        if saved.get(key) != current[key]:
-            raise ValueError(f"{path}: the checkpoint is for a different model ({key} differs): "
-                             f"{saved.get(key)} vs {current[key]}")
-    settings = state["solver"]
-    for key, mine in (("update_rule", solver.update_rule_name), ("batch_size", solver.batch_size),
-                      ("num_train", len(solver.X_train))):
-        if settings.get(key) != mine:
-            raise ValueError(f"{path}: the checkpoint was trained with {key}={settings.get(key)!r}, "
-                             f"this solver has {mine!r}")
+def _field(path, what, convert, value):
+    """``convert(value)``, its TypeError or ValueError turned into a ValueError naming the file."""
+    try:
+        return convert(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: bad {what} ({exc})") from None
+
+
+def _number(value, name, minimum=-math.inf, maximum=math.inf, above=None):
+    """``value`` as a float: a JSON number (not a bool), finite, within [minimum, maximum]
+    (and > ``above`` when given)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and minimum <= value <= maximum and (above is None or value > above)):
+        bound = f"> {above:g}" if above is not None else f"in [{minimum:g}, {maximum:g}]"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return value
+
+
+def _checked_settings(path, settings):
+    """The checkpoint's Solver settings (its 'solver' object), every field converted and checked."""
+    def optional(check):
+        return lambda v: None if v is None else check(v)
+
+    def optim_config(config):
+        if not isinstance(config, dict):
+            raise TypeError("must be a JSON object")
+        return {k: _number(v, f"optim_config[{k!r}]") for k, v in config.items()}
+
+    def digest(value):
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError("must be a hex SHA-256")
+        return value
+
+    def update_rule(name):
+        optim.get_update_rule(name)
+        return name
+
+    fields = {
+        "update_rule": update_rule,
+        "optim_config": optim_config,
+        "lr_decay": lambda v: _number(v, "lr_decay", above=0.0),
+        "batch_size": lambda v: check_int(v, "batch_size", 1),
+        "num_epochs": lambda v: check_int(v, "num_epochs", 0),
+        "num_train_samples": lambda v: check_int(v, "num_train_samples", 1),
+        "num_val_samples": optional(lambda v: check_int(v, "num_val_samples", 1)),
+        "num_train": lambda v: check_int(v, "num_train", 1),
+        "num_val": lambda v: check_int(v, "num_val", 0),
+        "seed": optional(lambda v: check_int(v, "seed", 0)),
+        "data_sha256": digest,
+    }
+    missing = sorted(set(fields) - set(settings))
+    if missing:
+        raise ValueError(f"{path}: the solver settings lack {missing}")
+    return {key: _field(path, f"solver setting {key}", check, settings[key]) for key, check in fields.items()}
+
+
+def _differences(saved, current, keys=None):
+    """['key: X in the checkpoint, Y now', ...] for each key whose values differ."""
+    keys = list(current) + [k for k in saved if k not in current] if keys is None else keys
+    return [f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
+            for key in keys if saved.get(key) != current.get(key)]
+
+
+def _check_setup(path, state, settings, solver):
+    """ValueError naming what differs unless the checkpoint was written with this solver's
+    settings: first the caller's run_settings (in its own words, e.g. command-line options),
+    else the model, its preprocessing and classes, and the Solver's settings."""
+    run = state.get("run_settings", {})
+    problems = _differences(run, solver.run_settings)
+    if not problems:
+        saved, current = state["model"], solver.model.spec()
+        for key in ("class", "config"):
+            if saved.get(key) != current[key]:
+                problems.append(f"a different model ({key} differs: {saved.get(key)} vs {current[key]})")
+        mine, theirs = current["preprocess"] or {}, saved.get("preprocess") or {}
+        if mine.get("mode") != theirs.get("mode"):
+            problems.append(f"preprocessing {theirs.get('mode')!r} in the checkpoint, {mine.get('mode')!r} now")
+        elif mine != theirs:
+            problems.append("other preprocessing statistics (fitted on other training images)")
+        problems += _differences(saved, current, ["class_names"])
+        problems += _differences(settings, solver.recorded_settings(), [
+            "update_rule", "optim_config", "lr_decay", "batch_size", "seed", "num_train", "num_val",
+            "num_train_samples", "num_val_samples"])
+        if settings["data_sha256"] != solver.data_sha256:
+            problems.append("other training or validation data (their SHA-256 differs)")
+    if problems:
+        raise ValueError(f"{path}: the checkpoint was written with other settings ({'; '.join(problems)}); "
+                         "resume needs the settings the run was started with")
 
 
 def _expected_manifest(path, manifest, model):
@@ -208,62 +295,88 @@ def _expected_manifest(path, manifest, model):
     return expected
 
 
+def _json_leaves(obj):
+    """Every value inside nested dicts and lists."""
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _json_leaves(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _json_leaves(v)
+    else:
+        yield obj
+
+
 def _checked_rng_state(rng, state, what):
-    """``state`` once it is known to load into a generator like ``rng`` (tried on a fresh one)."""
+    """``state`` once it is known to load into a generator like ``rng`` unchanged (tried on a
+    fresh one): its numbers whole and in range, nothing truncated or wrapped."""
     kind = type(rng.bit_generator)
     if not isinstance(state, dict) or state.get("bit_generator") != kind.__name__:
         raise ValueError(f"{what}: random generator state must be a {kind.__name__} state")
+    if not all(isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) for v in _json_leaves(state)):
+        raise ValueError(f"{what}: invalid random generator state (its values must be integers)")
     probe = kind()
     try:
         probe.state = state
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
         raise ValueError(f"{what}: invalid random generator state ({exc})") from None
+    if probe.state != state:
+        raise ValueError(f"{what}: invalid random generator state (it does not load unchanged)")
     return probe.state
 
 
-def _field(path, what, convert, value):
-    """``convert(value)``, its TypeError or ValueError turned into a ValueError naming the file."""
-    try:
-        return convert(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: bad {what} ({exc})") from None
-
-
-def _restored_history(path, history, epoch):
-    """The Solver's history attributes from the checkpoint's ``history``, which must cover ``epoch`` epochs."""
-    for key in ("loss", "train_acc", "val_acc", "epoch_seconds"):
-        if not isinstance(history.get(key), list):
+def _restored_history(path, history, epoch, iterations_per_epoch):
+    """The Solver's history attributes from the checkpoint's ``history``, which must cover
+    ``epoch`` epochs of ``iterations_per_epoch`` steps, every number checked."""
+    def numbers_list(key, length, check):
+        values = history.get(key)
+        if not isinstance(values, list):
             raise ValueError(f"{path}: history['{key}'] must be a list")
-    if len(history["train_acc"]) != epoch:
-        raise ValueError(f"{path}: the history covers {len(history['train_acc'])} epochs, not {epoch}")
+        if len(values) != length:
+            raise ValueError(f"{path}: history['{key}'] holds {len(values)} values, not {length} "
+                             f"({epoch} epochs)")
+        return _field(path, f"history['{key}']", lambda vs: [check(v) for v in vs], values)
+
+    def accuracy(v):
+        return _number(v, "an accuracy", 0.0, 1.0)
+
     return {
-        "loss_history": _field(path, "history['loss']", lambda v: [float(x) for x in v], history["loss"]),
-        "train_acc_history": list(history["train_acc"]),
-        "val_acc_history": list(history["val_acc"]),
-        "epoch_times": list(history["epoch_seconds"]),
+        "loss_history": numbers_list("loss", epoch * iterations_per_epoch, lambda v: _number(v, "a loss")),
+        "train_acc_history": numbers_list("train_acc", epoch, accuracy),
+        "val_acc_history": numbers_list("val_acc", epoch, lambda v: None if v is None else accuracy(v)),
+        "epoch_times": numbers_list("epoch_seconds", epoch, lambda v: _number(v, "a time", 0.0)),
     }
+
+
+def _checked_optim_scalars(path, scalars, model):
+    """The optimizer's scalars per parameter: the step count 't' an int >= 0, others numbers >= 0."""
+    if set(scalars) != set(model.params):
+        raise ValueError(f"{path}: optimizer state must cover exactly the parameters {sorted(model.params)}")
+    configs = {}
+    for pname, sc in scalars.items():
+        if not isinstance(sc, dict):
+            raise ValueError(f"{path}: optimizer state of {pname} must be a JSON object")
+        configs[pname] = {
+            key: _field(path, f"optimizer state of {pname}",
+                        lambda v, key=key: check_int(v, key, 0) if key == "t" else _number(v, key, 0.0), v)
+            for key, v in sc.items()}
+    return configs
 
 
 def _restored_state(path, state, solver):
     """Check the checkpoint ``state`` (read from ``path``) against ``solver`` and load its
     arrays; returns (Solver attributes to set, the arrays, the random generator states)."""
     model = solver.model
-    _check_setup(path, state, solver)
+    settings = _checked_settings(path, state["solver"])
+    _check_setup(path, state, settings, solver)
     epoch = _field(path, "epoch", lambda v: check_int(v, "epoch", 1), state["epoch"])
-    scalars = state["optim_scalars"]
-    if not isinstance(scalars, dict) or set(scalars) != set(model.params):
-        raise ValueError(f"{path}: optimizer state must cover exactly the parameters {sorted(model.params)}")
-    configs = {}
-    for pname, sc in scalars.items():
-        if not isinstance(sc, dict):
-            raise ValueError(f"{path}: optimizer state of {pname} must be a JSON object")
-        configs[pname] = dict(sc)
-    attributes = _restored_history(path, state["history"], epoch)
+    configs = _checked_optim_scalars(path, state["optim_scalars"], model)
+    attributes = _restored_history(path, state["history"], epoch, -(-len(solver.X_train) // solver.batch_size))
     attributes.update(
         epoch=epoch,
-        best_val_acc=_field(path, "best_val_acc", float, state["best_val_acc"]),
+        best_val_acc=_field(path, "best_val_acc", lambda v: _number(v, "best_val_acc", -1.0, 1.0),
+                            state["best_val_acc"]),
         best_epoch=_field(path, "best_epoch", lambda v: check_int(v, "best_epoch", 0, epoch), state["best_epoch"]),
-        lr_decay=_field(path, "lr_decay", float, state["solver"]["lr_decay"]),
     )
     rng_states = {"solver": _checked_rng_state(solver.rng, state["rng"]["solver"], f"{path}: solver"),
                   "model": _checked_rng_state(model.rng, state["rng"]["model"], f"{path}: model")}

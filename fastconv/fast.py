@@ -14,6 +14,15 @@ col2im adds the patches back into ``dx``. The cache holds ``x`` and ``w`` only;
 backward recomputes ``cols`` chunk by chunk instead of keeping a matrix
 kh*kw times the size of x.
 
+3x3 convolutions with stride 1 and dilation 1 can run Winograd F(2x2, 3x3) instead
+(``algorithm="winograd"``; "auto" picks it for layers with enough channels): per
+chunk, the input tiles are transformed, ``V`` (16, C, T) for T 2x2 output tiles,
+the 16 products ``M = U @ V`` (U = the transformed filters, (16, F, C)) are one
+batched ``np.matmul``, and the output transform writes the NCHW output: 16
+multiplications per tile, filter and channel instead of im2col's 36. Backward
+runs the adjoint transforms around ``dU += dM @ V^T`` and ``dV = U^T @ dM``, and
+``dw = G^T dU G`` at the end. Same chunks, workers and BLAS threads as im2col.
+
 Threads: when the BLAS may use T > 1 threads, the batch is cut into at least
 T chunks (when it has T images) and T workers take them in turn, each running
 a whole chunk (im2col, GEMMs, output pass) on one thread with the BLAS held to
@@ -33,7 +42,8 @@ import threading
 import numpy as np
 
 from . import OPENMP_WAIT_POLICY, _parallel
-from ._params import check_dout, check_float_array, conv_geometry, pool_geometry, pool_geometry_of_shape
+from ._params import (check_algorithm, check_dout, check_float_array, conv_geometry, pool_geometry,
+                      pool_geometry_of_shape, winograd_tiles, winograd_unsupported)
 from . import layers as _layers
 from .layers import *  # noqa: F401,F403  (the layers without loops, shared with fastconv.naive)
 
@@ -90,10 +100,15 @@ def _threads(work):
     return 1 if SINGLE_THREADED_KERNELS or work < _PARALLEL_MIN else _kernels.omp_max_threads()
 
 
-def chunk_images(g, itemsize, workspace_bytes=None):
-    """Images per chunk so that one chunk's im2col matrix fits the workspace bound."""
+def chunk_images(g, itemsize, workspace_bytes=None, algorithm="im2col"):
+    """Images per chunk so that one chunk's im2col matrix (Winograd: transformed input
+    tiles V) fits the workspace bound."""
     limit = WORKSPACE_BYTES if workspace_bytes is None else workspace_bytes
-    per_image = (g.C * g.kh * g.kw) * (g.out_h * g.out_w) * itemsize
+    if algorithm == "winograd":
+        tiles_h, tiles_w = winograd_tiles(g)
+        per_image = 16 * g.C * tiles_h * tiles_w * itemsize
+    else:
+        per_image = (g.C * g.kh * g.kw) * (g.out_h * g.out_w) * itemsize
     return int(max(1, min(max(g.N, 1), limit // max(per_image, 1))))
 
 
@@ -112,7 +127,7 @@ class ConvPlan:
     output scatter, col2im) is passed in, so that the benchmark suite's GEMM
     limit (``conv_gemm_limit``) runs the same loops on prepared operands."""
 
-    def __init__(self, g, dtype, chunk=None):
+    def __init__(self, g, dtype, chunk=None, algorithm="im2col"):
         self.g = g
         self.dtype = np.dtype(dtype)
         self.G, self.P = g.groups, g.out_h * g.out_w
@@ -123,7 +138,8 @@ class ConvPlan:
             # At least one chunk per BLAS thread: every GEMM then runs on one BLAS thread,
             # so the result depends on the user's thread setting only, never on what another
             # thread's call does to the process-wide BLAS setting meanwhile.
-            chunk = min(chunk_images(g, self.dtype.itemsize), max(1, -(-g.N // blas_threads)))
+            chunk = min(chunk_images(g, self.dtype.itemsize, algorithm=algorithm),
+                        max(1, -(-g.N // blas_threads)))
         self.chunk = chunk
         n_chunks = -(-g.N // self.chunk)
         self.workers = max(1, min(blas_threads, n_chunks))
@@ -149,6 +165,10 @@ class ConvPlan:
         """Rows of w2 / y (filters) and of cols (taps) that belong to group gi."""
         return slice(gi * self.Fg, (gi + 1) * self.Fg), slice(gi * self.Kg, (gi + 1) * self.Kg)
 
+    def run(self, work):
+        """``[work(0), ..., work(workers - 1)]`` on the workers (fastconv/_parallel.py)."""
+        return _parallel.run(self.workers, self.one_blas_thread, work) if self.g.N else [work(0)]
+
     def run_forward(self, w2, operands, output):
         """The forward pass, chunk by chunk on the workers: ``cols, y = operands(k, n0, n)``
         gives worker k the operands of images [n0, n0 + n), then ``y = w2 @ cols`` (one
@@ -162,7 +182,7 @@ class ConvPlan:
                 output(n0, n, y)
 
         if self.g.N:
-            _parallel.run(self.workers, self.one_blas_thread, work)
+            self.run(work)
 
     def run_backward(self, w2, operands, need_dx, put_dcols):
         """The backward pass, chunk by chunk on the workers: ``cols, dy = operands(k, n0, n,
@@ -188,12 +208,17 @@ class ConvPlan:
                     put_dcols(n0, n, cols)
             return dw2, db
 
-        parts = _parallel.run(self.workers, self.one_blas_thread, work) if g.N else [work(0)]
-        dw2, db = parts[0]
-        for dw2_k, db_k in parts[1:]:
-            dw2 += dw2_k
-            db += db_k
-        return dw2, db
+        return _sum_in_worker_order(self.run(work))
+
+
+def _sum_in_worker_order(parts):
+    """The workers' partial sums (each a tuple of arrays), added in worker order: the
+    result never depends on timing."""
+    total = parts[0]
+    for part in parts[1:]:
+        for acc, p in zip(total, part):
+            acc += p
+    return total
 
 
 def _conv_forward_chunks(plan, x, w, output):
@@ -231,35 +256,216 @@ def _conv_backward_chunks(plan, x, w, has_bias, chunk_dy, need_dx):
     return dx, dw2.reshape(g.w_shape), (db.astype(x.dtype) if has_bias else None)
 
 
-def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
+# ---------------------------------------------------------------------------- Winograd F(2x2, 3x3)
+#: The filter transform G of F(2x2, 3x3); its entries are exact in binary floating point.
+WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+#: "auto" runs Winograd where it can (3x3, stride 1, dilation 1) and where the channels
+#: and the filters per group both number at least this many: with fewer, its transforms
+#: cost more than the smaller GEMMs save (docs/performance.md, "Winograd").
+WINOGRAD_MIN_CHANNELS = 16
+
+
+def _finite(a):
+    """False when ``a`` may hold a NaN or an infinity: its sum is not finite (a sum of
+    finite values that overflows says False too, which costs only speed)."""
+    return bool(np.isfinite(np.add.reduce(a, axis=None)))
+
+
+def _algorithm(g, algorithm, x, w):
+    """(the algorithm a convolution over geometry ``g`` runs, whether "auto" chose it).
+
+    Winograd's transforms mix each 4x4 input patch into all four outputs of its tile,
+    so a NaN or an infinity reaches outputs whose 3x3 window does not hold it; "auto"
+    therefore runs it on finite x and w only (and backward on a finite dout), so that
+    non-finite values propagate exactly as in direct convolution (and PyTorch)."""
+    if check_algorithm(g, algorithm) != "auto":
+        return algorithm, False
+    if (winograd_unsupported(g) is None and min(g.C, g.F) // g.groups >= WINOGRAD_MIN_CHANNELS
+            and _finite(w) and _finite(x)):
+        return "winograd", True
+    return "im2col", True
+
+
+def _backward_algorithm(algorithm, auto, dout):
+    """The algorithm of a backward pass: its forward's, unless "auto" chose Winograd and
+    dout may hold non-finite values (see _algorithm)."""
+    return "im2col" if algorithm == "winograd" and auto and not _finite(dout) else algorithm
+
+
+def conv_algorithm(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm="auto"):
+    """The algorithm ``conv_forward`` runs with these arguments: "im2col" or "winograd"."""
+    return _algorithm(conv_geometry(x, w, b, stride, pad, dilation, groups), algorithm, x, w)[0]
+
+
+def _winograd_filters(w):
+    """U (16, F, Cg) = G w G^T for every filter and channel, in w's dtype."""
+    G = WINOGRAD_G.astype(w.dtype)
+    F, Cg = w.shape[:2]
+    return np.ascontiguousarray((G @ w @ G.T).reshape(F, Cg, 16).transpose(2, 0, 1))
+
+
+class _WinogradChunks:
+    """A Winograd call's tiles, per-group slices and this thread's workspaces."""
+
+    def __init__(self, plan):
+        self.plan, g = plan, plan.g
+        self.tiles_h, self.tiles_w = winograd_tiles(g)
+        self.Cg = g.C // g.groups
+
+    def workspaces(self, n):
+        """V (16, C, T), M (16, F, T) and the kernels' scratch, for a chunk of n images."""
+        g, dtype = self.plan.g, self.plan.dtype
+        T = n * self.tiles_h * self.tiles_w
+        threads = self.plan.threads(16 * g.C * T)
+        V = _workspace("wino_V", 16 * g.C * T, dtype).reshape(16, g.C, T)
+        M = _workspace("wino_M", 16 * g.F * T, dtype).reshape(16, g.F, T)
+        size = _kernels.winograd_scratch(self.tiles_w)
+        scratch = _workspace("wino_scratch", threads * size, dtype).reshape(threads, size)
+        return V, M, scratch, threads
+
+    def groups(self):
+        """Per group: its filters (rows of U and M) and its channels (rows of V)."""
+        Fg, Cg = self.plan.Fg, self.Cg
+        for gi in range(self.plan.g.groups):
+            yield slice(gi * Fg, (gi + 1) * Fg), slice(gi * Cg, (gi + 1) * Cg)
+
+
+def _winograd_forward_chunks(plan, x, w, output):
+    """A Winograd convolution's forward pass: each chunk's input tiles V, the products
+    M = U @ V (one batched GEMM per group), then ``output(n0, n, M, scratch, threads)``
+    (the output transform into the layer's layout)."""
+    ch, g = _WinogradChunks(plan), plan.g
+    U = _winograd_filters(w)
+
+    def work(k):
+        for n0, n in plan.chunks(k):
+            V, M, scratch, threads = ch.workspaces(n)
+            _kernels.winograd_input(x[n0:n0 + n], V, g.pad_h, g.pad_w, ch.tiles_h, ch.tiles_w, scratch, threads)
+            for f, c in ch.groups():
+                np.matmul(U[:, f], V[:, c], out=M[:, f])
+            output(n0, n, M, scratch, threads)
+
+    if g.N:
+        plan.run(work)
+
+
+def _winograd_backward_chunks(plan, x, w, has_bias, chunk_dM, need_dx):
+    """(dx, dw, db) of a Winograd convolution: for each chunk, ``chunk_dM(n0, n, dM, db,
+    scratch, threads)`` writes the transformed output gradient dM (16, F, T) and adds
+    the bias gradient to ``db``; V is recomputed; ``dU += dM @ V^T``; with ``need_dx``,
+    ``dV = U^T @ dM`` (over V) and its adjoint transform is the chunk's dx."""
+    ch, g = _WinogradChunks(plan), plan.g
+    U = _winograd_filters(w)
+    dx = np.empty_like(x) if need_dx else None
+
+    def work(k):
+        dU = np.zeros(U.shape, dtype=U.dtype)
+        db = np.zeros(g.F, dtype=np.float64)
+        for n0, n in plan.chunks(k):
+            V, dM, scratch, threads = ch.workspaces(n)
+            chunk_dM(n0, n, dM, db, scratch, threads)
+            _kernels.winograd_input(x[n0:n0 + n], V, g.pad_h, g.pad_w, ch.tiles_h, ch.tiles_w, scratch, threads)
+            for f, c in ch.groups():
+                dU[:, f] += dM[:, f] @ V[:, c].transpose(0, 2, 1)
+            if need_dx:
+                for f, c in ch.groups():
+                    np.matmul(U[:, f].transpose(0, 2, 1), dM[:, f], out=V[:, c])  # dV over V
+                _kernels.winograd_input_adjoint(V, dx[n0:n0 + n], g.pad_h, g.pad_w, ch.tiles_h, ch.tiles_w,
+                                                scratch, threads)
+        return dU, db
+
+    dU, db = _sum_in_worker_order(plan.run(work))
+    G = WINOGRAD_G.astype(x.dtype)
+    dw = G.T @ dU.transpose(1, 2, 0).reshape(g.F, ch.Cg, 4, 4) @ G  # G^T dU G
+    return dx, dw, (db.astype(x.dtype) if has_bias else None)
+
+
+def _planes_of_gemm_layout(plan, n, y):
+    """``y`` (F, n*P), the im2col GEMM's layout, seen as (n, F, out_h, out_w) planes."""
+    g = plan.g
+    return y.reshape(g.F, n, g.out_h, g.out_w).transpose(1, 0, 2, 3)
+
+
+def _winograd_to_gemm_layout(plan, output):
+    """A Winograd ``output`` step that hands the convolution (no bias) to im2col's
+    ``output(n0, n, y)`` in the GEMM layout (F, n*P), for the fused layers."""
+    tiles_h, tiles_w = winograd_tiles(plan.g)
+    no_bias = np.empty(0, dtype=plan.dtype)
+
+    def transform(n0, n, M, scratch, threads):
+        y = _workspace("y", plan.g.F * n * plan.P, plan.dtype).reshape(plan.g.F, n * plan.P)
+        _kernels.winograd_output(M, _planes_of_gemm_layout(plan, n, y), no_bias, False, tiles_h, tiles_w,
+                                 scratch, threads)
+        output(n0, n, y)
+    return transform
+
+
+def _winograd_from_gemm_layout(plan, chunk_dy):
+    """A Winograd ``chunk_dM`` step from im2col's ``chunk_dy(n0, n, dy, db)``, which writes
+    the output gradient in the GEMM layout (F, n*P) and the bias gradient."""
+    tiles_h, tiles_w = winograd_tiles(plan.g)
+
+    def transform(n0, n, dM, db, scratch, threads):
+        dy = _workspace("y", plan.g.F * n * plan.P, plan.dtype).reshape(plan.g.F, n * plan.P)
+        chunk_dy(n0, n, dy, db)
+        _kernels.winograd_output_adjoint(_planes_of_gemm_layout(plan, n, dy), dM, db, False, tiles_h, tiles_w,
+                                         scratch, threads)
+    return transform
+
+
+def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm="auto"):
     """Convolution (cross-correlation, as in every CNN library).
 
     x (N, C, H, W), w (F, C // groups, kh, kw), b (F,) or None; stride, pad and
     dilation are an int or an (h, w) pair. Returns (out, cache) with out
     (N, F, out_h, out_w) in x's dtype.
+
+    ``algorithm``: "im2col" (any convolution), "winograd" (F(2x2, 3x3): a 3x3 kernel,
+    stride 1, dilation 1) or "auto": Winograd where it can run and the layer has at
+    least WINOGRAD_MIN_CHANNELS channels and filters per group, else im2col
+    (``conv_algorithm`` says which). Backward runs the algorithm its forward ran.
     """
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)
+    algorithm, auto = _algorithm(g, algorithm, x, w)
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
-    plan = ConvPlan(g, x.dtype)
+    plan = ConvPlan(g, x.dtype, algorithm=algorithm)
     bias = np.ascontiguousarray(b) if b is not None else np.empty(0, dtype=x.dtype)
     out = np.empty(g.out_shape, dtype=x.dtype)
+    if algorithm == "winograd":
+        tiles_h, tiles_w = winograd_tiles(g)
+
+        def transform(n0, n, M, scratch, threads):  # straight into NCHW, plus the bias
+            _kernels.winograd_output(M, out[n0:n0 + n], bias, b is not None, tiles_h, tiles_w, scratch, threads)
+
+        _winograd_forward_chunks(plan, x, w, transform)
+        return out, (x, w, b is not None, g, (algorithm, auto))
     out3 = out.reshape(g.N, g.F, plan.P)
 
     def scatter(n0, n, y):  # GEMM layout (F, n*P) to NCHW, plus the bias
         _kernels.scatter_output(y, out3[n0:n0 + n], bias, b is not None, False, plan.threads(y.size))
 
     _conv_forward_chunks(plan, x, w, scatter)
-    return out, (x, w, b is not None, g)
+    return out, (x, w, b is not None, g, (algorithm, auto))
 
 
 def conv_backward(dout, cache, need_dx=True):
     """Gradients of conv_forward: returns (dx, dw, db); db is None when b was None,
     dx is None when ``need_dx`` is false (a first layer, whose input needs no gradient:
     that saves a third of the GEMM work and the col2im pass)."""
-    x, w, has_bias, g = cache
+    x, w, has_bias, g, (algorithm, auto) = cache
     check_dout(dout, g.out_shape, x.dtype)
-    plan = ConvPlan(g, x.dtype)
+    algorithm = _backward_algorithm(algorithm, auto, dout)
+    plan = ConvPlan(g, x.dtype, algorithm=algorithm)
+    if algorithm == "winograd":
+        dout = np.ascontiguousarray(dout)
+        tiles_h, tiles_w = winograd_tiles(g)
+
+        def transform(n0, n, dM, db, scratch, threads):  # straight from NCHW, and the bias gradient
+            _kernels.winograd_output_adjoint(dout[n0:n0 + n], dM, db, has_bias, tiles_h, tiles_w, scratch, threads)
+
+        return _winograd_backward_chunks(plan, x, w, has_bias, transform, need_dx)
     dout3 = np.ascontiguousarray(dout).reshape(g.N, g.F, plan.P)
 
     def gather(n0, n, dy, db):  # NCHW to GEMM layout (F, n*P), and the bias gradient
@@ -269,7 +475,7 @@ def conv_backward(dout, cache, need_dx=True):
 
 
 def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stride=None, pool_pad=0,
-                           dilation=1, groups=1):
+                           dilation=1, groups=1, algorithm="auto"):
     """conv -> ReLU -> max pool in one pass per chunk: the same result as
     ``max_pool_forward(relu_forward(conv_forward(x, w, b, ...)))``, without ever
     writing the full-size convolution output.
@@ -280,14 +486,16 @@ def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stri
     gets its bias and is max-pooled while it is in cache, and ReLU runs on the
     pooled values only. The cache holds x, w, the pooled output (its sign is the
     ReLU mask) and the argmax. Returns (out, cache), out (N, F, pooled_h, pooled_w).
+    ``algorithm`` is conv_forward's (Winograd's output transform writes ``y``).
     """
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)
+    algorithm, auto = _algorithm(g, algorithm, x, w)
     pg = pool_geometry_of_shape(g.out_shape, pool_size, pool_stride, pool_pad,
                                 what="the convolution's output", names=("pool_size", "pool_stride", "pool_pad"))
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
     dtype = x.dtype
-    plan = ConvPlan(g, dtype)
+    plan = ConvPlan(g, dtype, algorithm=algorithm)
     bias_col = None if b is None else np.ascontiguousarray(b).reshape(g.F, 1)
     Pp = pg.out_h * pg.out_w
     out = np.empty(pg.out_shape, dtype=dtype)
@@ -307,15 +515,19 @@ def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stri
         _kernels.scatter_output(z.reshape(g.F, n * Pp), out3[n0:n0 + n], no_bias, False, True,
                                 plan.threads(z.size))
 
-    _conv_forward_chunks(plan, x, w, pool)
-    return out, (x, w, b is not None, g, pg, out, argmax, plan.chunk)
+    if algorithm == "winograd":
+        _winograd_forward_chunks(plan, x, w, _winograd_to_gemm_layout(plan, pool))
+    else:
+        _conv_forward_chunks(plan, x, w, pool)
+    return out, (x, w, b is not None, g, pg, out, argmax, plan.chunk, (algorithm, auto))
 
 
 def conv_relu_pool_backward(dout, cache, need_dx=True):
     """Gradients of conv_relu_pool_forward: (dx, dw, db), as conv_backward returns them."""
-    x, w, has_bias, g, pg, out, argmax, chunk = cache
+    x, w, has_bias, g, pg, out, argmax, chunk, (algorithm, auto) = cache
     check_dout(dout, pg.out_shape, x.dtype)
-    plan = ConvPlan(g, x.dtype, chunk=chunk)
+    algorithm = _backward_algorithm(algorithm, auto, dout)
+    plan = ConvPlan(g, x.dtype, chunk=chunk, algorithm=algorithm)
     Pp = pg.out_h * pg.out_w
     dz3 = _layers.relu_backward(dout, out).reshape(g.N, g.F, Pp)  # zero where the pooled value was <= 0
 
@@ -325,6 +537,8 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
         _kernels.max_pool_backward(dz.reshape(g.F * n, Pp), argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, Pp),
                                    dy.reshape(g.F * n, plan.P), plan.threads(dy.size))
 
+    if algorithm == "winograd":
+        return _winograd_backward_chunks(plan, x, w, has_bias, _winograd_from_gemm_layout(plan, route), need_dx)
     return _conv_backward_chunks(plan, x, w, has_bias, route, need_dx)
 
 

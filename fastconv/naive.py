@@ -10,7 +10,7 @@ out (N, F, out_h, out_w) with out_h from ``fastconv._params.conv_output_size``.
 """
 import numpy as np
 
-from ._params import check_dout, conv_geometry, pool_geometry, pool_geometry_of_shape
+from ._params import check_algorithm, check_dout, conv_geometry, pool_geometry, pool_geometry_of_shape
 from .layers import *  # noqa: F401,F403  (the layers without loops, shared with fastconv.fast)
 from .layers import relu_backward, relu_forward
 
@@ -67,14 +67,16 @@ def _conv_windows(g):
                     yield n, f, oh, ow, channels, rows, cols, taps_h, taps_w
 
 
-def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
+def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm="auto"):
     """Convolution (cross-correlation, as in every CNN library).
 
     x (N, C, H, W), w (F, C // groups, kh, kw), b (F,) or None; stride, pad and
     dilation are an int or an (h, w) pair. Returns (out, cache) with out
-    (N, F, out_h, out_w) in x's dtype.
+    (N, F, out_h, out_w) in x's dtype. ``algorithm`` is checked as fastconv.fast
+    checks it (the same errors); the loops below are the reference for every one.
     """
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)
+    check_algorithm(g, algorithm)
     out = np.zeros(g.out_shape, dtype=x.dtype)
     for n, f, oh, ow, channels, rows, cols, taps_h, taps_w in _conv_windows(g):
         patch = _padded_patch(x, n, channels, g, rows, cols, taps_h, taps_w)
@@ -109,10 +111,11 @@ def _pool_window(g, oh, ow):
 
 
 def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stride=None, pool_pad=0,
-                           dilation=1, groups=1):
+                           dilation=1, groups=1, algorithm="auto"):
     """conv -> ReLU -> max pool, the three layers one after the other (the
     reference of fast.conv_relu_pool_forward, which fuses them)."""
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)  # bad pool arguments fail before the loops run
+    check_algorithm(g, algorithm)
     pool_geometry_of_shape(g.out_shape, pool_size, pool_stride, pool_pad,
                            what="the convolution's output", names=("pool_size", "pool_stride", "pool_pad"))
     conv_out, conv_cache = conv_forward(x, w, b, stride, pad, dilation, groups)

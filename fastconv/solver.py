@@ -26,7 +26,12 @@ Checkpoints: with ``checkpoint_dir``, the end of each epoch writes a
 checkpoint (``fastconv.checkpoints``: atomic, only the ``keep_checkpoints``
 newest kept). ``resume()`` restores the newest complete one and ``train()``
 then continues where it stopped: the result is bit-identical to a run that
-was never interrupted (same seed, same thread count). No pickle anywhere.
+was never interrupted (same seed, same thread count). A checkpoint records
+every setting that shapes the result (``recorded_settings``, with a SHA-256
+of the training and validation data) and the caller's ``run_settings`` (a
+JSON object, e.g. the command line's options); ``resume()`` refuses one
+written with any of them different, naming them. Only ``num_epochs`` may
+differ (to train for longer). No pickle anywhere.
 
 Progress: with ``verbose``, a tqdm bar per epoch shows the loss, the running
 training accuracy and images/s; without tqdm, a line every ``print_every``
@@ -34,6 +39,7 @@ iterations.
 """
 from __future__ import annotations
 
+import json
 import numbers
 import sys
 import time
@@ -43,6 +49,7 @@ import numpy as np
 
 from . import checkpoints as _checkpoints
 from . import optim
+from ._files import sha256_of_arrays
 from ._params import check_int
 from .checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoints, load_checkpoint_model  # noqa: F401
 
@@ -57,7 +64,8 @@ class Solver:
 
     def __init__(self, model, data, update_rule="sgd", optim_config=None, lr_decay=1.0, batch_size=100,
                  num_epochs=10, num_train_samples=1000, num_val_samples=None, print_every=100,
-                 checkpoint_dir=None, keep_checkpoints=2, seed=None, verbose=True, progress=None):
+                 checkpoint_dir=None, keep_checkpoints=2, seed=None, verbose=True, progress=None,
+                 run_settings=None):
         self.model = model
         if not isinstance(data, dict) or "X_train" not in data or "y_train" not in data:
             raise ValueError("data must be a dict with X_train and y_train (and optionally X_val, y_val)")
@@ -88,6 +96,8 @@ class Solver:
         self.keep_checkpoints = check_int(keep_checkpoints, "keep_checkpoints", 1)
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.seed = seed
+        self.run_settings = _json_object(run_settings, "run_settings")
+        self._data_sha256 = None
         self.verbose = bool(verbose)
         self.progress = (_tqdm is not None) if progress is None else bool(progress)
         self.rng = np.random.default_rng(seed)
@@ -185,6 +195,37 @@ class Solver:
         return self
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def num_val(self):
+        return 0 if self.X_val is None else len(self.X_val)
+
+    @property
+    def data_sha256(self):
+        """SHA-256 of the training and validation arrays (computed once, when a checkpoint
+        is first written or resumed: the data must not change in place meanwhile)."""
+        if self._data_sha256 is None:
+            self._data_sha256 = sha256_of_arrays((self.X_train, self.y_train, self.X_val, self.y_val))
+        return self._data_sha256
+
+    def recorded_settings(self):
+        """The settings a checkpoint records (JSON values): all but ``num_epochs`` must be
+        the same for ``resume`` to accept it."""
+        return {
+            "update_rule": self.update_rule_name,
+            "optim_config": {k: v.item() if isinstance(v, np.generic) else v
+                             for k, v in self.optim_config.items() if not isinstance(v, np.ndarray)},
+            "lr_decay": self.lr_decay,
+            "batch_size": self.batch_size,
+            "num_epochs": self.num_epochs,
+            "num_train_samples": self.num_train_samples,
+            "num_val_samples": self.num_val_samples,
+            "num_train": len(self.X_train),
+            "num_val": self.num_val,
+            # an int seed, or None; a Generator or SeedSequence given as seed is not recorded
+            "seed": self.seed if isinstance(self.seed, int) and not isinstance(self.seed, bool) else None,
+            "data_sha256": self.data_sha256,
+        }
+
     def save_checkpoint(self):
         """Write this epoch's checkpoint into ``checkpoint_dir`` (see ``fastconv.checkpoints``)."""
         return _checkpoints.save_checkpoint(self)
@@ -204,3 +245,16 @@ class Solver:
             "epoch_seconds": list(self.epoch_times),
             "iterations_per_epoch": -(-len(self.X_train) // self.batch_size),
         }
+
+
+def _json_object(value, name):
+    """A copy of ``value`` (a dict of JSON values, or None for {}) as JSON gives it back, so a
+    checkpoint's copy compares equal (tuples become lists)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict of JSON values, got {type(value).__name__}")
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a dict of JSON values ({exc})") from None

@@ -8,6 +8,7 @@ set, fits the preprocessing on the training split, trains with the Solver
 * ``model.json`` + ``model.npz``: the trained model (best validation
   accuracy) with its preprocessing and class names;
 * ``checkpoints/``: the last checkpoints (``--resume`` continues from them);
+* ``.fastconv.lock``: held by the training that owns the folder (``_run_folder``);
 * ``history.json``: loss per iteration, accuracies per epoch, epoch times,
   test accuracy, the settings;
 * ``loss.png``, ``accuracy.png``, ``confusion.png``, ``filters.png``,
@@ -27,25 +28,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import platform
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from . import plots
-from ._files import write_json
+from . import _run_folder, plots
+from ._files import read_json, write_json
 from ._inputs import read_image, read_npy
 from ._malloc import keep_freed_memory
 from .datasets import load_dataset, train_val_split
 from .models import build_model, load_model
 from .preprocessing import Preprocessing
-from .solver import Solver, checkpoints
+from .solver import Solver
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
@@ -75,8 +76,24 @@ data: $FASTCONV_DATA/<dataset>/, ~/.cache/fastconv/<dataset>/, /usr/share/datase
 (Debian package dataset-fashion-mnist); otherwise the official files are downloaded (SHA-256 checked).
 
 outputs in --out: model.json + model.npz, checkpoints/, history.json, loss.png, accuracy.png,
-confusion.png, filters.png, examples.png (the plots need matplotlib).
+confusion.png, filters.png, examples.png (the plots need matplotlib). One training owns the folder
+while it runs (a lock: a second one into it fails at once). A folder that holds a saved model or
+checkpoints is never replaced silently: --resume continues its run, --overwrite replaces it.
+
+--resume refuses, naming it, a setting that shapes the result other than the run's own:
+{result_settings}
+and the training data itself. --epochs may differ (to train for longer), and so may --limit-test,
+--threads, --impl and the output options (bitwise equality with an uninterrupted run holds for the
+same --impl and --threads). history.json records the settings actually used.
 """
+
+#: The options that shape a run's result: a checkpoint records them, --resume refuses other values.
+RESULT_SETTINGS = ("dataset", "model", "num_filters", "filter_size", "hidden_dim", "reg", "loss", "dtype",
+                   "preprocess", "seed", "batch_size", "optimizer", "lr", "lr_decay", "val_size", "limit_train")
+
+
+def _option(dest):
+    return "--" + dest.replace("_", "-")
 
 
 def _argument_type(kind, accept, expected):
@@ -125,7 +142,8 @@ def add_arguments(parser):
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = ("Train a network on MNIST, Fashion-MNIST or CIFAR-10; write the model,\n"
                           "checkpoints, history.json and PNG plots.")
-    parser.epilog = _EPILOG
+    parser.epilog = _EPILOG.format(result_settings=textwrap.fill(
+        ", ".join(map(_option, RESULT_SETTINGS)) + ",", width=98, initial_indent="  ", subsequent_indent="  "))
     _data_arguments(parser, required=True)
     parser.add_argument("--model", default="convnet1", metavar="convnet1|fc|SPEC",
                         help="architecture (default convnet1; see below)")
@@ -152,11 +170,17 @@ def add_arguments(parser):
                         help="use only N training images (a random subset), for quick runs")
     parser.add_argument("--limit-test", type=_positive_int, default=None, metavar="N",
                         help="evaluate on only the first N test images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of initialization, shuffling and split (default 0)")
+    parser.add_argument("--seed", type=_nonneg_int, default=0,
+                        help="seed of initialization, shuffling and split (default 0)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output folder (default runs/<dataset>-<model>)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its last checkpoint")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint, with the same settings "
+                            "(see below)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="train afresh in an --out that holds a run: its model, checkpoints, history "
+                            "and plots are deleted first")
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (a line per 100 iterations)")
     parser.add_argument("--quiet", action="store_true", help="print only the final result")
@@ -207,8 +231,8 @@ def run(args):
     """``fastconv train``: prepare the run folder, load the data, build the model, train, report."""
     _keep_freed_memory()
     log = (lambda *a, **k: None) if args.quiet else print
-    out, model_kwargs = _prepare_run(args)
-    with _thread_limit(args.threads):
+    out, model_kwargs, lock = _prepare_run(args)
+    with lock, _thread_limit(args.threads):
         data, split = _load_split(args, log)
         model = _build(args, data, split, model_kwargs, log)
         w_before = model.first_layer_weights().copy()
@@ -217,22 +241,19 @@ def run(args):
         t_eval = time.perf_counter()
         y_pred = model.predict(split.X_test, batch_size=500, prepare=True)
         seconds = {"train_seconds_this_run": train_seconds, "test_seconds": time.perf_counter() - t_eval}
-    _report(args, out, data, split, model, solver, w_before, y_pred, seconds, log)
+        _report(args, out, data, split, model, solver, w_before, y_pred, seconds, log)
     return 0
 
 
 def _prepare_run(args):
-    """The run folder (refused if it holds a run and --resume is not given) and the
-    convnet1 size options, checked before anything is loaded."""
+    """The run folder, checked and locked for this run before anything is loaded (see
+    ``_run_folder.claim``), and the convnet1 size options; returns (folder, options, lock)."""
     out = Path(args.out) if args.out else Path("runs") / f"{args.dataset}-{_model_slug(args.model)}"
-    if checkpoints(out / "checkpoints") and not args.resume:
-        raise ValueError(f"{out} already holds a training run; pass --resume to continue it, "
-                         "or choose another --out")
     model_kwargs = {k: getattr(args, k) for k in ("num_filters", "filter_size", "hidden_dim")
                     if getattr(args, k) is not None}
     if model_kwargs and args.model != "convnet1":
         raise ValueError("--num-filters, --filter-size and --hidden-dim apply to --model convnet1 only")
-    return out, model_kwargs
+    return out, model_kwargs, _run_folder.claim(out, resume=args.resume, overwrite=args.overwrite)
 
 
 def _load_split(args, log):
@@ -269,17 +290,30 @@ def _build(args, data, split, model_kwargs, log):
     return model
 
 
+def _settings(args, split):
+    """The run's settings as used: the options, with --lr and --val-size resolved."""
+    settings = {k: v for k, v in vars(args).items() if k != "func"}
+    settings.update(lr=args.lr if args.lr is not None else _default_lr(args.optimizer), val_size=len(split.X_val))
+    return settings
+
+
 def _train(args, model, split, out, log):
-    """Train (from the last checkpoint with --resume); returns the Solver and the seconds it took."""
-    ckpt_dir = out / "checkpoints"
-    lr = args.lr if args.lr is not None else _default_lr(args.optimizer)
+    """Train (from the last checkpoint with --resume, which must have been written with the
+    same RESULT_SETTINGS); returns the Solver and the seconds it took."""
+    ckpt_dir = out / _run_folder.CHECKPOINTS
+    settings = _settings(args, split)
+    lr = settings["lr"]
     solver = Solver(model, {"X_train": split.X_train, "y_train": split.y_train,
                             "X_val": split.X_val, "y_val": split.y_val},
                     update_rule=args.optimizer, optim_config={"learning_rate": lr}, lr_decay=args.lr_decay,
                     batch_size=args.batch_size, num_epochs=args.epochs, checkpoint_dir=ckpt_dir,
-                    seed=args.seed, verbose=not args.quiet, progress=not args.no_progress)
+                    seed=args.seed, verbose=not args.quiet, progress=not args.no_progress,
+                    run_settings={_option(k): settings[k] for k in RESULT_SETTINGS})
     if args.resume:
         epoch = solver.resume()
+        if epoch > args.epochs:
+            raise ValueError(f"{out}: the run has done {epoch} epochs, more than --epochs {args.epochs}; "
+                             f"give --epochs {epoch} or more")
         log(f"resuming {out} after epoch {epoch}" if epoch else f"no checkpoint in {ckpt_dir}: starting afresh")
     log(f"training on {len(split.X_train)} images, validating on {len(split.X_val)}: {args.optimizer}, "
         f"lr {lr:g}, decay {args.lr_decay:g}/epoch, batch {args.batch_size}, {args.epochs} epochs, {args.dtype}, "
@@ -295,15 +329,16 @@ def _train(args, model, split, out, log):
 
 
 def _report(args, out, data, split, model, solver, w_before, y_pred, seconds, log):
-    """Write history.json and the plots; print the test accuracy."""
+    """Write history.json and the plots; print the test accuracy (None in history.json
+    when the test split holds no images)."""
     y_test = split.y_test
-    test_acc = float(np.mean(y_pred == y_test))
+    test_acc = float(np.mean(y_pred == y_test)) if len(y_test) else None
     history = solver.history()
     history.update(
         dataset=args.dataset,
         model=args.model,
         architecture=model.describe(),
-        settings={k: v for k, v in vars(args).items() if k not in ("func",)},
+        settings=_settings(args, split),
         num_train=len(split.X_train), num_val=len(split.X_val), num_test=len(split.X_test),
         best_epoch=solver.best_epoch, best_val_acc=solver.best_val_acc if len(split.X_val) else None,
         test_accuracy=test_acc, confusion_matrix=plots.confusion_matrix(y_test, y_pred, data.num_classes).tolist(),
@@ -318,8 +353,10 @@ def _report(args, out, data, split, model, solver, w_before, y_pred, seconds, lo
         written = _write_plots(out, history, model, w_before, split.X_test, y_test, y_pred, data, log)
     epochs = len(solver.epoch_times)
     per_epoch = float(np.mean(solver.epoch_times)) if epochs else float("nan")
-    print(f"test accuracy: {test_acc:.4f} ({int(np.sum(y_pred == y_test))}/{len(y_test)}) after {epochs} epochs "
-          f"({per_epoch:.1f} s/epoch, {sum(solver.epoch_times):.0f} s of training); model in {out}")
+    result = (f"test accuracy: {test_acc:.4f} ({int(np.sum(y_pred == y_test))}/{len(y_test)})" if len(y_test)
+              else "no test images: test accuracy not measured")
+    print(f"{result} after {epochs} epochs ({per_epoch:.1f} s/epoch, {sum(solver.epoch_times):.0f} s of training); "
+          f"model in {out}")
     if written:
         log("plots: " + ", ".join(str(p) for p in written))
 
@@ -332,10 +369,13 @@ def _write_plots(out, history, model, w_before, X_test, y_test, y_pred, data, lo
     written = [
         plots.plot_loss(history["loss"], out / "loss.png", history["iterations_per_epoch"]),
         plots.plot_accuracy(history["train_acc"], history["val_acc"], out / "accuracy.png"),
-        plots.plot_confusion(np.asarray(history["confusion_matrix"]), data.class_names, out / "confusion.png"),
         plots.plot_filters(w_before, model.first_layer_weights(), out / "filters.png", model.input_shape),
-        plots.plot_examples(X_test, y_test, y_pred, data.class_names, out / "examples.png"),
     ]
+    if len(y_test):  # the test-set pictures need test images
+        written += [
+            plots.plot_confusion(np.asarray(history["confusion_matrix"]), data.class_names, out / "confusion.png"),
+            plots.plot_examples(X_test, y_test, y_pred, data.class_names, out / "examples.png"),
+        ]
     return [p for p in written if p is not None]
 
 
@@ -354,7 +394,7 @@ def _dataset_of(model_dir, given):
     hist = Path(model_dir) / "history.json"
     if hist.is_file():
         try:
-            name = json.loads(hist.read_text()).get("dataset")
+            name = read_json(hist, "training history").get("dataset")
         except (ValueError, OSError):
             name = None
         if name in DATASETS:
@@ -374,6 +414,8 @@ def run_evaluate(args):
         if data.input_shape != model.input_shape or data.num_classes != model.num_classes:
             raise ValueError(f"the model takes {model.input_shape} images in {model.num_classes} classes; "
                              f"{name} has {data.input_shape} in {data.num_classes}")
+        if len(y) == 0:
+            raise ValueError(f"the {name} test set in {data.source} holds no images: nothing to evaluate")
         t0 = time.perf_counter()
         y_pred = model.predict(X, batch_size=args.batch_size, prepare=True)
         seconds = time.perf_counter() - t0

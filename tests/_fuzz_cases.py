@@ -493,19 +493,27 @@ def _core_conv(seed, index, rng):
     import fastconv.naive as naive
 
     c = _conv_base(rng)
+    winograd = rng.random() < 0.25
+    if winograd:  # a case fast's Winograd path can run, asked for by name
+        c.update(kernel=(3, 3), stride=(1, 1), dilation=(1, 1),
+                 H=max(c["H"], 3 - 2 * c["pad"][0]), W=max(c["W"], 3 - 2 * c["pad"][1]))
     m = Mutations()
     dtype = c["dtype"]
     g = c["groups"]
-    x = _data(rng, (c["N"], c["C"], c["H"], c["W"]), dtype, special=True)
-    w = _data(rng, (c["F"], c["C"] // g) + c["kernel"], dtype, special=True)
+    # Winograd spreads a NaN or an infinity over its 2x2 output tile (documented, tested in
+    # test_winograd.py), so its cases hold finite values: the comparison here is exact
+    x = _data(rng, (c["N"], c["C"], c["H"], c["W"]), dtype, special=not winograd)
+    w = _data(rng, (c["F"], c["C"] // g) + c["kernel"], dtype, special=not winograd)
     b = _data(rng, (c["F"],), dtype) if c["bias"] else None
     hyper = {k: _spell(rng, c[k]) for k in ("stride", "pad", "dilation")}
     hyper["groups"] = g if rng.random() < 0.8 else NUMPY_INTS[int(rng.integers(len(NUMPY_INTS)))](g)
     phase = "backward" if rng.random() < 0.4 else "forward"
     out_shape = _conv_out_shape(c)
+    picked = []
     if phase == "forward":
         targets = ["x", "w", "b", "stride", "pad", "dilation", "groups", "channels"]
-        for target in _pick_targets(rng, targets, {"x", "w", "b", "groups", "channels"}):
+        picked = _pick_targets(rng, targets, {"x", "w", "b", "groups", "channels"})
+        for target in picked:
             if target == "x":
                 x = _mutate_array(m, rng, "x", x, shape_outcome=_x_shape_outcome(True))
             elif target == "w":
@@ -536,6 +544,8 @@ def _core_conv(seed, index, rng):
         kwargs = dict(b=b, **hyper)
     else:
         args += [b, hyper["stride"], hyper["pad"], hyper["dilation"], hyper["groups"]]
+    if winograd and not {"w", "stride", "dilation", "channels"} & set(picked):
+        kwargs["algorithm"] = "winograd"  # naive checks the request the same way, then runs its loops
     names = tuple(inspect.signature(fast.conv_forward).parameters)
     backward_kwargs, need_dx = {}, True
     if phase == "backward" and rng.random() < 0.3:  # a first layer's backward: no dx
@@ -551,7 +561,8 @@ def _core_conv(seed, index, rng):
                 conv_expected_shape(x, w, hyper["stride"], hyper["pad"], hyper["dilation"]),
                 ((c["N"], c["C"], c["H"], c["W"]) if need_dx else None, (c["F"], c["C"] // g) + c["kernel"],
                  (c["F"],) if c["bias"] else None))
-    case.base = _conv_desc(c) + ("" if not backward_kwargs else f" need_dx={need_dx!r}")
+    case.base = (_conv_desc(c) + ("" if not backward_kwargs else f" need_dx={need_dx!r}")
+                 + (" winograd" if "algorithm" in kwargs else ""))
     case.big_bytes = conv_work_bytes(x, w, case.out_shape)
     case.magnitudes = _conv_magnitudes(x, w, b, dout, args, kwargs)
     if rng.random() < 0.3:  # a small workspace: the batch goes in chunks of one or a few images

@@ -11,12 +11,12 @@ traceback.
 import gzip
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fastconv._child import python_module
 from fastconv import datasets as D
 from test_datasets import idx_bytes, write_idx_set
 
@@ -47,7 +47,7 @@ def _run(env, *argv, data=None, debug=False):
     environ = dict(env["env"])
     if data is not None:
         environ["FASTCONV_DATA"] = str(data)
-    cmd = [sys.executable, "-m", "fastconv", *(["--debug"] if debug else []), *argv]
+    cmd = python_module("fastconv", *(["--debug"] if debug else []), *argv)
     return subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=120)
 
 
@@ -66,12 +66,14 @@ def _one_line_error(proc, command, *expected):
     (["train", "--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
     (["train", "--epochs", "three"], "expected a positive integer, got 'three'"),
     (["train", "--lr", "nan"], "argument --lr: expected a positive number, got nan"),
+    (["train", "--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+    (["train", "--resume", "--overwrite"], "argument --overwrite: not allowed with argument --resume"),
     (["train", "--dataset", "imagenet"], "argument --dataset: invalid choice: 'imagenet'"),
     (["train", "--no-such-option"], "unrecognized arguments: --no-such-option"),
     (["evaluate"], "the following arguments are required: --model"),
     (["predict", "--model", "m"], "the following arguments are required: IMAGE"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
-], ids=["zero", "word", "nan", "dataset", "option", "no-model", "no-image", "command"])
+], ids=["zero", "word", "nan", "seed", "resume-overwrite", "dataset", "option", "no-model", "no-image", "command"])
 def test_usage_errors(env, argv, expected):
     proc = _run(env, *argv)
     assert proc.returncode == 2, proc.stderr

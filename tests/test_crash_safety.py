@@ -27,6 +27,7 @@ torn JSON count as a complete checkpoint (the ``json`` case fails); a torn
 The files' validation against tampering (object arrays with a pickle payload,
 wrong shapes and dtypes, missing arrays) is tested at the end of this file.
 """
+import contextlib
 import json
 import os
 import signal
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastconv._child import python_module
 from fastconv.models import load_model
 from fastconv.solver import checkpoints, load_checkpoint_model
 from test_datasets import write_learnable_set
@@ -113,7 +115,7 @@ def _argv(out, resume=False):
 
 
 def _fastconv(env, out, resume=False):
-    proc = subprocess.run([sys.executable, "-m", "fastconv", *_argv(out, resume)], env=env["env"],
+    proc = subprocess.run(python_module("fastconv", *_argv(out, resume)), env=env["env"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc
@@ -126,9 +128,26 @@ def uninterrupted(env):
     return out
 
 
-def _child(env, out, mode, arg):
-    return subprocess.Popen([sys.executable, str(env["root"] / "child.py"), mode, str(arg), *_argv(out)],
+def _child(env, out, mode, arg, argv=None):
+    """The child script (``_CHILD``) running ``mode``/``arg`` and the command line ``argv``
+    (default: the run of ``_argv(out)``), its stdout and stderr piped."""
+    return subprocess.Popen([sys.executable, str(env["root"] / "child.py"), mode, str(arg),
+                             *(_argv(out) if argv is None else argv)],
                             env=env["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@contextlib.contextmanager
+def reaped(child):
+    """``child`` (a Popen), killed if it still runs at the end of the block, and its pipes closed."""
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for pipe in (child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def _checkpoint_arrays(json_path):
@@ -177,20 +196,13 @@ def _check_resume(env, out, last_complete, uninterrupted):
 def test_sigkill_in_the_middle_of_an_epoch(env, uninterrupted):
     out = env["root"] / "killed-mid-epoch"
     step = STEPS_PER_EPOCH + 3  # the third step of epoch 2
-    child = _child(env, out, "step", step)
-    try:
+    with reaped(_child(env, out, "step", step)) as child:
         line = child.stdout.readline()
         assert line.strip() == "KILL ME at epoch 2", (line, child.stderr.read() if child.poll() is not None else "")
         # checkpoint 1 was written before epoch 2 began
         assert [e for e, _ in checkpoints(out / "checkpoints")] == [1]
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stdout.close()
-        child.stderr.close()
     _check_after_crash(out, 1)
     _check_resume(env, out, 1, uninterrupted)
 
@@ -198,15 +210,10 @@ def test_sigkill_in_the_middle_of_an_epoch(env, uninterrupted):
 def test_ctrl_c_in_the_middle_of_an_epoch(env, uninterrupted):
     """SIGINT (Ctrl-C): exit status 130, no traceback, a hint to resume; the resumed run is exact too."""
     out = env["root"] / "interrupted"
-    child = _child(env, out, "step", 2 * STEPS_PER_EPOCH + 2)  # the second step of epoch 3
-    try:
+    with reaped(_child(env, out, "step", 2 * STEPS_PER_EPOCH + 2)) as child:  # the second step of epoch 3
         assert child.stdout.readline().strip() == "KILL ME at epoch 3"
         os.kill(child.pid, signal.SIGINT)
         _, err = child.communicate(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
     assert child.returncode == 130, err
     assert "Traceback" not in err and "--resume` continues from the last complete epoch" in err
     assert err.strip().splitlines()[-1] == "fastconv: interrupted"
@@ -221,13 +228,8 @@ def test_ctrl_c_in_the_middle_of_an_epoch(env, uninterrupted):
 ], ids=["npz", "json", "final-model"])
 def test_sigkill_while_writing_a_checkpoint(env, uninterrupted, torn, last_complete):
     out = env["root"] / f"killed-writing-{torn}"
-    child = _child(env, out, "write", torn)
-    try:
+    with reaped(_child(env, out, "write", torn)) as child:
         _, err = child.communicate(timeout=120)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
     assert child.returncode == -signal.SIGKILL, err
     ckpt = out / "checkpoints"
     folder = out if torn.startswith("model") else ckpt
@@ -250,9 +252,11 @@ def test_stale_temporary_files_removed_only_when_their_writer_is_dead(tmp_path):
     dead.wait()  # reaped: its pid no longer runs
     alive = os.getppid()
     stale = tmp_path / f".checkpoint_epoch0002.npz.tmp{dead.pid}"
+    stale_random = tmp_path / f".checkpoint_epoch0002.json.tmp{dead.pid}.0123abcd"  # atomic_write's names now
     live = tmp_path / f".checkpoint_epoch0002.json.tmp{alive}"
-    other = tmp_path / f".model.npz.tmp{dead.pid}"  # not a checkpoint file: not the solver's business
-    for p in (stale, live, other):
+    live_random = tmp_path / f".checkpoint_epoch0002.npz.tmp{alive}.89abcdef"
+    other = tmp_path / f".model.npz.tmp{dead.pid}.0123abcd"  # not a checkpoint file: not the solver's business
+    for p in (stale, stale_random, live, live_random, other):
         p.write_bytes(b"torn")
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((8, 1, 6, 6)).astype(np.float32), rng.integers(0, 3, 8)
@@ -260,7 +264,8 @@ def test_stale_temporary_files_removed_only_when_their_writer_is_dead(tmp_path):
     S.Solver(model, {"X_train": X, "y_train": y}, batch_size=4, num_epochs=1, checkpoint_dir=tmp_path,
              seed=0, verbose=False).train()
     assert [e for e, _ in checkpoints(tmp_path)] == [1]
-    assert not stale.exists() and live.exists() and other.exists()
+    assert not stale.exists() and not stale_random.exists()
+    assert live.exists() and live_random.exists() and other.exists()
 
 
 # ---------------------------------------------------------------- checkpoint and model files are validated

@@ -89,21 +89,21 @@ def _tricky(rng, shape, dtype):
     return x
 
 
-def _conv(rng, dtype, stride, pad, dilation, groups, shape=(3, 4, 9, 11), kernel=(3, 2)):
+def _conv(rng, dtype, stride, pad, dilation, groups, shape=(3, 4, 9, 11), kernel=(3, 2), algorithm="auto"):
     N, C, H, W = shape
     x = rng.standard_normal(shape).astype(dtype)
     w = rng.standard_normal((6, C // groups) + kernel).astype(dtype)
     b = rng.standard_normal(6).astype(dtype)
-    out, cache = fast.conv_forward(x, w, b, stride, pad, dilation, groups)
+    out, cache = fast.conv_forward(x, w, b, stride, pad, dilation, groups, algorithm)
     dout = rng.standard_normal(out.shape).astype(dtype)
     return (out,) + fast.conv_backward(dout, cache)
 
 
-def _conv_relu_pool(rng, dtype):
+def _conv_relu_pool(rng, dtype, algorithm="auto"):
     x = rng.standard_normal((3, 4, 10, 12)).astype(dtype)
     w = rng.integers(-2, 3, size=(5, 4, 3, 3)).astype(dtype)  # integer sums: ties in the pool
     b = np.zeros(5, dtype)
-    out, cache = fast.conv_relu_pool_forward(x, w, b, 1, 1, 3, 2, 1)
+    out, cache = fast.conv_relu_pool_forward(x, w, b, 1, 1, 3, 2, 1, algorithm=algorithm)
     dout = rng.standard_normal(out.shape).astype(dtype)
     return (out,) + fast.conv_relu_pool_backward(dout, cache)
 
@@ -137,6 +137,9 @@ LAYERS = {
     "conv-k3x3-s1-p1-flat": lambda rng, dt: _conv(rng, dt, 1, 1, 1, 1, (2, 3, 12, 28), (3, 3)),
     "conv-k1x1-batch1": lambda rng, dt: _conv(rng, dt, 1, 0, 1, 1, (1, 4, 5, 7), (1, 1)),
     "conv_relu_pool-k3-p1-pool3s2p1": _conv_relu_pool,
+    "conv-winograd-k3-p1x2-g2": lambda rng, dt: _conv(rng, dt, 1, (1, 2), 1, 2, (3, 4, 9, 11), (3, 3), "winograd"),
+    "conv-winograd-k3-p0-odd": lambda rng, dt: _conv(rng, dt, 1, 0, 1, 1, (2, 3, 7, 12), (3, 3), "winograd"),
+    "conv_relu_pool-winograd": lambda rng, dt: _conv_relu_pool(rng, dt, "winograd"),
     "maxpool-k2-s2": lambda rng, dt: _max_pool(rng, dt, 2, 2, 0),
     "maxpool-k3-s2-p1": lambda rng, dt: _max_pool(rng, dt, 3, 2, 1),
     "maxpool-k3x5-s1x2-p1x2": lambda rng, dt: _max_pool(rng, dt, (3, 5), (1, 2), (1, 2)),

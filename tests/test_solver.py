@@ -195,6 +195,85 @@ def test_resume_rejects_other_setups(tmp_path, rng):
     assert S.Solver(make(0), data, checkpoint_dir=tmp_path / "empty", **kwargs).resume() == 0
 
 
+def _other_data(data):
+    X = data["X_train"].copy()
+    X[0, 0, 0, 0] += 1  # the same sizes, one value changed
+    return dict(data, X_train=X)
+
+
+def _with_preprocessing(model, std=2.0):
+    model.preprocess = Preprocessing("channel", (2, 8, 8), mean=[0.0, 0.0], std=[1.0, std])
+    return model
+
+
+@pytest.mark.parametrize("change, named", [
+    (dict(lr_decay=0.5), "lr_decay"),
+    (dict(optim_config={"learning_rate": 1e-2}), "optim_config"),
+    (dict(optim_config={"learning_rate": 3e-3, "beta1": 0.8}), "optim_config"),
+    (dict(seed=124), "seed"),
+    (dict(num_train_samples=10), "num_train_samples"),
+    (dict(num_val_samples=5), "num_val_samples"),
+    (dict(run_settings={"data": "other"}), "data: None in the checkpoint, 'other' now"),
+    ("data", "other training or validation data"),
+    ("val", "num_val"),
+    ("preprocess", "preprocessing None in the checkpoint, 'channel' now"),
+    ("statistics", "other preprocessing statistics"),
+], ids=["lr_decay", "learning_rate", "beta1", "seed", "num_train_samples", "num_val_samples", "run_settings", "data",
+        "val", "preprocess", "statistics"])
+def test_resume_refuses_other_settings(tmp_path, rng, change, named):
+    """Every setting that shapes the result must be the checkpoint's (only num_epochs may grow):
+    a different one is refused, naming it, and the solver is left as it was."""
+    data, make, kwargs = _resume_setup(rng)
+    first = make(0) if change != "statistics" else _with_preprocessing(make(0))
+    S.Solver(first, data, num_epochs=1, checkpoint_dir=tmp_path, **kwargs).train()
+    model = make(0)
+    if change == "data":
+        data = _other_data(data)
+    elif change == "val":
+        data = dict(data, X_val=data["X_val"][:5], y_val=data["y_val"][:5])
+    elif change in ("preprocess", "statistics"):
+        model = _with_preprocessing(model, std=3.0)
+    else:
+        kwargs = dict(kwargs, **change)
+    solver = S.Solver(model, data, num_epochs=2, checkpoint_dir=tmp_path, **kwargs)
+    with pytest.raises(ValueError, match="written with other settings") as info:
+        solver.resume()
+    assert named in str(info.value) and str(tmp_path / "checkpoint_epoch0001.json") in str(info.value)
+    assert solver.epoch == 0 and solver.lr_decay == kwargs["lr_decay"]
+
+
+def test_data_digest_is_of_values_dtypes_and_shapes(rng):
+    from fastconv._files import sha256_of_arrays
+
+    X = rng.integers(0, 256, (700, 3, 40, 40), dtype=np.uint8)  # ~3.4 MB: hashed in chunks when strided
+    digest = sha256_of_arrays([X, None])
+    assert sha256_of_arrays([np.asfortranarray(X), None]) == digest
+    assert sha256_of_arrays([X[::-1][::-1], None]) == digest
+    assert sha256_of_arrays([X.astype(np.int16), None]) != digest
+    assert sha256_of_arrays([X.reshape(700, -1), None]) != digest
+    assert sha256_of_arrays([X, np.zeros(0)]) != digest
+    Y = X.copy()
+    Y[-1, -1, -1, -1] ^= 1
+    assert sha256_of_arrays([Y, None]) != digest
+
+
+def test_resume_keeps_the_solvers_settings_and_records_them(tmp_path, rng):
+    """The checkpoint records the settings; resume compares them instead of taking the checkpoint's."""
+    data, make, kwargs = _resume_setup(rng)
+    kwargs = dict(kwargs, run_settings={"--lr": 3e-3, "shape": (1, 2)})
+    S.Solver(make(0), data, num_epochs=1, checkpoint_dir=tmp_path, **kwargs).train()
+    state = json.loads((tmp_path / "checkpoint_epoch0001.json").read_text())
+    assert state["run_settings"] == {"--lr": 3e-3, "shape": [1, 2]}
+    settings = state["solver"]
+    assert settings["optim_config"] == {"learning_rate": 3e-3} and settings["lr_decay"] == 0.9
+    assert (settings["seed"], settings["num_train"], settings["num_val"]) == (123, 48, 12)
+    assert len(settings["data_sha256"]) == 64
+    resumed = S.Solver(make(0), data, num_epochs=3, checkpoint_dir=tmp_path, **kwargs)
+    assert resumed.resume() == 1  # a tuple in run_settings compares equal to the list JSON gives back
+    with pytest.raises(TypeError, match="run_settings"):
+        S.Solver(make(0), data, run_settings={"x": object()})
+
+
 @pytest.mark.parametrize("field, value, match", [
     ("loss", "not a number", "bad history"),
     ("best_epoch", 7, "bad best_epoch"),

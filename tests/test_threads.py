@@ -51,11 +51,11 @@ ITERATIONS = 12
 
 
 # ---------------------------------------------------------------------------- tasks
-def _conv_task(rng, dtype, N, C, H, W, F, k, stride, pad, dilation, groups):
+def _conv_task(rng, dtype, N, C, H, W, F, k, stride, pad, dilation, groups, algorithm="im2col"):
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     w = rng.standard_normal((F, C // groups, k, k)).astype(dtype)
     b = rng.standard_normal(F).astype(dtype)
-    kwargs = dict(stride=stride, pad=pad, dilation=dilation, groups=groups)
+    kwargs = dict(stride=stride, pad=pad, dilation=dilation, groups=groups, algorithm=algorithm)
 
     def run():
         out, cache = fast.conv_forward(x, w, b, **kwargs)
@@ -75,7 +75,7 @@ def _pool_task(rng, dtype, kind, N, C, H, W, k, stride, pad):
 
 
 def _tasks(seed):
-    """Per thread, three tasks of different shapes and dtypes (so workspaces change size)."""
+    """Per thread, four tasks of different shapes, dtypes and algorithms (so workspaces change size)."""
     rng = np.random.default_rng(seed)
     f32, f64 = np.float32, np.float64
     per_thread = []
@@ -85,6 +85,7 @@ def _tasks(seed):
             _conv_task(rng, dt, 4 + t, 8, 20 + t, 18, 16, 3, 1, 1, 1, 1),
             _conv_task(rng, (f64, f32)[t % 2], 2, 6 + 2 * t, 15, 23 - t, 6, 5, (2, 1), 2, (1, 2), 2),
             _pool_task(rng, dt, ("max", "avg")[t % 2], 3, 8 + t, 33, 31, 3, 2, 1),
+            _conv_task(rng, dt, 3 + t, 4 + t, 11 + t, 14, 6, 3, 1, (1, t % 3), 1, 1, "winograd"),
         ])
     return per_thread
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastconv._child import python_code
 from fastconv import datasets as D
 from fastconv import plots
 from fastconv.__main__ import main
@@ -27,11 +28,11 @@ def test_malloc_tuning_in_a_fresh_process():
 
     code = "from fastconv.train_cli import _keep_freed_memory as k; print(k())"
     env = {k: v for k, v in __import__("os").environ.items() if k != "FASTCONV_MALLOC_TUNING"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(python_code(code), capture_output=True, text=True, env=env, check=True)
     expected = "True" if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()) \
         else out.stdout.strip()
     assert out.stdout.strip() == expected
-    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    off = subprocess.run(python_code(code), capture_output=True, text=True,
                          env=dict(env, FASTCONV_MALLOC_TUNING="0"), check=True)
     assert off.stdout.strip() == "False"
 

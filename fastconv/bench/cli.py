@@ -47,6 +47,9 @@ def add_arguments(parser):
                         help="fwd (forward only), fwdbwd (forward + backward)")
     parser.add_argument("--contenders", action="append", metavar="NAMES",
                         help=f"among {', '.join(ALL_CONTENDERS)} (fast always runs); default all")
+    parser.add_argument("--algorithm", choices=["auto", "im2col", "winograd"], default="auto",
+                        help="fast's convolution algorithm (conv_forward's algorithm=; winograd: where it "
+                             "can run, im2col elsewhere; default auto); the table marks non-im2col runs")
     parser.add_argument("--naive", choices=["default", "all", "none"], default="default",
                         help="where to time the naive loops: default W1conv fwdbwd per dtype, all, none")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default 7)")
@@ -166,7 +169,8 @@ def run(args):
     progress(machine.describe(doc))
     for note in notes:
         progress(f"note: {note}")
-    ctx = Context(torch, peer, naive_images=args.naive_images, naive_repeats=args.naive_repeats)
+    ctx = Context(torch, peer, naive_images=args.naive_images, naive_repeats=args.naive_repeats,
+                  algorithm=args.algorithm)
     try:
         if args.sweep:
             return _run_sweep(args, sel, ctx, doc, json_path, png_path)

@@ -43,8 +43,9 @@ class Context:
     """What every case shares: the torch contender (a peer process, an in-process module,
     or neither), the naive settings and the naive results cache."""
 
-    def __init__(self, torch=None, peer=None, naive_images=2, naive_repeats=3):
+    def __init__(self, torch=None, peer=None, naive_images=2, naive_repeats=3, algorithm="auto"):
         self.torch = torch  # the torch module, when torch runs in this process
+        self.algorithm = algorithm  # fast's convolution algorithm ("winograd": where it can run)
         self.peer = peer  # a peer.TorchPeer, when torch runs in a process of its own
         self.threads = None  # the thread count of the cases being built (for the peer)
         self.naive_images = naive_images
@@ -132,10 +133,19 @@ def _torch_contender(ctx, name, spec, data, dtype, pass_, names, reference):
 
 
 # ===================================================================== convolution
-def conv_fwdbwd(layers, x, w, b, dout, spec):
+def conv_fwdbwd(layers, x, w, b, dout, spec, algorithm="auto"):
     """Forward and backward of one convolution: (out, (dx, dw, db))."""
-    out, cache = layers.conv_forward(x, w, b, stride=spec.stride, pad=spec.pad)
+    out, cache = layers.conv_forward(x, w, b, stride=spec.stride, pad=spec.pad, algorithm=algorithm)
     return out, layers.conv_backward(dout, cache)
+
+
+def conv_algorithm(x, w, b, spec, wanted):
+    """The algorithm fast runs for ``wanted`` ("auto", "im2col", or "winograd" where
+    Winograd can run and im2col elsewhere)."""
+    try:
+        return fast.conv_algorithm(x, w, b, stride=spec.stride, pad=spec.pad, algorithm=wanted)
+    except ValueError:  # a convolution Winograd cannot run
+        return "im2col"
 
 
 def build_conv(name, spec, dtype, pass_, want, ctx):
@@ -150,33 +160,40 @@ def build_conv(name, spec, dtype, pass_, want, ctx):
         return (out, *grads)
 
     ref = ctx.naive_reference((name, spec, np.dtype(dtype).name), naive_ref)
-    out, (dx, dw, db) = conv_fwdbwd(fast, x, w, b, dout, spec)
-    _, (_, dw_s, db_s) = conv_fwdbwd(fast, xs, w, b, douts, spec)
+    algo = conv_algorithm(x, w, b, spec, ctx.algorithm)
+    out, (dx, dw, db) = conv_fwdbwd(fast, x, w, b, dout, spec, algo)
+    _, (_, dw_s, db_s) = conv_fwdbwd(fast, xs, w, b, douts, spec, algo)
     checks = {"fast": check_same(f"fast {name} {np.dtype(dtype).name} against naive on images {idx}",
                                  names, (out[idx], dx[idx], dw_s, db_s), ref, dtype)}
     full = (out, dx, dw, db)
 
     if pass_ == "fwd":
         def fast_fn():
-            return fast.conv_forward(x, w, b, stride=spec.stride, pad=spec.pad)
+            return fast.conv_forward(x, w, b, stride=spec.stride, pad=spec.pad, algorithm=algo)
 
         def naive_fn():
             return naive.conv_forward(xs, w, b, stride=spec.stride, pad=spec.pad)
     else:
         def fast_fn():
-            return conv_fwdbwd(fast, x, w, b, dout, spec)
+            return conv_fwdbwd(fast, x, w, b, dout, spec, algo)
 
         def naive_fn():
             return conv_fwdbwd(naive, xs, w, b, douts, spec)
 
-    contenders = [Contender("fast", fast_fn, FAST_POOLS)]
+    contenders = [Contender("fast", fast_fn, FAST_POOLS, label="" if algo == "im2col" else algo,
+                            info={"algorithm": algo})]
     if "naive" in want:
         contenders.append(_naive_contender(naive_fn, spec.N, idx, ctx))
         checks["naive"] = 0.0  # the reference itself
     if "gemm" in want:
         ops = prepare_conv_gemm(x, w, b, spec)
-        checks["gemm"] = check_conv_gemm(ops, x, b, dout, full, f"gemm {name}", dtype)
+        if algo == "im2col":
+            checks["gemm"] = check_conv_gemm(ops, x, b, dout, full, f"gemm {name}", dtype)
+        else:  # the im2col path's GEMM limit, checked against the im2col path
+            im2col = conv_fwdbwd(fast, x, w, b, dout, spec, "im2col")
+            checks["gemm"] = check_conv_gemm(ops, x, b, dout, (im2col[0], *im2col[1]), f"gemm {name}", dtype)
         contenders.append(Contender("gemm", lambda: conv_gemm_limit(ops, pass_), BLAS_POOL,
+                                    label="" if algo == "im2col" else "im2col GEMMs",
                                     info={"chunk_images": ops.chunk, "workers": ops.plan.workers,
                                           "workspace_bytes": fast.WORKSPACE_BYTES}))
     if "torch" in want and ctx.has_torch:

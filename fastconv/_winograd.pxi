@@ -1,0 +1,336 @@
+# ============================================================================ Winograd F(2x2, 3x3)
+# The kernels of the Winograd convolution (Lavin & Gray 2016), included in _im2col.pyx.
+#
+# These functions only loop; ``fastconv/fast.py`` owns the policy (validation,
+# chunking, allocation, threads, the GEMMs between the transforms).
+#
+# A 3x3, stride-1 convolution is cut into output tiles of 2x2 pixels. Tile (ti, tj)
+# of image n reads the 4x4 input patch whose top-left pixel is
+# ``(2*ti - pad_h, 2*tj - pad_w)`` (pixels outside the image read as zero) and writes
+# the output pixels ``(2*ti + a, 2*tj + b)``, a, b in {0, 1}, that exist. In the
+# transformed domain the convolution is 16 independent products, one per point
+# ``p = 4*r + s`` of the 4x4 tile: ``M[p] = U[p] @ V[p]``.
+#
+# Layouts (``T = n * tiles_h * tiles_w`` tiles, numbered ``(img*tiles_h + ti)*tiles_w + tj``):
+#
+# * ``V``  (16, C, T): transformed input tiles, ``B^T d B`` per tile and channel.
+# * ``M``  (16, F, T): products, turned into output by ``A^T m A``.
+#
+# The transforms (B^T, A^T and G are exact in binary floating point):
+# ``B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]``,
+# ``A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]``, ``G = [[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]``.
+# Backward runs their adjoints: ``dm = A dy A^T`` and ``dd = B dv B^T``.
+#
+# Every parallel loop runs over (image, channel) or (image, filter) planes and
+# writes disjoint memory, so results never depend on the thread count.
+
+# Per-plane workers. Each works on a tile row at a time, through row buffers, so that
+# its inner loops run over the tiles of the row (contiguous in V and M: vectorizable).
+# Their scratch comes from the caller: one row of ``scratch`` per OpenMP thread.
+
+cdef void _wino_input_plane(const floating* x, floating* V, Py_ssize_t H, Py_ssize_t W,
+                       Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                       Py_ssize_t point_stride, floating* buf) noexcept nogil:
+    """One (image, channel) plane x (H, W) into V[p * point_stride + tile].
+    buf: 8 * (2 * tiles_w + 2) scratch elements."""
+    cdef Py_ssize_t Wp = 2 * tiles_w + 2, ti, tj, r, k, ih, j0, j1
+    cdef floating* rows = buf  # the tile row's 4 input rows, zero-padded: (4, Wp)
+    cdef floating* u = buf + 4 * Wp  # B^T d on them: (4, Wp)
+    cdef floating* v0
+    cdef floating* v1
+    cdef floating* v2
+    cdef floating* v3
+    cdef floating* uk
+    j0 = min(max(pad_w, 0), Wp)  # rows[j] holds x[ih, j - pad_w] for j0 <= j < j1
+    j1 = min(max(pad_w + W, j0), Wp)
+    for ti in range(tiles_h):
+        for r in range(4):
+            ih = 2 * ti - pad_h + r
+            if ih < 0 or ih >= H:
+                memset(rows + r * Wp, 0, Wp * sizeof(floating))
+                continue
+            memset(rows + r * Wp, 0, j0 * sizeof(floating))
+            memcpy(rows + r * Wp + j0, x + ih * W + (j0 - pad_w), (j1 - j0) * sizeof(floating))
+            memset(rows + r * Wp + j1, 0, (Wp - j1) * sizeof(floating))
+        for tj in range(Wp):  # B^T d: rows combined, every column at once
+            u[tj] = rows[tj] - rows[2 * Wp + tj]
+            u[Wp + tj] = rows[Wp + tj] + rows[2 * Wp + tj]
+            u[2 * Wp + tj] = rows[2 * Wp + tj] - rows[Wp + tj]
+            u[3 * Wp + tj] = rows[Wp + tj] - rows[3 * Wp + tj]
+        for k in range(4):  # (B^T d) B: the same on each tile's 4 columns
+            uk = u + k * Wp
+            v0 = V + (4 * k + 0) * point_stride + ti * tiles_w
+            v1 = V + (4 * k + 1) * point_stride + ti * tiles_w
+            v2 = V + (4 * k + 2) * point_stride + ti * tiles_w
+            v3 = V + (4 * k + 3) * point_stride + ti * tiles_w
+            for tj in range(tiles_w):
+                v0[tj] = uk[2 * tj] - uk[2 * tj + 2]
+                v1[tj] = uk[2 * tj + 1] + uk[2 * tj + 2]
+                v2[tj] = uk[2 * tj + 2] - uk[2 * tj + 1]
+                v3[tj] = uk[2 * tj + 1] - uk[2 * tj + 3]
+
+
+cdef void _wino_output_plane(const floating* M, floating* out, floating b0, Py_ssize_t out_h, Py_ssize_t out_w,
+                        Py_ssize_t tiles_h, Py_ssize_t tiles_w, Py_ssize_t point_stride,
+                        floating* buf) noexcept nogil:
+    """One (image, filter) plane: out (out_h, out_w) from M[p * point_stride + tile], plus b0.
+    buf: 12 * tiles_w scratch elements."""
+    cdef Py_ssize_t ti, tj, s, oh, last
+    cdef floating* ua = buf  # row 0 of A^T m, per column s: (4, tiles_w)
+    cdef floating* ub = buf + 4 * tiles_w  # row 1
+    cdef floating* y = buf + 8 * tiles_w  # y00, y01, y10, y11: (4, tiles_w)
+    cdef const floating* m0
+    cdef const floating* m1
+    cdef const floating* m2
+    cdef const floating* m3
+    cdef floating* o
+    last = out_w // 2  # tiles whose two columns both exist
+    for ti in range(tiles_h):
+        for s in range(4):  # A^T m: rows combined, for each tile's column s
+            m0 = M + (0 + s) * point_stride + ti * tiles_w
+            m1 = M + (4 + s) * point_stride + ti * tiles_w
+            m2 = M + (8 + s) * point_stride + ti * tiles_w
+            m3 = M + (12 + s) * point_stride + ti * tiles_w
+            for tj in range(tiles_w):
+                ua[s * tiles_w + tj] = m0[tj] + m1[tj] + m2[tj]
+                ub[s * tiles_w + tj] = m1[tj] - m2[tj] - m3[tj]
+        for tj in range(tiles_w):  # (A^T m) A
+            y[tj] = ua[tj] + ua[tiles_w + tj] + ua[2 * tiles_w + tj] + b0
+            y[tiles_w + tj] = ua[tiles_w + tj] - ua[2 * tiles_w + tj] - ua[3 * tiles_w + tj] + b0
+            y[2 * tiles_w + tj] = ub[tj] + ub[tiles_w + tj] + ub[2 * tiles_w + tj] + b0
+            y[3 * tiles_w + tj] = ub[tiles_w + tj] - ub[2 * tiles_w + tj] - ub[3 * tiles_w + tj] + b0
+        for oh in range(2 * ti, min(2 * ti + 2, out_h)):
+            o = out + oh * out_w
+            s = 2 * (oh - 2 * ti) * tiles_w  # y00/y01 for the tile's first row, y10/y11 for its second
+            for tj in range(last):
+                o[2 * tj] = y[s + tj]
+                o[2 * tj + 1] = y[s + tiles_w + tj]
+            if last < tiles_w:  # odd out_w: the last tile's first column only
+                o[2 * last] = y[s + last]
+
+
+cdef double _wino_output_adjoint_plane(const floating* dout, floating* dM, Py_ssize_t out_h, Py_ssize_t out_w,
+                                  Py_ssize_t tiles_h, Py_ssize_t tiles_w, Py_ssize_t point_stride,
+                                  floating* buf) noexcept nogil:
+    """One (image, filter) plane: dM[p * point_stride + tile] = A dy A^T; returns the
+    plane's sum (in double, for db). buf: 12 * tiles_w scratch elements."""
+    cdef Py_ssize_t ti, tj, r, oh, last
+    cdef floating* y = buf  # the tile row's dy, zero past the edge: y00, y01, y10, y11 (4, tiles_w)
+    cdef floating* u = buf + 4 * tiles_w  # A dy: rows 0-3, columns 0-1: (8, tiles_w)
+    cdef floating* d0
+    cdef floating* d1
+    cdef floating* d2
+    cdef floating* d3
+    cdef const floating* o
+    cdef double total = 0
+    last = out_w // 2
+    for ti in range(tiles_h):
+        for r in range(2):
+            oh = 2 * ti + r
+            if oh >= out_h:
+                memset(y + 2 * r * tiles_w, 0, 2 * tiles_w * sizeof(floating))
+                continue
+            o = dout + oh * out_w
+            for tj in range(last):
+                y[2 * r * tiles_w + tj] = o[2 * tj]
+                y[(2 * r + 1) * tiles_w + tj] = o[2 * tj + 1]
+            if last < tiles_w:
+                y[2 * r * tiles_w + last] = o[2 * last]
+                y[(2 * r + 1) * tiles_w + last] = 0
+            for tj in range(out_w):
+                total += o[tj]
+        for tj in range(tiles_w):  # A dy: (y0, y0 + y1, y0 - y1, -y1) for columns 0 and 1
+            for r in range(2):
+                u[(0 + r) * tiles_w + tj] = y[r * tiles_w + tj]
+                u[(2 + r) * tiles_w + tj] = y[r * tiles_w + tj] + y[(2 + r) * tiles_w + tj]
+                u[(4 + r) * tiles_w + tj] = y[r * tiles_w + tj] - y[(2 + r) * tiles_w + tj]
+                u[(6 + r) * tiles_w + tj] = -y[(2 + r) * tiles_w + tj]
+        for r in range(4):  # (A dy) A^T, the same on columns
+            d0 = dM + (4 * r + 0) * point_stride + ti * tiles_w
+            d1 = dM + (4 * r + 1) * point_stride + ti * tiles_w
+            d2 = dM + (4 * r + 2) * point_stride + ti * tiles_w
+            d3 = dM + (4 * r + 3) * point_stride + ti * tiles_w
+            for tj in range(tiles_w):
+                d0[tj] = u[2 * r * tiles_w + tj]
+                d1[tj] = u[2 * r * tiles_w + tj] + u[(2 * r + 1) * tiles_w + tj]
+                d2[tj] = u[2 * r * tiles_w + tj] - u[(2 * r + 1) * tiles_w + tj]
+                d3[tj] = -u[(2 * r + 1) * tiles_w + tj]
+    return total
+
+
+cdef void _wino_input_adjoint_plane(const floating* dV, floating* dx, Py_ssize_t H, Py_ssize_t W,
+                               Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                               Py_ssize_t point_stride, floating* buf) noexcept nogil:
+    """One (image, channel) plane: dx (H, W) = the sum over tiles of B dv B^T, each at
+    its 4x4 patch (tiles overlap by 2 pixels; pixels outside the image are dropped).
+    buf: 20 * tiles_w + 4 * (2 * tiles_w + 2) scratch elements."""
+    cdef Py_ssize_t Wp = 2 * tiles_w + 2, ti, tj, r, s, ih, j0, j1
+    cdef floating* u = buf  # B dv, entry (r, s) of every tile of the row: (16, tiles_w)
+    cdef floating* acc = buf + 16 * tiles_w  # the 4 padded rows h0 .. h0 + 3 being summed: (4, Wp)
+    cdef floating* e = buf + 16 * tiles_w + 4 * Wp  # one row of B dv B^T per tile, 4 columns: (4, tiles_w)
+    cdef const floating* v0
+    cdef const floating* v1
+    cdef const floating* v2
+    cdef const floating* v3
+    cdef floating* a
+    cdef floating* ur
+    j0 = min(max(pad_w, 0), Wp)
+    j1 = min(max(pad_w + W, j0), Wp)
+    memset(acc, 0, 4 * Wp * sizeof(floating))
+    for ti in range(tiles_h):
+        for s in range(4):  # B dv: column s of every tile, rows combined
+            v0 = dV + (0 + s) * point_stride + ti * tiles_w
+            v1 = dV + (4 + s) * point_stride + ti * tiles_w
+            v2 = dV + (8 + s) * point_stride + ti * tiles_w
+            v3 = dV + (12 + s) * point_stride + ti * tiles_w
+            for tj in range(tiles_w):
+                u[(0 + s) * tiles_w + tj] = v0[tj]
+                u[(4 + s) * tiles_w + tj] = v1[tj] - v2[tj] + v3[tj]
+                u[(8 + s) * tiles_w + tj] = v1[tj] + v2[tj] - v0[tj]
+                u[(12 + s) * tiles_w + tj] = -v3[tj]
+        for r in range(4):  # row r of (B dv) B^T, added into padded row 2 ti + r
+            ur = u + 4 * r * tiles_w
+            for tj in range(tiles_w):
+                e[tj] = ur[tj]
+                e[tiles_w + tj] = ur[tiles_w + tj] - ur[2 * tiles_w + tj] + ur[3 * tiles_w + tj]
+                e[2 * tiles_w + tj] = ur[tiles_w + tj] + ur[2 * tiles_w + tj] - ur[tj]
+                e[3 * tiles_w + tj] = -ur[3 * tiles_w + tj]
+            # Tile tj's columns 0-3 land on 2 tj .. 2 tj + 3: an even column 2 k takes
+            # column 0 of tile k and column 2 of tile k - 1, an odd one columns 1 and 3.
+            a = acc + ((2 * ti + r) % 4) * Wp
+            a[0] += e[0]
+            a[1] += e[tiles_w]
+            for tj in range(1, tiles_w):
+                a[2 * tj] += e[tj] + e[2 * tiles_w + tj - 1]
+                a[2 * tj + 1] += e[tiles_w + tj] + e[3 * tiles_w + tj - 1]
+            a[2 * tiles_w] += e[3 * tiles_w - 1]
+            a[2 * tiles_w + 1] += e[4 * tiles_w - 1]
+        # padded rows 2 ti and 2 ti + 1 are complete: no later tile row reaches them
+        for r in range(2):
+            ih = 2 * ti + r - pad_h
+            a = acc + ((2 * ti + r) % 4) * Wp
+            if 0 <= ih < H:
+                memcpy(dx + ih * W + (j0 - pad_w), a + j0, (j1 - j0) * sizeof(floating))
+            memset(a, 0, Wp * sizeof(floating))
+    for r in range(2, 4):  # the last tile row's bottom two rows
+        ih = 2 * tiles_h - 2 + r - pad_h
+        a = acc + ((2 * tiles_h - 2 + r) % 4) * Wp
+        if 0 <= ih < H:
+            memcpy(dx + ih * W + (j0 - pad_w), a + j0, (j1 - j0) * sizeof(floating))
+
+
+def winograd_scratch(Py_ssize_t tiles_w):
+    """Scratch elements per OpenMP thread that the four Winograd kernels need."""
+    return 20 * tiles_w + 4 * (2 * tiles_w + 2)
+
+
+cdef int _check_planes(Py_ssize_t row_stride, Py_ssize_t item_stride, Py_ssize_t rows, Py_ssize_t width,
+                       Py_ssize_t itemsize, str name) except -1:
+    """The kernels walk each plane as one block of rows * width elements."""
+    if (width > 1 and item_stride != itemsize) or (rows > 1 and row_stride != width * itemsize):
+        raise ValueError(f"each plane of {name} must be contiguous")
+    return 0
+
+
+cdef int _check_winograd_scratch(floating[:, ::1] scratch, int num_threads, Py_ssize_t tiles_w) except -1:
+    _check_threads(num_threads)
+    if scratch.shape[0] < num_threads or scratch.shape[1] < winograd_scratch(tiles_w):
+        raise ValueError(f"scratch must be at least ({num_threads}, {winograd_scratch(tiles_w)}), "
+                         f"got ({scratch.shape[0]}, {scratch.shape[1]})")
+    return 0
+
+
+def winograd_input(const floating[:, :, :, ::1] x, floating[:, :, ::1] V,
+                   Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                   floating[:, ::1] scratch, int num_threads):
+    """V[p, c, t] = (B^T d B)[p] for each tile t of each image and channel c.
+
+    x       : (n, C, H, W)                                IN
+    V       : (16, C, n * tiles_h * tiles_w)              OUT, every element written
+    scratch : (>= num_threads, >= winograd_scratch(tiles_w))  SCRATCH
+    """
+    cdef Py_ssize_t n = x.shape[0], C = x.shape[1], tiles = tiles_h * tiles_w, plane
+    _check_winograd_scratch(scratch, num_threads, tiles_w)
+    if n * C == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        for plane in prange(n * C, schedule="static"):
+            _wino_input_plane(&x[plane // C, plane % C, 0, 0], &V[0, plane % C, (plane // C) * tiles],
+                         x.shape[2], x.shape[3], pad_h, pad_w, tiles_h, tiles_w, V.shape[1] * V.shape[2],
+                         &scratch[threadid(), 0])
+
+
+def winograd_output(const floating[:, :, ::1] M, floating[:, :, :, :] out,
+                    const floating[::1] bias, bint has_bias, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                    floating[:, ::1] scratch, int num_threads):
+    """out[img, f] = A^T m A (+ bias[f]) per tile, cropped at the image's edge. Each
+    (img, f) plane of ``out`` must be contiguous; the planes may lie in any order.
+
+    M       : (16, F, n * tiles_h * tiles_w)              IN
+    out     : (n, F, out_h, out_w)                        OUT, every element written
+    bias    : (F,) if has_bias, else unused               IN
+    scratch : (>= num_threads, >= winograd_scratch(tiles_w))  SCRATCH
+    """
+    cdef Py_ssize_t n = out.shape[0], F = out.shape[1], tiles = tiles_h * tiles_w, plane
+    _check_winograd_scratch(scratch, num_threads, tiles_w)
+    _check_planes(out.strides[2], out.strides[3], out.shape[2], out.shape[3], out.itemsize, "out")
+    if has_bias and bias.shape[0] != F:
+        raise ValueError(f"bias must have shape ({F},), got ({bias.shape[0]},)")
+    if n * F == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        for plane in prange(n * F, schedule="static"):
+            _wino_output_plane(&M[0, plane % F, (plane // F) * tiles], &out[plane // F, plane % F, 0, 0],
+                          bias[plane % F] if has_bias else 0, out.shape[2], out.shape[3],
+                          tiles_h, tiles_w, M.shape[1] * M.shape[2], &scratch[threadid(), 0])
+
+
+def winograd_output_adjoint(const floating[:, :, :, :] dout, floating[:, :, ::1] dM, double[::1] db,
+                            bint has_bias, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                            floating[:, ::1] scratch, int num_threads):
+    """dM[:, f, t] = A dy A^T per tile (dy: the tile's 2x2 of dout, zero past the edge);
+    db[f] += the sum of dout[:, f] (in double, images in order) when has_bias. Each
+    (img, f) plane of ``dout`` must be contiguous; the planes may lie in any order.
+
+    dout    : (n, F, out_h, out_w)                        IN
+    dM      : (16, F, n * tiles_h * tiles_w)              OUT, every element written
+    db      : (F,) if has_bias, else unused               INOUT (added to)
+    scratch : (>= num_threads, >= winograd_scratch(tiles_w))  SCRATCH
+    """
+    cdef Py_ssize_t n = dout.shape[0], F = dout.shape[1], tiles = tiles_h * tiles_w, f, img
+    cdef double total
+    _check_winograd_scratch(scratch, num_threads, tiles_w)
+    _check_planes(dout.strides[2], dout.strides[3], dout.shape[2], dout.shape[3], dout.itemsize, "dout")
+    if has_bias and db.shape[0] != F:
+        raise ValueError(f"db must have shape ({F},), got ({db.shape[0]},)")
+    if n * F == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        for f in prange(F, schedule="static"):
+            total = 0
+            for img in range(n):
+                total = total + _wino_output_adjoint_plane(&dout[img, f, 0, 0], &dM[0, f, img * tiles],
+                                                      dout.shape[2], dout.shape[3], tiles_h, tiles_w,
+                                                      dM.shape[1] * dM.shape[2], &scratch[threadid(), 0])
+            if has_bias:
+                db[f] += total
+
+
+def winograd_input_adjoint(const floating[:, :, ::1] dV, floating[:, :, :, ::1] dx,
+                           Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                           floating[:, ::1] scratch, int num_threads):
+    """dx[img, c] = the adjoint of the input transform of its tiles' dV.
+
+    dV      : (16, C, n * tiles_h * tiles_w)              IN
+    dx      : (n, C, H, W)                                OUT, every element written
+    scratch : (>= num_threads, >= winograd_scratch(tiles_w))  SCRATCH
+    """
+    cdef Py_ssize_t n = dx.shape[0], C = dx.shape[1], tiles = tiles_h * tiles_w, plane
+    _check_winograd_scratch(scratch, num_threads, tiles_w)
+    if n * C == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        for plane in prange(n * C, schedule="static"):
+            _wino_input_adjoint_plane(&dV[0, plane % C, (plane // C) * tiles], &dx[plane // C, plane % C, 0, 0],
+                                 dx.shape[2], dx.shape[3], pad_h, pad_w, tiles_h, tiles_w,
+                                 dV.shape[1] * dV.shape[2], &scratch[threadid(), 0])

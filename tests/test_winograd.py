@@ -1,0 +1,338 @@
+"""The Winograd F(2x2, 3x3) path (``fast.conv_forward(..., algorithm="winograd")``) equals naive.
+
+What this file establishes:
+
+* forward, dx, dw and db equal ``fastconv.naive`` on a seeded grid of 3x3 stride-1
+  convolutions (padding 0-3 and non-square, odd and even sizes, images smaller than
+  a tile, groups, batch 1, with and without bias, both dtypes, one and several
+  chunks and workers), within the tolerance table of conftest.py;
+* the transforms are exact adjoints of each other in float64 (``<T(x), c> == <x, T*(c)>``),
+  so backward is the true gradient of forward, and every kernel writes every element
+  of its output (outputs start as NaN);
+* results do not depend on the OpenMP thread count, and are bitwise reproducible;
+* "auto" picks a rule-based algorithm, backward follows its forward, and a request that
+  cannot be met (stride 2, 5x5, dilation 2) raises ValueError naming ``algorithm``;
+* the float32 error against float64 naive on the canonical 3x3 workload stays far inside
+  the float32 tolerance.
+"""
+import zlib
+
+import numpy as np
+import pytest
+
+import fastconv.fast as fast
+import fastconv.naive as naive
+from fastconv.fast import _kernels as kernels
+from _helpers import DTYPES, assert_close, dtype_id, pair_id
+
+
+def _cases():
+    """(N, C, H, W, F, pad, groups, bias): hand-picked awkward ones, then a seeded random grid."""
+    cases = [
+        (1, 1, 3, 3, 1, 0, 1, True),        # one output pixel: a tile cropped to 1x1
+        (1, 2, 4, 4, 3, 0, 1, True),        # exactly one tile
+        (2, 3, 5, 7, 4, 1, 1, True),        # odd output sizes: cropped tiles on two edges
+        (1, 2, 2, 2, 2, 1, 1, False),       # image smaller than a tile
+        (2, 4, 6, 8, 6, (2, 1), 2, True),   # groups, non-square padding
+        (1, 3, 4, 9, 2, (0, 3), 1, True),   # padding larger than half the kernel
+        (3, 2, 10, 3, 5, (3, 0), 1, False),
+    ]
+    rng = np.random.default_rng(12)
+    for _ in range(18):
+        groups = int(rng.choice([1, 1, 2]))
+        C = groups * int(rng.integers(1, 4))
+        F = groups * int(rng.integers(1, 4))
+        pad = (int(rng.integers(0, 4)), int(rng.integers(0, 4)))
+        H = int(rng.integers(max(1, 3 - 2 * pad[0]), 12))
+        W = int(rng.integers(max(1, 3 - 2 * pad[1]), 12))
+        cases.append((int(rng.integers(1, 4)), C, H, W, F, pad, groups, bool(rng.integers(0, 2))))
+    return cases
+
+
+CASES = _cases()
+
+
+def _id(case, dtype):
+    N, C, H, W, F, pad, groups, bias = case
+    return f"wino-n{N}c{C}f{F}-x{H}x{W}-p{pair_id(pad)}-g{groups}-{'bias' if bias else 'nobias'}-{dtype_id(dtype)}"
+
+
+PARAMS = [pytest.param(c, d, id=_id(c, d)) for c in CASES for d in DTYPES]
+
+
+def _data(case, dtype):
+    N, C, H, W, F, pad, groups, bias = case
+    rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((F, C // groups, 3, 3)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype) if bias else None
+    return x, w, b, dict(pad=pad, groups=groups)
+
+
+def _fwdbwd(module, x, w, b, kwargs, **extra):
+    out, cache = module.conv_forward(x, w, b, **kwargs, **extra)
+    dout = np.cos(3.0 * np.arange(out.size)).reshape(out.shape).astype(out.dtype)
+    return (out,) + module.conv_backward(dout, cache)
+
+
+@pytest.mark.parametrize("case, dtype", PARAMS)
+def test_winograd_equals_naive(case, dtype):
+    x, w, b, kwargs = _data(case, dtype)
+    got = _fwdbwd(fast, x, w, b, kwargs, algorithm="winograd")
+    ref = _fwdbwd(naive, x, w, b, kwargs)
+    for name, a, r in zip(("out", "dx", "dw", "db"), got, ref):
+        if r is None:
+            assert a is None, name
+        else:
+            assert_close(a, r, dtype, name)
+
+
+@pytest.mark.parametrize("workspace", [1, 1 << 30], ids=["one-image-chunks", "one-chunk"])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_chunks_and_workers(monkeypatch, workspace, workers):
+    from fastconv import _parallel
+
+    monkeypatch.setattr(fast, "WORKSPACE_BYTES", workspace)
+    monkeypatch.setattr(_parallel, "blas_threads", lambda: workers)
+    case = (5, 4, 7, 6, 6, 1, 2, True)
+    x, w, b, kwargs = _data(case, np.float64)
+    got = _fwdbwd(fast, x, w, b, kwargs, algorithm="winograd")
+    for name, a, r in zip(("out", "dx", "dw", "db"), got, _fwdbwd(naive, x, w, b, kwargs)):
+        assert_close(a, r, np.float64, name)
+
+
+def test_need_dx_false_skips_dx_only():
+    x, w, b, kwargs = _data(CASES[4], np.float64)
+    out, cache = fast.conv_forward(x, w, b, **kwargs, algorithm="winograd")
+    dout = np.ones_like(out)
+    full = fast.conv_backward(dout, cache)
+    dx, dw, db = fast.conv_backward(dout, cache, need_dx=False)
+    assert dx is None
+    assert dw.tobytes() == full[1].tobytes() and db.tobytes() == full[2].tobytes()
+
+
+# ---------------------------------------------------------------------------- the kernels
+def _scratch(tiles_w, threads, dtype):
+    """(scratch, num_threads) as fast.py passes them to the Winograd kernels."""
+    return np.empty((threads, kernels.winograd_scratch(tiles_w)), dtype), threads
+
+
+def _geometry(n, C, F, H, W, pad):
+    ph, pw = pad
+    out_h, out_w = H + 2 * ph - 2, W + 2 * pw - 2
+    return -(-out_h // 2), -(-out_w // 2), out_h, out_w
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7, (1, 1)), (1, 2, 4, 4, (0, 0)), (2, 1, 3, 8, (2, 3))],
+                         ids=["x5x7-p1", "x4x4-p0", "x3x8-p2x3"])
+def test_input_transform_and_its_adjoint(shape):
+    """<input_transform(x), c> == <x, input_adjoint(c)>, and both write every element."""
+    n, C, H, W, pad = shape
+    th, tw, _, _ = _geometry(n, C, 1, H, W, pad)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, C, H, W))
+    c = rng.standard_normal((16, C, n * th * tw))
+    V = np.full(c.shape, np.nan)
+    kernels.winograd_input(x, V, pad[0], pad[1], th, tw, *_scratch(tw, 1, x.dtype))
+    dx = np.full(x.shape, np.nan)
+    kernels.winograd_input_adjoint(c, dx, pad[0], pad[1], th, tw, *_scratch(tw, 1, c.dtype))
+    assert not np.isnan(V).any() and not np.isnan(dx).any()
+    assert np.isclose(np.vdot(V, c), np.vdot(x, dx), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("out_hw", [(5, 7), (4, 4), (1, 3)], ids=["o5x7", "o4x4", "o1x3"])
+def test_output_transform_and_its_adjoint(out_hw):
+    """<output_transform(M), d> == <M, output_adjoint(d)> (no bias), db sums dout, every element written."""
+    out_h, out_w = out_hw
+    n, F = 2, 3
+    th, tw = -(-out_h // 2), -(-out_w // 2)
+    rng = np.random.default_rng(4)
+    M = rng.standard_normal((16, F, n * th * tw))
+    d = rng.standard_normal((n, F, out_h, out_w))
+    out = np.full(d.shape, np.nan)
+    kernels.winograd_output(M, out, np.empty(0), False, th, tw, *_scratch(tw, 1, M.dtype))
+    dM = np.full(M.shape, np.nan)
+    db = np.zeros(F)
+    kernels.winograd_output_adjoint(d, dM, db, True, th, tw, *_scratch(tw, 1, d.dtype))
+    assert not np.isnan(out).any() and not np.isnan(dM).any()
+    assert np.isclose(np.vdot(out, d), np.vdot(M, dM), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(db, d.sum(axis=(0, 2, 3)), rtol=1e-12)
+
+
+def test_the_adjoint_check_can_fail():
+    """A deliberately wrong adjoint (one tile's dV dropped) breaks the identity above."""
+    n, C, H, W, pad = 1, 2, 5, 6, (1, 1)
+    th, tw, _, _ = _geometry(n, C, 1, H, W, pad)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((n, C, H, W))
+    c = rng.standard_normal((16, C, n * th * tw))
+    V = np.empty_like(c)
+    kernels.winograd_input(x, V, pad[0], pad[1], th, tw, *_scratch(tw, 1, x.dtype))
+    wrong = c.copy()
+    wrong[:, :, 0] = 0
+    dx = np.empty_like(x)
+    kernels.winograd_input_adjoint(wrong, dx, pad[0], pad[1], th, tw, *_scratch(tw, 1, wrong.dtype))
+    assert not np.isclose(np.vdot(V, c), np.vdot(x, dx), rtol=1e-12, atol=0)
+
+
+def test_kernels_do_not_depend_on_the_thread_count():
+    n, C, F, H, W, pad = 3, 5, 4, 9, 11, (1, 2)
+    th, tw, out_h, out_w = _geometry(n, C, F, H, W, pad)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((n, C, H, W)).astype(np.float32)
+    M = rng.standard_normal((16, F, n * th * tw)).astype(np.float32)
+    d = rng.standard_normal((n, F, out_h, out_w)).astype(np.float32)
+    bias = rng.standard_normal(F).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        V = np.empty((16, C, n * th * tw), np.float32)
+        kernels.winograd_input(x, V, pad[0], pad[1], th, tw, *_scratch(tw, threads, x.dtype))
+        out = np.empty((n, F, out_h, out_w), np.float32)
+        kernels.winograd_output(M, out, bias, True, th, tw, *_scratch(tw, threads, M.dtype))
+        dM, db = np.empty_like(M), np.zeros(F)
+        kernels.winograd_output_adjoint(d, dM, db, True, th, tw, *_scratch(tw, threads, d.dtype))
+        dx = np.empty_like(x)
+        kernels.winograd_input_adjoint(V, dx, pad[0], pad[1], th, tw, *_scratch(tw, threads, V.dtype))
+        results.append([a.tobytes() for a in (V, out, dM, db, dx)])
+    assert results[0] == results[1] == results[2]
+
+
+# ---------------------------------------------------------------------------- choosing
+@pytest.mark.parametrize("kwargs, w_shape", [
+    (dict(stride=2), (4, 3, 3, 3)),
+    (dict(dilation=2), (4, 3, 3, 3)),
+    (dict(), (4, 3, 5, 5)),
+    (dict(), (4, 3, 3, 1)),
+], ids=["stride2", "dilation2", "k5x5", "k3x1"])
+@pytest.mark.parametrize("module", [fast, naive], ids=["fast", "naive"])
+def test_winograd_requests_that_cannot_be_met_raise(module, kwargs, w_shape):
+    x = np.zeros((1, 3, 9, 9))
+    with pytest.raises(ValueError, match=r"^algorithm='winograd' needs"):
+        module.conv_forward(x, np.zeros(w_shape), algorithm="winograd", **kwargs)
+
+
+@pytest.mark.parametrize("module", [fast, naive], ids=["fast", "naive"])
+@pytest.mark.parametrize("bad", ["fft", "", None, 3], ids=["fft", "empty", "none", "int"])
+def test_unknown_algorithm_raises(module, bad):
+    with pytest.raises((ValueError, TypeError), match=r"^algorithm must be one of"):
+        module.conv_forward(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), algorithm=bad)
+
+
+def test_auto_follows_the_documented_rule_and_backward_follows_forward(monkeypatch):
+    calls = []
+    real = fast._winograd_backward_chunks
+
+    def recording(*args, **kwargs):
+        calls.append("winograd")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fast, "_winograd_backward_chunks", recording)
+    big = np.zeros((2, 32, 8, 8), np.float32), np.zeros((32, 32, 3, 3), np.float32)
+    small = np.zeros((2, 3, 8, 8), np.float32), np.zeros((8, 3, 3, 3), np.float32)
+    assert fast.conv_algorithm(*big, pad=1) == "winograd"
+    assert fast.conv_algorithm(*small, pad=1) == "im2col"
+    assert fast.conv_algorithm(*big, pad=1, stride=2) == "im2col"
+    out, cache = fast.conv_forward(*big, pad=1)
+    fast.conv_backward(np.ones_like(out), cache)
+    assert calls == ["winograd"]
+    out, cache = fast.conv_forward(*big, pad=1, algorithm="im2col")
+    fast.conv_backward(np.ones_like(out), cache)
+    assert calls == ["winograd"]
+
+
+# ---------------------------------------------------------------------------- accuracy
+def test_float32_error_on_the_canonical_3x3_workload_is_small():
+    """W2conv3x3's shape (batch cut to 4): the float32 error of F(2x2, 3x3) against float64
+    naive stays within a few times direct convolution's (Lavin & Gray's table: 2x2 tiles
+    lose about a bit), far below the float32 tolerance 1e-4."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 64, 32, 32))
+    w = rng.standard_normal((64, 64, 3, 3)) * np.sqrt(2.0 / (64 * 9))
+    ref, _ = fast.conv_forward(x, w, pad=1, algorithm="im2col")  # float64: equals naive to 1e-15
+    errs = {}
+    for algorithm in ("im2col", "winograd"):
+        out, _ = fast.conv_forward(x.astype(np.float32), w.astype(np.float32), pad=1, algorithm=algorithm)
+        errs[algorithm] = np.abs(out - ref).max() / np.abs(ref).max()
+    assert errs["winograd"] < 1e-5
+    assert errs["winograd"] < 8 * errs["im2col"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("pool", [(2, None, 0), (3, 2, 1)], ids=["pool2", "pool3s2p1"])
+@pytest.mark.parametrize("workspace", [1, 1 << 30], ids=["one-image-chunks", "one-chunk"])
+def test_fused_conv_relu_pool_on_winograd_equals_naive(monkeypatch, dtype, pool, workspace):
+    """fast.conv_relu_pool_forward(..., algorithm="winograd"): Winograd's output in the GEMM
+    layout (image planes interleaved per filter: not one contiguous block), pooled and
+    rectified as im2col's is; gradients through the same route."""
+    monkeypatch.setattr(fast, "WORKSPACE_BYTES", workspace)
+    x, w, b, kwargs = _data((3, 4, 9, 10, 6, 1, 2, True), dtype)
+    k, s, p = pool
+    args = dict(kwargs, pool_size=k, pool_stride=s, pool_pad=p)
+    out, cache = fast.conv_relu_pool_forward(x, w, b, **args, algorithm="winograd")
+    ref, ref_cache = naive.conv_relu_pool_forward(x, w, b, **args)
+    dout = np.cos(np.arange(out.size)).reshape(out.shape).astype(dtype)
+    assert_close(out, ref, dtype, "out")
+    for name, a, r in zip(("dx", "dw", "db"), fast.conv_relu_pool_backward(dout, cache),
+                          naive.conv_relu_pool_backward(dout, ref_cache)):
+        assert_close(a, r, dtype, name)
+
+
+def test_output_kernels_refuse_planes_that_are_not_contiguous():
+    n, F, out_h, out_w = 2, 3, 4, 6
+    th, tw = 2, 3
+    M = np.zeros((16, F, n * th * tw))
+    wide = np.zeros((n, F, out_h, 2 * out_w))[..., ::2]  # rows of every other element
+    with pytest.raises(ValueError, match="each plane of out must be contiguous"):
+        kernels.winograd_output(M, wide, np.empty(0), False, th, tw, *_scratch(tw, 1, M.dtype))
+    with pytest.raises(ValueError, match="each plane of dout must be contiguous"):
+        kernels.winograd_output_adjoint(wide, M, np.zeros(F), False, th, tw, *_scratch(tw, 1, M.dtype))
+    tall = np.zeros((n, F, out_h + 1, out_w))[:, :, :out_h]  # planes with a gap after them: fine
+    kernels.winograd_output(M, tall, np.empty(0), False, th, tw, *_scratch(tw, 1, M.dtype))
+    with pytest.raises(ValueError, match=r"scratch must be at least"):
+        kernels.winograd_output(M, tall, np.empty(0), False, th, tw, np.empty((1, 3)), 1)
+
+
+# ---------------------------------------------------------------------------- NaN and infinity
+def _eligible(dtype=np.float64):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 16, 8, 9)).astype(dtype)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(dtype)
+    return x, w
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+def test_auto_keeps_direct_convolutions_nan_positions(bad):
+    """"auto" runs Winograd on finite inputs only: a NaN or an infinity in x, w or dout
+    reaches exactly the elements it reaches in naive (and PyTorch)."""
+    x, w = _eligible()
+    assert fast.conv_algorithm(x, w, pad=1) == "winograd"
+    x[1, 3, 4, 5] = bad
+    assert fast.conv_algorithm(x, w, pad=1) == "im2col"
+    out, cache = fast.conv_forward(x, w, pad=1)
+    ref, ref_cache = naive.conv_forward(x, w, pad=1)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(ref))
+    x, w = _eligible()
+    out, cache = fast.conv_forward(x, w, pad=1)  # Winograd forward, then a NaN in dout
+    ref, ref_cache = naive.conv_forward(x, w, pad=1)
+    dout = np.ones_like(out)
+    dout[0, 2, 3, 3] = bad
+    for a, r in zip(fast.conv_backward(dout, cache), naive.conv_backward(dout, ref_cache)):
+        if a is not None:
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(r))
+            np.testing.assert_array_equal(np.isinf(a), np.isinf(r))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_explicit_winograd_keeps_non_finite_positions(bad):
+    """With algorithm="winograd", a non-finite input reaches exactly the outputs whose window
+    holds it (the transforms only add and subtract, along paths that follow the windows:
+    B^T's zeros meet A^T's), but an infinity may come out as NaN where direct convolution
+    gives +-inf (two paths of opposite sign meet): the documented difference."""
+    x, w = _eligible()
+    for pixel in [(0, 0, 4, 5), (1, 7, 0, 0), (0, 15, 7, 8), (1, 2, 3, 2)]:
+        x[pixel] = bad
+    out, _ = fast.conv_forward(x, w, pad=1, algorithm="winograd")
+    ref, _ = naive.conv_forward(x, w, pad=1)
+    np.testing.assert_array_equal(np.isfinite(out), np.isfinite(ref))
+    np.testing.assert_array_equal(np.isnan(out) | np.isnan(ref), np.isnan(out))  # NaN stays NaN
