@@ -134,9 +134,9 @@ def read_json(path, what="file"):
     Bounded: at most ``MAX_JSON_BYTES`` bytes and ``MAX_JSON_CONTAINERS`` '[' and '{' (checked
     before parsing), and ``MAX_JSON_DEPTH`` levels of nested arrays and objects (the parser's
     recursion guard stops a deeper file early, a check of the parsed value does the rest), so
-    a hostile file can exhaust neither the stack nor memory beyond ten times its size;
-    NaN, Infinity and numbers too large for a float are refused (JSON has no such values,
-    and fastconv never writes them)."""
+    a hostile file can exhaust neither the stack nor memory beyond ten times its size.
+    Numbers are finite: a NaN or Infinity (which Python's json reads, though JSON has neither)
+    or a number too large for a float is refused, naming where it is (``bad history['loss'][3]``)."""
     path = Path(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -150,16 +150,19 @@ def read_json(path, what="file"):
                          f"not a fastconv {what}")
     deep = f"{path}: nested deeper than {MAX_JSON_DEPTH} levels, not a fastconv {what}"
     try:
-        parse_float = _finite_float if _may_overflow_a_float(data) else None  # None: float()
-        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_float=parse_float)
+        obj = json.loads(data.decode("utf-8"))
     except RecursionError:
         raise ValueError(deep) from None
-    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, or a non-finite number
+    except (UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"{path}: not a valid JSON {what} ({exc})") from None
     if containers > MAX_JSON_DEPTH and _nested_deeper_than(obj, MAX_JSON_DEPTH):
         raise ValueError(deep)
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: a fastconv {what} must hold a JSON object")
+    found = _first_non_finite(obj) if _may_hold_non_finite(data) else None
+    if found:
+        where, value = found
+        raise ValueError(f"{path}: bad {where} ({value}: a fastconv {what} holds finite numbers only)")
     return obj
 
 
@@ -175,28 +178,34 @@ def _nested_deeper_than(value, limit):
     return False
 
 
+def _first_non_finite(value, where=""):
+    """(where, number) of the first NaN or infinite float in the parsed JSON ``value`` (a dict or
+    a list, nested at most MAX_JSON_DEPTH deep), ``where`` like ``history['loss'][3]``; or None."""
+    for key, v in value.items() if isinstance(value, dict) else enumerate(value):
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                return (f"{where}[{key!r}]" if where else str(key)), v
+        elif isinstance(v, (dict, list)):
+            found = _first_non_finite(v, f"{where}[{key!r}]" if where else str(key))
+            if found:
+                return found
+    return None
+
+
 # JSON text -> its number skeleton: digits '0', e and E 'e', '+' itself, everything else ' '.
 _NUMBER_SKELETON = bytes(0x30 if 0x30 <= b <= 0x39 else 0x65 if b in b"eE" else 0x2B if b == 0x2B else 0x20
                          for b in range(256))
 
 
-def _may_overflow_a_float(data):
-    """True if the JSON text ``data`` may hold a float literal that overflows to inf: one with an
-    exponent of 3 digits or more, or 210 digits before its point (200 digits in a row are
-    enough here). Only such a file pays for checking each float as it is parsed."""
+def _may_hold_non_finite(data):
+    """False if the JSON text ``data`` cannot hold a non-finite number: no NaN or Infinity, and no
+    float literal that could overflow to inf (one with an exponent of 3 digits or more, or 210
+    digits before its point; 200 digits in a row are enough here). Only a file that may is
+    searched number by number."""
+    if b"NaN" in data or b"Infinity" in data:
+        return True
     skeleton = data.translate(_NUMBER_SKELETON)
     return b"e000" in skeleton or b"e+000" in skeleton or b"0" * 200 in skeleton
-
-
-def _no_constant(name):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text):
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is too large for a float")
-    return value
 
 
 def save_arrays(path, arrays):
