@@ -13,8 +13,8 @@ A class knows, for its type of layer:
   before anything is allocated); ``params``/``buffers`` make their initial values;
   ``forward(net, x, train) -> (out, cache)`` and ``backward(net, dout, cache, need_dx) ->
   (dx, grads)`` call the layer functions of ``net.layer_module`` (``fastconv.fast`` or
-  ``fastconv.naive``): layers are never reimplemented here. ``net`` is the ``Sequential`` that holds the layer (its ``params``,
-  ``buffers``, ``rng`` and ``layer_module``).
+  ``fastconv.naive``): layers are never reimplemented here. ``net`` is the ``Sequential``
+  that holds the layer (its ``params``, ``buffers``, ``rng`` and ``layer_module``).
 
 A new layer type is one class here, listed in ``LAYER_TYPES``.
 """
