@@ -268,12 +268,34 @@ def load_arrays_beside(json_path, record, manifest):
     return load_arrays(npz_path, manifest, digest)
 
 
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def npy_header(f, what):
+    """(shape, fortran_order, dtype) from the .npy header at the start of the file ``f``,
+    read without loading the array; ValueErrors name ``what``."""
+    try:
+        version = np.lib.format.read_magic(f)
+    except ValueError as exc:
+        raise ValueError(f"{what}: not a readable .npy array ({exc})") from None
+    if version not in _NPY_HEADER_READERS:
+        raise ValueError(f"{what}: .npy format version {version[0]}.{version[1]} is not read here "
+                         "(1.0 and 2.0 are; numpy writes 3.0 only for structured dtypes)")
+    try:
+        shape, fortran_order, dtype = _NPY_HEADER_READERS[version](f)
+    except ValueError as exc:
+        raise ValueError(f"{what}: not a readable .npy array ({exc})") from None
+    return tuple(shape), fortran_order, dtype
+
+
 def load_arrays(path, manifest, sha256=None):
     """Load an .npz with ``allow_pickle=False`` and check it against ``manifest``.
 
     The file must hold exactly the manifest's names, each with its shape and
     dtype (only bool, integer and float dtypes are accepted), and hash to
-    ``sha256`` when given. Errors are ValueErrors naming the file.
+    ``sha256`` when given; each member's header is checked before the member is
+    read, so a header claiming a huge array costs nothing. Errors are ValueErrors
+    naming the file.
     """
     path = Path(path)
     if sha256 is not None:
@@ -297,6 +319,11 @@ def load_arrays(path, manifest, sha256=None):
                 spec = manifest[name]
                 if not isinstance(spec, dict) or "shape" not in spec or "dtype" not in spec:
                     raise ValueError(f"{path}: manifest entry for {name!r} needs 'shape' and 'dtype'")
+                with npz.zip.open(f"{name}.npy") as member:
+                    shape, _, dtype = npy_header(member, f"{path}: array {name!r}")
+                if list(shape) != list(spec["shape"]) or dtype.name != spec["dtype"]:
+                    raise ValueError(f"{path}: array {name!r} is {dtype.name} {shape}, "
+                                     f"expected {spec['dtype']} {tuple(spec['shape'])}")
                 a = npz[name]
                 if a.dtype.kind not in "biuf":
                     raise ValueError(f"{path}: array {name!r} has unsupported dtype {a.dtype}")

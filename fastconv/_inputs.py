@@ -19,12 +19,11 @@ import os
 
 import numpy as np
 
-from ._files import MAX_DATA_FILE_BYTES
+from ._files import MAX_DATA_FILE_BYTES, npy_header
 from ._params import shape_size
 
 __all__ = ["read_image", "read_npy"]
 
-_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def read_npy(path, shape, max_bytes=MAX_DATA_FILE_BYTES):
@@ -58,19 +57,12 @@ def read_npy(path, shape, max_bytes=MAX_DATA_FILE_BYTES):
 def _npy_header(f, path):
     """(dtype, shape, fortran_order) from the .npy header at the start of ``f``; a pixel dtype."""
     try:
-        version = np.lib.format.read_magic(f)
-    except ValueError as exc:
+        array_shape, fortran_order, dtype = npy_header(f, path)
+    except ValueError:
         f.seek(0)
         if f.read(4) == b"PK\x03\x04":
             raise ValueError(f"{path}: not a .npy array of pixel values (an .npz archive?)") from None
-        raise ValueError(f"{path}: not a readable .npy array of pixel values ({exc})") from None
-    if version not in _HEADER_READERS:
-        raise ValueError(f"{path}: .npy format version {version[0]}.{version[1]} is not read here "
-                         "(1.0 and 2.0 are; numpy writes 3.0 only for structured dtypes)")
-    try:
-        array_shape, fortran_order, dtype = _HEADER_READERS[version](f)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a readable .npy array of pixel values ({exc})") from None
+        raise
     if dtype.kind not in "uif":
         raise ValueError(f"{path}: expected pixel values, got dtype {dtype}")
     return dtype, tuple(array_shape), fortran_order

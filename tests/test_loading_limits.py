@@ -412,3 +412,28 @@ def test_config_tells_a_bad_kernel_choice_from_a_missing_extension(value, expect
     assert expected in run.stdout and "MISSING" not in run.stdout, run.stdout
     if value == "bogus":
         assert "extension fastconv._im2col: built, but not loaded: " in run.stdout, run.stdout
+
+
+def test_npz_member_header_checked_before_the_member_is_read(tmp_path):
+    """A 1 KB .npz whose member claims 2**26 float32 values is refused from the header,
+    against the manifest, before anything of that size is allocated."""
+    import io
+    import tracemalloc
+    import zipfile
+
+    from fastconv import _files
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**26,)})
+    path = tmp_path / "model.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("W1.npy", header.getvalue() + bytes(4096))
+    assert path.stat().st_size < 2048
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"array 'W1' is float32 \(67108864,\), expected float32 \(3,\)"):
+            _files.load_arrays(path, {"W1": {"shape": [3], "dtype": "float32"}})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
