@@ -66,8 +66,6 @@ def configuration():
     return info
 
 
-# The former name of configuration(), which benchmarks/machine.py still imports.
-
 
 def show_config():
     """Print the version, whether the extension and OpenMP are in, threads and BLAS."""

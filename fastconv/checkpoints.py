@@ -175,8 +175,11 @@ def resume(solver, path=None):
         attributes, arrays, rng_states = _restored_state(path, state, solver)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{path}: malformed checkpoint ({type(exc).__name__}: {exc})") from None
-    # everything checked: now change state
-    solver.model.set_state_arrays(arrays, prefix="")
+    # everything checked: now change state (set_state_arrays checks the values before it sets any)
+    try:
+        solver.model.set_state_arrays(arrays, prefix="")
+    except ValueError as exc:  # a non-finite value
+        raise ValueError(f"{path}: {exc}") from None
     solver.rng.bit_generator.state = rng_states["solver"]
     solver.model.rng.bit_generator.state = rng_states["model"]
     for name, value in attributes.items():
@@ -399,15 +402,19 @@ def load_checkpoint_model(path, impl="fast"):
     path = Path(path)
     state = _read(path)
     try:
-        model = model_from_spec(state.get("model"), impl)
+        model = model_from_spec(state.get("model"), impl, initialize=False)  # sized, nothing allocated
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     manifest = state.get("arrays")
     if not isinstance(manifest, dict):
         raise ValueError(f"{path}: 'arrays' must be a JSON object")
+    expected = model.state_manifest()  # the model's arrays; the optimizer's come beside them
+    if any(manifest.get(name) != spec for name, spec in expected.items()):
+        raise ValueError(f"{path}: the array manifest does not match the architecture "
+                         f"(expected {sorted(expected)})")
     arrays = load_arrays_beside(path, state, manifest)
     try:
         model.set_state_arrays(arrays)
-    except ValueError as exc:  # the manifest itself was wrong for the architecture
+    except ValueError as exc:  # a non-finite value
         raise ValueError(f"{path}: {exc}") from None
     return model

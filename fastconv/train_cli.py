@@ -44,7 +44,7 @@ from ._files import read_json, write_json
 from ._inputs import read_image, read_npy
 from ._malloc import keep_freed_memory
 from .datasets import load_dataset, train_val_split
-from .models import build_model, load_model
+from .models import MAX_ACTIVATION_BYTES, MAX_PARAMETERS, build_model, load_model
 from .preprocessing import Preprocessing
 from .solver import Solver
 
@@ -67,6 +67,8 @@ models (--model):
                                                appended when the spec ends otherwise
              e.g. conv32x3-bn-relu-maxpool2-conv64x3-bn-relu-maxpool2-fc256-relu-dropout0.3-fc
              (conv-bn-maxpool2-relu is the same function as conv-bn-relu-maxpool2, and cheaper)
+  size limits: at most {max_parameters:,} parameters and {max_activation_mib} MiB per image (input,
+             layer outputs and one im2col matrix), checked before anything is allocated
 
 a Fashion-MNIST recipe (its measured test accuracy and time: README.md, "Training on real data"):
   fastconv train --model conv32x3-bn-maxpool2-relu-conv64x3-bn-maxpool2-relu-fc256-relu-dropout0.3-fc \\
@@ -142,7 +144,8 @@ def add_arguments(parser):
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = ("Train a network on MNIST, Fashion-MNIST or CIFAR-10; write the model,\n"
                           "checkpoints, history.json and PNG plots.")
-    parser.epilog = _EPILOG.format(result_settings=textwrap.fill(
+    parser.epilog = _EPILOG.format(max_parameters=MAX_PARAMETERS, max_activation_mib=MAX_ACTIVATION_BYTES >> 20,
+                                   result_settings=textwrap.fill(
         ", ".join(map(_option, RESULT_SETTINGS)) + ",", width=98, initial_indent="  ", subsequent_indent="  "))
     _data_arguments(parser, required=True)
     parser.add_argument("--model", default="convnet1", metavar="convnet1|fc|SPEC",
