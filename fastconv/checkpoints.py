@@ -38,7 +38,7 @@ import numpy as np
 from . import optim
 from ._files import array_manifest, load_arrays_beside, read_json, save_arrays, temporary_of, write_json
 from ._params import check_int
-from .models import model_from_spec
+from .models import load_saved_model
 
 CHECKPOINT_FORMAT = "fastconv-checkpoint"
 #: 2 added the settings resume compares (run_settings, optim_config, num_val, data_sha256);
@@ -401,20 +401,4 @@ def load_checkpoint_model(path, impl="fast"):
     """The model stored in a checkpoint JSON (its current parameters, not the best ones)."""
     path = Path(path)
     state = _read(path)
-    try:
-        model = model_from_spec(state.get("model"), impl, initialize=False)  # sized, nothing allocated
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    manifest = state.get("arrays")
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path}: 'arrays' must be a JSON object")
-    expected = model.state_manifest()  # the model's arrays; the optimizer's come beside them
-    if any(manifest.get(name) != spec for name, spec in expected.items()):
-        raise ValueError(f"{path}: the array manifest does not match the architecture "
-                         f"(expected {sorted(expected)})")
-    arrays = load_arrays_beside(path, state, manifest)
-    try:
-        model.set_state_arrays(arrays)
-    except ValueError as exc:  # a non-finite value
-        raise ValueError(f"{path}: {exc}") from None
-    return model
+    return load_saved_model(path, state.get("model"), state, impl, more_arrays=True)

@@ -35,7 +35,9 @@ given thread count.
 
 Workspaces are kept per thread and reused across calls (fresh large buffers
 cost page faults on every call). A cache may be passed between threads, but
-two threads must not share one call's output arrays.
+two threads must not share one call's output arrays. As in fastconv.naive, a cache
+refers to the layer's inputs (without a copy when they are C-contiguous), which must
+not change before backward; the returned output is the caller's to change.
 """
 import threading
 
@@ -519,7 +521,9 @@ def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stri
         _winograd_forward_chunks(plan, x, w, _winograd_to_gemm_layout(plan, pool))
     else:
         _conv_forward_chunks(plan, x, w, pool)
-    return out, (x, w, b is not None, g, pg, out, argmax, plan.chunk, (algorithm, auto))
+    # out's sign is the ReLU mask: the cache keeps a copy, so that changing the returned
+    # out in place does not change the gradient (as in naive)
+    return out, (x, w, b is not None, g, pg, out.copy(), argmax, plan.chunk, (algorithm, auto))
 
 
 def conv_relu_pool_backward(dout, cache, need_dx=True):

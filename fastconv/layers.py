@@ -57,14 +57,15 @@ def affine_backward(dout, cache):
 
 # ------------------------------------------------------------------ relu
 def relu_forward(x):
-    """max(x, 0). Returns (out, cache)."""
+    """max(x, 0). Returns (out, cache); the cache is x (out > 0 exactly where x > 0), so
+    changing ``out`` in place does not change the gradient."""
     check_float_array(x, "x")
     out = np.maximum(x, 0)
-    return out, out
+    return out, x
 
 
 def relu_backward(dout, cache):
-    """The gradient flows where the output was positive."""
+    """The gradient flows where the input (the cache) was positive."""
     out = cache
     check_dout(dout, out.shape, out.dtype)
     # Same result as np.where(out > 0, dout, 0) (a NaN or Inf in dout where out <= 0
@@ -83,7 +84,7 @@ def sigmoid_forward(x):
     """1 / (1 + exp(-x)), computed without overflow. Returns (out, cache)."""
     check_float_array(x, "x")
     out = np.exp(-np.logaddexp(0, -x)).astype(x.dtype, copy=False)
-    return out, out
+    return out, out.copy()  # a copy: changing ``out`` in place must not change the gradient
 
 
 def sigmoid_backward(dout, cache):

@@ -469,19 +469,32 @@ def load_model(path, impl="fast"):
         raise FileNotFoundError(f"{json_path}: no such model file (a model directory holds "
                                 f"{MODEL_JSON} and {MODEL_NPZ}, written by `fastconv train`)")
     spec = read_json(json_path, "model description")
+    return load_saved_model(json_path, spec, spec, impl)
+
+
+def load_saved_model(json_path, model_spec, record, impl="fast", more_arrays=False):
+    """The model ``model_spec`` describes, with its arrays from the .npz that ``record`` (the
+    object of the JSON file ``json_path``) names: the model is sized and its array manifest
+    checked against ``record["arrays"]`` before anything is allocated or read (with
+    ``more_arrays``, the manifest may list others too: a checkpoint's optimizer state).
+    Errors are ValueErrors naming the file; a non-finite value names the .npz (a model) or
+    the JSON (a checkpoint, whose JSON is what a user resumes from)."""
     try:
-        model = model_from_spec(spec, impl, initialize=False)
+        model = model_from_spec(model_spec, impl, initialize=False)
     except ValueError as exc:
         raise ValueError(f"{json_path}: {exc}") from None
-    expected = model.state_manifest()
-    if spec.get("arrays") != expected:
+    expected, manifest = model.state_manifest(), record.get("arrays")
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{json_path}: 'arrays' must be a JSON object")
+    if (any(manifest.get(name) != entry for name, entry in expected.items()) if more_arrays
+            else manifest != expected):
         raise ValueError(f"{json_path}: the array manifest does not match the architecture "
                          f"(expected {sorted(expected)})")
-    arrays = load_arrays_beside(json_path, spec, expected)
+    arrays = load_arrays_beside(json_path, record, manifest)
     try:
         model.set_state_arrays(arrays)
     except ValueError as exc:  # a non-finite value
-        raise ValueError(f"{json_path.parent / spec['npz']}: {exc}") from None
+        raise ValueError(f"{json_path if more_arrays else json_path.parent / record['npz']}: {exc}") from None
     return model
 
 
