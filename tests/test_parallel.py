@@ -54,6 +54,20 @@ def one_image_chunks(monkeypatch):
 
 
 @pytest.fixture
+def im2col_calls(monkeypatch):
+    """The list of (thread name, BLAS threads in effect) of every im2col call from now on."""
+    seen = []
+    real = _kernels.im2col
+
+    def recording_im2col(*args):
+        seen.append((threading.current_thread().name, _parallel._current_blas_threads()))
+        return real(*args)
+
+    monkeypatch.setattr(_kernels, "im2col", recording_im2col)
+    return seen
+
+
+@pytest.fixture
 def workers(monkeypatch):
     """``workers(n)``: make fast.py see n BLAS threads, so that it runs n workers."""
     def set_workers(n):
@@ -107,17 +121,10 @@ def test_same_worker_count_is_bitwise_reproducible(one_image_chunks, workers, ca
             assert a.tobytes() == c.tobytes()
 
 
-def test_workers_run_with_one_blas_thread_and_limits_come_back(one_image_chunks, workers, monkeypatch):
+def test_workers_run_with_one_blas_thread_and_limits_come_back(one_image_chunks, workers, im2col_calls):
     workers(2)
     before = _blas_thread_counts()
-    seen = []
-    real = _kernels.im2col
-
-    def recording_im2col(*args):
-        seen.append((threading.current_thread().name, _parallel._current_blas_threads()))
-        return real(*args)
-
-    monkeypatch.setattr(_kernels, "im2col", recording_im2col)
+    seen = im2col_calls
     x, w, b, kwargs = _data(CASES[0], np.float64)
     _fwdbwd(fast, x, w, b, kwargs)
     assert {blas for _, blas in seen} == {1}
@@ -126,7 +133,7 @@ def test_workers_run_with_one_blas_thread_and_limits_come_back(one_image_chunks,
     assert _blas_thread_counts() == before
 
 
-def test_the_blas_is_held_to_one_thread_from_any_python_thread(one_image_chunks, workers, monkeypatch):
+def test_the_blas_is_held_to_one_thread_from_any_python_thread(one_image_chunks, workers, im2col_calls):
     """threadpoolctl >= 3.8 ignores limits set from any Python thread but the one that set
     one first (here the main thread, which keeps that role while its limit lasts); a
     convolution started in another thread must still run its workers on one BLAS thread."""
@@ -137,14 +144,7 @@ def test_the_blas_is_held_to_one_thread_from_any_python_thread(one_image_chunks,
         pytest.skip("needs a BLAS that threadpoolctl sees, with 2 or more threads")
     workers(2)
     before = _blas_thread_counts()
-    seen = []
-    real = _kernels.im2col
-
-    def recording_im2col(*args):
-        seen.append(_parallel._current_blas_threads())
-        return real(*args)
-
-    monkeypatch.setattr(_kernels, "im2col", recording_im2col)
+    seen = im2col_calls
     x, w, b, kwargs = _data(CASES[0], np.float64)
     main_holds = ctl.limit(limits=min(before))  # the main thread now controls OpenBLAS for threadpoolctl
     try:
@@ -153,24 +153,17 @@ def test_the_blas_is_held_to_one_thread_from_any_python_thread(one_image_chunks,
         other.join()
     finally:
         main_holds.restore_original_limits()
-    assert seen and set(seen) == {1}
+    assert seen and {blas for _, blas in seen} == {1}
     assert _blas_thread_counts() == before
 
 
 @pytest.mark.parametrize("N", [1, 2, 3])
-def test_small_batches_also_run_on_one_blas_thread(workers, monkeypatch, N):
+def test_small_batches_also_run_on_one_blas_thread(workers, im2col_calls, N):
     """A batch that fits one workspace is still cut into a chunk per worker (N = 1: one
     worker), so its GEMMs never run on however many BLAS threads another thread's call
     left in place: results depend on the user's setting alone."""
     workers(2)
-    seen = []
-    real = _kernels.im2col
-
-    def recording_im2col(*args):
-        seen.append((threading.current_thread().name, _parallel._current_blas_threads()))
-        return real(*args)
-
-    monkeypatch.setattr(_kernels, "im2col", recording_im2col)
+    seen = im2col_calls
     x, w, b, kwargs = _data((N, 2, 6, 5, 3, (3, 3), 1, 1, 1), np.float64)
     _fwdbwd(fast, x, w, b, kwargs)
     assert {blas for _, blas in seen} == {1}
