@@ -15,7 +15,7 @@ backward recomputes ``cols`` chunk by chunk instead of keeping a matrix
 kh*kw times the size of x.
 
 3x3 convolutions with stride 1 and dilation 1 can run Winograd F(2x2, 3x3) instead
-(``algorithm="winograd"``; "auto" picks it for layers with enough channels): per
+(``algorithm="winograd"``; "auto" picks it where it is measured to win): per
 chunk, the input tiles are transformed, ``V`` (16, C, T) for T 2x2 output tiles,
 the 16 products ``M = U @ V`` (U = the transformed filters, (16, F, C)) are one
 batched ``np.matmul``, and the output transform writes the NCHW output: 16
@@ -262,10 +262,15 @@ def _conv_backward_chunks(plan, x, w, has_bias, chunk_dy, need_dx):
 #: The filter transform G of F(2x2, 3x3); its entries are exact in binary floating point.
 WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
-#: "auto" runs Winograd where it can (3x3, stride 1, dilation 1) and where the channels
-#: and the filters per group both number at least this many: with fewer, its transforms
-#: cost more than the smaller GEMMs save (docs/performance.md, "Winograd").
-WINOGRAD_MIN_CHANNELS = 16
+
+
+def _winograd_wins(g):
+    """Whether Winograd is the faster algorithm for geometry ``g`` (it can run it): its
+    transforms cost per channel and per filter, its GEMM savings per channel times filter,
+    and per-tile overheads weigh on small images; this rule follows the measurements in
+    docs/performance.md ("Winograd: which layers win")."""
+    C, F, P = g.C // g.groups, g.F // g.groups, g.out_h * g.out_w
+    return (C >= 64 and P >= 16 * 16) or (C >= 16 and F <= C and P >= 24 * 24)
 
 
 def _finite(a):
@@ -283,8 +288,7 @@ def _algorithm(g, algorithm, x, w):
     non-finite values propagate exactly as in direct convolution (and PyTorch)."""
     if check_algorithm(g, algorithm) != "auto":
         return algorithm, False
-    if (winograd_unsupported(g) is None and min(g.C, g.F) // g.groups >= WINOGRAD_MIN_CHANNELS
-            and _finite(w) and _finite(x)):
+    if winograd_unsupported(g) is None and _winograd_wins(g) and _finite(w) and _finite(x):
         return "winograd", True
     return "im2col", True
 
@@ -424,9 +428,10 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm=
     (N, F, out_h, out_w) in x's dtype.
 
     ``algorithm``: "im2col" (any convolution), "winograd" (F(2x2, 3x3): a 3x3 kernel,
-    stride 1, dilation 1) or "auto": Winograd where it can run and the layer has at
-    least WINOGRAD_MIN_CHANNELS channels and filters per group, else im2col
-    (``conv_algorithm`` says which). Backward runs the algorithm its forward ran.
+    stride 1, dilation 1) or "auto": Winograd where it can run and is measured to win
+    (``_winograd_wins``: enough channels, not many more filters than channels, images of
+    16x16 or more), else im2col (``conv_algorithm`` says which). Backward runs the
+    algorithm its forward ran.
     """
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)
     algorithm, auto = _algorithm(g, algorithm, x, w)
