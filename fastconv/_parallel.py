@@ -25,6 +25,7 @@ another thread's call holds the BLAS to one thread still uses the user's
 setting. While a parallel call runs, BLAS calls made by other threads of the
 process run on one thread too.
 """
+import contextlib
 import contextvars
 import os
 import threading
@@ -140,7 +141,7 @@ if hasattr(os, "register_at_fork"):
 
 def run(workers, one_blas_thread, work):
     """``[work(0), ..., work(workers - 1)]``, side by side when ``workers > 1``, on one
-    BLAS thread each when ``one_blas_thread`` (always, with several workers);
+    BLAS thread each when ``one_blas_thread`` (a convolution's GEMMs);
     ``work(0)`` runs in the calling thread, the others in copies of its context
     (numpy's error state included). Exceptions propagate after every worker has
     finished (they all write into the caller's arrays)."""
@@ -150,7 +151,7 @@ def run(workers, one_blas_thread, work):
         with _OneBlasThread():
             return [work(0)]
     pool = _get_pool()
-    with _OneBlasThread():
+    with _OneBlasThread() if one_blas_thread else contextlib.nullcontext():
         # Each worker runs in a copy of the caller's context, so that numpy's error
         # state (np.errstate / np.seterr live in a context variable) applies there too.
         futures = [pool.submit(contextvars.copy_context().run, work, k) for k in range(1, workers)]

@@ -551,6 +551,22 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
     return _conv_backward_chunks(plan, x, w, has_bias, route, need_dx)
 
 
+def _over_planes(planes, size, kernel):
+    """``kernel(lo, hi, threads)`` over the planes [0, planes) of a pooling layer (``size``
+    elements in all). Normally one call on OpenMP threads. When OpenMP must run on one
+    thread (SINGLE_THREADED_KERNELS: a spinning libgomp was loaded first, as PyTorch's
+    is when torch is imported before fastconv), blocks of planes go to fastconv's own
+    worker threads instead, one kernel thread each, as many as the BLAS may use: the
+    same bits (planes are independent), and the speed does not depend on import order."""
+    threads = _threads(size)
+    workers = min(_parallel.blas_threads(), planes) if SINGLE_THREADED_KERNELS and size >= _PARALLEL_MIN else 1
+    if workers <= 1:
+        kernel(0, planes, threads)
+        return
+    bounds = [planes * k // workers for k in range(workers + 1)]
+    _parallel.run(workers, False, lambda k: kernel(bounds[k], bounds[k + 1], 1))
+
+
 def _pool_args(pg):
     return (pg.kh, pg.kw, pg.stride_h, pg.stride_w, pg.pad_h, pg.pad_w)
 
@@ -582,8 +598,10 @@ def max_pool_forward(x, kernel_size, stride=None, pad=0):
     out = np.empty(g.out_shape, dtype=x.dtype)
     argmax = np.empty(g.out_shape, dtype=np.int32)
     planes = g.N * g.C
-    _max_pool(x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w),
-              argmax.reshape(planes, g.out_h, g.out_w), g, _threads(planes * g.H * g.W))
+    x3, out3 = x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w)
+    argmax3 = argmax.reshape(planes, g.out_h, g.out_w)
+    _over_planes(planes, planes * g.H * g.W,
+                 lambda lo, hi, threads: _max_pool(x3[lo:hi], out3[lo:hi], argmax3[lo:hi], g, threads))
     return out, (argmax, x.dtype, g)
 
 
@@ -594,8 +612,9 @@ def max_pool_backward(dout, cache):
     dout = np.ascontiguousarray(dout)
     planes, P = g.N * g.C, g.out_h * g.out_w
     dx = np.empty((g.N, g.C, g.H, g.W), dtype=dtype)
-    _kernels.max_pool_backward(dout.reshape(planes, P), argmax.reshape(planes, P),
-                               dx.reshape(planes, g.H * g.W), _threads(planes * g.H * g.W))
+    dout2, argmax2, dx2 = dout.reshape(planes, P), argmax.reshape(planes, P), dx.reshape(planes, g.H * g.W)
+    _over_planes(planes, planes * g.H * g.W, lambda lo, hi, threads: _kernels.max_pool_backward(
+        dout2[lo:hi], argmax2[lo:hi], dx2[lo:hi], threads))
     return dx
 
 
@@ -605,8 +624,9 @@ def avg_pool_forward(x, kernel_size, stride=None, pad=0):
     x = np.ascontiguousarray(x)
     out = np.empty(g.out_shape, dtype=x.dtype)
     planes = g.N * g.C
-    _kernels.avg_pool_forward(x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w),
-                              *_pool_args(g), _threads(planes * g.H * g.W))
+    x3, out3 = x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w)
+    _over_planes(planes, planes * g.H * g.W, lambda lo, hi, threads: _kernels.avg_pool_forward(
+        x3[lo:hi], out3[lo:hi], *_pool_args(g), threads))
     return out, (x.shape, x.dtype, g)
 
 
@@ -617,8 +637,9 @@ def avg_pool_backward(dout, cache):
     dout = np.ascontiguousarray(dout)
     planes = g.N * g.C
     dx = np.empty(x_shape, dtype=dtype)
-    _kernels.avg_pool_backward(dout.reshape(planes, g.out_h, g.out_w), dx.reshape(planes, g.H, g.W),
-                               *_pool_args(g), _threads(planes * g.H * g.W))
+    dout3, dx3 = dout.reshape(planes, g.out_h, g.out_w), dx.reshape(planes, g.H, g.W)
+    _over_planes(planes, planes * g.H * g.W, lambda lo, hi, threads: _kernels.avg_pool_backward(
+        dout3[lo:hi], dx3[lo:hi], *_pool_args(g), threads))
     return dx
 
 

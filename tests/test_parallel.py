@@ -258,3 +258,30 @@ def test_show_config_says_how_convolutions_run(workers, capsys, n_workers, text)
     workers(n_workers)
     fastconv.show_config()
     assert f"convolution: {text}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind, kernel_size, stride", [("max", 2, 2), ("max", 3, 2), ("avg", 2, 2), ("avg", 3, 1)],
+                         ids=["max2s2", "max3s2", "avg2s2", "avg3s1"])
+def test_pooling_runs_on_fastconvs_threads_when_openmp_cannot(workers, monkeypatch, kind, kernel_size, stride):
+    """With a spinning libgomp loaded first (torch imported before fastconv), the OpenMP
+    kernels run on one thread; pooling then splits its planes over fastconv's own worker
+    threads instead: the same bits as the normal path, on as many threads as the BLAS may use."""
+    x = np.random.default_rng(3).standard_normal((4, 9, 40, 38))  # above _PARALLEL_MIN elements
+    forward, backward = getattr(fast, f"{kind}_pool_forward"), getattr(fast, f"{kind}_pool_backward")
+    out, cache = forward(x, kernel_size, stride)
+    expected = out.tobytes(), backward(np.cos(out), cache).tobytes()
+    workers(2)
+    monkeypatch.setattr(fast, "SINGLE_THREADED_KERNELS", True)
+    seen = []
+    for name in ("max_pool_phased", "max_pool_direct", "max_pool_backward", "avg_pool_forward", "avg_pool_backward"):
+        real = getattr(_kernels, name)
+
+        def recording(*args, real=real):
+            seen.append((threading.current_thread().name, args[-1]))  # the thread count is the last argument
+            return real(*args)
+
+        monkeypatch.setattr(_kernels, name, recording)
+    out, cache = forward(x, kernel_size, stride)
+    assert (out.tobytes(), backward(np.cos(out), cache).tobytes()) == expected
+    assert {threads for _, threads in seen} == {1}
+    assert "MainThread" in {n for n, _ in seen} and any(n.startswith("fastconv") for n, _ in seen)
