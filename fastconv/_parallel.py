@@ -145,13 +145,10 @@ def run(workers, one_blas_thread, work):
     ``work(0)`` runs in the calling thread, the others in copies of its context
     (numpy's error state included). Exceptions propagate after every worker has
     finished (they all write into the caller's arrays)."""
-    if workers <= 1:
-        if not one_blas_thread:
-            return [work(0)]
-        with _OneBlasThread():
-            return [work(0)]
-    pool = _get_pool()
     with _OneBlasThread() if one_blas_thread else contextlib.nullcontext():
+        if workers <= 1:
+            return [work(0)]
+        pool = _get_pool()
         # Each worker runs in a copy of the caller's context, so that numpy's error
         # state (np.errstate / np.seterr live in a context variable) applies there too.
         futures = [pool.submit(contextvars.copy_context().run, work, k) for k in range(1, workers)]
