@@ -438,13 +438,31 @@ def add_arguments_predict(parser):
     _common_runtime(parser)
 
 
+def load_prediction_model(path, impl="fast"):
+    """The model saved in ``path``, for raw images (it must have its preprocessing), and its
+    class names (the class numbers as strings when it has none): what `fastconv predict` and
+    `fastconv serve` run."""
+    model = load_model(path, impl=impl)
+    if model.preprocess is None:
+        raise ValueError(f"{path}: the model has no saved preprocessing, so it cannot take raw images")
+    return model, model.class_names or tuple(str(i) for i in range(model.num_classes))
+
+
+def class_probabilities(model, batch):
+    """float64 class probabilities (N, classes) of the raw images ``batch`` (N, C, H, W) for a
+    softmax model; an SVM's scores as they are (they are not probabilities)."""
+    scores = model.scores(batch, batch_size=500, prepare=True).astype(np.float64)
+    if model.loss_type != "softmax":
+        return scores
+    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    return probs
+
+
 def run_predict(args):
     _keep_freed_memory()
     with _thread_limit(args.threads):
-        model = load_model(args.model, impl=args.impl)
-        if model.preprocess is None:
-            raise ValueError(f"{args.model}: the model has no saved preprocessing, so it cannot take raw images")
-        names = model.class_names or tuple(str(i) for i in range(model.num_classes))
+        model, names = load_prediction_model(args.model, impl=args.impl)
         top = min(args.top, model.num_classes)
         for path in args.images:
             if not os.path.exists(path):
@@ -453,12 +471,7 @@ def run_predict(args):
                 batch, note = read_npy(path, model.input_shape), ""
             else:
                 batch, note = read_image(path, model.input_shape)
-            scores = model.scores(batch, batch_size=500, prepare=True).astype(np.float64)
-            if model.loss_type == "softmax":  # class probabilities
-                probs = np.exp(scores - scores.max(axis=1, keepdims=True))
-                probs /= probs.sum(axis=1, keepdims=True)
-            else:  # an SVM's scores are not probabilities: show them as they are
-                probs = scores
+            probs = class_probabilities(model, batch)
             for i, p in enumerate(probs):
                 order = np.argsort(-p, kind="stable")[:top]
                 label = path if len(batch) == 1 else f"{path}[{i}]"
