@@ -27,7 +27,7 @@ from fastconv.__main__ import main
 from fastconv._child import python_module
 from fastconv._inputs import read_image
 from fastconv.train_cli import class_probabilities
-from test_datasets import write_learnable_set
+from test_datasets import write_cifar, write_learnable_set
 
 Image = pytest.importorskip("PIL.Image", reason="fastconv serve decodes images with Pillow")
 
@@ -36,21 +36,24 @@ CONV_NET = "conv6x3-relu-maxpool2-fc"
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two trained run folders on a small fashion-mnist: "conv" (softmax, a conv first layer) and
-    "svm" (the fc net with the SVM loss: scores, no feature maps); and test images."""
+    """Trained run folders: on a small fashion-mnist "conv" (softmax, a conv first layer) and "svm"
+    (the fc net with the SVM loss: scores, no feature maps); "colour" on a small CIFAR-10; and test images."""
     root = tmp_path_factory.mktemp("serve")
     arrays = write_learnable_set(root / "data" / "fashion-mnist", np.random.default_rng(0), 300, 100)
+    write_cifar(root / "data" / "cifar10", np.random.default_rng(1), n=20)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FASTCONV_DATA", str(root / "data"))
         mp.setenv("HOME", str(root / "home"))
         mp.setenv("FASTCONV_MALLOC_TUNING", "0")
         mp.setattr(D.registry, "SYSTEM_DIRS", {})
         mp.setattr(D.download, "_urlopen", lambda *a, **k: (_ for _ in ()).throw(OSError("no network in tests")))
-        for name, model in (("conv", ["--model", CONV_NET]), ("svm", ["--model", "fc", "--loss", "svm"])):
+        for name, model in (("conv", ["--model", CONV_NET]), ("svm", ["--model", "fc", "--loss", "svm"]),
+                            ("colour", ["--dataset", "cifar10", "--model", "conv5x3-relu-avgpool4-fc"])):
             assert main(["train", "--dataset", "fashion-mnist", *model, "--epochs", "1", "--batch-size", "32",
                          "--lr", "3e-3", "--out", str(root / name), "--no-progress", "--no-plots", "--threads", "1",
                          "--quiet"]) == 0
-    return {"conv": root / "conv", "svm": root / "svm", "images": arrays["test_images"], "root": root}
+    return {"conv": root / "conv", "svm": root / "svm", "colour": root / "colour", "images": arrays["test_images"],
+            "root": root}
 
 
 @contextlib.contextmanager
@@ -229,6 +232,27 @@ def test_svm_fc_model_gives_scores_and_no_maps(runs, capsys, tmp_path):
     assert status == 200 and answer["feature_maps"] is None
     assert "probability" not in answer["predictions"][0]
     assert_equals_predict(capsys, runs["svm"], path, answer, key="score")
+
+
+def test_colour_model(runs, capsys, tmp_path):
+    service = _serve_model.ModelService(runs["colour"])
+    info = service.describe()
+    assert info["input_shape"] == [3, 32, 32] and info["dataset"] == "cifar10" and info["class_names"][0] == "airplane"
+    rgb = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    path = tmp_path / "colour.png"
+    path.write_bytes(png_bytes(rgb))
+    with serving(service) as url:
+        status, answer = post_image(url, path.read_bytes())
+        assert status == 200 and answer["feature_maps"]["shape"] == [5, 32, 32]
+        assert_equals_predict(capsys, runs["colour"], path, answer)
+        # a grey picture of the right size is read as colour (R = G = B), as `fastconv predict` reads it
+        grey = tmp_path / "grey.png"
+        grey.write_bytes(png_bytes(rgb[..., 0]))
+        status, answer = post_image(url, grey.read_bytes())
+        assert status == 200
+        assert_equals_predict(capsys, runs["colour"], grey, answer)
+        assert_json_error(*request(url, "POST", "/predict", png_bytes(runs["images"][0])), 400,
+                          "the image is 28x28 pixels; the model takes 32x32 (colour)")
 
 
 # ============================================================================ bad requests

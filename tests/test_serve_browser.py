@@ -7,6 +7,7 @@ says, if set). Skips, saying why, without Selenium, Chromium or chromedriver (.c
 Debian's chromium and chromium-driver when it can).
 """
 import base64
+import contextlib
 import io
 import os
 import shutil
@@ -31,16 +32,16 @@ pytestmark = pytest.mark.skipif(BROWSER is None or DRIVER is None,
 VIEWPORT = (1180, 720)
 
 
-@pytest.fixture(scope="module")
-def page(runs):  # noqa: F811  (the fixture imported above)
-    """A headless Chromium on the page of a server for the conv model."""
+@contextlib.contextmanager
+def browser_on(run_dir):
+    """A headless Chromium on the page of a server for the model in ``run_dir``, once it has loaded."""
     options = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--force-device-scale-factor=1", f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}"):
         options.add_argument(arg)
     options.binary_location = BROWSER
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    with serving(_serve_model.ModelService(runs["conv"])) as url:
+    with serving(_serve_model.ModelService(run_dir)) as url:
         driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
         try:
             driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
@@ -50,6 +51,12 @@ def page(runs):  # noqa: F811  (the fixture imported above)
             yield driver
         finally:
             driver.quit()
+
+
+@pytest.fixture(scope="module")
+def page(runs):  # noqa: F811  (the fixture imported above)
+    with browser_on(runs["conv"]) as driver:
+        yield driver
 
 
 def wait(driver, condition, timeout=30):
@@ -80,10 +87,10 @@ def sent_pixels(last, path):
 
 def shown_pixels(driver):
     """The pixels of the page's "what the model sees" canvas (H, W, 4)."""
-    flat = driver.execute_script("""
+    height, width, flat = driver.execute_script("""
         const c = document.getElementById('seen');
-        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);""")
-    return np.array(flat, dtype=np.uint8).reshape(28, 28, 4)
+        return [c.height, c.width, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)];""")
+    return np.array(flat, dtype=np.uint8).reshape(height, width, 4)
 
 
 def draw(driver, points, step_ms=0):
@@ -177,3 +184,19 @@ def test_screenshot_and_no_page_errors(page, tmp_path):
         shutil.copy(shot, os.environ["FASTCONV_SERVE_SCREENSHOT"])
     severe = [entry for entry in page.get_log("browser") if entry["level"] == "SEVERE"]
     assert not severe, severe
+
+
+def test_colour_model_draws_in_colour(runs, capsys, tmp_path):  # noqa: F811
+    with browser_on(runs["colour"]) as driver:
+        assert driver.find_element(By.ID, "seen-size").text == "32×32 colour"
+        assert driver.find_element(By.ID, "ink-label").is_displayed()
+        driver.execute_script("""const ink = document.getElementById('ink');
+            ink.value = '#ff3000'; ink.dispatchEvent(new Event('input'));""")
+        draw(driver, [(0.2, 0.5), (0.8, 0.5)])
+        last = settle(driver, 0)
+        pixels = sent_pixels(last, tmp_path / "red.png")
+        assert pixels.shape == (32, 32, 4) and np.array_equal(pixels[..., :3], shown_pixels(driver)[..., :3])
+        r, g, b = pixels[:, 16, :3].astype(int)[np.argmax(pixels[:, 16, 0])]  # the stroke's middle: the ink
+        assert r >= 240 and abs(g / r - 0x30 / 0xff) < 0.03 and b == 0 and tuple(pixels[2, 2, :3]) == (0, 0, 0)
+        assert_equals_predict(capsys, runs["colour"], tmp_path / "red.png", last["answer"])
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#maps img")) == 5
