@@ -105,7 +105,7 @@ def make_server(service, host="127.0.0.1", port=8000, log_requests=False):
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as exc:
-        raise ValueError(f"--host {host}: not an address of this machine ({exc})") from None
+        raise ValueError(f"--host {host}: not an address or a name that resolves ({exc})") from None
 
     class Server(http.server.ThreadingHTTPServer):
         address_family = family

@@ -57,9 +57,9 @@ def runs(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def serving(service):
+def serving(service, log_requests=False):
     """A real server for ``service`` on a free port of 127.0.0.1, in a thread; yields its base URL."""
-    server = serve.make_server(service, "127.0.0.1", 0)
+    server = serve.make_server(service, "127.0.0.1", 0, log_requests=log_requests)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -357,6 +357,16 @@ def test_unexpected_failure_is_a_json_500(runs, capsys):
     assert "Traceback" in capsys.readouterr().err  # in the server's log, not in the answer
 
 
+@pytest.mark.parametrize("log_requests", [False, True])
+def test_request_log(runs, capsys, log_requests):
+    with serving(_serve_model.ModelService(runs["conv"]), log_requests=log_requests) as url:
+        capsys.readouterr()
+        assert request(url, "GET", "/model")[0] == 200 and request(url, "GET", "/nope")[0] == 404
+    log = capsys.readouterr().err
+    assert '"GET /nope HTTP/1.1" 404' in log  # errors always
+    assert ('"GET /model HTTP/1.1" 200' in log) == log_requests
+
+
 def test_a_silent_connection_is_closed(runs, monkeypatch):
     monkeypatch.setattr(serve._Handler, "timeout", 0.5)
     with serving(_serve_model.ModelService(runs["conv"])) as url:
@@ -499,6 +509,13 @@ def test_command_line_errors(runs, capsys):
     assert "fastconv serve: error:" in capsys.readouterr().err
     assert main(["serve", "--model", str(runs["root"] / "nothing")]) == 1
     assert "no such model file" in capsys.readouterr().err
+    def unresolvable(*args, **kwargs):  # no name look-up leaves this machine in a test
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(serve.socket, "getaddrinfo", unresolvable)
+        assert main(["serve", "--model", str(runs["conv"]), "--host", "nowhere.invalid", "--port", "0"]) == 1
+    assert "--host nowhere.invalid: not an address or a name that resolves" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         main(["serve", "--model", str(runs["conv"]), "--port", "70000"])
     assert info.value.code == 2 and "expected a port number 0-65535, got 70000" in capsys.readouterr().err
