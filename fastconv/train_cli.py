@@ -43,7 +43,7 @@ from . import _run_folder, plots
 from ._files import read_json, write_json
 from ._inputs import read_image, read_npy
 from ._malloc import keep_freed_memory
-from .datasets import load_dataset, train_val_split
+from .datasets import SPLITS, load_dataset, train_val_split
 from .models import MAX_ACTIVATION_BYTES, MAX_PARAMETERS, build_model, load_model
 from .preprocessing import Preprocessing
 from .solver import Solver
@@ -91,7 +91,8 @@ same --impl and --threads). history.json records the settings actually used.
 
 #: The options that shape a run's result: a checkpoint records them, --resume refuses other values.
 RESULT_SETTINGS = ("dataset", "model", "num_filters", "filter_size", "hidden_dim", "reg", "loss", "dtype",
-                   "preprocess", "seed", "batch_size", "optimizer", "lr", "lr_decay", "val_size", "limit_train")
+                   "preprocess", "seed", "batch_size", "optimizer", "lr", "lr_decay", "val_size", "val_split",
+                   "limit_train")
 
 
 def _option(dest):
@@ -160,15 +161,19 @@ def add_arguments(parser):
     parser.add_argument("--reg", type=_nonneg_float, default=0.0, help="L2 regularization strength (default 0)")
     parser.add_argument("--loss", choices=("softmax", "svm"), default="softmax", help="loss (default softmax)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--preprocess", choices=("channel", "mean_image", "scale"), default="channel",
+    parser.add_argument("--preprocess", choices=Preprocessing.MODES, default="channel",
                         help="input normalization, statistics from the training split (default channel: "
-                             "per-channel mean and std)")
+                             "per-channel mean and std; pixel: the mean image and per-pixel std, as the "
+                             "numpy tutorials; mean_image: CS231n's mean image; scale: x / 255)")
     parser.add_argument("--num-filters", type=_positive_int, default=None, help="convnet1: conv filters (32)")
     parser.add_argument("--filter-size", type=_positive_int, default=None, help="convnet1: filter size (7)")
     parser.add_argument("--hidden-dim", type=_positive_int, default=None, help="convnet1: hidden units (100)")
     parser.add_argument("--val-size", type=_nonneg_int, default=None,
                         help="validation images held out of the training split (default: 5000, or a tenth "
                              "of the training images when fewer than 50000; 0 trains on all of them)")
+    parser.add_argument("--val-split", choices=SPLITS, default="random",
+                        help="which training images validate: a random subset (default), or the last ones "
+                             "(the tutorials' fixed split: --val-size 1000 --val-split last)")
     parser.add_argument("--limit-train", type=_positive_int, default=None, metavar="N",
                         help="use only N training images (a random subset), for quick runs")
     parser.add_argument("--limit-test", type=_positive_int, default=None, metavar="N",
@@ -275,7 +280,7 @@ def _load_split(args, log):
         val_size = 5000 if len(X_train) >= 50000 else len(X_train) // 10
     if val_size >= len(X_train):
         raise ValueError(f"--val-size {val_size} leaves no training images (of {len(X_train)})")
-    X_tr, y_tr, X_val, y_val = train_val_split(X_train, y_train, val_size, seed=args.seed)
+    X_tr, y_tr, X_val, y_val = train_val_split(X_train, y_train, val_size, seed=args.seed, method=args.val_split)
     X_test, y_test = data.X_test, data.y_test
     if args.limit_test is not None:
         X_test, y_test = X_test[:args.limit_test], y_test[:args.limit_test]

@@ -588,20 +588,85 @@ def test_preprocessing_other_modes(rng):
         np.testing.assert_array_equal(D.Preprocessing.from_dict(p.to_dict())(images), p(images))
 
 
+def test_preprocessing_pixel_mode_is_the_tutorials(rng):
+    """(x / 255 - mean image) / per-pixel std, as the numpy tutorials preprocess; a constant pixel
+    (std 0) comes out 0, and a pixel's std is at least one grey level."""
+    images = rng.integers(0, 256, (30, 2, 3, 4), dtype=np.uint8)
+    images[:, 0, 0, 0] = 77          # a constant pixel: std 0
+    images[:, 1, 2, 3] = 10
+    images[5, 1, 2, 3] = 11          # changes in one image only: std below one grey level
+    prep = D.Preprocessing.fit(images, mode="pixel", chunk=7)
+    x = images / 255.0
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    np.testing.assert_allclose(prep.mean_image, mean, rtol=1e-12)
+    np.testing.assert_allclose(prep.std_image, np.maximum(std, 1 / 255), rtol=1e-10)
+    assert prep.std_image[0, 0, 0] == 1 / 255 and std[1, 2, 3] < 1 / 255
+    out = prep(images, np.float64)
+    assert np.all(np.isfinite(out)) and np.all(out[:, 0, 0, 0] == 0)
+    assert np.abs(out[:, 1, 2, 3]).max() < 1.01  # (11 - 10.03) / 255 / (1 / 255), not 5.4 stds
+    np.testing.assert_allclose(out, (x - mean) / np.maximum(std, 1 / 255), rtol=1e-9, atol=1e-12)
+    again = D.Preprocessing.from_dict(json_round_trip(prep.to_dict()))
+    assert again.mode == "pixel"
+    np.testing.assert_array_equal(again(images), prep(images))
+
+
+def json_round_trip(d):
+    import json
+
+    return json.loads(json.dumps(d, allow_nan=False))
+
+
+@pytest.mark.parametrize("mode", D.Preprocessing.MODES)
+def test_preprocessing_takes_channels_last_when_told(rng, mode):
+    nchw = rng.integers(0, 256, (9, 3, 5, 4), dtype=np.uint8)
+    nhwc = np.ascontiguousarray(nchw.transpose(0, 2, 3, 1))
+    prep = D.Preprocessing.fit(nchw, mode=mode)
+    other = D.Preprocessing.fit(nhwc, mode=mode, layout="NHWC")
+    a, b = prep.to_dict(), other.to_dict()
+    assert a.keys() == b.keys() and a["input_shape"] == b["input_shape"] == [3, 5, 4]
+    for key in a.keys() - {"mode", "input_shape"}:  # summed in another order: equal to rounding
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-13, err_msg=key)
+    out = prep(nhwc, layout="NHWC")
+    assert out.shape == (9, 3, 5, 4) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, prep(nchw))
+    # never guessed: an NHWC array given as NCHW is refused, and so is an unknown layout
+    with pytest.raises(ValueError, match=r"shape \(N, 3, 5, 4\), got \(9, 5, 4, 3\)"):
+        prep(nhwc)
+    with pytest.raises(ValueError, match=r"shape \(N, 5, 4, 3\) \(layout NHWC\), got \(9, 3, 5, 4\)"):
+        prep(nchw, layout="NHWC")
+    for bad in ("nhwc", "CHW", None):
+        with pytest.raises(ValueError, match="layout must be one of NCHW, NHWC"):
+            prep(nchw, layout=bad)
+        with pytest.raises(ValueError, match="layout must be one of NCHW, NHWC"):
+            D.Preprocessing.fit(nchw, mode=mode, layout=bad)
+    with pytest.raises(ValueError, match=r"images must be an array \(N, H, W, C\)"):
+        D.Preprocessing.fit(nhwc[0], mode=mode, layout="NHWC")
+
+
 def test_preprocessing_validation(rng):
     prep = D.Preprocessing.fit(rng.integers(0, 256, (5, 1, 4, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match=r"shape \(N, 1, 4, 4\)"):
         prep(np.zeros((2, 3, 4, 4), np.uint8))
     with pytest.raises(TypeError, match="real array"):
         prep(np.zeros((2, 1, 4, 4), complex))
+    pixel = D.Preprocessing.fit(rng.integers(0, 256, (5, 1, 2, 2), dtype=np.uint8), mode="pixel").to_dict()
     for bad in ({"mode": "zca", "input_shape": [1, 4, 4]},
                 {"mode": "channel", "input_shape": [1, 4, 4], "mean": [0.1], "std": [0.0]},
+                dict(pixel, std_image=[[[0.5, 0.5], [0.5, 0.0]]]),
+                dict(pixel, std_image=[[[0.5, 0.5]]]),
+                dict(pixel, mean_image=[[[0.5, 0.5], [0.5, float("nan")]]]),
+                {k: v for k, v in pixel.items() if k != "std_image"},
                 {"mode": "channel", "input_shape": [1, 4, 4], "mean": [0.1, 0.2], "std": [1, 1]},
                 {"mode": "scale", "input_shape": [4, 4]},
                 {"mode": "scale", "input_shape": [1, 4, 4], "evil": 1},
                 ["scale"]):
         with pytest.raises(ValueError):
             D.Preprocessing.from_dict(bad)
+    D.Preprocessing.from_dict(pixel)  # the unchanged dict is accepted
+    with pytest.raises(ValueError, match="std_image must be at least"):
+        D.Preprocessing.from_dict(dict(pixel, std_image=[[[0.5, 0.5], [0.5, 0.0]]]))
+    with pytest.raises(ValueError, match="preprocessing mode must be one of"):
+        D.Preprocessing.fit(np.zeros((2, 1, 2, 2), np.uint8), mode="zca")
 
 
 def test_train_val_split(rng):

@@ -168,6 +168,25 @@ def test_one_line_errors(data_env, capsys):
     assert "expected a positive integer" in capsys.readouterr().err
 
 
+def test_tutorial_preprocessing_and_fixed_split(data_env, capsys):
+    out = data_env["root"] / "tutorial"
+    assert _train(out, "--preprocess", "pixel", "--val-size", "50", "--val-split", "last", epochs=1) == 0
+    assert "training on 250 images, validating on 50" in capsys.readouterr().out
+    model = load_model(out)
+    assert model.preprocess.mode == "pixel" and model.preprocess.std_image.shape == (1, 28, 28)
+    # the statistics are those of the first 250 training images: the last 50 validate
+    train = D.load_fashion_mnist(download=False).X_train[:250]
+    expected = D.Preprocessing.fit(train, mode="pixel")
+    np.testing.assert_array_equal(model.preprocess.mean_image, expected.mean_image)
+    np.testing.assert_array_equal(model.preprocess.std_image, expected.std_image)
+    history = json.loads((out / "history.json").read_text())
+    assert history["settings"]["val_split"] == "last" and history["num_val"] == 50
+    msg = _error(capsys, ["train", "--dataset", "fashion-mnist", "--model", SMALL_NET, "--epochs", "2",
+                          "--batch-size", "32", "--lr", "3e-3", "--out", str(out), "--no-progress", "--no-plots",
+                          "--preprocess", "pixel", "--val-size", "50", "--resume"])
+    assert "--val-split: 'last' in the checkpoint, 'random' now" in msg
+
+
 def test_fc_net_without_validation(data_env, capsys):
     out = data_env["root"] / "fc"
     assert main(["train", "--model", "fc", "--val-size", "0", "--epochs", "1", "--out", str(out),
