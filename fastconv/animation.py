@@ -56,11 +56,13 @@ class FilterFrames:
     """Frames of a model's first-layer filters (see the module docstring).
 
     ``frames(solver)`` (as ``solver.on_iteration``) records a frame when the solver's iteration
-    count is a multiple of ``every``; ``record(iteration, weights)`` records one directly.
+    count is a multiple of ``every``, or is ``last`` (the run's final iteration, so that the
+    animation ends on the trained filters); ``record(iteration, weights)`` records one directly.
     ``input_shape`` lets an fc first layer show its weights as images."""
 
-    def __init__(self, every=1, max_frames=100, input_shape=None, iterations_per_epoch=None):
+    def __init__(self, every=1, max_frames=100, input_shape=None, iterations_per_epoch=None, last=None):
         self.every = check_int(every, "every", 1)
+        self.last = last
         self.max_frames = check_int(max_frames, "max_frames", 2)
         self.input_shape = input_shape
         self.iterations_per_epoch = iterations_per_epoch
@@ -68,7 +70,7 @@ class FilterFrames:
 
     def __call__(self, solver):
         iteration = len(solver.loss_history)
-        if iteration % self.every == 0:
+        if iteration % self.every == 0 or iteration == self.last:
             self.record(iteration, solver.model.first_layer_weights())
 
     def record(self, iteration, weights):
@@ -80,7 +82,8 @@ class FilterFrames:
         self.frames.append((int(iteration), _grid(tiles)))
         if len(self.frames) > self.max_frames:  # keep every second frame, at twice the interval
             self.every *= 2
-            self.frames = [f for f in self.frames if f[0] % self.every == 0 or f is self.frames[0]]
+            first, newest = self.frames[0], self.frames[-1]
+            self.frames = [f for f in self.frames if f[0] % self.every == 0 or f is first or f is newest]
 
     def _caption(self, iteration):
         if self.iterations_per_epoch:

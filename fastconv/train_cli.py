@@ -84,10 +84,10 @@ data: $FASTCONV_DATA/<dataset>/, ~/.cache/fastconv/<dataset>/, /usr/share/datase
 outputs in --out: model.json + model.npz, checkpoints/, history.json, loss.png, accuracy.png,
 confusion.png, filters.png, examples.png, dataset.png (10 training images per class), feature_maps.png
 (each layer's maps of the first test image), filters.gif (the first layer's filters over training, at
-most {max_frames} frames; with --resume it starts where the run resumed) (the plots need matplotlib).
-One training owns the folder
-while it runs (a lock: a second one into it fails at once). A folder that holds a saved model or
-checkpoints is never replaced silently: --resume continues its run, --overwrite replaces it.
+most {max_frames} frames; with --resume it starts where the run resumed); the pictures need matplotlib.
+One training owns the folder while it runs (a lock: a second one into it fails at once). A folder
+that holds a saved model or checkpoints is never replaced silently: --resume continues its run,
+--overwrite replaces it.
 
 --resume refuses, naming it, a setting that shapes the result other than the run's own:
 {result_settings}
@@ -321,8 +321,9 @@ def _filter_frames(args, model, split):
     if args.no_plots or not plots.have_matplotlib():
         return None
     per_epoch = -(-len(split.X_train) // args.batch_size)
-    every = args.gif_every or animation.frame_interval(args.epochs * per_epoch, MAX_GIF_FRAMES)
-    return animation.FilterFrames(every, MAX_GIF_FRAMES, model.input_shape, per_epoch)
+    total = args.epochs * per_epoch
+    every = args.gif_every or animation.frame_interval(total, MAX_GIF_FRAMES - 1)  # - 1: the last frame
+    return animation.FilterFrames(every, MAX_GIF_FRAMES, model.input_shape, per_epoch, last=total)
 
 
 def _train(args, model, split, out, log, frames=None):

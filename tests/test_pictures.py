@@ -100,19 +100,27 @@ def test_frame_interval_bounds_the_frames():
         animation.frame_interval(10, 0)
 
 
-@pytest.mark.parametrize("every", [1, 3])
+class _FakeSolver:
+    def __init__(self, model):
+        self.model, self.loss_history = model, []
+
+
+@pytest.mark.parametrize("every", [1, 3, 7])
 def test_filter_frames_stay_bounded_and_span_the_run(rng, every):
-    frames = animation.FilterFrames(every=every, max_frames=10)
-    w = rng.standard_normal((5, 1, 3, 3))
-    for it in range(0, 1001):
-        if it % frames.every == 0:
-            frames.record(it, w + it)
+    model = build_model("conv5x3-fc", (1, 6, 6), 3, seed=0)
+    solver = _FakeSolver(model)
+    frames = animation.FilterFrames(every=every, max_frames=10, last=1001)
+    frames.record(0, model.first_layer_weights())
+    for it in range(1, 1002):
+        solver.loss_history.append(0.0)
+        frames(solver)
         assert len(frames.frames) <= 10
     its = [i for i, _ in frames.frames]
-    assert its[0] == 0 and its[-1] >= 1000 - frames.every and its == sorted(its)
-    assert all(i % frames.every == 0 for i in its)
+    assert its[0] == 0 and its[-1] == 1001 and its == sorted(its)  # from the start to the last iteration
+    assert all(i % frames.every == 0 for i in its[:-1]) and len(its) >= 5
     grid = frames.frames[0][1]
     assert grid.dtype == np.uint8 and grid.ndim == 2  # one channel: a grey grid
+    assert grid.shape == (2 * (48 + 3) + 3, 3 * (48 + 3) + 3)  # 5 filters of 3x3, each 16 times larger
     with pytest.raises(ValueError, match="every"):
         animation.FilterFrames(every=0)
 
