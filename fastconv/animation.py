@@ -19,8 +19,12 @@ from .plots import _filter_tiles
 
 __all__ = ["FilterFrames", "frame_interval"]
 
-#: Pixels a filter tile is enlarged to at least (a 7x7 filter is drawn 49x49).
+#: Pixels a small filter tile is enlarged to at least (a 7x7 filter is drawn 49x49); of tiles of
+#: _FULL_SIZE pixels or more (an fc layer's 28x28 images) the first _LARGE_TILES are drawn as they
+#: are: their noise-like pixels barely compress, and a GIF of 64 of them would take megabytes.
 _TILE_PIXELS = 48
+_FULL_SIZE = 16
+_LARGE_TILES = 16
 _GAP = 3
 _CAPTION = 18
 
@@ -34,13 +38,13 @@ def frame_interval(total_iterations, max_frames=100):
 
 
 def _grid(tiles):
-    """The tiles (each (h, w) or (h, w, 3) in [0, 1]) side by side as one uint8 image, each
+    """The tiles (each (h, w) or (h, w, 3) in [0, 1]) side by side as one uint8 image, small ones
     enlarged by an integer factor to about _TILE_PIXELS, on a white background."""
     n = len(tiles)
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     h, w = tiles[0].shape[:2]
-    k = max(1, math.ceil(_TILE_PIXELS / max(h, w)))
+    k = 1 if max(h, w) >= _FULL_SIZE else math.ceil(_TILE_PIXELS / max(h, w))
     rgb = tiles[0].ndim == 3
     out = np.full((rows * (h * k + _GAP) + _GAP, cols * (w * k + _GAP) + _GAP) + ((3,) if rgb else ()),
                   255, dtype=np.uint8)
@@ -77,6 +81,8 @@ class FilterFrames:
         tiles = _filter_tiles(weights, self.input_shape)
         if not tiles:
             return
+        if max(tiles[0].shape[:2]) >= _FULL_SIZE:
+            tiles = tiles[:_LARGE_TILES]
         if self.frames and self.frames[-1][0] == iteration:
             return
         self.frames.append((int(iteration), _grid(tiles)))

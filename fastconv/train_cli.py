@@ -521,7 +521,7 @@ def run_predict(args):
             try:
                 batch, note = _read_input(path, model.input_shape, args.invert)
             except (ValueError, OSError) as exc:
-                if args.debug:
+                if getattr(args, "debug", False):  # fastconv --debug: the traceback
                     raise
                 print(f"fastconv predict: error: {exc}", file=sys.stderr)
                 failed += 1

@@ -132,6 +132,9 @@ def test_filter_frames_of_rgb_and_fc_first_layers(rng):
     fc = animation.FilterFrames(input_shape=(1, 4, 4))
     fc.record(0, rng.standard_normal((16, 7)))  # an fc layer: each column an image
     assert fc.frames[0][1].ndim == 2
+    mnist = animation.FilterFrames(input_shape=(1, 28, 28))
+    mnist.record(0, rng.standard_normal((784, 100)))  # the first 16 images of 28x28, not enlarged
+    assert mnist.frames[0][1].shape == (4 * (28 + 3) + 3,) * 2
     odd = animation.FilterFrames()
     odd.record(0, rng.standard_normal((15, 7)))  # columns that are no image of the input: no frame
     assert odd.frames == [] and odd.write_gif("never.gif") is None
