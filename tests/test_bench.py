@@ -67,7 +67,7 @@ def test_quick_run_writes_table_json_and_chart(tmp_path, capsys):
     assert table[0].startswith("| workload | dtype | threads | pass | fast ms |")
     assert len(table) == 2 + len(doc["results"])
     assert "| W1conv | float32 | 2 | fwdbwd |" in captured.out
-    assert "[1/16] W1conv float32 2 threads fwd" in captured.err  # progress on stderr
+    assert f"[1/{2 * len(WORKLOADS)}] W1conv float32 2 threads fwd" in captured.err  # progress on stderr
 
     chart = tmp_path / "bench.png"
     if HAVE_MPL:
