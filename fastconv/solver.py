@@ -62,6 +62,9 @@ except ImportError:  # pragma: no cover - depends on the environment
 class Solver:
     """Train a model (see the module docstring)."""
 
+    #: Called as ``on_iteration(solver)`` after each update (e.g. ``fastconv.animation.FilterFrames``).
+    on_iteration = None
+
     def __init__(self, model, data, update_rule="sgd", optim_config=None, lr_decay=1.0, batch_size=100,
                  num_epochs=10, num_train_samples=1000, num_val_samples=None, print_every=100,
                  checkpoint_dir=None, keep_checkpoints=2, seed=None, verbose=True, progress=None,
@@ -149,6 +152,8 @@ class Solver:
         seen = correct = 0
         for it, idx in enumerate(batches):
             loss, right = self._step(idx)
+            if self.on_iteration is not None:
+                self.on_iteration(self)
             seen += len(idx)
             correct += right
             rate = seen / max(time.perf_counter() - t0, 1e-9)
