@@ -267,3 +267,145 @@ def test_test_mode_after_training_steps_equals_cs231n(rng, steps, spatial):
         core_forward(x, gamma, beta, core)
     if steps:
         np.testing.assert_allclose(core["running_var"] - mine["running_var"], 0.9**steps, rtol=1e-9)
+
+
+# ------------------------------------------------------------------ compat.sichkar: the other layers
+SICHKAR_NAMES = [
+    "cnn_forward_naive", "cnn_backward_naive", "max_pooling_forward_naive", "max_pooling_backward_naive",
+    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "softmax_loss",
+    "average_pooling_forward_naive", "average_pooling_backward_naive", "sigmoid_forward", "sigmoid_backward",
+    "svm_loss", "dropout_forward", "dropout_backward", "cnn_forward_strides", "cnn_backward_strides",
+    "max_pool_forward_fast", "max_pool_backward_fast", "ConvNet1",
+]
+
+
+def test_every_sichkar_name_is_there():
+    for name in SICHKAR_NAMES:
+        assert name in sichkar.__all__ and callable(getattr(sichkar, name)), name
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_sichkar_average_pooling_equals_naive(rng, dtype):
+    x = randn(rng, (2, 3, 7, 6), dtype)
+    out, cache = sichkar.average_pooling_forward_naive(x, {"pooling_height": 3, "pooling_width": 2, "stride": 2})
+    ref, ref_cache = naive.avg_pool_forward(x, (3, 2), 2)
+    assert_close(out, ref, dtype, "pooled_output")
+    dout = randn(rng, ref.shape, dtype)
+    assert_close(sichkar.average_pooling_backward_naive(dout, cache), naive.avg_pool_backward(dout, ref_cache),
+                 dtype, "dx")
+    with pytest.raises(ValueError, match=r"pooling_params\['pooling_width'\] is missing"):
+        sichkar.average_pooling_forward_naive(x, {"pooling_height": 2, "stride": 2})
+
+
+def test_sichkar_sigmoid_svm_and_dropout(rng):
+    x = randn(rng, (4, 5)) * 3
+    out, cache = sichkar.sigmoid_forward(x)
+    np.testing.assert_allclose(out, 1 / (1 + np.exp(-x)), rtol=1e-14)
+    dout = randn(rng, x.shape)
+    np.testing.assert_array_equal(sichkar.sigmoid_backward(dout, cache), layers.sigmoid_backward(dout, cache))
+    assert sichkar.sigmoid_forward(np.array([0, 1]))[0].dtype == np.float64  # integers converted
+    y = np.array([0, 4, 2, 2])
+    assert sichkar.svm_loss(x, y)[0] == layers.svm_loss(x, y)[0]
+    out, cache = sichkar.dropout_forward(x, {"mode": "train", "p": 0.75, "seed": 3})
+    np.testing.assert_array_equal(out, layers.dropout_forward(x, 0.25, rng=3)[0])  # p keeps, as in CS231n
+    np.testing.assert_allclose(sichkar.dropout_backward(dout, cache), dout * (out != 0) / 0.75, rtol=1e-15)
+    with pytest.raises(ValueError, match=r"^dropout_params\['p'\] \(the keep probability\)"):
+        sichkar.dropout_forward(x, {"mode": "train", "p": 0})
+    with pytest.raises(ValueError, match=r"^dropout_params\['mode'\] is missing"):
+        sichkar.dropout_forward(x, {"p": 0.5})
+
+
+def test_the_mnist_tutorials_fast_names(rng):
+    """Its ConvNet1 calls cnn_forward_strides and max_pool_forward_fast with its own dictionaries."""
+    x, w, b = randn(rng, (2, 1, 8, 8)), randn(rng, (3, 1, 3, 3)), randn(rng, (3,))
+    out, cache = sichkar.cnn_forward_strides(x, w, b, {"stride": 1, "pad": 1})
+    np.testing.assert_array_equal(out, sichkar.cnn_forward_naive(x, w, b, {"stride": 1, "pad": 1})[0])
+    pooled, pcache = sichkar.max_pool_forward_fast(out, {"pooling_height": 2, "pooling_width": 2, "stride": 2})
+    assert_close(pooled, naive.max_pool_forward(out, 2)[0], np.float64, "pooled")
+    assert sichkar.cnn_backward_strides(out, cache)[1].shape == w.shape
+    assert sichkar.max_pool_backward_fast(pooled, pcache).shape == out.shape
+
+
+# ------------------------------------------------------------------ compat.sichkar.ConvNet1
+def _tutorial_loss_naive(model, x, y):
+    """The tutorial's loss_for_training written out on fastconv.naive (the loop layers), in float64."""
+    p = {k: v.astype(np.float64) for k, v in model.params.items()}
+    pad = model.cnn_params["pad"]
+    a, c1 = naive.conv_forward(x, p["w1"], p["b1"], 1, pad)
+    r1, cr1 = naive.relu_forward(a)
+    pooled, cp = naive.max_pool_forward(r1, 2, 2)
+    h, ch = naive.affine_forward(pooled, p["w2"], p["b2"])
+    r2, cr2 = naive.relu_forward(h)
+    scores, cs = naive.affine_forward(r2, p["w3"], p["b3"])
+    loss, d_scores = naive.softmax_loss(scores, y)
+    reg = model.regularization
+    loss += 0.5 * reg * sum(np.sum(np.square(p[k])) for k in ("w1", "w2", "w3"))
+    dx3, dw3, db3 = naive.affine_backward(d_scores, cs)
+    dx2, dw2, db2 = naive.affine_backward(naive.relu_backward(dx3, cr2), ch)
+    _, dw1, db1 = naive.conv_backward(naive.relu_backward(naive.max_pool_backward(dx2, cp), cr1), c1)
+    grads = {"w1": dw1 + reg * p["w1"], "b1": db1, "w2": dw2 + reg * p["w2"], "b2": db2,
+             "w3": dw3 + reg * p["w3"], "b3": db3}
+    return loss, grads, scores
+
+
+def _small_convnet1(dtype=np.float64, reg=0.1, seed=1):
+    return sichkar.ConvNet1(input_dimension=(2, 9, 8), number_of_filters=3, size_of_filter=3, hidden_dimension=6,
+                            number_of_classes=4, weight_scale=1e-1, regularization=reg, dtype=dtype, seed=seed)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_convnet1_equals_the_tutorials_loss_on_the_loop_layers(rng, dtype):
+    model = _small_convnet1(dtype)
+    assert model.cnn_params == {"stride": 1, "pad": 1}
+    assert model.pooling_params == {"pooling_height": 2, "pooling_width": 2, "stride": 2}
+    assert model.params["w2"].shape == (3 * 4 * 4, 6) and model.params["b1"].shape == (3,)
+    x = randn(rng, (5, 2, 9, 8))  # float64 data, as the tutorials have it
+    y = rng.integers(0, 4, 5)
+    loss, grads = model.loss_for_training(x, y)
+    want_loss, want_grads, want_scores = _tutorial_loss_naive(model, x.astype(dtype).astype(np.float64), y)
+    assert isinstance(loss, float) and abs(loss - want_loss) < (1e-5 if dtype == np.float32 else 1e-12)
+    for k, g in grads.items():
+        assert_close(g, want_grads[k], dtype, k, tolerance=1e-3 if dtype == np.float32 else None)
+    scores = model.scores_for_predicting(x)
+    assert_close(scores, want_scores, dtype, "scores", tolerance=1e-4 if dtype == np.float32 else None)
+    np.testing.assert_array_equal(model.loss_for_predicting(x), scores)  # the CIFAR-10 tutorial's name
+
+
+def test_convnet1_gradients_are_numerical_gradients(rng):
+    model = _small_convnet1()
+    x, y = randn(rng, (3, 2, 9, 8)), np.array([0, 3, 1])
+    _, grads = model.loss_for_training(x, y)
+    for k in ("w1", "b1", "w2", "b3"):
+        numeric = numerical_gradient(lambda _: model.loss_for_training(x, y)[0], model.params[k])
+        assert rel_error(grads[k], numeric) < GRAD_TOL, k
+
+
+def test_convnet1_takes_raw_images_and_one_hot_labels(rng):
+    model = sichkar.ConvNet1(input_dimension=(1, 6, 6), number_of_filters=2, size_of_filter=3, hidden_dimension=4,
+                             number_of_classes=3, seed=0)
+    images = rng.integers(0, 256, (4, 1, 6, 6), dtype=np.uint8)
+    y = np.array([2, 0, 1, 1])
+    loss, grads = model.loss_for_training(images, np.eye(3)[y])
+    want, _ = model.loss_for_training(images.astype(np.float32), y)
+    assert loss == want and grads["w1"].dtype == np.float32
+
+
+CONVNET1_ERRORS = [
+    (dict(input_dimension=(28, 28)), ValueError, r"^input_dimension must be \(C, H, W\)"),
+    (dict(number_of_filters=0), ValueError, r"^number_of_filters must be >= 1"),
+    (dict(size_of_filter=7.0), TypeError, r"^size_of_filter must be an int"),
+    (dict(hidden_dimension=-1), ValueError, r"^hidden_dimension"),
+    (dict(number_of_classes="10"), TypeError, r"^number_of_classes"),
+    (dict(weight_scale=0), ValueError, r"^weight_scale must be a finite number > 0"),
+    (dict(regularization=-1e-3), ValueError, r"^regularization must be a finite number >= 0"),
+    (dict(regularization=None), TypeError, r"^regularization must be a number"),
+    (dict(dtype=np.float16), TypeError, r"^dtype must be float32 or float64"),
+    (dict(input_dimension=(1, 1, 1), size_of_filter=1), ValueError, r"too small for 1x1 filters and 2x2 pooling"),
+]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", CONVNET1_ERRORS, ids=[next(iter(e[0])) + f"-{i}"
+                                                                     for i, e in enumerate(CONVNET1_ERRORS)])
+def test_convnet1_arguments_are_checked(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        sichkar.ConvNet1(**kwargs)
