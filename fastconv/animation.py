@@ -17,7 +17,7 @@ from ._files import atomic_write
 from ._params import check_int
 from .plots import _filter_tiles
 
-__all__ = ["FilterFrames", "frame_interval"]
+__all__ = ["FilterFrames", "first_weights", "frame_interval"]
 
 #: Pixels a small filter tile is enlarged to at least (a 7x7 filter is drawn 49x49); of tiles of
 #: _FULL_SIZE pixels or more (an fc layer's 28x28 images) the first _LARGE_TILES are drawn as they
@@ -56,6 +56,17 @@ def _grid(tiles):
     return out
 
 
+def first_weights(model):
+    """The first layer's weights of a fastconv model (``first_layer_weights``), or of a tutorial
+    model (its ``params["W1"]``, CS231n's name, or ``params["w1"]``, the numpy tutorials')."""
+    if hasattr(model, "first_layer_weights"):
+        return model.first_layer_weights()
+    for name in ("W1", "w1"):
+        if name in model.params:
+            return model.params[name]
+    raise ValueError("the model has no first_layer_weights() and no params['W1'] or params['w1']")
+
+
 class FilterFrames:
     """Frames of a model's first-layer filters (see the module docstring).
 
@@ -75,7 +86,7 @@ class FilterFrames:
     def __call__(self, solver):
         iteration = len(solver.loss_history)
         if iteration % self.every == 0 or iteration == self.last:
-            self.record(iteration, solver.model.first_layer_weights())
+            self.record(iteration, first_weights(solver.model))
 
     def record(self, iteration, weights):
         tiles = _filter_tiles(weights, self.input_shape)

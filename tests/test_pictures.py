@@ -163,3 +163,33 @@ def test_filters_gif(tmp_path, rng):
         assert gif.info.get("loop") == 0
         # 6 filters of 7x7 enlarged 7 times, 3 x 2 with 3-pixel gaps, under an 18-pixel caption
         assert gif.size == (max(3 * (49 + 3) + 3, 150), 2 * (49 + 3) + 3 + 18)
+
+
+class _TutorialNet:
+    """A CS231n-style model: params and loss(X, y=None) only; its first conv weights are W1."""
+
+    def __init__(self, rng):
+        self.params = {"W1": rng.standard_normal((3, 1, 3, 3)) * 0.1, "W2": rng.standard_normal((3 * 16, 2)) * 0.1}
+
+    def loss(self, X, y=None):
+        from fastconv import fast
+
+        h, cache = fast.conv_forward(X, self.params["W1"], None, pad=1)
+        scores = h.reshape(len(X), -1) @ self.params["W2"]
+        if y is None:
+            return scores
+        loss, dscores = fast.softmax_loss(scores, y)
+        dh = (dscores @ self.params["W2"].T).reshape(h.shape)
+        return loss, {"W1": fast.conv_backward(dh, cache)[1], "W2": h.reshape(len(X), -1).T @ dscores}
+
+
+def test_filter_frames_of_a_tutorial_model_trained_by_the_solver(rng):
+    model = _TutorialNet(rng)
+    X, y = rng.standard_normal((12, 1, 4, 4)), rng.integers(0, 2, 12)
+    solver = Solver(model, {"X_train": X, "y_train": y}, batch_size=4, num_epochs=2, verbose=False)
+    frames = animation.FilterFrames(every=2, last=6)
+    solver.on_iteration = frames
+    solver.train()
+    assert [i for i, _ in frames.frames] == [2, 4, 6]
+    with pytest.raises(ValueError, match="no first_layer_weights"):
+        animation.first_weights(type("M", (), {"params": {"w": np.zeros(1)}})())
