@@ -180,13 +180,15 @@ def _mutate_array(m, rng, name, a, other_float="fail", allow_none=False, shape_o
     """One random change to array argument ``name``; returns the new value.
 
     other_float: outcome of the other float dtype ('ok' where the compat modules cast it).
-    integers: outcome of an integer or bool dtype ('ok' where the compat modules convert it).
+    integers: outcome of an integer or bool dtype ('ok' where the compat modules convert it), or
+        None to draw no such dtype.
     allow_none: None is a valid value (a missing bias).
     shape_outcome(axis, new_size): 'ok', 'fail' or 'maybe' for a changed size (default 'fail').
     """
     r = int(rng.integers(8))
     if r == 0:
-        dt = BAD_DTYPES[int(rng.integers(len(BAD_DTYPES)))]
+        choices = [d for d in BAD_DTYPES if integers is not None or np.dtype(d).kind not in "biu"]
+        dt = choices[int(rng.integers(len(choices)))]
         m.add("dtype", f"{name}: dtype {np.dtype(dt).name}", integers if np.dtype(dt).kind in "biu" else "fail")
         with np.errstate(invalid="ignore"):  # NaN and inf have no integer value
             return a.astype(dt)
@@ -734,8 +736,10 @@ def _compat_conv(seed, index, rng, family):
     if phase == "forward" and rng.random() < 0.75:
         target = rng.choice(["x", "w", "b", "dict", "dict", "pool_param" if pool is not None else "dict"])
         if target == "x":
+            # batchnorm of converted integers (uint8 wraps -1 to 255) in float32 is too ill-conditioned
+            # to compare two implementations; tests/test_compat_tutorials.py checks that case
             x = _mutate_array(m, rng, "x", x, other_float="ok", shape_outcome=_x_shape_outcome(True),
-                              integers="ok")
+                              integers=None if bn else "ok")
         elif target == "w":  # the compute dtype follows w (gamma and beta of batchnorm do not)
             w = _mutate_array(m, rng, "w", w, other_float="maybe" if bn else "ok",
                               shape_outcome=_w_shape_outcome(1, True), integers="maybe" if bn else "ok")

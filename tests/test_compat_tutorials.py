@@ -131,6 +131,12 @@ NORM_ERRORS = [
 ]
 
 
+def test_a_pool_window_larger_than_the_conv_output_names_pool_param():
+    with pytest.raises(ValueError, match=r"^pool_param's window does not fit the convolution's output: pool_size"):
+        cs231n.conv_relu_pool_forward(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), np.zeros(1),
+                                      {"stride": 1, "pad": 0}, {"pool_height": 3, "pool_width": 3, "stride": 1})
+
+
 @pytest.mark.parametrize("call, exc, match", [pytest.param(*e[1:], id=e[0]) for e in NORM_ERRORS])
 def test_normalization_arguments_are_checked(call, exc, match):
     with pytest.raises(exc, match=match):

@@ -172,6 +172,7 @@ LABEL_ERRORS = [
     ("ragged-list", [[0, 1, 0], [1, 0]], ValueError, r"^y must be a list of class labels"),
     ("list-out-of-range", [0, 3], ValueError, r"^y must hold class labels in \[0, 3\)"),
     ("string", "01", TypeError, r"^y must be an integer array or list"),
+    ("one-hot-strings", np.array([["1", "0", "0"], ["0", "1", "0"]]), TypeError, r"^one-hot y must be a numeric"),
 ]
 
 

@@ -224,3 +224,32 @@ def test_bad_models(rng):
     model.loss = lambda X, y=None: original(X) if y is None else original(X, y)[0]
     with pytest.raises(TypeError, match=r"model.loss\(X, y\) must return \(loss, grads\)"):
         S.Solver(model, data, verbose=False).train()
+
+
+def test_scores_of_the_wrong_shape_are_refused(rng):
+    X, y = _data(rng, n=10)
+    model = _cs231n_model()
+    original = model.loss
+    model.loss = lambda X, y=None: original(X)[:, 0] if y is None else original(X, y)
+    with pytest.raises(ValueError, match=r"the model's scores must have shape \(N, classes\) = \(10, \.\.\.\), got \(10,\)"):
+        S.Solver(model, {"X_train": X, "y_train": y}, batch_size=10, num_epochs=1, verbose=False).train()
+
+
+def test_state_arrays_are_checked_before_any_is_set():
+    model = TutorialModel(_cs231n_model())
+    state = {k: v.copy() for k, v in model.state_arrays().items()}
+    before = {k: v.copy() for k, v in model.params.items()}
+    bad_shape = dict(state, **{"params/b3": np.zeros(5, np.float32)})
+    bad_dtype = dict(state, **{"params/b3": np.zeros(4, np.float64)})
+    bad_value = dict(state, **{"params/b3": np.array([0, np.nan, 0, 0], np.float32)})
+    missing = {k: v for k, v in state.items() if k != "params/W2"}
+    for arrays, match in [(bad_shape, r"params/b3 is float32 \(5,\), the model has float32 \(4,\)"),
+                          (bad_dtype, r"params/b3 is float64"), (bad_value, r"params/b3 holds non-finite"),
+                          (missing, r"model state is missing \['params/W2'\]")]:
+        with pytest.raises(ValueError, match=match):
+            model.set_state_arrays(arrays)
+        for k, v in before.items():
+            np.testing.assert_array_equal(model.params[k], v)
+    new = {k: v + 1 for k, v in state.items()}
+    model.set_state_arrays(new)
+    np.testing.assert_array_equal(model.params["W1"], state["params/W1"] + 1)

@@ -496,8 +496,13 @@ def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
 def _conv_relu_pool_forward(x, w, b, stride, pad, kernel, pool_stride):
     _require_bias(b)
     dtype = _weights_dtype(w)
-    out, cache = fast.conv_relu_pool_forward(_convert(x, dtype), _as_float(w, dtype), _convert(b, dtype), stride, pad,
-                                             pool_size=kernel, pool_stride=pool_stride)
+    try:
+        out, cache = fast.conv_relu_pool_forward(_convert(x, dtype), _as_float(w, dtype), _convert(b, dtype), stride,
+                                                 pad, pool_size=kernel, pool_stride=pool_stride)
+    except ValueError as exc:
+        if str(exc).startswith("pool_size"):  # the fused layer's name for what pool_param gives here
+            raise ValueError(f"pool_param's window does not fit the convolution's output: {exc}") from None
+        raise
     return out, (cache, out.dtype, _dtype_of(x), _dtype_of(b))
 
 
