@@ -110,7 +110,7 @@ def cli_predictions(capsys, run_dir, path, top=10):
     assert main(["predict", "--model", str(run_dir), str(path), "--top", str(top)]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{path}: ")
-    return re.findall(r"(.+?) \((-?[0-9.]+)\)(?:, |$)", line[len(f"{path}: "):])
+    return re.findall(r"(.+?) \((?:score )?(-?[0-9.]+)\)(?:, |$)", line[len(f"{path}: "):])
 
 
 def assert_equals_predict(capsys, run_dir, path, answer, key="probability"):
