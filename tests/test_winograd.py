@@ -525,3 +525,23 @@ def test_explicit_winograd4_spreads_non_finite_values_over_their_tiles_only(bad)
     assert (~np.isfinite(ref) <= ~np.isfinite(out)).all()
     assert (~np.isfinite(out) <= reached).all()
     assert (~np.isfinite(out)).sum() > (~np.isfinite(ref)).sum()  # it does spread: the check above can fail
+
+
+def test_the_accuracy_script_runs(capsys):
+    """benchmarks/winograd_accuracy.py (docs/performance.md, "Winograd accuracy") on one image
+    per workload: a row per workload and algorithm, errors inside the tolerance table."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "winograd_accuracy.py")
+    spec = importlib.util.spec_from_file_location("winograd_accuracy", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    err32, err64 = script.errors(*script._data(np.random.default_rng(0), 2, 3, 9, 7, 4, 1), dict(pad=1))
+    assert sorted(err32) == sorted(err64) == ["im2col", "winograd2", "winograd4"]
+    assert all(e < 1e-4 for errs in err32.values() for e in errs.values())
+    assert all(e < 1e-9 for e in err64.values())
+    script.main(["--images", "1", "--no-grid"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| W2conv3x3")]
+    assert [r.split(" | ")[:2] for r in rows] == [[f"| {w} (N=1)", a] for w in ("W2conv3x3", "W2conv3x3_N128")
+                                                  for a in ("im2col", "winograd2", "winograd4")]
