@@ -243,23 +243,28 @@ def pool_geometry_of_shape(shape, kernel_size, stride=None, pad=0, what="x",
 
 
 #: The convolution algorithms ``conv_forward`` accepts (fastconv.naive always runs its loops).
-CONV_ALGORITHMS = ("auto", "im2col", "winograd")
+CONV_ALGORITHMS = ("auto", "im2col", "winograd", "winograd2", "winograd4")
+
+#: The output tile size m of each Winograd algorithm, F(m x m, 3x3): "winograd" is "winograd2".
+WINOGRAD_TILE = {"winograd": 2, "winograd2": 2, "winograd4": 4}
 
 
 def check_algorithm(g, algorithm):
     """``algorithm`` checked against CONV_ALGORITHMS and against geometry ``g``: Winograd
-    F(2x2, 3x3) needs a 3x3 kernel, stride 1 and dilation 1 (ValueError naming ``algorithm``)."""
+    needs a 3x3 kernel, stride 1 and dilation 1 (ValueError naming ``algorithm``). Returns
+    its canonical name: "winograd" is "winograd2"."""
     if not isinstance(algorithm, str) or algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(map(repr, CONV_ALGORITHMS))}, got {algorithm!r}")
-    if algorithm == "winograd":
+    if algorithm in WINOGRAD_TILE:
         why = winograd_unsupported(g)
         if why:
-            raise ValueError(f"algorithm='winograd' needs {why}")
+            raise ValueError(f"algorithm={algorithm!r} needs {why}")
+        return f"winograd{WINOGRAD_TILE[algorithm]}"
     return algorithm
 
 
 def winograd_unsupported(g):
-    """What Winograd F(2x2, 3x3) would need that geometry ``g`` lacks, or None."""
+    """What Winograd (either tile size) would need that geometry ``g`` lacks, or None."""
     if (g.kh, g.kw) != (3, 3):
         return f"a 3x3 kernel, got {g.kh}x{g.kw}"
     if (g.stride_h, g.stride_w) != (1, 1):
@@ -269,6 +274,7 @@ def winograd_unsupported(g):
     return None
 
 
-def winograd_tiles(g):
-    """(tiles_h, tiles_w): the 2x2 output tiles of Winograd F(2x2, 3x3) covering (out_h, out_w)."""
-    return -(-g.out_h // 2), -(-g.out_w // 2)
+def winograd_tiles(g, tile):
+    """(tiles_h, tiles_w): the tile x tile output tiles of Winograd F(tile x tile, 3x3)
+    covering (out_h, out_w)."""
+    return -(-g.out_h // tile), -(-g.out_w // tile)

@@ -1,5 +1,6 @@
 # ============================================================================ Winograd F(2x2, 3x3)
-# The kernels of the Winograd convolution (Lavin & Gray 2016), included in _im2col.pyx.
+# The kernels of the Winograd convolution (Lavin & Gray 2016), included in _im2col.pyx:
+# F(2x2, 3x3) here, F(4x4, 3x3) below; the four kernels at the end take the tile size.
 #
 # These functions only loop; ``fastconv/fast.py`` owns the policy (validation,
 # chunking, allocation, threads, the GEMMs between the transforms).
@@ -28,12 +29,32 @@
 # its inner loops run over the tiles of the row (contiguous in V and M: vectorizable).
 # Their scratch comes from the caller: one row of ``scratch`` per OpenMP thread.
 
+cdef inline void _padded_row(const floating* x, Py_ssize_t ih, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad_w,
+                             Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t Wp, floating* row) noexcept nogil:
+    """row[j] = x[ih, j - pad_w] for j0 <= j < j1, zero elsewhere in [0, Wp) (all zero when
+    row ih is outside the image): the input rows of a tile row, padded."""
+    if ih < 0 or ih >= H:
+        memset(row, 0, Wp * sizeof(floating))
+        return
+    memset(row, 0, j0 * sizeof(floating))
+    memcpy(row + j0, x + ih * W + (j0 - pad_w), (j1 - j0) * sizeof(floating))
+    memset(row + j1, 0, (Wp - j1) * sizeof(floating))
+
+
+cdef inline void _store_padded_row(const floating* row, Py_ssize_t ih, Py_ssize_t H, Py_ssize_t W,
+                                   Py_ssize_t pad_w, Py_ssize_t j0, Py_ssize_t j1, floating* x) noexcept nogil:
+    """x[ih, j - pad_w] = row[j] for j0 <= j < j1 when row ih is inside the image: the
+    reverse of _padded_row (the padding's entries are dropped)."""
+    if 0 <= ih < H:
+        memcpy(x + ih * W + (j0 - pad_w), row + j0, (j1 - j0) * sizeof(floating))
+
+
 cdef void _wino_input_plane(const floating* x, floating* V, Py_ssize_t H, Py_ssize_t W,
                        Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
                        Py_ssize_t point_stride, floating* buf) noexcept nogil:
     """One (image, channel) plane x (H, W) into V[p * point_stride + tile].
     buf: 8 * (2 * tiles_w + 2) scratch elements."""
-    cdef Py_ssize_t Wp = 2 * tiles_w + 2, ti, tj, r, k, ih, j0, j1
+    cdef Py_ssize_t Wp = 2 * tiles_w + 2, ti, tj, r, k, j0, j1
     cdef floating* rows = buf  # the tile row's 4 input rows, zero-padded: (4, Wp)
     cdef floating* u = buf + 4 * Wp  # B^T d on them: (4, Wp)
     cdef floating* v0
@@ -45,13 +66,7 @@ cdef void _wino_input_plane(const floating* x, floating* V, Py_ssize_t H, Py_ssi
     j1 = min(max(pad_w + W, j0), Wp)
     for ti in range(tiles_h):
         for r in range(4):
-            ih = 2 * ti - pad_h + r
-            if ih < 0 or ih >= H:
-                memset(rows + r * Wp, 0, Wp * sizeof(floating))
-                continue
-            memset(rows + r * Wp, 0, j0 * sizeof(floating))
-            memcpy(rows + r * Wp + j0, x + ih * W + (j0 - pad_w), (j1 - j0) * sizeof(floating))
-            memset(rows + r * Wp + j1, 0, (Wp - j1) * sizeof(floating))
+            _padded_row(x, 2 * ti - pad_h + r, H, W, pad_w, j0, j1, Wp, rows + r * Wp)
         for tj in range(Wp):  # B^T d: rows combined, every column at once
             u[tj] = rows[tj] - rows[2 * Wp + tj]
             u[Wp + tj] = rows[Wp + tj] + rows[2 * Wp + tj]
@@ -164,7 +179,7 @@ cdef void _wino_input_adjoint_plane(const floating* dV, floating* dx, Py_ssize_t
     """One (image, channel) plane: dx (H, W) = the sum over tiles of B dv B^T, each at
     its 4x4 patch (tiles overlap by 2 pixels; pixels outside the image are dropped).
     buf: 20 * tiles_w + 4 * (2 * tiles_w + 2) scratch elements."""
-    cdef Py_ssize_t Wp = 2 * tiles_w + 2, ti, tj, r, s, ih, j0, j1
+    cdef Py_ssize_t Wp = 2 * tiles_w + 2, ti, tj, r, s, j0, j1
     cdef floating* u = buf  # B dv, entry (r, s) of every tile of the row: (16, tiles_w)
     cdef floating* acc = buf + 16 * tiles_w  # the 4 padded rows h0 .. h0 + 3 being summed: (4, Wp)
     cdef floating* e = buf + 16 * tiles_w + 4 * Wp  # one row of B dv B^T per tile, 4 columns: (4, tiles_w)
@@ -207,21 +222,229 @@ cdef void _wino_input_adjoint_plane(const floating* dV, floating* dx, Py_ssize_t
             a[2 * tiles_w + 1] += e[4 * tiles_w - 1]
         # padded rows 2 ti and 2 ti + 1 are complete: no later tile row reaches them
         for r in range(2):
-            ih = 2 * ti + r - pad_h
             a = acc + ((2 * ti + r) % 4) * Wp
-            if 0 <= ih < H:
-                memcpy(dx + ih * W + (j0 - pad_w), a + j0, (j1 - j0) * sizeof(floating))
+            _store_padded_row(a, 2 * ti + r - pad_h, H, W, pad_w, j0, j1, dx)
             memset(a, 0, Wp * sizeof(floating))
     for r in range(2, 4):  # the last tile row's bottom two rows
-        ih = 2 * tiles_h - 2 + r - pad_h
-        a = acc + ((2 * tiles_h - 2 + r) % 4) * Wp
-        if 0 <= ih < H:
-            memcpy(dx + ih * W + (j0 - pad_w), a + j0, (j1 - j0) * sizeof(floating))
+        _store_padded_row(acc + ((2 * tiles_h - 2 + r) % 4) * Wp, 2 * tiles_h - 2 + r - pad_h, H, W, pad_w,
+                          j0, j1, dx)
 
 
-def winograd_scratch(Py_ssize_t tiles_w):
-    """Scratch elements per OpenMP thread that the four Winograd kernels need."""
+# ============================================================================ Winograd F(4x4, 3x3)
+# The same scheme with output tiles of 4x4 pixels: tile (ti, tj) reads the 6x6 input patch
+# whose top-left pixel is ``(4*ti - pad_h, 4*tj - pad_w)`` (tiles overlap by 2 pixels) and
+# writes the output pixels ``(4*ti + a, 4*tj + b)``, a, b < 4, that exist; 36 points
+# ``p = 6*r + s``: V (36, C, T), M (36, F, T). 36 multiplications per tile, filter and
+# channel for 16 output pixels, against 16 for 4 pixels in F(2x2, 3x3) (Lavin & Gray 2016):
+# ``B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+#          [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]``,
+# ``A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]``;
+# G (its 1/6, 1/12 and 1/24 are not exact in binary) is applied in fastconv/fast.py.
+#
+# Each 2-D transform is two passes of a 1-D one, on the rows of a tile, then on its columns.
+# The 1-D transforms below run over n vectors: entry i of vector j at ``src[i*se + j*sv]``,
+# entry k of its result at ``dst[k*de + j*dv]``; callers pass strides that make j's loop
+# run over contiguous tiles, so that it vectorizes once inlined. Their constants are typed
+# ``floating``: a bare literal would be a C double, and float32 arithmetic would run in double.
+
+cdef inline void _wino4_bt(const floating* src, Py_ssize_t se, Py_ssize_t sv, floating* dst, Py_ssize_t de,
+                           Py_ssize_t dv, Py_ssize_t n) noexcept nogil:
+    """dst = B^T src (6 entries to 6)."""
+    cdef Py_ssize_t j
+    cdef floating d0, d1, d2, d3, d4, d5, t1, t2, t3, t4, two = 2, four = 4, five = 5
+    for j in range(n):
+        d0, d1, d2 = src[j * sv], src[se + j * sv], src[2 * se + j * sv]
+        d3, d4, d5 = src[3 * se + j * sv], src[4 * se + j * sv], src[5 * se + j * sv]
+        t1 = d4 - four * d2
+        t2 = d3 - four * d1
+        t3 = d4 - d2
+        t4 = two * (d3 - d1)
+        dst[j * dv] = four * d0 - five * d2 + d4
+        dst[de + j * dv] = t1 + t2
+        dst[2 * de + j * dv] = t1 - t2
+        dst[3 * de + j * dv] = t3 + t4
+        dst[4 * de + j * dv] = t3 - t4
+        dst[5 * de + j * dv] = four * d1 - five * d3 + d5
+
+
+cdef inline void _wino4_b(const floating* src, Py_ssize_t se, Py_ssize_t sv, floating* dst, Py_ssize_t de,
+                          Py_ssize_t dv, Py_ssize_t n) noexcept nogil:
+    """dst = B src, the adjoint of _wino4_bt (6 entries to 6)."""
+    cdef Py_ssize_t j
+    cdef floating v0, v5, a, b, c, e, two = 2, four = 4, five = 5
+    for j in range(n):
+        v0, v5 = src[j * sv], src[5 * se + j * sv]
+        a = src[se + j * sv] - src[2 * se + j * sv]
+        c = src[se + j * sv] + src[2 * se + j * sv]
+        b = src[3 * se + j * sv] - src[4 * se + j * sv]
+        e = src[3 * se + j * sv] + src[4 * se + j * sv]
+        dst[j * dv] = four * v0
+        dst[de + j * dv] = four * v5 - four * a - two * b
+        dst[2 * de + j * dv] = -five * v0 - four * c - e
+        dst[3 * de + j * dv] = a + two * b - five * v5
+        dst[4 * de + j * dv] = v0 + c + e
+        dst[5 * de + j * dv] = v5
+
+
+cdef inline void _wino4_at(const floating* src, Py_ssize_t se, Py_ssize_t sv, floating* dst, Py_ssize_t de,
+                           Py_ssize_t dv, Py_ssize_t n, floating b0) noexcept nogil:
+    """dst = A^T src + b0 (6 entries to 4)."""
+    cdef Py_ssize_t j
+    cdef floating m0, m5, a, b, c, e, two = 2, four = 4, eight = 8
+    for j in range(n):
+        m0, m5 = src[j * sv], src[5 * se + j * sv]
+        a = src[se + j * sv] + src[2 * se + j * sv]
+        b = src[se + j * sv] - src[2 * se + j * sv]
+        c = src[3 * se + j * sv] + src[4 * se + j * sv]
+        e = src[3 * se + j * sv] - src[4 * se + j * sv]
+        dst[j * dv] = m0 + a + c + b0
+        dst[de + j * dv] = b + two * e + b0
+        dst[2 * de + j * dv] = a + four * c + b0
+        dst[3 * de + j * dv] = b + eight * e + m5 + b0
+
+
+cdef inline void _wino4_a(const floating* src, Py_ssize_t se, Py_ssize_t sv, floating* dst, Py_ssize_t de,
+                          Py_ssize_t dv, Py_ssize_t n) noexcept nogil:
+    """dst = A src, the adjoint of _wino4_at without b0 (4 entries to 6)."""
+    cdef Py_ssize_t j
+    cdef floating y0, y1, y2, y3, e, o, e4, o4, two = 2, four = 4, eight = 8
+    for j in range(n):
+        y0, y1, y2, y3 = src[j * sv], src[se + j * sv], src[2 * se + j * sv], src[3 * se + j * sv]
+        e = y0 + y2
+        o = y1 + y3
+        e4 = y0 + four * y2
+        o4 = two * y1 + eight * y3
+        dst[j * dv] = y0
+        dst[de + j * dv] = e + o
+        dst[2 * de + j * dv] = e - o
+        dst[3 * de + j * dv] = e4 + o4
+        dst[4 * de + j * dv] = e4 - o4
+        dst[5 * de + j * dv] = y3
+
+
+cdef void _wino4_input_plane(const floating* x, floating* V, Py_ssize_t H, Py_ssize_t W,
+                             Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                             Py_ssize_t point_stride, floating* buf) noexcept nogil:
+    """_wino_input_plane for F(4x4, 3x3): V[p * point_stride + tile], 36 points.
+    buf: 12 * (4 * tiles_w + 2) scratch elements."""
+    cdef Py_ssize_t Wp = 4 * tiles_w + 2, ti, r, k, j0, j1
+    cdef floating* rows = buf  # the tile row's 6 input rows, zero-padded: (6, Wp)
+    cdef floating* u = buf + 6 * Wp  # B^T d on them: (6, Wp)
+    j0 = min(max(pad_w, 0), Wp)
+    j1 = min(max(pad_w + W, j0), Wp)
+    for ti in range(tiles_h):
+        for r in range(6):
+            _padded_row(x, 4 * ti - pad_h + r, H, W, pad_w, j0, j1, Wp, rows + r * Wp)
+        _wino4_bt(rows, Wp, 1, u, Wp, 1, Wp)  # B^T d: rows combined, every column at once
+        for k in range(6):  # (B^T d) B: row k of every tile, its 6 columns at 4 tj ..
+            _wino4_bt(u + k * Wp, 1, 4, V + 6 * k * point_stride + ti * tiles_w, point_stride, 1, tiles_w)
+
+
+cdef void _wino4_output_plane(const floating* M, floating* out, floating b0, Py_ssize_t out_h, Py_ssize_t out_w,
+                              Py_ssize_t tiles_h, Py_ssize_t tiles_w, Py_ssize_t point_stride,
+                              floating* buf) noexcept nogil:
+    """_wino_output_plane for F(4x4, 3x3). buf: 24 * tiles_w + 4 scratch elements."""
+    cdef Py_ssize_t ti, tj, s, i, oh, last = out_w // 4  # tiles whose four columns all exist
+    cdef floating* ua = buf  # A^T m, rows combined: entry (i, s) of every tile of the row: (4, 6, tiles_w)
+    cdef floating* e = buf + 24 * tiles_w  # the last tile's output row when it is cut: 4
+    cdef floating* o
+    for ti in range(tiles_h):
+        for s in range(6):
+            _wino4_at(M + s * point_stride + ti * tiles_w, 6 * point_stride, 1, ua + s * tiles_w, 6 * tiles_w, 1,
+                      tiles_w, 0)
+        for i in range(min(4, out_h - 4 * ti)):  # (A^T m) A: output row 4 ti + i, straight into out
+            o = out + (4 * ti + i) * out_w
+            _wino4_at(ua + 6 * i * tiles_w, tiles_w, 1, o, 1, 4, last, b0)
+            if last < tiles_w:  # out_w not a multiple of 4: the last tile's first columns only
+                _wino4_at(ua + 6 * i * tiles_w + last, tiles_w, 1, e, 1, 1, 1, b0)
+                for tj in range(out_w - 4 * last):
+                    o[4 * last + tj] = e[tj]
+
+
+cdef double _wino4_output_adjoint_plane(const floating* dout, floating* dM, Py_ssize_t out_h, Py_ssize_t out_w,
+                                        Py_ssize_t tiles_h, Py_ssize_t tiles_w, Py_ssize_t point_stride,
+                                        floating* buf) noexcept nogil:
+    """_wino_output_adjoint_plane for F(4x4, 3x3): dM = A dy A^T, and the plane's sum.
+    buf: 40 * tiles_w scratch elements."""
+    cdef Py_ssize_t ti, tj, i, j, r, last = out_w // 4
+    cdef floating* y = buf  # the tile row's dy, zero past the edge: entry (i, j) of every tile: (4, 4, tiles_w)
+    cdef floating* u = buf + 16 * tiles_w  # A dy: entry (r, j): (6, 4, tiles_w)
+    cdef const floating* o
+    cdef double total = 0
+    for ti in range(tiles_h):
+        for i in range(4):
+            if 4 * ti + i >= out_h:
+                memset(y + 4 * i * tiles_w, 0, 4 * tiles_w * sizeof(floating))
+                continue
+            o = dout + (4 * ti + i) * out_w
+            for j in range(4):
+                for tj in range(last):
+                    y[(4 * i + j) * tiles_w + tj] = o[4 * tj + j]
+                if last < tiles_w:
+                    y[(4 * i + j) * tiles_w + last] = o[4 * last + j] if 4 * last + j < out_w else 0
+            for tj in range(out_w):
+                total += o[tj]
+        for j in range(4):  # A dy: rows combined, for each tile's column j
+            _wino4_a(y + j * tiles_w, 4 * tiles_w, 1, u + j * tiles_w, 4 * tiles_w, 1, tiles_w)
+        for r in range(6):  # (A dy) A^T: row r of every tile, its 4 columns combined
+            _wino4_a(u + 4 * r * tiles_w, tiles_w, 1, dM + 6 * r * point_stride + ti * tiles_w, point_stride, 1,
+                     tiles_w)
+    return total
+
+
+cdef void _wino4_input_adjoint_plane(const floating* dV, floating* dx, Py_ssize_t H, Py_ssize_t W,
+                                     Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                                     Py_ssize_t point_stride, floating* buf) noexcept nogil:
+    """_wino_input_adjoint_plane for F(4x4, 3x3): the sum over tiles of B dv B^T, each at
+    its 6x6 patch. buf: 42 * tiles_w + 8 * (4 * tiles_w + 2) scratch elements."""
+    cdef Py_ssize_t Wp = 4 * tiles_w + 2, ti, tj, r, s, j0, j1
+    cdef floating* u = buf  # B dv, entry (r, s) of every tile of the row: (6, 6, tiles_w)
+    cdef floating* acc = buf + 36 * tiles_w  # a ring of 8 padded rows being summed: (8, Wp)
+    cdef floating* e = acc + 8 * Wp  # one row of B dv B^T per tile, 6 columns: (6, tiles_w)
+    cdef floating* a
+    j0 = min(max(pad_w, 0), Wp)
+    j1 = min(max(pad_w + W, j0), Wp)
+    memset(acc, 0, 8 * Wp * sizeof(floating))
+    for ti in range(tiles_h):
+        for s in range(6):  # B dv: column s of every tile, rows combined
+            _wino4_b(dV + s * point_stride + ti * tiles_w, 6 * point_stride, 1, u + s * tiles_w, 6 * tiles_w, 1,
+                     tiles_w)
+        for r in range(6):  # row r of (B dv) B^T, added into padded row 4 ti + r
+            _wino4_b(u + 6 * r * tiles_w, tiles_w, 1, e, tiles_w, 1, tiles_w)
+            # Tile tj's columns 0-5 land on 4 tj .. 4 tj + 5: column 4 k takes column 0 of
+            # tile k and column 4 of tile k - 1, column 4 k + 1 columns 1 and 5.
+            a = acc + ((4 * ti + r) % 8) * Wp
+            a[0] += e[0]
+            a[1] += e[tiles_w]
+            for tj in range(1, tiles_w):
+                a[4 * tj] += e[tj] + e[4 * tiles_w + tj - 1]
+                a[4 * tj + 1] += e[tiles_w + tj] + e[5 * tiles_w + tj - 1]
+            for tj in range(tiles_w):
+                a[4 * tj + 2] += e[2 * tiles_w + tj]
+                a[4 * tj + 3] += e[3 * tiles_w + tj]
+            a[4 * tiles_w] += e[5 * tiles_w - 1]
+            a[4 * tiles_w + 1] += e[6 * tiles_w - 1]
+        for r in range(4):  # padded rows 4 ti .. 4 ti + 3 are complete: no later tile row reaches them
+            a = acc + ((4 * ti + r) % 8) * Wp
+            _store_padded_row(a, 4 * ti + r - pad_h, H, W, pad_w, j0, j1, dx)
+            memset(a, 0, Wp * sizeof(floating))
+    for r in range(4, 6):  # the last tile row's bottom two rows
+        _store_padded_row(acc + ((4 * tiles_h - 4 + r) % 8) * Wp, 4 * tiles_h - 4 + r - pad_h, H, W, pad_w,
+                          j0, j1, dx)
+
+
+def winograd_scratch(int tile, Py_ssize_t tiles_w):
+    """Scratch elements per OpenMP thread that the four Winograd kernels of F(tile x tile, 3x3) need."""
+    _check_tile(tile)
+    if tile == 4:
+        return 42 * tiles_w + 8 * (4 * tiles_w + 2)
     return 20 * tiles_w + 4 * (2 * tiles_w + 2)
+
+
+cdef int _check_tile(int tile) except -1:
+    if tile != 2 and tile != 4:
+        raise ValueError(f"tile must be 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)), got {tile}")
+    return 0
 
 
 cdef int _check_planes(Py_ssize_t row_stride, Py_ssize_t item_stride, Py_ssize_t rows, Py_ssize_t width,
@@ -232,47 +455,64 @@ cdef int _check_planes(Py_ssize_t row_stride, Py_ssize_t item_stride, Py_ssize_t
     return 0
 
 
-cdef int _check_winograd_scratch(floating[:, ::1] scratch, int num_threads, Py_ssize_t tiles_w) except -1:
+cdef int _check_winograd(int tile, Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                         Py_ssize_t n, Py_ssize_t planes, tuple shape, str name,
+                         floating[:, ::1] scratch, int num_threads) except -1:
+    """The tiles cover the (out_h, out_w) output, ``name`` (points, planes, tiles) matches
+    them, and the scratch is large enough: the kernels index by these sizes unchecked."""
+    _check_tile(tile)
     _check_threads(num_threads)
-    if scratch.shape[0] < num_threads or scratch.shape[1] < winograd_scratch(tiles_w):
-        raise ValueError(f"scratch must be at least ({num_threads}, {winograd_scratch(tiles_w)}), "
+    cdef Py_ssize_t need_h = (out_h + tile - 1) // tile, need_w = (out_w + tile - 1) // tile
+    if tiles_h != need_h or tiles_w != need_w:
+        raise ValueError(f"(tiles_h, tiles_w) must be ({need_h}, {need_w}) for a ({out_h}, {out_w}) output "
+                         f"in {tile}x{tile} tiles, got ({tiles_h}, {tiles_w})")
+    expected = ((tile + 2) * (tile + 2), planes, n * tiles_h * tiles_w)
+    if shape != expected:
+        raise ValueError(f"{name} must have shape {expected}, got {shape}")
+    if scratch.shape[0] < num_threads or scratch.shape[1] < winograd_scratch(tile, tiles_w):
+        raise ValueError(f"scratch must be at least ({num_threads}, {winograd_scratch(tile, tiles_w)}), "
                          f"got ({scratch.shape[0]}, {scratch.shape[1]})")
     return 0
 
 
-def winograd_input(const floating[:, :, :, ::1] x, floating[:, :, ::1] V,
-                   Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
-                   floating[:, ::1] scratch, int num_threads):
-    """V[p, c, t] = (B^T d B)[p] for each tile t of each image and channel c.
+def winograd_input(const floating[:, :, :, ::1] x, floating[:, :, ::1] V, Py_ssize_t pad_h, Py_ssize_t pad_w,
+                   int tile, Py_ssize_t tiles_h, Py_ssize_t tiles_w, floating[:, ::1] scratch, int num_threads):
+    """V[p, c, t] = (B^T d B)[p] for each tile t of each image and channel c, in F(tile x tile, 3x3).
 
     x       : (n, C, H, W)                                IN
-    V       : (16, C, n * tiles_h * tiles_w)              OUT, every element written
-    scratch : (>= num_threads, >= winograd_scratch(tiles_w))  SCRATCH
+    V       : ((tile + 2)**2, C, n * tiles_h * tiles_w)   OUT, every element written
+    scratch : (>= num_threads, >= winograd_scratch(tile, tiles_w))  SCRATCH
     """
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], tiles = tiles_h * tiles_w, plane
-    _check_winograd_scratch(scratch, num_threads, tiles_w)
+    _check_winograd(tile, x.shape[2] + 2 * pad_h - 2, x.shape[3] + 2 * pad_w - 2, tiles_h, tiles_w, n, C,
+                    (V.shape[0], V.shape[1], V.shape[2]), "V", scratch, num_threads)
     if n * C == 0:
         return
     with nogil, parallel(num_threads=num_threads):
         for plane in prange(n * C, schedule="static"):
-            _wino_input_plane(&x[plane // C, plane % C, 0, 0], &V[0, plane % C, (plane // C) * tiles],
-                         x.shape[2], x.shape[3], pad_h, pad_w, tiles_h, tiles_w, V.shape[1] * V.shape[2],
-                         &scratch[threadid(), 0])
+            if tile == 4:
+                _wino4_input_plane(&x[plane // C, plane % C, 0, 0], &V[0, plane % C, (plane // C) * tiles],
+                                   x.shape[2], x.shape[3], pad_h, pad_w, tiles_h, tiles_w,
+                                   V.shape[1] * V.shape[2], &scratch[threadid(), 0])
+            else:
+                _wino_input_plane(&x[plane // C, plane % C, 0, 0], &V[0, plane % C, (plane // C) * tiles],
+                                  x.shape[2], x.shape[3], pad_h, pad_w, tiles_h, tiles_w,
+                                  V.shape[1] * V.shape[2], &scratch[threadid(), 0])
 
 
-def winograd_output(const floating[:, :, ::1] M, floating[:, :, :, :] out,
-                    const floating[::1] bias, bint has_bias, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
-                    floating[:, ::1] scratch, int num_threads):
-    """out[img, f] = A^T m A (+ bias[f]) per tile, cropped at the image's edge. Each
-    (img, f) plane of ``out`` must be contiguous; the planes may lie in any order.
+def winograd_output(const floating[:, :, ::1] M, floating[:, :, :, :] out, const floating[::1] bias, bint has_bias,
+                    int tile, Py_ssize_t tiles_h, Py_ssize_t tiles_w, floating[:, ::1] scratch, int num_threads):
+    """out[img, f] = A^T m A (+ bias[f]) per tile, cropped at the image's edge, in F(tile x tile,
+    3x3). Each (img, f) plane of ``out`` must be contiguous; the planes may lie in any order.
 
-    M       : (16, F, n * tiles_h * tiles_w)              IN
+    M       : ((tile + 2)**2, F, n * tiles_h * tiles_w)   IN
     out     : (n, F, out_h, out_w)                        OUT, every element written
     bias    : (F,) if has_bias, else unused               IN
-    scratch : (>= num_threads, >= winograd_scratch(tiles_w))  SCRATCH
+    scratch : (>= num_threads, >= winograd_scratch(tile, tiles_w))  SCRATCH
     """
     cdef Py_ssize_t n = out.shape[0], F = out.shape[1], tiles = tiles_h * tiles_w, plane
-    _check_winograd_scratch(scratch, num_threads, tiles_w)
+    _check_winograd(tile, out.shape[2], out.shape[3], tiles_h, tiles_w, n, F, (M.shape[0], M.shape[1], M.shape[2]),
+                    "M", scratch, num_threads)
     _check_planes(out.strides[2], out.strides[3], out.shape[2], out.shape[3], out.itemsize, "out")
     if has_bias and bias.shape[0] != F:
         raise ValueError(f"bias must have shape ({F},), got ({bias.shape[0]},)")
@@ -280,26 +520,32 @@ def winograd_output(const floating[:, :, ::1] M, floating[:, :, :, :] out,
         return
     with nogil, parallel(num_threads=num_threads):
         for plane in prange(n * F, schedule="static"):
-            _wino_output_plane(&M[0, plane % F, (plane // F) * tiles], &out[plane // F, plane % F, 0, 0],
-                          bias[plane % F] if has_bias else 0, out.shape[2], out.shape[3],
-                          tiles_h, tiles_w, M.shape[1] * M.shape[2], &scratch[threadid(), 0])
+            if tile == 4:
+                _wino4_output_plane(&M[0, plane % F, (plane // F) * tiles], &out[plane // F, plane % F, 0, 0],
+                                    bias[plane % F] if has_bias else 0, out.shape[2], out.shape[3],
+                                    tiles_h, tiles_w, M.shape[1] * M.shape[2], &scratch[threadid(), 0])
+            else:
+                _wino_output_plane(&M[0, plane % F, (plane // F) * tiles], &out[plane // F, plane % F, 0, 0],
+                                   bias[plane % F] if has_bias else 0, out.shape[2], out.shape[3],
+                                   tiles_h, tiles_w, M.shape[1] * M.shape[2], &scratch[threadid(), 0])
 
 
 def winograd_output_adjoint(const floating[:, :, :, :] dout, floating[:, :, ::1] dM, double[::1] db,
-                            bint has_bias, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                            bint has_bias, int tile, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
                             floating[:, ::1] scratch, int num_threads):
-    """dM[:, f, t] = A dy A^T per tile (dy: the tile's 2x2 of dout, zero past the edge);
+    """dM[:, f, t] = A dy A^T per tile (dy: the tile's tile x tile of dout, zero past the edge);
     db[f] += the sum of dout[:, f] (in double, images in order) when has_bias. Each
     (img, f) plane of ``dout`` must be contiguous; the planes may lie in any order.
 
     dout    : (n, F, out_h, out_w)                        IN
-    dM      : (16, F, n * tiles_h * tiles_w)              OUT, every element written
+    dM      : ((tile + 2)**2, F, n * tiles_h * tiles_w)   OUT, every element written
     db      : (F,) if has_bias, else unused               INOUT (added to)
-    scratch : (>= num_threads, >= winograd_scratch(tiles_w))  SCRATCH
+    scratch : (>= num_threads, >= winograd_scratch(tile, tiles_w))  SCRATCH
     """
     cdef Py_ssize_t n = dout.shape[0], F = dout.shape[1], tiles = tiles_h * tiles_w, f, img
     cdef double total
-    _check_winograd_scratch(scratch, num_threads, tiles_w)
+    _check_winograd(tile, dout.shape[2], dout.shape[3], tiles_h, tiles_w, n, F,
+                    (dM.shape[0], dM.shape[1], dM.shape[2]), "dM", scratch, num_threads)
     _check_planes(dout.strides[2], dout.strides[3], dout.shape[2], dout.shape[3], dout.itemsize, "dout")
     if has_bias and db.shape[0] != F:
         raise ValueError(f"db must have shape ({F},), got ({db.shape[0]},)")
@@ -309,28 +555,41 @@ def winograd_output_adjoint(const floating[:, :, :, :] dout, floating[:, :, ::1]
         for f in prange(F, schedule="static"):
             total = 0
             for img in range(n):
-                total = total + _wino_output_adjoint_plane(&dout[img, f, 0, 0], &dM[0, f, img * tiles],
-                                                      dout.shape[2], dout.shape[3], tiles_h, tiles_w,
-                                                      dM.shape[1] * dM.shape[2], &scratch[threadid(), 0])
+                if tile == 4:
+                    total = total + _wino4_output_adjoint_plane(
+                        &dout[img, f, 0, 0], &dM[0, f, img * tiles], dout.shape[2], dout.shape[3], tiles_h,
+                        tiles_w, dM.shape[1] * dM.shape[2], &scratch[threadid(), 0])
+                else:
+                    total = total + _wino_output_adjoint_plane(
+                        &dout[img, f, 0, 0], &dM[0, f, img * tiles], dout.shape[2], dout.shape[3], tiles_h,
+                        tiles_w, dM.shape[1] * dM.shape[2], &scratch[threadid(), 0])
             if has_bias:
                 db[f] += total
 
 
-def winograd_input_adjoint(const floating[:, :, ::1] dV, floating[:, :, :, ::1] dx,
-                           Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+def winograd_input_adjoint(const floating[:, :, ::1] dV, floating[:, :, :, ::1] dx, Py_ssize_t pad_h,
+                           Py_ssize_t pad_w, int tile, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
                            floating[:, ::1] scratch, int num_threads):
-    """dx[img, c] = the adjoint of the input transform of its tiles' dV.
+    """dx[img, c] = the adjoint of the input transform of its tiles' dV, in F(tile x tile, 3x3).
 
-    dV      : (16, C, n * tiles_h * tiles_w)              IN
+    dV      : ((tile + 2)**2, C, n * tiles_h * tiles_w)   IN
     dx      : (n, C, H, W)                                OUT, every element written
-    scratch : (>= num_threads, >= winograd_scratch(tiles_w))  SCRATCH
+    scratch : (>= num_threads, >= winograd_scratch(tile, tiles_w))  SCRATCH
     """
     cdef Py_ssize_t n = dx.shape[0], C = dx.shape[1], tiles = tiles_h * tiles_w, plane
-    _check_winograd_scratch(scratch, num_threads, tiles_w)
+    _check_winograd(tile, dx.shape[2] + 2 * pad_h - 2, dx.shape[3] + 2 * pad_w - 2, tiles_h, tiles_w, n, C,
+                    (dV.shape[0], dV.shape[1], dV.shape[2]), "dV", scratch, num_threads)
     if n * C == 0:
         return
     with nogil, parallel(num_threads=num_threads):
         for plane in prange(n * C, schedule="static"):
-            _wino_input_adjoint_plane(&dV[0, plane % C, (plane // C) * tiles], &dx[plane // C, plane % C, 0, 0],
-                                 dx.shape[2], dx.shape[3], pad_h, pad_w, tiles_h, tiles_w,
-                                 dV.shape[1] * dV.shape[2], &scratch[threadid(), 0])
+            if tile == 4:
+                _wino4_input_adjoint_plane(&dV[0, plane % C, (plane // C) * tiles],
+                                           &dx[plane // C, plane % C, 0, 0], dx.shape[2], dx.shape[3], pad_h,
+                                           pad_w, tiles_h, tiles_w, dV.shape[1] * dV.shape[2],
+                                           &scratch[threadid(), 0])
+            else:
+                _wino_input_adjoint_plane(&dV[0, plane % C, (plane // C) * tiles],
+                                          &dx[plane // C, plane % C, 0, 0], dx.shape[2], dx.shape[3], pad_h,
+                                          pad_w, tiles_h, tiles_w, dV.shape[1] * dV.shape[2],
+                                          &scratch[threadid(), 0])

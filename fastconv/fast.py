@@ -15,13 +15,16 @@ backward recomputes ``cols`` chunk by chunk instead of keeping a matrix
 kh*kw times the size of x.
 
 3x3 convolutions with stride 1 and dilation 1 can run Winograd F(2x2, 3x3) instead
-(``algorithm="winograd"``; "auto" picks it where it is measured to win): per
-chunk, the input tiles are transformed, ``V`` (16, C, T) for T 2x2 output tiles,
-the 16 products ``M = U @ V`` (U = the transformed filters, (16, F, C)) are one
-batched ``np.matmul``, and the output transform writes the NCHW output: 16
+(``algorithm="winograd2"``, or "winograd"; "auto" picks it where it is measured to
+win): per chunk, the input tiles are transformed, ``V`` (16, C, T) for T 2x2 output
+tiles, the 16 products ``M = U @ V`` (U = the transformed filters, (16, F, C)) are
+one batched ``np.matmul``, and the output transform writes the NCHW output: 16
 multiplications per tile, filter and channel instead of im2col's 36. Backward
 runs the adjoint transforms around ``dU += dM @ V^T`` and ``dV = U^T @ dM``, and
 ``dw = G^T dU G`` at the end. Same chunks, workers and BLAS threads as im2col.
+``algorithm="winograd4"`` runs F(4x4, 3x3) the same way: 4x4 output tiles, 36
+points, V (36, C, T), M (36, F, T), 36 multiplications per 16 output pixels
+instead of 144.
 
 Threads: when the BLAS may use T > 1 threads, the batch is cut into at least
 T chunks (when it has T images) and T workers take them in turn, each running
@@ -44,8 +47,8 @@ import threading
 import numpy as np
 
 from . import OPENMP_WAIT_POLICY, _parallel
-from ._params import (check_algorithm, check_dout, check_float_array, conv_geometry, pool_geometry,
-                      pool_geometry_of_shape, winograd_tiles, winograd_unsupported)
+from ._params import (WINOGRAD_TILE, check_algorithm, check_dout, check_float_array, conv_geometry,
+                      pool_geometry, pool_geometry_of_shape, winograd_tiles, winograd_unsupported)
 from . import layers as _layers
 from .layers import *  # noqa: F401,F403  (the layers without loops, shared with fastconv.naive)
 
@@ -106,9 +109,10 @@ def chunk_images(g, itemsize, workspace_bytes=None, algorithm="im2col"):
     """Images per chunk so that one chunk's im2col matrix (Winograd: transformed input
     tiles V) fits the workspace bound."""
     limit = WORKSPACE_BYTES if workspace_bytes is None else workspace_bytes
-    if algorithm == "winograd":
-        tiles_h, tiles_w = winograd_tiles(g)
-        per_image = 16 * g.C * tiles_h * tiles_w * itemsize
+    tile = WINOGRAD_TILE.get(algorithm)
+    if tile:
+        tiles_h, tiles_w = winograd_tiles(g, tile)
+        per_image = (tile + 2) ** 2 * g.C * tiles_h * tiles_w * itemsize
     else:
         per_image = (g.C * g.kh * g.kw) * (g.out_h * g.out_w) * itemsize
     return int(max(1, min(max(g.N, 1), limit // max(per_image, 1))))
@@ -130,7 +134,7 @@ class ConvPlan:
     limit (``conv_gemm_limit``) runs the same loops on prepared operands."""
 
     def __init__(self, g, dtype, chunk=None, algorithm="im2col"):
-        self.g = g
+        self.g, self.algorithm = g, algorithm
         self.dtype = np.dtype(dtype)
         self.G, self.P = g.groups, g.out_h * g.out_w
         self.K = g.C * g.kh * g.kw
@@ -258,19 +262,31 @@ def _conv_backward_chunks(plan, x, w, has_bias, chunk_dy, need_dx):
     return dx, dw2.reshape(g.w_shape), (db.astype(x.dtype) if has_bias else None)
 
 
-# ---------------------------------------------------------------------------- Winograd F(2x2, 3x3)
+# ---------------------------------------------------------------------------- Winograd
 #: The filter transform G of F(2x2, 3x3); its entries are exact in binary floating point.
 WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
+#: The filter transform G of F(4x4, 3x3) (Lavin & Gray 2016); 1/6, 1/12 and 1/24 are not
+#: exact in binary, so the filter transforms run in float64 (_winograd_filters).
+WINOGRAD4_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                        [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+
+_WINOGRAD_G = {2: WINOGRAD_G, 4: WINOGRAD4_G}
 
 
 def _winograd_wins(g):
-    """Whether Winograd is the faster algorithm for geometry ``g`` (it can run it): its
-    transforms cost per channel and per filter, its GEMM savings per channel times filter,
-    and per-tile overheads weigh on small images; this rule follows the measurements in
-    docs/performance.md ("Winograd: which layers win")."""
+    """The Winograd algorithm "auto" runs for geometry ``g`` (which Winograd can run), or
+    None where im2col is faster: Winograd's transforms cost per channel and per filter, its
+    GEMM savings per channel times filter, and per-tile overheads weigh on small images;
+    this rule follows the measurements in docs/performance.md ("Winograd: which layers
+    win"). Each class of layers names its tile size: "winograd4" there switches it to
+    F(4x4, 3x3)."""
     C, F, P = g.C // g.groups, g.F // g.groups, g.out_h * g.out_w
-    return (C >= 64 and P >= 16 * 16) or (C >= 16 and F <= C and P >= 24 * 24)
+    if C >= 64 and P >= 16 * 16:  # deep layers
+        return "winograd2"
+    if C >= 16 and F <= C and P >= 24 * 24:  # layers no wider than deep, on larger images
+        return "winograd2"
+    return None
 
 
 def _finite(a):
@@ -282,33 +298,52 @@ def _finite(a):
 def _algorithm(g, algorithm, x, w):
     """(the algorithm a convolution over geometry ``g`` runs, whether "auto" chose it).
 
-    Winograd's transforms mix each 4x4 input patch into all four outputs of its tile,
+    Winograd's transforms mix each input patch into all the outputs of its tile,
     so a NaN or an infinity reaches outputs whose 3x3 window does not hold it; "auto"
     therefore runs it on finite x and w only (and backward on a finite dout), so that
     non-finite values propagate exactly as in direct convolution (and PyTorch)."""
-    if check_algorithm(g, algorithm) != "auto":
+    algorithm = check_algorithm(g, algorithm)
+    if algorithm != "auto":
         return algorithm, False
-    if winograd_unsupported(g) is None and _winograd_wins(g) and _finite(w) and _finite(x):
-        return "winograd", True
+    chosen = _winograd_wins(g) if winograd_unsupported(g) is None else None
+    if chosen and _finite(w) and _finite(x):
+        return chosen, True
     return "im2col", True
 
 
 def _backward_algorithm(algorithm, auto, dout):
     """The algorithm of a backward pass: its forward's, unless "auto" chose Winograd and
     dout may hold non-finite values (see _algorithm)."""
-    return "im2col" if algorithm == "winograd" and auto and not _finite(dout) else algorithm
+    return "im2col" if algorithm in WINOGRAD_TILE and auto and not _finite(dout) else algorithm
 
 
 def conv_algorithm(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm="auto"):
-    """The algorithm ``conv_forward`` runs with these arguments: "im2col" or "winograd"."""
+    """The algorithm ``conv_forward`` runs with these arguments: "im2col", "winograd2"
+    (F(2x2, 3x3), which "winograd" names too) or "winograd4" (F(4x4, 3x3))."""
     return _algorithm(conv_geometry(x, w, b, stride, pad, dilation, groups), algorithm, x, w)[0]
 
 
-def _winograd_filters(w):
-    """U (16, F, Cg) = G w G^T for every filter and channel, in w's dtype."""
-    G = WINOGRAD_G.astype(w.dtype)
+def _winograd_args(plan):
+    """(tile, tiles_h, tiles_w) of a Winograd plan, as the kernels take them."""
+    tile = WINOGRAD_TILE[plan.algorithm]
+    return (tile,) + winograd_tiles(plan.g, tile)
+
+
+def _winograd_filters(w, tile):
+    """U ((tile + 2)**2, F, Cg) = G w G^T for every filter and channel, computed in float64
+    (F(4x4, 3x3)'s G is not exact in binary), returned in w's dtype."""
+    G = _WINOGRAD_G[tile]
     F, Cg = w.shape[:2]
-    return np.ascontiguousarray((G @ w @ G.T).reshape(F, Cg, 16).transpose(2, 0, 1))
+    U = (G @ w.astype(np.float64) @ G.T).reshape(F, Cg, (tile + 2) ** 2).transpose(2, 0, 1)
+    return np.ascontiguousarray(U, dtype=w.dtype)
+
+
+def _winograd_filter_gradient(dU, tile, dtype):
+    """dw (F, Cg, 3, 3) = G^T dU G from dU ((tile + 2)**2, F, Cg), in float64, returned in dtype."""
+    G = _WINOGRAD_G[tile]
+    F, Cg = dU.shape[1:]
+    dw = G.T @ dU.astype(np.float64).transpose(1, 2, 0).reshape(F, Cg, tile + 2, tile + 2) @ G
+    return dw.astype(dtype)
 
 
 class _WinogradChunks:
@@ -316,17 +351,19 @@ class _WinogradChunks:
 
     def __init__(self, plan):
         self.plan, g = plan, plan.g
-        self.tiles_h, self.tiles_w = winograd_tiles(g)
+        self.args = _winograd_args(plan)  # (tile, tiles_h, tiles_w)
+        self.tile, self.tiles_h, self.tiles_w = self.args
+        self.points = (self.tile + 2) ** 2
         self.Cg = g.C // g.groups
 
     def workspaces(self, n):
-        """V (16, C, T), M (16, F, T) and the kernels' scratch, for a chunk of n images."""
-        g, dtype = self.plan.g, self.plan.dtype
+        """V (points, C, T), M (points, F, T) and the kernels' scratch, for a chunk of n images."""
+        g, dtype, points = self.plan.g, self.plan.dtype, self.points
         T = n * self.tiles_h * self.tiles_w
-        threads = self.plan.threads(16 * g.C * T)
-        V = _workspace("wino_V", 16 * g.C * T, dtype).reshape(16, g.C, T)
-        M = _workspace("wino_M", 16 * g.F * T, dtype).reshape(16, g.F, T)
-        size = _kernels.winograd_scratch(self.tiles_w)
+        threads = self.plan.threads(points * g.C * T)
+        V = _workspace("wino_V", points * g.C * T, dtype).reshape(points, g.C, T)
+        M = _workspace("wino_M", points * g.F * T, dtype).reshape(points, g.F, T)
+        size = _kernels.winograd_scratch(self.tile, self.tiles_w)
         scratch = _workspace("wino_scratch", threads * size, dtype).reshape(threads, size)
         return V, M, scratch, threads
 
@@ -342,12 +379,12 @@ def _winograd_forward_chunks(plan, x, w, output):
     M = U @ V (one batched GEMM per group), then ``output(n0, n, M, scratch, threads)``
     (the output transform into the layer's layout)."""
     ch, g = _WinogradChunks(plan), plan.g
-    U = _winograd_filters(w)
+    U = _winograd_filters(w, ch.tile)
 
     def work(k):
         for n0, n in plan.chunks(k):
             V, M, scratch, threads = ch.workspaces(n)
-            _kernels.winograd_input(x[n0:n0 + n], V, g.pad_h, g.pad_w, ch.tiles_h, ch.tiles_w, scratch, threads)
+            _kernels.winograd_input(x[n0:n0 + n], V, g.pad_h, g.pad_w, *ch.args, scratch, threads)
             for f, c in ch.groups():
                 np.matmul(U[:, f], V[:, c], out=M[:, f])
             output(n0, n, M, scratch, threads)
@@ -358,11 +395,11 @@ def _winograd_forward_chunks(plan, x, w, output):
 
 def _winograd_backward_chunks(plan, x, w, has_bias, chunk_dM, need_dx):
     """(dx, dw, db) of a Winograd convolution: for each chunk, ``chunk_dM(n0, n, dM, db,
-    scratch, threads)`` writes the transformed output gradient dM (16, F, T) and adds
+    scratch, threads)`` writes the transformed output gradient dM (points, F, T) and adds
     the bias gradient to ``db``; V is recomputed; ``dU += dM @ V^T``; with ``need_dx``,
     ``dV = U^T @ dM`` (over V) and its adjoint transform is the chunk's dx."""
     ch, g = _WinogradChunks(plan), plan.g
-    U = _winograd_filters(w)
+    U = _winograd_filters(w, ch.tile)
     dx = np.empty_like(x) if need_dx else None
 
     def work(k):
@@ -371,19 +408,17 @@ def _winograd_backward_chunks(plan, x, w, has_bias, chunk_dM, need_dx):
         for n0, n in plan.chunks(k):
             V, dM, scratch, threads = ch.workspaces(n)
             chunk_dM(n0, n, dM, db, scratch, threads)
-            _kernels.winograd_input(x[n0:n0 + n], V, g.pad_h, g.pad_w, ch.tiles_h, ch.tiles_w, scratch, threads)
+            _kernels.winograd_input(x[n0:n0 + n], V, g.pad_h, g.pad_w, *ch.args, scratch, threads)
             for f, c in ch.groups():
                 dU[:, f] += dM[:, f] @ V[:, c].transpose(0, 2, 1)
             if need_dx:
                 for f, c in ch.groups():
                     np.matmul(U[:, f].transpose(0, 2, 1), dM[:, f], out=V[:, c])  # dV over V
-                _kernels.winograd_input_adjoint(V, dx[n0:n0 + n], g.pad_h, g.pad_w, ch.tiles_h, ch.tiles_w,
-                                                scratch, threads)
+                _kernels.winograd_input_adjoint(V, dx[n0:n0 + n], g.pad_h, g.pad_w, *ch.args, scratch, threads)
         return dU, db
 
     dU, db = _sum_in_worker_order(plan.run(work))
-    G = WINOGRAD_G.astype(x.dtype)
-    dw = G.T @ dU.transpose(1, 2, 0).reshape(g.F, ch.Cg, 4, 4) @ G  # G^T dU G
+    dw = _winograd_filter_gradient(dU, ch.tile, x.dtype)
     return dx, dw, (db.astype(x.dtype) if has_bias else None)
 
 
@@ -396,13 +431,12 @@ def _planes_of_gemm_layout(plan, n, y):
 def _winograd_to_gemm_layout(plan, output):
     """A Winograd ``output`` step that hands the convolution (no bias) to im2col's
     ``output(n0, n, y)`` in the GEMM layout (F, n*P), for the fused layers."""
-    tiles_h, tiles_w = winograd_tiles(plan.g)
+    args = _winograd_args(plan)
     no_bias = np.empty(0, dtype=plan.dtype)
 
     def transform(n0, n, M, scratch, threads):
         y = _workspace("y", plan.g.F * n * plan.P, plan.dtype).reshape(plan.g.F, n * plan.P)
-        _kernels.winograd_output(M, _planes_of_gemm_layout(plan, n, y), no_bias, False, tiles_h, tiles_w,
-                                 scratch, threads)
+        _kernels.winograd_output(M, _planes_of_gemm_layout(plan, n, y), no_bias, False, *args, scratch, threads)
         output(n0, n, y)
     return transform
 
@@ -410,13 +444,12 @@ def _winograd_to_gemm_layout(plan, output):
 def _winograd_from_gemm_layout(plan, chunk_dy):
     """A Winograd ``chunk_dM`` step from im2col's ``chunk_dy(n0, n, dy, db)``, which writes
     the output gradient in the GEMM layout (F, n*P) and the bias gradient."""
-    tiles_h, tiles_w = winograd_tiles(plan.g)
+    args = _winograd_args(plan)
 
     def transform(n0, n, dM, db, scratch, threads):
         dy = _workspace("y", plan.g.F * n * plan.P, plan.dtype).reshape(plan.g.F, n * plan.P)
         chunk_dy(n0, n, dy, db)
-        _kernels.winograd_output_adjoint(_planes_of_gemm_layout(plan, n, dy), dM, db, False, tiles_h, tiles_w,
-                                         scratch, threads)
+        _kernels.winograd_output_adjoint(_planes_of_gemm_layout(plan, n, dy), dM, db, False, *args, scratch, threads)
     return transform
 
 
@@ -427,11 +460,11 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm=
     dilation are an int or an (h, w) pair. Returns (out, cache) with out
     (N, F, out_h, out_w) in x's dtype.
 
-    ``algorithm``: "im2col" (any convolution), "winograd" (F(2x2, 3x3): a 3x3 kernel,
-    stride 1, dilation 1) or "auto": Winograd where it can run and is measured to win
-    (``_winograd_wins``: enough channels, not many more filters than channels, images of
-    16x16 or more), else im2col (``conv_algorithm`` says which). Backward runs the
-    algorithm its forward ran.
+    ``algorithm``: "im2col" (any convolution), "winograd2" or "winograd" (F(2x2, 3x3): a
+    3x3 kernel, stride 1, dilation 1), "winograd4" (F(4x4, 3x3), the same convolutions)
+    or "auto": Winograd where it can run and is measured to win (``_winograd_wins``:
+    enough channels, not many more filters than channels, images of 16x16 or more), else
+    im2col (``conv_algorithm`` says which). Backward runs the algorithm its forward ran.
     """
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)
     algorithm, auto = _algorithm(g, algorithm, x, w)
@@ -440,11 +473,11 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm=
     plan = ConvPlan(g, x.dtype, algorithm=algorithm)
     bias = np.ascontiguousarray(b) if b is not None else np.empty(0, dtype=x.dtype)
     out = np.empty(g.out_shape, dtype=x.dtype)
-    if algorithm == "winograd":
-        tiles_h, tiles_w = winograd_tiles(g)
+    if algorithm in WINOGRAD_TILE:
+        args = _winograd_args(plan)
 
         def transform(n0, n, M, scratch, threads):  # straight into NCHW, plus the bias
-            _kernels.winograd_output(M, out[n0:n0 + n], bias, b is not None, tiles_h, tiles_w, scratch, threads)
+            _kernels.winograd_output(M, out[n0:n0 + n], bias, b is not None, *args, scratch, threads)
 
         _winograd_forward_chunks(plan, x, w, transform)
         return out, (x, w, b is not None, g, (algorithm, auto))
@@ -465,12 +498,12 @@ def conv_backward(dout, cache, need_dx=True):
     check_dout(dout, g.out_shape, x.dtype)
     algorithm = _backward_algorithm(algorithm, auto, dout)
     plan = ConvPlan(g, x.dtype, algorithm=algorithm)
-    if algorithm == "winograd":
+    if algorithm in WINOGRAD_TILE:
         dout = np.ascontiguousarray(dout)
-        tiles_h, tiles_w = winograd_tiles(g)
+        args = _winograd_args(plan)
 
         def transform(n0, n, dM, db, scratch, threads):  # straight from NCHW, and the bias gradient
-            _kernels.winograd_output_adjoint(dout[n0:n0 + n], dM, db, has_bias, tiles_h, tiles_w, scratch, threads)
+            _kernels.winograd_output_adjoint(dout[n0:n0 + n], dM, db, has_bias, *args, scratch, threads)
 
         return _winograd_backward_chunks(plan, x, w, has_bias, transform, need_dx)
     dout3 = np.ascontiguousarray(dout).reshape(g.N, g.F, plan.P)
@@ -522,7 +555,7 @@ def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stri
         _kernels.scatter_output(z.reshape(g.F, n * Pp), out3[n0:n0 + n], no_bias, False, True,
                                 plan.threads(z.size))
 
-    if algorithm == "winograd":
+    if algorithm in WINOGRAD_TILE:
         _winograd_forward_chunks(plan, x, w, _winograd_to_gemm_layout(plan, pool))
     else:
         _conv_forward_chunks(plan, x, w, pool)
@@ -546,7 +579,7 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
         _kernels.max_pool_backward(dz.reshape(g.F * n, Pp), argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, Pp),
                                    dy.reshape(g.F * n, plan.P), plan.threads(dy.size))
 
-    if algorithm == "winograd":
+    if algorithm in WINOGRAD_TILE:
         return _winograd_backward_chunks(plan, x, w, has_bias, _winograd_from_gemm_layout(plan, route), need_dx)
     return _conv_backward_chunks(plan, x, w, has_bias, route, need_dx)
 

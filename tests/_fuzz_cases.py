@@ -504,7 +504,7 @@ def _core_conv(seed, index, rng):
     m = Mutations()
     dtype = c["dtype"]
     g = c["groups"]
-    # Winograd spreads a NaN or an infinity over its 2x2 output tile (documented, tested in
+    # Winograd spreads a NaN or an infinity over its output tile (documented, tested in
     # test_winograd.py), so its cases hold finite values: the comparison here is exact
     x = _data(rng, (c["N"], c["C"], c["H"], c["W"]), dtype, special=not winograd)
     w = _data(rng, (c["F"], c["C"] // g) + c["kernel"], dtype, special=not winograd)
@@ -549,7 +549,9 @@ def _core_conv(seed, index, rng):
     else:
         args += [b, hyper["stride"], hyper["pad"], hyper["dilation"], hyper["groups"]]
     if winograd and not {"w", "stride", "dilation", "channels"} & set(picked):
-        kwargs["algorithm"] = "winograd"  # naive checks the request the same way, then runs its loops
+        # both tile sizes, by the case's index (no draw: the other cases stay as they were);
+        # naive checks the request the same way, then runs its loops
+        kwargs["algorithm"] = ("winograd", "winograd4")[index % 2]
     names = tuple(inspect.signature(fast.conv_forward).parameters)
     backward_kwargs, need_dx = {}, True
     if phase == "backward" and rng.random() < 0.3:  # a first layer's backward: no dx
@@ -566,7 +568,7 @@ def _core_conv(seed, index, rng):
                 ((c["N"], c["C"], c["H"], c["W"]) if need_dx else None, (c["F"], c["C"] // g) + c["kernel"],
                  (c["F"],) if c["bias"] else None))
     case.base = (_conv_desc(c) + ("" if not backward_kwargs else f" need_dx={need_dx!r}")
-                 + (" winograd" if "algorithm" in kwargs else ""))
+                 + (f" {kwargs['algorithm']}" if "algorithm" in kwargs else ""))
     case.big_bytes = conv_work_bytes(x, w, case.out_shape)
     case.magnitudes = _conv_magnitudes(x, w, b, dout, args, kwargs)
     if rng.random() < 0.3:  # a small workspace: the batch goes in chunks of one or a few images

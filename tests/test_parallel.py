@@ -121,6 +121,26 @@ def test_same_worker_count_is_bitwise_reproducible(one_image_chunks, workers, ca
             assert a.tobytes() == c.tobytes()
 
 
+@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_winograd_worker_counts_equal_naive_and_repeat_bitwise(one_image_chunks, workers, algorithm, dtype):
+    """The Winograd chunk loops on 1, 2, 3 and 8 workers: naive's results, the same bits call
+    after call, and out and dx the same bits whatever the worker count."""
+    x, w, b, kwargs = _data((7, 3, 10, 9, 4, (3, 3), 1, (1, 2), 1), dtype)
+    kwargs["algorithm"] = algorithm
+    want = _fwdbwd(naive, x, w, b, {k: v for k, v in kwargs.items() if k != "algorithm"})
+    results = {}
+    for n in (1, 2, 3, 8):
+        workers(n)
+        results[n] = _fwdbwd(fast, x, w, b, kwargs)
+        assert all(a.tobytes() == c.tobytes() for a, c in zip(results[n], _fwdbwd(fast, x, w, b, kwargs)))
+        for name, g, r in zip(("out", "dx", "dw", "db"), results[n], want):
+            assert_close(g, r, dtype, name)
+    for n in (2, 3, 8):
+        for a, c in zip(results[1][:2], results[n][:2]):
+            assert a.tobytes() == c.tobytes()
+
+
 def test_workers_run_with_one_blas_thread_and_limits_come_back(one_image_chunks, workers, im2col_calls):
     workers(2)
     before = _blas_thread_counts()

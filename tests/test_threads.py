@@ -75,7 +75,7 @@ def _pool_task(rng, dtype, kind, N, C, H, W, k, stride, pad):
 
 
 def _tasks(seed):
-    """Per thread, four tasks of different shapes, dtypes and algorithms (so workspaces change size)."""
+    """Per thread, five tasks of different shapes, dtypes and algorithms (so workspaces change size)."""
     rng = np.random.default_rng(seed)
     f32, f64 = np.float32, np.float64
     per_thread = []
@@ -86,6 +86,7 @@ def _tasks(seed):
             _conv_task(rng, (f64, f32)[t % 2], 2, 6 + 2 * t, 15, 23 - t, 6, 5, (2, 1), 2, (1, 2), 2),
             _pool_task(rng, dt, ("max", "avg")[t % 2], 3, 8 + t, 33, 31, 3, 2, 1),
             _conv_task(rng, dt, 3 + t, 4 + t, 11 + t, 14, 6, 3, 1, (1, t % 3), 1, 1, "winograd"),
+            _conv_task(rng, (f64, f32)[t % 2], 2 + t, 3 + t, 9 + t, 13, 5, 3, 1, (t % 3, 1), 1, 1, "winograd4"),
         ])
     return per_thread
 

@@ -47,7 +47,7 @@ def add_arguments(parser):
                         help="fwd (forward only), fwdbwd (forward + backward)")
     parser.add_argument("--contenders", action="append", metavar="NAMES",
                         help=f"among {', '.join(ALL_CONTENDERS)} (fast always runs); default all")
-    parser.add_argument("--algorithm", choices=["auto", "im2col", "winograd"], default="auto",
+    parser.add_argument("--algorithm", choices=["auto", "im2col", "winograd", "winograd2", "winograd4"], default="auto",
                         help="fast's convolution algorithm (conv_forward's algorithm=; winograd: where it "
                              "can run, im2col elsewhere; default auto); the table marks non-im2col runs")
     parser.add_argument("--naive", choices=["default", "all", "none"], default="default",
