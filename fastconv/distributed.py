@@ -272,7 +272,9 @@ class DataParallel:
         sync_before = self.seconds["batchnorm_sync"]
         model.distributed = _StepSync(self, lo, hi, B)  # read by the batchnorm and dropout layers
         try:
-            loss, grads = model.loss(model.prepare(solver.X_train[mine]), solver.y_train[mine])
+            prepare = getattr(model, "prepare", None)  # a model without preprocessing takes its arrays as they are
+            X = solver.X_train[mine]
+            loss, grads = model.loss(X if prepare is None else prepare(X), solver.y_train[mine])
         finally:
             model.distributed = None
         scores = getattr(model, "last_scores", None)

@@ -74,6 +74,9 @@ a Fashion-MNIST recipe (its measured test accuracy and time: README.md, "Trainin
   fastconv train --model conv32x3-bn-maxpool2-relu-conv64x3-bn-maxpool2-relu-fc256-relu-dropout0.3-fc \\
       --epochs 12 --batch-size 128 --lr 1e-3 --lr-decay 0.85 --val-size 0 --threads 1
 
+several processes, on one machine or more: mpiexec -n K fastconv train <the same options> (pip install
+"fastconv[mpi]"; --batch-size stays the global batch; README.md, "More than one machine").
+
 data: $FASTCONV_DATA/<dataset>/, ~/.cache/fastconv/<dataset>/, /usr/share/datasets/fashion-mnist/
 (Debian package dataset-fashion-mnist); otherwise the official files are downloaded (SHA-256 checked).
 
