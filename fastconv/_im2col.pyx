@@ -101,6 +101,12 @@ cdef int _check_threads(int num_threads) except -1:
     return num_threads
 
 
+cdef int _check_channels(Py_ssize_t c_lo, Py_ssize_t c_hi, Py_ssize_t C) except -1:
+    if not 0 <= c_lo <= c_hi <= C:
+        raise ValueError(f"need 0 <= c_lo <= c_hi <= {C}, got c_lo={c_lo}, c_hi={c_hi}")
+    return 0
+
+
 cdef inline Py_ssize_t _first_valid(Py_ssize_t start, Py_ssize_t step,
                                      Py_ssize_t length) noexcept nogil:
     """First o in [0, length] with ``start + o*step >= 0``."""
@@ -898,9 +904,10 @@ cdef inline double _sum_prod_run(const floating* a, const floating* b, Py_ssize_
     return (s0 + s1) + (s2 + s3)
 
 
-def bn_channel_stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] var, int num_threads):
-    """mean[c] and the biased variance var[c] of channel c of x, in two passes (the
-    second sums squared deviations from the mean: no cancellation).
+def bn_channel_stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] var,
+                     Py_ssize_t c_lo, Py_ssize_t c_hi, int num_threads):
+    """mean[c] and the biased variance var[c] of channel c of x, for c in [c_lo, c_hi),
+    in two passes (the second sums squared deviations from the mean: no cancellation).
 
     x     (N, C, HW)                    IN
     mean  (C,) double                   OUT
@@ -912,9 +919,10 @@ def bn_channel_stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] 
         raise ValueError(f"mean and var must have shape ({C},)")
     if N * HW == 0:
         raise ValueError("x must hold at least one value per channel")
+    _check_channels(c_lo, c_hi, C)
     _check_threads(num_threads)
     with nogil:
-        for c in prange(C, schedule="static", num_threads=num_threads):
+        for c in prange(c_lo, c_hi, schedule="static", num_threads=num_threads):
             s = 0
             for n in range(N):
                 s = s + _sum_run(&x[n, c, HW - 1] - (HW - 1), HW, 0.0)
@@ -927,15 +935,16 @@ def bn_channel_stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] 
 
 
 def bn_affine(const floating[:, :, ::1] x, const double[::1] shift, const double[::1] scale,
-              const double[::1] offset, floating[:, :, ::1] out, int num_threads):
-    """out[n, c] = (x[n, c] - shift[c]) * scale[c] + offset[c]: the normalization,
-    (x - mean) * gamma / std + beta (subtracting first keeps a large mean exact).
+              const double[::1] offset, floating[:, :, ::1] out, Py_ssize_t c_lo, Py_ssize_t c_hi,
+              int num_threads):
+    """out[n, c] = (x[n, c] - shift[c]) * scale[c] + offset[c] for c in [c_lo, c_hi): the
+    normalization, (x - mean) * gamma / std + beta (subtracting first keeps a large mean exact).
 
     x       (N, C, HW)                  IN
     shift, scale, offset  (C,) double   IN
     out     (N, C, HW)                  OUT
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], t, n, c, k
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], t, n, c, k, Cr
     cdef floating sh, sc, of
     cdef const floating* src
     cdef floating* dst
@@ -943,13 +952,15 @@ def bn_affine(const floating[:, :, ::1] x, const double[::1] shift, const double
         raise ValueError("out must have x's shape")
     if shift.shape[0] != C or scale.shape[0] != C or offset.shape[0] != C:
         raise ValueError(f"shift, scale and offset must have shape ({C},)")
+    _check_channels(c_lo, c_hi, C)
     _check_threads(num_threads)
-    if HW == 0:
+    Cr = c_hi - c_lo
+    if HW == 0 or Cr == 0:
         return
     with nogil:
-        for t in prange(N * C, schedule="static", num_threads=num_threads):
-            n = t // C
-            c = t - n * C
+        for t in prange(N * Cr, schedule="static", num_threads=num_threads):
+            n = t // Cr
+            c = c_lo + t - n * Cr
             sh = <floating>shift[c]
             sc = <floating>scale[c]
             of = <floating>offset[c]
@@ -960,8 +971,9 @@ def bn_affine(const floating[:, :, ::1] x, const double[::1] shift, const double
 
 
 def bn_backward_sums(const floating[:, :, ::1] dout, const floating[:, :, ::1] x, const double[::1] mean,
-                     double[::1] sum_dout, double[::1] sum_dout_xc, int num_threads):
-    """Per channel: sum(dout) and sum(dout * (x - mean)) (dbeta, and dgamma times std).
+                     double[::1] sum_dout, double[::1] sum_dout_xc, Py_ssize_t c_lo, Py_ssize_t c_hi,
+                     int num_threads):
+    """Per channel c in [c_lo, c_hi): sum(dout) and sum(dout * (x - mean)) (dbeta, and dgamma times std).
 
     dout, x      (N, C, HW)             IN
     mean         (C,) double            IN
@@ -974,13 +986,14 @@ def bn_backward_sums(const floating[:, :, ::1] dout, const floating[:, :, ::1] x
         raise ValueError("dout must have x's shape")
     if mean.shape[0] != C or sum_dout.shape[0] != C or sum_dout_xc.shape[0] != C:
         raise ValueError(f"mean, sum_dout and sum_dout_xc must have shape ({C},)")
+    _check_channels(c_lo, c_hi, C)
     _check_threads(num_threads)
     if HW == 0:
-        sum_dout[:] = 0
-        sum_dout_xc[:] = 0
+        sum_dout[c_lo:c_hi] = 0
+        sum_dout_xc[c_lo:c_hi] = 0
         return
     with nogil:
-        for c in prange(C, schedule="static", num_threads=num_threads):
+        for c in prange(c_lo, c_hi, schedule="static", num_threads=num_threads):
             s = 0
             sx = 0
             for n in range(N):
@@ -992,14 +1005,15 @@ def bn_backward_sums(const floating[:, :, ::1] dout, const floating[:, :, ::1] x
 
 def bn_backward_dx(const floating[:, :, ::1] dout, const floating[:, :, ::1] x, const double[::1] mean,
                    const double[::1] dout_scale, const double[::1] xc_scale, const double[::1] offset,
-                   floating[:, :, ::1] dx, int num_threads):
-    """dx[n, c] = dout_scale[c] * dout[n, c] + xc_scale[c] * (x[n, c] - mean[c]) + offset[c].
+                   floating[:, :, ::1] dx, Py_ssize_t c_lo, Py_ssize_t c_hi, int num_threads):
+    """dx[n, c] = dout_scale[c] * dout[n, c] + xc_scale[c] * (x[n, c] - mean[c]) + offset[c]
+    for c in [c_lo, c_hi).
 
     dout, x                          (N, C, HW)   IN
     mean, dout_scale, xc_scale, offset  (C,) double  IN
     dx                               (N, C, HW)   OUT
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], t, n, c, k
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], HW = x.shape[2], t, n, c, k, Cr
     cdef floating s_dout, s_xc, off, m
     cdef const floating* grad
     cdef const floating* src
@@ -1009,13 +1023,15 @@ def bn_backward_dx(const floating[:, :, ::1] dout, const floating[:, :, ::1] x, 
         raise ValueError("dout and dx must have x's shape")
     if mean.shape[0] != C or dout_scale.shape[0] != C or xc_scale.shape[0] != C or offset.shape[0] != C:
         raise ValueError(f"mean, dout_scale, xc_scale and offset must have shape ({C},)")
+    _check_channels(c_lo, c_hi, C)
     _check_threads(num_threads)
-    if HW == 0:
+    Cr = c_hi - c_lo
+    if HW == 0 or Cr == 0:
         return
     with nogil:
-        for t in prange(N * C, schedule="static", num_threads=num_threads):
-            n = t // C
-            c = t - n * C
+        for t in prange(N * Cr, schedule="static", num_threads=num_threads):
+            n = t // Cr
+            c = c_lo + t - n * Cr
             s_dout = <floating>dout_scale[c]
             s_xc = <floating>xc_scale[c]
             off = <floating>offset[c]

@@ -31,7 +31,8 @@ except ImportError:  # pragma: no cover - Windows
 
 LOCK_NAME = ".fastconv.lock"
 CHECKPOINTS = "checkpoints"
-PLOTS = ("loss.png", "accuracy.png", "confusion.png", "filters.png", "examples.png")
+PLOTS = ("loss.png", "accuracy.png", "confusion.png", "filters.png", "examples.png", "dataset.png",
+         "feature_maps.png", "filters.gif")
 OUTPUTS = (MODEL_JSON, MODEL_NPZ, "history.json", *PLOTS)
 
 

@@ -263,7 +263,8 @@ class DataParallel:
     # ------------------------------------------------------------ a step
     def loss_and_grads(self, idx):
         """(loss, grads, correct) of the global batch ``idx``, from this rank's rows: the same
-        on every rank after one Allreduce of a flat buffer."""
+        on every rank after one Allreduce of a flat buffer (correct is None for a model that
+        keeps no scores)."""
         solver, model = self.solver, self.solver.model
         B = len(idx)
         lo, hi = split(B, self.rank, self.size)
@@ -278,7 +279,8 @@ class DataParallel:
         finally:
             model.distributed = None
         scores = getattr(model, "last_scores", None)
-        correct = int(np.sum(scores.argmax(axis=1) == solver.y_train[mine])) if scores is not None else 0
+        known = scores is not None  # a model that keeps no scores has no correct count (every rank alike)
+        correct = int(np.sum(scores.argmax(axis=1) == solver.y_train[mine])) if known else 0
         names = list(model.params)
         dtype = model.params[names[0]].dtype
         sizes = [model.params[k].size for k in names]
@@ -299,15 +301,16 @@ class DataParallel:
         for name, n in zip(names, sizes):
             out[name] = flat[offset:offset + n].reshape(model.params[name].shape)
             offset += n
-        return float(flat[-2]), out, int(round(float(flat[-1])))
+        return float(flat[-2]), out, int(round(float(flat[-1]))) if known else None
 
     def accuracy(self, X, y, batch_size):
         """The fraction of X classified as y, each rank predicting its rows."""
         if len(X) == 0:
             return float("nan")
         lo, hi = split(len(X), self.rank, self.size)
-        right = np.array([np.sum(self.solver.model.predict(X[lo:hi], batch_size, prepare=True) == y[lo:hi])],
-                         dtype=np.int64)
+        # the count of right answers back from the fraction (exact: far below 2**52 images)
+        share = self.solver.model.check_accuracy(X[lo:hi], y[lo:hi], batch_size, prepare=True) if hi > lo else 0
+        right = np.array([round(share * (hi - lo))], dtype=np.int64)
         self.comm.Allreduce(self.MPI.IN_PLACE, right)
         return float(right[0] / len(X))
 
@@ -405,16 +408,14 @@ class _StepSync:
     def batchnorm_forward(self, x, gamma, beta, bn_param):
         """Training-mode batchnorm (spatial for 4-d x) normalized over every rank's rows."""
         from ._kernels import kernels
-        from .fast import _threads
 
         if not isinstance(x, np.ndarray) or x.ndim not in (2, 4):
             raise ValueError(f"x must be an array (N, D) or (N, C, H, W), got {getattr(x, 'shape', x)!r}")
         s = _layers._bn_settings(x, gamma, beta, bn_param, x.shape[1], "x")
         x, x3 = self._channels(x)
         N, C, HW = x3.shape
-        threads = _threads(x.size)
         mean, var = np.empty(C), np.empty(C)
-        kernels.bn_channel_stats(x3, mean, var, threads)
+        _per_channel(C, x.size, kernels.bn_channel_stats, x3, mean, var)
         t0 = time.perf_counter()
         every = np.empty((self.comm.Get_size(), 2, C))
         self.comm.Allgather(np.stack([mean, var * (N * HW)]), every)
@@ -425,8 +426,8 @@ class _StepSync:
         var = m2 / (self.total * HW)
         inv_std = 1.0 / np.sqrt(var + s.eps)
         out = np.empty_like(x)
-        kernels.bn_affine(x3, mean, gamma.astype(np.float64) * inv_std, beta.astype(np.float64),
-                          out.reshape(x3.shape), threads)
+        _per_channel(C, x.size, kernels.bn_affine, x3, mean, gamma.astype(np.float64) * inv_std,
+                     beta.astype(np.float64), out.reshape(x3.shape))
         _layers._store_running(bn_param, s, x.dtype, mean, var)
         return out, (x3, x.shape, np.ascontiguousarray(gamma), mean, inv_std)
 
@@ -434,15 +435,13 @@ class _StepSync:
         """(dx, dgamma, dbeta) of this rank's rows; dgamma and dbeta are this rank's sums (the
         step's Allreduce adds them up), dx uses the sums over every rank's rows."""
         from ._kernels import kernels
-        from .fast import _threads
 
         x3, shape, gamma, mean, inv_std = cache
         check_dout(dout, shape, x3.dtype)
         dout3 = np.ascontiguousarray(dout).reshape(x3.shape)
         C = x3.shape[1]
-        threads = _threads(x3.size)
         sums = np.empty((2, C))
-        kernels.bn_backward_sums(dout3, x3, mean, sums[0], sums[1], threads)
+        _per_channel(C, x3.size, kernels.bn_backward_sums, dout3, x3, mean, sums[0], sums[1])
         # dout is this rank's loss's gradient (a mean over its rows): weighted, the sums are the batch's
         total = sums * self.weight
         t0 = time.perf_counter()
@@ -454,8 +453,15 @@ class _StepSync:
         xc_scale = -scale * inv_std * inv_std * total[1] / (M * self.weight)
         offset = -scale * total[0] / (M * self.weight)
         dx = np.empty_like(x3)
-        kernels.bn_backward_dx(dout3, x3, mean, scale, xc_scale, offset, dx, threads)
+        _per_channel(C, x3.size, kernels.bn_backward_dx, dout3, x3, mean, scale, xc_scale, offset, dx)
         return dx.reshape(shape), (inv_std * sums[1]).astype(x3.dtype), sums[0].astype(x3.dtype)
+
+
+def _per_channel(C, size, kernel, *arrays):
+    """One of fastconv.fast's batchnorm kernels over the channels [0, C), threaded as fast runs it."""
+    from .fast import _over_planes
+
+    _over_planes(C, size, lambda lo, hi, threads: kernel(*arrays, lo, hi, threads))
 
 
 def _combine(counts, every):

@@ -552,12 +552,13 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
 
 
 def _over_planes(planes, size, kernel):
-    """``kernel(lo, hi, threads)`` over the planes [0, planes) of a pooling layer (``size``
-    elements in all). Normally one call on OpenMP threads. When OpenMP must run on one
-    thread (SINGLE_THREADED_KERNELS: a spinning libgomp was loaded first, as PyTorch's
-    is when torch is imported before fastconv), blocks of planes go to fastconv's own
-    worker threads instead, one kernel thread each, as many as the BLAS may use: the
-    same bits (planes are independent), and the speed does not depend on import order."""
+    """``kernel(lo, hi, threads)`` over the planes [0, planes) of a pooling layer, or the
+    channels of a batchnorm (``size`` elements in all). Normally one call on OpenMP
+    threads. When OpenMP must run on one thread (SINGLE_THREADED_KERNELS: a spinning
+    libgomp was loaded first, as PyTorch's is when torch is imported before fastconv),
+    blocks of planes go to fastconv's own worker threads instead, one kernel thread each,
+    as many as the BLAS may use: the same bits (planes are independent), and the speed
+    does not depend on import order."""
     threads = _threads(size)
     workers = min(_parallel.blas_threads(), planes) if SINGLE_THREADED_KERNELS and size >= _PARALLEL_MIN else 1
     if workers <= 1:
@@ -662,12 +663,13 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     x3 = x.reshape(N, C, H * W)
     mean = np.empty(C)
     var = np.empty(C)
-    threads = _threads(x.size)
-    _kernels.bn_channel_stats(x3, mean, var, threads)
+    _over_planes(C, x.size, lambda lo, hi, threads: _kernels.bn_channel_stats(
+        x3, mean, var, lo, hi, threads))
     inv_std = 1.0 / np.sqrt(var + s.eps)
     out = np.empty_like(x)
-    _kernels.bn_affine(x3, mean, gamma.astype(np.float64) * inv_std, beta.astype(np.float64),
-                       out.reshape(N, C, H * W), threads)
+    scale, offset, out3 = gamma.astype(np.float64) * inv_std, beta.astype(np.float64), out.reshape(N, C, H * W)
+    _over_planes(C, x.size, lambda lo, hi, threads: _kernels.bn_affine(
+        x3, mean, scale, offset, out3, lo, hi, threads))
     _layers._store_running(bn_param, s, x.dtype, mean, var)
     return out, ("fast", x, np.ascontiguousarray(gamma), mean, inv_std)
 
@@ -685,8 +687,8 @@ def spatial_batchnorm_backward(dout, cache):
     M = N * H * W
     x3, dout3 = x.reshape(N, C, H * W), dout.reshape(N, C, H * W)
     sum_dout, sum_dout_xc = np.empty(C), np.empty(C)
-    threads = _threads(x.size)
-    _kernels.bn_backward_sums(dout3, x3, mean, sum_dout, sum_dout_xc, threads)
+    _over_planes(C, x.size, lambda lo, hi, threads: _kernels.bn_backward_sums(
+        dout3, x3, mean, sum_dout, sum_dout_xc, lo, hi, threads))
     # dx = gamma * inv_std / M * (M * dout - dbeta - xhat * dgamma), with xhat = (x - mean) * inv_std,
     # dgamma = inv_std * sum(dout * (x - mean)) and dbeta = sum(dout), is, per channel,
     # dout_scale * dout + xc_scale * (x - mean) + offset:
@@ -695,5 +697,7 @@ def spatial_batchnorm_backward(dout, cache):
     xc_scale = -scale * inv_std * inv_std * sum_dout_xc / M
     offset = -scale * sum_dout / M
     dx = np.empty_like(x)
-    _kernels.bn_backward_dx(dout3, x3, mean, dout_scale, xc_scale, offset, dx.reshape(N, C, H * W), threads)
+    dx3 = dx.reshape(N, C, H * W)
+    _over_planes(C, x.size, lambda lo, hi, threads: _kernels.bn_backward_dx(
+        dout3, x3, mean, dout_scale, xc_scale, offset, dx3, lo, hi, threads))
     return dx, (inv_std * sum_dout_xc).astype(x.dtype), sum_dout.astype(x.dtype)

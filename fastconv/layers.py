@@ -9,13 +9,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._params import check_dout, check_float_array, check_same_dtype
+from ._params import check_dout, check_float_array, check_int, check_same_dtype
 
 #: The layers fastconv.naive and fastconv.fast both take from here (``from .layers import *``).
 __all__ = [
     "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward",
     "sigmoid_backward", "dropout_forward", "dropout_backward", "batchnorm_forward",
     "batchnorm_backward", "spatial_batchnorm_forward", "spatial_batchnorm_backward",
+    "layernorm_forward", "layernorm_backward", "groupnorm_forward", "groupnorm_backward",
     "softmax_loss", "svm_loss",
 ]
 
@@ -120,6 +121,23 @@ def dropout_backward(dout, cache):
 
 
 # ------------------------------------------------------------------ batchnorm
+def _check_scale_shift(x, gamma, beta, D, name):
+    """gamma and beta: float arrays (D,) of x's dtype (the per-feature scale and shift of a normalization)."""
+    check_float_array(gamma, "gamma", 1)
+    check_float_array(beta, "beta", 1)
+    check_same_dtype(x=x, gamma=gamma, beta=beta)
+    if gamma.shape != (D,) or beta.shape != (D,):
+        raise ValueError(f"gamma and beta must have shape ({D},) for {name}, got {gamma.shape} and {beta.shape}")
+
+
+def _normalized_backward(dxhat, xhat, inv_std, axis):
+    """dx of xhat = (x - mean) * inv_std, the mean and variance taken over ``axis``, from dxhat:
+    ``inv_std / M * (M * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))`` (M values per mean)."""
+    M = int(np.prod([xhat.shape[a] for a in np.atleast_1d(axis)]))
+    return (inv_std / M) * (M * dxhat - dxhat.sum(axis=axis, keepdims=True)
+                            - xhat * (dxhat * xhat).sum(axis=axis, keepdims=True))
+
+
 class _BnSettings(NamedTuple):
     mode: str
     eps: float
@@ -131,11 +149,7 @@ class _BnSettings(NamedTuple):
 def _bn_settings(x, gamma, beta, bn_param, D, name):
     """Check gamma, beta (D,) and bn_param for the input ``name``; return bn_param's
     settings with their defaults (eps 1e-5, momentum 0.9, running mean 0 and variance 1)."""
-    check_float_array(gamma, "gamma", 1)
-    check_float_array(beta, "beta", 1)
-    check_same_dtype(x=x, gamma=gamma, beta=beta)
-    if gamma.shape != (D,) or beta.shape != (D,):
-        raise ValueError(f"gamma and beta must have shape ({D},) for {name}, got {gamma.shape} and {beta.shape}")
+    _check_scale_shift(x, gamma, beta, D, name)
     if not isinstance(bn_param, dict):
         raise TypeError(f"bn_param must be a dict with 'mode' ('train' or 'test'), got {type(bn_param).__name__}")
     mode = bn_param.get("mode", "train")
@@ -193,11 +207,9 @@ def batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for batchnorm_forward in training mode."""
     xhat, gamma, inv_std = _train_cache(cache, "batchnorm_backward")
     check_dout(dout, xhat.shape, xhat.dtype)
-    N = dout.shape[0]
     dbeta = dout.sum(axis=0)
     dgamma = (dout * xhat).sum(axis=0)
-    dxhat = dout * gamma
-    dx = (inv_std / N) * (N * dxhat - dxhat.sum(axis=0) - xhat * (dxhat * xhat).sum(axis=0))
+    dx = _normalized_backward(dout * gamma, xhat, inv_std, 0)
     return dx.astype(xhat.dtype, copy=False), dgamma, dbeta
 
 
@@ -240,24 +252,127 @@ def spatial_batchnorm_backward(dout, cache):
     return dx.astype(xhat.dtype, copy=False), dgamma, dbeta
 
 
+# ------------------------------------------------------------------ layer and group normalization
+def _check_eps(eps):
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"eps must be a positive number, got {eps!r}")
+    if not eps > 0:
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    return float(eps)
+
+
+def _normalize(x, eps, axis):
+    """(xhat, inv_std): x minus its mean over ``axis``, times 1 / sqrt(variance + eps), in x's dtype."""
+    mu = x.mean(axis=axis, keepdims=True)
+    var = x.var(axis=axis, keepdims=True)
+    inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
+    return (x - mu) * inv_std, inv_std
+
+
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    """Layer normalization: each row of x (N, D) normalized over its D features, then
+    ``gamma * xhat + beta`` with gamma, beta (D,). The same in training and at test time
+    (no running statistics). Returns (out, cache)."""
+    check_float_array(x, "x", 2)
+    _check_scale_shift(x, gamma, beta, x.shape[1], "x (N, D)")
+    eps = _check_eps(eps)
+    if x.shape[1] == 0:
+        raise ValueError("x must have at least one feature to normalize over, got shape (N, 0)")
+    xhat, inv_std = _normalize(x, eps, 1)
+    out = gamma * xhat + beta
+    return out.astype(x.dtype, copy=False), (xhat, gamma, inv_std)
+
+
+def layernorm_backward(dout, cache):
+    """Returns (dx, dgamma, dbeta) for layernorm_forward."""
+    xhat, gamma, inv_std = cache
+    check_dout(dout, xhat.shape, xhat.dtype)
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * xhat).sum(axis=0)
+    dx = _normalized_backward(dout * gamma, xhat, inv_std, 1)
+    return dx.astype(xhat.dtype, copy=False), dgamma, dbeta
+
+
+def groupnorm_forward(x, gamma, beta, groups, eps=1e-5):
+    """Group normalization of x (N, C, H, W): the channels of each image are split into
+    ``groups`` consecutive groups of C // groups, each normalized over its channels and
+    H, W; then ``gamma * xhat + beta`` per channel, gamma, beta (C,). groups=1 is layer
+    normalization over (C, H, W), groups=C instance normalization. Returns (out, cache)."""
+    check_float_array(x, "x", 4)
+    N, C, H, W = x.shape
+    G = check_int(groups, "groups", 1)
+    if C % G:
+        raise ValueError(f"groups must divide the channel count C = {C}, got groups={G}")
+    _check_scale_shift(x, gamma, beta, C, "x (N, C, H, W)")
+    eps = _check_eps(eps)
+    if C * H * W == 0:
+        raise ValueError(f"x must have values to normalize over in each image, got shape {x.shape}")
+    xhat, inv_std = _normalize(x.reshape(N, G, -1), eps, 2)
+    xhat = xhat.reshape(x.shape)
+    shape = (1, C, 1, 1)
+    out = gamma.reshape(shape) * xhat + beta.reshape(shape)
+    return out.astype(x.dtype, copy=False), (xhat, gamma, inv_std)
+
+
+def groupnorm_backward(dout, cache):
+    """Returns (dx, dgamma, dbeta) for groupnorm_forward; dgamma, dbeta (C,)."""
+    xhat, gamma, inv_std = cache
+    check_dout(dout, xhat.shape, xhat.dtype)
+    N, C = xhat.shape[:2]
+    G = inv_std.shape[1]
+    dbeta = dout.sum(axis=(0, 2, 3))
+    dgamma = (dout * xhat).sum(axis=(0, 2, 3))
+    dxhat = (dout * gamma.reshape(1, C, 1, 1)).reshape(N, G, -1)
+    dx = _normalized_backward(dxhat, xhat.reshape(N, G, -1), inv_std, 2).reshape(xhat.shape)
+    return dx.astype(xhat.dtype, copy=False), dgamma, dbeta
+
+
 # ------------------------------------------------------------------ losses
 def _check_scores(scores, y):
+    """(N, y as integer labels (N,)) for the losses; y may be integer labels (an array or
+    a list) or one-hot rows (N, K), which become the index of each row's 1."""
     check_float_array(scores, "scores", 2)
-    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu":
-        raise TypeError("y must be an integer numpy array of class labels, shape (N,)")
     N, K = scores.shape
+    if isinstance(y, (list, tuple)):
+        try:
+            y = np.asarray(y) if len(y) else np.zeros(0, dtype=np.int64)
+        except ValueError:  # ragged nested lists
+            raise ValueError("y must be a list of class labels, or of one-hot rows of equal length") from None
+    if not isinstance(y, np.ndarray):
+        raise TypeError(f"y must be an integer array or list of class labels (N,), or one-hot rows (N, K), "
+                        f"got {type(y).__name__}")
+    if y.ndim == 2:
+        return N, _one_hot_labels(y, N, K)
+    if y.dtype.kind not in "iu":
+        hint = ": labels stored as floats convert with y.astype(int)" if y.dtype.kind == "f" else ""
+        raise TypeError(f"y must be an integer array or list of class labels (N,), or one-hot rows (N, K), "
+                        f"got dtype {y.dtype}{hint}")
     if y.shape != (N,):
         raise ValueError(f"y must have shape (N,) = ({N},), got {y.shape}")
     if N and (y.min() < 0 or y.max() >= K):
         raise ValueError(f"y must hold class labels in [0, {K}), got values in [{y.min()}, {y.max()}]")
-    return N
+    return N, y
+
+
+def _one_hot_labels(y, N, K):
+    """The label of each one-hot row of y (N, K); ValueError naming the first row that is not one-hot."""
+    if y.shape != (N, K):
+        raise ValueError(f"y of two dimensions must be one-hot rows of shape (N, K) = ({N}, {K}), got {y.shape}")
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"one-hot y must be a numeric array, got dtype {y.dtype}")
+    ones = y == 1
+    good = ((ones | (y == 0)).all(axis=1)) & (ones.sum(axis=1) == 1)
+    if not good.all():
+        row = int(np.argmin(good))
+        raise ValueError(f"y of shape (N, K) must be one-hot (one 1 and K - 1 zeros per row), but row {row} "
+                         f"is not; give integer labels (N,) instead (for one-hot rows: y.argmax(axis=1))")
+    return ones.argmax(axis=1)
 
 
 def softmax_loss(scores, y):
-    """Mean softmax cross-entropy. scores (N, K), y (N,) integer labels.
-
-    Returns (loss, dscores)."""
-    N = _check_scores(scores, y)
+    """Mean softmax cross-entropy. scores (N, K); y (N,) integer labels (an array or a list),
+    or one-hot rows (N, K). Returns (loss, dscores)."""
+    N, y = _check_scores(scores, y)
     shifted = scores - scores.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     rows = np.arange(N)
@@ -269,8 +384,8 @@ def softmax_loss(scores, y):
 
 
 def svm_loss(scores, y):
-    """Mean multiclass hinge loss with margin 1. Returns (loss, dscores)."""
-    N = _check_scores(scores, y)
+    """Mean multiclass hinge loss with margin 1; y as for softmax_loss. Returns (loss, dscores)."""
+    N, y = _check_scores(scores, y)
     rows = np.arange(N)
     correct = scores[rows, y][:, None]
     margins = np.maximum(0, scores - correct + 1)

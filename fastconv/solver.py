@@ -8,10 +8,17 @@ Usage (CS231n's interface)::
     solver.train()
     solver.loss_history, solver.train_acc_history, solver.val_acc_history
 
-``data`` holds ``X_train, y_train`` and optionally ``X_val, y_val``. The
-inputs may be raw images: each batch goes through ``model.prepare`` (the
-model's preprocessing, or a cast of float arrays to the model's dtype), so a
-uint8 data set is never converted as a whole.
+``data`` holds ``X_train, y_train`` and optionally ``X_val, y_val`` (or the
+tutorials' ``x_train, y_train, x_validation, y_validation``; ``X_test, y_test``
+are allowed and unused). The inputs may be raw images: each batch goes through
+``model.prepare`` (the model's preprocessing, or a cast of float arrays to the
+model's dtype), so a uint8 data set is never converted as a whole.
+
+``model`` is one of ``fastconv.models``, or any CS231n-style model (a ``params``
+dict and ``loss(X, y=None)``) or tutorial-style one (``params``,
+``loss_for_training(x, y)``, ``scores_for_predicting(x)``); see
+``fastconv._model_adapter`` for what such a model may add and what its
+checkpoints hold.
 
 Each epoch visits every training example once, in an order drawn from the
 Solver's random generator (shuffled, without replacement; the last batch may
@@ -54,6 +61,7 @@ import numpy as np
 from . import checkpoints as _checkpoints
 from . import optim
 from ._files import sha256_of_arrays
+from ._model_adapter import solver_data, solver_model
 from ._params import check_int
 from .checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoints, load_checkpoint_model  # noqa: F401
 
@@ -66,15 +74,16 @@ except ImportError:  # pragma: no cover - depends on the environment
 class Solver:
     """Train a model (see the module docstring)."""
 
+    #: Called as ``on_iteration(solver)`` after each update (e.g. ``fastconv.animation.FilterFrames``).
+    on_iteration = None
+
     def __init__(self, model, data, update_rule="sgd", optim_config=None, lr_decay=1.0, batch_size=100,
                  num_epochs=10, num_train_samples=1000, num_val_samples=None, print_every=100,
                  checkpoint_dir=None, keep_checkpoints=2, seed=None, verbose=True, progress=None,
                  run_settings=None, comm=None):
-        self.model = model
-        if not isinstance(data, dict) or "X_train" not in data or "y_train" not in data:
-            raise ValueError("data must be a dict with X_train and y_train (and optionally X_val, y_val)")
-        self.X_train, self.y_train = data["X_train"], np.asarray(data["y_train"])
-        self.X_val, self.y_val = data.get("X_val"), data.get("y_val")
+        self.model = solver_model(model)  # fastconv's models as they are, CS231n's and the tutorials' adapted
+        X_train, y_train, self.X_val, self.y_val = solver_data(data)  # CS231n's keys or the tutorials'
+        self.X_train, self.y_train = X_train, np.asarray(y_train)
         if len(self.X_train) != len(self.y_train) or len(self.X_train) == 0:
             raise ValueError(f"X_train and y_train must have the same non-zero length, "
                              f"got {len(self.X_train)} and {len(self.y_train)}")
@@ -139,8 +148,8 @@ class Solver:
         y_batch = self.y_train[idx]
         loss, grads = self.model.loss(X_batch, y_batch)
         scores = self.model.last_scores
-        correct = int(np.sum(scores.argmax(axis=1) == y_batch)) if scores is not None else 0
-        return loss, grads, correct
+        correct = int(np.sum(scores.argmax(axis=1) == y_batch)) if scores is not None else None
+        return loss, grads, correct  # correct is None for a model that does not keep its scores
 
     def check_accuracy(self, X, y, num_samples=None, batch_size=None):
         """Accuracy of the model on (a random sample of ``num_samples`` of) X, y."""
@@ -163,17 +172,19 @@ class Solver:
         seen = correct = 0
         for it, idx in enumerate(batches):
             loss, right = self._step(idx)
+            if self.on_iteration is not None:
+                self.on_iteration(self)
             seen += len(idx)
-            correct += right
+            correct = None if right is None or correct is None else correct + right
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             if bar is not None:
                 bar.update(len(idx))
                 if it % 5 == 0 or it == len(batches) - 1:
-                    bar.set_postfix(loss=f"{loss:.4f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}",
+                    bar.set_postfix(loss=f"{loss:.4f}", acc=_accuracy(correct, seen), img_s=f"{rate:.0f}",
                                     refresh=False)
             elif self.verbose and (it % self.print_every == 0 or it == len(batches) - 1):
                 print(f"(epoch {self.epoch + 1}/{self.num_epochs}, iteration {it + 1}/{len(batches)}) "
-                      f"loss {loss:.4f}, batch acc {correct / seen:.3f}, {rate:.0f} images/s", flush=True)
+                      f"loss {loss:.4f}, batch acc {_accuracy(correct, seen)}, {rate:.0f} images/s", flush=True)
         if bar is not None:
             bar.close()
         return time.perf_counter() - t0
@@ -271,6 +282,11 @@ def _data_parallel(solver, comm):
     from .distributed import DataParallel  # mpi4py only when asked for
 
     return DataParallel(solver, comm)
+
+
+def _accuracy(correct, seen):
+    """The running training accuracy for progress, or 'n/a' for a model that does not keep its scores."""
+    return "n/a" if correct is None else f"{correct / seen:.3f}"
 
 
 def _json_object(value, name):

@@ -12,7 +12,10 @@ set, fits the preprocessing on the training split, trains with the Solver
 * ``history.json``: loss per iteration, accuracies per epoch, epoch times,
   test accuracy, the settings;
 * ``loss.png``, ``accuracy.png``, ``confusion.png``, ``filters.png``,
-  ``examples.png`` when matplotlib is installed.
+  ``examples.png``, ``dataset.png`` (10 training images per class),
+  ``feature_maps.png`` (each layer's maps of the first test image) and
+  ``filters.gif`` (the first layer's filters over training) when matplotlib
+  (and so Pillow) is installed.
 
 ``fastconv evaluate --model DIR`` prints the test accuracy of a saved model,
 ``fastconv predict --model DIR IMAGE...`` classifies PNG/JPEG files (with
@@ -39,16 +42,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _distributed_cli, _run_folder, plots
+from . import _distributed_cli, _run_folder, animation, plots
 from ._files import read_json, write_json
 from ._inputs import read_image, read_npy
 from ._malloc import keep_freed_memory
-from .datasets import load_dataset, train_val_split
+from .datasets import SPLITS, TITLES, load_dataset, train_val_split
 from .models import MAX_ACTIVATION_BYTES, MAX_PARAMETERS, build_model, load_model
 from .preprocessing import Preprocessing
 from .solver import Solver
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10")
+MAX_GIF_FRAMES = 100
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
 
 _EPILOG = """\
@@ -81,9 +85,12 @@ data: $FASTCONV_DATA/<dataset>/, ~/.cache/fastconv/<dataset>/, /usr/share/datase
 (Debian package dataset-fashion-mnist); otherwise the official files are downloaded (SHA-256 checked).
 
 outputs in --out: model.json + model.npz, checkpoints/, history.json, loss.png, accuracy.png,
-confusion.png, filters.png, examples.png (the plots need matplotlib). One training owns the folder
-while it runs (a lock: a second one into it fails at once). A folder that holds a saved model or
-checkpoints is never replaced silently: --resume continues its run, --overwrite replaces it.
+confusion.png, filters.png, examples.png, dataset.png (10 training images per class), feature_maps.png
+(each layer's maps of the first test image), filters.gif (the first layer's filters over training, at
+most {max_frames} frames; with --resume it starts where the run resumed); the pictures need matplotlib.
+One training owns the folder while it runs (a lock: a second one into it fails at once). A folder
+that holds a saved model or checkpoints is never replaced silently: --resume continues its run,
+--overwrite replaces it.
 
 --resume refuses, naming it, a setting that shapes the result other than the run's own:
 {result_settings}
@@ -94,7 +101,8 @@ same --impl and --threads). history.json records the settings actually used.
 
 #: The options that shape a run's result: a checkpoint records them, --resume refuses other values.
 RESULT_SETTINGS = ("dataset", "model", "num_filters", "filter_size", "hidden_dim", "reg", "loss", "dtype",
-                   "preprocess", "seed", "batch_size", "optimizer", "lr", "lr_decay", "val_size", "limit_train")
+                   "preprocess", "seed", "batch_size", "optimizer", "lr", "lr_decay", "val_size", "val_split",
+                   "limit_train")
 
 
 def _option(dest):
@@ -148,6 +156,7 @@ def add_arguments(parser):
     parser.description = ("Train a network on MNIST, Fashion-MNIST or CIFAR-10; write the model,\n"
                           "checkpoints, history.json and PNG plots.")
     parser.epilog = _EPILOG.format(max_parameters=MAX_PARAMETERS, max_activation_mib=MAX_ACTIVATION_BYTES >> 20,
+                                   max_frames=MAX_GIF_FRAMES,
                                    result_settings=textwrap.fill(
         ", ".join(map(_option, RESULT_SETTINGS)) + ",", width=98, initial_indent="  ", subsequent_indent="  "))
     _data_arguments(parser, required=True)
@@ -163,15 +172,19 @@ def add_arguments(parser):
     parser.add_argument("--reg", type=_nonneg_float, default=0.0, help="L2 regularization strength (default 0)")
     parser.add_argument("--loss", choices=("softmax", "svm"), default="softmax", help="loss (default softmax)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--preprocess", choices=("channel", "mean_image", "scale"), default="channel",
+    parser.add_argument("--preprocess", choices=Preprocessing.MODES, default="channel",
                         help="input normalization, statistics from the training split (default channel: "
-                             "per-channel mean and std)")
+                             "per-channel mean and std; pixel: the mean image and per-pixel std, as the "
+                             "numpy tutorials; mean_image: CS231n's mean image; scale: x / 255)")
     parser.add_argument("--num-filters", type=_positive_int, default=None, help="convnet1: conv filters (32)")
     parser.add_argument("--filter-size", type=_positive_int, default=None, help="convnet1: filter size (7)")
     parser.add_argument("--hidden-dim", type=_positive_int, default=None, help="convnet1: hidden units (100)")
     parser.add_argument("--val-size", type=_nonneg_int, default=None,
                         help="validation images held out of the training split (default: 5000, or a tenth "
                              "of the training images when fewer than 50000; 0 trains on all of them)")
+    parser.add_argument("--val-split", choices=SPLITS, default="random",
+                        help="which training images validate: a random subset (default), or the last ones "
+                             "(the tutorials' fixed split: --val-size 1000 --val-split last)")
     parser.add_argument("--limit-train", type=_positive_int, default=None, metavar="N",
                         help="use only N training images (a random subset), for quick runs")
     parser.add_argument("--limit-test", type=_positive_int, default=None, metavar="N",
@@ -187,7 +200,10 @@ def add_arguments(parser):
     again.add_argument("--overwrite", action="store_true",
                        help="train afresh in an --out that holds a run: its model, checkpoints, history "
                             "and plots are deleted first")
-    parser.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
+    parser.add_argument("--no-plots", action="store_true", help="do not write the PNG plots and the GIF")
+    parser.add_argument("--gif-every", type=_positive_int, default=None, metavar="N",
+                        help="a frame of filters.gif every N iterations (default: as often as keeps the run "
+                             f"within {MAX_GIF_FRAMES} frames; a smaller N is doubled as often as needed)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (a line per 100 iterations)")
     parser.add_argument("--quiet", action="store_true", help="print only the final result")
     _common_runtime(parser)
@@ -250,7 +266,8 @@ def _run(args, ranks=None):
         data, split = _load_split(args, log)
         model = _build(args, data, split, model_kwargs, log)
         w_before = model.first_layer_weights().copy()
-        solver, train_seconds = _train(args, model, split, out, log, ranks.comm)
+        frames = _filter_frames(args, model, split) if ranks.root else None
+        solver, train_seconds = _train(args, model, split, out, log, frames, ranks.comm)
         if ranks.root:
             model.save(out)
         t_eval = time.perf_counter()
@@ -290,7 +307,7 @@ def _load_split(args, log):
         val_size = 5000 if len(X_train) >= 50000 else len(X_train) // 10
     if val_size >= len(X_train):
         raise ValueError(f"--val-size {val_size} leaves no training images (of {len(X_train)})")
-    X_tr, y_tr, X_val, y_val = train_val_split(X_train, y_train, val_size, seed=args.seed)
+    X_tr, y_tr, X_val, y_val = train_val_split(X_train, y_train, val_size, seed=args.seed, method=args.val_split)
     X_test, y_test = data.X_test, data.y_test
     if args.limit_test is not None:
         X_test, y_test = X_test[:args.limit_test], y_test[:args.limit_test]
@@ -315,9 +332,20 @@ def _settings(args, split):
     return settings
 
 
-def _train(args, model, split, out, log, comm=None):
+def _filter_frames(args, model, split):
+    """The recorder of filters.gif's frames (None with --no-plots or without matplotlib)."""
+    if args.no_plots or not plots.have_matplotlib():
+        return None
+    per_epoch = -(-len(split.X_train) // args.batch_size)
+    total = args.epochs * per_epoch
+    every = args.gif_every or animation.frame_interval(total, MAX_GIF_FRAMES - 1)  # - 1: the last frame
+    return animation.FilterFrames(every, MAX_GIF_FRAMES, model.input_shape, per_epoch, last=total)
+
+
+def _train(args, model, split, out, log, frames=None, comm=None):
     """Train (from the last checkpoint with --resume, which must have been written with the
-    same RESULT_SETTINGS); returns the Solver and the seconds it took."""
+    same RESULT_SETTINGS), recording ``frames`` of the filters; returns the Solver and the
+    seconds it took."""
     ckpt_dir = out / _run_folder.CHECKPOINTS
     settings = _settings(args, split)
     lr = settings["lr"]
@@ -336,6 +364,9 @@ def _train(args, model, split, out, log, comm=None):
     log(f"training on {len(split.X_train)} images, validating on {len(split.X_val)}: {args.optimizer}, "
         f"lr {lr:g}, decay {args.lr_decay:g}/epoch, batch {args.batch_size}, {args.epochs} epochs, {args.dtype}, "
         f"impl={args.impl}" + (f", {args.threads} threads" if args.threads else ""))
+    if frames is not None:  # the filters before this run's first update, then every frames.every
+        frames.record(len(solver.loss_history), model.first_layer_weights())
+        solver.on_iteration = frames
     t_train = time.perf_counter()
     try:
         solver.train()
@@ -368,31 +399,39 @@ def _report(args, out, data, split, model, solver, w_before, y_pred, seconds, lo
     write_json(out / "history.json", history)
     written = []
     if not args.no_plots:
-        written = _write_plots(out, history, model, w_before, split.X_test, y_test, y_pred, data, log)
+        written = _write_plots(out, history, model, w_before, split, y_pred, data, log, solver.on_iteration)
     epochs = len(solver.epoch_times)
     per_epoch = float(np.mean(solver.epoch_times)) if epochs else float("nan")
     result = (f"test accuracy: {test_acc:.4f} ({int(np.sum(y_pred == y_test))}/{len(y_test)})" if len(y_test)
               else "no test images: test accuracy not measured")
-    print(f"{result} after {epochs} epochs ({per_epoch:.1f} s/epoch, {sum(solver.epoch_times):.0f} s of training); "
+    print(f"{result} after {epochs} epoch{'s' if epochs != 1 else ''} ({per_epoch:.1f} s/epoch, {sum(solver.epoch_times):.0f} s of training); "
           f"model in {out}")
     if written:
         log("plots: " + ", ".join(str(p) for p in written))
 
 
-def _write_plots(out, history, model, w_before, X_test, y_test, y_pred, data, log):
+def _write_plots(out, history, model, w_before, split, y_pred, data, log, frames=None):
     if not plots.have_matplotlib():
         log("matplotlib is not installed: skipping the plots (pip install matplotlib, "
             "or pip install 'fastconv[train]')")
         return []
+    title = f"{TITLES.get(data.name, data.name)}: the first training images of each class"
     written = [
         plots.plot_loss(history["loss"], out / "loss.png", history["iterations_per_epoch"]),
         plots.plot_accuracy(history["train_acc"], history["val_acc"], out / "accuracy.png"),
         plots.plot_filters(w_before, model.first_layer_weights(), out / "filters.png", model.input_shape),
+        plots.plot_class_grid(split.X_train, split.y_train, data.class_names, out / "dataset.png", title=title),
+        frames.write_gif(out / "filters.gif") if frames is not None else None,
     ]
+    X_test, y_test = split.X_test, split.y_test
     if len(y_test):  # the test-set pictures need test images
+        names = data.class_names
         written += [
-            plots.plot_confusion(np.asarray(history["confusion_matrix"]), data.class_names, out / "confusion.png"),
-            plots.plot_examples(X_test, y_test, y_pred, data.class_names, out / "examples.png"),
+            plots.plot_confusion(np.asarray(history["confusion_matrix"]), names, out / "confusion.png"),
+            plots.plot_examples(X_test, y_test, y_pred, names, out / "examples.png"),
+            plots.plot_feature_maps(X_test[0], plots.feature_maps(model, model.prepare(X_test[:1])[0]),
+                                    out / "feature_maps.png", title=f"Feature maps of test image 0 (true: "
+                                    f"{names[y_test[0]]}, predicted: {names[y_pred[0]]})"),
         ]
     return [p for p in written if p is not None]
 
@@ -450,33 +489,74 @@ def add_arguments_predict(parser):
                         help="PNG/JPEG files (needs Pillow) or .npy arrays of raw pixel values 0-255: "
                              "(N, C, H, W), (N, H, W) for one channel, or one image")
     parser.add_argument("--top", type=_positive_int, default=1, help="show the TOP most likely classes (default 1)")
+    parser.add_argument("--invert", action="store_true",
+                        help="invert the pixels (255 - value) before classifying: for dark drawings on a light "
+                             "background, when the model learned light on dark (MNIST, Fashion-MNIST)")
     _common_runtime(parser)
 
 
+def load_prediction_model(path, impl="fast"):
+    """The model saved in ``path``, for raw images (it must have its preprocessing), and its
+    class names (the class numbers as strings when it has none): what `fastconv predict` and
+    `fastconv serve` run."""
+    model = load_model(path, impl=impl)
+    if model.preprocess is None:
+        raise ValueError(f"{path}: the model has no saved preprocessing, so it cannot take raw images")
+    return model, model.class_names or tuple(str(i) for i in range(model.num_classes))
+
+
+def class_probabilities(model, batch):
+    """float64 class probabilities (N, classes) of the raw images ``batch`` (N, C, H, W) for a
+    softmax model; an SVM's scores as they are (they are not probabilities)."""
+    scores = model.scores(batch, batch_size=500, prepare=True).astype(np.float64)
+    if model.loss_type != "softmax":
+        return scores
+    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    return probs
+
+
+def _read_input(path, shape, invert):
+    """(raw pixel batch (N, C, H, W), note) of one input of `fastconv predict`."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.lower().endswith(".npy"):
+        batch, note = read_npy(path, shape), ""
+    else:
+        batch, note = read_image(path, shape)
+    if invert:
+        batch, note = 255 - batch.astype(np.float64 if batch.dtype.kind == "f" else np.int16), note + " (inverted)"
+    return batch, note
+
+
+def _guesses(model, batch, top, names):
+    """One "class (probability)" string per image (softmax), or "class (score ...)" (an SVM's
+    raw scores, which are no probabilities)."""
+    form = "{:.3f}" if model.loss_type == "softmax" else "score {:.3f}"
+    return [", ".join(f"{names[k]} ({form.format(p[k])})" for k in np.argsort(-p, kind="stable")[:top])
+            for p in class_probabilities(model, batch)]
+
+
 def run_predict(args):
+    """Classify each input; an input that cannot be read is reported (one line on stderr) and the
+    others are still classified; the exit code is 1 if any failed, with a count when there were several."""
     _keep_freed_memory()
+    failed = 0
     with _thread_limit(args.threads):
-        model = load_model(args.model, impl=args.impl)
-        if model.preprocess is None:
-            raise ValueError(f"{args.model}: the model has no saved preprocessing, so it cannot take raw images")
-        names = model.class_names or tuple(str(i) for i in range(model.num_classes))
+        model, names = load_prediction_model(args.model, impl=args.impl)
         top = min(args.top, model.num_classes)
         for path in args.images:
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"{path}: no such file")
-            if path.lower().endswith(".npy"):
-                batch, note = read_npy(path, model.input_shape), ""
-            else:
-                batch, note = read_image(path, model.input_shape)
-            scores = model.scores(batch, batch_size=500, prepare=True).astype(np.float64)
-            if model.loss_type == "softmax":  # class probabilities
-                probs = np.exp(scores - scores.max(axis=1, keepdims=True))
-                probs /= probs.sum(axis=1, keepdims=True)
-            else:  # an SVM's scores are not probabilities: show them as they are
-                probs = scores
-            for i, p in enumerate(probs):
-                order = np.argsort(-p, kind="stable")[:top]
+            try:
+                batch, note = _read_input(path, model.input_shape, args.invert)
+            except (ValueError, OSError) as exc:
+                if getattr(args, "debug", False):  # fastconv --debug: the traceback
+                    raise
+                print(f"fastconv predict: error: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            for i, guesses in enumerate(_guesses(model, batch, top, names)):
                 label = path if len(batch) == 1 else f"{path}[{i}]"
-                guesses = ", ".join(f"{names[k]} ({p[k]:.3f})" for k in order)
-                print(f"{label}: {guesses}{note}")
-    return 0
+                print(f"{label}: {guesses}{note}", flush=True)
+    if failed and len(args.images) > 1:
+        print(f"fastconv predict: {failed} of {len(args.images)} inputs failed", file=sys.stderr)
+    return 1 if failed else 0

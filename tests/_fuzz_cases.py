@@ -176,18 +176,22 @@ def _layout(m, rng, name, a):
 
 
 # ---------------------------------------------------------------------------- array mutations
-def _mutate_array(m, rng, name, a, other_float="fail", allow_none=False, shape_outcome=None):
+def _mutate_array(m, rng, name, a, other_float="fail", allow_none=False, shape_outcome=None, integers="fail"):
     """One random change to array argument ``name``; returns the new value.
 
     other_float: outcome of the other float dtype ('ok' where the compat modules cast it).
+    integers: outcome of an integer or bool dtype ('ok' where the compat modules convert it), or
+        None to draw no such dtype.
     allow_none: None is a valid value (a missing bias).
     shape_outcome(axis, new_size): 'ok', 'fail' or 'maybe' for a changed size (default 'fail').
     """
     r = int(rng.integers(8))
     if r == 0:
-        dt = BAD_DTYPES[int(rng.integers(len(BAD_DTYPES)))]
-        m.add("dtype", f"{name}: dtype {np.dtype(dt).name}", "fail")
-        return a.astype(dt)
+        choices = [d for d in BAD_DTYPES if integers is not None or np.dtype(d).kind not in "biu"]
+        dt = choices[int(rng.integers(len(choices)))]
+        m.add("dtype", f"{name}: dtype {np.dtype(dt).name}", integers if np.dtype(dt).kind in "biu" else "fail")
+        with np.errstate(invalid="ignore"):  # NaN and inf have no integer value
+            return a.astype(dt)
     if r == 1:
         other = np.float64 if a.dtype == np.float32 else np.float32
         m.add("dtype", f"{name}: other float dtype {np.dtype(other).name}", other_float)
@@ -732,12 +736,15 @@ def _compat_conv(seed, index, rng, family):
     if phase == "forward" and rng.random() < 0.75:
         target = rng.choice(["x", "w", "b", "dict", "dict", "pool_param" if pool is not None else "dict"])
         if target == "x":
-            x = _mutate_array(m, rng, "x", x, other_float="ok", shape_outcome=_x_shape_outcome(True))
+            # batchnorm of converted integers (uint8 wraps -1 to 255) in float32 is too ill-conditioned
+            # to compare two implementations; tests/test_compat_tutorials.py checks that case
+            x = _mutate_array(m, rng, "x", x, other_float="ok", shape_outcome=_x_shape_outcome(True),
+                              integers=None if bn else "ok")
         elif target == "w":  # the compute dtype follows w (gamma and beta of batchnorm do not)
             w = _mutate_array(m, rng, "w", w, other_float="maybe" if bn else "ok",
-                              shape_outcome=_w_shape_outcome(1, True))
+                              shape_outcome=_w_shape_outcome(1, True), integers="maybe" if bn else "ok")
         elif target == "b":
-            b = _mutate_array(m, rng, "b", b, other_float="ok")
+            b = _mutate_array(m, rng, "b", b, other_float="ok", integers="ok")
         elif target == "pool_param":
             pool_param = _compat_dict(m, rng, "pool_param", pool_param, {
                 "pool_height": lambda m_, r_, n_: _mutate_int(m_, r_, n_),
@@ -745,7 +752,9 @@ def _compat_conv(seed, index, rng, family):
             })
         else:
             conv_param = _compat_dict(m, rng, pname, conv_param, value_mut)
-    ref_dtype = w.dtype.type if isinstance(w, np.ndarray) and w.dtype in (np.float32, np.float64) else wdt
+    # integer and bool arrays are converted to the computing dtype: w's, or float64 for an integer w
+    ref_dtype = w.dtype.type if isinstance(w, np.ndarray) and w.dtype in (np.float32, np.float64) else (
+        np.float64 if isinstance(w, np.ndarray) and w.dtype.kind in "biu" else wdt)
     gdt = (xdt, wdt, bdt)
     base_pool = pool
     if isinstance(pool_param, dict) and all(k in pool_param for k in ("pool_height", "pool_width", "stride")):
@@ -755,8 +764,12 @@ def _compat_conv(seed, index, rng, family):
         ref_stride, ref_pad = conv_param["stride"], conv_param["pad"]
     else:
         ref_stride, ref_pad = stride, pad
-    xr = x.astype(ref_dtype) if isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64) else x
-    br = b.astype(ref_dtype) if isinstance(b, np.ndarray) and b.dtype in (np.float32, np.float64) else b
+    def converted(a):
+        if isinstance(a, np.ndarray) and (a.dtype in (np.float32, np.float64) or a.dtype.kind in "biu"):
+            return a.astype(ref_dtype)
+        return a
+
+    xr, wr, br = converted(x), converted(w), converted(b)
 
     def ref_forward(x_, w_, b_):
         out, conv_cache = naive.conv_forward(x_, w_, b_, ref_stride, ref_pad)
@@ -818,7 +831,7 @@ def _compat_conv(seed, index, rng, family):
         grad_shapes += ((c["F"],), (c["F"],))
     names = tuple(inspect.signature(fwd).parameters)
     impls = [
-        Impl("reference", lambda *a: ref_forward(xr, w, br), (), {}, ref_backward, dout_ref,
+        Impl("reference", lambda *a: ref_forward(xr, wr, br), (), {}, ref_backward, dout_ref,
              ref_dtype, grad_dtypes, names),
         Impl(family.split("_")[0], fwd, args, {}, bwd, dout, ref_dtype, grad_dtypes, names),
     ]
@@ -826,7 +839,7 @@ def _compat_conv(seed, index, rng, family):
     case.big_bytes = conv_work_bytes(xr, w, conv_expected_shape(xr, w, ref_stride, ref_pad))
     case.loose = family == "cs231n_conv_bn_relu"
     if family in ("cs231n_conv", "sichkar_conv") and isinstance(xr, np.ndarray) and isinstance(w, np.ndarray):
-        case.magnitudes = _conv_magnitudes(xr, w, br, dout_ref, (xr, w, br, ref_stride, ref_pad), {})
+        case.magnitudes = _conv_magnitudes(xr, wr, br, dout_ref, (xr, wr, br, ref_stride, ref_pad), {})
     case.base = _conv_desc(c) + (f" x:{np.dtype(xdt).name} b:{np.dtype(bdt).name}") + (
         f" pool k{pool['kernel']} s{pool['stride']}" if pool else "")
     module = "fastconv.compat." + family.split("_")[0]
@@ -870,14 +883,18 @@ def _compat_pool(seed, index, rng, family):
     phase = "backward" if rng.random() < 0.4 else "forward"
     if phase == "forward" and rng.random() < 0.75:
         if rng.random() < 0.35:
-            x = _mutate_array(m, rng, "x", x, other_float="ok", shape_outcome=_x_shape_outcome(False))
+            x = _mutate_array(m, rng, "x", x, other_float="ok", shape_outcome=_x_shape_outcome(False),
+                              integers="ok")
             dtype = x.dtype.type if isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64) else dtype
+            if isinstance(x, np.ndarray) and x.dtype.kind in "biu":  # converted to float64
+                dtype = np.float64
         else:
             params = _compat_dict(m, rng, pname, params, {
                 hk: lambda m_, r_, n_: _mutate_int(m_, r_, n_),
                 wk: lambda m_, r_, n_: _mutate_int(m_, r_, n_),
                 "stride": lambda m_, r_, n_: _mutate_pair(m_, r_, n_, 1, smallest="ok"),
             })
+    xr = x.astype(dtype) if isinstance(x, np.ndarray) and x.dtype.kind in "biu" else x
     if isinstance(params, dict) and all(k in params for k in (hk, wk, "stride")):
         ref_kernel, ref_stride = (params[hk], params[wk]), params["stride"]
     else:
@@ -888,7 +905,7 @@ def _compat_pool(seed, index, rng, family):
         dout = _dout_mutation(m, rng, dout)
     names = tuple(inspect.signature(fwd).parameters)
     impls = [
-        Impl("reference", lambda *a: naive.max_pool_forward(x, ref_kernel, ref_stride), (), {},
+        Impl("reference", lambda *a: naive.max_pool_forward(xr, ref_kernel, ref_stride), (), {},
              naive.max_pool_backward, dout, dtype, (dtype,), names),
         Impl(family.split("_")[0], fwd, (x, params), {}, bwd, dout, dtype, (dtype,), names),
     ]

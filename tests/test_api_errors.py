@@ -21,6 +21,7 @@ SHARED_API = [
     "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward",
     "sigmoid_backward", "dropout_forward", "dropout_backward", "batchnorm_forward",
     "batchnorm_backward", "spatial_batchnorm_forward", "spatial_batchnorm_backward",
+    "layernorm_forward", "layernorm_backward", "groupnorm_forward", "groupnorm_backward",
     "softmax_loss", "svm_loss",
 ]
 API = CONV_POOL_API + SHARED_API
@@ -95,6 +96,12 @@ def test_every_function_keeps_the_dtype(m, dtype, rng):
         check(f"{name}_backward", *getattr(m, f"{name}_backward")(np.ones_like(out), cache))
         bn_param["mode"] = "test"
         check(f"{name}_forward", getattr(m, f"{name}_forward")(data, arr(D), arr(D), bn_param)[0])
+    out, cache = m.layernorm_forward(arr(5, 3), arr(3), arr(3))
+    check("layernorm_forward", out)
+    check("layernorm_backward", *m.layernorm_backward(np.ones_like(out), cache))
+    out, cache = m.groupnorm_forward(x, arr(4), arr(4), 2)
+    check("groupnorm_forward", out)
+    check("groupnorm_backward", *m.groupnorm_backward(np.ones_like(out), cache))
     for name in ("softmax_loss", "svm_loss"):
         loss, dscores = getattr(m, name)(arr(4, 3), np.array([0, 2, 1, 0]))
         assert isinstance(loss, float)

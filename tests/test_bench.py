@@ -67,7 +67,7 @@ def test_quick_run_writes_table_json_and_chart(tmp_path, capsys):
     assert table[0].startswith("| workload | dtype | threads | pass | fast ms |")
     assert len(table) == 2 + len(doc["results"])
     assert "| W1conv | float32 | 2 | fwdbwd |" in captured.out
-    assert "[1/16] W1conv float32 2 threads fwd" in captured.err  # progress on stderr
+    assert f"[1/{2 * len(WORKLOADS)}] W1conv float32 2 threads fwd" in captured.err  # progress on stderr
 
     chart = tmp_path / "bench.png"
     if HAVE_MPL:
@@ -239,3 +239,30 @@ def test_noisy_samples_get_extra_rounds_slow_contenders_do_not():
     assert timings["noisy"].repeats == 8  # 4, then 4 extra rounds while the spread stays high
     assert timings["slow"].repeats == 3  # max(min_repeats, 9 s / 3 s): never extended
     assert timings["slow"].median == 3.0
+
+
+def test_compare_blas_runs_the_suite_under_both_openblas_settings(tmp_path, capsys, monkeypatch):
+    # Started from an environment that forces the kernels, as on these machines: the "cpu"
+    # child must run without the variables, the "haswell" child with them.
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "512")
+    out = tmp_path / "cmp.json"
+    code = main(["bench", "--quick", "--compare-blas", "--workload", "W4max2x2s2", "--pass", "fwdbwd",
+                 "--contenders", "fast,gemm", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    doc = json.loads(out.read_text())
+    runs = doc["runs"]
+    assert list(runs) == ["cpu", "haswell"]
+    assert runs["cpu"]["threads"]["env"]["OPENBLAS_CORETYPE"] is None
+    assert runs["haswell"]["threads"]["env"]["OPENBLAS_CORETYPE"] == "Haswell"
+    assert "Haswell" in runs["haswell"]["threads"]["openblas_kernels"]
+    for run in runs.values():
+        assert [(r["workload"], r["pass"]) for r in run["results"]] == [("W4max2x2s2", "fwdbwd")]
+    rows = [line for line in captured.out.splitlines() if line.startswith("| W4max2x2s2 ")]
+    assert len(rows) == 1 and rows[0].count("|") == 13  # 4 key cells + 4 cells per setting
+
+
+def test_compare_blas_refuses_the_other_modes(tmp_path, capsys):
+    assert main(["bench", "--quick", "--compare-blas", "--memory", "--out", str(tmp_path / "m.json")]) == 1
+    assert "--compare-blas" in capsys.readouterr().err

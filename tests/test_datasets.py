@@ -92,15 +92,16 @@ def cifar_batch_bytes(images, labels, style="py2"):
 
     style "py2" mimics the official files (protocol 2, Python 2 strings,
     ``numpy.core.multiarray._reconstruct``); "py3" is what Python 3 and numpy 2
-    write with protocol 2 (``_codecs.encode``, ``numpy._core``)."""
+    write with protocol 2 (``_codecs.encode``, ``numpy._core``); "py5" what they
+    write with protocol 5 (``numpy._core.numeric._frombuffer``, the bytes in-band)."""
     batch = {
         b"batch_label": b"training batch 1 of 5",
         b"labels": [int(v) for v in labels],
         b"data": images.reshape(len(images), -1),
         b"filenames": [f"img_{i}.png".encode() for i in range(len(images))],
     }
-    if style == "py3":
-        return pickle.dumps(batch, protocol=2)
+    if style in ("py3", "py5"):
+        return pickle.dumps(batch, protocol=2 if style == "py3" else 5)
     buf = io.BytesIO()
     _Py2StylePickler(buf, protocol=2).dump(batch)
     data = buf.getvalue()
@@ -108,8 +109,15 @@ def cifar_batch_bytes(images, labels, style="py2"):
     return data.replace(b"cnumpy._core.multiarray\n_reconstruct\n", b"cnumpy.core.multiarray\n_reconstruct\n")
 
 
-def write_cifar(root, rng, n=6, archive=False, style="py2"):
-    """cifar-10-batches-py/ (or cifar-10-python.tar.gz) with n images per batch."""
+def cifar_meta_bytes(names, protocol=2):
+    """A batches.meta: the official keys, the class names as bytes."""
+    return pickle.dumps({b"num_cases_per_batch": 10000, b"label_names": [n.encode() for n in names],
+                         b"num_vis": 3072}, protocol=protocol)
+
+
+def write_cifar(root, rng, n=6, archive=False, style="py2", meta=None):
+    """cifar-10-batches-py/ (or cifar-10-python.tar.gz) with n images per batch, and a
+    batches.meta with the class names ``meta`` when given."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     batches = {}
@@ -117,16 +125,19 @@ def write_cifar(root, rng, n=6, archive=False, style="py2"):
         images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
         labels = rng.integers(0, 10, n)
         batches[name] = (images, labels, cifar_batch_bytes(images, labels, style))
+    files = {name: data for name, (_, _, data) in batches.items()}
+    if meta is not None:
+        files[D.CIFAR_META] = cifar_meta_bytes(meta)
     if archive:
         with tarfile.open(root / D.CIFAR_ARCHIVE, "w:gz") as tf:
-            for name, (_, _, data) in batches.items():
+            for name, data in files.items():
                 info = tarfile.TarInfo(f"{D.CIFAR_FOLDER}/{name}")
                 info.size = len(data)
                 tf.addfile(info, io.BytesIO(data))
     else:
         folder = root / D.CIFAR_FOLDER
         folder.mkdir(exist_ok=True)
-        for name, (_, _, data) in batches.items():
+        for name, data in files.items():
             (folder / name).write_bytes(data)
     return batches
 
@@ -328,7 +339,7 @@ def test_official_digests_are_well_formed():
 
 # ---------------------------------------------------------------------------- CIFAR-10
 @pytest.mark.parametrize("archive", [False, True], ids=["folder", "tar.gz"])
-@pytest.mark.parametrize("style", ["py2", "py3"])
+@pytest.mark.parametrize("style", ["py2", "py3", "py5"])
 def test_load_cifar10(isolated, rng, archive, style):
     batches = write_cifar(isolated / "data" / "cifar10", rng, archive=archive, style=style)
     ds = D.load_cifar10(root=isolated / "data")
@@ -463,6 +474,90 @@ def test_malicious_batch_rejected_without_running_payload(isolated, rng, payload
     assert not marker.exists()
 
 
+def _frombuffer(*args):
+    """An object whose protocol-5 pickle calls numpy's _frombuffer with ``args``."""
+    import numpy._core.numeric as numeric
+
+    class Payload:
+        def __reduce__(self):
+            return (numeric._frombuffer, args)
+
+    return Payload()
+
+
+_U1 = np.dtype(np.uint8)
+_IMAGE_BYTES = bytes(3072)
+
+
+@pytest.mark.parametrize("payload, match", [
+    (_frombuffer(_IMAGE_BYTES, np.dtype("<f8"), (1, 384), "C"), "dtype 'f8' is not allowed"),
+    (_frombuffer(_IMAGE_BYTES, np.dtype(object), (1, 3072), "C"), "dtype 'O8?' is not allowed"),
+    (_frombuffer(_IMAGE_BYTES, "u1", (1, 3072), "C"), "raw bytes and the uint8 dtype"),
+    (_frombuffer([0] * 3072, _U1, (1, 3072), "C"), "raw bytes and the uint8 dtype"),
+    (_frombuffer(b"too short", _U1, (1000, 3072), "C"), r"\(9 bytes\) do not match its shape \(1000, 3072\)"),
+    (_frombuffer(b"x", _U1, (10**12, 3072), "C"), "do not match its shape"),
+    (_frombuffer(b"", _U1, (-1, 3072), "C"), "bad array shape"),
+    (_frombuffer(_IMAGE_BYTES, _U1, (1.0, 3072), "C"), "bad array shape"),
+    (_frombuffer(_IMAGE_BYTES, _U1, (1, 3072), "K", (1, 0)), "unexpected array order"),
+    (_frombuffer(_IMAGE_BYTES, _U1, (1, 3072), "C", None, "extra"), "TypeError"),
+], ids=["float64", "object-dtype", "dtype-as-text", "list-buffer", "short-buffer", "huge-shape",
+        "negative-dim", "float-dim", "axis-order", "extra-argument"])
+def test_protocol5_hostile_frombuffer_refused_naming_the_file(isolated, rng, payload, match):
+    write_cifar(isolated / "data", rng)
+    path = isolated / "data" / D.CIFAR_FOLDER / "data_batch_2"
+    path.write_bytes(pickle.dumps({b"labels": [0], b"data": payload}, protocol=5))
+    with pytest.raises(ValueError, match=f"{path}: not a valid CIFAR-10 batch.*{match}"):
+        D.load_cifar10(root=isolated / "data")
+
+
+def test_protocol5_refuses_out_of_band_buffers_and_accepts_fortran_order(isolated, rng):
+    write_cifar(isolated / "data", rng)
+    path = isolated / "data" / D.CIFAR_FOLDER / "data_batch_4"
+    images = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+    buffers = []
+    path.write_bytes(pickle.dumps({b"labels": [0, 1, 2], b"data": images}, protocol=5,
+                                  buffer_callback=buffers.append))
+    assert buffers  # the array's bytes went out of band: the file does not hold them
+    with pytest.raises(ValueError, match=f"{path}: not a valid CIFAR-10 batch.*out-of-band"):
+        D.load_cifar10(root=isolated / "data")
+    # an array pickled in Fortran order is the same array
+    path.write_bytes(pickle.dumps({b"labels": [0, 1, 2], b"data": np.asfortranarray(images)}, protocol=5))
+    assert b"_frombuffer" in path.read_bytes()
+    ds = D.load_cifar10(root=isolated / "data")
+    np.testing.assert_array_equal(ds.X_train[18:21].reshape(3, -1), images)
+
+
+_NAMES = tuple(f"class {i}" for i in range(10))
+
+
+@pytest.mark.parametrize("archive", [False, True], ids=["folder", "tar.gz"])
+def test_cifar_class_names_from_batches_meta(isolated, rng, archive):
+    write_cifar(isolated / "data", rng, archive=archive, meta=_NAMES)
+    assert D.load_cifar10(root=isolated / "data").class_names == _NAMES
+    write_cifar(isolated / "plain", rng, archive=archive)  # no batches.meta: the official names
+    assert D.load_cifar10(root=isolated / "plain").class_names == D.CLASS_NAMES["cifar10"]
+
+
+def test_cifar_hostile_batches_meta_refused_naming_it(isolated, rng):
+    marker = isolated / "pwned"
+    write_cifar(isolated / "data", rng, meta=_NAMES)
+    path = isolated / "data" / D.CIFAR_FOLDER / D.CIFAR_META
+    for data, match in [
+        (cifar_meta_bytes(_NAMES[:9]), "list of the 10 class names"),
+        (cifar_meta_bytes(("x" * 65,) + _NAMES[1:]), "printable name of 1 to 64"),
+        (cifar_meta_bytes(("",) + _NAMES[1:], protocol=5), "printable name"),
+        (cifar_meta_bytes(("a\nb",) + _NAMES[1:]), "printable name"),
+        (pickle.dumps({b"label_names": [1] * 10}, protocol=2), "printable name"),
+        (pickle.dumps({b"num_vis": 3072}, protocol=5), "has no 'label_names' entry"),
+        (pickle.dumps({b"label_names": _RunsCode(marker)}, protocol=2), "is not allowed"),
+        (b"garbage", "UnpicklingError"),
+    ]:
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match=f"{path}: not a valid CIFAR-10 batches.meta.*{match}"):
+            D.load_cifar10(root=isolated / "data")
+    assert not marker.exists()
+
+
 # ---------------------------------------------------------------------------- preprocessing
 def test_preprocessing_channel_statistics(rng):
     images = rng.integers(0, 256, (40, 3, 5, 6), dtype=np.uint8)
@@ -493,20 +588,85 @@ def test_preprocessing_other_modes(rng):
         np.testing.assert_array_equal(D.Preprocessing.from_dict(p.to_dict())(images), p(images))
 
 
+def test_preprocessing_pixel_mode_is_the_tutorials(rng):
+    """(x / 255 - mean image) / per-pixel std, as the numpy tutorials preprocess; a constant pixel
+    (std 0) comes out 0, and a pixel's std is at least one grey level."""
+    images = rng.integers(0, 256, (30, 2, 3, 4), dtype=np.uint8)
+    images[:, 0, 0, 0] = 77          # a constant pixel: std 0
+    images[:, 1, 2, 3] = 10
+    images[5, 1, 2, 3] = 11          # changes in one image only: std below one grey level
+    prep = D.Preprocessing.fit(images, mode="pixel", chunk=7)
+    x = images / 255.0
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    np.testing.assert_allclose(prep.mean_image, mean, rtol=1e-12)
+    np.testing.assert_allclose(prep.std_image, np.maximum(std, 1 / 255), rtol=1e-10)
+    assert prep.std_image[0, 0, 0] == 1 / 255 and std[1, 2, 3] < 1 / 255
+    out = prep(images, np.float64)
+    assert np.all(np.isfinite(out)) and np.all(out[:, 0, 0, 0] == 0)
+    assert np.abs(out[:, 1, 2, 3]).max() < 1.01  # (11 - 10.03) / 255 / (1 / 255), not 5.4 stds
+    np.testing.assert_allclose(out, (x - mean) / np.maximum(std, 1 / 255), rtol=1e-9, atol=1e-12)
+    again = D.Preprocessing.from_dict(json_round_trip(prep.to_dict()))
+    assert again.mode == "pixel"
+    np.testing.assert_array_equal(again(images), prep(images))
+
+
+def json_round_trip(d):
+    import json
+
+    return json.loads(json.dumps(d, allow_nan=False))
+
+
+@pytest.mark.parametrize("mode", D.Preprocessing.MODES)
+def test_preprocessing_takes_channels_last_when_told(rng, mode):
+    nchw = rng.integers(0, 256, (9, 3, 5, 4), dtype=np.uint8)
+    nhwc = np.ascontiguousarray(nchw.transpose(0, 2, 3, 1))
+    prep = D.Preprocessing.fit(nchw, mode=mode)
+    other = D.Preprocessing.fit(nhwc, mode=mode, layout="NHWC")
+    a, b = prep.to_dict(), other.to_dict()
+    assert a.keys() == b.keys() and a["input_shape"] == b["input_shape"] == [3, 5, 4]
+    for key in a.keys() - {"mode", "input_shape"}:  # summed in another order: equal to rounding
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-13, err_msg=key)
+    out = prep(nhwc, layout="NHWC")
+    assert out.shape == (9, 3, 5, 4) and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, prep(nchw))
+    # never guessed: an NHWC array given as NCHW is refused, and so is an unknown layout
+    with pytest.raises(ValueError, match=r"shape \(N, 3, 5, 4\), got \(9, 5, 4, 3\)"):
+        prep(nhwc)
+    with pytest.raises(ValueError, match=r"shape \(N, 5, 4, 3\) \(layout NHWC\), got \(9, 3, 5, 4\)"):
+        prep(nchw, layout="NHWC")
+    for bad in ("nhwc", "CHW", None):
+        with pytest.raises(ValueError, match="layout must be one of NCHW, NHWC"):
+            prep(nchw, layout=bad)
+        with pytest.raises(ValueError, match="layout must be one of NCHW, NHWC"):
+            D.Preprocessing.fit(nchw, mode=mode, layout=bad)
+    with pytest.raises(ValueError, match=r"images must be an array \(N, H, W, C\)"):
+        D.Preprocessing.fit(nhwc[0], mode=mode, layout="NHWC")
+
+
 def test_preprocessing_validation(rng):
     prep = D.Preprocessing.fit(rng.integers(0, 256, (5, 1, 4, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match=r"shape \(N, 1, 4, 4\)"):
         prep(np.zeros((2, 3, 4, 4), np.uint8))
     with pytest.raises(TypeError, match="real array"):
         prep(np.zeros((2, 1, 4, 4), complex))
+    pixel = D.Preprocessing.fit(rng.integers(0, 256, (5, 1, 2, 2), dtype=np.uint8), mode="pixel").to_dict()
     for bad in ({"mode": "zca", "input_shape": [1, 4, 4]},
                 {"mode": "channel", "input_shape": [1, 4, 4], "mean": [0.1], "std": [0.0]},
+                dict(pixel, std_image=[[[0.5, 0.5], [0.5, 0.0]]]),
+                dict(pixel, std_image=[[[0.5, 0.5]]]),
+                dict(pixel, mean_image=[[[0.5, 0.5], [0.5, float("nan")]]]),
+                {k: v for k, v in pixel.items() if k != "std_image"},
                 {"mode": "channel", "input_shape": [1, 4, 4], "mean": [0.1, 0.2], "std": [1, 1]},
                 {"mode": "scale", "input_shape": [4, 4]},
                 {"mode": "scale", "input_shape": [1, 4, 4], "evil": 1},
                 ["scale"]):
         with pytest.raises(ValueError):
             D.Preprocessing.from_dict(bad)
+    D.Preprocessing.from_dict(pixel)  # the unchanged dict is accepted
+    with pytest.raises(ValueError, match="std_image must be at least"):
+        D.Preprocessing.from_dict(dict(pixel, std_image=[[[0.5, 0.5], [0.5, 0.0]]]))
+    with pytest.raises(ValueError, match="preprocessing mode must be one of"):
+        D.Preprocessing.fit(np.zeros((2, 1, 2, 2), np.uint8), mode="zca")
 
 
 def test_train_val_split(rng):
@@ -520,6 +680,13 @@ def test_train_val_split(rng):
     np.testing.assert_array_equal(again[3], yv)
     with pytest.raises(ValueError, match="num_val"):
         D.train_val_split(X, y, 20)
+    # the tutorials' fixed split: the last num_val examples, whatever the seed
+    Xt, yt, Xv, yv = D.train_val_split(X, y, 5, seed=3, method="last")
+    assert yt.tolist() == list(range(15)) and yv.tolist() == list(range(15, 20))
+    np.testing.assert_array_equal(D.train_val_split(X, y, 5, seed=4, method="last")[3], yv)
+    assert D.train_val_split(X, y, 0, method="last")[0].shape == X.shape
+    with pytest.raises(ValueError, match="method must be one of random, last"):
+        D.train_val_split(X, y, 5, method="first")
 
 
 # ---------------------------------------------------------------------------- the real files

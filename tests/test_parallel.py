@@ -285,3 +285,48 @@ def test_pooling_runs_on_fastconvs_threads_when_openmp_cannot(workers, monkeypat
     assert (out.tobytes(), backward(np.cos(out), cache).tobytes()) == expected
     assert {threads for _, threads in seen} == {1}
     assert "MainThread" in {n for n, _ in seen} and any(n.startswith("fastconv") for n, _ in seen)
+
+
+def test_batchnorm_runs_on_fastconvs_threads_when_openmp_cannot(workers, monkeypatch):
+    """The same for spatial batchnorm: blocks of channels on fastconv's worker threads,
+    one kernel thread each, the same bits as one call over every channel."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 9, 40, 38))  # above _PARALLEL_MIN elements
+    gamma, beta, dout = rng.standard_normal(9), rng.standard_normal(9), rng.standard_normal(x.shape)
+
+    def run():
+        out, cache = fast.spatial_batchnorm_forward(x, gamma, beta, {"mode": "train"})
+        return [a.tobytes() for a in (out, *fast.spatial_batchnorm_backward(dout, cache))]
+
+    expected = run()
+    workers(2)
+    monkeypatch.setattr(fast, "SINGLE_THREADED_KERNELS", True)
+    seen = []
+    for name in ("bn_channel_stats", "bn_affine", "bn_backward_sums", "bn_backward_dx"):
+        real = getattr(_kernels, name)
+
+        def recording(*args, real=real, name=name):
+            seen.append((name, threading.current_thread().name, args[-1]))
+            return real(*args)
+
+        monkeypatch.setattr(_kernels, name, recording)
+    assert run() == expected
+    assert {threads for *_, threads in seen} == {1}
+    for name in ("bn_channel_stats", "bn_affine", "bn_backward_sums", "bn_backward_dx"):
+        threads = {t for n, t, _ in seen if n == name}
+        assert "MainThread" in threads and any(t.startswith("fastconv") for t in threads), name
+
+
+@pytest.mark.parametrize("c_lo, c_hi", [(-1, 2), (2, 1), (0, 4)], ids=["negative", "reversed", "past-C"])
+def test_batchnorm_kernels_refuse_a_bad_channel_range(c_lo, c_hi):
+    x = np.zeros((2, 3, 5))
+    stats = np.empty(3), np.empty(3)
+    with pytest.raises(ValueError, match="c_lo"):
+        _kernels.bn_channel_stats(x, *stats, c_lo, c_hi, 1)
+    with pytest.raises(ValueError, match="c_lo"):
+        _kernels.bn_affine(x, np.zeros(3), np.ones(3), np.zeros(3), np.empty_like(x), c_lo, c_hi, 1)
+    with pytest.raises(ValueError, match="c_lo"):
+        _kernels.bn_backward_sums(x, x, np.zeros(3), *stats, c_lo, c_hi, 1)
+    with pytest.raises(ValueError, match="c_lo"):
+        _kernels.bn_backward_dx(x, x, np.zeros(3), np.ones(3), np.ones(3), np.zeros(3), np.empty_like(x),
+                                c_lo, c_hi, 1)

@@ -169,12 +169,15 @@ def test_overwrite_removes_the_previous_runs_files(data_env, capsys):
     out = data_env / "run"
     assert _train(out, epochs=3) == 0
     (out / "notes.txt").write_text("mine")
-    (out / "loss.png").write_bytes(b"an old plot")
+    pictures = ("loss.png", "dataset.png", "feature_maps.png", "filters.gif")
+    for name in pictures:
+        (out / name).write_bytes(b"an old picture")
     _error(capsys, _argv(out), "already holds a training run", "checkpoints/")
     assert _train(out, "--overwrite") == 0
     # the old epochs 2 and 3 would otherwise outlive the new epoch 1 (the two newest are kept)
     assert [e for e, _ in checkpoints(out / "checkpoints")] == [1]
-    assert (out / "notes.txt").read_text() == "mine" and not (out / "loss.png").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not any((out / name).exists() for name in pictures)
     with pytest.raises(SystemExit) as info:
         main(_argv(out, "--overwrite", "--resume"))
     assert info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

@@ -61,6 +61,7 @@ def test_train_evaluate_predict(data_env, capsys):
     assert _train(out, plots=True) == 0
     stdout = capsys.readouterr().out
     assert "test accuracy:" in stdout and "training on 270 images, validating on 30" in stdout
+    assert " after 2 epochs (" in stdout
     history = json.loads((out / "history.json").read_text())
     assert history["dataset"] == "fashion-mnist" and history["num_test"] == 100
     assert len(history["loss"]) == 2 * 9 and len(history["train_acc"]) == 2
@@ -72,8 +73,12 @@ def test_train_evaluate_predict(data_env, capsys):
     model = load_model(out)
     assert model.class_names[1] == "Trouser" and model.preprocess.mode == "channel"
     if plots.have_matplotlib():
-        for name in ("loss", "accuracy", "confusion", "filters", "examples"):
+        for name in ("loss", "accuracy", "confusion", "filters", "examples", "dataset", "feature_maps"):
             assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        from PIL import Image
+
+        with Image.open(out / "filters.gif") as gif:  # 18 iterations: a frame at 0 and after each
+            assert gif.n_frames == 19
 
     # evaluate: the dataset comes from history.json
     assert main(["evaluate", "--model", str(out)]) == 0
@@ -98,6 +103,7 @@ def test_predict_png(data_env, capsys):
     Image = pytest.importorskip("PIL.Image")
     out = data_env["root"] / "run"
     assert _train(out, epochs=1) == 0
+    assert " after 1 epoch (" in capsys.readouterr().out
     X = data_env["X_test"]
     png = data_env["root"] / "img.png"
     Image.fromarray(X[7]).save(png)
@@ -113,6 +119,50 @@ def test_predict_png(data_env, capsys):
     (data_env["root"] / "bad.png").write_bytes(b"not a png")
     assert main(["predict", "--model", str(out), str(data_env["root"] / "bad.png")]) == 1
     assert "not a readable image" in capsys.readouterr().err
+
+
+def test_predict_reports_each_failed_input_and_goes_on(data_env, capsys):
+    out = data_env["root"] / "run"
+    assert _train(out, epochs=1) == 0
+    root = data_env["root"]
+    np.save(root / "a.npy", data_env["X_test"][:2])
+    np.save(root / "b.npy", data_env["X_test"][2])
+    np.save(root / "wrong.npy", np.zeros((2, 3, 5, 5), np.uint8))
+    capsys.readouterr()
+    code = main(["predict", "--model", str(out), str(root / "a.npy"), str(root / "missing.png"),
+                 str(root / "wrong.npy"), str(root / "b.npy")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert [line.split(": ")[0] for line in captured.out.splitlines()] == [
+        f"{root / 'a.npy'}[0]", f"{root / 'a.npy'}[1]", str(root / "b.npy")]
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 3 and "missing.png: no such file" in errors[0]
+    assert "wrong.npy: array of shape (2, 3, 5, 5) does not hold images" in errors[1]
+    assert errors[2] == "fastconv predict: 2 of 4 inputs failed"
+
+
+def test_predict_svm_prints_scores_and_inverts_on_request(data_env, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    out = data_env["root"] / "svm"
+    assert _train(out, "--loss", "svm", epochs=1) == 0
+    X = data_env["X_test"]
+    root = data_env["root"]
+    Image.fromarray(X[3]).save(root / "light.png")
+    Image.fromarray(255 - X[3]).save(root / "dark.png")  # a dark-on-light drawing of the same image
+    np.save(root / "dark.npy", 255 - X[3])
+    capsys.readouterr()
+    assert main(["predict", "--model", str(out), str(root / "light.png"), "--top", "2"]) == 0
+    light = capsys.readouterr().out.strip()
+    model = load_model(out)
+    scores = model.scores(X[3:4, None], prepare=True)[0].astype(np.float64)
+    best = np.argsort(-scores, kind="stable")[:2]
+    assert light == (f"{root / 'light.png'}: {model.class_names[best[0]]} (score {scores[best[0]]:.3f}), "
+                     f"{model.class_names[best[1]]} (score {scores[best[1]]:.3f})")
+    assert main(["predict", "--model", str(out), str(root / "dark.png"), str(root / "dark.npy"),
+                 "--top", "2", "--invert"]) == 0
+    png, npy = capsys.readouterr().out.strip().splitlines()
+    assert png == light.replace("light.png", "dark.png") + " (inverted)"
+    assert npy == light.replace("light.png", "dark.npy") + " (inverted)"
 
 
 def test_resume_matches_uninterrupted_run(data_env, capsys):
@@ -168,6 +218,25 @@ def test_one_line_errors(data_env, capsys):
     assert "expected a positive integer" in capsys.readouterr().err
 
 
+def test_tutorial_preprocessing_and_fixed_split(data_env, capsys):
+    out = data_env["root"] / "tutorial"
+    assert _train(out, "--preprocess", "pixel", "--val-size", "50", "--val-split", "last", epochs=1) == 0
+    assert "training on 250 images, validating on 50" in capsys.readouterr().out
+    model = load_model(out)
+    assert model.preprocess.mode == "pixel" and model.preprocess.std_image.shape == (1, 28, 28)
+    # the statistics are those of the first 250 training images: the last 50 validate
+    train = D.load_fashion_mnist(download=False).X_train[:250]
+    expected = D.Preprocessing.fit(train, mode="pixel")
+    np.testing.assert_array_equal(model.preprocess.mean_image, expected.mean_image)
+    np.testing.assert_array_equal(model.preprocess.std_image, expected.std_image)
+    history = json.loads((out / "history.json").read_text())
+    assert history["settings"]["val_split"] == "last" and history["num_val"] == 50
+    msg = _error(capsys, ["train", "--dataset", "fashion-mnist", "--model", SMALL_NET, "--epochs", "2",
+                          "--batch-size", "32", "--lr", "3e-3", "--out", str(out), "--no-progress", "--no-plots",
+                          "--preprocess", "pixel", "--val-size", "50", "--resume"])
+    assert "--val-split: 'last' in the checkpoint, 'random' now" in msg
+
+
 def test_fc_net_without_validation(data_env, capsys):
     out = data_env["root"] / "fc"
     assert main(["train", "--model", "fc", "--val-size", "0", "--epochs", "1", "--out", str(out),
@@ -184,12 +253,17 @@ def test_cifar10_rgb(data_env, capsys, monkeypatch):
     out = data_env["root"] / "cifar"
     assert main(["train", "--dataset", "cifar10", "--model", "conv4x5-relu-avgpool4-fc", "--epochs", "1",
                  "--batch-size", "25", "--out", str(out), "--no-progress", "--preprocess", "mean_image",
-                 "--threads", "1"]) == 0
+                 "--threads", "1", "--gif-every", "2"]) == 0
     history = json.loads((out / "history.json").read_text())
     assert history["num_train"] == 90 and history["num_test"] == 20
     assert load_model(out).preprocess.mean_image.shape == (3, 32, 32)
     if plots.have_matplotlib():
         assert (out / "filters.png").is_file() and (out / "examples.png").is_file()
+        assert (out / "dataset.png").is_file() and (out / "feature_maps.png").is_file()
+        from PIL import Image
+
+        with Image.open(out / "filters.gif") as gif:  # 4 iterations, a frame every 2: at 0, 2 and 4
+            assert gif.n_frames == 3
 
 
 def test_help_documents_the_layer_syntax(capsys):

@@ -24,8 +24,8 @@ selections take comma-separated lists or repeat the option, e.g.
 default: every workload, fwdbwd, float32, 2 threads, naive on W1conv (about 2 minutes on 2 cores);
 --full: both passes, both dtypes, 1 and 2 threads.
 other modes: --sweep (batch and channel scaling of a 3x3 convolution), --memory (peak extra memory).
-OpenBLAS reads OPENBLAS_CORETYPE at start-up: to compare its kernels, run twice, e.g.
-  env -u OPENBLAS_CORETYPE fastconv bench   and   OPENBLAS_CORETYPE=Haswell fastconv bench
+OpenBLAS reads OPENBLAS_CORETYPE at start-up: --compare-blas runs the suite once with it unset
+(the kernels the CPU calls for, as on a user's machine) and once with Haswell (AVX2), side by side.
 exit status: 0 ok, 3 when a result fails its check (MISMATCH), 1 on bad arguments.
 """
 
@@ -69,6 +69,10 @@ def add_arguments(parser):
                         help="glibc keeps freed memory in the process (fastconv.keep_freed_memory(), as "
                              "`fastconv train` does), in this process and torch's peer alike: no page faults "
                              "for fresh output arrays")
+    parser.add_argument("--compare-blas", action="store_true",
+                        help="run the suite twice, in child processes: OpenBLAS's kernels as the CPU picks them "
+                             "(OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset) and forced to Haswell (AVX2); "
+                             "print both side by side")
     parser.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny shapes, 1 repeat, no warm-up, no pauses (numbers are meaningless)")
@@ -136,6 +140,12 @@ def run(args):
 
     sel = _selection(args)
     mode = "sweep" if args.sweep else "memory" if args.memory else "bench"
+    if args.compare_blas:
+        if mode != "bench":
+            raise ValueError("--compare-blas runs the suite; it does not combine with --sweep or --memory")
+        from .compare import run_compare
+
+        return run_compare(sel, args, _paths(args, "compare-blas")[0], progress)
     json_path, png_path = _paths(args, mode)
     notes = []
     malloc_env = None

@@ -94,11 +94,16 @@ class PoolSpec:
 
 @dataclass(frozen=True)
 class StepSpec:
-    """ConvNet1: conv (pad k//2) - ReLU - max pool 2x2 s2 - affine - ReLU - affine - softmax loss."""
+    """ConvNet1: conv (pad k//2) - ReLU - max pool 2x2 s2 - affine - ReLU - affine - softmax loss.
+
+    ``layer_by_layer``: run as tutorial code writes it, conv, ReLU and pool as three layer
+    calls each way, the conv's backward returning dx too (CS231n's conv_relu_pool_backward
+    does); else as fastconv.models.ConvNet1 runs it (one fused layer, no dx)."""
 
     conv: ConvSpec
     hidden: int
     classes: int
+    layer_by_layer: bool = False
 
     @property
     def features(self):
@@ -109,11 +114,12 @@ class StepSpec:
         return None  # GFLOP/s is shown for single convolutions only
 
     def describe(self):
-        return (f"ConvNet1 step: conv {self.conv.describe()}, ReLU, max pool 2x2 s2, "
+        how = ", layer by layer (conv's dx computed)" if self.layer_by_layer else ""
+        return (f"ConvNet1 step{how}: conv {self.conv.describe()}, ReLU, max pool 2x2 s2, "
                 f"affine {self.features}->{self.hidden}, ReLU, affine {self.hidden}->{self.classes}, softmax loss")
 
     def quick(self):
-        return StepSpec(self.conv.quick(), self.hidden, self.classes)
+        return StepSpec(self.conv.quick(), self.hidden, self.classes, self.layer_by_layer)
 
 
 _W1 = ConvSpec(N=64, C=3, H=32, W=32, F=32, k=7, stride=1, pad=3)
@@ -129,6 +135,7 @@ WORKLOADS = {
     "W4max2x2s2": PoolSpec("max", N=64, C=64, H=32, W=32, k=2, stride=2),
     "W4max3x3s2": PoolSpec("max", N=64, C=64, H=32, W=32, k=3, stride=2),
     "W4avg2x2s2": PoolSpec("avg", N=64, C=64, H=32, W=32, k=2, stride=2),
+    "W1step_layers": StepSpec(_W1, hidden=100, classes=10, layer_by_layer=True),
 }
 
 

@@ -400,10 +400,15 @@ def convnet1_step(layers, p, x, y, spec, backward=True, record=None):
     ``record`` (a dict, checks only) receives the intermediate arrays.
     """
     c = spec.conv
-    # conv -> ReLU -> max pool 2x2: one layer function (fast fuses the three, naive runs
-    # them one after the other), as fastconv.models.ConvNet1 runs it.
-    h3, c3 = layers.conv_relu_pool_forward(x, p["W1"], p["b1"], stride=c.stride, pad=c.pad,
-                                           pool_size=2, pool_stride=2)
+    if spec.layer_by_layer:  # three layer calls, as tutorial code writes them
+        h1, k1 = layers.conv_forward(x, p["W1"], p["b1"], stride=c.stride, pad=c.pad)
+        h2, k2 = layers.relu_forward(h1)
+        h3, k3 = layers.max_pool_forward(h2, 2, 2)
+    else:
+        # conv -> ReLU -> max pool 2x2: one layer function (fast fuses the three, naive
+        # runs them one after the other), as fastconv.models.ConvNet1 runs it.
+        h3, c3 = layers.conv_relu_pool_forward(x, p["W1"], p["b1"], stride=c.stride, pad=c.pad,
+                                               pool_size=2, pool_stride=2)
     h4, c4 = layers.affine_forward(h3, p["W2"], p["b2"])
     h5, c5 = layers.relu_forward(h4)
     scores, c6 = layers.affine_forward(h5, p["W3"], p["b3"])
@@ -413,7 +418,10 @@ def convnet1_step(layers, p, x, y, spec, backward=True, record=None):
     d5, dW3, db3 = layers.affine_backward(dscores, c6)
     d4 = layers.relu_backward(d5, c5)
     d3, dW2, db2 = layers.affine_backward(d4, c4)
-    _, dW1, db1 = layers.conv_relu_pool_backward(d3, c3, need_dx=False)  # the images need no gradient
+    if spec.layer_by_layer:
+        _, dW1, db1 = layers.conv_backward(layers.relu_backward(layers.max_pool_backward(d3, k3), k2), k1)
+    else:
+        _, dW1, db1 = layers.conv_relu_pool_backward(d3, c3, need_dx=False)  # the images need no gradient
     if record is not None:
         # For the GEMM limit's check: the convolution's own output and incoming gradient,
         # from the three layers run separately (checks only, never timed).
@@ -476,7 +484,7 @@ def _step_gemm(spec, x, p, rec, grads, pass_, dtype, name):
     }
 
     def gemms(pass_):
-        conv_gemm_limit(ops, pass_, need_dx=False)
+        conv_gemm_limit(ops, pass_, need_dx=spec.layer_by_layer)
         np.matmul(h3, W2, out=bufs["a2"])
         np.matmul(h5, W3, out=bufs["a3"])
         if pass_ == "fwdbwd":

@@ -7,14 +7,17 @@
 * ``read_idx(path)`` reads one IDX file (the MNIST format), gzipped or not,
   checking its magic number, dimensions and size; anything wrong raises a
   ValueError that names the file.
-* ``read_cifar_batch(data, name)`` reads one CIFAR-10 python batch. Those
-  batches are pickles by format, and unpickling can run arbitrary code, so
-  they go through ``SafeCifarUnpickler``: it refuses every global except the
-  four the format needs, each replaced by a checking stand-in.
+* ``read_cifar_batch(data, name)`` reads one CIFAR-10 python batch (as
+  pickled by the official files, or re-pickled with protocol 2 or 5), and
+  ``read_cifar_meta`` the class names of its ``batches.meta``. Those files
+  are pickles by format, and unpickling can run arbitrary code, so they go
+  through ``SafeCifarUnpickler``: it refuses every global except the few the
+  format needs, each replaced by a checking stand-in.
 * ``Preprocessing`` (``fastconv.preprocessing``, re-exported here) turns uint8
   images into the float input of a model; its statistics are computed on the
   training split, saved with the model, and applied again at prediction.
-* ``train_val_split`` holds out a validation set from the training split.
+* ``train_val_split`` holds out a validation set from the training split: a
+  random one, or the last examples (the tutorials' fixed split).
 
 Where the files are looked for, without ``root`` (the first place that has
 all of a data set's files wins):
@@ -46,11 +49,11 @@ from .._files import sha256_of as file_sha256
 from ..preprocessing import Preprocessing
 # The constants are re-exported for reading. To replace SOURCES or SYSTEM_DIRS (tests do), patch
 # them in fastconv.datasets.registry, where the loaders read them.
-from .cifar import (CIFAR_ARCHIVE, CIFAR_FOLDER, CIFAR_TEST_BATCH, CIFAR_TRAIN_BATCHES, SafeCifarUnpickler,
-                    read_cifar_batch)  # noqa: F401
+from .cifar import (CIFAR_ARCHIVE, CIFAR_FOLDER, CIFAR_META, CIFAR_TEST_BATCH, CIFAR_TRAIN_BATCHES,
+                    SafeCifarUnpickler, read_cifar_batch, read_cifar_meta)  # noqa: F401
 from .download import download_file
 from .idx import read_idx
-from .registry import (CLASS_NAMES, IDX_FILES, LOADERS, SOURCES, SYSTEM_DIRS, TITLES, Dataset,
+from .registry import (CLASS_NAMES, IDX_FILES, LOADERS, SOURCES, SPLITS, SYSTEM_DIRS, TITLES, Dataset,
                        DatasetNotFoundError, fetch, load_cifar10, load_dataset, load_fashion_mnist, load_mnist,
                        train_val_split)  # noqa: F401
 
@@ -67,6 +70,7 @@ __all__ = [
     "load_fashion_mnist",
     "load_mnist",
     "read_cifar_batch",
+    "read_cifar_meta",
     "read_idx",
     "train_val_split",
 ]

@@ -212,9 +212,10 @@ def load_fashion_mnist(root=None, download=True, opener=None):
 
 
 def load_cifar10(root=None, download=True, opener=None):
-    """CIFAR-10: 50,000 + 10,000 uint8 images (N, 3, 32, 32), int64 labels 0-9."""
+    """CIFAR-10: 50,000 + 10,000 uint8 images (N, 3, 32, 32), int64 labels 0-9; the class names
+    from ``batches.meta`` when it is there."""
     location = _locate("cifar10", root, download, opener)
-    batches = read_cifar_folder(location) if location.is_dir() else read_cifar_archive(location)
+    batches, names = read_cifar_folder(location) if location.is_dir() else read_cifar_archive(location)
     train = [batches[b] for b in CIFAR_TRAIN_BATCHES]
     X_test, y_test = batches[CIFAR_TEST_BATCH]
     return Dataset(
@@ -223,7 +224,7 @@ def load_cifar10(root=None, download=True, opener=None):
         y_train=np.concatenate([y for _, y in train]),
         X_test=X_test,
         y_test=y_test,
-        class_names=CLASS_NAMES["cifar10"],
+        class_names=names or CLASS_NAMES["cifar10"],  # batches.meta's, or the official ones without it
         source=str(location),
     )
 
@@ -238,11 +239,23 @@ def load_dataset(name, root=None, download=True, opener=None):
     return LOADERS[name](root=root, download=download, opener=opener)
 
 
-def train_val_split(X, y, num_val, seed=0):
-    """Hold out ``num_val`` random examples: returns (X_train, y_train, X_val, y_val)."""
+#: How ``train_val_split`` chooses the validation examples.
+SPLITS = ("random", "last")
+
+
+def train_val_split(X, y, num_val, seed=0, method="random"):
+    """Hold out ``num_val`` examples: returns (X_train, y_train, X_val, y_val).
+
+    ``method="random"``: a random subset (drawn with ``seed``), both parts in their original order;
+    ``"last"``: the last ``num_val`` examples, the tutorials' fixed split (``seed`` unused)."""
     num_val = check_int(num_val, "num_val", 0, len(X) - 1)
     if len(y) != len(X):
         raise ValueError(f"X and y must have the same length, got {len(X)} and {len(y)}")
+    if method not in SPLITS:
+        raise ValueError(f"method must be one of {', '.join(SPLITS)}, got {method!r}")
+    if method == "last":
+        cut = len(X) - num_val
+        return X[:cut], y[:cut], X[cut:], y[cut:]
     order = np.random.default_rng(seed).permutation(len(X))
     val, train = np.sort(order[:num_val]), np.sort(order[num_val:])
     return X[train], y[train], X[val], y[val]
