@@ -188,6 +188,9 @@ def test_k_ranks_end_the_epoch_where_one_process_does(env, dtype):
         assert b["test_accuracy"] == a["test_accuracy"] and b["train_acc"] == a["train_acc"]
         assert b["val_acc"] == a["val_acc"]
         assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (root / f"one-{dtype}").iterdir())
+    # progress and the result on rank 0 only
+    proc = _ranks(env, 2, [a for a in _argv(root / f"k2-{dtype}-loud", dtype) if a != "--quiet"])
+    assert proc.stdout.count("epoch 1/1:") == 1 and proc.stdout.count("test accuracy:") == 1, proc.stdout
 
 
 _GRADS = r'''
