@@ -8,7 +8,8 @@ same data; together they compute what one process computes, up to rounding:
 
 * ``--batch-size`` is the global batch. Each step's batch comes from the Solver's
   seeded permutation, as in one process, and rank r of K takes its rows
-  ``[B*r//K, B*(r+1)//K)`` (``split``). Every batch must hold at least K images.
+  ``[B*r//K, B*(r+1)//K)`` (``split``); when a batch holds fewer than K images, a rank left
+  without rows runs a stand-in row that counts for nothing.
 * At the start of ``train`` rank 0's whole Solver state (parameters, batchnorm
   statistics, optimizer state, random generators, histories: after ``resume``, the
   checkpoint's) is broadcast. Each step, every rank's gradients, weighted by its
@@ -228,12 +229,6 @@ class DataParallel:
             "model": model.spec() if hasattr(model, "spec") else None,
             "parameters": {k: [list(v.shape), v.dtype.name] for k, v in model.params.items()},
         })
-        N, B = len(solver.X_train), solver.batch_size
-        smallest = N % B or B
-        if smallest < self.size:
-            raise CollectiveError(f"with {self.size} MPI ranks every batch needs at least {self.size} images, "
-                                  f"but the last batch of an epoch has {smallest} ({N} training images in "
-                                  f"batches of {B}): choose another batch size or fewer ranks")
         if not self.root:
             solver.verbose = False  # progress on rank 0 only
 
@@ -268,7 +263,10 @@ class DataParallel:
         solver, model = self.solver, self.solver.model
         B = len(idx)
         lo, hi = split(B, self.rank, self.size)
-        mine = idx[lo:hi]
+        # A batch smaller than the rank count leaves some ranks no rows: such a rank runs the batch's
+        # first row as a stand-in that counts for nothing (weight 0, in batchnorm too), so that it
+        # still takes part in every collective and draws the same dropout masks.
+        mine = idx[lo:hi] if hi > lo else idx[:1]
         t0 = time.perf_counter()
         sync_before = self.seconds["batchnorm_sync"]
         model.distributed = _StepSync(self, lo, hi, B)  # read by the batchnorm and dropout layers
@@ -280,7 +278,7 @@ class DataParallel:
             model.distributed = None
         scores = getattr(model, "last_scores", None)
         known = scores is not None  # a model that keeps no scores has no correct count (every rank alike)
-        correct = int(np.sum(scores.argmax(axis=1) == solver.y_train[mine])) if known else 0
+        correct = int(np.sum(scores.argmax(axis=1) == solver.y_train[mine])) if known and hi > lo else 0
         names = list(model.params)
         dtype = model.params[names[0]].dtype
         sizes = [model.params[k].size for k in names]
@@ -290,7 +288,7 @@ class DataParallel:
         for name, n in zip(names, sizes):
             np.multiply(grads[name].ravel(), dtype.type(weight), out=flat[offset:offset + n])
             offset += n
-        flat[-2], flat[-1] = loss * weight, correct
+        flat[-2], flat[-1] = loss * weight, correct  # weight 0 for a stand-in row
         t1 = time.perf_counter()
         self.comm.Allreduce(self.MPI.IN_PLACE, flat)
         t2 = time.perf_counter()
@@ -397,6 +395,8 @@ class _StepSync:
         if not train or p == 0:  # p was checked by the Dropout layer that calls this
             return _layers.dropout_forward(x, p, train, rng)
         u = rng.random((self.total,) + x.shape[1:])[self.lo:self.hi]
+        if self.hi == self.lo:  # a stand-in row (see loss_and_grads): any mask, it counts for nothing
+            return x.copy(), np.ones_like(x)
         mask = (u >= p).astype(x.dtype) / x.dtype.type(1 - p)  # as layers.dropout_forward makes it
         return x * mask, mask
 
@@ -418,7 +418,8 @@ class _StepSync:
         _per_channel(C, x.size, kernels.bn_channel_stats, x3, mean, var)
         t0 = time.perf_counter()
         every = np.empty((self.comm.Get_size(), 2, C))
-        self.comm.Allgather(np.stack([mean, var * (N * HW)]), every)
+        mine = np.stack([mean, var * (N * HW)]) if self.hi > self.lo else np.zeros((2, C))  # a stand-in: nothing
+        self.comm.Allgather(mine, every)
         self.parallel.seconds["batchnorm_sync"] += time.perf_counter() - t0
         size = self.comm.Get_size()
         counts = [(split(self.total, r, size)[1] - split(self.total, r, size)[0]) * HW for r in range(size)]
@@ -444,16 +445,19 @@ class _StepSync:
         _per_channel(C, x3.size, kernels.bn_backward_sums, dout3, x3, mean, sums[0], sums[1])
         # dout is this rank's loss's gradient (a mean over its rows): weighted, the sums are the batch's
         total = sums * self.weight
+        if self.weight == 0:  # a stand-in row: it adds nothing and gets no gradient
+            sums[:] = 0
         t0 = time.perf_counter()
         self.comm.Allreduce(self.MPI.IN_PLACE, total)
         self.parallel.seconds["batchnorm_sync"] += time.perf_counter() - t0
         M = self.total * x3.shape[2]
         scale = gamma.astype(np.float64) * inv_std
         # as fast.spatial_batchnorm_backward, with the batch's sums brought back to this rank's scale
-        xc_scale = -scale * inv_std * inv_std * total[1] / (M * self.weight)
-        offset = -scale * total[0] / (M * self.weight)
-        dx = np.empty_like(x3)
-        _per_channel(C, x3.size, kernels.bn_backward_dx, dout3, x3, mean, scale, xc_scale, offset, dx)
+        dx = np.zeros_like(x3)
+        if self.weight > 0:
+            xc_scale = -scale * inv_std * inv_std * total[1] / (M * self.weight)
+            offset = -scale * total[0] / (M * self.weight)
+            _per_channel(C, x3.size, kernels.bn_backward_dx, dout3, x3, mean, scale, xc_scale, offset, dx)
         return dx.reshape(shape), (inv_std * sums[1]).astype(x3.dtype), sums[0].astype(x3.dtype)
 
 
@@ -469,6 +473,8 @@ def _combine(counts, every):
     rank's count, mean and sum of squared deviations (``every`` (K, 2, C)), in rank order."""
     n, mean, m2 = counts[0], every[0, 0].copy(), every[0, 1].copy()
     for count, (mean_b, m2_b) in zip(counts[1:], every[1:]):
+        if count == 0:  # a rank without rows (its values are zeros)
+            continue
         total = n + count
         delta = mean_b - mean
         mean += delta * (count / total)

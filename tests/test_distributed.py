@@ -6,7 +6,7 @@ in the official IDX format. K = 1, 2, 3 ranks must end where one process ends, w
 K' ranks or in one process to the same end; a rank killed with SIGKILL stops the others
 (no hang), leaves the last checkpoint intact, and ``--resume`` completes the run; ranks that
 disagree on their command line or data, or miss mpi4py, stop with an error on rank 0 and
-a non-zero exit on every rank. Skipped without mpi4py or ``mpiexec``
+a non-zero exit on every rank; batches smaller than the rank count train as in one process. Skipped without mpi4py or ``mpiexec``
 (``pip install "fastconv[mpi]"``).
 
 The runs use momentum SGD: Adam divides each gradient by its own running size, so a
@@ -199,10 +199,10 @@ from mpi4py import MPI
 from fastconv.models import build_model
 from fastconv.solver import Solver
 
-comm, out = MPI.COMM_WORLD, sys.argv[1]
+comm, out, batch = MPI.COMM_WORLD, sys.argv[1], int(sys.argv[2])
 rng = np.random.default_rng(0)
 X, y = rng.standard_normal((39, 1, 8, 8)), rng.integers(0, 4, 39)
-idx = rng.permutation(39)[:13]
+idx = rng.permutation(39)[:batch]
 result = {}
 for dtype in ("float64", "float32"):
     def make():  # batchnorm on conv and on fc outputs (no bias straight into it: its gradient is 0), dropout, L2
@@ -225,20 +225,24 @@ if comm.rank == 0:
 
 
 @needs_mpi
-@pytest.mark.parametrize("k", [2, 3])
-def test_one_step_gradients_batchnorm_and_dropout_equal_one_process(env, k):
+@pytest.mark.parametrize("k, batch", [(2, 13), (3, 13), (3, 2)], ids=["2-ranks", "3-ranks", "3-ranks-2-images"])
+def test_one_step_gradients_batchnorm_and_dropout_equal_one_process(env, k, batch):
     """The tight check: one step's loss, gradients and batchnorm statistics (conv and fc batchnorm,
-    dropout, L2) on 13 images split 6/7 or 4/4/5 equal one process's, and the dropout generator
-    ends in the same state."""
-    out = env["root"] / f"grads{k}.npz"
+    dropout, L2) on 13 images split 6/7 or 4/4/5, or 2 images on 3 ranks (rank 0 without rows),
+    equal one process's, and the dropout generator ends in the same state."""
+    out = env["root"] / f"grads{k}-{batch}.npz"
     script = env["root"] / "grads.py"
     script.write_text(_GRADS)
-    proc = subprocess.run([MPIEXEC, "-n", str(k), sys.executable, str(script), str(out)], env=env["env"],
+    proc = subprocess.run([MPIEXEC, "-n", str(k), sys.executable, str(script), str(out), str(batch)], env=env["env"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     with np.load(out) as saved:
         for key in saved.files:
-            tolerance = {"float64": 1e-12, "float32": 1e-5}[key.split("/")[0]]
+            # Batchnorm over 2 values is ill-conditioned (entries that are 0 in exact arithmetic get
+            # rounding noise): there only float64 is compared, and less tightly.
+            if batch <= 2 and key.startswith("float32"):
+                continue
+            tolerance = {"float64": 1e-12 if batch > 2 else 1e-10, "float32": 1e-5}[key.split("/")[0]]
             one, ranks = saved[key]
             assert rel_error(ranks, one) < tolerance, key
         assert saved["float64/rng"][0] == saved["float64/rng"][1]
@@ -351,12 +355,18 @@ def test_an_error_on_one_rank_alone_aborts_every_rank(env):
 
 
 @needs_mpi
-def test_batches_smaller_than_the_rank_count_are_refused(env):
-    out = env["root"] / "small-batches"
-    # 120 - 18 = 102 training images in batches of 20: the last batch holds 2 images for 3 ranks
-    proc = _ranks(env, 3, _argv(out, extra=("--val-size", "18")), check=False)
-    assert proc.returncode != 0
-    assert "every batch needs at least 3 images, but the last batch of an epoch has 2" in proc.stderr
+@pytest.mark.parametrize("options", [("--val-size", "18"), ("--batch-size", "2", "--limit-train", "30", "--val-size", "10")],
+                         ids=["last-batch-of-2", "every-batch-of-2"])
+def test_batches_smaller_than_the_rank_count_train_as_in_one_process(env, options):
+    """3 ranks on batches of 2 images: a rank without rows (rank 0 first) takes part with a stand-in
+    row that counts for nothing. (120 - 18 = 102 images in batches of 20 end with a batch of 2;
+    30 - 10 = 20 images in batches of 2.)"""
+    name = "-".join(options).replace("--", "")
+    _single(env, _argv(env["root"] / f"small-one-{name}", extra=options))
+    _ranks(env, 3, _argv(env["root"] / f"small-k3-{name}", extra=options))
+    _assert_same_model(env["root"] / f"small-one-{name}", env["root"] / f"small-k3-{name}", "float64")
+    a, b = (json.loads((env["root"] / f"small-{k}-{name}" / "history.json").read_text()) for k in ("one", "k3"))
+    assert rel_error(b["loss"], a["loss"]) < 1e-9 and b["train_acc"] == a["train_acc"]
 
 
 @needs_mpi
