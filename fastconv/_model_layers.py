@@ -14,7 +14,9 @@ A class knows, for its type of layer:
   ``forward(net, x, train) -> (out, cache)`` and ``backward(net, dout, cache, need_dx) ->
   (dx, grads)`` call the layer functions of ``net.layer_module`` (``fastconv.fast`` or
   ``fastconv.naive``): layers are never reimplemented here. ``net`` is the ``Sequential``
-  that holds the layer (its ``params``, ``buffers``, ``rng`` and ``layer_module``).
+  that holds the layer (its ``params``, ``buffers``, ``rng`` and ``layer_module``; while a step of
+  MPI training runs, its ``distributed``: batchnorm and dropout over the global batch,
+  ``fastconv.distributed``).
 
 A new layer type is one class here, listed in ``LAYER_TYPES``.
 """
@@ -276,6 +278,8 @@ class BatchNorm(Layer):
         bn_param = {"mode": "train" if train else "test", "momentum": self.momentum, "eps": self.eps,
                     "running_mean": net.buffers[self.mean_name], "running_var": net.buffers[self.var_name]}
         forward = ops.spatial_batchnorm_forward if self.spatial else ops.batchnorm_forward
+        if train and getattr(net, "distributed", None) is not None:  # MPI: statistics of the global batch
+            forward = net.distributed.batchnorm_forward
         out, cache = forward(x, net.params[self.gamma_name], net.params[self.beta_name], bn_param)
         if train:
             net.buffers[self.mean_name] = bn_param["running_mean"]
@@ -285,6 +289,8 @@ class BatchNorm(Layer):
     def backward(self, net, dout, cache, need_dx):
         ops = net.layer_module
         backward = ops.spatial_batchnorm_backward if self.spatial else ops.batchnorm_backward
+        if getattr(net, "distributed", None) is not None:
+            backward = net.distributed.batchnorm_backward
         dx, dgamma, dbeta = backward(dout, cache)
         return dx, {self.gamma_name: dgamma, self.beta_name: dbeta}
 
@@ -392,7 +398,9 @@ class Dropout(Layer):
         self.p = spec["p"]
 
     def forward(self, net, x, train):
-        return net.layer_module.dropout_forward(x, self.p, train=train, rng=net.rng)
+        sync = getattr(net, "distributed", None)  # MPI: this rank's rows of the global batch's mask
+        forward = net.layer_module.dropout_forward if sync is None else sync.dropout_forward
+        return forward(x, self.p, train=train, rng=net.rng)
 
     def backward(self, net, dout, cache, need_dx):
         return net.layer_module.dropout_backward(dout, cache), {}

@@ -40,6 +40,10 @@ JSON object, e.g. the command line's options); ``resume()`` refuses one
 written with any of them different, naming them. Only ``num_epochs`` may
 differ (to train for longer). No pickle anywhere.
 
+MPI: with ``comm`` (an mpi4py communicator, e.g. ``MPI.COMM_WORLD``) every rank
+runs the same Solver on the same data and each step's batch is split over the
+ranks; the result is one process's up to rounding (``fastconv.distributed``).
+
 Progress: with ``verbose``, a tqdm bar per epoch shows the loss, the running
 training accuracy and images/s; without tqdm, a line every ``print_every``
 iterations.
@@ -76,7 +80,7 @@ class Solver:
     def __init__(self, model, data, update_rule="sgd", optim_config=None, lr_decay=1.0, batch_size=100,
                  num_epochs=10, num_train_samples=1000, num_val_samples=None, print_every=100,
                  checkpoint_dir=None, keep_checkpoints=2, seed=None, verbose=True, progress=None,
-                 run_settings=None):
+                 run_settings=None, comm=None):
         self.model = solver_model(model)  # fastconv's models as they are, CS231n's and the tutorials' adapted
         X_train, y_train, self.X_val, self.y_val = solver_data(data)  # CS231n's keys or the tutorials'
         self.X_train, self.y_train = X_train, np.asarray(y_train)
@@ -111,6 +115,7 @@ class Solver:
         self.progress = (_tqdm is not None) if progress is None else bool(progress)
         self.rng = np.random.default_rng(seed)
         self._reset()
+        self.distributed = None if comm is None else _data_parallel(self, comm)
 
     def _reset(self):
         self.epoch = 0
@@ -126,24 +131,33 @@ class Solver:
 
     # ------------------------------------------------------------------ training
     def _step(self, idx):
-        X_batch = self.model.prepare(self.X_train[idx])
-        y_batch = self.y_train[idx]
-        loss, grads = self.model.loss(X_batch, y_batch)
+        if self.distributed is not None:  # this rank's rows of the batch, then one Allreduce
+            loss, grads, correct = self.distributed.loss_and_grads(idx)
+        else:
+            loss, grads, correct = self._loss_and_grads(idx)
         if not np.isfinite(loss):
             raise ValueError(f"the loss became {loss} at epoch {self.epoch + 1}; lower the learning rate")
         for name, w in self.model.params.items():
             next_w, self.optim_configs[name] = self.update_rule(w, grads[name], self.optim_configs[name])
             self.model.params[name] = next_w
         self.loss_history.append(float(loss))
+        return float(loss), correct
+
+    def _loss_and_grads(self, idx):
+        X_batch = self.model.prepare(self.X_train[idx])
+        y_batch = self.y_train[idx]
+        loss, grads = self.model.loss(X_batch, y_batch)
         scores = self.model.last_scores
         correct = int(np.sum(scores.argmax(axis=1) == y_batch)) if scores is not None else None
-        return float(loss), correct  # correct is None for a model that does not keep its scores
+        return loss, grads, correct  # correct is None for a model that does not keep its scores
 
     def check_accuracy(self, X, y, num_samples=None, batch_size=None):
         """Accuracy of the model on (a random sample of ``num_samples`` of) X, y."""
         if num_samples is not None and len(X) > num_samples:
             idx = np.sort(self.rng.choice(len(X), num_samples, replace=False))
             X, y = X[idx], y[idx]
+        if self.distributed is not None:
+            return self.distributed.accuracy(X, y, batch_size or max(self.batch_size, 256))
         return self.model.check_accuracy(X, y, batch_size or max(self.batch_size, 256), prepare=True)
 
     def _run_epoch(self):
@@ -177,6 +191,8 @@ class Solver:
 
     def train(self):
         """Train until ``num_epochs`` epochs are done (from where ``resume`` left off)."""
+        if self.distributed is not None:
+            self.distributed.start()  # every rank takes rank 0's state
         while self.epoch < self.num_epochs:
             seconds = self._run_epoch()
             self.epoch += 1
@@ -239,12 +255,16 @@ class Solver:
 
     def save_checkpoint(self):
         """Write this epoch's checkpoint into ``checkpoint_dir`` (see ``fastconv.checkpoints``)."""
+        if self.distributed is not None and not self.distributed.writes:
+            return None  # rank 0 writes
         return _checkpoints.save_checkpoint(self)
 
     def resume(self, path=None):
         """Restore the state of the newest complete checkpoint in ``checkpoint_dir``
         (or of the checkpoint JSON ``path``). Returns the epoch restored, or 0 when
         there is no checkpoint yet (a fresh start)."""
+        if self.distributed is not None:
+            return self.distributed.resume(path)
         return _checkpoints.resume(self, path)
 
     def history(self):
@@ -256,6 +276,12 @@ class Solver:
             "epoch_seconds": list(self.epoch_times),
             "iterations_per_epoch": -(-len(self.X_train) // self.batch_size),
         }
+
+
+def _data_parallel(solver, comm):
+    from .distributed import DataParallel  # mpi4py only when asked for
+
+    return DataParallel(solver, comm)
 
 
 def _accuracy(correct, seen):

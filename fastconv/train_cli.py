@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _run_folder, animation, plots
+from . import _distributed_cli, _run_folder, animation, plots
 from ._files import read_json, write_json
 from ._inputs import read_image, read_npy
 from ._malloc import keep_freed_memory
@@ -77,6 +77,9 @@ models (--model):
 a Fashion-MNIST recipe (its measured test accuracy and time: README.md, "Training on real data"):
   fastconv train --model conv32x3-bn-maxpool2-relu-conv64x3-bn-maxpool2-relu-fc256-relu-dropout0.3-fc \\
       --epochs 12 --batch-size 128 --lr 1e-3 --lr-decay 0.85 --val-size 0 --threads 1
+
+several processes, on one machine or more: mpiexec -n K fastconv train <the same options> (pip install
+"fastconv[mpi]"; --batch-size stays the global batch; README.md, "More than one machine").
 
 data: $FASTCONV_DATA/<dataset>/, ~/.cache/fastconv/<dataset>/, /usr/share/datasets/fashion-mnist/
 (Debian package dataset-fashion-mnist); otherwise the official files are downloaded (SHA-256 checked).
@@ -247,32 +250,45 @@ class _Split(NamedTuple):
 
 
 def run(args):
-    """``fastconv train``: prepare the run folder, load the data, build the model, train, report."""
+    """``fastconv train``: prepare the run folder, load the data, build the model, train, report.
+    Started by ``mpiexec -n K``, every rank runs this (``fastconv._distributed_cli``)."""
+    if _distributed_cli.launched():
+        return _distributed_cli.run(args, _run)
+    return _run(args)
+
+
+def _run(args, ranks=None):
     _keep_freed_memory()
-    log = (lambda *a, **k: None) if args.quiet else print
-    out, model_kwargs, lock = _prepare_run(args)
-    with lock, _thread_limit(args.threads):
+    ranks = ranks or _distributed_cli.ONE_PROCESS
+    log = (lambda *a, **k: None) if args.quiet or not ranks.root else print
+    out, model_kwargs, lock = _prepare_run(args, ranks)
+    with lock, _thread_limit(args.threads or ranks.threads):
         data, split = _load_split(args, log)
         model = _build(args, data, split, model_kwargs, log)
         w_before = model.first_layer_weights().copy()
-        solver, train_seconds = _train(args, model, split, out, log, _filter_frames(args, model, split))
-        model.save(out)
+        frames = _filter_frames(args, model, split) if ranks.root else None
+        solver, train_seconds = _train(args, model, split, out, log, frames, ranks.comm)
+        if ranks.root:
+            model.save(out)
         t_eval = time.perf_counter()
-        y_pred = model.predict(split.X_test, batch_size=500, prepare=True)
+        y_pred = ranks.predict(model, split.X_test)
         seconds = {"train_seconds_this_run": train_seconds, "test_seconds": time.perf_counter() - t_eval}
-        _report(args, out, data, split, model, solver, w_before, y_pred, seconds, log)
+        if ranks.root:
+            _report(args, out, data, split, model, solver, w_before, y_pred, seconds, log)
     return 0
 
 
-def _prepare_run(args):
+def _prepare_run(args, ranks):
     """The run folder, checked and locked for this run before anything is loaded (see
-    ``_run_folder.claim``), and the convnet1 size options; returns (folder, options, lock)."""
+    ``_run_folder.claim``; by rank 0 under MPI), and the convnet1 size options; returns
+    (folder, options, lock)."""
     out = Path(args.out) if args.out else Path("runs") / f"{args.dataset}-{_model_slug(args.model)}"
     model_kwargs = {k: getattr(args, k) for k in ("num_filters", "filter_size", "hidden_dim")
                     if getattr(args, k) is not None}
     if model_kwargs and args.model != "convnet1":
         raise ValueError("--num-filters, --filter-size and --hidden-dim apply to --model convnet1 only")
-    return out, model_kwargs, _run_folder.claim(out, resume=args.resume, overwrite=args.overwrite)
+    return out, model_kwargs, ranks.on_root(lambda: _run_folder.claim(out, resume=args.resume,
+                                                                      overwrite=args.overwrite))
 
 
 def _load_split(args, log):
@@ -326,7 +342,7 @@ def _filter_frames(args, model, split):
     return animation.FilterFrames(every, MAX_GIF_FRAMES, model.input_shape, per_epoch, last=total)
 
 
-def _train(args, model, split, out, log, frames=None):
+def _train(args, model, split, out, log, frames=None, comm=None):
     """Train (from the last checkpoint with --resume, which must have been written with the
     same RESULT_SETTINGS), recording ``frames`` of the filters; returns the Solver and the
     seconds it took."""
@@ -338,7 +354,7 @@ def _train(args, model, split, out, log, frames=None):
                     update_rule=args.optimizer, optim_config={"learning_rate": lr}, lr_decay=args.lr_decay,
                     batch_size=args.batch_size, num_epochs=args.epochs, checkpoint_dir=ckpt_dir,
                     seed=args.seed, verbose=not args.quiet, progress=not args.no_progress,
-                    run_settings={_option(k): settings[k] for k in RESULT_SETTINGS})
+                    run_settings={_option(k): settings[k] for k in RESULT_SETTINGS}, comm=comm)
     if args.resume:
         epoch = solver.resume()
         if epoch > args.epochs:
