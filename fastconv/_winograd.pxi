@@ -244,82 +244,141 @@ cdef void _wino_input_adjoint_plane(const floating* dV, floating* dx, Py_ssize_t
 # Each 2-D transform is two passes of a 1-D one, on the rows of a tile, then on its columns.
 # The 1-D transforms below run over n vectors: entry i of vector j at ``src[i*se + j*sv]``,
 # entry k of its result at ``dst[k*de + j*dv]``; callers pass strides that make j's loop
-# run over contiguous tiles, so that it vectorizes once inlined. Their constants are typed
-# ``floating``: a bare literal would be a C double, and float32 arithmetic would run in double.
+# run over contiguous tiles, so that it vectorizes once inlined. Each j loop writes one or two
+# rows from at most five: GCC vectorizes a loop only when its runtime alias checks (pairs of
+# rows read and written) number 10 or fewer. Their constants are typed ``floating``: a bare
+# literal would be a C double, and float32 arithmetic would run in double.
 
 cdef inline void _wino4_bt(const floating* src, Py_ssize_t se, Py_ssize_t sv, floating* dst, Py_ssize_t de,
                            Py_ssize_t dv, Py_ssize_t n) noexcept nogil:
     """dst = B^T src (6 entries to 6)."""
     cdef Py_ssize_t j
-    cdef floating d0, d1, d2, d3, d4, d5, t1, t2, t3, t4, two = 2, four = 4, five = 5
+    cdef floating t1, t2, t3, t4, two = 2, four = 4, five = 5
+    cdef const floating* s0 = src
+    cdef const floating* s1 = src + se
+    cdef const floating* s2 = src + 2 * se
+    cdef const floating* s3 = src + 3 * se
+    cdef const floating* s4 = src + 4 * se
+    cdef const floating* s5 = src + 5 * se
+    cdef floating* r0 = dst
+    cdef floating* r1 = dst + de
+    cdef floating* r2 = dst + 2 * de
+    cdef floating* r3 = dst + 3 * de
+    cdef floating* r4 = dst + 4 * de
+    cdef floating* r5 = dst + 5 * de
     for j in range(n):
-        d0, d1, d2 = src[j * sv], src[se + j * sv], src[2 * se + j * sv]
-        d3, d4, d5 = src[3 * se + j * sv], src[4 * se + j * sv], src[5 * se + j * sv]
-        t1 = d4 - four * d2
-        t2 = d3 - four * d1
-        t3 = d4 - d2
-        t4 = two * (d3 - d1)
-        dst[j * dv] = four * d0 - five * d2 + d4
-        dst[de + j * dv] = t1 + t2
-        dst[2 * de + j * dv] = t1 - t2
-        dst[3 * de + j * dv] = t3 + t4
-        dst[4 * de + j * dv] = t3 - t4
-        dst[5 * de + j * dv] = four * d1 - five * d3 + d5
+        r0[j * dv] = four * s0[j * sv] - five * s2[j * sv] + s4[j * sv]
+        r5[j * dv] = four * s1[j * sv] - five * s3[j * sv] + s5[j * sv]
+    for j in range(n):
+        t1 = s4[j * sv] - four * s2[j * sv]
+        t2 = s3[j * sv] - four * s1[j * sv]
+        r1[j * dv] = t1 + t2
+        r2[j * dv] = t1 - t2
+    for j in range(n):
+        t3 = s4[j * sv] - s2[j * sv]
+        t4 = two * (s3[j * sv] - s1[j * sv])
+        r3[j * dv] = t3 + t4
+        r4[j * dv] = t3 - t4
 
 
 cdef inline void _wino4_b(const floating* src, Py_ssize_t se, Py_ssize_t sv, floating* dst, Py_ssize_t de,
                           Py_ssize_t dv, Py_ssize_t n) noexcept nogil:
     """dst = B src, the adjoint of _wino4_bt (6 entries to 6)."""
     cdef Py_ssize_t j
-    cdef floating v0, v5, a, b, c, e, two = 2, four = 4, five = 5
+    cdef floating a, b, c, e, two = 2, four = 4, five = 5
+    cdef const floating* s0 = src
+    cdef const floating* s1 = src + se
+    cdef const floating* s2 = src + 2 * se
+    cdef const floating* s3 = src + 3 * se
+    cdef const floating* s4 = src + 4 * se
+    cdef const floating* s5 = src + 5 * se
+    cdef floating* r0 = dst
+    cdef floating* r1 = dst + de
+    cdef floating* r2 = dst + 2 * de
+    cdef floating* r3 = dst + 3 * de
+    cdef floating* r4 = dst + 4 * de
+    cdef floating* r5 = dst + 5 * de
     for j in range(n):
-        v0, v5 = src[j * sv], src[5 * se + j * sv]
-        a = src[se + j * sv] - src[2 * se + j * sv]
-        c = src[se + j * sv] + src[2 * se + j * sv]
-        b = src[3 * se + j * sv] - src[4 * se + j * sv]
-        e = src[3 * se + j * sv] + src[4 * se + j * sv]
-        dst[j * dv] = four * v0
-        dst[de + j * dv] = four * v5 - four * a - two * b
-        dst[2 * de + j * dv] = -five * v0 - four * c - e
-        dst[3 * de + j * dv] = a + two * b - five * v5
-        dst[4 * de + j * dv] = v0 + c + e
-        dst[5 * de + j * dv] = v5
+        r0[j * dv] = four * s0[j * sv]
+        r5[j * dv] = s5[j * sv]
+    for j in range(n):
+        a = s1[j * sv] - s2[j * sv]
+        b = s3[j * sv] - s4[j * sv]
+        r1[j * dv] = four * s5[j * sv] - four * a - two * b
+    for j in range(n):
+        a = s1[j * sv] - s2[j * sv]
+        b = s3[j * sv] - s4[j * sv]
+        r3[j * dv] = a + two * b - five * s5[j * sv]
+    for j in range(n):
+        c = s1[j * sv] + s2[j * sv]
+        e = s3[j * sv] + s4[j * sv]
+        r2[j * dv] = -five * s0[j * sv] - four * c - e
+    for j in range(n):
+        c = s1[j * sv] + s2[j * sv]
+        e = s3[j * sv] + s4[j * sv]
+        r4[j * dv] = s0[j * sv] + c + e
 
 
 cdef inline void _wino4_at(const floating* src, Py_ssize_t se, Py_ssize_t sv, floating* dst, Py_ssize_t de,
                            Py_ssize_t dv, Py_ssize_t n, floating b0) noexcept nogil:
     """dst = A^T src + b0 (6 entries to 4)."""
     cdef Py_ssize_t j
-    cdef floating m0, m5, a, b, c, e, two = 2, four = 4, eight = 8
+    cdef floating a, b, c, e, two = 2, four = 4, eight = 8
+    cdef const floating* s0 = src
+    cdef const floating* s1 = src + se
+    cdef const floating* s2 = src + 2 * se
+    cdef const floating* s3 = src + 3 * se
+    cdef const floating* s4 = src + 4 * se
+    cdef const floating* s5 = src + 5 * se
+    cdef floating* r0 = dst
+    cdef floating* r1 = dst + de
+    cdef floating* r2 = dst + 2 * de
+    cdef floating* r3 = dst + 3 * de
     for j in range(n):
-        m0, m5 = src[j * sv], src[5 * se + j * sv]
-        a = src[se + j * sv] + src[2 * se + j * sv]
-        b = src[se + j * sv] - src[2 * se + j * sv]
-        c = src[3 * se + j * sv] + src[4 * se + j * sv]
-        e = src[3 * se + j * sv] - src[4 * se + j * sv]
-        dst[j * dv] = m0 + a + c + b0
-        dst[de + j * dv] = b + two * e + b0
-        dst[2 * de + j * dv] = a + four * c + b0
-        dst[3 * de + j * dv] = b + eight * e + m5 + b0
+        a = s1[j * sv] + s2[j * sv]
+        c = s3[j * sv] + s4[j * sv]
+        r0[j * dv] = s0[j * sv] + a + c + b0
+    for j in range(n):
+        a = s1[j * sv] + s2[j * sv]
+        b = s1[j * sv] - s2[j * sv]
+        c = s3[j * sv] + s4[j * sv]
+        e = s3[j * sv] - s4[j * sv]
+        r1[j * dv] = b + two * e + b0
+        r2[j * dv] = a + four * c + b0
+    for j in range(n):
+        b = s1[j * sv] - s2[j * sv]
+        e = s3[j * sv] - s4[j * sv]
+        r3[j * dv] = b + eight * e + s5[j * sv] + b0
 
 
 cdef inline void _wino4_a(const floating* src, Py_ssize_t se, Py_ssize_t sv, floating* dst, Py_ssize_t de,
                           Py_ssize_t dv, Py_ssize_t n) noexcept nogil:
     """dst = A src, the adjoint of _wino4_at without b0 (4 entries to 6)."""
     cdef Py_ssize_t j
-    cdef floating y0, y1, y2, y3, e, o, e4, o4, two = 2, four = 4, eight = 8
+    cdef floating e, o, e4, o4, two = 2, four = 4, eight = 8
+    cdef const floating* s0 = src
+    cdef const floating* s1 = src + se
+    cdef const floating* s2 = src + 2 * se
+    cdef const floating* s3 = src + 3 * se
+    cdef floating* r0 = dst
+    cdef floating* r1 = dst + de
+    cdef floating* r2 = dst + 2 * de
+    cdef floating* r3 = dst + 3 * de
+    cdef floating* r4 = dst + 4 * de
+    cdef floating* r5 = dst + 5 * de
     for j in range(n):
-        y0, y1, y2, y3 = src[j * sv], src[se + j * sv], src[2 * se + j * sv], src[3 * se + j * sv]
-        e = y0 + y2
-        o = y1 + y3
-        e4 = y0 + four * y2
-        o4 = two * y1 + eight * y3
-        dst[j * dv] = y0
-        dst[de + j * dv] = e + o
-        dst[2 * de + j * dv] = e - o
-        dst[3 * de + j * dv] = e4 + o4
-        dst[4 * de + j * dv] = e4 - o4
-        dst[5 * de + j * dv] = y3
+        r0[j * dv] = s0[j * sv]
+        r5[j * dv] = s3[j * sv]
+    for j in range(n):
+        e = s0[j * sv] + s2[j * sv]
+        o = s1[j * sv] + s3[j * sv]
+        r1[j * dv] = e + o
+        r2[j * dv] = e - o
+    for j in range(n):
+        e4 = s0[j * sv] + four * s2[j * sv]
+        o4 = two * s1[j * sv] + eight * s3[j * sv]
+        r3[j * dv] = e4 + o4
+        r4[j * dv] = e4 - o4
 
 
 cdef void _wino4_input_plane(const floating* x, floating* V, Py_ssize_t H, Py_ssize_t W,
