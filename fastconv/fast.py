@@ -281,11 +281,13 @@ def _winograd_wins(g):
     this rule follows the measurements in docs/performance.md ("Winograd: which layers
     win"). Each class of layers names its tile size: "winograd4" there switches it to
     F(4x4, 3x3)."""
-    C, F, P = g.C // g.groups, g.F // g.groups, g.out_h * g.out_w
+    C, P = g.C // g.groups, g.out_h * g.out_w
     if C >= 64 and P >= 16 * 16:  # deep layers
-        return "winograd2"
-    if C >= 16 and F <= C and P >= 24 * 24:  # layers no wider than deep, on larger images
-        return "winograd2"
+        return "winograd4"
+    if C >= 32 and P >= 24 * 24:  # fewer channels, larger images
+        return "winograd4"
+    if C >= 16 and P >= 32 * 32:
+        return "winograd4"
     return None
 
 
