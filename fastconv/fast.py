@@ -703,8 +703,9 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     inv_std = 1.0 / np.sqrt(var + s.eps)
     out = np.empty_like(x)
     scale, offset, out3 = gamma.astype(np.float64) * inv_std, beta.astype(np.float64), out.reshape(N, C, H * W)
-    _over_planes(C, x.size, lambda lo, hi, threads: _kernels.bn_affine(
-        x3, mean, scale, offset, out3, lo, hi, threads))
+    # elementwise: blocks of whole images (contiguous); the sums above: blocks of channels
+    _over_planes(N, x.size, lambda lo, hi, threads: _kernels.bn_affine(
+        x3[lo:hi], mean, scale, offset, out3[lo:hi], 0, C, threads))
     _layers._store_running(bn_param, s, x.dtype, mean, var)
     return out, ("fast", x, np.ascontiguousarray(gamma), mean, inv_std)
 
@@ -733,6 +734,6 @@ def spatial_batchnorm_backward(dout, cache):
     offset = -scale * sum_dout / M
     dx = np.empty_like(x)
     dx3 = dx.reshape(N, C, H * W)
-    _over_planes(C, x.size, lambda lo, hi, threads: _kernels.bn_backward_dx(
-        dout3, x3, mean, dout_scale, xc_scale, offset, dx3, lo, hi, threads))
+    _over_planes(N, x.size, lambda lo, hi, threads: _kernels.bn_backward_dx(
+        dout3[lo:hi], x3[lo:hi], mean, dout_scale, xc_scale, offset, dx3[lo:hi], 0, C, threads))
     return dx, (inv_std * sum_dout_xc).astype(x.dtype), sum_dout.astype(x.dtype)
