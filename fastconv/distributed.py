@@ -407,15 +407,14 @@ class _StepSync:
 
     def batchnorm_forward(self, x, gamma, beta, bn_param):
         """Training-mode batchnorm (spatial for 4-d x) normalized over every rank's rows."""
-        from ._kernels import kernels
+        from . import fast
 
         if not isinstance(x, np.ndarray) or x.ndim not in (2, 4):
             raise ValueError(f"x must be an array (N, D) or (N, C, H, W), got {getattr(x, 'shape', x)!r}")
         s = _layers._bn_settings(x, gamma, beta, bn_param, x.shape[1], "x")
         x, x3 = self._channels(x)
         N, C, HW = x3.shape
-        mean, var = np.empty(C), np.empty(C)
-        _per_channel(C, x.size, kernels.bn_channel_stats, x3, mean, var)
+        mean, var = fast._bn_channel_stats(x3)
         t0 = time.perf_counter()
         every = np.empty((self.comm.Get_size(), 2, C))
         mine = np.stack([mean, var * (N * HW)]) if self.hi > self.lo else np.zeros((2, C))  # a stand-in: nothing
@@ -426,23 +425,20 @@ class _StepSync:
         mean, m2 = _combine(counts, every)
         var = m2 / (self.total * HW)
         inv_std = 1.0 / np.sqrt(var + s.eps)
-        out = np.empty_like(x)
-        _per_channel(C, x.size, kernels.bn_affine, x3, mean, gamma.astype(np.float64) * inv_std,
-                     beta.astype(np.float64), out.reshape(x3.shape))
+        out = fast._bn_normalize(x3, mean, gamma.astype(np.float64) * inv_std,
+                                 beta.astype(np.float64)).reshape(x.shape)
         _layers._store_running(bn_param, s, x.dtype, mean, var)
         return out, (x3, x.shape, np.ascontiguousarray(gamma), mean, inv_std)
 
     def batchnorm_backward(self, dout, cache):
         """(dx, dgamma, dbeta) of this rank's rows; dgamma and dbeta are this rank's sums (the
         step's Allreduce adds them up), dx uses the sums over every rank's rows."""
-        from ._kernels import kernels
+        from . import fast
 
         x3, shape, gamma, mean, inv_std = cache
         check_dout(dout, shape, x3.dtype)
         dout3 = np.ascontiguousarray(dout).reshape(x3.shape)
-        C = x3.shape[1]
-        sums = np.empty((2, C))
-        _per_channel(C, x3.size, kernels.bn_backward_sums, dout3, x3, mean, sums[0], sums[1])
+        sums = np.stack(fast._bn_backward_sums(dout3, x3, mean))
         # dout is this rank's loss's gradient (a mean over its rows): weighted, the sums are the batch's
         total = sums * self.weight
         if self.weight == 0:  # a stand-in row: it adds nothing and gets no gradient
@@ -457,15 +453,8 @@ class _StepSync:
         if self.weight > 0:
             xc_scale = -scale * inv_std * inv_std * total[1] / (M * self.weight)
             offset = -scale * total[0] / (M * self.weight)
-            _per_channel(C, x3.size, kernels.bn_backward_dx, dout3, x3, mean, scale, xc_scale, offset, dx)
+            dx = fast._bn_backward_dx(dout3, x3, mean, scale, xc_scale, offset)
         return dx.reshape(shape), (inv_std * sums[1]).astype(x3.dtype), sums[0].astype(x3.dtype)
-
-
-def _per_channel(C, size, kernel, *arrays):
-    """One of fastconv.fast's batchnorm kernels over the channels [0, C), threaded as fast runs it."""
-    from .fast import _over_planes
-
-    _over_planes(C, size, lambda lo, hi, threads: kernel(*arrays, lo, hi, threads))
 
 
 def _combine(counts, every):

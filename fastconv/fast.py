@@ -15,8 +15,7 @@ backward recomputes ``cols`` chunk by chunk instead of keeping a matrix
 kh*kw times the size of x.
 
 3x3 convolutions with stride 1 and dilation 1 can run Winograd F(2x2, 3x3) instead
-(``algorithm="winograd2"``, or "winograd"; "auto" picks it where it is measured to
-win): per chunk, the input tiles are transformed, ``V`` (16, C, T) for T 2x2 output
+(``algorithm="winograd2"``, or "winograd"): per chunk, the input tiles are transformed, ``V`` (16, C, T) for T 2x2 output
 tiles, the 16 products ``M = U @ V`` (U = the transformed filters, (16, F, C)) are
 one batched ``np.matmul``, and the output transform writes the NCHW output: 16
 multiplications per tile, filter and channel instead of im2col's 36. Backward
@@ -24,7 +23,7 @@ runs the adjoint transforms around ``dU += dM @ V^T`` and ``dV = U^T @ dM``, and
 ``dw = G^T dU G`` at the end. Same chunks, workers and BLAS threads as im2col.
 ``algorithm="winograd4"`` runs F(4x4, 3x3) the same way: 4x4 output tiles, 36
 points, V (36, C, T), M (36, F, T), 36 multiplications per 16 output pixels
-instead of 144.
+instead of 144; "auto" runs it where it is measured to win (``_winograd_wins``).
 
 Threads: when the BLAS may use T > 1 threads, the batch is cut into at least
 T chunks (when it has T images) and T workers take them in turn, each running
@@ -276,19 +275,13 @@ _WINOGRAD_G = {2: WINOGRAD_G, 4: WINOGRAD4_G}
 
 def _winograd_wins(g):
     """The Winograd algorithm "auto" runs for geometry ``g`` (which Winograd can run), or
-    None where im2col is faster: Winograd's transforms cost per channel and per filter, its
-    GEMM savings per channel times filter, and per-tile overheads weigh on small images;
-    this rule follows the measurements in docs/performance.md ("Winograd: which layers
-    win"). Each class of layers names its tile size: "winograd4" there switches it to
-    F(4x4, 3x3)."""
+    None where im2col is faster. Winograd's transforms cost per channel, filter and tile,
+    its GEMM savings per channel times filter, so it loses on few channels and small
+    images; F(4x4, 3x3) beat F(2x2, 3x3) wherever F(2x2) beat im2col. The thresholds follow
+    docs/performance.md ("Winograd F(4x4, 3x3) and the rule of auto")."""
     C, P = g.C // g.groups, g.out_h * g.out_w
-    if C >= 64 and P >= 16 * 16:  # deep layers
-        return "winograd4"
-    if C >= 32 and P >= 24 * 24:  # fewer channels, larger images
-        return "winograd4"
-    if C >= 16 and P >= 32 * 32:
-        return "winograd4"
-    return None
+    wins = (C >= 64 and P >= 16 * 16) or (C >= 32 and P >= 24 * 24) or (C >= 16 and P >= 32 * 32)
+    return "winograd4" if wins else None
 
 
 def _finite(a):
@@ -588,7 +581,7 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
 
 def _over_planes(planes, size, kernel):
     """``kernel(lo, hi, threads)`` over the planes [0, planes) of a pooling layer, or the
-    channels of a batchnorm (``size`` elements in all). Normally one call on OpenMP
+    channels or images of a batchnorm (``size`` elements in all). Normally one call on OpenMP
     threads. When OpenMP must run on one thread (SINGLE_THREADED_KERNELS: a spinning
     libgomp was loaded first, as PyTorch's is when torch is imported before fastconv),
     blocks of planes go to fastconv's own worker threads instead, one kernel thread each,
@@ -696,16 +689,9 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
         return out, (None if cache is None else ("reference", cache))
     x = np.ascontiguousarray(x)
     x3 = x.reshape(N, C, H * W)
-    mean = np.empty(C)
-    var = np.empty(C)
-    _over_planes(C, x.size, lambda lo, hi, threads: _kernels.bn_channel_stats(
-        x3, mean, var, lo, hi, threads))
+    mean, var = _bn_channel_stats(x3)
     inv_std = 1.0 / np.sqrt(var + s.eps)
-    out = np.empty_like(x)
-    scale, offset, out3 = gamma.astype(np.float64) * inv_std, beta.astype(np.float64), out.reshape(N, C, H * W)
-    # elementwise: blocks of whole images (contiguous); the sums above: blocks of channels
-    _over_planes(N, x.size, lambda lo, hi, threads: _kernels.bn_affine(
-        x3[lo:hi], mean, scale, offset, out3[lo:hi], 0, C, threads))
+    out = _bn_normalize(x3, mean, gamma.astype(np.float64) * inv_std, beta.astype(np.float64)).reshape(x.shape)
     _layers._store_running(bn_param, s, x.dtype, mean, var)
     return out, ("fast", x, np.ascontiguousarray(gamma), mean, inv_std)
 
@@ -722,9 +708,7 @@ def spatial_batchnorm_backward(dout, cache):
     N, C, H, W = x.shape
     M = N * H * W
     x3, dout3 = x.reshape(N, C, H * W), dout.reshape(N, C, H * W)
-    sum_dout, sum_dout_xc = np.empty(C), np.empty(C)
-    _over_planes(C, x.size, lambda lo, hi, threads: _kernels.bn_backward_sums(
-        dout3, x3, mean, sum_dout, sum_dout_xc, lo, hi, threads))
+    sum_dout, sum_dout_xc = _bn_backward_sums(dout3, x3, mean)
     # dx = gamma * inv_std / M * (M * dout - dbeta - xhat * dgamma), with xhat = (x - mean) * inv_std,
     # dgamma = inv_std * sum(dout * (x - mean)) and dbeta = sum(dout), is, per channel,
     # dout_scale * dout + xc_scale * (x - mean) + offset:
@@ -732,8 +716,44 @@ def spatial_batchnorm_backward(dout, cache):
     dout_scale = scale
     xc_scale = -scale * inv_std * inv_std * sum_dout_xc / M
     offset = -scale * sum_dout / M
-    dx = np.empty_like(x)
-    dx3 = dx.reshape(N, C, H * W)
-    _over_planes(N, x.size, lambda lo, hi, threads: _kernels.bn_backward_dx(
-        dout3[lo:hi], x3[lo:hi], mean, dout_scale, xc_scale, offset, dx3[lo:hi], 0, C, threads))
+    dx = _bn_backward_dx(dout3, x3, mean, dout_scale, xc_scale, offset).reshape(x.shape)
     return dx, (inv_std * sum_dout_xc).astype(x.dtype), sum_dout.astype(x.dtype)
+
+
+# The four passes of spatial batchnorm in training mode, on C-contiguous (N, C, HW) arrays,
+# threaded as this module's kernels are (fastconv.distributed runs them around its collectives).
+# The sums run in blocks of channels, the elementwise passes in blocks of whole images
+# (contiguous memory); either way each element sees the same arithmetic: the same bits.
+def _bn_channel_stats(x3):
+    """(mean, biased variance) per channel, float64 (C,)."""
+    C = x3.shape[1]
+    mean, var = np.empty(C), np.empty(C)
+    _over_planes(C, x3.size, lambda lo, hi, threads: _kernels.bn_channel_stats(x3, mean, var, lo, hi, threads))
+    return mean, var
+
+
+def _bn_normalize(x3, shift, scale, offset):
+    """(x3 - shift) * scale + offset per channel, a new array like x3."""
+    N, C = x3.shape[:2]
+    out3 = np.empty_like(x3)
+    _over_planes(N, x3.size, lambda lo, hi, threads: _kernels.bn_affine(
+        x3[lo:hi], shift, scale, offset, out3[lo:hi], 0, C, threads))
+    return out3
+
+
+def _bn_backward_sums(dout3, x3, mean):
+    """(sum(dout), sum(dout * (x - mean))) per channel, float64 (C,)."""
+    C = x3.shape[1]
+    sum_dout, sum_dout_xc = np.empty(C), np.empty(C)
+    _over_planes(C, x3.size, lambda lo, hi, threads: _kernels.bn_backward_sums(
+        dout3, x3, mean, sum_dout, sum_dout_xc, lo, hi, threads))
+    return sum_dout, sum_dout_xc
+
+
+def _bn_backward_dx(dout3, x3, mean, dout_scale, xc_scale, offset):
+    """dout_scale * dout + xc_scale * (x - mean) + offset per channel, a new array like x3."""
+    N, C = x3.shape[:2]
+    dx3 = np.empty_like(x3)
+    _over_planes(N, x3.size, lambda lo, hi, threads: _kernels.bn_backward_dx(
+        dout3[lo:hi], x3[lo:hi], mean, dout_scale, xc_scale, offset, dx3[lo:hi], 0, C, threads))
+    return dx3

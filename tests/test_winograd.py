@@ -384,8 +384,8 @@ def test_auto_follows_the_documented_rule_and_backward_follows_forward(monkeypat
 
 
 def test_auto_runs_the_tile_size_its_rule_names(monkeypatch):
-    """Switching "auto" to F(4x4, 3x3) for a class of layers is one line of _winograd_wins:
-    whatever tile it names runs, forward and backward, and equals naive."""
+    """Whatever tile _winograd_wins names is what "auto" runs, forward and backward, and
+    it equals naive."""
     monkeypatch.setattr(fast, "_winograd_wins", lambda g: "winograd4")
     x, w, b, kwargs = _data(CASES[2], np.float64)
     assert fast.conv_algorithm(x, w, b, **kwargs) == "winograd4"
