@@ -31,6 +31,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
+import numpy as np
+
 _lock = threading.Lock()
 _controller = None  # threadpoolctl controller of the loaded BLAS libraries, False if none
 _setters = None  # per BLAS library, the function that sets its thread count process-wide
@@ -157,3 +159,24 @@ def run(workers, one_blas_thread, work):
         finally:
             wait(futures)
         return [first] + [f.result() for f in futures]
+
+
+#: Multiply-adds below which matmul runs whole in the calling thread (a hand-off to a
+#: worker costs tens of microseconds).
+_SPLIT_MIN = 1 << 22
+
+
+def matmul(a, b):
+    """``a @ b`` for 2-D arrays, its rows split over as many workers as the BLAS may use,
+    each on one BLAS thread (small products: whole, in the caller, on one BLAS thread).
+
+    fastconv's own GEMMs outside a convolution (the affine layers) go through here, so
+    that they never wake OpenBLAS's thread pool: when numpy loaded OpenBLAS before
+    fastconv could set OPENBLAS_THREAD_TIMEOUT, each woken pool thread spins for about
+    0.1 s afterwards, on a core the next convolution's workers need."""
+    M, N = a.shape[0], b.shape[1]
+    out = np.empty((M, N), dtype=np.result_type(a, b))
+    workers = max(1, min(blas_threads(), M)) if M * a.shape[1] * N >= _SPLIT_MIN else 1
+    bounds = [M * k // workers for k in range(workers + 1)]
+    run(workers, True, lambda k: np.matmul(a[bounds[k]:bounds[k + 1]], b, out=out[bounds[k]:bounds[k + 1]]))
+    return out

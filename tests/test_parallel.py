@@ -17,6 +17,8 @@ check what the design promises:
 * a forked child process can still convolve (the parent's pool is not inherited).
 """
 import multiprocessing
+import os
+import subprocess
 import threading
 
 import numpy as np
@@ -27,6 +29,7 @@ from fastconv.fast import _kernels  # the kernel build fastconv.fast runs (fastc
 import fastconv.fast as fast
 import fastconv.naive as naive
 from fastconv import _parallel
+from fastconv._child import python_code
 
 from _helpers import DTYPES, assert_close
 
@@ -350,3 +353,70 @@ def test_batchnorm_kernels_refuse_a_bad_channel_range(c_lo, c_hi):
     with pytest.raises(ValueError, match="c_lo"):
         _kernels.bn_backward_dx(x, x, np.zeros(3), np.ones(3), np.ones(3), np.zeros(3), np.empty_like(x),
                                 c_lo, c_hi, 1)
+
+
+# ------------------------------------------------------------ GEMMs outside a convolution
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n_workers", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(64, 700, 90), (5, 2000, 600), (1, 5000, 900), (0, 3, 4), (7, 0, 3)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_split_matmul_equals_a_plain_product(workers, monkeypatch, n_workers, shape, dtype):
+    monkeypatch.setattr(_parallel, "_SPLIT_MIN", 1)  # split even the small ones
+    workers(n_workers)
+    M, K, N = shape
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((N, K)).astype(dtype).T
+    got = _parallel.matmul(a, b)  # b a transposed view, as affine_backward passes w.T
+    assert got.shape == (M, N) and got.dtype == dtype
+    assert_close(got, a.astype(np.float64) @ b.astype(np.float64), dtype, "split matmul")
+
+
+_BLAS_POOL_CPU = """
+import os, sys, time
+import numpy as np  # first: OpenBLAS starts with its own thread timeout (threads spin ~0.1 s)
+pool = [int(t) for t in os.listdir("/proc/self/task") if int(t) != os.getpid()]  # OpenBLAS's threads
+
+def pool_cpu_ns():
+    return sum(int(open(f"/proc/self/task/{t}/schedstat").read().split()[0]) for t in pool)
+
+from fastconv import layers
+rng = np.random.default_rng(0)
+x = rng.standard_normal((64, 8192)).astype(np.float32)
+w = rng.standard_normal((8192, 100)).astype(np.float32)
+b = np.zeros(100, np.float32)
+def fastconv_layers():
+    out, cache = layers.affine_forward(x, w, b)
+    layers.affine_backward(out, cache)
+def plain_numpy():
+    (x @ w).T @ x
+step = {"fastconv": fastconv_layers, "numpy": plain_numpy}[sys.argv[1]]
+step()
+time.sleep(0.3)  # past the spin of the warm-up's threads
+before = pool_cpu_ns()
+for _ in range(4):
+    step()
+    time.sleep(0.12)
+print(len(pool), (pool_cpu_ns() - before) / 1e6)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task") or (os.cpu_count() or 1) < 2,
+                    reason="needs Linux's /proc/self/task and at least 2 CPUs")
+@pytest.mark.parametrize("who", ["fastconv", "numpy"])
+def test_affine_layers_never_wake_openblas_threads(who):
+    """With numpy imported before fastconv, OpenBLAS's pool threads spin for about 0.1 s
+    after each GEMM they take part in, on a core that the next convolution's workers need
+    (W1step about 1.6x slower, docs/performance.md). fastconv's affine layers run their
+    GEMMs on its own workers, one BLAS thread each: the pool's CPU time stays near zero.
+    The plain numpy product beside it shows that the measurement sees the spinning."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    env["OPENBLAS_NUM_THREADS"] = "2"
+    run = subprocess.run(python_code(_BLAS_POOL_CPU, who), env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    threads, cpu_ms = run.stdout.split()
+    if int(threads) < 1:
+        pytest.skip("this numpy's BLAS started no thread pool")
+    if who == "fastconv":
+        assert float(cpu_ms) < 20, f"OpenBLAS's threads ran {cpu_ms} ms during fastconv's affine layers"
+    else:
+        assert float(cpu_ms) > 100, f"plain numpy GEMMs woke OpenBLAS's threads for only {cpu_ms} ms"
