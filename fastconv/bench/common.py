@@ -97,8 +97,8 @@ class StepSpec:
     """ConvNet1: conv (pad k//2) - ReLU - max pool 2x2 s2 - affine - ReLU - affine - softmax loss.
 
     ``layer_by_layer``: run as tutorial code writes it, conv, ReLU and pool as three layer
-    calls each way, the conv's backward returning dx too (CS231n's conv_relu_pool_backward
-    does); else as fastconv.models.ConvNet1 runs it (one fused layer, no dx)."""
+    calls each way (the conv's backward with need_dx=False); else as fastconv.models.ConvNet1
+    runs it (one fused layer). Neither computes a gradient for the images."""
 
     conv: ConvSpec
     hidden: int
@@ -114,7 +114,7 @@ class StepSpec:
         return None  # GFLOP/s is shown for single convolutions only
 
     def describe(self):
-        how = ", layer by layer (conv's dx computed)" if self.layer_by_layer else ""
+        how = ", layer by layer" if self.layer_by_layer else ""
         return (f"ConvNet1 step{how}: conv {self.conv.describe()}, ReLU, max pool 2x2 s2, "
                 f"affine {self.features}->{self.hidden}, ReLU, affine {self.hidden}->{self.classes}, softmax loss")
 

@@ -419,7 +419,9 @@ def convnet1_step(layers, p, x, y, spec, backward=True, record=None):
     d4 = layers.relu_backward(d5, c5)
     d3, dW2, db2 = layers.affine_backward(d4, c4)
     if spec.layer_by_layer:
-        _, dW1, db1 = layers.conv_backward(layers.relu_backward(layers.max_pool_backward(d3, k3), k2), k1)
+        # the images need no gradient (docs/workloads.md: CS231n's conv_backward_fast computes it anyway)
+        _, dW1, db1 = layers.conv_backward(layers.relu_backward(layers.max_pool_backward(d3, k3), k2), k1,
+                                           need_dx=False)
     else:
         _, dW1, db1 = layers.conv_relu_pool_backward(d3, c3, need_dx=False)  # the images need no gradient
     if record is not None:
@@ -484,7 +486,7 @@ def _step_gemm(spec, x, p, rec, grads, pass_, dtype, name):
     }
 
     def gemms(pass_):
-        conv_gemm_limit(ops, pass_, need_dx=spec.layer_by_layer)
+        conv_gemm_limit(ops, pass_, need_dx=False)
         np.matmul(h3, W2, out=bufs["a2"])
         np.matmul(h5, W3, out=bufs["a3"])
         if pass_ == "fwdbwd":
