@@ -63,6 +63,9 @@ def add_arguments(parser):
                              "Default: the usual places ($FASTCONV_DATA, ~/.cache/fastconv, "
                              "/usr/share/datasets), else seeded random images")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="glibc keeps freed memory in this process (fastconv.keep_freed_memory(), as "
+                             "`fastconv train` does), for both contenders: no page faults for fresh arrays")
 
 
 def _data(n, root=None, seed=0):
@@ -232,6 +235,7 @@ def run(args):
     if args.images < args.batch_size or args.batch_size < 1 or args.repeats < 1 or args.threads < 1:
         raise ValueError("need --images >= --batch-size >= 1, --repeats >= 1 and --threads >= 1")
     torch.set_num_threads(args.threads)
+    kept = fastconv.keep_freed_memory() if args.keep_freed_memory else False
     X, y, source = _data(args.images, args.data)
     scale = EPOCH_IMAGES / len(X)
     try:
@@ -244,14 +248,14 @@ def run(args):
     print(f"batch {args.batch_size}, float32, Adam lr 1e-3, {args.threads} threads (BLAS, OpenMP, torch); "
           f"OpenBLAS kernels: {threads_info.get('openblas_kernels')}; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; torch {torch.__version__}; "
-          f"CPU: {cpu.get('model')}")
+          f"CPU: {cpu.get('model')}; freed memory kept: {kept}")
     with threadpool_limits(limits=args.threads):
         results = [_compare(name, args, X, y, scale, torch) for name in args.models.split(",") if name]
     if args.json:
         from fastconv.bench.report import write_json
 
         write_json(args.json, {"source": source, "images": len(X), "batch_size": args.batch_size,
-                               "threads": args.threads, "cpu": cpu,
+                               "threads": args.threads, "cpu": cpu, "keep_freed_memory": kept,
                                "threads_info": {k: v for k, v in threads_info.items() if k != "threadpools"},
                                "results": results})
     return 0

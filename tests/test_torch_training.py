@@ -44,6 +44,19 @@ def test_epoch_times_on_a_few_images(tmp_path):
         assert row["scores_rel_error"] < 1e-4  # the torch twin computes the same network
         assert row["fastconv_s_per_epoch"] > 0 and row["torch_s_per_epoch"] > 0 and row["naive_s_per_epoch"] > 0
     assert doc["results"][0]["model"].startswith("ConvNet1 ")
+    assert doc["keep_freed_memory"] is False
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch is not installed")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_keep_freed_memory_is_applied_and_recorded(tmp_path):
+    write_idx_set(tmp_path / "fashion-mnist", np.random.default_rng(0), n_train=32, n_test=8)
+    out = tmp_path / "epochs.json"
+    proc = _run("--data", tmp_path, "--models", "convnet1", "--images", 32, "--batch-size", 32,
+                "--threads", 1, "--repeats", 1, "--keep-freed-memory", "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "freed memory kept: True" in proc.stdout
+    assert json.loads(out.read_text())["keep_freed_memory"] is True
 
 
 def test_a_missing_data_folder_is_an_error(tmp_path):
