@@ -474,6 +474,30 @@ cdef inline void _reaching_columns(Py_ssize_t kw, Py_ssize_t stride_w, Py_ssize_
     j_hi[0] = min(kw, pad_w + W)
 
 
+cdef inline void _max_update_pair(const floating* src, floating* max_row, int32_t* arg_row, int32_t idx,
+                                  Py_ssize_t n) noexcept nogil:
+    """_max_plane_direct's update by two adjacent kernel columns at stride 2 (2x2 / 2
+    pooling): the first maximum of each pixel pair, then of the row so far and that (the
+    same pick as taking them one after the other). Both loads in one loop body, and
+    "beats" written as ``a == a and not (b <= a)`` (b > a, or b NaN and a not): in that
+    form GCC vectorizes the loop (even/odd split by shuffles), in the other it branches."""
+    cdef Py_ssize_t k
+    cdef floating v0, v1, v, mo
+    cdef bint odd, take
+    cdef int32_t i, one = 1, two = 2  # int32 constants: a bare literal is a C long, 64-bit lanes
+    for k in range(n):
+        v0 = src[2 * k]
+        v1 = src[2 * k + 1]
+        odd = (v0 == v0) & (not (v1 <= v0))
+        v = v1 if odd else v0
+        i = idx + one if odd else idx
+        mo = max_row[k]
+        take = (mo == mo) & (not (v <= mo))
+        max_row[k] = v if take else mo
+        arg_row[k] = i if take else arg_row[k]
+        idx = idx + two
+
+
 cdef void _max_plane_direct(const floating* xp, floating* op, int32_t* ap,
                             Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
                             Py_ssize_t kh, Py_ssize_t stride_h, Py_ssize_t stride_w,
@@ -488,6 +512,8 @@ cdef void _max_plane_direct(const floating* xp, floating* op, int32_t* ap,
     cdef floating* max_row
     cdef int32_t* arg_row
     cdef const floating* src
+    # two kernel columns at stride 2 that reach the same outputs (2x2 / 2 pooling, any padding)
+    cdef bint pair = nj == 2 and stride_w == 2 and first[0] == first[1] and count[0] == count[1]
     for oh in range(out_h):
         h0 = oh * stride_h - pad_h
         h1 = min(h0 + kh, H)
@@ -498,6 +524,11 @@ cdef void _max_plane_direct(const floating* xp, floating* op, int32_t* ap,
             max_row[ow] = -INFINITY
             arg_row[ow] = <int32_t>(h0 * W + max(ow * stride_w - pad_w, 0))
         for ih in range(h0, h1):
+            if pair:
+                iw0 = j_lo - pad_w + first[0] * 2
+                _max_update_pair(xp + ih * W + iw0, max_row + first[0], arg_row + first[0],
+                                 <int32_t>(ih * W + iw0), count[0])
+                continue
             for jj in range(nj):
                 n = count[jj]
                 lo = first[jj]
@@ -533,6 +564,34 @@ cdef inline void _split_row2(const floating* xr, floating* d, Py_ssize_t W, Py_s
         for e in range(b, phase_len):
             iw = p - pad_w + 2 * e
             d[p * phase_len + e] = xr[iw] if 0 <= iw < W else -INFINITY
+
+
+cdef inline void _max_update_phases3(const floating* even, const floating* odd, floating* max_row,
+                                     int32_t* arg_row, int32_t idx, Py_ssize_t n) noexcept nogil:
+    """_max_plane_phased's update by one input row for kw == 3, stride_w == 2: window
+    columns 0, 1, 2 of output k are even[k], odd[k], even[k + 1]. The third wins only if
+    it beats both others, the second if it beats the first (each "beats" between two
+    loaded values, see _max_update_pair: a select's result in a NaN test stops GCC from
+    vectorizing); then the row so far against that. n is a multiple of 8: no tail."""
+    cdef Py_ssize_t k
+    cdef floating v0, v1, v2, u, v, mo
+    cdef bint b10, b2, take
+    cdef int32_t i1, i, one = 1, two = 2
+    for k in range(n):
+        v0 = even[k]
+        v1 = odd[k]
+        v2 = even[k + 1]
+        b10 = (v0 == v0) & (not (v1 <= v0))
+        b2 = (v0 == v0) & (not (v2 <= v0)) & (v1 == v1) & (not (v2 <= v1))
+        u = v1 if b10 else v0
+        i1 = idx + one if b10 else idx
+        v = v2 if b2 else u
+        i = idx + two if b2 else i1
+        mo = max_row[k]
+        take = (mo == mo) & (not (v <= mo))
+        max_row[k] = v if take else mo
+        arg_row[k] = i if take else arg_row[k]
+        idx = idx + two
 
 
 cdef void _max_plane_phased(const floating* xp, floating* op, int32_t* ap,
@@ -580,6 +639,10 @@ cdef void _max_plane_phased(const floating* xp, floating* op, int32_t* ap,
             iw = ow * stride_w - pad_w
             arg_row[ow] = <int32_t>(h0 * W + (iw if iw > 0 else 0))
         for ih in range(h0, h1):
+            if kw == 3 and stride_w == 2:
+                src = phases + ih * 2 * phase_len
+                _max_update_phases3(src, src + phase_len, max_row, arg_row, <int32_t>(ih * W - pad_w), out_w8)
+                continue
             for j in range(kw):
                 src = phases + (ih * stride_w + j % stride_w) * phase_len + j // stride_w
                 base = <int32_t>(ih * W + j - pad_w)

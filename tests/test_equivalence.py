@@ -303,8 +303,8 @@ def test_max_pool_ties_route_to_first_maximum_all_equal():
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize(
     "kernel, stride, pad",
-    [(2, None, 0), (3, 1, 1), (3, 2, 1), ((2, 3), (1, 2), (1, 0))],
-    ids=["k2-sNone-p0", "k3-s1-p1", "k3-s2-p1", "k2x3-s1x2-p1x0"],
+    [(2, None, 0), (2, 2, 1), (3, 1, 1), (3, 2, 1), (3, 2, 0), ((2, 3), (1, 2), (1, 0))],
+    ids=["k2-sNone-p0", "k2-s2-p1", "k3-s1-p1", "k3-s2-p1", "k3-s2-p0", "k2x3-s1x2-p1x0"],
 )
 def test_max_pool_ties_identical_in_both_paths(rng, kernel, stride, pad, dtype):
     """Small integers: almost every window has tied maxima; the two paths route identically."""
@@ -362,6 +362,30 @@ def test_max_pool_nan_propagates_in_both_paths(rng, dtype):
     np.testing.assert_array_equal(dx_f, dx_n)
     assert dx_n[0, 0, 3, 3] == 4  # every window holding the NaN sends it its gradient
     assert dx_n[0, 1, 0, 0] == 1 and dx_n[0, 1, 0, 1] == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("kernel, stride, pad", [(2, 2, 0), (2, 2, 1), (3, 2, 0), (3, 2, 1)],
+                         ids=["k2-s2-p0", "k2-s2-p1", "k3-s2-p0", "k3-s2-p1"])
+def test_max_pool_stride2_kernels_match_naive_on_nan_inf_ties_and_zeros(rng, kernel, stride, pad, dtype):
+    """The stride-2 kernels pick among pixel pairs and triples before the running maximum
+    (fastconv/_im2col.pyx, _max_update_pair and _max_update_phases3): on ties, NaNs,
+    infinities and signed zeros in every position they must pick what naive picks."""
+    x = rng.integers(-2, 3, size=(3, 4, 9, 20)).astype(dtype)
+    flat = x.reshape(-1)
+    for value, count in ((np.nan, 25), (-np.inf, 25), (np.inf, 8), (-0.0, 40)):
+        flat[rng.choice(flat.size, count, replace=False)] = value
+    x[0, 0] = -np.inf  # whole windows of -inf: their first valid pixel
+    x[0, 1, :4, :6] = np.nan  # whole windows of NaN: their first NaN
+    results = []
+    for module in (naive, fast):
+        out, cache = module.max_pool_forward(x, kernel, stride, pad)
+        dout = np.arange(1, out.size + 1, dtype=dtype).reshape(out.shape)
+        results.append((out, module.max_pool_backward(dout, cache)))
+    (out_n, dx_n), (out_f, dx_f) = results
+    np.testing.assert_array_equal(out_f, out_n)
+    np.testing.assert_array_equal(np.signbit(out_f), np.signbit(out_n))
+    np.testing.assert_array_equal(dx_f, dx_n)
 
 
 # ---------------------------------------------------------------------------- chunking and N = 0
