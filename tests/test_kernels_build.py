@@ -71,7 +71,7 @@ def test_a_build_uses_no_cpu_feature_its_check_does_not_ask_for(isa):
     assert enabled <= set(build.features), f"{isa} is compiled for {sorted(enabled - set(build.features))} too"
 
 
-def test_the_feature_check_agrees_with_the_kernel():
+def test_the_feature_check_agrees_with_linux():
     """cpu_supports against Linux's own view of the CPU (/proc/cpuinfo, which leaves out
     what the OS does not enable), for every feature a build asks for."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
