@@ -1,7 +1,11 @@
-"""Build script: declares the Cython extension ``fastconv._im2col``, and on x86 a
-second build of the same kernels with AVX2, ``fastconv._im2col_avx2`` (optional:
-if the compiler cannot build it, only a warning; fastconv/_kernels.py loads it
-only on a CPU that has AVX2).
+"""Build script: declares the Cython extension ``fastconv._im2col``, and on x86-64
+more builds of the same kernels for newer CPUs, one per entry of fastconv/_isa.py's
+``OPTIONAL``: ``fastconv._im2col_avx512`` (AVX-512 F/BW/VL/DQ/CD) and
+``fastconv._im2col_avx2`` (AVX2), each compiled with -m<feature> for exactly the
+features _isa.py lists (optional: if the compiler cannot build one, only a warning;
+fastconv/_kernels.py loads one only on a CPU that has all its features). Every build
+is compiled with -ffp-contract=off: no a * b + c becomes an FMA (which AVX-512F has),
+so all builds give the same bits.
 
 Everything else about the package lives in pyproject.toml.
 
@@ -12,11 +16,12 @@ Environment switches (read at build time):
   out-of-bounds access. ``fastconv.show_config()`` reports which build is in.
 * ``FASTCONV_NO_OPENMP=1`` builds without OpenMP even where the compiler has it.
 * ``FASTCONV_NATIVE=1`` adds ``-march=native`` (opt-in only: a binary built
-  that way may crash with SIGILL on an older CPU); no AVX2 build then.
+  that way may crash with SIGILL on an older CPU); no optional builds then.
 """
 import hashlib
 import os
 import platform
+import runpy
 import sys
 import tempfile
 import textwrap
@@ -72,16 +77,26 @@ def _openmp_flags(compiler):
     return None
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
 #: The kernels' source: _im2col.pyx and the files it includes.
-KERNEL_SOURCES = ["fastconv/_im2col.pyx", "fastconv/_winograd.pxi"]
+KERNEL_SOURCES = ["fastconv/_im2col.pyx", "fastconv/_winograd.pxi", "fastconv/_cpu.h"]
+
+#: The names of the builds and the CPU features of each (fastconv/_isa.py, loaded by path:
+#: fastconv cannot be imported before it is built).
+ISA = runpy.run_path(os.path.join(HERE, "fastconv", "_isa.py"))
+
+#: Tuning flags of an optional build beyond its -m<feature> flags: GCC's tuning for some
+#: CPUs keeps AVX-512 code to 256-bit vectors unless asked for 512.
+TUNING = {"avx512": ["-mprefer-vector-width=512"]}
 
 
 def _source_id():
-    """48 bits of the kernels' source hash, compiled into both builds: fastconv/_kernels.py
-    refuses an AVX2 module left over from other source (an optional build that failed)."""
+    """48 bits of the kernels' source hash, compiled into every build: fastconv/_kernels.py
+    refuses an optional module left over from other source (an optional build that failed)."""
     digest = hashlib.sha256()
     for name in KERNEL_SOURCES:
-        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), name), "rb") as f:
+        with open(os.path.join(HERE, name), "rb") as f:
             digest.update(f.read())
     return int(digest.hexdigest()[:12], 16)
 
@@ -97,20 +112,22 @@ class BuildExt(build_ext):
                 "im2col kernels single-threaded (BLAS still uses its own threads)."
             )
         is_msvc = self.compiler.compiler_type == "msvc"
+        optional = {ISA["module_name"](b.isa): b for b in ISA["OPTIONAL"]}
         for ext in self.extensions:
             if flags is not None:
                 ext.extra_compile_args += flags[0]
                 ext.extra_link_args += flags[1]
-            avx2 = ext.name.endswith("_avx2")
+            build = optional.get(ext.name)
+            isa = build.isa if build else (ISA["NATIVE"] if NATIVE else ISA["BASELINE"])
             if not is_msvc:
                 ext.extra_compile_args += ["-O0", "-g"] if DEBUG else ["-O3"]
+                ext.extra_compile_args += ["-ffp-contract=off"]  # no FMA contraction: the same bits
                 if NATIVE:
                     ext.extra_compile_args += ["-march=native"]
-                if avx2:  # AVX2 only: no -mfma, so no contraction changes a result
-                    ext.extra_compile_args += ["-mavx2"]
+                if build:
+                    ext.extra_compile_args += [f"-m{f}" for f in build.features] + TUNING.get(isa, [])
             ext.define_macros += [
-                ("FASTCONV_ISA_AVX2", "1" if avx2 else "0"),
-                ("FASTCONV_ISA_NATIVE", "1" if NATIVE else "0"),
+                ("FASTCONV_ISA", isa),
                 ("FASTCONV_DEBUG_BUILD", "1" if DEBUG else "0"),
                 ("FASTCONV_SOURCE_ID", f"{_source_id()}LL"),
                 ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
@@ -118,26 +135,29 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+INCLUDE_DIRS = [numpy.get_include(), "fastconv"]  # fastconv/ for _cpu.h
+
 extensions = [
     Extension(
         "fastconv._im2col",
         ["fastconv/_im2col.pyx"],
-        include_dirs=[numpy.get_include()],
+        include_dirs=INCLUDE_DIRS,
         depends=KERNEL_SOURCES[1:],
     )
 ]
-# The AVX2 build: GCC/Clang on x86-64, and not when -march=native already targets this CPU.
+# The optional builds: GCC/Clang on x86-64, and not when -march=native already targets this CPU.
 if (not NATIVE and sys.platform != "win32"
         and platform.machine().lower() in ("x86_64", "amd64")):
-    extensions.append(
-        Extension(
-            "fastconv._im2col_avx2",
-            ["fastconv/_im2col_avx2.pyx"],
-            include_dirs=[numpy.get_include()],
-            depends=KERNEL_SOURCES,
-            optional=True,
+    for build in ISA["OPTIONAL"]:
+        extensions.append(
+            Extension(
+                ISA["module_name"](build.isa),
+                [ISA["module_name"](build.isa).replace(".", "/") + ".pyx"],
+                include_dirs=INCLUDE_DIRS,
+                depends=KERNEL_SOURCES,
+                optional=True,
+            )
         )
-    )
 
 setup(
     ext_modules=cythonize(

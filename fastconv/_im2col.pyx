@@ -44,42 +44,31 @@ cdef extern from *:
     static int fc_have_openmp(void) { return 0; }
     static int fc_omp_max_threads(void) { return 1; }
     #endif
-    #ifndef FASTCONV_ISA_AVX2
-    #define FASTCONV_ISA_AVX2 0
-    #endif
-    #ifndef FASTCONV_ISA_NATIVE
-    #define FASTCONV_ISA_NATIVE 0
-    #endif
     #ifndef FASTCONV_SOURCE_ID
     #define FASTCONV_SOURCE_ID 0LL
     #endif
-    static int fc_cpu_has_avx2(void) {
-    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-        __builtin_cpu_init();  /* cpuid, and whether the OS saves the AVX registers */
-        return __builtin_cpu_supports("avx2") != 0;
-    #else
-        return 0;
-    #endif
-    }
     """
     int fc_have_openmp() noexcept nogil
     int fc_omp_max_threads() noexcept nogil
-    int fc_cpu_has_avx2() noexcept nogil
     int FASTCONV_DEBUG_BUILD
-    int FASTCONV_ISA_AVX2
-    int FASTCONV_ISA_NATIVE
     long long FASTCONV_SOURCE_ID
+
+cdef extern from "_cpu.h":
+    const char *fc_isa
+    const char *fc_target_features
+    int fc_cpu_supports(const char *feature) noexcept nogil
 
 
 def build_info():
     """How this extension was compiled: OpenMP in or not, bounds checks on or not, from
-    which source, and for which instructions ("baseline": the compiler's default target; "avx2": the
-    second build of these kernels, fastconv/_im2col_avx2.pyx; "native": -march=native)."""
+    which source, for which build ("isa": a name of fastconv/_isa.py, "baseline", "native"
+    or an optional build's) and the SIMD features its compiler enabled ("features")."""
     return {
         "openmp": bool(fc_have_openmp()),
         "debug_build": bool(FASTCONV_DEBUG_BUILD),
-        "isa": "native" if FASTCONV_ISA_NATIVE else ("avx2" if FASTCONV_ISA_AVX2 else "baseline"),
-        "source_id": int(FASTCONV_SOURCE_ID),  # a hash of _im2col.pyx at build time
+        "isa": fc_isa.decode("ascii"),
+        "features": tuple(fc_target_features.decode("ascii").split()),
+        "source_id": int(FASTCONV_SOURCE_ID),  # a hash of the kernels' source at build time
     }
 
 
@@ -89,10 +78,19 @@ def omp_max_threads():
     return int(fc_omp_max_threads())
 
 
-def cpu_has_avx2():
-    """Whether this CPU (and OS) can run AVX2 code: asked of the CPU by the compiler's
-    runtime (cpuid/xgetbv); False on compilers or machines other than GCC/Clang on x86."""
-    return bool(fc_cpu_has_avx2())
+def cpu_supports(features):
+    """Whether this CPU (and OS) can run code that uses every one of ``features`` (GCC's
+    names: "avx2", "avx512f", ...; fastconv/_isa.py lists each build's): asked of the CPU
+    by the compiler's runtime (cpuid, and xgetbv for the registers the OS saves); False on
+    compilers or machines other than GCC/Clang on x86. ValueError for an unknown name."""
+    cdef int has
+    answer = True
+    for feature in features:
+        has = fc_cpu_supports(feature.encode("ascii"))
+        if has < 0:
+            raise ValueError(f"unknown CPU feature {feature!r}")
+        answer = answer and has == 1
+    return answer
 
 
 cdef int _check_threads(int num_threads) except -1:

@@ -1,6 +1,6 @@
 """The kernels of fastconv/_im2col.pyx, compiled a second time for CPUs with AVX2.
 
-setup.py builds this module with ``-mavx2`` (no FMA, no fast-math: the same
+setup.py builds this module with ``-mavx2`` (no FMA, no fast-math, -ffp-contract=off: the same
 arithmetic in the same order, so results are bitwise those of fastconv._im2col;
 tests/test_kernels_build.py checks it). fastconv/_kernels.py loads it in place of
 fastconv._im2col when the CPU has AVX2: pooling, batchnorm and the col2im adds run

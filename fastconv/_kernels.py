@@ -2,23 +2,61 @@
 
 setup.py compiles fastconv/_im2col.pyx for the compiler's default target
 (``fastconv._im2col``: SSE2 on x86-64, so the wheel runs on any x86-64 CPU) and, on
-x86-64, a second time with AVX2 (``fastconv._im2col_avx2``). Both compute the same
-results bit for bit (no FMA, no reordering); the AVX2 build runs the pooling,
-batchnorm and col2im loops on twice as wide vectors. This module picks one once, at
-import: AVX2 when the CPU has it (the baseline build asks the CPU, before the AVX2
-build is imported, since importing it on an older CPU could crash), else baseline.
+x86-64, once more per optional build of fastconv/_isa.py: ``fastconv._im2col_avx512``
+(AVX-512 F/BW/VL/DQ/CD) and ``fastconv._im2col_avx2`` (AVX2). All compute the same
+results bit for bit (no FMA contraction, no reordering); the wider builds run the
+pooling, batchnorm and col2im loops on wider vectors. This module picks one once, at
+import: the first optional build, best first, that the CPU can run (the baseline build
+asks the CPU for each of the build's features before the build is imported, since
+importing it on an older CPU could crash), that is installed and that comes from the
+same build as the baseline (not left over from other source); else the baseline.
+``reason`` says why, with the reason for each build passed over.
 
 The environment variable FASTCONV_KERNELS overrides the choice: ``auto`` (the
-default), ``baseline``, or ``avx2`` (an error if this CPU or install cannot run it).
+default), ``baseline``, ``avx512`` or ``avx2`` (an error if this CPU or install
+cannot run the build named).
 
 Importing this module raises ImportError when the extension is missing, and ValueError
 (naming FASTCONV_KERNELS) when the extension is there but the variable asks for kernels
 it cannot give: ``fastconv.show_config`` tells the two apart.
 """
+import importlib
 import os
 
+from ._isa import BASELINE, NATIVE, OPTIONAL, module_name
+
 KERNELS_ENV = "FASTCONV_KERNELS"
-_CHOICES = ("auto", "baseline", "avx2")
+_CHOICES = ("auto", BASELINE) + tuple(b.isa for b in OPTIONAL)
+
+
+def optional_build(baseline, build):
+    """(module, None) when this CPU and install can run ``build`` (an entry of
+    fastconv/_isa.py's OPTIONAL), else (None, why not)."""
+    missing = [f for f in build.features if not baseline.cpu_supports((f,))]
+    if missing:
+        return None, f"this CPU (or OS) lacks {', '.join(missing)}"
+    name = module_name(build.isa)
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        return None, f"{name} is not installed ({exc}); reinstall with a compiler that builds it"
+    ours, theirs = baseline.build_info(), module.build_info()
+    if any(ours[k] != theirs[k] for k in ("source_id", "debug_build")):
+        # A module left over from an earlier build (other source, or the debug switch
+        # flipped, and its rebuild failed): never mix the two.
+        return None, f"{name} is stale: it comes from another build than fastconv._im2col; reinstall"
+    return module, None
+
+
+def builds():
+    """{isa: (module, None) or (None, why not)} for the baseline build and every optional
+    one, narrowest first: the builds this CPU and install can run (for tests and benchmarks)."""
+    from . import _im2col as baseline
+
+    found = {baseline.build_info()["isa"]: (baseline, None)}
+    for build in reversed(OPTIONAL):
+        found[build.isa] = optional_build(baseline, build)
+    return found
 
 
 def _load():
@@ -31,32 +69,22 @@ def _load():
             f"{KERNELS_ENV} must be one of {', '.join(_CHOICES)}, "
             f"got {os.environ[KERNELS_ENV]!r}"
         )
-    if wanted == "baseline":
-        return baseline, f"{KERNELS_ENV}=baseline"
-    if baseline.build_info()["isa"] == "native":
+    if wanted == BASELINE:
+        return baseline, f"{KERNELS_ENV}={BASELINE}"
+    if baseline.build_info()["isa"] == NATIVE:
         return baseline, "built with -march=native"
-    if not baseline.cpu_has_avx2():
-        if wanted == "avx2":
-            raise ValueError(f"{KERNELS_ENV}=avx2, but this CPU (or OS) does not run AVX2 code")
-        return baseline, "this CPU has no AVX2"
-    try:
-        from . import _im2col_avx2 as avx2
-    except ImportError as exc:
-        if wanted == "avx2":
-            raise ValueError(
-                f"{KERNELS_ENV}=avx2, but the AVX2 build fastconv._im2col_avx2 is not "
-                f"installed ({exc}); reinstall with a compiler that accepts -mavx2"
-            ) from exc
-        return baseline, "the AVX2 build is not installed"
-    ours, theirs = baseline.build_info(), avx2.build_info()
-    if any(ours[k] != theirs[k] for k in ("source_id", "debug_build")):
-        # A module left over from an earlier build (other source, or the debug switch
-        # flipped, and its rebuild failed): never mix the two.
-        if wanted == "avx2":
-            raise ValueError(f"{KERNELS_ENV}=avx2, but fastconv._im2col_avx2 comes from "
-                             "another build than fastconv._im2col; reinstall fastconv")
-        return baseline, "the AVX2 build is stale (from another build); reinstall"
-    return avx2, "the CPU has AVX2"
+    passed_over = []
+    for build in OPTIONAL:
+        if wanted not in ("auto", build.isa):
+            continue
+        module, why_not = optional_build(baseline, build)
+        if module is not None:
+            because = f"the CPU has {build.label}"
+            return module, because + (f" ({'; '.join(passed_over)})" if passed_over else "")
+        if wanted == build.isa:
+            raise ValueError(f"{KERNELS_ENV}={build.isa}, but {why_not}")
+        passed_over.append(f"not {build.isa}: {why_not}")
+    return baseline, "; ".join(passed_over)
 
 
 kernels, reason = _load()

@@ -52,8 +52,8 @@ from . import layers as _layers
 from .layers import *  # noqa: F401,F403  (the layers without loops, shared with fastconv.naive)
 
 try:
-    # The Cython kernels: fastconv._im2col, or its AVX2 build on a CPU with AVX2
-    # (fastconv/_kernels.py picks; FASTCONV_KERNELS=baseline forces the first).
+    # The Cython kernels: fastconv._im2col, or its AVX-512 or AVX2 build on a CPU that has
+    # it (fastconv/_kernels.py picks; FASTCONV_KERNELS=baseline forces the first).
     from ._kernels import kernels as _kernels
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(

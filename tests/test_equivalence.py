@@ -637,12 +637,14 @@ def test_build_mode():
     if expected == "":
         pytest.skip("FASTCONV_EXPECT_DEBUG_BUILD is unset (1: expect the bounds-checked build, 0: the release build)")
     assert expected in ("0", "1"), f"FASTCONV_EXPECT_DEBUG_BUILD must be 0 or 1, got {expected!r}"
-    builds = [_kernels]  # the build fastconv.fast runs, and every other one installed
-    for name in ("fastconv._im2col", "fastconv._im2col_avx2"):
-        if name == "fastconv._im2col_avx2" and not builds[0].cpu_has_avx2():
+    from fastconv._isa import OPTIONAL, module_name
+
+    builds = [_kernels, importlib.import_module("fastconv._im2col")]  # the one fast runs, and every other
+    for build in OPTIONAL:
+        if not builds[1].cpu_supports(build.features):
             continue  # importing it could crash this CPU
         try:
-            builds.append(importlib.import_module(name))
+            builds.append(importlib.import_module(module_name(build.isa)))
         except ImportError:
             pass
     for build in builds:

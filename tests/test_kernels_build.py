@@ -1,44 +1,95 @@
-"""The two builds of the Cython kernels (fastconv/_kernels.py) give the same bits.
+"""The builds of the Cython kernels (fastconv/_kernels.py) give the same bits.
 
-fastconv._im2col is compiled for the compiler's default target and, on x86-64,
-fastconv._im2col_avx2 from the same source with -mavx2 (and nothing that changes
-arithmetic: no FMA, no fast-math). fastconv.fast runs the AVX2 build on a CPU with
-AVX2. Every fast layer is run here once on each build, on inputs with ties, NaN,
--inf and signed zeros, and the results must be equal byte for byte.
+fastconv._im2col is compiled for the compiler's default target and, on x86-64, once
+more per optional build of fastconv/_isa.py (fastconv._im2col_avx512 with AVX-512,
+fastconv._im2col_avx2 with AVX2) from the same source, with nothing that changes
+arithmetic (no FMA contraction, no fast-math). fastconv.fast runs the widest build the
+CPU can run. Every fast layer is run here once on the baseline and once on each optional
+build this CPU and install can run, on inputs with ties, NaN, -inf and signed zeros, and
+the results must be equal byte for byte.
 """
 import importlib
 import os
+import platform
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from fastconv import _kernels, fast
+from fastconv import _isa, _kernels, fast
 from fastconv._child import python_code
 
 baseline = importlib.import_module("fastconv._im2col")
+OPTIONAL = [b.isa for b in _isa.OPTIONAL]
 
 
-def _avx2_build():
-    if not baseline.cpu_has_avx2():
-        pytest.skip("this CPU has no AVX2: only the baseline build can run here")
-    try:
-        return importlib.import_module("fastconv._im2col_avx2")
-    except ImportError as exc:
-        pytest.skip(f"the AVX2 build is not installed ({exc})")
+def _build(isa):
+    """The optional build ``isa``, or a skip saying why this CPU or install cannot run it."""
+    module, why_not = _kernels.builds()[isa]
+    if module is None:
+        pytest.skip(f"the {isa} build cannot run here: {why_not}")
+    return module
 
 
-def test_fast_runs_the_build_the_cpu_can_run():
+def _at_least_as_wide(isa):
+    """The optional builds that auto tries before ``isa``, and ``isa``."""
+    names = [b.isa for b in _isa.OPTIONAL]
+    return names[:names.index(isa) + 1]
+
+
+def test_fast_runs_the_widest_build_the_cpu_can_run():
     name = fast._kernels.__name__
     assert fast._kernels is _kernels.kernels
     env = os.environ.get(_kernels.KERNELS_ENV, "auto").strip().lower() or "auto"
-    if env == "baseline" or not baseline.cpu_has_avx2() or baseline.build_info()["isa"] == "native":
+    if env == "baseline" or baseline.build_info()["isa"] == "native":
         assert name == "fastconv._im2col", _kernels.reason
+    elif env == "auto":
+        found = _kernels.builds()
+        runnable = [found[b.isa][0] for b in _isa.OPTIONAL if found[b.isa][0] is not None]
+        assert fast._kernels is (runnable[0] if runnable else baseline), _kernels.reason
     else:
-        avx2 = _avx2_build()
-        assert name == avx2.__name__, _kernels.reason
-        assert avx2.build_info()["isa"] == "avx2"
+        assert name == _isa.module_name(env), _kernels.reason
+    assert fast._kernels.build_info()["isa"] in ("baseline", "native", *OPTIONAL)
     assert baseline.build_info()["isa"] in ("baseline", "native")
+
+
+@pytest.mark.parametrize("isa", OPTIONAL)
+def test_each_build_is_named_after_itself(isa):
+    module = _build(isa)
+    assert module.__name__ == _isa.module_name(isa) and module.build_info()["isa"] == isa
+
+
+@pytest.mark.parametrize("isa", OPTIONAL)
+def test_a_build_uses_no_cpu_feature_its_check_does_not_ask_for(isa):
+    """The features the compiler enabled for a build (its predefined macros) beyond the
+    baseline's are all in the list that fastconv/_kernels.py asks the CPU for."""
+    module = _build(isa)
+    build = next(b for b in _isa.OPTIONAL if b.isa == isa)
+    enabled = set(module.build_info()["features"]) - set(baseline.build_info()["features"])
+    assert build.features[0] in enabled, enabled  # the compiler did target it
+    assert enabled <= set(build.features), f"{isa} is compiled for {sorted(enabled - set(build.features))} too"
+
+
+def test_the_feature_check_agrees_with_linux():
+    """cpu_supports against Linux's own view of the CPU (/proc/cpuinfo, which leaves out
+    what the OS does not enable), for every feature a build asks for."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the CPU check answers only on x86-64")
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line for line in f if line.startswith("flags")).split(":")[1].split()
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo with CPU flags here")
+    linux = {"sse3": "pni", "sse4.1": "sse4_1", "sse4.2": "sse4_2"}  # Linux's names where they differ
+    for feature in sorted({f for b in _isa.OPTIONAL for f in b.features} | {"fma"}):
+        assert baseline.cpu_supports((feature,)) == (linux.get(feature, feature) in flags), feature
+
+
+def test_an_unknown_cpu_feature_is_an_error():
+    with pytest.raises(ValueError, match="unknown CPU feature 'avx9000'"):
+        baseline.cpu_supports(("avx2", "avx9000"))
+    assert baseline.cpu_supports(()) is True
 
 
 def _kernels_in_fresh_process(value):
@@ -54,28 +105,99 @@ def test_environment_variable_forces_the_baseline_build():
     assert "FASTCONV_KERNELS=baseline" in run.stdout
 
 
+@pytest.mark.parametrize("isa", OPTIONAL)
+def test_environment_variable_asks_for_an_optional_build(isa):
+    """Where the build can run, the variable gets it; where not, a ValueError naming the variable."""
+    run = _kernels_in_fresh_process(isa)
+    module, why_not = _kernels.builds()[isa]
+    if baseline.build_info()["isa"] == "native":
+        assert run.returncode == 0 and run.stdout.split("|")[0].strip() == "fastconv._im2col", run.stderr
+    elif module is None:
+        assert run.returncode != 0
+        assert "ValueError" in run.stderr and f"FASTCONV_KERNELS={isa}, but" in run.stderr, run.stderr
+    else:
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.split("|")[0].strip() == module.__name__
+
+
 def test_environment_variable_with_a_bad_value_is_a_clear_error():
     run = _kernels_in_fresh_process("sse9")
     assert run.returncode != 0
     assert "ValueError" in run.stderr and "FASTCONV_KERNELS" in run.stderr and "'sse9'" in run.stderr
+    assert "auto, baseline, avx512, avx2" in run.stderr
 
 
-def test_a_stale_avx2_build_is_never_mixed_in(monkeypatch):
-    """An AVX2 module from other source (its optional rebuild failed) is refused."""
-    avx2 = _avx2_build()
-    info = avx2.build_info()
-    monkeypatch.setattr(avx2, "build_info", lambda: dict(info, source_id=info["source_id"] + 1))
+def _without_features(monkeypatch, prefix):
+    """This process's baseline build answers that the CPU has no feature starting with ``prefix``."""
+    real = baseline.cpu_supports
+    monkeypatch.setattr(baseline, "cpu_supports",
+                        lambda features: real(features) and not any(f.startswith(prefix) for f in features))
+
+
+@pytest.mark.parametrize("isa", OPTIONAL)
+def test_a_cpu_without_the_features_falls_back_or_refuses(monkeypatch, isa):
+    """A CPU that lacks a build's features: auto passes it over and says why;
+    FASTCONV_KERNELS=<isa> is a ValueError naming the variable and the feature."""
+    if baseline.build_info()["isa"] == "native":
+        pytest.skip("a -march=native build runs no optional build")
+    build = next(b for b in _isa.OPTIONAL if b.isa == isa)
+    _without_features(monkeypatch, build.features[0])
     monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
     module, reason = _kernels._load()
-    assert module is baseline and "stale" in reason
-    monkeypatch.setenv(_kernels.KERNELS_ENV, "avx2")
+    assert module.build_info()["isa"] != isa
+    assert f"not {isa}: this CPU (or OS) lacks {build.features[0]}" in reason
+    monkeypatch.setenv(_kernels.KERNELS_ENV, isa)
+    with pytest.raises(ValueError, match=f"FASTCONV_KERNELS={isa}, but this CPU \\(or OS\\) lacks {build.features[0]}"):
+        _kernels._load()
+
+
+def test_without_any_optional_build_it_is_the_baseline_with_each_reason(monkeypatch):
+    if baseline.build_info()["isa"] == "native":
+        pytest.skip("a -march=native build runs no optional build")
+    _without_features(monkeypatch, "avx")
+    monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
+    module, reason = _kernels._load()
+    assert module is baseline
+    lacking = [", ".join(f for f in b.features if f.startswith("avx")) for b in _isa.OPTIONAL]
+    assert reason == "; ".join(f"not {b.isa}: this CPU (or OS) lacks {missing}"
+                               for b, missing in zip(_isa.OPTIONAL, lacking)), reason
+
+
+@pytest.mark.parametrize("isa", OPTIONAL)
+def test_a_missing_build_is_passed_over_or_refused(monkeypatch, isa):
+    if baseline.build_info()["isa"] == "native":
+        pytest.skip("a -march=native build runs no optional build")
+    for name in _at_least_as_wide(isa):  # so that auto gets as far as isa
+        monkeypatch.setitem(sys.modules, _isa.module_name(name), None)  # its import fails
+    monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
+    module, reason = _kernels._load()
+    assert module.build_info()["isa"] != isa and f"{_isa.module_name(isa)} is not installed" in reason
+    monkeypatch.setenv(_kernels.KERNELS_ENV, isa)
+    with pytest.raises(ValueError, match=f"FASTCONV_KERNELS={isa}, but .* is not installed"):
+        _kernels._load()
+
+
+@pytest.mark.parametrize("isa", OPTIONAL)
+def test_a_stale_build_is_never_mixed_in(monkeypatch, isa):
+    """An optional module from other source (its optional rebuild failed) is refused."""
+    module = _build(isa)
+    for name in _at_least_as_wide(isa):  # so that auto gets as far as isa
+        other = _kernels.builds()[name][0]
+        if other is not None:
+            info = other.build_info()
+            monkeypatch.setattr(other, "build_info", lambda info=info: dict(info, source_id=info["source_id"] + 1))
+    monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
+    chosen, reason = _kernels._load()
+    assert chosen is not module and f"not {isa}: {module.__name__} is stale" in reason
+    monkeypatch.setenv(_kernels.KERNELS_ENV, isa)
     with pytest.raises(ValueError, match="another build"):
         _kernels._load()
 
 
-def test_both_builds_come_from_the_same_source():
-    avx2 = _avx2_build()
-    assert avx2.build_info()["source_id"] == baseline.build_info()["source_id"] != 0
+@pytest.mark.parametrize("isa", OPTIONAL)
+def test_every_build_comes_from_the_same_source(isa):
+    module = _build(isa)
+    assert module.build_info()["source_id"] == baseline.build_info()["source_id"] != 0
 
 
 def _tricky(rng, shape, dtype):
@@ -153,18 +275,51 @@ LAYERS = {
 }
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize("layer", sorted(LAYERS))
-def test_builds_agree_bit_for_bit(monkeypatch, layer, dtype):
-    avx2 = _avx2_build()
-    results = []
-    for build in (baseline, avx2):
-        monkeypatch.setattr(fast, "_kernels", build)
-        results.append(LAYERS[layer](np.random.default_rng(7), dtype))
-    for i, (a, b) in enumerate(zip(*results)):
+def _assert_same_bytes(results, other, what):
+    for i, (a, b) in enumerate(zip(results, other, strict=True)):
         a, b = np.asarray(a), np.asarray(b)
-        assert a.dtype == b.dtype and a.shape == b.shape, f"result {i}"
+        assert a.dtype == b.dtype and a.shape == b.shape, f"result {i} of {what}"
         assert a.tobytes() == b.tobytes(), (
-            f"result {i} of {layer} differs between the builds: "
+            f"result {i} of {what} differs between the builds: "
             f"{np.count_nonzero(a.view(np.uint8) != b.view(np.uint8))} bytes"
         )
+
+
+def _run_on(monkeypatch, build, layer, dtype):
+    monkeypatch.setattr(fast, "_kernels", build)
+    return LAYERS[layer](np.random.default_rng(7), dtype)
+
+
+@pytest.mark.parametrize("isa", OPTIONAL)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_builds_agree_bit_for_bit(monkeypatch, layer, dtype, isa):
+    other = _build(isa)
+    _assert_same_bytes(_run_on(monkeypatch, baseline, layer, dtype), _run_on(monkeypatch, other, layer, dtype),
+                       f"{layer} on {isa}")
+
+
+class _OneUlpOff:
+    """A stand-in build: the baseline's kernels, except that bn_affine moves the first
+    element it writes by one unit in the last place."""
+
+    def __getattr__(self, name):
+        return getattr(baseline, name)
+
+    def bn_affine(self, x, shift, scale, offset, out, lo, hi, threads):
+        baseline.bn_affine(x, shift, scale, offset, out, lo, hi, threads)
+        first = np.asarray(out).reshape(-1)
+        first[0] = np.nextafter(first[0], np.inf)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_the_comparison_catches_one_ulp_and_a_signed_zero(monkeypatch, dtype):
+    """The check above fails for a build that differs in one bit: the swap of fast's kernels
+    takes effect, and bytes are compared, not values (-0.0 == 0.0 as values)."""
+    results = _run_on(monkeypatch, baseline, "spatial_batchnorm", dtype)
+    off = _run_on(monkeypatch, _OneUlpOff(), "spatial_batchnorm", dtype)
+    with pytest.raises(AssertionError, match="result 0 of spatial_batchnorm differs between the builds"):
+        _assert_same_bytes(results, off, "spatial_batchnorm")
+    zero = np.zeros(3, dtype)
+    with pytest.raises(AssertionError, match="1 bytes"):
+        _assert_same_bytes([zero], [np.array([0.0, -0.0, 0.0], dtype)], "zeros")

@@ -402,7 +402,7 @@ def test_gzip_idx_read_into_one_array(tmp_path, dtype):
 
 # ============================================================================ item 15: FASTCONV_KERNELS
 @pytest.mark.parametrize("value, expected", [
-    ("bogus", "FASTCONV_KERNELS must be one of auto, baseline, avx2, got 'bogus'"),
+    ("bogus", "FASTCONV_KERNELS must be one of auto, baseline, avx512, avx2, got 'bogus'"),
     ("baseline", "in use because FASTCONV_KERNELS=baseline"),
 ])
 def test_config_tells_a_bad_kernel_choice_from_a_missing_extension(value, expected):

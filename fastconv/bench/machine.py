@@ -11,7 +11,7 @@ THREAD_ENV = (
     "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS",
     "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_PROC_BIND", "MKL_NUM_THREADS",
 )
-_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile")
+_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd", "avx512_bf16", "amx_tile")
 
 
 def cpu_info():
@@ -79,7 +79,7 @@ def thread_settings(torch=None):
         "env": {name: os.environ.get(name) for name in THREAD_ENV},
         "threadpools": threadpool_info(),
         "fastconv_build": {k: build.get(k) for k in ("extension", "openmp", "debug_build", "omp_max_threads",
-                                                             "kernels", "isa", "kernels_reason")},
+                                                             "kernels", "isa", "features", "kernels_reason")},
     }
     blas = [p for p in info["threadpools"] if p.get("user_api") == "blas"]
     info["openblas_kernels"] = ", ".join(f"{p.get('internal_api')} {p.get('architecture')}" for p in blas) or None
