@@ -86,9 +86,10 @@ KERNEL_SOURCES = ["fastconv/_im2col.pyx", "fastconv/_winograd.pxi", "fastconv/_c
 #: fastconv cannot be imported before it is built).
 ISA = runpy.run_path(os.path.join(HERE, "fastconv", "_isa.py"))
 
-#: Tuning flags of an optional build beyond its -m<feature> flags: GCC's tuning for some
-#: CPUs keeps AVX-512 code to 256-bit vectors unless asked for 512.
-TUNING = {"avx512": ["-mprefer-vector-width=512"]}
+#: Tuning flags of an optional build beyond its -m<feature> flags. The AVX-512 build keeps
+#: 256-bit vectors (with AVX-512's masks, 32 registers and new instructions): 512-bit ones
+#: made the short loops of the 3x3 pooling and Winograd kernels slower (docs/performance.md).
+TUNING = {"avx512": ["-mprefer-vector-width=256"]}
 
 
 def _source_id():
