@@ -123,6 +123,8 @@ class BuildExt(build_ext):
             if not is_msvc:
                 ext.extra_compile_args += ["-O0", "-g"] if DEBUG else ["-O3"]
                 ext.extra_compile_args += ["-ffp-contract=off"]  # no FMA contraction: the same bits
+                # sqrt need not set errno (the same results): else its call is a branch, and no loop vectorizes
+                ext.extra_compile_args += ["-fno-math-errno"]
                 if NATIVE:
                     ext.extra_compile_args += ["-march=native"]
                 if build:

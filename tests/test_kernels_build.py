@@ -253,6 +253,17 @@ def _batchnorm(rng, dtype):
     return (out, bn_param["running_mean"], bn_param["running_var"]) + fast.spatial_batchnorm_backward(dout, cache)
 
 
+def _adam(rng, dtype):
+    from fastconv import optim
+
+    w = (rng.standard_normal(5000) * 3).astype(dtype)
+    config = None
+    for _ in range(3):
+        dw = (rng.standard_normal(5000) * 10.0 ** rng.integers(-6, 3, 5000)).astype(dtype)
+        w, config = optim.adam(w, dw, config)
+    return w, config["m"], config["v"]
+
+
 LAYERS = {
     "conv-k3x2-s1-p1": lambda rng, dt: _conv(rng, dt, 1, 1, 1, 1),
     "conv-k3x2-s2x1-p2x0-d2-g2": lambda rng, dt: _conv(rng, dt, (2, 1), (2, 0), 2, 2),
@@ -272,6 +283,7 @@ LAYERS = {
     "avgpool-k2-s2": lambda rng, dt: _avg_pool(rng, dt, 2, 2, 0),
     "avgpool-k3-s2-p1": lambda rng, dt: _avg_pool(rng, dt, 3, 2, 1),
     "spatial_batchnorm": _batchnorm,
+    "adam": lambda rng, dt: _adam(rng, dt),
 }
 
 

@@ -100,3 +100,40 @@ def test_bad_arguments():
         optim.adam(W0, DW, {"t": -1})
     with pytest.raises(TypeError, match="config"):
         optim.sgd(W0, DW, [0.1])
+
+
+def _reference_step(rule, w, dw, state, t):
+    """The docstring's formulas with fresh arrays (the rules update their state in place)."""
+    if rule == "momentum":
+        v = 0.9 * state["velocity"] - 1e-2 * dw
+        return w + v, {"velocity": v}
+    if rule == "rmsprop":
+        c = 0.99 * state["cache"] + (1 - 0.99) * (dw * dw)
+        return w - 1e-2 * dw / (np.sqrt(c) + 1e-8), {"cache": c}
+    m = 0.9 * state["m"] + (1 - 0.9) * dw
+    v = 0.999 * state["v"] + (1 - 0.999) * (dw * dw)
+    return w - 1e-3 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8), {"m": m, "v": v}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("rule", ["momentum", "rmsprop", "adam"])
+def test_in_place_state_gives_the_formulas_bit_for_bit(rule, dtype):
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((7, 5)).astype(dtype)
+    keys = {"momentum": ["velocity"], "rmsprop": ["cache"], "adam": ["m", "v"]}[rule]
+    ref_w, ref_state, config = w, {k: np.zeros_like(w) for k in keys}, None
+    for t in range(1, 5):
+        dw = rng.standard_normal(w.shape).astype(dtype)
+        w, config = optim.get_update_rule(rule)(w, dw, config)
+        ref_w, ref_state = _reference_step(rule, ref_w, dw, ref_state, t)
+        assert w.dtype == dtype
+        np.testing.assert_array_equal(w, ref_w)
+        for k in keys:
+            np.testing.assert_array_equal(config[k], ref_state[k])
+
+
+def test_a_read_only_state_array_is_copied_not_written():
+    m = np.zeros_like(W0)
+    m.flags.writeable = False
+    _, config = optim.adam(W0, DW, {"m": m})
+    assert config["m"] is not m and np.all(m == 0) and np.any(config["m"] != 0)
