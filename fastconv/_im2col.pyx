@@ -472,27 +472,36 @@ cdef inline void _reaching_columns(Py_ssize_t kw, Py_ssize_t stride_w, Py_ssize_
     j_hi[0] = min(kw, pad_w + W)
 
 
+cdef inline bint _beats(floating b, floating a) noexcept nogil:
+    """Whether b replaces a as the running maximum: b > a, or b is NaN and a is not (the
+    first NaN wins). Written so that GCC vectorizes the loops that use it: ``(b > a) |
+    ((b != b) & (a == a))`` on a select's result stops its vectorizer ("no vectype")."""
+    return (a == a) & (not (b <= a))
+
+
+cdef inline void _offer(floating* max_row, int32_t* arg_row, Py_ssize_t k, floating v, int32_t i) noexcept nogil:
+    """Output k's running maximum and its index take (v, i) if v beats them."""
+    cdef floating mo = max_row[k]
+    cdef bint take = _beats(v, mo)
+    max_row[k] = v if take else mo
+    arg_row[k] = i if take else arg_row[k]
+
+
 cdef inline void _max_update_pair(const floating* src, floating* max_row, int32_t* arg_row, int32_t idx,
                                   Py_ssize_t n) noexcept nogil:
     """_max_plane_direct's update by two adjacent kernel columns at stride 2 (2x2 / 2
     pooling): the first maximum of each pixel pair, then of the row so far and that (the
-    same pick as taking them one after the other). Both loads in one loop body, and
-    "beats" written as ``a == a and not (b <= a)`` (b > a, or b NaN and a not): in that
-    form GCC vectorizes the loop (even/odd split by shuffles), in the other it branches."""
+    same pick as taking them one after the other). Both loads in one loop body: GCC splits
+    even and odd pixels with vector shuffles (a loop per column loads one lane at a time)."""
     cdef Py_ssize_t k
-    cdef floating v0, v1, v, mo
-    cdef bint odd, take
-    cdef int32_t i, one = 1, two = 2  # int32 constants: a bare literal is a C long, 64-bit lanes
+    cdef floating v0, v1
+    cdef bint odd
+    cdef int32_t one = 1, two = 2  # int32 constants: a bare literal is a C long, 64-bit lanes
     for k in range(n):
         v0 = src[2 * k]
         v1 = src[2 * k + 1]
-        odd = (v0 == v0) & (not (v1 <= v0))
-        v = v1 if odd else v0
-        i = idx + one if odd else idx
-        mo = max_row[k]
-        take = (mo == mo) & (not (v <= mo))
-        max_row[k] = v if take else mo
-        arg_row[k] = i if take else arg_row[k]
+        odd = _beats(v1, v0)
+        _offer(max_row, arg_row, k, v1 if odd else v0, idx + one if odd else idx)
         idx = idx + two
 
 
@@ -569,26 +578,21 @@ cdef inline void _max_update_phases3(const floating* even, const floating* odd, 
     """_max_plane_phased's update by one input row for kw == 3, stride_w == 2: window
     columns 0, 1, 2 of output k are even[k], odd[k], even[k + 1]. The third wins only if
     it beats both others, the second if it beats the first (each "beats" between two
-    loaded values, see _max_update_pair: a select's result in a NaN test stops GCC from
-    vectorizing); then the row so far against that. n is a multiple of 8: no tail."""
+    loaded values: see _beats); then the row so far against that. n is a multiple of 8:
+    no tail."""
     cdef Py_ssize_t k
-    cdef floating v0, v1, v2, u, v, mo
-    cdef bint b10, b2, take
-    cdef int32_t i1, i, one = 1, two = 2
+    cdef floating v0, v1, v2, u
+    cdef bint b10, b2
+    cdef int32_t i1, one = 1, two = 2
     for k in range(n):
         v0 = even[k]
         v1 = odd[k]
         v2 = even[k + 1]
-        b10 = (v0 == v0) & (not (v1 <= v0))
-        b2 = (v0 == v0) & (not (v2 <= v0)) & (v1 == v1) & (not (v2 <= v1))
+        b10 = _beats(v1, v0)
+        b2 = _beats(v2, v0) & _beats(v2, v1)
         u = v1 if b10 else v0
         i1 = idx + one if b10 else idx
-        v = v2 if b2 else u
-        i = idx + two if b2 else i1
-        mo = max_row[k]
-        take = (mo == mo) & (not (v <= mo))
-        max_row[k] = v if take else mo
-        arg_row[k] = i if take else arg_row[k]
+        _offer(max_row, arg_row, k, v2 if b2 else u, idx + two if b2 else i1)
         idx = idx + two
 
 
@@ -922,18 +926,22 @@ def avg_pool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
 # the same order by every build. With four, the AVX-512 build fused two steps into one
 # vector and then added its lanes one by one to keep the order (about 1.3x slower).
 
+cdef inline double _total8(const double* s) noexcept nogil:
+    """The eight running sums added in one fixed order (every build the same bits)."""
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+
+
 cdef inline double _sum_run(const floating* a, Py_ssize_t n, double shift) noexcept nogil:
     """sum(a[k] - shift) over one run."""
     cdef Py_ssize_t k, i, n8 = n - n % 8
     cdef double s[8]
-    for i in range(8):
-        s[i] = 0
+    memset(s, 0, sizeof(s))
     for k in range(0, n8, 8):
         for i in range(8):
             s[i] = s[i] + (a[k + i] - shift)
     for k in range(n8, n):
         s[0] = s[0] + (a[k] - shift)
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+    return _total8(s)
 
 
 cdef inline double _sum_sq_run(const floating* a, Py_ssize_t n, double shift) noexcept nogil:
@@ -941,8 +949,7 @@ cdef inline double _sum_sq_run(const floating* a, Py_ssize_t n, double shift) no
     cdef Py_ssize_t k, i, n8 = n - n % 8
     cdef double s[8]
     cdef double d
-    for i in range(8):
-        s[i] = 0
+    memset(s, 0, sizeof(s))
     for k in range(0, n8, 8):
         for i in range(8):
             d = a[k + i] - shift
@@ -950,21 +957,20 @@ cdef inline double _sum_sq_run(const floating* a, Py_ssize_t n, double shift) no
     for k in range(n8, n):
         d = a[k] - shift
         s[0] = s[0] + d * d
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+    return _total8(s)
 
 
 cdef inline double _sum_prod_run(const floating* a, const floating* b, Py_ssize_t n, double shift) noexcept nogil:
     """sum(a[k] * (b[k] - shift)) over one run."""
     cdef Py_ssize_t k, i, n8 = n - n % 8
     cdef double s[8]
-    for i in range(8):
-        s[i] = 0
+    memset(s, 0, sizeof(s))
     for k in range(0, n8, 8):
         for i in range(8):
             s[i] = s[i] + a[k + i] * (b[k + i] - shift)
     for k in range(n8, n):
         s[0] = s[0] + a[k] * (b[k] - shift)
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+    return _total8(s)
 
 
 def bn_channel_stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] var,
