@@ -924,7 +924,7 @@ def avg_pool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
 
 # Eight running sums each: one 512-bit vector of doubles (two 256-bit ones), added in
 # the same order by every build. With four, the AVX-512 build fused two steps into one
-# vector and then added its lanes one by one to keep the order (about 1.3x slower).
+# vector and then added its lanes one by one to keep the order (docs/performance.md).
 
 cdef inline double _total8(const double* s) noexcept nogil:
     """The eight running sums added in one fixed order (every build the same bits)."""
