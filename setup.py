@@ -1,9 +1,9 @@
-"""Build script: declares the Cython extension ``fastconv._im2col``, and on x86-64
-more builds of the same kernels for newer CPUs, one per entry of fastconv/_isa.py's
-``OPTIONAL``: ``fastconv._im2col_avx512`` (AVX-512 F/BW/VL/DQ/CD) and
-``fastconv._im2col_avx2`` (AVX2), each compiled with -m<feature> for exactly the
-features _isa.py lists (optional: if the compiler cannot build one, only a warning;
-fastconv/_kernels.py loads one only on a CPU that has all its features). Every build
+"""Build script: declares the Cython extension ``fastconv.kernels._im2col``, and on x86-64
+more builds of the same kernels for newer CPUs, one per entry of fastconv/kernels/isa.py's
+``OPTIONAL``: ``fastconv.kernels._im2col_avx512`` (AVX-512 F/BW/VL/DQ/CD) and
+``fastconv.kernels._im2col_avx2`` (AVX2), each compiled with -m<feature> for exactly the
+features isa.py lists (optional: if the compiler cannot build one, only a warning;
+fastconv/kernels/picker.py loads one only on a CPU that has all its features). Every build
 is compiled with -ffp-contract=off: no a * b + c becomes an FMA (which AVX-512F has),
 so all builds give the same bits.
 
@@ -80,11 +80,14 @@ def _openmp_flags(compiler):
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: The kernels' source: _im2col.pyx and the files it includes.
-KERNEL_SOURCES = ["fastconv/_im2col.pyx", "fastconv/_winograd.pxi", "fastconv/_cpu.h"]
+KERNELS = "fastconv/kernels"
+KERNEL_SOURCES = [f"{KERNELS}/{name}" for name in (
+    "_im2col.pyx", "common.pxi", "im2col.pxi", "pooling.pxi", "batchnorm.pxi", "update.pxi",
+    "winograd.pxi", "cpu.h")]
 
-#: The names of the builds and the CPU features of each (fastconv/_isa.py, loaded by path:
+#: The names of the builds and the CPU features of each (fastconv/kernels/isa.py, loaded by path:
 #: fastconv cannot be imported before it is built).
-ISA = runpy.run_path(os.path.join(HERE, "fastconv", "_isa.py"))
+ISA = runpy.run_path(os.path.join(HERE, KERNELS, "isa.py"))
 
 #: Tuning flags of an optional build beyond its -m<feature> flags. The AVX-512 build keeps
 #: 256-bit vectors (with AVX-512's masks, 32 registers and new instructions): 512-bit ones
@@ -93,7 +96,7 @@ TUNING = {"avx512": ["-mprefer-vector-width=256"]}
 
 
 def _source_id():
-    """48 bits of the kernels' source hash, compiled into every build: fastconv/_kernels.py
+    """48 bits of the kernels' source hash, compiled into every build: fastconv/kernels/picker.py
     refuses an optional module left over from other source (an optional build that failed)."""
     digest = hashlib.sha256()
     for name in KERNEL_SOURCES:
@@ -138,12 +141,12 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-INCLUDE_DIRS = [numpy.get_include(), "fastconv"]  # fastconv/ for _cpu.h
+INCLUDE_DIRS = [numpy.get_include(), KERNELS]  # for cpu.h
 
 extensions = [
     Extension(
-        "fastconv._im2col",
-        ["fastconv/_im2col.pyx"],
+        ISA["module_name"](ISA["BASELINE"]),
+        [f"{KERNELS}/_im2col.pyx"],
         include_dirs=INCLUDE_DIRS,
         depends=KERNEL_SOURCES[1:],
     )

@@ -1,6 +1,6 @@
 """The builds of the Cython kernels side by side: the same kernels, timed on each build.
 
-Imports every build of fastconv/_im2col.pyx that this CPU and install can run
+Imports every build of fastconv/kernels/_im2col.pyx that this CPU and install can run
 (``fastconv._kernels.builds()``: baseline, AVX2, AVX-512) in one process, and times each
 kernel on each build in turn (baseline, avx2, avx512, baseline, ...; medians of the
 repeats after a warm-up, ``fastconv.bench.timing.run_interleaved``):
@@ -16,12 +16,12 @@ repeats after a warm-up, ``fastconv.bench.timing.run_interleaved``):
 * the four Winograd F(4x4, 3x3) transforms of one chunk of W2conv3x3 (input, output and
   their adjoints);
 
-in float32 and float64. The kernels are called as fastconv/fast.py calls them: the same
-arguments, workspaces, chunk size (``fast.ConvPlan``) and thread counts: pooling and
-batchnorm on the whole batch with ``fast._threads`` (OpenMP's team, OMP_NUM_THREADS), a
+in float32 and float64. The kernels are called as fastconv/engine/ calls them: the same
+arguments, workspaces, chunk size (``ConvPlan``) and thread counts: pooling and
+batchnorm on the whole batch with ``kernel_threads`` (OpenMP's team, OMP_NUM_THREADS), a
 convolution chunk with ``ConvPlan.threads`` (one thread when the BLAS has several
-threads, as inside fast.py's workers, which run chunks side by side; when OpenMP must run
-on one thread, as after importing torch first, fast.py splits pooling and batchnorm over
+threads, as inside the engine's workers, which run chunks side by side; when OpenMP must run
+on one thread, as after importing torch first, the engine splits pooling and batchnorm over
 its own workers instead, and this script times them on one thread). Before timing,
 each kernel's outputs on every build are checked to be the same bytes as the baseline's.
 
@@ -39,15 +39,17 @@ import sys
 
 import numpy as np
 
-import fastconv.fast as fast
-from fastconv import _kernels
-from fastconv._params import conv_geometry, pool_geometry
+from fastconv.engine import conv, winograd
+from fastconv.engine.pooling import pool_args
+from fastconv.engine.threads import kernel_threads
+from fastconv.kernels import picker as _kernels
+from fastconv.engine.geometry import conv_geometry, pool_geometry
 from fastconv.bench.common import WORKLOADS, conv_data, pool_data
 from fastconv.bench.machine import cpu_info
 from fastconv.bench.timing import Contender, run_interleaved
 
 PROG = "kernel_builds"
-BASELINE = importlib.import_module("fastconv._im2col")  # prepares what a backward kernel reads
+BASELINE = importlib.import_module("fastconv.kernels._im2col")  # prepares what a backward kernel reads
 
 
 class Case:
@@ -63,10 +65,10 @@ def _pool_cases(spec_name, kernel, quick, dtype):
     spec = WORKLOADS[spec_name].quick() if quick else WORKLOADS[spec_name]
     data = pool_data(spec, dtype)
     g = pool_geometry(data["x"], spec.k, spec.stride, 0)
-    planes, args = g.N * g.C, fast._pool_args(g)
+    planes, args = g.N * g.C, pool_args(g)
     x3 = data["x"].reshape(planes, g.H, g.W)
     dout3 = data["dout"].reshape(planes, g.out_h, g.out_w)
-    threads = fast._threads(x3.size)
+    threads = kernel_threads(x3.size)
     if kernel == "avg":
         def forward(build):
             out3 = np.empty_like(dout3)
@@ -98,12 +100,12 @@ def _pool_cases(spec_name, kernel, quick, dtype):
 
 
 def _batchnorm_cases(quick, dtype):
-    """The four passes of spatial batchnorm in training mode, as fast._bn_* run them."""
+    """The four passes of spatial batchnorm in training mode, as the engine's batchnorm runs them."""
     spec = WORKLOADS["W2conv3x3"].quick() if quick else WORKLOADS["W2conv3x3"]
     data = conv_data(spec, dtype)
     x3 = data["x"].reshape(spec.N, spec.C, -1)
     N, C = x3.shape[:2]
-    threads = fast._threads(x3.size)
+    threads = kernel_threads(x3.size)
     rng = np.random.default_rng(1)
     dout3 = rng.standard_normal(x3.shape).astype(dtype)
     # per-channel float64 coefficients as fast computes them (their values do not change the work)
@@ -133,14 +135,14 @@ def _conv_setup(spec_name, quick, dtype, algorithm):
     spec = WORKLOADS[spec_name].quick() if quick else WORKLOADS[spec_name]
     data = conv_data(spec, dtype)
     g = conv_geometry(data["x"], data["w"], data["b"], spec.stride, spec.pad)
-    plan = fast.ConvPlan(g, dtype, algorithm=algorithm)
+    plan = conv.ConvPlan(g, dtype, algorithm=algorithm)
     return data, g, plan, plan.chunk
 
 
 def _im2col_cases(spec_name, quick, dtype):
     """im2col and col2im of one chunk of a workload, as fast's im2col convolution runs them."""
     data, g, plan, n = _conv_setup(spec_name, quick, dtype, "im2col")
-    args, x = fast._kernel_args(g), data["x"][:n]
+    args, x = conv.kernel_args(g), data["x"][:n]
     cols_in = np.random.default_rng(2).standard_normal((plan.K, n * plan.P)).astype(dtype)
     threads = plan.threads(cols_in.size)
 
@@ -158,7 +160,7 @@ def _im2col_cases(spec_name, quick, dtype):
 def _winograd_cases(quick, dtype):
     """The four F(4x4, 3x3) transforms of one chunk of W2conv3x3, as fast's Winograd path runs them."""
     data, g, plan, n = _conv_setup("W2conv3x3", quick, dtype, "winograd4")
-    ch = fast._WinogradChunks(plan)
+    ch = winograd.WinogradChunks(plan)
     V_ws, M_ws, scratch_ws, threads = ch.workspaces(n)  # fast's shapes and thread count for a chunk
     rng = np.random.default_rng(3)
     V_in, M_in = (rng.standard_normal(a.shape).astype(dtype) for a in (V_ws, M_ws))
@@ -221,7 +223,7 @@ def report(rows, builds, skipped):
     print(f"CPU: {cpu['model']} ({cpu.get('usable_cpus')} usable CPUs); SIMD flags: {' '.join(cpu['flags']) or 'none'}")
     print(f"builds: {', '.join(f'{isa} ({m.__name__})' for isa, m in builds.items())}"
           + "".join(f"; no {isa}: {why}" for isa, why in skipped.items()))
-    print(f"fastconv.fast runs {fast._kernels.__name__} ({_kernels.reason})\n")
+    print(f"fastconv.fast runs {_kernels.kernels.__name__} ({_kernels.reason})\n")
     print("| kernel | dtype | threads | " + " | ".join(f"{isa} ms" for isa in builds)
           + " | avx512/avx2 | avx2/baseline |")
     print("| --- | --- | --- |" + " --- |" * (len(builds) + 2))

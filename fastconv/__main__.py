@@ -21,7 +21,7 @@ SUBCOMMANDS = {
     "evaluate": ("fastconv.train_cli:evaluate", "print the test accuracy of a trained model"),
     "predict": ("fastconv.train_cli:predict", "classify image files or a .npy batch"),
     "serve": ("fastconv.serve", "try a trained model in the browser: draw or upload an image, see its answer"),
-    "config": ("fastconv.demo:config", "print how fastconv was built and will run"),
+    "config": ("fastconv._config", "print how fastconv was built and will run"),
 }
 
 

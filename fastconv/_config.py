@@ -5,17 +5,7 @@ import sys
 
 import numpy as np
 
-
-def _imported_before_numpy():
-    from . import _OPENBLAS_TIMEOUT_BEFORE_NUMPY
-
-    return _OPENBLAS_TIMEOUT_BEFORE_NUMPY
-
-
-def _wait_policy():
-    from . import OPENMP_WAIT_POLICY
-
-    return OPENMP_WAIT_POLICY
+from .engine.runtimes import RUNTIMES
 
 
 def configuration():
@@ -36,11 +26,11 @@ def configuration():
         "env": {k: os.environ.get(k) for k in
                 ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS",
                  "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_CORETYPE")},
-        "imported_before_numpy": _imported_before_numpy(),
-        "openmp_wait_policy": _wait_policy(),
+        "imported_before_numpy": RUNTIMES.openblas_timeout_before_numpy,
+        "openmp_wait_policy": RUNTIMES.openmp_wait_policy,
     }
     try:
-        from ._kernels import kernels, reason
+        from .kernels.picker import kernels, reason
     except ImportError as exc:  # no extension at all
         info["extension_error"] = str(exc)
     except ValueError as exc:  # the extension is there, but FASTCONV_KERNELS asks for what it cannot give
@@ -51,9 +41,9 @@ def configuration():
         info["omp_max_threads"] = kernels.omp_max_threads()
         info["kernels"] = kernels.__name__
         info["kernels_reason"] = reason
-        from . import _parallel
+        from .engine import threads
 
-        info["conv_workers"] = _parallel.blas_threads()
+        info["conv_workers"] = threads.blas_threads()
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
@@ -89,10 +79,10 @@ def show_config():
                   "export OMP_WAIT_POLICY=PASSIVE or import fastconv first")
     elif "kernels_error" in info:
         # the message names FASTCONV_KERNELS and what it may be
-        print(f"extension fastconv._im2col: built, but not loaded: {info['kernels_error']}")
+        print(f"extension fastconv.kernels._im2col: built, but not loaded: {info['kernels_error']}")
         print("  fastconv.fast runs once that is fixed; fastconv.naive works meanwhile")
     else:
-        print(f"extension fastconv._im2col: MISSING or unusable ({info.get('extension_error')})")
+        print(f"extension fastconv.kernels._im2col: MISSING or unusable ({info.get('extension_error')})")
         print("  build it with `pip install -e .` in the source tree; fastconv.naive works without it")
     env = " ".join(f"{k}={v}" for k, v in info["env"].items() if v is not None)
     print(f"environment: {env or '(none of the thread variables set)'}")
@@ -106,3 +96,12 @@ def show_config():
         for lib in info["blas"]:
             print(f"thread pool: {lib['internal_api']} {lib['version'] or ''} "
                   f"arch={lib['architecture']} threads={lib['num_threads']} ({lib['filepath']})")
+
+
+def add_arguments(parser):
+    """``fastconv config`` takes no arguments."""
+
+
+def run(args):
+    show_config()
+    return 0

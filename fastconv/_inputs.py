@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from ._files import MAX_DATA_FILE_BYTES, npy_header
-from ._params import shape_size
+from .engine.checks import shape_size
 
 __all__ = ["read_image", "read_npy"]
 

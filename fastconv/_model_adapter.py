@@ -29,7 +29,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._params import FLOAT_DTYPES, check_int
+from .engine.checks import FLOAT_DTYPES, check_int
 
 #: The attributes the Solver and its checkpoints use; a model with all of them is used as it is.
 SOLVER_INTERFACE = ("params", "buffers", "prepare", "loss", "last_scores", "check_accuracy", "state_arrays",

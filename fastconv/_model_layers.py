@@ -7,7 +7,7 @@ A class knows, for its type of layer:
 * its string token: ``pattern`` (fully matching a token), ``from_token`` (token -> dict),
   ``token`` (dict -> token) and ``syntax`` (its part of LAYER_SYNTAX);
 * as an object, one layer of a built network: the constructor checks that the layer fits its
-  input shape (sizes from ``fastconv._params``), names its arrays and sets ``out_shape``, all
+  input shape (sizes from ``fastconv.engine.geometry``), names its arrays and sets ``out_shape``, all
   without allocating; ``param_shapes``/``buffer_shapes`` give its arrays' shapes and
   ``workspace_size`` its temporary memory per image (so a model's size is known, and checked,
   before anything is allocated); ``params``/``buffers`` make their initial values;
@@ -22,23 +22,15 @@ A new layer type is one class here, listed in ``LAYER_TYPES``.
 """
 from __future__ import annotations
 
-import numbers
 import re
 
 import numpy as np
 
-from ._params import HYPERPARAMETER_MAX, check_int, conv_output_size, pool_geometry_of_shape, same_pad, shape_size
+from .engine.checks import check_number, HYPERPARAMETER_MAX, check_int, shape_size
+from .engine.geometry import conv_output_size, pool_geometry_of_shape, same_pad
 
 #: A field without a default: the layer dict must give it.
 REQUIRED = object()
-
-
-def check_number(value, name, ok, rule):
-    """``value`` as a float if it is a real number (bool is not) for which ``ok(value)`` holds,
-    else ValueError naming ``name`` and ``rule`` (the allowed range, in words)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not ok(value):
-        raise ValueError(f"{name} must be a number {rule}, got {value!r}")
-    return float(value)
 
 
 def _count(value, name):

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from ._files import atomic_write
-from ._params import check_int
+from .engine.checks import check_int
 from .plots import _filter_tiles
 
 __all__ = ["FilterFrames", "first_weights", "frame_interval"]

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import optim
 from ._files import array_manifest, load_arrays_beside, read_json, save_arrays, temporary_of, write_json
-from ._params import check_int
+from .engine.checks import check_int
 from .models import load_saved_model
 
 CHECKPOINT_FORMAT = "fastconv-checkpoint"

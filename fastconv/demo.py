@@ -59,13 +59,3 @@ def run(args):
     print(f"fast is {naive_s / fast_s:,.0f}x faster than naive")
     return 0
 
-
-def add_arguments_config(parser):
-    pass
-
-
-def run_config(args):
-    from . import show_config
-
-    show_config()
-    return 0

@@ -46,7 +46,7 @@ import traceback
 import numpy as np
 
 from . import layers as _layers
-from ._params import check_dout
+from .engine.checks import check_dout
 
 INSTALL_HINT = 'pip install "fastconv[mpi]" (or: pip install mpi4py mpich)'
 #: Variables the MPI launchers set in the processes they start (MPICH/Hydra, Intel MPI, Open MPI, PMIx).
@@ -407,14 +407,14 @@ class _StepSync:
 
     def batchnorm_forward(self, x, gamma, beta, bn_param):
         """Training-mode batchnorm (spatial for 4-d x) normalized over every rank's rows."""
-        from . import fast
+        from .engine import batchnorm
 
         if not isinstance(x, np.ndarray) or x.ndim not in (2, 4):
             raise ValueError(f"x must be an array (N, D) or (N, C, H, W), got {getattr(x, 'shape', x)!r}")
         s = _layers._bn_settings(x, gamma, beta, bn_param, x.shape[1], "x")
         x, x3 = self._channels(x)
         N, C, HW = x3.shape
-        mean, var = fast._bn_channel_stats(x3)
+        mean, var = batchnorm.channel_stats(x3)
         t0 = time.perf_counter()
         every = np.empty((self.comm.Get_size(), 2, C))
         mine = np.stack([mean, var * (N * HW)]) if self.hi > self.lo else np.zeros((2, C))  # a stand-in: nothing
@@ -425,7 +425,7 @@ class _StepSync:
         mean, m2 = _combine(counts, every)
         var = m2 / (self.total * HW)
         inv_std = 1.0 / np.sqrt(var + s.eps)
-        out = fast._bn_normalize(x3, mean, gamma.astype(np.float64) * inv_std,
+        out = batchnorm.normalize(x3, mean, gamma.astype(np.float64) * inv_std,
                                  beta.astype(np.float64)).reshape(x.shape)
         _layers._store_running(bn_param, s, x.dtype, mean, var)
         return out, (x3, x.shape, np.ascontiguousarray(gamma), mean, inv_std)
@@ -433,12 +433,12 @@ class _StepSync:
     def batchnorm_backward(self, dout, cache):
         """(dx, dgamma, dbeta) of this rank's rows; dgamma and dbeta are this rank's sums (the
         step's Allreduce adds them up), dx uses the sums over every rank's rows."""
-        from . import fast
+        from .engine import batchnorm
 
         x3, shape, gamma, mean, inv_std = cache
         check_dout(dout, shape, x3.dtype)
         dout3 = np.ascontiguousarray(dout).reshape(x3.shape)
-        sums = np.stack(fast._bn_backward_sums(dout3, x3, mean))
+        sums = np.stack(batchnorm.backward_sums(dout3, x3, mean))
         # dout is this rank's loss's gradient (a mean over its rows): weighted, the sums are the batch's
         total = sums * self.weight
         if self.weight == 0:  # a stand-in row: it adds nothing and gets no gradient
@@ -448,12 +448,12 @@ class _StepSync:
         self.parallel.seconds["batchnorm_sync"] += time.perf_counter() - t0
         M = self.total * x3.shape[2]
         scale = gamma.astype(np.float64) * inv_std
-        # as fast.spatial_batchnorm_backward, with the batch's sums brought back to this rank's scale
+        # as the engine's spatial_batchnorm_backward, with the batch's sums brought back to this rank's scale
         dx = np.zeros_like(x3)
         if self.weight > 0:
             xc_scale = -scale * inv_std * inv_std * total[1] / (M * self.weight)
             offset = -scale * total[0] / (M * self.weight)
-            dx = fast._bn_backward_dx(dout3, x3, mean, scale, xc_scale, offset)
+            dx = batchnorm.backward_dx(dout3, x3, mean, scale, xc_scale, offset)
         return dx.reshape(shape), (inv_std * sums[1]).astype(x3.dtype), sums[0].astype(x3.dtype)
 
 

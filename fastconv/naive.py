@@ -6,11 +6,13 @@ Slow on purpose: ``fastconv.fast`` has the same functions, and the tests
 prove the two equal. Each backward sits right under its forward.
 
 Shapes: x (N, C, H, W), w (F, C // groups, kh, kw), b (F,),
-out (N, F, out_h, out_w) with out_h from ``fastconv._params.conv_output_size``.
+out (N, F, out_h, out_w) with out_h from ``fastconv.conv_output_size``.
 """
 import numpy as np
 
-from ._params import check_algorithm, check_dout, conv_geometry, pool_geometry, pool_geometry_of_shape
+from .engine.algorithms import check_algorithm
+from .engine.checks import check_dout
+from .engine.geometry import conv_geometry, pool_geometry, pool_geometry_of_shape
 from .layers import *  # noqa: F401,F403  (the layers without loops, shared with fastconv.fast)
 from .layers import relu_backward, relu_forward
 

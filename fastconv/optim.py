@@ -27,8 +27,8 @@ import numbers
 
 import numpy as np
 
-from ._params import check_float_array, check_int
-from . import fast as _fast
+from .engine.checks import check_float_array, check_int
+from .engine.update import adam_step
 
 
 def _check(w, dw, config, defaults):
@@ -97,11 +97,7 @@ def adam(w, dw, config=None):
     b1, b2 = config["beta1"], config["beta2"]
     m, v = _state(config, "m", w), _state(config, "v", w)
     config["t"] = t
-    out = np.empty(w.shape, w.dtype)
-    _fast._kernels.adam_update(np.ascontiguousarray(w).reshape(-1), np.ascontiguousarray(dw).reshape(-1),
-                         m.reshape(-1), v.reshape(-1), out.reshape(-1), 1 - b1, 1 - b2, b1, b2,
-                         1 - b1**t, 1 - b2**t, config["learning_rate"], config["epsilon"], _fast._threads(w.size))
-    return out, config
+    return adam_step(w, dw, m, v, t, config["learning_rate"], b1, b2, config["epsilon"]), config
 
 
 UPDATE_RULES = {

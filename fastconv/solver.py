@@ -62,7 +62,7 @@ from . import checkpoints as _checkpoints
 from . import optim
 from ._files import sha256_of_arrays
 from ._model_adapter import solver_data, solver_model
-from ._params import check_int
+from .engine.checks import check_int
 from .checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoints, load_checkpoint_model  # noqa: F401
 
 try:  # tqdm is optional (the "train" extra)

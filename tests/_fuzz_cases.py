@@ -1218,7 +1218,7 @@ def worker_main():
     warnings.simplefilter("ignore")
     import fastconv
     import fastconv.fast  # noqa: F401  (import errors surface here, not as a case failure)
-    import fastconv._im2col as ext
+    import fastconv.kernels._im2col as ext
 
     out.write(json.dumps({"ready": True, "build": ext.build_info(), "file": ext.__file__,
                           "fastconv_path": os.path.dirname(fastconv.__file__)}) + "\n")

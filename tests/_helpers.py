@@ -10,7 +10,7 @@
 * ``numerical_gradient``: centred differences, the independent reference for
   every backward pass.
 * ``out_size``: PyTorch's output-size formula, written here on purpose independently
-  of ``fastconv._params``, so that the tests do not take the library's word for it.
+  of ``fastconv.engine.geometry``, so that the tests do not take the library's word for it.
 """
 import numpy as np
 

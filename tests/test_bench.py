@@ -16,7 +16,7 @@ import pytest
 
 import fastconv._malloc
 import fastconv.fast as fast
-from fastconv import _parallel
+from fastconv.engine import threads as _parallel
 from fastconv.__main__ import main
 from fastconv._child import python_module
 from fastconv.bench import cli, contenders, torch_ops

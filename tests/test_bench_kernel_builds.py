@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastconv import _kernels
+from fastconv.kernels import picker as _kernels
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "kernel_builds.py"
 KERNELS_PER_DTYPE = 18  # 3 pooling workloads x 2 passes, 4 batchnorm passes, 2 x (im2col, col2im), 4 Winograd

@@ -18,9 +18,8 @@
   C*kh*kw = 4608 (C=512, 3x3) forward, F*kh*kw = 4608 into dx, N*out_h*out_w =
   4096 into dw and db, 64x64 average-pooling windows; with data of mixed sign
   and all positive (the harder case for a running sum).
-* **Index arithmetic** (read from ``fastconv/_im2col.pyx``, ``fast.py`` and
-  ``_params.py``): every index and size in the kernels is ``Py_ssize_t`` (64
-  bits); fast.py's sizes (``K * n * P``, chunks, planes) are Python ints. The
+* **Index arithmetic** (read from ``fastconv/kernels/`` and ``fastconv/engine/``): every
+  index and size in the kernels is ``Py_ssize_t`` (64 bits); the engine's sizes (``K * n * P``, chunks, planes) are Python ints. The
   only 32-bit values are max pooling's argmax (``int32``, the flat index
   ``ih * W + iw`` of a pixel in its plane), which ``pool_geometry`` bounds by
   rejecting planes of more than 2**31 - 1 pixels, and the thread count. The
@@ -45,7 +44,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 import fastconv.fast as fast
 from fastconv._child import python_code
 import fastconv.naive as naive
-from fastconv._params import conv_geometry, pool_geometry
+from fastconv.engine.conv import chunk_images
+from fastconv.engine.geometry import conv_geometry, pool_geometry
 from _helpers import DTYPES, TOL, dtype_id, out_size, rel_error
 
 MODULES = [pytest.param(naive, id="naive"), pytest.param(fast, id="fast")]
@@ -369,12 +369,12 @@ def test_conv_geometry_past_2_31_elements_without_allocating():
     assert np.prod(g.out_shape, dtype=object) == 2**37  # exact (Python ints), past int32 and uint32
     per_image = C * 9 * 32 * 32 * 4
     for itemsize in (4, 8):
-        chunk = fast.chunk_images(g, itemsize)
+        chunk = chunk_images(g, itemsize)
         assert chunk == max(1, fast.WORKSPACE_BYTES // (per_image // 4 * itemsize))
         assert chunk == 1 or chunk * per_image // 4 * itemsize <= fast.WORKSPACE_BYTES
     # one huge image: the chunk cannot go below one image, the workspace bound then gives way
     g = conv_geometry(_fake((3, 1, 2**16, 2**16)), _fake((1, 1, 3, 3)), None, stride=1, pad=1)
-    assert g.out_shape == (3, 1, 2**16, 2**16) and fast.chunk_images(g, 4) == 1
+    assert g.out_shape == (3, 1, 2**16, 2**16) and chunk_images(g, 4) == 1
     # strides and dilation far apart, all at the bound
     g = conv_geometry(_fake((2**20, 1, 2**11, 2**11)), _fake((1, 1, 2, 2)), None,
                       stride=2**31 - 1, pad=2**31 - 1, dilation=2**31 - 1)

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from fastconv.fast import _kernels  # the kernel build fastconv.fast runs (fastconv/_kernels.py)
+from fastconv.kernels.picker import kernels as _kernels  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
 import fastconv.fast as fast
 import fastconv.naive as naive
-from fastconv._params import conv_geometry
+from fastconv.engine.conv import chunk_images
+from fastconv.engine.geometry import conv_geometry
 from _helpers import DTYPES, assert_close, dtype_id, out_size, pair_id
 
 
@@ -369,7 +370,7 @@ def test_max_pool_nan_propagates_in_both_paths(rng, dtype):
                          ids=["k2-s2-p0", "k2-s2-p1", "k3-s2-p0", "k3-s2-p1"])
 def test_max_pool_stride2_kernels_match_naive_on_nan_inf_ties_and_zeros(rng, kernel, stride, pad, dtype):
     """The stride-2 kernels pick among pixel pairs and triples before the running maximum
-    (fastconv/_im2col.pyx, _max_update_pair and _max_update_phases3): on ties, NaNs,
+    (fastconv/kernels/_im2col.pyx, _max_update_pair and _max_update_phases3): on ties, NaNs,
     infinities and signed zeros in every position they must pick what naive picks."""
     x = rng.integers(-2, 3, size=(3, 4, 9, 20)).astype(dtype)
     flat = x.reshape(-1)
@@ -405,7 +406,7 @@ def test_conv_chunked_batch_equals_naive(monkeypatch, images_per_chunk, groups, 
     monkeypatch.setattr(fast, "WORKSPACE_BYTES", workspace)
     g = conv_geometry(np.empty((7, 4, 6, 5), dtype), np.empty((4, 4 // groups, 3, 2), dtype),
                            stride=(2, 1), pad=1, dilation=(1, 2), groups=groups)
-    assert fast.chunk_images(g, np.dtype(dtype).itemsize) == images_per_chunk
+    assert chunk_images(g, np.dtype(dtype).itemsize) == images_per_chunk
     chunks = []
     real_im2col = _kernels.im2col
 
@@ -516,7 +517,7 @@ def test_conv_relu_pool_ties_and_zeros_bitwise(monkeypatch, pool, dtype, workers
     """Small integers: exact sums, so most windows hold tied maxima and many values are
     clipped to zero by ReLU. The fused path must route every gradient exactly as the
     three separate layers do (bitwise), in chunks of one image on one or two workers."""
-    from fastconv import _parallel
+    from fastconv.engine import threads as _parallel
     monkeypatch.setattr(fast, "WORKSPACE_BYTES", 1)
     monkeypatch.setattr(_parallel, "blas_threads", lambda: workers)
     rng = np.random.default_rng(7)
@@ -637,9 +638,9 @@ def test_build_mode():
     if expected == "":
         pytest.skip("FASTCONV_EXPECT_DEBUG_BUILD is unset (1: expect the bounds-checked build, 0: the release build)")
     assert expected in ("0", "1"), f"FASTCONV_EXPECT_DEBUG_BUILD must be 0 or 1, got {expected!r}"
-    from fastconv._isa import OPTIONAL, module_name
+    from fastconv.kernels.isa import OPTIONAL, module_name
 
-    builds = [_kernels, importlib.import_module("fastconv._im2col")]  # the one fast runs, and every other
+    builds = [_kernels, importlib.import_module("fastconv.kernels._im2col")]  # the one fast runs, and every other
     for build in OPTIONAL:
         if not builds[1].cpu_supports(build.features):
             continue  # importing it could crash this CPU

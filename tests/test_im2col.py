@@ -1,6 +1,6 @@
 """The Cython kernels im2col / col2im, called directly.
 
-Layout (see the docstring of fastconv/_im2col.pyx): ``cols`` is
+Layout (see the docstring of fastconv/kernels/_im2col.pyx): ``cols`` is
 (C*kh*kw, N*out_h*out_w); row ``r = (c*kh + i)*kw + j`` is kernel tap (i, j)
 of channel c, column ``n*P + oh*out_w + ow`` is output pixel (oh, ow) of image
 n; the tap reads ``x[n, c, oh*stride_h - pad_h + i*dil_h, ow*stride_w - pad_w + j*dil_w]``,
@@ -9,7 +9,7 @@ zero outside the image. The references below are that sentence written as loops.
 import numpy as np
 import pytest
 
-import fastconv._im2col as _im2col
+import fastconv.kernels._im2col as _im2col
 from _helpers import DTYPES, dtype_id, out_size, pair_id, tol
 
 
@@ -208,7 +208,7 @@ def test_im2col_accepts_read_only_input(dtype):
 
 
 # (H, W, kernel, stride, pad): the two max-pool kernels, phased (rows split into
-# stride phases; fast.py runs it for overlapping windows) and direct, must agree bitwise.
+# stride phases; the engine runs it for overlapping windows) and direct, must agree bitwise.
 POOL_PATH_GEOMETRIES = [
     (8, 9, (3, 3), (2, 2), (1, 1)),
     (7, 6, (3, 2), (1, 1), (1, 1)),
@@ -219,7 +219,7 @@ POOL_PATH_GEOMETRIES = [
     (6, 7, (3, 5), (1, 2), (0, 2)),
     (4, 3, (4, 4), (2, 2), (2, 2)),
     (3, 2, (3, 3), (2, 2), (1, 1)),
-    (5, 5, (2, 2), (2, 2), (0, 0)),  # not overlapping: fast.py runs the direct kernel here
+    (5, 5, (2, 2), (2, 2), (0, 0)),  # not overlapping: the engine runs the direct kernel here
     (5, 7, (2, 1), (3, 3), (0, 0)),  # stride wider than the window
 ]
 

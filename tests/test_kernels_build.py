@@ -1,4 +1,4 @@
-"""The builds of the Cython kernels (fastconv/_kernels.py) give the same bits.
+"""The builds of the Cython kernels (fastconv/kernels/picker.py) give the same bits.
 
 fastconv._im2col is compiled for the compiler's default target and, on x86-64, once
 more per optional build of fastconv/_isa.py (fastconv._im2col_avx512 with AVX-512,
@@ -17,10 +17,11 @@ import sys
 import numpy as np
 import pytest
 
-from fastconv import _isa, _kernels, fast
+from fastconv import fast
+from fastconv.kernels import isa as _isa, picker as _kernels
 from fastconv._child import python_code
 
-baseline = importlib.import_module("fastconv._im2col")
+baseline = importlib.import_module("fastconv.kernels._im2col")
 OPTIONAL = [b.isa for b in _isa.OPTIONAL]
 
 
@@ -39,18 +40,18 @@ def _at_least_as_wide(isa):
 
 
 def test_fast_runs_the_widest_build_the_cpu_can_run():
-    name = fast._kernels.__name__
-    assert fast._kernels is _kernels.kernels
+    name = _kernels.kernels.__name__
+    assert _kernels.kernels is _kernels.kernels
     env = os.environ.get(_kernels.KERNELS_ENV, "auto").strip().lower() or "auto"
     if env == "baseline" or baseline.build_info()["isa"] == "native":
-        assert name == "fastconv._im2col", _kernels.reason
+        assert name == "fastconv.kernels._im2col", _kernels.reason
     elif env == "auto":
         found = _kernels.builds()
         runnable = [found[b.isa][0] for b in _isa.OPTIONAL if found[b.isa][0] is not None]
-        assert fast._kernels is (runnable[0] if runnable else baseline), _kernels.reason
+        assert _kernels.kernels is (runnable[0] if runnable else baseline), _kernels.reason
     else:
         assert name == _isa.module_name(env), _kernels.reason
-    assert fast._kernels.build_info()["isa"] in ("baseline", "native", *OPTIONAL)
+    assert _kernels.kernels.build_info()["isa"] in ("baseline", "native", *OPTIONAL)
     assert baseline.build_info()["isa"] in ("baseline", "native")
 
 
@@ -63,7 +64,7 @@ def test_each_build_is_named_after_itself(isa):
 @pytest.mark.parametrize("isa", OPTIONAL)
 def test_a_build_uses_no_cpu_feature_its_check_does_not_ask_for(isa):
     """The features the compiler enabled for a build (its predefined macros) beyond the
-    baseline's are all in the list that fastconv/_kernels.py asks the CPU for."""
+    baseline's are all in the list that fastconv/kernels/picker.py asks the CPU for."""
     module = _build(isa)
     build = next(b for b in _isa.OPTIONAL if b.isa == isa)
     enabled = set(module.build_info()["features"]) - set(baseline.build_info()["features"])
@@ -94,14 +95,14 @@ def test_an_unknown_cpu_feature_is_an_error():
 
 def _kernels_in_fresh_process(value):
     env = dict(os.environ, **{_kernels.KERNELS_ENV: value})
-    code = "import fastconv.fast as f, fastconv._kernels as k; print(f._kernels.__name__, '|', k.reason)"
+    code = "import fastconv.fast, fastconv.kernels.picker as k; print(k.kernels.__name__, '|', k.reason)"
     return subprocess.run(python_code(code), env=env, capture_output=True, text=True)
 
 
 def test_environment_variable_forces_the_baseline_build():
     run = _kernels_in_fresh_process("baseline")
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split("|")[0].strip() == "fastconv._im2col"
+    assert run.stdout.split("|")[0].strip() == "fastconv.kernels._im2col"
     assert "FASTCONV_KERNELS=baseline" in run.stdout
 
 
@@ -111,7 +112,7 @@ def test_environment_variable_asks_for_an_optional_build(isa):
     run = _kernels_in_fresh_process(isa)
     module, why_not = _kernels.builds()[isa]
     if baseline.build_info()["isa"] == "native":
-        assert run.returncode == 0 and run.stdout.split("|")[0].strip() == "fastconv._im2col", run.stderr
+        assert run.returncode == 0 and run.stdout.split("|")[0].strip() == "fastconv.kernels._im2col", run.stderr
     elif module is None:
         assert run.returncode != 0
         assert "ValueError" in run.stderr and f"FASTCONV_KERNELS={isa}, but" in run.stderr, run.stderr
@@ -298,7 +299,7 @@ def _assert_same_bytes(results, other, what):
 
 
 def _run_on(monkeypatch, build, layer, dtype):
-    monkeypatch.setattr(fast, "_kernels", build)
+    monkeypatch.setattr(_kernels, "kernels", build)
     return LAYERS[layer](np.random.default_rng(7), dtype)
 
 

@@ -411,7 +411,7 @@ def test_config_tells_a_bad_kernel_choice_from_a_missing_extension(value, expect
     assert run.returncode == 0, run.stderr
     assert expected in run.stdout and "MISSING" not in run.stdout, run.stdout
     if value == "bogus":
-        assert "extension fastconv._im2col: built, but not loaded: " in run.stdout, run.stdout
+        assert "extension fastconv.kernels._im2col: built, but not loaded: " in run.stdout, run.stdout
 
 
 def test_npz_member_header_checked_before_the_member_is_read(tmp_path):

@@ -1,4 +1,4 @@
-"""The convolution's worker threads (fastconv/_parallel.py): same results, BLAS limits restored.
+"""The convolution's worker threads (fastconv/engine/threads.py): same results, BLAS limits restored.
 
 ``fast.conv_forward`` / ``conv_backward`` cut the batch into chunks and, when
 the BLAS may use several threads, run the chunks on that many worker threads
@@ -25,10 +25,11 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from fastconv.fast import _kernels  # the kernel build fastconv.fast runs (fastconv/_kernels.py)
+from fastconv.kernels.picker import kernels as _kernels  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
 import fastconv.fast as fast
 import fastconv.naive as naive
-from fastconv import _parallel
+from fastconv.engine import conv, threads as _parallel
+from fastconv.engine.geometry import conv_geometry
 from fastconv._child import python_code
 
 from _helpers import DTYPES, assert_close
@@ -72,7 +73,7 @@ def im2col_calls(monkeypatch):
 
 @pytest.fixture
 def workers(monkeypatch):
-    """``workers(n)``: make fast.py see n BLAS threads, so that it runs n workers."""
+    """``workers(n)``: make the engine see n BLAS threads, so that it runs n workers."""
     def set_workers(n):
         monkeypatch.setattr(_parallel, "blas_threads", lambda: n)
     return set_workers
@@ -99,7 +100,7 @@ def _fwdbwd(layers, x, w, b, kwargs):
 def test_every_worker_count_equals_naive(one_image_chunks, workers, case, n_workers, dtype):
     workers(n_workers)
     x, w, b, kwargs = _data(case, dtype)
-    plan = fast.ConvPlan(fast.conv_geometry(x, w, b, kwargs["stride"], kwargs["pad"], 1, kwargs["groups"]), dtype)
+    plan = conv.ConvPlan(conv_geometry(x, w, b, kwargs["stride"], kwargs["pad"], 1, kwargs["groups"]), dtype)
     assert plan.chunk == 1 and plan.workers == min(n_workers, case[0])
     got = _fwdbwd(fast, x, w, b, kwargs)
     want = _fwdbwd(naive, x, w, b, kwargs)
@@ -289,12 +290,12 @@ def test_pooling_runs_on_fastconvs_threads_when_openmp_cannot(workers, monkeypat
     """With a spinning libgomp loaded first (torch imported before fastconv), the OpenMP
     kernels run on one thread; pooling then splits its planes over fastconv's own worker
     threads instead: the same bits as the normal path, on as many threads as the BLAS may use."""
-    x = np.random.default_rng(3).standard_normal((4, 9, 40, 38))  # above _PARALLEL_MIN elements
+    x = np.random.default_rng(3).standard_normal((4, 9, 40, 38))  # above PARALLEL_MIN elements
     forward, backward = getattr(fast, f"{kind}_pool_forward"), getattr(fast, f"{kind}_pool_backward")
     out, cache = forward(x, kernel_size, stride)
     expected = out.tobytes(), backward(np.cos(out), cache).tobytes()
     workers(2)
-    monkeypatch.setattr(fast, "SINGLE_THREADED_KERNELS", True)
+    monkeypatch.setattr(_parallel, "SINGLE_THREADED_KERNELS", True)
     seen = []
     for name in ("max_pool_phased", "max_pool_direct", "max_pool_backward", "avg_pool_forward", "avg_pool_backward"):
         real = getattr(_kernels, name)
@@ -314,7 +315,7 @@ def test_batchnorm_runs_on_fastconvs_threads_when_openmp_cannot(workers, monkeyp
     """The same for spatial batchnorm: blocks of channels on fastconv's worker threads,
     one kernel thread each, the same bits as one call over every channel."""
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((4, 9, 40, 38))  # above _PARALLEL_MIN elements
+    x = rng.standard_normal((4, 9, 40, 38))  # above PARALLEL_MIN elements
     gamma, beta, dout = rng.standard_normal(9), rng.standard_normal(9), rng.standard_normal(x.shape)
 
     def run():
@@ -323,7 +324,7 @@ def test_batchnorm_runs_on_fastconvs_threads_when_openmp_cannot(workers, monkeyp
 
     expected = run()
     workers(2)
-    monkeypatch.setattr(fast, "SINGLE_THREADED_KERNELS", True)
+    monkeypatch.setattr(_parallel, "SINGLE_THREADED_KERNELS", True)
     seen = []
     for name in ("bn_channel_stats", "bn_affine", "bn_backward_sums", "bn_backward_dx"):
         real = getattr(_kernels, name)

@@ -1,12 +1,12 @@
 """fastconv.fast from several Python threads at once: bitwise the results of serial calls.
 
-What this file establishes (and what ``fastconv/fast.py`` promises):
+What this file establishes (and what the engine, ``fastconv/engine/``, promises):
 
 * **The kernels release the GIL.** Every Cython kernel runs its loops under
   ``nogil``; ``test_kernels_release_the_gil`` shows a Python thread keeps running
   while each kernel works (it would be frozen if the GIL were held).
 * **Concurrent calls are independent.** Each thread gets its own workspaces
-  (``cols``, ``y``: ``threading.local`` buffers in fast.py, reused across that
+  (``cols``, ``y``: ``threading.local`` buffers in ``engine/workspaces.py``, reused across that
   thread's calls and grown to the largest chunk it has seen); outputs are fresh
   arrays. Six threads running conv and pooling forward and backward on
   different shapes and dtypes (so each thread's workspace is resized while the
@@ -43,7 +43,7 @@ import time
 import numpy as np
 import pytest
 
-from fastconv.fast import _kernels  # the kernel build fastconv.fast runs (fastconv/_kernels.py)
+from fastconv.kernels.picker import kernels as _kernels  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
 import fastconv.fast as fast
 
 N_THREADS = 6

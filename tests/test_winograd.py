@@ -25,7 +25,8 @@ import pytest
 
 import fastconv.fast as fast
 import fastconv.naive as naive
-from fastconv.fast import _kernels as kernels
+from fastconv.engine import algorithms, winograd
+from fastconv.kernels.picker import kernels
 from _helpers import DTYPES, GRAD_TOL, assert_close, dtype_id, numerical_gradient, pair_id, rel_error
 
 #: The Winograd algorithms and their output tile sizes ("winograd" is "winograd2").
@@ -103,7 +104,7 @@ def test_winograd_equals_naive(case, dtype, algorithm):
 @pytest.mark.parametrize("workspace", [1, 1 << 30], ids=["one-image-chunks", "one-chunk"])
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_chunks_and_workers(monkeypatch, workspace, workers, algorithm):
-    from fastconv import _parallel
+    from fastconv.engine import threads as _parallel
 
     monkeypatch.setattr(fast, "WORKSPACE_BYTES", workspace)
     monkeypatch.setattr(_parallel, "blas_threads", lambda: workers)
@@ -147,7 +148,7 @@ KERNEL_TILES = pytest.mark.parametrize("tile", [2, 4], ids=["F2", "F4"])
 
 
 def _scratch(tile, tiles_w, threads, dtype):
-    """(scratch, num_threads) as fast.py passes them to the Winograd kernels."""
+    """(scratch, num_threads) as the engine passes them to the Winograd kernels."""
     return np.empty((threads, kernels.winograd_scratch(tile, tiles_w)), dtype), threads
 
 
@@ -233,7 +234,7 @@ def test_the_filter_transform_completes_the_convolution(tile):
     """fast's G with the matrices above: A^T [(G g G^T) * (B^T d B)] A is the 3x3 correlation
     of one (tile + 2)-square patch."""
     BT, AT = _MATRICES[tile]
-    G = fast._WINOGRAD_G[tile]
+    G = winograd.G_OF_TILE[tile]
     rng = np.random.default_rng(10)
     d, g = rng.standard_normal((tile + 2, tile + 2)), rng.standard_normal((3, 3))
     direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(tile)] for i in range(tile)])
@@ -346,8 +347,8 @@ def test_unknown_algorithm_raises(module, bad):
                                          ("winograd4", "winograd4"), ("im2col", "im2col")])
 def test_conv_algorithm_names_the_tile_size_and_backward_runs_it(monkeypatch, asked, runs):
     seen = []
-    real = fast._winograd_backward_chunks
-    monkeypatch.setattr(fast, "_winograd_backward_chunks", lambda plan, *a: seen.append(plan.algorithm) or real(plan, *a))
+    real = winograd.backward_chunks
+    monkeypatch.setattr(winograd, "backward_chunks", lambda plan, *a: seen.append(plan.algorithm) or real(plan, *a))
     x, w, b, kwargs = _data(CASES[2], np.float64)
     assert fast.conv_algorithm(x, w, b, **kwargs, algorithm=asked) == runs
     out, cache = fast.conv_forward(x, w, b, **kwargs, algorithm=asked)
@@ -357,13 +358,13 @@ def test_conv_algorithm_names_the_tile_size_and_backward_runs_it(monkeypatch, as
 
 def test_auto_follows_the_documented_rule_and_backward_follows_forward(monkeypatch):
     calls = []
-    real = fast._winograd_backward_chunks
+    real = winograd.backward_chunks
 
     def recording(*args, **kwargs):
         calls.append("winograd")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fast, "_winograd_backward_chunks", recording)
+    monkeypatch.setattr(winograd, "backward_chunks", recording)
     big = np.zeros((2, 32, 24, 24), np.float32), np.zeros((32, 32, 3, 3), np.float32)
     wide = np.zeros((2, 64, 16, 16), np.float32), np.zeros((128, 64, 3, 3), np.float32)
     widening = np.zeros((2, 32, 32, 32), np.float32), np.zeros((64, 32, 3, 3), np.float32)
@@ -386,14 +387,14 @@ def test_auto_follows_the_documented_rule_and_backward_follows_forward(monkeypat
 def test_auto_runs_the_tile_size_its_rule_names(monkeypatch):
     """Whatever tile _winograd_wins names is what "auto" runs, forward and backward, and
     it equals naive."""
-    monkeypatch.setattr(fast, "_winograd_wins", lambda g: "winograd4")
+    monkeypatch.setattr(algorithms, "winograd_wins", lambda g: "winograd4")
     x, w, b, kwargs = _data(CASES[2], np.float64)
     assert fast.conv_algorithm(x, w, b, **kwargs) == "winograd4"
     out, cache = fast.conv_forward(x, w, b, **kwargs)
     assert cache[-1] == ("winograd4", True)
     for name, a, r in zip(("out", "dx", "dw", "db"), _fwdbwd(fast, x, w, b, kwargs), _fwdbwd(naive, x, w, b, kwargs)):
         assert_close(a, r, np.float64, name)
-    monkeypatch.setattr(fast, "_winograd_wins", lambda g: None)
+    monkeypatch.setattr(algorithms, "winograd_wins", lambda g: None)
     assert fast.conv_algorithm(x, w, b, **kwargs) == "im2col"
 
 
@@ -469,8 +470,8 @@ def test_auto_keeps_direct_convolutions_nan_positions(monkeypatch, bad, rule):
     """"auto" runs Winograd on finite inputs only: a NaN or an infinity in x, w or dout
     reaches exactly the elements it reaches in naive (and PyTorch), whichever tile size
     the rule names."""
-    real = fast._winograd_wins
-    monkeypatch.setattr(fast, "_winograd_wins", lambda g: real(g) and rule)
+    real = algorithms.winograd_wins
+    monkeypatch.setattr(algorithms, "winograd_wins", lambda g: real(g) and rule)
     x, w = _eligible()
     assert fast.conv_algorithm(x, w, pad=1) == rule
     x[1, 3, 4, 5] = bad

@@ -28,7 +28,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .. import fast, naive
-from .._params import conv_geometry
+from ..engine.conv import ConvPlan
+from ..engine.geometry import conv_geometry
 from . import torch_ops
 from .common import ConvSpec, PoolSpec, StepSpec, check_same, conv_data, kind_of, pool_data, step_data
 from .timing import Contender
@@ -207,7 +208,7 @@ def build_conv(name, spec, dtype, pass_, want, ctx):
 class ConvGemmOperands:
     """Prepared operands of conv_gemm_limit: fast's plan, w2 and one set of workspaces per worker."""
 
-    plan: object  # fast.ConvPlan: chunks, workers, GEMM shapes
+    plan: object  # ConvPlan: chunks, workers, GEMM shapes
     w2: np.ndarray
     cols: list  # per worker: flat, K * chunk * P elements
     y: list  # per worker: flat, F * chunk * P elements: the forward's output
@@ -226,7 +227,7 @@ def prepare_conv_gemm(x, w, b, spec):
     """fast's plan for this convolution, and buffers for conv_gemm_limit's operands."""
     g = conv_geometry(x, w, b, spec.stride, spec.pad)
     dtype = x.dtype
-    plan = fast.ConvPlan(g, dtype)
+    plan = ConvPlan(g, dtype)
     size_cols = plan.K * plan.chunk * plan.P
     size_y = g.F * plan.chunk * plan.P
     # Filled here so that their pages are touched before timing; check_conv_gemm puts real operands in.
@@ -240,13 +241,13 @@ def conv_gemm_limit(ops, pass_, hook=None, need_dx=True):
     """The GEMMs of fast.conv_forward (and fast.conv_backward), alone: what the fast
     path would cost if im2col, col2im, the output scatter and the dout gather were free.
 
-    These are fast.py's own chunk loops, ``fast.ConvPlan.run_forward`` and
+    These are the engine's own chunk loops, ``ConvPlan.run_forward`` and
     ``run_backward`` (the same chunks, the same workers side by side on one BLAS
     thread each, the same GEMMs per group, the same partial sums of dw), fed with
     operands prepared once in per-worker buffers instead of im2col's ``cols`` and
     the gathered dout, with nothing done to their results.
 
-    The backward reads ``dy`` from a buffer of its own, where fast.py gathers dout
+    The backward reads ``dy`` from a buffer of its own, where the engine gathers dout
     into its ``y`` workspace: reading the forward's leftover ``y`` would feed each
     call's outputs back into the next call's inputs (``cols <- w2.T @ w2 @ cols``),
     and the values would grow geometrically until they overflow.

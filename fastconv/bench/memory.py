@@ -73,7 +73,8 @@ def _arrays(N, dtype, C=64, F=64, size=32, k=3, seed=0):
 
 def child_peak(N, dtype, workspace_bytes):
     from .. import fast
-    from .._params import conv_geometry
+    from ..engine.conv import chunk_images
+    from ..engine.geometry import conv_geometry
 
     if workspace_bytes:
         fast.WORKSPACE_BYTES = workspace_bytes
@@ -94,7 +95,7 @@ def child_peak(N, dtype, workspace_bytes):
     g = conv_geometry(x, w, b, 1, 1)
     return {
         "N": N, "dtype": np.dtype(dtype).name, "workspace_bytes": fast.WORKSPACE_BYTES,
-        "chunk_images": fast.chunk_images(g, np.dtype(dtype).itemsize),
+        "chunk_images": chunk_images(g, np.dtype(dtype).itemsize),
         "peak_reset": reset, "baseline_hwm_above_rss_kib": hwm0 - rss0,
         "rss_before_bytes": rss0 * 1024, "peak_growth_bytes": growth,
         "arrays_bytes": arrays, "extra_bytes": growth - arrays,
@@ -149,7 +150,7 @@ def _child_main(argv=None):
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--workspace-bytes", type=int, default=0, help="peak: 0 keeps fast.py's default")
+    p.add_argument("--workspace-bytes", type=int, default=0, help="peak: 0 keeps the engine's default")
     p.add_argument("--workspaces", default=f"0,{BIG_WORKSPACE}", help="speed: comma-separated byte counts")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=1)

@@ -79,7 +79,7 @@ import numbers
 import numpy as np
 
 from .. import fast, layers as _shared
-from .._params import FLOAT_DTYPES, HYPERPARAMETER_MAX, check_int, pair
+from ..engine.checks import FLOAT_DTYPES, HYPERPARAMETER_MAX, check_int, pair
 
 __all__ = [
     "affine_forward", "affine_backward", "relu_forward", "relu_backward",

@@ -90,7 +90,8 @@ from .cs231n import (
 )
 from .cs231n import _as_float, _computing_dtype
 from .. import fast, layers as _shared
-from .._params import FLOAT_DTYPES, check_int, conv_output_size
+from ..engine.checks import FLOAT_DTYPES, check_int
+from ..engine.geometry import conv_output_size
 
 __all__ = [
     "cnn_forward_naive", "cnn_backward_naive", "max_pooling_forward_naive", "max_pooling_backward_naive",

@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 
 from .._files import MAX_DATA_FILE_BYTES
-from .._params import shape_size
+from ..engine.checks import shape_size
 
 __all__ = ["read_idx"]
 

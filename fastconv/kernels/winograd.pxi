@@ -2,7 +2,7 @@
 # The kernels of the Winograd convolution (Lavin & Gray 2016), included in _im2col.pyx:
 # F(2x2, 3x3) here, F(4x4, 3x3) below; the four kernels at the end take the tile size.
 #
-# These functions only loop; ``fastconv/fast.py`` owns the policy (validation,
+# These functions only loop; ``fastconv/engine/winograd.py`` owns the policy (validation,
 # chunking, allocation, threads, the GEMMs between the transforms).
 #
 # A 3x3, stride-1 convolution is cut into output tiles of 2x2 pixels. Tile (ti, tj)
@@ -239,7 +239,7 @@ cdef void _wino_input_adjoint_plane(const floating* dV, floating* dx, Py_ssize_t
 # ``B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
 #          [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]``,
 # ``A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]``;
-# G (its 1/6, 1/12 and 1/24 are not exact in binary) is applied in fastconv/fast.py.
+# G (its 1/6, 1/12 and 1/24 are not exact in binary) is applied in fastconv/engine/winograd.py.
 #
 # Each 2-D transform is two passes of a 1-D one, on the rows of a tile, then on its columns.
 # The 1-D transforms below run over n vectors: entry i of vector j at ``src[i*se + j*sv]``,

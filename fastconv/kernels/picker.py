@@ -1,9 +1,9 @@
-"""Which build of the Cython kernels fastconv.fast runs.
+"""Which build of the Cython kernels the engine runs.
 
-setup.py compiles fastconv/_im2col.pyx for the compiler's default target
-(``fastconv._im2col``: SSE2 on x86-64, so the wheel runs on any x86-64 CPU) and, on
-x86-64, once more per optional build of fastconv/_isa.py: ``fastconv._im2col_avx512``
-(AVX-512 F/BW/VL/DQ/CD) and ``fastconv._im2col_avx2`` (AVX2). All compute the same
+setup.py compiles fastconv/kernels/_im2col.pyx for the compiler's default target
+(``fastconv.kernels._im2col``: SSE2 on x86-64, so the wheel runs on any x86-64 CPU) and, on
+x86-64, once more per optional build of fastconv/kernels/isa.py: ``fastconv.kernels._im2col_avx512``
+(AVX-512 F/BW/VL/DQ/CD) and ``fastconv.kernels._im2col_avx2`` (AVX2). All compute the same
 results bit for bit (no FMA contraction, no reordering); the wider builds run the
 pooling, batchnorm and col2im loops on wider vectors. This module picks one once, at
 import: the first optional build, best first, that the CPU can run (the baseline build
@@ -23,7 +23,7 @@ it cannot give: ``fastconv.show_config`` tells the two apart.
 import importlib
 import os
 
-from ._isa import BASELINE, NATIVE, OPTIONAL, module_name
+from .isa import BASELINE, NATIVE, OPTIONAL, module_name
 
 KERNELS_ENV = "FASTCONV_KERNELS"
 _CHOICES = ("auto", BASELINE) + tuple(b.isa for b in OPTIONAL)
@@ -31,7 +31,7 @@ _CHOICES = ("auto", BASELINE) + tuple(b.isa for b in OPTIONAL)
 
 def optional_build(baseline, build):
     """(module, None) when this CPU and install can run ``build`` (an entry of
-    fastconv/_isa.py's OPTIONAL), else (None, why not)."""
+    fastconv/kernels/isa.py's OPTIONAL), else (None, why not)."""
     missing = [f for f in build.features if not baseline.cpu_supports((f,))]
     if missing:
         return None, f"this CPU (or OS) lacks {', '.join(missing)}"
@@ -44,7 +44,7 @@ def optional_build(baseline, build):
     if any(ours[k] != theirs[k] for k in ("source_id", "debug_build")):
         # A module left over from an earlier build (other source, or the debug switch
         # flipped, and its rebuild failed): never mix the two.
-        return None, f"{name} is stale: it comes from another build than fastconv._im2col; reinstall"
+        return None, f"{name} is stale: it comes from another build than fastconv.kernels._im2col; reinstall"
     return module, None
 
 
@@ -61,7 +61,15 @@ def builds():
 
 def _load():
     """Return (module, reason): the kernels fastconv.fast uses, and why those."""
-    from . import _im2col as baseline  # ImportError here means no extension at all
+    try:
+        from . import _im2col as baseline
+    except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+        raise ImportError(
+            "fastconv.fast needs the compiled extension fastconv.kernels._im2col, which is missing "
+            f"({exc}). Build it from the source tree with `pip install -e .` (or "
+            "`python setup.py build_ext --inplace`), which needs a C compiler, Cython >= 3 "
+            "and numpy >= 2. fastconv.naive works without it."
+        ) from exc
 
     wanted = os.environ.get(KERNELS_ENV, "auto").strip().lower() or "auto"
     if wanted not in _CHOICES:

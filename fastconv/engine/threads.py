@@ -1,6 +1,17 @@
-"""Running a convolution's image chunks side by side, one BLAS thread each.
+"""All of fastconv's thread policy, in one place (with ``runtimes``, which must run before
+numpy loads: the OpenMP and OpenBLAS settings made at import).
 
-The plain way to use two cores is to alternate multi-threaded kernels: an
+* **Kernel threads**: an OpenMP kernel runs on ``kernel_threads(work)`` threads: OpenMP's
+  default team (``omp_get_max_threads()``, which OMP_NUM_THREADS and threadpoolctl set),
+  or one for small work or when OpenMP must not run teams (``SINGLE_THREADED_KERNELS``).
+  Pooling and batchnorm then split their planes over fastconv's workers instead
+  (``over_planes``), so their speed does not depend on import order.
+* **Workers**: a convolution's image chunks run side by side, one BLAS thread each
+  (``run``); the affine layers' GEMMs too (``matmul``); partial sums are added in worker
+  order (``sum_in_worker_order``).
+
+Running a convolution's image chunks side by side, one BLAS thread each: the plain way to
+use two cores is to alternate multi-threaded kernels: an
 OpenMP im2col, a GEMM on OpenBLAS's threads, an OpenMP col2im, ... Every switch
 is a fork and a join of a thread team, and each team's idle threads spin or
 sleep while the other team works: a core often waits for the other one.
@@ -15,7 +26,7 @@ BLAS calls and the Cython kernels release it too, so plain Python threads suffic
 The number of workers is the number of threads the BLAS may use when the call
 starts (threadpoolctl's ``threadpool_limits`` and ``OPENBLAS_NUM_THREADS``
 set it). With one worker the call runs in the caller's thread, on one BLAS
-thread if the BLAS has several (fastconv.fast asks for that); when
+thread if the BLAS has several (the engine asks for that); when
 threadpoolctl cannot see numpy's BLAS, as it is.
 
 Each worker sums its own partial weight gradient, and the partials are added
@@ -32,6 +43,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
+
+from .runtimes import RUNTIMES
 
 _lock = threading.Lock()
 _controller = None  # threadpoolctl controller of the loaded BLAS libraries, False if none
@@ -187,3 +200,52 @@ def matmul(a, b):
         run(workers, True, lambda k: np.matmul(a, b[:, bounds[k]:bounds[k + 1]],
                                                out=out[:, bounds[k]:bounds[k + 1]]))
     return out
+
+
+def sum_in_worker_order(parts):
+    """The workers' partial sums (each a tuple of arrays), added in worker order: the
+    result never depends on timing."""
+    total = parts[0]
+    for part in parts[1:]:
+        for acc, p in zip(total, part):
+            acc += p
+    return total
+
+
+# ---------------------------------------------------------------------------- kernel threads
+#: True when the kernels run on one thread: the process's libgomp was loaded before
+#: fastconv could ask it to let idle threads sleep (``runtimes``), and its spinning
+#: workers would slow every GEMM after a parallel kernel (several times over with torch
+#: imported first: docs/performance.md).
+SINGLE_THREADED_KERNELS = RUNTIMES.openmp_wait_policy != "PASSIVE"
+
+#: Below this many elements of work, kernels run on one thread (the OpenMP start-up
+#: would cost more than it saves).
+PARALLEL_MIN = 1 << 15
+
+
+def kernel_threads(work):
+    """Thread count for a kernel: OpenMP's default (``omp_get_max_threads()``, which
+    OMP_NUM_THREADS and threadpoolctl set), or 1 for small or unsafe cases."""
+    if SINGLE_THREADED_KERNELS or work < PARALLEL_MIN:
+        return 1
+    from ..kernels.picker import kernels  # here, not at import: the affine layers need no extension
+
+    return kernels.omp_max_threads()
+
+
+def over_planes(planes, size, kernel):
+    """``kernel(lo, hi, threads)`` over the planes [0, planes) of a pooling layer, or the
+    channels or images of a batchnorm (``size`` elements in all). Normally one call on OpenMP
+    threads. When OpenMP must run on one thread (SINGLE_THREADED_KERNELS: a spinning
+    libgomp was loaded first, as PyTorch's is when torch is imported before fastconv),
+    blocks of planes go to fastconv's own worker threads instead, one kernel thread each,
+    as many as the BLAS may use: the same bits (planes are independent), and the speed
+    does not depend on import order."""
+    threads = kernel_threads(size)
+    workers = min(blas_threads(), planes) if SINGLE_THREADED_KERNELS and size >= PARALLEL_MIN else 1
+    if workers <= 1:
+        kernel(0, planes, threads)
+        return
+    bounds = [planes * k // workers for k in range(workers + 1)]
+    run(workers, False, lambda k: kernel(bounds[k], bounds[k + 1], 1))

@@ -1,10 +1,10 @@
 """The builds of the Cython kernels: their names and the CPU features each one may use.
 
-fastconv/_im2col.pyx is compiled once for the compiler's default target (``BASELINE``,
-or ``NATIVE`` when ``FASTCONV_NATIVE=1`` adds -march=native) as ``fastconv._im2col``
+fastconv/kernels/_im2col.pyx is compiled once for the compiler's default target (``BASELINE``,
+or ``NATIVE`` when ``FASTCONV_NATIVE=1`` adds -march=native) as ``fastconv.kernels._im2col``
 and, on x86-64 with GCC or Clang, once more per entry of ``OPTIONAL`` as
-``fastconv._im2col_<isa>`` (source ``fastconv/_im2col_<isa>.pyx``), with ``-m<feature>``
-for each of its features. fastconv/_kernels.py imports such a build only after the
+``fastconv.kernels._im2col_<isa>`` (source ``fastconv/kernels/_im2col_<isa>.pyx``), with ``-m<feature>``
+for each of its features. fastconv/kernels/picker.py imports such a build only after the
 baseline build has asked the CPU and OS for every one of those features
 (``cpu_supports``): the same list makes the compiler flags and the check, so a build
 never runs an instruction that its check did not ask for. The list names the features
@@ -20,6 +20,9 @@ from collections import namedtuple
 BASELINE = "baseline"
 NATIVE = "native"
 
+#: The package of the compiled kernels.
+PACKAGE = "fastconv.kernels"
+
 Build = namedtuple("Build", "isa label features")
 Build.__doc__ = """An optional build: its ISA name, a label for people, the CPU features it is
 compiled for (GCC's names, as in -m<feature> and __builtin_cpu_supports)."""
@@ -27,7 +30,7 @@ compiled for (GCC's names, as in -m<feature> and __builtin_cpu_supports)."""
 _SSE4 = ("sse3", "ssse3", "sse4.1", "sse4.2", "popcnt")
 _AVX2 = ("avx", "avx2") + _SSE4
 
-#: The optional builds, best first (fastconv/_kernels.py runs the first this CPU can run).
+#: The optional builds, best first (fastconv/kernels/picker.py runs the first this CPU can run).
 #: AVX-512F brings FMA instructions: setup.py compiles every build with -ffp-contract=off,
 #: so that no a * b + c is fused and all builds give the same bits.
 OPTIONAL = (
@@ -38,5 +41,5 @@ OPTIONAL = (
 
 
 def module_name(isa):
-    """The module of a build: ``fastconv._im2col`` for the baseline, ``fastconv._im2col_<isa>`` else."""
-    return "fastconv._im2col" if isa in (BASELINE, NATIVE) else f"fastconv._im2col_{isa}"
+    """The module of a build: ``fastconv.kernels._im2col`` for the baseline, ``fastconv.kernels._im2col_<isa>`` else."""
+    return f"{PACKAGE}._im2col" if isa in (BASELINE, NATIVE) else f"{PACKAGE}._im2col_{isa}"

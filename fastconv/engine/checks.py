@@ -1,0 +1,106 @@
+"""Argument checks shared by every layer, model, optimizer and loader: one place that says
+what a bad argument is, and one wording for the errors (TypeError or ValueError naming it).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+INT32_MAX = 2**31 - 1
+
+#: Largest stride, pad, dilation or kernel size accepted (PyTorch's pooling bound). It keeps
+#: every index the Cython kernels compute from them (``oh * stride - pad + i * dilation``,
+#: ``-start + stride - 1``...) far from Py_ssize_t overflow, which would read and write out of
+#: bounds with bounds checks off.
+HYPERPARAMETER_MAX = INT32_MAX
+
+#: numpy's limit on the bytes of one array.
+_ARRAY_BYTES_MAX = np.iinfo(np.intp).max
+
+
+def shape_size(shape):
+    """The number of items in an array of ``shape``, as a Python int: exact for any shape
+    (``np.prod`` works in int64, where (2**31, 2**31, 4) wraps to 0)."""
+    return math.prod(int(n) for n in shape)
+
+
+def check_int(value, name, minimum=None, maximum=None):
+    """``value`` as an int: TypeError unless it is an integer (bool is not), ValueError
+    naming ``name`` unless ``minimum <= value <= maximum`` (either bound may be None)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        bound = "2**31 - 1" if maximum == INT32_MAX else maximum
+        raise ValueError(f"{name} must be <= {bound}, got {value!r}")
+    return int(value)
+
+
+def check_number(value, name, ok, rule):
+    """``value`` as a float if it is a real number (bool is not) for which ``ok(value)`` holds,
+    else ValueError naming ``name`` and ``rule`` (the allowed range, in words)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not ok(value):
+        raise ValueError(f"{name} must be a number {rule}, got {value!r}")
+    return float(value)
+
+
+def pair(value, name, minimum):
+    """Normalize an int or an (h, w) pair of ints to a tuple, checking its range
+    (``minimum`` to ``HYPERPARAMETER_MAX``)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair (h, w) of ints, got {value!r}")
+        items = tuple(value)
+    else:
+        items = (value, value)
+    for v in items:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an int or a pair (h, w) of ints, got {value!r}")
+        check_int(v, name, minimum, HYPERPARAMETER_MAX)
+    return int(items[0]), int(items[1])
+
+
+def check_array_size(shape, itemsize, what, culprits):
+    """ValueError naming ``culprits`` if an array of ``shape`` could not exist (more bytes than
+    numpy allows: it would raise its own error, naming no argument). A zero-size axis does not
+    count, as numpy checks the other axes all the same."""
+    count = itemsize
+    for n in shape:
+        count *= max(int(n), 1)
+    if count > _ARRAY_BYTES_MAX:
+        raise ValueError(f"{culprits} give {what} of shape {tuple(shape)}, larger than any array can be")
+
+
+def check_float_array(a, name, ndim=None):
+    """Check that ``a`` is a float32/float64 ndarray (of rank ``ndim``)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D array, got shape {a.shape}")
+    return a
+
+
+def check_same_dtype(**arrays):
+    """TypeError unless all given (non-None) arrays share one dtype."""
+    given = {k: v for k, v in arrays.items() if v is not None}
+    dtypes = {v.dtype for v in given.values()}
+    if len(dtypes) > 1:
+        desc = ", ".join(f"{k}: {v.dtype}" for k, v in given.items())
+        raise TypeError(f"{', '.join(given)} must share one dtype (float32 or float64), got {desc}")
+
+
+def check_dout(dout, expected_shape, dtype):
+    """Check an upstream gradient against the shape and dtype of the forward output."""
+    check_float_array(dout, "dout")
+    if dout.shape != tuple(expected_shape):
+        raise ValueError(f"dout must have the forward output's shape {tuple(expected_shape)}, got {dout.shape}")
+    if dout.dtype != dtype:
+        raise TypeError(f"dout must have the forward pass's dtype {dtype}, got {dout.dtype}")
+    return dout

@@ -1,0 +1,314 @@
+"""Convolution by im2col + GEMM, the chunk loops every convolution runs, and the fused
+conv-ReLU-max-pool layer.
+
+How a convolution runs (``x`` (N, C, H, W), ``w`` (F, C // groups, kh, kw)): the batch
+is cut into chunks of ``n`` images so that the im2col matrix of one chunk, ``cols``
+(C*kh*kw, n*out_h*out_w), stays under ``workspaces.WORKSPACE_BYTES`` (one image at
+least). For each chunk: forward ``y = w2 @ cols`` (one GEMM per group), then one pass
+scatters ``y`` (F, n*P) into the NCHW output and adds the bias. Backward: one pass
+gathers ``dout`` into ``dy`` (F, n*P) and sums ``db``; ``dw += dy @ cols.T`` and
+``dcols = w2.T @ dy`` (written over ``cols``), then col2im adds the patches back into
+``dx``. The cache holds ``x`` and ``w`` only; backward recomputes ``cols`` chunk by chunk
+instead of keeping a matrix kh*kw times the size of x. ``algorithms.choose`` decides
+whether a call runs this or Winograd (``winograd``), which shares ``ConvPlan``.
+
+Threads: when the BLAS may use T > 1 threads, the batch is cut into at least T chunks
+(when it has T images) and T workers take them in turn, each running a whole chunk
+(im2col, GEMMs, output pass) on one thread with the BLAS held to one thread
+(``threads`` says why); a single image runs in the caller's thread, on one BLAS thread
+too, with OpenMP kernels. So every GEMM runs on one BLAS thread whatever other threads do
+to the process-wide BLAS setting (some OpenBLAS kernels round differently on 1 and 2
+threads). dw and db are summed per worker, then in worker order: bitwise reproducible
+for a given thread count.
+
+A cache may be passed between threads, but two threads must not share one call's output
+arrays. As in fastconv.naive, a cache refers to the layer's inputs (without a copy when
+they are C-contiguous), which must not change before backward; the returned output is
+the caller's to change.
+"""
+import numpy as np
+
+from .. import layers as _layers
+from ..kernels import picker
+from . import algorithms, threads, winograd, workspaces
+from .algorithms import WINOGRAD_TILE, winograd_tiles
+from .checks import check_dout
+from .geometry import conv_geometry, pool_geometry_of_shape
+from .pooling import max_pool_planes
+
+def chunk_images(g, itemsize, workspace_bytes=None, algorithm="im2col"):
+    """Images per chunk so that one chunk's im2col matrix (Winograd: transformed input
+    tiles V) fits the workspace bound."""
+    limit = workspaces.WORKSPACE_BYTES if workspace_bytes is None else workspace_bytes
+    tile = WINOGRAD_TILE.get(algorithm)
+    if tile:
+        tiles_h, tiles_w = winograd_tiles(g, tile)
+        per_image = (tile + 2) ** 2 * g.C * tiles_h * tiles_w * itemsize
+    else:
+        per_image = (g.C * g.kh * g.kw) * (g.out_h * g.out_w) * itemsize
+    return int(max(1, min(max(g.N, 1), limit // max(per_image, 1))))
+
+
+def kernel_args(g):
+    return (g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, g.out_h, g.out_w)
+
+
+class ConvPlan:
+    """How a convolution over geometry ``g`` is cut up: chunks of ``chunk`` images,
+    worker k takes chunks k, k + workers, ... (see fastconv/py), and
+    the GEMM shapes: per group, ``w2`` (Fg, Kg) times ``cols`` (Kg, n*P).
+
+    ``run_forward`` and ``run_backward`` are the chunk loops of every convolution
+    layer here: the GEMMs, the workers and the order of dw's partial sums. What
+    feeds the GEMMs (im2col, the dout gather) and what takes their result (the
+    output scatter, col2im) is passed in, so that the benchmark suite's GEMM
+    limit (``conv_gemm_limit``) runs the same loops on prepared operands."""
+
+    def __init__(self, g, dtype, chunk=None, algorithm="im2col"):
+        self.g, self.algorithm = g, algorithm
+        self.dtype = np.dtype(dtype)
+        self.G, self.P = g.groups, g.out_h * g.out_w
+        self.K = g.C * g.kh * g.kw
+        self.Fg, self.Kg = g.F // g.groups, self.K // g.groups
+        blas_threads = threads.blas_threads()
+        if chunk is None:
+            # At least one chunk per BLAS thread: every GEMM then runs on one BLAS thread,
+            # so the result depends on the user's thread setting only, never on what another
+            # thread's call does to the process-wide BLAS setting meanwhile.
+            chunk = min(chunk_images(g, self.dtype.itemsize, algorithm=algorithm),
+                        max(1, -(-g.N // blas_threads)))
+        self.chunk = chunk
+        n_chunks = -(-g.N // self.chunk)
+        self.workers = max(1, min(blas_threads, n_chunks))
+        self.one_blas_thread = blas_threads > 1
+
+    def chunks(self, k):
+        """(n0, n) of the chunks of worker k."""
+        step = self.chunk * self.workers
+        for n0 in range(k * self.chunk, self.g.N, step):
+            yield n0, min(self.chunk, self.g.N - n0)
+
+    def threads(self, work):
+        """Thread count for a kernel: one inside a worker, else by the work's size."""
+        return 1 if self.workers > 1 else threads.kernel_threads(work)
+
+    def workspaces(self, n):
+        """This thread's ``cols`` (K, n*P) and ``y`` (F, n*P) for a chunk of n images."""
+        cols = workspaces.workspace("cols", self.K * n * self.P, self.dtype).reshape(self.K, n * self.P)
+        y = workspaces.workspace("y", self.g.F * n * self.P, self.dtype).reshape(self.g.F, n * self.P)
+        return cols, y
+
+    def group(self, gi):
+        """Rows of w2 / y (filters) and of cols (taps) that belong to group gi."""
+        return slice(gi * self.Fg, (gi + 1) * self.Fg), slice(gi * self.Kg, (gi + 1) * self.Kg)
+
+    def run(self, work):
+        """``[work(0), ..., work(workers - 1)]`` on the workers (fastconv/py)."""
+        return threads.run(self.workers, self.one_blas_thread, work) if self.g.N else [work(0)]
+
+    def run_forward(self, w2, operands, output):
+        """The forward pass, chunk by chunk on the workers: ``cols, y = operands(k, n0, n)``
+        gives worker k the operands of images [n0, n0 + n), then ``y = w2 @ cols`` (one
+        GEMM per group) and ``output(n0, n, y)``."""
+        def work(k):
+            for n0, n in self.chunks(k):
+                cols, y = operands(k, n0, n)
+                for gi in range(self.G):
+                    f, t = self.group(gi)
+                    np.matmul(w2[f], cols[t], out=y[f])
+                output(n0, n, y)
+
+        if self.g.N:
+            self.run(work)
+
+    def run_backward(self, w2, operands, need_dx, put_dcols):
+        """The backward pass, chunk by chunk on the workers: ``cols, dy = operands(k, n0, n,
+        db)`` gives worker k the operands of images [n0, n0 + n) (adding their bias gradient
+        to ``db``, float64 (F,)), then ``dw2 += dy @ cols.T`` and, with ``need_dx``,
+        ``dcols = w2.T @ dy`` written over cols and ``put_dcols(n0, n, dcols)`` (one GEMM
+        per group each). Returns (dw2, db): each worker's partial sums added in worker
+        order, so that they never depend on timing."""
+        g = self.g
+
+        def work(k):
+            dw2 = np.zeros((g.F, self.Kg), dtype=self.dtype)
+            db = np.zeros(g.F, dtype=np.float64)
+            for n0, n in self.chunks(k):
+                cols, dy = operands(k, n0, n, db)
+                for gi in range(self.G):
+                    f, t = self.group(gi)
+                    dw2[f] += dy[f] @ cols[t].T
+                if need_dx:
+                    for gi in range(self.G):
+                        f, t = self.group(gi)
+                        np.matmul(w2[f].T, dy[f], out=cols[t])
+                    put_dcols(n0, n, cols)
+            return dw2, db
+
+        return threads.sum_in_worker_order(self.run(work))
+
+
+def forward_chunks(plan, x, w, output):
+    """A convolution's forward pass: each chunk of x through im2col into this thread's
+    ``cols``, the GEMMs into its ``y`` (F, n*P), then ``output(n0, n, y)``."""
+    args = kernel_args(plan.g)
+
+    def im2col(k, n0, n):
+        cols, y = plan.workspaces(n)
+        picker.kernels.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
+        return cols, y
+
+    plan.run_forward(w.reshape(plan.g.F, plan.Kg), im2col, output)
+
+
+def backward_chunks(plan, x, w, has_bias, chunk_dy, need_dx):
+    """(dx, dw, db) of a convolution: for each chunk, ``chunk_dy(n0, n, dy, db)`` writes
+    the gradient of the convolution's output in GEMM layout, ``dy`` (F, n*P), and adds
+    its sums to ``db``; im2col recomputes the chunk's ``cols``; after the GEMMs, col2im
+    writes the chunk's dx from ``dcols``."""
+    g = plan.g
+    args = kernel_args(g)
+    dx = np.empty_like(x) if need_dx else None
+
+    def operands(k, n0, n, db):
+        cols, dy = plan.workspaces(n)
+        chunk_dy(n0, n, dy, db)
+        picker.kernels.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
+        return cols, dy
+
+    def col2im(n0, n, dcols):
+        picker.kernels.col2im(dcols, dx[n0:n0 + n], *args, plan.threads(dcols.size))
+
+    dw2, db = plan.run_backward(w.reshape(g.F, plan.Kg), operands, need_dx, col2im)
+    return dx, dw2.reshape(g.w_shape), (db.astype(x.dtype) if has_bias else None)
+
+
+def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm="auto"):
+    """Convolution (cross-correlation, as in every CNN library).
+
+    x (N, C, H, W), w (F, C // groups, kh, kw), b (F,) or None; stride, pad and
+    dilation are an int or an (h, w) pair. Returns (out, cache) with out
+    (N, F, out_h, out_w) in x's dtype.
+
+    ``algorithm``: "im2col" (any convolution), "winograd2" or "winograd" (F(2x2, 3x3): a
+    3x3 kernel, stride 1, dilation 1), "winograd4" (F(4x4, 3x3), the same convolutions)
+    or "auto": Winograd where it can run and is measured to win (``_winograd_wins``:
+    enough channels, not many more filters than channels, images of 16x16 or more), else
+    im2col (``conv_algorithm`` says which). Backward runs the algorithm its forward ran.
+    """
+    g = conv_geometry(x, w, b, stride, pad, dilation, groups)
+    algorithm, auto = algorithms.choose(g, algorithm, x, w)
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
+    plan = ConvPlan(g, x.dtype, algorithm=algorithm)
+    bias = np.ascontiguousarray(b) if b is not None else np.empty(0, dtype=x.dtype)
+    out = np.empty(g.out_shape, dtype=x.dtype)
+    if algorithm in WINOGRAD_TILE:
+        args = winograd.tile_args(plan)
+
+        def transform(n0, n, M, scratch, threads):  # straight into NCHW, plus the bias
+            picker.kernels.winograd_output(M, out[n0:n0 + n], bias, b is not None, *args, scratch, threads)
+
+        winograd.forward_chunks(plan, x, w, transform)
+        return out, (x, w, b is not None, g, (algorithm, auto))
+    out3 = out.reshape(g.N, g.F, plan.P)
+
+    def scatter(n0, n, y):  # GEMM layout (F, n*P) to NCHW, plus the bias
+        picker.kernels.scatter_output(y, out3[n0:n0 + n], bias, b is not None, False, plan.threads(y.size))
+
+    forward_chunks(plan, x, w, scatter)
+    return out, (x, w, b is not None, g, (algorithm, auto))
+
+
+def conv_backward(dout, cache, need_dx=True):
+    """Gradients of conv_forward: returns (dx, dw, db); db is None when b was None,
+    dx is None when ``need_dx`` is false (a first layer, whose input needs no gradient:
+    that saves a third of the GEMM work and the col2im pass)."""
+    x, w, has_bias, g, (algorithm, auto) = cache
+    check_dout(dout, g.out_shape, x.dtype)
+    algorithm = algorithms.for_backward(algorithm, auto, dout)
+    plan = ConvPlan(g, x.dtype, algorithm=algorithm)
+    if algorithm in WINOGRAD_TILE:
+        dout = np.ascontiguousarray(dout)
+        args = winograd.tile_args(plan)
+
+        def transform(n0, n, dM, db, scratch, threads):  # straight from NCHW, and the bias gradient
+            picker.kernels.winograd_output_adjoint(dout[n0:n0 + n], dM, db, has_bias, *args, scratch, threads)
+
+        return winograd.backward_chunks(plan, x, w, has_bias, transform, need_dx)
+    dout3 = np.ascontiguousarray(dout).reshape(g.N, g.F, plan.P)
+
+    def gather(n0, n, dy, db):  # NCHW to GEMM layout (F, n*P), and the bias gradient
+        picker.kernels.gather_dout(dout3[n0:n0 + n], dy, db, has_bias, plan.threads(dy.size))
+
+    return backward_chunks(plan, x, w, has_bias, gather, need_dx)
+
+
+def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stride=None, pool_pad=0,
+                           dilation=1, groups=1, algorithm="auto"):
+    """conv -> ReLU -> max pool in one pass per chunk: the same result as
+    ``max_pool_forward(relu_forward(conv_forward(x, w, b, ...)))``, without ever
+    writing the full-size convolution output.
+
+    ReLU and "+ b" are monotonic, so the maximum of a window of relu(y + b) is
+    relu(max(y + b)), at the same (first) position whenever it is positive, and
+    when it is not, no gradient flows anyway. So each chunk's GEMM output ``y``
+    gets its bias and is max-pooled while it is in cache, and ReLU runs on the
+    pooled values only. The cache holds x, w, the pooled output (its sign is the
+    ReLU mask) and the argmax. Returns (out, cache), out (N, F, pooled_h, pooled_w).
+    ``algorithm`` is conv_forward's (Winograd's output transform writes ``y``).
+    """
+    g = conv_geometry(x, w, b, stride, pad, dilation, groups)
+    algorithm, auto = algorithms.choose(g, algorithm, x, w)
+    pg = pool_geometry_of_shape(g.out_shape, pool_size, pool_stride, pool_pad,
+                                what="the convolution's output", names=("pool_size", "pool_stride", "pool_pad"))
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
+    dtype = x.dtype
+    plan = ConvPlan(g, dtype, algorithm=algorithm)
+    bias_col = None if b is None else np.ascontiguousarray(b).reshape(g.F, 1)
+    Pp = pg.out_h * pg.out_w
+    out = np.empty(pg.out_shape, dtype=dtype)
+    out3 = out.reshape(g.N, g.F, Pp)
+    # Argmax in chunk layout: chunk (n0, n) holds its planes in (filter, image) order,
+    # the order of the GEMM output, at [n0*F*Pp, (n0 + n)*F*Pp).
+    argmax = np.empty(g.N * g.F * Pp, dtype=np.int32)
+    no_bias = np.empty(0, dtype=dtype)
+
+    def pool(n0, n, y):  # + b, max pool of each (filter, image) plane, ReLU, to NCHW
+        z = workspaces.workspace("z", g.F * n * Pp, dtype).reshape(g.F * n, pg.out_h, pg.out_w)
+        if bias_col is not None:
+            y += bias_col
+        max_pool_planes(y.reshape(g.F * n, g.out_h, g.out_w), z,
+                  argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, pg.out_h, pg.out_w),
+                  pg, plan.threads(y.size))
+        picker.kernels.scatter_output(z.reshape(g.F, n * Pp), out3[n0:n0 + n], no_bias, False, True,
+                                plan.threads(z.size))
+
+    if algorithm in WINOGRAD_TILE:
+        winograd.forward_chunks(plan, x, w, winograd.to_gemm_layout(plan, pool))
+    else:
+        forward_chunks(plan, x, w, pool)
+    # out's sign is the ReLU mask: the cache keeps a copy, so that changing the returned
+    # out in place does not change the gradient (as in naive)
+    return out, (x, w, b is not None, g, pg, out.copy(), argmax, plan.chunk, (algorithm, auto))
+
+
+def conv_relu_pool_backward(dout, cache, need_dx=True):
+    """Gradients of conv_relu_pool_forward: (dx, dw, db), as conv_backward returns them."""
+    x, w, has_bias, g, pg, out, argmax, chunk, (algorithm, auto) = cache
+    check_dout(dout, pg.out_shape, x.dtype)
+    algorithm = algorithms.for_backward(algorithm, auto, dout)
+    plan = ConvPlan(g, x.dtype, chunk=chunk, algorithm=algorithm)
+    Pp = pg.out_h * pg.out_w
+    dz3 = _layers.relu_backward(dout, out).reshape(g.N, g.F, Pp)  # zero where the pooled value was <= 0
+
+    def route(n0, n, dy, db):  # the pooled gradient to GEMM layout, then to each window's argmax
+        dz = workspaces.workspace("z", g.F * n * Pp, x.dtype).reshape(g.F, n * Pp)
+        picker.kernels.gather_dout(dz3[n0:n0 + n], dz, db, has_bias, plan.threads(dz.size))
+        picker.kernels.max_pool_backward(dz.reshape(g.F * n, Pp), argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, Pp),
+                                   dy.reshape(g.F * n, plan.P), plan.threads(dy.size))
+
+    if algorithm in WINOGRAD_TILE:
+        return winograd.backward_chunks(plan, x, w, has_bias, winograd.from_gemm_layout(plan, route), need_dx)
+    return backward_chunks(plan, x, w, has_bias, route, need_dx)

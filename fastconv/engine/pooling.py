@@ -1,0 +1,90 @@
+"""Pooling: max (the gradient to the first maximum of each window, row-major) and average
+(padding counts in the divisor), each a single pass of a kernel over the planes.
+"""
+import numpy as np
+
+from ..kernels import picker
+from .checks import check_dout
+from .geometry import pool_geometry
+from .threads import over_planes
+from .workspaces import workspace
+
+#: Largest per-thread scratch (bytes) of the phased max-pool kernel; beyond it (huge
+#: windows or images) the direct kernel runs.
+PHASED_SCRATCH_MAX = 4 << 20
+
+
+def pool_args(pg):
+    return (pg.kh, pg.kw, pg.stride_h, pg.stride_w, pg.pad_h, pg.pad_w)
+
+
+def max_pool_planes(x3, out3, argmax3, pg, threads):
+    """Max pooling of the planes x3 (planes, H, W) into out3 and argmax3 (planes, out_h,
+    out_w) on ``threads`` threads, by the kernel that suits pg: overlapping windows
+    (kw > stride_w) run max_pool_phased when its scratch is small enough, the rest
+    max_pool_direct (the same bits; for windows that do not overlap the phased kernel
+    is no faster, docs/performance.md)."""
+    need = picker.kernels.max_pool_phased_scratch(pg.H, pg.W, pg.out_w, pg.kw, pg.stride_w)
+    if pg.kw > pg.stride_w and need is not None and need[0] * x3.itemsize + need[1] * 4 <= PHASED_SCRATCH_MAX:
+        scratch = workspace("pool_scratch", threads * need[0], x3.dtype).reshape(threads, need[0])
+        best = workspace("pool_best", threads * need[1], np.int32).reshape(threads, need[1])
+        picker.kernels.max_pool_phased(x3, out3, argmax3, *pool_args(pg), scratch, best, threads)
+    else:
+        columns = picker.kernels.max_pool_direct_columns(pg.W, pg.out_w, pg.kw, pg.stride_w, pg.pad_w)
+        picker.kernels.max_pool_direct(x3, out3, argmax3, *pool_args(pg), np.empty((2, columns), dtype=np.intp), threads)
+
+
+def max_pool_forward(x, kernel_size, stride=None, pad=0):
+    """Max pooling. stride None means kernel_size; padding counts as -inf.
+
+    Returns (out, cache), out (N, C, out_h, out_w). The cache holds the
+    argmax of each window (int32), not x.
+    """
+    g = pool_geometry(x, kernel_size, stride, pad)
+    x = np.ascontiguousarray(x)
+    out = np.empty(g.out_shape, dtype=x.dtype)
+    argmax = np.empty(g.out_shape, dtype=np.int32)
+    planes = g.N * g.C
+    x3, out3 = x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w)
+    argmax3 = argmax.reshape(planes, g.out_h, g.out_w)
+    over_planes(planes, planes * g.H * g.W,
+                 lambda lo, hi, threads: max_pool_planes(x3[lo:hi], out3[lo:hi], argmax3[lo:hi], g, threads))
+    return out, (argmax, x.dtype, g)
+
+
+def max_pool_backward(dout, cache):
+    """Each output's gradient goes to the first maximum of its window (row-major)."""
+    argmax, dtype, g = cache
+    check_dout(dout, g.out_shape, dtype)
+    dout = np.ascontiguousarray(dout)
+    planes, P = g.N * g.C, g.out_h * g.out_w
+    dx = np.empty((g.N, g.C, g.H, g.W), dtype=dtype)
+    dout2, argmax2, dx2 = dout.reshape(planes, P), argmax.reshape(planes, P), dx.reshape(planes, g.H * g.W)
+    over_planes(planes, planes * g.H * g.W, lambda lo, hi, threads: picker.kernels.max_pool_backward(
+        dout2[lo:hi], argmax2[lo:hi], dx2[lo:hi], threads))
+    return dx
+
+
+def avg_pool_forward(x, kernel_size, stride=None, pad=0):
+    """Average pooling; padded zeros count in the divisor (kh * kw)."""
+    g = pool_geometry(x, kernel_size, stride, pad)
+    x = np.ascontiguousarray(x)
+    out = np.empty(g.out_shape, dtype=x.dtype)
+    planes = g.N * g.C
+    x3, out3 = x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w)
+    over_planes(planes, planes * g.H * g.W, lambda lo, hi, threads: picker.kernels.avg_pool_forward(
+        x3[lo:hi], out3[lo:hi], *pool_args(g), threads))
+    return out, (x.shape, x.dtype, g)
+
+
+def avg_pool_backward(dout, cache):
+    """Spread each output's gradient evenly over its window (padding included)."""
+    x_shape, dtype, g = cache
+    check_dout(dout, g.out_shape, dtype)
+    dout = np.ascontiguousarray(dout)
+    planes = g.N * g.C
+    dx = np.empty(x_shape, dtype=dtype)
+    dout3, dx3 = dout.reshape(planes, g.out_h, g.out_w), dx.reshape(planes, g.H, g.W)
+    over_planes(planes, planes * g.H * g.W, lambda lo, hi, threads: picker.kernels.avg_pool_backward(
+        dout3[lo:hi], dx3[lo:hi], *pool_args(g), threads))
+    return dx

@@ -1,0 +1,18 @@
+"""The update rules' fast steps: one pass of a kernel per step instead of numpy's
+temporaries (``fastconv.optim`` owns the rules, their checks and their state)."""
+import numpy as np
+
+from .threads import kernel_threads
+
+
+def adam_step(w, dw, m, v, t, learning_rate, beta1, beta2, epsilon):
+    """One Adam step (``fastconv.optim.adam``'s formula, bit for bit): updates the moments
+    ``m`` and ``v`` in place (C-contiguous, w's shape and dtype) and returns the next w, a
+    new array; step ``t`` counts from 1."""
+    from ..kernels.picker import kernels  # here: optim's other rules need no extension
+
+    out = np.empty(w.shape, w.dtype)
+    kernels.adam_update(np.ascontiguousarray(w).reshape(-1), np.ascontiguousarray(dw).reshape(-1),
+                        m.reshape(-1), v.reshape(-1), out.reshape(-1), 1 - beta1, 1 - beta2, beta1, beta2,
+                        1 - beta1**t, 1 - beta2**t, learning_rate, epsilon, kernel_threads(w.size))
+    return out

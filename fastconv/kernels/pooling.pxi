@@ -1,0 +1,456 @@
+# ---------------------------------------------------------------- pooling
+# Planes are passed flattened: x (N*C, H, W), out/argmax/dout (N*C, out_h*out_w).
+
+cdef inline void _reaching_columns(Py_ssize_t kw, Py_ssize_t stride_w, Py_ssize_t pad_w, Py_ssize_t W,
+                                   Py_ssize_t out_w, Py_ssize_t* j_lo, Py_ssize_t* j_hi) noexcept nogil:
+    """The kernel columns [j_lo, j_hi) that reach the image for some ow (``j - pad_w +
+    ow*stride_w`` in [0, W)): a window far wider than the image (kw up to 2**31 - 1 with
+    pad = kw // 2) then costs O(W), not O(kw). Empty (j_hi <= j_lo) if none does."""
+    j_lo[0] = max(0, pad_w - (out_w - 1) * stride_w)
+    j_hi[0] = min(kw, pad_w + W)
+
+
+cdef inline bint _beats(floating b, floating a) noexcept nogil:
+    """Whether b replaces a as the running maximum: b > a, or b is NaN and a is not (the
+    first NaN wins). Written so that GCC vectorizes the loops that use it: ``(b > a) |
+    ((b != b) & (a == a))`` on a select's result stops its vectorizer ("no vectype")."""
+    return (a == a) & (not (b <= a))
+
+
+cdef inline void _offer(floating* max_row, int32_t* arg_row, Py_ssize_t k, floating v, int32_t i) noexcept nogil:
+    """Output k's running maximum and its index take (v, i) if v beats them."""
+    cdef floating mo = max_row[k]
+    cdef bint take = _beats(v, mo)
+    max_row[k] = v if take else mo
+    arg_row[k] = i if take else arg_row[k]
+
+
+cdef inline void _max_update_pair(const floating* src, floating* max_row, int32_t* arg_row, int32_t idx,
+                                  Py_ssize_t n) noexcept nogil:
+    """_max_plane_direct's update by two adjacent kernel columns at stride 2 (2x2 / 2
+    pooling): the first maximum of each pixel pair, then of the row so far and that (the
+    same pick as taking them one after the other). Both loads in one loop body: GCC splits
+    even and odd pixels with vector shuffles (a loop per column loads one lane at a time)."""
+    cdef Py_ssize_t k
+    cdef floating v0, v1
+    cdef bint odd
+    cdef int32_t one = 1, two = 2  # int32 constants: a bare literal is a C long, 64-bit lanes
+    for k in range(n):
+        v0 = src[2 * k]
+        v1 = src[2 * k + 1]
+        odd = _beats(v1, v0)
+        _offer(max_row, arg_row, k, v1 if odd else v0, idx + one if odd else idx)
+        idx = idx + two
+
+
+cdef void _max_plane_direct(const floating* xp, floating* op, int32_t* ap,
+                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
+                            Py_ssize_t kh, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                            Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t j_lo, Py_ssize_t nj,
+                            const Py_ssize_t* first, const Py_ssize_t* count) noexcept nogil:
+    """One plane, any geometry: each output row is updated in place, tap by tap
+    (kernel column j_lo + jj reaches output columns [first[jj], first[jj] + count[jj]))."""
+    cdef Py_ssize_t oh, ow, h0, h1, ih, jj, lo, n, k, iw0
+    cdef floating v, mo
+    cdef bint take
+    cdef int32_t idx0
+    cdef floating* max_row
+    cdef int32_t* arg_row
+    cdef const floating* src
+    # two kernel columns at stride 2 that reach the same outputs (2x2 / 2 pooling, any padding)
+    cdef bint pair = nj == 2 and stride_w == 2 and first[0] == first[1] and count[0] == count[1]
+    for oh in range(out_h):
+        h0 = oh * stride_h - pad_h
+        h1 = min(h0 + kh, H)
+        h0 = max(h0, 0)
+        max_row = op + oh * out_w
+        arg_row = ap + oh * out_w
+        for ow in range(out_w):
+            max_row[ow] = -INFINITY
+            arg_row[ow] = <int32_t>(h0 * W + max(ow * stride_w - pad_w, 0))
+        for ih in range(h0, h1):
+            if pair:
+                iw0 = j_lo - pad_w + first[0] * 2
+                _max_update_pair(xp + ih * W + iw0, max_row + first[0], arg_row + first[0],
+                                 <int32_t>(ih * W + iw0), count[0])
+                continue
+            for jj in range(nj):
+                n = count[jj]
+                lo = first[jj]
+                iw0 = j_lo + jj - pad_w + lo * stride_w  # the first pixel this column reads
+                src = xp + ih * W + iw0
+                idx0 = <int32_t>(ih * W + iw0)
+                for k in range(n):
+                    v = src[k * stride_w]
+                    mo = max_row[lo + k]
+                    take = (v > mo) | ((v != v) & (mo == mo))
+                    max_row[lo + k] = v if take else mo
+                    arg_row[lo + k] = (idx0 + <int32_t>(k * stride_w)) if take else arg_row[lo + k]
+
+
+cdef inline void _split_row2(const floating* xr, floating* d, Py_ssize_t W, Py_ssize_t pad_w,
+                             Py_ssize_t phase_len) noexcept nogil:
+    """_max_plane_phased's row split for stride_w == 2, both phases in one pass: with
+    the stride a constant, the compiler turns the even/odd split into vector shuffles
+    (a runtime stride leaves it one scalar load at a time)."""
+    cdef Py_ssize_t e, k, iw, p
+    cdef Py_ssize_t a = max(_first_valid(-pad_w, 2, phase_len), _first_valid(1 - pad_w, 2, phase_len))
+    cdef Py_ssize_t b = max(a, min(_end_valid(-pad_w, 2, phase_len, W), _end_valid(1 - pad_w, 2, phase_len, W)))
+    cdef floating* d0 = d + a
+    cdef floating* d1 = d + phase_len + a
+    cdef const floating* s = xr + (2 * a - pad_w)
+    for k in range(b - a):
+        d0[k] = s[2 * k]
+        d1[k] = s[2 * k + 1]
+    for p in range(2):  # the entries outside [a, b): padding, or a pixel only one phase has
+        for e in range(a):
+            iw = p - pad_w + 2 * e
+            d[p * phase_len + e] = xr[iw] if 0 <= iw < W else -INFINITY
+        for e in range(b, phase_len):
+            iw = p - pad_w + 2 * e
+            d[p * phase_len + e] = xr[iw] if 0 <= iw < W else -INFINITY
+
+
+cdef inline void _max_update_phases3(const floating* even, const floating* odd, floating* max_row,
+                                     int32_t* arg_row, int32_t idx, Py_ssize_t n) noexcept nogil:
+    """_max_plane_phased's update by one input row for kw == 3, stride_w == 2: window
+    columns 0, 1, 2 of output k are even[k], odd[k], even[k + 1]. The third wins only if
+    it beats both others, the second if it beats the first (each "beats" between two
+    loaded values: see _beats); then the row so far against that. n is a multiple of 8:
+    no tail."""
+    cdef Py_ssize_t k
+    cdef floating v0, v1, v2, u
+    cdef bint b10, b2
+    cdef int32_t i1, one = 1, two = 2
+    for k in range(n):
+        v0 = even[k]
+        v1 = odd[k]
+        v2 = even[k + 1]
+        b10 = _beats(v1, v0)
+        b2 = _beats(v2, v0) & _beats(v2, v1)
+        u = v1 if b10 else v0
+        i1 = idx + one if b10 else idx
+        _offer(max_row, arg_row, k, v2 if b2 else u, idx + two if b2 else i1)
+        idx = idx + two
+
+
+cdef void _max_plane_phased(const floating* xp, floating* op, int32_t* ap,
+                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
+                            Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                            Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t out_w8, Py_ssize_t phase_len,
+                            floating* phases, floating* max_row, int32_t* arg_row) noexcept nogil:
+    """One plane, the same result as _max_plane_direct (faster for overlapping windows).
+
+    First every input row is split into its stride_w phases, padded with -inf:
+    phase p, entry e holds padded column p + e*stride_w (pixel iw = that - pad_w).
+    Window column j of output ow is then entry ow + j // stride_w of phase
+    j % stride_w: every tap reads consecutive entries, over the same out_w8
+    (a multiple of 8) output columns, so the compiler vectorizes the update
+    without gathers or tails, and each input row is split once however many
+    windows overlap it. -inf entries never win, so padding needs no test."""
+    cdef Py_ssize_t oh, ow, h0, h1, ih, j, p, e, e_lo, e_hi, iw
+    cdef floating v, mo
+    cdef bint take
+    cdef int32_t base, s32 = <int32_t>stride_w
+    cdef floating* d
+    cdef const floating* src
+    cdef const floating* xr
+    for ih in range(H):
+        xr = xp + ih * W
+        if stride_w == 2:
+            _split_row2(xr, phases + ih * 2 * phase_len, W, pad_w, phase_len)
+            continue
+        for p in range(stride_w):
+            d = phases + (ih * stride_w + p) * phase_len
+            e_lo = _first_valid(p - pad_w, stride_w, phase_len)  # entries whose pixel is in the row
+            e_hi = max(e_lo, _end_valid(p - pad_w, stride_w, phase_len, W))
+            for e in range(e_lo):
+                d[e] = -INFINITY
+            for e in range(e_lo, e_hi):
+                d[e] = xr[p - pad_w + e * stride_w]
+            for e in range(e_hi, phase_len):
+                d[e] = -INFINITY
+    for oh in range(out_h):
+        h0 = oh * stride_h - pad_h
+        h1 = min(h0 + kh, H)
+        h0 = max(h0, 0)
+        for ow in range(out_w8):
+            max_row[ow] = -INFINITY
+            iw = ow * stride_w - pad_w
+            arg_row[ow] = <int32_t>(h0 * W + (iw if iw > 0 else 0))
+        for ih in range(h0, h1):
+            if kw == 3 and stride_w == 2:
+                src = phases + ih * 2 * phase_len
+                _max_update_phases3(src, src + phase_len, max_row, arg_row, <int32_t>(ih * W - pad_w), out_w8)
+                continue
+            for j in range(kw):
+                src = phases + (ih * stride_w + j % stride_w) * phase_len + j // stride_w
+                base = <int32_t>(ih * W + j - pad_w)
+                for ow in range(out_w8):
+                    v = src[ow]
+                    mo = max_row[ow]
+                    take = (v > mo) | ((v != v) & (mo == mo))
+                    max_row[ow] = v if take else mo
+                    arg_row[ow] = (base + <int32_t>ow * s32) if take else arg_row[ow]
+        for ow in range(out_w):
+            op[oh * out_w + ow] = max_row[ow]
+            ap[oh * out_w + ow] = arg_row[ow]
+
+
+def max_pool_direct_columns(Py_ssize_t W, Py_ssize_t out_w, Py_ssize_t kw, Py_ssize_t stride_w,
+                            Py_ssize_t pad_w):
+    """Length of max_pool_direct's column table (at least 1): the kernel columns that reach
+    an image W pixels wide."""
+    cdef Py_ssize_t j_lo, j_hi
+    _reaching_columns(kw, stride_w, pad_w, W, out_w, &j_lo, &j_hi)
+    return max(j_hi - j_lo, 1)
+
+
+def max_pool_direct(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t[:, :, ::1] argmax,
+                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                    Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t[:, ::1] columns, int num_threads):
+    """Max over each window of valid (unpadded) pixels of x into out; ``argmax`` is the flat
+    index ``ih*W + iw`` of the first maximum in row-major window order. NaN counts as the
+    maximum (the first NaN wins), so a NaN in a window gives NaN; a window of -inf gives
+    -inf and its first valid pixel.
+
+    Any geometry (max_pool_phased is faster for overlapping windows). The loops run
+    (plane, oh, window row ih, window column j, ow): the innermost updates a whole output
+    row at once, branch-free, visiting each window's pixels in row-major order.
+
+    x        (N*C, H, W)                IN
+    out      (N*C, out_h, out_w)        OUT
+    argmax   (N*C, out_h, out_w) int32  OUT
+    columns  (2, max_pool_direct_columns(...)) intp  SCRATCH: each reaching kernel
+             column's first output column and count
+    """
+    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
+    cdef Py_ssize_t t, jj, iw0, j_lo, j_hi, nj
+    if out.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != out_h or argmax.shape[2] != out_w:
+        raise ValueError("out and argmax must have shape (N*C, out_h, out_w) matching x")
+    _reaching_columns(kw, stride_w, pad_w, W, out_w, &j_lo, &j_hi)
+    nj = max(j_hi - j_lo, 0)
+    if columns.shape[0] != 2 or columns.shape[1] < max(nj, 1):
+        raise ValueError(f"columns must have shape (2, {max(nj, 1)}) or more columns, "
+                         f"got ({columns.shape[0]}, {columns.shape[1]})")
+    _check_threads(num_threads)
+    if out_w == 0 or out_h == 0 or planes == 0:
+        return
+    for jj in range(nj):
+        iw0 = j_lo + jj - pad_w
+        columns[0, jj] = _first_valid(iw0, stride_w, out_w)
+        columns[1, jj] = max(0, _end_valid(iw0, stride_w, out_w, W) - columns[0, jj])
+    with nogil:
+        for t in prange(planes, schedule="static", num_threads=num_threads):
+            _max_plane_direct(&x[t, H - 1, W - 1] - (H * W - 1),
+                              &out[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
+                              &argmax[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
+                              H, W, out_h, out_w, kh, stride_h, stride_w, pad_h, pad_w, j_lo, nj,
+                              &columns[0, 0], &columns[1, 0])
+
+
+def max_pool_phased_scratch(H, W, out_w, kw, stride_w):
+    """What one thread of max_pool_phased needs for planes of H x W pixels (computed in
+    Python integers, so nothing overflows): (entries of its row of ``scratch``, entries of
+    its row of ``best``), or None where that kernel cannot run (indices past int32)."""
+    out_w8 = (out_w + 7) // 8 * 8  # an output row in whole 8-lane vectors
+    phase_len = out_w8 + (kw - 1) // stride_w + 1  # entries of one stride phase of an input row
+    if H * W + kw + out_w8 * stride_w >= 2**31 - 1:  # every lane's index must fit int32
+        return None
+    return H * stride_w * phase_len + out_w8, out_w8
+
+
+def max_pool_phased(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t[:, :, ::1] argmax,
+                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                    Py_ssize_t pad_h, Py_ssize_t pad_w, floating[:, ::1] scratch, int32_t[:, ::1] best,
+                    int num_threads):
+    """max_pool_direct's result, bit for bit, by splitting each input row into its
+    stride_w phases first (see _max_plane_phased): faster for overlapping windows.
+
+    x        (N*C, H, W)                IN
+    out      (N*C, out_h, out_w)        OUT
+    argmax   (N*C, out_h, out_w) int32  OUT
+    scratch  (num_threads, max_pool_phased_scratch(...)[0])  SCRATCH, a row per thread
+    best     (num_threads, max_pool_phased_scratch(...)[1]) int32  SCRATCH, a row per thread
+    """
+    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
+    cdef Py_ssize_t t, out_w8, phase_len
+    cdef floating* phases
+    cdef int32_t* arg_row
+    if out.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != out_h or argmax.shape[2] != out_w:
+        raise ValueError("out and argmax must have shape (N*C, out_h, out_w) matching x")
+    _check_threads(num_threads)
+    need = max_pool_phased_scratch(H, W, out_w, kw, stride_w)
+    if need is None:
+        raise ValueError("max_pool_phased cannot index planes this large in int32: use max_pool_direct")
+    if scratch.shape[0] < num_threads or scratch.shape[1] < need[0] or best.shape[0] < num_threads \
+            or best.shape[1] < need[1]:
+        raise ValueError(f"scratch and best must have at least ({num_threads}, {need[0]}) and "
+                         f"({num_threads}, {need[1]}) entries")
+    if out_w == 0 or out_h == 0 or planes == 0:
+        return
+    out_w8 = need[1]
+    phase_len = out_w8 + (kw - 1) // stride_w + 1
+    with nogil, parallel(num_threads=num_threads):
+        phases = &scratch[threadid(), 0]
+        arg_row = &best[threadid(), 0]
+        for t in prange(planes, schedule="static"):
+            _max_plane_phased(&x[t, H - 1, W - 1] - (H * W - 1),
+                              &out[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
+                              &argmax[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
+                              H, W, out_h, out_w, kh, kw, stride_h, stride_w, pad_h, pad_w, out_w8, phase_len,
+                              phases, phases + H * stride_w * phase_len, arg_row)
+
+
+def max_pool_backward(const floating[:, ::1] dout, const int32_t[:, ::1] argmax,
+                      floating[:, ::1] dx, int num_threads):
+    """Overwrite ``dx`` with zeros plus each ``dout`` routed to its argmax. ValueError if
+    an argmax lies outside its plane (it did not come from a max pool of this shape).
+
+    dout    (N*C, out_h*out_w)          IN
+    argmax  (N*C, out_h*out_w) int32    IN, flat indices ``ih*W + iw``
+    dx      (N*C, H*W)                  OUT
+    """
+    cdef Py_ssize_t planes = dx.shape[0], HW = dx.shape[1], P = dout.shape[1]
+    cdef Py_ssize_t t, o, k
+    cdef Py_ssize_t bad = 0  # argmax entries outside [0, HW), counted in the loop, raised after it
+    if dout.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != P:
+        raise ValueError("dout and argmax must have shape (N*C, out_h*out_w) matching dx")
+    _check_threads(num_threads)
+    with nogil:
+        for t in prange(planes, schedule="static", num_threads=num_threads):
+            if HW > 0:
+                memset(&dx[t, HW - 1] - (HW - 1), 0, HW * sizeof(floating))
+            for o in range(P):
+                k = argmax[t, o]
+                if k < 0 or k >= HW:
+                    bad += 1
+                    continue
+                dx[t, k] += dout[t, o]
+    if bad:
+        raise ValueError(f"argmax holds {bad} index(es) outside its plane of {HW} pixels: it does not "
+                         "come from a max pool of this shape")
+
+
+def avg_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
+                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                     Py_ssize_t pad_h, Py_ssize_t pad_w, int num_threads):
+    """Mean over each window of x; padded zeros count in the divisor (kh*kw). Same loop
+    order as max_pool_direct.
+
+    x    (N*C, H, W)                    IN
+    out  (N*C, out_h, out_w)            OUT
+    """
+    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
+    cdef Py_ssize_t t, oh, ow, h0, h1, ih, j, iw0, lo, hi, j_lo, j_hi
+    cdef floating inv = 1.0 / (kh * kw)
+    cdef floating* orow
+    cdef const floating* xrow
+    if out.shape[0] != planes:
+        raise ValueError("out must have shape (N*C, out_h, out_w) matching x")
+    _check_threads(num_threads)
+    if out_w == 0:
+        return
+    _reaching_columns(kw, stride_w, pad_w, W, out_w, &j_lo, &j_hi)
+    with nogil:
+        for t in prange(planes, schedule="static", num_threads=num_threads):
+            for oh in range(out_h):
+                h0 = oh * stride_h - pad_h
+                h1 = min(h0 + kh, H)
+                h0 = max(h0, 0)
+                orow = &out[t, oh, out_w - 1] - (out_w - 1)
+                memset(orow, 0, out_w * sizeof(floating))
+                for ih in range(h0, h1):
+                    xrow = &x[t, ih, W - 1] - (W - 1)
+                    for j in range(j_lo, j_hi):
+                        iw0 = j - pad_w
+                        lo = _first_valid(iw0, stride_w, out_w)
+                        hi = _end_valid(iw0, stride_w, out_w, W)
+                        for ow in range(lo, hi):
+                            orow[ow] += xrow[iw0 + ow * stride_w]
+                for ow in range(out_w):
+                    orow[ow] *= inv
+
+
+cdef void _avg_tiles_backward(const floating* gp, floating* dp, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t kh, Py_ssize_t kw,
+                              Py_ssize_t pad_h, Py_ssize_t pad_w, floating inv) noexcept nogil:
+    """avg_pool_backward of one plane when the windows tile it (stride == kernel): every
+    pixel lies in at most one window, (ih + pad_h) // kh, (iw + pad_w) // kw, so each is
+    written once, with no zero-fill first and no read-modify-write. ``+ zero`` keeps
+    the general path's bits (there 0.0 + (-0.0) gives +0.0)."""
+    cdef Py_ssize_t ih, oh, ow, j, iw0, lo, hi, cover
+    cdef floating zero = 0
+    cdef floating v
+    cdef floating* drow
+    cdef const floating* grow
+    cover = max(0, min(W, out_w * kw - pad_w))  # pixels [0, cover) of a row are in a window
+    for ih in range(H):
+        drow = dp + ih * W
+        oh = (ih + pad_h) // kh
+        if oh >= out_h:
+            memset(drow, 0, W * sizeof(floating))
+            continue
+        grow = gp + oh * out_w
+        if kw == 2 and pad_w == 0:  # a constant stride: vector shuffles
+            for ow in range(out_w):
+                v = grow[ow] * inv + zero
+                drow[2 * ow] = v
+                drow[2 * ow + 1] = v
+        else:
+            for j in range(kw):
+                iw0 = j - pad_w
+                lo = _first_valid(iw0, kw, out_w)
+                hi = _end_valid(iw0, kw, out_w, W)
+                for ow in range(lo, hi):
+                    drow[iw0 + ow * kw] = grow[ow] * inv + zero
+        if cover < W:
+            memset(drow + cover, 0, (W - cover) * sizeof(floating))
+
+
+def avg_pool_backward(const floating[:, :, ::1] dout, floating[:, :, ::1] dx,
+                      Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t stride_h, Py_ssize_t stride_w,
+                      Py_ssize_t pad_h, Py_ssize_t pad_w, int num_threads):
+    """Overwrite ``dx`` with each ``dout`` divided by kh*kw and spread over its window.
+
+    dout  (N*C, out_h, out_w)           IN
+    dx    (N*C, H, W)                   OUT
+    """
+    cdef Py_ssize_t planes = dx.shape[0], H = dx.shape[1], W = dx.shape[2]
+    cdef Py_ssize_t out_h = dout.shape[1], out_w = dout.shape[2]
+    cdef Py_ssize_t t, oh, ow, h0, h1, ih, j, iw0, lo, hi, j_lo, j_hi
+    cdef floating inv = 1.0 / (kh * kw)
+    cdef const floating* grow
+    cdef floating* drow
+    if dout.shape[0] != planes:
+        raise ValueError("dout must have shape (N*C, out_h, out_w) matching dx")
+    _check_threads(num_threads)
+    # Windows that tile the planes (stride == kernel): each pixel is written once.
+    cdef bint tiles = kh == stride_h and kw == stride_w and out_h > 0
+    if out_w == 0 or H == 0 or W == 0:
+        return
+    _reaching_columns(kw, stride_w, pad_w, W, out_w, &j_lo, &j_hi)
+    with nogil:
+        for t in prange(planes, schedule="static", num_threads=num_threads):
+            if tiles:
+                _avg_tiles_backward(&dout[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
+                                    &dx[t, H - 1, W - 1] - (H * W - 1),
+                                    H, W, out_h, out_w, kh, kw, pad_h, pad_w, inv)
+                continue
+            memset(&dx[t, H - 1, W - 1] - (H * W - 1), 0, H * W * sizeof(floating))
+            for oh in range(out_h):
+                h0 = oh * stride_h - pad_h
+                h1 = min(h0 + kh, H)
+                h0 = max(h0, 0)
+                grow = &dout[t, oh, out_w - 1] - (out_w - 1)
+                for ih in range(h0, h1):
+                    drow = &dx[t, ih, W - 1] - (W - 1)
+                    for j in range(j_lo, j_hi):
+                        iw0 = j - pad_w
+                        lo = _first_valid(iw0, stride_w, out_w)
+                        hi = _end_valid(iw0, stride_w, out_w, W)
+                        for ow in range(lo, hi):
+                            drow[iw0 + ow * stride_w] += grow[ow] * inv
