@@ -31,7 +31,7 @@ import fastconv.naive as naive
 from fastconv import _parallel
 from fastconv._child import python_code
 
-from _helpers import DTYPES, assert_close
+from fastconv.testing import DTYPES, assert_close
 
 # (N, C, H, W, F, (kh, kw), stride, pad, groups)
 CASES = [
