@@ -590,10 +590,10 @@ def check_gradients(forward, backward, inputs, *, kwargs=None, dout=None, wrt=No
         raise ValueError("forward is not deterministic (two calls on the same inputs differ): "
                          "fix its randomness (a dropout seed) before checking gradients")
     grads = backward(dout.copy(), cache)
-    if isinstance(grads, list):
-        grads = tuple(grads)
-    if not isinstance(grads, tuple):
+    if not isinstance(grads, (tuple, list)):
         grads = (grads,)
+    # copies: a gradient that is a view of an input would move while the inputs are perturbed
+    grads = tuple(g.copy() if isinstance(g, np.ndarray) else g for g in grads)
     if len(grads) > len(values) or max(targets) >= len(grads):
         missing = [names[i] for i in targets if i >= len(grads)]
         raise ValueError(f"backward returned {len(grads)} gradient(s) for inputs {names}"
@@ -697,7 +697,8 @@ def check_model_gradients(model, X, y=None, *, params=None, h=1e-5, tolerance=GR
             rng.bit_generator.state = state
         result = model.loss(X, y)
         if not isinstance(result, tuple) or len(result) != 2 or not isinstance(result[1], Mapping):
-            raise TypeError(f"model.loss(X, y) must return (loss, grads) with grads a dict, got {type(result).__name__}")
+            raise TypeError("model.loss(X, y) must return (loss, grads) with grads a dict, "
+                            f"got {type(result).__name__}")
         return result
 
     def loss_value():
@@ -814,8 +815,9 @@ class ConvConfig:
 
 @dataclass(frozen=True)
 class PoolConfig:
-    """One pooling layer: ``kind`` "max" or "avg", x (N, C, H, W); ``stride`` None means the
-    kernel size (and is then left out of ``kwargs``, so the layer's default runs)."""
+    """One pooling layer: ``kind_name`` "max" or "avg" (``kind`` is "maxpool" or "avgpool"),
+    x (N, C, H, W); ``stride`` None means the kernel size (and is then left out of
+    ``kwargs``, so the layer's default runs). ``str(config)`` is its id."""
 
     kind_name: str
     N: int
@@ -1083,23 +1085,26 @@ def conv_config_strategy(*, dtypes=DTYPES, dilation=True, groups=True, per_axis=
     return configs()
 
 
-def pool_config_strategy(*, kinds=("max", "avg"), dtypes=DTYPES, per_axis=True, padding=True, max_size=8):
-    """A hypothesis strategy of PoolConfig over the space of ``pool_configs`` (every draw fits)."""
+def pool_config_strategy(*, kinds=("max", "avg"), dtypes=DTYPES, per_axis=True, padding=True, default_stride=True,
+                         max_size=8):
+    """A hypothesis strategy of PoolConfig over the space of ``pool_configs`` (same flags;
+    every draw fits)."""
     st = _hypothesis()
     dtypes = _check_dtypes(dtypes)
+    if isinstance(kinds, str) or not set(kinds) <= {"max", "avg"} or not kinds:
+        raise ValueError(f"kinds must be a tuple of 'max' and/or 'avg', got {kinds!r}")
 
     @st.composite
     def configs(draw):
-        kh = draw(st.integers(1, 4))
-        kernel = (kh, draw(st.integers(1, 4)) if per_axis else kh)
-        stride = draw(st.none() | st.tuples(st.integers(1, 3), st.integers(1, 3)))
-        if stride is not None and not per_axis:
-            stride = (stride[0], stride[0])
-        if padding:
-            ph = draw(st.integers(0, min(kernel) // 2 if not per_axis else kernel[0] // 2))
-            pad = (ph, draw(st.integers(0, kernel[1] // 2)) if per_axis else ph)
+        kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+        if per_axis:
+            stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+            pad = tuple(draw(st.integers(0, k // 2)) for k in kernel) if padding else (0, 0)
         else:
-            pad = (0, 0)
+            stride = (draw(st.integers(1, 3)),) * 2
+            pad = (draw(st.integers(0, min(kernel) // 2)),) * 2 if padding else (0, 0)
+        if default_stride and draw(st.booleans()):
+            stride = None
         size = [draw(st.integers(max(1, k - 2 * p), max(1, k - 2 * p) + max_size)) for k, p in zip(kernel, pad)]
         return PoolConfig(draw(st.sampled_from(list(kinds))), draw(st.integers(1, 3)), draw(st.integers(1, 3)),
                           size[0], size[1], kernel, stride, pad, draw(st.sampled_from(dtypes)))
@@ -1344,12 +1349,23 @@ def pytest_addoption(parser):
     parser.addini("fastconv_pool_configs", "geometries of the pool_config grid (fastconv.testing)", default="16")
 
 
+def _parametrized(metafunc, name):
+    """True if the test parametrizes ``name`` itself (its own grid wins)."""
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", "")
+        names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+        if name in names:
+            return True
+    return False
+
+
 def pytest_generate_tests(metafunc):
     """With this module as a plugin, a test taking ``conv_config`` or ``pool_config`` runs
-    once per configuration of the grid (ids as ``str(config)``)."""
+    once per configuration of the grid (ids as ``str(config)``), unless it parametrizes
+    that argument itself."""
     for name, make, option in (("conv_config", conv_configs, "fastconv_conv_configs"),
                                ("pool_config", pool_configs, "fastconv_pool_configs")):
-        if name in metafunc.fixturenames:
+        if name in metafunc.fixturenames and not _parametrized(metafunc, name):
             try:
                 n = int(metafunc.config.getini(option))
             except ValueError:

@@ -49,8 +49,7 @@ def test_the_twin_differs_only_in_its_docstring_and_the_planted_lines():
         good = f.read()
     with open(os.path.join(EXAMPLES, "test_my_layer_planted_bug.py")) as f:
         bad = f.read()
-    body = slice(good.index('"""', 3) + 3, None)  # after the module docstring
-    changed = [line for line in difflib.unified_diff(good[body].splitlines(), bad[bad.index('"""', 3) + 3:].splitlines(),
-                                                     lineterm="", n=0)
+    good, bad = (text[text.index('"""', 3) + 3:] for text in (good, bad))  # after the module docstrings
+    changed = [line for line in difflib.unified_diff(good.splitlines(), bad.splitlines(), lineterm="", n=0)
                if line.startswith("+") and not line.startswith("+++")]
     assert changed and all(line.endswith("# PLANTED BUG") for line in changed), changed

@@ -411,6 +411,34 @@ def test_hypothesis_strategies_draw_fitting_configs_and_shrink():
     smallest = hypothesis.find(T.conv_config_strategy(), lambda c: c.stride[0] > 1,
                                settings=settings(database=None, max_examples=500))
     assert smallest.stride[0] == 2 and (smallest.N, smallest.C, smallest.F, smallest.kernel) == (1, 1, 1, (1, 1))
+    # the max pool that assigns instead of adding shrinks to one plane with overlapping windows
+    smallest = hypothesis.find(T.pool_config_strategy(kinds=("max",), padding=False),
+                               lambda c: not T.check_equivalent(_ASSIGNING_POOL, naive, [c], raise_on_failure=False).ok,
+                               settings=settings(database=None, max_examples=500))
+    assert smallest.N == smallest.C == 1
+    assert any(s < k for s, k in zip(smallest.effective_stride, smallest.kernel)), smallest
+
+
+def _assigning_pool_forward(x, kernel_size, stride=None, pad=0):
+    kh, kw = kernel_size if isinstance(kernel_size, tuple) else (kernel_size, kernel_size)
+    sh, sw = (kh, kw) if stride is None else (stride if isinstance(stride, tuple) else (stride, stride))
+    out = np.empty((*x.shape[:2], (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1), x.dtype)
+    for i, j in np.ndindex(out.shape[2:]):
+        out[:, :, i, j] = x[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw].max(axis=(2, 3))
+    return out, (x, kh, kw, sh, sw)
+
+
+def _assigning_pool_backward(dout, cache):
+    x, kh, kw, sh, sw = cache
+    dx = np.zeros_like(x)
+    for i, j in np.ndindex(dout.shape[2:]):
+        window = x[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+        mask = window == window.max(axis=(2, 3), keepdims=True)
+        dx[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw] = mask * dout[:, :, i:i + 1, j:j + 1]  # = instead of +=
+    return dx
+
+
+_ASSIGNING_POOL = (_assigning_pool_forward, _assigning_pool_backward)
 
 
 # ------------------------------------------------------------------ adjoint
@@ -437,20 +465,25 @@ def test_check_adjoint_passes_on_a_transpose_and_fails_on_a_wrong_one(rng):
 # ------------------------------------------------------------------ the pytest plugin
 def test_pytest_plugin_runs_a_test_over_the_grids(tmp_path):
     (tmp_path / "test_user.py").write_text(textwrap.dedent("""
+        import pytest
         import fastconv.naive as naive
-        from fastconv.testing import check_equivalent
+        from fastconv.testing import check_equivalent, conv_configs
 
         def test_conv(conv_config):
             check_equivalent(naive, naive, [conv_config])
 
         def test_pool(pool_config):
             check_equivalent(naive, naive, [pool_config])
+
+        @pytest.mark.parametrize("conv_config", conv_configs(0)[:3], ids=str)  # its own grid wins
+        def test_own_grid(conv_config):
+            check_equivalent(naive, naive, [conv_config])
     """))
     (tmp_path / "pytest.ini").write_text("[pytest]\nfastconv_conv_configs = 12\nfastconv_pool_configs = 8\n")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "fastconv.testing", "-p", "no:cacheprovider",
                            str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"{12 * 2 + 8 * 2 * 2} passed" in proc.stdout, proc.stdout
+    assert f"{12 * 2 + 8 * 2 * 2 + 3} passed" in proc.stdout, proc.stdout
 
 
 # ------------------------------------------------------------------ CS231n's checking names
@@ -506,6 +539,17 @@ def test_cs231n_eval_numerical_gradient_perturbs_the_model_in_place_and_prints(r
     with redirect_stdout(io.StringIO()) as printed:
         cs231n.eval_numerical_gradient(f, model.params["b2"], verbose=False)
     assert printed.getvalue() == ""
+
+
+def test_cs231n_checking_cell_catches_a_wrong_backward(rng):
+    """The notebook's cell fails (a large rel_error) on a dw that is 1% off."""
+    x, w, b = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((2, 3, 3, 3)), rng.standard_normal(2)
+    conv_param = {"stride": 2, "pad": 1}
+    out, cache = cs231n.conv_forward_naive(x, w, b, conv_param)
+    dout = rng.standard_normal(out.shape)
+    dw = cs231n.conv_backward_naive(dout, cache)[1] * 1.01
+    dw_num = cs231n.eval_numerical_gradient_array(lambda w: cs231n.conv_forward_naive(x, w, b, conv_param)[0], w, dout)
+    assert cs231n.rel_error(dw, dw_num) > 4e-3
 
 
 def test_cs231n_grad_check_sparse_prints_each_check(rng):
