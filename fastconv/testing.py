@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._params import conv_output_size
+from . import conv_output_size  # the library's one output-size formula
 
 __all__ = [
     "TOL", "GRAD_TOL", "DTYPES", "tol", "rel_error", "assert_close",
@@ -547,6 +547,8 @@ def check_gradients(forward, backward, inputs, *, kwargs=None, dout=None, wrt=No
     report's table, unless ``raise_on_failure=False``.
     """
     if hasattr(forward, "loss") and isinstance(getattr(forward, "params", None), Mapping):
+        if kwargs is not None or dout is not None:
+            raise TypeError("check_gradients(model, X, y) takes no kwargs or dout: model.loss(X, y) is the function")
         return check_model_gradients(forward, backward, inputs, params=wrt, h=h, tolerance=tolerance,
                                      directions=directions, kinks=kinks, seed=seed,
                                      raise_on_failure=raise_on_failure)

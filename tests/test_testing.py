@@ -284,6 +284,8 @@ def test_check_model_gradients_refuses_float32_and_bad_models(rng):
         T.check_model_gradients(object(), X, y)
     with pytest.raises(ValueError, match="params: 'W9'"):
         T.check_model_gradients(_tiny_model(), X, y, params=["W9"])
+    with pytest.raises(TypeError, match="takes no kwargs or dout"):
+        T.check_gradients(_tiny_model(), X, y, kwargs={"reg": 0})
 
 
 # ------------------------------------------------------------------ check_equivalent
