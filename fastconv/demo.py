@@ -26,6 +26,7 @@ def _fwd_bwd(layers, x, w, b, dout):
 
 def run(args):
     from . import fast, naive
+    from .testing import rel_error, tol
 
     if args.batch < 1 or not 1 <= args.naive_batch <= args.batch or args.repeats < 1:
         raise ValueError("need --batch >= 1, 1 <= --naive-batch <= --batch and --repeats >= 1")
@@ -42,10 +43,9 @@ def run(args):
     ref_out, ref_grads = _fwd_bwd(naive, x[:k], w, b, dout[:k])
     naive_s = (time.perf_counter() - t0) * args.batch / k
     out, grads = _fwd_bwd(fast, x[:k], w, b, dout[:k])
-    tol = 1e-4 if dtype == np.float32 else 1e-9
     for name, a, r in zip(("out", "dx", "dw", "db"), (out, *grads), (ref_out, *ref_grads)):
-        err = np.abs(a - r).max() / max(np.abs(r).max(), 1e-30)
-        if not err < tol:
+        err = rel_error(a, r)
+        if not err < tol(dtype):
             raise RuntimeError(f"fast {name} differs from naive: relative error {err:.2e}")
 
     times = []

@@ -20,7 +20,7 @@ argument compensates).
 **The oracle** (``check_case``): every call either returns the reference answer
 (``fastconv.naive`` on the same arguments; for the compat modules, naive on the
 arguments cast to the dtype of ``w`` as their docstrings promise) within the
-tolerance table of ``_helpers.TOL``, with the output shape given by the
+tolerance table of ``fastconv.testing.TOL``, with the output shape given by the
 convolution formula written out here, or raises ValueError/TypeError whose
 message names one of the call's arguments (``x``, ``stride``, ``conv_param``...).
 ``fastconv.fast`` and ``fastconv.naive`` must moreover agree: both return, or
@@ -60,7 +60,7 @@ import numpy as np
 from fastconv._child import python_code
 
 import _helpers
-from _helpers import TOL  # the one tolerance table
+from fastconv.testing import TOL  # the one tolerance table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -9,7 +9,8 @@ import pytest
 
 import fastconv.fast as fast
 import fastconv.naive as naive
-from _helpers import DTYPES, assert_close, dtype_id
+from fastconv.testing import DTYPES, assert_close
+from _helpers import dtype_id
 
 MODULES = [pytest.param(naive, id="naive"), pytest.param(fast, id="fast")]
 

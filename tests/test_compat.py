@@ -7,7 +7,8 @@ dictionaries must raise errors that name the key.
 """
 import numpy as np
 import pytest
-from _helpers import DTYPES, assert_close, dtype_id, tol
+from fastconv.testing import DTYPES, assert_close, tol
+from _helpers import dtype_id
 
 from fastconv import naive
 from fastconv.compat import cs231n, sichkar

@@ -7,7 +7,8 @@ which tests/test_norm_layers.py and tests/test_layers.py check against numerical
 """
 import numpy as np
 import pytest
-from _helpers import DTYPES, GRAD_TOL, assert_close, dtype_id, numerical_gradient, rel_error
+from fastconv.testing import DTYPES, GRAD_TOL, assert_close, numerical_gradient, rel_error
+from _helpers import dtype_id
 
 from fastconv import fast, layers, naive
 from fastconv.compat import cs231n, sichkar

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _helpers import rel_error
+from fastconv.testing import rel_error
 from fastconv import distributed
 from fastconv._child import python_code, python_module
 from fastconv.models import load_model

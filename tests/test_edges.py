@@ -13,7 +13,7 @@
   sends the gradient to the first (row-major, ``np.argmax``'s rule, the tie
   rule of both fastconv modules) while PyTorch 2.13's CPU kernel sends it to
   the last (it takes every NaN it meets); the output, NaN, is the same.
-* **float32 accumulation** stays within the tolerance table (``_helpers.TOL``)
+* **float32 accumulation** stays within the tolerance table (``fastconv.testing.TOL``)
   against a float64 reference on reductions of thousands of terms:
   C*kh*kw = 4608 (C=512, 3x3) forward, F*kh*kw = 4608 into dx, N*out_h*out_w =
   4096 into dw and db, 64x64 average-pooling windows; with data of mixed sign
@@ -46,7 +46,8 @@ from fastconv._child import python_code
 import fastconv.naive as naive
 from fastconv.engine.conv import chunk_images
 from fastconv.engine.geometry import conv_geometry, pool_geometry
-from _helpers import DTYPES, TOL, dtype_id, out_size, rel_error
+from fastconv.testing import DTYPES, TOL, rel_error
+from _helpers import dtype_id, out_size
 
 MODULES = [pytest.param(naive, id="naive"), pytest.param(fast, id="fast")]
 CONV = dict(stride=(2, 1), pad=(1, 2), dilation=(1, 2), groups=2)

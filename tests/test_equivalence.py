@@ -1,18 +1,18 @@
 """fastconv.fast equals fastconv.naive: forward and every gradient.
 
-The grid is generated deterministically from a fixed seed (plus hand-picked
-awkward cases), so every run checks the same configurations and a failure's id
-(``conv-n2c4f2-x7x9-k3x5-s2-p1-d1-g2-bias-float32``) says how to rebuild it.
-``test_grid_covers_the_awkward_cases`` fails if the grid ever stops covering
-what the design promises (the awkward cases below). Shapes are small so that the naive loops stay fast.
+The grid is ``fastconv.testing``'s (``conv_configs``, ``pool_configs``): generated
+deterministically from a fixed seed, plus the hand-picked awkward cases, so every run
+checks the same configurations and a failure's id
+(``conv-k3x5-s2-p1-d1-g2-n2-c4f2-x7x9-float32``) says how to rebuild it
+(``fastconv.testing.ConvConfig``). ``test_grid_covers_the_awkward_cases`` fails if the grid
+ever stops covering what the design promises. Shapes are small so that the naive loops
+stay fast.
 
 CI also runs this file against a build with bounds checks on
 (``FASTCONV_CYTHON_DEBUG=1``, see ``test_build_mode``).
 """
 import os
 import zlib
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
@@ -21,174 +21,31 @@ import fastconv.fast as fast
 import fastconv.naive as naive
 from fastconv.engine.conv import chunk_images
 from fastconv.engine.geometry import conv_geometry
-from _helpers import DTYPES, assert_close, dtype_id, out_size, pair_id
-
-
-def _arg(pair):
-    """Pass equal pairs as a plain int and unequal ones as a tuple (both forms are API)."""
-    return pair[0] if pair[0] == pair[1] else pair
+from fastconv.testing import DTYPES, ConvConfig, assert_close, check_equivalent, conv_configs, pool_configs
+from _helpers import dtype_id, out_size, pair_id
 
 
 # ---------------------------------------------------------------------------- the grid
-@dataclass(frozen=True)
-class ConvCase:
-    N: int
-    C: int
-    H: int
-    W: int
-    F: int
-    kernel: tuple
-    stride: tuple
-    pad: tuple
-    dilation: tuple
-    groups: int
-    bias: bool
-    dtype: type
-
-    @property
-    def out_hw(self):
-        return tuple(
-            out_size(s, k, st, p, d)
-            for s, k, st, p, d in zip((self.H, self.W), self.kernel, self.stride, self.pad, self.dilation)
-        )
-
-    def __str__(self):
-        return (
-            f"conv-n{self.N}c{self.C}f{self.F}-x{self.H}x{self.W}-k{self.kernel[0]}x{self.kernel[1]}"
-            f"-s{pair_id(self.stride)}-p{pair_id(self.pad)}-d{pair_id(self.dilation)}-g{self.groups}"
-            f"-{'bias' if self.bias else 'nobias'}-{dtype_id(self.dtype)}"
-        )
-
-
-@dataclass(frozen=True)
-class PoolCase:
-    kind: str  # "max" or "avg"
-    N: int
-    C: int
-    H: int
-    W: int
-    kernel: tuple
-    stride: tuple  # None means kernel_size
-    pad: tuple
-    dtype: type
-
-    @property
-    def effective_stride(self):
-        return self.kernel if self.stride is None else self.stride
-
-    @property
-    def out_hw(self):
-        return tuple(
-            out_size(s, k, st, p)
-            for s, k, st, p in zip((self.H, self.W), self.kernel, self.effective_stride, self.pad)
-        )
-
-    def __str__(self):
-        stride = "None" if self.stride is None else pair_id(self.stride)
-        return (
-            f"{self.kind}pool-n{self.N}c{self.C}-x{self.H}x{self.W}-k{self.kernel[0]}x{self.kernel[1]}"
-            f"-s{stride}-p{pair_id(self.pad)}-{dtype_id(self.dtype)}"
-        )
-
-
-# (N, C, H, W, F, kernel, stride, pad, dilation, groups, bias): the awkward cases, by hand.
-HANDPICKED_CONV = [
-    (2, 4, 7, 9, 2, (3, 5), (2, 2), (1, 1), (1, 1), 2, True),  # non-square kernel and image, groups
-    (1, 1, 5, 5, 1, (1, 1), (1, 1), (0, 0), (1, 1), 1, False),  # 1x1, one channel, batch 1
-    (1, 1, 1, 1, 1, (1, 1), (1, 1), (0, 0), (1, 1), 1, True),  # a single pixel
-    (2, 2, 2, 3, 3, (4, 5), (1, 1), (2, 2), (1, 1), 1, True),  # kernel larger than the unpadded image
-    (1, 3, 1, 6, 2, (3, 2), (1, 2), (1, 0), (1, 1), 1, False),  # one image row, padding only in h
-    (2, 2, 9, 8, 2, (3, 3), (3, 3), (3, 3), (2, 2), 1, True),  # stride 3, pad 3, dilation 2
-    (1, 2, 8, 7, 4, (2, 3), (1, 3), (0, 2), (2, 1), 2, False),  # per-axis stride/pad/dilation, Cg = 1
-    (3, 1, 5, 5, 2, (3, 3), (2, 2), (0, 0), (1, 1), 1, True),  # odd size, exact fit with stride 2
-    (2, 2, 6, 6, 3, (3, 3), (2, 2), (0, 0), (1, 1), 1, True),  # last row and column left over
-    (1, 4, 4, 6, 2, (4, 6), (1, 1), (0, 0), (1, 1), 2, True),  # kernel equals the image: 1x1 output
-    (2, 2, 3, 3, 2, (3, 3), (1, 1), (3, 3), (2, 2), 2, False),  # mostly padding, dilated
-    (1, 2, 5, 4, 4, (1, 2), (3, 1), (3, 0), (1, 2), 1, True),  # pad larger than the kernel
-]
-
-N_RANDOM_CONV_GEOMETRIES = 100
-N_RANDOM_POOL_GEOMETRIES = 32
+# fastconv.testing's grids (its awkward cases, then geometries drawn from the seed): the
+# same ones a user's tests get, at a larger size.
+N_CONV_GEOMETRIES = 112
+N_POOL_GEOMETRIES = 40
 GRID_SEED = 20260423
 
-
-def _random_conv_geometry(rng):
-    def pair(lo, hi):
-        a = int(rng.integers(lo, hi + 1))
-        return (a, a) if rng.random() < 0.6 else (a, int(rng.integers(lo, hi + 1)))
-
-    groups = int(rng.choice([1, 2]))
-    C = groups * int(rng.integers(1, 4))
-    F = groups * int(rng.integers(1, 4))
-    kernel = pair(1, 5)
-    stride = pair(1, 3)
-    pad = pair(0, 3)
-    dilation = pair(1, 2)
-    size = []
-    for k, p, d in zip(kernel, pad, dilation):
-        smallest = max(1, d * (k - 1) + 1 - 2 * p)  # the dilated kernel must fit the padded input
-        size.append(int(rng.integers(smallest, smallest + 7)))
-    N = int(rng.choice([1, 2, 3]))
-    return (N, C, size[0], size[1], F, kernel, stride, pad, dilation, groups, bool(rng.random() < 0.5))
-
-
-def _conv_cases():
-    rng = np.random.default_rng(GRID_SEED)
-    geometries = list(HANDPICKED_CONV)
-    while len(geometries) < len(HANDPICKED_CONV) + N_RANDOM_CONV_GEOMETRIES:
-        geo = _random_conv_geometry(rng)
-        case = ConvCase(*geo, np.float64)
-        oh, ow = case.out_hw
-        # keep the naive loops cheap and the grid free of duplicates
-        if case.N * case.F * oh * ow <= 1500 and geo not in geometries:
-            geometries.append(geo)
-    return [ConvCase(*geo, dtype) for geo in geometries for dtype in DTYPES]
-
-
-# (N, C, H, W, kernel, stride or None, pad): pooling by hand.
-HANDPICKED_POOL = [
-    (2, 3, 4, 4, (2, 2), None, (0, 0)),  # the classic 2x2/2
-    (1, 1, 5, 7, (3, 3), (2, 2), (1, 1)),  # overlapping, padded, odd sizes
-    (2, 2, 6, 5, (3, 2), (1, 1), (1, 1)),  # non-square, stride 1: heavy overlap
-    (1, 2, 1, 1, (1, 1), None, (0, 0)),  # one pixel
-    (1, 1, 1, 4, (2, 3), (1, 2), (1, 1)),  # kernel taller than the image, fits with pad
-    (3, 1, 7, 6, (4, 4), (3, 3), (2, 2)),  # pad = kernel // 2, stride 3
-    (1, 2, 6, 6, (6, 6), None, (0, 0)),  # global pooling
-    (2, 1, 9, 5, (3, 1), (2, 1), (1, 0)),  # per-axis kernel/stride/pad
-]
-
-
-def _random_pool_geometry(rng):
-    a = int(rng.integers(1, 5))
-    kernel = (a, a) if rng.random() < 0.6 else (a, int(rng.integers(1, 5)))
-    r = rng.random()
-    if r < 0.25:
-        stride = None
-    elif r < 0.65:  # overlapping windows
-        stride = tuple(int(rng.integers(1, k + 1)) for k in kernel)
-    else:
-        stride = tuple(int(rng.integers(1, 4)) for _ in kernel)
-    pad = tuple(int(rng.integers(0, k // 2 + 1)) for k in kernel)
-    size = [int(rng.integers(max(1, k - 2 * p), max(1, k - 2 * p) + 6)) for k, p in zip(kernel, pad)]
-    return (int(rng.choice([1, 2, 3])), int(rng.integers(1, 4)), size[0], size[1], kernel, stride, pad)
-
-
-def _pool_cases():
-    rng = np.random.default_rng(GRID_SEED + 1)
-    geometries = list(HANDPICKED_POOL)
-    while len(geometries) < len(HANDPICKED_POOL) + N_RANDOM_POOL_GEOMETRIES:
-        geo = _random_pool_geometry(rng)
-        if geo not in geometries:
-            geometries.append(geo)
-    return [PoolCase(kind, *geo, dtype) for kind in ("max", "avg") for geo in geometries for dtype in DTYPES]
-
-
-CONV_CASES = _conv_cases()
-POOL_CASES = _pool_cases()
+CONV_CASES = conv_configs(N_CONV_GEOMETRIES, GRID_SEED)
+POOL_CASES = pool_configs(N_POOL_GEOMETRIES, GRID_SEED)
 
 
 def _seed(case):
     return zlib.crc32(str(case).encode())
+
+
+def _out_hw(case):
+    """The output size by the tests' own formula (_helpers.out_size), not the library's."""
+    dilation = getattr(case, "dilation", (1, 1))
+    stride = case.stride if case.stride is not None else case.kernel
+    return tuple(out_size(s, k, st, p, d) for s, k, st, p, d in
+                 zip((case.H, case.W), case.kernel, stride, case.pad, dilation))
 
 
 def test_grid_covers_the_awkward_cases():
@@ -209,7 +66,7 @@ def test_grid_covers_the_awkward_cases():
     assert any(c.kernel[0] > c.H or c.kernel[1] > c.W for c in convs)
     assert any(c.stride[0] != c.stride[1] or c.pad[0] != c.pad[1] or c.dilation[0] != c.dilation[1] for c in convs)
     for kind in ("max", "avg"):
-        kp = [c for c in pools if c.kind == kind]
+        kp = [c for c in pools if c.kind_name == kind]
         assert any(s < k for c in kp for s, k in zip(c.effective_stride, c.kernel)), "overlapping windows"
         assert any(max(c.pad) > 0 for c in kp)
         assert any(c.stride is None for c in kp)
@@ -218,44 +75,19 @@ def test_grid_covers_the_awkward_cases():
 
 
 # ---------------------------------------------------------------------------- equivalence
-def _conv_data(case):
-    rng = np.random.default_rng(_seed(case))
-    kh, kw = case.kernel
-    x = rng.standard_normal((case.N, case.C, case.H, case.W)).astype(case.dtype)
-    w = rng.standard_normal((case.F, case.C // case.groups, kh, kw)).astype(case.dtype)
-    b = rng.standard_normal(case.F).astype(case.dtype) if case.bias else None
-    dout = rng.standard_normal((case.N, case.F, *case.out_hw)).astype(case.dtype)
-    return x, w, b, dout
-
-
-def _conv_kwargs(case):
-    return dict(stride=_arg(case.stride), pad=_arg(case.pad), dilation=_arg(case.dilation), groups=case.groups)
-
-
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
 def test_conv_fast_equals_naive(case):
-    x, w, b, dout = _conv_data(case)
-    kwargs = _conv_kwargs(case)
-    out_n, cache_n = naive.conv_forward(x, w, b, **kwargs)
-    out_f, cache_f = fast.conv_forward(x, w, b, **kwargs)
-    assert out_n.shape == (case.N, case.F, *case.out_hw)
-    assert_close(out_f, out_n, case.dtype, "out")
-    dx_n, dw_n, db_n = naive.conv_backward(dout, cache_n)
-    dx_f, dw_f, db_f = fast.conv_backward(dout, cache_f)
-    assert_close(dx_f, dx_n, case.dtype, "dx")
-    assert_close(dw_f, dw_n, case.dtype, "dw")
-    if case.bias:
-        assert_close(db_f, db_n, case.dtype, "db")
-    else:
-        assert db_f is None and db_n is None
+    """out, dx, dw, db: shape, dtype and error (check_equivalent holds both paths to the config's shape)."""
+    assert case.out_shape == (case.N, case.F, *_out_hw(case))
+    check_equivalent(fast, naive, [case])
 
 
 @pytest.mark.parametrize("case", CONV_CASES[::8], ids=str)
 def test_conv_backward_without_dx(case):
     """need_dx=False (a first layer) returns dx None and the same dw, db as a full backward."""
-    x, w, b, dout = _conv_data(case)
+    x, w, b, dout = case.arrays()
     for module in (naive, fast):
-        _, cache = module.conv_forward(x, w, b, **_conv_kwargs(case))
+        _, cache = module.conv_forward(x, w, b, **case.kwargs)
         dx_full, dw_full, db_full = module.conv_backward(dout, cache)
         dx, dw, db = module.conv_backward(dout, cache, need_dx=False)
         assert dx is None and dx_full is not None
@@ -270,18 +102,8 @@ def _pool_funcs(module, kind):
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=str)
 def test_pool_fast_equals_naive(case):
-    rng = np.random.default_rng(_seed(case))
-    x = rng.standard_normal((case.N, case.C, case.H, case.W)).astype(case.dtype)
-    dout = rng.standard_normal((case.N, case.C, *case.out_hw)).astype(case.dtype)
-    results = []
-    for module in (naive, fast):
-        forward, backward = _pool_funcs(module, case.kind)
-        out, cache = forward(x, _arg(case.kernel), None if case.stride is None else _arg(case.stride), _arg(case.pad))
-        results.append((out, backward(dout, cache)))
-    (out_n, dx_n), (out_f, dx_f) = results
-    assert out_n.shape == (case.N, case.C, *case.out_hw)
-    assert_close(out_f, out_n, case.dtype, "out")
-    assert_close(dx_f, dx_n, case.dtype, "dx")
+    assert case.out_shape == (case.N, case.C, *_out_hw(case))
+    check_equivalent(fast, naive, [case])
 
 
 # ---------------------------------------------------------------------------- max-pool ties and NaN
@@ -401,7 +223,7 @@ def _chunk_workspace(case, images_per_chunk):
 @pytest.mark.parametrize("groups, bias", [(1, True), (2, False)], ids=["g1-bias", "g2-nobias"])
 def test_conv_chunked_batch_equals_naive(monkeypatch, images_per_chunk, groups, bias, dtype):
     """N = 7 in chunks of 1, 2 or 3 images (with a remainder chunk) equals naive."""
-    case = ConvCase(7, 4, 6, 5, 4, (3, 2), (2, 1), (1, 1), (1, 2), groups, bias, dtype)
+    case = ConvConfig(7, 4, 6, 5, 4, (3, 2), (2, 1), (1, 1), (1, 2), groups, bias, dtype)
     workspace = _chunk_workspace(case, images_per_chunk)
     monkeypatch.setattr(fast, "WORKSPACE_BYTES", workspace)
     g = conv_geometry(np.empty((7, 4, 6, 5), dtype), np.empty((4, 4 // groups, 3, 2), dtype),
@@ -415,8 +237,8 @@ def test_conv_chunked_batch_equals_naive(monkeypatch, images_per_chunk, groups, 
         return real_im2col(x, *args)
 
     monkeypatch.setattr(_kernels, "im2col", recording_im2col)
-    x, w, b, dout = _conv_data(case)
-    kwargs = _conv_kwargs(case)
+    x, w, b, dout = case.arrays()
+    kwargs = case.kwargs
     out_n, cache_n = naive.conv_forward(x, w, b, **kwargs)
     out_f, cache_f = fast.conv_forward(x, w, b, **kwargs)
     assert_close(out_f, out_n, dtype, "out")
@@ -488,7 +310,7 @@ def _fused_run(module, x, w, b, kwargs, pool, dout_fn, need_dx=True):
 @pytest.mark.parametrize("item", FUSED_CASES, ids=_fused_id)
 def test_conv_relu_pool_fast_equals_naive(item):
     case, pool = item
-    x, w, b, _ = _conv_data(case)
+    x, w, b, _ = case.arrays()
     rng = np.random.default_rng(_seed(case) + 1)
     douts = {}
 
@@ -497,7 +319,7 @@ def test_conv_relu_pool_fast_equals_naive(item):
             douts[out.shape] = rng.standard_normal(out.shape).astype(case.dtype)
         return douts[out.shape]
 
-    kwargs = _conv_kwargs(case)
+    kwargs = case.kwargs
     want = _fused_run(naive, x, w, b, kwargs, pool, dout_fn)
     for need_dx in (True, False):
         got = _fused_run(fast, x, w, b, kwargs, pool, dout_fn, need_dx)

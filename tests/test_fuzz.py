@@ -7,7 +7,7 @@ byte-swapped), memory layouts (Fortran, steps, read-only, negative and zero
 strides, unaligned) and argument values (0, negative, 2**31 - 1 .. 2**100,
 floats, None, str, bool, tuples of the wrong length, numpy scalars), and
 backward passes get bad ``dout``. Each call must return the reference answer
-(``fastconv.naive``; tolerance table of _helpers) or raise ValueError/TypeError
+(``fastconv.naive``; tolerance table of fastconv.testing) or raise ValueError/TypeError
 whose message names one of the call's arguments; fast and naive must raise the
 same error. A segfault, an abort or a hang fails only the case that caused it
 (see ``tests/_fuzz_cases.py`` for the generator, the oracle and the runner).

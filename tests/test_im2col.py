@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import fastconv.kernels._im2col as _im2col
-from _helpers import DTYPES, dtype_id, out_size, pair_id, tol
+from fastconv.testing import DTYPES, AdjointError, check_adjoint, tol
+from _helpers import dtype_id, out_size, pair_id
 
 
 def im2col_reference(x, kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w):
@@ -129,6 +130,27 @@ def test_col2im_changes_cols_only_where_im2col_puts_padding(rng, geo):
     assert (cols[changed] == 0).all()
 
 
+def _im2col_pair(geo, dtype, forget_row=None):
+    """im2col and col2im of ``geo`` as two functions of one array (check_adjoint's form);
+    ``forget_row``: a col2im that drops that row of cols (a wrong transpose)."""
+    N, C, H, W = geo[:4]
+    args = _args(geo)
+
+    def im2col(x):
+        cols = np.empty((C * args[0] * args[1], N * args[-2] * args[-1]), dtype=dtype)
+        _im2col.im2col(x, cols, *args, 1)
+        return cols
+
+    def col2im(c):
+        if forget_row is not None:
+            c[forget_row] = 0  # check_adjoint passes a copy
+        dx = np.empty((N, C, H, W), dtype=dtype)
+        _im2col.col2im(c, dx, *args, 1)
+        return dx
+
+    return im2col, col2im
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("geo", GEOMETRIES, ids=_id)
 def test_adjoint_identity(rng, geo, dtype):
@@ -138,16 +160,8 @@ def test_adjoint_identity(rng, geo, dtype):
     kh, kw, out_h, out_w = args[0], args[1], args[-2], args[-1]
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     c = rng.standard_normal((C * kh * kw, N * out_h * out_w)).astype(dtype)
-    cols = np.empty_like(c)
-    _im2col.im2col(x, cols, *args, 1)
-    dx = np.empty_like(x)
-    _im2col.col2im(c, dx, *args, 1)
-    lhs = np.vdot(cols.astype(np.float64), c.astype(np.float64))
-    rhs = np.vdot(x.astype(np.float64), dx.astype(np.float64))
     # relative to the sum of |terms|, so that cancellation cannot hide or fake an error
-    scale = np.vdot(np.abs(cols.astype(np.float64)), np.abs(c.astype(np.float64)))
-    assert scale > 0
-    assert abs(lhs - rhs) / scale < tol(dtype)
+    assert check_adjoint(*_im2col_pair(geo, dtype), x, c) < tol(dtype)
 
 
 def test_adjoint_identity_catches_a_wrong_col2im(rng):
@@ -157,13 +171,8 @@ def test_adjoint_identity_catches_a_wrong_col2im(rng):
     args = _args(geo)
     x = rng.standard_normal((N, C, H, W))
     c = rng.standard_normal((C * args[0] * args[1], N * args[-2] * args[-1]))
-    cols = np.empty_like(c)
-    _im2col.im2col(x, cols, *args, 1)
-    c_wrong = c.copy()
-    c_wrong[4] = 0  # what a col2im that forgets row 4 would compute
-    dx = np.empty_like(x)
-    _im2col.col2im(c_wrong, dx, *args, 1)
-    assert abs(np.vdot(cols, c) - np.vdot(x, dx)) > 1e-3
+    with pytest.raises(AdjointError, match="relative error"):
+        check_adjoint(*_im2col_pair(geo, np.float64, forget_row=4), x, c)
 
 
 @pytest.mark.parametrize("geo", [(4, 8, 20, 24, (3, 3), (2, 1), (1, 2), (1, 2)),   # row by row

@@ -5,11 +5,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from _helpers import numerical_gradient, rel_error
+from fastconv.testing import GRAD_TOL, numerical_gradient, rel_error
 from fastconv import models as M
 from fastconv.datasets import Preprocessing
-
-GRAD_TOL = 1e-6
 
 
 def _grad_error(actual, reference):

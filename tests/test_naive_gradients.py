@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import fastconv.naive as naive
-from _helpers import GRAD_TOL, numerical_gradient, pair_id, rel_error
+from fastconv.testing import GRAD_TOL, numerical_gradient, rel_error
+from _helpers import pair_id
 
 # (N, C, H, W, F, (kh, kw), stride, pad, dilation, groups, bias)
 CONV_CASES = [

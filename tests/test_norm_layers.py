@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _helpers import GRAD_TOL, numerical_gradient, rel_error
+from fastconv.testing import GRAD_TOL, numerical_gradient, rel_error
 
 import fastconv.fast as fast
 import fastconv.layers as layers

@@ -32,7 +32,7 @@ from fastconv.engine import conv, threads as _parallel
 from fastconv.engine.geometry import conv_geometry
 from fastconv._child import python_code
 
-from _helpers import DTYPES, assert_close
+from fastconv.testing import DTYPES, assert_close
 
 # (N, C, H, W, F, (kh, kw), stride, pad, groups)
 CASES = [

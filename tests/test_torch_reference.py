@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 import fastconv.fast as fast  # noqa: E402
-from _helpers import DTYPES, assert_close, dtype_id  # noqa: E402
+from fastconv.testing import DTYPES, assert_close  # noqa: E402
+from _helpers import dtype_id  # noqa: E402
 from test_equivalence import CONV_CASES, POOL_CASES, _arg, _conv_data, _seed  # noqa: E402
 
 # Every 4th case of the equivalence grid: a spread over all its geometries, both dtypes

@@ -27,7 +27,8 @@ import fastconv.fast as fast
 import fastconv.naive as naive
 from fastconv.engine import algorithms, winograd
 from fastconv.kernels.picker import kernels
-from _helpers import DTYPES, GRAD_TOL, assert_close, dtype_id, numerical_gradient, pair_id, rel_error
+from fastconv.testing import DTYPES, GRAD_TOL, assert_close, numerical_gradient, rel_error
+from _helpers import dtype_id, pair_id
 
 #: The Winograd algorithms and their output tile sizes ("winograd" is "winograd2").
 TILES = {"winograd": 2, "winograd4": 4}

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Relative tolerance (max |a - r| / max |r|) between two implementations of
-#: the same thing in the same dtype; the same table as tests/conftest.py.
-TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
+# the one tolerance table (relative, per dtype) and its error measure, shared with the tests
+from ..testing import rel_error, tol
 
 DTYPES = ("float32", "float64")
 PASSES = ("fwd", "fwdbwd")
@@ -188,35 +187,22 @@ def step_data(spec, dtype, seed=0):
 
 
 # ---------------------------------------------------------------- checks
-def rel_error(actual, reference):
-    """max |actual - reference| / max |reference| in float64 (NaN fails every check)."""
-    actual = np.asarray(actual, dtype=np.float64)
-    reference = np.asarray(reference, dtype=np.float64)
-    if actual.shape != reference.shape:
-        return float("inf")
-    if reference.size == 0:
-        return 0.0
-    diff = float(np.max(np.abs(actual - reference)))
-    scale = float(np.max(np.abs(reference)))
-    return diff / scale if scale > 0 else diff
-
-
 def check_same(what, names, actual, reference, dtype):
     """Raise MismatchError unless each actual array matches its reference.
 
     Returns the largest relative error, for the record.
     """
-    tol = TOL[np.dtype(dtype)]
+    tolerance = tol(dtype)
     worst = 0.0
     for name, a, r in zip(names, actual, reference):
         a_dtype = getattr(a, "dtype", None)
         if a_dtype is not None and np.dtype(a_dtype) != np.dtype(dtype) and np.ndim(a) > 0:
             raise MismatchError(f"{what}: {name} has dtype {a_dtype}, expected {np.dtype(dtype)}")
-        err = rel_error(a, r)
-        if not err <= tol:
+        err = rel_error(a, r) if np.shape(a) == np.shape(r) else float("inf")
+        if not err <= tolerance:
             raise MismatchError(
                 f"{what}: {name} differs from the reference: relative error {err:.3g} "
-                f"(tolerance {tol:g}, shapes {np.shape(a)} vs {np.shape(r)})")
+                f"(tolerance {tolerance:g}, shapes {np.shape(a)} vs {np.shape(r)})")
         worst = max(worst, err)
     return worst
 

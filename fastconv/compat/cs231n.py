@@ -11,6 +11,10 @@ them speeds up by changing one import::
     # from cs231n.layer_utils import *
     from fastconv.compat.cs231n import *
 
+The checking names of ``cs231n/gradient_check.py`` (``eval_numerical_gradient``,
+``eval_numerical_gradient_array``, ``grad_check_sparse``) and the notebooks' ``rel_error``
+come along (``fastconv/compat/cs231n_gradient_check.py``), so the checking cells run too.
+
 **Every name runs the fast path, the ``*_naive`` ones included**: that is the
 point, code that calls ``conv_forward_naive`` gets the im2col + GEMM
 convolution. ``conv_forward_naive``, ``conv_forward_fast``,
@@ -80,6 +84,9 @@ import numpy as np
 
 from .. import fast, layers as _shared
 from ..engine.checks import FLOAT_DTYPES, HYPERPARAMETER_MAX, check_int, pair
+# the notebooks' checking names (cs231n/gradient_check.py and rel_error), so that `import *` brings them
+from .cs231n_gradient_check import (eval_numerical_gradient, eval_numerical_gradient_array,  # noqa: F401
+                                    grad_check_sparse, rel_error)
 
 __all__ = [
     "affine_forward", "affine_backward", "relu_forward", "relu_backward",
@@ -96,6 +103,7 @@ __all__ = [
     "affine_relu_forward", "affine_relu_backward", "conv_relu_forward", "conv_relu_backward",
     "conv_relu_pool_forward", "conv_relu_pool_backward", "conv_bn_relu_forward", "conv_bn_relu_backward",
     "affine_bn_relu_forward", "affine_bn_relu_backward", "affine_ln_relu_forward", "affine_ln_relu_backward",
+    "eval_numerical_gradient", "eval_numerical_gradient_array", "grad_check_sparse", "rel_error",
 ]
 
 
