@@ -88,8 +88,10 @@ from .cs231n import (
     softmax_loss,
     svm_loss,
 )
-from .cs231n import _as_float, _computing_dtype
-from .. import fast, layers as _shared
+from .cs231n import _as_float, _computing_dtype, _mixed_backward, _pool_backward
+# the tutorial's Solver.py name; not in __all__, so the star import never replaces a script's Solver
+from .cs231n import Solver  # noqa: F401
+from .. import layers as _shared
 from .._params import FLOAT_DTYPES, check_int, conv_output_size
 
 __all__ = [
@@ -138,7 +140,7 @@ def max_pooling_forward_naive(x, pooling_params):
 def max_pooling_backward_naive(dout, cache):
     """Returns dx for max_pooling_forward_naive; each output's gradient goes to
     the first maximum of its window (row-major)."""
-    return fast.max_pool_backward(dout, cache)
+    return _pool_backward("max", dout, cache)
 
 
 max_pool_forward_fast = max_pooling_forward_naive
@@ -156,7 +158,7 @@ def average_pooling_forward_naive(x, pooling_params):
 
 def average_pooling_backward_naive(dout, cache):
     """Returns dx for average_pooling_forward_naive: each output's gradient shared evenly by its window."""
-    return fast.avg_pool_backward(dout, cache)
+    return _pool_backward("avg", dout, cache)
 
 
 def sigmoid_forward(x):
@@ -164,7 +166,9 @@ def sigmoid_forward(x):
     return _shared.sigmoid_forward(_as_float(x, _computing_dtype(x)))
 
 
-sigmoid_backward = _shared.sigmoid_backward
+def sigmoid_backward(dout, cache):
+    """Returns dx for sigmoid_forward (a dout of the other float dtype: numpy's promotion)."""
+    return _mixed_backward(_shared.sigmoid_backward, dout, cache)
 
 
 def dropout_forward(x, dropout_params):
