@@ -142,10 +142,13 @@ class TutorialModel:
         prepare = getattr(self.model, "prepare", None)
         return prepare(images) if callable(prepare) else images
 
-    def loss(self, X, y):
+    def loss(self, X, y=None):
         """(loss, grads) of a training batch, checked: a finite-able number and a gradient for
         every parameter, of its shape, a float array (cast to the parameter's dtype when it is
-        the other float dtype)."""
+        the other float dtype). Without y, the model's scores, as CS231n's ``loss(X)``: the
+        notebooks score the test set with ``solver.model.loss(X_test)``."""
+        if y is None:
+            return self._scores(X)
         result = self._train_loss(X, y)
         if not isinstance(result, tuple) or len(result) != 2 or not isinstance(result[1], dict):
             raise TypeError(f"{self._loss_name} must return (loss, grads) with grads a dict, "

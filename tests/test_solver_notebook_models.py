@@ -149,6 +149,19 @@ def test_float64_gradients_of_float32_parameters_train(make, data):
     assert solver.best_val_acc > 0.6
 
 
+@pytest.mark.parametrize("make, data", [(lambda: TwoLayerNet(), _cs231n_data), (lambda: PoolNet(), _tutorial_data)],
+                         ids=["cs231n-loss", "tutorial-scores_for_predicting"])
+def test_solver_model_scores_the_test_set_as_the_notebooks_call_it(make, data):
+    """``y_test_pred = np.argmax(solver.model.loss(data['X_test']), axis=1)``."""
+    model = make()
+    d = data()
+    X_val = d.get("X_val", d.get("x_validation"))
+    solver = S.Solver(model, d, num_epochs=1, seed=0, verbose=False)
+    want = model.loss(X_val) if hasattr(model, "loss") else model.scores_for_predicting(X_val)
+    assert np.array_equal(solver.model.loss(X_val), want)
+    assert solver.model.params is model.params
+
+
 def test_a_gradient_that_is_not_float_is_refused():
     model = TwoLayerNet()
     loss = model.loss
