@@ -16,7 +16,18 @@ point, code that calls ``conv_forward_naive`` gets the im2col + GEMM
 convolution. ``conv_forward_naive``, ``conv_forward_fast``,
 ``conv_forward_im2col`` and ``conv_forward_strides`` are one function (and so
 are their backwards, and the pooling variants), so a cache from any of them
-goes to any matching backward. The loop reference lives in ``fastconv.naive``.
+goes to any matching backward. The loop reference lives in ``fastconv.naive``;
+the notebooks' "fast vs naive" cells, after the swap, compare fastconv with
+itself (a difference of 0, a speedup of about 1x).
+
+The star import also brings the names of CS231n's ``im2col.py`` and
+``im2col_cython.pyx`` (``im2col_indices``, ``col2im_indices``,
+``get_im2col_indices``, ``im2col_cython``, ``col2im_cython``,
+``col2im_6d_cython``: the originals' signatures and column layout, on
+fastconv's kernels). ``Solver`` (not in ``__all__``, so that a star import
+never replaces a notebook's own) is ``fastconv.solver.Solver`` stopping a run
+at a non-finite loss as a search needs: ``from fastconv.compat.cs231n import
+Solver`` replaces ``from cs231n.solver import Solver``.
 
 Dictionaries (extra keys are ignored; a missing key or a bad value raises
 ValueError/TypeError naming it, e.g. ``conv_param['stride']``):
@@ -48,6 +59,12 @@ Where this differs from the original code:
   dtype is cast to it, and each gradient comes back in its own variable's
   dtype. That is what lets CS231n's ``ThreeLayerConvNet`` (float32 parameters
   by default, float64 CIFAR-10 data) run unchanged, in float32.
+* Layers without weights follow numpy's promotion on mixed float32/float64:
+  batchnorm, spatial batchnorm, layernorm and spatial groupnorm with float32
+  ``x`` and float64 gamma/beta (or the reverse) compute in float64; a
+  backward given a ``dout`` of the other float dtype returns what the
+  original does (ReLU: dout's dtype; pooling: x's; normalizations, dropout:
+  float64). ``fastconv.fast`` and ``fastconv.layers`` stay strict.
 * Integer and bool arrays given to a forward function (``b = np.array([0,
   128])``, ``gamma = np.asarray([3, 4, 5])``, raw uint8 images) are converted,
   as numpy arithmetic converts them in the original code: to the weights'
