@@ -299,3 +299,14 @@ def test_real_fashion_mnist_short_training(tmp_path, monkeypatch, capsys):
     history = json.loads((out / "history.json").read_text())
     assert history["num_train"] == 1080 and history["num_test"] == 1000
     assert history["test_accuracy"] > 0.6, history["test_accuracy"]  # chance is 0.1
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
+def test_a_diverging_run_stops_with_its_one_line_error(data_env, capsys):
+    """The Solver can record a non-finite loss and return (compat); `fastconv train` keeps the error."""
+    out = data_env["root"] / "nan"
+    line = _error(capsys, ["train", "--dataset", "fashion-mnist", "--model", "fc8-relu-fc", "--epochs", "1",
+                           "--optimizer", "sgd", "--lr", "1e30", "--out", str(out), "--no-progress", "--no-plots",
+                           "--threads", "1"])
+    assert "the loss became" in line and "lower the learning rate" in line
