@@ -18,11 +18,13 @@ where it has them. A gradient may come back in the other float dtype than its
 parameter (CS231n's float32 models fed float64 data, a tutorial layer's
 ``np.zeros``, a float64 dropout mask): it is cast to the parameter's dtype,
 once, here, as the originals' updates effectively do (``w -= lr * dw`` keeps
-w's dtype); a gradient that is not a float32/float64 array is refused. Checkpoints hold ``params`` (and ``buffers``): state kept
-elsewhere, such as the ``bn_params`` running statistics of CS231n's models or
-numpy's global random state that their dropout draws from, is not saved, so a
-resumed run equals an uninterrupted one only for models whose state is all in
-``params``.
+w's dtype); a gradient that is not a float32/float64 array is refused.
+``loss(X)`` without labels gives the model's scores, as CS231n's does.
+
+Checkpoints hold ``params`` (and ``buffers``): state kept elsewhere, such as
+the ``bn_params`` running statistics of CS231n's models or numpy's global
+random state that their dropout draws from, is not saved, so a resumed run
+equals an uninterrupted one only for models whose state is all in ``params``.
 
 ``solver_data`` reads the data dict in CS231n's keys (``X_train``, ``y_train``,
 ``X_val``, ``y_val``, ``X_test``, ``y_test``) or the tutorials' (``x_train``,
