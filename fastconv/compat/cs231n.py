@@ -679,12 +679,12 @@ def _kernel(name, *args):
 
 
 def _im2col(x, kh, kw, pad, stride):
-    """fastconv's columns (C*kh*kw, N*out_h*out_w), columns (n, oh, ow), and the kernel arguments."""
+    """fastconv's columns (C*kh*kw, N*out_h*out_w), columns (n, oh, ow); the kernel arguments; N."""
     x = _float_input(x, "x", 4)
     _, args = _im2col_geometry(x.shape, kh, kw, pad, stride)
     cols = np.empty((x.shape[1] * kh * kw, x.shape[0] * args[-2] * args[-1]), dtype=x.dtype)
     _kernel("im2col", x, cols, *args)
-    return cols, args
+    return cols, args, x.shape[0]
 
 
 def _col2im(cols, x_shape, kh, kw, pad, stride, order):
@@ -721,9 +721,9 @@ def get_im2col_indices(x_shape, field_height, field_width, padding=1, stride=1):
 
 def im2col_indices(x, field_height, field_width, padding=1, stride=1):
     """The patches of x (N, C, H, W) as columns (C*fh*fw, out_h*out_w*N), n fastest."""
-    cols, args = _im2col(x, field_height, field_width, padding, stride)
+    cols, args, N = _im2col(x, field_height, field_width, padding, stride)
     rows, P = cols.shape[0], args[-2] * args[-1]
-    return cols.reshape(rows, -1, P).transpose(0, 2, 1).reshape(rows, -1)  # columns (n, oh, ow) to (oh, ow, n)
+    return cols.reshape(rows, N, P).transpose(0, 2, 1).reshape(rows, P * N)  # columns (n, oh, ow) to (oh, ow, n)
 
 
 def col2im_indices(cols, x_shape, field_height=3, field_width=3, padding=1, stride=1):
