@@ -125,6 +125,26 @@ def test_dropout_backward_takes_a_dout_of_the_other_dtype(rng, x_dtype, dout_dty
     assert rel_error(dx, dout.astype(f64) * (out != 0) / 0.5) < 1e-12
 
 
+@pytest.mark.parametrize("x_dtype, dout_dtype", MIXED, ids=["x-float32-dout-float64", "x-float64-dout-float32"])
+def test_the_tutorial_layers_take_a_dout_of_the_other_dtype(rng, x_dtype, dout_dtype):
+    from fastconv.compat import sichkar as T
+
+    x = rng.standard_normal((2, 2, 4, 4)).astype(x_dtype)
+    pooling = {"pooling_height": 2, "pooling_width": 2, "stride": 2}
+    out, cache = T.max_pooling_forward_naive(x, pooling)
+    dout = rng.standard_normal(out.shape).astype(dout_dtype)
+    dx = T.max_pooling_backward_naive(dout, cache)
+    assert dx.dtype == x_dtype and np.array_equal(dx, _max_pool_backward_reference(x, dout.astype(x_dtype), 2, 2))
+    _, cache = T.average_pooling_forward_naive(x, pooling)
+    dx = T.average_pooling_backward_naive(dout, cache)
+    assert dx.dtype == x_dtype
+    assert rel_error(dx, np.repeat(np.repeat(dout.astype(x_dtype), 2, axis=2), 2, axis=3) / 4) < tol(x_dtype)
+    s, cache = T.sigmoid_forward(x)
+    dout = rng.standard_normal(x.shape).astype(dout_dtype)
+    dx = T.sigmoid_backward(dout, cache)
+    assert dx.dtype == f64 and rel_error(dx, dout.astype(f64) * s * (1 - s.astype(f64))) < 1e-12
+
+
 def test_the_core_api_stays_strict_about_mixed_dtypes(rng):
     x = rng.standard_normal((4, 3)).astype(f32)
     g, b = np.ones(3), np.zeros(3)

@@ -40,6 +40,12 @@ ignored):
   (``w1, b1, w2, b2, w3, b3``) and methods (``loss_for_training(x, y)``,
   ``scores_for_predicting(x)``), on the fused conv-relu-pool layer; it
   trains with ``fastconv.solver.Solver`` as with the tutorial's Solver.
+* ``Solver`` (not in ``__all__``: ``from fastconv.compat.sichkar import
+  Solver`` replaces ``from Solver import Solver``): fastconv's Solver, which
+  takes the tutorial's keywords (``optimization_config``,
+  ``learning_rate_decay``, ``number_of_epochs``, ``verbose_mode``) and data
+  keys, and stops a run at a non-finite loss instead of raising (see
+  ``fastconv.compat.cs231n.Solver``).
 
 Where this differs from the original code (fastconv keeps its own, correct
 semantics):
@@ -59,6 +65,8 @@ semantics):
   ``ConvNet1`` (float32 parameters, float64 CIFAR-10 data) runs unchanged,
   in float32. Integer and bool arrays (raw uint8 images) are converted to the
   computing dtype (see ``fastconv.compat.cs231n``); float16 raises TypeError.
+  A backward given a ``dout`` of the other float dtype takes it as numpy would
+  (pooling returns x's dtype, ReLU dout's, sigmoid and dropout float64).
 * The original max-pooling backward gives the gradient to every tied maximum
   of a window; here it goes to the first maximum in row-major order (as in
   PyTorch), so gradients are identical unless a window holds exact ties.
