@@ -348,7 +348,8 @@ class Solver:
         return _checkpoints.resume(self, path)
 
     def history(self):
-        """Histories as JSON-able lists (val accuracies are None without validation data)."""
+        """Histories as JSON-able lists: the accuracies from epoch 0 (``epoch + 1`` values; val
+        accuracies are None without validation data), one loss per iteration, one time per epoch."""
         return {
             "loss": list(self.loss_history),
             "train_acc": list(self.train_acc_history),
