@@ -14,11 +14,17 @@ needs only
   ``scores_for_predicting(x)``,
 
 and uses the model's own ``buffers``, ``prepare``, ``last_scores`` and ``rng``
-where it has them. Checkpoints hold ``params`` (and ``buffers``): state kept
-elsewhere, such as the ``bn_params`` running statistics of CS231n's models or
-numpy's global random state that their dropout draws from, is not saved, so a
-resumed run equals an uninterrupted one only for models whose state is all in
-``params``.
+where it has them. A gradient may come back in the other float dtype than its
+parameter (CS231n's float32 models fed float64 data, a tutorial layer's
+``np.zeros``, a float64 dropout mask): it is cast to the parameter's dtype,
+once, here, as the originals' updates effectively do (``w -= lr * dw`` keeps
+w's dtype); a gradient that is not a float32/float64 array is refused.
+``loss(X)`` without labels gives the model's scores, as CS231n's does.
+
+Checkpoints hold ``params`` (and ``buffers``): state kept elsewhere, such as
+the ``bn_params`` running statistics of CS231n's models or numpy's global
+random state that their dropout draws from, is not saved, so a resumed run
+equals an uninterrupted one only for models whose state is all in ``params``.
 
 ``solver_data`` reads the data dict in CS231n's keys (``X_train``, ``y_train``,
 ``X_val``, ``y_val``, ``X_test``, ``y_test``) or the tutorials' (``x_train``,
@@ -138,19 +144,31 @@ class TutorialModel:
         prepare = getattr(self.model, "prepare", None)
         return prepare(images) if callable(prepare) else images
 
-    def loss(self, X, y):
+    def loss(self, X, y=None):
         """(loss, grads) of a training batch, checked: a finite-able number and a gradient for
-        every parameter, of its shape."""
+        every parameter, of its shape, a float array (cast to the parameter's dtype when it is
+        the other float dtype). Without y, the model's scores, as CS231n's ``loss(X)``: the
+        notebooks score the test set with ``solver.model.loss(X_test)``."""
+        if y is None:
+            return self._scores(X)
         result = self._train_loss(X, y)
         if not isinstance(result, tuple) or len(result) != 2 or not isinstance(result[1], dict):
             raise TypeError(f"{self._loss_name} must return (loss, grads) with grads a dict, "
                             f"got {type(result).__name__}")
         loss, grads = result
+        cast = {}
         for name, p in self.params.items():
             g = grads.get(name)
             if not isinstance(g, np.ndarray) or g.shape != p.shape:
                 raise ValueError(f"{self._loss_name} must return a gradient of shape {p.shape} for "
                                  f"params[{name!r}], got {getattr(g, 'shape', type(g).__name__)}")
+            if g.dtype not in FLOAT_DTYPES:
+                raise TypeError(f"{self._loss_name} must return a float32 or float64 gradient for "
+                                f"params[{name!r}], got {g.dtype}")
+            if g.dtype != p.dtype:
+                cast[name] = g.astype(p.dtype)
+        if cast:
+            grads = {**grads, **cast}  # a new dict: the model's own stays as it returned it
         return float(loss), grads
 
     def scores(self, X, batch_size=500, prepare=False):

@@ -1,6 +1,8 @@
 """Solver checkpoints: one per epoch, written atomically, resumed bit for bit.
 
-A checkpoint is two files in the Solver's ``checkpoint_dir``:
+A checkpoint is two files in the Solver's ``checkpoint_dir``, named
+``checkpoint_epoch<NNNN>`` (or ``<name>_epoch<NNNN>`` for a Solver given
+CS231n's ``checkpoint_name``, its ``checkpoint_prefix``):
 
 * ``checkpoint_epoch<NNNN>.npz``: the model's parameters and batchnorm
   statistics (``params/<name>``, ``buffers/<name>``), the best ones so far
@@ -27,6 +29,7 @@ No pickle anywhere.
 """
 from __future__ import annotations
 
+import glob
 import math
 import numbers
 import os
@@ -42,21 +45,30 @@ from .models import load_saved_model
 
 CHECKPOINT_FORMAT = "fastconv-checkpoint"
 #: 2 added the settings resume compares (run_settings, optim_config, num_val, data_sha256);
-#: version 1 files still load as models (``load_checkpoint_model``) but cannot be resumed.
-CHECKPOINT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
-_CKPT_RE = re.compile(r"checkpoint_epoch(\d{4,})\.json")
-_CKPT_FILE_RE = re.compile(r"checkpoint_epoch\d{4,}\.(?:npz|json)")
+#: 3 starts the accuracy histories at epoch 0 (epoch + 1 entries, as CS231n's Solver).
+#: Older files still load as models (``load_checkpoint_model``) but cannot be resumed.
+CHECKPOINT_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
+_UNRESUMABLE = {1: "does not record the settings needed to check that resuming continues the same run",
+                2: "has no epoch-0 accuracies in its histories (version 3 records them, as CS231n's Solver)"}
+#: The file prefix of a Solver given ``checkpoint_dir`` (``checkpoint_name`` sets another).
+DEFAULT_PREFIX = "checkpoint"
 
 
-def checkpoints(directory):
-    """[(epoch, json path)] of the complete checkpoints in ``directory`` (JSON and .npz present)."""
+def _checkpoint_re(prefix, suffix=r"\.json"):
+    return re.compile(re.escape(prefix) + r"_epoch(\d{4,})" + suffix)
+
+
+def checkpoints(directory, prefix=DEFAULT_PREFIX):
+    """[(epoch, json path)] of the complete checkpoints in ``directory`` (JSON and .npz present)
+    named ``<prefix>_epoch<NNNN>``."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
     found = []
+    pattern = _checkpoint_re(prefix)
     for p in directory.iterdir():
-        m = _CKPT_RE.fullmatch(p.name)
+        m = pattern.fullmatch(p.name)
         if m and p.with_suffix(".npz").is_file():
             found.append((int(m[1]), p))
     return sorted(found)
@@ -75,7 +87,7 @@ def save_checkpoint(solver):
     ``checkpoint_dir``; prune old ones. Returns the JSON's path."""
     directory = Path(solver.checkpoint_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    stem = f"checkpoint_epoch{solver.epoch:04d}"
+    stem = f"{solver.checkpoint_prefix}_epoch{solver.epoch:04d}"
     arrays = solver.model.state_arrays()
     arrays.update({f"best_{k}": v for k, v in _prefixed(solver.best_params, solver.best_buffers).items()})
     scalars = {}
@@ -101,20 +113,21 @@ def save_checkpoint(solver):
         "npz_sha256": digest,
     }
     write_json(directory / f"{stem}.json", state)
-    prune(directory, solver.keep_checkpoints)
+    prune(directory, solver.keep_checkpoints, solver.checkpoint_prefix)
     return directory / f"{stem}.json"
 
 
-def prune(directory, keep):
-    """Keep the ``keep`` newest checkpoints in ``directory``; remove the temporary
-    checkpoint files whose writer no longer runs."""
+def prune(directory, keep, prefix=DEFAULT_PREFIX):
+    """Keep the ``keep`` newest checkpoints named ``prefix`` in ``directory``; remove their
+    temporary files whose writer no longer runs."""
     directory = Path(directory)
-    for _, path in checkpoints(directory)[:-keep]:
+    for _, path in checkpoints(directory, prefix)[:-keep]:
         _remove(path)
         _remove(path.with_suffix(".npz"))
-    for p in directory.glob(".checkpoint_epoch*.tmp*"):
+    files = _checkpoint_re(prefix, r"\.(?:npz|json)")
+    for p in directory.glob(f".{glob.escape(prefix)}_epoch*.tmp*"):
         temporary = temporary_of(p.name)
-        if temporary and _CKPT_FILE_RE.fullmatch(temporary[0]) and _dead(temporary[1]):
+        if temporary and files.fullmatch(temporary[0]) and _dead(temporary[1]):
             _remove(p)
 
 
@@ -162,15 +175,15 @@ def resume(solver, path=None):
     if path is None:
         if solver.checkpoint_dir is None:
             raise ValueError("resume needs checkpoint_dir (or a checkpoint path)")
-        found = checkpoints(solver.checkpoint_dir)
+        found = checkpoints(solver.checkpoint_dir, solver.checkpoint_prefix)
         if not found:
             return 0
         path = found[-1][1]
     path = Path(path)
     state = _read(path)
     if state["version"] != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: a version {state['version']} checkpoint does not record the settings "
-                         f"needed to check that resuming continues the same run; start afresh")
+        raise ValueError(f"{path}: a version {state['version']} checkpoint {_UNRESUMABLE[state['version']]}; "
+                         "start afresh")
     try:
         attributes, arrays, rng_states = _restored_state(path, state, solver)
     except (KeyError, TypeError) as exc:
@@ -232,7 +245,7 @@ def _checked_settings(path, settings):
         "lr_decay": lambda v: _number(v, "lr_decay", above=0.0),
         "batch_size": lambda v: check_int(v, "batch_size", 1),
         "num_epochs": lambda v: check_int(v, "num_epochs", 0),
-        "num_train_samples": lambda v: check_int(v, "num_train_samples", 1),
+        "num_train_samples": optional(lambda v: check_int(v, "num_train_samples", 1)),
         "num_val_samples": optional(lambda v: check_int(v, "num_val_samples", 1)),
         "num_train": lambda v: check_int(v, "num_train", 1),
         "num_val": lambda v: check_int(v, "num_val", 0),
@@ -330,14 +343,15 @@ def _checked_rng_state(rng, state, what):
 
 def _restored_history(path, history, epoch, iterations_per_epoch):
     """The Solver's history attributes from the checkpoint's ``history``, which must cover
-    ``epoch`` epochs of ``iterations_per_epoch`` steps, every number checked."""
+    ``epoch`` epochs of ``iterations_per_epoch`` steps (and epoch 0's accuracies), every number
+    checked."""
     def numbers_list(key, length, check):
         values = history.get(key)
         if not isinstance(values, list):
             raise ValueError(f"{path}: history['{key}'] must be a list")
         if len(values) != length:
             raise ValueError(f"{path}: history['{key}'] holds {len(values)} values, not {length} "
-                             f"({epoch} epochs)")
+                             f"({epoch} epochs{' and epoch 0' if length == epoch + 1 else ''})")
         return _field(path, f"history['{key}']", lambda vs: [check(v) for v in vs], values)
 
     def accuracy(v):
@@ -345,8 +359,8 @@ def _restored_history(path, history, epoch, iterations_per_epoch):
 
     return {
         "loss_history": numbers_list("loss", epoch * iterations_per_epoch, lambda v: _number(v, "a loss")),
-        "train_acc_history": numbers_list("train_acc", epoch, accuracy),
-        "val_acc_history": numbers_list("val_acc", epoch, lambda v: None if v is None else accuracy(v)),
+        "train_acc_history": numbers_list("train_acc", epoch + 1, accuracy),
+        "val_acc_history": numbers_list("val_acc", epoch + 1, lambda v: None if v is None else accuracy(v)),
         "epoch_times": numbers_list("epoch_seconds", epoch, lambda v: _number(v, "a time", 0.0)),
     }
 

@@ -105,10 +105,11 @@ def plot_accuracy(train_acc, val_acc, path, title="Accuracy per epoch"):
 
 
 def accuracy_figure(train_acc, val_acc, title="Accuracy per epoch"):
-    """Train and validation accuracy per epoch, on integer epoch ticks."""
+    """Train and validation accuracy per epoch, epoch 0 (before training) first, as the
+    Solver's histories hold them, on integer epoch ticks."""
     fig = _figure(6, 4)
     ax = fig.add_subplot()
-    epochs = np.arange(1, len(train_acc) + 1)
+    epochs = np.arange(len(train_acc))
     ax.plot(epochs, train_acc, "o-", label="train (sample)")
     val = [np.nan if v is None else v for v in val_acc]
     if not np.all(np.isnan(np.asarray(val, dtype=np.float64))):

@@ -24,16 +24,52 @@ Each epoch visits every training example once, in an order drawn from the
 Solver's random generator (shuffled, without replacement; the last batch may
 be smaller). After each epoch the learning rate of every parameter is
 multiplied by ``lr_decay``, the train accuracy is measured on a random sample
-of ``num_train_samples`` training examples and the validation accuracy on
-(at most ``num_val_samples`` of) the validation set; the parameters with the
-best validation accuracy are kept as copies and put back into the model when
-training ends. Without validation data the final parameters are kept.
+of ``num_train_samples`` training examples (all of them when it is None) and
+the validation accuracy on (at most ``num_val_samples`` of) the validation
+set; the parameters with the best validation accuracy are kept as copies and
+put back into the model when training ends. Without validation data the
+final parameters are kept.
+
+Histories, as CS231n's: ``loss_history`` holds every iteration's loss;
+``train_acc_history`` and ``val_acc_history`` hold ``num_epochs + 1``
+accuracies, epoch 0 first (the model before its first update; CS231n's and
+the tutorial's Solvers measure it after the first update, one step later),
+so ``plt.plot(solver.train_acc_history)`` puts epoch e at x = e. Epoch 0
+takes part in choosing the best parameters. ``epoch_times`` holds one time
+per epoch (``num_epochs`` entries).
+
+Gradients: a model's gradient of another float dtype than its parameter
+(CS231n's float32 models fed float64 data, the tutorials' ``np.zeros`` in a
+layer) is cast to the parameter's dtype once, before the update, as the
+originals' in-place updates effectively do; fastconv's own models return
+gradients in their parameters' dtype.
+
+A non-finite loss (NaN or inf) raises ValueError with ``nonfinite_loss="raise"``
+(the default; ``fastconv train`` relies on it). With ``nonfinite_loss="stop"``
+(the default of ``fastconv.compat.cs231n.Solver``) the loss is recorded in
+``loss_history``, the update is skipped, the run stops there (no accuracy is
+measured for the unfinished epoch, no checkpoint written) and ``train()``
+returns with the best parameters so far in the model; ``stopped`` then says
+where, and ``train()`` does nothing more. A hyperparameter search goes on
+with its next trial and reads ``best_val_acc`` as usual.
+
+The tutorial's keyword names are taken too: ``optimization_config``
+(``optim_config``), ``learning_rate_decay`` (``lr_decay``),
+``number_of_epochs`` (``num_epochs``), ``verbose_mode`` (``verbose``); giving
+both names of one setting with different values is a TypeError. The
+tutorial's ``train_accuracy_history``, ``validation_accuracy_history`` and
+``best_validation_accuracy`` read the histories above.
 
 Checkpoints: with ``checkpoint_dir``, the end of each epoch writes a
 checkpoint (``fastconv.checkpoints``: atomic, only the ``keep_checkpoints``
-newest kept). ``resume()`` restores the newest complete one and ``train()``
-then continues where it stopped: the result is bit-identical to a run that
-was never interrupted (same seed, same thread count). A checkpoint records
+newest kept). CS231n's ``checkpoint_name`` (e.g. ``"runs/fc_net"``) writes
+the same safe checkpoints under that name, ``runs/fc_net_epoch0001.json`` +
+``.npz``, instead of CS231n's pickles (``fc_net_epoch_1.pkl``): never a
+pickle, so a checkpoint from elsewhere cannot run code when loaded. Give
+``checkpoint_dir`` or ``checkpoint_name``, not both. ``resume()`` restores
+the newest complete one and ``train()`` then continues where it stopped
+(epoch 0's accuracies come from the checkpoint): the result is bit-identical
+to a run that was never interrupted (same seed, same thread count). A checkpoint records
 every setting that shapes the result (``recorded_settings``, with a SHA-256
 of the training and validation data) and the caller's ``run_settings`` (a
 JSON object, e.g. the command line's options); ``resume()`` refuses one
@@ -77,10 +113,19 @@ class Solver:
     #: Called as ``on_iteration(solver)`` after each update (e.g. ``fastconv.animation.FilterFrames``).
     on_iteration = None
 
+    #: What ``nonfinite_loss`` is when not given: "raise" here, "stop" in ``fastconv.compat.cs231n.Solver``.
+    default_nonfinite_loss = "raise"
+
     def __init__(self, model, data, update_rule="sgd", optim_config=None, lr_decay=1.0, batch_size=100,
                  num_epochs=10, num_train_samples=1000, num_val_samples=None, print_every=100,
                  checkpoint_dir=None, keep_checkpoints=2, seed=None, verbose=True, progress=None,
-                 run_settings=None, comm=None):
+                 run_settings=None, comm=None, *, checkpoint_name=None, nonfinite_loss=None,
+                 optimization_config=None, learning_rate_decay=None, number_of_epochs=None, verbose_mode=None):
+        # the tutorial's names for four settings (its Solver's keywords)
+        optim_config = _alias(optim_config, None, "optim_config", optimization_config, "optimization_config")
+        lr_decay = _alias(lr_decay, 1.0, "lr_decay", learning_rate_decay, "learning_rate_decay")
+        num_epochs = _alias(num_epochs, 10, "num_epochs", number_of_epochs, "number_of_epochs")
+        verbose = _alias(verbose, True, "verbose", verbose_mode, "verbose_mode")
         self.model = solver_model(model)  # fastconv's models as they are, CS231n's and the tutorials' adapted
         X_train, y_train, self.X_val, self.y_val = solver_data(data)  # CS231n's keys or the tutorials'
         self.X_train, self.y_train = X_train, np.asarray(y_train)
@@ -103,11 +148,16 @@ class Solver:
         self.lr_decay = float(lr_decay)
         self.batch_size = check_int(batch_size, "batch_size", 1)
         self.num_epochs = check_int(num_epochs, "num_epochs", 0)
-        self.num_train_samples = check_int(num_train_samples, "num_train_samples", 1)
+        self.num_train_samples = None if num_train_samples is None else \
+            check_int(num_train_samples, "num_train_samples", 1)  # None: the whole training set, as CS231n's
         self.num_val_samples = None if num_val_samples is None else check_int(num_val_samples, "num_val_samples", 1)
         self.print_every = check_int(print_every, "print_every", 1)
         self.keep_checkpoints = check_int(keep_checkpoints, "keep_checkpoints", 1)
-        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.checkpoint_dir, self.checkpoint_prefix = _checkpoint_place(checkpoint_dir, checkpoint_name)
+        nonfinite_loss = self.default_nonfinite_loss if nonfinite_loss is None else nonfinite_loss
+        if nonfinite_loss not in ("raise", "stop"):
+            raise ValueError(f"nonfinite_loss must be 'raise' or 'stop', got {nonfinite_loss!r}")
+        self.nonfinite_loss = nonfinite_loss
         self.seed = seed
         self.run_settings = _json_object(run_settings, "run_settings")
         self._data_sha256 = None
@@ -127,6 +177,7 @@ class Solver:
         self.train_acc_history = []
         self.val_acc_history = []
         self.epoch_times = []
+        self.stopped = None  # where a non-finite loss stopped the run (nonfinite_loss="stop")
         self.optim_configs = {name: dict(self.optim_config) for name in self.model.params}
 
     # ------------------------------------------------------------------ training
@@ -136,7 +187,11 @@ class Solver:
         else:
             loss, grads, correct = self._loss_and_grads(idx)
         if not np.isfinite(loss):
-            raise ValueError(f"the loss became {loss} at epoch {self.epoch + 1}; lower the learning rate")
+            if self.nonfinite_loss == "raise":
+                raise ValueError(f"the loss became {loss} at epoch {self.epoch + 1}; lower the learning rate")
+            self.loss_history.append(float(loss))  # recorded, as CS231n's Solver records it; no update
+            self.stopped = f"the loss became {float(loss)} at epoch {self.epoch + 1}, iteration {len(self.loss_history)}"
+            return float(loss), None
         for name, w in self.model.params.items():
             next_w, self.optim_configs[name] = self.update_rule(w, grads[name], self.optim_configs[name])
             self.model.params[name] = next_w
@@ -172,6 +227,8 @@ class Solver:
         seen = correct = 0
         for it, idx in enumerate(batches):
             loss, right = self._step(idx)
+            if self.stopped is not None:
+                break
             if self.on_iteration is not None:
                 self.on_iteration(self)
             seen += len(idx)
@@ -187,39 +244,62 @@ class Solver:
                       f"loss {loss:.4f}, batch acc {_accuracy(correct, seen)}, {rate:.0f} images/s", flush=True)
         if bar is not None:
             bar.close()
+        if self.stopped is not None and self.verbose:
+            print(f"stopped: {self.stopped}", flush=True)
         return time.perf_counter() - t0
 
+    def _record_accuracies(self):
+        """Measure this epoch's train and validation accuracy, append them to the histories and
+        keep the parameters if they are the best so far. Returns (train_acc, val_acc)."""
+        train_acc = self.check_accuracy(self.X_train, self.y_train, self.num_train_samples)
+        val_acc = None
+        if self.X_val is not None:
+            val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples)
+        self.train_acc_history.append(train_acc)
+        self.val_acc_history.append(val_acc)
+        if val_acc is not None and val_acc > self.best_val_acc:
+            self.best_val_acc, self.best_epoch = val_acc, self.epoch
+            self.best_params = {k: v.copy() for k, v in self.model.params.items()}
+            self.best_buffers = {k: v.copy() for k, v in self.model.buffers.items()}
+        return train_acc, val_acc
+
     def train(self):
-        """Train until ``num_epochs`` epochs are done (from where ``resume`` left off)."""
+        """Train until ``num_epochs`` epochs are done (from where ``resume`` left off), or until a
+        non-finite loss stops the run (``nonfinite_loss="stop"``; then, and once stopped, it returns)."""
         if self.distributed is not None:
             self.distributed.start()  # every rank takes rank 0's state
+        if self.stopped is not None:
+            return self
+        if self.epoch == 0 and not self.train_acc_history:  # epoch 0: the model before its first update
+            train_acc, val_acc = self._record_accuracies()
+            if self.verbose:
+                val = f", val acc {val_acc:.4f}" if val_acc is not None else ""
+                print(f"epoch 0/{self.num_epochs}: train acc {train_acc:.4f}{val}", flush=True)
         while self.epoch < self.num_epochs:
             seconds = self._run_epoch()
+            if self.stopped is not None:
+                break  # the unfinished epoch is neither measured nor checkpointed
             self.epoch += 1
             for config in self.optim_configs.values():
                 if "learning_rate" in config:  # set (to its default) by the first update
                     config["learning_rate"] *= self.lr_decay
-            train_acc = self.check_accuracy(self.X_train, self.y_train, self.num_train_samples)
-            val_acc = None
-            if self.X_val is not None:
-                val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples)
-            self.train_acc_history.append(train_acc)
-            self.val_acc_history.append(val_acc)
+            train_acc, val_acc = self._record_accuracies()
             self.epoch_times.append(seconds)
-            if val_acc is not None and val_acc > self.best_val_acc:
-                self.best_val_acc, self.best_epoch = val_acc, self.epoch
-                self.best_params = {k: v.copy() for k, v in self.model.params.items()}
-                self.best_buffers = {k: v.copy() for k, v in self.model.buffers.items()}
             if self.verbose:
                 val = f", val acc {val_acc:.4f}" if val_acc is not None else ""
                 print(f"epoch {self.epoch}/{self.num_epochs}: train acc {train_acc:.4f}{val}, "
                       f"{seconds:.1f} s ({len(self.X_train) / seconds:.0f} images/s)", flush=True)
             if self.checkpoint_dir is not None:
                 self.save_checkpoint()
-        if self.X_val is not None and self.best_epoch > 0:
+        if self.X_val is not None and self.val_acc_history:
             self.model.params = {k: v.copy() for k, v in self.best_params.items()}
             self.model.buffers = {k: v.copy() for k, v in self.best_buffers.items()}
         return self
+
+    # the tutorial's Solver's names for the histories and the best accuracy (read-only)
+    train_accuracy_history = property(lambda self: self.train_acc_history)
+    validation_accuracy_history = property(lambda self: self.val_acc_history)
+    best_validation_accuracy = property(lambda self: self.best_val_acc)
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -268,7 +348,8 @@ class Solver:
         return _checkpoints.resume(self, path)
 
     def history(self):
-        """Histories as JSON-able lists (val accuracies are None without validation data)."""
+        """Histories as JSON-able lists: the accuracies from epoch 0 (``epoch + 1`` values; val
+        accuracies are None without validation data), one loss per iteration, one time per epoch."""
         return {
             "loss": list(self.loss_history),
             "train_acc": list(self.train_acc_history),
@@ -276,6 +357,32 @@ class Solver:
             "epoch_seconds": list(self.epoch_times),
             "iterations_per_epoch": -(-len(self.X_train) // self.batch_size),
         }
+
+
+def _alias(value, default, name, tutorial_value, tutorial_name):
+    """A setting given by its CS231n name or its tutorial name (None when not given); TypeError
+    when both are given with different values."""
+    if tutorial_value is None:
+        return value
+    if value != default and value != tutorial_value:
+        raise TypeError(f"give {name} or {tutorial_name} (the tutorial's name), not both: "
+                        f"got {value!r} and {tutorial_value!r}")
+    return tutorial_value
+
+
+def _checkpoint_place(checkpoint_dir, checkpoint_name):
+    """(directory, file prefix) of the checkpoints: ``checkpoint_dir`` with the prefix
+    'checkpoint', or CS231n's ``checkpoint_name`` split into its folder and its name."""
+    if checkpoint_name is None:
+        return (None if checkpoint_dir is None else Path(checkpoint_dir)), _checkpoints.DEFAULT_PREFIX
+    if checkpoint_dir is not None:
+        raise TypeError("give checkpoint_dir or checkpoint_name, not both")
+    if not isinstance(checkpoint_name, (str, Path)) or not str(checkpoint_name):
+        raise TypeError(f"checkpoint_name must be a non-empty str or path, got {checkpoint_name!r}")
+    path = Path(checkpoint_name)
+    if path.name in ("", ".", "..") or str(checkpoint_name).endswith(("/", "\\")):
+        raise ValueError(f"checkpoint_name must end in a file name (e.g. 'runs/fc_net'), got {checkpoint_name!r}")
+    return path.parent, path.name
 
 
 def _data_parallel(solver, comm):

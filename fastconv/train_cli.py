@@ -9,7 +9,8 @@ set, fits the preprocessing on the training split, trains with the Solver
   accuracy) with its preprocessing and class names;
 * ``checkpoints/``: the last checkpoints (``--resume`` continues from them);
 * ``.fastconv.lock``: held by the training that owns the folder (``_run_folder``);
-* ``history.json``: loss per iteration, accuracies per epoch, epoch times,
+* ``history.json``: loss per iteration, accuracies per epoch from epoch 0
+  (before training: ``epochs + 1`` of them, as CS231n's Solver), epoch times,
   test accuracy, the settings;
 * ``loss.png``, ``accuracy.png``, ``confusion.png``, ``filters.png``,
   ``examples.png``, ``dataset.png`` (10 training images per class),
@@ -354,7 +355,8 @@ def _train(args, model, split, out, log, frames=None, comm=None):
                     update_rule=args.optimizer, optim_config={"learning_rate": lr}, lr_decay=args.lr_decay,
                     batch_size=args.batch_size, num_epochs=args.epochs, checkpoint_dir=ckpt_dir,
                     seed=args.seed, verbose=not args.quiet, progress=not args.no_progress,
-                    run_settings={_option(k): settings[k] for k in RESULT_SETTINGS}, comm=comm)
+                    run_settings={_option(k): settings[k] for k in RESULT_SETTINGS}, comm=comm,
+                    nonfinite_loss="raise")  # a diverging run stops with its clear message
     if args.resume:
         epoch = solver.resume()
         if epoch > args.epochs:

@@ -742,8 +742,8 @@ def _compat_conv(seed, index, rng, family):
             # to compare two implementations; tests/test_compat_tutorials.py checks that case
             x = _mutate_array(m, rng, "x", x, other_float="ok", shape_outcome=_x_shape_outcome(True),
                               integers=None if bn else "ok")
-        elif target == "w":  # the compute dtype follows w (gamma and beta of batchnorm do not)
-            w = _mutate_array(m, rng, "w", w, other_float="maybe" if bn else "ok",
+        elif target == "w":  # the compute dtype follows w; batchnorm then promotes w's and gamma's (numpy)
+            w = _mutate_array(m, rng, "w", w, other_float="ok",
                               shape_outcome=_w_shape_outcome(1, True), integers="maybe" if bn else "ok")
         elif target == "b":
             b = _mutate_array(m, rng, "b", b, other_float="ok", integers="ok")
@@ -772,12 +772,15 @@ def _compat_conv(seed, index, rng, family):
         return a
 
     xr, wr, br = converted(x), converted(w), converted(b)
+    # compat's batchnorm computes in numpy's promotion of the conv output's dtype and gamma's
+    bn_dtype = np.result_type(ref_dtype, wdt).type
 
     def ref_forward(x_, w_, b_):
         out, conv_cache = naive.conv_forward(x_, w_, b_, ref_stride, ref_pad)
         caches = [conv_cache]
         if family == "cs231n_conv_bn_relu":
-            out, bn_cache = layers.spatial_batchnorm_forward(out, gamma, beta, {"mode": "train"})
+            out, bn_cache = layers.spatial_batchnorm_forward(out.astype(bn_dtype), gamma.astype(bn_dtype),
+                                                             beta.astype(bn_dtype), {"mode": "train"})
             caches.append(bn_cache)
         if family != "cs231n_conv" and family != "sichkar_conv":
             out, relu_cache = layers.relu_forward(out)
@@ -793,9 +796,11 @@ def _compat_conv(seed, index, rng, family):
         if pool is not None:
             dout = naive.max_pool_backward(dout, caches.pop())
         if family != "cs231n_conv" and family != "sichkar_conv":
-            dout = layers.relu_backward(dout, caches.pop())
+            relu_cache = caches.pop()  # compat: dout in the conv's dtype, the ReLU's dx in dout's
+            dout = layers.relu_backward(dout.astype(relu_cache.dtype), relu_cache).astype(dout.dtype)
         if family == "cs231n_conv_bn_relu":
-            dout, dgamma, dbeta = layers.spatial_batchnorm_backward(dout, caches.pop())
+            dout, dgamma, dbeta = layers.spatial_batchnorm_backward(dout.astype(bn_dtype), caches.pop())
+            dout = dout.astype(ref_dtype)
             dbn = (dgamma, dbeta)
         dx, dw, db = naive.conv_backward(dout, caches.pop())
         grads = (dx.astype(xdt), dw, db.astype(bdt))
@@ -827,15 +832,16 @@ def _compat_conv(seed, index, rng, family):
             args += (pool_param,)
         if family == "cs231n_conv_bn_relu":
             args = (x, w, b, gamma, beta, conv_param, bn)
-    grad_dtypes = gdt + ((wdt, wdt) if family == "cs231n_conv_bn_relu" else ())
+    grad_dtypes = gdt + ((bn_dtype, bn_dtype) if family == "cs231n_conv_bn_relu" else ())
+    out_dtype = bn_dtype if family == "cs231n_conv_bn_relu" else ref_dtype
     grad_shapes = ((c["N"], c["C"], c["H"], c["W"]), (c["F"], c["C"]) + c["kernel"], (c["F"],))
     if family == "cs231n_conv_bn_relu":
         grad_shapes += ((c["F"],), (c["F"],))
     names = tuple(inspect.signature(fwd).parameters)
     impls = [
         Impl("reference", lambda *a: ref_forward(xr, wr, br), (), {}, ref_backward, dout_ref,
-             ref_dtype, grad_dtypes, names),
-        Impl(family.split("_")[0], fwd, args, {}, bwd, dout, ref_dtype, grad_dtypes, names),
+             out_dtype, grad_dtypes, names),
+        Impl(family.split("_")[0], fwd, args, {}, bwd, dout, out_dtype, grad_dtypes, names),
     ]
     case = Case(seed, index, family, phase, m, impls, ref_dtype, expected, grad_shapes)
     case.big_bytes = conv_work_bytes(xr, w, conv_expected_shape(xr, w, ref_stride, ref_pad))
@@ -903,12 +909,13 @@ def _compat_pool(seed, index, rng, family):
         ref_kernel, ref_stride = c["kernel"], c["stride"]
     out_shape = _pool_out_shape(c)
     dout = _data(rng, out_shape, dtype)
-    if phase == "backward":
-        dout = _dout_mutation(m, rng, dout)
+    if phase == "backward":  # compat casts a dout of the other float dtype to x's (np.zeros_like(x))
+        dout = _dout_mutation(m, rng, dout, other_float_ok=True)
+    dout_ref = dout.astype(dtype) if isinstance(dout, np.ndarray) and dout.dtype in (np.float32, np.float64) else dout
     names = tuple(inspect.signature(fwd).parameters)
     impls = [
         Impl("reference", lambda *a: naive.max_pool_forward(xr, ref_kernel, ref_stride), (), {},
-             naive.max_pool_backward, dout, dtype, (dtype,), names),
+             naive.max_pool_backward, dout_ref, dtype, (dtype,), names),
         Impl(family.split("_")[0], fwd, (x, params), {}, bwd, dout, dtype, (dtype,), names),
     ]
     case = Case(seed, index, family, phase, m, impls, dtype,

@@ -311,7 +311,7 @@ def test_resume_records_the_settings_it_used(data_env, capsys):
     settings = history["settings"]
     assert (settings["epochs"], settings["limit_test"], settings["lr_decay"], settings["lr"]) == (3, 80, 0.9, 3e-3)
     assert settings["val_size"] == 30 and settings["threads"] == 2
-    assert history["num_test"] == 80 and len(history["train_acc"]) == 3
+    assert history["num_test"] == 80 and len(history["train_acc"]) == 3 + 1  # epoch 0 first
     state = json.loads(checkpoints(out / "checkpoints")[-1][1].read_text())
     assert state["solver"]["lr_decay"] == 0.9 and state["solver"]["num_epochs"] == 3
     assert state["run_settings"]["--lr"] == 3e-3 and state["run_settings"]["--val-size"] == 30

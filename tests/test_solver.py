@@ -26,7 +26,7 @@ def test_overfits_100_examples(rng):
     assert solver.train_acc_history[-1] == 1.0
     assert solver.loss_history[-1] < 0.1 * solver.loss_history[0]
     assert len(solver.loss_history) == 20 * 4
-    assert len(solver.train_acc_history) == len(solver.val_acc_history) == 20
+    assert len(solver.train_acc_history) == len(solver.val_acc_history) == 20 + 1  # epoch 0 first
 
 
 def test_epochs_visit_every_example_once(rng, monkeypatch):
@@ -63,7 +63,7 @@ def test_lr_decay_and_best_params(rng):
     for config in solver.optim_configs.values():
         assert config["learning_rate"] == pytest.approx(0.01 * 0.5**3)
     best = solver.best_epoch
-    assert solver.val_acc_history[best - 1] == max(solver.val_acc_history) == solver.best_val_acc
+    assert solver.val_acc_history[best] == max(solver.val_acc_history) == solver.best_val_acc
     for k, v in solver.best_params.items():  # the model ends with the best parameters
         np.testing.assert_array_equal(model.params[k], v)
 
@@ -147,7 +147,7 @@ def test_checkpoint_files(tmp_path, rng):
                      "checkpoint_epoch0003.json", "checkpoint_epoch0003.npz"]
     state = json.loads((tmp_path / "checkpoint_epoch0003.json").read_text())
     assert state["epoch"] == 3 and state["solver"]["update_rule"] == "adam"
-    assert len(state["history"]["train_acc"]) == 3
+    assert len(state["history"]["train_acc"]) == 3 + 1 and len(state["history"]["epoch_seconds"]) == 3
     assert state["model"]["class"] == "sequential"
     with np.load(tmp_path / "checkpoint_epoch0003.npz", allow_pickle=False) as npz:
         files = set(npz.files)

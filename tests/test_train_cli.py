@@ -64,7 +64,7 @@ def test_train_evaluate_predict(data_env, capsys):
     assert " after 2 epochs (" in stdout
     history = json.loads((out / "history.json").read_text())
     assert history["dataset"] == "fashion-mnist" and history["num_test"] == 100
-    assert len(history["loss"]) == 2 * 9 and len(history["train_acc"]) == 2
+    assert len(history["loss"]) == 2 * 9 and len(history["train_acc"]) == 2 + 1  # epoch 0 first
     assert history["test_accuracy"] > 0.5  # chance is 0.1
     assert np.sum(history["confusion_matrix"]) == 100
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
@@ -243,7 +243,7 @@ def test_fc_net_without_validation(data_env, capsys):
                  "--no-progress", "--no-plots", "--optimizer", "momentum"]) == 0
     assert "training on 300 images, validating on 0" in capsys.readouterr().out
     history = json.loads((out / "history.json").read_text())
-    assert history["val_acc"] == [None] and history["best_val_acc"] is None
+    assert history["val_acc"] == [None, None] and history["best_val_acc"] is None  # epochs 0 and 1
     model = load_model(out)
     assert [model.params[f"W{i}"].shape for i in (1, 2, 3)] == [(784, 500), (500, 50), (50, 10)]
 
@@ -299,3 +299,14 @@ def test_real_fashion_mnist_short_training(tmp_path, monkeypatch, capsys):
     history = json.loads((out / "history.json").read_text())
     assert history["num_train"] == 1080 and history["num_test"] == 1000
     assert history["test_accuracy"] > 0.6, history["test_accuracy"]  # chance is 0.1
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
+def test_a_diverging_run_stops_with_its_one_line_error(data_env, capsys):
+    """The Solver can record a non-finite loss and return (compat); `fastconv train` keeps the error."""
+    out = data_env["root"] / "nan"
+    line = _error(capsys, ["train", "--dataset", "fashion-mnist", "--model", "fc8-relu-fc", "--epochs", "1",
+                           "--optimizer", "sgd", "--lr", "1e30", "--out", str(out), "--no-progress", "--no-plots",
+                           "--threads", "1"])
+    assert "the loss became" in line and "lower the learning rate" in line

@@ -20,7 +20,18 @@ point, code that calls ``conv_forward_naive`` gets the im2col + GEMM
 convolution. ``conv_forward_naive``, ``conv_forward_fast``,
 ``conv_forward_im2col`` and ``conv_forward_strides`` are one function (and so
 are their backwards, and the pooling variants), so a cache from any of them
-goes to any matching backward. The loop reference lives in ``fastconv.naive``.
+goes to any matching backward. The loop reference lives in ``fastconv.naive``;
+the notebooks' "fast vs naive" cells, after the swap, compare fastconv with
+itself (a difference of 0, a speedup of about 1x).
+
+The star import also brings the names of CS231n's ``im2col.py`` and
+``im2col_cython.pyx`` (``im2col_indices``, ``col2im_indices``,
+``get_im2col_indices``, ``im2col_cython``, ``col2im_cython``,
+``col2im_6d_cython``: the originals' signatures and column layout, on
+fastconv's kernels). ``Solver`` (not in ``__all__``, so that a star import
+never replaces a notebook's own) is ``fastconv.solver.Solver`` stopping a run
+at a non-finite loss as a search needs: ``from fastconv.compat.cs231n import
+Solver`` replaces ``from cs231n.solver import Solver``.
 
 Dictionaries (extra keys are ignored; a missing key or a bad value raises
 ValueError/TypeError naming it, e.g. ``conv_param['stride']``):
@@ -52,6 +63,12 @@ Where this differs from the original code:
   dtype is cast to it, and each gradient comes back in its own variable's
   dtype. That is what lets CS231n's ``ThreeLayerConvNet`` (float32 parameters
   by default, float64 CIFAR-10 data) run unchanged, in float32.
+* Layers without weights follow numpy's promotion on mixed float32/float64:
+  batchnorm, spatial batchnorm, layernorm and spatial groupnorm with float32
+  ``x`` and float64 gamma/beta (or the reverse) compute in float64; a
+  backward given a ``dout`` of the other float dtype returns what the
+  original does (ReLU: dout's dtype; pooling: x's; normalizations, dropout:
+  float64). ``fastconv.fast`` and ``fastconv.layers`` stay strict.
 * Integer and bool arrays given to a forward function (``b = np.array([0,
   128])``, ``gamma = np.asarray([3, 4, 5])``, raw uint8 images) are converted,
   as numpy arithmetic converts them in the original code: to the weights'
@@ -83,7 +100,9 @@ import numbers
 import numpy as np
 
 from .. import fast, layers as _shared
-from ..engine.checks import FLOAT_DTYPES, HYPERPARAMETER_MAX, check_int, pair
+from ..engine.checks import FLOAT_DTYPES, HYPERPARAMETER_MAX, check_array_size, check_float_array, check_int, pair
+from ..engine.conv import run_col2im, run_im2col
+from ..engine.geometry import conv_output_size
 # the notebooks' checking names (cs231n/gradient_check.py and rel_error), so that `import *` brings them
 from .cs231n_gradient_check import (eval_numerical_gradient, eval_numerical_gradient_array,  # noqa: F401
                                     grad_check_sparse, rel_error)
@@ -196,6 +215,51 @@ def _in_dtype(g, dtype):
     return g if dtype is None else g.astype(dtype, copy=False)
 
 
+# ------------------------------------------------------------------ mixed float32/float64 (numpy's promotion)
+# Layers without weights compute as numpy would on mixed float32/float64 operands, so
+# that the originals' results keep their dtype here; fastconv.fast and fastconv.layers
+# stay strict (one dtype per call).
+def _promoted_dtype(*arrays):
+    """numpy's result dtype of the float32/float64 arrays among ``arrays`` (float64 when none is one)."""
+    floats = [a.dtype for a in arrays if isinstance(a, np.ndarray) and a.dtype in FLOAT_DTYPES]
+    return np.result_type(*floats) if floats else np.dtype(np.float64)
+
+
+def _cache_dtype(cache):
+    """The float dtype a (nested tuple) cache was computed in: its first float array's, or a
+    float dtype it records; None if it holds neither (a test-mode cache)."""
+    if isinstance(cache, np.ndarray):
+        return cache.dtype if cache.dtype in FLOAT_DTYPES else None
+    if isinstance(cache, np.dtype):
+        return cache if cache in FLOAT_DTYPES else None
+    if isinstance(cache, tuple):
+        for item in cache:
+            found = _cache_dtype(item)
+            if found is not None:
+                return found
+    return None
+
+
+def _promote_cache(cache, dtype):
+    """``cache`` with its float arrays in ``dtype`` (float32 to float64 is exact)."""
+    if isinstance(cache, np.ndarray) and cache.dtype in FLOAT_DTYPES:
+        return cache.astype(dtype)
+    if isinstance(cache, tuple):
+        return tuple(_promote_cache(item, dtype) for item in cache)
+    return cache
+
+
+def _mixed_backward(backward, dout, cache):
+    """``backward(dout, cache)``; a dout of the other float dtype than the cache's computes with
+    both in numpy's promoted dtype (float64), as the originals' ``dout * mask`` does."""
+    computed = _cache_dtype(cache)
+    if computed is None or not isinstance(dout, np.ndarray) or dout.dtype not in FLOAT_DTYPES \
+            or dout.dtype == computed:
+        return backward(dout, cache)
+    dtype = np.result_type(dout.dtype, computed)
+    return backward(dout.astype(dtype), _promote_cache(cache, dtype))
+
+
 def _require_bias(b):
     if b is None:
         raise TypeError(
@@ -237,7 +301,11 @@ def relu_forward(x):
     return _shared.relu_forward(_as_float(x, _computing_dtype(x)))
 
 
-relu_backward = _shared.relu_backward
+def relu_backward(dout, cache):
+    """Returns dx for relu_forward: dout where x > 0, else 0, in dout's dtype (as the
+    originals' ``dx = dout.copy(); dx[x <= 0] = 0``)."""
+    dx = _mixed_backward(_shared.relu_backward, dout, cache)
+    return _in_dtype(dx, _dtype_of(dout))
 
 
 def softmax_loss(x, y):
@@ -301,8 +369,14 @@ def max_pool_forward_naive(x, pool_param):
 
 def max_pool_backward_naive(dout, cache):
     """Returns dx for any of the max_pool_forward_* functions; each output's
-    gradient goes to the first maximum of its window (row-major)."""
-    return fast.max_pool_backward(dout, cache)
+    gradient goes to the first maximum of its window (row-major). dx has x's dtype,
+    as the originals' ``np.zeros_like(x)`` (a dout of the other float dtype is cast)."""
+    return _pool_backward("max", dout, cache)
+
+
+def _pool_backward(kind, dout, cache):
+    """fastconv.fast's ``kind`` pooling backward, a dout of the other float dtype cast to x's."""
+    return getattr(fast, f"{kind}_pool_backward")(_cast(dout, _cache_dtype(cache)), cache)
 
 
 max_pool_forward_fast = max_pool_forward_reshape = max_pool_forward_im2col = max_pool_forward_naive
@@ -340,10 +414,11 @@ def _bn_settings(bn_param, D):
 
 
 def _normalization_inputs(x, gamma, beta):
-    """(x, gamma, beta, dtype), integer and bool arrays converted to the float dtype of x or gamma
-    (mixed float dtypes stay an error of the core), or to float64."""
-    dtype = _computing_dtype(x, gamma, beta)
-    return _as_float(x, dtype), _as_float(gamma, dtype), _as_float(beta, dtype), dtype
+    """(x, gamma, beta, dtype) in one dtype: numpy's promotion of the float ones (float32 x with
+    float64 gamma computes in float64, as the originals' ``gamma * xhat + beta`` does), integer
+    and bool arrays converted to it (float64 when no array is float)."""
+    dtype = _promoted_dtype(x, gamma, beta)
+    return _convert(x, dtype), _convert(gamma, dtype), _convert(beta, dtype), dtype
 
 
 def _batchnorm(forward, x, gamma, beta, bn_param, ndim):
@@ -368,7 +443,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
 
 def batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for batchnorm_forward in 'train' mode."""
-    return _shared.batchnorm_backward(dout, cache)
+    return _mixed_backward(_shared.batchnorm_backward, dout, cache)
 
 
 batchnorm_backward_alt = batchnorm_backward
@@ -381,7 +456,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
 
 def spatial_batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for spatial_batchnorm_forward in 'train' mode."""
-    return fast.spatial_batchnorm_backward(dout, cache)
+    return _mixed_backward(fast.spatial_batchnorm_backward, dout, cache)
 
 
 def layernorm_forward(x, gamma, beta, ln_param):
@@ -397,7 +472,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
 
 def layernorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for layernorm_forward."""
-    return _shared.layernorm_backward(dout, cache)
+    return _mixed_backward(_shared.layernorm_backward, dout, cache)
 
 
 def _per_channel(a, name):
@@ -427,7 +502,7 @@ def spatial_groupnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for spatial_groupnorm_forward, dgamma and dbeta in the shape
     gamma and beta had."""
     inner, gamma_shape, beta_shape = cache
-    dx, dgamma, dbeta = _shared.groupnorm_backward(dout, inner)
+    dx, dgamma, dbeta = _mixed_backward(_shared.groupnorm_backward, dout, inner)
     return dx, dgamma.reshape(gamma_shape), dbeta.reshape(beta_shape)
 
 
@@ -463,7 +538,7 @@ def _dropout_forward(x, dropout_param, name):
 
 def dropout_backward(dout, cache):
     """Returns dx for dropout_forward (dout itself, copied, in 'test' mode)."""
-    return _shared.dropout_backward(dout, cache)
+    return _mixed_backward(_shared.dropout_backward, dout, cache)
 
 
 # ------------------------------------------------------------------ sandwich layers (layer_utils.py)
@@ -568,3 +643,126 @@ def affine_ln_relu_forward(x, w, b, gamma, beta, ln_param):
 def affine_ln_relu_backward(dout, cache):
     """Returns (dx, dw, db, dgamma, dbeta) for affine_ln_relu_forward."""
     return _norm_relu_backward(dout, cache, affine_backward, layernorm_backward)
+
+
+# ------------------------------------------------------------------ im2col.py and im2col_cython.pyx
+# The star imports of CS231n's fast_layers.py bring these too. Same signatures and the same
+# column layout as the originals: rows (c, i, j) of the kernel, c slowest; columns (oh, ow, n)
+# of the output, n fastest. The *_cython names and col2im_indices run fastconv's im2col and
+# col2im kernels (columns (n, oh, ow)) and reorder; non-square kernels are right (the original
+# im2col_cython computes row c*kh*kw + i*kh + j, which is wrong unless kh == kw).
+__all__ += ["get_im2col_indices", "im2col_indices", "col2im_indices",
+            "im2col_cython", "col2im_cython", "col2im_6d_cython"]
+
+
+def _im2col_geometry(x_shape, kh, kw, pad, stride, names=("field_height", "field_width", "padding", "stride")):
+    """((N, C, H, W), kernel arguments of fastconv's im2col/col2im kernels) for an input of
+    ``x_shape``; ValueError/TypeError naming the argument."""
+    if not isinstance(x_shape, (tuple, list)) or len(x_shape) != 4:
+        raise ValueError(f"x_shape must be (N, C, H, W), got {x_shape!r}")
+    N, C, H, W = (check_int(n, "x_shape", 0) for n in x_shape)
+    if min(C, H, W) < 1:
+        raise ValueError(f"x_shape must be (N, C, H, W) with C, H, W >= 1, got {tuple(x_shape)}")
+    kh = check_int(kh, names[0], 1, HYPERPARAMETER_MAX)
+    kw = check_int(kw, names[1], 1, HYPERPARAMETER_MAX)
+    pad = check_int(pad, names[2], 0, HYPERPARAMETER_MAX)
+    stride = check_int(stride, names[3], 1, HYPERPARAMETER_MAX)
+    out_h, out_w = conv_output_size(H, kh, stride, pad), conv_output_size(W, kw, stride, pad)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"the {kh}x{kw} field is larger than the padded input ({H + 2 * pad}, {W + 2 * pad}) "
+                         f"of x_shape {(N, C, H, W)} with {names[2]} {pad}")
+    check_array_size((C * kh * kw, N * out_h * out_w), 8, "columns", ", ".join(names))
+    return (N, C, H, W), (kh, kw, stride, stride, pad, pad, 1, 1, out_h, out_w)
+
+
+def _float_input(a, name, ndim):
+    """``a`` as a C-contiguous float32/float64 array of rank ``ndim`` (integer and bool arrays as float64)."""
+    a = _as_float(a, np.dtype(np.float64))
+    check_float_array(a, name, ndim)
+    return np.ascontiguousarray(a)
+
+
+def _im2col(x, kh, kw, pad, stride):
+    """fastconv's columns (C*kh*kw, N*out_h*out_w), columns (n, oh, ow); the kernel arguments; N."""
+    x = _float_input(x, "x", 4)
+    _, args = _im2col_geometry(x.shape, kh, kw, pad, stride)
+    cols = np.empty((x.shape[1] * kh * kw, x.shape[0] * args[-2] * args[-1]), dtype=x.dtype)
+    run_im2col(x, cols, args)
+    return cols, args, x.shape[0]
+
+
+def _col2im(cols, x_shape, kh, kw, pad, stride, order):
+    """x (N, C, H, W): the sum of the columns' patches, from ``cols`` whose columns are in
+    ``order`` ('nhw': col2im_6d_cython's 6-D array, as fastconv's kernels; 'hwn': CS231n's 2-D columns)."""
+    cols = _float_input(cols, "cols", 6 if order == "nhw" else 2)
+    (N, C, H, W), args = _im2col_geometry(x_shape, kh, kw, pad, stride)
+    rows, P = C * kh * kw, args[-2] * args[-1]
+    expected = (C, kh, kw, N, args[-2], args[-1]) if order == "nhw" else (rows, P * N)
+    if cols.shape != expected:
+        what = "(C, HH, WW, N, out_h, out_w)" if order == "nhw" else "(C*field_height*field_width, out_h*out_w*N)"
+        raise ValueError(f"cols must have shape {what} = {expected} for x of shape {(N, C, H, W)}, got {cols.shape}")
+    if order == "hwn":
+        cols = cols.reshape(rows, P, N).transpose(0, 2, 1)
+    # a copy in fastconv's layout: col2im may use its input as scratch
+    ours = np.array(cols, order="C").reshape(rows, N * P)
+    dx = np.empty((N, C, H, W), dtype=ours.dtype)
+    run_col2im(ours, dx, args)
+    return dx
+
+
+def get_im2col_indices(x_shape, field_height, field_width, padding=1, stride=1):
+    """(k, i, j): the channel, row and column of the padded input that im2col_indices reads at each
+    entry of its columns: k (C*fh*fw, 1), i and j (C*fh*fw, out_h*out_w), int arrays."""
+    (_, C, _, _), (kh, kw, stride, _, _, _, _, _, out_h, out_w) = _im2col_geometry(
+        x_shape, field_height, field_width, padding, stride)
+    r = np.arange(C * kh * kw)
+    p = np.arange(out_h * out_w)
+    k = (r // (kh * kw)).reshape(-1, 1)
+    i = ((r // kw) % kh).reshape(-1, 1) + stride * (p // out_w).reshape(1, -1)
+    j = (r % kw).reshape(-1, 1) + stride * (p % out_w).reshape(1, -1)
+    return k, i, j
+
+
+def im2col_indices(x, field_height, field_width, padding=1, stride=1):
+    """The patches of x (N, C, H, W) as columns (C*fh*fw, out_h*out_w*N), n fastest."""
+    cols, args, N = _im2col(x, field_height, field_width, padding, stride)
+    rows, P = cols.shape[0], args[-2] * args[-1]
+    return cols.reshape(rows, N, P).transpose(0, 2, 1).reshape(rows, P * N)  # columns (n, oh, ow) to (oh, ow, n)
+
+
+def col2im_indices(cols, x_shape, field_height=3, field_width=3, padding=1, stride=1):
+    """The adjoint of im2col_indices: x (N, C, H, W) summing each column's patch."""
+    return _col2im(cols, x_shape, field_height, field_width, padding, stride, "hwn")
+
+
+def im2col_cython(x, field_height, field_width, padding, stride):
+    """im2col_indices under the Cython module's name (the same columns, for any kernel shape)."""
+    return im2col_indices(x, field_height, field_width, padding, stride)
+
+
+def col2im_cython(cols, N, C, H, W, field_height, field_width, padding, stride):
+    """col2im_indices under the Cython module's name and arguments."""
+    return _col2im(cols, (N, C, H, W), field_height, field_width, padding, stride, "hwn")
+
+
+def col2im_6d_cython(cols, N, C, H, W, HH, WW, pad, stride):
+    """x (N, C, H, W) summing the patches of cols (C, HH, WW, N, out_h, out_w) (conv_backward_strides' dx)."""
+    return _col2im(cols, (N, C, H, W), HH, WW, pad, stride, "nhw")
+
+
+# ------------------------------------------------------------------ solver.py
+# Not in __all__: the star imports above must not replace a notebook's own Solver.
+from ..solver import Solver as _Solver  # noqa: E402 (kept beside the block it serves)
+
+
+class Solver(_Solver):
+    """``fastconv.solver.Solver`` that behaves as CS231n's on a non-finite loss: it records the
+    loss, stops that run and returns (``nonfinite_loss="stop"``), so that a hyperparameter
+    search scores a diverging trial and goes on. Everything else is fastconv's Solver (CS231n's
+    constructor, ``checkpoint_name`` writing fastconv's safe checkpoints, never pickles)::
+
+        # from cs231n.solver import Solver
+        from fastconv.compat.cs231n import Solver
+    """
+
+    default_nonfinite_loss = "stop"

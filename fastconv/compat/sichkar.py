@@ -40,6 +40,12 @@ ignored):
   (``w1, b1, w2, b2, w3, b3``) and methods (``loss_for_training(x, y)``,
   ``scores_for_predicting(x)``), on the fused conv-relu-pool layer; it
   trains with ``fastconv.solver.Solver`` as with the tutorial's Solver.
+* ``Solver`` (not in ``__all__``: ``from fastconv.compat.sichkar import
+  Solver`` replaces ``from Solver import Solver``): fastconv's Solver, which
+  takes the tutorial's keywords (``optimization_config``,
+  ``learning_rate_decay``, ``number_of_epochs``, ``verbose_mode``) and data
+  keys, and stops a run at a non-finite loss instead of raising (see
+  ``fastconv.compat.cs231n.Solver``).
 
 Where this differs from the original code (fastconv keeps its own, correct
 semantics):
@@ -59,6 +65,8 @@ semantics):
   ``ConvNet1`` (float32 parameters, float64 CIFAR-10 data) runs unchanged,
   in float32. Integer and bool arrays (raw uint8 images) are converted to the
   computing dtype (see ``fastconv.compat.cs231n``); float16 raises TypeError.
+  A backward given a ``dout`` of the other float dtype takes it as numpy would
+  (pooling returns x's dtype, ReLU dout's, sigmoid and dropout float64).
 * The original max-pooling backward gives the gradient to every tied maximum
   of a window; here it goes to the first maximum in row-major order (as in
   PyTorch), so gradients are identical unless a window holds exact ties.
@@ -88,8 +96,10 @@ from .cs231n import (
     softmax_loss,
     svm_loss,
 )
-from .cs231n import _as_float, _computing_dtype
-from .. import fast, layers as _shared
+from .cs231n import _as_float, _computing_dtype, _mixed_backward, _pool_backward
+# the tutorial's Solver.py name; not in __all__, so the star import never replaces a script's Solver
+from .cs231n import Solver  # noqa: F401
+from .. import layers as _shared
 from ..engine.checks import FLOAT_DTYPES, check_int
 from ..engine.geometry import conv_output_size
 
@@ -139,7 +149,7 @@ def max_pooling_forward_naive(x, pooling_params):
 def max_pooling_backward_naive(dout, cache):
     """Returns dx for max_pooling_forward_naive; each output's gradient goes to
     the first maximum of its window (row-major)."""
-    return fast.max_pool_backward(dout, cache)
+    return _pool_backward("max", dout, cache)
 
 
 max_pool_forward_fast = max_pooling_forward_naive
@@ -157,7 +167,7 @@ def average_pooling_forward_naive(x, pooling_params):
 
 def average_pooling_backward_naive(dout, cache):
     """Returns dx for average_pooling_forward_naive: each output's gradient shared evenly by its window."""
-    return fast.avg_pool_backward(dout, cache)
+    return _pool_backward("avg", dout, cache)
 
 
 def sigmoid_forward(x):
@@ -165,7 +175,9 @@ def sigmoid_forward(x):
     return _shared.sigmoid_forward(_as_float(x, _computing_dtype(x)))
 
 
-sigmoid_backward = _shared.sigmoid_backward
+def sigmoid_backward(dout, cache):
+    """Returns dx for sigmoid_forward (a dout of the other float dtype: numpy's promotion)."""
+    return _mixed_backward(_shared.sigmoid_backward, dout, cache)
 
 
 def dropout_forward(x, dropout_params):

@@ -53,6 +53,18 @@ def kernel_args(g):
     return (g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, g.out_h, g.out_w)
 
 
+def run_im2col(x, cols, args):
+    """The im2col kernel on the engine's thread rule: x (N, C, H, W) IN, C-contiguous; cols
+    (C*kh*kw, N*out_h*out_w) OUT; ``args`` as ``kernel_args`` gives them."""
+    picker.kernels.im2col(x, cols, *args, threads.kernel_threads(cols.size))
+
+
+def run_col2im(cols, dx, args):
+    """The col2im kernel on the engine's thread rule: cols IN (and scratch: its contents are
+    lost), dx (N, C, H, W) OUT, the sum of every column's patch."""
+    picker.kernels.col2im(cols, dx, *args, threads.kernel_threads(cols.size))
+
+
 class ConvPlan:
     """How a convolution over geometry ``g`` is cut up: chunks of ``chunk`` images,
     worker k takes chunks k, k + workers, ... (see fastconv/py), and
