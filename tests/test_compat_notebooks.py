@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _helpers import rel_error, tol
+from fastconv.testing import rel_error, tol
 from fastconv import fast, layers
 from fastconv.compat import cs231n as L
 
