@@ -290,26 +290,44 @@ def _finite(a):
     return bool(np.isfinite(np.add.reduce(a, axis=None)))
 
 
+def _magnitude(a):
+    """The largest |value| of ``a`` (two reductions, no temporary array)."""
+    return max(float(np.maximum.reduce(a, axis=None, initial=0)), -float(np.minimum.reduce(a, axis=None, initial=0)))
+
+
+def _normal_products(a, b):
+    """False when the largest |a| * |b| is below 1024 times the dtype's smallest normal number:
+    Winograd's products would then be subnormal numbers, whose fixed rounding error (2**-150 in
+    float32), amplified by F(4x4)'s output transform, is large against the result (about 30 times
+    im2col's error on 1e-41 inputs; the 1024 keeps a margin of about 100 above where it starts)."""
+    return _magnitude(a) * _magnitude(b) >= np.finfo(a.dtype).tiny * 1024
+
+
 def _algorithm(g, algorithm, x, w):
     """(the algorithm a convolution over geometry ``g`` runs, whether "auto" chose it).
 
     Winograd's transforms mix each input patch into all the outputs of its tile,
     so a NaN or an infinity reaches outputs whose 3x3 window does not hold it; "auto"
     therefore runs it on finite x and w only (and backward on a finite dout), so that
-    non-finite values propagate exactly as in direct convolution (and PyTorch)."""
+    non-finite values propagate exactly as in direct convolution (and PyTorch); and only
+    when their products are normal numbers (``_normal_products``), so that its error stays
+    within its bound."""
     algorithm = check_algorithm(g, algorithm)
     if algorithm != "auto":
         return algorithm, False
     chosen = _winograd_wins(g) if winograd_unsupported(g) is None else None
-    if chosen and _finite(w) and _finite(x):
+    if chosen and _finite(w) and _finite(x) and _normal_products(x, w):
         return chosen, True
     return "im2col", True
 
 
-def _backward_algorithm(algorithm, auto, dout):
+def _backward_algorithm(algorithm, auto, dout, x, w):
     """The algorithm of a backward pass: its forward's, unless "auto" chose Winograd and
-    dout may hold non-finite values (see _algorithm)."""
-    return "im2col" if algorithm in WINOGRAD_TILE and auto and not _finite(dout) else algorithm
+    dout may hold non-finite values, or its products with w or x are subnormal (see _algorithm)."""
+    if algorithm in WINOGRAD_TILE and auto and not (
+            _finite(dout) and _normal_products(dout, w) and _normal_products(dout, x)):
+        return "im2col"
+    return algorithm
 
 
 def conv_algorithm(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm="auto"):
@@ -491,7 +509,7 @@ def conv_backward(dout, cache, need_dx=True):
     that saves a third of the GEMM work and the col2im pass)."""
     x, w, has_bias, g, (algorithm, auto) = cache
     check_dout(dout, g.out_shape, x.dtype)
-    algorithm = _backward_algorithm(algorithm, auto, dout)
+    algorithm = _backward_algorithm(algorithm, auto, dout, x, w)
     plan = ConvPlan(g, x.dtype, algorithm=algorithm)
     if algorithm in WINOGRAD_TILE:
         dout = np.ascontiguousarray(dout)
@@ -563,7 +581,7 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
     """Gradients of conv_relu_pool_forward: (dx, dw, db), as conv_backward returns them."""
     x, w, has_bias, g, pg, out, argmax, chunk, (algorithm, auto) = cache
     check_dout(dout, pg.out_shape, x.dtype)
-    algorithm = _backward_algorithm(algorithm, auto, dout)
+    algorithm = _backward_algorithm(algorithm, auto, dout, x, w)
     plan = ConvPlan(g, x.dtype, chunk=chunk, algorithm=algorithm)
     Pp = pg.out_h * pg.out_w
     dz3 = _layers.relu_backward(dout, out).reshape(g.N, g.F, Pp)  # zero where the pooled value was <= 0
