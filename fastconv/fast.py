@@ -296,11 +296,13 @@ def _magnitude(a):
 
 
 def _normal_products(a, b):
-    """False when the largest |a| * |b| is below 1024 times the dtype's smallest normal number:
-    Winograd's products would then be subnormal numbers, whose fixed rounding error (2**-150 in
-    float32), amplified by F(4x4)'s output transform, is large against the result (about 30 times
-    im2col's error on 1e-41 inputs; the 1024 keeps a margin of about 100 above where it starts)."""
-    return _magnitude(a) * _magnitude(b) >= np.finfo(a.dtype).tiny * 1024
+    """False when the largest |a| * |b| is not 0 but below 1024 times the dtype's smallest normal
+    number: Winograd's products would then be subnormal numbers, whose fixed rounding error
+    (2**-150 in float32), amplified by F(4x4)'s output transform, is large against the result
+    (about 30 times im2col's error on 1e-41 inputs; the 1024 keeps a margin of about 100 above
+    where it starts). All products 0 are exact."""
+    largest = _magnitude(a) * _magnitude(b)
+    return largest == 0 or largest >= np.finfo(a.dtype).tiny * 1024
 
 
 def _algorithm(g, algorithm, x, w):
