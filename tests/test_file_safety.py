@@ -18,7 +18,6 @@ another user), each bounded in time.
 """
 import json
 import os
-import pwd
 import shutil
 import signal
 import stat
@@ -182,7 +181,7 @@ def test_a_folder_moved_away_mid_run_is_not_written_through_its_old_path(tmp_pat
     fails, naming the folder, and the new folder stays empty."""
     out = tmp_path / "run"
     with _run_folder.claim(out) as lock:
-        folder = getattr(lock, "folder", out)
+        folder = lock.folder
         _model(1).save(folder)
         out.rename(tmp_path / "moved")
         out.mkdir()
@@ -382,6 +381,8 @@ def _holder(tmp_path, lock, uid):
 def test_another_user_cannot_hold_the_lock(tmp_path):
     """A folder another user can read (0755, as runs/ usually is): a process of user ``nobody``
     cannot open the lock file to hold it, and the owner's next run takes the folder."""
+    import pwd
+
     try:
         nobody = pwd.getpwnam("nobody")
     except KeyError:
