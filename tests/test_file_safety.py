@@ -126,6 +126,26 @@ def test_a_save_interrupted_after_its_switch_is_finished_by_the_next_claim(tmp_p
     assert _same_params(load_model(folder), new)
 
 
+def test_a_reader_that_meets_a_save_half_way_reads_the_new_model(tmp_path, monkeypatch):
+    """A reader (serve reloading, say) reads model.json, and a save replaces the model before the
+    reader opens the arrays: the digest no longer matches, so the reader reads model.json again
+    and loads the new model whole, instead of failing."""
+    import fastconv.models as M
+
+    folder = tmp_path / "run"
+    _model(1).save(folder)
+    new, real, calls = _model(2), M.load_saved_model, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            new.save(folder)  # between the reader's read of model.json and of the arrays
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(M, "load_saved_model", racing)
+    assert _same_params(load_model(folder), new) and len(calls) == 2
+
+
 # ---------------------------------------------------------------- item 2: the folder is resolved once and held
 _PAUSE_CHILD = r'''
 import sys
