@@ -1,7 +1,7 @@
 """The builds of the Cython kernels side by side: the same kernels, timed on each build.
 
 Imports every build of fastconv/kernels/_im2col.pyx that this CPU and install can run
-(``fastconv._kernels.builds()``: baseline, AVX2, AVX-512) in one process, and times each
+(``fastconv.kernels.picker.builds()``: baseline, AVX2, AVX-512) in one process, and times each
 kernel on each build in turn (baseline, avx2, avx512, baseline, ...; medians of the
 repeats after a warm-up, ``fastconv.bench.timing.run_interleaved``):
 

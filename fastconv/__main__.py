@@ -48,7 +48,13 @@ def main(argv=None):
     for name, (target, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
-            add_arguments, run = _load(target)
+            try:  # a bad setting read at import (FASTCONV_KERNELS=bogus) is one line, as any other
+                add_arguments, run = _load(target)
+            except (ValueError, ImportError) as exc:
+                if "--debug" in argv[:argv.index(name)]:
+                    raise
+                print(f"fastconv {name}: error: {exc}", file=sys.stderr)
+                return 1
             add_arguments(p)
             runners[name] = run
     args = parser.parse_args(argv)

@@ -11,13 +11,15 @@ import json
 import math
 import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
 
-#: Largest JSON file read (model descriptions, checkpoints, histories): the largest files fastconv
-#: writes are checkpoints, whose loss history grows by one number per iteration (about 25 bytes);
-#: this leaves room for millions of iterations.
+#: Largest JSON file read (model descriptions, checkpoints, histories). A checkpoint's JSON grows
+#: by a few numbers per epoch, not per iteration (its loss history is an array of its .npz);
+#: history.json holds the loss of every iteration (about 25 bytes each), read back only for
+#: its data set name.
 MAX_JSON_BYTES = 64 << 20
 
 #: Deepest nesting of JSON arrays and objects read: fastconv's own files nest at most 6 levels
@@ -88,25 +90,130 @@ def _remove_quietly(path):
         pass
 
 
+# Folders this process holds (a run folder under its lock): {token: (folder, check)}. Every write
+# into one, or below it, first calls its check, which raises if the path no longer leads there.
+_GUARDS = {}
+
+
+def guard_folder(folder, check):
+    """Register ``check()`` (raises OSError when the absolute, resolved path ``folder`` no longer
+    leads to the folder this process holds) to run before every ``atomic_write``, ``atomic_link``
+    and ``remove_file`` into ``folder`` or below it; returns a token for ``unguard_folder``."""
+    token = object()
+    _GUARDS[token] = (Path(folder), check)
+    return token
+
+
+def unguard_folder(token):
+    _GUARDS.pop(token, None)
+
+
+def check_guards(directory):
+    """Run the check of every held folder that is ``directory`` or holds it (see ``guard_folder``)."""
+    directory = Path(os.path.abspath(directory))
+    for folder, check in list(_GUARDS.values()):
+        if directory == folder or folder in directory.parents:
+            check()
+
+
+def remove_file(path):
+    """Remove the file ``path`` (gone already is fine), after the held folders' checks."""
+    path = Path(path)
+    check_guards(path.parent)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:  # concurrent cleanup
+        pass
+
+
 def atomic_write(path, write):
     """Write a file atomically: ``write(f)`` fills a new temporary file in the same
     folder (created exclusively, see ``_create_temporary``), which is flushed,
     fsynced and renamed over ``path``; then the folder is fsynced. A crash leaves
     either the old file or the new one, never a torn one; a symlink at ``path`` is
-    replaced, not followed."""
+    replaced, not followed. Into a held folder (``guard_folder``), nothing is created
+    or renamed unless its check passes, just before each."""
     path = Path(path)
+    check_guards(path.parent)
     tmp, f = _create_temporary(path)
     try:
         with f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        check_guards(path.parent)
         os.replace(tmp, path)
     except BaseException:
         _remove_quietly(tmp)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def atomic_link(source, path):
+    """Atomically make ``path`` (in ``source``'s folder) another name of the complete file
+    ``source``: a hard link under a fresh temporary name, renamed over ``path`` (a copy through
+    ``atomic_write`` where the file system has no hard links). Cheap for large files, and the
+    file's bytes are never rewritten."""
+    source, path = Path(source), Path(path)
+    check_guards(path.parent)
+    if path.exists() and not path.is_symlink() and os.path.samefile(source, path):
+        return path  # linked already (a rename between two names of one file would do nothing)
+    for _ in range(100):
+        tmp = _temporary_name(path)
+        try:
+            os.link(source, tmp, follow_symlinks=False)
+            break
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here (EPERM, ENOTSUP, EMLINK...): copy
+            with open(source, "rb") as src:
+                return atomic_write(path, lambda f: _copy(src, f))
+    else:
+        raise FileExistsError(f"{path.parent}: no free temporary file name for {path.name}")
+    try:
+        check_guards(path.parent)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _copy(src, dst):
+    for block in iter(lambda: src.read(1 << 20), b""):
+        dst.write(block)
+
+
+def writer_is_dead(pid):
+    """True when no process ``pid`` runs (POSIX only: elsewhere nothing is known dead)."""
+    if os.name != "posix" or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: an existence check, nothing is sent
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. PermissionError: it runs under another user
+        return False
+    return False
+
+
+def remove_dead_temporaries(directory, targets):
+    """Remove the temporary files of ``atomic_write`` in ``directory`` whose target file name
+    fully matches the regular expression ``targets`` and whose writer no longer runs (a crash
+    left them; POSIX only). Returns the names removed."""
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for p in directory.iterdir():
+        temporary = temporary_of(p.name)
+        if (temporary and re.fullmatch(targets, temporary[0]) and (p.is_symlink() or p.is_file())
+                and writer_is_dead(temporary[1])):
+            remove_file(p)
+            removed.append(p.name)
+    return removed
 
 
 def check_writable(directory):
@@ -216,10 +323,14 @@ def save_arrays(path, arrays):
 
 
 def sha256_of(path):
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+        return _sha256_of_file(f)
+
+
+def _sha256_of_file(f):
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
     return h.hexdigest()
 
 
@@ -288,25 +399,90 @@ def npy_header(f, what):
     return tuple(shape), fortran_order, dtype
 
 
+#: Bytes a member of an .npz may hold beyond its array's data: the .npy header (numpy pads it
+#: to a multiple of 64 bytes, about 128 for fastconv's arrays) and the zip records around it.
+MAX_NPZ_MEMBER_OVERHEAD = 1 << 16
+
+#: Largest ratio of inflated to stored bytes of an .npz's members, all together (beyond
+#: ``_NPZ_INFLATION_SLACK``): fastconv writes its arrays uncompressed (a ratio of 1);
+#: ``np.savez_compressed`` of trained float parameters gives about 1.1. Deflate reaches 1032
+#: on zeros: a 1 MB file would inflate to 1 GB.
+MAX_NPZ_INFLATION = 8
+_NPZ_INFLATION_SLACK = 1 << 20  # a small file's zero biases may compress as they like
+
+_MANIFEST_DTYPES = {np.dtype(t).name: np.dtype(t) for t in (
+    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+    np.float16, np.float32, np.float64)}
+
+
+def _manifest_sizes(path, manifest):
+    """{name: bytes of its array} from ``manifest`` (each entry's shape and dtype checked)."""
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: the array manifest must be a JSON object")
+    sizes = {}
+    for name, spec in manifest.items():
+        if not isinstance(spec, dict) or "shape" not in spec or "dtype" not in spec:
+            raise ValueError(f"{path}: manifest entry for {name!r} needs 'shape' and 'dtype'")
+        shape, dtype = spec["shape"], _MANIFEST_DTYPES.get(spec["dtype"]) if isinstance(spec["dtype"], str) else None
+        if (dtype is None or not isinstance(shape, list)
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+            raise ValueError(f"{path}: manifest entry for {name!r} must give a shape (a list of sizes) and a "
+                             f"bool, integer or float dtype, got {spec['shape']!r} and {spec['dtype']!r}")
+        sizes[name] = math.prod(shape) * dtype.itemsize
+    return sizes
+
+
+def _open_regular(path, what, limit):
+    """``path`` opened for reading in binary once it is known to be a regular file of at most
+    ``limit`` bytes: a FIFO, a device or a folder is refused before any byte is read (opening a
+    FIFO does not wait for a writer)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        f.close()
+        raise ValueError(f"{path}: not a regular file (a folder, device, FIFO or socket), not a fastconv {what}")
+    if st.st_size > limit:
+        f.close()
+        raise ValueError(f"{path}: {st.st_size:,} bytes, more than the {limit:,} its array manifest allows")
+    return f
+
+
 def load_arrays(path, manifest, sha256=None):
     """Load an .npz with ``allow_pickle=False`` and check it against ``manifest``.
 
-    The file must hold exactly the manifest's names, each with its shape and
-    dtype (only bool, integer and float dtypes are accepted), and hash to
-    ``sha256`` when given; each member's header is checked before the member is
-    read, so a header claiming a huge array costs nothing. Errors are ValueErrors
-    naming the file.
+    The file must be a regular file no larger than the manifest's arrays allow (checked
+    before it is hashed or read), hash to ``sha256`` when given, and hold exactly the
+    manifest's names, each with its shape and dtype (only bool, integer and float dtypes
+    are accepted). Before any member is inflated, each member's size in the zip directory
+    must fit its manifest entry and all of them together may inflate at most
+    ``MAX_NPZ_INFLATION`` times their stored size; each member's header is checked before
+    the member is read, so a header claiming a huge array costs nothing. Errors are
+    ValueErrors naming the file.
     """
     path = Path(path)
-    if sha256 is not None:
-        digest = sha256_of(path)
-        if digest != sha256:
-            raise ValueError(f"{path}: SHA-256 {digest} does not match the {sha256} recorded beside it "
-                             "(the file is corrupt or belongs to another save)")
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path}: the array manifest must be a JSON object")
+    sizes = _manifest_sizes(path, manifest)
+    limit = sum(sizes.values()) + (len(sizes) + 1) * MAX_NPZ_MEMBER_OVERHEAD + 2 * sum(map(len, sizes))
+    with _open_regular(path, ".npz", limit) as f:
+        if sha256 is not None:
+            digest = _sha256_of_file(f)
+            if digest != sha256:
+                raise ValueError(f"{path}: SHA-256 {digest} does not match the {sha256} recorded beside it "
+                                 "(the file is corrupt or belongs to another save)")
+            f.seek(0)
+        return _load_npz(path, f, manifest, sizes)
+
+
+def _load_npz(path, f, manifest, sizes):
+    """The arrays of the open .npz ``f`` (see ``load_arrays``)."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(f, allow_pickle=False) as npz:
             names = set(npz.files)
             expected = set(manifest)
             if names != expected:
@@ -314,16 +490,27 @@ def load_arrays(path, manifest, sha256=None):
                 raise ValueError(f"{path}: arrays do not match the manifest"
                                  + (f"; missing {missing}" if missing else "")
                                  + (f"; unexpected {extra}" if extra else ""))
+            infos = {name: npz.zip.getinfo(f"{name}.npy") for name in names}
+            for name, info in infos.items():
+                if info.file_size > sizes[name] + MAX_NPZ_MEMBER_OVERHEAD:
+                    raise ValueError(f"{path}: array {name!r} inflates to {info.file_size:,} bytes, more than "
+                                     f"its manifest entry allows ({sizes[name]:,} bytes and a header)")
+            inflated, stored = (sum(i.file_size for i in infos.values()), sum(i.compress_size for i in infos.values()))
+            if inflated > MAX_NPZ_INFLATION * stored + _NPZ_INFLATION_SLACK:
+                raise ValueError(f"{path}: its arrays inflate from {stored:,} to {inflated:,} bytes, more than "
+                                 f"{MAX_NPZ_INFLATION} times (fastconv writes them uncompressed)")
             out = {}
             for name in sorted(names):
                 spec = manifest[name]
-                if not isinstance(spec, dict) or "shape" not in spec or "dtype" not in spec:
-                    raise ValueError(f"{path}: manifest entry for {name!r} needs 'shape' and 'dtype'")
                 with npz.zip.open(f"{name}.npy") as member:
                     shape, _, dtype = npy_header(member, f"{path}: array {name!r}")
+                    header_bytes = member.tell()
                 if list(shape) != list(spec["shape"]) or dtype.name != spec["dtype"]:
                     raise ValueError(f"{path}: array {name!r} is {dtype.name} {shape}, "
                                      f"expected {spec['dtype']} {tuple(spec['shape'])}")
+                if infos[name].file_size != header_bytes + sizes[name]:
+                    raise ValueError(f"{path}: array {name!r} holds {infos[name].file_size - header_bytes:,} "
+                                     f"bytes of data, its shape and dtype say {sizes[name]:,}")
                 a = npz[name]
                 if a.dtype.kind not in "biuf":
                     raise ValueError(f"{path}: array {name!r} has unsupported dtype {a.dtype}")

@@ -6,14 +6,17 @@ CS231n's ``checkpoint_name``, its ``checkpoint_prefix``):
 
 * ``checkpoint_epoch<NNNN>.npz``: the model's parameters and batchnorm
   statistics (``params/<name>``, ``buffers/<name>``), the best ones so far
-  (``best_params/<name>``, ``best_buffers/<name>``) and the optimizer's state
-  arrays (``optim/<param>/<key>``);
+  (``best_params/<name>``, ``best_buffers/<name>``), the optimizer's state
+  arrays (``optim/<param>/<key>``) and the loss of every iteration so far
+  (``history/loss``, float64: it grows with the run, so it stays out of the
+  size-bounded JSON);
 * ``checkpoint_epoch<NNNN>.json``: the model's architecture and preprocessing,
   the Solver's settings (update rule and its hyperparameters, learning rate
   decay, batch size, seed, sample counts, the SHA-256 of the training and
   validation arrays), the caller's ``run_settings``, the optimizer's scalars,
-  the histories, both random generators' states, the array manifest and the
-  .npz SHA-256.
+  the per-epoch histories, both random generators' states, the array manifest
+  and the .npz SHA-256. The JSON's size does not grow with the iterations, so
+  every checkpoint the writer makes stays within the JSON reader's limit.
 
 Both go through ``_files`` (temporary file, fsync, rename), the JSON last, so a
 checkpoint exists only once it is complete and a crash at any moment leaves
@@ -29,28 +32,30 @@ No pickle anywhere.
 """
 from __future__ import annotations
 
-import glob
 import math
 import numbers
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
 from . import optim
-from ._files import array_manifest, load_arrays_beside, read_json, save_arrays, temporary_of, write_json
+from ._files import (array_manifest, load_arrays_beside, read_json, remove_dead_temporaries, remove_file, save_arrays,
+                     write_json)
 from .engine.checks import check_int
 from .models import load_saved_model
 
 CHECKPOINT_FORMAT = "fastconv-checkpoint"
 #: 2 added the settings resume compares (run_settings, optim_config, num_val, data_sha256);
-#: 3 starts the accuracy histories at epoch 0 (epoch + 1 entries, as CS231n's Solver).
+#: 3 starts the accuracy histories at epoch 0 (epoch + 1 entries, as CS231n's Solver) and keeps
+#: the per-iteration loss history in the .npz (``history/loss``, sized by the manifest) instead
+#: of the JSON, so that no checkpoint outgrows the JSON reader's limit.
 #: Older files still load as models (``load_checkpoint_model``) but cannot be resumed.
 CHECKPOINT_VERSION = 3
 _READABLE_VERSIONS = (1, 2, 3)
 _UNRESUMABLE = {1: "does not record the settings needed to check that resuming continues the same run",
                 2: "has no epoch-0 accuracies in its histories (version 3 records them, as CS231n's Solver)"}
+LOSS_KEY = "history/loss"
 #: The file prefix of a Solver given ``checkpoint_dir`` (``checkpoint_name`` sets another).
 DEFAULT_PREFIX = "checkpoint"
 
@@ -94,6 +99,8 @@ def save_checkpoint(solver):
     for pname, config in solver.optim_configs.items():
         scalars[pname] = {k: v for k, v in config.items() if not isinstance(v, np.ndarray)}
         arrays.update({f"optim/{pname}/{k}": v for k, v in config.items() if isinstance(v, np.ndarray)})
+    history = solver.history()
+    arrays[LOSS_KEY] = np.asarray(history.pop("loss"), dtype=np.float64)
     digest = save_arrays(directory / f"{stem}.npz", arrays)
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -103,7 +110,7 @@ def save_checkpoint(solver):
         "solver": solver.recorded_settings(),
         "run_settings": solver.run_settings,
         "optim_scalars": scalars,
-        "history": solver.history(),
+        "history": history,
         "best_val_acc": solver.best_val_acc,
         "best_epoch": solver.best_epoch,
         # PCG64 states hold 128-bit ints: fine in JSON, whose ints are unbounded
@@ -122,33 +129,9 @@ def prune(directory, keep, prefix=DEFAULT_PREFIX):
     temporary files whose writer no longer runs."""
     directory = Path(directory)
     for _, path in checkpoints(directory, prefix)[:-keep]:
-        _remove(path)
-        _remove(path.with_suffix(".npz"))
-    files = _checkpoint_re(prefix, r"\.(?:npz|json)")
-    for p in directory.glob(f".{glob.escape(prefix)}_epoch*.tmp*"):
-        temporary = temporary_of(p.name)
-        if temporary and files.fullmatch(temporary[0]) and _dead(temporary[1]):
-            _remove(p)
-
-
-def _remove(path):
-    try:
-        path.unlink()
-    except FileNotFoundError:  # pragma: no cover - concurrent cleanup
-        pass
-
-
-def _dead(pid):
-    """True when no process ``pid`` runs (POSIX only: elsewhere nothing is known dead)."""
-    if os.name != "posix" or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)  # signal 0: an existence check, nothing is sent
-    except ProcessLookupError:
-        return True
-    except OSError:  # e.g. PermissionError: it runs under another user
-        return False
-    return False
+        remove_file(path)
+        remove_file(path.with_suffix(".npz"))
+    remove_dead_temporaries(directory, _checkpoint_re(prefix, r"\.(?:npz|json)").pattern)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -292,11 +275,14 @@ def _check_setup(path, state, settings, solver):
                          "resume needs the settings the run was started with")
 
 
-def _expected_manifest(path, manifest, model):
-    """The manifest the .npz must follow: the model's arrays, their best copies, and an
-    optimizer array of each parameter's shape and dtype for each one ``manifest`` lists."""
+def _expected_manifest(path, manifest, model, iterations=None):
+    """The manifest the .npz must follow: the model's arrays, their best copies, an
+    optimizer array of each parameter's shape and dtype for each one ``manifest`` lists,
+    and (version 3) the float64 loss history of ``iterations`` values."""
     expected = array_manifest(model.state_arrays())
     expected.update({f"best_{k}": v for k, v in expected.items()})
+    if iterations is not None:
+        expected[LOSS_KEY] = {"shape": [iterations], "dtype": "float64"}
     if not isinstance(manifest, dict):
         raise ValueError(f"{path}: 'arrays' must be a JSON object")
     for key in manifest:
@@ -341,10 +327,11 @@ def _checked_rng_state(rng, state, what):
     return probe.state
 
 
-def _restored_history(path, history, epoch, iterations_per_epoch):
+def _restored_history(path, history, epoch, iterations_per_epoch, loss):
     """The Solver's history attributes from the checkpoint's ``history``, which must cover
     ``epoch`` epochs of ``iterations_per_epoch`` steps (and epoch 0's accuracies), every number
-    checked."""
+    checked; the loss history is the array ``loss`` from the .npz (its length checked by the
+    manifest)."""
     def numbers_list(key, length, check):
         values = history.get(key)
         if not isinstance(values, list):
@@ -357,8 +344,10 @@ def _restored_history(path, history, epoch, iterations_per_epoch):
     def accuracy(v):
         return _number(v, "an accuracy", 0.0, 1.0)
 
+    if not np.isfinite(loss).all():
+        raise ValueError(f"{path}: bad loss history (the .npz's {LOSS_KEY} must hold finite numbers)")
     return {
-        "loss_history": numbers_list("loss", epoch * iterations_per_epoch, lambda v: _number(v, "a loss")),
+        "loss_history": loss.tolist(),
         "train_acc_history": numbers_list("train_acc", epoch + 1, accuracy),
         "val_acc_history": numbers_list("val_acc", epoch + 1, lambda v: None if v is None else accuracy(v)),
         "epoch_times": numbers_list("epoch_seconds", epoch, lambda v: _number(v, "a time", 0.0)),
@@ -388,16 +377,18 @@ def _restored_state(path, state, solver):
     _check_setup(path, state, settings, solver)
     epoch = _field(path, "epoch", lambda v: check_int(v, "epoch", 1), state["epoch"])
     configs = _checked_optim_scalars(path, state["optim_scalars"], model)
-    attributes = _restored_history(path, state["history"], epoch, -(-len(solver.X_train) // solver.batch_size))
+    iterations = epoch * -(-len(solver.X_train) // solver.batch_size)
+    expected = _expected_manifest(path, state["arrays"], model, iterations)
+    rng_states = {"solver": _checked_rng_state(solver.rng, state["rng"]["solver"], f"{path}: solver"),
+                  "model": _checked_rng_state(model.rng, state["rng"]["model"], f"{path}: model")}
+    arrays = load_arrays_beside(path, state, expected)
+    attributes = _restored_history(path, state["history"], epoch, iterations // epoch, arrays.pop(LOSS_KEY))
     attributes.update(
         epoch=epoch,
         best_val_acc=_field(path, "best_val_acc", lambda v: _number(v, "best_val_acc", -1.0, 1.0),
                             state["best_val_acc"]),
         best_epoch=_field(path, "best_epoch", lambda v: check_int(v, "best_epoch", 0, epoch), state["best_epoch"]),
     )
-    rng_states = {"solver": _checked_rng_state(solver.rng, state["rng"]["solver"], f"{path}: solver"),
-                  "model": _checked_rng_state(model.rng, state["rng"]["model"], f"{path}: model")}
-    arrays = load_arrays_beside(path, state, _expected_manifest(path, state["arrays"], model))
 
     best = {"params": {}, "buffers": {}}
     for key, value in arrays.items():

@@ -4,6 +4,7 @@ Every layer is a pair of pure functions: ``*_forward(...) -> (out, cache)`` and,
 right under it, ``*_backward(dout, cache)``. A cache holds exactly what the
 backward pass needs. float32 and float64 are kept end to end.
 """
+import math
 import numbers
 from typing import NamedTuple
 
@@ -149,16 +150,28 @@ class _BnSettings(NamedTuple):
 
 def _bn_settings(x, gamma, beta, bn_param, D, name):
     """Check gamma, beta (D,) and bn_param for the input ``name``; return bn_param's
-    settings with their defaults (eps 1e-5, momentum 0.9, running mean 0 and variance 1)."""
+    settings with their defaults (eps 1e-5, momentum 0.9, running mean 0 and variance 1):
+    eps a finite number > 0, momentum one in [0, 1], the running statistics float arrays (D,)
+    (a TypeError or ValueError naming the entry otherwise)."""
     _check_scale_shift(x, gamma, beta, D, name)
     if not isinstance(bn_param, dict):
         raise TypeError(f"bn_param must be a dict with 'mode' ('train' or 'test'), got {type(bn_param).__name__}")
     mode = bn_param.get("mode", "train")
     if mode not in ("train", "test"):
         raise ValueError(f"bn_param['mode'] must be 'train' or 'test', got {mode!r}")
-    return _BnSettings(mode, bn_param.get("eps", 1e-5), bn_param.get("momentum", 0.9),
-                       bn_param.get("running_mean", np.zeros(D, dtype=x.dtype)),
-                       bn_param.get("running_var", np.ones(D, dtype=x.dtype)))
+    eps = _check_eps(bn_param.get("eps", 1e-5), "bn_param['eps']")
+    momentum = _check_real(bn_param.get("momentum", 0.9), "bn_param['momentum']", lambda m: 0 <= m <= 1,
+                           "a number in [0, 1]")
+    running = []
+    for key, default in (("running_mean", np.zeros), ("running_var", np.ones)):
+        if key not in bn_param:
+            running.append(default(D, dtype=x.dtype))
+            continue
+        value = check_float_array(bn_param[key], f"bn_param[{key!r}]", 1)
+        if value.shape != (D,):
+            raise ValueError(f"bn_param[{key!r}] must have shape ({D},) for {name}, got {value.shape}")
+        running.append(value)
+    return _BnSettings(mode, eps, momentum, *running)
 
 
 def _store_running(bn_param, s, dtype, mean=None, var=None):
@@ -254,12 +267,19 @@ def spatial_batchnorm_backward(dout, cache):
 
 
 # ------------------------------------------------------------------ layer and group normalization
-def _check_eps(eps):
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
-        raise TypeError(f"eps must be a positive number, got {eps!r}")
-    if not eps > 0:
-        raise ValueError(f"eps must be a positive number, got {eps!r}")
-    return float(eps)
+def _check_real(value, name, ok, rule):
+    """``value`` as a float: TypeError naming ``name`` unless it is a real number (bool is not),
+    ValueError unless it is finite and ``ok(value)`` (``rule`` says which, in words)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {rule}, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and ok(value)):
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    return value
+
+
+def _check_eps(eps, name="eps"):
+    return _check_real(eps, name, lambda e: e > 0, "a positive number")
 
 
 def _normalize(x, eps, axis):

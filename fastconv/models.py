@@ -55,7 +55,9 @@ Every model:
   ``scores``/``predict`` run the network in batches;
 * ``save(directory)`` writes ``model.npz`` (arrays, loaded with
   ``allow_pickle=False``) and ``model.json`` (architecture, dtype,
-  preprocessing, class names, the SHA-256 of the .npz), each atomically;
+  preprocessing, class names, the SHA-256 of the .npz), each atomically, the
+  pair so that a reader always finds one consistent model whenever the writer
+  dies (``save_model_files``);
   ``load_model(directory)`` checks all of it (keys, shapes, dtypes, digest,
   finite values) and says what is wrong.
 
@@ -78,12 +80,15 @@ weight, zeros for biases, ones and zeros for gamma and beta; pass
 from __future__ import annotations
 
 import importlib
+import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 from ._files import (  # noqa: F401  (the file helpers stay importable from here)
-    array_manifest, atomic_write, load_arrays, load_arrays_beside, read_json, save_arrays, sha256_of, write_json,
+    array_manifest, atomic_link, atomic_write, load_arrays, load_arrays_beside, read_json, remove_dead_temporaries,
+    remove_file, save_arrays, sha256_of, write_json,
 )
 from ._model_layers import LAYER_SYNTAX  # noqa: F401  (public, with parse_layers and format_layers)
 from ._model_layers import LAYER_TYPES, format_layers, fuse_conv_relu_pool, normalize_layer, parse_layers
@@ -94,6 +99,9 @@ FORMAT = "fastconv-model"
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 MODEL_NPZ = "model.npz"
+#: The new arrays while ``save_model_files`` replaces a model (see there).
+MODEL_NPZ_NEXT = "model.next.npz"
+MODEL_FILES = (MODEL_JSON, MODEL_NPZ, MODEL_NPZ_NEXT)
 
 #: Most parameters a model may have (see the module docstring).
 MAX_PARAMETERS = 1 << 28
@@ -348,14 +356,15 @@ class Sequential:
         }
 
     def save(self, directory):
-        """Write ``model.npz`` then ``model.json`` (with the .npz digest) into ``directory``."""
+        """Write the model into ``directory`` as ``model.json`` + ``model.npz`` so that a reader
+        always finds one complete, consistent model, the old one or the new one (see
+        ``save_model_files``)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         arrays = self.state_arrays()
-        digest = save_arrays(directory / MODEL_NPZ, arrays)
         spec = self.spec()
-        spec.update(arrays=array_manifest(arrays), npz=MODEL_NPZ, npz_sha256=digest)
-        write_json(directory / MODEL_JSON, spec)
+        spec.update(arrays=array_manifest(arrays))
+        save_model_files(directory, spec, arrays)
         return directory
 
 
@@ -455,6 +464,68 @@ def model_from_spec(spec, impl="fast", initialize=True):
     return model
 
 
+def _write_pointer(directory, spec, npz, digest):
+    write_json(directory / MODEL_JSON, dict(spec, npz=npz, npz_sha256=digest))
+
+
+def save_model_files(directory, spec, arrays):
+    """Write ``arrays`` and the description ``spec`` as ``model.npz`` + ``model.json`` in
+    ``directory``, where ``model.json`` is the one pointer to the arrays (it names its .npz
+    and holds its SHA-256), replaced atomically:
+
+    1. the arrays go to ``model.next.npz`` (an atomic write: complete once it has its name);
+    2. ``model.json`` is replaced by one that names ``model.next.npz``: this one rename
+       switches readers from the old model to the new one;
+    3. ``model.npz`` becomes a second name of that file (a hard link, renamed into place);
+    4. ``model.json`` is replaced by one that names ``model.npz``;
+    5. ``model.next.npz`` is removed.
+
+    So whenever the process dies, ``model.json`` names a complete .npz that matches its digest:
+    the previous model up to step 2, the new one from then on; ``recover_model_files`` (run by
+    the next save and by ``fastconv train`` when it claims the folder) finishes steps 3-5 or
+    removes a ``model.next.npz`` that was never pointed at."""
+    directory = Path(directory)
+    recover_model_files(directory)
+    digest = save_arrays(directory / MODEL_NPZ_NEXT, arrays)
+    _write_pointer(directory, spec, MODEL_NPZ_NEXT, digest)
+    _finish_save(directory, spec, digest)
+
+
+def _finish_save(directory, spec, digest):
+    """Steps 3-5 of ``save_model_files``: ``model.json`` names ``model.next.npz`` (of ``digest``)."""
+    atomic_link(directory / MODEL_NPZ_NEXT, directory / MODEL_NPZ)
+    _write_pointer(directory, spec, MODEL_NPZ, digest)
+    remove_file(directory / MODEL_NPZ_NEXT)
+
+
+def recover_model_files(directory):
+    """Complete or undo a save that a crash interrupted (see ``save_model_files``); returns what
+    it did ("finished", "removed model.next.npz") or None. A ``model.json`` that cannot be read
+    is left alone, with the ``model.next.npz`` beside it (loading names the problem)."""
+    directory = Path(directory)
+    remove_dead_temporaries(directory, "|".join(map(re.escape, MODEL_FILES)))
+    pending = directory / MODEL_NPZ_NEXT
+    if not (pending.is_file() or pending.is_symlink()):
+        return None
+    json_path = directory / MODEL_JSON
+    if not json_path.exists():  # the first save died before its switch: there is no model yet
+        remove_file(pending)
+        return f"removed {MODEL_NPZ_NEXT}"
+    try:
+        record = read_json(json_path, "model description")
+    except (ValueError, OSError):
+        return None
+    if record.get("npz") != MODEL_NPZ_NEXT:  # never pointed at, or already linked as model.npz
+        remove_file(pending)
+        return f"removed {MODEL_NPZ_NEXT}"
+    digest = record.get("npz_sha256")
+    if pending.is_symlink() or sha256_of(pending) != digest:
+        return None  # not what a save left: keep it for the user to see
+    spec = {k: v for k, v in record.items() if k not in ("npz", "npz_sha256")}
+    _finish_save(directory, spec, digest)
+    return "finished"
+
+
 def load_model(path, impl="fast"):
     """Load a model saved by ``save``: ``path`` is its directory or its ``model.json``.
 
@@ -468,8 +539,26 @@ def load_model(path, impl="fast"):
     if not json_path.exists():
         raise FileNotFoundError(f"{json_path}: no such model file (a model directory holds "
                                 f"{MODEL_JSON} and {MODEL_NPZ}, written by `fastconv train`)")
-    spec = read_json(json_path, "model description")
-    return load_saved_model(json_path, spec, spec, impl)
+    pointer = _identity(json_path)
+    for attempt in range(3):
+        spec = read_json(json_path, "model description")
+        try:
+            return load_saved_model(json_path, spec, spec, impl)
+        except (ValueError, FileNotFoundError):
+            # a save replaced model.json while we read (see save_model_files): read the new one
+            now = _identity(json_path)
+            if attempt == 2 or now == pointer:
+                raise
+            pointer = now
+
+
+def _identity(path):
+    """(device, inode, modification time) of ``path``: a replaced file has another one."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
 
 
 def load_saved_model(json_path, model_spec, record, impl="fast", more_arrays=False):

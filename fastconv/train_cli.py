@@ -288,8 +288,9 @@ def _prepare_run(args, ranks):
                     if getattr(args, k) is not None}
     if model_kwargs and args.model != "convnet1":
         raise ValueError("--num-filters, --filter-size and --hidden-dim apply to --model convnet1 only")
-    return out, model_kwargs, ranks.on_root(lambda: _run_folder.claim(out, resume=args.resume,
-                                                                      overwrite=args.overwrite))
+    lock = ranks.on_root(lambda: _run_folder.claim(out, resume=args.resume, overwrite=args.overwrite))
+    # the folder resolved and locked once: the run writes there, wherever --out leads later
+    return getattr(lock, "folder", out), model_kwargs, lock
 
 
 def _load_split(args, log):

@@ -191,3 +191,15 @@ def test_bad_model_and_image_files(env, tmp_path):
     _one_line_error(_run(env, "evaluate", "--model", str(model)), "evaluate", "model.json", "not a valid JSON")
     debug = _run(env, "evaluate", "--model", str(model), debug=True)
     assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "serve"])
+def test_a_bad_kernels_setting_is_one_line(command):
+    """FASTCONV_KERNELS is read when the engine is imported (with the subcommand's module): a bad
+    value is one line naming the variable, as every other bad setting, not a traceback."""
+    environ = dict(os.environ, FASTCONV_KERNELS="bogus",
+                   PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.run(python_module("fastconv", command, "--help"), env=environ, capture_output=True,
+                          text=True, timeout=60)
+    _one_line_error(proc, command, "FASTCONV_KERNELS must be one of", "'bogus'")

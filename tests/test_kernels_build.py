@@ -1,6 +1,6 @@
 """The builds of the Cython kernels (fastconv/kernels/picker.py) give the same bits.
 
-fastconv._im2col is compiled for the compiler's default target and, on x86-64, once
+fastconv.kernels._im2col is compiled for the compiler's default target and, on x86-64, once
 more per optional build of fastconv/_isa.py (fastconv._im2col_avx512 with AVX-512,
 fastconv._im2col_avx2 with AVX2) from the same source, with nothing that changes
 arithmetic (no FMA contraction, no fast-math). fastconv.fast runs the widest build the

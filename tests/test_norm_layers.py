@@ -180,3 +180,51 @@ LABEL_ERRORS = [
 def test_labels_that_are_refused(y, exc, match):
     with pytest.raises(exc, match=match):
         layers.softmax_loss(np.zeros((2, 3)), y)
+
+
+# ---------------------------------------------------------------------------- batchnorm's bn_param
+def _compat_bn(spatial):
+    from fastconv.compat import cs231n
+
+    return cs231n.spatial_batchnorm_forward if spatial else cs231n.batchnorm_forward
+
+
+BN_IMPLS = {
+    "layers-batchnorm": (lambda: layers.batchnorm_forward, False),
+    "naive-spatial": (lambda: naive.spatial_batchnorm_forward, True),
+    "fast-spatial": (lambda: fast.spatial_batchnorm_forward, True),
+    "compat-batchnorm": (lambda: _compat_bn(False), False),
+    "compat-spatial": (lambda: _compat_bn(True), True),
+}
+
+BAD_BN_PARAMS = [  # (id, entries, error, words in the message)
+    ("eps-negative", {"eps": -1.0}, ValueError, "bn_param['eps']"),
+    ("eps-nan", {"eps": float("nan")}, ValueError, "bn_param['eps']"),
+    ("eps-inf", {"eps": float("inf")}, ValueError, "bn_param['eps']"),
+    ("eps-zero", {"eps": 0}, ValueError, "bn_param['eps']"),
+    ("eps-string", {"eps": "1e-5"}, TypeError, "bn_param['eps']"),
+    ("momentum-nan", {"momentum": float("nan")}, ValueError, "bn_param['momentum']"),
+    ("momentum-above-1", {"momentum": 1.5}, ValueError, "bn_param['momentum']"),
+    ("momentum-none", {"momentum": None}, TypeError, "bn_param['momentum']"),
+    ("running-mean-shape", {"running_mean": np.zeros(5)}, ValueError, "bn_param['running_mean']"),
+    ("running-var-2d", {"running_var": np.ones((3, 1))}, ValueError, "bn_param['running_var']"),
+    ("running-mean-list", {"running_mean": [0.0, 0.0, 0.0]}, TypeError, "bn_param['running_mean']"),
+    ("running-var-ints", {"running_var": np.ones(3, dtype=np.int64)}, TypeError, "bn_param['running_var']"),
+]
+
+
+@pytest.mark.parametrize("impl", list(BN_IMPLS))
+@pytest.mark.parametrize("entries, exc, words", [pytest.param(*b[1:], id=b[0]) for b in BAD_BN_PARAMS])
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_batchnorm_refuses_a_bad_bn_param_naming_the_entry(rng, impl, entries, exc, words, mode):
+    """eps and momentum are checked numbers, the running statistics float arrays of shape (C,),
+    in every implementation and in both modes: nothing is computed or stored from a bad one
+    (an eps of -1 or NaN used to give NaN outputs, a NaN momentum NaN statistics, a wrong-shaped
+    running mean was stored)."""
+    forward, spatial = BN_IMPLS[impl]
+    x = rng.standard_normal((4, 3, 2, 2) if spatial else (4, 3))
+    bn_param = dict({"mode": mode}, **entries)
+    before = dict(bn_param)
+    with pytest.raises(exc, match=words.replace("[", r"\[")):
+        forward()(x, np.ones(3), np.zeros(3), bn_param)
+    assert bn_param.keys() == before.keys() and all(bn_param[k] is before[k] for k in before)

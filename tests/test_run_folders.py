@@ -364,7 +364,7 @@ def _set(*keys_and_value):
     (_set("history", "train_acc", ["x"]), "history['train_acc']"),
     (_set("history", "val_acc", [float("nan")]), "history['val_acc']"),
     (_set("history", "epoch_seconds", [None]), "history['epoch_seconds']"),
-    (_set("history", "loss", [0.5]), "history['loss'] holds 1 values"),
+    (_set("arrays", "history/loss", {"shape": [1], "dtype": "float64"}), "the array manifest does not match"),
     (_set("optim_scalars", "W1", "learning_rate", "x"), "optimizer state of W1"),
     (_set("optim_scalars", "W1", "t", -3), "optimizer state of W1"),
     (_set("epoch", 0), "bad epoch"),

@@ -549,3 +549,28 @@ def test_the_accuracy_script_runs(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| W2conv3x3")]
     assert [r.split(" | ")[:2] for r in rows] == [[f"| {w} (N=1)", a] for w in ("W2conv3x3", "W2conv3x3_N128")
                                                   for a in ("im2col", "winograd2", "winograd4")]
+
+
+@pytest.mark.parametrize("scale", [1e-41, 1e-38, 1e-30, 1.0], ids=["subnormal-1e-41", "edge-1e-38", "tiny-1e-30",
+                                                                 "unit"])
+def test_auto_keeps_winograd_within_its_error_bound_on_tiny_inputs(scale):
+    """A 16-channel 32x32 3x3 layer, where "auto" picks F(4x4): on float32 inputs so small that
+    their products with the filters are subnormal, F(4x4)'s transforms lose about 30 times
+    im2col's precision (1.5e-3 against 4.8e-5 at 1e-41), so "auto" runs im2col there (a scale
+    check as cheap as the finiteness check); on larger inputs it still picks F(4x4). Either way,
+    auto's float32 error against a float64 reference stays within ten times im2col's (or 1e-5),
+    forward and backward."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 16, 32, 32)) * scale).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    dout = rng.standard_normal((2, 16, 32, 32)).astype(np.float32)
+    assert fast.conv_algorithm(x, w, None, pad=1) == ("im2col" if scale <= 1e-38 else "winograd4")
+    ref_out, ref_cache = fast.conv_forward(x.astype(np.float64), w.astype(np.float64), None, pad=1,
+                                           algorithm="im2col")
+    ref = (ref_out, *fast.conv_backward(dout.astype(np.float64), ref_cache)[:2])
+    direct_out, direct_cache = fast.conv_forward(x, w, None, pad=1, algorithm="im2col")
+    direct = (direct_out, *fast.conv_backward(dout, direct_cache)[:2])
+    out, cache = fast.conv_forward(x, w, None, pad=1)
+    auto = (out, *fast.conv_backward(dout, cache)[:2])
+    for name, a, d, r in zip(("out", "dx", "dw"), auto, direct, ref):
+        assert rel_error(a, r) <= max(10 * rel_error(d, r), 1e-5), (name, rel_error(a, r), rel_error(d, r))

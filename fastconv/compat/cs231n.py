@@ -388,7 +388,7 @@ def _eps_entry(params, name):
     eps = params.get("eps", 1e-5)
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"{name}['eps'] must be a positive number, got {eps!r}")
-    if not eps > 0:
+    if not 0 < eps < float("inf"):  # an infinite eps normalizes everything to beta
         raise ValueError(f"{name}['eps'] must be a positive number, got {eps!r}")
     return eps
 

@@ -238,7 +238,7 @@ def conv_backward(dout, cache, need_dx=True):
     that saves a third of the GEMM work and the col2im pass)."""
     x, w, has_bias, g, (algorithm, auto) = cache
     check_dout(dout, g.out_shape, x.dtype)
-    algorithm = algorithms.for_backward(algorithm, auto, dout)
+    algorithm = algorithms.for_backward(algorithm, auto, dout, x, w)
     plan = ConvPlan(g, x.dtype, algorithm=algorithm)
     if algorithm in WINOGRAD_TILE:
         dout = np.ascontiguousarray(dout)
@@ -310,7 +310,7 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
     """Gradients of conv_relu_pool_forward: (dx, dw, db), as conv_backward returns them."""
     x, w, has_bias, g, pg, out, argmax, chunk, (algorithm, auto) = cache
     check_dout(dout, pg.out_shape, x.dtype)
-    algorithm = algorithms.for_backward(algorithm, auto, dout)
+    algorithm = algorithms.for_backward(algorithm, auto, dout, x, w)
     plan = ConvPlan(g, x.dtype, chunk=chunk, algorithm=algorithm)
     Pp = pg.out_h * pg.out_w
     dz3 = _layers.relu_backward(dout, out).reshape(g.N, g.F, Pp)  # zero where the pooled value was <= 0
