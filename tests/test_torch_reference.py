@@ -13,7 +13,7 @@ F = torch.nn.functional
 import fastconv.fast as fast  # noqa: E402
 from fastconv.testing import DTYPES, assert_close  # noqa: E402
 from _helpers import dtype_id  # noqa: E402
-from test_equivalence import CONV_CASES, POOL_CASES, _arg, _conv_data, _seed  # noqa: E402
+from test_equivalence import CONV_CASES, POOL_CASES  # noqa: E402
 
 # Every 4th case of the equivalence grid: a spread over all its geometries, both dtypes
 # (the grid lists each geometry twice, float32 then float64, so take pairs).
@@ -45,14 +45,13 @@ def test_the_torch_grid_is_about_fifty_cases():
     assert {c.dtype for c in TORCH_CONV_CASES} == {c.dtype for c in TORCH_POOL_CASES} == set(DTYPES)
     assert {c.groups for c in TORCH_CONV_CASES} == {1, 2}
     assert {d for c in TORCH_CONV_CASES for d in c.dilation} == {1, 2}
-    assert {c.kind for c in TORCH_POOL_CASES} == {"max", "avg"}
+    assert {c.kind_name for c in TORCH_POOL_CASES} == {"max", "avg"}
 
 
 @pytest.mark.parametrize("case", TORCH_CONV_CASES, ids=str)
 def test_conv_matches_torch(case):
-    x, w, b, dout = _conv_data(case)
-    out, cache = fast.conv_forward(x, w, b, stride=_arg(case.stride), pad=_arg(case.pad),
-                                   dilation=_arg(case.dilation), groups=case.groups)
+    x, w, b, dout = case.arrays()
+    out, cache = fast.conv_forward(x, w, b, **case.kwargs)
     dx, dw, db = fast.conv_backward(dout, cache)
 
     def conv(x, w, b):
@@ -70,19 +69,17 @@ def test_conv_matches_torch(case):
 
 def _torch_pool(case):
     stride = case.effective_stride
-    if case.kind == "max":
+    if case.kind_name == "max":
         return lambda x: F.max_pool2d(x, case.kernel, stride, case.pad)
     return lambda x: F.avg_pool2d(x, case.kernel, stride, case.pad, count_include_pad=True)
 
 
 @pytest.mark.parametrize("case", TORCH_POOL_CASES, ids=str)
 def test_pool_matches_torch(case):
-    rng = np.random.default_rng(_seed(case))
-    x = rng.standard_normal((case.N, case.C, case.H, case.W)).astype(case.dtype)
-    dout = rng.standard_normal((case.N, case.C, *case.out_hw)).astype(case.dtype)
-    forward = getattr(fast, f"{case.kind}_pool_forward")
-    backward = getattr(fast, f"{case.kind}_pool_backward")
-    out, cache = forward(x, _arg(case.kernel), None if case.stride is None else _arg(case.stride), _arg(case.pad))
+    x, dout = case.arrays()
+    forward = getattr(fast, f"{case.kind_name}_pool_forward")
+    backward = getattr(fast, f"{case.kind_name}_pool_backward")
+    out, cache = forward(x, **case.kwargs)
     dx = backward(dout, cache)
     t_out, (t_dx,) = torch_forward_backward(_torch_pool(case), [x], dout)
     assert_close(out, t_out, case.dtype, "out")
