@@ -44,6 +44,14 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen subcommand's module is imported (the others may need extras).
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
+    if chosen not in (None, "config"):  # config reports a bad kernels setting; the others stop at once
+        from .kernels.picker import requested
+
+        try:
+            requested()
+        except ValueError as exc:
+            print(f"fastconv {chosen}: error: {exc}", file=sys.stderr)
+            return 1
     runners = {}
     for name, (target, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

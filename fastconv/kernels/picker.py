@@ -23,6 +23,11 @@ it cannot give: ``fastconv.show_config`` tells the two apart.
 import importlib
 import os
 
+# ``kernels`` and ``reason`` are set by __getattr__ on first use (so that ``requested`` can be
+# asked without loading any build).
+kernels: object
+reason: str
+
 from .isa import BASELINE, NATIVE, OPTIONAL, module_name
 
 KERNELS_ENV = "FASTCONV_KERNELS"
@@ -59,6 +64,19 @@ def builds():
     return found
 
 
+def requested():
+    """The build that FASTCONV_KERNELS asks for ("auto" when unset), without loading any;
+    ValueError naming the variable for a value it does not know (the ``fastconv`` command
+    asks this first, so that a bad setting is one line before any work starts)."""
+    wanted = os.environ.get(KERNELS_ENV, "auto").strip().lower() or "auto"
+    if wanted not in _CHOICES:
+        raise ValueError(
+            f"{KERNELS_ENV} must be one of {', '.join(_CHOICES)}, "
+            f"got {os.environ[KERNELS_ENV]!r}"
+        )
+    return wanted
+
+
 def _load():
     """Return (module, reason): the kernels fastconv.fast uses, and why those."""
     try:
@@ -70,13 +88,7 @@ def _load():
             "`python setup.py build_ext --inplace`), which needs a C compiler, Cython >= 3 "
             "and numpy >= 2. fastconv.naive works without it."
         ) from exc
-
-    wanted = os.environ.get(KERNELS_ENV, "auto").strip().lower() or "auto"
-    if wanted not in _CHOICES:
-        raise ValueError(
-            f"{KERNELS_ENV} must be one of {', '.join(_CHOICES)}, "
-            f"got {os.environ[KERNELS_ENV]!r}"
-        )
+    wanted = requested()
     if wanted == BASELINE:
         return baseline, f"{KERNELS_ENV}={BASELINE}"
     if baseline.build_info()["isa"] == NATIVE:
@@ -95,4 +107,10 @@ def _load():
     return baseline, "; ".join(passed_over)
 
 
-kernels, reason = _load()
+def __getattr__(name):
+    """``kernels`` and ``reason``: loaded on first use (``_load``), then plain attributes."""
+    if name in ("kernels", "reason"):
+        global kernels, reason
+        kernels, reason = _load()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
