@@ -323,3 +323,38 @@ def test_a_client_gone_before_its_answer_is_one_log_line(service, capsys):
             log += capsys.readouterr().err
     assert "Traceback" not in log and log.count("\n") == 1, log
     assert re.fullmatch(r"fastconv serve: 127\.0\.0\.1 port \d+ went away before its answer \(.+\)\n", log), log
+
+
+def test_a_request_has_a_deadline_for_the_whole_of_it(service, monkeypatch):
+    """A client that sends its request a byte every 0.1 s is closed when REQUEST_TIMEOUT (here 1 s) has passed
+    since the connection opened, however steadily it sends (a timeout per read never fires on it)."""
+    monkeypatch.setattr(serve, "REQUEST_TIMEOUT", 1.0)
+    with serving(service) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            start = time.monotonic()
+            with pytest.raises(OSError):  # a reset or a broken pipe once the server has closed it
+                for byte in b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 100:
+                    sock.send(bytes([byte]))
+                    time.sleep(0.1)
+                    if time.monotonic() - start > 5:
+                        break
+                    readable = select.select([sock], [], [], 0)[0]
+                    if readable and sock.recv(100) == b"":
+                        raise ConnectionResetError("closed by the server")
+            assert 0.9 < time.monotonic() - start < 2.0
+
+
+def test_pipelined_requests_and_a_head_over_the_limit(service):
+    """Two requests in one packet get two answers in order; a head over MAX_HEAD_BYTES gets a 431."""
+    with serving(service) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /model HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                         b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b""
+            while answer.count(b"HTTP/1.1 ") < 2 or not answer.endswith(b"}"):
+                answer += sock.recv(65536)
+        assert re.findall(rb"HTTP/1\.1 (\d+)", answer) == [b"200", b"404"]
+        status, body = ask(port, "GET", "/model", {"Host": "127.0.0.1", "X-Big": "a" * serve.MAX_HEAD_BYTES})
+        assert status == 431 and "exceed" in body["error"]
