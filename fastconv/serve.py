@@ -77,6 +77,8 @@ QUEUED_REQUESTS = 256
 MAX_CONNECTIONS = 4096
 #: Most bytes of a request's line and headers.
 MAX_HEAD_BYTES = 64 << 10
+#: Most bytes of requests still arriving, in all connections together (each holds at most its head and body).
+MAX_BUFFERED_BYTES = 64 << 20
 #: File descriptors kept for everything but connections (the model's files, logs, Pillow, the loop's own).
 _FD_RESERVE = 64
 #: Seconds a closed-for-writing connection is drained, so that the client reads its answer, not a reset.
@@ -411,27 +413,16 @@ def _refusal(code, message, headers=()):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-class _HeadTooLarge(Exception):
-    pass
-
-
 _HEAD_END = re.compile(rb"\n\r?\n")
 
 
-def _request_length(data, body_limit):
-    """Bytes of the first request in ``data`` when it is whole, else None (more is to come).
-
-    A request is its head and the body its Content-Length gives; a body that the handler refuses
-    unread (chunked, no or a bad or too large Content-Length) is not waited for. _HeadTooLarge when
-    the head has no end within MAX_HEAD_BYTES."""
-    end = _HEAD_END.search(data, 0, MAX_HEAD_BYTES)
-    if end is None:
-        if len(data) >= MAX_HEAD_BYTES:
-            raise _HeadTooLarge
-        return None
-    end = end.end()
+def _request_length(head, body_limit):
+    """Bytes of the request whose ``head`` (its line and headers, to the empty line) has come: the head
+    and the body its Content-Length gives; a body that the handler refuses unread (chunked, no or a bad
+    or too large Content-Length) is not waited for."""
+    end = len(head)
     length = None
-    for line in data[:end].split(b"\n")[1:]:
+    for line in bytes(head).split(b"\n")[1:]:
         name, colon, value = line.partition(b":")
         name = name.strip().lower()
         if name == b"transfer-encoding":
@@ -440,7 +431,7 @@ def _request_length(data, body_limit):
             length = value.strip()
     if length is None or not re.fullmatch(rb"[0-9]{1,20}", length) or int(length) > body_limit:
         return end
-    return end + int(length) if len(data) >= end + int(length) else None
+    return end + int(length)
 
 
 # ============================================================================ connections
@@ -449,11 +440,14 @@ class _Connection:
     "writing" the answer, or "draining" (answered and closed for writing; what the client still
     sends is read and dropped, so that closing does not reset the connection before it read the answer)."""
 
-    __slots__ = ("sock", "address", "state", "inbox", "request", "outbox", "close_after", "deadline", "events")
+    __slots__ = ("sock", "address", "state", "inbox", "scanned", "need", "request", "outbox", "close_after",
+                 "deadline", "events")
 
     def __init__(self, sock, address, deadline):
         self.sock, self.address, self.deadline = sock, address, deadline
-        self.state, self.inbox, self.request, self.outbox, self.close_after, self.events = "reading", b"", b"", b"", False, 0
+        self.state, self.inbox, self.request, self.outbox, self.close_after, self.events = (
+            "reading", bytearray(), b"", b"", False, 0)
+        self.scanned, self.need = 0, None  # how far the head's end was looked for; the request's length once known
 
     def name(self):
         return f"{self.address[0]} port {self.address[1]}" if isinstance(self.address, tuple) else str(self.address)
@@ -510,6 +504,8 @@ class Server:
         self.max_connections = max_connections
         self.log = _Log()
         self._connections = {}  # _Connection -> None, oldest (longest waiting for its request) first
+        self._buffered = 0  # bytes in the connections' inboxes
+        self._next_sweep = 0.0
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.socket, selectors.EVENT_READ, "accept")
         self._wake_r, self._wake_w = socket.socketpair()
@@ -660,11 +656,11 @@ class Server:
             pass
         sock.close()
 
-    def _close_oldest(self, kind, line):
-        """Close the connection that has waited longest for (or to send) its request or answer, logging
-        ``line``; False when every one is being answered."""
+    def _close_oldest(self, kind, line, with_inbox=False):
+        """Close the connection that has waited longest for (or to send) its request or answer (one with
+        part of a request in, if ``with_inbox``), logging ``line``; False when every one is being answered."""
         for conn in self._connections:
-            if conn.state != "working":
+            if conn.state != "working" and (conn.inbox or not with_inbox):
                 self.log.note(kind, f"{line} ({conn.name()})")
                 self._close(conn)
                 return True
@@ -702,19 +698,31 @@ class Server:
                 self._close(conn)
             return
         conn.inbox += data
-        self._dispatch(conn)
+        self._buffered += len(data)
+        if self._buffered > MAX_BUFFERED_BYTES:
+            self._close_oldest("connections closed for memory", f"{MAX_BUFFERED_BYTES} bytes of requests arriving: "
+                               "closed the connection that waited longest", with_inbox=True)
+        if conn in self._connections:
+            self._dispatch(conn)
 
     def _dispatch(self, conn, whole=False):
-        """Hand the first request in ``conn.inbox`` to the workers once it is whole."""
-        try:
-            length = _request_length(conn.inbox, self.Handler.service.max_body_bytes)
-        except _HeadTooLarge:
-            self._answer(conn, _refusal(431, f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"), True)
+        """Hand the first request in ``conn.inbox`` to the workers once it is whole. The head's end is
+        looked for only in what came since the last look (a byte at a time costs no rescans)."""
+        if conn.need is None:
+            end = _HEAD_END.search(conn.inbox, max(0, conn.scanned - 2), MAX_HEAD_BYTES)
+            conn.scanned = len(conn.inbox)
+            if end is not None:
+                conn.need = _request_length(conn.inbox[:end.end()], self.Handler.service.max_body_bytes)
+            elif len(conn.inbox) >= MAX_HEAD_BYTES:
+                self._answer(conn, _refusal(431, f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"), True)
+                return
+        if not whole and (conn.need is None or len(conn.inbox) < conn.need):
             return
-        if length is None and not whole:
-            return
-        length = len(conn.inbox) if length is None else length
-        conn.request, conn.inbox = conn.inbox[:length], conn.inbox[length:]
+        length = min(len(conn.inbox), conn.need or len(conn.inbox))
+        conn.request = bytes(conn.inbox[:length])
+        del conn.inbox[:length]
+        self._buffered -= length
+        conn.scanned, conn.need = 0, None
         try:
             self._jobs.put_nowait((conn, conn.request))
         except queue.Full:
@@ -749,7 +757,8 @@ class Server:
                 return
             if conn not in self._connections:
                 continue
-            conn.inbox = conn.request[used:] + conn.inbox  # what the handler left unread comes next
+            conn.inbox[:0] = conn.request[used:]  # what the handler left unread comes next
+            self._buffered += len(conn.request) - used
             self._answer(conn, answer, close or conn.close_after or not answer)
 
     # ------------------------------------------------------------ writing
@@ -787,12 +796,16 @@ class Server:
         except OSError:
             self._close(conn)
             return
-        conn.state, conn.deadline, conn.inbox = "draining", time.monotonic() + _LINGER, b""
+        self._buffered -= len(conn.inbox)
+        conn.state, conn.deadline, conn.inbox = "draining", time.monotonic() + _LINGER, bytearray()
         self._listen(conn, selectors.EVENT_READ)
 
     # ------------------------------------------------------------ closing
     def _expire(self):
         now = time.monotonic()
+        if now < self._next_sweep:  # a sweep looks at every connection: a few times a second is enough
+            return
+        self._next_sweep = now + 0.1
         for conn in [c for c in self._connections if c.state != "working" and c.deadline <= now]:
             if conn.state == "reading" and conn.inbox:
                 self.log.note("slow requests closed", f"{conn.name()} did not send a whole request within "
@@ -803,6 +816,7 @@ class Server:
             self._close(conn)
 
     def _close(self, conn):
-        self._connections.pop(conn, None)
+        if self._connections.pop(conn, False) is None:
+            self._buffered -= len(conn.inbox)
         self._listen(conn, 0)
         conn.sock.close()

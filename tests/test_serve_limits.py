@@ -358,3 +358,21 @@ def test_pipelined_requests_and_a_head_over_the_limit(service):
         assert re.findall(rb"HTTP/1\.1 (\d+)", answer) == [b"200", b"404"]
         status, body = ask(port, "GET", "/model", {"Host": "127.0.0.1", "X-Big": "a" * serve.MAX_HEAD_BYTES})
         assert status == 431 and "exceed" in body["error"]
+
+
+def test_requests_arriving_are_bounded_in_memory_together(service, monkeypatch, capsys):
+    """Past MAX_BUFFERED_BYTES (here 100 KB) of requests still arriving, the connection that waited longest
+    is closed (each connection alone is bounded by its head and body limits)."""
+    monkeypatch.setattr(serve, "MAX_BUFFERED_BYTES", 100_000)
+    with serving(service) as url:
+        port = int(url.rsplit(":", 1)[1])
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        for sock in clients:
+            sock.sendall(b"GET /model HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 40_000)
+            time.sleep(0.2)
+        assert clients[0].recv(100) == b""  # closed by the server: the oldest
+        clients[1].sendall(b"\r\n\r\n")
+        assert clients[1].recv(100).startswith(b"HTTP/1.1 200 ")
+        for sock in clients:
+            sock.close()
+    assert "bytes of requests arriving: closed the connection that waited longest" in capsys.readouterr().err
