@@ -36,7 +36,7 @@ def png_image(seed=0):
 
 
 def predict_request(port, body, close=True, headers=()):
-    head = [f"POST /predict HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: image/png",
+    head = ["POST /predict HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: image/png",
             f"Content-Length: {len(body)}", *(["Connection: close"] if close else []), *headers]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
@@ -214,7 +214,7 @@ def test_out_of_file_descriptors_the_server_neither_spins_nor_hangs(env):  # noq
             answer = sock.recv(100)
             assert answer.startswith(b"HTTP/1.1 503 "), answer
         assert time.monotonic() - t0 < 1.0
-        late = socket.create_connection(("127.0.0.1", port), timeout=5)  # waits in the backlog
+        late = socket.create_connection(("127.0.0.1", port), timeout=5)  # a client still coming while we measure
         cpu = child.cpu_seconds()
         time.sleep(2)
         assert child.cpu_seconds() - cpu < 0.3
