@@ -530,20 +530,30 @@ class Server:
         try:
             while not self._stop:
                 for key, mask in self._selector.select(self._timeout(poll_interval)):
-                    if key.data == "accept":
-                        self._accept()
-                    elif key.data == "wake":
-                        self._drain_wake()
-                    elif mask & selectors.EVENT_WRITE and key.data.state == "writing":
-                        self._write(key.data)
-                    elif mask & selectors.EVENT_READ:
-                        self._read(key.data)
+                    try:
+                        self._event(key.data, mask)
+                    except Exception:  # noqa: BLE001  (one connection's trouble must not stop the server)
+                        traceback.print_exc(file=sys.stderr)
+                        if isinstance(key.data, _Connection):
+                            self._close(key.data)
+                        elif key.data == "accept":  # not at once again: that would spin
+                            self._pause_accepting()
                 self._take_answers()
                 self._expire()
                 self.log.flush()
         finally:
             self._stop = False
             self._stopped.set()
+
+    def _event(self, what, mask):
+        if what == "accept":
+            self._accept()
+        elif what == "wake":
+            self._drain_wake()
+        elif mask & selectors.EVENT_WRITE and what.state == "writing":
+            self._write(what)
+        elif mask & selectors.EVENT_READ:
+            self._read(what)
 
     def shutdown(self):
         """Stop ``serve_forever`` (running in another thread) and wait until it returned."""
@@ -636,6 +646,11 @@ class Server:
             except OSError:
                 pass
         if self._spare is None:
+            self._pause_accepting()
+
+    def _pause_accepting(self):
+        """No accept() for 0.1 s (``_timeout`` resumes)."""
+        if not self._accept_paused_until:
             self._selector.unregister(self.socket)
             self._accept_paused_until = time.monotonic() + 0.1
 
