@@ -66,7 +66,7 @@ def test_the_pixel_limit():
 
 
 def test_a_huge_image_is_refused_from_its_header_before_decoding(tmp_path):
-    """A 140 KB PNG of 13000x13000 zeros (it decodes into 169 MB of pixels, 383 MB in all before): refused
+    """A 164 KB PNG of 13000x13000 zeros (169 M pixels, once decoded at hundreds of MB): refused
     naming the file and its size, and the process reading it stays small (its peak resident size
     is measured in a child process: < 100 MB above the interpreter with numpy and Pillow loaded)."""
     row = b"\0" * 13001
