@@ -104,10 +104,11 @@ def add_arguments(parser):
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens the "
                              "page to every machine that can reach this one)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                        help="also answer requests addressed to NAME (their Host header), e.g. this machine's "
-                             "name with --host 0.0.0.0; by default only the --host name, an address of the "
-                             "server, and localhost on a loopback or wildcard address are answered (a page "
-                             "elsewhere cannot reach the server through DNS rebinding); may be repeated")
+                        help="also answer requests addressed to NAME (their Host header), e.g. a name of "
+                             "this machine in your DNS; by default only the --host name, an address of the "
+                             "server, localhost on a loopback or wildcard address and the machine's own name "
+                             "on a wildcard address are answered (so a page elsewhere cannot reach the server "
+                             "through DNS rebinding); may be repeated")
     parser.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--log-requests", action="store_true", help="log every request (default: errors only)")
     _common_runtime(parser)
@@ -215,7 +216,8 @@ class _Names:
     rebinding: ``evil.example`` resolved to 127.0.0.1 becomes ``Host: evil.example``), or send blind
     cross-site POSTs. So only these ``Host`` names are answered: the ``--host`` name, the server's
     own address (any address on a wildcard address: a page cannot rebind an address, its origin is
-    then that address), ``localhost`` on a loopback or wildcard address, and ``--allow-host`` names;
+    then that address), ``localhost`` on a loopback or wildcard address, the machine's name on a
+    wildcard address, and ``--allow-host`` names;
     and a request from a browser must come from the page itself: an ``Origin`` other than the
     request's own, or ``Sec-Fetch-Site`` other than same-origin or none (typed or bookmarked), is
     refused, except following a link to the page (a navigation, whose answer the other site cannot read).
@@ -231,6 +233,8 @@ class _Names:
         self.any_address = ip.is_unspecified
         if ip.is_loopback or ip.is_unspecified:
             self.names.add("localhost")
+        if ip.is_unspecified:  # every address of the machine: its own name too (no look-up, it may be offline)
+            self.names.add(socket.gethostname().lower().rstrip("."))
         self.address = ipaddress.ip_address(address)
 
     def answers(self, name):

@@ -280,16 +280,22 @@ def test_only_this_servers_names_and_its_own_page_are_answered(service, case, me
 
 
 def test_allowed_host_names(service):
+    """--allow-host adds names (a real server on 127.0.0.1); on a wildcard address every address and the
+    machine's name are answered too (the names alone: no test listens beyond 127.0.0.1)."""
     server = serve.make_server(service, "127.0.0.1", 0, allowed_hosts=["Box.Lan"])
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         port = server.server_address[1]
-        assert ask(port, "GET", "/model", {"Host": f"box.lan:{port}"})[0] == 200
-        assert ask(port, "GET", "/model", {"Host": f"other.lan:{port}"})[0] == 403
+        for name, code in (("box.lan", 200), ("localhost", 200), ("127.0.0.1", 200), ("other.lan", 403),
+                           ("10.1.2.3", 403)):
+            assert ask(port, "GET", "/model", {"Host": f"{name}:{port}"})[0] == code, name
     finally:
         server.shutdown()
         server.server_close()
+    wildcard = serve._Names("0.0.0.0", "0.0.0.0")
+    assert all(map(wildcard.answers, ("localhost", "10.1.2.3", "::1", socket.gethostname().lower())))
+    assert not wildcard.answers("attacker.example")
 
 
 # ============================================================================ clients that go away
