@@ -1,11 +1,11 @@
 """The model behind ``fastconv serve``: request bodies -> the answers of ``POST /predict`` and ``GET /model``.
 
 ``ModelService(run_dir)`` loads the model once, as ``fastconv predict`` does
-(``train_cli.load_prediction_model``), and answers from it:
+(``_predict.load_prediction_model``), and answers from it:
 
 * ``predict(body)``: the bytes of a PNG or JPEG image of exactly the model's input size ->
   ``{"predictions": [...], "feature_maps": ...}``; the image is decoded by ``_inputs.read_image``
-  and classified by ``train_cli.class_probabilities``, the functions of ``fastconv predict``, so
+  and classified by ``_predict.class_probabilities``, the functions of ``fastconv predict``, so
   the answer is ``fastconv predict``'s on the same file, to the last bit.
 * ``describe()``: the architecture, the input shape, the class names, the test accuracy recorded in
   the run's ``history.json`` (None when it recorded none).
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ._files import read_json
-from ._inputs import read_image
+from ._inputs import check_image_size, read_image
 from ._model_layers import Conv, format_layers
-from .train_cli import class_probabilities, load_prediction_model
+from ._predict import class_probabilities, load_prediction_model
 
 #: Formats accepted from a client: the two a browser makes; Pillow's other decoders stay unreachable.
 FORMATS = ("PNG", "JPEG")
@@ -49,13 +49,16 @@ def body_limit(input_shape):
 class _Upload(io.BytesIO):
     """A request body as a file for Pillow, named in the messages of ``read_image``."""
 
+    NAME = "the uploaded image"
+
     def __str__(self):
-        return "the uploaded image"
+        return self.NAME
 
 
 def _check_header(body, shape):
     """Refuse anything but a PNG or JPEG whose header declares the model's input size, before any
-    pixel is decoded (a decompression bomb declares a huge size in a small file)."""
+    pixel is decoded (a decompression bomb declares a huge size in a small file); the size limit of
+    ``fastconv predict`` (``_inputs.image_pixel_limit``) first, then the exact size."""
     from PIL import Image
 
     C, H, W = shape
@@ -64,8 +67,12 @@ def _check_header(body, shape):
             size = img.size
     except Image.DecompressionBombError as exc:
         raise BadImage(f"refused: a decompression bomb ({exc})") from None
-    except (OSError, ValueError, SyntaxError):  # UnidentifiedImageError is an OSError
+    except Exception:  # noqa: BLE001  (any decoder failure is the client's file: a 400)
         raise BadImage(f"not a PNG or JPEG image ({len(body)} bytes)") from None
+    try:
+        check_image_size(size, shape, _Upload.NAME)
+    except ValueError as exc:
+        raise BadImage(str(exc)) from None
     if size != (W, H):
         raise BadImage(f"the image is {size[0]}x{size[1]} pixels; the model takes {W}x{H} "
                        f"({'grey' if C == 1 else 'colour'})")

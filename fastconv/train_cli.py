@@ -45,8 +45,9 @@ import numpy as np
 
 from . import _distributed_cli, _run_folder, animation, plots
 from ._files import read_json, write_json
-from ._inputs import read_image, read_npy
+from ._inputs import display_name, quiet_pillow_size_warning, read_image, read_npy
 from ._malloc import keep_freed_memory
+from ._predict import class_probabilities, load_prediction_model
 from .datasets import SPLITS, TITLES, load_dataset, train_val_split
 from .models import MAX_ACTIVATION_BYTES, MAX_PARAMETERS, build_model, load_model
 from .preprocessing import Preprocessing
@@ -498,31 +499,10 @@ def add_arguments_predict(parser):
     _common_runtime(parser)
 
 
-def load_prediction_model(path, impl="fast"):
-    """The model saved in ``path``, for raw images (it must have its preprocessing), and its
-    class names (the class numbers as strings when it has none): what `fastconv predict` and
-    `fastconv serve` run."""
-    model = load_model(path, impl=impl)
-    if model.preprocess is None:
-        raise ValueError(f"{path}: the model has no saved preprocessing, so it cannot take raw images")
-    return model, model.class_names or tuple(str(i) for i in range(model.num_classes))
-
-
-def class_probabilities(model, batch):
-    """float64 class probabilities (N, classes) of the raw images ``batch`` (N, C, H, W) for a
-    softmax model; an SVM's scores as they are (they are not probabilities)."""
-    scores = model.scores(batch, batch_size=500, prepare=True).astype(np.float64)
-    if model.loss_type != "softmax":
-        return scores
-    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
-    return probs
-
-
 def _read_input(path, shape, invert):
     """(raw pixel batch (N, C, H, W), note) of one input of `fastconv predict`."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
+        raise FileNotFoundError(f"{display_name(path)}: no such file")
     if path.lower().endswith(".npy"):
         batch, note = read_npy(path, shape), ""
     else:
@@ -544,6 +524,7 @@ def run_predict(args):
     """Classify each input; an input that cannot be read is reported (one line on stderr) and the
     others are still classified; the exit code is 1 if any failed, with a count when there were several."""
     _keep_freed_memory()
+    quiet_pillow_size_warning()
     failed = 0
     with _thread_limit(args.threads):
         model, names = load_prediction_model(args.model, impl=args.impl)
@@ -558,7 +539,7 @@ def run_predict(args):
                 failed += 1
                 continue
             for i, guesses in enumerate(_guesses(model, batch, top, names)):
-                label = path if len(batch) == 1 else f"{path}[{i}]"
+                label = display_name(path) if len(batch) == 1 else f"{display_name(path)}[{i}]"
                 print(f"{label}: {guesses}{note}", flush=True)
     if failed and len(args.images) > 1:
         print(f"fastconv predict: {failed} of {len(args.images)} inputs failed", file=sys.stderr)

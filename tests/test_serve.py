@@ -333,16 +333,16 @@ def raw_exchange(base, data, shut_write=True):
     ("post-elsewhere", 404, "no such page"),
 ])
 def test_bad_requests_get_json_errors(base, case, code, needle):
-    data = {"no-length": b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n",
-            "chunked": b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-            "bad-length": b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n\r\n",
-            "negative-length": b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
-            "short-body": b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
+    data = {"no-length": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            "chunked": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "bad-length": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 12abc\r\n\r\n",
+            "negative-length": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",
+            "short-body": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n0123456789",
             "bad-version": b"GET / HTTQ/1.1\r\n\r\n",
-            "unknown-method": b"DELETE /model HTTP/1.1\r\nHost: x\r\n\r\n",
-            "get-predict": b"GET /predict HTTP/1.1\r\nHost: x\r\n\r\n",
-            "post-model": b"POST /model HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
-            "post-elsewhere": b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"}[case]
+            "unknown-method": b"DELETE /model HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            "get-predict": b"GET /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            "post-model": b"POST /model HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+            "post-elsewhere": b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"}[case]
     status, headers, body = raw_exchange(base, data)
     assert_json_error(status, headers, body, code, needle)
     assert headers.get("Connection") == "close"
@@ -368,11 +368,11 @@ def test_request_log(runs, capsys, log_requests):
 
 
 def test_a_silent_connection_is_closed(runs, monkeypatch):
-    monkeypatch.setattr(serve._Handler, "timeout", 0.5)
+    monkeypatch.setattr(serve, "REQUEST_TIMEOUT", 0.5)
     with serving(_serve_model.ModelService(runs["conv"])) as url:
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and nothing more
             start = time.monotonic()
             assert sock.recv(100) == b""  # closed by the server, not by our 10 s timeout
             assert time.monotonic() - start < 5
