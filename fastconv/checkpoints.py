@@ -33,7 +33,6 @@ No pickle anywhere.
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from pathlib import Path
 
@@ -42,7 +41,7 @@ import numpy as np
 from . import optim
 from ._files import (array_manifest, load_arrays_beside, read_json, remove_dead_temporaries, remove_file, save_arrays,
                      write_json)
-from .engine.checks import check_int
+from .engine.checks import check_int, check_number
 from .models import load_saved_model
 
 CHECKPOINT_FORMAT = "fastconv-checkpoint"
@@ -194,13 +193,9 @@ def _field(path, what, convert, value):
 def _number(value, name, minimum=-math.inf, maximum=math.inf, above=None):
     """``value`` as a float: a JSON number (not a bool), finite, within [minimum, maximum]
     (and > ``above`` when given)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and minimum <= value <= maximum and (above is None or value > above)):
-        bound = f"> {above:g}" if above is not None else f"in [{minimum:g}, {maximum:g}]"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return value
+    bound = f"> {above:g}" if above is not None else f"in [{minimum:g}, {maximum:g}]"
+    return check_number(value, name, lambda v: minimum <= v <= maximum and (above is None or v > above),
+                        f"a finite number {bound}")
 
 
 def _checked_settings(path, settings):

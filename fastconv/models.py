@@ -132,7 +132,7 @@ class Sequential:
         ``buffers`` stay empty until ``set_state_arrays`` fills them (``load_model`` does)."""
         self.input_shape = _input_shape(input_shape)
         self.num_classes = check_int(num_classes, "num_classes", 1)
-        self.reg = check_number(reg, "reg", lambda r: r >= 0, ">= 0")
+        self.reg = check_number(reg, "reg", lambda r: r >= 0, "a number >= 0")
         if loss not in ("softmax", "svm"):
             raise ValueError(f"loss must be 'softmax' or 'svm', got {loss!r}")
         self.loss_type = loss
@@ -142,7 +142,7 @@ class Sequential:
         self.impl = impl
         self.layer_module = _layer_module(impl)  # fastconv.fast or fastconv.naive: the layer functions
         self.weight_scale = None if weight_scale is None else check_number(
-            weight_scale, "weight_scale", lambda s: s > 0, "> 0 (or None: He-normal)")
+            weight_scale, "weight_scale", lambda s: s > 0, "a number > 0 (or None: He-normal)")
         self.layer_specs = self._output_layer_checked(layers)
         self.rng = np.random.default_rng(seed)  # initialization, then dropout masks
         self.params = {}

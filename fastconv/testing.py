@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import conv_output_size  # the library's one output-size formula
+from .engine.checks import check_number
 
 __all__ = [
     "TOL", "GRAD_TOL", "DTYPES", "tol", "rel_error", "assert_close",
@@ -161,9 +162,7 @@ _EPS = np.finfo(np.float64).eps
 
 
 def _check_h(h):
-    if isinstance(h, bool) or not isinstance(h, numbers.Real) or not 0 < h < 1:
-        raise ValueError(f"h must be a number in (0, 1), got {h!r}")
-    return float(h)
+    return check_number(h, "h", lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
 def _check_kinks(kinks):
@@ -516,8 +515,7 @@ def _argument_names(forward, count):
 
 
 def _check_options(tolerance, directions, kinks, h):
-    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not tolerance > 0:
-        raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
+    check_number(tolerance, "tolerance", lambda v: v > 0, "a positive number")
     if directions is not None:
         if isinstance(directions, bool) or not isinstance(directions, numbers.Integral) or directions < 1:
             raise ValueError(f"directions must be a positive int or None, got {directions!r}")
@@ -1219,9 +1217,7 @@ def _tolerance_for(tolerance, dtype):
             if np.dtype(key) == np.dtype(dtype):
                 return float(value)
         raise ValueError(f"tolerance has no entry for {np.dtype(dtype).name}")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not tolerance > 0:
-        raise ValueError(f"tolerance must be a positive number or a dict per dtype, got {tolerance!r}")
-    return float(tolerance)
+    return check_number(tolerance, "tolerance", lambda v: v > 0, "a positive number or a dict per dtype")
 
 
 def _compare_on(config, cand, ref, tolerance, backward, worst):

@@ -100,7 +100,9 @@ import numbers
 import numpy as np
 
 from .. import fast, layers as _shared
-from ..engine.checks import FLOAT_DTYPES, HYPERPARAMETER_MAX, check_array_size, check_float_array, check_int, pair
+from ..engine import batchnorm
+from ..engine.checks import (FLOAT_DTYPES, HYPERPARAMETER_MAX, check_array_size, check_float_array, check_int,
+                             check_number, pair)
 from ..engine.conv import run_col2im, run_im2col
 from ..engine.geometry import conv_output_size
 # the notebooks' checking names (cs231n/gradient_check.py and rel_error), so that `import *` brings them
@@ -385,32 +387,8 @@ max_pool_backward_fast = max_pool_backward_reshape = max_pool_backward_im2col = 
 
 # ------------------------------------------------------------------ normalization
 def _eps_entry(params, name):
-    eps = params.get("eps", 1e-5)
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
-        raise TypeError(f"{name}['eps'] must be a positive number, got {eps!r}")
-    if not 0 < eps < float("inf"):  # an infinite eps normalizes everything to beta
-        raise ValueError(f"{name}['eps'] must be a positive number, got {eps!r}")
-    return eps
-
-
-def _bn_settings(bn_param, D):
-    keys = "'mode' and optionally 'eps', 'momentum', 'running_mean', 'running_var'"
-    _check_dict(bn_param, "bn_param", keys)
-    _mode_entry(bn_param, "bn_param", keys)
-    _eps_entry(bn_param, "bn_param")
-    momentum = bn_param.get("momentum", 0.9)
-    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
-        raise TypeError(f"bn_param['momentum'] must be a number in [0, 1], got {momentum!r}")
-    if not 0 <= momentum <= 1:
-        raise ValueError(f"bn_param['momentum'] must be a number in [0, 1], got {momentum!r}")
-    for key in ("running_mean", "running_var"):
-        if key in bn_param:
-            value = bn_param[key]
-            if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
-                raise TypeError(f"bn_param[{key!r}] must be a float numpy array of shape ({D},), "
-                                f"got {type(value).__name__}")
-            if value.shape != (D,):
-                raise ValueError(f"bn_param[{key!r}] must have shape ({D},), got {value.shape}")
+    # finite: an infinite eps normalizes everything to beta
+    return check_number(params.get("eps", 1e-5), f"{name}['eps']", lambda e: e > 0, "a positive number")
 
 
 def _normalization_inputs(x, gamma, beta):
@@ -425,10 +403,12 @@ def _batchnorm(forward, x, gamma, beta, bn_param, ndim):
     """``forward`` (batchnorm or spatial batchnorm) with bn_param checked and its running
     variance started at 0, as CS231n does (fastconv.layers starts it at 1)."""
     x, gamma, beta, dtype = _normalization_inputs(x, gamma, beta)
-    if isinstance(x, np.ndarray) and x.ndim == ndim:
-        _bn_settings(bn_param, x.shape[1])
-        if isinstance(bn_param, dict) and "running_var" not in bn_param:
-            bn_param["running_var"] = np.zeros(x.shape[1], dtype=dtype)
+    if isinstance(x, np.ndarray) and x.ndim == ndim and x.dtype in FLOAT_DTYPES:
+        keys = "'mode' and optionally 'eps', 'momentum', 'running_mean', 'running_var'"
+        _check_dict(bn_param, "bn_param", keys)
+        _mode_entry(bn_param, "bn_param", keys)  # CS231n requires it (fastconv's layers default to 'train')
+        batchnorm.settings(x, gamma, beta, bn_param, x.shape[1], "x (N, D)" if ndim == 2 else "x (N, C, H, W)")
+        bn_param.setdefault("running_var", np.zeros(x.shape[1], dtype=dtype))
     return forward(x, gamma, beta, bn_param)
 
 
@@ -521,10 +501,7 @@ def _dropout_forward(x, dropout_param, name):
     _check_dict(dropout_param, name, keys)
     mode = _mode_entry(dropout_param, name, keys)
     p = _lookup(dropout_param, name, "p", keys)
-    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
-        raise TypeError(f"{name}['p'] (the keep probability) must be a number in (0, 1], got {p!r}")
-    if not 0 < p <= 1:
-        raise ValueError(f"{name}['p'] (the keep probability) must be in (0, 1], got {p!r}")
+    p = check_number(p, f"{name}['p'] (the keep probability)", lambda q: 0 < q <= 1, "a number in (0, 1]")
     seed = dropout_param.get("seed")
     if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral)
                              or seed < 0):

@@ -73,7 +73,6 @@ semantics):
 * Caches are opaque: pass them to the matching backward, do not unpack them
   (the original conv cache was ``(x, w, b, cnn_params)``).
 """
-import numbers
 
 import numpy as np
 
@@ -100,7 +99,7 @@ from .cs231n import _as_float, _computing_dtype, _mixed_backward, _pool_backward
 # the tutorial's Solver.py name; not in __all__, so the star import never replaces a script's Solver
 from .cs231n import Solver  # noqa: F401
 from .. import layers as _shared
-from ..engine.checks import FLOAT_DTYPES, check_int
+from ..engine.checks import FLOAT_DTYPES, check_int, check_number
 from ..engine.geometry import conv_output_size
 
 __all__ = [
@@ -190,11 +189,11 @@ def dropout_forward(x, dropout_params):
 
 
 def _positive_number(value, name, minimum_ok=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not (value >= 0 if minimum_ok else value > 0) or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number {'>= 0' if minimum_ok else '> 0'}, got {value!r}")
-    return float(value)
+    ok = (lambda v: v >= 0) if minimum_ok else (lambda v: v > 0)
+    try:
+        return check_number(value, name, ok, f"a finite number {'>= 0' if minimum_ok else '> 0'}")
+    except TypeError:  # the wording tests/test_compat_tutorials.py pins for a non-number
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
 
 
 class ConvNet1:
