@@ -42,7 +42,8 @@ from . import optim
 from ._files import (array_manifest, load_arrays_beside, read_json, remove_dead_temporaries, remove_file, save_arrays,
                      write_json)
 from .engine.checks import check_int, check_number
-from .models import load_saved_model
+from .model_state import load_checkpoint_model  # noqa: F401  (public here too)
+from .model_state import load_saved_model
 
 CHECKPOINT_FORMAT = "fastconv-checkpoint"
 #: 2 added the settings resume compares (run_settings, optim_config, num_val, data_sha256);
@@ -134,7 +135,7 @@ def prune(directory, keep, prefix=DEFAULT_PREFIX):
 
 
 # ---------------------------------------------------------------------------- reading
-def _read(path):
+def read_checkpoint(path):
     """The checkpoint JSON at ``path``: its format and version checked, and each field
     that holds an object an object."""
     state = read_json(path, "checkpoint")
@@ -162,7 +163,7 @@ def resume(solver, path=None):
             return 0
         path = found[-1][1]
     path = Path(path)
-    state = _read(path)
+    state = read_checkpoint(path)
     if state["version"] != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: a version {state['version']} checkpoint {_UNRESUMABLE[state['version']]}; "
                          "start afresh")
@@ -395,10 +396,3 @@ def _restored_state(path, state, solver):
             configs[pname][key_name] = np.array(value, copy=True)
     attributes.update(best_params=best["params"], best_buffers=best["buffers"], optim_configs=configs)
     return attributes, arrays, rng_states
-
-
-def load_checkpoint_model(path, impl="fast"):
-    """The model stored in a checkpoint JSON (its current parameters, not the best ones)."""
-    path = Path(path)
-    state = _read(path)
-    return load_saved_model(path, state.get("model"), state, impl, more_arrays=True)

@@ -49,6 +49,7 @@ from ._inputs import read_image, read_npy
 from ._malloc import keep_freed_memory
 from .datasets import SPLITS, TITLES, load_dataset, train_val_split
 from .models import MAX_ACTIVATION_BYTES, MAX_PARAMETERS, build_model, load_model
+from .model_state import load_prediction_model  # noqa: F401  (public here too)
 from .preprocessing import Preprocessing
 from .solver import Solver
 
@@ -496,16 +497,6 @@ def add_arguments_predict(parser):
                         help="invert the pixels (255 - value) before classifying: for dark drawings on a light "
                              "background, when the model learned light on dark (MNIST, Fashion-MNIST)")
     _common_runtime(parser)
-
-
-def load_prediction_model(path, impl="fast"):
-    """The model saved in ``path``, for raw images (it must have its preprocessing), and its
-    class names (the class numbers as strings when it has none): what `fastconv predict` and
-    `fastconv serve` run."""
-    model = load_model(path, impl=impl)
-    if model.preprocess is None:
-        raise ValueError(f"{path}: the model has no saved preprocessing, so it cannot take raw images")
-    return model, model.class_names or tuple(str(i) for i in range(model.num_classes))
 
 
 def class_probabilities(model, batch):

@@ -52,6 +52,7 @@ _SAVE_CHILD = r'''
 import os, signal, sys
 from pathlib import Path
 import fastconv._files as F
+import fastconv.model_state as MS
 import fastconv.models as M
 
 folder, kill_at = Path(sys.argv[1]), int(sys.argv[2])
@@ -71,7 +72,7 @@ def counted(name, original):
 for name in ("atomic_write", "atomic_link", "remove_file"):
     if hasattr(F, name):
         wrapped = counted(name, getattr(F, name))
-        for module in (F, M):  # models imports some helpers by name: patch both
+        for module in (F, MS):  # model_state (the model files) imports them by name: patch both
             if hasattr(module, name):
                 setattr(module, name, wrapped)
 model = M.Sequential("fc8-relu-fc", input_shape=(1, 4, 4), num_classes=3, seed=2)
@@ -109,7 +110,7 @@ def test_a_sigkill_during_a_save_leaves_one_consistent_model(tmp_path, kill_at):
 def test_a_save_interrupted_after_its_switch_is_finished_by_the_next_claim(tmp_path):
     """The new arrays pointed at, not yet linked as model.npz (a crash after step 2):
     claiming the folder finishes the save; the new model is the one kept."""
-    from fastconv.models import MODEL_NPZ_NEXT, _write_pointer
+    from fastconv.model_state import MODEL_NPZ_NEXT, _write_pointer
 
     folder = tmp_path / "run"
     _model(1).save(folder)
@@ -129,11 +130,11 @@ def test_a_reader_that_meets_a_save_half_way_reads_the_new_model(tmp_path, monke
     """A reader (serve reloading, say) reads model.json, and a save replaces the model before the
     reader opens the arrays: the digest no longer matches, so the reader reads model.json again
     and loads the new model whole, instead of failing."""
-    import fastconv.models as M
+    import fastconv.model_state as MS
 
     folder = tmp_path / "run"
     _model(1).save(folder)
-    new, real, calls = _model(2), M.load_saved_model, []
+    new, real, calls = _model(2), MS.load_saved_model, []
 
     def racing(*args, **kwargs):
         calls.append(1)
@@ -141,7 +142,7 @@ def test_a_reader_that_meets_a_save_half_way_reads_the_new_model(tmp_path, monke
             new.save(folder)  # between the reader's read of model.json and of the arrays
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(M, "load_saved_model", racing)
+    monkeypatch.setattr(MS, "load_saved_model", racing)
     assert _same_params(load_model(folder), new) and len(calls) == 2
 
 
