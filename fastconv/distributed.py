@@ -425,7 +425,8 @@ class SyncedLayers:
         mode is the network's own."""
         if not isinstance(x, np.ndarray) or x.ndim not in (2, 4):
             raise ValueError(f"x must be an array (N, D) or (N, C, H, W), got {getattr(x, 'shape', x)!r}")
-        s = batchnorm.settings(x, gamma, beta, bn_param, x.shape[1], "x (N, C, H, W)" if x.ndim == 4 else "x (N, D)")
+        name = "x (N, C, H, W)" if x.ndim == 4 else "x (N, D)"
+        s = batchnorm.settings(x, gamma, beta, bn_param, x.shape[1], name)
         if s.mode != "train":
             forward = self.layers.spatial_batchnorm_forward if x.ndim == 4 else self.layers.batchnorm_forward
             return forward(x, gamma, beta, bn_param)
