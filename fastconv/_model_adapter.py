@@ -1,12 +1,12 @@
 """What ``fastconv.solver.Solver`` needs from a model and a data dict, for tutorial code too.
 
 A fastconv model (``fastconv.models``) has everything the Solver and its
-checkpoints use: ``params``, ``buffers`` (batchnorm statistics), ``prepare``
-(preprocessing), ``loss``, ``last_scores`` (the training batch's scores, for
-the running accuracy), ``check_accuracy``, ``state_arrays`` /
-``set_state_arrays`` / ``spec`` (checkpoints) and ``rng``. ``solver_model``
-passes such a model through and wraps any other in ``TutorialModel``, which
-needs only
+checkpoints use (``fastconv.model_state.SolverModel``): ``params``, ``buffers``
+(batchnorm statistics), ``prepare`` (preprocessing), ``loss``, ``last_scores``
+(the training batch's scores, for the running accuracy), ``check_accuracy``,
+``state_arrays`` / ``set_state_arrays`` / ``spec`` (checkpoints) and ``rng``.
+``solver_model`` passes such a model through and wraps any other in
+``TutorialModel``, which needs only
 
 * ``params``: a dict of named float arrays, updated in place by the Solver, and
 * either CS231n's ``loss(X, y=None)`` (scores without y, ``(loss, grads)`` with
@@ -36,10 +36,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .engine.checks import FLOAT_DTYPES, check_int
-
-#: The attributes the Solver and its checkpoints use; a model with all of them is used as it is.
-SOLVER_INTERFACE = ("params", "buffers", "prepare", "loss", "last_scores", "check_accuracy", "state_arrays",
-                    "set_state_arrays", "spec", "rng")
+from .model_state import ModelState, SolverModel
 
 CS231N_KEYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
 TUTORIAL_KEYS = ("x_train", "y_train", "x_validation", "y_validation", "x_test", "y_test")
@@ -71,14 +68,14 @@ def solver_data(data):
 
 
 def solver_model(model):
-    """``model`` itself when it has all of ``SOLVER_INTERFACE`` (fastconv's models), else a
+    """``model`` itself when it is a ``SolverModel`` (fastconv's models), else a
     ``TutorialModel`` around it."""
-    if all(hasattr(model, name) for name in SOLVER_INTERFACE):
+    if isinstance(model, SolverModel):
         return model
     return TutorialModel(model)
 
 
-class TutorialModel:
+class TutorialModel(ModelState):
     """A CS231n- or tutorial-style model as the Solver sees it (see the module docstring).
 
     ``params`` and ``buffers`` are the model's own dicts (assigning them assigns the
@@ -191,29 +188,6 @@ class TutorialModel:
         return float(np.mean(self.scores(X, batch_size, prepare).argmax(axis=1) == np.asarray(y)))
 
     # ------------------------------------------------------------------ checkpoints
-    def state_arrays(self):
-        """The state a checkpoint saves, by file key: params/<name>, buffers/<name>."""
-        arrays = {f"params/{k}": v for k, v in self.params.items()}
-        arrays.update({f"buffers/{k}": v for k, v in self.buffers.items()})
-        return arrays
-
-    def set_state_arrays(self, arrays, prefix=""):
-        """Put arrays named like ``state_arrays`` (after ``prefix``) into the model's dicts; each
-        must have its current array's shape and dtype and finite values, or nothing changes."""
-        current = self.state_arrays()
-        missing = sorted(set(current) - {k[len(prefix):] for k in arrays if k.startswith(prefix)})
-        if missing:
-            raise ValueError(f"model state is missing {missing}")
-        for key, now in current.items():
-            a = arrays[prefix + key]
-            if a.shape != now.shape or a.dtype != now.dtype:
-                raise ValueError(f"{key} is {a.dtype} {a.shape}, the model has {now.dtype} {now.shape}")
-            if not np.isfinite(a).all():
-                raise ValueError(f"{key} holds non-finite values (NaN or inf)")
-        for key in current:
-            group, name = key.split("/", 1)
-            getattr(self, group)[name] = np.array(arrays[prefix + key], copy=True)
-
     def spec(self):
         """What a checkpoint records of the model: its class and the names, shapes and dtypes of
         its arrays (resume refuses a checkpoint of another class or other arrays)."""
@@ -221,7 +195,7 @@ class TutorialModel:
         return {
             "format": "external-model",
             "class": f"{kind.__module__}.{kind.__qualname__}",
-            "config": {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in self.state_arrays().items()},
+            "config": self.state_manifest(),
             "preprocess": None,
             "class_names": None,
         }

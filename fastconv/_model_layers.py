@@ -15,8 +15,8 @@ A class knows, for its type of layer:
   (dx, grads)`` call the layer functions of ``net.layer_module`` (``fastconv.fast`` or
   ``fastconv.naive``): layers are never reimplemented here. ``net`` is the ``Sequential``
   that holds the layer (its ``params``, ``buffers``, ``rng`` and ``layer_module``; while a step of
-  MPI training runs, its ``distributed``: batchnorm and dropout over the global batch,
-  ``fastconv.distributed``).
+  MPI training runs, ``layer_module`` is ``fastconv.distributed.SyncedLayers``: batchnorm and
+  dropout over the global batch).
 
 A new layer type is one class here, listed in ``LAYER_TYPES``.
 """
@@ -49,16 +49,21 @@ def _pad(value, name):
     return value if value == "same" else check_int(value, name, 0, HYPERPARAMETER_MAX)
 
 
+def _number_field(value, name, ok, rule):
+    # a layer dict is a description (a model file, a layer string): any bad value is a ValueError
+    return check_number(value, name, ok, rule, wrong_type=ValueError)
+
+
 def _drop_probability(value, name):
-    return check_number(value, name, lambda p: 0 <= p < 1, "in [0, 1)")
+    return _number_field(value, name, lambda p: 0 <= p < 1, "a number in [0, 1)")
 
 
 def _momentum(value, name):
-    return check_number(value, name, lambda m: 0 <= m <= 1, "in [0, 1]")
+    return _number_field(value, name, lambda m: 0 <= m <= 1, "a number in [0, 1]")
 
 
 def _positive(value, name):
-    return check_number(value, name, lambda v: v > 0, "> 0")
+    return _number_field(value, name, lambda v: v > 0, "a number > 0")
 
 
 class Layer:
@@ -270,8 +275,6 @@ class BatchNorm(Layer):
         bn_param = {"mode": "train" if train else "test", "momentum": self.momentum, "eps": self.eps,
                     "running_mean": net.buffers[self.mean_name], "running_var": net.buffers[self.var_name]}
         forward = ops.spatial_batchnorm_forward if self.spatial else ops.batchnorm_forward
-        if train and getattr(net, "distributed", None) is not None:  # MPI: statistics of the global batch
-            forward = net.distributed.batchnorm_forward
         out, cache = forward(x, net.params[self.gamma_name], net.params[self.beta_name], bn_param)
         if train:
             net.buffers[self.mean_name] = bn_param["running_mean"]
@@ -281,8 +284,6 @@ class BatchNorm(Layer):
     def backward(self, net, dout, cache, need_dx):
         ops = net.layer_module
         backward = ops.spatial_batchnorm_backward if self.spatial else ops.batchnorm_backward
-        if getattr(net, "distributed", None) is not None:
-            backward = net.distributed.batchnorm_backward
         dx, dgamma, dbeta = backward(dout, cache)
         return dx, {self.gamma_name: dgamma, self.beta_name: dbeta}
 
@@ -390,9 +391,7 @@ class Dropout(Layer):
         self.p = spec["p"]
 
     def forward(self, net, x, train):
-        sync = getattr(net, "distributed", None)  # MPI: this rank's rows of the global batch's mask
-        forward = net.layer_module.dropout_forward if sync is None else sync.dropout_forward
-        return forward(x, self.p, train=train, rng=net.rng)
+        return net.layer_module.dropout_forward(x, self.p, train=train, rng=net.rng)
 
     def backward(self, net, dout, cache, need_dx):
         return net.layer_module.dropout_backward(dout, cache), {}

@@ -1,7 +1,7 @@
 """The model behind ``fastconv serve``: request bodies -> the answers of ``POST /predict`` and ``GET /model``.
 
 ``ModelService(run_dir)`` loads the model once, as ``fastconv predict`` does
-(``_predict.load_prediction_model``), and answers from it:
+(``model_state.load_prediction_model``), and answers from it:
 
 * ``predict(body)``: the bytes of a PNG or JPEG image of exactly the model's input size ->
   ``{"predictions": [...], "feature_maps": ...}``; the image is decoded by ``_inputs.read_image``
@@ -25,7 +25,8 @@ import numpy as np
 from ._files import read_json
 from ._inputs import check_image_size, read_image
 from ._model_layers import Conv, format_layers
-from ._predict import class_probabilities, load_prediction_model
+from ._predict import class_probabilities
+from .model_state import load_prediction_model
 
 #: Formats accepted from a client: the two a browser makes; Pillow's other decoders stay unreachable.
 FORMATS = ("PNG", "JPEG")

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._files import atomic_write
 from .engine.checks import check_int
-from .plots import _filter_tiles
+from .plots import filter_tiles
 
 __all__ = ["FilterFrames", "first_weights", "frame_interval"]
 
@@ -89,7 +89,7 @@ class FilterFrames:
             self.record(iteration, first_weights(solver.model))
 
     def record(self, iteration, weights):
-        tiles = _filter_tiles(weights, self.input_shape)
+        tiles = filter_tiles(weights, self.input_shape)
         if not tiles:
             return
         if max(tiles[0].shape[:2]) >= _FULL_SIZE:

@@ -33,7 +33,6 @@ No pickle anywhere.
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from pathlib import Path
 
@@ -42,8 +41,9 @@ import numpy as np
 from . import optim
 from ._files import (array_manifest, load_arrays_beside, read_json, remove_dead_temporaries, remove_file, save_arrays,
                      write_json)
-from .engine.checks import check_int
-from .models import load_saved_model
+from .engine.checks import check_int, check_number
+from .model_state import load_checkpoint_model  # noqa: F401  (public here too)
+from .model_state import load_saved_model
 
 CHECKPOINT_FORMAT = "fastconv-checkpoint"
 #: 2 added the settings resume compares (run_settings, optim_config, num_val, data_sha256);
@@ -135,7 +135,7 @@ def prune(directory, keep, prefix=DEFAULT_PREFIX):
 
 
 # ---------------------------------------------------------------------------- reading
-def _read(path):
+def read_checkpoint(path):
     """The checkpoint JSON at ``path``: its format and version checked, and each field
     that holds an object an object."""
     state = read_json(path, "checkpoint")
@@ -163,7 +163,7 @@ def resume(solver, path=None):
             return 0
         path = found[-1][1]
     path = Path(path)
-    state = _read(path)
+    state = read_checkpoint(path)
     if state["version"] != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: a version {state['version']} checkpoint {_UNRESUMABLE[state['version']]}; "
                          "start afresh")
@@ -194,13 +194,9 @@ def _field(path, what, convert, value):
 def _number(value, name, minimum=-math.inf, maximum=math.inf, above=None):
     """``value`` as a float: a JSON number (not a bool), finite, within [minimum, maximum]
     (and > ``above`` when given)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and minimum <= value <= maximum and (above is None or value > above)):
-        bound = f"> {above:g}" if above is not None else f"in [{minimum:g}, {maximum:g}]"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return value
+    bound = f"> {above:g}" if above is not None else f"in [{minimum:g}, {maximum:g}]"
+    return check_number(value, name, lambda v: minimum <= v <= maximum and (above is None or v > above),
+                        f"a finite number {bound}")
 
 
 def _checked_settings(path, settings):
@@ -400,10 +396,3 @@ def _restored_state(path, state, solver):
             configs[pname][key_name] = np.array(value, copy=True)
     attributes.update(best_params=best["params"], best_buffers=best["buffers"], optim_configs=configs)
     return attributes, arrays, rng_states
-
-
-def load_checkpoint_model(path, impl="fast"):
-    """The model stored in a checkpoint JSON (its current parameters, not the best ones)."""
-    path = Path(path)
-    state = _read(path)
-    return load_saved_model(path, state.get("model"), state, impl, more_arrays=True)

@@ -23,6 +23,8 @@ same data; together they compute what one process computes, up to rounding:
   Dropout masks are drawn over the global batch from the model's generator, which
   every rank holds in the same state, and each rank takes its rows: the masks, and
   so the result, do not depend on K.
+  Both reach the network as its ``layer_module`` for the step (``SyncedLayers``): the
+  layer types call the same names as in one process.
 * Only rank 0 writes checkpoints (the single-process format: a run resumes with any
   K or in one process), prints progress and, in ``fastconv train``, the model, the
   history and the plots. Accuracy checks and the test predictions are split over the
@@ -45,7 +47,7 @@ import traceback
 
 import numpy as np
 
-from . import layers as _layers
+from .engine import batchnorm
 from .engine.checks import check_dout
 
 INSTALL_HINT = 'pip install "fastconv[mpi]" (or: pip install mpi4py mpich)'
@@ -269,13 +271,18 @@ class DataParallel:
         mine = idx[lo:hi] if hi > lo else idx[:1]
         t0 = time.perf_counter()
         sync_before = self.seconds["batchnorm_sync"]
-        model.distributed = _StepSync(self, lo, hi, B)  # read by the batchnorm and dropout layers
+        # A fastconv network runs its layers from ``layer_module``: for this step, batchnorm and
+        # dropout over the global batch (a tutorial model has none: it runs as it is).
+        own_layers = getattr(model, "layer_module", None)
+        if own_layers is not None:
+            model.layer_module = SyncedLayers(own_layers, self, lo, hi, B)
         try:
             prepare = getattr(model, "prepare", None)  # a model without preprocessing takes its arrays as they are
             X = solver.X_train[mine]
             loss, grads = model.loss(X if prepare is None else prepare(X), solver.y_train[mine])
         finally:
-            model.distributed = None
+            if own_layers is not None:
+                model.layer_module = own_layers
         scores = getattr(model, "last_scores", None)
         known = scores is not None  # a model that keeps no scores has no correct count (every rank alike)
         correct = int(np.sum(scores.argmax(axis=1) == solver.y_train[mine])) if known and hi > lo else 0
@@ -380,20 +387,28 @@ def _bcast_arrays(comm, manifest, arrays):
 
 
 # ---------------------------------------------------------------------------- the layers' side
-class _StepSync:
-    """What the batchnorm and dropout layers of ``fastconv.models`` call during one step
-    (``model.distributed``): the same signatures as their layer functions, over the global batch."""
+class SyncedLayers:
+    """The layer functions a network runs during one step of MPI training, handed to it as its
+    ``layer_module`` (``fastconv.models.Sequential``): those of ``layers`` (``fastconv.fast`` or
+    ``fastconv.naive``), but batchnorm and dropout in training work over the global batch, of
+    which this rank holds rows [lo, hi) of ``total``. Same signatures as the layer functions."""
 
-    def __init__(self, parallel, lo, hi, total):
+    def __init__(self, layers, parallel, lo, hi, total):
+        self.layers = layers
         self.parallel, self.comm, self.MPI = parallel, parallel.comm, parallel.MPI
         self.lo, self.hi, self.total = lo, hi, total
         self.weight = (hi - lo) / total
+
+    def __getattr__(self, name):  # every other layer function: the network's own
+        if name == "layers":  # not set yet
+            raise AttributeError(name)
+        return getattr(self.layers, name)
 
     def dropout_forward(self, x, p, train=True, rng=None):
         """layers.dropout_forward with the mask of the global batch's rows [lo, hi): the same
         draws from ``rng`` as one process makes for the whole batch."""
         if not train or p == 0:  # p was checked by the Dropout layer that calls this
-            return _layers.dropout_forward(x, p, train, rng)
+            return self.layers.dropout_forward(x, p, train, rng)
         u = rng.random((self.total,) + x.shape[1:])[self.lo:self.hi]
         if self.hi == self.lo:  # a stand-in row (see loss_and_grads): any mask, it counts for nothing
             return x.copy(), np.ones_like(x)
@@ -406,12 +421,15 @@ class _StepSync:
         return x, x.reshape(x.shape[0], x.shape[1], -1)
 
     def batchnorm_forward(self, x, gamma, beta, bn_param):
-        """Training-mode batchnorm (spatial for 4-d x) normalized over every rank's rows."""
-        from .engine import batchnorm
-
+        """Training-mode batchnorm (spatial for 4-d x) normalized over every rank's rows; test
+        mode is the network's own."""
         if not isinstance(x, np.ndarray) or x.ndim not in (2, 4):
             raise ValueError(f"x must be an array (N, D) or (N, C, H, W), got {getattr(x, 'shape', x)!r}")
-        s = _layers._bn_settings(x, gamma, beta, bn_param, x.shape[1], "x")
+        name = "x (N, C, H, W)" if x.ndim == 4 else "x (N, D)"
+        s = batchnorm.settings(x, gamma, beta, bn_param, x.shape[1], name)
+        if s.mode != "train":
+            forward = self.layers.spatial_batchnorm_forward if x.ndim == 4 else self.layers.batchnorm_forward
+            return forward(x, gamma, beta, bn_param)
         x, x3 = self._channels(x)
         N, C, HW = x3.shape
         mean, var = batchnorm.channel_stats(x3)
@@ -427,15 +445,15 @@ class _StepSync:
         inv_std = 1.0 / np.sqrt(var + s.eps)
         out = batchnorm.normalize(x3, mean, gamma.astype(np.float64) * inv_std,
                                  beta.astype(np.float64)).reshape(x.shape)
-        _layers._store_running(bn_param, s, x.dtype, mean, var)
+        batchnorm.store_running(bn_param, s, x.dtype, mean, var)
         return out, (x3, x.shape, np.ascontiguousarray(gamma), mean, inv_std)
+
+    spatial_batchnorm_forward = batchnorm_forward
 
     def batchnorm_backward(self, dout, cache):
         """(dx, dgamma, dbeta) of this rank's rows; dgamma and dbeta are this rank's sums (the
         step's Allreduce adds them up), dx uses the sums over every rank's rows."""
-        from .engine import batchnorm
-
-        x3, shape, gamma, mean, inv_std = cache
+        x3, shape, gamma, mean, inv_std = batchnorm.train_cache(cache, "batchnorm_backward")
         check_dout(dout, shape, x3.dtype)
         dout3 = np.ascontiguousarray(dout).reshape(x3.shape)
         sums = np.stack(batchnorm.backward_sums(dout3, x3, mean))
@@ -455,6 +473,8 @@ class _StepSync:
             offset = -scale * total[0] / (M * self.weight)
             dx = batchnorm.backward_dx(dout3, x3, mean, scale, xc_scale, offset)
         return dx.reshape(shape), (inv_std * sums[1]).astype(x3.dtype), sums[0].astype(x3.dtype)
+
+    spatial_batchnorm_backward = batchnorm_backward
 
 
 def _combine(counts, every):

@@ -4,14 +4,12 @@ Every layer is a pair of pure functions: ``*_forward(...) -> (out, cache)`` and,
 right under it, ``*_backward(dout, cache)``. A cache holds exactly what the
 backward pass needs. float32 and float64 are kept end to end.
 """
-import math
-import numbers
-from typing import NamedTuple
-
 import numpy as np
 
+from .engine import batchnorm
+from .engine.checks import (check_dout, check_float_array, check_int, check_number, check_same_dtype,
+                            check_scale_shift)
 from .engine.threads import matmul
-from .engine.checks import check_dout, check_float_array, check_int, check_same_dtype
 
 #: The layers fastconv.naive and fastconv.fast both take from here (``from .layers import *``).
 __all__ = [
@@ -105,8 +103,7 @@ def dropout_forward(x, p, train=True, rng=None):
     Returns (out, cache); the cache is the scaled mask (None at test time).
     """
     check_float_array(x, "x")
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
-        raise ValueError(f"p (the drop probability) must be a number in [0, 1), got {p!r}")
+    check_number(p, "p (the drop probability)", lambda q: 0 <= q < 1, "a number in [0, 1)", wrong_type=ValueError)
     if not train or p == 0:
         return x.copy(), None
     rng = np.random.default_rng(rng)
@@ -123,72 +120,13 @@ def dropout_backward(dout, cache):
 
 
 # ------------------------------------------------------------------ batchnorm
-def _check_scale_shift(x, gamma, beta, D, name):
-    """gamma and beta: float arrays (D,) of x's dtype (the per-feature scale and shift of a normalization)."""
-    check_float_array(gamma, "gamma", 1)
-    check_float_array(beta, "beta", 1)
-    check_same_dtype(x=x, gamma=gamma, beta=beta)
-    if gamma.shape != (D,) or beta.shape != (D,):
-        raise ValueError(f"gamma and beta must have shape ({D},) for {name}, got {gamma.shape} and {beta.shape}")
-
-
+# bn_param's rules and running statistics live in fastconv/engine/batchnorm.py, with the fast passes.
 def _normalized_backward(dxhat, xhat, inv_std, axis):
     """dx of xhat = (x - mean) * inv_std, the mean and variance taken over ``axis``, from dxhat:
     ``inv_std / M * (M * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))`` (M values per mean)."""
     M = int(np.prod([xhat.shape[a] for a in np.atleast_1d(axis)]))
     return (inv_std / M) * (M * dxhat - dxhat.sum(axis=axis, keepdims=True)
                             - xhat * (dxhat * xhat).sum(axis=axis, keepdims=True))
-
-
-class _BnSettings(NamedTuple):
-    mode: str
-    eps: float
-    momentum: float
-    running_mean: np.ndarray
-    running_var: np.ndarray
-
-
-def _bn_settings(x, gamma, beta, bn_param, D, name):
-    """Check gamma, beta (D,) and bn_param for the input ``name``; return bn_param's
-    settings with their defaults (eps 1e-5, momentum 0.9, running mean 0 and variance 1):
-    eps a finite number > 0, momentum one in [0, 1], the running statistics float arrays (D,)
-    (a TypeError or ValueError naming the entry otherwise)."""
-    _check_scale_shift(x, gamma, beta, D, name)
-    if not isinstance(bn_param, dict):
-        raise TypeError(f"bn_param must be a dict with 'mode' ('train' or 'test'), got {type(bn_param).__name__}")
-    mode = bn_param.get("mode", "train")
-    if mode not in ("train", "test"):
-        raise ValueError(f"bn_param['mode'] must be 'train' or 'test', got {mode!r}")
-    eps = _check_eps(bn_param.get("eps", 1e-5), "bn_param['eps']")
-    momentum = _check_real(bn_param.get("momentum", 0.9), "bn_param['momentum']", lambda m: 0 <= m <= 1,
-                           "a number in [0, 1]")
-    running = []
-    for key, default in (("running_mean", np.zeros), ("running_var", np.ones)):
-        if key not in bn_param:
-            running.append(default(D, dtype=x.dtype))
-            continue
-        value = check_float_array(bn_param[key], f"bn_param[{key!r}]", 1)
-        if value.shape != (D,):
-            raise ValueError(f"bn_param[{key!r}] must have shape ({D},) for {name}, got {value.shape}")
-        running.append(value)
-    return _BnSettings(mode, eps, momentum, *running)
-
-
-def _store_running(bn_param, s, dtype, mean=None, var=None):
-    """Put the running statistics in bn_param: in training, ``momentum * running +
-    (1 - momentum) * batch`` of the batch's mean and var; in test mode, as they were."""
-    if mean is None:
-        bn_param["running_mean"], bn_param["running_var"] = s.running_mean, s.running_var
-        return
-    bn_param["running_mean"] = (s.momentum * s.running_mean + (1 - s.momentum) * mean).astype(dtype)
-    bn_param["running_var"] = (s.momentum * s.running_var + (1 - s.momentum) * var).astype(dtype)
-
-
-def _train_cache(cache, layer):
-    """A batchnorm cache for ``layer``'s backward; ValueError for test mode's None."""
-    if cache is None:
-        raise ValueError(f"{layer} needs the cache of a forward pass in 'train' mode")
-    return cache
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
@@ -200,26 +138,26 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     batch variance unbiased-free, as in CS231n) and used in test mode.
     """
     check_float_array(x, "x", 2)
-    s = _bn_settings(x, gamma, beta, bn_param, x.shape[1], "x (N, D)")
+    s = batchnorm.settings(x, gamma, beta, bn_param, x.shape[1], "x (N, D)")
     if s.mode == "train":
         mu = x.mean(axis=0)
         var = x.var(axis=0)
         inv_std = 1.0 / np.sqrt(var + s.eps)
         xhat = (x - mu) * inv_std
         out = gamma * xhat + beta
-        _store_running(bn_param, s, x.dtype, mu, var)
+        batchnorm.store_running(bn_param, s, x.dtype, mu, var)
         cache = (xhat, gamma, inv_std.astype(x.dtype))
     else:
         xhat = (x - s.running_mean) / np.sqrt(s.running_var + s.eps)
         out = gamma * xhat + beta
-        _store_running(bn_param, s, x.dtype)
+        batchnorm.store_running(bn_param, s, x.dtype)
         cache = None
     return out.astype(x.dtype, copy=False), cache
 
 
 def batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for batchnorm_forward in training mode."""
-    xhat, gamma, inv_std = _train_cache(cache, "batchnorm_backward")
+    xhat, gamma, inv_std = batchnorm.train_cache(cache, "batchnorm_backward")
     check_dout(dout, xhat.shape, xhat.dtype)
     dbeta = dout.sum(axis=0)
     dgamma = (dout * xhat).sum(axis=0)
@@ -233,7 +171,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     Same bn_param as batchnorm_forward; gamma, beta (C,).
     """
     check_float_array(x, "x", 4)
-    s = _bn_settings(x, gamma, beta, bn_param, x.shape[1], "x (N, C, H, W)")
+    s = batchnorm.settings(x, gamma, beta, bn_param, x.shape[1], "x (N, C, H, W)")
     shape = (1, x.shape[1], 1, 1)
     if s.mode == "train":
         mu = x.mean(axis=(0, 2, 3))
@@ -241,19 +179,19 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
         inv_std = (1.0 / np.sqrt(var + s.eps)).astype(x.dtype)
         xhat = (x - mu.reshape(shape)) * inv_std.reshape(shape)
         out = gamma.reshape(shape) * xhat + beta.reshape(shape)
-        _store_running(bn_param, s, x.dtype, mu, var)
+        batchnorm.store_running(bn_param, s, x.dtype, mu, var)
         cache = (xhat, gamma, inv_std)
     else:
         scale = gamma / np.sqrt(s.running_var + s.eps)
         out = x * scale.reshape(shape) + (beta - s.running_mean * scale).reshape(shape)
-        _store_running(bn_param, s, x.dtype)
+        batchnorm.store_running(bn_param, s, x.dtype)
         cache = None
     return out.astype(x.dtype, copy=False), cache
 
 
 def spatial_batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for spatial_batchnorm_forward in training mode."""
-    xhat, gamma, inv_std = _train_cache(cache, "spatial_batchnorm_backward")
+    xhat, gamma, inv_std = batchnorm.train_cache(cache, "spatial_batchnorm_backward")
     check_dout(dout, xhat.shape, xhat.dtype)
     N, C, H, W = dout.shape
     M = N * H * W
@@ -267,19 +205,8 @@ def spatial_batchnorm_backward(dout, cache):
 
 
 # ------------------------------------------------------------------ layer and group normalization
-def _check_real(value, name, ok, rule):
-    """``value`` as a float: TypeError naming ``name`` unless it is a real number (bool is not),
-    ValueError unless it is finite and ``ok(value)`` (``rule`` says which, in words)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be {rule}, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and ok(value)):
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
-    return value
-
-
-def _check_eps(eps, name="eps"):
-    return _check_real(eps, name, lambda e: e > 0, "a positive number")
+def _check_eps(eps):
+    return check_number(eps, "eps", lambda e: e > 0, "a positive number")
 
 
 def _normalize(x, eps, axis):
@@ -295,7 +222,7 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
     ``gamma * xhat + beta`` with gamma, beta (D,). The same in training and at test time
     (no running statistics). Returns (out, cache)."""
     check_float_array(x, "x", 2)
-    _check_scale_shift(x, gamma, beta, x.shape[1], "x (N, D)")
+    check_scale_shift(x, gamma, beta, x.shape[1], "x (N, D)")
     eps = _check_eps(eps)
     if x.shape[1] == 0:
         raise ValueError("x must have at least one feature to normalize over, got shape (N, 0)")
@@ -324,7 +251,7 @@ def groupnorm_forward(x, gamma, beta, groups, eps=1e-5):
     G = check_int(groups, "groups", 1)
     if C % G:
         raise ValueError(f"groups must divide the channel count C = {C}, got groups={G}")
-    _check_scale_shift(x, gamma, beta, C, "x (N, C, H, W)")
+    check_scale_shift(x, gamma, beta, C, "x (N, C, H, W)")
     eps = _check_eps(eps)
     if C * H * W == 0:
         raise ValueError(f"x must have values to normalize over in each image, got shape {x.shape}")

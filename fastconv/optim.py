@@ -23,11 +23,9 @@ Rules (``UPDATE_RULES`` maps the names used by the Solver and the CLI):
 * ``adam``:     t += 1;  m = b1 * m + (1 - b1) * dw;  v = b2 * v + (1 - b2) * dw**2;
                 w -= lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)
 """
-import numbers
-
 import numpy as np
 
-from .engine.checks import check_float_array, check_int
+from .engine.checks import check_float_array, check_int, check_number
 from .engine.update import adam_step
 
 
@@ -42,10 +40,8 @@ def _check(w, dw, config, defaults):
         raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
     for key, value in defaults.items():
         config.setdefault(key, value)
-        v = config[key]
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v) or v < 0:
-            raise ValueError(f"config[{key!r}] must be a finite number >= 0, got {v!r}")
-        config[key] = float(v)  # a Python float keeps float32 arithmetic in float32
+        # a Python float keeps float32 arithmetic in float32
+        config[key] = check_number(config[key], f"config[{key!r}]", lambda v: v >= 0, "a finite number >= 0")
     return config
 
 

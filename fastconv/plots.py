@@ -145,7 +145,7 @@ def plot_confusion(cm, class_names, path, title="Confusion matrix (test set)"):
     return _save(fig, path)
 
 
-def _filter_tiles(weights, input_shape=None, limit=64):
+def filter_tiles(weights, input_shape=None, limit=64):
     """First-layer weights -> a list of (h, w) or (h, w, 3) images in [0, 1]."""
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim == 2:  # an fc layer: each column is an image of the input's shape
@@ -163,8 +163,8 @@ def _filter_tiles(weights, input_shape=None, limit=64):
 
 def plot_filters(before, after, path, input_shape=None, title="First-layer filters"):
     """Filters before (left) and after (right) training, each scaled to its own range."""
-    panels = [("before training", _filter_tiles(before, input_shape)),
-              ("after training", _filter_tiles(after, input_shape))]
+    panels = [("before training", filter_tiles(before, input_shape)),
+              ("after training", filter_tiles(after, input_shape))]
     n = max(len(t) for _, t in panels)
     if n == 0:
         return None

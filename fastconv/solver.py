@@ -87,7 +87,6 @@ iterations.
 from __future__ import annotations
 
 import json
-import numbers
 import sys
 import time
 from pathlib import Path
@@ -98,7 +97,7 @@ from . import checkpoints as _checkpoints
 from . import optim
 from ._files import sha256_of_arrays
 from ._model_adapter import solver_data, solver_model
-from .engine.checks import check_int
+from .engine.checks import check_int, check_number
 from .checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoints, load_checkpoint_model  # noqa: F401
 
 try:  # tqdm is optional (the "train" extra)
@@ -143,9 +142,7 @@ class Solver:
         if optim_config is not None and not isinstance(optim_config, dict):
             raise TypeError(f"optim_config must be a dict, got {type(optim_config).__name__}")
         self.optim_config = dict(optim_config or {})
-        if isinstance(lr_decay, bool) or not isinstance(lr_decay, numbers.Real) or not lr_decay > 0:
-            raise ValueError(f"lr_decay must be a number > 0.0, got {lr_decay!r}")
-        self.lr_decay = float(lr_decay)
+        self.lr_decay = check_number(lr_decay, "lr_decay", lambda d: d > 0, "a number > 0.0")
         self.batch_size = check_int(batch_size, "batch_size", 1)
         self.num_epochs = check_int(num_epochs, "num_epochs", 0)
         self.num_train_samples = None if num_train_samples is None else \

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import conv_output_size  # the library's one output-size formula
+from .engine.checks import check_number
 
 __all__ = [
     "TOL", "GRAD_TOL", "DTYPES", "tol", "rel_error", "assert_close",
@@ -161,9 +162,7 @@ _EPS = np.finfo(np.float64).eps
 
 
 def _check_h(h):
-    if isinstance(h, bool) or not isinstance(h, numbers.Real) or not 0 < h < 1:
-        raise ValueError(f"h must be a number in (0, 1), got {h!r}")
-    return float(h)
+    return check_number(h, "h", lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
 def _check_kinks(kinks):
@@ -184,14 +183,17 @@ def _output(value, dout, who):
     return value
 
 
-class _Probe:
+class Probe:
     """Centred differences of ``sum(f * dout)`` (or of a scalar f), one float64 element at a time.
 
     Outputs are subtracted element by element before they are weighted by dout and summed,
     so the cancellation happens in each output entry, not in a sum of them all.
     With the kink guard it also evaluates at +-2h: for a smooth function the slopes of the
     four intervals change linearly, so their second differences agree to ~h**2; a kink
-    (ReLU at 0, a max-pool tie) within 2h puts a jump into one of them."""
+    (ReLU at 0, a max-pool tie) within 2h puts a jump into one of them.
+
+    Public (not in ``__all__``) for ``fastconv.compat``'s ``grad_check_sparse``, which probes
+    single elements with it."""
 
     def __init__(self, evaluate, dout, guard, h, who="f"):
         self.evaluate, self.dout, self.guard, self.h, self.who = evaluate, dout, guard, h, who
@@ -301,7 +303,7 @@ def numerical_gradient(f, inputs, dout=None, *, wrt=None, h=1e-5, kinks="ignore"
             raise ValueError("inputs is read-only: it is perturbed in place (pass a tuple to work on a copy)")
         saved = inputs.copy()
         try:
-            probe = _Probe(lambda: f(inputs), dout, guard, h)
+            probe = Probe(lambda: f(inputs), dout, guard, h)
             grad, measures = _gradient_of(probe, inputs)
         finally:
             np.copyto(inputs, saved)  # the exact bytes, even if f wrote into its argument
@@ -310,7 +312,7 @@ def numerical_gradient(f, inputs, dout=None, *, wrt=None, h=1e-5, kinks="ignore"
     targets = _wrt_indices(wrt, names, values)
     copies = [_float64_copy(v, n) if i in targets else v for i, (n, v) in enumerate(zip(names, values))]
 
-    probe = _Probe(lambda: _call(f, names, copies, keyword), dout, guard, h)
+    probe = Probe(lambda: _call(f, names, copies, keyword), dout, guard, h)
     grads = [None] * len(values)
     for i in targets:
         grad, measures = _gradient_of(probe, copies[i])
@@ -407,7 +409,7 @@ def directional_derivative(f, inputs, directions, dout=None, *, h=1e-5, kinks="i
         moved = [b if s is None else b + t[0] * s for b, s in zip(base, steps)]
         return _call(f, names, moved, keyword)
 
-    probe = _Probe(evaluate, dout, kinks != "ignore", h)
+    probe = Probe(evaluate, dout, kinks != "ignore", h)
     centred, measure = probe.at(t, (0,))
     if kinks != "ignore" and measure > kink_rtol * abs(centred) + 16 * probe.noise():
         if kinks == "raise":
@@ -516,8 +518,7 @@ def _argument_names(forward, count):
 
 
 def _check_options(tolerance, directions, kinks, h):
-    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not tolerance > 0:
-        raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
+    check_number(tolerance, "tolerance", lambda v: v > 0, "a positive number")
     if directions is not None:
         if isinstance(directions, bool) or not isinstance(directions, numbers.Integral) or directions < 1:
             raise ValueError(f"directions must be a positive int or None, got {directions!r}")
@@ -607,7 +608,7 @@ def check_gradients(forward, backward, inputs, *, kwargs=None, dout=None, wrt=No
     rows = []
     for i in targets:
         if directions is None:
-            probe = _Probe(lambda: output(copies), dout, kinks != "ignore", h, "forward")
+            probe = Probe(lambda: output(copies), dout, kinks != "ignore", h, "forward")
             rows.append(_element_row(names[i], grads[i], probe, copies[i], kinks, tolerance))
         else:
             rows.append(_directional_row(names[i], grads[i], copies, i, output, dout, directions, seed, h, kinks,
@@ -648,7 +649,7 @@ def _directional_row(name, analytic, copies, i, output, dout, directions, seed, 
                 moved[i] = x + t[0] * v
                 return output(moved)
 
-            probe = _Probe(along, dout, kinks != "ignore", h)
+            probe = Probe(along, dout, kinks != "ignore", h)
             numerical, measure = probe.at(t, (0,))
             noise = max(noise, probe.noise())
             if kinks == "ignore" or not measure > tolerance / 10 * np.linalg.norm(a) + 16 * probe.noise():
@@ -714,7 +715,7 @@ def check_model_gradients(model, X, y=None, *, params=None, h=1e-5, tolerance=GR
             raise ValueError("model.loss(X, y) is not deterministic (two calls differ): fix its randomness first")
         for name in names:
             if directions is None:
-                probe = _Probe(loss_value, None, kinks != "ignore", h, "model.loss")
+                probe = Probe(loss_value, None, kinks != "ignore", h, "model.loss")
                 rows.append(_element_row(name, grads.get(name), probe, model.params[name], kinks, tolerance))
             else:
                 rows.append(_model_directional_row(model, name, grads.get(name), loss_value, directions, seed, h,
@@ -1219,9 +1220,7 @@ def _tolerance_for(tolerance, dtype):
             if np.dtype(key) == np.dtype(dtype):
                 return float(value)
         raise ValueError(f"tolerance has no entry for {np.dtype(dtype).name}")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not tolerance > 0:
-        raise ValueError(f"tolerance must be a positive number or a dict per dtype, got {tolerance!r}")
-    return float(tolerance)
+    return check_number(tolerance, "tolerance", lambda v: v > 0, "a positive number or a dict per dtype")
 
 
 def _compare_on(config, cand, ref, tolerance, backward, worst):

@@ -47,9 +47,10 @@ from . import _distributed_cli, _run_folder, animation, plots
 from ._files import read_json, write_json
 from ._inputs import display_name, quiet_pillow_size_warning, read_image, read_npy
 from ._malloc import keep_freed_memory
-from ._predict import class_probabilities, load_prediction_model
+from ._predict import class_probabilities
 from .datasets import SPLITS, TITLES, load_dataset, train_val_split
 from .models import MAX_ACTIVATION_BYTES, MAX_PARAMETERS, build_model, load_model
+from .model_state import load_prediction_model  # noqa: F401  (public here too)
 from .preprocessing import Preprocessing
 from .solver import Solver
 

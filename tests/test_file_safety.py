@@ -1,5 +1,4 @@
-"""Model files, run folders, checkpoints and .npz files under crashes, races and hostile files
-(issue 25, items 1-3, 8, 9, 14, 17, 18).
+"""Model files, run folders, checkpoints and .npz files under crashes, races and hostile files.
 
 * the model pair: a SIGKILL at any step of a save leaves a folder that loads one consistent
   model (the old one or the new one), and the next start completes or undoes the save;
@@ -48,11 +47,12 @@ def _same_params(model, other):
     return all(np.array_equal(model.params[k], other.params[k]) for k in other.params)
 
 
-# ---------------------------------------------------------------- item 1: the model pair
+# ----------------------------------------------------- the model pair survives a crash at any step
 _SAVE_CHILD = r'''
 import os, signal, sys
 from pathlib import Path
 import fastconv._files as F
+import fastconv.model_state as MS
 import fastconv.models as M
 
 folder, kill_at = Path(sys.argv[1]), int(sys.argv[2])
@@ -72,7 +72,7 @@ def counted(name, original):
 for name in ("atomic_write", "atomic_link", "remove_file"):
     if hasattr(F, name):
         wrapped = counted(name, getattr(F, name))
-        for module in (F, M):  # models imports some helpers by name: patch both
+        for module in (F, MS):  # model_state (the model files) imports them by name: patch both
             if hasattr(module, name):
                 setattr(module, name, wrapped)
 model = M.Sequential("fc8-relu-fc", input_shape=(1, 4, 4), num_classes=3, seed=2)
@@ -110,7 +110,7 @@ def test_a_sigkill_during_a_save_leaves_one_consistent_model(tmp_path, kill_at):
 def test_a_save_interrupted_after_its_switch_is_finished_by_the_next_claim(tmp_path):
     """The new arrays pointed at, not yet linked as model.npz (a crash after step 2):
     claiming the folder finishes the save; the new model is the one kept."""
-    from fastconv.models import MODEL_NPZ_NEXT, _write_pointer
+    from fastconv.model_state import MODEL_NPZ_NEXT, _write_pointer
 
     folder = tmp_path / "run"
     _model(1).save(folder)
@@ -130,11 +130,11 @@ def test_a_reader_that_meets_a_save_half_way_reads_the_new_model(tmp_path, monke
     """A reader (serve reloading, say) reads model.json, and a save replaces the model before the
     reader opens the arrays: the digest no longer matches, so the reader reads model.json again
     and loads the new model whole, instead of failing."""
-    import fastconv.models as M
+    import fastconv.model_state as MS
 
     folder = tmp_path / "run"
     _model(1).save(folder)
-    new, real, calls = _model(2), M.load_saved_model, []
+    new, real, calls = _model(2), MS.load_saved_model, []
 
     def racing(*args, **kwargs):
         calls.append(1)
@@ -142,11 +142,11 @@ def test_a_reader_that_meets_a_save_half_way_reads_the_new_model(tmp_path, monke
             new.save(folder)  # between the reader's read of model.json and of the arrays
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(M, "load_saved_model", racing)
+    monkeypatch.setattr(MS, "load_saved_model", racing)
     assert _same_params(load_model(folder), new) and len(calls) == 2
 
 
-# ---------------------------------------------------------------- item 2: the folder is resolved once and held
+# ------------------------------------------------------------ the folder is resolved once and held
 _PAUSE_CHILD = r'''
 import sys
 from fastconv import solver as S
@@ -225,7 +225,7 @@ def crash_env(tmp_path_factory):
     return {"root": root, "env": environ}
 
 
-# ---------------------------------------------------------------- item 3: the loss history lives in the .npz
+# -------------------------------------------------------------- the loss history lives in the .npz
 def _solver(tmp_path, epochs, seed=0, batch_size=2):
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((64, 1, 4, 4)).astype(np.float32), rng.integers(0, 3, 64)
@@ -267,7 +267,7 @@ def test_a_non_finite_loss_in_the_npz_is_refused(tmp_path):
         _solver(tmp_path, 2, seed=5).resume()
 
 
-# ---------------------------------------------------------------- item 8: inflation bounded by the manifest
+# ------------------------------------------------------------ inflation is bounded by the manifest
 def _compressed_model(folder, tamper=None):
     """A model whose model.npz is deflated (np.savez_compressed) and whose model.json records its
     digest: the arrays are ``tamper(arrays)`` (default: the model's, its weights zeroed)."""
@@ -318,7 +318,7 @@ def test_an_npz_member_larger_than_its_manifest_entry_is_refused(tmp_path):
         _files.load_arrays(big, manifest)
 
 
-# ---------------------------------------------------------------- item 9: devices and FIFOs
+# ------------------------------------------------------------------- devices and FIFOs are refused
 class _Deadline:
     """SIGALRM after ``seconds``: a call that would hang raises TimeoutError instead."""
 
@@ -352,7 +352,7 @@ def test_an_npz_that_is_a_fifo_or_a_device_is_refused_at_once(tmp_path, kind):
         load_model(folder)
 
 
-# ---------------------------------------------------------------- item 14: the lock file
+# --------------------------------------------------- the lock file is private and names its holder
 def test_the_lock_file_is_private(tmp_path):
     with _run_folder.claim(tmp_path / "run"):
         assert stat.S_IMODE(os.stat(tmp_path / "run" / ".fastconv.lock").st_mode) == 0o600
@@ -424,7 +424,7 @@ def test_a_refusal_names_the_process_that_holds_the_lock(tmp_path):
     assert f"pid {child.pid}" in message and f"not the pid {dead.pid} recorded" in message, message
 
 
-# ---------------------------------------------------------------- item 17: leftovers of dead writers
+# ----------------------------------------------------------- leftovers of dead writers are removed
 @posix_only
 @pytest.mark.parametrize("how", ["resume", "overwrite"])
 def test_claiming_a_folder_removes_the_temporary_files_of_dead_writers(tmp_path, how):
@@ -446,7 +446,7 @@ def test_claiming_a_folder_removes_the_temporary_files_of_dead_writers(tmp_path,
     assert live.exists()
 
 
-# ---------------------------------------------------------------- item 18: output names that are folders
+# --------------------------------------------------- output names that are folders are found first
 @pytest.mark.parametrize("name", ["history.json", "loss.png", "model.npz"])
 def test_an_output_name_that_is_a_folder_is_refused_before_training(data_env, capsys, monkeypatch, name):
     """Found when the folder is claimed, before any data is loaded (loading would fail the test)."""

@@ -1,6 +1,6 @@
 """Files fastconv reads from elsewhere: sizes checked before anything is allocated, bounded JSON,
-finite model state, inputs read as what they are (issue 13, items 5-8, 11, 12, 15); and, from
-item 15, what ``fastconv config`` says of a bad FASTCONV_KERNELS.
+finite model state, inputs read as what they are; and what ``fastconv config`` says of a bad
+FASTCONV_KERNELS.
 
 Each hostile file is small; the tests check that it is refused with a ValueError (or one
 error line from the command) naming the file and what is wrong, and, where the bug was a
@@ -86,7 +86,7 @@ def saved(tmp_path):
     return tmp_path / "model" / "model.json"
 
 
-# ============================================================================ item 5: model size
+# ================================================ a model's size is checked before it is allocated
 def _layers(i, **change):
     return lambda s: s["config"]["layers"][i].update(change)
 
@@ -168,7 +168,7 @@ def test_real_models_fit_the_limits(make):
     assert 0 < model.activation_bytes <= M.MAX_ACTIVATION_BYTES
 
 
-# ============================================================================ item 6: .npy headers
+# ================================================ .npy headers are checked before the data is read
 @pytest.fixture
 def predict_model(tmp_path):
     """A saved 4x4 model whose class-0 probability follows the image's brightness (0.520 at 128,
@@ -237,7 +237,7 @@ def test_npy_without_images_is_refused(predict_model, tmp_path, capsys):
                "empty.npy: holds no images (shape (0, 4, 4))")
 
 
-# ============================================================================ item 7: JSON bounds
+# =============================================================== JSON is bounded in size and depth
 def _deep(n):
     return "[" * n + "]" * n
 
@@ -319,7 +319,7 @@ def test_deep_history_json_gives_one_error_line(saved, capsys):
     assert len(err) == 1 and err[0].startswith("fastconv evaluate: error: "), err
 
 
-# ============================================================================ item 11: 16-bit images
+# ========================================================= 16-bit images are read as what they are
 def test_sixteen_bit_images_are_scaled_not_clipped(predict_model, tmp_path, capsys):
     Image = pytest.importorskip("PIL.Image")
     Image.fromarray(np.full((4, 4), 32768, np.uint16)).save(tmp_path / "grey16.png")
@@ -349,7 +349,7 @@ def test_images_without_a_known_range_are_refused(tmp_path):
         read_image(tmp_path / "float.tif", (1, 4, 4))
 
 
-# ============================================================================ item 12: finite state
+# ====================================================================== model state must be finite
 @pytest.mark.parametrize("key, value", [("params/W1", np.nan), ("params/b2", np.inf),
                                         ("buffers/running_var1", -np.inf)])
 def test_non_finite_arrays_are_refused_naming_them(tmp_path, key, value):
@@ -384,7 +384,7 @@ def test_checkpoint_model_with_nan_is_refused(tmp_path):
         load_checkpoint_model(path)
 
 
-# ============================================================================ item 8: IDX in one array
+# ============================================ an IDX file becomes one array, sized from its header
 @pytest.mark.parametrize("dtype", [np.uint8, np.int32])
 def test_gzip_idx_read_into_one_array(tmp_path, dtype):
     """A gzip IDX file of 24 MiB (declared, and there): read into one array of that size, not
@@ -400,7 +400,7 @@ def test_gzip_idx_read_into_one_array(tmp_path, dtype):
     assert peak < a.nbytes + 4 * MiB, f"peak {peak / MiB:.1f} MiB for {a.nbytes / MiB:.1f} MiB of data"
 
 
-# ============================================================================ item 15: FASTCONV_KERNELS
+# ==================================================== a bad FASTCONV_KERNELS is named, not a crash
 @pytest.mark.parametrize("value, expected", [
     ("bogus", "FASTCONV_KERNELS must be one of auto, baseline, avx512, avx2, got 'bogus'"),
     ("baseline", "in use because FASTCONV_KERNELS=baseline"),

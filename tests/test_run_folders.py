@@ -1,6 +1,6 @@
 """Run folders and resume: nothing lost, nothing overwritten, no run continued with other settings.
 
-What ``fastconv train --out DIR`` promises (issue 13, items 1-4, 9, 13, 14):
+What ``fastconv train --out DIR`` promises:
 
 * temporary files are created exclusively: a symlink planted at a temporary name is
   neither followed nor replaced (``_files.atomic_write``);
@@ -77,7 +77,7 @@ def _snapshot(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-# ---------------------------------------------------------------- item 1: temporary files
+# ------------------------------------------------------------------- temporary files are exclusive
 def test_planted_symlinks_at_temporary_names_are_not_followed(data_env, capsys):
     """Symlinks at the temporary names a writer in this process would have used before
     (``.NAME.tmp<pid>``) point at a precious file: training writes neither through them
@@ -148,7 +148,7 @@ def test_temporary_names_carry_the_writer_pid(tmp_path, monkeypatch):
     assert _files.temporary_of("model.npz") is None
 
 
-# ---------------------------------------------------------------- item 2: no silent overwrite
+# ----------------------------------------------------------------------------- no silent overwrite
 def test_a_saved_model_is_never_overwritten_silently(data_env, capsys):
     out = data_env / "run"
     assert _train(out) == 0
@@ -183,7 +183,7 @@ def test_overwrite_removes_the_previous_runs_files(data_env, capsys):
     assert info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------- item 3: one run per folder
+# ------------------------------------------------------------------------------ one run per folder
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals and fcntl")
 def test_second_run_into_a_locked_folder_fails_at_once(data_env):
     """A run paused after its first step holds the folder: another run into it (fresh,
@@ -220,7 +220,7 @@ def test_lock_names_the_folder_and_the_holder_in_process(data_env, capsys):
     assert _train(out) == 0  # released
 
 
-# ---------------------------------------------------------------- item 4: --out checked first
+# ---------------------------------------------------------- --out is checked before the data loads
 def _make_file(root):
     (root / "run").write_text("not a folder")
     return root / "run", "is a file, not a folder"
@@ -270,7 +270,7 @@ def test_out_problems_are_found_before_training(data_env, capsys, monkeypatch, m
             out.chmod(0o755)
 
 
-# ---------------------------------------------------------------- item 9: resume with other settings
+# ------------------------------------------------------------------- resume refuses other settings
 def _rewrite_data(root):
     write_learnable_set(root / "data" / "fashion-mnist", np.random.default_rng(1), 300, 100)
     return ()
@@ -329,7 +329,7 @@ def test_help_says_which_settings_resume_refuses(capsys):
         assert option in text.split("--resume refuses", 1)[1], option
 
 
-# ---------------------------------------------------------------- item 13: tampered checkpoints
+# --------------------------------------------------------- a tampered checkpoint is one error line
 def _rng_state(key, value):
     def tamper(state):
         state["rng"]["solver"]["state"][key] = value
@@ -384,7 +384,7 @@ def test_tampered_checkpoint_fields_give_one_line_errors(data_env, capsys, tampe
     assert _snapshot(out) == before
 
 
-# ---------------------------------------------------------------- item 14: an empty test split
+# ----------------------------------------------------------------- an empty test split is reported
 def test_empty_test_split(data_env, capsys):
     rng = np.random.default_rng(2)
     arrays = write_learnable_set(data_env / "data" / "fashion-mnist", rng, 300, 1)

@@ -100,7 +100,9 @@ import numbers
 import numpy as np
 
 from .. import fast, layers as _shared
-from ..engine.checks import FLOAT_DTYPES, HYPERPARAMETER_MAX, check_array_size, check_float_array, check_int, pair
+from ..engine import batchnorm
+from ..engine.checks import (FLOAT_DTYPES, HYPERPARAMETER_MAX, check_array_size, check_float_array, check_int,
+                             check_number, pair)
 from ..engine.conv import run_col2im, run_im2col
 from ..engine.geometry import conv_output_size
 # the notebooks' checking names (cs231n/gradient_check.py and rel_error), so that `import *` brings them
@@ -171,11 +173,13 @@ def pool_settings(pool_param, name="pool_param", height="pool_height", width="po
 
 
 # ------------------------------------------------------------------ dtype policy
+# These helpers and the *_layer_* functions below have public names outside __all__:
+# fastconv.compat.sichkar builds its layers on them.
 def _is_integer_array(a):
     return isinstance(a, np.ndarray) and a.dtype.kind in "biu"
 
 
-def _computing_dtype(*arrays):
+def computing_dtype(*arrays):
     """The dtype a layer computes in: the first float32/float64 array's among ``arrays`` (the
     weights first), or float64 when none is one (integer inputs, as numpy promotes them)."""
     for a in arrays:
@@ -184,7 +188,7 @@ def _computing_dtype(*arrays):
     return np.dtype(np.float64)
 
 
-def _as_float(a, dtype):
+def as_float(a, dtype):
     """An integer or bool array as ``dtype`` (the tutorials' numpy code converts them
     implicitly); anything else unchanged."""
     return a.astype(dtype) if _is_integer_array(a) else a
@@ -201,7 +205,7 @@ def _cast(a, dtype):
 
 def _convert(a, dtype):
     """A forward input in ``dtype``: ``_cast``, and integer and bool arrays converted."""
-    return _as_float(_cast(a, dtype), dtype)
+    return as_float(_cast(a, dtype), dtype)
 
 
 def _dtype_of(a):
@@ -249,7 +253,7 @@ def _promote_cache(cache, dtype):
     return cache
 
 
-def _mixed_backward(backward, dout, cache):
+def mixed_backward(backward, dout, cache):
     """``backward(dout, cache)``; a dout of the other float dtype than the cache's computes with
     both in numpy's promoted dtype (float64), as the originals' ``dout * mask`` does."""
     computed = _cache_dtype(cache)
@@ -269,7 +273,7 @@ def _require_bias(b):
 
 
 def _weights_dtype(w):
-    return _computing_dtype(w)
+    return computing_dtype(w)
 
 
 def _compute_dtype(cache):
@@ -284,7 +288,7 @@ def affine_forward(x, w, b):
     Returns (out, cache), out (N, M) in w's dtype.
     """
     dtype = _weights_dtype(w)
-    out, cache = _shared.affine_forward(_convert(x, dtype), _as_float(w, dtype), _convert(b, dtype))
+    out, cache = _shared.affine_forward(_convert(x, dtype), as_float(w, dtype), _convert(b, dtype))
     return out, (cache, out.dtype, _dtype_of(x), _dtype_of(b))
 
 
@@ -298,35 +302,35 @@ def affine_backward(dout, cache):
 # ------------------------------------------------------------------ relu, losses
 def relu_forward(x):
     """max(x, 0) of x (any shape). Returns (out, cache)."""
-    return _shared.relu_forward(_as_float(x, _computing_dtype(x)))
+    return _shared.relu_forward(as_float(x, computing_dtype(x)))
 
 
 def relu_backward(dout, cache):
     """Returns dx for relu_forward: dout where x > 0, else 0, in dout's dtype (as the
     originals' ``dx = dout.copy(); dx[x <= 0] = 0``)."""
-    dx = _mixed_backward(_shared.relu_backward, dout, cache)
+    dx = mixed_backward(_shared.relu_backward, dout, cache)
     return _in_dtype(dx, _dtype_of(dout))
 
 
 def softmax_loss(x, y):
     """Mean softmax cross-entropy of scores x (N, C); y (N,) labels (or one-hot rows). Returns (loss, dx)."""
-    return _shared.softmax_loss(_as_float(x, _computing_dtype(x)), y)
+    return _shared.softmax_loss(as_float(x, computing_dtype(x)), y)
 
 
 def svm_loss(x, y):
     """Mean multiclass hinge loss (margin 1) of scores x (N, C); y as softmax_loss. Returns (loss, dx)."""
-    return _shared.svm_loss(_as_float(x, _computing_dtype(x)), y)
+    return _shared.svm_loss(as_float(x, computing_dtype(x)), y)
 
 
 # ------------------------------------------------------------------ convolution
-def _conv_forward(x, w, b, stride, pad):
+def conv_layer_forward(x, w, b, stride, pad):
     _require_bias(b)
     dtype = _weights_dtype(w)
-    out, cache = fast.conv_forward(_convert(x, dtype), _as_float(w, dtype), _convert(b, dtype), stride, pad)
+    out, cache = fast.conv_forward(_convert(x, dtype), as_float(w, dtype), _convert(b, dtype), stride, pad)
     return out, (cache, out.dtype, _dtype_of(x), _dtype_of(b))
 
 
-def _conv_backward(dout, cache):
+def conv_layer_backward(dout, cache):
     inner, dtype, x_dtype, b_dtype = cache
     dx, dw, db = fast.conv_backward(_cast(dout, dtype), inner)
     return _in_dtype(dx, x_dtype), dw, _in_dtype(db, b_dtype)
@@ -339,12 +343,12 @@ def conv_forward_naive(x, w, b, conv_param):
     (N, F, H', W') with H' = 1 + (H + 2 * pad - HH) // stride.
     """
     stride, pad = conv_settings(conv_param)
-    return _conv_forward(x, w, b, stride, pad)
+    return conv_layer_forward(x, w, b, stride, pad)
 
 
 def conv_backward_naive(dout, cache):
     """Returns (dx, dw, db) for any of the conv_forward_* functions."""
-    return _conv_backward(dout, cache)
+    return conv_layer_backward(dout, cache)
 
 
 conv_forward_fast = conv_forward_im2col = conv_forward_strides = conv_forward_naive
@@ -352,9 +356,9 @@ conv_backward_fast = conv_backward_im2col = conv_backward_strides = conv_backwar
 
 
 # ------------------------------------------------------------------ max pooling
-def _pool_forward(kind, x, kernel, stride):
+def pool_layer_forward(kind, x, kernel, stride):
     """fastconv.fast's ``kind`` ('max' or 'avg') pooling of x, an integer or bool x as float64."""
-    return getattr(fast, f"{kind}_pool_forward")(_as_float(x, _computing_dtype(x)), kernel, stride)
+    return getattr(fast, f"{kind}_pool_forward")(as_float(x, computing_dtype(x)), kernel, stride)
 
 
 def max_pool_forward_naive(x, pool_param):
@@ -364,17 +368,17 @@ def max_pool_forward_naive(x, pool_param):
     out (N, C, H', W') with H' = 1 + (H - pool_height) // stride.
     """
     kernel, stride = pool_settings(pool_param)
-    return _pool_forward("max", x, kernel, stride)
+    return pool_layer_forward("max", x, kernel, stride)
 
 
 def max_pool_backward_naive(dout, cache):
     """Returns dx for any of the max_pool_forward_* functions; each output's
     gradient goes to the first maximum of its window (row-major). dx has x's dtype,
     as the originals' ``np.zeros_like(x)`` (a dout of the other float dtype is cast)."""
-    return _pool_backward("max", dout, cache)
+    return pool_layer_backward("max", dout, cache)
 
 
-def _pool_backward(kind, dout, cache):
+def pool_layer_backward(kind, dout, cache):
     """fastconv.fast's ``kind`` pooling backward, a dout of the other float dtype cast to x's."""
     return getattr(fast, f"{kind}_pool_backward")(_cast(dout, _cache_dtype(cache)), cache)
 
@@ -385,32 +389,8 @@ max_pool_backward_fast = max_pool_backward_reshape = max_pool_backward_im2col = 
 
 # ------------------------------------------------------------------ normalization
 def _eps_entry(params, name):
-    eps = params.get("eps", 1e-5)
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
-        raise TypeError(f"{name}['eps'] must be a positive number, got {eps!r}")
-    if not 0 < eps < float("inf"):  # an infinite eps normalizes everything to beta
-        raise ValueError(f"{name}['eps'] must be a positive number, got {eps!r}")
-    return eps
-
-
-def _bn_settings(bn_param, D):
-    keys = "'mode' and optionally 'eps', 'momentum', 'running_mean', 'running_var'"
-    _check_dict(bn_param, "bn_param", keys)
-    _mode_entry(bn_param, "bn_param", keys)
-    _eps_entry(bn_param, "bn_param")
-    momentum = bn_param.get("momentum", 0.9)
-    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
-        raise TypeError(f"bn_param['momentum'] must be a number in [0, 1], got {momentum!r}")
-    if not 0 <= momentum <= 1:
-        raise ValueError(f"bn_param['momentum'] must be a number in [0, 1], got {momentum!r}")
-    for key in ("running_mean", "running_var"):
-        if key in bn_param:
-            value = bn_param[key]
-            if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
-                raise TypeError(f"bn_param[{key!r}] must be a float numpy array of shape ({D},), "
-                                f"got {type(value).__name__}")
-            if value.shape != (D,):
-                raise ValueError(f"bn_param[{key!r}] must have shape ({D},), got {value.shape}")
+    # finite: an infinite eps normalizes everything to beta
+    return check_number(params.get("eps", 1e-5), f"{name}['eps']", lambda e: e > 0, "a positive number")
 
 
 def _normalization_inputs(x, gamma, beta):
@@ -425,10 +405,12 @@ def _batchnorm(forward, x, gamma, beta, bn_param, ndim):
     """``forward`` (batchnorm or spatial batchnorm) with bn_param checked and its running
     variance started at 0, as CS231n does (fastconv.layers starts it at 1)."""
     x, gamma, beta, dtype = _normalization_inputs(x, gamma, beta)
-    if isinstance(x, np.ndarray) and x.ndim == ndim:
-        _bn_settings(bn_param, x.shape[1])
-        if isinstance(bn_param, dict) and "running_var" not in bn_param:
-            bn_param["running_var"] = np.zeros(x.shape[1], dtype=dtype)
+    if isinstance(x, np.ndarray) and x.ndim == ndim and x.dtype in FLOAT_DTYPES:
+        keys = "'mode' and optionally 'eps', 'momentum', 'running_mean', 'running_var'"
+        _check_dict(bn_param, "bn_param", keys)
+        _mode_entry(bn_param, "bn_param", keys)  # CS231n requires it (fastconv's layers default to 'train')
+        batchnorm.settings(x, gamma, beta, bn_param, x.shape[1], "x (N, D)" if ndim == 2 else "x (N, C, H, W)")
+        bn_param.setdefault("running_var", np.zeros(x.shape[1], dtype=dtype))
     return forward(x, gamma, beta, bn_param)
 
 
@@ -443,7 +425,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
 
 def batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for batchnorm_forward in 'train' mode."""
-    return _mixed_backward(_shared.batchnorm_backward, dout, cache)
+    return mixed_backward(_shared.batchnorm_backward, dout, cache)
 
 
 batchnorm_backward_alt = batchnorm_backward
@@ -456,7 +438,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
 
 def spatial_batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for spatial_batchnorm_forward in 'train' mode."""
-    return _mixed_backward(fast.spatial_batchnorm_backward, dout, cache)
+    return mixed_backward(fast.spatial_batchnorm_backward, dout, cache)
 
 
 def layernorm_forward(x, gamma, beta, ln_param):
@@ -472,7 +454,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
 
 def layernorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for layernorm_forward."""
-    return _mixed_backward(_shared.layernorm_backward, dout, cache)
+    return mixed_backward(_shared.layernorm_backward, dout, cache)
 
 
 def _per_channel(a, name):
@@ -502,7 +484,7 @@ def spatial_groupnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for spatial_groupnorm_forward, dgamma and dbeta in the shape
     gamma and beta had."""
     inner, gamma_shape, beta_shape = cache
-    dx, dgamma, dbeta = _mixed_backward(_shared.groupnorm_backward, dout, inner)
+    dx, dgamma, dbeta = mixed_backward(_shared.groupnorm_backward, dout, inner)
     return dx, dgamma.reshape(gamma_shape), dbeta.reshape(beta_shape)
 
 
@@ -513,32 +495,29 @@ def dropout_forward(x, dropout_param):
     In 'train' mode each unit is kept with probability p and scaled by 1 / p;
     in 'test' mode out equals x. Returns (out, cache).
     """
-    return _dropout_forward(x, dropout_param, "dropout_param")
+    return dropout_layer_forward(x, dropout_param, "dropout_param")
 
 
-def _dropout_forward(x, dropout_param, name):
+def dropout_layer_forward(x, dropout_param, name):
     keys = "'mode', 'p' and optionally 'seed'"
     _check_dict(dropout_param, name, keys)
     mode = _mode_entry(dropout_param, name, keys)
     p = _lookup(dropout_param, name, "p", keys)
-    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
-        raise TypeError(f"{name}['p'] (the keep probability) must be a number in (0, 1], got {p!r}")
-    if not 0 < p <= 1:
-        raise ValueError(f"{name}['p'] (the keep probability) must be in (0, 1], got {p!r}")
+    p = check_number(p, f"{name}['p'] (the keep probability)", lambda q: 0 < q <= 1, "a number in (0, 1]")
     seed = dropout_param.get("seed")
     if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral)
                              or seed < 0):
         raise TypeError(f"{name}['seed'] must be a non-negative int or None, got {seed!r}")
     if seed is None and mode == "train":
         seed = np.random.randint(0, 2**63 - 1, dtype=np.int64)  # follows np.random.seed(...)
-    out, mask_cache = _shared.dropout_forward(_as_float(x, _computing_dtype(x)), 1 - float(p),
+    out, mask_cache = _shared.dropout_forward(as_float(x, computing_dtype(x)), 1 - float(p),
                                               train=mode == "train", rng=seed)
     return out, mask_cache
 
 
 def dropout_backward(dout, cache):
     """Returns dx for dropout_forward (dout itself, copied, in 'test' mode)."""
-    return _mixed_backward(_shared.dropout_backward, dout, cache)
+    return mixed_backward(_shared.dropout_backward, dout, cache)
 
 
 # ------------------------------------------------------------------ sandwich layers (layer_utils.py)
@@ -573,14 +552,14 @@ def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
     same values as the three layers, without the full-size intermediates. Returns (out, cache)."""
     kernel, pool_stride = pool_settings(pool_param)  # report a bad pool_param before the convolution runs
     stride, pad = conv_settings(conv_param)
-    return _conv_relu_pool_forward(x, w, b, stride, pad, kernel, pool_stride)
+    return conv_relu_pool_layer_forward(x, w, b, stride, pad, kernel, pool_stride)
 
 
-def _conv_relu_pool_forward(x, w, b, stride, pad, kernel, pool_stride):
+def conv_relu_pool_layer_forward(x, w, b, stride, pad, kernel, pool_stride):
     _require_bias(b)
     dtype = _weights_dtype(w)
     try:
-        out, cache = fast.conv_relu_pool_forward(_convert(x, dtype), _as_float(w, dtype), _convert(b, dtype), stride,
+        out, cache = fast.conv_relu_pool_forward(_convert(x, dtype), as_float(w, dtype), _convert(b, dtype), stride,
                                                  pad, pool_size=kernel, pool_stride=pool_stride)
     except ValueError as exc:
         if str(exc).startswith("pool_size"):  # the fused layer's name for what pool_param gives here
@@ -591,10 +570,10 @@ def _conv_relu_pool_forward(x, w, b, stride, pad, kernel, pool_stride):
 
 def conv_relu_pool_backward(dout, cache):
     """Returns (dx, dw, db) for conv_relu_pool_forward."""
-    return _conv_relu_pool_backward(dout, cache)
+    return conv_relu_pool_layer_backward(dout, cache)
 
 
-def _conv_relu_pool_backward(dout, cache, need_dx=True):
+def conv_relu_pool_layer_backward(dout, cache, need_dx=True):
     inner, dtype, x_dtype, b_dtype = cache
     dx, dw, db = fast.conv_relu_pool_backward(_cast(dout, dtype), inner, need_dx=need_dx)
     return None if dx is None else _in_dtype(dx, x_dtype), dw, _in_dtype(db, b_dtype)
@@ -677,7 +656,7 @@ def _im2col_geometry(x_shape, kh, kw, pad, stride, names=("field_height", "field
 
 def _float_input(a, name, ndim):
     """``a`` as a C-contiguous float32/float64 array of rank ``ndim`` (integer and bool arrays as float64)."""
-    a = _as_float(a, np.dtype(np.float64))
+    a = as_float(a, np.dtype(np.float64))
     check_float_array(a, name, ndim)
     return np.ascontiguousarray(a)
 

@@ -22,7 +22,7 @@ import random
 
 import numpy as np
 
-from ..testing import _Probe, numerical_gradient
+from ..testing import Probe, numerical_gradient
 
 __all__ = ["eval_numerical_gradient", "eval_numerical_gradient_array", "grad_check_sparse", "rel_error"]
 
@@ -69,7 +69,7 @@ def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5):
     if x.size == 0:
         raise ValueError("x is empty")
     saved = x.copy()
-    probe = _Probe(lambda: f(x), None, False, h)
+    probe = Probe(lambda: f(x), None, False, h)
     try:
         for _ in range(num_checks):
             ix = tuple(random.randrange(m) for m in x.shape)

@@ -73,17 +73,16 @@ semantics):
 * Caches are opaque: pass them to the matching backward, do not unpack them
   (the original conv cache was ``(x, w, b, cnn_params)``).
 """
-import numbers
 
 import numpy as np
 
 from .cs231n import (
-    _conv_backward,
-    _conv_forward,
-    _conv_relu_pool_backward,
-    _conv_relu_pool_forward,
-    _dropout_forward,
-    _pool_forward,
+    conv_layer_backward,
+    conv_layer_forward,
+    conv_relu_pool_layer_backward,
+    conv_relu_pool_layer_forward,
+    dropout_layer_forward,
+    pool_layer_forward,
     affine_backward,
     affine_forward,
     affine_relu_backward,
@@ -96,11 +95,11 @@ from .cs231n import (
     softmax_loss,
     svm_loss,
 )
-from .cs231n import _as_float, _computing_dtype, _mixed_backward, _pool_backward
+from .cs231n import as_float, computing_dtype, mixed_backward, pool_layer_backward
 # the tutorial's Solver.py name; not in __all__, so the star import never replaces a script's Solver
 from .cs231n import Solver  # noqa: F401
 from .. import layers as _shared
-from ..engine.checks import FLOAT_DTYPES, check_int
+from ..engine.checks import FLOAT_DTYPES, check_int, check_number
 from ..engine.geometry import conv_output_size
 
 __all__ = [
@@ -120,12 +119,12 @@ def cnn_forward_naive(x, w, b, cnn_params):
     feature_maps (N, F, H', W') with H' = 1 + (H + 2 * pad - HH) // stride.
     """
     stride, pad = conv_settings(cnn_params, "cnn_params")
-    return _conv_forward(x, w, b, stride, pad)
+    return conv_layer_forward(x, w, b, stride, pad)
 
 
 def cnn_backward_naive(dout, cache):
     """Returns (dx, dw, db) for cnn_forward_naive."""
-    return _conv_backward(dout, cache)
+    return conv_layer_backward(dout, cache)
 
 
 cnn_forward_strides = cnn_forward_naive
@@ -143,13 +142,13 @@ def max_pooling_forward_naive(x, pooling_params):
     cache), pooled_output (N, C, H', W') with H' = 1 + (H - pooling_height) // stride.
     """
     kernel, stride = _pooling_settings(pooling_params)
-    return _pool_forward("max", x, kernel, stride)
+    return pool_layer_forward("max", x, kernel, stride)
 
 
 def max_pooling_backward_naive(dout, cache):
     """Returns dx for max_pooling_forward_naive; each output's gradient goes to
     the first maximum of its window (row-major)."""
-    return _pool_backward("max", dout, cache)
+    return pool_layer_backward("max", dout, cache)
 
 
 max_pool_forward_fast = max_pooling_forward_naive
@@ -162,22 +161,22 @@ def average_pooling_forward_naive(x, pooling_params):
     Returns (pooled_output, cache), each output the mean of its window.
     """
     kernel, stride = _pooling_settings(pooling_params)
-    return _pool_forward("avg", x, kernel, stride)
+    return pool_layer_forward("avg", x, kernel, stride)
 
 
 def average_pooling_backward_naive(dout, cache):
     """Returns dx for average_pooling_forward_naive: each output's gradient shared evenly by its window."""
-    return _pool_backward("avg", dout, cache)
+    return pool_layer_backward("avg", dout, cache)
 
 
 def sigmoid_forward(x):
     """1 / (1 + exp(-x)) of x (any shape), without overflow. Returns (sigmoid_output, cache)."""
-    return _shared.sigmoid_forward(_as_float(x, _computing_dtype(x)))
+    return _shared.sigmoid_forward(as_float(x, computing_dtype(x)))
 
 
 def sigmoid_backward(dout, cache):
     """Returns dx for sigmoid_forward (a dout of the other float dtype: numpy's promotion)."""
-    return _mixed_backward(_shared.sigmoid_backward, dout, cache)
+    return mixed_backward(_shared.sigmoid_backward, dout, cache)
 
 
 def dropout_forward(x, dropout_params):
@@ -186,15 +185,15 @@ def dropout_forward(x, dropout_params):
     In 'train' mode each unit is kept with probability p and scaled by 1 / p;
     in 'test' mode the output equals x. Returns (dropout_output, cache).
     """
-    return _dropout_forward(x, dropout_params, "dropout_params")
+    return dropout_layer_forward(x, dropout_params, "dropout_params")
 
 
 def _positive_number(value, name, minimum_ok=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not (value >= 0 if minimum_ok else value > 0) or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number {'>= 0' if minimum_ok else '> 0'}, got {value!r}")
-    return float(value)
+    ok = (lambda v: v >= 0) if minimum_ok else (lambda v: v > 0)
+    try:
+        return check_number(value, name, ok, f"a finite number {'>= 0' if minimum_ok else '> 0'}")
+    except TypeError:  # the wording tests/test_compat_tutorials.py pins for a non-number
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
 
 
 class ConvNet1:
@@ -252,7 +251,7 @@ class ConvNet1:
         stride, pad = conv_settings(self.cnn_params, "cnn_params")
         kernel, pool_stride = _pooling_settings(self.pooling_params)
         p = self.params
-        pooled, cache_cnn = _conv_relu_pool_forward(x, p["w1"], p["b1"], stride, pad, kernel, pool_stride)
+        pooled, cache_cnn = conv_relu_pool_layer_forward(x, p["w1"], p["b1"], stride, pad, kernel, pool_stride)
         hidden, cache_hidden = affine_relu_forward(pooled, p["w2"], p["b2"])
         scores, cache_output = affine_forward(hidden, p["w3"], p["b3"])
         return scores, (cache_cnn, cache_hidden, cache_output)
@@ -268,7 +267,7 @@ class ConvNet1:
         dx3, dw3, db3 = affine_backward(d_scores, cache_output)
         dx2, dw2, db2 = affine_relu_backward(dx3, cache_hidden)
         # the data's gradient is never used: need_dx=False skips its col2im
-        _, dw1, db1 = _conv_relu_pool_backward(dx2, cache_cnn, need_dx=False)
+        _, dw1, db1 = conv_relu_pool_layer_backward(dx2, cache_cnn, need_dx=False)
         gradients = {"w1": dw1, "b1": db1, "w2": dw2, "b2": db2, "w3": dw3, "b3": db3}
         if reg:
             for k in weights:

@@ -1,16 +1,81 @@
-"""Spatial batch normalization in training mode as four parallel kernel passes with sums in
-double (the mean, the squared deviations, the normalization; backward: two sums, then dx),
-instead of numpy's ten full-size temporaries. ``fastconv.distributed`` runs the same
-passes around its collectives. Test mode, and the argument rules, are
-``fastconv.layers``'.
+"""Batch normalization's one home: what ``bn_param`` may hold and how its running statistics
+move (``settings``, ``store_running``, ``train_cache``: what every batchnorm in fastconv calls,
+the numpy layers of ``fastconv.layers``, the synchronized ones of ``fastconv.distributed``
+and the CS231n names of ``fastconv.compat``), and spatial batchnorm in training mode as four
+parallel kernel passes with sums in double (the mean, the squared deviations, the
+normalization; backward: two sums, then dx), instead of numpy's ten full-size temporaries.
+``fastconv.distributed`` runs the same passes around its collectives. Test mode is
+``fastconv.layers``' numpy version.
 """
+from typing import NamedTuple
+
 import numpy as np
 
-from .. import layers as _layers
-from ..kernels import picker
-from .checks import check_dout, check_float_array
+from .checks import check_dout, check_float_array, check_number, check_scale_shift
 from .threads import over_planes
 
+
+# ------------------------------------------------------------------ bn_param
+class Settings(NamedTuple):
+    """``bn_param`` checked, with its defaults filled in."""
+
+    mode: str
+    eps: float
+    momentum: float
+    running_mean: np.ndarray
+    running_var: np.ndarray
+
+
+def settings(x, gamma, beta, bn_param, D, name):
+    """Check gamma, beta (D,) and bn_param for the input ``name``; return bn_param's
+    settings with their defaults (mode 'train', eps 1e-5, momentum 0.9, running mean 0 and
+    variance 1): eps a finite number > 0, momentum one in [0, 1], the running statistics float
+    arrays (D,) (a TypeError or ValueError naming the entry otherwise)."""
+    check_scale_shift(x, gamma, beta, D, name)
+    if not isinstance(bn_param, dict):
+        raise TypeError(f"bn_param must be a dict with 'mode' ('train' or 'test'), got {type(bn_param).__name__}")
+    mode = bn_param.get("mode", "train")
+    if mode not in ("train", "test"):
+        raise ValueError(f"bn_param['mode'] must be 'train' or 'test', got {mode!r}")
+    eps = check_number(bn_param.get("eps", 1e-5), "bn_param['eps']", lambda e: e > 0, "a positive number")
+    momentum = check_number(bn_param.get("momentum", 0.9), "bn_param['momentum']", lambda m: 0 <= m <= 1,
+                            "a number in [0, 1]")
+    running = []
+    for key, default in (("running_mean", np.zeros), ("running_var", np.ones)):
+        if key not in bn_param:
+            running.append(default(D, dtype=x.dtype))
+            continue
+        value = check_float_array(bn_param[key], f"bn_param[{key!r}]", 1)
+        if value.shape != (D,):
+            raise ValueError(f"bn_param[{key!r}] must have shape ({D},) for {name}, got {value.shape}")
+        running.append(value)
+    return Settings(mode, eps, momentum, *running)
+
+
+def store_running(bn_param, s, dtype, mean=None, var=None):
+    """Put the running statistics in bn_param: in training, ``momentum * running +
+    (1 - momentum) * batch`` of the batch's mean and var; in test mode, as they were."""
+    if mean is None:
+        bn_param["running_mean"], bn_param["running_var"] = s.running_mean, s.running_var
+        return
+    bn_param["running_mean"] = (s.momentum * s.running_mean + (1 - s.momentum) * mean).astype(dtype)
+    bn_param["running_var"] = (s.momentum * s.running_var + (1 - s.momentum) * var).astype(dtype)
+
+
+def train_cache(cache, layer):
+    """A batchnorm cache for ``layer``'s backward; ValueError for test mode's None."""
+    if cache is None:
+        raise ValueError(f"{layer} needs the cache of a forward pass in 'train' mode")
+    return cache
+
+
+def _kernels():
+    # imported on first use: fastconv.layers (and fastconv.naive) check bn_param here without the extension
+    from ..kernels.picker import kernels
+    return kernels
+
+
+# ------------------------------------------------------------------ spatial batchnorm, fast
 def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     """Batch normalization of x (N, C, H, W) per channel, over N, H and W: the same
     arguments, bn_param updates and results as fastconv.naive's (numpy) version.
@@ -22,25 +87,29 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     """
     check_float_array(x, "x", 4)
     N, C, H, W = x.shape
-    s = _layers._bn_settings(x, gamma, beta, bn_param, C, "x (N, C, H, W)")
+    s = settings(x, gamma, beta, bn_param, C, "x (N, C, H, W)")
     if s.mode != "train" or N * H * W == 0:  # one numpy pass (test mode), or nothing to normalize over
-        out, cache = _layers.spatial_batchnorm_forward(x, gamma, beta, bn_param)
+        from .. import layers  # the numpy version (layers imports this module)
+
+        out, cache = layers.spatial_batchnorm_forward(x, gamma, beta, bn_param)
         return out, (None if cache is None else ("reference", cache))
     x = np.ascontiguousarray(x)
     x3 = x.reshape(N, C, H * W)
     mean, var = channel_stats(x3)
     inv_std = 1.0 / np.sqrt(var + s.eps)
     out = normalize(x3, mean, gamma.astype(np.float64) * inv_std, beta.astype(np.float64)).reshape(x.shape)
-    _layers._store_running(bn_param, s, x.dtype, mean, var)
+    store_running(bn_param, s, x.dtype, mean, var)
     return out, ("fast", x, np.ascontiguousarray(gamma), mean, inv_std)
 
 
 def spatial_batchnorm_backward(dout, cache):
     """Returns (dx, dgamma, dbeta) for spatial_batchnorm_forward in training mode:
     two passes, the per-channel sums of dout and dout * (x - mean), then dx."""
-    cache = _layers._train_cache(cache, "spatial_batchnorm_backward")
+    cache = train_cache(cache, "spatial_batchnorm_backward")
     if cache[0] == "reference":
-        return _layers.spatial_batchnorm_backward(dout, cache[1])
+        from .. import layers
+
+        return layers.spatial_batchnorm_backward(dout, cache[1])
     _, x, gamma, mean, inv_std = cache
     check_dout(dout, x.shape, x.dtype)
     dout = np.ascontiguousarray(dout)
@@ -67,7 +136,7 @@ def channel_stats(x3):
     """(mean, biased variance) per channel, float64 (C,)."""
     C = x3.shape[1]
     mean, var = np.empty(C), np.empty(C)
-    over_planes(C, x3.size, lambda lo, hi, threads: picker.kernels.bn_channel_stats(x3, mean, var, lo, hi, threads))
+    over_planes(C, x3.size, lambda lo, hi, threads: _kernels().bn_channel_stats(x3, mean, var, lo, hi, threads))
     return mean, var
 
 
@@ -75,7 +144,7 @@ def normalize(x3, shift, scale, offset):
     """(x3 - shift) * scale + offset per channel, a new array like x3."""
     N, C = x3.shape[:2]
     out3 = np.empty_like(x3)
-    over_planes(N, x3.size, lambda lo, hi, threads: picker.kernels.bn_affine(
+    over_planes(N, x3.size, lambda lo, hi, threads: _kernels().bn_affine(
         x3[lo:hi], shift, scale, offset, out3[lo:hi], 0, C, threads))
     return out3
 
@@ -84,7 +153,7 @@ def backward_sums(dout3, x3, mean):
     """(sum(dout), sum(dout * (x - mean))) per channel, float64 (C,)."""
     C = x3.shape[1]
     sum_dout, sum_dout_xc = np.empty(C), np.empty(C)
-    over_planes(C, x3.size, lambda lo, hi, threads: picker.kernels.bn_backward_sums(
+    over_planes(C, x3.size, lambda lo, hi, threads: _kernels().bn_backward_sums(
         dout3, x3, mean, sum_dout, sum_dout_xc, lo, hi, threads))
     return sum_dout, sum_dout_xc
 
@@ -93,6 +162,6 @@ def backward_dx(dout3, x3, mean, dout_scale, xc_scale, offset):
     """dout_scale * dout + xc_scale * (x - mean) + offset per channel, a new array like x3."""
     N, C = x3.shape[:2]
     dx3 = np.empty_like(x3)
-    over_planes(N, x3.size, lambda lo, hi, threads: picker.kernels.bn_backward_dx(
+    over_planes(N, x3.size, lambda lo, hi, threads: _kernels().bn_backward_dx(
         dout3[lo:hi], x3[lo:hi], mean, dout_scale, xc_scale, offset, dx3[lo:hi], 0, C, threads))
     return dx3

@@ -41,12 +41,21 @@ def check_int(value, name, minimum=None, maximum=None):
     return int(value)
 
 
-def check_number(value, name, ok, rule):
-    """``value`` as a float if it is a real number (bool is not) for which ``ok(value)`` holds,
-    else ValueError naming ``name`` and ``rule`` (the allowed range, in words)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not ok(value):
-        raise ValueError(f"{name} must be a number {rule}, got {value!r}")
-    return float(value)
+def check_number(value, name, ok, rule, *, wrong_type=TypeError):
+    """``value`` as a float: TypeError naming ``name`` unless it is a real number (bool and
+    np.bool_ are not), ValueError unless it is finite and ``ok(value)`` holds. ``rule`` is what
+    the message says ``name`` must be, in words ("a number in [0, 1]", "a positive number").
+    ``wrong_type=ValueError`` keeps the older error for a non-number where callers promise it
+    (a layer dict's fields, ``dropout_forward``'s p: their tests pin it)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise wrong_type(f"{name} must be {rule}, got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range
+        raise ValueError(f"{name} must be {rule}, got {value!r}") from None
+    if not (math.isfinite(number) and ok(number)):
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    return number
 
 
 def pair(value, name, minimum):
@@ -104,3 +113,13 @@ def check_dout(dout, expected_shape, dtype):
     if dout.dtype != dtype:
         raise TypeError(f"dout must have the forward pass's dtype {dtype}, got {dout.dtype}")
     return dout
+
+
+def check_scale_shift(x, gamma, beta, D, name):
+    """gamma and beta: float arrays (D,) of x's dtype (the per-feature scale and shift of a
+    normalization over ``name``)."""
+    check_float_array(gamma, "gamma", 1)
+    check_float_array(beta, "beta", 1)
+    check_same_dtype(x=x, gamma=gamma, beta=beta)
+    if gamma.shape != (D,) or beta.shape != (D,):
+        raise ValueError(f"gamma and beta must have shape ({D},) for {name}, got {gamma.shape} and {beta.shape}")
