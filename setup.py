@@ -80,7 +80,8 @@ def _openmp_flags(compiler):
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: The kernels' source: _im2col.pyx and the files it includes.
-KERNEL_SOURCES = ["fastconv/_im2col.pyx", "fastconv/_winograd.pxi", "fastconv/_cpu.h"]
+KERNEL_SOURCES = ["fastconv/_im2col.pyx", "fastconv/_winograd.pxi", "fastconv/_cpu.h",
+                  "fastconv/_direct.pxi", "fastconv/_direct.h", "fastconv/_direct_body.h"]
 
 #: The names of the builds and the CPU features of each (fastconv/_isa.py, loaded by path:
 #: fastconv cannot be imported before it is built).
@@ -138,7 +139,7 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-INCLUDE_DIRS = [numpy.get_include(), "fastconv"]  # fastconv/ for _cpu.h
+INCLUDE_DIRS = [numpy.get_include(), "fastconv"]  # fastconv/ for _cpu.h and _direct.h
 
 extensions = [
     Extension(

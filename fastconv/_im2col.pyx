@@ -1153,3 +1153,4 @@ def adam_update(const floating[::1] w, const floating[::1] dw, floating[::1] m, 
 
 
 include "_winograd.pxi"
+include "_direct.pxi"

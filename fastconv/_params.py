@@ -243,7 +243,7 @@ def pool_geometry_of_shape(shape, kernel_size, stride=None, pad=0, what="x",
 
 
 #: The convolution algorithms ``conv_forward`` accepts (fastconv.naive always runs its loops).
-CONV_ALGORITHMS = ("auto", "im2col", "winograd", "winograd2", "winograd4")
+CONV_ALGORITHMS = ("auto", "im2col", "winograd", "winograd2", "winograd4", "direct")
 
 #: The output tile size m of each Winograd algorithm, F(m x m, 3x3): "winograd" is "winograd2".
 WINOGRAD_TILE = {"winograd": 2, "winograd2": 2, "winograd4": 4}
@@ -251,7 +251,8 @@ WINOGRAD_TILE = {"winograd": 2, "winograd2": 2, "winograd4": 4}
 
 def check_algorithm(g, algorithm):
     """``algorithm`` checked against CONV_ALGORITHMS and against geometry ``g``: Winograd
-    needs a 3x3 kernel, stride 1 and dilation 1 (ValueError naming ``algorithm``). Returns
+    needs a 3x3 kernel, stride 1 and dilation 1, direct small per-thread buffers
+    (ValueError naming ``algorithm``). Returns
     its canonical name: "winograd" is "winograd2"."""
     if not isinstance(algorithm, str) or algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(map(repr, CONV_ALGORITHMS))}, got {algorithm!r}")
@@ -260,6 +261,12 @@ def check_algorithm(g, algorithm):
         if why:
             raise ValueError(f"algorithm={algorithm!r} needs {why}")
         return f"winograd{WINOGRAD_TILE[algorithm]}"
+    if algorithm == "direct":
+        from ._direct import unsupported  # imported here: fastconv/_direct.py imports this module
+
+        why = unsupported(g)
+        if why:
+            raise ValueError(f"algorithm={algorithm!r} needs {why}")
     return algorithm
 
 

@@ -45,7 +45,7 @@ import threading
 
 import numpy as np
 
-from . import OPENMP_WAIT_POLICY, _parallel
+from . import OPENMP_WAIT_POLICY, _direct, _parallel
 from ._params import (WINOGRAD_TILE, check_algorithm, check_dout, check_float_array, conv_geometry,
                       pool_geometry, pool_geometry_of_shape, winograd_tiles, winograd_unsupported)
 from . import layers as _layers
@@ -300,6 +300,8 @@ def _algorithm(g, algorithm, x, w):
     algorithm = check_algorithm(g, algorithm)
     if algorithm != "auto":
         return algorithm, False
+    if _direct.wins(g):  # it propagates NaN and infinity as the naive loops do
+        return "direct", True
     chosen = _winograd_wins(g) if winograd_unsupported(g) is None else None
     if chosen and _finite(w) and _finite(x):
         return chosen, True
@@ -314,7 +316,7 @@ def _backward_algorithm(algorithm, auto, dout):
 
 def conv_algorithm(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm="auto"):
     """The algorithm ``conv_forward`` runs with these arguments: "im2col", "winograd2"
-    (F(2x2, 3x3), which "winograd" names too) or "winograd4" (F(4x4, 3x3))."""
+    (F(2x2, 3x3), which "winograd" names too), "winograd4" (F(4x4, 3x3)) or "direct"."""
     return _algorithm(conv_geometry(x, w, b, stride, pad, dilation, groups), algorithm, x, w)[0]
 
 
@@ -465,6 +467,8 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm=
     algorithm, auto = _algorithm(g, algorithm, x, w)
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
+    if algorithm == "direct":
+        return _direct.conv_forward(g, x, w, b), (x, w, b is not None, g, (algorithm, auto))
     plan = ConvPlan(g, x.dtype, algorithm=algorithm)
     bias = np.ascontiguousarray(b) if b is not None else np.empty(0, dtype=x.dtype)
     out = np.empty(g.out_shape, dtype=x.dtype)
@@ -491,6 +495,8 @@ def conv_backward(dout, cache, need_dx=True):
     that saves a third of the GEMM work and the col2im pass)."""
     x, w, has_bias, g, (algorithm, auto) = cache
     check_dout(dout, g.out_shape, x.dtype)
+    if algorithm == "direct":
+        return _direct.conv_backward(g, x, w, has_bias, dout, need_dx)
     algorithm = _backward_algorithm(algorithm, auto, dout)
     plan = ConvPlan(g, x.dtype, algorithm=algorithm)
     if algorithm in WINOGRAD_TILE:
@@ -529,6 +535,9 @@ def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stri
                                 what="the convolution's output", names=("pool_size", "pool_stride", "pool_pad"))
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
+    if algorithm == "direct":
+        out, argmax = _direct.conv_relu_pool_forward(g, pg, x, w, b)
+        return out, (x, w, b is not None, g, pg, out.copy(), argmax, None, (algorithm, auto))
     dtype = x.dtype
     plan = ConvPlan(g, dtype, algorithm=algorithm)
     bias_col = None if b is None else np.ascontiguousarray(b).reshape(g.F, 1)
@@ -563,6 +572,8 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
     """Gradients of conv_relu_pool_forward: (dx, dw, db), as conv_backward returns them."""
     x, w, has_bias, g, pg, out, argmax, chunk, (algorithm, auto) = cache
     check_dout(dout, pg.out_shape, x.dtype)
+    if algorithm == "direct":
+        return _direct.conv_relu_pool_backward(g, pg, x, w, has_bias, dout, out, argmax, need_dx)
     algorithm = _backward_algorithm(algorithm, auto, dout)
     plan = ConvPlan(g, x.dtype, chunk=chunk, algorithm=algorithm)
     Pp = pg.out_h * pg.out_w

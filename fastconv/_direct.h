@@ -1,0 +1,104 @@
+/* Direct convolution for small-channel layers (algorithm="direct"): no im2col matrix.
+ *
+ * Included by fastconv/_direct.pxi (every build of fastconv/_im2col.pyx); the loops of
+ * fastconv/_direct_body.h are compiled once for float (suffix f32) and once for double
+ * (f64). fastconv/_direct.py owns the policy: it packs the weights, computes the tap
+ * offsets and sizes the buffers these loops read.
+ *
+ * One image at a time, each input plane is copied into a zero-padded buffer ("packed")
+ * that stays in L1/L2: logical pixel (r, q) of plane c at
+ *     c*Hb*S*Wq + r*S*Wq + (q % S)*Wq + q / S
+ * (S = the stride along W: the columns of each phase are contiguous, so every kernel tap
+ * reads a contiguous run of the packed row for a row of outputs). Output pixel (oh, ow)
+ * reads tap t of its window at  base(oh, ow) + off[t],  base = oh*row_step + ow, with
+ * off[t] the same for every output: so a tap's loads for a row segment of V outputs are
+ * one vector load. A register tile of FT filters x NR row segments holds the
+ * accumulators; each tap loads NR vectors and broadcasts FT weights.
+ *
+ * The logical vector is 64 bytes in every build (16 floats or 8 doubles; GCC lowers it
+ * to one zmm, two ymm or four xmm registers), so each output's sum runs over the taps in
+ * the same order in every build, and dW's lane sums are reduced in the same order:
+ * every build gives the same bits. No FMA (-ffp-contract=off and an explicit multiply
+ * then add): docs/performance.md ("Direct convolution") gives the measurement.
+ */
+#ifndef FASTCONV_DIRECT_H
+#define FASTCONV_DIRECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef PY_SSIZE_T_MAX /* compiled alone (gcc -S _direct.h) to look at the code */
+typedef ptrdiff_t Py_ssize_t;
+#endif
+
+typedef float fc_vf __attribute__((vector_size(64)));
+typedef double fc_vd __attribute__((vector_size(64)));
+typedef int32_t fc_vfi __attribute__((vector_size(64)));
+typedef int64_t fc_vdi __attribute__((vector_size(64)));
+/* The same vectors at any address (packed rows are read at every offset). */
+typedef float fc_vf_u __attribute__((vector_size(64), aligned(4), may_alias));
+typedef double fc_vd_u __attribute__((vector_size(64), aligned(8), may_alias));
+
+/* Register tiles, per build (only speed depends on them, never the bits: each output's
+ * sum has the same order whatever the tile). Forward: FC_FT filters x FC_NR row segments
+ * (FC_FT_SMALL x FC_NR_SMALL when there are few filters, as in dx of a first layer);
+ * dW: FC_WF filters x FC_WT taps. 32 zmm registers hold 24 accumulators; AVX2's 16 ymm
+ * and SSE2's 16 xmm registers hold fewer 64-byte vectors. */
+#if defined(__AVX512F__)
+#define FC_FT 8
+#define FC_NR 3
+#define FC_FT_SMALL 4
+#define FC_NR_SMALL 6
+#define FC_WF 4
+#define FC_WT 6
+#elif defined(__AVX2__)
+#define FC_FT 4
+#define FC_NR 1
+#define FC_FT_SMALL 2
+#define FC_NR_SMALL 2
+#define FC_WF 2
+#define FC_WT 2
+#else
+#define FC_FT 2
+#define FC_NR 1
+#define FC_FT_SMALL 1
+#define FC_NR_SMALL 2
+#define FC_WF 1
+#define FC_WT 2
+#endif
+#define FC_TILE_MAX 32
+#define FC_NR_MAX 8
+
+#define FC_CAT2(a, b) a##_##b
+#define FC_CAT(a, b) FC_CAT2(a, b)
+
+#define FC_T float
+#define FC_VT fc_vf
+#define FC_VTU fc_vf_u
+#define FC_VI fc_vfi
+#define FC_V 16
+#define FC_SUF f32
+#include "_direct_body.h"
+#undef FC_T
+#undef FC_VT
+#undef FC_VTU
+#undef FC_VI
+#undef FC_V
+#undef FC_SUF
+
+#define FC_T double
+#define FC_VT fc_vd
+#define FC_VTU fc_vd_u
+#define FC_VI fc_vdi
+#define FC_V 8
+#define FC_SUF f64
+#include "_direct_body.h"
+#undef FC_T
+#undef FC_VT
+#undef FC_VTU
+#undef FC_VI
+#undef FC_V
+#undef FC_SUF
+
+#endif
