@@ -41,34 +41,38 @@ typedef float fc_vf_u __attribute__((vector_size(64), aligned(4), may_alias));
 typedef double fc_vd_u __attribute__((vector_size(64), aligned(8), may_alias));
 
 /* Register tiles, per build (only speed depends on them, never the bits: each output's
- * sum has the same order whatever the tile). Forward: FC_FT filters x FC_NR row segments
- * (FC_FT_SMALL x FC_NR_SMALL when there are few filters, as in dx of a first layer);
- * dW: FC_WF filters x FC_WT taps. 32 zmm registers hold 24 accumulators; AVX2's 16 ymm
- * and SSE2's 16 xmm registers hold fewer 64-byte vectors. */
+ * sum has the same order whatever the tile). Forward: FT filters x FC_NR<FT> row segments,
+ * for FT = 8, 4, 3, 2 or 1 (fastconv/_direct.py picks the FT that wastes the fewest filter
+ * slots: dx of a 3-channel layer runs 3 x 7); dW: FC_WF filters x FC_WT taps. 32 zmm
+ * registers hold 24 accumulators; AVX2's 16 ymm and SSE2's 16 xmm registers hold fewer of
+ * the 64-byte vectors (2 or 4 registers each). */
 #if defined(__AVX512F__)
-#define FC_FT 8
-#define FC_NR 3
-#define FC_FT_SMALL 4
-#define FC_NR_SMALL 6
+#define FC_NR8 3
+#define FC_NR4 6
+#define FC_NR3 7
+#define FC_NR2 10
+#define FC_NR1 12
 #define FC_WF 4
 #define FC_WT 6
 #elif defined(__AVX2__)
-#define FC_FT 4
-#define FC_NR 1
-#define FC_FT_SMALL 2
-#define FC_NR_SMALL 2
+#define FC_NR8 1
+#define FC_NR4 1
+#define FC_NR3 2
+#define FC_NR2 2
+#define FC_NR1 4
 #define FC_WF 2
 #define FC_WT 2
 #else
-#define FC_FT 2
-#define FC_NR 1
-#define FC_FT_SMALL 1
-#define FC_NR_SMALL 2
+#define FC_NR8 1
+#define FC_NR4 1
+#define FC_NR3 1
+#define FC_NR2 1
+#define FC_NR1 2
 #define FC_WF 1
 #define FC_WT 2
 #endif
 #define FC_TILE_MAX 32
-#define FC_NR_MAX 8
+#define FC_NR_MAX 16
 
 #define FC_CAT2(a, b) a##_##b
 #define FC_CAT(a, b) FC_CAT2(a, b)

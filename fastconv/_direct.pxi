@@ -6,23 +6,23 @@
 # policy: weight packing, tap offsets, buffer sizes.
 
 cdef extern from "_direct.h":
-    int FC_FT, FC_NR, FC_FT_SMALL, FC_NR_SMALL, FC_WF, FC_WT
+    int FC_NR8, FC_NR4, FC_NR3, FC_NR2, FC_NR1, FC_WF, FC_WT
     void fc_pack_f32(const float *src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t up_h, Py_ssize_t up_w,
                      Py_ssize_t at_h, Py_ssize_t at_w, float *dst, Py_ssize_t Hb, Py_ssize_t S,
                      Py_ssize_t Wq) noexcept nogil
     void fc_pack_f64(const double *src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t up_h, Py_ssize_t up_w,
                      Py_ssize_t at_h, Py_ssize_t at_w, double *dst, Py_ssize_t Hb, Py_ssize_t S,
                      Py_ssize_t Wq) noexcept nogil
-    void fc_direct_image_f32(const float *buf, Py_ssize_t row_step, const Py_ssize_t *off, Py_ssize_t taps,
-                             const float *wpk, Py_ssize_t G, Py_ssize_t Fg, int small, const float *bias,
-                             float *out, Py_ssize_t out_h, Py_ssize_t out_w) noexcept nogil
-    void fc_direct_image_f64(const double *buf, Py_ssize_t row_step, const Py_ssize_t *off, Py_ssize_t taps,
-                             const double *wpk, Py_ssize_t G, Py_ssize_t Fg, int small, const double *bias,
-                             double *out, Py_ssize_t out_h, Py_ssize_t out_w) noexcept nogil
+    int fc_direct_image_f32(const float *buf, Py_ssize_t row_step, const Py_ssize_t *off, Py_ssize_t taps,
+                            const float *wpk, Py_ssize_t G, Py_ssize_t Fg, int FT, const float *bias,
+                            float *out, Py_ssize_t out_h, Py_ssize_t out_w) noexcept nogil
+    int fc_direct_image_f64(const double *buf, Py_ssize_t row_step, const Py_ssize_t *off, Py_ssize_t taps,
+                            const double *wpk, Py_ssize_t G, Py_ssize_t Fg, int FT, const double *bias,
+                            double *out, Py_ssize_t out_h, Py_ssize_t out_w) noexcept nogil
     void fc_pack_dout_f32(const float *dout, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
-                          float *dpk) noexcept nogil
+                          float *dpk, double *db) noexcept nogil
     void fc_pack_dout_f64(const double *dout, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
-                          double *dpk) noexcept nogil
+                          double *dpk, double *db) noexcept nogil
     void fc_direct_dw_image_f32(const float *buf, Py_ssize_t row_step, const Py_ssize_t *off,
                                 Py_ssize_t tapsp, const float *dpk, Py_ssize_t G, Py_ssize_t Fg,
                                 Py_ssize_t out_h, Py_ssize_t out_w, float *accv) noexcept nogil
@@ -35,11 +35,15 @@ cdef extern from "_direct.h":
                           double *parts) noexcept nogil
 
 
+#: The filters of a forward tile that direct_conv accepts (each build has all of them).
+DIRECT_FILTER_TILES = (8, 4, 3, 2, 1)
+
+
 def direct_tiles():
-    """This build's register tiles: {"forward": (filters, row segments), "small": (filters,
-    row segments) for few filters, "dw": (filters, taps)}. fastconv/_direct.py packs the
-    weights and pads the taps to them. The lanes of a vector are 64 bytes in every build."""
-    return {"forward": (FC_FT, FC_NR), "small": (FC_FT_SMALL, FC_NR_SMALL), "dw": (FC_WF, FC_WT)}
+    """This build's register tiles: {"forward": {filters: row segments}, "dw": (filters,
+    taps)}. fastconv/_direct.py packs the weights and pads the taps to them. A vector is
+    64 bytes in every build."""
+    return {"forward": {8: FC_NR8, 4: FC_NR4, 3: FC_NR3, 2: FC_NR2, 1: FC_NR1}, "dw": (FC_WF, FC_WT)}
 
 
 cdef inline Py_ssize_t _lanes(Py_ssize_t itemsize) noexcept nogil:
@@ -72,7 +76,7 @@ cdef int _check_reads(const Py_ssize_t[::1] off, Py_ssize_t count, Py_ssize_t ro
 
 def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                 const floating[::1] wpk, const Py_ssize_t[::1] off, const floating[::1] b, bint has_bias,
-                Py_ssize_t groups, Py_ssize_t taps, bint small,
+                Py_ssize_t groups, Py_ssize_t taps, int FT,
                 Py_ssize_t up_h, Py_ssize_t up_w, Py_ssize_t at_h, Py_ssize_t at_w,
                 Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq, Py_ssize_t stride_h,
                 floating[:, ::1] scratch, int num_threads):
@@ -81,7 +85,7 @@ def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     x       (N, Cin, H, W)                    IN: the images (for dx: dout)
     out     (N, F, out_h, out_w)              OUT
     wpk     (groups * nfb * taps * FT,)       IN: weights per group and block of FT filters
-                                              (FT, NR = direct_tiles()["small" or "forward"])
+                                              (FT one of DIRECT_FILTER_TILES)
     off     (groups * taps,)                  IN: each tap's offset in the packed image
     b       (F,)                              IN, read only when ``has_bias``
     scratch (num_threads, >= Cin*Hb*S*Wq)     SCRATCH: the packed image of each thread
@@ -92,12 +96,13 @@ def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     """
     cdef Py_ssize_t N = x.shape[0], Cin = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = out.shape[1], out_h = out.shape[2], out_w = out.shape[3]
-    cdef Py_ssize_t FT = FC_FT_SMALL if small else FC_FT
     cdef Py_ssize_t Fg, nfb, plane, size, row_step, n, c, tid
     cdef floating *buf
     cdef const floating *bias
     _check_threads(num_threads)
     _check_packing(H, W, up_h, up_w, Hb, S, Wq)
+    if FT not in DIRECT_FILTER_TILES:
+        raise ValueError(f"FT must be one of {DIRECT_FILTER_TILES}, got {FT}")
     if out.shape[0] != N:
         raise ValueError(f"out must hold {N} images, got {out.shape[0]}")
     if groups < 1 or F % groups or taps < 1:
@@ -127,10 +132,10 @@ def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                 else:
                     fc_pack_f64(&x[n, c, 0, 0], H, W, up_h, up_w, at_h, at_w, buf + c * plane, Hb, S, Wq)
             if floating is float:
-                fc_direct_image_f32(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, small, bias,
+                fc_direct_image_f32(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, FT, bias,
                                     &out[n, 0, 0, 0], out_h, out_w)
             else:
-                fc_direct_image_f64(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, small, bias,
+                fc_direct_image_f64(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, FT, bias,
                                     &out[n, 0, 0, 0], out_h, out_w)
 
 
@@ -144,7 +149,7 @@ def direct_dw_scratch(Py_ssize_t Cin, Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq
 
 
 def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout, floating[:, ::1] parts,
-              const Py_ssize_t[::1] bounds, Py_ssize_t block_lo,
+              double[:, ::1] db_parts, const Py_ssize_t[::1] bounds, Py_ssize_t block_lo,
               const Py_ssize_t[::1] off, Py_ssize_t groups, Py_ssize_t taps, Py_ssize_t tapsp,
               Py_ssize_t at_h, Py_ssize_t at_w, Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq,
               Py_ssize_t stride_h, floating[:, ::1] scratch, int num_threads):
@@ -155,6 +160,7 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
     parts   (blocks, F * taps)             OUT: block k's sum over images [bounds[block_lo + k],
                                            bounds[block_lo + k + 1]) (x and dout's images
                                            counted from bounds[block_lo])
+    db_parts (blocks, F)                   OUT: block k's sums of dout, in double
     off     (groups * tapsp,)              IN: each tap's offset in the packed image, padded
                                            to tapsp (a multiple of direct_tiles()["dw"][1])
     scratch (num_threads, direct_dw_scratch(...))   SCRATCH
@@ -180,6 +186,8 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
     Fg = F // groups
     if parts.shape[1] != F * taps:
         raise ValueError(f"parts must have {F * taps} columns, got {parts.shape[1]}")
+    if db_parts.shape[0] != blocks or db_parts.shape[1] != F:
+        raise ValueError(f"db_parts must have shape ({blocks}, {F}), got ({db_parts.shape[0]}, {db_parts.shape[1]})")
     if block_lo < 0 or bounds.shape[0] < block_lo + blocks + 1:
         raise ValueError(f"bounds must hold {block_lo + blocks + 1} entries, got {bounds.shape[0]}")
     first = bounds[block_lo]
@@ -201,6 +209,7 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
             dpk = buf + size
             accv = dpk + dsize
             memset(accv, 0, sizeof(floating) * (F + FC_WF) * tapsp * lanes)
+            memset(&db_parts[k, 0], 0, sizeof(double) * F)
             for n in range(bounds[block_lo + k] - first, bounds[block_lo + k + 1] - first):
                 for c in range(Cin):
                     if floating is float:
@@ -208,10 +217,10 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
                     else:
                         fc_pack_f64(&x[n, c, 0, 0], H, W, 1, 1, at_h, at_w, buf + c * plane, Hb, S, Wq)
                 if floating is float:
-                    fc_pack_dout_f32(&dout[n, 0, 0, 0], F, out_h, out_w, dpk)
+                    fc_pack_dout_f32(&dout[n, 0, 0, 0], F, out_h, out_w, dpk, &db_parts[k, 0])
                     fc_direct_dw_image_f32(buf, row_step, &off[0], tapsp, dpk, groups, Fg, out_h, out_w, accv)
                 else:
-                    fc_pack_dout_f64(&dout[n, 0, 0, 0], F, out_h, out_w, dpk)
+                    fc_pack_dout_f64(&dout[n, 0, 0, 0], F, out_h, out_w, dpk, &db_parts[k, 0])
                     fc_direct_dw_image_f64(buf, row_step, &off[0], tapsp, dpk, groups, Fg, out_h, out_w, accv)
             if floating is float:
                 fc_dw_reduce_f32(accv, F, taps, tapsp, &parts[k, 0])

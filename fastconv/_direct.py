@@ -14,7 +14,7 @@ has too little depth to run well (docs/performance.md, "Direct convolution").
   are added in order. So dw is the same for any thread count.
 * dx: the same forward kernel run on dout, "upsampled" by the stride into the packed
   buffer and correlated with the flipped, transposed filters (a transposed convolution).
-* db: the sum of dout, in float64.
+* db: the sum of dout in float64, per block of images as dW (its kernel packs dout).
 
 Every stride, padding, dilation and group count is served; what is refused (by
 ``unsupported``, with a ValueError naming ``algorithm``) is a layer whose per-thread
@@ -108,11 +108,14 @@ def _pack_weights(w2, groups, FT):
     return np.ascontiguousarray(wpk.reshape(G, nfb, FT, taps).transpose(0, 1, 3, 2)).reshape(-1)
 
 
-def _tile(kernels, filters):
-    """(small, FT): the forward tile for a pass with ``filters`` filters per group."""
-    tiles = kernels.direct_tiles()
-    small = filters <= tiles["small"][0] < tiles["forward"][0]
-    return small, tiles["small" if small else "forward"][0]
+#: The filters of a forward tile, widest first (every build has each: _direct.pxi).
+_FILTER_TILES = (8, 4, 3, 2, 1)
+
+
+def _tile(filters):
+    """The filters FT of the forward tile for a pass with ``filters`` filters per group:
+    the fewest filter slots padded with zeros, the widest tile among equals."""
+    return min(_FILTER_TILES, key=lambda ft: (-(-filters // ft) * ft, -ft))
 
 
 def _scratch_items(g, itemsize):
@@ -132,7 +135,7 @@ def unsupported(g):
     float64's, so that both dtypes and fastconv.naive refuse the same layers)."""
     need = max(_scratch_items(g, 8)) * 8
     if need > SCRATCH_BYTES_MAX:
-        return (f"a layer whose per-thread buffers fit in {SCRATCH_BYTES_MAX >> 20} MiB "
+        return (f"a layer whose per-thread buffers fit in {SCRATCH_BYTES_MAX / 2**20:g} MiB "
                 f"(small channels and images), got {need / 2**20:.1f} MiB")
     return None
 
@@ -144,7 +147,7 @@ def _run(images, work, kernel):
     _fast()._over_planes(images, work, kernel)
 
 
-def _conv(kernels, x, out, w2, b, off, taps, pk, small, FT):
+def _conv(kernels, x, out, w2, b, off, taps, pk, FT):
     """out = the direct convolution of x's packed images with w2 (groups, Fg, taps)."""
     fast = _fast()
     groups = w2.shape[0]
@@ -155,24 +158,23 @@ def _conv(kernels, x, out, w2, b, off, taps, pk, small, FT):
 
     def kernel(lo, hi, threads):
         scratch = fast._workspace("direct_buf", threads * size, x.dtype).reshape(threads, size)
-        kernels.direct_conv(x[lo:hi], out[lo:hi], wpk, off, bias, has_bias, groups, taps, small,
+        kernels.direct_conv(x[lo:hi], out[lo:hi], wpk, off, bias, has_bias, groups, taps, FT,
                             *pk.args(), scratch, threads)
 
     _run(x.shape[0], out.size * taps, kernel)
 
 
-def conv_forward(g, x, w, b):
-    """The direct convolution's output (N, F, out_h, out_w) (+ b)."""
+def conv_forward(g, x, w, b, out=None):
+    """The direct convolution's output (N, F, out_h, out_w) (+ b), in ``out`` if given."""
     kernels = _fast()._kernels
-    out = np.empty(g.out_shape, dtype=x.dtype)
+    out = np.empty(g.out_shape, dtype=x.dtype) if out is None else out
     if g.N == 0:
         return out
     pk = _forward_packing(g, _lanes(x.itemsize))
     Cg, Fg = g.C // g.groups, g.F // g.groups
     taps = Cg * g.kh * g.kw
     off = _tap_offsets(pk, g.groups, Cg, g.kh, g.kw, g.dil_h, g.dil_w)
-    small, FT = _tile(kernels, Fg)
-    _conv(kernels, x, out, w.reshape(g.groups, Fg, taps), b, off, taps, pk, small, FT)
+    _conv(kernels, x, out, w.reshape(g.groups, Fg, taps), b, off, taps, pk, _tile(Fg))
     return out
 
 
@@ -186,13 +188,13 @@ def _dx(g, dout, w):
     off = _tap_offsets(pk, g.groups, Fg, g.kh, g.kw, g.dil_h, g.dil_w)
     # the filters of the transposed pass: w'[gi, c, (f, i, j)] = w[gi*Fg + f, c, kh-1-i, kw-1-j]
     wt = w[:, :, ::-1, ::-1].reshape(g.groups, Fg, Cg, g.kh * g.kw).transpose(0, 2, 1, 3)
-    small, FT = _tile(kernels, Cg)
-    _conv(kernels, dout, dx, wt.reshape(g.groups, Cg, taps), None, off, taps, pk, small, FT)
+    _conv(kernels, dout, dx, wt.reshape(g.groups, Cg, taps), None, off, taps, pk, _tile(Cg))
     return dx
 
 
 def _dw(g, x, dout):
-    """dw (F, C // groups, kh, kw): per block of images, then the blocks in order."""
+    """(dw (F, C // groups, kh, kw), db float64 (F,)): per block of images, then the blocks
+    in order."""
     fast = _fast()
     kernels = fast._kernels
     lanes = _lanes(x.itemsize)
@@ -204,19 +206,21 @@ def _dw(g, x, dout):
     blocks = min(g.N, _DW_BLOCKS)
     bounds = np.array([g.N * k // blocks for k in range(blocks + 1)], dtype=np.intp)
     parts = np.empty((blocks, g.F * taps), dtype=x.dtype)
+    db_parts = np.empty((blocks, g.F))
     size = kernels.direct_dw_scratch(g.C, pk.Hb, pk.S, pk.Wq, g.F, g.out_h, g.out_w, tapsp, x.itemsize)
 
     def kernel(lo, hi, threads):
         scratch = fast._workspace("direct_dw", threads * size, x.dtype).reshape(threads, size)
         i0, i1 = bounds[lo], bounds[hi]
-        kernels.direct_dw(x[i0:i1], dout[i0:i1], parts[lo:hi], bounds, lo, off, g.groups, taps, tapsp,
+        kernels.direct_dw(x[i0:i1], dout[i0:i1], parts[lo:hi], db_parts[lo:hi], bounds, lo, off, g.groups, taps, tapsp,
                           *pk.at, pk.Hb, pk.S, pk.Wq, pk.stride_h, scratch, threads)
 
     _run(blocks, shape_size(g.out_shape) * taps, kernel)
-    dw = parts[0].copy()
-    for part in parts[1:]:  # in block order: the same bits for any thread count
+    dw, db = parts[0].copy(), db_parts[0].copy()
+    for part, db_part in zip(parts[1:], db_parts[1:]):  # in block order: the same bits for any thread count
         dw += part
-    return dw.reshape(g.w_shape)
+        db += db_part
+    return dw.reshape(g.w_shape), db
 
 
 def conv_backward(g, x, w, has_bias, dout, need_dx):
@@ -225,9 +229,16 @@ def conv_backward(g, x, w, has_bias, dout, need_dx):
     if g.N == 0:
         dx = np.empty_like(x) if need_dx else None
         return dx, np.zeros(g.w_shape, x.dtype), (np.zeros(g.F, x.dtype) if has_bias else None)
-    dw = _dw(g, x, dout)
-    db = dout.sum(axis=(0, 2, 3), dtype=np.float64).astype(x.dtype) if has_bias else None
-    dx = _dx(g, dout, w) if need_dx else None
+    dw, db = _dw(g, x, dout)
+    db = db.astype(x.dtype) if has_bias else None
+    dx = None
+    if need_dx and _fast()._finite(w):
+        dx = _dx(g, dout, w)
+    elif need_dx:
+        # the transposed pass multiplies every weight by the zeros around dout too, and a
+        # NaN or infinite weight would spread where the naive loops never take it: im2col's
+        # dx (whose col2im drops the products that fall in the padding) runs instead
+        dx = _fast().conv_backward(dout, (x, w, has_bias, g, ("im2col", False)))[0]
     return dx, dw, db
 
 
@@ -236,7 +247,8 @@ def conv_relu_pool_forward(g, pg, x, w, b):
     the same result as the three layers (ReLU and "+ b" commute with the max, so ReLU
     runs on the pooled values only); argmax (N*F*pooled_h*pooled_w,) in NCHW order."""
     fast = _fast()
-    y = conv_forward(g, x, w, b)
+    # the convolution's output lives in a reused workspace (a fresh one costs page faults)
+    y = conv_forward(g, x, w, b, fast._workspace("direct_y", shape_size(g.out_shape), x.dtype).reshape(g.out_shape))
     planes = g.N * g.F
     z = np.empty(pg.out_shape, dtype=x.dtype)
     argmax = np.empty(planes * pg.out_h * pg.out_w, dtype=np.int32)
@@ -254,7 +266,7 @@ def conv_relu_pool_backward(g, pg, x, w, has_bias, dout, out, argmax, need_dx):
     fast = _fast()
     planes = g.N * g.F
     dz = _layers.relu_backward(dout, out).reshape(planes, pg.out_h * pg.out_w)
-    dy = np.empty(g.out_shape, dtype=x.dtype)
+    dy = fast._workspace("direct_y", shape_size(g.out_shape), x.dtype).reshape(g.out_shape)
     dy2, a2 = dy.reshape(planes, g.out_h * g.out_w), argmax.reshape(planes, -1)
     fast._over_planes(planes, dy.size,
                       lambda lo, hi, threads: fast._kernels.max_pool_backward(dz[lo:hi], a2[lo:hi], dy2[lo:hi], threads))

@@ -124,59 +124,74 @@ FC_NAME(fc_fwd_image_tiled)(const int FT, const int NR, const FC_T *buf, Py_ssiz
 
 /* The convolution of one packed image: out (G*Fg planes of out_h x out_w) = the taps of
  * each output read from buf (base(oh, ow0) = oh*row_step + ow0, plus off[g*taps + t]) times
- * the weights packed per group and block of filters, wpk [G][nfb][taps][FT] (zeros past
- * Fg), plus bias (NULL for none). small: the tile for few filters. */
-static void FC_NAME(fc_direct_image)(const FC_T *buf, Py_ssize_t row_step, const Py_ssize_t *off,
-                                     Py_ssize_t taps, const FC_T *wpk, Py_ssize_t G, Py_ssize_t Fg,
-                                     int small, const FC_T *bias, FC_T *out,
-                                     Py_ssize_t out_h, Py_ssize_t out_w)
+ * the weights packed per group and block of FT filters, wpk [G][nfb][taps][FT] (zeros past
+ * Fg), plus bias (NULL for none). FT is 8, 4, 3, 2 or 1; returns -1 for another. */
+static int FC_NAME(fc_direct_image)(const FC_T *buf, Py_ssize_t row_step, const Py_ssize_t *off,
+                                    Py_ssize_t taps, const FC_T *wpk, Py_ssize_t G, Py_ssize_t Fg,
+                                    int FT, const FC_T *bias, FC_T *out,
+                                    Py_ssize_t out_h, Py_ssize_t out_w)
 {
-    if (small)
-        FC_NAME(fc_fwd_image_tiled)(FC_FT_SMALL, FC_NR_SMALL, buf, row_step, off, taps, wpk,
-                                    G, Fg, bias, out, out_h, out_w);
-    else
-        FC_NAME(fc_fwd_image_tiled)(FC_FT, FC_NR, buf, row_step, off, taps, wpk,
-                                    G, Fg, bias, out, out_h, out_w);
-}
-
-/* dout of one image (F planes of out_h x out_w) as F planes of npos segments of V lanes,
- * zeros past out_w. */
-static void FC_NAME(fc_pack_dout)(const FC_T *dout, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
-                                  FC_T *dpk)
-{
-    Py_ssize_t segs = (out_w + FC_V - 1) / FC_V, f, oh;
-    for (f = 0; f < F; f++) {
-        for (oh = 0; oh < out_h; oh++) {
-            FC_T *row = dpk + (f * out_h + oh) * segs * FC_V;
-            memcpy(row, dout + (f * out_h + oh) * out_w, sizeof(FC_T) * (size_t)out_w);
-            memset(row + out_w, 0, sizeof(FC_T) * (size_t)(segs * FC_V - out_w));
-        }
+    switch (FT) {
+#define FC_CASE(ft, nr) case ft: \
+        FC_NAME(fc_fwd_image_tiled)(ft, nr, buf, row_step, off, taps, wpk, G, Fg, bias, out, out_h, out_w); \
+        return 0;
+    FC_CASE(8, FC_NR8)
+    FC_CASE(4, FC_NR4)
+    FC_CASE(3, FC_NR3)
+    FC_CASE(2, FC_NR2)
+    FC_CASE(1, FC_NR1)
+#undef FC_CASE
+    default:
+        return -1;
     }
 }
 
-/* One dW tile over the row segments [p_lo, p_hi) of an image, all full (masked = 0) or all
- * the last, partial one of their row (masked = 1: the lanes past out_w of the input read as
- * +0, so a NaN there never reaches dW). acc[f*WT + t] += dout lanes of filter row f times
- * the lanes of tap t. */
+/* dout of one image (F planes of out_h x out_w) as F planes of npos segments of V lanes,
+ * zeros past out_w; db[f] += the sum of plane f, in double, in row-major order. */
+static void FC_NAME(fc_pack_dout)(const FC_T *dout, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
+                                  FC_T *dpk, double *db)
+{
+    Py_ssize_t segs = (out_w + FC_V - 1) / FC_V, f, oh, ow;
+    int l;
+    for (f = 0; f < F; f++) {
+        double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};  /* eight sums (a vector), added in a fixed order */
+        for (oh = 0; oh < out_h; oh++) {
+            const FC_T *src = dout + (f * out_h + oh) * out_w;
+            FC_T *row = dpk + (f * out_h + oh) * segs * FC_V;
+            memcpy(row, src, sizeof(FC_T) * (size_t)out_w);
+            memset(row + out_w, 0, sizeof(FC_T) * (size_t)(segs * FC_V - out_w));
+            for (ow = 0; ow + 8 <= out_w; ow += 8)
+                for (l = 0; l < 8; l++)
+                    s[l] += (double)src[ow + l];
+            for (l = 0; ow + l < out_w; l++)
+                s[l] += (double)src[ow + l];
+        }
+        db[f] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    }
+}
+
+/* One dW tile over count consecutive row segments of one output row, starting at b in the
+ * packed image and at dp in each filter's packed dout; all full (masked = 0) or the last,
+ * partial one of the row (masked = 1: the input's lanes past out_w read as +0, so that a
+ * NaN there never reaches dW). acc[f*WT + t] += the dout lanes of filter f times the lanes
+ * of tap t. */
 static inline __attribute__((always_inline)) void
-FC_NAME(fc_dw_run)(const int WF, const int WT, const int masked, FC_VI mask, FC_VT *acc,
-                   const FC_T *buf, Py_ssize_t row_step, const Py_ssize_t *off,
-                   const FC_T *const *drow, Py_ssize_t segs, Py_ssize_t p, Py_ssize_t step,
+FC_NAME(fc_dw_run)(const int WF, const int WT, const int masked, const FC_VI *mask, FC_VT *acc,
+                   const FC_T *b, const Py_ssize_t *off, const FC_T *const *drow, Py_ssize_t dp,
                    Py_ssize_t count)
 {
     FC_VT d[FC_TILE_MAX], xv;
     Py_ssize_t k;
     int f, t;
-    for (k = 0; k < count; k++, p += step) {
-        const FC_T *b = buf + (p / segs) * row_step + (p % segs) * FC_V;
+    for (k = 0; k < count; k++, b += FC_V, dp += FC_V) {
 #pragma GCC unroll 16
         for (f = 0; f < WF; f++)
-            d[f] = *(const FC_VTU *)(drow[f] + p * FC_V);
+            d[f] = *(const FC_VTU *)(drow[f] + dp);
 #pragma GCC unroll 16
         for (t = 0; t < WT; t++) {
             xv = *(const FC_VTU *)(b + off[t]);
             if (masked)
-                xv = (FC_VT)((FC_VI)xv & mask);
+                xv = (FC_VT)((FC_VI)xv & *mask);
 #pragma GCC unroll 16
             for (f = 0; f < WF; f++)
                 acc[f * WT + t] = FC_MADD(acc[f * WT + t], d[f], xv);
@@ -191,7 +206,7 @@ FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize
 {
     Py_ssize_t segs = (out_w + FC_V - 1) / FC_V, npos = out_h * segs, plane = npos * FC_V;
     Py_ssize_t tail = out_w - (segs - 1) * FC_V;  /* lanes of the last segment of a row */
-    Py_ssize_t nfb = (Fg + WF - 1) / WF, g, fb, tb;
+    Py_ssize_t nfb = (Fg + WF - 1) / WF, g, fb, tb, oh;
     FC_VI mask;
     FC_VT acc[FC_TILE_MAX];
     const FC_T *drow[FC_TILE_MAX];
@@ -209,16 +224,13 @@ FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize
                 for (f = 0; f < WF; f++)
                     for (t = 0; t < WT; t++)
                         acc[f * WT + t] = *(const FC_VTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V);
-                if (tail == FC_V) {
-                    FC_NAME(fc_dw_run)(WF, WT, 0, mask, acc, buf, row_step, o, drow, segs, 0, 1, npos);
-                } else {
-                    Py_ssize_t oh;
-                    for (oh = 0; oh < out_h; oh++) {  /* a row's full segments, then its last */
-                        FC_NAME(fc_dw_run)(WF, WT, 0, mask, acc, buf, row_step, o, drow, segs,
-                                           oh * segs, 1, segs - 1);
-                        FC_NAME(fc_dw_run)(WF, WT, 1, mask, acc, buf, row_step, o, drow, segs,
-                                           oh * segs + segs - 1, 1, 1);
-                    }
+                for (oh = 0; oh < out_h; oh++) {  /* a row's full segments, then a partial last one */
+                    const FC_T *b = buf + oh * row_step;
+                    Py_ssize_t full = tail == FC_V ? segs : segs - 1;
+                    FC_NAME(fc_dw_run)(WF, WT, 0, &mask, acc, b, o, drow, oh * segs * FC_V, full);
+                    if (full < segs)
+                        FC_NAME(fc_dw_run)(WF, WT, 1, &mask, acc, b + full * FC_V, o, drow,
+                                           (oh * segs + full) * FC_V, 1);
                 }
                 for (f = 0; f < WF && fb * WF + f < Fg; f++)
                     for (t = 0; t < WT; t++)

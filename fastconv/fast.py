@@ -458,10 +458,12 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm=
     (N, F, out_h, out_w) in x's dtype.
 
     ``algorithm``: "im2col" (any convolution), "winograd2" or "winograd" (F(2x2, 3x3): a
-    3x3 kernel, stride 1, dilation 1), "winograd4" (F(4x4, 3x3), the same convolutions)
-    or "auto": Winograd where it can run and is measured to win (``_winograd_wins``:
-    enough channels, not many more filters than channels, images of 16x16 or more), else
-    im2col (``conv_algorithm`` says which). Backward runs the algorithm its forward ran.
+    3x3 kernel, stride 1, dilation 1), "winograd4" (F(4x4, 3x3), the same convolutions),
+    "direct" (no im2col matrix: for layers with few input channels, fastconv/_direct.py)
+    or "auto": direct where it is measured to win (``_direct.wins``: first layers), else
+    Winograd where it can run and is measured to win (``_winograd_wins``: enough channels,
+    images of 16x16 or more), else im2col (``conv_algorithm`` says which). Backward runs
+    the algorithm its forward ran.
     """
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)
     algorithm, auto = _algorithm(g, algorithm, x, w)

@@ -338,7 +338,7 @@ def test_winograd_requests_that_cannot_be_met_raise(module, algorithm, kwargs, w
                          ids=["fft", "empty", "none", "int", "winograd3", "Winograd4"])
 def test_unknown_algorithm_raises(module, bad):
     with pytest.raises((ValueError, TypeError),
-                       match=r"^algorithm must be one of 'auto', 'im2col', 'winograd', 'winograd2', 'winograd4', got"):
+                       match=r"^algorithm must be one of 'auto', 'im2col', 'winograd', 'winograd2', 'winograd4', 'direct', got"):
         module.conv_forward(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), algorithm=bad)
 
 
