@@ -273,7 +273,24 @@ def conv_relu_pool_backward(g, pg, x, w, has_bias, dout, out, argmax, need_dx):
     return conv_backward(g, x, w, has_bias, dy, need_dx)
 
 
+#: "auto" runs direct convolution on layers within these bounds, where it was measured to
+#: beat im2col forward and forward + backward (docs/performance.md, "Direct convolution and
+#: the rule of auto"): stride 1, no dilation, no groups (the sweep measured only those).
+AUTO_MAX_CHANNELS = 8
+AUTO_MAX_FILTERS = 32
+AUTO_KERNEL = (3, 7)
+AUTO_MIN_OUT_W = 24
+#: With one input channel, dx's transposed pass has a single output plane (a 1-filter
+#: tile, bound by its loads): direct then wins only up to this many filters x taps.
+AUTO_MAX_ONE_CHANNEL_WORK = 400
+
+
 def wins(g):
-    """Whether "auto" runs direct convolution for geometry ``g``: the rule measured in
-    docs/performance.md ("Direct convolution and the rule of auto")."""
-    return False
+    """Whether "auto" runs direct convolution for geometry ``g``: a first layer (2 to 8
+    input channels and up to 32 filters, or one channel and F*kh*kw <= 400; a 3x3 to 7x7
+    kernel; output rows of 24 pixels or more; stride 1, no dilation, no groups)."""
+    lo, hi = AUTO_KERNEL
+    few = g.F <= AUTO_MAX_FILTERS and (g.C > 1 or g.F * g.kh * g.kw <= AUTO_MAX_ONE_CHANNEL_WORK)
+    return (g.groups == 1 and (g.stride_h, g.stride_w) == (1, 1) and (g.dil_h, g.dil_w) == (1, 1)
+            and g.C <= AUTO_MAX_CHANNELS and few and g.out_w >= AUTO_MIN_OUT_W
+            and lo <= g.kh <= hi and lo <= g.kw <= hi and unsupported(g) is None)

@@ -182,17 +182,29 @@ def test_auto_runs_direct_where_the_rule_says():
 
 
 def test_the_rule_of_auto(monkeypatch):
-    """The documented rule (docs/performance.md, "Direct convolution and the rule of auto")."""
-    def g(C, k, F, groups=1, stride=1, dilation=1, HW=32):
-        x = np.zeros((2, C, HW, HW), np.float32)
-        w = np.zeros((F, C // groups, k, k), np.float32)
-        return _params.conv_geometry(x, w, None, stride, k // 2, dilation, groups)
+    """The documented rule (docs/performance.md, "Direct convolution and the rule of auto"):
+    stride 1, no dilation or groups, 2 to 8 channels and at most 32 filters (one channel:
+    F*kh*kw <= 400), a 3x3 to 7x7 kernel, output rows of at least 24 pixels; every other
+    layer keeps its old algorithm."""
+    def geometry(C=3, k=(7, 7), F=32, HW=(32, 32), groups=1, stride=1, dilation=1, pad=None):
+        x = np.zeros((2, C, *HW), np.float32)
+        w = np.zeros((F, C // groups, *k), np.float32)
+        pad = (k[0] // 2, k[1] // 2) if pad is None else pad
+        return _params.conv_geometry(x, w, None, stride, pad, dilation, groups)
 
-    assert _direct.wins(g(3, 7, 32)) and _direct.wins(g(3, 5, 16)) and _direct.wins(g(1, 5, 6))
-    assert not _direct.wins(g(64, 3, 64))
-    assert not _direct.wins(g(3, 3, 32, stride=2))
-    monkeypatch.setattr(_direct, "wins", lambda g: False)
-    assert fast.conv_algorithm(np.zeros((2, 3, 32, 32)), np.zeros((32, 3, 7, 7)), pad=3) == "im2col"
+    wins = [geometry(), geometry(k=(5, 5), F=16, pad=0), geometry(C=1, k=(5, 5), F=16, HW=(28, 28)), geometry(C=1, k=(3, 3), F=32),
+            geometry(C=8, k=(3, 3)), geometry(k=(3, 7)), geometry(HW=(24, 200))]
+    loses = [geometry(F=33), geometry(C=1, k=(5, 5)), geometry(C=1, F=9), geometry(C=9), geometry(k=(1, 1)), geometry(k=(9, 9)), geometry(k=(3, 8)),
+             geometry(HW=(32, 23)), geometry(HW=(28, 28), pad=0), geometry(stride=(1, 2)),
+             geometry(dilation=2), geometry(C=4, groups=2), geometry(C=64, k=(3, 3), F=64)]
+    assert all(_direct.wins(g) for g in wins)
+    assert not any(_direct.wins(g) for g in loses)
+    x, w = np.zeros((2, 3, 32, 32)), np.zeros((32, 3, 7, 7))
+    assert fast.conv_algorithm(x, w, pad=3) == "direct"
+    monkeypatch.setattr(_direct, "AUTO_MAX_FILTERS", 31)  # the rule reads its bounds
+    assert not _direct.wins(geometry())
+    monkeypatch.setattr(_direct, "wins", lambda g: False)  # what auto ran before direct existed
+    assert fast.conv_algorithm(x, w, pad=3) == "im2col"
 
 
 @pytest.mark.parametrize("module", [fast, naive], ids=["fast", "naive"])
