@@ -4,8 +4,6 @@
 
 #define FC_NAME(name) FC_CAT(name, FC_SUF)
 
-/* acc + x*w as a multiply, then an add (no FMA: see _direct.h). */
-#define FC_MADD(acc, x, w) ((acc) + (x) * (w))
 
 /* Zero dst (Hb rows of S phases of Wq), then put the plane src (H, W) in it: pixel (h, w) at
  * logical (h*up_h + at_h, w*up_w + at_w); pixels that fall outside are never read. */
@@ -57,10 +55,10 @@ FC_NAME(fc_fwd_tile)(const int FT, const int NR, const FC_T *buf, const Py_ssize
             xv[r] = *(const FC_VTU *)(p + base[r]);
 #pragma GCC unroll 16
         for (f = 0; f < FT; f++) {
-            FC_T wf = wt[f];
+            FC_VT wv = wt[f] - (FC_VT){0};  /* the weight in every lane (w - 0 is w exactly) */
 #pragma GCC unroll 8
             for (r = 0; r < NR; r++)
-                acc[f * NR + r] = FC_MADD(acc[f * NR + r], xv[r], wf);
+                FC_FMA(&acc[f * NR + r], &xv[r], &wv);
         }
     }
 #pragma GCC unroll 32
@@ -194,7 +192,7 @@ FC_NAME(fc_dw_run)(const int WF, const int WT, const int masked, const FC_VI *ma
                 xv = (FC_VT)((FC_VI)xv & *mask);
 #pragma GCC unroll 16
             for (f = 0; f < WF; f++)
-                acc[f * WT + t] = FC_MADD(acc[f * WT + t], d[f], xv);
+                FC_FMA(&acc[f * WT + t], &d[f], &xv);
         }
     }
 }
@@ -270,4 +268,3 @@ static void FC_NAME(fc_dw_reduce)(const FC_T *accv, Py_ssize_t F, Py_ssize_t tap
 }
 
 #undef FC_NAME
-#undef FC_MADD
