@@ -217,9 +217,10 @@ def _dw(g, x, dout):
 
     _run(blocks, shape_size(g.out_shape) * taps, kernel)
     dw, db = parts[0].copy(), db_parts[0].copy()
-    for part, db_part in zip(parts[1:], db_parts[1:]):  # in block order: the same bits for any thread count
-        dw += part
-        db += db_part
+    with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN propagate, as in the kernels
+        for part, db_part in zip(parts[1:], db_parts[1:]):  # in block order: the same bits for any thread count
+            dw += part
+            db += db_part
     return dw.reshape(g.w_shape), db
 
 
