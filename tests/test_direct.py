@@ -106,11 +106,13 @@ def test_non_finite_values_reach_what_they_reach_in_naive(bad, where):
     """A NaN or an infinity in x, w or dout reaches the same outputs and gradients as in
     the naive loops (0 * inf = NaN included), also from the lanes past a row's end, which
     the kernels compute but never store or sum."""
-    case = ((2, 2, 6, 19), (3, 2, 3, 2), 1, 1, 1, 1)
+    case = ((2, 2, 6, 19), (3, 2, 3, 2), 1, (1, 0), 1, 1)  # out_w 18: 3 float64 vectors, the last 2 lanes used
     x, w, b, kwargs = _data(case, np.float64)
     rng = np.random.default_rng(5)
     if where == "x":
-        x[1, 0, 3, 18] = bad  # the last column: outside most windows of the lanes beyond out_w
+        # the last column: tap j=0 reads it only in lane 18, past out_w, so naive's dw[:, 0, :, 0]
+        # stays finite (asserted below) and the dW kernel must mask that lane
+        x[1, 0, 3, 18] = bad
         x[0, 1, 2, 4] = bad
     elif where == "w":
         w[1, 1, 2, 0] = bad
@@ -128,6 +130,8 @@ def test_non_finite_values_reach_what_they_reach_in_naive(bad, where):
         finite = np.isfinite(r)
         assert np.allclose(a[finite], r[finite], rtol=1e-9, atol=1e-9), name
     assert not np.isfinite(results[0][0]).all() or where == "dout"
+    if where == "x":
+        assert np.isfinite(results[1][2][:, 0, :, 0]).all() and not np.isfinite(results[1][2][:, 0, :, 1]).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
