@@ -552,6 +552,9 @@ def _core_conv(seed, index, rng):
         # both tile sizes, by the case's index (no draw: the other cases stay as they were);
         # naive checks the request the same way, then runs its loops
         kwargs["algorithm"] = ("winograd", "winograd4")[index % 2]
+    elif not winograd and index % 4 == 1:
+        # a share of the others on direct convolution (any geometry; NaN and infinity included)
+        kwargs["algorithm"] = "direct"
     names = tuple(inspect.signature(fast.conv_forward).parameters)
     backward_kwargs, need_dx = {}, True
     if phase == "backward" and rng.random() < 0.3:  # a first layer's backward: no dx

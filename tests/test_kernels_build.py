@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from fastconv import fast
+from fastconv.engine import direct
 from fastconv.kernels import isa as _isa, picker as _kernels
 from fastconv._child import python_code
 
@@ -222,6 +223,20 @@ def _conv(rng, dtype, stride, pad, dilation, groups, shape=(3, 4, 9, 11), kernel
     return (out,) + fast.conv_backward(dout, cache)
 
 
+def _conv_tricky(rng, dtype, algorithm):
+    """A convolution of x with -inf, +inf and -0.0 (also in its last columns, which only the
+    lanes past a row's end read). No NaN in x: where two NaNs meet in a sum (a NaN of x and
+    the default NaN of inf - inf), which one propagates depends on the operand order the
+    compiler picks for a commutative add; the NaN's positions do not (test_direct.py)."""
+    x = _tricky(rng, (3, 2, 8, 21), dtype)
+    x[np.isnan(x)] = -np.inf
+    x[:, :, :, -1] = np.inf
+    w = rng.standard_normal((4, 2, 5, 5)).astype(dtype)
+    out, cache = fast.conv_forward(x, w, None, 3, 2, algorithm=algorithm)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    return (out,) + fast.conv_backward(dout, cache)
+
+
 def _conv_relu_pool(rng, dtype, algorithm="auto"):
     x = rng.standard_normal((3, 4, 10, 12)).astype(dtype)
     w = rng.integers(-2, 3, size=(5, 4, 3, 3)).astype(dtype)  # integer sums: ties in the pool
@@ -277,6 +292,11 @@ LAYERS = {
     "conv-winograd4-k3-p1x2-g2": lambda rng, dt: _conv(rng, dt, 1, (1, 2), 1, 2, (3, 4, 9, 11), (3, 3), "winograd4"),
     "conv-winograd4-k3-p0-odd": lambda rng, dt: _conv(rng, dt, 1, 0, 1, 1, (2, 3, 13, 11), (3, 3), "winograd4"),
     "conv_relu_pool-winograd4": lambda rng, dt: _conv_relu_pool(rng, dt, "winograd4"),
+    "conv-direct-k3x2-s1-p1": lambda rng, dt: _conv(rng, dt, 1, 1, 1, 1, algorithm="direct"),
+    "conv-direct-k3x2-s2x1-p2x0-d2-g2": lambda rng, dt: _conv(rng, dt, (2, 1), (2, 0), 2, 2, algorithm="direct"),
+    "conv-direct-k7-p3-wide": lambda rng, dt: _conv(rng, dt, 1, 3, 1, 1, (2, 3, 9, 37), (7, 7), "direct"),
+    "conv-direct-k5-s3-tricky": lambda rng, dt: _conv_tricky(rng, dt, "direct"),
+    "conv_relu_pool-direct": lambda rng, dt: _conv_relu_pool(rng, dt, "direct"),
     "maxpool-k2-s2": lambda rng, dt: _max_pool(rng, dt, 2, 2, 0),
     "maxpool-k3-s2-p1": lambda rng, dt: _max_pool(rng, dt, 3, 2, 1),
     "maxpool-k3x5-s1x2-p1x2": lambda rng, dt: _max_pool(rng, dt, (3, 5), (1, 2), (1, 2)),
@@ -300,7 +320,24 @@ def _assert_same_bytes(results, other, what):
 
 def _run_on(monkeypatch, build, layer, dtype):
     monkeypatch.setattr(_kernels, "kernels", build)
+    # "auto" passes direct convolution over on a build without FMA instructions (only speed:
+    # test_auto_passes_direct_over_without_fma); here every build must run the same algorithm
+    monkeypatch.setattr(direct, "hardware_fma", lambda build_info: True)
     return LAYERS[layer](np.random.default_rng(7), dtype)
+
+
+def test_auto_passes_direct_over_without_fma(monkeypatch):
+    """The baseline build computes each lane of the direct kernels with libm's fma (the same
+    bits, many times slower): "auto" runs direct on a first layer only on a build with FMA."""
+    x, w = np.zeros((2, 3, 32, 32), np.float32), np.zeros((16, 3, 5, 5), np.float32)
+    monkeypatch.setattr(_kernels, "kernels", baseline)
+    assert not direct.hardware_fma(baseline.build_info())
+    assert fast.conv_algorithm(x, w) == "im2col"
+    for isa in OPTIONAL:
+        module = _kernels.builds()[isa][0]
+        if module is not None:
+            monkeypatch.setattr(_kernels, "kernels", module)
+            assert direct.hardware_fma(module.build_info()) and fast.conv_algorithm(x, w) == "direct", isa
 
 
 @pytest.mark.parametrize("isa", OPTIONAL)

@@ -75,7 +75,7 @@ def _pool_task(rng, dtype, kind, N, C, H, W, k, stride, pad):
 
 
 def _tasks(seed):
-    """Per thread, five tasks of different shapes, dtypes and algorithms (so workspaces change size)."""
+    """Per thread, six tasks of different shapes, dtypes and algorithms (so workspaces change size)."""
     rng = np.random.default_rng(seed)
     f32, f64 = np.float32, np.float64
     per_thread = []
@@ -87,6 +87,7 @@ def _tasks(seed):
             _pool_task(rng, dt, ("max", "avg")[t % 2], 3, 8 + t, 33, 31, 3, 2, 1),
             _conv_task(rng, dt, 3 + t, 4 + t, 11 + t, 14, 6, 3, 1, (1, t % 3), 1, 1, "winograd"),
             _conv_task(rng, (f64, f32)[t % 2], 2 + t, 3 + t, 9 + t, 13, 5, 3, 1, (t % 3, 1), 1, 1, "winograd4"),
+            _conv_task(rng, dt, 3 + t, 3, 12 + t, 19, 6 + t, 5, (1, 1 + t % 2), 2, 1, 1, "direct"),
         ])
     return per_thread
 

@@ -340,7 +340,7 @@ def test_winograd_requests_that_cannot_be_met_raise(module, algorithm, kwargs, w
                          ids=["fft", "empty", "none", "int", "winograd3", "Winograd4"])
 def test_unknown_algorithm_raises(module, bad):
     with pytest.raises((ValueError, TypeError),
-                       match=r"^algorithm must be one of 'auto', 'im2col', 'winograd', 'winograd2', 'winograd4', got"):
+                       match=r"^algorithm must be one of 'auto', 'im2col', 'winograd', 'winograd2', 'winograd4', 'direct', got"):
         module.conv_forward(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), algorithm=bad)
 
 
@@ -371,7 +371,7 @@ def test_auto_follows_the_documented_rule_and_backward_follows_forward(monkeypat
     widening = np.zeros((2, 32, 32, 32), np.float32), np.zeros((64, 32, 3, 3), np.float32)
     few = np.zeros((2, 16, 32, 32), np.float32), np.zeros((16, 16, 3, 3), np.float32)
     assert {fast.conv_algorithm(*xw, pad=1) for xw in (big, wide, widening, few)} == {"winograd4"}
-    for x, w in [(np.zeros((2, 3, 32, 32)), np.zeros((8, 3, 3, 3))),      # a first layer
+    for x, w in [(np.zeros((2, 3, 32, 32)), np.zeros((48, 3, 3, 3))),     # a first layer (direct: < 32 filters)
                  (np.zeros((2, 32, 16, 16)), np.zeros((32, 32, 3, 3))),   # a small image
                  (np.zeros((2, 16, 24, 24)), np.zeros((16, 16, 3, 3))),   # few channels, mid-sized image
                  (np.zeros((2, 64, 8, 8)), np.zeros((64, 64, 3, 3)))]:    # a tiny image

@@ -5,15 +5,21 @@ run the one chosen.
 * "im2col": every convolution (im2col + one GEMM per group and chunk).
 * "winograd2" ("winograd"), "winograd4": Winograd F(2x2, 3x3) / F(4x4, 3x3) for 3x3
   kernels with stride 1 and dilation 1.
-* "auto" (the default): F(4x4, 3x3) where it was measured to win (``winograd_wins``), on
-  finite inputs; im2col otherwise. Backward runs its forward's algorithm.
+* "direct": no im2col matrix, a register-tiled kernel reading the image (``direct``): any
+  layer whose per-thread buffers stay small; it wins on first layers (few input channels).
+* "auto" (the default): direct where it was measured to win (``direct_wins``), else
+  F(4x4, 3x3) where it was measured to win (``winograd_wins``) on finite inputs of normal
+  scale, else im2col. Backward runs its forward's algorithm.
 """
 import numpy as np
 
+from ..kernels import picker
+from . import direct
+from .checks import finite
 from .geometry import conv_geometry
 
 #: The convolution algorithms ``conv_forward`` accepts (fastconv.naive always runs its loops).
-CONV_ALGORITHMS = ("auto", "im2col", "winograd", "winograd2", "winograd4")
+CONV_ALGORITHMS = ("auto", "im2col", "winograd", "winograd2", "winograd4", "direct")
 
 
 #: The output tile size m of each Winograd algorithm, F(m x m, 3x3): "winograd" is "winograd2".
@@ -22,7 +28,8 @@ WINOGRAD_TILE = {"winograd": 2, "winograd2": 2, "winograd4": 4}
 
 def check_algorithm(g, algorithm):
     """``algorithm`` checked against CONV_ALGORITHMS and against geometry ``g``: Winograd
-    needs a 3x3 kernel, stride 1 and dilation 1 (ValueError naming ``algorithm``). Returns
+    needs a 3x3 kernel, stride 1 and dilation 1, direct small per-thread buffers (ValueError
+    naming ``algorithm``). Returns
     its canonical name: "winograd" is "winograd2"."""
     if not isinstance(algorithm, str) or algorithm not in CONV_ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(map(repr, CONV_ALGORITHMS))}, got {algorithm!r}")
@@ -31,6 +38,10 @@ def check_algorithm(g, algorithm):
         if why:
             raise ValueError(f"algorithm={algorithm!r} needs {why}")
         return f"winograd{WINOGRAD_TILE[algorithm]}"
+    if algorithm == "direct":
+        why = direct.unsupported(g)
+        if why:
+            raise ValueError(f"algorithm={algorithm!r} needs {why}")
     return algorithm
 
 
@@ -51,6 +62,31 @@ def winograd_tiles(g, tile):
     return -(-g.out_h // tile), -(-g.out_w // tile)
 
 
+#: "auto" runs direct convolution on layers within these bounds, where it was measured to
+#: beat im2col forward and forward + backward (docs/performance.md, "Direct convolution and
+#: the rule of auto"): stride 1, no dilation, no groups (the sweep measured only those).
+AUTO_MAX_CHANNELS = 8
+AUTO_MAX_FILTERS = 32
+AUTO_KERNEL = (3, 7)
+AUTO_MIN_OUT_W = 24
+#: With one input channel, dx's transposed pass has a single output plane (a 1-filter
+#: tile, bound by its loads): direct then wins only up to this many filters x taps.
+AUTO_MAX_ONE_CHANNEL_WORK = 400
+
+
+def direct_wins(g):
+    """Whether "auto" runs direct convolution for geometry ``g``: a first layer (2 to 8
+    input channels and up to 32 filters, or one channel and F*kh*kw <= 400; a 3x3 to 7x7
+    kernel; output rows of 24 pixels or more; stride 1, no dilation, no groups), on a kernel
+    build with FMA instructions."""
+    lo, hi = AUTO_KERNEL
+    few = g.F <= AUTO_MAX_FILTERS and (g.C > 1 or g.F * g.kh * g.kw <= AUTO_MAX_ONE_CHANNEL_WORK)
+    return (g.groups == 1 and (g.stride_h, g.stride_w) == (1, 1) and (g.dil_h, g.dil_w) == (1, 1)
+            and g.C <= AUTO_MAX_CHANNELS and few and g.out_w >= AUTO_MIN_OUT_W
+            and lo <= g.kh <= hi and lo <= g.kw <= hi and direct.unsupported(g) is None
+            and direct.hardware_fma(picker.kernels.build_info()))
+
+
 def winograd_wins(g):
     """The Winograd algorithm "auto" runs for geometry ``g`` (which Winograd can run), or
     None where im2col is faster. Winograd's transforms cost per channel, filter and tile,
@@ -60,12 +96,6 @@ def winograd_wins(g):
     C, P = g.C // g.groups, g.out_h * g.out_w
     wins = (C >= 64 and P >= 16 * 16) or (C >= 32 and P >= 24 * 24) or (C >= 16 and P >= 32 * 32)
     return "winograd4" if wins else None
-
-
-def finite(a):
-    """False when ``a`` may hold a NaN or an infinity: its sum is not finite (a sum of
-    finite values that overflows says False too, which costs only speed)."""
-    return bool(np.isfinite(np.add.reduce(a, axis=None)))
 
 
 def magnitude(a):
@@ -95,6 +125,8 @@ def choose(g, algorithm, x, w):
     algorithm = check_algorithm(g, algorithm)
     if algorithm != "auto":
         return algorithm, False
+    if direct_wins(g):  # it propagates NaN and infinity as the naive loops do
+        return "direct", True
     chosen = winograd_wins(g) if winograd_unsupported(g) is None else None
     if chosen and finite(w) and finite(x) and normal_products(x, w):
         return chosen, True

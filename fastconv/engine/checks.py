@@ -123,3 +123,9 @@ def check_scale_shift(x, gamma, beta, D, name):
     check_same_dtype(x=x, gamma=gamma, beta=beta)
     if gamma.shape != (D,) or beta.shape != (D,):
         raise ValueError(f"gamma and beta must have shape ({D},) for {name}, got {gamma.shape} and {beta.shape}")
+
+
+def finite(a):
+    """False when ``a`` may hold a NaN or an infinity: its sum is not finite (a sum of
+    finite values that overflows says False too, which costs only speed)."""
+    return bool(np.isfinite(np.add.reduce(a, axis=None)))

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import layers as _layers
 from ..kernels import picker
-from . import algorithms, threads, winograd, workspaces
+from . import algorithms, direct, threads, winograd, workspaces
 from .algorithms import WINOGRAD_TILE, winograd_tiles
 from .checks import check_dout
 from .geometry import conv_geometry, pool_geometry_of_shape
@@ -212,6 +212,8 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm=
     algorithm, auto = algorithms.choose(g, algorithm, x, w)
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
+    if algorithm == "direct":
+        return direct.conv_forward(g, x, w, b), (x, w, b is not None, g, (algorithm, auto))
     plan = ConvPlan(g, x.dtype, algorithm=algorithm)
     bias = np.ascontiguousarray(b) if b is not None else np.empty(0, dtype=x.dtype)
     out = np.empty(g.out_shape, dtype=x.dtype)
@@ -238,6 +240,8 @@ def conv_backward(dout, cache, need_dx=True):
     that saves a third of the GEMM work and the col2im pass)."""
     x, w, has_bias, g, (algorithm, auto) = cache
     check_dout(dout, g.out_shape, x.dtype)
+    if algorithm == "direct":
+        return direct.conv_backward(g, x, w, has_bias, dout, need_dx)
     algorithm = algorithms.for_backward(algorithm, auto, dout, x, w)
     plan = ConvPlan(g, x.dtype, algorithm=algorithm)
     if algorithm in WINOGRAD_TILE:
@@ -276,6 +280,9 @@ def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stri
                                 what="the convolution's output", names=("pool_size", "pool_stride", "pool_pad"))
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
+    if algorithm == "direct":
+        out, argmax = direct.conv_relu_pool_forward(g, pg, x, w, b)
+        return out, (x, w, b is not None, g, pg, out.copy(), argmax, None, (algorithm, auto))
     dtype = x.dtype
     plan = ConvPlan(g, dtype, algorithm=algorithm)
     bias_col = None if b is None else np.ascontiguousarray(b).reshape(g.F, 1)
@@ -310,6 +317,8 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
     """Gradients of conv_relu_pool_forward: (dx, dw, db), as conv_backward returns them."""
     x, w, has_bias, g, pg, out, argmax, chunk, (algorithm, auto) = cache
     check_dout(dout, pg.out_shape, x.dtype)
+    if algorithm == "direct":
+        return direct.conv_relu_pool_backward(g, pg, x, w, has_bias, dout, out, argmax, need_dx)
     algorithm = algorithms.for_backward(algorithm, auto, dout, x, w)
     plan = ConvPlan(g, x.dtype, chunk=chunk, algorithm=algorithm)
     Pp = pg.out_h * pg.out_w

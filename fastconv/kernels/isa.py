@@ -32,11 +32,13 @@ _AVX2 = ("avx", "avx2") + _SSE4
 
 #: The optional builds, best first (fastconv/kernels/picker.py runs the first this CPU can run).
 #: AVX-512F brings FMA instructions: setup.py compiles every build with -ffp-contract=off,
-#: so that no a * b + c is fused and all builds give the same bits.
+#: so that no a * b + c is fused and all builds give the same bits; the direct convolution
+#: kernels fuse explicitly, in every build (fastconv/kernels/direct.h).
 OPTIONAL = (
     Build("avx512", "AVX-512 (F, BW, VL, DQ, CD)",
           ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd") + _AVX2),
-    Build("avx2", "AVX2", _AVX2),
+    # fma: the direct convolution kernels (fastconv/kernels/direct.h) use explicit FMA instructions
+    Build("avx2", "AVX2 and FMA", _AVX2 + ("fma",)),
 )
 
 

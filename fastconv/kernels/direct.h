@@ -1,0 +1,152 @@
+/* Direct convolution for small-channel layers (algorithm="direct"): no im2col matrix.
+ *
+ * Included by fastconv/kernels/direct.pxi (every build of fastconv/kernels/_im2col.pyx); the loops of
+ * fastconv/kernels/direct_body.h are compiled once for float (suffix f32) and once for double
+ * (f64). fastconv/engine/direct.py owns the policy: it packs the weights, computes the tap
+ * offsets and sizes the buffers these loops read.
+ *
+ * One image at a time, each input plane is copied into a zero-padded buffer ("packed")
+ * that stays in L1/L2: logical pixel (r, q) of plane c at
+ *     c*Hb*S*Wq + r*S*Wq + (q % S)*Wq + q / S
+ * (S = the stride along W: the columns of each phase are contiguous, so every kernel tap
+ * reads a contiguous run of the packed row for a row of outputs). Output pixel (oh, ow)
+ * reads tap t of its window at  base(oh, ow) + off[t],  base = oh*row_step + ow, with
+ * off[t] the same for every output: so a tap's loads for a row segment of V outputs are
+ * one vector load. A register tile of FT filters x NR row segments holds the
+ * accumulators; each tap loads NR vectors and broadcasts FT weights.
+ *
+ * The logical vector is 64 bytes in every build (16 floats or 8 doubles; GCC lowers it
+ * to one zmm, two ymm or four xmm registers), so each output's sum runs over the taps in
+ * the same order in every build, and dW's lane sums are reduced in the same order:
+ * every build gives the same bits. Each step is an explicit fused multiply-add (one
+ * rounding) in every build: AVX-512F's or FMA3's instructions, and libm's correctly
+ * rounded fmaf/fma lane by lane in the baseline build (slow, the same bits). On Intel
+ * cores FMA runs the forward tile several times faster than a multiply then an add
+ * (docs/performance.md, "Direct convolution and the rule of auto").
+ */
+#ifndef FASTCONV_DIRECT_H
+#define FASTCONV_DIRECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef PY_SSIZE_T_MAX /* compiled alone (gcc -S direct.h) to look at the code */
+typedef ptrdiff_t Py_ssize_t;
+#endif
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h>
+#endif
+
+typedef float fc_vf __attribute__((vector_size(64)));
+typedef double fc_vd __attribute__((vector_size(64)));
+typedef int32_t fc_vfi __attribute__((vector_size(64)));
+typedef int64_t fc_vdi __attribute__((vector_size(64)));
+/* The same vectors at any address (packed rows are read at every offset). */
+typedef float fc_vf_u __attribute__((vector_size(64), aligned(4), may_alias));
+typedef double fc_vd_u __attribute__((vector_size(64), aligned(8), may_alias));
+
+/* Register tiles, per build (only speed depends on them, never the bits: each output's
+ * sum has the same order whatever the tile). Forward: FT filters x FC_NR<FT> row segments,
+ * for FT = 8, 4, 3, 2 or 1 (fastconv/engine/direct.py picks the FT that wastes the fewest filter
+ * slots: dx of a 3-channel layer runs 3 x 7); dW: FC_WF filters x FC_WT taps. 32 zmm
+ * registers hold 24 accumulators; AVX2's 16 ymm and SSE2's 16 xmm registers hold fewer of
+ * the 64-byte vectors (2 or 4 registers each). */
+#if defined(__AVX512F__)
+#define FC_NR8 3
+#define FC_NR4 6
+#define FC_NR3 7
+#define FC_NR2 10
+#define FC_NR1 12
+#define FC_WF 4
+#define FC_WT 6
+#elif defined(__AVX2__)
+#define FC_NR8 1
+#define FC_NR4 1
+#define FC_NR3 2
+#define FC_NR2 2
+#define FC_NR1 4
+#define FC_WF 2
+#define FC_WT 2
+#else
+#define FC_NR8 1
+#define FC_NR4 1
+#define FC_NR3 1
+#define FC_NR2 1
+#define FC_NR1 2
+#define FC_WF 1
+#define FC_WT 2
+#endif
+/* *acc += *x * *w, rounded once. Vectors by pointer: a 64-byte vector passed by value
+ * has another ABI in the builds without AVX-512 (GCC warns). */
+static inline __attribute__((always_inline)) void fc_fma_f32(fc_vf *acc, const fc_vf *x, const fc_vf *w)
+{
+#if defined(__AVX512F__)
+    *acc = (fc_vf)_mm512_fmadd_ps((__m512)*x, (__m512)*w, (__m512)*acc);
+#elif defined(__AVX2__) && defined(__FMA__)
+    __m256 *a = (__m256 *)acc;
+    const __m256 *b = (const __m256 *)x, *c = (const __m256 *)w;
+    a[0] = _mm256_fmadd_ps(b[0], c[0], a[0]);
+    a[1] = _mm256_fmadd_ps(b[1], c[1], a[1]);
+#else
+    int l;
+    for (l = 0; l < 16; l++)
+        (*acc)[l] = __builtin_fmaf((*x)[l], (*w)[l], (*acc)[l]);
+#endif
+}
+
+static inline __attribute__((always_inline)) void fc_fma_f64(fc_vd *acc, const fc_vd *x, const fc_vd *w)
+{
+#if defined(__AVX512F__)
+    *acc = (fc_vd)_mm512_fmadd_pd((__m512d)*x, (__m512d)*w, (__m512d)*acc);
+#elif defined(__AVX2__) && defined(__FMA__)
+    __m256d *a = (__m256d *)acc;
+    const __m256d *b = (const __m256d *)x, *c = (const __m256d *)w;
+    a[0] = _mm256_fmadd_pd(b[0], c[0], a[0]);
+    a[1] = _mm256_fmadd_pd(b[1], c[1], a[1]);
+#else
+    int l;
+    for (l = 0; l < 8; l++)
+        (*acc)[l] = __builtin_fma((*x)[l], (*w)[l], (*acc)[l]);
+#endif
+}
+
+#define FC_TILE_MAX 32
+#define FC_NR_MAX 16
+
+#define FC_CAT2(a, b) a##_##b
+#define FC_CAT(a, b) FC_CAT2(a, b)
+
+#define FC_T float
+#define FC_VT fc_vf
+#define FC_VTU fc_vf_u
+#define FC_VI fc_vfi
+#define FC_V 16
+#define FC_SUF f32
+#define FC_FMA fc_fma_f32
+#include "direct_body.h"
+#undef FC_FMA
+#undef FC_T
+#undef FC_VT
+#undef FC_VTU
+#undef FC_VI
+#undef FC_V
+#undef FC_SUF
+
+#define FC_T double
+#define FC_VT fc_vd
+#define FC_VTU fc_vd_u
+#define FC_VI fc_vdi
+#define FC_V 8
+#define FC_SUF f64
+#define FC_FMA fc_fma_f64
+#include "direct_body.h"
+#undef FC_FMA
+#undef FC_T
+#undef FC_VT
+#undef FC_VTU
+#undef FC_VI
+#undef FC_V
+#undef FC_SUF
+
+#endif

@@ -1,0 +1,228 @@
+# Direct convolution kernels (algorithm="direct"), included at the end of _im2col.pyx.
+#
+# The loops are C (fastconv/kernels/direct.h, direct_body.h); these entry points check that
+# every read and write stays inside the buffers they were given, and run the images (or
+# the fixed blocks of images of dW) on OpenMP threads. fastconv/engine/direct.py owns the
+# policy: weight packing, tap offsets, buffer sizes.
+
+cdef extern from "direct.h":
+    int FC_NR8, FC_NR4, FC_NR3, FC_NR2, FC_NR1, FC_WF, FC_WT
+    void fc_pack_f32(const float *src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t up_h, Py_ssize_t up_w,
+                     Py_ssize_t at_h, Py_ssize_t at_w, float *dst, Py_ssize_t Hb, Py_ssize_t S,
+                     Py_ssize_t Wq) noexcept nogil
+    void fc_pack_f64(const double *src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t up_h, Py_ssize_t up_w,
+                     Py_ssize_t at_h, Py_ssize_t at_w, double *dst, Py_ssize_t Hb, Py_ssize_t S,
+                     Py_ssize_t Wq) noexcept nogil
+    int fc_direct_image_f32(const float *buf, Py_ssize_t row_step, const Py_ssize_t *off, Py_ssize_t taps,
+                            const float *wpk, Py_ssize_t G, Py_ssize_t Fg, int FT, const float *bias,
+                            float *out, Py_ssize_t out_h, Py_ssize_t out_w) noexcept nogil
+    int fc_direct_image_f64(const double *buf, Py_ssize_t row_step, const Py_ssize_t *off, Py_ssize_t taps,
+                            const double *wpk, Py_ssize_t G, Py_ssize_t Fg, int FT, const double *bias,
+                            double *out, Py_ssize_t out_h, Py_ssize_t out_w) noexcept nogil
+    void fc_pack_dout_f32(const float *dout, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
+                          float *dpk, double *db) noexcept nogil
+    void fc_pack_dout_f64(const double *dout, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
+                          double *dpk, double *db) noexcept nogil
+    void fc_direct_dw_image_f32(const float *buf, Py_ssize_t row_step, const Py_ssize_t *off,
+                                Py_ssize_t tapsp, const float *dpk, Py_ssize_t G, Py_ssize_t Fg,
+                                Py_ssize_t out_h, Py_ssize_t out_w, float *accv) noexcept nogil
+    void fc_direct_dw_image_f64(const double *buf, Py_ssize_t row_step, const Py_ssize_t *off,
+                                Py_ssize_t tapsp, const double *dpk, Py_ssize_t G, Py_ssize_t Fg,
+                                Py_ssize_t out_h, Py_ssize_t out_w, double *accv) noexcept nogil
+    void fc_dw_reduce_f32(const float *accv, Py_ssize_t F, Py_ssize_t taps, Py_ssize_t tapsp,
+                          float *parts) noexcept nogil
+    void fc_dw_reduce_f64(const double *accv, Py_ssize_t F, Py_ssize_t taps, Py_ssize_t tapsp,
+                          double *parts) noexcept nogil
+
+
+#: The filters of a forward tile that direct_conv accepts (each build has all of them).
+DIRECT_FILTER_TILES = (8, 4, 3, 2, 1)
+
+
+def direct_tiles():
+    """This build's register tiles: {"forward": {filters: row segments}, "dw": (filters,
+    taps)}. fastconv/engine/direct.py packs the weights and pads the taps to them. A vector is
+    64 bytes in every build."""
+    return {"forward": {8: FC_NR8, 4: FC_NR4, 3: FC_NR3, 2: FC_NR2, 1: FC_NR1}, "dw": (FC_WF, FC_WT)}
+
+
+cdef inline Py_ssize_t _lanes(Py_ssize_t itemsize) noexcept nogil:
+    return 64 // itemsize
+
+
+cdef int _check_packing(Py_ssize_t H, Py_ssize_t W, Py_ssize_t up_h, Py_ssize_t up_w,
+                        Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq) except -1:
+    if H < 1 or W < 1 or up_h < 1 or up_w < 1 or Hb < 1 or S < 1 or Wq < 1:
+        raise ValueError(f"bad packing: H={H}, W={W}, up=({up_h}, {up_w}), Hb={Hb}, S={S}, Wq={Wq}")
+    return 0
+
+
+cdef int _check_reads(const Py_ssize_t[::1] off, Py_ssize_t count, Py_ssize_t row_step,
+                      Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t lanes, Py_ssize_t size) except -1:
+    """Every vector that the loops load, buf[base + off[t] : + lanes] for the last output
+    segment's base, lies in the packed buffer of ``size`` items."""
+    cdef Py_ssize_t segs = (out_w + lanes - 1) // lanes
+    cdef Py_ssize_t last = (out_h - 1) * row_step + (segs - 1) * lanes + lanes
+    cdef Py_ssize_t t
+    if off.shape[0] < count:
+        raise ValueError(f"off must hold {count} offsets, got {off.shape[0]}")
+    if out_h < 1 or out_w < 1 or row_step < 0:
+        raise ValueError(f"bad output size ({out_h}, {out_w}) or row step {row_step}")
+    for t in range(count):
+        if off[t] < 0 or off[t] + last > size:
+            raise ValueError(f"tap offset {off[t]} reads outside the packed buffer of {size} items")
+    return 0
+
+
+def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                const floating[::1] wpk, const Py_ssize_t[::1] off, const floating[::1] b, bint has_bias,
+                Py_ssize_t groups, Py_ssize_t taps, int FT,
+                Py_ssize_t up_h, Py_ssize_t up_w, Py_ssize_t at_h, Py_ssize_t at_w,
+                Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq, Py_ssize_t stride_h,
+                floating[:, ::1] scratch, int num_threads):
+    """Direct convolution of each image of x into out, through a packed copy per image.
+
+    x       (N, Cin, H, W)                    IN: the images (for dx: dout)
+    out     (N, F, out_h, out_w)              OUT
+    wpk     (groups * nfb * taps * FT,)       IN: weights per group and block of FT filters
+                                              (FT one of DIRECT_FILTER_TILES)
+    off     (groups * taps,)                  IN: each tap's offset in the packed image
+    b       (F,)                              IN, read only when ``has_bias``
+    scratch (num_threads, >= Cin*Hb*S*Wq)     SCRATCH: the packed image of each thread
+
+    Packing puts x's pixel (h, w) at logical (h*up_h + at_h, w*up_w + at_w) of a zeroed
+    (Hb, S*Wq) plane, logical column q at phase q % S, index q // S (fastconv/kernels/direct.h);
+    output row oh starts at packed row oh*stride_h.
+    """
+    cdef Py_ssize_t N = x.shape[0], Cin = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = out.shape[1], out_h = out.shape[2], out_w = out.shape[3]
+    cdef Py_ssize_t Fg, nfb, plane, size, row_step, n, c, tid
+    cdef floating *buf
+    cdef const floating *bias
+    _check_threads(num_threads)
+    _check_packing(H, W, up_h, up_w, Hb, S, Wq)
+    if FT not in DIRECT_FILTER_TILES:
+        raise ValueError(f"FT must be one of {DIRECT_FILTER_TILES}, got {FT}")
+    if out.shape[0] != N:
+        raise ValueError(f"out must hold {N} images, got {out.shape[0]}")
+    if groups < 1 or F % groups or taps < 1:
+        raise ValueError(f"groups={groups} must divide F={F}, taps={taps} must be >= 1")
+    Fg = F // groups
+    nfb = (Fg + FT - 1) // FT
+    if wpk.shape[0] < groups * nfb * taps * FT:
+        raise ValueError(f"wpk must hold {groups * nfb * taps * FT} weights, got {wpk.shape[0]}")
+    if has_bias and b.shape[0] != F:
+        raise ValueError(f"b must have shape ({F},), got ({b.shape[0]},)")
+    plane = Hb * S * Wq
+    size = Cin * plane
+    row_step = stride_h * S * Wq
+    if scratch.shape[0] < num_threads or scratch.shape[1] < size:
+        raise ValueError(f"scratch must be at least ({num_threads}, {size}), got ({scratch.shape[0]}, {scratch.shape[1]})")
+    _check_reads(off, groups * taps, row_step, out_h, out_w, _lanes(sizeof(floating)), size)
+    if N == 0:
+        return
+    bias = &b[0] if has_bias else NULL
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=num_threads):
+            tid = threadid()
+            buf = &scratch[tid, 0]
+            for c in range(Cin):
+                if floating is float:
+                    fc_pack_f32(&x[n, c, 0, 0], H, W, up_h, up_w, at_h, at_w, buf + c * plane, Hb, S, Wq)
+                else:
+                    fc_pack_f64(&x[n, c, 0, 0], H, W, up_h, up_w, at_h, at_w, buf + c * plane, Hb, S, Wq)
+            if floating is float:
+                fc_direct_image_f32(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, FT, bias,
+                                    &out[n, 0, 0, 0], out_h, out_w)
+            else:
+                fc_direct_image_f64(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, FT, bias,
+                                    &out[n, 0, 0, 0], out_h, out_w)
+
+
+def direct_dw_scratch(Py_ssize_t Cin, Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq, Py_ssize_t F,
+                      Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t tapsp, Py_ssize_t itemsize):
+    """Items of direct_dw's scratch per thread: the packed image, the packed dout and the
+    vector accumulators (F + FC_WF filters of tapsp taps)."""
+    cdef Py_ssize_t lanes = _lanes(itemsize)
+    cdef Py_ssize_t segs = (out_w + lanes - 1) // lanes
+    return Cin * Hb * S * Wq + F * out_h * segs * lanes + (F + FC_WF) * tapsp * lanes
+
+
+def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout, floating[:, ::1] parts,
+              double[:, ::1] db_parts, const Py_ssize_t[::1] bounds, Py_ssize_t block_lo,
+              const Py_ssize_t[::1] off, Py_ssize_t groups, Py_ssize_t taps, Py_ssize_t tapsp,
+              Py_ssize_t at_h, Py_ssize_t at_w, Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq,
+              Py_ssize_t stride_h, floating[:, ::1] scratch, int num_threads):
+    """The weight gradient of a direct convolution, per fixed block of images.
+
+    x       (N, Cin, H, W)                 IN
+    dout    (N, F, out_h, out_w)           IN
+    parts   (blocks, F * taps)             OUT: block k's sum over images [bounds[block_lo + k],
+                                           bounds[block_lo + k + 1]) (x and dout's images
+                                           counted from bounds[block_lo])
+    db_parts (blocks, F)                   OUT: block k's sums of dout, in double
+    off     (groups * tapsp,)              IN: each tap's offset in the packed image, padded
+                                           to tapsp (a multiple of direct_tiles()["dw"][1])
+    scratch (num_threads, direct_dw_scratch(...))   SCRATCH
+
+    Each block sums its images in order, then the vector lanes in lane order, whatever the
+    thread count: the caller adds the blocks in order.
+    """
+    cdef Py_ssize_t N = x.shape[0], Cin = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = dout.shape[1], out_h = dout.shape[2], out_w = dout.shape[3]
+    cdef Py_ssize_t blocks = parts.shape[0], lanes = _lanes(sizeof(floating))
+    cdef Py_ssize_t segs = (out_w + lanes - 1) // lanes
+    cdef Py_ssize_t Fg, plane, size, dsize, need, row_step, k, n, c, tid, first
+    cdef floating *buf
+    cdef floating *dpk
+    cdef floating *accv
+    _check_threads(num_threads)
+    _check_packing(H, W, 1, 1, Hb, S, Wq)
+    if dout.shape[0] != N:
+        raise ValueError(f"dout must hold {N} images, got {dout.shape[0]}")
+    if groups < 1 or F % groups or taps < 1 or tapsp < taps or tapsp % FC_WT:
+        raise ValueError(f"groups={groups} must divide F={F}; need 1 <= taps={taps} <= tapsp={tapsp}, "
+                         f"tapsp a multiple of {FC_WT}")
+    Fg = F // groups
+    if parts.shape[1] != F * taps:
+        raise ValueError(f"parts must have {F * taps} columns, got {parts.shape[1]}")
+    if db_parts.shape[0] != blocks or db_parts.shape[1] != F:
+        raise ValueError(f"db_parts must have shape ({blocks}, {F}), got ({db_parts.shape[0]}, {db_parts.shape[1]})")
+    if block_lo < 0 or bounds.shape[0] < block_lo + blocks + 1:
+        raise ValueError(f"bounds must hold {block_lo + blocks + 1} entries, got {bounds.shape[0]}")
+    first = bounds[block_lo]
+    for k in range(block_lo, block_lo + blocks):
+        if not first <= bounds[k] <= bounds[k + 1] <= first + N:
+            raise ValueError(f"bounds must rise within [{first}, {first + N}]")
+    plane = Hb * S * Wq
+    size = Cin * plane
+    dsize = F * out_h * segs * lanes
+    need = size + dsize + (F + FC_WF) * tapsp * lanes
+    row_step = stride_h * S * Wq
+    if scratch.shape[0] < num_threads or scratch.shape[1] < need:
+        raise ValueError(f"scratch must be at least ({num_threads}, {need}), got ({scratch.shape[0]}, {scratch.shape[1]})")
+    _check_reads(off, groups * tapsp, row_step, out_h, out_w, lanes, size)
+    with nogil:
+        for k in prange(blocks, schedule="static", num_threads=num_threads):
+            tid = threadid()
+            buf = &scratch[tid, 0]
+            dpk = buf + size
+            accv = dpk + dsize
+            memset(accv, 0, sizeof(floating) * (F + FC_WF) * tapsp * lanes)
+            memset(&db_parts[k, 0], 0, sizeof(double) * F)
+            for n in range(bounds[block_lo + k] - first, bounds[block_lo + k + 1] - first):
+                for c in range(Cin):
+                    if floating is float:
+                        fc_pack_f32(&x[n, c, 0, 0], H, W, 1, 1, at_h, at_w, buf + c * plane, Hb, S, Wq)
+                    else:
+                        fc_pack_f64(&x[n, c, 0, 0], H, W, 1, 1, at_h, at_w, buf + c * plane, Hb, S, Wq)
+                if floating is float:
+                    fc_pack_dout_f32(&dout[n, 0, 0, 0], F, out_h, out_w, dpk, &db_parts[k, 0])
+                    fc_direct_dw_image_f32(buf, row_step, &off[0], tapsp, dpk, groups, Fg, out_h, out_w, accv)
+                else:
+                    fc_pack_dout_f64(&dout[n, 0, 0, 0], F, out_h, out_w, dpk, &db_parts[k, 0])
+                    fc_direct_dw_image_f64(buf, row_step, &off[0], tapsp, dpk, groups, Fg, out_h, out_w, accv)
+            if floating is float:
+                fc_dw_reduce_f32(accv, F, taps, tapsp, &parts[k, 0])
+            else:
+                fc_dw_reduce_f64(accv, F, taps, tapsp, &parts[k, 0])

@@ -1,0 +1,270 @@
+/* The loops of fastconv/kernels/direct.h for one floating type: included twice by direct.h,
+ * with FC_T (float or double), FC_VT / FC_VTU (its 64-byte vector, aligned and not),
+ * FC_VI (the integer vector of the same lanes), FC_V (lanes) and FC_SUF (f32 or f64). */
+
+#define FC_NAME(name) FC_CAT(name, FC_SUF)
+
+
+/* Zero dst (Hb rows of S phases of Wq), then put the plane src (H, W) in it: pixel (h, w) at
+ * logical (h*up_h + at_h, w*up_w + at_w); pixels that fall outside are never read. */
+static void FC_NAME(fc_pack)(const FC_T *src, Py_ssize_t H, Py_ssize_t W,
+                             Py_ssize_t up_h, Py_ssize_t up_w, Py_ssize_t at_h, Py_ssize_t at_w,
+                             FC_T *dst, Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq)
+{
+    Py_ssize_t rowstride = S * Wq, h, w;
+    memset(dst, 0, sizeof(FC_T) * (size_t)(Hb * rowstride));
+    for (h = 0; h < H; h++) {
+        Py_ssize_t r = h * up_h + at_h;
+        FC_T *row = dst + r * rowstride;
+        const FC_T *s = src + h * W;
+        if (r < 0 || r >= Hb)
+            continue;
+        if (up_w == 1 && S == 1) {  /* the common case: one copy per row */
+            Py_ssize_t w0 = at_w < 0 ? -at_w : 0;
+            Py_ssize_t w1 = W < Wq - at_w ? W : Wq - at_w;
+            if (w1 > w0)
+                memcpy(row + w0 + at_w, s + w0, sizeof(FC_T) * (size_t)(w1 - w0));
+        } else {
+            for (w = 0; w < W; w++) {
+                Py_ssize_t q = w * up_w + at_w;
+                if (q >= 0 && q < rowstride)
+                    row[(q % S) * Wq + q / S] = s[w];
+            }
+        }
+    }
+}
+
+/* One register tile of the forward pass: acc[f*NR + r] = sum over taps t of
+ * buf[base[r] + off[t]: +V] * wblk[t*FT + f], the taps in order. FT and NR are constants
+ * at every call, so the loops unroll and the tile stays in registers. */
+static inline __attribute__((always_inline)) void
+FC_NAME(fc_fwd_tile)(const int FT, const int NR, const FC_T *buf, const Py_ssize_t *base,
+                     const Py_ssize_t *off, Py_ssize_t taps, const FC_T *wblk, FC_VT *out)
+{
+    FC_VT acc[FC_TILE_MAX], xv[FC_NR_MAX];
+    Py_ssize_t t;
+    int f, r;
+#pragma GCC unroll 32
+    for (f = 0; f < FT * NR; f++)
+        acc[f] = (FC_VT){0};
+    for (t = 0; t < taps; t++) {
+        const FC_T *p = buf + off[t];
+        const FC_T *wt = wblk + t * FT;
+#pragma GCC unroll 8
+        for (r = 0; r < NR; r++)
+            xv[r] = *(const FC_VTU *)(p + base[r]);
+#pragma GCC unroll 16
+        for (f = 0; f < FT; f++) {
+            FC_VT wv = wt[f] - (FC_VT){0};  /* the weight in every lane (w - 0 is w exactly) */
+#pragma GCC unroll 8
+            for (r = 0; r < NR; r++)
+                FC_FMA(&acc[f * NR + r], &xv[r], &wv);
+        }
+    }
+#pragma GCC unroll 32
+    for (f = 0; f < FT * NR; f++)
+        out[f] = acc[f];
+}
+
+/* The tile's outputs (+ bias) into out (F planes of out_h x out_w): row segments p0 + r
+ * (those < npos) of filters fb*FT + f (those < Fg) of group g. */
+static inline void FC_NAME(fc_fwd_store)(const int FT, const int NR, const FC_VT *acc,
+                                         Py_ssize_t p0, Py_ssize_t npos, Py_ssize_t segs,
+                                         Py_ssize_t g, Py_ssize_t Fg, Py_ssize_t fb,
+                                         const FC_T *bias, FC_T *out, Py_ssize_t out_h, Py_ssize_t out_w)
+{
+    int f, r, l;
+    for (f = 0; f < FT; f++) {
+        Py_ssize_t fi = fb * FT + f, plane;
+        FC_T b;
+        if (fi >= Fg)
+            break;
+        plane = g * Fg + fi;
+        b = bias ? bias[plane] : (FC_T)0;
+        for (r = 0; r < NR && p0 + r < npos; r++) {
+            Py_ssize_t oh = (p0 + r) / segs, ow0 = ((p0 + r) % segs) * FC_V;
+            FC_T *dst = out + (plane * out_h + oh) * out_w + ow0;
+            FC_VT v = bias ? acc[f * NR + r] + b : acc[f * NR + r];
+            if (ow0 + FC_V <= out_w) {
+                *(FC_VTU *)dst = v;
+            } else {
+                for (l = 0; l < out_w - ow0; l++)
+                    dst[l] = v[l];
+            }
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void
+FC_NAME(fc_fwd_image_tiled)(const int FT, const int NR, const FC_T *buf, Py_ssize_t row_step,
+                            const Py_ssize_t *off, Py_ssize_t taps, const FC_T *wpk,
+                            Py_ssize_t G, Py_ssize_t Fg, const FC_T *bias, FC_T *out,
+                            Py_ssize_t out_h, Py_ssize_t out_w)
+{
+    Py_ssize_t segs = (out_w + FC_V - 1) / FC_V, npos = out_h * segs;
+    Py_ssize_t nfb = (Fg + FT - 1) / FT, p0, g, fb, base[FC_NR_MAX];
+    FC_VT acc[FC_TILE_MAX];
+    int r;
+    for (p0 = 0; p0 < npos; p0 += NR) {
+        for (r = 0; r < NR; r++) {  /* past the last segment: recompute the last (not stored) */
+            Py_ssize_t p = p0 + r < npos ? p0 + r : npos - 1;
+            base[r] = (p / segs) * row_step + (p % segs) * FC_V;
+        }
+        for (g = 0; g < G; g++) {
+            for (fb = 0; fb < nfb; fb++) {
+                FC_NAME(fc_fwd_tile)(FT, NR, buf, base, off + g * taps, taps,
+                                     wpk + (g * nfb + fb) * taps * FT, acc);
+                FC_NAME(fc_fwd_store)(FT, NR, acc, p0, npos, segs, g, Fg, fb, bias, out, out_h, out_w);
+            }
+        }
+    }
+}
+
+/* The convolution of one packed image: out (G*Fg planes of out_h x out_w) = the taps of
+ * each output read from buf (base(oh, ow0) = oh*row_step + ow0, plus off[g*taps + t]) times
+ * the weights packed per group and block of FT filters, wpk [G][nfb][taps][FT] (zeros past
+ * Fg), plus bias (NULL for none). FT is 8, 4, 3, 2 or 1; returns -1 for another. */
+static int FC_NAME(fc_direct_image)(const FC_T *buf, Py_ssize_t row_step, const Py_ssize_t *off,
+                                    Py_ssize_t taps, const FC_T *wpk, Py_ssize_t G, Py_ssize_t Fg,
+                                    int FT, const FC_T *bias, FC_T *out,
+                                    Py_ssize_t out_h, Py_ssize_t out_w)
+{
+    switch (FT) {
+#define FC_CASE(ft, nr) case ft: \
+        FC_NAME(fc_fwd_image_tiled)(ft, nr, buf, row_step, off, taps, wpk, G, Fg, bias, out, out_h, out_w); \
+        return 0;
+    FC_CASE(8, FC_NR8)
+    FC_CASE(4, FC_NR4)
+    FC_CASE(3, FC_NR3)
+    FC_CASE(2, FC_NR2)
+    FC_CASE(1, FC_NR1)
+#undef FC_CASE
+    default:
+        return -1;
+    }
+}
+
+/* dout of one image (F planes of out_h x out_w) as F planes of npos segments of V lanes,
+ * zeros past out_w; db[f] += the sum of plane f, in double, in row-major order. */
+static void FC_NAME(fc_pack_dout)(const FC_T *dout, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
+                                  FC_T *dpk, double *db)
+{
+    Py_ssize_t segs = (out_w + FC_V - 1) / FC_V, f, oh, ow;
+    int l;
+    for (f = 0; f < F; f++) {
+        double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};  /* eight sums (a vector), added in a fixed order */
+        for (oh = 0; oh < out_h; oh++) {
+            const FC_T *src = dout + (f * out_h + oh) * out_w;
+            FC_T *row = dpk + (f * out_h + oh) * segs * FC_V;
+            memcpy(row, src, sizeof(FC_T) * (size_t)out_w);
+            memset(row + out_w, 0, sizeof(FC_T) * (size_t)(segs * FC_V - out_w));
+            for (ow = 0; ow + 8 <= out_w; ow += 8)
+                for (l = 0; l < 8; l++)
+                    s[l] += (double)src[ow + l];
+            for (l = 0; ow + l < out_w; l++)
+                s[l] += (double)src[ow + l];
+        }
+        db[f] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    }
+}
+
+/* One dW tile over count consecutive row segments of one output row, starting at b in the
+ * packed image and at dp in each filter's packed dout; all full (masked = 0) or the last,
+ * partial one of the row (masked = 1: the input's lanes past out_w read as +0, so that a
+ * NaN there never reaches dW). acc[f*WT + t] += the dout lanes of filter f times the lanes
+ * of tap t. */
+static inline __attribute__((always_inline)) void
+FC_NAME(fc_dw_run)(const int WF, const int WT, const int masked, const FC_VI *mask, FC_VT *acc,
+                   const FC_T *b, const Py_ssize_t *off, const FC_T *const *drow, Py_ssize_t dp,
+                   Py_ssize_t count)
+{
+    FC_VT d[FC_TILE_MAX], xv;
+    Py_ssize_t k;
+    int f, t;
+    for (k = 0; k < count; k++, b += FC_V, dp += FC_V) {
+#pragma GCC unroll 16
+        for (f = 0; f < WF; f++)
+            d[f] = *(const FC_VTU *)(drow[f] + dp);
+#pragma GCC unroll 16
+        for (t = 0; t < WT; t++) {
+            xv = *(const FC_VTU *)(b + off[t]);
+            if (masked)
+                xv = (FC_VT)((FC_VI)xv & *mask);
+#pragma GCC unroll 16
+            for (f = 0; f < WF; f++)
+                FC_FMA(&acc[f * WT + t], &d[f], &xv);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void
+FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize_t row_step,
+                           const Py_ssize_t *off, Py_ssize_t tapsp, const FC_T *dpk,
+                           Py_ssize_t G, Py_ssize_t Fg, Py_ssize_t out_h, Py_ssize_t out_w, FC_T *accv)
+{
+    Py_ssize_t segs = (out_w + FC_V - 1) / FC_V, npos = out_h * segs, plane = npos * FC_V;
+    Py_ssize_t tail = out_w - (segs - 1) * FC_V;  /* lanes of the last segment of a row */
+    Py_ssize_t nfb = (Fg + WF - 1) / WF, g, fb, tb, oh;
+    FC_VI mask;
+    FC_VT acc[FC_TILE_MAX];
+    const FC_T *drow[FC_TILE_MAX];
+    int f, t, l;
+    for (l = 0; l < FC_V; l++)
+        mask[l] = l < tail ? -1 : 0;
+    for (g = 0; g < G; g++) {
+        for (fb = 0; fb < nfb; fb++) {
+            for (f = 0; f < WF; f++) {  /* past Fg: the last filter again (never stored) */
+                Py_ssize_t fi = fb * WF + f < Fg ? fb * WF + f : Fg - 1;
+                drow[f] = dpk + (g * Fg + fi) * plane;
+            }
+            for (tb = 0; tb < tapsp; tb += WT) {
+                const Py_ssize_t *o = off + g * tapsp + tb;
+                for (f = 0; f < WF; f++)
+                    for (t = 0; t < WT; t++)
+                        acc[f * WT + t] = *(const FC_VTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V);
+                for (oh = 0; oh < out_h; oh++) {  /* a row's full segments, then a partial last one */
+                    const FC_T *b = buf + oh * row_step;
+                    Py_ssize_t full = tail == FC_V ? segs : segs - 1;
+                    FC_NAME(fc_dw_run)(WF, WT, 0, &mask, acc, b, o, drow, oh * segs * FC_V, full);
+                    if (full < segs)
+                        FC_NAME(fc_dw_run)(WF, WT, 1, &mask, acc, b + full * FC_V, o, drow,
+                                           (oh * segs + full) * FC_V, 1);
+                }
+                for (f = 0; f < WF && fb * WF + f < Fg; f++)
+                    for (t = 0; t < WT; t++)
+                        *(FC_VTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V) = acc[f * WT + t];
+            }
+        }
+    }
+}
+
+/* dW's lane sums of one image added to accv [G*Fg][tapsp][V]: for filter f of group g and
+ * tap t, the products dout[f] * buf[base + off[g*tapsp + t]] over all row segments.
+ * tapsp is the taps per group rounded up to a multiple of FC_WT (offsets past the real
+ * taps repeat a real one; their sums are never used). dpk is fc_pack_dout's. accv must
+ * hold (G*Fg + FC_WF) * tapsp * V (the filters past Fg are read, never written). */
+static void FC_NAME(fc_direct_dw_image)(const FC_T *buf, Py_ssize_t row_step, const Py_ssize_t *off,
+                                        Py_ssize_t tapsp, const FC_T *dpk, Py_ssize_t G, Py_ssize_t Fg,
+                                        Py_ssize_t out_h, Py_ssize_t out_w, FC_T *accv)
+{
+    FC_NAME(fc_dw_image_tiled)(FC_WF, FC_WT, buf, row_step, off, tapsp, dpk, G, Fg, out_h, out_w, accv);
+}
+
+/* parts[f*taps + t] = the V lanes of accv [F][tapsp][V] summed in lane order. */
+static void FC_NAME(fc_dw_reduce)(const FC_T *accv, Py_ssize_t F, Py_ssize_t taps, Py_ssize_t tapsp,
+                                  FC_T *parts)
+{
+    Py_ssize_t f, t;
+    int l;
+    for (f = 0; f < F; f++) {
+        for (t = 0; t < taps; t++) {
+            const FC_T *a = accv + (f * tapsp + t) * FC_V;
+            FC_T s = a[0];
+            for (l = 1; l < FC_V; l++)
+                s += a[l];
+            parts[f * taps + t] = s;
+        }
+    }
+}
+
+#undef FC_NAME

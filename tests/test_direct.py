@@ -1,0 +1,270 @@
+"""The direct convolution (``fast.conv_forward(..., algorithm="direct")``) equals naive.
+
+What this file establishes:
+
+* forward, dx, dw and db equal ``fastconv.naive`` on a grid of awkward convolutions
+  (non-square kernels and images, stride 1-3, padding larger than the kernel, dilation,
+  groups, batch 1, one channel, output rows longer and shorter than a vector), both
+  dtypes, with and without bias; ``need_dx=False`` skips dx only; backward equals
+  centred numerical gradients in float64;
+* NaN and infinity reach exactly the outputs and gradients they reach in naive;
+* results do not depend on the thread count (dW is summed per fixed block of images);
+* the fused conv-relu-pool layer on direct is the three layers run one after the other;
+* "auto" runs direct exactly where ``algorithms.direct_wins`` says so; a request direct cannot
+  serve raises ValueError naming ``algorithm``; the kernels refuse offsets and buffers
+  that would read or write outside what they were given.
+"""
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import fastconv.fast as fast
+import fastconv.naive as naive
+from fastconv.engine import algorithms
+from fastconv.engine import threads as engine_threads
+from fastconv.engine.geometry import conv_geometry
+from fastconv.kernels import picker
+from fastconv.engine import direct as _direct
+from fastconv.testing import DTYPES, GRAD_TOL, assert_close, numerical_gradient
+from _helpers import dtype_id, pair_id
+
+#: (x shape, w shape, stride, pad, dilation, groups)
+CASES = [
+    ((2, 3, 9, 11), (5, 3, 3, 2), 1, 1, 1, 1),
+    ((1, 1, 7, 40), (3, 1, 2, 2), 1, 0, 1, 1),          # rows longer than a float32 vector
+    ((2, 3, 32, 32), (8, 3, 7, 7), 1, 3, 1, 1),         # a first layer, "same" padding
+    ((2, 3, 12, 13), (6, 3, 5, 5), 1, 0, 1, 1),         # LeNet-like, no padding
+    ((2, 4, 13, 20), (6, 2, 3, 5), (2, 3), (1, 2), (2, 1), 2),
+    ((1, 2, 10, 17), (4, 2, 3, 3), 3, 1, 1, 1),         # stride 3
+    ((3, 2, 8, 9), (7, 2, 2, 3), 2, 0, 1, 1),
+    ((2, 6, 9, 9), (6, 2, 3, 3), 1, 2, 2, 3),           # dilation 2, three groups
+    ((1, 3, 4, 5), (9, 3, 3, 3), 1, 4, 1, 1),           # padding larger than the kernel
+    ((2, 2, 5, 6), (3, 2, 5, 6), 2, (3, 1), 1, 1),      # kernel larger than the image
+    ((1, 8, 6, 7), (17, 8, 1, 1), 1, 0, 1, 1),          # 1x1, filters past a whole tile
+    ((2, 1, 20, 3), (2, 1, 4, 1), (1, 2), (0, 1), (3, 1), 1),
+]
+
+
+def _case_id(case):
+    xs, ws, s, p, d, g = case
+    return f"x{xs[2]}x{xs[3]}-c{xs[1]}-f{ws[0]}-k{ws[2]}x{ws[3]}-s{pair_id(s)}-p{pair_id(p)}-d{pair_id(d)}-g{g}"
+
+
+def _data(case, dtype, seed=0, bias=True):
+    xs, ws, s, p, d, g = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype) if bias else None
+    return x, w, b, dict(stride=s, pad=p, dilation=d, groups=g)
+
+
+def _fwdbwd(module, x, w, b, kwargs, need_dx=True, algorithm="direct"):
+    extra = {"algorithm": algorithm} if module is fast else {}
+    out, cache = module.conv_forward(x, w, b, **kwargs, **extra)
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(x.dtype)
+    return (out,) + module.conv_backward(dout, cache, need_dx=need_dx)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_direct_equals_naive(case, dtype, bias):
+    x, w, b, kwargs = _data(case, dtype, bias=bias)
+    assert fast.conv_algorithm(x, w, b, **kwargs, algorithm="direct") == "direct"
+    got, want = _fwdbwd(fast, x, w, b, kwargs), _fwdbwd(naive, x, w, b, kwargs)
+    for name, a, r in zip(("out", "dx", "dw", "db"), got, want):
+        if r is None:
+            assert a is None, name
+        else:
+            assert_close(a, r, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_need_dx_false_skips_dx_only(dtype):
+    x, w, b, kwargs = _data(CASES[4], dtype)
+    full = _fwdbwd(fast, x, w, b, kwargs)
+    part = _fwdbwd(fast, x, w, b, kwargs, need_dx=False)
+    assert part[1] is None
+    for a, r in zip(part[2:], full[2:]):
+        assert a.tobytes() == r.tobytes()
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[7]], ids=_case_id)
+def test_backward_equals_numerical_gradients(case):
+    x, w, b, kwargs = _data(case, np.float64)
+    x, w = x[:1, :, :7, :8].copy(), w.copy()
+    out, cache = fast.conv_forward(x, w, b, **kwargs, algorithm="direct")
+    dout = np.random.default_rng(2).standard_normal(out.shape)
+    dx, dw, db = fast.conv_backward(dout, cache)
+
+    def f(_):
+        return fast.conv_forward(x, w, b, **kwargs, algorithm="direct")[0]
+
+    for name, got, arg in (("dx", dx, x), ("dw", dw, w), ("db", db, b)):
+        assert_close(got, numerical_gradient(f, arg, dout), np.float64, name, GRAD_TOL)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("where", ["x", "w", "dout"])
+def test_non_finite_values_reach_what_they_reach_in_naive(bad, where):
+    """A NaN or an infinity in x, w or dout reaches the same outputs and gradients as in
+    the naive loops (0 * inf = NaN included), also from the lanes past a row's end, which
+    the kernels compute but never store or sum."""
+    case = ((2, 2, 6, 19), (3, 2, 3, 2), 1, (1, 0), 1, 1)  # out_w 18: 3 float64 vectors, the last 2 lanes used
+    x, w, b, kwargs = _data(case, np.float64)
+    rng = np.random.default_rng(5)
+    if where == "x":
+        # the last column: tap j=0 reads it only in lane 18, past out_w, so naive's dw[:, 0, :, 0]
+        # stays finite (asserted below) and the dW kernel must mask that lane
+        x[1, 0, 3, 18] = bad
+        x[0, 1, 2, 4] = bad
+    elif where == "w":
+        w[1, 1, 2, 0] = bad
+    results = []
+    for module in (fast, naive):
+        extra = {"algorithm": "direct"} if module is fast else {}
+        out, cache = module.conv_forward(x, w, b, **kwargs, **extra)
+        dout = rng.standard_normal(out.shape) if not results else results[0][-1]
+        if where == "dout" and not results:
+            dout[0, 2, 5, 7] = bad
+        results.append((out,) + module.conv_backward(dout, cache) + (dout,))
+    for name, a, r in zip(("out", "dx", "dw", "db"), results[0], results[1]):
+        assert np.array_equal(np.isnan(a), np.isnan(r)), name
+        assert np.array_equal(np.isinf(a), np.isinf(r)), name
+        finite = np.isfinite(r)
+        assert np.allclose(a[finite], r[finite], rtol=1e-9, atol=1e-9), name
+    assert not np.isfinite(results[0][0]).all() or where == "dout"
+    if where == "x":
+        assert np.isfinite(results[1][2][:, 0, :, 0]).all() and not np.isfinite(results[1][2][:, 0, :, 1]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_thread_count_does_not_change_a_bit(monkeypatch, dtype):
+    monkeypatch.setattr(engine_threads, "PARALLEL_MIN", 0)  # small layers run on every thread too
+    x, w, b, kwargs = _data(((7, 3, 14, 23), (5, 3, 3, 4), 1, 1, 1, 1), dtype)
+    results = []
+    for threads in (1, 2, 3):
+        with threadpool_limits(threads):
+            results.append([a.tobytes() for a in _fwdbwd(fast, x, w, b, kwargs)])
+    assert results[0] == results[1] == results[2]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("pool", [(2, None, 0), (3, 2, 1)], ids=["pool2", "pool3s2p1"])
+def test_fused_conv_relu_pool_on_direct(dtype, pool):
+    """The fused layer on direct: bitwise the direct convolution, ReLU and max pooling run
+    one after the other, and close to naive's fused layer."""
+    x, w, b, kwargs = _data(((3, 3, 12, 14), (6, 3, 5, 5), 1, 2, 1, 1), dtype)
+    w = np.round(w * 2)  # integer weights: ties inside the pooling windows
+    size, stride, ppad = pool
+    fused = {"pool_size": size, "pool_stride": stride, "pool_pad": ppad}
+    out, cache = fast.conv_relu_pool_forward(x, w, b, **kwargs, **fused, algorithm="direct")
+    dout = np.random.default_rng(3).standard_normal(out.shape).astype(dtype)
+    grads = fast.conv_relu_pool_backward(dout, cache)
+
+    y, c1 = fast.conv_forward(x, w, b, **kwargs, algorithm="direct")
+    r, c2 = fast.relu_forward(y)
+    p, c3 = fast.max_pool_forward(r, size, stride, ppad)
+    dr = fast.relu_backward(fast.max_pool_backward(dout, c3), c2)
+    separate = (p,) + fast.conv_backward(dr, c1)
+    for name, a, s in zip(("out", "dx", "dw", "db"), (out,) + grads, separate):
+        assert a.tobytes() == s.tobytes(), name
+
+    nout, ncache = naive.conv_relu_pool_forward(x, w, b, **kwargs, **fused)
+    for name, a, r in zip(("out", "dx", "dw", "db"), (out,) + grads, (nout,) + naive.conv_relu_pool_backward(dout, ncache)):
+        assert_close(a, r, dtype, name)
+
+
+def test_auto_runs_direct_where_the_rule_says():
+    """conv_algorithm and the cache follow algorithms.direct_wins; backward runs what forward ran."""
+    first = np.zeros((4, 3, 32, 32), np.float32), np.zeros((32, 3, 7, 7), np.float32)
+    hidden = np.zeros((4, 64, 16, 16), np.float32), np.zeros((64, 64, 3, 3), np.float32)
+    for x, w in (first, hidden):
+        g = conv_geometry(x, w, None, 1, 1)
+        expected = "direct" if algorithms.direct_wins(g) else algorithms.choose(g, "auto", x, w)[0]
+        assert fast.conv_algorithm(x, w, pad=1) == expected
+    assert fast.conv_algorithm(*first, pad=3) == "direct"
+    assert fast.conv_algorithm(*hidden, pad=1) != "direct"
+    out, cache = fast.conv_forward(*first, pad=3)
+    assert cache[-1] == ("direct", True)
+
+
+def test_the_rule_of_auto(monkeypatch):
+    """The documented rule (docs/performance.md, "Direct convolution and the rule of auto"):
+    stride 1, no dilation or groups, 2 to 8 channels and at most 32 filters (one channel:
+    F*kh*kw <= 400), a 3x3 to 7x7 kernel, output rows of at least 24 pixels; every other
+    layer keeps its old algorithm."""
+    def geometry(C=3, k=(7, 7), F=32, HW=(32, 32), groups=1, stride=1, dilation=1, pad=None):
+        x = np.zeros((2, C, *HW), np.float32)
+        w = np.zeros((F, C // groups, *k), np.float32)
+        pad = (k[0] // 2, k[1] // 2) if pad is None else pad
+        return conv_geometry(x, w, None, stride, pad, dilation, groups)
+
+    wins = [geometry(), geometry(k=(5, 5), F=16, pad=0), geometry(C=1, k=(5, 5), F=16, HW=(28, 28)), geometry(C=1, k=(3, 3), F=32),
+            geometry(C=8, k=(3, 3)), geometry(k=(3, 7)), geometry(HW=(24, 200))]
+    loses = [geometry(F=33), geometry(C=1, k=(5, 5)), geometry(C=1, F=9), geometry(C=9), geometry(k=(1, 1)), geometry(k=(9, 9)), geometry(k=(3, 8)),
+             geometry(HW=(32, 23)), geometry(HW=(28, 28), pad=0), geometry(stride=(1, 2)),
+             geometry(dilation=2), geometry(C=4, groups=2), geometry(C=64, k=(3, 3), F=64)]
+    assert all(algorithms.direct_wins(g) for g in wins)
+    assert not any(algorithms.direct_wins(g) for g in loses)
+    x, w = np.zeros((2, 3, 32, 32)), np.zeros((32, 3, 7, 7))
+    assert fast.conv_algorithm(x, w, pad=3) == "direct"
+    monkeypatch.setattr(algorithms, "AUTO_MAX_FILTERS", 31)  # the rule reads its bounds
+    assert not algorithms.direct_wins(geometry())
+    monkeypatch.setattr(algorithms, "direct_wins", lambda g: False)  # what auto ran before direct existed
+    assert fast.conv_algorithm(x, w, pad=3) == "im2col"
+
+
+@pytest.mark.parametrize("module", [fast, naive], ids=["fast", "naive"])
+def test_a_layer_too_big_for_direct_raises_naming_algorithm(module, monkeypatch):
+    x, w = np.zeros((1, 256, 8, 8), np.float32), np.zeros((256, 256, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"^algorithm='direct' needs a layer whose per-thread buffers fit in 16 MiB"):
+        module.conv_forward(x, w, algorithm="direct")
+    monkeypatch.setattr(_direct, "SCRATCH_BYTES_MAX", 1 << 10)  # the check reads the bound
+    with pytest.raises(ValueError, match=r"^algorithm='direct' needs .* fit in 0.000976562 MiB"):
+        module.conv_forward(np.zeros((1, 3, 8, 8)), np.zeros((2, 3, 3, 3)), algorithm="direct")
+
+
+def _kernel_args(dtype=np.float64):
+    """Arguments of direct_conv for a (1, 2, 5, 6) image and a 3x3 kernel with pad 1."""
+    x, w = np.ones((1, 2, 5, 6), dtype), np.ones((4, 2, 3, 3), dtype)
+    g = conv_geometry(x, w, None, 1, 1)
+    pk = _direct._forward_packing(g, _direct._lanes(x.itemsize))
+    off = _direct._tap_offsets(pk, 1, 2, 3, 3, 1, 1)
+    wpk = _direct._pack_weights(w.reshape(1, 4, 18), 1, 4)
+    out = np.empty(g.out_shape, dtype)
+    scratch = np.empty((1, 2 * pk.plane), dtype)
+    return [x, out, wpk, off, np.empty(0, dtype), False, 1, 18, 4, *pk.args(), scratch, 1]
+
+
+def test_direct_conv_kernel_reads_inside_its_buffers_only():
+    args = _kernel_args()
+    picker.kernels.direct_conv(*args)
+    assert np.all(args[1][:, :, 1:-1, 1:-1] == 18)  # the check below runs on a working call
+    bad = list(args)
+    bad[3] = args[3].copy()
+    bad[3][-1] += args[-2].shape[1]  # one tap past the packed image
+    with pytest.raises(ValueError, match="reads outside the packed buffer"):
+        picker.kernels.direct_conv(*bad)
+    bad = list(args)
+    bad[-2] = args[-2][:, :-1]
+    with pytest.raises(ValueError, match=r"^scratch must be at least"):
+        picker.kernels.direct_conv(*bad)
+    bad = list(args)
+    bad[2] = args[2][:-1]
+    with pytest.raises(ValueError, match=r"^wpk must hold"):
+        picker.kernels.direct_conv(*bad)
+    bad = list(args)
+    bad[8] = 5  # a tile no build has
+    with pytest.raises(ValueError, match=r"^FT must be one of \(8, 4, 3, 2, 1\), got 5"):
+        picker.kernels.direct_conv(*bad)
+
+
+def test_float32_error_on_the_first_layer_workload_is_small():
+    """W1conv's shapes at batch 2: direct in float32 against naive in float64."""
+    x, w, b, kwargs = _data(((2, 3, 32, 32), (32, 3, 7, 7), 1, 3, 1, 1), np.float64)
+    want = _fwdbwd(naive, x, w, b, kwargs)
+    got = _fwdbwd(fast, *(a.astype(np.float32) for a in (x, w, b)), kwargs)
+    for name, a, r in zip(("out", "dx", "dw", "db"), got, want):
+        assert_close(a, r.astype(np.float32), np.float32, name, tolerance=1e-5)
