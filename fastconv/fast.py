@@ -91,11 +91,16 @@ def _workspace(name, size, dtype):
     return arr[:size]
 
 
-#: True when the kernels run on one thread: the process's libgomp was loaded before
-#: fastconv could ask it to let idle threads sleep (fastconv/__init__.py), and its
-#: spinning workers would slow every GEMM after a parallel kernel (several times over
-#: with torch imported first: docs/performance.md).
-SINGLE_THREADED_KERNELS = OPENMP_WAIT_POLICY != "PASSIVE"
+#: True when the kernels were compiled with OpenMP (setup.py leaves it out where the
+#: compiler has none, as Apple clang, or with FASTCONV_NO_OPENMP=1).
+KERNELS_HAVE_OPENMP = bool(_kernels.build_info()["openmp"])
+
+#: True when each kernel call runs on one thread and the parallel layers split their work
+#: over fastconv's own worker threads instead (``_over_planes``): the kernels have no
+#: OpenMP, or the process's libgomp was loaded before fastconv could ask it to let idle
+#: threads sleep (fastconv/__init__.py), and its spinning workers would slow every GEMM
+#: after a parallel kernel (several times over with torch imported first: docs/performance.md).
+SINGLE_THREADED_KERNELS = OPENMP_WAIT_POLICY != "PASSIVE" or not KERNELS_HAVE_OPENMP
 
 
 def _threads(work):
@@ -582,11 +587,11 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
 def _over_planes(planes, size, kernel):
     """``kernel(lo, hi, threads)`` over the planes [0, planes) of a pooling layer, or the
     channels or images of a batchnorm (``size`` elements in all). Normally one call on OpenMP
-    threads. When OpenMP must run on one thread (SINGLE_THREADED_KERNELS: a spinning
-    libgomp was loaded first, as PyTorch's is when torch is imported before fastconv),
-    blocks of planes go to fastconv's own worker threads instead, one kernel thread each,
-    as many as the BLAS may use: the same bits (planes are independent), and the speed
-    does not depend on import order."""
+    threads. When OpenMP must run on one thread or is not there (SINGLE_THREADED_KERNELS: a
+    spinning libgomp was loaded first, as PyTorch's is when torch is imported before fastconv,
+    or a build without OpenMP), blocks of planes go to fastconv's own worker threads instead,
+    one kernel thread each, as many as the BLAS may use: the same bits (planes are
+    independent), and the speed depends neither on import order nor on the compiler."""
     threads = _threads(size)
     workers = min(_parallel.blas_threads(), planes) if SINGLE_THREADED_KERNELS and size >= _PARALLEL_MIN else 1
     if workers <= 1:

@@ -98,9 +98,11 @@ def adam(w, dw, config=None):
     m, v = _state(config, "m", w), _state(config, "v", w)
     config["t"] = t
     out = np.empty(w.shape, w.dtype)
-    _fast._kernels.adam_update(np.ascontiguousarray(w).reshape(-1), np.ascontiguousarray(dw).reshape(-1),
-                         m.reshape(-1), v.reshape(-1), out.reshape(-1), 1 - b1, 1 - b2, b1, b2,
-                         1 - b1**t, 1 - b2**t, config["learning_rate"], config["epsilon"], _fast._threads(w.size))
+    w1, dw1, m1, v1, out1 = (np.ascontiguousarray(a).reshape(-1) for a in (w, dw, m, v, out))
+    # Elementwise: blocks of elements on fastconv's workers when the kernel cannot use OpenMP, the same bits.
+    _fast._over_planes(w.size, w.size, lambda lo, hi, threads: _fast._kernels.adam_update(
+        w1[lo:hi], dw1[lo:hi], m1[lo:hi], v1[lo:hi], out1[lo:hi], 1 - b1, 1 - b2, b1, b2,
+        1 - b1**t, 1 - b2**t, config["learning_rate"], config["epsilon"], threads))
     return out, config
 
 
