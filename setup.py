@@ -14,7 +14,8 @@ Environment switches (read at build time):
 * ``FASTCONV_CYTHON_DEBUG=1`` builds with bounds checks, wraparound and
   initialized-memoryview checks turned on (and -O0 -g), for tests that hunt
   out-of-bounds access. ``fastconv.show_config()`` reports which build is in.
-* ``FASTCONV_NO_OPENMP=1`` builds without OpenMP even where the compiler has it.
+* ``FASTCONV_NO_OPENMP=1`` builds without OpenMP even where the compiler has it
+  (the kernels then run on fastconv's own worker threads, as where it has none).
 * ``FASTCONV_NATIVE=1`` adds ``-march=native`` (opt-in only: a binary built
   that way may crash with SIGILL on an older CPU); no optional builds then.
 """
@@ -22,6 +23,7 @@ import hashlib
 import os
 import platform
 import runpy
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -53,15 +55,39 @@ OPENMP_PROBE = textwrap.dedent(
 )
 
 
+def _brew_prefix(formula):
+    """Homebrew's prefix of ``formula`` (``brew --prefix libomp``), or None without brew."""
+    try:
+        out = subprocess.run(["brew", "--prefix", formula], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    prefix = out.stdout.strip()
+    return prefix if out.returncode == 0 and os.path.isdir(prefix) else None
+
+
+def _openmp_candidates():
+    """(compile_args, link_args) to try, in order, for this platform's compilers."""
+    if sys.platform == "win32":
+        # MSVC: OpenMP 2.0, which wants signed loop indices (every prange runs on Py_ssize_t).
+        return [(["/openmp"], [])]
+    if sys.platform == "darwin":
+        # Apple clang has no -fopenmp of its own: the preprocessor flag plus LLVM's libomp,
+        # from Homebrew (`brew install libomp`, keg-only: its paths must be given) or the
+        # default search paths; a GCC from Homebrew (CC=gcc-14) takes -fopenmp.
+        candidates = []
+        prefix = _brew_prefix("libomp")
+        if prefix:
+            inc, lib = os.path.join(prefix, "include"), os.path.join(prefix, "lib")
+            candidates.append((["-Xpreprocessor", "-fopenmp", f"-I{inc}"], [f"-L{lib}", "-lomp", f"-Wl,-rpath,{lib}"]))
+        candidates.append((["-Xpreprocessor", "-fopenmp"], ["-lomp"]))
+        candidates.append((["-fopenmp"], ["-fopenmp"]))
+        return candidates
+    return [(["-fopenmp"], ["-fopenmp"])]
+
+
 def _openmp_flags(compiler):
     """Return (compile_args, link_args) for OpenMP, or None if the compiler lacks it."""
-    if sys.platform == "win32":
-        candidates = [(["/openmp"], [])]
-    elif sys.platform == "darwin":
-        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
-    else:
-        candidates = [(["-fopenmp"], ["-fopenmp"])]
-    for cflags, lflags in candidates:
+    for cflags, lflags in _openmp_candidates():
         with tempfile.TemporaryDirectory() as tmp:
             src = os.path.join(tmp, "probe.c")
             with open(src, "w") as f:
@@ -106,14 +132,23 @@ def _source_id():
 
 
 class BuildExt(build_ext):
-    """build_ext that probes the compiler for OpenMP before compiling."""
+    """build_ext that probes the compiler for OpenMP before compiling, and compiles the
+    builds side by side (one compiler per core) unless told otherwise (``-j``)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1
 
     def build_extensions(self):
         flags = None if NO_OPENMP else _openmp_flags(self.compiler)
-        if flags is None and not NO_OPENMP:
+        unavailable = flags is None and not NO_OPENMP
+        if unavailable:
+            # pip shows this only with -v: the build also records it (build_info()'s
+            # "openmp_unavailable"), and fastconv/_kernels.py warns at import.
             warnings.warn(
-                "fastconv: this compiler has no usable OpenMP; building the "
-                "im2col kernels single-threaded (BLAS still uses its own threads)."
+                "fastconv: this compiler has no usable OpenMP; building the kernels without "
+                "it (they run on fastconv's own worker threads; CONTRIBUTING.md: building)."
             )
         is_msvc = self.compiler.compiler_type == "msvc"
         optional = {ISA["module_name"](b.isa): b for b in ISA["OPTIONAL"]}
@@ -135,6 +170,7 @@ class BuildExt(build_ext):
             ext.define_macros += [
                 ("FASTCONV_ISA", isa),
                 ("FASTCONV_DEBUG_BUILD", "1" if DEBUG else "0"),
+                ("FASTCONV_OPENMP_UNAVAILABLE", "1" if unavailable else "0"),
                 ("FASTCONV_SOURCE_ID", f"{_source_id()}LL"),
                 ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
             ]

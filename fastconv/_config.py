@@ -8,6 +8,16 @@ import numpy as np
 from .engine.runtimes import RUNTIMES
 
 
+def openmp_text(openmp):
+    """How the kernels use threads, for ``fastconv config`` and ``fastconv bench``'s report."""
+    return "yes" if openmp else "no (kernels on fastconv's threads)"
+
+
+def openmp_text(openmp):
+    """How the kernels use threads, for ``fastconv config`` and ``fastconv bench``'s report."""
+    return "yes" if openmp else "no (kernels on fastconv's threads)"
+
+
 def configuration():
     """What ``show_config`` prints, as a dict: the versions, the kernel build in use
     (its ``build_info()``) and why, and the thread settings of OpenMP and the BLAS."""
@@ -66,8 +76,16 @@ def show_config():
         print(f"extension {info['kernels']}: built for {info['isa']} instructions, in use "
               f"because {info['kernels_reason']}"
               + (" (DEBUG: bounds checks on)" if info["debug_build"] else ""))
-        print(f"OpenMP: {'yes' if info['openmp'] else 'no'}, threads: {info['omp_max_threads']}, "
-              f"idle-thread policy: {info['openmp_wait_policy']}")
+        if info["openmp"]:
+            print(f"OpenMP: {openmp_text(True)}, threads: {info['omp_max_threads']}, "
+                  f"idle-thread policy: {info['openmp_wait_policy']}")
+        else:
+            print(f"OpenMP: {openmp_text(False)}: pooling, batchnorm and Adam split over "
+                  f"{info['conv_workers']} worker thread(s), one kernel thread each")
+            if info.get("openmp_unavailable"):
+                print("note: the compiler had no usable OpenMP when fastconv was built (Apple clang "
+                      "without libomp, say): a single image's convolution runs on one thread; "
+                      "CONTRIBUTING.md says how to build with OpenMP")
         if info["conv_workers"] > 1:
             print(f"convolution: chunks of images on {info['conv_workers']} worker threads, one BLAS "
                   "thread each (as many as the BLAS may use)")

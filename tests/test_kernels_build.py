@@ -11,8 +11,11 @@ the results must be equal byte for byte.
 import importlib
 import os
 import platform
+import re
 import subprocess
 import sys
+import types
+import warnings
 
 import numpy as np
 import pytest
@@ -373,3 +376,71 @@ def test_the_comparison_catches_one_ulp_and_a_signed_zero(monkeypatch, dtype):
     zero = np.zeros(3, dtype)
     with pytest.raises(AssertionError, match="1 bytes"):
         _assert_same_bytes([zero], [np.array([0.0, -0.0, 0.0], dtype)], "zeros")
+
+
+def _prange_indices(source):
+    """[(name, declared type or None)] of every ``for NAME in prange(...)`` in ``source``:
+    the type from the ``cdef TYPE ... NAME`` declarations of the enclosing function."""
+    found = []
+    for m in re.finditer(r"for\s+(\w+)\s+in\s+prange\(", source):
+        start = max(source.rfind("\ndef ", 0, m.start()), source.rfind("\ncdef ", 0, m.start()),
+                    source.rfind("\ncpdef ", 0, m.start()))
+        declared = None
+        for d in re.finditer(r"^\s+cdef\s+([\w ]+?)\s+((?:\w+(?:\s*=\s*[^,\n]+)?\s*,\s*)*\w+(?:\s*=\s*[^,\n]+)?)\s*$",
+                             source[start:m.start()], re.M):
+            names = [part.split("=")[0].strip() for part in d.group(2).split(",")]
+            if m.group(1) in names:
+                declared = d.group(1).strip()
+        found.append((m.group(1), declared))
+    return found
+
+
+def test_every_prange_index_is_signed():
+    """MSVC's OpenMP 2.0 takes only signed loop indices: every prange of the kernels runs on
+    Py_ssize_t (a Windows build is not tested here; this keeps it possible)."""
+    folder = os.path.dirname(baseline.__file__)
+    sources = [os.path.join(folder, n) for n in ("_im2col.pyx", "_winograd.pxi") if os.path.exists(os.path.join(folder, n))]
+    if not sources:
+        pytest.skip("the kernels' source is not installed beside them")
+    found = [(os.path.basename(p), *i) for p in sources for i in _prange_indices(open(p).read())]
+    assert len(found) >= 10, found
+    assert [f for f in found if f[2] != "Py_ssize_t"] == []
+
+
+def test_the_prange_check_catches_an_unsigned_index():
+    source = ("\ncdef void k(Py_ssize_t n) noexcept nogil:\n    cdef size_t t\n    cdef Py_ssize_t i, j = 0\n"
+              "    for t in prange(n):\n        pass\n    for j in prange(n):\n        pass\n")
+    assert _prange_indices(source) == [("t", "size_t"), ("j", "Py_ssize_t")]
+
+
+@pytest.mark.parametrize("unavailable", [True, False], ids=["compiler-without-openmp", "openmp-or-asked-off"])
+def test_a_build_whose_compiler_had_no_openmp_warns_at_import(unavailable):
+    """pip hides setup.py's warning: the build records that the compiler had no OpenMP, and
+    loading the kernels says so once (not when FASTCONV_NO_OPENMP=1 asked for it)."""
+    build = types.SimpleNamespace(build_info=lambda: {"openmp": not unavailable, "openmp_unavailable": unavailable})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        _kernels._warn_if_openmp_was_unavailable(build)
+    said = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
+    assert len(said) == unavailable
+    if unavailable:
+        assert "without OpenMP" in said[0] and "CONTRIBUTING.md" in said[0]
+
+
+def test_the_build_records_why_it_has_no_openmp():
+    info = baseline.build_info()
+    assert isinstance(info["openmp_unavailable"], bool)
+    assert not (info["openmp"] and info["openmp_unavailable"])
+
+
+def test_config_and_bench_say_where_kernels_run_without_openmp(monkeypatch, capsys):
+    from fastconv import _config
+    from fastconv.bench import machine
+
+    info = dict(_config.configuration(), openmp=False, openmp_unavailable=True, omp_max_threads=1)
+    monkeypatch.setattr(_config, "configuration", lambda: info)
+    _config.show_config()
+    out = capsys.readouterr().out
+    assert "OpenMP: no (kernels on fastconv's threads)" in out and "no usable OpenMP" in out
+    doc = machine.collect()
+    assert "OpenMP: no (kernels on fastconv's threads)" in machine.describe(doc)

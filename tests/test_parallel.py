@@ -14,7 +14,8 @@ check what the design promises:
   exception in a worker, and after overlapping calls from several threads,
   which also keep the user's worker count;
 * numpy's error state (``np.errstate``) applies inside the workers;
-* a forked child process can still convolve (the parent's pool is not inherited).
+* a child process can still convolve: forked (the parent's pool is not inherited), or
+  started by spawn or forkserver.
 """
 import multiprocessing
 import os
@@ -262,17 +263,32 @@ def _child_convolves(queue):
     queue.put(float(np.abs(out - _fwdbwd(naive, x, w, b, kwargs)[0]).max()))
 
 
-@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
-def test_a_forked_child_can_convolve(one_image_chunks):
+def _convolve_in_a_child(method):
     x, w, b, kwargs = _data(CASES[0], np.float64)
     _fwdbwd(fast, x, w, b, kwargs)  # the parent's pool exists now
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context(method)
     queue = ctx.Queue()
     child = ctx.Process(target=_child_convolves, args=(queue,))
     child.start()
     child.join(60)
     assert child.exitcode == 0
     assert queue.get(timeout=5) < 1e-9
+
+
+@pytest.mark.parametrize("method", [m for m in ("spawn", "forkserver") if m in multiprocessing.get_all_start_methods()])
+def test_a_child_started_safely_can_convolve(one_image_chunks, method):
+    """The start methods that are safe beside a thread pool (Python 3.14's default on Linux
+    is forkserver): the child imports fastconv afresh and convolves."""
+    _convolve_in_a_child(method)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+# Forking with the pool's threads alive is what this test is for (Python <= 3.13 forks by
+# default on Linux): 3.12+ warns that it may deadlock, which is the hazard the after-fork
+# handler of fastconv/_parallel.py removes for fastconv's own lock and pool.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
+def test_a_forked_child_can_convolve(one_image_chunks):
+    _convolve_in_a_child("fork")
 
 
 @pytest.mark.parametrize("n_workers, text", [(1, "in the calling thread"), (3, "chunks of images on 3 worker threads")])
@@ -421,3 +437,58 @@ def test_affine_layers_never_wake_openblas_threads(who):
         assert float(cpu_ms) < 20, f"OpenBLAS's threads ran {cpu_ms} ms during fastconv's affine layers"
     else:
         assert float(cpu_ms) > 100, f"plain numpy GEMMs woke OpenBLAS's threads for only {cpu_ms} ms"
+
+
+def test_adam_runs_on_fastconvs_threads_when_openmp_cannot(workers, monkeypatch):
+    """Adam's update is elementwise: without OpenMP (or with a spinning libgomp loaded first)
+    blocks of elements go to fastconv's workers, one kernel thread each, the same bits."""
+    from fastconv import optim
+
+    rng = np.random.default_rng(5)
+    w, dw = rng.standard_normal((64, 1200)), rng.standard_normal((64, 1200))  # above _PARALLEL_MIN
+
+    def run():
+        config = {"m": rng.standard_normal(w.shape) * 0, "v": np.zeros(w.shape), "t": 3}
+        out, config = optim.adam(w, dw, config)
+        return [a.tobytes() for a in (out, config["m"], config["v"])]
+
+    expected = run()
+    workers(2)
+    monkeypatch.setattr(_parallel, "SINGLE_THREADED_KERNELS", True)
+    seen = []
+    real = _kernels.adam_update
+
+    def recording(*args):
+        seen.append((threading.current_thread().name, args[-1], args[0].size))
+        return real(*args)
+
+    monkeypatch.setattr(_kernels, "adam_update", recording)
+    assert run() == expected
+    assert {threads for _, threads, _ in seen} == {1} and sum(size for *_, size in seen) == w.size
+    assert "MainThread" in {n for n, *_ in seen} and any(n.startswith("fastconv") for n, *_ in seen)
+
+
+@pytest.mark.skipif(_kernels.build_info()["openmp"], reason="this build has OpenMP (CI builds one without: .ci/no_openmp.sh)")
+@pytest.mark.parametrize("layer", ["max_pool", "avg_pool", "batchnorm"])
+def test_a_build_without_openmp_runs_the_layers_on_fastconvs_threads(workers, monkeypatch, layer):
+    """Without OpenMP, as built: pooling and batchnorm split over fastconv's workers with no
+    setting changed (before the fix only the torch-first import order did that)."""
+    assert _parallel.single_threaded_kernels()
+    x = np.random.default_rng(6).standard_normal((4, 9, 40, 38))  # above _PARALLEL_MIN elements
+    workers(2)
+    names = {"max_pool": ("max_pool_phased", "max_pool_direct"), "avg_pool": ("avg_pool_forward",),
+             "batchnorm": ("bn_channel_stats", "bn_affine")}[layer]
+    seen = []
+    for name in names:
+        real = getattr(_kernels, name)
+
+        def recording(*args, real=real):
+            seen.append(threading.current_thread().name)
+            return real(*args)
+
+        monkeypatch.setattr(_kernels, name, recording)
+    if layer == "batchnorm":
+        fast.spatial_batchnorm_forward(x, np.ones(9), np.zeros(9), {"mode": "train"})
+    else:
+        getattr(fast, f"{layer}_forward")(x, 3, 2)
+    assert "MainThread" in seen and any(n.startswith("fastconv") for n in seen), seen

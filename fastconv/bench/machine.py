@@ -6,6 +6,8 @@ import platform
 import sys
 from importlib import metadata
 
+from .._config import openmp_text
+
 #: Environment variables that change how the BLAS / OpenMP / PyTorch thread pools behave.
 THREAD_ENV = (
     "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS",
@@ -78,7 +80,7 @@ def thread_settings(torch=None):
     info = {
         "env": {name: os.environ.get(name) for name in THREAD_ENV},
         "threadpools": threadpool_info(),
-        "fastconv_build": {k: build.get(k) for k in ("extension", "openmp", "debug_build", "omp_max_threads",
+        "fastconv_build": {k: build.get(k) for k in ("extension", "openmp", "openmp_unavailable", "debug_build", "omp_max_threads",
                                                              "kernels", "isa", "features", "kernels_reason")},
     }
     blas = [p for p in info["threadpools"] if p.get("user_api") == "blas"]
@@ -96,10 +98,11 @@ def describe(doc):
            f"{', ' + ' '.join(m['cpu']['flags']) if m['cpu']['flags'] else ''})")
     libs = ", ".join(f"{k} {v[k]}" for k in ("fastconv", "numpy", "torch") if v.get(k))
     build = t.get("fastconv_build", {})
+    openmp = "" if build.get("openmp") is None else f", OpenMP: {openmp_text(build['openmp'])}"
     return (f"Machine: {cpu}, {m.get('memory_mib')} MiB RAM; Python {v['python']}, {libs}.\n"
             f"OpenBLAS kernels: {t['openblas_kernels']} (OPENBLAS_CORETYPE="
             f"{coretype if coretype is not None else 'unset'}); fastconv kernels: "
-            f"{build.get('kernels')} ({build.get('isa')} build).")
+            f"{build.get('kernels')} ({build.get('isa')} build{openmp}).")
 
 
 def collect(torch=None):

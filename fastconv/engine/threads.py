@@ -213,11 +213,25 @@ def sum_in_worker_order(parts):
 
 
 # ---------------------------------------------------------------------------- kernel threads
-#: True when the kernels run on one thread: the process's libgomp was loaded before
-#: fastconv could ask it to let idle threads sleep (``runtimes``), and its spinning
-#: workers would slow every GEMM after a parallel kernel (several times over with torch
-#: imported first: docs/performance.md).
-SINGLE_THREADED_KERNELS = RUNTIMES.openmp_wait_policy != "PASSIVE"
+#: True when each kernel call runs on one thread and the parallel layers split their work
+#: over fastconv's own worker threads instead (``over_planes``): the kernels have no OpenMP
+#: (a compiler without it, as Apple clang, or FASTCONV_NO_OPENMP=1), or the process's libgomp
+#: was loaded before fastconv could ask it to let idle threads sleep (``runtimes``), and its
+#: spinning workers would slow every GEMM after a parallel kernel (several times over with
+#: torch imported first: docs/performance.md). None until the kernels load
+#: (``single_threaded_kernels``); setting it forces either way.
+SINGLE_THREADED_KERNELS = None
+
+
+def single_threaded_kernels():
+    """SINGLE_THREADED_KERNELS, decided when first asked (the kernels load then)."""
+    global SINGLE_THREADED_KERNELS
+    if SINGLE_THREADED_KERNELS is None:
+        from ..kernels.picker import kernels
+
+        SINGLE_THREADED_KERNELS = (RUNTIMES.openmp_wait_policy != "PASSIVE"
+                                   or not kernels.build_info()["openmp"])
+    return SINGLE_THREADED_KERNELS
 
 #: Below this many elements of work, kernels run on one thread (the OpenMP start-up
 #: would cost more than it saves).
@@ -227,7 +241,7 @@ PARALLEL_MIN = 1 << 15
 def kernel_threads(work):
     """Thread count for a kernel: OpenMP's default (``omp_get_max_threads()``, which
     OMP_NUM_THREADS and threadpoolctl set), or 1 for small or unsafe cases."""
-    if SINGLE_THREADED_KERNELS or work < PARALLEL_MIN:
+    if work < PARALLEL_MIN or single_threaded_kernels():
         return 1
     from ..kernels.picker import kernels  # here, not at import: the affine layers need no extension
 
@@ -237,13 +251,13 @@ def kernel_threads(work):
 def over_planes(planes, size, kernel):
     """``kernel(lo, hi, threads)`` over the planes [0, planes) of a pooling layer, or the
     channels or images of a batchnorm (``size`` elements in all). Normally one call on OpenMP
-    threads. When OpenMP must run on one thread (SINGLE_THREADED_KERNELS: a spinning
-    libgomp was loaded first, as PyTorch's is when torch is imported before fastconv),
-    blocks of planes go to fastconv's own worker threads instead, one kernel thread each,
-    as many as the BLAS may use: the same bits (planes are independent), and the speed
-    does not depend on import order."""
+    threads. When OpenMP must run on one thread or is not there (SINGLE_THREADED_KERNELS: a
+    spinning libgomp was loaded first, as PyTorch's is when torch is imported before fastconv,
+    or a build without OpenMP), blocks of planes go to fastconv's own worker threads instead,
+    one kernel thread each, as many as the BLAS may use: the same bits (planes are
+    independent), and the speed depends neither on import order nor on the compiler."""
     threads = kernel_threads(size)
-    workers = min(blas_threads(), planes) if SINGLE_THREADED_KERNELS and size >= PARALLEL_MIN else 1
+    workers = min(blas_threads(), planes) if size >= PARALLEL_MIN and single_threaded_kernels() else 1
     if workers <= 1:
         kernel(0, planes, threads)
         return

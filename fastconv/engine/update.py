@@ -2,7 +2,7 @@
 temporaries (``fastconv.optim`` owns the rules, their checks and their state)."""
 import numpy as np
 
-from .threads import kernel_threads
+from .threads import over_planes
 
 
 def adam_step(w, dw, m, v, t, learning_rate, beta1, beta2, epsilon):
@@ -12,7 +12,9 @@ def adam_step(w, dw, m, v, t, learning_rate, beta1, beta2, epsilon):
     from ..kernels.picker import kernels  # here: optim's other rules need no extension
 
     out = np.empty(w.shape, w.dtype)
-    kernels.adam_update(np.ascontiguousarray(w).reshape(-1), np.ascontiguousarray(dw).reshape(-1),
-                        m.reshape(-1), v.reshape(-1), out.reshape(-1), 1 - beta1, 1 - beta2, beta1, beta2,
-                        1 - beta1**t, 1 - beta2**t, learning_rate, epsilon, kernel_threads(w.size))
+    w1, dw1, m1, v1, out1 = (np.ascontiguousarray(a).reshape(-1) for a in (w, dw, m, v, out))
+    # elementwise: blocks of elements on fastconv's workers when the kernel cannot use OpenMP, the same bits
+    over_planes(w.size, w.size, lambda lo, hi, threads: kernels.adam_update(
+        w1[lo:hi], dw1[lo:hi], m1[lo:hi], v1[lo:hi], out1[lo:hi], 1 - beta1, 1 - beta2, beta1, beta2,
+        1 - beta1**t, 1 - beta2**t, learning_rate, epsilon, threads))
     return out

@@ -50,10 +50,14 @@ cdef extern from *:
     #ifndef FASTCONV_SOURCE_ID
     #define FASTCONV_SOURCE_ID 0LL
     #endif
+    #ifndef FASTCONV_OPENMP_UNAVAILABLE
+    #define FASTCONV_OPENMP_UNAVAILABLE 0
+    #endif
     """
     int fc_have_openmp() noexcept nogil
     int fc_omp_max_threads() noexcept nogil
     int FASTCONV_DEBUG_BUILD
+    int FASTCONV_OPENMP_UNAVAILABLE
     long long FASTCONV_SOURCE_ID
 
 cdef extern from "cpu.h":
@@ -63,11 +67,14 @@ cdef extern from "cpu.h":
 
 
 def build_info():
-    """How this extension was compiled: OpenMP in or not, bounds checks on or not, from
-    which source, for which build ("isa": a name of fastconv/kernels/isa.py, "baseline", "native"
-    or an optional build's) and the SIMD features its compiler enabled ("features")."""
+    """How this extension was compiled: OpenMP in or not (and whether the compiler had
+    none), bounds checks on or not, from which source, for which build ("isa": a name of
+    fastconv/kernels/isa.py, "baseline", "native" or an optional build's) and the SIMD
+    features its compiler enabled ("features")."""
     return {
         "openmp": bool(fc_have_openmp()),
+        # setup.py's probe found no usable OpenMP (not FASTCONV_NO_OPENMP=1): the picker warns
+        "openmp_unavailable": bool(FASTCONV_OPENMP_UNAVAILABLE),
         "debug_build": bool(FASTCONV_DEBUG_BUILD),
         "isa": fc_isa.decode("ascii"),
         "features": tuple(fc_target_features.decode("ascii").split()),

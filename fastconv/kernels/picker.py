@@ -16,12 +16,15 @@ The environment variable FASTCONV_KERNELS overrides the choice: ``auto`` (the
 default), ``baseline``, ``avx512`` or ``avx2`` (an error if this CPU or install
 cannot run the build named).
 
+A build whose compiler had no usable OpenMP gives a RuntimeWarning here, once.
+
 Importing this module raises ImportError when the extension is missing, and ValueError
 (naming FASTCONV_KERNELS) when the extension is there but the variable asks for kernels
 it cannot give: ``fastconv.show_config`` tells the two apart.
 """
 import importlib
 import os
+import warnings
 
 # ``kernels`` and ``reason`` are set by __getattr__ on first use (so that ``requested`` can be
 # asked without loading any build).
@@ -107,10 +110,27 @@ def _load():
     return baseline, "; ".join(passed_over)
 
 
+def _warn_if_openmp_was_unavailable(module):
+    """A RuntimeWarning, once per process (the build loads once), when the compiler had
+    no usable OpenMP: pip hides setup.py's own warning, and a user asking for it
+    (FASTCONV_NO_OPENMP=1) needs none."""
+    if module.build_info().get("openmp_unavailable"):
+        warnings.warn(
+            "fastconv's kernels were built without OpenMP: the compiler had none (Apple clang "
+            "without libomp, say). They run on fastconv's own worker threads instead, except a "
+            "single image's convolution, which runs on one thread. To build with OpenMP, see "
+            "CONTRIBUTING.md (macOS: brew install libomp, then reinstall); `fastconv config` "
+            "shows the build.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def __getattr__(name):
     """``kernels`` and ``reason``: loaded on first use (``_load``), then plain attributes."""
     if name in ("kernels", "reason"):
         global kernels, reason
         kernels, reason = _load()
+        _warn_if_openmp_was_unavailable(kernels)
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

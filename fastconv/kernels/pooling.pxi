@@ -277,8 +277,10 @@ def max_pool_phased(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_
     cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
     cdef Py_ssize_t t, out_w8, phase_len
-    cdef floating* phases
-    cdef int32_t* arg_row
+    # NULL first: Cython copies them into the parallel block (firstprivate), which sets each
+    # thread's own; copying an unset pointer is what -Wmaybe-uninitialized warned about.
+    cdef floating* phases = NULL
+    cdef int32_t* arg_row = NULL
     if out.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != out_h or argmax.shape[2] != out_w:
         raise ValueError("out and argmax must have shape (N*C, out_h, out_w) matching x")
     _check_threads(num_threads)
