@@ -43,7 +43,6 @@ from ._files import (array_manifest, load_arrays_beside, read_json, remove_dead_
                      write_json)
 from .engine.checks import check_int, check_number
 from .model_state import load_checkpoint_model  # noqa: F401  (public here too)
-from .model_state import load_saved_model
 
 CHECKPOINT_FORMAT = "fastconv-checkpoint"
 #: 2 added the settings resume compares (run_settings, optim_config, num_val, data_sha256);
