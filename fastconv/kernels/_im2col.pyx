@@ -1,6 +1,7 @@
 """Cython kernels of fastconv's fast path: im2col/col2im, pooling, spatial batchnorm,
 the update rules and Winograd, one included file per family (``common.pxi``,
-``im2col.pxi``, ``pooling.pxi``, ``batchnorm.pxi``, ``update.pxi``, ``winograd.pxi``).
+``im2col.pxi``, ``pooling.pxi``, ``batchnorm.pxi``, ``update.pxi``, ``winograd.pxi``;
+``peak.pxi``: the benchmark's floating-point peak).
 
 These functions only loop. The Python modules of ``fastconv/engine/`` own all
 policy: they validate arguments, choose and check dtypes, make inputs
@@ -102,3 +103,4 @@ include "pooling.pxi"
 include "batchnorm.pxi"
 include "update.pxi"
 include "winograd.pxi"
+include "peak.pxi"
