@@ -72,7 +72,7 @@ def peak_gflops(module, dtype, threads, fused, min_s=PEAK_MIN_S, repeats=PEAK_RE
     iters = 256
     seconds = once(iters)
     while seconds < min_s:
-        # grow towards min_s (at most 16x a step: a preempted short run must not overshoot)
+        # grow towards min_s (at most 16x a step: the first runs are too short to time well)
         iters = int(iters * min(16.0, max(2.0, 1.5 * min_s / max(seconds, 1e-7))))
         seconds = once(iters)
     best, flops = math.inf, 0
