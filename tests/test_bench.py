@@ -19,7 +19,7 @@ import fastconv.fast as fast
 from fastconv.engine import threads as _parallel
 from fastconv.__main__ import main
 from fastconv._child import python_module
-from fastconv.bench import cli, contenders, torch_ops
+from fastconv.bench import cli, contenders, roofline, torch_ops
 from fastconv.bench.common import WORKLOADS, ConvSpec, MismatchError, conv_data
 from fastconv.bench.suite import plan
 from fastconv.bench.timing import Contender, run_interleaved
@@ -67,8 +67,12 @@ def test_quick_run_writes_table_json_and_chart(tmp_path, capsys):
     roof = doc["roofline"]
     assert list(roof["peak_gflops"]) == ["float32"] and list(roof["peak_gflops"]["float32"]) == ["2"]
     peak = roof["peak_gflops"]["float32"]["2"][roof["uses"]]
-    assert peak > 0 and roof["bandwidth_gbs"]["2"] > 0 and roof["seconds"] < 1
+    assert (peak is None or peak > 0) and roof["bandwidth_gbs"]["2"] > 0 and roof["seconds"] < 1
     assert doc["machine"]["cpu"].get("family_model") or not sys.platform.startswith("linux")
+    if peak is None:  # a busy machine: its two threads never ran side by side, no column
+        assert not any("fraction_of_peak" in r for r in doc["results"])
+        peak = 100.0
+        roofline.annotate(doc["results"], {"uses": "x", "peak_gflops": {"float32": {"2": {"x": peak}}}})
     for r in doc["results"]:
         if r["flops"]:
             assert r["peak_gflops"] == peak
@@ -85,7 +89,7 @@ def test_quick_run_writes_table_json_and_chart(tmp_path, capsys):
     assert head[head.index("torch GFLOP/s") + 1:][:3] == ["fast %peak", "gemm %peak", "torch %peak"]
     w1 = next(line for line in table if line.startswith("| W1conv | float32 | 2 | fwd |"))
     w1 = [cell.strip() for cell in w1.strip("|").split("|")]
-    assert w1[head.index("fast %peak")].endswith("%")
+    assert w1[head.index("fast %peak")].endswith("%") or "never ran side by side" in captured.out
     pool = next(line for line in table if line.startswith("| W4max2x2s2 |"))
     assert [cell.strip() for cell in pool.strip("|").split("|")][head.index("fast %peak")] == ""
     assert len(table) == 2 + len(doc["results"])
@@ -166,7 +170,8 @@ def test_sweep_quick(tmp_path, capsys):
     assert all(set(p["contenders"]) == {"fast", "gemm"} for p in doc["results"])
     out_text = capsys.readouterr().out
     assert "| series | N | C=F | fast ms/img |" in out_text and "| fast %peak | gemm %peak |" in out_text
-    assert all(p["fraction_of_peak"]["fast"] > 0 for p in doc["results"])
+    assert (all(p.get("fraction_of_peak", {}).get("fast", 0) > 0 for p in doc["results"])
+            or "never ran side by side" in out_text)
 
 
 def test_memory_quick(tmp_path, capsys):

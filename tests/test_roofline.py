@@ -125,7 +125,8 @@ def test_bad_arguments_are_value_errors(bad, message):
 def test_measured_peak_is_positive_and_physically_possible():
     """The peak is > 0 and below what the vectors could do at 4 operations a cycle at
     6 GHz (a loop the compiler threw away, or a miscounted FLOP, would exceed it);
-    the bandwidth is > 0; a fraction column comes out of it."""
+    the bandwidth is > 0; a fraction column comes out of it. On a busy machine two
+    threads may never run side by side: that peak is then None, never a wrong number."""
     r = roofline.measure(["float32", "float64"], [1, 2], quick=True)
     isa, module = roofline.peak_build()
     assert r["build"] == isa and r["vector_bits"] == module.peak_info()["vector_bits"]
@@ -134,13 +135,25 @@ def test_measured_peak_is_positive_and_physically_possible():
         for n, peaks in by_threads.items():
             assert set(peaks) == ({"fma", "mul_add"} if r["uses"] == "fma" else {"mul_add"})
             for kind, gflops in peaks.items():
+                if gflops is None and n != "1":
+                    continue
                 ceiling = lanes * (2 if kind == "fma" else 1) * 4 * 6.0 * int(n)
                 assert 0 < gflops < ceiling, (dtype, n, kind, gflops, ceiling)
     assert all(0 < v < 10_000 for v in r["bandwidth_gbs"].values())
     assert r["seconds"] < 5
-    result = {"dtype": "float32", "threads": 2, "flops": 1e9, "contenders": {"fast": {"median_s": 0.01}}}
+    result = {"dtype": "float32", "threads": 1, "flops": 1e9, "contenders": {"fast": {"median_s": 0.01}}}
     roofline.annotate([result], r)
-    assert result["fraction_of_peak"]["fast"] == pytest.approx(100 / roofline.peak_of(r, "float32", 2))
+    assert result["fraction_of_peak"]["fast"] == pytest.approx(100 / roofline.peak_of(r, "float32", 1))
+
+
+def test_a_run_counts_only_when_its_threads_ran_side_by_side():
+    """(start, end, CPU seconds): overlapping spans, each on a core for most of it, count;
+    one thread after the other, or two taking turns on one core, do not."""
+    assert roofline.side_by_side([(0.0, 2.0, 1.95)])
+    assert roofline.side_by_side([(0.0, 2.0, 1.95), (0.05, 2.02, 1.9)])
+    assert not roofline.side_by_side([(0.0, 2.0, 1.95), (2.0, 4.0, 1.95)])  # queued on one core
+    assert not roofline.side_by_side([(0.0, 4.0, 2.0), (0.0, 4.0, 2.0)])  # taking turns on one core
+    assert not roofline.side_by_side([(0.0, 2.0, 0.5)])  # preempted for most of the run
 
 
 def test_fraction_arithmetic():

@@ -6,9 +6,10 @@ convolution reaches.
   separate multiplies and adds, on vectors as wide as the build), from the widest build of
   the kernels that this CPU and install can run (the machine's peak, whichever build the
   engine runs), one call per thread on fastconv's worker threads (``engine.threads.run``,
-  the threads a convolution runs on), timed as a whole: the best of many short runs
-  (2 ms: long enough that handing work to the threads costs a percent or two, short
-  enough that on a shared machine some runs find every thread on a core of its own).
+  the threads a convolution runs on): the best of 15 runs of 2 ms (short enough that on a
+  shared machine some runs find every thread on a core of its own) among those whose
+  threads really ran side by side, each on a core (``side_by_side``), timed from the first
+  thread's start to the last one's end. None when no run did: a busy machine.
 * Bandwidth: a copy of ``COPY_BYTES`` (``np.copyto``, split over the same threads), the
   best of a few; GB/s counts the bytes read and the bytes written (as STREAM's Copy does).
 
@@ -59,27 +60,52 @@ def _timed(threads, work):
 
 
 def peak_gflops(module, dtype, threads, fused, min_s=PEAK_MIN_S, repeats=PEAK_REPEATS):
-    """GFLOP/s of the peak kernel of ``module`` in ``dtype`` on ``threads`` threads: each
-    thread's run is lengthened (on the calling thread alone, so that a slow hand-off to a
-    worker cannot cut it short) until it lasts ``min_s``, then the best of ``repeats`` runs."""
+    """GFLOP/s of the peak kernel of ``module`` in ``dtype`` on ``threads`` threads, or None
+    when the threads never ran side by side. Each thread's run is lengthened (on the calling
+    thread alone, so that a slow hand-off to a worker cannot cut it short) until it lasts
+    ``min_s``; then the best of ``repeats`` runs whose threads ran side by side (at most
+    2 x ``repeats`` tries), each timed from the first thread's start to the last one's end."""
     outs = [np.zeros(1, dtype=dtype) for _ in range(threads)]
 
-    def once(iters):
-        t0 = time.perf_counter()
-        module.peak_run(outs[0], _START, _STEP, _MUL, _ADD, iters, fused)
-        return time.perf_counter() - t0
+    def kernel(k, iters):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        flops = module.peak_run(outs[k], _START, _STEP, _MUL, _ADD, iters, fused)
+        return t0, time.perf_counter(), time.thread_time() - c0, flops
+
+    def alone(iters):
+        start, end, _, _ = kernel(0, iters)
+        return end - start
 
     iters = 256
-    seconds = once(iters)
+    seconds = alone(iters)
     while seconds < min_s:
         # grow towards min_s (at most 16x a step: the first runs are too short to time well)
         iters = int(iters * min(16.0, max(2.0, 1.5 * min_s / max(seconds, 1e-7))))
-        seconds = once(iters)
-    best, flops = math.inf, 0
-    for _ in range(repeats):
-        seconds, done = _timed(threads, lambda k: module.peak_run(outs[k], _START, _STEP, _MUL, _ADD, iters, fused))
-        best, flops = min(best, seconds), sum(done)
-    return flops / best / 1e9
+        seconds = alone(iters)
+    best, counted = 0.0, 0
+    for _ in range(2 * repeats):
+        spans = _threads.run(threads, False, lambda k: kernel(k, iters))
+        if side_by_side(spans):
+            first, last = min(s[0] for s in spans), max(s[1] for s in spans)
+            best = max(best, sum(s[3] for s in spans) / (last - first))
+            counted += 1
+            if counted == repeats:
+                break
+    return best / 1e9 if counted else None
+
+
+#: A run of the peak kernel counts when each thread ran on a core (its CPU time) for at
+#: least this share of its span, and its span overlaps all the others' for as much. On a
+#: busy machine the kernel often wakes a worker onto the core its caller runs on, and the
+#: two run one after the other, or take turns: one core's peak, not two.
+SIDE_BY_SIDE = 0.9
+
+
+def side_by_side(spans):
+    """Whether the threads of a run, each (start, end, CPU seconds, ...), ran side by side."""
+    start, end = max(s[0] for s in spans), min(s[1] for s in spans)
+    return all(end - start >= SIDE_BY_SIDE * (s[1] - s[0]) and s[2] >= SIDE_BY_SIDE * (s[1] - s[0])
+               for s in spans)
 
 
 def copy_bandwidth(thread_counts, nbytes=COPY_BYTES, repeats=COPY_REPEATS):
@@ -160,6 +186,10 @@ def fmt_fraction(f):
     return f"{pct:.0f}%" if pct >= 9.95 else f"{pct:.1f}%"
 
 
+def _gflops(value):
+    return "n/a (its threads never ran side by side)" if value is None else f"{value:,.0f}"
+
+
 def describe(roofline):
     """One paragraph for the top of a report: the peaks, the bandwidth, how they were measured."""
     if not roofline:
@@ -169,9 +199,9 @@ def describe(roofline):
     for dtype, by_threads in roofline["peak_gflops"].items():
         cells = []
         for n, p in by_threads.items():
-            cell = f"{n} thread{'s' * (n != '1')} {p.get('fma', p['mul_add']):,.0f}"
+            cell = f"{n} thread{'s' * (n != '1')} {_gflops(p.get('fma', p['mul_add']))}"
             if "fma" in p:
-                cell += f" (mul+add {p['mul_add']:,.0f})"
+                cell += f" (mul+add {_gflops(p['mul_add'])})"
             cells.append(cell)
         parts.append(f"{dtype} " + ", ".join(cells))
     load = roofline.get("load_average")
