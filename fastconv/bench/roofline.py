@@ -36,8 +36,10 @@ QUICK_COPY_BYTES = 16 << 20
 #: Each timed peak run lasts at least this long (seconds), best of PEAK_REPEATS.
 PEAK_MIN_S = 0.002
 PEAK_REPEATS = 15
+#: How long to go on trying (seconds) while no run of several threads ran side by side.
+PEAK_BUDGET_S = 0.5
 COPY_REPEATS = 3
-QUICK = {"min_s": 0.0005, "repeats": 3, "copy_repeats": 1}
+QUICK = {"min_s": 0.0005, "repeats": 3, "budget_s": 0.03, "copy_repeats": 1}
 
 #: The kernel's chains start at 1 + k/1024, are multiplied by 1 and grow by 2**-20 a step:
 #: no denormal, no overflow, however long the run.
@@ -59,12 +61,14 @@ def _timed(threads, work):
     return time.perf_counter() - t0, results
 
 
-def peak_gflops(module, dtype, threads, fused, min_s=PEAK_MIN_S, repeats=PEAK_REPEATS):
+def peak_gflops(module, dtype, threads, fused, min_s=PEAK_MIN_S, repeats=PEAK_REPEATS,
+                budget_s=PEAK_BUDGET_S):
     """GFLOP/s of the peak kernel of ``module`` in ``dtype`` on ``threads`` threads, or None
     when the threads never ran side by side. Each thread's run is lengthened (on the calling
     thread alone, so that a slow hand-off to a worker cannot cut it short) until it lasts
-    ``min_s``; then the best of ``repeats`` runs whose threads ran side by side (at most
-    2 x ``repeats`` tries), each timed from the first thread's start to the last one's end."""
+    ``min_s``; then the best of ``repeats`` runs whose threads ran side by side, each timed
+    from the first thread's start to the last one's end: at most 2 x ``repeats`` tries, or
+    more for up to ``budget_s`` seconds while none has."""
     outs = [np.zeros(1, dtype=dtype) for _ in range(threads)]
 
     def kernel(k, iters):
@@ -82,15 +86,15 @@ def peak_gflops(module, dtype, threads, fused, min_s=PEAK_MIN_S, repeats=PEAK_RE
         # grow towards min_s (at most 16x a step: the first runs are too short to time well)
         iters = int(iters * min(16.0, max(2.0, 1.5 * min_s / max(seconds, 1e-7))))
         seconds = alone(iters)
-    best, counted = 0.0, 0
-    for _ in range(2 * repeats):
+    best, counted, tries = 0.0, 0, 0
+    deadline = time.perf_counter() + budget_s
+    while counted < repeats and (tries < 2 * repeats or (not counted and time.perf_counter() < deadline)):
+        tries += 1
         spans = _threads.run(threads, False, lambda k: kernel(k, iters))
         if side_by_side(spans):
             first, last = min(s[0] for s in spans), max(s[1] for s in spans)
             best = max(best, sum(s[3] for s in spans) / (last - first))
             counted += 1
-            if counted == repeats:
-                break
     return best / 1e9 if counted else None
 
 
@@ -131,13 +135,14 @@ def measure(dtypes, thread_counts, quick=False):
     isa, module = peak_build()
     info = module.peak_info()
     fused = [True, False] if info["fma_ready"] else [False]
-    opts = QUICK if quick else {"min_s": PEAK_MIN_S, "repeats": PEAK_REPEATS, "copy_repeats": COPY_REPEATS}
+    opts = QUICK if quick else {"min_s": PEAK_MIN_S, "repeats": PEAK_REPEATS, "budget_s": PEAK_BUDGET_S,
+                                "copy_repeats": COPY_REPEATS}
     peaks = {}
     for dtype in dtypes:
         for n in thread_counts:
             peaks.setdefault(dtype, {})[str(n)] = {
                 ("fma" if f else "mul_add"): peak_gflops(module, np.dtype(dtype), n, f, opts["min_s"],
-                                                         opts["repeats"])
+                                                         opts["repeats"], opts["budget_s"])
                 for f in fused}
     copy_bytes = QUICK_COPY_BYTES if quick else COPY_BYTES
     bandwidth = copy_bandwidth(thread_counts, copy_bytes, opts["copy_repeats"])
