@@ -198,3 +198,5 @@ def test_describe_names_the_peak_and_the_bandwidth():
     assert "float32 1 thread 180 (mul+add 92)" in text and "avx512 build, 512-bit vectors" in text
     assert "1 thread 12.3" in text and "256 MiB" in text and "use the FMA peak" in text
     assert roofline.describe(None) == "Roofline: not measured."
+    fake["peak_gflops"]["float32"]["2"] = {"fma": None, "mul_add": None}
+    assert "2 threads n/a (its threads never ran side by side)." in roofline.describe(fake)

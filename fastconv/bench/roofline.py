@@ -205,7 +205,7 @@ def describe(roofline):
         cells = []
         for n, p in by_threads.items():
             cell = f"{n} thread{'s' * (n != '1')} {_gflops(p.get('fma', p['mul_add']))}"
-            if "fma" in p:
+            if "fma" in p and (p["fma"], p["mul_add"]) != (None, None):
                 cell += f" (mul+add {_gflops(p['mul_add'])})"
             cells.append(cell)
         parts.append(f"{dtype} " + ", ".join(cells))
