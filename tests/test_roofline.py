@@ -130,6 +130,7 @@ def test_measured_peak_is_positive_and_physically_possible():
     r = roofline.measure(["float32", "float64"], [1, 2], quick=True)
     isa, module = roofline.peak_build()
     assert r["build"] == isa and r["vector_bits"] == module.peak_info()["vector_bits"]
+    assert r["debug_build"] == module.build_info()["debug_build"]
     for dtype, by_threads in r["peak_gflops"].items():
         lanes = module.peak_info()["lanes"][dtype]
         for n, peaks in by_threads.items():
@@ -198,5 +199,6 @@ def test_describe_names_the_peak_and_the_bandwidth():
     assert "float32 1 thread 180 (mul+add 92)" in text and "avx512 build, 512-bit vectors" in text
     assert "1 thread 12.3" in text and "256 MiB" in text and "use the FMA peak" in text
     assert roofline.describe(None) == "Roofline: not measured."
+    assert "DEBUG" not in text and "DEBUG build at -O0" in roofline.describe({**fake, "debug_build": True})
     fake["peak_gflops"]["float32"]["2"] = {"fma": None, "mul_add": None}
     assert "2 threads n/a (its threads never ran side by side)." in roofline.describe(fake)

@@ -147,7 +147,8 @@ def measure(dtypes, thread_counts, quick=False):
     copy_bytes = QUICK_COPY_BYTES if quick else COPY_BYTES
     bandwidth = copy_bandwidth(thread_counts, copy_bytes, opts["copy_repeats"])
     return {
-        "build": isa, "vector_bits": info["vector_bits"], "chains": info["chains"], "fma": info["fma"],
+        "build": isa, "debug_build": module.build_info()["debug_build"],
+        "vector_bits": info["vector_bits"], "chains": info["chains"], "fma": info["fma"],
         "uses": "fma" if info["fma_ready"] else "mul_add",
         "peak_gflops": peaks, "bandwidth_gbs": bandwidth, "copy_bytes": copy_bytes,
         "seconds": time.perf_counter() - t0, "load_average": load,
@@ -212,7 +213,8 @@ def describe(roofline):
     load = roofline.get("load_average")
     load = f" (1-minute load average {load:.1f} before)" if load is not None else ""
     bw = ", ".join(f"{n} thread{'s' * (n != '1')} {v:,.1f}" for n, v in roofline["bandwidth_gbs"].items())
-    return (f"Roofline: peak GFLOP/s ({uses}; {roofline['build']} build, {roofline['vector_bits']}-bit vectors, "
+    debug = ", a DEBUG build at -O0: far below the machine's peak" if roofline.get("debug_build") else ""
+    return (f"Roofline: peak GFLOP/s ({uses}; {roofline['build']} build{debug}, {roofline['vector_bits']}-bit vectors, "
             f"{roofline['chains']} chains per thread): {'; '.join(parts)}. Copy bandwidth GB/s "
             f"(np.copyto of {roofline['copy_bytes'] >> 20} MiB, read + write): {bw}. "
             f"Measured in {roofline['seconds']:.2f} s{load}; %peak columns use the {uses.split(' ')[0]} peak.")
