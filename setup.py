@@ -109,7 +109,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = "fastconv/kernels"
 KERNEL_SOURCES = [f"{KERNELS}/{name}" for name in (
     "_im2col.pyx", "common.pxi", "im2col.pxi", "pooling.pxi", "batchnorm.pxi", "update.pxi",
-    "winograd.pxi", "direct.pxi", "direct.h", "direct_body.h", "cpu.h")]
+    "winograd.pxi", "direct.pxi", "direct.h", "direct_body.h", "peak.pxi", "cpu.h")]
 
 #: The names of the builds and the CPU features of each (fastconv/kernels/isa.py, loaded by path:
 #: fastconv cannot be imported before it is built).

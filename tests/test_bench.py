@@ -19,7 +19,7 @@ import fastconv.fast as fast
 from fastconv.engine import threads as _parallel
 from fastconv.__main__ import main
 from fastconv._child import python_module
-from fastconv.bench import cli, contenders, torch_ops
+from fastconv.bench import cli, contenders, roofline, torch_ops
 from fastconv.bench.common import WORKLOADS, ConvSpec, MismatchError, conv_data
 from fastconv.bench.suite import plan
 from fastconv.bench.timing import Contender, run_interleaved
@@ -62,9 +62,36 @@ def test_quick_run_writes_table_json_and_chart(tmp_path, capsys):
         assert doc["settings"]["torch_process"] == "peer"
         assert doc["torch_peer"]["torch"]
 
+    # the roofline: the peak on the suite's threads, the bandwidth, and each convolution's
+    # fraction of that peak (the table's %peak columns)
+    roof = doc["roofline"]
+    assert list(roof["peak_gflops"]) == ["float32"] and list(roof["peak_gflops"]["float32"]) == ["2"]
+    peak = roof["peak_gflops"]["float32"]["2"][roof["uses"]]
+    assert (peak is None or peak > 0) and roof["bandwidth_gbs"]["2"] > 0 and roof["seconds"] < 1
+    assert doc["machine"]["cpu"].get("family_model") or not sys.platform.startswith("linux")
+    if peak is None:  # a busy machine: its two threads never ran side by side, no column
+        assert not any("fraction_of_peak" in r for r in doc["results"])
+        peak = 100.0
+        roofline.annotate(doc["results"], {"uses": "x", "peak_gflops": {"float32": {"2": {"x": peak}}}})
+    for r in doc["results"]:
+        if r["flops"]:
+            assert r["peak_gflops"] == peak
+            assert r["fraction_of_peak"]["fast"] == pytest.approx(
+                r["flops"] / r["contenders"]["fast"]["median_s"] / 1e9 / peak)
+        else:
+            assert "fraction_of_peak" not in r
+    assert "Roofline: peak GFLOP/s (" in captured.out and "Copy bandwidth GB/s" in captured.out
+
     # the table: a header and one row per result
     table = [line for line in captured.out.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| workload | dtype | threads | pass | fast ms |")
+    head = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert head[head.index("torch GFLOP/s") + 1:][:3] == ["fast %peak", "gemm %peak", "torch %peak"]
+    w1 = next(line for line in table if line.startswith("| W1conv | float32 | 2 | fwd |"))
+    w1 = [cell.strip() for cell in w1.strip("|").split("|")]
+    assert w1[head.index("fast %peak")].endswith("%") or "never ran side by side" in captured.out
+    pool = next(line for line in table if line.startswith("| W4max2x2s2 |"))
+    assert [cell.strip() for cell in pool.strip("|").split("|")][head.index("fast %peak")] == ""
     assert len(table) == 2 + len(doc["results"])
     assert "| W1conv | float32 | 2 | fwdbwd |" in captured.out
     assert f"[1/{2 * len(WORKLOADS)}] W1conv float32 2 threads fwd" in captured.err  # progress on stderr
@@ -141,7 +168,10 @@ def test_sweep_quick(tmp_path, capsys):
     assert [(p["series"], p["N"], p["C"]) for p in doc["results"]] == [
         ("batch", 1, 8), ("batch", 2, 8), ("channels", 2, 4), ("channels", 2, 8)]
     assert all(set(p["contenders"]) == {"fast", "gemm"} for p in doc["results"])
-    assert "| series | N | C=F | fast ms/img |" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "| series | N | C=F | fast ms/img |" in out_text and "| fast %peak | gemm %peak |" in out_text
+    assert (all(p.get("fraction_of_peak", {}).get("fast", 0) > 0 for p in doc["results"])
+            or "never ran side by side" in out_text)
 
 
 def test_memory_quick(tmp_path, capsys):
@@ -155,6 +185,7 @@ def test_memory_quick(tmp_path, capsys):
     assert d["peak_growth_bytes"] >= d["arrays_bytes"]
     assert r["extra_mib"] == pytest.approx(d["extra_bytes"] / 2**20)
     assert "| workspace | images per chunk |" in capsys.readouterr().out
+    assert json.loads(out.read_text())["roofline"] is None  # no convolution rows, no peak to measure
 
 
 def test_bad_selection_is_a_one_line_error(tmp_path, capsys):
@@ -260,7 +291,8 @@ def test_compare_blas_runs_the_suite_under_both_openblas_settings(tmp_path, caps
     for run in runs.values():
         assert [(r["workload"], r["pass"]) for r in run["results"]] == [("W4max2x2s2", "fwdbwd")]
     rows = [line for line in captured.out.splitlines() if line.startswith("| W4max2x2s2 ")]
-    assert len(rows) == 1 and rows[0].count("|") == 13  # 4 key cells + 4 cells per setting
+    assert len(rows) == 1 and rows[0].count("|") == 15  # 4 key cells + 5 cells per setting
+    assert sum(line.startswith(("cpu: Roofline: peak", "haswell: Roofline: peak")) for line in captured.out.splitlines()) == 2
 
 
 def test_compare_blas_refuses_the_other_modes(tmp_path, capsys):

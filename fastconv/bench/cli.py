@@ -3,9 +3,11 @@
 Runs the canonical workloads (docs/workloads.md) for the contenders fast,
 naive (scaled from a sub-batch), gemm (the GEMM limit) and torch, side by
 side in one process, interleaved, after checking that each one's result is
-right. Prints a Markdown table on stdout and progress on stderr; writes every
-sample, the machine, versions and thread settings to a JSON file and a PNG
-chart beside it.
+right. First it measures the machine's floating-point peak and copy bandwidth on the
+suite's threads (``roofline``), and every convolution row shows the fraction of that
+peak each contender reaches. Prints a Markdown table on stdout and progress on stderr;
+writes every sample, the machine, versions, thread settings and the roofline to a JSON
+file and a PNG chart beside it.
 """
 from __future__ import annotations
 
@@ -148,6 +150,13 @@ def run(args):
         return run_compare(sel, args, _paths(args, "compare-blas")[0], progress)
     json_path, png_path = _paths(args, mode)
     notes = []
+    roofline = None
+    if mode != "memory":
+        # Before torch's peer starts: nothing else of ours runs while the peak is measured.
+        from .roofline import describe as describe_roofline, measure
+
+        roofline = measure(sel["dtypes"], sel["threads"], quick=args.quick)
+        progress(describe_roofline(roofline))
     malloc_env = None
     if args.keep_freed_memory:
         from .._malloc import KEEP_FREED_MEMORY_ENV, keep_freed_memory
@@ -169,6 +178,7 @@ def run(args):
         "schema": "fastconv-bench/1", "mode": mode, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "argv": sys.argv, "selection": sel,
         **machine.collect(torch),
+        "roofline": roofline,
         "settings": {"naive_images": args.naive_images, "naive_repeats": args.naive_repeats,
                      "keep_freed_memory": malloc_env is not None,
                      "quick": args.quick, "torch_process": "peer" if peer else "same" if torch else None},
@@ -199,7 +209,7 @@ def run(args):
 
 
 def _finish(doc, json_path, png_path, table, legend, chart, args, notes_out):
-    from . import machine, report
+    from . import machine, report, roofline
 
     if chart is not None and not args.no_chart:
         note = chart(png_path)
@@ -212,6 +222,8 @@ def _finish(doc, json_path, png_path, table, legend, chart, args, notes_out):
     doc["chart"] = png_path
     report.write_json(json_path, doc)
     print(machine.describe(doc))
+    if doc.get("roofline"):
+        print(roofline.describe(doc["roofline"]))
     print()
     print(table)
     print()
@@ -224,6 +236,7 @@ def _finish(doc, json_path, png_path, table, legend, chart, args, notes_out):
 
 def _run_suite(args, sel, ctx, doc, json_path, png_path):
     from . import report
+    from .roofline import annotate
     from .suite import plan, run_suite
 
     cases = plan(sel["workloads"], sel["dtypes"], sel["threads"], sel["passes"], sel["contenders"], sel["naive"])
@@ -231,6 +244,7 @@ def _run_suite(args, sel, ctx, doc, json_path, png_path):
     t0 = time.perf_counter()
     run_suite(cases, ctx, sel["repeats"], sel["warmup"], sel["pause"], quick=args.quick, results=results)
     doc["elapsed_s"] = time.perf_counter() - t0
+    annotate(results, doc["roofline"])
     title = f"fastconv bench ({doc['threads']['openblas_kernels']}, {doc['machine']['cpu']['model']})"
     legend = report.SUITE_LEGEND + (f" Repeats: {sel['repeats']} after {sel['warmup']} warm-up; "
                                     f"naive at most {args.naive_repeats}.")
@@ -246,6 +260,7 @@ def _single(sel, key, flag):
 
 def _run_sweep(args, sel, ctx, doc, json_path, png_path):
     from . import report
+    from .roofline import annotate
     from .sweep import run_sweep, sweep_points
 
     dtype = _single(sel, "dtypes", "--dtype")
@@ -256,11 +271,13 @@ def _run_sweep(args, sel, ctx, doc, json_path, png_path):
     t0 = time.perf_counter()
     run_sweep(points, ctx, dtype, threads, pass_, sel["repeats"], sel["warmup"], sel["pause"], results=results)
     doc["elapsed_s"] = time.perf_counter() - t0
+    annotate(results, doc["roofline"])
     first = points[0][1]
     title = (f"3x3 conv, stride 1, pad 1, {first.H}x{first.W} images, {pass_}, {dtype}, {threads} threads "
              f"({doc['threads']['openblas_kernels']})")
     legend = ("Sweep: " + title + ". Times per image are medians of interleaved repeats divided by N; "
-              "ratios are ratios of median times; gemm: the fast path's GEMMs alone.")
+              "ratios are ratios of median times; gemm: the fast path's GEMMs alone; %peak: GFLOP/s as a share "
+              "of the machine's peak on the same dtype and threads (the Roofline line above).")
     return _finish(doc, json_path, png_path, report.sweep_table(results), legend,
                    lambda p: report.sweep_chart(results, p, title), args, [])
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 from .._child import python_module
-from . import report
+from . import report, roofline
 
 #: The variables by which OpenBLAS is told which kernels to load.
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -89,24 +89,30 @@ def _key(r):
 
 
 def compare_table(docs):
-    """One row per case; per setting, fast's and torch's median ms and the ratios fast/torch and fast/gemm."""
+    """One row per case; per setting, fast's and torch's median ms, the ratios fast/torch and
+    fast/gemm and fast's fraction of the machine's peak (measured by that run)."""
     names = list(docs)
-    cpu = next(iter(docs.values()))["machine"]["cpu"]
+    first = next(iter(docs.values()))
+    cpu = first["machine"]["cpu"]
     head = ["workload", "dtype", "threads", "pass"]
     for name in names:
         kernels = docs[name]["threads"]["openblas_kernels"]
-        head += [f"fast ms ({kernels})", "torch ms", "fast/torch", "fast/gemm"]
-    rows = [f"CPU: {cpu['model']} ({' '.join(cpu['flags'])})", "",
+        head += [f"fast ms ({kernels})", "torch ms", "fast/torch", "fast/gemm", "fast %peak"]
+    family = f"family/model {cpu['family_model']}, " if cpu.get("family_model") else ""
+    rows = [f"CPU: {cpu['model']} ({family}{' '.join(cpu['flags'])})",
+            *(f"{name}: {roofline.describe(docs[name].get('roofline'))}" for name in names), "",
             "| " + " | ".join(head) + " |", "| " + " | ".join(["---"] * len(head)) + " |"]
-    by_setting = {name: {_key(r): r["contenders"] for r in docs[name].get("results", [])} for name in names}
+    by_setting = {name: {_key(r): r for r in docs[name].get("results", [])} for name in names}
     for key in by_setting[names[0]]:
         cells = [key[0], key[1], str(key[2]), key[3]]
         for name in names:
-            c = by_setting[name].get(key, {})
+            r = by_setting[name].get(key, {})
+            c = r.get("contenders", {})
             med = {k: c[k]["median_s"] if k in c else None for k in ("fast", "torch", "gemm")}
             cells += [report.fmt_ms(med["fast"]), report.fmt_ms(med["torch"]),
                       report.fmt_ratio(report.ratio(med["fast"], med["torch"])),
-                      report.fmt_ratio(report.ratio(med["fast"], med["gemm"]))]
+                      report.fmt_ratio(report.ratio(med["fast"], med["gemm"])),
+                      roofline.fmt_fraction(r.get("fraction_of_peak", {}).get("fast"))]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -94,7 +94,8 @@ def describe(doc):
     """Two lines for the top of a report: the machine, the versions and the BLAS kernels."""
     m, v, t = doc["machine"], doc["versions"], doc["threads"]
     coretype = t["env"].get("OPENBLAS_CORETYPE")
-    cpu = (f"{m['cpu']['model']} ({m['cpu']['usable_cpus']} usable CPUs"
+    family = f"family/model {m['cpu']['family_model']}, " if m["cpu"].get("family_model") else ""
+    cpu = (f"{m['cpu']['model']} ({family}{m['cpu']['usable_cpus']} usable CPUs"
            f"{', ' + ' '.join(m['cpu']['flags']) if m['cpu']['flags'] else ''})")
     libs = ", ".join(f"{k} {v[k]}" for k in ("fastconv", "numpy", "torch") if v.get(k))
     build = t.get("fastconv_build", {})

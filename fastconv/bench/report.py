@@ -6,6 +6,7 @@ import math
 import os
 
 from .._files import atomic_write
+from .roofline import fmt_fraction
 
 CONTENDERS = ("fast", "gemm", "torch", "naive")
 
@@ -40,7 +41,8 @@ def _cell(timing, requested_repeats):
 def suite_table(results, requested_repeats):
     """The Markdown table of a suite run: one row per case."""
     head = ["workload", "dtype", "threads", "pass", "fast ms", "gemm ms", "torch ms", "naive ms",
-            "fast GFLOP/s", "gemm GFLOP/s", "torch GFLOP/s", "fast/torch", "fast/gemm", "naive/fast", "spread"]
+            "fast GFLOP/s", "gemm GFLOP/s", "torch GFLOP/s", *PEAK_HEAD,
+            "fast/torch", "fast/gemm", "naive/fast", "spread"]
     rows = [head, ["---"] * len(head)]
     for r in results:
         c = r["contenders"]
@@ -52,13 +54,23 @@ def suite_table(results, requested_repeats):
         rows.append([
             r["workload"], r["dtype"], str(r["threads"]), r["pass"],
             *(_cell(c.get(k), requested_repeats) for k in CONTENDERS),
-            gflops("fast"), gflops("gemm"), gflops("torch"),
+            gflops("fast"), gflops("gemm"), gflops("torch"), *_peak_cells(r),
             fmt_ratio(ratio(med["fast"], med["torch"])),
             fmt_ratio(ratio(med["fast"], med["gemm"])),
             fmt_ratio(ratio(med["naive"], med["fast"])),
             _spread(c),
         ])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+#: The fraction-of-peak columns (fastconv/bench/roofline.py), in CONTENDERS order.
+PEAK_HEAD = ["fast %peak", "gemm %peak", "torch %peak"]
+
+
+def _peak_cells(r):
+    """fast's, gemm's and torch's fraction of the machine's peak (``roofline.annotate``)."""
+    fractions = r.get("fraction_of_peak", {})
+    return [fmt_fraction(fractions.get(k)) for k in ("fast", "gemm", "torch")]
 
 
 def _spread(contenders):
@@ -76,6 +88,9 @@ SUITE_LEGEND = (
     "naive: timed on a sub-batch and scaled linearly to the full batch. "
     "n=: another number of repeats than asked: fewer for a slow contender, more (up to twice) "
     "when the samples were noisy. "
+    "%peak: GFLOP/s (the convolution's FLOPs, 2*N*F*C*kh*kw*out_h*out_w forward, three times that "
+    "for fwdbwd, over the median time) as a share of the machine's peak in the same dtype on the same "
+    "threads (the Roofline line above: the FMA peak where the CPU has FMA). "
     "spread: the largest interquartile range / median among the row's contenders "
     "(above ~10 %, the machine was busy: rerun before trusting a ratio close to a target). "
     "fwdbwd: forward plus the backward pass returning every gradient "
@@ -151,7 +166,7 @@ def suite_chart(results, path, title):
 
 def sweep_table(points):
     head = ["series", "N", "C=F", "fast ms/img", "gemm ms/img", "torch ms/img",
-            "fast GFLOP/s", "gemm GFLOP/s", "torch GFLOP/s", "fast/torch", "fast/gemm"]
+            "fast GFLOP/s", "gemm GFLOP/s", "torch GFLOP/s", *PEAK_HEAD, "fast/torch", "fast/gemm"]
     rows = [head, ["---"] * len(head)]
     for p in points:
         c = p["contenders"]
@@ -164,7 +179,7 @@ def sweep_table(points):
                 other = c[k]["repeats"] != p["requested_repeats"]
                 per_img.append(fmt_ms(med[k] / p["N"]) + (f" (n={c[k]['repeats']})" if other else ""))
         gf = [f"{p['flops'] / med[k] / 1e9:.1f}" if med[k] else "" for k in ("fast", "gemm", "torch")]
-        rows.append([p["series"], str(p["N"]), str(p["C"]), *per_img, *gf,
+        rows.append([p["series"], str(p["N"]), str(p["C"]), *per_img, *gf, *_peak_cells(p),
                      fmt_ratio(ratio(med["fast"], med["torch"])), fmt_ratio(ratio(med["fast"], med["gemm"]))])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 

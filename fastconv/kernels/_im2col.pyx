@@ -1,7 +1,8 @@
 """Cython kernels of fastconv's fast path: im2col/col2im, pooling, spatial batchnorm,
 the update rules and Winograd, one included file per family (``common.pxi``,
 ``im2col.pxi``, ``pooling.pxi``, ``batchnorm.pxi``, ``update.pxi``, ``winograd.pxi``,
-``direct.pxi`` with its C loops in ``direct.h`` and ``direct_body.h``).
+``direct.pxi`` with its C loops in ``direct.h`` and ``direct_body.h``; ``peak.pxi``: the
+benchmark's floating-point peak).
 
 These functions only loop. The Python modules of ``fastconv/engine/`` own all
 policy: they validate arguments, choose and check dtypes, make inputs
@@ -111,3 +112,4 @@ include "batchnorm.pxi"
 include "update.pxi"
 include "winograd.pxi"
 include "direct.pxi"
+include "peak.pxi"
