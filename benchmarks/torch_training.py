@@ -42,6 +42,8 @@ import sys
 import time
 
 import fastconv  # noqa: F401  (first: its OpenBLAS thread settings must precede numpy loading OpenBLAS)
+
+# isort: split
 import numpy as np
 
 DEFAULT_MODELS = ("convnet1", "conv32x3-bn-maxpool2-relu-conv64x3-bn-maxpool2-relu-fc256-relu-dropout0.3-fc")

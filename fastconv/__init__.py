@@ -17,8 +17,8 @@ from .engine.runtimes import RUNTIMES as _RUNTIMES
 #: another, or a libgomp was loaded before fastconv: see show_config()).
 OPENMP_WAIT_POLICY = _RUNTIMES.openmp_wait_policy
 
-from .engine.geometry import conv_output_size  # noqa: F401
 from ._config import show_config  # noqa: F401
 from ._malloc import keep_freed_memory  # noqa: F401
+from .engine.geometry import conv_output_size  # noqa: F401
 
 __all__ = ["conv_output_size", "show_config", "keep_freed_memory", "__version__", "OPENMP_WAIT_POLICY"]

@@ -26,7 +26,7 @@ import re
 
 import numpy as np
 
-from .engine.checks import check_number, HYPERPARAMETER_MAX, check_int, shape_size
+from .engine.checks import HYPERPARAMETER_MAX, check_int, check_number, shape_size
 from .engine.geometry import conv_output_size, pool_geometry_of_shape, same_pad
 
 #: A field without a default: the layer dict must give it.

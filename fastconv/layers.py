@@ -9,8 +9,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .engine.threads import matmul
 from .engine.checks import check_dout, check_float_array, check_int, check_same_dtype
+from .engine.threads import matmul
 
 #: The layers fastconv.naive and fastconv.fast both take from here (``from .layers import *``).
 __all__ = [

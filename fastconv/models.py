@@ -83,11 +83,24 @@ from pathlib import Path
 import numpy as np
 
 from ._files import (  # noqa: F401  (the file helpers stay importable from here)
-    array_manifest, atomic_write, load_arrays, load_arrays_beside, read_json, save_arrays, sha256_of, write_json,
+    array_manifest,
+    atomic_write,
+    load_arrays,
+    load_arrays_beside,
+    read_json,
+    save_arrays,
+    sha256_of,
+    write_json,
 )
-from ._model_layers import LAYER_SYNTAX  # noqa: F401  (public, with parse_layers and format_layers)
-from ._model_layers import LAYER_TYPES, format_layers, fuse_conv_relu_pool, normalize_layer, parse_layers
-from .engine.checks import check_number, check_int, shape_size
+from ._model_layers import (
+    LAYER_SYNTAX,  # noqa: F401  (public, with parse_layers and format_layers)
+    LAYER_TYPES,
+    format_layers,
+    fuse_conv_relu_pool,
+    normalize_layer,
+    parse_layers,
+)
+from .engine.checks import check_int, check_number, shape_size
 from .preprocessing import Preprocessing
 
 FORMAT = "fastconv-model"

@@ -62,8 +62,8 @@ from . import checkpoints as _checkpoints
 from . import optim
 from ._files import sha256_of_arrays
 from ._model_adapter import solver_data, solver_model
-from .engine.checks import check_int
 from .checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoints, load_checkpoint_model  # noqa: F401
+from .engine.checks import check_int
 
 try:  # tqdm is optional (the "train" extra)
     from tqdm.auto import tqdm as _tqdm

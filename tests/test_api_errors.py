@@ -9,6 +9,7 @@ import pytest
 
 import fastconv.fast as fast
 import fastconv.naive as naive
+
 from _helpers import DTYPES, assert_close, dtype_id
 
 MODULES = [pytest.param(naive, id="naive"), pytest.param(fast, id="fast")]

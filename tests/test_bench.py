@@ -16,13 +16,13 @@ import pytest
 
 import fastconv._malloc
 import fastconv.fast as fast
-from fastconv.engine import threads as _parallel
 from fastconv.__main__ import main
 from fastconv._child import python_module
 from fastconv.bench import cli, contenders, torch_ops
 from fastconv.bench.common import WORKLOADS, ConvSpec, MismatchError, conv_data
 from fastconv.bench.suite import plan
 from fastconv.bench.timing import Contender, run_interleaved
+from fastconv.engine import threads as _parallel
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None

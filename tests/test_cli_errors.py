@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from fastconv._child import python_module
-from fastconv import datasets as D
 from test_datasets import idx_bytes, write_idx_set
+
+from fastconv import datasets as D
+from fastconv._child import python_module
 
 NET = "conv2x3-relu-maxpool2-fc"
 

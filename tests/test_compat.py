@@ -7,10 +7,11 @@ dictionaries must raise errors that name the key.
 """
 import numpy as np
 import pytest
-from _helpers import DTYPES, assert_close, dtype_id, tol
 
 from fastconv import naive
 from fastconv.compat import cs231n, sichkar
+
+from _helpers import DTYPES, assert_close, dtype_id, tol
 
 # (x shape, w shape, stride, pad): square and non-square, stride 1 and 2, pad 0..3.
 CONV_CASES = [

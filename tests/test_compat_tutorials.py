@@ -7,10 +7,11 @@ which tests/test_norm_layers.py and tests/test_layers.py check against numerical
 """
 import numpy as np
 import pytest
-from _helpers import DTYPES, GRAD_TOL, assert_close, dtype_id, numerical_gradient, rel_error
 
 from fastconv import fast, layers, naive
 from fastconv.compat import cs231n, sichkar
+
+from _helpers import DTYPES, GRAD_TOL, assert_close, dtype_id, numerical_gradient, rel_error
 
 # Every public name of CS231n's assignment-2 layers.py, fast_layers.py and layer_utils.py.
 CS231N_LAYERS = [

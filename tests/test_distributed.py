@@ -25,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_datasets import write_learnable_set
 
-from _helpers import rel_error
 from fastconv import distributed
 from fastconv._child import python_code, python_module
 from fastconv.models import load_model
 from fastconv.solver import checkpoints, load_checkpoint_model
-from test_datasets import write_learnable_set
+
+from _helpers import rel_error
 
 DIST_TOL = {np.float32: 1e-5, np.float64: 1e-10}
 # conv - relu - batchnorm: every kind of layer the recipe model has, batchnorm synchronized, dropout on

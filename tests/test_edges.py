@@ -42,10 +42,11 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 import fastconv.fast as fast
-from fastconv._child import python_code
 import fastconv.naive as naive
+from fastconv._child import python_code
 from fastconv.engine.conv import chunk_images
 from fastconv.engine.geometry import conv_geometry, pool_geometry
+
 from _helpers import DTYPES, TOL, dtype_id, out_size, rel_error
 
 MODULES = [pytest.param(naive, id="naive"), pytest.param(fast, id="fast")]

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from fastconv.kernels.picker import kernels as _kernels  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
 import fastconv.fast as fast
 import fastconv.naive as naive
 from fastconv.engine.conv import chunk_images
 from fastconv.engine.geometry import conv_geometry
+from fastconv.kernels.picker import (
+    kernels as _kernels,  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
+)
+
 from _helpers import DTYPES, assert_close, dtype_id, out_size, pair_id
 
 

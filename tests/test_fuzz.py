@@ -25,8 +25,9 @@ import signal
 import numpy as np
 import pytest
 
-import _fuzz_cases as fz
 import fastconv
+
+import _fuzz_cases as fz
 
 SEED = 20250611
 GROUPS = {

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fastconv.kernels._im2col as _im2col
+
 from _helpers import DTYPES, dtype_id, out_size, pair_id, tol
 
 

@@ -10,6 +10,7 @@ import pytest
 import fastconv.fast as fast
 import fastconv.layers as layers
 import fastconv.naive as naive
+
 from _helpers import GRAD_TOL, numerical_gradient, rel_error
 
 SHARED = [

@@ -17,6 +17,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from test_datasets import write_idx_set
 
 from fastconv import _files
 from fastconv import datasets as D
@@ -25,7 +26,6 @@ from fastconv.__main__ import main
 from fastconv._child import python_module
 from fastconv.preprocessing import Preprocessing
 from fastconv.solver import Solver, load_checkpoint_model
-from test_datasets import write_idx_set
 
 MiB = 1 << 20
 

@@ -5,9 +5,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from _helpers import numerical_gradient, rel_error
 from fastconv import models as M
 from fastconv.datasets import Preprocessing
+
+from _helpers import numerical_gradient, rel_error
 
 GRAD_TOL = 1e-6
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fastconv.naive as naive
+
 from _helpers import GRAD_TOL, numerical_gradient, pair_id, rel_error
 
 # (N, C, H, W, F, (kh, kw), stride, pad, dilation, groups, bias)

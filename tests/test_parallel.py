@@ -25,12 +25,15 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from fastconv.kernels.picker import kernels as _kernels  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
 import fastconv.fast as fast
 import fastconv.naive as naive
-from fastconv.engine import conv, threads as _parallel
-from fastconv.engine.geometry import conv_geometry
 from fastconv._child import python_code
+from fastconv.engine import conv
+from fastconv.engine import threads as _parallel
+from fastconv.engine.geometry import conv_geometry
+from fastconv.kernels.picker import (
+    kernels as _kernels,  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
+)
 
 from _helpers import DTYPES, assert_close
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from fastconv import _serve_model
+
 from test_serve import assert_equals_predict, png_bytes, runs, serving  # noqa: F401  (runs is a fixture)
 
 Image = pytest.importorskip("PIL.Image", reason="fastconv serve decodes images with Pillow")

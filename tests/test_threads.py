@@ -43,8 +43,10 @@ import time
 import numpy as np
 import pytest
 
-from fastconv.kernels.picker import kernels as _kernels  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
 import fastconv.fast as fast
+from fastconv.kernels.picker import (
+    kernels as _kernels,  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
+)
 
 N_THREADS = 6
 ITERATIONS = 12

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 import fastconv.fast as fast  # noqa: E402
+
 from _helpers import DTYPES, assert_close, dtype_id  # noqa: E402
 from test_equivalence import CONV_CASES, POOL_CASES, _arg, _conv_data, _seed  # noqa: E402
 

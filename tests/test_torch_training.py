@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_datasets import write_idx_set
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_training.py"

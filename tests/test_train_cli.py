@@ -4,13 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_datasets import write_cifar, write_learnable_set
 
-from fastconv._child import python_code
 from fastconv import datasets as D
 from fastconv import plots
 from fastconv.__main__ import main
+from fastconv._child import python_code
 from fastconv.models import load_model
-from test_datasets import write_cifar, write_learnable_set
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 SMALL_NET = "conv4x3-relu-maxpool2-fc"

@@ -27,6 +27,7 @@ import fastconv.fast as fast
 import fastconv.naive as naive
 from fastconv.engine import algorithms, winograd
 from fastconv.kernels.picker import kernels
+
 from _helpers import DTYPES, GRAD_TOL, assert_close, dtype_id, numerical_gradient, pair_id, rel_error
 
 #: The Winograd algorithms and their output tile sizes ("winograd" is "winograd2").

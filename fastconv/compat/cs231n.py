@@ -73,12 +73,13 @@ Where this differs from the original code:
 * Caches are opaque: pass them to the matching backward, do not unpack them
   (the original conv cache was ``(x, w, b, conv_param)``).
 """
-from collections.abc import Mapping
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
 
-from .. import fast, layers as _shared
+from .. import fast
+from .. import layers as _shared
 from ..engine.checks import FLOAT_DTYPES, HYPERPARAMETER_MAX, check_int, pair
 
 __all__ = [

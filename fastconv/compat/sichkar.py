@@ -69,7 +69,13 @@ import numbers
 
 import numpy as np
 
+from .. import fast
+from .. import layers as _shared
+from ..engine.checks import FLOAT_DTYPES, check_int
+from ..engine.geometry import conv_output_size
 from .cs231n import (
+    _as_float,
+    _computing_dtype,
     _conv_backward,
     _conv_forward,
     _conv_relu_pool_backward,
@@ -88,10 +94,6 @@ from .cs231n import (
     softmax_loss,
     svm_loss,
 )
-from .cs231n import _as_float, _computing_dtype
-from .. import fast, layers as _shared
-from ..engine.checks import FLOAT_DTYPES, check_int
-from ..engine.geometry import conv_output_size
 
 __all__ = [
     "cnn_forward_naive", "cnn_backward_naive", "max_pooling_forward_naive", "max_pooling_backward_naive",

@@ -11,6 +11,7 @@ from ..kernels import picker
 from .checks import check_dout, check_float_array
 from .threads import over_planes
 
+
 def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     """Batch normalization of x (N, C, H, W) per channel, over N, H and W: the same
     arguments, bn_param updates and results as fastconv.naive's (numpy) version.

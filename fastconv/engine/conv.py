@@ -36,6 +36,7 @@ from .checks import check_dout
 from .geometry import conv_geometry, pool_geometry_of_shape
 from .pooling import max_pool_planes
 
+
 def chunk_images(g, itemsize, workspace_bytes=None, algorithm="im2col"):
     """Images per chunk so that one chunk's im2col matrix (Winograd: transformed input
     tiles V) fits the workspace bound."""

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 from .checks import INT32_MAX, check_array_size, check_float_array, check_int, check_same_dtype, pair
 
+
 def conv_output_size(size, kernel, stride=1, pad=0, dilation=1):
     """Output length of a convolution or pooling along one axis (PyTorch's formula).
 
