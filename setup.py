@@ -71,7 +71,7 @@ def _openmp_flags(compiler):
                 compiler.link_executable(
                     objs, os.path.join(tmp, "probe"), extra_postargs=lflags
                 )
-            except Exception:
+            except Exception:  # noqa: BLE001  (any compile or link error: these flags do not give OpenMP)
                 continue
         return cflags, lflags
     return None
@@ -113,7 +113,8 @@ class BuildExt(build_ext):
         if flags is None and not NO_OPENMP:
             warnings.warn(
                 "fastconv: this compiler has no usable OpenMP; building the "
-                "im2col kernels single-threaded (BLAS still uses its own threads)."
+                "im2col kernels single-threaded (BLAS still uses its own threads).",
+                stacklevel=1,  # the build's own message: no caller's line to point at
             )
         is_msvc = self.compiler.compiler_type == "msvc"
         optional = {ISA["module_name"](b.isa): b for b in ISA["OPTIONAL"]}

@@ -338,6 +338,6 @@ def load_arrays(path, manifest, sha256=None):
     except ValueError as exc:
         msg = str(exc)
         raise ValueError(msg if msg.startswith(str(path)) else f"{path}: not a valid .npz file ({msg})") from None
-    except Exception as exc:  # zipfile.BadZipFile and friends
+    except Exception as exc:  # noqa: BLE001  (zipfile.BadZipFile and friends)
         raise ValueError(f"{path}: not a valid .npz file ({type(exc).__name__}: {exc})") from None
     return out

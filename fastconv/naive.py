@@ -13,8 +13,38 @@ import numpy as np
 from .engine.algorithms import check_algorithm
 from .engine.checks import check_dout
 from .engine.geometry import conv_geometry, pool_geometry, pool_geometry_of_shape
-from .layers import *  # noqa: F401,F403  (the layers without loops, shared with fastconv.fast)
-from .layers import relu_backward, relu_forward
+
+# The layers without loops, shared with fastconv.fast.
+from .layers import (
+    affine_backward,
+    affine_forward,
+    batchnorm_backward,
+    batchnorm_forward,
+    dropout_backward,
+    dropout_forward,
+    groupnorm_backward,
+    groupnorm_forward,
+    layernorm_backward,
+    layernorm_forward,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax_loss,
+    spatial_batchnorm_backward,
+    spatial_batchnorm_forward,
+    svm_loss,
+)
+
+__all__ = [
+    "conv_forward", "conv_backward", "conv_relu_pool_forward", "conv_relu_pool_backward",
+    "max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
+    "spatial_batchnorm_forward", "spatial_batchnorm_backward",
+    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
+    "dropout_forward", "dropout_backward", "batchnorm_forward", "batchnorm_backward",
+    "layernorm_forward", "layernorm_backward", "groupnorm_forward", "groupnorm_backward",
+    "softmax_loss", "svm_loss",
+]
 
 
 def _taps(start, step, kernel, size):

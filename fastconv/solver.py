@@ -90,7 +90,8 @@ class Solver:
         if self.X_val is not None:
             self.y_val = np.asarray(self.y_val)
             if len(self.X_val) != len(self.y_val):
-                raise ValueError(f"X_val and y_val must have the same length, got {len(self.X_val)} and {len(self.y_val)}")
+                raise ValueError(
+                    f"X_val and y_val must have the same length, got {len(self.X_val)} and {len(self.y_val)}")
             if len(self.X_val) == 0:
                 self.X_val = self.y_val = None
         self.update_rule_name = update_rule

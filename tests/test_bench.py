@@ -116,7 +116,8 @@ def test_a_wrong_torch_result_stops_the_run(tmp_path, capsys, monkeypatch):
 
 def test_without_torch_the_column_is_skipped_with_a_note(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(contenders, "load_torch",
-                        lambda in_process=False, extra_env=None: (None, None, "torch skipped: PyTorch is not importable (test)"))
+                        lambda in_process=False, extra_env=None:
+                        (None, None, "torch skipped: PyTorch is not importable (test)"))
     code, out = bench(tmp_path, "--workload", "W3conv5x5", "--pass", "fwd", "--no-chart")
     captured = capsys.readouterr()
     assert code == 0

@@ -19,7 +19,8 @@
   4096 into dw and db, 64x64 average-pooling windows; with data of mixed sign
   and all positive (the harder case for a running sum).
 * **Index arithmetic** (read from ``fastconv/kernels/`` and ``fastconv/engine/``): every
-  index and size in the kernels is ``Py_ssize_t`` (64 bits); the engine's sizes (``K * n * P``, chunks, planes) are Python ints. The
+  index and size in the kernels is ``Py_ssize_t`` (64 bits); the engine's sizes (``K * n * P``,
+  chunks, planes) are Python ints. The
   only 32-bit values are max pooling's argmax (``int32``, the flat index
   ``ih * W + iw`` of a pixel in its plane), which ``pool_geometry`` bounds by
   rejecting planes of more than 2**31 - 1 pixels, and the thread count. The
@@ -85,7 +86,8 @@ def test_conv_nan_in_x_poisons_exactly_the_windows_that_read_it(m, dtype):
     for f in range(3, 6):  # the filters of channel 3's group
         for oh in range(out.shape[2]):
             for ow in range(out.shape[3]):
-                expected[n0, f, oh, ow] = _reads(oh, ow, h0, w0, (3, 2), p["stride"], p["pad"], p["dilation"]) is not None
+                reads = _reads(oh, ow, h0, w0, (3, 2), p["stride"], p["pad"], p["dilation"])
+                expected[n0, f, oh, ow] = reads is not None
     assert expected.any() and not expected.all()
     np.testing.assert_array_equal(np.isnan(out), expected)
 
@@ -137,7 +139,8 @@ def test_conv_backward_nan_in_dout(m, dtype):
     for c in (2, 3):
         for ih in range(x.shape[2]):
             for iw in range(x.shape[3]):
-                expected[n0, c, ih, iw] = _reads(oh0, ow0, ih, iw, (3, 2), p["stride"], p["pad"], p["dilation"]) is not None
+                reads = _reads(oh0, ow0, ih, iw, (3, 2), p["stride"], p["pad"], p["dilation"])
+                expected[n0, c, ih, iw] = reads is not None
     np.testing.assert_array_equal(np.isnan(dx), expected)
     assert np.isnan(dw[f0]).all() and not np.isnan(np.delete(dw, f0, axis=0)).any()
     assert np.isnan(db[f0]) and not np.isnan(np.delete(db, f0)).any()

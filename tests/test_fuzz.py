@@ -44,7 +44,8 @@ EXPECTED_FUNCTIONS = {
     "compat": {f"fastconv.compat.cs231n.{name}_{d}" for d in ("forward", "backward")
                for name in ("conv", "conv_relu", "conv_relu_pool", "conv_bn_relu")}
     | {f"fastconv.compat.cs231n.{kind}_{d}_{variant}" for kind in ("conv", "max_pool") for d in ("forward", "backward")
-       for variant in (("naive", "fast", "im2col", "strides") if kind == "conv" else ("naive", "fast", "reshape", "im2col"))}
+       for variant in (("naive", "fast", "im2col", "strides") if kind == "conv"
+                       else ("naive", "fast", "reshape", "im2col"))}
     | {f"fastconv.compat.sichkar.{name}" for name in ("cnn_forward_naive", "cnn_backward_naive",
                                                       "max_pooling_forward_naive", "max_pooling_backward_naive")},
 }

@@ -457,7 +457,7 @@ def test_load_rejects_corrupt_files(tmp_path, rng):
             M.load_model(tmp_path)
         restore()
     # arrays that do not match the architecture, even with a consistent digest
-    arrays = {k: v for k, v in model.state_arrays().items()}
+    arrays = dict(model.state_arrays())
     wrong_dtype = dict(arrays, **{"params/W1": arrays["params/W1"].astype(np.float64)})
     _rewrite_npz(tmp_path, wrong_dtype, update_manifest=False)
     with pytest.raises(ValueError, match="params/W1.*float64"):

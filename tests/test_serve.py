@@ -334,7 +334,8 @@ def raw_exchange(base, data, shut_write=True):
 ])
 def test_bad_requests_get_json_errors(base, case, code, needle):
     data = {"no-length": b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n",
-            "chunked": b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "chunked": (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"5\r\nhello\r\n0\r\n\r\n"),
             "bad-length": b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n\r\n",
             "negative-length": b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
             "short-body": b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",

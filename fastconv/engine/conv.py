@@ -307,8 +307,9 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
     def route(n0, n, dy, db):  # the pooled gradient to GEMM layout, then to each window's argmax
         dz = workspaces.workspace("z", g.F * n * Pp, x.dtype).reshape(g.F, n * Pp)
         picker.kernels.gather_dout(dz3[n0:n0 + n], dz, db, has_bias, plan.threads(dz.size))
-        picker.kernels.max_pool_backward(dz.reshape(g.F * n, Pp), argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, Pp),
-                                   dy.reshape(g.F * n, plan.P), plan.threads(dy.size))
+        planes_argmax = argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, Pp)
+        picker.kernels.max_pool_backward(dz.reshape(g.F * n, Pp), planes_argmax, dy.reshape(g.F * n, plan.P),
+                                         plan.threads(dy.size))
 
     if algorithm in WINOGRAD_TILE:
         return winograd.backward_chunks(plan, x, w, has_bias, winograd.from_gemm_layout(plan, route), need_dx)

@@ -31,7 +31,8 @@ def max_pool_planes(x3, out3, argmax3, pg, threads):
         picker.kernels.max_pool_phased(x3, out3, argmax3, *pool_args(pg), scratch, best, threads)
     else:
         columns = picker.kernels.max_pool_direct_columns(pg.W, pg.out_w, pg.kw, pg.stride_w, pg.pad_w)
-        picker.kernels.max_pool_direct(x3, out3, argmax3, *pool_args(pg), np.empty((2, columns), dtype=np.intp), threads)
+        picker.kernels.max_pool_direct(x3, out3, argmax3, *pool_args(pg), np.empty((2, columns), dtype=np.intp),
+                                       threads)
 
 
 def max_pool_forward(x, kernel_size, stride=None, pad=0):

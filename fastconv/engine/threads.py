@@ -66,7 +66,7 @@ def _blas_controller():
 
             ctl = ThreadpoolController().select(user_api="blas")
             _controller = ctl if ctl.lib_controllers else False
-        except Exception:  # pragma: no cover - threadpoolctl is a dependency
+        except Exception:  # noqa: BLE001  # pragma: no cover - threadpoolctl is a dependency
             _controller = False
         _setters = [_thread_setter(lib) for lib in _controller.lib_controllers] if _controller else []
     return _controller
@@ -94,7 +94,7 @@ def _current_blas_threads():
         return 1
     try:
         return max(1, min(lib.num_threads for lib in ctl.lib_controllers))
-    except Exception:  # pragma: no cover - a BLAS that cannot report its threads
+    except Exception:  # noqa: BLE001  # pragma: no cover - a BLAS that cannot report its threads
         return 1
 
 

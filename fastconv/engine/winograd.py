@@ -156,5 +156,6 @@ def from_gemm_layout(plan, chunk_dy):
     def transform(n0, n, dM, db, scratch, threads):
         dy = workspace("y", plan.g.F * n * plan.P, plan.dtype).reshape(plan.g.F, n * plan.P)
         chunk_dy(n0, n, dy, db)
-        picker.kernels.winograd_output_adjoint(planes_of_gemm_layout(plan, n, dy), dM, db, False, *args, scratch, threads)
+        picker.kernels.winograd_output_adjoint(planes_of_gemm_layout(plan, n, dy), dM, db, False, *args, scratch,
+                                               threads)
     return transform
