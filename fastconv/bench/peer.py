@@ -44,9 +44,9 @@ except Exception as exc:
 else:
     error = None
 import numpy
-from %s import serve
+from PEER_MODULE import serve
 raise SystemExit(serve(torch, error, start_env))
-""" % __name__  # noqa: UP031  (the child's code holds an f-string: % keeps its braces as they are)
+""".replace("PEER_MODULE", __name__)  # not str.format: the child's code holds an f-string's braces
 
 
 def original_environment():
