@@ -27,7 +27,7 @@ from .models import MODEL_JSON, MODEL_NPZ
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # no locks there (lock() checks)
 
 LOCK_NAME = ".fastconv.lock"
 CHECKPOINTS = "checkpoints"

@@ -6,6 +6,8 @@ the engine (``fastconv/engine/``: how each layer runs, its threads and workspace
 rule of ``algorithm="auto"``) and of the layers without loops that both paths share
 (``fastconv.layers``).
 """
+from __future__ import annotations
+
 import sys
 import types
 
@@ -49,11 +51,11 @@ class _FastModule(types.ModuleType):
     (``fastconv.engine.workspaces.WORKSPACE_BYTES``), as it did before the engine moved."""
 
     @property
-    def WORKSPACE_BYTES(self):
+    def WORKSPACE_BYTES(self) -> int:
         return _workspaces.WORKSPACE_BYTES
 
     @WORKSPACE_BYTES.setter
-    def WORKSPACE_BYTES(self, value):
+    def WORKSPACE_BYTES(self, value: int) -> None:
         _workspaces.WORKSPACE_BYTES = value
 
 

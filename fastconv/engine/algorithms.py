@@ -8,9 +8,12 @@ run the one chosen.
 * "auto" (the default): F(4x4, 3x3) where it was measured to win (``winograd_wins``), on
   finite inputs; im2col otherwise. Backward runs its forward's algorithm.
 """
+from __future__ import annotations
+
 import numpy as np
 
-from .geometry import conv_geometry
+from .geometry import ConvGeometry, conv_geometry
+from .types import FloatArray, IntPair
 
 #: The convolution algorithms ``conv_forward`` accepts (fastconv.naive always runs its loops).
 CONV_ALGORITHMS = ("auto", "im2col", "winograd", "winograd2", "winograd4")
@@ -20,7 +23,7 @@ CONV_ALGORITHMS = ("auto", "im2col", "winograd", "winograd2", "winograd4")
 WINOGRAD_TILE = {"winograd": 2, "winograd2": 2, "winograd4": 4}
 
 
-def check_algorithm(g, algorithm):
+def check_algorithm(g: ConvGeometry, algorithm: object) -> str:
     """``algorithm`` checked against CONV_ALGORITHMS and against geometry ``g``: Winograd
     needs a 3x3 kernel, stride 1 and dilation 1 (ValueError naming ``algorithm``). Returns
     its canonical name: "winograd" is "winograd2"."""
@@ -34,7 +37,7 @@ def check_algorithm(g, algorithm):
     return algorithm
 
 
-def winograd_unsupported(g):
+def winograd_unsupported(g: ConvGeometry) -> str | None:
     """What Winograd (either tile size) would need that geometry ``g`` lacks, or None."""
     if (g.kh, g.kw) != (3, 3):
         return f"a 3x3 kernel, got {g.kh}x{g.kw}"
@@ -45,13 +48,13 @@ def winograd_unsupported(g):
     return None
 
 
-def winograd_tiles(g, tile):
+def winograd_tiles(g: ConvGeometry, tile: int) -> tuple[int, int]:
     """(tiles_h, tiles_w): the tile x tile output tiles of Winograd F(tile x tile, 3x3)
     covering (out_h, out_w)."""
     return -(-g.out_h // tile), -(-g.out_w // tile)
 
 
-def winograd_wins(g):
+def winograd_wins(g: ConvGeometry) -> str | None:
     """The Winograd algorithm "auto" runs for geometry ``g`` (which Winograd can run), or
     None where im2col is faster. Winograd's transforms cost per channel, filter and tile,
     its GEMM savings per channel times filter, so it loses on few channels and small
@@ -62,13 +65,13 @@ def winograd_wins(g):
     return "winograd4" if wins else None
 
 
-def finite(a):
+def finite(a: FloatArray) -> bool:
     """False when ``a`` may hold a NaN or an infinity: its sum is not finite (a sum of
     finite values that overflows says False too, which costs only speed)."""
     return bool(np.isfinite(np.add.reduce(a, axis=None)))
 
 
-def choose(g, algorithm, x, w):
+def choose(g: ConvGeometry, algorithm: str, x: FloatArray, w: FloatArray) -> tuple[str, bool]:
     """(the algorithm a convolution over geometry ``g`` runs, whether "auto" chose it).
 
     Winograd's transforms mix each input patch into all the outputs of its tile,
@@ -84,13 +87,14 @@ def choose(g, algorithm, x, w):
     return "im2col", True
 
 
-def for_backward(algorithm, auto, dout):
+def for_backward(algorithm: str, auto: bool, dout: FloatArray) -> str:
     """The algorithm of a backward pass: its forward's, unless "auto" chose Winograd and
     dout may hold non-finite values (see choose)."""
     return "im2col" if algorithm in WINOGRAD_TILE and auto and not finite(dout) else algorithm
 
 
-def conv_algorithm(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm="auto"):
+def conv_algorithm(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1, pad: IntPair = 0,
+                   dilation: IntPair = 1, groups: int = 1, algorithm: str = "auto") -> str:
     """The algorithm ``conv_forward`` runs with these arguments: "im2col", "winograd2"
     (F(2x2, 3x3), which "winograd" names too) or "winograd4" (F(4x4, 3x3))."""
     return choose(conv_geometry(x, w, b, stride, pad, dilation, groups), algorithm, x, w)[0]

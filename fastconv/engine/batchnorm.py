@@ -4,15 +4,21 @@ instead of numpy's ten full-size temporaries. ``fastconv.distributed`` runs the 
 passes around its collectives. Test mode, and the argument rules, are
 ``fastconv.layers``'.
 """
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 from .. import layers as _layers
 from ..kernels import picker
 from .checks import check_dout, check_float_array
 from .threads import over_planes
+from .types import Cache, Float64Array, FloatArray, NormGrads
 
 
-def spatial_batchnorm_forward(x, gamma, beta, bn_param):
+def spatial_batchnorm_forward(x: FloatArray, gamma: FloatArray, beta: FloatArray,
+                              bn_param: dict[str, Any]) -> tuple[FloatArray, Cache | None]:
     """Batch normalization of x (N, C, H, W) per channel, over N, H and W: the same
     arguments, bn_param updates and results as fastconv.naive's (numpy) version.
 
@@ -36,7 +42,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     return out, ("fast", x, np.ascontiguousarray(gamma), mean, inv_std)
 
 
-def spatial_batchnorm_backward(dout, cache):
+def spatial_batchnorm_backward(dout: FloatArray, cache: Cache | None) -> NormGrads:
     """Returns (dx, dgamma, dbeta) for spatial_batchnorm_forward in training mode:
     two passes, the per-channel sums of dout and dout * (x - mean), then dx."""
     cache = _layers._train_cache(cache, "spatial_batchnorm_backward")
@@ -64,7 +70,7 @@ def spatial_batchnorm_backward(dout, cache):
 # threaded as this module's kernels are (fastconv.distributed runs them around its collectives).
 # The sums run in blocks of channels, the elementwise passes in blocks of whole images
 # (contiguous memory); either way each element sees the same arithmetic: the same bits.
-def channel_stats(x3):
+def channel_stats(x3: FloatArray) -> tuple[Float64Array, Float64Array]:
     """(mean, biased variance) per channel, float64 (C,)."""
     C = x3.shape[1]
     mean, var = np.empty(C), np.empty(C)
@@ -72,7 +78,7 @@ def channel_stats(x3):
     return mean, var
 
 
-def normalize(x3, shift, scale, offset):
+def normalize(x3: FloatArray, shift: Float64Array, scale: Float64Array, offset: Float64Array) -> FloatArray:
     """(x3 - shift) * scale + offset per channel, a new array like x3."""
     N, C = x3.shape[:2]
     out3 = np.empty_like(x3)
@@ -81,7 +87,7 @@ def normalize(x3, shift, scale, offset):
     return out3
 
 
-def backward_sums(dout3, x3, mean):
+def backward_sums(dout3: FloatArray, x3: FloatArray, mean: Float64Array) -> tuple[Float64Array, Float64Array]:
     """(sum(dout), sum(dout * (x - mean))) per channel, float64 (C,)."""
     C = x3.shape[1]
     sum_dout, sum_dout_xc = np.empty(C), np.empty(C)
@@ -90,7 +96,8 @@ def backward_sums(dout3, x3, mean):
     return sum_dout, sum_dout_xc
 
 
-def backward_dx(dout3, x3, mean, dout_scale, xc_scale, offset):
+def backward_dx(dout3: FloatArray, x3: FloatArray, mean: Float64Array, dout_scale: Float64Array,
+                xc_scale: Float64Array, offset: Float64Array) -> FloatArray:
     """dout_scale * dout + xc_scale * (x - mean) + offset per channel, a new array like x3."""
     N, C = x3.shape[:2]
     dx3 = np.empty_like(x3)
