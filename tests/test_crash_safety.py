@@ -37,11 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_datasets import write_learnable_set
 
 from fastconv._child import python_module
 from fastconv.models import load_model
 from fastconv.solver import checkpoints, load_checkpoint_model
+
+from test_datasets import write_learnable_set
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 

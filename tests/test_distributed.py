@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_datasets import write_learnable_set
 
 from fastconv import distributed
 from fastconv._child import python_code, python_module
@@ -33,6 +32,7 @@ from fastconv.models import load_model
 from fastconv.solver import checkpoints, load_checkpoint_model
 
 from _helpers import rel_error
+from test_datasets import write_learnable_set
 
 DIST_TOL = {np.float32: 1e-5, np.float64: 1e-10}
 # conv - relu - batchnorm: every kind of layer the recipe model has, batchnorm synchronized, dropout on
@@ -51,7 +51,12 @@ def _mpiexec():
 
 
 MPIEXEC = _mpiexec()
-needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason='needs mpi4py and mpiexec: pip install "fastconv[mpi]"')
+_skip_without_mpi = pytest.mark.skipif(MPIEXEC is None, reason='needs mpi4py and mpiexec: pip install "fastconv[mpi]"')
+
+
+def needs_mpi(test):
+    """A test that runs real mpiexec ranks: marked ``mpi``, skipped without mpi4py and mpiexec."""
+    return pytest.mark.mpi(_skip_without_mpi(test))
 
 _CHILD = r'''
 import os, signal, sys

@@ -48,7 +48,7 @@ from fastconv._child import python_code
 from fastconv.engine.conv import chunk_images
 from fastconv.engine.geometry import conv_geometry, pool_geometry
 
-from _helpers import DTYPES, TOL, dtype_id, out_size, rel_error
+from _helpers import TOL, out_size, rel_error
 
 MODULES = [pytest.param(naive, id="naive"), pytest.param(fast, id="fast")]
 CONV = dict(stride=(2, 1), pad=(1, 2), dilation=(1, 2), groups=2)
@@ -72,7 +72,6 @@ def _pairs(kw):
 
 
 # ---------------------------------------------------------------------------- convolution
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("m", MODULES)
 def test_conv_nan_in_x_poisons_exactly_the_windows_that_read_it(m, dtype):
     rng = np.random.default_rng(0)
@@ -92,7 +91,6 @@ def test_conv_nan_in_x_poisons_exactly_the_windows_that_read_it(m, dtype):
     np.testing.assert_array_equal(np.isnan(out), expected)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("m", MODULES)
 def test_conv_inf_in_x_gives_inf_of_the_weights_sign(m, dtype):
     rng = np.random.default_rng(1)
@@ -109,7 +107,6 @@ def test_conv_inf_in_x_gives_inf_of_the_weights_sign(m, dtype):
                 assert (got == want) if tap else np.isfinite(got), (f, oh, ow, got, want)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("m", MODULES)
 def test_conv_inf_weight_meeting_the_padding_gives_nan(m, dtype):
     x = np.ones((1, 1, 4, 4), dtype=dtype)
@@ -121,7 +118,6 @@ def test_conv_inf_weight_meeting_the_padding_gives_nan(m, dtype):
     np.testing.assert_array_equal(out[0, 0], expected)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("m", MODULES)
 def test_conv_backward_nan_in_dout(m, dtype):
     """dx is NaN on the pixels the NaN output read (its group's channels), dw[f] and db[f] NaN."""
@@ -146,7 +142,6 @@ def test_conv_backward_nan_in_dout(m, dtype):
     assert np.isnan(db[f0]) and not np.isnan(np.delete(db, f0)).any()
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_conv_nan_and_inf_as_torch(dtype):
     torch = _torch()
     F = torch.nn.functional
@@ -191,7 +186,6 @@ def _pool_input(dtype):
     return x
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("m", MODULES)
 def test_max_pool_nan_and_inf(m, dtype):
     x = _pool_input(dtype)
@@ -209,7 +203,6 @@ def test_max_pool_nan_and_inf(m, dtype):
     np.testing.assert_array_equal(dx, expected)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("m", MODULES)
 def test_max_pool_window_of_padding_and_minus_inf(m, dtype):
     """Padding counts as -inf: a window of -inf pixels and padding gives -inf, gradient to its first pixel."""
@@ -226,7 +219,6 @@ def test_max_pool_window_of_padding_and_minus_inf(m, dtype):
     np.testing.assert_array_equal(dx[0, 0], expected)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("m", MODULES)
 def test_avg_pool_inf_and_nan(m, dtype):
     x = np.ones((1, 1, 4, 4), dtype=dtype)
@@ -243,7 +235,6 @@ def test_avg_pool_inf_and_nan(m, dtype):
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_pool_nan_and_inf_as_torch(kind, dtype):
     """Every window holds at most one NaN (see the module docstring for several)."""
     torch = _torch()
@@ -436,7 +427,6 @@ def test_an_output_larger_than_any_array_is_rejected_naming_pad(m):
         m.conv_forward(np.zeros((1, 1, 5, 5)), np.zeros((1, 1, 3, 3)), pad=2**31 - 1)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_conv_with_hyperparameters_at_the_bound(dtype):
     """pad = stride = 2**31 - 1: three windows per axis, two of them all padding (= the bias)."""
     rng = np.random.default_rng(8)

@@ -153,6 +153,7 @@ def test_worker_runs_the_expected_build():
 
 
 # ---------------------------------------------------------------------------- the fuzz run
+@pytest.mark.slow
 @pytest.mark.parametrize("group", list(GROUPS))
 def test_fuzz(group):
     summary = fz.run_cases(_specs(group, CASES[group]), timeout=TIMEOUT)

@@ -17,7 +17,6 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from test_datasets import write_idx_set
 
 from fastconv import _files
 from fastconv import datasets as D
@@ -26,6 +25,8 @@ from fastconv.__main__ import main
 from fastconv._child import python_module
 from fastconv.preprocessing import Preprocessing
 from fastconv.solver import Solver, load_checkpoint_model
+
+from test_datasets import write_idx_set
 
 MiB = 1 << 20
 

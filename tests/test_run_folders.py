@@ -25,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_crash_safety as crash
-from test_datasets import write_idx_arrays, write_learnable_set
 
 from fastconv import _files, plots, train_cli
 from fastconv import datasets as D
@@ -34,6 +32,9 @@ from fastconv.__main__ import main
 from fastconv._child import python_module
 from fastconv.models import load_model
 from fastconv.solver import checkpoints
+
+import test_crash_safety as crash
+from test_datasets import write_idx_arrays, write_learnable_set
 
 NET = "conv4x3-relu-maxpool2-fc"
 

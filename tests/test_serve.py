@@ -20,7 +20,6 @@ import zlib
 
 import numpy as np
 import pytest
-from test_datasets import write_cifar, write_learnable_set
 
 from fastconv import _serve_model, naive, serve
 from fastconv import datasets as D
@@ -28,6 +27,8 @@ from fastconv.__main__ import main
 from fastconv._child import python_module
 from fastconv._inputs import read_image
 from fastconv.train_cli import class_probabilities
+
+from test_datasets import write_cifar, write_learnable_set
 
 Image = pytest.importorskip("PIL.Image", reason="fastconv serve decodes images with Pillow")
 

@@ -531,6 +531,7 @@ def test_explicit_winograd4_spreads_non_finite_values_over_their_tiles_only(bad)
     assert (~np.isfinite(out)).sum() > (~np.isfinite(ref)).sum()  # it does spread: the check above can fail
 
 
+@pytest.mark.slow
 def test_the_accuracy_script_runs(capsys):
     """benchmarks/winograd_accuracy.py (docs/performance.md, "Winograd accuracy") on one image
     per workload: a row per workload and algorithm, errors inside the tolerance table."""
