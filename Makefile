@@ -46,7 +46,7 @@ stubtest:  ## the compiled kernels against their stubs (needs the build; the tes
 test:  ## the whole suite, as CI runs it on the release build
 	FASTCONV_EXPECT_DEBUG_BUILD=0 $(PYTEST) -q
 
-test-quick:  ## the suite without the tests marked slow (under a minute less; see CONTRIBUTING.md)
+test-quick:  ## the suite without the tests marked slow (CONTRIBUTING.md, "Tests")
 	$(PYTEST) -q -m "not slow"
 
 # Rebuilds the kernels with bounds checks on: `make build` afterwards goes back to the release build.
