@@ -97,7 +97,7 @@ def _openmp_flags(compiler):
                 compiler.link_executable(
                     objs, os.path.join(tmp, "probe"), extra_postargs=lflags
                 )
-            except Exception:
+            except Exception:  # noqa: BLE001  (any compile or link error: these flags do not give OpenMP)
                 continue
         return cflags, lflags
     return None
@@ -148,7 +148,8 @@ class BuildExt(build_ext):
             # "openmp_unavailable"), and fastconv/_kernels.py warns at import.
             warnings.warn(
                 "fastconv: this compiler has no usable OpenMP; building the kernels without "
-                "it (they run on fastconv's own worker threads; CONTRIBUTING.md: building)."
+                "it (they run on fastconv's own worker threads; CONTRIBUTING.md: building).",
+                stacklevel=1,
             )
         is_msvc = self.compiler.compiler_type == "msvc"
         optional = {ISA["module_name"](b.isa): b for b in ISA["OPTIONAL"]}

@@ -1,8 +1,14 @@
 """CPU time against wall time of pooling and batchnorm in a build without OpenMP (run by
 .ci/no_openmp.sh in that build's venv): both cores, through fastconv's worker threads."""
-import os, sys, threading, time, warnings
+import os
+import sys
+import threading
+import time
+import warnings
+
 warnings.simplefilter("ignore", RuntimeWarning)  # the import's warning, checked above
 import numpy as np
+
 import fastconv.fast as fast
 from fastconv.engine import threads
 from fastconv.kernels.picker import kernels

@@ -28,7 +28,8 @@ def parse_args(argv=None):
     p.add_argument("--workloads", default="W1conv,W2conv3x3,W1step", help="comma-separated (default %(default)s)")
     p.add_argument("--rounds", type=int, default=11, help="rounds, at least 3 (default %(default)s)")
     p.add_argument("--pause", type=float, default=0.3, help="seconds asleep before a paused call (default %(default)s)")
-    p.add_argument("--burst", type=float, default=0.1, help="seconds of calls before a steady one (default %(default)s)")
+    p.add_argument("--burst", type=float, default=0.1,
+                   help="seconds of calls before a steady one (default %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="threads (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke test (numbers mean nothing)")
     args = p.parse_args(argv)

@@ -39,14 +39,14 @@ import sys
 
 import numpy as np
 
-from fastconv.engine import conv, winograd
-from fastconv.engine.pooling import pool_args
-from fastconv.engine.threads import kernel_threads
-from fastconv.kernels import picker as _kernels
-from fastconv.engine.geometry import conv_geometry, pool_geometry
 from fastconv.bench.common import WORKLOADS, conv_data, pool_data
 from fastconv.bench.machine import cpu_info
 from fastconv.bench.timing import Contender, run_interleaved
+from fastconv.engine import conv, winograd
+from fastconv.engine.geometry import conv_geometry, pool_geometry
+from fastconv.engine.pooling import pool_args
+from fastconv.engine.threads import kernel_threads
+from fastconv.kernels import picker as _kernels
 
 PROG = "kernel_builds"
 BASELINE = importlib.import_module("fastconv.kernels._im2col")  # prepares what a backward kernel reads

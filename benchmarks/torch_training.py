@@ -41,7 +41,9 @@ import statistics
 import sys
 import time
 
-import fastconv  # noqa: F401  (first: its OpenBLAS thread settings must precede numpy loading OpenBLAS)
+import fastconv  # first: its OpenBLAS thread settings must precede numpy loading OpenBLAS)
+
+# isort: split
 import numpy as np
 
 DEFAULT_MODELS = ("convnet1", "conv32x3-bn-maxpool2-relu-conv64x3-bn-maxpool2-relu-fc256-relu-dropout0.3-fc")
@@ -242,7 +244,7 @@ def run(args):
         from fastconv.bench.machine import cpu_info, thread_settings
 
         cpu, threads_info = cpu_info(), thread_settings(torch)
-    except Exception as exc:  # the machine description is a nicety, not a requirement
+    except Exception as exc:  # noqa: BLE001  (the machine description is a nicety, not a requirement)
         cpu, threads_info = {"error": str(exc)}, {}
     print(f"data: {len(X)} images from {source}; epoch times scaled x{scale:g} to {EPOCH_IMAGES} images")
     print(f"batch {args.batch_size}, float32, Adam lr 1e-3, {args.threads} threads (BLAS, OpenMP, torch); "

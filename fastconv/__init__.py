@@ -13,12 +13,13 @@ __version__ = "0.1.0"
 # fastconv's speed depends on (fastconv/engine/runtimes.py says what and why).
 from .engine.runtimes import RUNTIMES as _RUNTIMES
 
+# isort: split
+from ._config import show_config
+from ._malloc import keep_freed_memory
+from .engine.geometry import conv_output_size
+
 #: OMP_WAIT_POLICY as the kernels' OpenMP runtime runs it ("PASSIVE" unless the user chose
 #: another, or a libgomp was loaded before fastconv: see show_config()).
 OPENMP_WAIT_POLICY = _RUNTIMES.openmp_wait_policy
-
-from .engine.geometry import conv_output_size  # noqa: F401
-from ._config import show_config  # noqa: F401
-from ._malloc import keep_freed_memory  # noqa: F401
 
 __all__ = ["conv_output_size", "show_config", "keep_freed_memory", "__version__", "OPENMP_WAIT_POLICY"]

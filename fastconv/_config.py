@@ -13,11 +13,6 @@ def openmp_text(openmp):
     return "yes" if openmp else "no (kernels on fastconv's threads)"
 
 
-def openmp_text(openmp):
-    """How the kernels use threads, for ``fastconv config`` and ``fastconv bench``'s report."""
-    return "yes" if openmp else "no (kernels on fastconv's threads)"
-
-
 def configuration():
     """What ``show_config`` prints, as a dict: the versions, the kernel build in use
     (its ``build_info()``) and why, and the thread settings of OpenMP and the BLAS."""

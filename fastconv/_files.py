@@ -92,7 +92,7 @@ def _remove_quietly(path):
 
 # Folders this process holds (a run folder under its lock): {token: (folder, check)}. Every write
 # into one, or below it, first calls its check, which raises if the path no longer leads there.
-_GUARDS = {}
+_GUARDS: dict = {}
 
 
 def guard_folder(folder, check):
@@ -525,6 +525,6 @@ def _load_npz(path, f, manifest, sizes):
     except ValueError as exc:
         msg = str(exc)
         raise ValueError(msg if msg.startswith(str(path)) else f"{path}: not a valid .npz file ({msg})") from None
-    except Exception as exc:  # zipfile.BadZipFile and friends
+    except Exception as exc:  # noqa: BLE001  (zipfile.BadZipFile and friends)
         raise ValueError(f"{path}: not a valid .npz file ({type(exc).__name__}: {exc})") from None
     return out

@@ -23,10 +23,12 @@ A new layer type is one class here, listed in ``LAYER_TYPES``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from .engine.checks import check_number, HYPERPARAMETER_MAX, check_int, shape_size
+from .engine.checks import HYPERPARAMETER_MAX, check_int, check_number, shape_size
 from .engine.geometry import conv_output_size, pool_geometry_of_shape, same_pad
 
 #: A field without a default: the layer dict must give it.
@@ -69,11 +71,13 @@ def _positive(value, name):
 class Layer:
     """What every layer type has; a subclass fills in the class attributes and methods."""
 
-    type = None
-    pattern = None
-    syntax = None
-    fields = {}  # key -> (default or REQUIRED, check(value, name) -> normalized value)
-    numbering = None  # whose count numbers its arrays: "weights" (conv and fc: W1, b1, W2...) or "batchnorm"
+    type: str | None = None
+    pattern: re.Pattern[str] | None = None
+    syntax: str | None = None
+    # key -> (default or REQUIRED, check(value, name) -> normalized value)
+    fields: dict[str, tuple[Any, Callable[[Any, str], Any]]] = {}
+    # whose count numbers its arrays: "weights" (conv and fc: W1, b1, W2...) or "batchnorm"
+    numbering: str | None = None
 
     # ------------------------------------------------------------ the layer dict and its token
     @classmethod

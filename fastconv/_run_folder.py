@@ -40,7 +40,7 @@ from .models import MODEL_FILES, recover_model_files
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # no locks there (lock() checks)
 
 LOCK_NAME = ".fastconv.lock"
 CHECKPOINTS = "checkpoints"

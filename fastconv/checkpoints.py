@@ -39,8 +39,15 @@ from pathlib import Path
 import numpy as np
 
 from . import optim
-from ._files import (array_manifest, load_arrays_beside, read_json, remove_dead_temporaries, remove_file, save_arrays,
-                     write_json)
+from ._files import (
+    array_manifest,
+    load_arrays_beside,
+    read_json,
+    remove_dead_temporaries,
+    remove_file,
+    save_arrays,
+    write_json,
+)
 from .engine.checks import check_int, check_number
 from .model_state import load_checkpoint_model  # noqa: F401  (public here too)
 

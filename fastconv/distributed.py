@@ -169,7 +169,7 @@ def on_root(comm, work):
     if comm.Get_rank() == 0:
         try:
             outcome = {"ok": True, "value": work()}
-        except Exception as exc:  # sent to the other ranks, so that all of them stop here
+        except Exception as exc:  # noqa: BLE001  (sent to the other ranks, so that all of them stop here)
             outcome = {"ok": False, "error": str(exc)}
     outcome = bcast_json(comm, outcome)
     if outcome["ok"]:

@@ -6,6 +6,8 @@ the engine (``fastconv/engine/``: how each layer runs, its threads and workspace
 rule of ``algorithm="auto"``) and of the layers without loops that both paths share
 (``fastconv.layers``).
 """
+from __future__ import annotations
+
 import sys
 import types
 
@@ -14,9 +16,24 @@ from .engine.algorithms import conv_algorithm
 from .engine.batchnorm import spatial_batchnorm_backward, spatial_batchnorm_forward
 from .engine.conv import conv_backward, conv_forward, conv_relu_pool_backward, conv_relu_pool_forward
 from .engine.pooling import avg_pool_backward, avg_pool_forward, max_pool_backward, max_pool_forward
-from .layers import (affine_backward, affine_forward, batchnorm_backward, batchnorm_forward, dropout_backward,
-                     dropout_forward, groupnorm_backward, groupnorm_forward, layernorm_backward, layernorm_forward,
-                     relu_backward, relu_forward, sigmoid_backward, sigmoid_forward, softmax_loss, svm_loss)
+from .layers import (
+    affine_backward,
+    affine_forward,
+    batchnorm_backward,
+    batchnorm_forward,
+    dropout_backward,
+    dropout_forward,
+    groupnorm_backward,
+    groupnorm_forward,
+    layernorm_backward,
+    layernorm_forward,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax_loss,
+    svm_loss,
+)
 
 __all__ = [
     "conv_forward", "conv_backward", "conv_algorithm", "conv_relu_pool_forward", "conv_relu_pool_backward",
@@ -34,11 +51,11 @@ class _FastModule(types.ModuleType):
     (``fastconv.engine.workspaces.WORKSPACE_BYTES``), as it did before the engine moved."""
 
     @property
-    def WORKSPACE_BYTES(self):
+    def WORKSPACE_BYTES(self) -> int:
         return _workspaces.WORKSPACE_BYTES
 
     @WORKSPACE_BYTES.setter
-    def WORKSPACE_BYTES(self, value):
+    def WORKSPACE_BYTES(self, value: int) -> None:
         _workspaces.WORKSPACE_BYTES = value
 
 

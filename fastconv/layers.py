@@ -4,12 +4,19 @@ Every layer is a pair of pure functions: ``*_forward(...) -> (out, cache)`` and,
 right under it, ``*_backward(dout, cache)``. A cache holds exactly what the
 backward pass needs. float32 and float64 are kept end to end.
 """
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from .engine import batchnorm
-from .engine.checks import (check_dout, check_float_array, check_int, check_number, check_same_dtype,
-                            check_scale_shift)
+from .engine.checks import check_dout, check_float_array, check_int, check_number, check_same_dtype, check_scale_shift
 from .engine.threads import matmul
+from .engine.types import Cache, FloatArray, NormGrads
+
+Axes = int | tuple[int, ...]
 
 #: The layers fastconv.naive and fastconv.fast both take from here (``from .layers import *``).
 __all__ = [
@@ -22,7 +29,7 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ affine
-def affine_forward(x, w, b):
+def affine_forward(x: FloatArray, w: FloatArray, b: FloatArray) -> tuple[FloatArray, Cache]:
     """Fully connected layer: x (N, d1, ..., dk) is flattened to (N, D); w (D, M); b (M,).
 
     Returns (out, cache) with out (N, M).
@@ -45,7 +52,7 @@ def affine_forward(x, w, b):
     return out, (x, w)
 
 
-def affine_backward(dout, cache):
+def affine_backward(dout: FloatArray, cache: Cache) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Returns (dx, dw, db) for affine_forward."""
     x, w = cache
     N = x.shape[0]
@@ -57,7 +64,7 @@ def affine_backward(dout, cache):
 
 
 # ------------------------------------------------------------------ relu
-def relu_forward(x):
+def relu_forward(x: FloatArray) -> tuple[FloatArray, FloatArray]:
     """max(x, 0). Returns (out, cache); the cache is x (out > 0 exactly where x > 0), so
     changing ``out`` in place does not change the gradient."""
     check_float_array(x, "x")
@@ -65,7 +72,7 @@ def relu_forward(x):
     return out, x
 
 
-def relu_backward(dout, cache):
+def relu_backward(dout: FloatArray, cache: FloatArray) -> FloatArray:
     """The gradient flows where the input (the cache) was positive."""
     out = cache
     check_dout(dout, out.shape, out.dtype)
@@ -81,21 +88,22 @@ def relu_backward(dout, cache):
 
 
 # ------------------------------------------------------------------ sigmoid
-def sigmoid_forward(x):
+def sigmoid_forward(x: FloatArray) -> tuple[FloatArray, FloatArray]:
     """1 / (1 + exp(-x)), computed without overflow. Returns (out, cache)."""
     check_float_array(x, "x")
     out = np.exp(-np.logaddexp(0, -x)).astype(x.dtype, copy=False)
     return out, out.copy()  # a copy: changing ``out`` in place must not change the gradient
 
 
-def sigmoid_backward(dout, cache):
+def sigmoid_backward(dout: FloatArray, cache: FloatArray) -> FloatArray:
     out = cache
     check_dout(dout, out.shape, out.dtype)
     return dout * out * (1 - out)
 
 
 # ------------------------------------------------------------------ dropout
-def dropout_forward(x, p, train=True, rng=None):
+def dropout_forward(x: FloatArray, p: float, train: bool = True,
+                    rng: np.random.Generator | int | None = None) -> tuple[FloatArray, FloatArray | None]:
     """Inverted dropout: in training, zero each unit with probability ``p`` and
     scale the survivors by 1 / (1 - p); at test time, the identity.
 
@@ -111,7 +119,7 @@ def dropout_forward(x, p, train=True, rng=None):
     return x * mask, mask
 
 
-def dropout_backward(dout, cache):
+def dropout_backward(dout: FloatArray, cache: FloatArray | None) -> FloatArray:
     mask = cache
     if mask is None:
         return dout.copy()
@@ -155,7 +163,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     return out.astype(x.dtype, copy=False), cache
 
 
-def batchnorm_backward(dout, cache):
+def batchnorm_backward(dout: FloatArray, cache: Cache | None) -> NormGrads:
     """Returns (dx, dgamma, dbeta) for batchnorm_forward in training mode."""
     xhat, gamma, inv_std = batchnorm.train_cache(cache, "batchnorm_backward")
     check_dout(dout, xhat.shape, xhat.dtype)
@@ -165,7 +173,8 @@ def batchnorm_backward(dout, cache):
     return dx.astype(xhat.dtype, copy=False), dgamma, dbeta
 
 
-def spatial_batchnorm_forward(x, gamma, beta, bn_param):
+def spatial_batchnorm_forward(x: FloatArray, gamma: FloatArray, beta: FloatArray,
+                              bn_param: dict[str, Any]) -> tuple[FloatArray, Cache | None]:
     """Batch normalization of x (N, C, H, W) per channel, over N, H and W.
 
     Same bn_param as batchnorm_forward; gamma, beta (C,).
@@ -189,7 +198,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     return out.astype(x.dtype, copy=False), cache
 
 
-def spatial_batchnorm_backward(dout, cache):
+def spatial_batchnorm_backward(dout: FloatArray, cache: Cache | None) -> NormGrads:
     """Returns (dx, dgamma, dbeta) for spatial_batchnorm_forward in training mode."""
     xhat, gamma, inv_std = batchnorm.train_cache(cache, "spatial_batchnorm_backward")
     check_dout(dout, xhat.shape, xhat.dtype)
@@ -209,7 +218,7 @@ def _check_eps(eps):
     return check_number(eps, "eps", lambda e: e > 0, "a positive number")
 
 
-def _normalize(x, eps, axis):
+def _normalize(x: FloatArray, eps: float, axis: Axes) -> tuple[FloatArray, FloatArray]:
     """(xhat, inv_std): x minus its mean over ``axis``, times 1 / sqrt(variance + eps), in x's dtype."""
     mu = x.mean(axis=axis, keepdims=True)
     var = x.var(axis=axis, keepdims=True)
@@ -217,7 +226,8 @@ def _normalize(x, eps, axis):
     return (x - mu) * inv_std, inv_std
 
 
-def layernorm_forward(x, gamma, beta, eps=1e-5):
+def layernorm_forward(x: FloatArray, gamma: FloatArray, beta: FloatArray,
+                      eps: float = 1e-5) -> tuple[FloatArray, Cache]:
     """Layer normalization: each row of x (N, D) normalized over its D features, then
     ``gamma * xhat + beta`` with gamma, beta (D,). The same in training and at test time
     (no running statistics). Returns (out, cache)."""
@@ -231,7 +241,7 @@ def layernorm_forward(x, gamma, beta, eps=1e-5):
     return out.astype(x.dtype, copy=False), (xhat, gamma, inv_std)
 
 
-def layernorm_backward(dout, cache):
+def layernorm_backward(dout: FloatArray, cache: Cache) -> NormGrads:
     """Returns (dx, dgamma, dbeta) for layernorm_forward."""
     xhat, gamma, inv_std = cache
     check_dout(dout, xhat.shape, xhat.dtype)
@@ -241,7 +251,8 @@ def layernorm_backward(dout, cache):
     return dx.astype(xhat.dtype, copy=False), dgamma, dbeta
 
 
-def groupnorm_forward(x, gamma, beta, groups, eps=1e-5):
+def groupnorm_forward(x: FloatArray, gamma: FloatArray, beta: FloatArray, groups: int,
+                      eps: float = 1e-5) -> tuple[FloatArray, Cache]:
     """Group normalization of x (N, C, H, W): the channels of each image are split into
     ``groups`` consecutive groups of C // groups, each normalized over its channels and
     H, W; then ``gamma * xhat + beta`` per channel, gamma, beta (C,). groups=1 is layer
@@ -262,7 +273,7 @@ def groupnorm_forward(x, gamma, beta, groups, eps=1e-5):
     return out.astype(x.dtype, copy=False), (xhat, gamma, inv_std)
 
 
-def groupnorm_backward(dout, cache):
+def groupnorm_backward(dout: FloatArray, cache: Cache) -> NormGrads:
     """Returns (dx, dgamma, dbeta) for groupnorm_forward; dgamma, dbeta (C,)."""
     xhat, gamma, inv_std = cache
     check_dout(dout, xhat.shape, xhat.dtype)
@@ -276,7 +287,7 @@ def groupnorm_backward(dout, cache):
 
 
 # ------------------------------------------------------------------ losses
-def _check_scores(scores, y):
+def _check_scores(scores: FloatArray, y: npt.ArrayLike) -> tuple[int, npt.NDArray[np.integer[Any]]]:
     """(N, y as integer labels (N,)) for the losses; y may be integer labels (an array or
     a list) or one-hot rows (N, K), which become the index of each row's 1."""
     check_float_array(scores, "scores", 2)
@@ -302,7 +313,7 @@ def _check_scores(scores, y):
     return N, y
 
 
-def _one_hot_labels(y, N, K):
+def _one_hot_labels(y: npt.NDArray[Any], N: int, K: int) -> npt.NDArray[np.intp]:
     """The label of each one-hot row of y (N, K); ValueError naming the first row that is not one-hot."""
     if y.shape != (N, K):
         raise ValueError(f"y of two dimensions must be one-hot rows of shape (N, K) = ({N}, {K}), got {y.shape}")
@@ -317,7 +328,7 @@ def _one_hot_labels(y, N, K):
     return ones.argmax(axis=1)
 
 
-def softmax_loss(scores, y):
+def softmax_loss(scores: FloatArray, y: npt.ArrayLike) -> tuple[float, FloatArray]:
     """Mean softmax cross-entropy. scores (N, K); y (N,) integer labels (an array or a list),
     or one-hot rows (N, K). Returns (loss, dscores)."""
     N, y = _check_scores(scores, y)
@@ -331,7 +342,7 @@ def softmax_loss(scores, y):
     return float(loss), dscores
 
 
-def svm_loss(scores, y):
+def svm_loss(scores: FloatArray, y: npt.ArrayLike) -> tuple[float, FloatArray]:
     """Mean multiclass hinge loss with margin 1; y as for softmax_loss. Returns (loss, dscores)."""
     N, y = _check_scores(scores, y)
     rows = np.arange(N)

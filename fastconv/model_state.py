@@ -26,8 +26,17 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ._files import (array_manifest, atomic_link, load_arrays_beside, read_json, remove_dead_temporaries,
-                     remove_file, save_arrays, sha256_of, write_json)
+from ._files import (
+    array_manifest,
+    atomic_link,
+    load_arrays_beside,
+    read_json,
+    remove_dead_temporaries,
+    remove_file,
+    save_arrays,
+    sha256_of,
+    write_json,
+)
 from .preprocessing import Preprocessing
 
 FORMAT = "fastconv-model"

@@ -85,15 +85,41 @@ from pathlib import Path
 import numpy as np
 
 from ._files import (  # noqa: F401  (the file helpers stay importable from here)
-    array_manifest, atomic_link, atomic_write, load_arrays, load_arrays_beside, read_json, remove_dead_temporaries,
-    remove_file, save_arrays, sha256_of, write_json,
+    array_manifest,
+    atomic_link,
+    atomic_write,
+    load_arrays,
+    load_arrays_beside,
+    read_json,
+    remove_dead_temporaries,
+    remove_file,
+    save_arrays,
+    sha256_of,
+    write_json,
 )
-from ._model_layers import LAYER_SYNTAX  # noqa: F401  (public, with parse_layers and format_layers)
-from ._model_layers import LAYER_TYPES, format_layers, fuse_conv_relu_pool, normalize_layer, parse_layers
-from .engine.checks import check_number, check_int, shape_size
+from ._model_layers import (
+    LAYER_SYNTAX,  # noqa: F401  (public, with parse_layers and format_layers)
+    LAYER_TYPES,
+    format_layers,
+    fuse_conv_relu_pool,
+    normalize_layer,
+    parse_layers,
+)
+from .engine.checks import check_int, check_number, shape_size
 from .model_state import (  # noqa: F401  (the files and loaders stay importable from here)
-    FORMAT, FORMAT_VERSION, MODEL_FILES, MODEL_JSON, MODEL_NPZ, MODEL_NPZ_NEXT, ModelState, build_model, load_model,
-    load_saved_model, model_from_spec, recover_model_files, save_model_files,
+    FORMAT,
+    FORMAT_VERSION,
+    MODEL_FILES,
+    MODEL_JSON,
+    MODEL_NPZ,
+    MODEL_NPZ_NEXT,
+    ModelState,
+    build_model,
+    load_model,
+    load_saved_model,
+    model_from_spec,
+    recover_model_files,
+    save_model_files,
 )
 
 #: Most parameters a model may have (see the module docstring).

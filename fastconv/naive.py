@@ -8,16 +8,54 @@ prove the two equal. Each backward sits right under its forward.
 Shapes: x (N, C, H, W), w (F, C // groups, kh, kw), b (F,),
 out (N, F, out_h, out_w) with out_h from ``fastconv.conv_output_size``.
 """
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 
 from .engine.algorithms import check_algorithm
 from .engine.checks import check_dout
-from .engine.geometry import conv_geometry, pool_geometry, pool_geometry_of_shape
-from .layers import *  # noqa: F401,F403  (the layers without loops, shared with fastconv.fast)
-from .layers import relu_backward, relu_forward
+from .engine.geometry import ConvGeometry, PoolGeometry, conv_geometry, pool_geometry, pool_geometry_of_shape
+from .engine.types import Cache, ConvGrads, FloatArray, IntPair
+
+# The layers without loops, shared with fastconv.fast.
+from .layers import (
+    affine_backward,
+    affine_forward,
+    batchnorm_backward,
+    batchnorm_forward,
+    dropout_backward,
+    dropout_forward,
+    groupnorm_backward,
+    groupnorm_forward,
+    layernorm_backward,
+    layernorm_forward,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax_loss,
+    spatial_batchnorm_backward,
+    spatial_batchnorm_forward,
+    svm_loss,
+)
+
+__all__ = [
+    "conv_forward", "conv_backward", "conv_relu_pool_forward", "conv_relu_pool_backward",
+    "max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
+    "spatial_batchnorm_forward", "spatial_batchnorm_backward",
+    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
+    "dropout_forward", "dropout_backward", "batchnorm_forward", "batchnorm_backward",
+    "layernorm_forward", "layernorm_backward", "groupnorm_forward", "groupnorm_backward",
+    "softmax_loss", "svm_loss",
+]
+
+#: (input slice, kernel tap slice) along one axis of a window (``_taps``).
+Taps = tuple[slice, slice]
 
 
-def _taps(start, step, kernel, size):
+def _taps(start: int, step: int, kernel: int, size: int) -> Taps:
     """The kernel taps ``i`` whose input index ``start + i*step`` lies in [0, size).
 
     Returns (input slice, tap slice); the other taps read the zero padding.
@@ -29,7 +67,7 @@ def _taps(start, step, kernel, size):
     return slice(start + first * step, start + (last - 1) * step + 1, step), slice(first, last)
 
 
-def _window_taps(g):
+def _window_taps(g: ConvGeometry) -> tuple[Sequence[Taps], Sequence[Taps]]:
     """For each output row oh, ``_taps`` of its window along H; for each output column ow, along W.
 
     Output pixel (oh, ow) reads x[..., rows, cols] with kernel taps [taps_h, taps_w], where
@@ -40,7 +78,8 @@ def _window_taps(g):
     return row_taps, col_taps
 
 
-def _padded_patch(x, n, channels, g, rows, cols, taps_h, taps_w):
+def _padded_patch(x: FloatArray, n: int, channels: slice, g: ConvGeometry, rows: slice, cols: slice, taps_h: slice,
+                  taps_w: slice) -> FloatArray:
     """The window of the zero-padded x[n, channels] read by the output pixel whose window
     taps are (rows, taps_h) and (cols, taps_w); shape (channels, kh, kw).
 
@@ -54,7 +93,7 @@ def _padded_patch(x, n, channels, g, rows, cols, taps_h, taps_w):
     return patch
 
 
-def _conv_windows(g):
+def _conv_windows(g: ConvGeometry) -> Iterator[tuple[int, int, int, int, slice, slice, slice, slice, slice]]:
     """Every output pixel of a convolution, in loop order (n, f, oh, ow), as
     ``(n, f, oh, ow, channels, rows, cols, taps_h, taps_w)``: ``channels`` are the input
     channels of filter f's group; the pixel reads x[n, channels, rows, cols] with kernel
@@ -69,7 +108,8 @@ def _conv_windows(g):
                     yield n, f, oh, ow, channels, rows, cols, taps_h, taps_w
 
 
-def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm="auto"):
+def conv_forward(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1, pad: IntPair = 0,
+                 dilation: IntPair = 1, groups: int = 1, algorithm: str = "auto") -> tuple[FloatArray, Cache]:
     """Convolution (cross-correlation, as in every CNN library).
 
     x (N, C, H, W), w (F, C // groups, kh, kw), b (F,) or None; stride, pad and
@@ -88,7 +128,7 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm=
     return out, (x, w, b is not None, g)
 
 
-def conv_backward(dout, cache, need_dx=True):
+def conv_backward(dout: FloatArray, cache: Cache, need_dx: bool = True) -> ConvGrads:
     """Gradients of conv_forward: returns (dx, dw, db); db is None when b was None,
     dx is None when ``need_dx`` is false (a first layer, whose input needs no gradient)."""
     x, w, has_bias, g = cache
@@ -96,7 +136,7 @@ def conv_backward(dout, cache, need_dx=True):
     dx = np.zeros(x.shape, dtype=x.dtype) if need_dx else None
     dw = np.zeros_like(w)
     for n, f, oh, ow, channels, rows, cols, taps_h, taps_w in _conv_windows(g):
-        if need_dx:
+        if dx is not None:  # need_dx
             # the gradient of the padding taps is dropped, as cropping a padded dx would
             dx[n, channels, rows, cols] += (w[f] * dout[n, f, oh, ow])[:, taps_h, taps_w]
         patch = _padded_patch(x, n, channels, g, rows, cols, taps_h, taps_w)
@@ -105,15 +145,17 @@ def conv_backward(dout, cache, need_dx=True):
     return dx, dw, db
 
 
-def _pool_window(g, oh, ow):
+def _pool_window(g: PoolGeometry, oh: int, ow: int) -> tuple[slice, slice]:
     """The unpadded part of the pooling window of output pixel (oh, ow)."""
     h0 = oh * g.stride_h - g.pad_h
     w0 = ow * g.stride_w - g.pad_w
     return slice(max(h0, 0), min(h0 + g.kh, g.H)), slice(max(w0, 0), min(w0 + g.kw, g.W))
 
 
-def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stride=None, pool_pad=0,
-                           dilation=1, groups=1, algorithm="auto"):
+def conv_relu_pool_forward(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1,
+                           pad: IntPair = 0, pool_size: IntPair = 2, pool_stride: IntPair | None = None,
+                           pool_pad: IntPair = 0, dilation: IntPair = 1, groups: int = 1,
+                           algorithm: str = "auto") -> tuple[FloatArray, Cache]:
     """conv -> ReLU -> max pool, the three layers one after the other (the
     reference of fast.conv_relu_pool_forward, which fuses them)."""
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)  # bad pool arguments fail before the loops run
@@ -126,14 +168,15 @@ def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stri
     return out, (conv_cache, relu_cache, pool_cache)
 
 
-def conv_relu_pool_backward(dout, cache, need_dx=True):
+def conv_relu_pool_backward(dout: FloatArray, cache: Cache, need_dx: bool = True) -> ConvGrads:
     """Gradients of conv_relu_pool_forward: (dx, dw, db); dx is None without ``need_dx``."""
     conv_cache, relu_cache, pool_cache = cache
     dx, dw, db = conv_backward(relu_backward(max_pool_backward(dout, pool_cache), relu_cache), conv_cache)
     return (dx if need_dx else None), dw, db
 
 
-def max_pool_forward(x, kernel_size, stride=None, pad=0):
+def max_pool_forward(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None,
+                     pad: IntPair = 0) -> tuple[FloatArray, Cache]:
     """Max pooling. stride None means kernel_size; padding counts as -inf.
 
     Returns (out, cache), out (N, C, out_h, out_w).
@@ -150,11 +193,11 @@ def max_pool_forward(x, kernel_size, stride=None, pad=0):
     return out, (x, g)
 
 
-def max_pool_backward(dout, cache):
+def max_pool_backward(dout: FloatArray, cache: Cache) -> FloatArray:
     """Each output's gradient goes to the first maximum of its window (row-major)."""
     x, g = cache
     check_dout(dout, g.out_shape, x.dtype)
-    dx = np.zeros_like(x)
+    dx: FloatArray = np.zeros_like(x)
     for n in range(g.N):
         for c in range(g.C):
             for oh in range(g.out_h):
@@ -166,7 +209,8 @@ def max_pool_backward(dout, cache):
     return dx
 
 
-def avg_pool_forward(x, kernel_size, stride=None, pad=0):
+def avg_pool_forward(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None,
+                     pad: IntPair = 0) -> tuple[FloatArray, Cache]:
     """Average pooling; padded zeros count in the divisor (kh * kw)."""
     g = pool_geometry(x, kernel_size, stride, pad)
     out = np.empty(g.out_shape, dtype=x.dtype)
@@ -179,7 +223,7 @@ def avg_pool_forward(x, kernel_size, stride=None, pad=0):
     return out, (x.shape, x.dtype, g)
 
 
-def avg_pool_backward(dout, cache):
+def avg_pool_backward(dout: FloatArray, cache: Cache) -> FloatArray:
     """Spread each output's gradient evenly over its window (padding included)."""
     x_shape, dtype, g = cache
     check_dout(dout, g.out_shape, dtype)

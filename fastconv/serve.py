@@ -287,7 +287,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     service = page = None
     log_requests = False
 
-    def __init__(self, server, client_address, request):  # noqa: D107  (no socket: nothing like the base class)
+    def __init__(self, server, client_address, request):
         self.server = server
         self.client_address = client_address
         self.rfile = io.BytesIO(request)

@@ -97,8 +97,8 @@ from . import checkpoints as _checkpoints
 from . import optim
 from ._files import sha256_of_arrays
 from ._model_adapter import solver_data, solver_model
-from .engine.checks import check_int, check_number
 from .checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoints, load_checkpoint_model  # noqa: F401
+from .engine.checks import check_int, check_number
 
 try:  # tqdm is optional (the "train" extra)
     from tqdm.auto import tqdm as _tqdm
@@ -134,7 +134,8 @@ class Solver:
         if self.X_val is not None:
             self.y_val = np.asarray(self.y_val)
             if len(self.X_val) != len(self.y_val):
-                raise ValueError(f"X_val and y_val must have the same length, got {len(self.X_val)} and {len(self.y_val)}")
+                raise ValueError(
+                    f"X_val and y_val must have the same length, got {len(self.X_val)} and {len(self.y_val)}")
             if len(self.X_val) == 0:
                 self.X_val = self.y_val = None
         self.update_rule_name = update_rule
@@ -187,7 +188,8 @@ class Solver:
             if self.nonfinite_loss == "raise":
                 raise ValueError(f"the loss became {loss} at epoch {self.epoch + 1}; lower the learning rate")
             self.loss_history.append(float(loss))  # recorded, as CS231n's Solver records it; no update
-            self.stopped = f"the loss became {float(loss)} at epoch {self.epoch + 1}, iteration {len(self.loss_history)}"
+            self.stopped = (f"the loss became {float(loss)} at epoch {self.epoch + 1}, "
+                            f"iteration {len(self.loss_history)}")
             return float(loss), None
         for name, w in self.model.params.items():
             next_w, self.optim_configs[name] = self.update_rule(w, grads[name], self.optim_configs[name])

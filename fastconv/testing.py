@@ -646,7 +646,7 @@ def _directional_row(name, analytic, copies, i, output, dout, directions, seed, 
 
             def along():
                 moved = list(copies)
-                moved[i] = x + t[0] * v
+                moved[i] = x + t[0] * v  # noqa: B023 (called within this iteration only)
                 return output(moved)
 
             probe = Probe(along, dout, kinks != "ignore", h)
@@ -1245,7 +1245,7 @@ def _compare_on(config, cand, ref, tolerance, backward, worst):
     my_dout = dout.copy()
     try:
         result = cand[0](*mine, **config.kwargs)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (any error of the candidate is reported, with its configuration)
         return [("forward", f"raised {type(e).__name__}: {_one_line(e)}", None)]
     if not isinstance(result, tuple) or len(result) != 2:
         return [("forward", f"must return (out, cache), got {type(result).__name__}", None)]
@@ -1254,7 +1254,7 @@ def _compare_on(config, cand, ref, tolerance, backward, worst):
     if backward:
         try:
             grads = _as_grads(cand[1](my_dout, cache), config)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (any error of the candidate is reported, with its configuration)
             found.append(("backward", f"raised {type(e).__name__}: {_one_line(e)}", None))
             grads = None
         if grads is not None:

@@ -49,8 +49,8 @@ from ._inputs import display_name, quiet_pillow_size_warning, read_image, read_n
 from ._malloc import keep_freed_memory
 from ._predict import class_probabilities
 from .datasets import SPLITS, TITLES, load_dataset, train_val_split
+from .model_state import load_prediction_model
 from .models import MAX_ACTIVATION_BYTES, MAX_PARAMETERS, build_model, load_model
-from .model_state import load_prediction_model  # noqa: F401  (public here too)
 from .preprocessing import Preprocessing
 from .solver import Solver
 
@@ -409,8 +409,8 @@ def _report(args, out, data, split, model, solver, w_before, y_pred, seconds, lo
     per_epoch = float(np.mean(solver.epoch_times)) if epochs else float("nan")
     result = (f"test accuracy: {test_acc:.4f} ({int(np.sum(y_pred == y_test))}/{len(y_test)})" if len(y_test)
               else "no test images: test accuracy not measured")
-    print(f"{result} after {epochs} epoch{'s' if epochs != 1 else ''} ({per_epoch:.1f} s/epoch, {sum(solver.epoch_times):.0f} s of training); "
-          f"model in {out}")
+    print(f"{result} after {epochs} epoch{'s' if epochs != 1 else ''} ({per_epoch:.1f} s/epoch, "
+          f"{sum(solver.epoch_times):.0f} s of training); model in {out}")
     if written:
         log("plots: " + ", ".join(str(p) for p in written))
 

@@ -58,9 +58,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastconv._child import python_code
+from fastconv.testing import TOL  # the one tolerance table
 
 import _helpers
-from fastconv.testing import TOL  # the one tolerance table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -820,7 +820,8 @@ def _compat_conv(seed, index, rng, family):
     dout = _data(rng, out_shape, dout_dt)
     if phase == "backward":
         dout = _dout_mutation(m, rng, dout, other_float_ok=True)
-    dout_ref = dout.astype(ref_dtype) if isinstance(dout, np.ndarray) and dout.dtype in (np.float32, np.float64) else dout
+    is_float = isinstance(dout, np.ndarray) and dout.dtype in (np.float32, np.float64)
+    dout_ref = dout.astype(ref_dtype) if is_float else dout
 
     if family.startswith("sichkar"):
         fwd, bwd, args = sichkar.cnn_forward_naive, sichkar.cnn_backward_naive, (x, w, b, conv_param)
@@ -922,7 +923,8 @@ def _compat_pool(seed, index, rng, family):
         Impl(family.split("_")[0], fwd, (x, params), {}, bwd, dout, dtype, (dtype,), names),
     ]
     case = Case(seed, index, family, phase, m, impls, dtype,
-                pool_expected_shape(getattr(x, "shape", ()), ref_kernel, ref_stride, 0), ((c["N"], c["C"], c["H"], c["W"]),))
+                pool_expected_shape(getattr(x, "shape", ()), ref_kernel, ref_stride, 0),
+                ((c["N"], c["C"], c["H"], c["W"]),))
     case.base = _pool_desc(c)
     case.big_bytes = pool_work_bytes(x, case.out_shape)
     module = "fastconv.compat." + family.split("_")[0]
@@ -1227,7 +1229,7 @@ def worker_main():
 
     warnings.simplefilter("ignore")
     import fastconv
-    import fastconv.fast  # noqa: F401  (import errors surface here, not as a case failure)
+    import fastconv.fast  # import errors surface here, not as a case failure
     import fastconv.kernels._im2col as ext
 
     out.write(json.dumps({"ready": True, "build": ext.build_info(), "file": ext.__file__,
@@ -1240,7 +1242,7 @@ def worker_main():
             _, seed, index, family = spec
             try:
                 res = check_case(make_case(seed, index, family))
-            except Exception:  # a bug of this harness, reported, not hidden
+            except Exception:  # noqa: BLE001  (a bug of this harness, reported, not hidden)
                 res = {"id": [seed, index, family], "status": "fail", "errors": [],
                        "failures": ["harness error: " + traceback.format_exc()]}
         out.write(json.dumps(res, default=str) + "\n")
@@ -1352,7 +1354,8 @@ class Runner:
                 desc += f" (could not rebuild: {exc})"
         res = {"id": spec[1:] if spec[0] != "special" else spec, "status": status, "returncode": code,
                "signal": -code if code is not None and code < 0 else None, "errors": [],
-               "failures": [f"{status}: worker {'exceeded ' + str(self.timeout) + ' s' if hung else 'died with code ' + str(code)}"
+               "failures": [f"{status}: worker "
+                            f"{'exceeded ' + str(self.timeout) + ' s' if hung else 'died with code ' + str(code)}"
                             f" on {desc}\n{self._stderr_tail()}"],
                "desc": desc, "seconds": time.monotonic() - started}
         self._stop()

@@ -10,6 +10,7 @@ import pytest
 import fastconv.fast as fast
 import fastconv.naive as naive
 from fastconv.testing import DTYPES, assert_close
+
 from _helpers import dtype_id
 
 MODULES = [pytest.param(naive, id="naive"), pytest.param(fast, id="fast")]

@@ -16,13 +16,13 @@ import pytest
 
 import fastconv._malloc
 import fastconv.fast as fast
-from fastconv.engine import threads as _parallel
 from fastconv.__main__ import main
 from fastconv._child import python_module
 from fastconv.bench import cli, contenders, roofline, torch_ops
 from fastconv.bench.common import WORKLOADS, ConvSpec, MismatchError, conv_data
 from fastconv.bench.suite import plan
 from fastconv.bench.timing import Contender, run_interleaved
+from fastconv.engine import threads as _parallel
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
@@ -143,7 +143,8 @@ def test_a_wrong_torch_result_stops_the_run(tmp_path, capsys, monkeypatch):
 
 def test_without_torch_the_column_is_skipped_with_a_note(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(contenders, "load_torch",
-                        lambda in_process=False, extra_env=None: (None, None, "torch skipped: PyTorch is not importable (test)"))
+                        lambda in_process=False, extra_env=None:
+                        (None, None, "torch skipped: PyTorch is not importable (test)"))
     code, out = bench(tmp_path, "--workload", "W3conv5x5", "--pass", "fwd", "--no-chart")
     captured = capsys.readouterr()
     assert code == 0
@@ -292,7 +293,8 @@ def test_compare_blas_runs_the_suite_under_both_openblas_settings(tmp_path, caps
         assert [(r["workload"], r["pass"]) for r in run["results"]] == [("W4max2x2s2", "fwdbwd")]
     rows = [line for line in captured.out.splitlines() if line.startswith("| W4max2x2s2 ")]
     assert len(rows) == 1 and rows[0].count("|") == 15  # 4 key cells + 5 cells per setting
-    assert sum(line.startswith(("cpu: Roofline: peak", "haswell: Roofline: peak")) for line in captured.out.splitlines()) == 2
+    roofline_lines = ("cpu: Roofline: peak", "haswell: Roofline: peak")
+    assert sum(line.startswith(roofline_lines) for line in captured.out.splitlines()) == 2
 
 
 def test_compare_blas_refuses_the_other_modes(tmp_path, capsys):

@@ -12,11 +12,12 @@ import sys
 
 import pytest
 
-import _fuzz_cases as fz
 import fastconv
 from fastconv._child import python_code, python_module
 from fastconv.bench import memory
 from fastconv.bench.peer import TorchPeer
+
+import _fuzz_cases as fz
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 REAL = os.path.dirname(fastconv.__file__)

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastconv._child import python_module
 from fastconv import datasets as D
+from fastconv._child import python_module
+
 from test_datasets import idx_bytes, write_idx_set
 
 NET = "conv2x3-relu-maxpool2-fc"
@@ -157,6 +158,7 @@ def test_unreadable_data(env, tmp_path, name, damage, expected):
     assert line.split(": error: ", 1)[1] in debug.stderr
 
 
+@pytest.mark.slow
 def test_bad_model_and_image_files(env, tmp_path):
     model = tmp_path / "model"
     model.mkdir()

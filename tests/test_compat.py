@@ -7,11 +7,10 @@ dictionaries must raise errors that name the key.
 """
 import numpy as np
 import pytest
-from fastconv.testing import DTYPES, assert_close, tol
-from _helpers import dtype_id
 
 from fastconv import naive
 from fastconv.compat import cs231n, sichkar
+from fastconv.testing import assert_close, tol
 
 # (x shape, w shape, stride, pad): square and non-square, stride 1 and 2, pad 0..3.
 CONV_CASES = [
@@ -62,7 +61,6 @@ def conv_data(rng, case, dtype):
 
 
 # ------------------------------------------------------------------ convolution
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
 @pytest.mark.parametrize("name", list(CONV_FORWARDS))
 def test_cs231n_conv_equals_naive(rng, name, case, dtype):
@@ -77,7 +75,6 @@ def test_cs231n_conv_equals_naive(rng, name, case, dtype):
         assert_close(got, want, dtype, what)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
 def test_sichkar_cnn_equals_naive(rng, case, dtype):
     x, w, b = conv_data(rng, case, dtype)
@@ -109,7 +106,6 @@ def pool_reference(rng, case, dtype):
     return x, ref, dout, naive.max_pool_backward(dout, ref_cache)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("case", POOL_CASES, ids=POOL_IDS)
 @pytest.mark.parametrize("variant", list(POOL_FUNCS))
 def test_cs231n_max_pool_equals_naive(rng, variant, case, dtype):
@@ -121,7 +117,6 @@ def test_cs231n_max_pool_equals_naive(rng, variant, case, dtype):
     assert_close(backward(dout, cache), dx_ref, dtype, "dx")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("case", POOL_CASES, ids=POOL_IDS)
 def test_sichkar_max_pooling_equals_naive(rng, case, dtype):
     _, ph, pw, stride = case
@@ -140,7 +135,6 @@ def test_max_pool_ties_go_to_first_maximum():
 
 
 # ------------------------------------------------------------------ layers without loops
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("module", [cs231n, sichkar], ids=["cs231n", "sichkar"])
 def test_affine_relu_losses_equal_naive(rng, module, dtype):
     x, w, b = randn(rng, (4, 3, 2, 5), dtype), randn(rng, (30, 7), dtype), randn(rng, (7,), dtype)
@@ -166,7 +160,6 @@ def test_affine_relu_losses_equal_naive(rng, module, dtype):
         assert_close(dscores, dscores_ref, dtype, f"{name} dscores")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("spatial", [False, True], ids=["batchnorm", "spatial_batchnorm"])
 def test_cs231n_batchnorm_equals_naive(rng, spatial, dtype):
     shape = (6, 3, 4, 5) if spatial else (6, 5)
@@ -201,7 +194,6 @@ def test_cs231n_batchnorm_alt_is_batchnorm_backward():
 
 
 # ------------------------------------------------------------------ dropout: p is the KEEP probability
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_cs231n_dropout_keeps_with_probability_p(rng, dtype):
     x = randn(rng, (200, 100), dtype) + 10  # no zeros in x
     out, cache = cs231n.dropout_forward(x, {"mode": "train", "p": 0.3, "seed": 7})
@@ -248,7 +240,6 @@ def test_cs231n_dropout_seeds_and_test_mode(rng):
 
 
 # ------------------------------------------------------------------ sandwich layers
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_conv_relu_pool_equals_naive_composition(rng, dtype):
     x, w, b = randn(rng, (2, 3, 9, 8), dtype), randn(rng, (4, 3, 3, 3), dtype), randn(rng, (4,), dtype)
     conv_param = {"stride": 1, "pad": 1}
@@ -266,7 +257,6 @@ def test_conv_relu_pool_equals_naive_composition(rng, dtype):
         assert_close(got, want, dtype, what)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_conv_relu_equals_naive_composition(rng, dtype):
     x, w, b = randn(rng, (2, 2, 7, 6), dtype), randn(rng, (3, 2, 3, 2), dtype), randn(rng, (3,), dtype)
     out, cache = cs231n.conv_relu_forward(x, w, b, {"stride": 2, "pad": 2})
@@ -279,7 +269,6 @@ def test_conv_relu_equals_naive_composition(rng, dtype):
         assert_close(got, want, dtype, what)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_affine_relu_equals_naive_composition(rng, dtype):
     x, w, b = randn(rng, (5, 2, 3, 3), dtype), randn(rng, (18, 6), dtype), randn(rng, (6,), dtype)
     out, cache = cs231n.affine_relu_forward(x, w, b)
@@ -292,7 +281,6 @@ def test_affine_relu_equals_naive_composition(rng, dtype):
         assert_close(got, want, dtype, what)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_conv_bn_relu_equals_naive_composition(rng, dtype):
     x, w, b = randn(rng, (3, 2, 6, 6), dtype), randn(rng, (4, 2, 3, 3), dtype), randn(rng, (4,), dtype)
     gamma, beta = randn(rng, (4,), dtype), randn(rng, (4,), dtype)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastconv.testing import rel_error, tol
 from fastconv import fast, layers
 from fastconv.compat import cs231n as L
+from fastconv.testing import rel_error, tol
 
 f32, f64 = np.float32, np.float64
 MIXED = [(f32, f64), (f64, f32)]
@@ -51,12 +51,9 @@ def test_normalizations_compute_mixed_dtypes_in_float64_as_numpy_does(rng, x_dty
         assert dx.dtype == dgamma.dtype == dbeta.dtype == f64, name
         # the same call with every operand in float64 (float32 to float64 is exact)
         bn = {"mode": "train"}
-        ref_out, ref_cache = {"batchnorm": lambda: L.batchnorm_forward(x.astype(f64), g.astype(f64), b.astype(f64), bn),
-                              "layernorm": lambda: L.layernorm_forward(x.astype(f64), g.astype(f64), b.astype(f64), {}),
-                              "spatial_batchnorm": lambda: L.spatial_batchnorm_forward(
-                                  x.astype(f64), g.astype(f64), b.astype(f64), bn),
-                              "spatial_groupnorm": lambda: L.spatial_groupnorm_forward(
-                                  x.astype(f64), g.astype(f64), b.astype(f64), 2, {})}[name]()
+        x64, g64, b64 = x.astype(f64), g.astype(f64), b.astype(f64)
+        extra = {"batchnorm": (bn,), "layernorm": ({},), "spatial_batchnorm": (bn,), "spatial_groupnorm": (2, {})}
+        ref_out, ref_cache = getattr(L, f"{name}_forward")(x64, g64, b64, *extra[name])
         for got, want in zip((dx, dgamma, dbeta), backward(dout.astype(f64), ref_cache)):
             assert rel_error(got, want) < 1e-12, name
 

@@ -7,11 +7,12 @@ which tests/test_norm_layers.py and tests/test_layers.py check against numerical
 """
 import numpy as np
 import pytest
-from fastconv.testing import DTYPES, GRAD_TOL, assert_close, numerical_gradient, rel_error
-from _helpers import dtype_id
 
 from fastconv import fast, layers, naive
 from fastconv.compat import cs231n, sichkar
+from fastconv.testing import DTYPES, GRAD_TOL, assert_close, numerical_gradient, rel_error
+
+from _helpers import dtype_id
 
 # Every public name of CS231n's assignment-2 layers.py, fast_layers.py and layer_utils.py.
 CS231N_LAYERS = [

@@ -41,6 +41,7 @@ import pytest
 from fastconv._child import python_module
 from fastconv.models import load_model
 from fastconv.solver import checkpoints, load_checkpoint_model
+
 from test_datasets import write_learnable_set
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")

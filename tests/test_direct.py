@@ -21,11 +21,12 @@ from threadpoolctl import threadpool_limits
 import fastconv.fast as fast
 import fastconv.naive as naive
 from fastconv.engine import algorithms
+from fastconv.engine import direct as _direct
 from fastconv.engine import threads as engine_threads
 from fastconv.engine.geometry import conv_geometry
 from fastconv.kernels import picker
-from fastconv.engine import direct as _direct
 from fastconv.testing import DTYPES, GRAD_TOL, assert_close, numerical_gradient
+
 from _helpers import dtype_id, pair_id
 
 #: (x shape, w shape, stride, pad, dilation, groups)
@@ -172,7 +173,8 @@ def test_fused_conv_relu_pool_on_direct(dtype, pool):
         assert a.tobytes() == s.tobytes(), name
 
     nout, ncache = naive.conv_relu_pool_forward(x, w, b, **kwargs, **fused)
-    for name, a, r in zip(("out", "dx", "dw", "db"), (out,) + grads, (nout,) + naive.conv_relu_pool_backward(dout, ncache)):
+    reference = (nout,) + naive.conv_relu_pool_backward(dout, ncache)
+    for name, a, r in zip(("out", "dx", "dw", "db"), (out,) + grads, reference):
         assert_close(a, r, dtype, name)
 
 
@@ -201,10 +203,11 @@ def test_the_rule_of_auto(monkeypatch):
         pad = (k[0] // 2, k[1] // 2) if pad is None else pad
         return conv_geometry(x, w, None, stride, pad, dilation, groups)
 
-    wins = [geometry(), geometry(k=(5, 5), F=16, pad=0), geometry(C=1, k=(5, 5), F=16, HW=(28, 28)), geometry(C=1, k=(3, 3), F=32),
-            geometry(C=8, k=(3, 3)), geometry(k=(3, 7)), geometry(HW=(24, 200))]
-    loses = [geometry(F=33), geometry(C=1, k=(5, 5)), geometry(C=1, F=9), geometry(C=9), geometry(k=(1, 1)), geometry(k=(9, 9)), geometry(k=(3, 8)),
-             geometry(HW=(32, 23)), geometry(HW=(28, 28), pad=0), geometry(stride=(1, 2)),
+    wins = [geometry(), geometry(k=(5, 5), F=16, pad=0), geometry(C=1, k=(5, 5), F=16, HW=(28, 28)),
+            geometry(C=1, k=(3, 3), F=32), geometry(C=8, k=(3, 3)), geometry(k=(3, 7)), geometry(HW=(24, 200))]
+    loses = [geometry(F=33), geometry(C=1, k=(5, 5)), geometry(C=1, F=9), geometry(C=9), geometry(k=(1, 1)),
+             geometry(k=(9, 9)), geometry(k=(3, 8)), geometry(HW=(32, 23)), geometry(HW=(28, 28), pad=0),
+             geometry(stride=(1, 2)),
              geometry(dilation=2), geometry(C=4, groups=2), geometry(C=64, k=(3, 3), F=64)]
     assert all(algorithms.direct_wins(g) for g in wins)
     assert not any(algorithms.direct_wins(g) for g in loses)

@@ -6,8 +6,8 @@ in the official IDX format. K = 1, 2, 3 ranks must end where one process ends, w
 K' ranks or in one process to the same end; a rank killed with SIGKILL stops the others
 (no hang), leaves the last checkpoint intact, and ``--resume`` completes the run; ranks that
 disagree on their command line or data, or miss mpi4py, stop with an error on rank 0 and
-a non-zero exit on every rank; batches smaller than the rank count train as in one process. Skipped without mpi4py or ``mpiexec``
-(``pip install "fastconv[mpi]"``).
+a non-zero exit on every rank; batches smaller than the rank count train as in one process.
+Skipped without mpi4py or ``mpiexec`` (``pip install "fastconv[mpi]"``).
 
 The runs use momentum SGD: Adam divides each gradient by its own running size, so a
 parameter whose gradient is zero in exact arithmetic (a bias feeding straight into
@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastconv.testing import rel_error
 from fastconv import distributed
 from fastconv._child import python_code, python_module
 from fastconv.models import load_model
 from fastconv.solver import checkpoints, load_checkpoint_model
+from fastconv.testing import rel_error
+
 from test_datasets import write_learnable_set
 
 DIST_TOL = {np.float32: 1e-5, np.float64: 1e-10}
@@ -50,7 +51,12 @@ def _mpiexec():
 
 
 MPIEXEC = _mpiexec()
-needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason='needs mpi4py and mpiexec: pip install "fastconv[mpi]"')
+_skip_without_mpi = pytest.mark.skipif(MPIEXEC is None, reason='needs mpi4py and mpiexec: pip install "fastconv[mpi]"')
+
+
+def needs_mpi(test):
+    """A test that runs real mpiexec ranks: marked ``mpi``, skipped without mpi4py and mpiexec."""
+    return pytest.mark.mpi(_skip_without_mpi(test))
 
 _CHILD = r'''
 import os, signal, sys
@@ -355,7 +361,8 @@ def test_an_error_on_one_rank_alone_aborts_every_rank(env):
 
 
 @needs_mpi
-@pytest.mark.parametrize("options", [("--val-size", "18"), ("--batch-size", "2", "--limit-train", "30", "--val-size", "10")],
+@pytest.mark.parametrize("options", [("--val-size", "18"),
+                                     ("--batch-size", "2", "--limit-train", "30", "--val-size", "10")],
                          ids=["last-batch-of-2", "every-batch-of-2"])
 def test_batches_smaller_than_the_rank_count_train_as_in_one_process(env, options):
     """3 ranks on batches of 2 images: a rank without rows (rank 0 first) takes part with a stand-in

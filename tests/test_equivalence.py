@@ -13,17 +13,18 @@ CI also runs this file against a build with bounds checks on
 """
 import os
 import zlib
+
 import numpy as np
 import pytest
 
-from fastconv.kernels.picker import kernels as _kernels  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
 import fastconv.fast as fast
 import fastconv.naive as naive
 from fastconv.engine.conv import chunk_images
 from fastconv.engine.geometry import conv_geometry
+from fastconv.kernels.picker import kernels as _kernels  # the kernel build fastconv.fast runs
 from fastconv.testing import DTYPES, ConvConfig, assert_close, check_equivalent, conv_configs, pool_configs
-from _helpers import dtype_id, out_size, pair_id
 
+from _helpers import dtype_id, out_size, pair_id
 
 # ---------------------------------------------------------------------------- the grid
 # fastconv.testing's grids (its awkward cases, then geometries drawn from the seed): the
@@ -242,7 +243,8 @@ def test_conv_chunked_batch_equals_naive(monkeypatch, images_per_chunk, groups, 
     out_n, cache_n = naive.conv_forward(x, w, b, **kwargs)
     out_f, cache_f = fast.conv_forward(x, w, b, **kwargs)
     assert_close(out_f, out_n, dtype, "out")
-    for name, got, want in zip(("dx", "dw", "db"), fast.conv_backward(dout, cache_f), naive.conv_backward(dout, cache_n)):
+    got_want = zip(fast.conv_backward(dout, cache_f), naive.conv_backward(dout, cache_n))
+    for name, (got, want) in zip(("dx", "dw", "db"), got_want):
         if want is None:
             assert got is None
         else:
@@ -298,7 +300,10 @@ FUSED_CASES = _fused_cases()
 
 def _fused_id(item):
     case, (k, s, p) = item
-    return f"{case}-pool{pair_id(k if isinstance(k, tuple) else (k, k))}-s{s if s is None else pair_id(s if isinstance(s, tuple) else (s, s))}-p{pair_id(p if isinstance(p, tuple) else (p, p))}"
+    def as_pair(v):
+        return v if isinstance(v, tuple) else (v, v)
+
+    return f"{case}-pool{pair_id(as_pair(k))}-s{s if s is None else pair_id(as_pair(s))}-p{pair_id(as_pair(p))}"
 
 
 def _fused_run(module, x, w, b, kwargs, pool, dout_fn, need_dx=True):

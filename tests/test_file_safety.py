@@ -33,6 +33,7 @@ import pytest
 from fastconv import _files, _run_folder
 from fastconv import solver as S
 from fastconv.models import Sequential, load_model
+
 import test_crash_safety as crash
 from test_run_folders import _argv, _error, _snapshot, data_env  # noqa: F401  (a fixture)
 
@@ -448,7 +449,7 @@ def test_claiming_a_folder_removes_the_temporary_files_of_dead_writers(tmp_path,
 
 # --------------------------------------------------- output names that are folders are found first
 @pytest.mark.parametrize("name", ["history.json", "loss.png", "model.npz"])
-def test_an_output_name_that_is_a_folder_is_refused_before_training(data_env, capsys, monkeypatch, name):
+def test_an_output_name_that_is_a_folder_is_refused_before_training(data_env, capsys, monkeypatch, name):  # noqa: F811
     """Found when the folder is claimed, before any data is loaded (loading would fail the test)."""
     from fastconv import train_cli
 

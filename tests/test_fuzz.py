@@ -25,8 +25,9 @@ import signal
 import numpy as np
 import pytest
 
-import _fuzz_cases as fz
 import fastconv
+
+import _fuzz_cases as fz
 
 SEED = 20250611
 GROUPS = {
@@ -43,7 +44,8 @@ EXPECTED_FUNCTIONS = {
     "compat": {f"fastconv.compat.cs231n.{name}_{d}" for d in ("forward", "backward")
                for name in ("conv", "conv_relu", "conv_relu_pool", "conv_bn_relu")}
     | {f"fastconv.compat.cs231n.{kind}_{d}_{variant}" for kind in ("conv", "max_pool") for d in ("forward", "backward")
-       for variant in (("naive", "fast", "im2col", "strides") if kind == "conv" else ("naive", "fast", "reshape", "im2col"))}
+       for variant in (("naive", "fast", "im2col", "strides") if kind == "conv"
+                       else ("naive", "fast", "reshape", "im2col"))}
     | {f"fastconv.compat.sichkar.{name}" for name in ("cnn_forward_naive", "cnn_backward_naive",
                                                       "max_pooling_forward_naive", "max_pooling_backward_naive")},
 }
@@ -151,6 +153,7 @@ def test_worker_runs_the_expected_build():
 
 
 # ---------------------------------------------------------------------------- the fuzz run
+@pytest.mark.slow
 @pytest.mark.parametrize("group", list(GROUPS))
 def test_fuzz(group):
     summary = fz.run_cases(_specs(group, CASES[group]), timeout=TIMEOUT)

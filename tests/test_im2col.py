@@ -11,6 +11,7 @@ import pytest
 
 import fastconv.kernels._im2col as _im2col
 from fastconv.testing import DTYPES, AdjointError, check_adjoint, tol
+
 from _helpers import dtype_id, out_size, pair_id
 
 
@@ -255,7 +256,8 @@ def _max_pool_kernels(x, out_h, out_w, kh, kw, sh, sw, ph, pw, threads):
 
 @pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
-@pytest.mark.parametrize("geo", POOL_PATH_GEOMETRIES, ids=lambda g: f"x{g[0]}x{g[1]}-k{g[2][0]}x{g[2][1]}-s{pair_id(g[3])}-p{pair_id(g[4])}")
+@pytest.mark.parametrize("geo", POOL_PATH_GEOMETRIES,
+                         ids=lambda g: f"x{g[0]}x{g[1]}-k{g[2][0]}x{g[2][1]}-s{pair_id(g[3])}-p{pair_id(g[4])}")
 def test_max_pool_phased_and_direct_kernels_agree(rng, geo, dtype, threads):
     H, W, (kh, kw), (sh, sw), (ph, pw) = geo
     out_h, out_w = out_size(H, kh, sh, ph, 1), out_size(W, kw, sw, pw, 1)
@@ -310,7 +312,8 @@ AVG_TILE_GEOMETRIES = [
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
-@pytest.mark.parametrize("geo", AVG_TILE_GEOMETRIES, ids=lambda g: f"x{g[0]}x{g[1]}-k{g[2][0]}x{g[2][1]}-p{pair_id(g[3])}")
+@pytest.mark.parametrize("geo", AVG_TILE_GEOMETRIES,
+                         ids=lambda g: f"x{g[0]}x{g[1]}-k{g[2][0]}x{g[2][1]}-p{pair_id(g[3])}")
 def test_avg_pool_backward_tiles_bitwise(rng, geo, dtype):
     """Each pixel gets 0.0 + dout * (1 / (kh*kw)) from its window, or 0.0: the same bits
     as zero-fill-then-add (a -0.0 gradient gives +0.0), NaN and inf passed through."""

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from fastconv import _serve_model
+from fastconv.__main__ import main
 from fastconv._child import python_code, python_module
 from fastconv._inputs import MAX_IMAGE_BYTES, display_name, image_pixel_limit, read_image
-from fastconv.__main__ import main
+
 from test_cli_errors import _run, env  # noqa: F401  (env is a fixture)
 
 Image = pytest.importorskip("PIL.Image", reason="the image reader needs Pillow")

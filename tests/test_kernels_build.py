@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 
 from fastconv import fast
-from fastconv.engine import direct
-from fastconv.kernels import isa as _isa, picker as _kernels
 from fastconv._child import python_code
+from fastconv.engine import direct
+from fastconv.kernels import isa as _isa
+from fastconv.kernels import picker as _kernels
 
 baseline = importlib.import_module("fastconv.kernels._im2col")
 OPTIONAL = [b.isa for b in _isa.OPTIONAL]

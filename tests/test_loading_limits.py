@@ -25,6 +25,7 @@ from fastconv.__main__ import main
 from fastconv._child import python_module
 from fastconv.preprocessing import Preprocessing
 from fastconv.solver import Solver, load_checkpoint_model
+
 from test_datasets import write_idx_set
 
 MiB = 1 << 20
@@ -275,10 +276,10 @@ def test_json_size_is_bounded(tmp_path):
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999", "-1E+400", "1" + "0" * 400 + ".5"])
 def test_json_non_finite_numbers_are_refused(tmp_path, value):
     path = tmp_path / "f.json"
-    path.write_text('{"lr": 0.1, "history": {"loss": [0.5, %s]}}' % value)
+    path.write_text('{"lr": 0.1, "history": {"loss": [0.5, ' + value + ']}}')
     with pytest.raises(ValueError, match=re.escape(f"{path}: bad history['loss'][1] (")):
         _files.read_json(path)
-    path.write_text('{"lr": %s, "note": "NaN, Infinity, 1e999 in a string", "big": 1e308, "tiny": 1e-999}' % value)
+    path.write_text('{"lr": ' + value + ', "note": "NaN, Infinity, 1e999 in a string", "big": 1e308, "tiny": 1e-999}')
     with pytest.raises(ValueError, match=re.escape(f"{path}: bad lr (")):
         _files.read_json(path)
     path.write_text('{"note": "NaN, Infinity, 1e999 in a string", "big": 1e308, "tiny": 1e-999, "n": %s}'

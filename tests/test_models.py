@@ -5,9 +5,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from fastconv.testing import GRAD_TOL, numerical_gradient, rel_error
 from fastconv import models as M
 from fastconv.datasets import Preprocessing
+from fastconv.testing import GRAD_TOL, numerical_gradient, rel_error
 
 
 def _grad_error(actual, reference):
@@ -454,7 +454,7 @@ def test_load_rejects_corrupt_files(tmp_path, rng):
             M.load_model(tmp_path)
         restore()
     # arrays that do not match the architecture, even with a consistent digest
-    arrays = {k: v for k, v in model.state_arrays().items()}
+    arrays = dict(model.state_arrays())
     wrong_dtype = dict(arrays, **{"params/W1": arrays["params/W1"].astype(np.float64)})
     _rewrite_npz(tmp_path, wrong_dtype, update_manifest=False)
     with pytest.raises(ValueError, match="params/W1.*float64"):

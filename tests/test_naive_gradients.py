@@ -11,6 +11,7 @@ import pytest
 
 import fastconv.naive as naive
 from fastconv.testing import GRAD_TOL, numerical_gradient, rel_error
+
 from _helpers import pair_id
 
 # (N, C, H, W, F, (kh, kw), stride, pad, dilation, groups, bias)

@@ -8,11 +8,11 @@ import warnings
 
 import numpy as np
 import pytest
-from fastconv.testing import GRAD_TOL, numerical_gradient, rel_error
 
 import fastconv.fast as fast
 import fastconv.layers as layers
 import fastconv.naive as naive
+from fastconv.testing import GRAD_TOL, numerical_gradient, rel_error
 
 NAMES = ["layernorm_forward", "layernorm_backward", "groupnorm_forward", "groupnorm_backward"]
 

@@ -26,13 +26,15 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from fastconv.kernels.picker import kernels as _kernels  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
 import fastconv.fast as fast
 import fastconv.naive as naive
-from fastconv.engine import conv, threads as _parallel
-from fastconv.engine.geometry import conv_geometry
 from fastconv._child import python_code
-
+from fastconv.engine import conv
+from fastconv.engine import threads as _parallel
+from fastconv.engine.geometry import conv_geometry
+from fastconv.kernels.picker import (
+    kernels as _kernels,  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
+)
 from fastconv.testing import DTYPES, assert_close
 
 # (N, C, H, W, F, (kh, kw), stride, pad, groups)
@@ -468,7 +470,8 @@ def test_adam_runs_on_fastconvs_threads_when_openmp_cannot(workers, monkeypatch)
     assert "MainThread" in {n for n, *_ in seen} and any(n.startswith("fastconv") for n, *_ in seen)
 
 
-@pytest.mark.skipif(_kernels.build_info()["openmp"], reason="this build has OpenMP (CI builds one without: .ci/no_openmp.sh)")
+@pytest.mark.skipif(_kernels.build_info()["openmp"],
+                    reason="this build has OpenMP (CI builds one without: .ci/no_openmp.sh)")
 @pytest.mark.parametrize("layer", ["max_pool", "avg_pool", "batchnorm"])
 def test_a_build_without_openmp_runs_the_layers_on_fastconvs_threads(workers, monkeypatch, layer):
     """Without OpenMP, as built: pooling and batchnorm split over fastconv's workers with no

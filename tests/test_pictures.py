@@ -111,7 +111,7 @@ def test_filter_frames_stay_bounded_and_span_the_run(rng, every):
     solver = _FakeSolver(model)
     frames = animation.FilterFrames(every=every, max_frames=10, last=1001)
     frames.record(0, model.first_layer_weights())
-    for it in range(1, 1002):
+    for _ in range(1, 1002):
         solver.loss_history.append(0.0)
         frames(solver)
         assert len(frames.frames) <= 10

@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastconv._child import python_module
 from fastconv import _files, plots, train_cli
 from fastconv import datasets as D
 from fastconv.__main__ import main
+from fastconv._child import python_module
 from fastconv.models import load_model
 from fastconv.solver import checkpoints
+
 import test_crash_safety as crash
 from test_datasets import write_idx_arrays, write_learnable_set
 

@@ -27,6 +27,7 @@ from fastconv.__main__ import main
 from fastconv._child import python_module
 from fastconv._inputs import read_image
 from fastconv.train_cli import class_probabilities
+
 from test_datasets import write_cifar, write_learnable_set
 
 Image = pytest.importorskip("PIL.Image", reason="fastconv serve decodes images with Pillow")
@@ -334,7 +335,8 @@ def raw_exchange(base, data, shut_write=True):
 ])
 def test_bad_requests_get_json_errors(base, case, code, needle):
     data = {"no-length": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-            "chunked": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "chunked": (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"5\r\nhello\r\n0\r\n\r\n"),
             "bad-length": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 12abc\r\n\r\n",
             "negative-length": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",
             "short-body": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n0123456789",

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from fastconv import _serve_model
+
 from test_serve import assert_equals_predict, png_bytes, runs, serving  # noqa: F401  (runs is a fixture)
 
 Image = pytest.importorskip("PIL.Image", reason="fastconv serve decodes images with Pillow")
@@ -26,9 +27,10 @@ from selenium.webdriver.common.by import By  # noqa: E402
 
 BROWSER = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(BROWSER is None or DRIVER is None,
-                                reason="no headless browser: install Chromium and its driver "
-                                       "(Debian: apt-get install chromium chromium-driver)")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(BROWSER is None or DRIVER is None,
+                                 reason="no headless browser: install Chromium and its driver "
+                                        "(Debian: apt-get install chromium chromium-driver)")]
 VIEWPORT = (1180, 720)
 
 

@@ -23,6 +23,7 @@ import pytest
 
 from fastconv import _serve_model, serve
 from fastconv._child import python_code, python_module
+
 from test_cli_errors import env  # noqa: F401  (a fixture)
 from test_serve import serving
 

@@ -231,7 +231,8 @@ def test_scores_of_the_wrong_shape_are_refused(rng):
     model = _cs231n_model()
     original = model.loss
     model.loss = lambda X, y=None: original(X)[:, 0] if y is None else original(X, y)
-    with pytest.raises(ValueError, match=r"the model's scores must have shape \(N, classes\) = \(10, \.\.\.\), got \(10,\)"):
+    expected = r"the model's scores must have shape \(N, classes\) = \(10, \.\.\.\), got \(10,\)"
+    with pytest.raises(ValueError, match=expected):
         S.Solver(model, {"X_train": X, "y_train": y}, batch_size=10, num_epochs=1, verbose=False).train()
 
 

@@ -43,8 +43,10 @@ import time
 import numpy as np
 import pytest
 
-from fastconv.kernels.picker import kernels as _kernels  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
 import fastconv.fast as fast
+from fastconv.kernels.picker import (
+    kernels as _kernels,  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
+)
 
 N_THREADS = 6
 ITERATIONS = 12
@@ -241,7 +243,8 @@ def _kernel_calls():
         "max_pool_direct": lambda: _kernels.max_pool_direct(planes, pooled, argmax, 2, 2, 2, 2, 0, 0,
                                                             np.empty((2, 2), dtype=np.intp), 1),
         "max_pool_phased": lambda: _kernels.max_pool_phased(planes, overlapped, argmax_3x3, 3, 3, 2, 2, 0, 0,
-                                                            np.empty((1, phased[0])), np.empty((1, phased[1]), np.int32), 1),
+                                                            np.empty((1, phased[0])),
+                                                            np.empty((1, phased[1]), np.int32), 1),
         "max_pool_backward": lambda: _kernels.max_pool_backward(
             pooled.reshape(128, -1), argmax.reshape(128, -1), np.empty((128, 64 * 64)), 1),
         "avg_pool_forward": lambda: _kernels.avg_pool_forward(planes, pooled, 2, 2, 2, 2, 0, 0, 1),

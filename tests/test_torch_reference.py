@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 F = torch.nn.functional
 
 import fastconv.fast as fast  # noqa: E402
 from fastconv.testing import DTYPES, assert_close  # noqa: E402
+
 from _helpers import dtype_id  # noqa: E402
 from test_equivalence import CONV_CASES, POOL_CASES  # noqa: E402
 

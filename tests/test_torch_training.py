@@ -27,6 +27,7 @@ def _run(*args, env=None):
                           timeout=600, env=env)
 
 
+@pytest.mark.torch
 @pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch is not installed")
 def test_epoch_times_on_a_few_images(tmp_path):
     write_idx_set(tmp_path / "fashion-mnist", np.random.default_rng(0), n_train=64, n_test=8)
@@ -47,6 +48,7 @@ def test_epoch_times_on_a_few_images(tmp_path):
     assert doc["keep_freed_memory"] is False
 
 
+@pytest.mark.torch
 @pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch is not installed")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_keep_freed_memory_is_applied_and_recorded(tmp_path):

@@ -5,11 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastconv._child import python_code
 from fastconv import datasets as D
 from fastconv import plots
 from fastconv.__main__ import main
+from fastconv._child import python_code
 from fastconv.models import load_model
+
 from test_datasets import write_cifar, write_learnable_set
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -56,6 +57,7 @@ def _train(out, *extra, epochs=2, plots=False):
                  *extra])
 
 
+@pytest.mark.slow
 def test_train_evaluate_predict(data_env, capsys):
     out = data_env["root"] / "run"
     assert _train(out, plots=True) == 0
@@ -248,6 +250,7 @@ def test_fc_net_without_validation(data_env, capsys):
     assert [model.params[f"W{i}"].shape for i in (1, 2, 3)] == [(784, 500), (500, 50), (50, 10)]
 
 
+@pytest.mark.slow
 def test_cifar10_rgb(data_env, capsys, monkeypatch):
     write_cifar(data_env["root"] / "data" / "cifar10", np.random.default_rng(1), n=20, archive=True)
     out = data_env["root"] / "cifar"

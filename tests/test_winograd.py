@@ -28,6 +28,7 @@ import fastconv.naive as naive
 from fastconv.engine import algorithms, winograd
 from fastconv.kernels.picker import kernels
 from fastconv.testing import DTYPES, GRAD_TOL, assert_close, numerical_gradient, rel_error
+
 from _helpers import dtype_id, pair_id
 
 #: The Winograd algorithms and their output tile sizes ("winograd" is "winograd2").
@@ -340,7 +341,8 @@ def test_winograd_requests_that_cannot_be_met_raise(module, algorithm, kwargs, w
                          ids=["fft", "empty", "none", "int", "winograd3", "Winograd4"])
 def test_unknown_algorithm_raises(module, bad):
     with pytest.raises((ValueError, TypeError),
-                       match=r"^algorithm must be one of 'auto', 'im2col', 'winograd', 'winograd2', 'winograd4', 'direct', got"):
+                       match=r"^algorithm must be one of 'auto', 'im2col', 'winograd', 'winograd2', 'winograd4', "
+                             r"'direct', got"):
         module.conv_forward(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), algorithm=bad)
 
 
@@ -531,6 +533,7 @@ def test_explicit_winograd4_spreads_non_finite_values_over_their_tiles_only(bad)
     assert (~np.isfinite(out)).sum() > (~np.isfinite(ref)).sum()  # it does spread: the check above can fail
 
 
+@pytest.mark.slow
 def test_the_accuracy_script_runs(capsys):
     """benchmarks/winograd_accuracy.py (docs/performance.md, "Winograd accuracy") on one image
     per workload: a row per workload and algorithm, errors inside the tolerance table."""

@@ -57,7 +57,8 @@ def add_arguments(parser):
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default 7)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up runs per contender (default 1)")
     parser.add_argument("--pause", type=float, default=None,
-                        help="seconds to sleep when switching between thread pools (default 0.05; the next contender then runs untimed for 0.1 s to be hot again)")
+                        help="seconds to sleep when switching between thread pools (default 0.05; the next "
+                             "contender then runs untimed for 0.1 s to be hot again)")
     parser.add_argument("--naive-images", type=int, default=2,
                         help="images in the naive sub-batch (the first ones and the last; default 2)")
     parser.add_argument("--naive-repeats", type=int, default=3, help="at most this many naive repeats (default 3)")
@@ -153,7 +154,8 @@ def run(args):
     roofline = None
     if mode != "memory":
         # Before torch's peer starts: nothing else of ours runs while the peak is measured.
-        from .roofline import describe as describe_roofline, measure
+        from .roofline import describe as describe_roofline
+        from .roofline import measure
 
         roofline = measure(sel["dtypes"], sel["threads"], quick=args.quick)
         progress(describe_roofline(roofline))

@@ -80,8 +80,9 @@ def thread_settings(torch=None):
     info = {
         "env": {name: os.environ.get(name) for name in THREAD_ENV},
         "threadpools": threadpool_info(),
-        "fastconv_build": {k: build.get(k) for k in ("extension", "openmp", "openmp_unavailable", "debug_build", "omp_max_threads",
-                                                             "kernels", "isa", "features", "kernels_reason")},
+        "fastconv_build": {k: build.get(k) for k in ("extension", "openmp", "openmp_unavailable", "debug_build",
+                                                     "omp_max_threads", "kernels", "isa", "features",
+                                                     "kernels_reason")},
     }
     blas = [p for p in info["threadpools"] if p.get("user_api") == "blas"]
     info["openblas_kernels"] = ", ".join(f"{p.get('internal_api')} {p.get('architecture')}" for p in blas) or None

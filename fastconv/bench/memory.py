@@ -32,7 +32,7 @@ TARGET_MIB = 64
 MISMATCH_EXIT = 3
 BIG_WORKSPACE = 1 << 30
 # This module's name as its parent imports it (run as the child, it is __main__).
-_MODULE = __spec__.name if __spec__ is not None else __name__
+_MODULE = __spec__.name if __spec__ is not None else __name__  # __spec__ is None in a script
 
 
 # ------------------------------------------------------------------ in the child process

@@ -44,9 +44,9 @@ except Exception as exc:
 else:
     error = None
 import numpy
-from %s import serve
+from PEER_MODULE import serve
 raise SystemExit(serve(torch, error, start_env))
-""" % __name__
+""".replace("PEER_MODULE", __name__)  # not str.format: the child's code holds an f-string's braces
 
 
 def original_environment():
@@ -165,8 +165,9 @@ def serve(torch, error, start_env):
     if torch is None:
         reply(error=f"PyTorch is not importable ({error})")
         return 0
-    reply(ok=True, torch=torch.__version__, fastconv_path=fastconv_path(), parallel_info=torch.__config__.parallel_info(),
-          threadpools=threadpool_info(), env={k: start_env.get(k) for k in THREAD_ENV},
+    reply(ok=True, torch=torch.__version__, fastconv_path=fastconv_path(),
+          parallel_info=torch.__config__.parallel_info(), threadpools=threadpool_info(),
+          env={k: start_env.get(k) for k in THREAD_ENV},
           malloc_env={k: v for k, v in start_env.items() if k.startswith("MALLOC_")})
     fn = None
     limits = None
@@ -204,6 +205,6 @@ def serve(torch, error, start_env):
                 reply(seconds=seconds)
             else:
                 reply(error=f"unknown command {msg['cmd']!r}")
-        except Exception as exc:  # reported to the parent, which raises it
+        except Exception as exc:  # noqa: BLE001  (reported to the parent, which raises it)
             reply(error=f"{type(exc).__name__}: {exc}")
     return 0

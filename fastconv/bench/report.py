@@ -48,7 +48,7 @@ def suite_table(results, requested_repeats):
         c = r["contenders"]
         med = {k: (c[k]["median_s"] if k in c else None) for k in CONTENDERS}
 
-        def gflops(k):
+        def gflops(k, r=r, med=med):  # this row's r and med, bound now
             return f"{r['flops'] / med[k] / 1e9:.1f}" if r.get("flops") and med[k] else ""
 
         rows.append([

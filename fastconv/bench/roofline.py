@@ -20,7 +20,6 @@ which.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 

@@ -94,20 +94,28 @@ Where this differs from the original code:
 * Caches are opaque: pass them to the matching backward, do not unpack them
   (the original conv cache was ``(x, w, b, conv_param)``).
 """
-from collections.abc import Mapping
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
 
-from .. import fast, layers as _shared
+from .. import fast
+from .. import layers as _shared
 from ..engine import batchnorm
-from ..engine.checks import (FLOAT_DTYPES, HYPERPARAMETER_MAX, check_array_size, check_float_array, check_int,
-                             check_number, pair)
+from ..engine.checks import (
+    FLOAT_DTYPES,
+    HYPERPARAMETER_MAX,
+    check_array_size,
+    check_float_array,
+    check_int,
+    check_number,
+    pair,
+)
 from ..engine.conv import run_col2im, run_im2col
 from ..engine.geometry import conv_output_size
+
 # the notebooks' checking names (cs231n/gradient_check.py and rel_error), so that `import *` brings them
-from .cs231n_gradient_check import (eval_numerical_gradient, eval_numerical_gradient_array,  # noqa: F401
-                                    grad_check_sparse, rel_error)
+from .cs231n_gradient_check import eval_numerical_gradient, eval_numerical_gradient_array, grad_check_sparse, rel_error
 
 __all__ = [
     "affine_forward", "affine_backward", "relu_forward", "relu_backward",

@@ -77,6 +77,6 @@ def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5):
             analytic = analytic_grad[ix]
             total = abs(numerical) + abs(analytic)
             error = abs(numerical - analytic) / total if total > 0 else 0.0
-            print("numerical: %f analytic: %f, relative error: %e" % (numerical, analytic, error))
+            print(f"numerical: {numerical:f} analytic: {analytic:f}, relative error: {error:e}")
     finally:
         np.copyto(x, saved)

@@ -76,31 +76,35 @@ semantics):
 
 import numpy as np
 
+from .. import layers as _shared
+from ..engine.checks import FLOAT_DTYPES, check_int, check_number
+from ..engine.geometry import conv_output_size
+
+# the tutorial's Solver.py name; not in __all__, so the star import never replaces a script's Solver
 from .cs231n import (
-    conv_layer_backward,
-    conv_layer_forward,
-    conv_relu_pool_layer_backward,
-    conv_relu_pool_layer_forward,
-    dropout_layer_forward,
-    pool_layer_forward,
+    Solver,  # noqa: F401
     affine_backward,
     affine_forward,
     affine_relu_backward,
     affine_relu_forward,
+    as_float,
+    computing_dtype,
+    conv_layer_backward,
+    conv_layer_forward,
+    conv_relu_pool_layer_backward,
+    conv_relu_pool_layer_forward,
     conv_settings,
     dropout_backward,
+    dropout_layer_forward,
+    mixed_backward,
+    pool_layer_backward,
+    pool_layer_forward,
     pool_settings,
     relu_backward,
     relu_forward,
     softmax_loss,
     svm_loss,
 )
-from .cs231n import as_float, computing_dtype, mixed_backward, pool_layer_backward
-# the tutorial's Solver.py name; not in __all__, so the star import never replaces a script's Solver
-from .cs231n import Solver  # noqa: F401
-from .. import layers as _shared
-from ..engine.checks import FLOAT_DTYPES, check_int, check_number
-from ..engine.geometry import conv_output_size
 
 __all__ = [
     "cnn_forward_naive", "cnn_backward_naive", "max_pooling_forward_naive", "max_pooling_backward_naive",

@@ -47,15 +47,38 @@ from __future__ import annotations
 
 from .._files import sha256_of as file_sha256
 from ..preprocessing import Preprocessing
+
 # The constants are re-exported for reading. To replace SOURCES or SYSTEM_DIRS (tests do), patch
 # them in fastconv.datasets.registry, where the loaders read them.
-from .cifar import (CIFAR_ARCHIVE, CIFAR_FOLDER, CIFAR_META, CIFAR_TEST_BATCH, CIFAR_TRAIN_BATCHES,
-                    SafeCifarUnpickler, read_cifar_batch, read_cifar_meta)  # noqa: F401
+from .cifar import (
+    CIFAR_ARCHIVE,
+    CIFAR_FOLDER,
+    CIFAR_META,
+    CIFAR_TEST_BATCH,
+    CIFAR_TRAIN_BATCHES,
+    SafeCifarUnpickler,
+    read_cifar_batch,
+    read_cifar_meta,
+)
 from .download import download_file
 from .idx import read_idx
-from .registry import (CLASS_NAMES, IDX_FILES, LOADERS, SOURCES, SPLITS, SYSTEM_DIRS, TITLES, Dataset,
-                       DatasetNotFoundError, fetch, load_cifar10, load_dataset, load_fashion_mnist, load_mnist,
-                       train_val_split)  # noqa: F401
+from .registry import (
+    CLASS_NAMES,
+    IDX_FILES,
+    LOADERS,
+    SOURCES,
+    SPLITS,
+    SYSTEM_DIRS,
+    TITLES,
+    Dataset,
+    DatasetNotFoundError,
+    fetch,
+    load_cifar10,
+    load_dataset,
+    load_fashion_mnist,
+    load_mnist,
+    train_val_split,
+)
 
 __all__ = [
     "Dataset",
@@ -73,4 +96,17 @@ __all__ = [
     "read_cifar_meta",
     "read_idx",
     "train_val_split",
+    # constants, for reading (patch them in fastconv.datasets.registry)
+    "CIFAR_ARCHIVE",
+    "CIFAR_FOLDER",
+    "CIFAR_META",
+    "CIFAR_TEST_BATCH",
+    "CIFAR_TRAIN_BATCHES",
+    "CLASS_NAMES",
+    "IDX_FILES",
+    "LOADERS",
+    "SOURCES",
+    "SPLITS",
+    "SYSTEM_DIRS",
+    "TITLES",
 ]

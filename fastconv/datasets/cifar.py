@@ -168,7 +168,7 @@ def _unpickle(data, name, what, parse):
         return parse(obj)
     except ValueError as exc:
         raise ValueError(f"{name}: not a valid {what}: {exc}") from None
-    except Exception as exc:  # UnpicklingError, EOFError, TypeError, ... from a corrupt or hostile file
+    except Exception as exc:  # noqa: BLE001  (UnpicklingError, EOFError, TypeError, ... from a corrupt or hostile file)
         raise ValueError(f"{name}: not a valid {what} ({type(exc).__name__}: {exc})") from None
 
 

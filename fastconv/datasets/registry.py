@@ -11,8 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.checks import check_int
-from .cifar import (CIFAR_ARCHIVE, CIFAR_FOLDER, CIFAR_TEST_BATCH, CIFAR_TRAIN_BATCHES, read_cifar_archive,
-                    read_cifar_folder)
+from .cifar import (
+    CIFAR_ARCHIVE,
+    CIFAR_FOLDER,
+    CIFAR_TEST_BATCH,
+    CIFAR_TRAIN_BATCHES,
+    read_cifar_archive,
+    read_cifar_folder,
+)
 from .download import fetch_files
 from .idx import read_idx
 

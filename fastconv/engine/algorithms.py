@@ -11,12 +11,15 @@ run the one chosen.
   F(4x4, 3x3) where it was measured to win (``winograd_wins``) on finite inputs of normal
   scale, else im2col. Backward runs its forward's algorithm.
 """
+from __future__ import annotations
+
 import numpy as np
 
 from ..kernels import picker
 from . import direct
 from .checks import finite
-from .geometry import conv_geometry
+from .geometry import ConvGeometry, conv_geometry
+from .types import FloatArray, IntPair
 
 #: The convolution algorithms ``conv_forward`` accepts (fastconv.naive always runs its loops).
 CONV_ALGORITHMS = ("auto", "im2col", "winograd", "winograd2", "winograd4", "direct")
@@ -26,7 +29,7 @@ CONV_ALGORITHMS = ("auto", "im2col", "winograd", "winograd2", "winograd4", "dire
 WINOGRAD_TILE = {"winograd": 2, "winograd2": 2, "winograd4": 4}
 
 
-def check_algorithm(g, algorithm):
+def check_algorithm(g: ConvGeometry, algorithm: object) -> str:
     """``algorithm`` checked against CONV_ALGORITHMS and against geometry ``g``: Winograd
     needs a 3x3 kernel, stride 1 and dilation 1, direct small per-thread buffers (ValueError
     naming ``algorithm``). Returns
@@ -45,7 +48,7 @@ def check_algorithm(g, algorithm):
     return algorithm
 
 
-def winograd_unsupported(g):
+def winograd_unsupported(g: ConvGeometry) -> str | None:
     """What Winograd (either tile size) would need that geometry ``g`` lacks, or None."""
     if (g.kh, g.kw) != (3, 3):
         return f"a 3x3 kernel, got {g.kh}x{g.kw}"
@@ -56,7 +59,7 @@ def winograd_unsupported(g):
     return None
 
 
-def winograd_tiles(g, tile):
+def winograd_tiles(g: ConvGeometry, tile: int) -> tuple[int, int]:
     """(tiles_h, tiles_w): the tile x tile output tiles of Winograd F(tile x tile, 3x3)
     covering (out_h, out_w)."""
     return -(-g.out_h // tile), -(-g.out_w // tile)
@@ -113,7 +116,7 @@ def normal_products(a, b):
     return largest == 0 or largest >= np.finfo(a.dtype).tiny * 1024
 
 
-def choose(g, algorithm, x, w):
+def choose(g: ConvGeometry, algorithm: str, x: FloatArray, w: FloatArray) -> tuple[str, bool]:
     """(the algorithm a convolution over geometry ``g`` runs, whether "auto" chose it).
 
     Winograd's transforms mix each input patch into all the outputs of its tile,
@@ -142,7 +145,8 @@ def for_backward(algorithm, auto, dout, x, w):
     return algorithm
 
 
-def conv_algorithm(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm="auto"):
+def conv_algorithm(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1, pad: IntPair = 0,
+                   dilation: IntPair = 1, groups: int = 1, algorithm: str = "auto") -> str:
     """The algorithm ``conv_forward`` runs with these arguments: "im2col", "winograd2"
     (F(2x2, 3x3), which "winograd" names too) or "winograd4" (F(4x4, 3x3))."""
     return choose(conv_geometry(x, w, b, stride, pad, dilation, groups), algorithm, x, w)[0]

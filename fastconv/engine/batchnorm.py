@@ -13,6 +13,7 @@ import numpy as np
 
 from .checks import check_dout, check_float_array, check_number, check_scale_shift
 from .threads import over_planes
+from .types import Cache, Float64Array, FloatArray, NormGrads
 
 
 # ------------------------------------------------------------------ bn_param
@@ -102,7 +103,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     return out, ("fast", x, np.ascontiguousarray(gamma), mean, inv_std)
 
 
-def spatial_batchnorm_backward(dout, cache):
+def spatial_batchnorm_backward(dout: FloatArray, cache: Cache | None) -> NormGrads:
     """Returns (dx, dgamma, dbeta) for spatial_batchnorm_forward in training mode:
     two passes, the per-channel sums of dout and dout * (x - mean), then dx."""
     cache = train_cache(cache, "spatial_batchnorm_backward")
@@ -132,7 +133,7 @@ def spatial_batchnorm_backward(dout, cache):
 # threaded as this module's kernels are (fastconv.distributed runs them around its collectives).
 # The sums run in blocks of channels, the elementwise passes in blocks of whole images
 # (contiguous memory); either way each element sees the same arithmetic: the same bits.
-def channel_stats(x3):
+def channel_stats(x3: FloatArray) -> tuple[Float64Array, Float64Array]:
     """(mean, biased variance) per channel, float64 (C,)."""
     C = x3.shape[1]
     mean, var = np.empty(C), np.empty(C)
@@ -140,7 +141,7 @@ def channel_stats(x3):
     return mean, var
 
 
-def normalize(x3, shift, scale, offset):
+def normalize(x3: FloatArray, shift: Float64Array, scale: Float64Array, offset: Float64Array) -> FloatArray:
     """(x3 - shift) * scale + offset per channel, a new array like x3."""
     N, C = x3.shape[:2]
     out3 = np.empty_like(x3)
@@ -149,7 +150,7 @@ def normalize(x3, shift, scale, offset):
     return out3
 
 
-def backward_sums(dout3, x3, mean):
+def backward_sums(dout3: FloatArray, x3: FloatArray, mean: Float64Array) -> tuple[Float64Array, Float64Array]:
     """(sum(dout), sum(dout * (x - mean))) per channel, float64 (C,)."""
     C = x3.shape[1]
     sum_dout, sum_dout_xc = np.empty(C), np.empty(C)
@@ -158,7 +159,8 @@ def backward_sums(dout3, x3, mean):
     return sum_dout, sum_dout_xc
 
 
-def backward_dx(dout3, x3, mean, dout_scale, xc_scale, offset):
+def backward_dx(dout3: FloatArray, x3: FloatArray, mean: Float64Array, dout_scale: Float64Array,
+                xc_scale: Float64Array, offset: Float64Array) -> FloatArray:
     """dout_scale * dout + xc_scale * (x - mean) + offset per channel, a new array like x3."""
     N, C = x3.shape[:2]
     dx3 = np.empty_like(x3)

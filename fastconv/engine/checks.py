@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+from .types import Shape
+
+FLOAT_DTYPES: tuple[np.dtype[Any], ...] = (np.dtype(np.float32), np.dtype(np.float64))
 
 INT32_MAX = 2**31 - 1
 
@@ -22,23 +26,24 @@ HYPERPARAMETER_MAX = INT32_MAX
 _ARRAY_BYTES_MAX = np.iinfo(np.intp).max
 
 
-def shape_size(shape):
+def shape_size(shape: Iterable[Any]) -> int:
     """The number of items in an array of ``shape``, as a Python int: exact for any shape
     (``np.prod`` works in int64, where (2**31, 2**31, 4) wraps to 0)."""
     return math.prod(int(n) for n in shape)
 
 
-def check_int(value, name, minimum=None, maximum=None):
+def check_int(value: object, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` as an int: TypeError unless it is an integer (bool is not), ValueError
     naming ``name`` unless ``minimum <= value <= maximum`` (either bound may be None)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r}")
-    if minimum is not None and value < minimum:
+    number = int(value)
+    if minimum is not None and number < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    if maximum is not None and value > maximum:
+    if maximum is not None and number > maximum:
         bound = "2**31 - 1" if maximum == INT32_MAX else maximum
         raise ValueError(f"{name} must be <= {bound}, got {value!r}")
-    return int(value)
+    return number
 
 
 def check_number(value, name, ok, rule, *, wrong_type=TypeError):
@@ -58,7 +63,7 @@ def check_number(value, name, ok, rule, *, wrong_type=TypeError):
     return number
 
 
-def pair(value, name, minimum):
+def pair(value: object, name: str, minimum: int) -> tuple[int, int]:
     """Normalize an int or an (h, w) pair of ints to a tuple, checking its range
     (``minimum`` to ``HYPERPARAMETER_MAX``)."""
     if isinstance(value, (tuple, list)):
@@ -74,7 +79,7 @@ def pair(value, name, minimum):
     return int(items[0]), int(items[1])
 
 
-def check_array_size(shape, itemsize, what, culprits):
+def check_array_size(shape: Iterable[Any], itemsize: int, what: str, culprits: str) -> None:
     """ValueError naming ``culprits`` if an array of ``shape`` could not exist (more bytes than
     numpy allows: it would raise its own error, naming no argument). A zero-size axis does not
     count, as numpy checks the other axes all the same."""
@@ -85,7 +90,7 @@ def check_array_size(shape, itemsize, what, culprits):
         raise ValueError(f"{culprits} give {what} of shape {tuple(shape)}, larger than any array can be")
 
 
-def check_float_array(a, name, ndim=None):
+def check_float_array(a: object, name: str, ndim: int | None = None) -> np.ndarray[Any, Any]:
     """Check that ``a`` is a float32/float64 ndarray (of rank ``ndim``)."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
@@ -96,7 +101,7 @@ def check_float_array(a, name, ndim=None):
     return a
 
 
-def check_same_dtype(**arrays):
+def check_same_dtype(**arrays: np.ndarray[Any, Any] | None) -> None:
     """TypeError unless all given (non-None) arrays share one dtype."""
     given = {k: v for k, v in arrays.items() if v is not None}
     dtypes = {v.dtype for v in given.values()}
@@ -105,9 +110,9 @@ def check_same_dtype(**arrays):
         raise TypeError(f"{', '.join(given)} must share one dtype (float32 or float64), got {desc}")
 
 
-def check_dout(dout, expected_shape, dtype):
+def check_dout(dout: object, expected_shape: Shape, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
     """Check an upstream gradient against the shape and dtype of the forward output."""
-    check_float_array(dout, "dout")
+    dout = check_float_array(dout, "dout")
     if dout.shape != tuple(expected_shape):
         raise ValueError(f"dout must have the forward output's shape {tuple(expected_shape)}, got {dout.shape}")
     if dout.dtype != dtype:

@@ -26,17 +26,33 @@ arrays. As in fastconv.naive, a cache refers to the layer's inputs (without a co
 they are C-contiguous), which must not change before backward; the returned output is
 the caller's to change.
 """
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
 import numpy as np
+import numpy.typing as npt
 
 from .. import layers as _layers
 from ..kernels import picker
 from . import algorithms, direct, threads, winograd, workspaces
 from .algorithms import WINOGRAD_TILE, winograd_tiles
 from .checks import check_dout
-from .geometry import conv_geometry, pool_geometry_of_shape
+from .geometry import ConvGeometry, conv_geometry, pool_geometry_of_shape
 from .pooling import max_pool_planes
+from .types import Cache, ConvGrads, Float64Array, FloatArray, IntPair
 
-def chunk_images(g, itemsize, workspace_bytes=None, algorithm="im2col"):
+_T = TypeVar("_T")
+
+#: ``output(n0, n, y)``: takes the GEMM result ``y`` (F, n*P) of images [n0, n0 + n).
+Output = Callable[[int, int, FloatArray], object]
+#: ``chunk_dy(n0, n, dy, db)``: writes the output gradient of images [n0, n0 + n) in GEMM
+#: layout, ``dy`` (F, n*P), and adds its sums to ``db``.
+ChunkDy = Callable[[int, int, FloatArray, Float64Array], object]
+
+
+def chunk_images(g: ConvGeometry, itemsize: int, workspace_bytes: int | None = None, algorithm: str = "im2col") -> int:
     """Images per chunk so that one chunk's im2col matrix (Winograd: transformed input
     tiles V) fits the workspace bound."""
     limit = workspaces.WORKSPACE_BYTES if workspace_bytes is None else workspace_bytes
@@ -49,7 +65,7 @@ def chunk_images(g, itemsize, workspace_bytes=None, algorithm="im2col"):
     return int(max(1, min(max(g.N, 1), limit // max(per_image, 1))))
 
 
-def kernel_args(g):
+def kernel_args(g: ConvGeometry) -> tuple[int, int, int, int, int, int, int, int, int, int]:
     return (g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, g.out_h, g.out_w)
 
 
@@ -76,7 +92,8 @@ class ConvPlan:
     output scatter, col2im) is passed in, so that the benchmark suite's GEMM
     limit (``conv_gemm_limit``) runs the same loops on prepared operands."""
 
-    def __init__(self, g, dtype, chunk=None, algorithm="im2col"):
+    def __init__(self, g: ConvGeometry, dtype: npt.DTypeLike, chunk: int | None = None,
+                 algorithm: str = "im2col") -> None:
         self.g, self.algorithm = g, algorithm
         self.dtype = np.dtype(dtype)
         self.G, self.P = g.groups, g.out_h * g.out_w
@@ -94,35 +111,36 @@ class ConvPlan:
         self.workers = max(1, min(blas_threads, n_chunks))
         self.one_blas_thread = blas_threads > 1
 
-    def chunks(self, k):
+    def chunks(self, k: int) -> Iterator[tuple[int, int]]:
         """(n0, n) of the chunks of worker k."""
         step = self.chunk * self.workers
         for n0 in range(k * self.chunk, self.g.N, step):
             yield n0, min(self.chunk, self.g.N - n0)
 
-    def threads(self, work):
+    def threads(self, work: int) -> int:
         """Thread count for a kernel: one inside a worker, else by the work's size."""
         return 1 if self.workers > 1 else threads.kernel_threads(work)
 
-    def workspaces(self, n):
+    def workspaces(self, n: int) -> tuple[FloatArray, FloatArray]:
         """This thread's ``cols`` (K, n*P) and ``y`` (F, n*P) for a chunk of n images."""
         cols = workspaces.workspace("cols", self.K * n * self.P, self.dtype).reshape(self.K, n * self.P)
         y = workspaces.workspace("y", self.g.F * n * self.P, self.dtype).reshape(self.g.F, n * self.P)
         return cols, y
 
-    def group(self, gi):
+    def group(self, gi: int) -> tuple[slice, slice]:
         """Rows of w2 / y (filters) and of cols (taps) that belong to group gi."""
         return slice(gi * self.Fg, (gi + 1) * self.Fg), slice(gi * self.Kg, (gi + 1) * self.Kg)
 
-    def run(self, work):
+    def run(self, work: Callable[[int], _T]) -> list[_T]:
         """``[work(0), ..., work(workers - 1)]`` on the workers (fastconv/py)."""
         return threads.run(self.workers, self.one_blas_thread, work) if self.g.N else [work(0)]
 
-    def run_forward(self, w2, operands, output):
+    def run_forward(self, w2: FloatArray, operands: Callable[[int, int, int], tuple[FloatArray, FloatArray]],
+                    output: Output) -> None:
         """The forward pass, chunk by chunk on the workers: ``cols, y = operands(k, n0, n)``
         gives worker k the operands of images [n0, n0 + n), then ``y = w2 @ cols`` (one
         GEMM per group) and ``output(n0, n, y)``."""
-        def work(k):
+        def work(k: int) -> None:
             for n0, n in self.chunks(k):
                 cols, y = operands(k, n0, n)
                 for gi in range(self.G):
@@ -133,7 +151,9 @@ class ConvPlan:
         if self.g.N:
             self.run(work)
 
-    def run_backward(self, w2, operands, need_dx, put_dcols):
+    def run_backward(self, w2: FloatArray,
+                     operands: Callable[[int, int, int, Float64Array], tuple[FloatArray, FloatArray]],
+                     need_dx: bool, put_dcols: Output) -> tuple[FloatArray, Float64Array]:
         """The backward pass, chunk by chunk on the workers: ``cols, dy = operands(k, n0, n,
         db)`` gives worker k the operands of images [n0, n0 + n) (adding their bias gradient
         to ``db``, float64 (F,)), then ``dw2 += dy @ cols.T`` and, with ``need_dx``,
@@ -142,7 +162,7 @@ class ConvPlan:
         order, so that they never depend on timing."""
         g = self.g
 
-        def work(k):
+        def work(k: int) -> tuple[FloatArray, Float64Array]:
             dw2 = np.zeros((g.F, self.Kg), dtype=self.dtype)
             db = np.zeros(g.F, dtype=np.float64)
             for n0, n in self.chunks(k):
@@ -160,12 +180,12 @@ class ConvPlan:
         return threads.sum_in_worker_order(self.run(work))
 
 
-def forward_chunks(plan, x, w, output):
+def forward_chunks(plan: ConvPlan, x: FloatArray, w: FloatArray, output: Output) -> None:
     """A convolution's forward pass: each chunk of x through im2col into this thread's
     ``cols``, the GEMMs into its ``y`` (F, n*P), then ``output(n0, n, y)``."""
     args = kernel_args(plan.g)
 
-    def im2col(k, n0, n):
+    def im2col(k: int, n0: int, n: int) -> tuple[FloatArray, FloatArray]:
         cols, y = plan.workspaces(n)
         picker.kernels.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
         return cols, y
@@ -173,7 +193,8 @@ def forward_chunks(plan, x, w, output):
     plan.run_forward(w.reshape(plan.g.F, plan.Kg), im2col, output)
 
 
-def backward_chunks(plan, x, w, has_bias, chunk_dy, need_dx):
+def backward_chunks(plan: ConvPlan, x: FloatArray, w: FloatArray, has_bias: bool, chunk_dy: ChunkDy,
+                    need_dx: bool) -> ConvGrads:
     """(dx, dw, db) of a convolution: for each chunk, ``chunk_dy(n0, n, dy, db)`` writes
     the gradient of the convolution's output in GEMM layout, ``dy`` (F, n*P), and adds
     its sums to ``db``; im2col recomputes the chunk's ``cols``; after the GEMMs, col2im
@@ -182,20 +203,22 @@ def backward_chunks(plan, x, w, has_bias, chunk_dy, need_dx):
     args = kernel_args(g)
     dx = np.empty_like(x) if need_dx else None
 
-    def operands(k, n0, n, db):
+    def operands(k: int, n0: int, n: int, db: Float64Array) -> tuple[FloatArray, FloatArray]:
         cols, dy = plan.workspaces(n)
         chunk_dy(n0, n, dy, db)
         picker.kernels.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
         return cols, dy
 
-    def col2im(n0, n, dcols):
-        picker.kernels.col2im(dcols, dx[n0:n0 + n], *args, plan.threads(dcols.size))
+    def col2im(n0: int, n: int, dcols: FloatArray) -> None:
+        if dx is not None:  # always (run_backward calls this only with need_dx)
+            picker.kernels.col2im(dcols, dx[n0:n0 + n], *args, plan.threads(dcols.size))
 
     dw2, db = plan.run_backward(w.reshape(g.F, plan.Kg), operands, need_dx, col2im)
     return dx, dw2.reshape(g.w_shape), (db.astype(x.dtype) if has_bias else None)
 
 
-def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm="auto"):
+def conv_forward(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1, pad: IntPair = 0,
+                 dilation: IntPair = 1, groups: int = 1, algorithm: str = "auto") -> tuple[FloatArray, Cache]:
     """Convolution (cross-correlation, as in every CNN library).
 
     x (N, C, H, W), w (F, C // groups, kh, kw), b (F,) or None; stride, pad and
@@ -220,21 +243,21 @@ def conv_forward(x, w, b=None, stride=1, pad=0, dilation=1, groups=1, algorithm=
     if algorithm in WINOGRAD_TILE:
         args = winograd.tile_args(plan)
 
-        def transform(n0, n, M, scratch, threads):  # straight into NCHW, plus the bias
+        def transform(n0: int, n: int, M: FloatArray, scratch: FloatArray, threads: int) -> None:  # NCHW, + bias
             picker.kernels.winograd_output(M, out[n0:n0 + n], bias, b is not None, *args, scratch, threads)
 
         winograd.forward_chunks(plan, x, w, transform)
         return out, (x, w, b is not None, g, (algorithm, auto))
     out3 = out.reshape(g.N, g.F, plan.P)
 
-    def scatter(n0, n, y):  # GEMM layout (F, n*P) to NCHW, plus the bias
+    def scatter(n0: int, n: int, y: FloatArray) -> None:  # GEMM layout (F, n*P) to NCHW, plus the bias
         picker.kernels.scatter_output(y, out3[n0:n0 + n], bias, b is not None, False, plan.threads(y.size))
 
     forward_chunks(plan, x, w, scatter)
     return out, (x, w, b is not None, g, (algorithm, auto))
 
 
-def conv_backward(dout, cache, need_dx=True):
+def conv_backward(dout: FloatArray, cache: Cache, need_dx: bool = True) -> ConvGrads:
     """Gradients of conv_forward: returns (dx, dw, db); db is None when b was None,
     dx is None when ``need_dx`` is false (a first layer, whose input needs no gradient:
     that saves a third of the GEMM work and the col2im pass)."""
@@ -248,20 +271,23 @@ def conv_backward(dout, cache, need_dx=True):
         dout = np.ascontiguousarray(dout)
         args = winograd.tile_args(plan)
 
-        def transform(n0, n, dM, db, scratch, threads):  # straight from NCHW, and the bias gradient
+        def transform(n0: int, n: int, dM: FloatArray, db: Float64Array, scratch: FloatArray,
+                      threads: int) -> None:  # straight from NCHW, and the bias gradient
             picker.kernels.winograd_output_adjoint(dout[n0:n0 + n], dM, db, has_bias, *args, scratch, threads)
 
         return winograd.backward_chunks(plan, x, w, has_bias, transform, need_dx)
     dout3 = np.ascontiguousarray(dout).reshape(g.N, g.F, plan.P)
 
-    def gather(n0, n, dy, db):  # NCHW to GEMM layout (F, n*P), and the bias gradient
+    def gather(n0: int, n: int, dy: FloatArray, db: Float64Array) -> None:  # NCHW to GEMM layout, and db
         picker.kernels.gather_dout(dout3[n0:n0 + n], dy, db, has_bias, plan.threads(dy.size))
 
     return backward_chunks(plan, x, w, has_bias, gather, need_dx)
 
 
-def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stride=None, pool_pad=0,
-                           dilation=1, groups=1, algorithm="auto"):
+def conv_relu_pool_forward(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1,
+                           pad: IntPair = 0, pool_size: IntPair = 2, pool_stride: IntPair | None = None,
+                           pool_pad: IntPair = 0, dilation: IntPair = 1, groups: int = 1,
+                           algorithm: str = "auto") -> tuple[FloatArray, Cache]:
     """conv -> ReLU -> max pool in one pass per chunk: the same result as
     ``max_pool_forward(relu_forward(conv_forward(x, w, b, ...)))``, without ever
     writing the full-size convolution output.
@@ -294,7 +320,7 @@ def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stri
     argmax = np.empty(g.N * g.F * Pp, dtype=np.int32)
     no_bias = np.empty(0, dtype=dtype)
 
-    def pool(n0, n, y):  # + b, max pool of each (filter, image) plane, ReLU, to NCHW
+    def pool(n0: int, n: int, y: FloatArray) -> None:  # + b, max pool of each (filter, image) plane, ReLU, to NCHW
         z = workspaces.workspace("z", g.F * n * Pp, dtype).reshape(g.F * n, pg.out_h, pg.out_w)
         if bias_col is not None:
             y += bias_col
@@ -313,7 +339,7 @@ def conv_relu_pool_forward(x, w, b=None, stride=1, pad=0, pool_size=2, pool_stri
     return out, (x, w, b is not None, g, pg, out.copy(), argmax, plan.chunk, (algorithm, auto))
 
 
-def conv_relu_pool_backward(dout, cache, need_dx=True):
+def conv_relu_pool_backward(dout: FloatArray, cache: Cache, need_dx: bool = True) -> ConvGrads:
     """Gradients of conv_relu_pool_forward: (dx, dw, db), as conv_backward returns them."""
     x, w, has_bias, g, pg, out, argmax, chunk, (algorithm, auto) = cache
     check_dout(dout, pg.out_shape, x.dtype)
@@ -324,11 +350,12 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
     Pp = pg.out_h * pg.out_w
     dz3 = _layers.relu_backward(dout, out).reshape(g.N, g.F, Pp)  # zero where the pooled value was <= 0
 
-    def route(n0, n, dy, db):  # the pooled gradient to GEMM layout, then to each window's argmax
+    def route(n0: int, n: int, dy: FloatArray, db: Float64Array) -> None:  # to GEMM layout, then to the argmax
         dz = workspaces.workspace("z", g.F * n * Pp, x.dtype).reshape(g.F, n * Pp)
         picker.kernels.gather_dout(dz3[n0:n0 + n], dz, db, has_bias, plan.threads(dz.size))
-        picker.kernels.max_pool_backward(dz.reshape(g.F * n, Pp), argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, Pp),
-                                   dy.reshape(g.F * n, plan.P), plan.threads(dy.size))
+        planes_argmax = argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, Pp)
+        picker.kernels.max_pool_backward(dz.reshape(g.F * n, Pp), planes_argmax, dy.reshape(g.F * n, plan.P),
+                                         plan.threads(dy.size))
 
     if algorithm in WINOGRAD_TILE:
         return winograd.backward_chunks(plan, x, w, has_bias, winograd.from_gemm_layout(plan, route), need_dx)

@@ -24,9 +24,9 @@ import numpy as np
 
 from .. import layers as _layers
 from ..kernels import picker
-from .threads import over_planes
 from .checks import finite, shape_size
 from .pooling import max_pool_planes
+from .threads import over_planes
 from .workspaces import workspace
 
 #: Bytes of one logical vector in every build (fastconv/kernels/direct.h).

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .checks import INT32_MAX, check_array_size, check_float_array, check_int, check_same_dtype, pair
+from .types import FloatArray, IntPair, Shape
 
-def conv_output_size(size, kernel, stride=1, pad=0, dilation=1):
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, dilation: int = 1) -> int:
     """Output length of a convolution or pooling along one axis (PyTorch's formula).
 
     ``(size + 2*pad - dilation*(kernel - 1) - 1) // stride + 1``; values < 1 mean
@@ -19,7 +21,7 @@ def conv_output_size(size, kernel, stride=1, pad=0, dilation=1):
     return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def same_pad(kernel):
+def same_pad(kernel: int) -> int:
     """The pad of a "same" convolution: ``(kernel - 1) // 2`` on each side, which keeps the
     input's size at stride 1 for an odd kernel (an even one loses a pixel)."""
     return (kernel - 1) // 2
@@ -46,15 +48,16 @@ class ConvGeometry(NamedTuple):
     out_w: int
 
     @property
-    def out_shape(self):
+    def out_shape(self) -> tuple[int, int, int, int]:
         return (self.N, self.F, self.out_h, self.out_w)
 
     @property
-    def w_shape(self):
+    def w_shape(self) -> tuple[int, int, int, int]:
         return (self.F, self.C // self.groups, self.kh, self.kw)
 
 
-def conv_geometry(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
+def conv_geometry(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1, pad: IntPair = 0,
+                  dilation: IntPair = 1, groups: int = 1) -> ConvGeometry:
     """Validate convolution arguments and return their ConvGeometry."""
     check_float_array(x, "x", 4)
     check_float_array(w, "w", 4)
@@ -113,18 +116,19 @@ class PoolGeometry(NamedTuple):
     out_w: int
 
     @property
-    def out_shape(self):
+    def out_shape(self) -> tuple[int, int, int, int]:
         return (self.N, self.C, self.out_h, self.out_w)
 
 
-def pool_geometry(x, kernel_size, stride=None, pad=0):
+def pool_geometry(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None, pad: IntPair = 0) -> PoolGeometry:
     """Validate pooling arguments (PyTorch's rules) and return their PoolGeometry."""
     check_float_array(x, "x", 4)
     return pool_geometry_of_shape(x.shape, kernel_size, stride, pad)
 
 
-def pool_geometry_of_shape(shape, kernel_size, stride=None, pad=0, what="x",
-                           names=("kernel_size", "stride", "pad")):
+def pool_geometry_of_shape(shape: Shape, kernel_size: IntPair, stride: IntPair | None = None, pad: IntPair = 0,
+                           what: str = "x", names: tuple[str, str, str] = ("kernel_size", "stride", "pad"),
+                           ) -> PoolGeometry:
     """pool_geometry for an input of ``shape`` (N, C, H, W); errors call the input
     ``what`` and the arguments ``names`` (the fused conv_relu_pool layers pass theirs)."""
     k_name, s_name, p_name = names

@@ -1,12 +1,15 @@
 """Pooling: max (the gradient to the first maximum of each window, row-major) and average
 (padding counts in the divisor), each a single pass of a kernel over the planes.
 """
+from __future__ import annotations
+
 import numpy as np
 
 from ..kernels import picker
 from .checks import check_dout
-from .geometry import pool_geometry
+from .geometry import PoolGeometry, pool_geometry
 from .threads import over_planes
+from .types import Cache, FloatArray, Int32Array, IntPair
 from .workspaces import workspace
 
 #: Largest per-thread scratch (bytes) of the phased max-pool kernel; beyond it (huge
@@ -14,11 +17,11 @@ from .workspaces import workspace
 PHASED_SCRATCH_MAX = 4 << 20
 
 
-def pool_args(pg):
+def pool_args(pg: PoolGeometry) -> tuple[int, int, int, int, int, int]:
     return (pg.kh, pg.kw, pg.stride_h, pg.stride_w, pg.pad_h, pg.pad_w)
 
 
-def max_pool_planes(x3, out3, argmax3, pg, threads):
+def max_pool_planes(x3: FloatArray, out3: FloatArray, argmax3: Int32Array, pg: PoolGeometry, threads: int) -> None:
     """Max pooling of the planes x3 (planes, H, W) into out3 and argmax3 (planes, out_h,
     out_w) on ``threads`` threads, by the kernel that suits pg: overlapping windows
     (kw > stride_w) run max_pool_phased when its scratch is small enough, the rest
@@ -31,10 +34,12 @@ def max_pool_planes(x3, out3, argmax3, pg, threads):
         picker.kernels.max_pool_phased(x3, out3, argmax3, *pool_args(pg), scratch, best, threads)
     else:
         columns = picker.kernels.max_pool_direct_columns(pg.W, pg.out_w, pg.kw, pg.stride_w, pg.pad_w)
-        picker.kernels.max_pool_direct(x3, out3, argmax3, *pool_args(pg), np.empty((2, columns), dtype=np.intp), threads)
+        picker.kernels.max_pool_direct(x3, out3, argmax3, *pool_args(pg), np.empty((2, columns), dtype=np.intp),
+                                       threads)
 
 
-def max_pool_forward(x, kernel_size, stride=None, pad=0):
+def max_pool_forward(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None,
+                     pad: IntPair = 0) -> tuple[FloatArray, Cache]:
     """Max pooling. stride None means kernel_size; padding counts as -inf.
 
     Returns (out, cache), out (N, C, out_h, out_w). The cache holds the
@@ -52,7 +57,7 @@ def max_pool_forward(x, kernel_size, stride=None, pad=0):
     return out, (argmax, x.dtype, g)
 
 
-def max_pool_backward(dout, cache):
+def max_pool_backward(dout: FloatArray, cache: Cache) -> FloatArray:
     """Each output's gradient goes to the first maximum of its window (row-major)."""
     argmax, dtype, g = cache
     check_dout(dout, g.out_shape, dtype)
@@ -65,7 +70,8 @@ def max_pool_backward(dout, cache):
     return dx
 
 
-def avg_pool_forward(x, kernel_size, stride=None, pad=0):
+def avg_pool_forward(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None,
+                     pad: IntPair = 0) -> tuple[FloatArray, Cache]:
     """Average pooling; padded zeros count in the divisor (kh * kw)."""
     g = pool_geometry(x, kernel_size, stride, pad)
     x = np.ascontiguousarray(x)
@@ -77,7 +83,7 @@ def avg_pool_forward(x, kernel_size, stride=None, pad=0):
     return out, (x.shape, x.dtype, g)
 
 
-def avg_pool_backward(dout, cache):
+def avg_pool_backward(dout: FloatArray, cache: Cache) -> FloatArray:
     """Spread each output's gradient evenly over its window (padding included)."""
     x_shape, dtype, g = cache
     check_dout(dout, g.out_shape, dtype)

@@ -23,7 +23,7 @@ class Runtimes(NamedTuple):
     openblas_timeout_before_numpy: bool
 
 
-def _libgomp_already_loaded():
+def _libgomp_already_loaded() -> bool:
     """True if some libgomp is mapped into this process already (Linux only)."""
     try:
         with open("/proc/self/maps") as maps:
@@ -32,7 +32,7 @@ def _libgomp_already_loaded():
         return False
 
 
-def prepare():
+def prepare() -> Runtimes:
     """Ask libgomp to let idle workers sleep (OMP_WAIT_POLICY=PASSIVE) and OpenBLAS to park
     its idle workers after about 10 ms instead of 0.1 s (OPENBLAS_THREAD_TIMEOUT=10), unless
     the user set either; returns what took effect (a Runtimes)."""

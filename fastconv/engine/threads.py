@@ -36,29 +36,40 @@ another thread's call holds the BLAS to one thread still uses the user's
 setting. While a parallel call runs, BLAS calls made by other threads of the
 process run on one thread too.
 """
+from __future__ import annotations
+
 import contextlib
 import contextvars
 import os
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .runtimes import RUNTIMES
+from .types import FloatArray
+
+_T = TypeVar("_T")
+_Sums = TypeVar("_Sums", bound=tuple[np.ndarray[Any, Any], ...])
+#: Sets one BLAS library's thread count for the whole process.
+_Setter = Callable[[int], object]
 
 _lock = threading.Lock()
-_controller = None  # threadpoolctl controller of the loaded BLAS libraries, False if none
-_setters = None  # per BLAS library, the function that sets its thread count process-wide
+_controller: Any = None  # threadpoolctl controller of the loaded BLAS libraries, False if none
+_setters: list[_Setter] | None = None  # per BLAS library, the function that sets its thread count process-wide
 _depth = 0  # calls inside a one-BLAS-thread section right now, across all threads
-_saved_limits = None  # (setter, threads) per library from before the first of those calls
+# (setter, threads) per library from before the first of those calls
+_saved_limits: list[tuple[_Setter, int | None]] | None = None
 _saved_threads = 1  # blas_threads() from before the first of those calls
-_pool = None
+_pool: ThreadPoolExecutor | None = None
 
 # How OpenBLAS's own functions are named in its builds (numpy's is scipy_openblas..._64_).
 _OPENBLAS_AFFIXES = [(p, s) for p in ("", "scipy_") for s in ("", "64_", "_64")]
 
 
-def _blas_controller():
+def _blas_controller() -> Any:
     global _controller, _setters
     if _controller is None:
         try:
@@ -66,13 +77,13 @@ def _blas_controller():
 
             ctl = ThreadpoolController().select(user_api="blas")
             _controller = ctl if ctl.lib_controllers else False
-        except Exception:  # pragma: no cover - threadpoolctl is a dependency
+        except Exception:  # noqa: BLE001  # pragma: no cover - threadpoolctl is a dependency
             _controller = False
         _setters = [_thread_setter(lib) for lib in _controller.lib_controllers] if _controller else []
     return _controller
 
 
-def _thread_setter(lib):
+def _thread_setter(lib: Any) -> _Setter:
     """The function that sets ``lib``'s thread count for the whole process.
 
     threadpoolctl (>= 3.8) lets only one Python thread change a pthreads OpenBLAS (the
@@ -88,17 +99,17 @@ def _thread_setter(lib):
     return lib.set_num_threads
 
 
-def _current_blas_threads():
+def _current_blas_threads() -> int:
     ctl = _blas_controller()
     if not ctl:
         return 1
     try:
-        return max(1, min(lib.num_threads for lib in ctl.lib_controllers))
-    except Exception:  # pragma: no cover - a BLAS that cannot report its threads
+        return max(1, min(int(lib.num_threads) for lib in ctl.lib_controllers))
+    except Exception:  # noqa: BLE001  # pragma: no cover - a BLAS that cannot report its threads
         return 1
 
 
-def blas_threads():
+def blas_threads() -> int:
     """Threads the user lets the BLAS use: the fewest over the loaded BLAS libraries
     (1 if unknown). While a parallel call holds the BLAS to one thread, this is the
     setting from before, so that concurrent calls get the same worker count (and
@@ -113,29 +124,29 @@ class _OneBlasThread:
     Reference-counted across threads: two overlapping calls must not restore
     each other's limits (the second would otherwise save "1" and restore it)."""
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         global _depth, _saved_limits, _saved_threads
         with _lock:
             if _depth == 0:
                 _saved_threads = _current_blas_threads()
                 libs = _blas_controller().lib_controllers
-                _saved_limits = [(setter, lib.num_threads) for setter, lib in zip(_setters, libs)]
+                _saved_limits = [(setter, lib.num_threads) for setter, lib in zip(_setters or (), libs)]
                 for setter, _ in _saved_limits:
                     setter(1)
             _depth += 1
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         global _depth, _saved_limits
         with _lock:
             _depth -= 1
             if _depth == 0:
                 saved, _saved_limits = _saved_limits, None
-                for setter, threads in saved:
+                for setter, threads in saved or ():
                     if threads is not None:
                         setter(threads)
 
 
-def _get_pool():
+def _get_pool() -> ThreadPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
@@ -144,7 +155,7 @@ def _get_pool():
         return _pool
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     # The parent's worker threads do not exist in a forked child.
     global _pool, _lock, _depth, _saved_limits
     _pool, _lock, _depth, _saved_limits = None, threading.Lock(), 0, None
@@ -154,7 +165,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def run(workers, one_blas_thread, work):
+def run(workers: int, one_blas_thread: bool, work: Callable[[int], _T]) -> list[_T]:
     """``[work(0), ..., work(workers - 1)]``, side by side when ``workers > 1``, on one
     BLAS thread each when ``one_blas_thread`` (a convolution's GEMMs);
     ``work(0)`` runs in the calling thread, the others in copies of its context
@@ -179,7 +190,7 @@ def run(workers, one_blas_thread, work):
 _SPLIT_MIN = 1 << 22
 
 
-def matmul(a, b):
+def matmul(a: FloatArray, b: FloatArray) -> FloatArray:
     """``a @ b`` for 2-D arrays, split over as many workers as the BLAS may use, each on
     one BLAS thread (small products: whole, in the caller, on one BLAS thread): by rows
     of ``a``, or by columns of ``b`` when those are more (an affine layer's dx: 64 rows,
@@ -202,7 +213,7 @@ def matmul(a, b):
     return out
 
 
-def sum_in_worker_order(parts):
+def sum_in_worker_order(parts: Sequence[_Sums]) -> _Sums:
     """The workers' partial sums (each a tuple of arrays), added in worker order: the
     result never depends on timing."""
     total = parts[0]
@@ -238,7 +249,7 @@ def single_threaded_kernels():
 PARALLEL_MIN = 1 << 15
 
 
-def kernel_threads(work):
+def kernel_threads(work: int) -> int:
     """Thread count for a kernel: OpenMP's default (``omp_get_max_threads()``, which
     OMP_NUM_THREADS and threadpoolctl set), or 1 for small or unsafe cases."""
     if work < PARALLEL_MIN or single_threaded_kernels():
@@ -248,7 +259,7 @@ def kernel_threads(work):
     return kernels.omp_max_threads()
 
 
-def over_planes(planes, size, kernel):
+def over_planes(planes: int, size: int, kernel: Callable[[int, int, int], object]) -> None:
     """``kernel(lo, hi, threads)`` over the planes [0, planes) of a pooling layer, or the
     channels or images of a batchnorm (``size`` elements in all). Normally one call on OpenMP
     threads. When OpenMP must run on one thread or is not there (SINGLE_THREADED_KERNELS: a

@@ -1,11 +1,15 @@
 """The update rules' fast steps: one pass of a kernel per step instead of numpy's
 temporaries (``fastconv.optim`` owns the rules, their checks and their state)."""
+from __future__ import annotations
+
 import numpy as np
 
 from .threads import over_planes
+from .types import FloatArray
 
 
-def adam_step(w, dw, m, v, t, learning_rate, beta1, beta2, epsilon):
+def adam_step(w: FloatArray, dw: FloatArray, m: FloatArray, v: FloatArray, t: int, learning_rate: float,
+              beta1: float, beta2: float, epsilon: float) -> FloatArray:
     """One Adam step (``fastconv.optim.adam``'s formula, bit for bit): updates the moments
     ``m`` and ``v`` in place (C-contiguous, w's shape and dtype) and returns the next w, a
     new array; step ``t`` counts from 1."""

@@ -2,9 +2,13 @@
 call (about 1.6 us per 4 KiB page on the project's VM, docs/workloads.md), so each thread
 keeps its workspaces and scratch and grows them when a call needs more.
 """
+from __future__ import annotations
+
 import threading
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 #: Upper bound on the im2col workspace of one chunk (bytes), per worker thread. The
 #: GEMM output workspace ``y`` (F, n*P) comes on top and is smaller whenever
@@ -14,7 +18,7 @@ WORKSPACE_BYTES = 2 * 2**20
 _local = threading.local()
 
 
-def workspace(name, size, dtype):
+def workspace(name: str, size: int, dtype: npt.DTypeLike) -> np.ndarray[Any, Any]:
     """A flat per-thread buffer of at least ``size`` elements, reused across calls."""
     key = (name, np.dtype(dtype).char)
     buf = getattr(_local, "buffers", None)

@@ -14,7 +14,7 @@ tests/test_kernels_build.py checks that each build's compiler enabled nothing be
 
 Plain Python without imports: setup.py loads this file by path, before fastconv exists.
 """
-from collections import namedtuple
+from typing import NamedTuple
 
 #: The ISA names of ``build_info()["isa"]`` besides the optional builds'.
 BASELINE = "baseline"
@@ -23,9 +23,15 @@ NATIVE = "native"
 #: The package of the compiled kernels.
 PACKAGE = "fastconv.kernels"
 
-Build = namedtuple("Build", "isa label features")
-Build.__doc__ = """An optional build: its ISA name, a label for people, the CPU features it is
-compiled for (GCC's names, as in -m<feature> and __builtin_cpu_supports)."""
+
+class Build(NamedTuple):
+    """An optional build: its ISA name, a label for people, the CPU features it is
+    compiled for (GCC's names, as in -m<feature> and __builtin_cpu_supports)."""
+
+    isa: str
+    label: str
+    features: tuple[str, ...]
+
 
 _SSE4 = ("sse3", "ssse3", "sse4.1", "sse4.2", "popcnt")
 _AVX2 = ("avx", "avx2") + _SSE4
@@ -42,6 +48,6 @@ OPTIONAL = (
 )
 
 
-def module_name(isa):
+def module_name(isa: str) -> str:
     """The module of a build: ``fastconv.kernels._im2col`` for the baseline, ``fastconv.kernels._im2col_<isa>`` else."""
     return f"{PACKAGE}._im2col" if isa in (BASELINE, NATIVE) else f"{PACKAGE}._im2col_{isa}"

@@ -22,22 +22,32 @@ Importing this module raises ImportError when the extension is missing, and Valu
 (naming FASTCONV_KERNELS) when the extension is there but the variable asks for kernels
 it cannot give: ``fastconv.show_config`` tells the two apart.
 """
+from __future__ import annotations
+
 import importlib
 import os
 import warnings
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-# ``kernels`` and ``reason`` are set by __getattr__ on first use (so that ``requested`` can be
-# asked without loading any build).
-kernels: object
-reason: str
+from .isa import BASELINE, NATIVE, OPTIONAL, Build, module_name
 
-from .isa import BASELINE, NATIVE, OPTIONAL, module_name
+if TYPE_CHECKING:
+    # For type checkers, the kernels are the baseline build: every build has its functions
+    # (one stub, _im2col.pyi, describes them all).
+    from . import _im2col as kernels
+
+    reason: str
+# Else ``kernels`` and ``reason`` are set by __getattr__ on first use (so that ``requested``
+# can be asked without loading any build).
+
+__all__ = ["KERNELS_ENV", "builds", "kernels", "optional_build", "reason"]
 
 KERNELS_ENV = "FASTCONV_KERNELS"
 _CHOICES = ("auto", BASELINE) + tuple(b.isa for b in OPTIONAL)
 
 
-def optional_build(baseline, build):
+def optional_build(baseline: ModuleType, build: Build) -> tuple[ModuleType | None, str | None]:
     """(module, None) when this CPU and install can run ``build`` (an entry of
     fastconv/kernels/isa.py's OPTIONAL), else (None, why not)."""
     missing = [f for f in build.features if not baseline.cpu_supports((f,))]
@@ -56,12 +66,12 @@ def optional_build(baseline, build):
     return module, None
 
 
-def builds():
+def builds() -> dict[str, tuple[ModuleType | None, str | None]]:
     """{isa: (module, None) or (None, why not)} for the baseline build and every optional
     one, narrowest first: the builds this CPU and install can run (for tests and benchmarks)."""
     from . import _im2col as baseline
 
-    found = {baseline.build_info()["isa"]: (baseline, None)}
+    found: dict[str, tuple[ModuleType | None, str | None]] = {baseline.build_info()["isa"]: (baseline, None)}
     for build in reversed(OPTIONAL):
         found[build.isa] = optional_build(baseline, build)
     return found
