@@ -54,9 +54,9 @@ import time
 import traceback
 from importlib import resources
 
+from ._cli_args import argument_type, common_runtime, thread_limit
 from ._inputs import quiet_pillow_size_warning
 from ._serve_model import BadImage, ModelService
-from .train_cli import _argument_type, _common_runtime, _thread_limit
 
 #: The page's files: URL path -> (file in fastconv/web/, content type).
 PAGE_FILES = {
@@ -92,7 +92,7 @@ _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-_port = _argument_type(int, lambda v: 0 <= v <= 65535, "a port number 0-65535")
+_port = argument_type(int, lambda v: 0 <= v <= 65535, "a port number 0-65535")
 
 
 def add_arguments(parser):
@@ -111,13 +111,13 @@ def add_arguments(parser):
                              "through DNS rebinding); may be repeated")
     parser.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--log-requests", action="store_true", help="log every request (default: errors only)")
-    _common_runtime(parser)
+    common_runtime(parser)
 
 
 def run(args):
     _raise_open_file_limit()
     quiet_pillow_size_warning()
-    with _thread_limit(args.threads):
+    with thread_limit(args.threads):
         service = ModelService(args.model, impl=args.impl)
         server = make_server(service, args.host, args.port, log_requests=args.log_requests,
                              allowed_hosts=args.allow_host)

@@ -31,8 +31,6 @@ a page fault per 4 KiB when touched again (see ``fastconv/_malloc.py``).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import math
 import os
 import platform
 import sys
@@ -44,6 +42,12 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _distributed_cli, _run_folder, animation, plots
+from ._cli_args import common_runtime as _common_runtime
+from ._cli_args import nonneg_float as _nonneg_float
+from ._cli_args import nonneg_int as _nonneg_int
+from ._cli_args import positive_float as _positive_float
+from ._cli_args import positive_int as _positive_int
+from ._cli_args import thread_limit as _thread_limit
 from ._files import read_json, write_json
 from ._inputs import display_name, quiet_pillow_size_warning, read_image, read_npy
 from ._malloc import keep_freed_memory
@@ -112,30 +116,6 @@ def _option(dest):
     return "--" + dest.replace("_", "-")
 
 
-def _argument_type(kind, accept, expected):
-    """An argparse type: ``kind(text)`` (int or float), refused unless ``accept(value)``,
-    with the message "expected <expected>, got ..." ("expected a number" for a float
-    argument given something that is no number at all)."""
-    unparsable = expected if kind is int else "a number"
-
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {unparsable}, got {text!r}") from None
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value if kind is int else text}")
-        return value
-
-    return parse
-
-
-_positive_int = _argument_type(int, lambda v: v >= 1, "a positive integer")
-_nonneg_int = _argument_type(int, lambda v: v >= 0, "an integer >= 0")
-_positive_float = _argument_type(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
-_nonneg_float = _argument_type(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
-
-
 def _data_arguments(parser, required=False):
     parser.add_argument("--dataset", choices=DATASETS, default=None if not required else "fashion-mnist",
                         help="data set (default: fashion-mnist" + ("" if required else
@@ -144,13 +124,6 @@ def _data_arguments(parser, required=False):
                         help="look for the data set in DIR/<dataset>/ and DIR (instead of the default places)")
     parser.add_argument("--no-download", action="store_true",
                         help="never download; fail if the files are not found")
-
-
-def _common_runtime(parser):
-    parser.add_argument("--threads", type=_positive_int, default=None,
-                        help="BLAS and OpenMP threads (default: the libraries' own default)")
-    parser.add_argument("--impl", choices=("fast", "naive"), default="fast",
-                        help="layer implementation (naive is for checking: thousands of times slower)")
 
 
 # ============================================================================ train
@@ -215,17 +188,6 @@ def add_arguments(parser):
 def _keep_freed_memory():
     """Ask glibc to keep freed memory for reuse (see fastconv/_malloc.py and the module docstring)."""
     return keep_freed_memory()
-
-
-@contextlib.contextmanager
-def _thread_limit(threads):
-    if threads is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads):
-        yield
 
 
 def _model_slug(name):

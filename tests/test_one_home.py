@@ -12,12 +12,14 @@
 """
 import ast
 import importlib
+import subprocess
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fastconv._child import python_code
 from fastconv.engine.checks import check_number
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fastconv"
@@ -83,13 +85,7 @@ def test_naive_has_the_layers_of_fast():
 
 # ------------------------------------------------------------------ underscore names across modules
 #: Crossings that remain, each with its reason ("module: imported name").
-ALLOWED = {
-    # serve's command-line options are shared with train's; the serve/predict work (issue 21,
-    # serve no longer importing the trainer) moves them to a public home
-    "fastconv.serve: fastconv.train_cli._argument_type",
-    "fastconv.serve: fastconv.train_cli._common_runtime",
-    "fastconv.serve: fastconv.train_cli._thread_limit",
-}
+ALLOWED: set = set()
 
 
 def _module_names():
@@ -328,3 +324,13 @@ def test_the_model_protocol_is_a_typing_protocol():
     wrapped = solver_model(tutorial)
     assert isinstance(wrapped, TutorialModel) and isinstance(wrapped, SolverModel)
     assert wrapped.state_manifest() == {"params/W": {"shape": [4, 2], "dtype": "float64"}}
+
+
+def test_serve_does_not_load_the_trainer():
+    """fastconv serve imports neither the trainer (argparse options come from _cli_args) nor
+    the Solver; the check fails if serve.py imports train_cli again."""
+    code = ("import sys, fastconv.serve\n"
+            "loaded = [m for m in ('fastconv.train_cli', 'fastconv.solver', 'fastconv.plots') if m in sys.modules]\n"
+            "print(','.join(loaded))")
+    out = subprocess.run(python_code(code), capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "", out.stdout
