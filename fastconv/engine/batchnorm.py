@@ -7,7 +7,9 @@ normalization; backward: two sums, then dx), instead of numpy's ten full-size te
 ``fastconv.distributed`` runs the same passes around its collectives. Test mode is
 ``fastconv.layers``' numpy version.
 """
-from typing import NamedTuple
+from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -77,7 +79,8 @@ def _kernels():
 
 
 # ------------------------------------------------------------------ spatial batchnorm, fast
-def spatial_batchnorm_forward(x, gamma, beta, bn_param):
+def spatial_batchnorm_forward(x: FloatArray, gamma: FloatArray, beta: FloatArray,
+                              bn_param: dict[str, Any]) -> tuple[FloatArray, Cache | None]:
     """Batch normalization of x (N, C, H, W) per channel, over N, H and W: the same
     arguments, bn_param updates and results as fastconv.naive's (numpy) version.
 
