@@ -272,7 +272,7 @@ class DataParallel:
         model.distributed = _StepSync(self, lo, hi, B)  # read by the batchnorm and dropout layers
         try:
             prepare = getattr(model, "prepare", None)  # a model without preprocessing takes its arrays as they are
-            X = solver.X_train[mine]
+            X = solver.train_images(idx, slice(lo, hi) if hi > lo else slice(0, 1))  # augmented as one process
             loss, grads = model.loss(X if prepare is None else prepare(X), solver.y_train[mine])
         finally:
             model.distributed = None
