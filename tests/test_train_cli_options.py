@@ -186,3 +186,27 @@ def test_bad_image_folders_are_one_line_naming_the_file(data_env, capsys):  # no
         F.MAX_IMAGE_FILE_BYTES = limit
     np.savez(root / "bad.npz", x_train=np.zeros((3, 4, 4)), y_train=np.zeros(3, int))
     assert "bad.npz: an .npz data set holds x_train" in fails(root / "bad.npz")
+
+
+# ---------------------------------------------------------------------------- MPI
+from test_distributed import _argv as _mpi_argv, _assert_same_model, _ranks, _single, env, needs_mpi  # noqa: E402,F401,F811
+
+
+@needs_mpi
+def test_augmentation_schedule_and_early_stop_are_the_same_on_k_ranks(env):  # noqa: F811
+    """The augmentation draws are made for the whole batch on every rank (each applies its rows'),
+    so 2 and 3 ranks train what one process trains, up to rounding; with batches of 2 on 3 ranks
+    a rank without rows still draws."""
+    root = env["root"]
+    extra = ("--augment", "crop2,flip", "--lr-schedule", "cosine", "--warmup", "0.5", "--early-stop", "3",
+             "--optimizer", "adamw", "--label-smoothing", "0.1")
+    _single(env, _mpi_argv(root / "aug-one", epochs=2, extra=extra))
+    for k in (2, 3):
+        _ranks(env, k, _mpi_argv(root / f"aug-k{k}", epochs=2, extra=extra))
+        _assert_same_model(root / "aug-one", root / f"aug-k{k}", "float64")
+        a, b = (json.loads((root / f"aug-{w}" / "history.json").read_text()) for w in ("one", f"k{k}"))
+        assert b["train_acc"] == a["train_acc"] and b["val_acc"] == a["val_acc"]
+    small = extra + ("--batch-size", "2", "--limit-train", "30", "--val-size", "10")
+    _single(env, _mpi_argv(root / "aug-small-one", extra=small))
+    _ranks(env, 3, _mpi_argv(root / "aug-small-k3", extra=small))
+    _assert_same_model(root / "aug-small-one", root / "aug-small-k3", "float64")
