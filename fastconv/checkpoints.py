@@ -13,7 +13,8 @@ CS231n's ``checkpoint_name``, its ``checkpoint_prefix``):
 * ``checkpoint_epoch<NNNN>.json``: the model's architecture and preprocessing,
   the Solver's settings (update rule and its hyperparameters, learning rate
   decay, batch size, seed, sample counts, the SHA-256 of the training and
-  validation arrays), the caller's ``run_settings``, the optimizer's scalars,
+  validation arrays, and when used the learning-rate schedule, early stopping and
+  augmentation: absent from older files, which still resume), the caller's ``run_settings``, the optimizer's scalars,
   the per-epoch histories, both random generators' states, the array manifest
   and the .npz SHA-256. The JSON's size does not grow with the iterations, so
   every checkpoint the writer makes stays within the JSON reader's limit.

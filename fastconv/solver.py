@@ -76,6 +76,28 @@ JSON object, e.g. the command line's options); ``resume()`` refuses one
 written with any of them different, naming them. Only ``num_epochs`` may
 differ (to train for longer). No pickle anywhere.
 
+Callbacks, schedules, early stopping, augmentation:
+
+* ``callbacks=[...]``: objects with ``on_train_begin``, ``on_epoch_begin``,
+  ``on_batch_begin``, ``on_batch_end``, ``on_epoch_end``, ``on_train_end`` (each given the
+  Solver; see ``fastconv.callbacks``). A callback may set ``stop_training`` at an epoch's
+  end. The older ``on_iteration`` attribute still works (called after each update).
+* ``lr_schedule``: the learning rate of every update, a spec such as ``"cosine"``,
+  ``"step:5:0.5"``, ``"onecycle"`` or a ``fastconv.schedules.Schedule``, from the
+  ``learning_rate`` of ``optim_config``; ``warmup`` epochs of linear ramp (with or
+  without a schedule). ``lr_decay`` itself runs as the schedule ``exp:G`` (the same rates,
+  bit for bit). Give ``lr_decay`` or ``lr_schedule``, not both.
+* ``early_stop``: a patience (epochs without a better validation accuracy) or a
+  ``fastconv.callbacks.EarlyStopping`` (``monitor="val_loss"`` watches the validation
+  loss, kept in ``val_loss_history``, and then chooses the best parameters by it);
+  ``early_stopped`` holds the epoch the run stopped after (None otherwise).
+* ``augment``: a spec such as ``"crop4,flip"`` or a ``fastconv.augment.Augment``, applied
+  to each training batch (the raw images, before ``model.prepare``), with random draws from
+  the Solver's generator.
+
+All four are recorded in the checkpoints and ``resume()`` refuses other values; a schedule
+whose rates depend on the run's length (cosine, one-cycle) also records ``num_epochs``.
+
 MPI: with ``comm`` (an mpi4py communicator, e.g. ``MPI.COMM_WORLD``) every rank
 runs the same Solver on the same data and each step's batch is split over the
 ranks; the result is one process's up to rounding (``fastconv.distributed``).

@@ -126,7 +126,8 @@ that holds a saved model or checkpoints is never replaced silently: --resume con
 
 --resume refuses, naming it, a setting that shapes the result other than the run's own:
 {result_settings}
-and the training data itself. --epochs may differ (to train for longer), and so may --limit-test,
+and the training data itself (--data's images too, wherever they are). --epochs may differ (to train
+for longer; not with --lr-schedule cosine or onecycle, whose rates follow the run's length), and so may --limit-test,
 --threads, --impl and the output options (bitwise equality with an uninterrupted run holds for the
 same --impl and --threads). history.json records the settings actually used.
 """
@@ -138,7 +139,7 @@ RESULT_SETTINGS = ("dataset", "model", "num_filters", "filter_size", "hidden_dim
 #: Newer options that shape the result: recorded (and compared by --resume) when given, so that runs
 #: begun before they existed still resume.
 NEWER_RESULT_SETTINGS = ("lr_schedule", "warmup", "early_stop", "early_stop_on", "augment", "weight_decay",
-                         "label_smoothing", "data")
+                         "label_smoothing")
 
 
 def _option(dest):
@@ -201,7 +202,8 @@ def add_arguments(parser):
     parser.epilog = _EPILOG.format(max_parameters=MAX_PARAMETERS, max_activation_mib=MAX_ACTIVATION_BYTES >> 20,
                                    max_frames=MAX_GIF_FRAMES,
                                    result_settings=textwrap.fill(
-        ", ".join(map(_option, RESULT_SETTINGS + NEWER_RESULT_SETTINGS)) + ",", width=98, initial_indent="  ", subsequent_indent="  "))
+        ", ".join(map(_option, RESULT_SETTINGS + NEWER_RESULT_SETTINGS)) + ",", width=98, initial_indent="  ",
+        subsequent_indent="  ", break_on_hyphens=False))
     _data_arguments(parser, required=True)
     parser.add_argument("--model", default="convnet1", metavar="convnet1|fc|SPEC",
                         help="architecture (default convnet1; see below)")

@@ -133,7 +133,15 @@ def test_train_on_an_image_folder_then_predict(data_env, capsys):  # noqa: F811
     model = load_model(out)
     assert model.class_names == ("circle", "square", "zebra") and model.input_shape == (1, 12, 10)
     assert main(["predict", "--model", str(out), str(folder / "zebra" / "000.png")]) == 0
-    assert capsys.readouterr().out.startswith(f"{folder / 'zebra' / '000.png'}: ")
+    line = capsys.readouterr().out
+    assert line.startswith(f"{folder / 'zebra' / '000.png'}: ")
+    from fastconv._serve_model import ModelService  # what `fastconv serve` answers with
+
+    service = ModelService(out)
+    answer = service.predict((folder / "zebra" / "000.png").read_bytes())
+    assert service.describe()["class_names"] == ["circle", "square", "zebra"]
+    assert line.split(": ")[1].split(" (")[0] == answer["predictions"][0]["class"]
+    assert answer["feature_maps"]["shape"] == [4, 12, 10]  # the first conv layer's maps of a 12x10 image
 
 
 def test_train_on_an_npz(data_env, capsys):  # noqa: F811
