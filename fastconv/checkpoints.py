@@ -265,6 +265,7 @@ _NEWER_SETTINGS = {
     "schedule_epochs": lambda v: check_int(v, "schedule_epochs", 0),
     "early_stop": _early_stop_spec,
     "augment": _json_text,
+    "label_smoothing": lambda v: _number(v, "label_smoothing", 0.0, 1.0),
 }
 
 

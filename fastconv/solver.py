@@ -180,6 +180,9 @@ class Solver:
         self.early_stop = _early_stop(early_stop)
         if self.early_stop is not None and self.X_val is None:
             raise ValueError("early_stop needs validation data (X_val, y_val)")
+        if self._watches_val_loss and not callable(getattr(self.model, "scores", None)):
+            raise TypeError("early stopping on val_loss needs a model with scores(X, batch_size, prepare) "
+                            "(fastconv.models); monitor 'val_acc' works with any model")
         self.callbacks = check_callbacks(callbacks)
         self.augment = parse_augment(augment)
         self.batch_size = check_int(batch_size, "batch_size", 1)
@@ -459,6 +462,7 @@ class Solver:
             else None,
             "early_stop": None if self.early_stop is None else self.early_stop.spec(),
             "augment": None if self.augment is None else self.augment.spec(),
+            "label_smoothing": getattr(self.model, "label_smoothing", 0.0) or None,  # a fastconv model's
         }
 
     def save_checkpoint(self):

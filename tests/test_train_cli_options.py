@@ -177,7 +177,7 @@ def test_bad_image_folders_are_one_line_naming_the_file(data_env, capsys):  # no
     assert "lonely/square: the class folder holds 1 image (.png" in fails(lonely)
     mixed = _image_folder(root / "mixed", sizes={("square", 2): (14, 10)})
     msg = fails(mixed)
-    assert "mixed/square/002.png: its size differs from the first image's 10x12" in msg and "--resize" in msg
+    assert "mixed/square/002.png: 10x14 pixels, not the first image's 10x12; give --resize" in msg
     assert main(["train", "--data", str(mixed), "--resize", "--model", "fc", "--epochs", "1", "--out",
                  str(root / "resized"), "--no-progress", "--no-plots", "--val-size", "2"]) == 0
     assert "(1 images resized to 10x12)" in capsys.readouterr().out
@@ -192,6 +192,14 @@ def test_bad_image_folders_are_one_line_naming_the_file(data_env, capsys):  # no
         assert "big/circle/000.png" in fails(big) and "more than the 50 an image file may have" in fails(big)
     finally:
         F.MAX_IMAGE_FILE_BYTES = limit
+    for name, value, expected in (("MAX_IMAGE_SIDE", 8, "big/circle/000.png: 10x12 pixels; images of at most 8x8"),
+                                  ("MAX_DATA_FILE_BYTES", 2000, "big: 18 images of (1, 12, 10) take 2,160 bytes")):
+        saved = getattr(F, name)
+        try:
+            setattr(F, name, value)
+            assert expected in fails(big)
+        finally:
+            setattr(F, name, saved)
     np.savez(root / "bad.npz", x_train=np.zeros((3, 4, 4)), y_train=np.zeros(3, int))
     assert "bad.npz: an .npz data set holds x_train" in fails(root / "bad.npz")
 

@@ -288,6 +288,10 @@ def test_every_new_option_resumes_bit_identically_and_other_values_are_refused(t
                           ({"optim_config": {"learning_rate": 1e-2, "weight_decay": 0.1}}, "optim_config")]:
         with pytest.raises(ValueError, match=named):
             make(0, 4, "part", **change).resume()
+    other = make(0, 4, "part")
+    other.model.label_smoothing = 0.2
+    with pytest.raises(ValueError, match="label_smoothing: 0.1 in the checkpoint, 0.2 now"):
+        other.resume()
 
 
 # ---------------------------------------------------------------------------- AdamW

@@ -8,10 +8,12 @@
   otherwise ``test_fraction`` of each class (at least one image) is split off as the test
   set, drawn with ``seed``. Every image is decoded by the loader ``fastconv predict`` uses
   (``fastconv._inputs.read_image``: Pillow, 16-bit images scaled to 8 bits), at most
-  ``MAX_IMAGE_FILE_BYTES`` per file and ``MAX_FOLDER_IMAGES`` images. The images take the
-  size and channels of the first one (sorted by class, then file name): grey if it is grey,
-  RGB otherwise. Images of another size are refused naming the file, or, with
-  ``resize=True``, resized to that size (bilinear) and counted in the data set's ``note``.
+  ``MAX_IMAGE_FILE_BYTES`` per file, ``MAX_FOLDER_IMAGES`` images and ``MAX_DATA_FILE_BYTES``
+  of pixels in all. The images take the size (at most ``MAX_IMAGE_SIDE`` a side) and channels
+  of the first one (sorted by class, then file name): grey if it is grey, RGB otherwise (the
+  others are converted). Images of another size (read from the file's header, before decoding)
+  are refused naming the file, or, with ``resize=True``, resized to that size (bilinear; at most
+  ``MAX_RESIZED_SIDE`` a side) and counted in the data set's ``source``.
   A class folder with fewer than two images is refused (it could not be both learned and
   tested), and so is a folder with no images or fewer than two classes.
 * an ``.npz`` file with ``x_train``, ``y_train``, ``x_test``, ``y_test``: images (N, C, H, W),
@@ -31,6 +33,7 @@ import numpy as np
 
 from .._files import MAX_DATA_FILE_BYTES, load_arrays, npy_header
 from .._inputs import read_image
+from ..engine.checks import shape_size
 from .registry import Dataset
 
 __all__ = ["load_folder", "IMAGE_SUFFIXES", "MAX_FOLDER_IMAGES", "MAX_IMAGE_FILE_BYTES", "MAX_IMAGE_SIDE"]
@@ -41,8 +44,9 @@ MAX_FOLDER_IMAGES = 200_000
 MAX_IMAGE_FILE_BYTES = 32 << 20
 #: Most classes of an .npz data set (its largest label + 1 sizes the output layer).
 MAX_CLASSES = 10_000
-#: Largest height or width of the images of a data set.
+#: Largest height or width of the images of a data set, and of an image resized to that size.
 MAX_IMAGE_SIDE = 512
+MAX_RESIZED_SIDE = 4096
 
 
 def load_folder(path, resize=False, test_fraction=0.2, seed=0):
@@ -128,17 +132,36 @@ class _Reader:
                 if self.shape is None:
                     self.shape = self._first_shape(path)
                 if X is None:
+                    nbytes = count * shape_size(self.shape)
+                    if nbytes > MAX_DATA_FILE_BYTES:
+                        raise ValueError(f"{path.parent.parent}: {count:,} images of {self.shape} take {nbytes:,} "
+                                         f"bytes, more than the {MAX_DATA_FILE_BYTES:,} a data set may have")
                     X = np.empty((count, *self.shape), dtype=np.uint8)
-                batch, note = read_image(str(path), self.shape)
-                if note:
+                W, H = _pixel_size(path)
+                if (H, W) != self.shape[1:]:  # checked on the header, before the image is decoded
                     if not self.resize:
-                        raise ValueError(f"{path}: its size differs from the first image's "
-                                         f"{self.shape[2]}x{self.shape[1]}{note.replace(' (resized', ' (it is')}; "
-                                         "give --resize to resize every image to the first one's size")
+                        raise ValueError(f"{path}: {W}x{H} pixels, not the first image's {self.shape[2]}x"
+                                         f"{self.shape[1]}; give --resize to resize every image to the first "
+                                         "one's size")
+                    if max(H, W) > MAX_RESIZED_SIDE:
+                        raise ValueError(f"{path}: {W}x{H} pixels; images to resize may have at most "
+                                         f"{MAX_RESIZED_SIDE} on a side")
                     self.resized += 1
+                batch, _ = read_image(str(path), self.shape)
                 X[i], y[i] = batch[0], k
                 i += 1
         return X, y
+
+
+def _pixel_size(path):
+    """(width, height) of the image file ``path`` from its header (nothing decoded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from None
 
 
 def _split(X, y, classes, fraction, seed):
