@@ -226,3 +226,36 @@ def test_augmentation_schedule_and_early_stop_are_the_same_on_k_ranks(env):  # n
     _single(env, _mpi_argv(root / "aug-small-one", extra=small))
     _ranks(env, 3, _mpi_argv(root / "aug-small-k3", extra=small))
     _assert_same_model(root / "aug-small-one", root / "aug-small-k3", "float64")
+
+
+def test_load_folder_with_train_and_test_folders_and_rgb(tmp_path):
+    from fastconv.datasets.folder import load_folder
+
+    _image_folder(tmp_path / "set" / "train", per_class=4, mode="RGB")
+    _image_folder(tmp_path / "set" / "test", per_class=2, mode="RGB")
+    data = load_folder(tmp_path / "set")
+    assert data.X_train.shape == (12, 3, 12, 10) and data.X_test.shape == (6, 3, 12, 10)
+    assert data.class_names == ("circle", "square", "zebra") and list(data.y_test) == [0, 0, 1, 1, 2, 2]
+    png = PIL.open(tmp_path / "set" / "test" / "square" / "001.png")
+    np.testing.assert_array_equal(data.X_test[3], np.asarray(png).transpose(2, 0, 1))
+    (tmp_path / "set" / "test" / "zebra").rename(tmp_path / "set" / "test" / "horse")
+    with pytest.raises(ValueError, match="train/ and test/ must hold the same class folders"):
+        load_folder(tmp_path / "set")
+
+
+@pytest.mark.parametrize("arrays, match", [
+    ({"y_train": np.array([0, 1, 10000])}, "y_train must hold labels in \\[0, 10000\\)"),
+    ({"y_train": np.zeros(3, np.int64), "y_test": np.zeros(2, np.int64)}, "one class only"),
+    ({"x_train": np.full((3, 4, 4), 300.0)}, "x_train must hold pixel values 0-255"),
+    ({"x_train": np.zeros((3, 4, 5), np.uint8)}, "x_train holds images \\(1, 4, 5\\), x_test \\(1, 4, 4\\)"),
+    ({"y_test": np.array([0.0, 1.0])}, "y_test must hold 2 integer labels"),
+], ids=["label-out-of-range", "one-class", "pixels-out-of-range", "sizes-differ", "float-labels"])
+def test_bad_npz_data_sets(tmp_path, arrays, match):
+    from fastconv.datasets.folder import MAX_CLASSES, load_folder
+
+    assert MAX_CLASSES == 10000
+    base = {"x_train": np.zeros((3, 4, 4), np.uint8), "y_train": np.array([0, 1, 1]),
+            "x_test": np.zeros((2, 4, 4), np.uint8), "y_test": np.array([1, 0])}
+    np.savez(tmp_path / "d.npz", **{**base, **arrays})
+    with pytest.raises(ValueError, match=match):
+        load_folder(tmp_path / "d.npz")
