@@ -10,7 +10,7 @@ FLOPs are per image (a multiply and an add count two):
 * fc: ``2 * D * M`` forward, and forward+backward 3 (first layer: 2) times that;
 * the cheap layers, counted per element they touch: ReLU 1 forward and 1 backward, sigmoid
   4 and 3, dropout 1 and 1, batchnorm 7 and 10 (statistics, normalization, scale and shift),
-  max and average pooling k*k per output forward and per input backward.
+  max and average pooling k*k per output, forward and backward.
 
 Activation memory is the bytes of each layer's output for one image in the model's dtype,
 what training keeps for the backward (the input and a conv's im2col matrix come on top:
