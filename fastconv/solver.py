@@ -185,6 +185,8 @@ class Solver:
                             "(fastconv.models); monitor 'val_acc' works with any model")
         self.callbacks = check_callbacks(callbacks)
         self.augment = parse_augment(augment)
+        if self.augment is not None and np.ndim(self.X_train) != 4:
+            raise ValueError(f"augment needs images (N, C, H, W) as X_train, got shape {np.shape(self.X_train)}")
         self.batch_size = check_int(batch_size, "batch_size", 1)
         self.num_epochs = check_int(num_epochs, "num_epochs", 0)
         self.num_train_samples = None if num_train_samples is None else \

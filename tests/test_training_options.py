@@ -200,6 +200,9 @@ def test_augmentation_draws_from_the_solvers_generator(rng):
     plain.train()
     assert plain.loss_history != a.loss_history
     assert a.recorded_settings()["augment"] == "crop1,flip"
+    flat = {k: v.reshape(len(v), -1) if k.startswith("X") else v for k, v in data.items()}
+    with pytest.raises(ValueError, match=r"augment needs images \(N, C, H, W\) as X_train, got shape \(48, 36\)"):
+        S.Solver(_model(), flat, augment="flip")  # refused before any step
 
 
 # ---------------------------------------------------------------------------- early stopping
