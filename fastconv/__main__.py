@@ -6,6 +6,7 @@ Subcommands:
   train     train a network on MNIST / Fashion-MNIST / CIFAR-10
   evaluate  test accuracy of a trained model
   predict   classify image files or a .npy batch with a trained model
+  summary   a model's layers, parameters, FLOPs and activation memory (a spec or a trained model)
   serve     try a trained model in the browser: draw or upload, see its answer
   config    print how fastconv was built (extension, OpenMP, BLAS, threads)
 """
@@ -20,6 +21,7 @@ SUBCOMMANDS = {
     "train": ("fastconv.train_cli", "train a network on a real data set"),
     "evaluate": ("fastconv.train_cli:evaluate", "print the test accuracy of a trained model"),
     "predict": ("fastconv.train_cli:predict", "classify image files or a .npy batch"),
+    "summary": ("fastconv.train_cli:summary", "print a model's layers, parameters, FLOPs and activation memory"),
     "serve": ("fastconv.serve", "try a trained model in the browser: draw or upload an image, see its answer"),
     "config": ("fastconv._config", "print how fastconv was built and will run"),
 }

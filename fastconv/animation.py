@@ -1,9 +1,9 @@
 """The first layer's filters over training, as an animated GIF (Pillow, optional).
 
 ``FilterFrames`` takes a frame of the filters every ``every`` iterations while a Solver trains
-(``solver.on_iteration = frames``) and keeps at most ``max_frames`` of them: when one more would
-not fit, every second frame is dropped and ``every`` doubles, so a run of any length gives an
-animation of bounded size that spans the whole run. A frame is stored as the small uint8 grid it
+(``Solver(..., callbacks=[frames])``, or ``solver.on_iteration = frames``) and keeps at most
+``max_frames`` of them: when one more would not fit, every second frame is dropped and
+``every`` doubles, so a run of any length gives an animation of bounded size that spans the whole run. A frame is stored as the small uint8 grid it
 shows (the filters of ``fastconv.plots``' filter picture, each scaled to its own range), not as
 weights. ``write_gif`` writes them, each captioned with its iteration, atomically.
 """
@@ -87,6 +87,9 @@ class FilterFrames:
         iteration = len(solver.loss_history)
         if iteration % self.every == 0 or iteration == self.last:
             self.record(iteration, first_weights(solver.model))
+
+    def on_batch_end(self, solver):  # a Solver callback (fastconv.callbacks)
+        self(solver)
 
     def record(self, iteration, weights):
         tiles = filter_tiles(weights, self.input_shape)

@@ -13,7 +13,8 @@ CS231n's ``checkpoint_name``, its ``checkpoint_prefix``):
 * ``checkpoint_epoch<NNNN>.json``: the model's architecture and preprocessing,
   the Solver's settings (update rule and its hyperparameters, learning rate
   decay, batch size, seed, sample counts, the SHA-256 of the training and
-  validation arrays), the caller's ``run_settings``, the optimizer's scalars,
+  validation arrays, and when used the learning-rate schedule, early stopping and
+  augmentation: absent from older files, which still resume), the caller's ``run_settings``, the optimizer's scalars,
   the per-epoch histories, both random generators' states, the array manifest
   and the .npz SHA-256. The JSON's size does not grow with the iterations, so
   every checkpoint the writer makes stays within the JSON reader's limit.
@@ -240,7 +241,34 @@ def _checked_settings(path, settings):
     missing = sorted(set(fields) - set(settings))
     if missing:
         raise ValueError(f"{path}: the solver settings lack {missing}")
-    return {key: _field(path, f"solver setting {key}", check, settings[key]) for key, check in fields.items()}
+    checked = {key: _field(path, f"solver setting {key}", check, settings[key]) for key, check in fields.items()}
+    for key, check in _NEWER_SETTINGS.items():  # absent from older checkpoints: None, not used
+        checked[key] = _field(path, f"solver setting {key}", optional(check), settings.get(key))
+    return checked
+
+
+def _json_text(value):
+    if not isinstance(value, str) or len(value) > 200:
+        raise TypeError("must be a string of at most 200 characters")
+    return value
+
+
+def _early_stop_spec(value):
+    if not isinstance(value, dict) or set(value) != {"patience", "monitor"}:
+        raise TypeError("must be an object with patience and monitor")
+    from .callbacks import EarlyStopping
+
+    return EarlyStopping(value["patience"], value["monitor"]).spec()
+
+
+#: Solver settings recorded since version 3 was first written (None when a setting is not used).
+_NEWER_SETTINGS = {
+    "lr_schedule": _json_text,
+    "schedule_epochs": lambda v: check_int(v, "schedule_epochs", 0),
+    "early_stop": _early_stop_spec,
+    "augment": _json_text,
+    "label_smoothing": lambda v: _number(v, "label_smoothing", 0.0, 1.0),
+}
 
 
 def _differences(saved, current, keys=None):
@@ -269,7 +297,7 @@ def _check_setup(path, state, settings, solver):
         problems += _differences(saved, current, ["class_names"])
         problems += _differences(settings, solver.recorded_settings(), [
             "update_rule", "optim_config", "lr_decay", "batch_size", "seed", "num_train", "num_val",
-            "num_train_samples", "num_val_samples"])
+            "num_train_samples", "num_val_samples", *_NEWER_SETTINGS])
         if settings["data_sha256"] != solver.data_sha256:
             problems.append("other training or validation data (their SHA-256 differs)")
     if problems:
@@ -348,7 +376,16 @@ def _restored_history(path, history, epoch, iterations_per_epoch, loss):
 
     if not np.isfinite(loss).all():
         raise ValueError(f"{path}: bad loss history (the .npz's {LOSS_KEY} must hold finite numbers)")
+    restored = {}
+    if "val_loss" in history:  # recorded while early stopping watches the validation loss
+        restored["val_loss_history"] = numbers_list("val_loss", epoch + 1,
+                                                    lambda v: None if v is None else _number(v, "a loss", 0.0))
+    stopped = history.get("early_stopped")
+    if stopped is not None:
+        restored["early_stopped"] = _field(path, "history['early_stopped']",
+                                           lambda v: check_int(v, "early_stopped", 0, epoch), stopped)
     return {
+        **restored,
         "loss_history": loss.tolist(),
         "train_acc_history": numbers_list("train_acc", epoch + 1, accuracy),
         "val_acc_history": numbers_list("val_acc", epoch + 1, lambda v: None if v is None else accuracy(v)),

@@ -278,7 +278,7 @@ class DataParallel:
             model.layer_module = SyncedLayers(own_layers, self, lo, hi, B)
         try:
             prepare = getattr(model, "prepare", None)  # a model without preprocessing takes its arrays as they are
-            X = solver.X_train[mine]
+            X = solver.train_images(idx, slice(lo, hi) if hi > lo else slice(0, 1))  # augmented as one process
             loss, grads = model.loss(X if prepare is None else prepare(X), solver.y_train[mine])
         finally:
             if own_layers is not None:

@@ -328,16 +328,27 @@ def _one_hot_labels(y: npt.NDArray[Any], N: int, K: int) -> npt.NDArray[np.intp]
     return ones.argmax(axis=1)
 
 
-def softmax_loss(scores: FloatArray, y: npt.ArrayLike) -> tuple[float, FloatArray]:
+def softmax_loss(scores: FloatArray, y: npt.ArrayLike, label_smoothing: float = 0.0) -> tuple[float, FloatArray]:
     """Mean softmax cross-entropy. scores (N, K); y (N,) integer labels (an array or a list),
-    or one-hot rows (N, K). Returns (loss, dscores)."""
+    or one-hot rows (N, K). Returns (loss, dscores).
+
+    ``label_smoothing`` e in [0, 1): the target of each row is (1 - e) on its label plus e / K
+    on every class (Szegedy et al. 2016), so loss = -sum(target * log_softmax) / N and
+    dscores = (softmax - target) / N. 0 (the default) is the plain loss, computed as before."""
     N, y = _check_scores(scores, y)
+    e = check_number(label_smoothing, "label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)")
     shifted = scores - scores.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     rows = np.arange(N)
-    loss = -log_probs[rows, y].mean()
     dscores = np.exp(log_probs)
-    dscores[rows, y] -= 1
+    if e:
+        K = scores.shape[1]
+        loss = -(1 - e) * log_probs[rows, y].mean() - e / K * log_probs.sum(axis=1).mean()
+        dscores -= scores.dtype.type(e / K)
+        dscores[rows, y] -= scores.dtype.type(1 - e)
+    else:
+        loss = -log_probs[rows, y].mean()
+        dscores[rows, y] -= 1
     dscores /= N
     return float(loss), dscores
 

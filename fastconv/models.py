@@ -145,6 +145,10 @@ class Sequential(ModelState):
 
     kind = "sequential"
 
+    #: Label smoothing of the softmax loss in training (``layers.softmax_loss``), set by whoever
+    #: trains the model (``fastconv train --label-smoothing``); not part of the saved model.
+    label_smoothing = 0.0
+
     def __init__(self, layers, input_shape=(1, 28, 28), num_classes=10, reg=0.0, loss="softmax",
                  dtype=np.float32, impl="fast", seed=None, weight_scale=None, *, initialize=True):
         """``initialize=False`` sizes and checks the model but allocates nothing: ``params`` and
@@ -241,6 +245,14 @@ class Sequential(ModelState):
                 "num_classes": self.num_classes, "reg": self.reg, "loss": self.loss_type,
                 "dtype": self.dtype.name, "weight_scale": self.weight_scale}
 
+    def summary(self):
+        """The summary table as text, ``print(model.summary())``: a row per layer with its output
+        shape, parameters, FLOPs of forward and of forward+backward and activation memory per
+        image, and the totals (``fastconv.summary``)."""
+        from .summary import format_summary
+
+        return format_summary(self)
+
     def describe(self):
         """A one-line summary: the layer string and the parameter count."""
         return (f"{type(self).__name__} {format_layers(self.layer_specs)} on {self.input_shape}: "
@@ -289,7 +301,10 @@ class Sequential(ModelState):
             return scores
         y = np.asarray(y)
         loss_fn = self.layer_module.softmax_loss if self.loss_type == "softmax" else self.layer_module.svm_loss
-        data_loss, dscores = loss_fn(scores, y)
+        if self.label_smoothing and self.loss_type == "softmax":  # a training setting, not saved with the model
+            data_loss, dscores = loss_fn(scores, y, label_smoothing=self.label_smoothing)
+        else:
+            data_loss, dscores = loss_fn(scores, y)
         self.last_scores = scores
         grads = self._backward(dscores, caches)
         reg_loss = 0.0

@@ -22,6 +22,7 @@ Rules (``UPDATE_RULES`` maps the names used by the Solver and the CLI):
 * ``rmsprop``:  c = rho * c + (1 - rho) * dw**2;  w -= lr * dw / (sqrt(c) + eps)
 * ``adam``:     t += 1;  m = b1 * m + (1 - b1) * dw;  v = b2 * v + (1 - b2) * dw**2;
                 w -= lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)
+* ``adamw``:    w *= 1 - lr * weight_decay;  then adam's step (decoupled weight decay)
 """
 import numpy as np
 
@@ -96,12 +97,25 @@ def adam(w, dw, config=None):
     return adam_step(w, dw, m, v, t, config["learning_rate"], b1, b2, config["epsilon"]), config
 
 
+def adamw(w, dw, config=None):
+    """Adam with decoupled weight decay (AdamW, Loshchilov & Hutter 2019): the weights shrink by
+    lr * weight_decay * w, apart from the gradient, then take Adam's step on dw alone (L2 in the
+    loss would pass through Adam's per-weight scaling instead). config: adam's, and
+    weight_decay (1e-2), applied to every parameter it is given; state: m, v, t."""
+    config = _check(w, dw, config, {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8,
+                                    "weight_decay": 1e-2})
+    decay = config["learning_rate"] * config["weight_decay"]
+    decayed = w * w.dtype.type(1 - decay) if decay else w
+    return adam(decayed, dw, config)
+
+
 UPDATE_RULES = {
     "sgd": sgd,
     "momentum": sgd_momentum,
     "sgd_momentum": sgd_momentum,
     "rmsprop": rmsprop,
     "adam": adam,
+    "adamw": adamw,
 }
 
 

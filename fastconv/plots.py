@@ -2,7 +2,8 @@
 
 ``fastconv train`` calls these to write, into its output folder:
 
-* ``loss.png``: the training loss per iteration (and its moving average);
+* ``loss.png``: the training loss per iteration (and its moving average), and the
+  learning rate of each iteration;
 * ``accuracy.png``: train and validation accuracy per epoch;
 * ``confusion.png``: the confusion matrix on the test set;
 * ``dataset.png``: 10 training images of each class, the class names as titles
@@ -11,7 +12,9 @@
   (``filters.gif``, the filters over training, is ``fastconv.animation``'s);
 * ``feature_maps.png``: what each layer makes of the first test image
   (``feature_maps`` computes, ``plot_feature_maps`` draws);
-* ``examples.png``: test images with their true and predicted labels.
+* ``examples.png``: test images with their true and predicted labels;
+* ``augmented.png`` (with ``--augment``): a few training images and random augmentations
+  of each, what the network sees (``plot_augmented``).
 
 matplotlib is imported only inside the plotting functions, through its
 object-oriented API (``matplotlib.figure.Figure``: no pyplot, no GUI
@@ -65,13 +68,14 @@ def _integer_ticks(axis, step=None):
     axis.set_major_locator(MultipleLocator(step) if step else MaxNLocator(integer=True, min_n_ticks=1))
 
 
-def plot_loss(loss_history, path, iterations_per_epoch=None, title="Training loss"):
-    return _save(loss_figure(loss_history, iterations_per_epoch, title), path)
+def plot_loss(loss_history, path, iterations_per_epoch=None, title="Training loss", learning_rates=None):
+    return _save(loss_figure(loss_history, iterations_per_epoch, title, learning_rates), path)
 
 
-def loss_figure(loss_history, iterations_per_epoch=None, title="Training loss"):
+def loss_figure(loss_history, iterations_per_epoch=None, title="Training loss", learning_rates=None):
     """The loss per iteration (a marker on each when there are few), its moving average, and at
-    most MAX_EPOCH_LINES epoch boundaries, with the epochs on a top axis."""
+    most MAX_EPOCH_LINES epoch boundaries, with the epochs on a top axis; with ``learning_rates``
+    (one per iteration), the learning rate on a right-hand axis."""
     loss = np.asarray(loss_history, dtype=np.float64)
     fig = _figure(7, 4)
     ax = fig.add_subplot()
@@ -96,7 +100,15 @@ def loss_figure(loss_history, iterations_per_epoch=None, title="Training loss"):
     _integer_ticks(ax.xaxis)
     ax.set_ylabel("loss")
     ax.set_title(title)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if learning_rates is not None and len(learning_rates):
+        lr = np.asarray(learning_rates, dtype=np.float64)[:loss.size]
+        right = ax.twinx()
+        line, = right.plot(np.arange(1, lr.size + 1), lr, color="tab:red", lw=1.2, ls="--", label="learning rate")
+        right.set_ylabel("learning rate")
+        right.set_ylim(bottom=0)
+        handles, labels = handles + [line], labels + ["learning rate"]
+    ax.legend(handles, labels)
     return fig
 
 
@@ -212,6 +224,25 @@ def plot_class_grid(images, labels, class_names, path, per_class=10, title="Trai
             axes[r, k].set_axis_off()
             if r < len(idx):
                 _show(axes[r, k], images[idx[r]])
+    return _save(fig, path)
+
+
+def plot_augmented(images, augment, path, count=8, variants=7, seed=0,
+                   title="What the network sees: training images (left) and random augmentations"):
+    """A row per image for the first ``count`` of ``images`` (N, C, H, W): the image, then
+    ``variants`` draws of ``augment`` (a ``fastconv.augment.Augment``) from a generator seeded
+    with ``seed`` (not the Solver's: drawing a picture does not change the run)."""
+    rng = np.random.default_rng(seed)
+    picks = np.asarray(images[:count])
+    fig = _figure(0.95 * (variants + 1) + 0.2, 0.95 * len(picks) + 0.7)
+    fig.suptitle(title, fontsize=9)
+    axes = fig.subplots(len(picks), variants + 1, squeeze=False)
+    shown = [picks] + [augment(picks, rng) for _ in range(variants)]
+    for r in range(len(picks)):
+        for c, batch in enumerate(shown):
+            axes[r, c].set_axis_off()
+            _show(axes[r, c], batch[r])
+    axes[0, 0].set_title("original", fontsize=8)
     return _save(fig, path)
 
 

@@ -76,6 +76,28 @@ JSON object, e.g. the command line's options); ``resume()`` refuses one
 written with any of them different, naming them. Only ``num_epochs`` may
 differ (to train for longer). No pickle anywhere.
 
+Callbacks, schedules, early stopping, augmentation:
+
+* ``callbacks=[...]``: objects with ``on_train_begin``, ``on_epoch_begin``,
+  ``on_batch_begin``, ``on_batch_end``, ``on_epoch_end``, ``on_train_end`` (each given the
+  Solver; see ``fastconv.callbacks``). A callback may set ``stop_training`` at an epoch's
+  end. The older ``on_iteration`` attribute still works (called after each update).
+* ``lr_schedule``: the learning rate of every update, a spec such as ``"cosine"``,
+  ``"step:5:0.5"``, ``"onecycle"`` or a ``fastconv.schedules.Schedule``, from the
+  ``learning_rate`` of ``optim_config``; ``warmup`` epochs of linear ramp (with or
+  without a schedule). ``lr_decay`` itself runs as the schedule ``exp:G`` (the same rates,
+  bit for bit). Give ``lr_decay`` or ``lr_schedule``, not both.
+* ``early_stop``: a patience (epochs without a better validation accuracy) or a
+  ``fastconv.callbacks.EarlyStopping`` (``monitor="val_loss"`` watches the validation
+  loss, kept in ``val_loss_history``, and then chooses the best parameters by it);
+  ``early_stopped`` holds the epoch the run stopped after (None otherwise).
+* ``augment``: a spec such as ``"crop4,flip"`` or a ``fastconv.augment.Augment``, applied
+  to each training batch (the raw images, before ``model.prepare``), with random draws from
+  the Solver's generator.
+
+All four are recorded in the checkpoints and ``resume()`` refuses other values; a schedule
+whose rates depend on the run's length (cosine, one-cycle) also records ``num_epochs``.
+
 MPI: with ``comm`` (an mpi4py communicator, e.g. ``MPI.COMM_WORLD``) every rank
 runs the same Solver on the same data and each step's batch is split over the
 ranks; the result is one process's up to rounding (``fastconv.distributed``).
@@ -97,8 +119,11 @@ from . import checkpoints as _checkpoints
 from . import optim
 from ._files import sha256_of_arrays
 from ._model_adapter import solver_data, solver_model
+from .augment import parse_augment
+from .callbacks import EarlyStopping, IterationHook, LearningRate, call, check_callbacks
 from .checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoints, load_checkpoint_model  # noqa: F401
 from .engine.checks import check_int, check_number
+from .schedules import parse_schedule
 
 try:  # tqdm is optional (the "train" extra)
     from tqdm.auto import tqdm as _tqdm
@@ -119,7 +144,8 @@ class Solver:
                  num_epochs=10, num_train_samples=1000, num_val_samples=None, print_every=100,
                  checkpoint_dir=None, keep_checkpoints=2, seed=None, verbose=True, progress=None,
                  run_settings=None, comm=None, *, checkpoint_name=None, nonfinite_loss=None,
-                 optimization_config=None, learning_rate_decay=None, number_of_epochs=None, verbose_mode=None):
+                 optimization_config=None, learning_rate_decay=None, number_of_epochs=None, verbose_mode=None,
+                 callbacks=None, lr_schedule=None, warmup=0.0, early_stop=None, augment=None):
         # the tutorial's names for four settings (its Solver's keywords)
         optim_config = _alias(optim_config, None, "optim_config", optimization_config, "optimization_config")
         lr_decay = _alias(lr_decay, 1.0, "lr_decay", learning_rate_decay, "learning_rate_decay")
@@ -144,6 +170,21 @@ class Solver:
             raise TypeError(f"optim_config must be a dict, got {type(optim_config).__name__}")
         self.optim_config = dict(optim_config or {})
         self.lr_decay = check_number(lr_decay, "lr_decay", lambda d: d > 0, "a number > 0.0")
+        if lr_schedule is not None and self.lr_decay != 1.0:
+            raise ValueError("give lr_decay or lr_schedule, not both (lr_schedule='exp:G' is lr_decay=G)")
+        if lr_schedule is None and warmup:  # a warmup before the per-epoch decay
+            lr_schedule = "constant" if self.lr_decay == 1.0 else f"exp:{self.lr_decay!r}"
+        self.lr_schedule = None if lr_schedule is None else parse_schedule(lr_schedule, warmup)
+        self.early_stop = _early_stop(early_stop)
+        if self.early_stop is not None and self.X_val is None:
+            raise ValueError("early_stop needs validation data (X_val, y_val)")
+        if self._watches_val_loss and not callable(getattr(self.model, "scores", None)):
+            raise TypeError("early stopping on val_loss needs a model with scores(X, batch_size, prepare) "
+                            "(fastconv.models); monitor 'val_acc' works with any model")
+        self.callbacks = check_callbacks(callbacks)
+        self.augment = parse_augment(augment)
+        if self.augment is not None and np.ndim(self.X_train) != 4:
+            raise ValueError(f"augment needs images (N, C, H, W) as X_train, got shape {np.shape(self.X_train)}")
         self.batch_size = check_int(batch_size, "batch_size", 1)
         self.num_epochs = check_int(num_epochs, "num_epochs", 0)
         self.num_train_samples = None if num_train_samples is None else \
@@ -176,6 +217,10 @@ class Solver:
         self.val_acc_history = []
         self.epoch_times = []
         self.stopped = None  # where a non-finite loss stopped the run (nonfinite_loss="stop")
+        self.val_loss_history = []  # per epoch from epoch 0, measured when early stopping watches it
+        self.early_stopped = None  # the epoch early stopping ended the run after
+        self.stop_training = False  # a callback sets it to end the run after this epoch
+        self._callbacks = []
         self.optim_configs = {name: dict(self.optim_config) for name in self.model.params}
 
     # ------------------------------------------------------------------ training
@@ -198,12 +243,21 @@ class Solver:
         return float(loss), correct
 
     def _loss_and_grads(self, idx):
-        X_batch = self.model.prepare(self.X_train[idx])
+        X_batch = self.model.prepare(self.train_images(idx))
         y_batch = self.y_train[idx]
         loss, grads = self.model.loss(X_batch, y_batch)
         scores = self.model.last_scores
         correct = int(np.sum(scores.argmax(axis=1) == y_batch)) if scores is not None else None
         return loss, grads, correct  # correct is None for a model that does not keep its scores
+
+    def train_images(self, idx, rows=slice(None)):
+        """The training images of the batch ``idx`` (its ``rows``, a slice), augmented when asked:
+        the random draws are made for the whole batch, so every part of it sees what one
+        process sees (``fastconv.distributed`` takes its rank's rows)."""
+        if self.augment is None:
+            return self.X_train[idx[rows]]
+        draws = self.augment.draw(self.rng, len(idx))
+        return self.augment.apply(self.X_train[idx[rows]], self.augment.rows(draws, rows))
 
     def check_accuracy(self, X, y, num_samples=None, batch_size=None):
         """Accuracy of the model on (a random sample of ``num_samples`` of) X, y."""
@@ -224,12 +278,13 @@ class Solver:
                         leave=True, dynamic_ncols=True, file=sys.stderr)
         t0 = time.perf_counter()
         seen = correct = 0
+        callbacks = self._callbacks
         for it, idx in enumerate(batches):
+            call(callbacks, "on_batch_begin", self)
             loss, right = self._step(idx)
             if self.stopped is not None:
                 break
-            if self.on_iteration is not None:
-                self.on_iteration(self)
+            call(callbacks, "on_batch_end", self)
             seen += len(idx)
             correct = None if right is None or correct is None else correct + right
             rate = seen / max(time.perf_counter() - t0, 1e-9)
@@ -256,43 +311,115 @@ class Solver:
             val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples)
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
-        if val_acc is not None and val_acc > self.best_val_acc:
+        if self._watches_val_loss:
+            self.val_loss_history.append(None if self.X_val is None else self.validation_loss())
+        if self._improved(val_acc):
             self.best_val_acc, self.best_epoch = val_acc, self.epoch
             self.best_params = {k: v.copy() for k, v in self.model.params.items()}
             self.best_buffers = {k: v.copy() for k, v in self.model.buffers.items()}
         return train_acc, val_acc
 
+    @property
+    def _watches_val_loss(self):
+        return self.early_stop is not None and self.early_stop.monitor == "val_loss"
+
+    def _improved(self, val_acc):
+        """Whether this epoch's parameters are the best so far: the highest validation accuracy
+        (the first of equal ones), or the lowest validation loss when early stopping watches it."""
+        if val_acc is None:
+            return False
+        if not self._watches_val_loss:
+            return val_acc > self.best_val_acc
+        *before, now = self.val_loss_history
+        before = [v for v in before if v is not None]
+        return not before or now < min(before)
+
+    def validation_loss(self, batch_size=None):
+        """The model's mean data loss (no regularization) on the whole validation set, in test mode."""
+        from . import layers
+
+        scores = self.model.scores(self.X_val, batch_size or max(self.batch_size, 256), prepare=True)
+        loss = layers.svm_loss if getattr(self.model, "loss_type", "softmax") == "svm" else layers.softmax_loss
+        return loss(scores.astype(np.float64), self.y_val)[0]
+
+    def base_learning_rate(self):
+        """The learning rate a schedule starts from: ``optim_config``'s, or the update rule's default."""
+        if "learning_rate" in self.optim_config:
+            return float(self.optim_config["learning_rate"])
+        probe = np.zeros(1)
+        return self.update_rule(probe, probe, {})[1]["learning_rate"]
+
+    @property
+    def iterations_per_epoch(self):
+        return -(-len(self.X_train) // self.batch_size)
+
+    def _own_callbacks(self):
+        """The Solver's callbacks for its own settings: the learning rate (a schedule, or the
+        per-epoch lr_decay), early stopping, and the older ``on_iteration`` hook."""
+        own = []
+        schedule = self.lr_schedule
+        if schedule is None and self.lr_decay != 1.0:
+            schedule = parse_schedule(f"exp:{self.lr_decay!r}")
+        if schedule is not None:
+            ipe = self.iterations_per_epoch
+            own.append(LearningRate(schedule, self.base_learning_rate(), ipe, self.num_epochs * ipe))
+        if self.early_stop is not None:
+            own.append(self.early_stop)
+        return own
+
+    def learning_rates(self):
+        """The learning rate of each update of the whole run (``num_epochs`` epochs)."""
+        ipe = self.iterations_per_epoch
+        schedule = self.lr_schedule
+        if schedule is None:
+            schedule = parse_schedule(f"exp:{self.lr_decay!r}")
+        return schedule.curve(self.base_learning_rate(), ipe, self.num_epochs * ipe)
+
     def train(self):
         """Train until ``num_epochs`` epochs are done (from where ``resume`` left off), or until a
-        non-finite loss stops the run (``nonfinite_loss="stop"``; then, and once stopped, it returns)."""
+        non-finite loss stops the run (``nonfinite_loss="stop"``; then, and once stopped, it returns),
+        or until early stopping (or another callback) ends it."""
         if self.distributed is not None:
             self.distributed.start()  # every rank takes rank 0's state
+            from .distributed import bcast_json
+
+            extra = bcast_json(self.distributed.comm, {"val_loss": self.val_loss_history,
+                                                       "early_stopped": self.early_stopped})
+            self.val_loss_history, self.early_stopped = extra["val_loss"], extra["early_stopped"]
         if self.stopped is not None:
             return self
+        self._callbacks = self._own_callbacks() + self.callbacks
+        if self.on_iteration is not None:
+            self._callbacks.append(IterationHook(self.on_iteration))
+        self.stop_training = False
+        call(self._callbacks, "on_train_begin", self)
         if self.epoch == 0 and not self.train_acc_history:  # epoch 0: the model before its first update
             train_acc, val_acc = self._record_accuracies()
             if self.verbose:
                 val = f", val acc {val_acc:.4f}" if val_acc is not None else ""
                 print(f"epoch 0/{self.num_epochs}: train acc {train_acc:.4f}{val}", flush=True)
-        while self.epoch < self.num_epochs:
+        while self.epoch < self.num_epochs and not self.stop_training:
+            call(self._callbacks, "on_epoch_begin", self)
             seconds = self._run_epoch()
             if self.stopped is not None:
                 break  # the unfinished epoch is neither measured nor checkpointed
             self.epoch += 1
-            for config in self.optim_configs.values():
-                if "learning_rate" in config:  # set (to its default) by the first update
-                    config["learning_rate"] *= self.lr_decay
             train_acc, val_acc = self._record_accuracies()
             self.epoch_times.append(seconds)
             if self.verbose:
                 val = f", val acc {val_acc:.4f}" if val_acc is not None else ""
                 print(f"epoch {self.epoch}/{self.num_epochs}: train acc {train_acc:.4f}{val}, "
                       f"{seconds:.1f} s ({len(self.X_train) / seconds:.0f} images/s)", flush=True)
+            call(self._callbacks, "on_epoch_end", self)
+            if self.verbose and self.early_stopped == self.epoch:
+                print(f"early stopping after epoch {self.epoch}: no better {self.early_stop.monitor} for "
+                      f"{self.early_stop.patience} epochs (best: epoch {self.best_epoch})", flush=True)
             if self.checkpoint_dir is not None:
                 self.save_checkpoint()
         if self.X_val is not None and self.val_acc_history:
             self.model.params = {k: v.copy() for k, v in self.best_params.items()}
             self.model.buffers = {k: v.copy() for k, v in self.best_buffers.items()}
+        call(self._callbacks, "on_train_end", self)
         return self
 
     # the tutorial's Solver's names for the histories and the best accuracy (read-only)
@@ -330,6 +457,13 @@ class Solver:
             # an int seed, or None; a Generator or SeedSequence given as seed is not recorded
             "seed": self.seed if isinstance(self.seed, int) and not isinstance(self.seed, bool) else None,
             "data_sha256": self.data_sha256,
+            # the newer settings: None when not used, so that older checkpoints compare equal
+            "lr_schedule": None if self.lr_schedule is None else self.lr_schedule.describe(),
+            "schedule_epochs": self.num_epochs if self.lr_schedule is not None and self.lr_schedule.needs_total
+            else None,
+            "early_stop": None if self.early_stop is None else self.early_stop.spec(),
+            "augment": None if self.augment is None else self.augment.spec(),
+            "label_smoothing": getattr(self.model, "label_smoothing", 0.0) or None,  # a fastconv model's
         }
 
     def save_checkpoint(self):
@@ -355,6 +489,8 @@ class Solver:
             "val_acc": list(self.val_acc_history),
             "epoch_seconds": list(self.epoch_times),
             "iterations_per_epoch": -(-len(self.X_train) // self.batch_size),
+            **({"val_loss": list(self.val_loss_history)} if self._watches_val_loss else {}),
+            **({"early_stopped": self.early_stopped} if self.early_stop is not None else {}),
         }
 
 
@@ -382,6 +518,13 @@ def _checkpoint_place(checkpoint_dir, checkpoint_name):
     if path.name in ("", ".", "..") or str(checkpoint_name).endswith(("/", "\\")):
         raise ValueError(f"checkpoint_name must end in a file name (e.g. 'runs/fc_net'), got {checkpoint_name!r}")
     return path.parent, path.name
+
+
+def _early_stop(value):
+    """None, an EarlyStopping, or a patience (an int >= 1: early stopping on the validation accuracy)."""
+    if value is None or isinstance(value, EarlyStopping):
+        return value
+    return EarlyStopping(value)
 
 
 def _data_parallel(solver, comm):

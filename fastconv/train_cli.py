@@ -52,15 +52,19 @@ from ._files import read_json, write_json
 from ._inputs import display_name, quiet_pillow_size_warning, read_image, read_npy
 from ._malloc import keep_freed_memory
 from ._predict import class_probabilities
+from .augment import parse_augment
+from .callbacks import EarlyStopping
 from .datasets import SPLITS, TITLES, load_dataset, train_val_split
+from .datasets.folder import load_folder
 from .model_state import load_prediction_model
 from .models import MAX_ACTIVATION_BYTES, MAX_PARAMETERS, build_model, load_model
 from .preprocessing import Preprocessing
+from .schedules import parse_schedule
 from .solver import Solver
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10")
 MAX_GIF_FRAMES = 100
-OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
+OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 
 _EPILOG = """\
 models (--model):
@@ -85,6 +89,33 @@ a Fashion-MNIST recipe (its measured test accuracy and time: README.md, "Trainin
   fastconv train --model conv32x3-bn-maxpool2-relu-conv64x3-bn-maxpool2-relu-fc256-relu-dropout0.3-fc \\
       --epochs 12 --batch-size 128 --lr 1e-3 --lr-decay 0.85 --val-size 0 --threads 1
 
+learning-rate schedules (--lr-schedule SPEC, the rate of each update from --lr; instead of --lr-decay):
+  constant         --lr throughout
+  exp:G            times G after each epoch (--lr-decay G)
+  step:E:G         times G after every E epochs
+  cosine[:FLOOR]   per update, half a cosine from --lr down to FLOOR * --lr at the end (FLOOR in [0, 1), 0)
+  onecycle[:DIV]   per update, up from --lr / DIV to --lr over the first 30 %, then down to --lr / (DIV * 1e4)
+                   (DIV > 1, default 25)
+  --warmup EPOCHS  any of them (or --lr-decay) ramped up linearly over the first EPOCHS epochs
+  e.g. --lr-schedule cosine --warmup 1; loss.png shows the rate of each iteration
+
+augmentation (--augment SPEC, on each training batch, drawn from the run's seed; augmented.png shows it):
+  crop<P>          pad with P black pixels and take a random window of the image's size (a shift by up
+                   to P pixels; 1 <= P <= 64)
+  flip             mirror left-right, half of the images
+  joined by ',', e.g. --augment crop4,flip (flip suits objects and clothes, not digits)
+
+early stopping (--early-stop PATIENCE): the run ends after PATIENCE epochs without a better validation
+accuracy (--early-stop-on val_loss: a lower validation loss); the model saved is the best epoch's, and
+history.json's early_stopped says after which epoch it stopped.
+
+your own images (--data DIR or --data FILE.npz): DIR holds a folder per class of PNG/JPEG files (the class
+names are the folder names), or train/ and test/ folders that each hold them (otherwise a fifth of each
+class is the test set, drawn with --seed); every class needs 2 images or more. The images take the first
+one's size and channels; others are refused unless --resize. At most 200,000 images of 32 MiB and
+512x512 pixels each. An .npz holds x_train, y_train, x_test, y_test (images (N, C, H, W) or (N, H, W),
+pixel values 0-255, integer labels 0..K-1, the class names "0".."K-1"). predict and serve take the model.
+
 several processes, on one machine or more: mpiexec -n K fastconv train <the same options> (pip install
 "fastconv[mpi]"; --batch-size stays the global batch; README.md, "More than one machine").
 
@@ -101,7 +132,8 @@ that holds a saved model or checkpoints is never replaced silently: --resume con
 
 --resume refuses, naming it, a setting that shapes the result other than the run's own:
 {result_settings}
-and the training data itself. --epochs may differ (to train for longer), and so may --limit-test,
+and the training data itself (--data's images too, wherever they are). --epochs may differ (to train
+for longer; not with --lr-schedule cosine or onecycle, whose rates follow the run's length), and so may --limit-test,
 --threads, --impl and the output options (bitwise equality with an uninterrupted run holds for the
 same --impl and --threads). history.json records the settings actually used.
 """
@@ -110,6 +142,10 @@ same --impl and --threads). history.json records the settings actually used.
 RESULT_SETTINGS = ("dataset", "model", "num_filters", "filter_size", "hidden_dim", "reg", "loss", "dtype",
                    "preprocess", "seed", "batch_size", "optimizer", "lr", "lr_decay", "val_size", "val_split",
                    "limit_train")
+#: Newer options that shape the result: recorded (and compared by --resume) when given, so that runs
+#: begun before they existed still resume.
+NEWER_RESULT_SETTINGS = ("lr_schedule", "warmup", "early_stop", "early_stop_on", "augment", "weight_decay",
+                         "label_smoothing")
 
 
 def _option(dest):
@@ -122,6 +158,13 @@ def _data_arguments(parser, required=False):
                                                                   ", or the one the model was trained on") + ")")
     parser.add_argument("--data-root", metavar="DIR", default=None,
                         help="look for the data set in DIR/<dataset>/ and DIR (instead of the default places)")
+    if required:  # train: your own images
+        parser.add_argument("--data", metavar="DIR|FILE.npz", default=None,
+                            help="train on your own images instead of --dataset: a folder of class folders of "
+                                 "PNG/JPEG files (with train/ and test/ folders, or a test split drawn with "
+                                 "--seed), or an .npz with x_train, y_train, x_test, y_test (see below)")
+        parser.add_argument("--resize", action="store_true",
+                            help="--data: resize images to the first image's size (default: refuse other sizes)")
     parser.add_argument("--no-download", action="store_true",
                         help="never download; fail if the files are not found")
 
@@ -134,7 +177,8 @@ def add_arguments(parser):
     parser.epilog = _EPILOG.format(max_parameters=MAX_PARAMETERS, max_activation_mib=MAX_ACTIVATION_BYTES >> 20,
                                    max_frames=MAX_GIF_FRAMES,
                                    result_settings=textwrap.fill(
-        ", ".join(map(_option, RESULT_SETTINGS)) + ",", width=98, initial_indent="  ", subsequent_indent="  "))
+        ", ".join(map(_option, RESULT_SETTINGS + NEWER_RESULT_SETTINGS)) + ",", width=98, initial_indent="  ",
+        subsequent_indent="  ", break_on_hyphens=False))
     _data_arguments(parser, required=True)
     parser.add_argument("--model", default="convnet1", metavar="convnet1|fc|SPEC",
                         help="architecture (default convnet1; see below)")
@@ -143,9 +187,28 @@ def add_arguments(parser):
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="update rule (default adam)")
     parser.add_argument("--lr", type=_positive_float, default=None,
                         help="learning rate (default: 1e-3 for adam and rmsprop, 1e-2 for sgd and momentum)")
-    parser.add_argument("--lr-decay", type=_positive_float, default=0.95,
-                        help="learning rate factor after each epoch (default 0.95)")
-    parser.add_argument("--reg", type=_nonneg_float, default=0.0, help="L2 regularization strength (default 0)")
+    parser.add_argument("--lr-decay", type=_positive_float, default=None,
+                        help="learning rate factor after each epoch (default 0.95; the same as --lr-schedule exp:G)")
+    parser.add_argument("--lr-schedule", default=None, metavar="SPEC",
+                        help="learning rate per update (instead of --lr-decay): constant | exp:G | step:E:G | "
+                             "cosine[:FLOOR] | onecycle[:DIV] (see below)")
+    parser.add_argument("--warmup", type=_nonneg_float, default=0.0, metavar="EPOCHS",
+                        help="linear learning-rate warmup over the first EPOCHS epochs (may be fractional)")
+    parser.add_argument("--early-stop", type=int, default=None, metavar="PATIENCE",
+                        help="stop after PATIENCE epochs without a better validation accuracy (or loss, with "
+                             "--early-stop-on val_loss); the saved model is the best epoch's")
+    parser.add_argument("--early-stop-on", choices=("val_acc", "val_loss"), default="val_acc",
+                        help="what --early-stop watches and the best model is chosen by (default val_acc)")
+    parser.add_argument("--augment", default=None, metavar="SPEC",
+                        help="augment each training batch: crop<P> (shift by up to P pixels, zero-padded), "
+                             "flip (mirror left-right), joined by ',' (e.g. crop4,flip)")
+    parser.add_argument("--weight-decay", type=_nonneg_float, default=None,
+                        help="--optimizer adamw: decoupled weight decay of every parameter (default 0.01)")
+    parser.add_argument("--label-smoothing", type=_nonneg_float, default=0.0, metavar="E",
+                        help="softmax loss with targets (1 - E) on the label + E / classes on each class "
+                             "(0 <= E < 1; default 0)")
+    parser.add_argument("--reg", type=_nonneg_float, default=0.0,
+                        help="L2 regularization strength of the weights, in the loss (default 0)")
     parser.add_argument("--loss", choices=("softmax", "svm"), default="softmax", help="loss (default softmax)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--preprocess", choices=Preprocessing.MODES, default="channel",
@@ -182,6 +245,9 @@ def add_arguments(parser):
                              f"within {MAX_GIF_FRAMES} frames; a smaller N is doubled as often as needed)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (a line per 100 iterations)")
     parser.add_argument("--quiet", action="store_true", help="print only the final result")
+    parser.add_argument("--summary", action="store_true",
+                        help="print the model's summary (a row per layer: output shape, parameters, FLOPs, "
+                             "activation memory) before training")
     _common_runtime(parser)
 
 
@@ -226,10 +292,13 @@ def _run(args, ranks=None):
     _keep_freed_memory()
     ranks = ranks or _distributed_cli.ONE_PROCESS
     log = (lambda *a, **k: None) if args.quiet or not ranks.root else print
+    _check_options(args)  # before the folder is touched: a bad option or bad --data writes nothing
     out, model_kwargs, lock = _prepare_run(args, ranks)
     with lock, _thread_limit(args.threads or ranks.threads):
         data, split = _load_split(args, log)
         model = _build(args, data, split, model_kwargs, log)
+        if args.summary:
+            log(model.summary())
         w_before = model.first_layer_weights().copy()
         frames = _filter_frames(args, model, split) if ranks.root else None
         solver, train_seconds = _train(args, model, split, out, log, frames, ranks.comm)
@@ -243,11 +312,44 @@ def _run(args, ranks=None):
     return 0
 
 
+def _check_options(args):
+    """The training options' specs parsed and checked (ValueError naming the option); the
+    parsed ones stored as ``args.schedule`` and ``args.augmentation``."""
+    if args.lr_schedule is not None and args.lr_decay is not None:
+        raise ValueError("--lr-decay G is --lr-schedule exp:G: give one of them")
+    try:
+        args.schedule = None if args.lr_schedule is None else parse_schedule(args.lr_schedule, args.warmup)
+    except ValueError as exc:
+        raise ValueError(f"--lr-schedule: {exc}") from None
+    try:
+        args.augmentation = parse_augment(args.augment)
+    except ValueError as exc:
+        raise ValueError(f"--augment: {exc}") from None
+    if args.early_stop is not None and args.early_stop <= 0:
+        raise ValueError(f"--early-stop: the patience must be a positive number of epochs, got {args.early_stop}")
+    if args.early_stop is not None and args.val_size == 0:
+        raise ValueError("--early-stop needs validation images: --val-size 0 leaves none")
+    if args.weight_decay is not None and args.optimizer != "adamw":
+        raise ValueError("--weight-decay applies to --optimizer adamw (for L2 in the loss, use --reg)")
+    if not args.label_smoothing < 1:
+        raise ValueError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    if args.label_smoothing and args.loss != "softmax":
+        raise ValueError("--label-smoothing applies to --loss softmax")
+    args.own_data = None
+    if args.data is not None:
+        args.dataset = None  # the images are the user's
+        try:
+            args.own_data = load_folder(args.data, resize=args.resize, seed=args.seed)
+        except ImportError as exc:
+            raise ImportError(f"--data: {exc}") from None
+
+
 def _prepare_run(args, ranks):
     """The run folder, checked and locked for this run before anything is loaded (see
     ``_run_folder.claim``; by rank 0 under MPI), and the convnet1 size options; returns
     (folder, options, lock)."""
-    out = Path(args.out) if args.out else Path("runs") / f"{args.dataset}-{_model_slug(args.model)}"
+    name = args.dataset if args.data is None else _model_slug(Path(args.data).stem)
+    out = Path(args.out) if args.out else Path("runs") / f"{name}-{_model_slug(args.model)}"
     model_kwargs = {k: getattr(args, k) for k in ("num_filters", "filter_size", "hidden_dim")
                     if getattr(args, k) is not None}
     if model_kwargs and args.model != "convnet1":
@@ -261,8 +363,8 @@ def _load_split(args, log):
     """The data set, and its training images split into training and validation
     (after --limit-train), with the test images (after --limit-test)."""
     t_load = time.perf_counter()
-    data = _load_data(args, args.dataset)
-    log(f"{args.dataset}: {len(data.X_train)} training and {len(data.X_test)} test images "
+    data = args.own_data if args.own_data is not None else _load_data(args, args.dataset)
+    log(f"{args.dataset or data.name}: {len(data.X_train)} training and {len(data.X_test)} test images "
         f"{data.input_shape} from {data.source} ({time.perf_counter() - t_load:.1f} s)")
     X_train, y_train = data.X_train, data.y_train
     if args.limit_train is not None and args.limit_train < len(X_train):
@@ -293,9 +395,30 @@ def _build(args, data, split, model_kwargs, log):
 
 def _settings(args, split):
     """The run's settings as used: the options, with --lr and --val-size resolved."""
-    settings = {k: v for k, v in vars(args).items() if k != "func"}
-    settings.update(lr=args.lr if args.lr is not None else _default_lr(args.optimizer), val_size=len(split.X_val))
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "schedule", "augmentation", "own_data")}
+    settings.update(lr=args.lr if args.lr is not None else _default_lr(args.optimizer), val_size=len(split.X_val),
+                    lr_decay=_lr_decay(args))
+    if args.optimizer == "adamw":
+        settings["weight_decay"] = 0.01 if args.weight_decay is None else args.weight_decay
     return settings
+
+
+def _lr_decay(args):
+    """--lr-decay as used: 0.95 when neither it nor --lr-schedule is given, 1 with a schedule."""
+    if args.lr_decay is not None:
+        return args.lr_decay
+    return 0.95 if args.lr_schedule is None else 1.0
+
+
+def _run_settings(settings):
+    """What a checkpoint records of the options (RESULT_SETTINGS, and the newer ones when used)."""
+    recorded = {_option(k): settings[k] for k in RESULT_SETTINGS}
+    defaults = {"warmup": 0.0, "early_stop_on": "val_acc", "label_smoothing": 0.0}
+    recorded.update({_option(k): settings.get(k) for k in NEWER_RESULT_SETTINGS
+                     if settings.get(k) is not None and settings.get(k) != defaults.get(k)})
+    if settings.get("early_stop") is not None:
+        recorded["--early-stop-on"] = settings["early_stop_on"]
+    return recorded
 
 
 def _filter_frames(args, model, split):
@@ -315,12 +438,20 @@ def _train(args, model, split, out, log, frames=None, comm=None):
     ckpt_dir = out / _run_folder.CHECKPOINTS
     settings = _settings(args, split)
     lr = settings["lr"]
+    optim_config = {"learning_rate": lr}
+    if args.optimizer == "adamw":
+        optim_config["weight_decay"] = settings["weight_decay"]
+    model.label_smoothing = args.label_smoothing
+    early_stop = None if args.early_stop is None else EarlyStopping(args.early_stop, args.early_stop_on)
     solver = Solver(model, {"X_train": split.X_train, "y_train": split.y_train,
                             "X_val": split.X_val, "y_val": split.y_val},
-                    update_rule=args.optimizer, optim_config={"learning_rate": lr}, lr_decay=args.lr_decay,
+                    update_rule=args.optimizer, optim_config=optim_config, lr_decay=settings["lr_decay"],
+                    lr_schedule=args.schedule, warmup=0.0 if args.schedule is not None else args.warmup,
+                    early_stop=early_stop, augment=args.augmentation,
                     batch_size=args.batch_size, num_epochs=args.epochs, checkpoint_dir=ckpt_dir,
                     seed=args.seed, verbose=not args.quiet, progress=not args.no_progress,
-                    run_settings={_option(k): settings[k] for k in RESULT_SETTINGS}, comm=comm,
+                    run_settings=_run_settings(settings), comm=comm,
+                    callbacks=[frames] if frames is not None else None,
                     nonfinite_loss="raise")  # a diverging run stops with its clear message
     if args.resume:
         epoch = solver.resume()
@@ -328,12 +459,15 @@ def _train(args, model, split, out, log, frames=None, comm=None):
             raise ValueError(f"{out}: the run has done {epoch} epochs, more than --epochs {args.epochs}; "
                              f"give --epochs {epoch} or more")
         log(f"resuming {out} after epoch {epoch}" if epoch else f"no checkpoint in {ckpt_dir}: starting afresh")
+    schedule = (f"schedule {solver.lr_schedule.describe()}" if solver.lr_schedule is not None
+                else f"decay {settings['lr_decay']:g}/epoch")
     log(f"training on {len(split.X_train)} images, validating on {len(split.X_val)}: {args.optimizer}, "
-        f"lr {lr:g}, decay {args.lr_decay:g}/epoch, batch {args.batch_size}, {args.epochs} epochs, {args.dtype}, "
-        f"impl={args.impl}" + (f", {args.threads} threads" if args.threads else ""))
+        f"lr {lr:g}, {schedule}, batch {args.batch_size}, {args.epochs} epochs, {args.dtype}, "
+        f"impl={args.impl}" + (f", {args.threads} threads" if args.threads else "")
+        + (f", augment {solver.augment.spec()}" if solver.augment is not None else "")
+        + (f", early stop {args.early_stop} on {args.early_stop_on}" if args.early_stop else ""))
     if frames is not None:  # the filters before this run's first update, then every frames.every
         frames.record(len(solver.loss_history), model.first_layer_weights())
-        solver.on_iteration = frames
     t_train = time.perf_counter()
     try:
         solver.train()
@@ -351,12 +485,13 @@ def _report(args, out, data, split, model, solver, w_before, y_pred, seconds, lo
     test_acc = float(np.mean(y_pred == y_test)) if len(y_test) else None
     history = solver.history()
     history.update(
-        dataset=args.dataset,
+        dataset=args.dataset if args.data is None else None, data=args.data,
         model=args.model,
         architecture=model.describe(),
         settings=_settings(args, split),
         num_train=len(split.X_train), num_val=len(split.X_val), num_test=len(split.X_test),
         best_epoch=solver.best_epoch, best_val_acc=solver.best_val_acc if len(split.X_val) else None,
+        early_stopped=solver.early_stopped, learning_rate=solver.learning_rates()[:len(solver.loss_history)],
         test_accuracy=test_acc, confusion_matrix=plots.confusion_matrix(y_test, y_pred, data.num_classes).tolist(),
         class_names=list(data.class_names),
         **seconds,
@@ -366,7 +501,9 @@ def _report(args, out, data, split, model, solver, w_before, y_pred, seconds, lo
     write_json(out / "history.json", history)
     written = []
     if not args.no_plots:
-        written = _write_plots(out, history, model, w_before, split, y_pred, data, log, solver.on_iteration)
+        frames = next((cb for cb in solver.callbacks if isinstance(cb, animation.FilterFrames)), None)
+        written = _write_plots(out, history, model, w_before, split, y_pred, data, log, frames, solver.augment,
+                               args.seed)
     epochs = len(solver.epoch_times)
     per_epoch = float(np.mean(solver.epoch_times)) if epochs else float("nan")
     result = (f"test accuracy: {test_acc:.4f} ({int(np.sum(y_pred == y_test))}/{len(y_test)})" if len(y_test)
@@ -377,18 +514,20 @@ def _report(args, out, data, split, model, solver, w_before, y_pred, seconds, lo
         log("plots: " + ", ".join(str(p) for p in written))
 
 
-def _write_plots(out, history, model, w_before, split, y_pred, data, log, frames=None):
+def _write_plots(out, history, model, w_before, split, y_pred, data, log, frames=None, augment=None, seed=0):
     if not plots.have_matplotlib():
         log("matplotlib is not installed: skipping the plots (pip install matplotlib, "
             "or pip install 'fastconv[train]')")
         return []
     title = f"{TITLES.get(data.name, data.name)}: the first training images of each class"
     written = [
-        plots.plot_loss(history["loss"], out / "loss.png", history["iterations_per_epoch"]),
+        plots.plot_loss(history["loss"], out / "loss.png", history["iterations_per_epoch"],
+                        learning_rates=history.get("learning_rate")),
         plots.plot_accuracy(history["train_acc"], history["val_acc"], out / "accuracy.png"),
         plots.plot_filters(w_before, model.first_layer_weights(), out / "filters.png", model.input_shape),
         plots.plot_class_grid(split.X_train, split.y_train, data.class_names, out / "dataset.png", title=title),
         frames.write_gif(out / "filters.gif") if frames is not None else None,
+        plots.plot_augmented(split.X_train, augment, out / "augmented.png", seed=seed) if augment is not None else None,
     ]
     X_test, y_test = split.X_test, split.y_test
     if len(y_test):  # the test-set pictures need test images
@@ -446,6 +585,30 @@ def run_evaluate(args):
     correct = int(np.sum(y_pred == y))
     print(f"test accuracy: {correct / len(y):.4f} ({correct}/{len(y)}) on {name} "
           f"({len(y) / seconds:.0f} images/s)")
+    return 0
+
+
+# ============================================================================ summary
+#: The images of the built-in data sets: (input shape, classes).
+DATASET_SHAPES = {"fashion-mnist": ((1, 28, 28), 10), "mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
+
+
+def add_arguments_summary(parser):
+    parser.add_argument("--model", required=True, metavar="SPEC|RUN",
+                        help="a layer spec (as fastconv train --model takes) or a folder written by fastconv train")
+    parser.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
+                        help="a spec's input: the images of this data set (default fashion-mnist)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+
+
+def run_summary(args):
+    """``fastconv summary``: the table of ``Sequential.summary()`` for a spec or a trained model."""
+    if (Path(args.model) / "model.json").is_file():
+        model = load_model(args.model)
+    else:
+        shape, classes = DATASET_SHAPES[args.dataset]
+        model = build_model(args.model, shape, classes, dtype=args.dtype, seed=0)
+    print(model.summary())
     return 0
 
 
