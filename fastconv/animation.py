@@ -3,7 +3,8 @@
 ``FilterFrames`` takes a frame of the filters every ``every`` iterations while a Solver trains
 (``Solver(..., callbacks=[frames])``, or ``solver.on_iteration = frames``) and keeps at most
 ``max_frames`` of them: when one more would not fit, every second frame is dropped and
-``every`` doubles, so a run of any length gives an animation of bounded size that spans the whole run. A frame is stored as the small uint8 grid it
+``every`` doubles, so a run of any length gives an animation of bounded size that spans the
+whole run. A frame is stored as the small uint8 grid it
 shows (the filters of ``fastconv.plots``' filter picture, each scaled to its own range), not as
 weights. ``write_gif`` writes them, each captioned with its iteration, atomically.
 """
