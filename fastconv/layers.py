@@ -336,7 +336,7 @@ def softmax_loss(scores: FloatArray, y: npt.ArrayLike, label_smoothing: float = 
     on every class (Szegedy et al. 2016), so loss = -sum(target * log_softmax) / N and
     dscores = (softmax - target) / N. 0 (the default) is the plain loss, computed as before."""
     N, y = _check_scores(scores, y)
-    e = check_number(label_smoothing, "label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)")
+    e = check_number(label_smoothing, "label_smoothing", lambda v: 0 <= v < 1, "a number in [0, 1)")
     shifted = scores - scores.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     rows = np.arange(N)

@@ -58,7 +58,7 @@ class Schedule:
         return base_lr * self.factor(iteration, iterations_per_epoch, total_iterations)
 
     def with_warmup(self, epochs):
-        self.warmup = check_number(epochs, "warmup", lambda v: 0 <= v <= 1e6 and math.isfinite(v), ">= 0")
+        self.warmup = check_number(epochs, "warmup", lambda v: 0 <= v <= 1e6 and math.isfinite(v), "a number >= 0")
         return self
 
     def spec(self):
@@ -88,7 +88,7 @@ class Exponential(Schedule):
     """Times ``gamma`` after each epoch."""
 
     def __init__(self, gamma):
-        self.gamma = check_number(gamma, "exp: the factor G", lambda v: 0 < v < math.inf, "> 0")
+        self.gamma = check_number(gamma, "exp: the factor G", lambda v: 0 < v < math.inf, "a number > 0")
 
     def scaled(self, base_lr, iteration, iterations_per_epoch, total_iterations):
         lr = base_lr
@@ -105,7 +105,7 @@ class Step(Schedule):
 
     def __init__(self, every, gamma):
         self.every = check_int(every, "step: the epochs E", 1)
-        self.gamma = check_number(gamma, "step: the factor G", lambda v: 0 < v < math.inf, "> 0")
+        self.gamma = check_number(gamma, "step: the factor G", lambda v: 0 < v < math.inf, "a number > 0")
 
     def scaled(self, base_lr, iteration, iterations_per_epoch, total_iterations):
         lr = base_lr
@@ -123,7 +123,7 @@ class Cosine(Schedule):
     needs_total = True
 
     def __init__(self, floor=0.0):
-        self.floor = check_number(floor, "cosine: FLOOR", lambda v: 0 <= v < 1, "in [0, 1)")
+        self.floor = check_number(floor, "cosine: FLOOR", lambda v: 0 <= v < 1, "a number in [0, 1)")
 
     def factor(self, iteration, iterations_per_epoch, total_iterations):
         progress = min(iteration / max(total_iterations - 1, 1), 1.0)
@@ -139,7 +139,7 @@ class OneCycle(Schedule):
     needs_total = True
 
     def __init__(self, div=25.0):
-        self.div = check_number(div, "onecycle: DIV", lambda v: 1 < v <= 1e6, "in (1, 1e6]")
+        self.div = check_number(div, "onecycle: DIV", lambda v: 1 < v <= 1e6, "a number in (1, 1e6]")
 
     def factor(self, iteration, iterations_per_epoch, total_iterations):
         start, end = 1 / self.div, 1 / (self.div * _ONECYCLE_FINAL)

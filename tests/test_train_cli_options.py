@@ -207,11 +207,11 @@ def test_bad_image_folders_are_one_line_naming_the_file(data_env, capsys):  # no
 
 # ---------------------------------------------------------------------------- MPI
 from test_distributed import _argv as _mpi_argv  # noqa: E402
-from test_distributed import _assert_same_model, _ranks, _single, needs_mpi  # noqa: E402
+from test_distributed import _assert_same_model, _ranks, _single, env, needs_mpi  # noqa: E402,F401 (env: a fixture)
 
 
 @needs_mpi
-def test_augmentation_schedule_and_early_stop_are_the_same_on_k_ranks(env):
+def test_augmentation_schedule_and_early_stop_are_the_same_on_k_ranks(env):  # noqa: F811
     """The augmentation draws are made for the whole batch on every rank (each applies its rows'),
     so 2 and 3 ranks train what one process trains, up to rounding; with batches of 2 on 3 ranks
     a rank without rows still draws."""
