@@ -16,6 +16,7 @@ from .engine.algorithms import conv_algorithm
 from .engine.batchnorm import spatial_batchnorm_backward, spatial_batchnorm_forward
 from .engine.conv import conv_backward, conv_forward, conv_relu_pool_backward, conv_relu_pool_forward
 from .engine.pooling import avg_pool_backward, avg_pool_forward, max_pool_backward, max_pool_forward
+from .kernels import picker as _picker
 from .layers import (
     affine_backward,
     affine_forward,
@@ -44,6 +45,11 @@ __all__ = [
     "layernorm_forward", "layernorm_backward", "groupnorm_forward", "groupnorm_backward",
     "softmax_loss", "svm_loss",
 ]
+
+
+# The kernel build is chosen when fastconv.fast is imported, as documented: a bad
+# FASTCONV_KERNELS, or a build whose compiler had no OpenMP, says so here, once.
+_picker.load()
 
 
 class _FastModule(types.ModuleType):

@@ -136,11 +136,19 @@ def _warn_if_openmp_was_unavailable(module):
         )
 
 
-def __getattr__(name):
-    """``kernels`` and ``reason``: loaded on first use (``_load``), then plain attributes."""
-    if name in ("kernels", "reason"):
-        global kernels, reason
+def load() -> ModuleType:
+    """The kernel build this process runs: chosen, imported and its warning given on the first
+    call (``import fastconv.fast`` makes it), the same module afterwards."""
+    global kernels, reason
+    if "kernels" not in globals():
         kernels, reason = _load()
         _warn_if_openmp_was_unavailable(kernels)
+    return kernels
+
+
+def __getattr__(name):
+    """``kernels`` and ``reason``: loaded on first use (``load``), then plain attributes."""
+    if name in ("kernels", "reason"):
+        load()
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
