@@ -141,6 +141,17 @@ def atomic_write(path, write):
             write(f)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return _rename_into(tmp, path)
+
+
+def _rename_into(tmp, path):
+    """Rename the complete temporary file ``tmp`` over ``path`` once the held folders' checks
+    pass (``tmp`` is removed if anything fails), then fsync the folder: how every file of
+    ``atomic_write`` and ``atomic_link`` lands."""
+    try:
         check_guards(path.parent)
         os.replace(tmp, path)
     except BaseException:
@@ -171,14 +182,7 @@ def atomic_link(source, path):
                 return atomic_write(path, lambda f: _copy(src, f))
     else:
         raise FileExistsError(f"{path.parent}: no free temporary file name for {path.name}")
-    try:
-        check_guards(path.parent)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return _rename_into(tmp, path)
 
 
 def _copy(src, dst):
