@@ -30,10 +30,11 @@ build:  ## recompile the kernels after editing fastconv/kernels/*.pyx, *.pxi or 
 lint-deps:  ## install ruff, mypy and numpy only (what lint and typecheck need)
 	$(PYTHON) -m pip install -q $(shell $(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(repr(d) for d in p["dependencies"] + p["optional-dependencies"]["lint"]))')
 
-lint:  ## ruff check (pyproject.toml [tool.ruff])
+lint:  ## ruff check and ruff format --check (pyproject.toml [tool.ruff])
 	$(PYTHON) -m ruff check $(LINT_PATHS)
+	$(PYTHON) -m ruff format --check $(LINT_PATHS)
 
-format:  ## ruff format (the tree is formatted once, after the branches of issue 21 are merged)
+format:  ## ruff format: rewrites the files as `make lint` wants them
 	$(PYTHON) -m ruff format $(LINT_PATHS)
 
 typecheck:  ## mypy (pyproject.toml [tool.mypy]); needs no build

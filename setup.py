@@ -19,6 +19,7 @@ Environment switches (read at build time):
 * ``FASTCONV_NATIVE=1`` adds ``-march=native`` (opt-in only: a binary built
   that way may crash with SIGILL on an older CPU); no optional builds then.
 """
+
 import hashlib
 import os
 import platform
@@ -94,9 +95,7 @@ def _openmp_flags(compiler):
                 f.write(OPENMP_PROBE)
             try:
                 objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
-                compiler.link_executable(
-                    objs, os.path.join(tmp, "probe"), extra_postargs=lflags
-                )
+                compiler.link_executable(objs, os.path.join(tmp, "probe"), extra_postargs=lflags)
             except Exception:  # noqa: BLE001  (any compile or link error: these flags do not give OpenMP)
                 continue
         return cflags, lflags
@@ -107,9 +106,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: The kernels' source: _im2col.pyx and the files it includes.
 KERNELS = "fastconv/kernels"
-KERNEL_SOURCES = [f"{KERNELS}/{name}" for name in (
-    "_im2col.pyx", "common.pxi", "im2col.pxi", "pooling.pxi", "batchnorm.pxi", "update.pxi",
-    "winograd.pxi", "direct.pxi", "direct.h", "direct_body.h", "peak.pxi", "cpu.h")]
+KERNEL_SOURCES = [
+    f"{KERNELS}/{name}"
+    for name in (
+        "_im2col.pyx",
+        "common.pxi",
+        "im2col.pxi",
+        "pooling.pxi",
+        "batchnorm.pxi",
+        "update.pxi",
+        "winograd.pxi",
+        "direct.pxi",
+        "direct.h",
+        "direct_body.h",
+        "peak.pxi",
+        "cpu.h",
+    )
+]
 
 #: The names of the builds and the CPU features of each (fastconv/kernels/isa.py, loaded by path:
 #: fastconv cannot be imported before it is built).
@@ -189,8 +202,7 @@ extensions = [
     )
 ]
 # The optional builds: GCC/Clang on x86-64, and not when -march=native already targets this CPU.
-if (not NATIVE and sys.platform != "win32"
-        and platform.machine().lower() in ("x86_64", "amd64")):
+if not NATIVE and sys.platform != "win32" and platform.machine().lower() in ("x86_64", "amd64"):
     for build in ISA["OPTIONAL"]:
         extensions.append(
             Extension(

@@ -8,6 +8,7 @@ medians with their interquartile range, the median of the rounds' paused/steady 
 how often a worker task started on the vCPU its caller was on (``sched_getcpu``, Linux). Run
 it on an otherwise idle machine: on a busy one, steady state itself is slow and noisy.
 """
+
 import argparse
 import ctypes
 import os
@@ -28,8 +29,9 @@ def parse_args(argv=None):
     p.add_argument("--workloads", default="W1conv,W2conv3x3,W1step", help="comma-separated (default %(default)s)")
     p.add_argument("--rounds", type=int, default=11, help="rounds, at least 3 (default %(default)s)")
     p.add_argument("--pause", type=float, default=0.3, help="seconds asleep before a paused call (default %(default)s)")
-    p.add_argument("--burst", type=float, default=0.1,
-                   help="seconds of calls before a steady one (default %(default)s)")
+    p.add_argument(
+        "--burst", type=float, default=0.1, help="seconds of calls before a steady one (default %(default)s)"
+    )
     p.add_argument("--threads", type=int, default=2, help="threads (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke test (numbers mean nothing)")
     args = p.parse_args(argv)
@@ -102,10 +104,14 @@ def main(argv=None):
                 time.sleep(args.pause)
                 timed(name, "paused")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{args.rounds} rounds, pause {args.pause} s, {args.threads} threads, float32 fwd+bwd; "
-          f"1-minute load average {load:.1f} at the end")
-    print("| workload | steady ms (IQR) | paused ms (IQR) | paused/steady, median of rounds | "
-          "worker on caller's CPU, steady / paused |")
+    print(
+        f"{args.rounds} rounds, pause {args.pause} s, {args.threads} threads, float32 fwd+bwd; "
+        f"1-minute load average {load:.1f} at the end"
+    )
+    print(
+        "| workload | steady ms (IQR) | paused ms (IQR) | paused/steady, median of rounds | "
+        "worker on caller's CPU, steady / paused |"
+    )
     print("| --- | --- | --- | --- | --- |")
     for name in calls:
         cells = []

@@ -31,6 +31,7 @@ avx2/baseline, and the CPU's SIMD flags. A developer tool, not part of the packa
 
     python benchmarks/kernel_builds.py [--repeats 15] [--warmup 3] [--dtypes float32,float64]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,6 +71,7 @@ def _pool_cases(spec_name, kernel, quick, dtype):
     dout3 = data["dout"].reshape(planes, g.out_h, g.out_w)
     threads = kernel_threads(x3.size)
     if kernel == "avg":
+
         def forward(build):
             out3 = np.empty_like(dout3)
             return lambda: build.avg_pool_forward(x3, out3, *args, threads), [out3]
@@ -77,6 +79,7 @@ def _pool_cases(spec_name, kernel, quick, dtype):
         def backward(build):
             dx3 = np.empty_like(x3)
             return lambda: build.avg_pool_backward(dout3, dx3, *args, threads), [dx3]
+
         return [Case(f"{spec_name} forward", threads, forward), Case(f"{spec_name} backward", threads, backward)]
 
     def forward(build):
@@ -95,8 +98,11 @@ def _pool_cases(spec_name, kernel, quick, dtype):
         dx2 = np.empty((planes, g.H * g.W), dtype)
         dout2, arg2 = dout3.reshape(planes, -1), argmax3.reshape(planes, -1)
         return lambda: build.max_pool_backward(dout2, arg2, dx2, threads), [dx2]
-    return [Case(f"{spec_name} ({kernel}) forward", threads, forward),
-            Case(f"{spec_name} ({kernel}) backward", threads, backward)]
+
+    return [
+        Case(f"{spec_name} ({kernel}) forward", threads, forward),
+        Case(f"{spec_name} ({kernel}) backward", threads, backward),
+    ]
 
 
 def _batchnorm_cases(quick, dtype):
@@ -126,9 +132,17 @@ def _batchnorm_cases(quick, dtype):
     def dx(build):
         dx3 = np.empty_like(x3)
         return lambda: build.bn_backward_dx(dout3, x3, mean, scale, xc_scale, offset, dx3, 0, C, threads), [dx3]
+
     what = f"batchnorm ({N}, {C}, {spec.H}, {spec.W})"
-    return [Case(f"{what} {name}", threads, prepare) for name, prepare in
-            (("bn_channel_stats", stats), ("bn_affine", affine), ("bn_backward_sums", sums), ("bn_backward_dx", dx))]
+    return [
+        Case(f"{what} {name}", threads, prepare)
+        for name, prepare in (
+            ("bn_channel_stats", stats),
+            ("bn_affine", affine),
+            ("bn_backward_sums", sums),
+            ("bn_backward_dx", dx),
+        )
+    ]
 
 
 def _conv_setup(spec_name, quick, dtype, algorithm):
@@ -153,6 +167,7 @@ def _im2col_cases(spec_name, quick, dtype):
     def col2im(build):
         dx = np.empty_like(x)
         return lambda: build.col2im(cols_in, dx, *args, threads), [dx]
+
     what = f"{spec_name} chunk of {n}"
     return [Case(f"{what} im2col", threads, im2col), Case(f"{what} col2im", threads, col2im)]
 
@@ -182,16 +197,28 @@ def _winograd_cases(quick, dtype):
     def input_adjoint(build):
         dx, scratch = np.empty_like(x), np.empty_like(scratch_ws)
         return lambda: build.winograd_input_adjoint(V_in, dx, *pads, *tiles, scratch, threads), [dx]
-    return [Case(f"W2conv3x3 chunk of {n} {name}", threads, prepare) for name, prepare in
-            (("winograd_input", forward_input), ("winograd_output", forward_output),
-             ("winograd_output_adjoint", output_adjoint), ("winograd_input_adjoint", input_adjoint))]
+
+    return [
+        Case(f"W2conv3x3 chunk of {n} {name}", threads, prepare)
+        for name, prepare in (
+            ("winograd_input", forward_input),
+            ("winograd_output", forward_output),
+            ("winograd_output_adjoint", output_adjoint),
+            ("winograd_input_adjoint", input_adjoint),
+        )
+    ]
 
 
 def cases(quick, dtype):
-    return (_pool_cases("W4max2x2s2", "direct", quick, dtype) + _pool_cases("W4max3x3s2", "phased", quick, dtype)
-            + _pool_cases("W4avg2x2s2", "avg", quick, dtype) + _batchnorm_cases(quick, dtype)
-            + _im2col_cases("W1conv", quick, dtype) + _im2col_cases("W2conv3x3", quick, dtype)
-            + _winograd_cases(quick, dtype))
+    return (
+        _pool_cases("W4max2x2s2", "direct", quick, dtype)
+        + _pool_cases("W4max3x3s2", "phased", quick, dtype)
+        + _pool_cases("W4avg2x2s2", "avg", quick, dtype)
+        + _batchnorm_cases(quick, dtype)
+        + _im2col_cases("W1conv", quick, dtype)
+        + _im2col_cases("W2conv3x3", quick, dtype)
+        + _winograd_cases(quick, dtype)
+    )
 
 
 def _check_same_bytes(case, outputs):
@@ -221,16 +248,21 @@ def _ratio(times, a, b):
 def report(rows, builds, skipped):
     cpu = cpu_info()
     print(f"CPU: {cpu['model']} ({cpu.get('usable_cpus')} usable CPUs); SIMD flags: {' '.join(cpu['flags']) or 'none'}")
-    print(f"builds: {', '.join(f'{isa} ({m.__name__})' for isa, m in builds.items())}"
-          + "".join(f"; no {isa}: {why}" for isa, why in skipped.items()))
+    print(
+        f"builds: {', '.join(f'{isa} ({m.__name__})' for isa, m in builds.items())}"
+        + "".join(f"; no {isa}: {why}" for isa, why in skipped.items())
+    )
     print(f"fastconv.fast runs {_kernels.kernels.__name__} ({_kernels.reason})\n")
-    print("| kernel | dtype | threads | " + " | ".join(f"{isa} ms" for isa in builds)
-          + " | avx512/avx2 | avx2/baseline |")
+    print(
+        "| kernel | dtype | threads | " + " | ".join(f"{isa} ms" for isa in builds) + " | avx512/avx2 | avx2/baseline |"
+    )
     print("| --- | --- | --- |" + " --- |" * (len(builds) + 2))
     for case, dtype, times in rows:
         cells = " | ".join(f"{times[isa] * 1e3:.3f}" for isa in builds)
-        print(f"| {case.name} | {np.dtype(dtype).name} | {case.threads} | {cells} | "
-              f"{_ratio(times, 'avx512', 'avx2')} | {_ratio(times, 'avx2', 'baseline')} |")
+        print(
+            f"| {case.name} | {np.dtype(dtype).name} | {case.threads} | {cells} | "
+            f"{_ratio(times, 'avx512', 'avx2')} | {_ratio(times, 'avx2', 'baseline')} |"
+        )
 
 
 def main(argv=None):
@@ -238,8 +270,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per build and kernel (>= 7; default 15)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per build first (default 3)")
     parser.add_argument("--dtypes", default="float32,float64", help="comma-separated (default float32,float64)")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny shapes, 2 repeats, 1 warm-up: proves the script runs, times nothing")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny shapes, 2 repeats, 1 warm-up: proves the script runs, times nothing"
+    )
     args = parser.parse_args(argv)
     dtypes = [d.strip() for d in args.dtypes.split(",")]
     if any(d not in ("float32", "float64") for d in dtypes):
@@ -252,8 +285,11 @@ def main(argv=None):
     found = _kernels.builds()
     builds = {isa: m for isa, (m, _) in found.items() if m is not None}
     skipped = {isa: why for isa, (m, why) in found.items() if m is None}
-    rows = [(case, dtype, time_case(case, builds, repeats, warmup))
-            for dtype in dtypes for case in cases(args.quick, np.dtype(dtype))]
+    rows = [
+        (case, dtype, time_case(case, builds, repeats, warmup))
+        for dtype in dtypes
+        for case in cases(args.quick, np.dtype(dtype))
+    ]
     report(rows, builds, skipped)
     return 0
 

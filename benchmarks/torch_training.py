@@ -33,6 +33,7 @@ tests/test_torch_training.py.
 Run:  python benchmarks/torch_training.py [--threads 2] [--images 6400] [--naive] [--data DIR]
 Exits cleanly (status 0, a message) when torch is not installed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,23 +52,33 @@ EPOCH_IMAGES = 60000
 
 
 def add_arguments(parser):
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help="comma-separated: convnet1, fc or layer strings (default: %(default)s)")
-    parser.add_argument("--images", type=int, default=6400,
-                        help="training images timed per repeat, scaled to 60,000 (default 6400)")
+    parser.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help="comma-separated: convnet1, fc or layer strings (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--images", type=int, default=6400, help="training images timed per repeat, scaled to 60,000 (default 6400)"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="BLAS, OpenMP and torch threads (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats; medians are reported")
     parser.add_argument("--naive", action="store_true", help="also time a naive training step")
     parser.add_argument("--naive-images", type=int, default=8)
-    parser.add_argument("--data", metavar="DIR",
-                        help="a folder holding fashion-mnist/ (or the four IDX files); it must be there. "
-                             "Default: the usual places ($FASTCONV_DATA, ~/.cache/fastconv, "
-                             "/usr/share/datasets), else seeded random images")
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="a folder holding fashion-mnist/ (or the four IDX files); it must be there. "
+        "Default: the usual places ($FASTCONV_DATA, ~/.cache/fastconv, "
+        "/usr/share/datasets), else seeded random images",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="glibc keeps freed memory in this process (fastconv.keep_freed_memory(), as "
-                             "`fastconv train` does), for both contenders: no page faults for fresh arrays")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc keeps freed memory in this process (fastconv.keep_freed_memory(), as "
+        "`fastconv train` does), for both contenders: no page faults for fresh arrays",
+    )
 
 
 def _data(n, root=None, seed=0):
@@ -148,8 +159,8 @@ def torch_model(model, torch):
 def _fastconv_epoch(model, X, y, batch_size, configs, update):
     t0 = time.perf_counter()
     for i in range(0, len(X), batch_size):
-        xb = model.prepare(X[i:i + batch_size])
-        _, grads = model.loss(xb, y[i:i + batch_size])
+        xb = model.prepare(X[i : i + batch_size])
+        _, grads = model.loss(xb, y[i : i + batch_size])
         for name, w in model.params.items():
             model.params[name], configs[name] = update(w, grads[name], configs[name])
     return time.perf_counter() - t0
@@ -161,7 +172,7 @@ def _torch_epoch(net, opt, X, y, batch_size, torch):
     t0 = time.perf_counter()
     for i in range(0, len(X), batch_size):
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(X[i:i + batch_size]), y[i:i + batch_size])
+        loss = loss_fn(net(X[i : i + batch_size]), y[i : i + batch_size])
         loss.backward()
         opt.step()
     return time.perf_counter() - t0
@@ -188,8 +199,8 @@ def _compare(name, args, X, y, scale, torch):
     # the same network? scores on one batch in test mode, before any training
     net.eval()
     with torch.no_grad():
-        ref = net(X_t[:args.batch_size]).numpy()
-    got = model.loss(X[:args.batch_size])
+        ref = net(X_t[: args.batch_size]).numpy()
+    got = model.loss(X[: args.batch_size])
     err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
     if not err < 1e-4:
         raise RuntimeError(f"{name}: fastconv and torch scores differ (relative error {err:.2e})")
@@ -197,8 +208,8 @@ def _compare(name, args, X, y, scale, torch):
     configs = {k: {"learning_rate": 1e-3} for k in model.params}
     update = optim.get_update_rule("adam")
     # warm-up (allocations, thread pools), on one batch each
-    _fastconv_epoch(model, X[:args.batch_size], y[:args.batch_size], args.batch_size, configs, update)
-    _torch_epoch(net, opt, X_t[:args.batch_size], y_t[:args.batch_size], args.batch_size, torch)
+    _fastconv_epoch(model, X[: args.batch_size], y[: args.batch_size], args.batch_size, configs, update)
+    _torch_epoch(net, opt, X_t[: args.batch_size], y_t[: args.batch_size], args.batch_size, torch)
     fc_times, torch_times = [], []
     for _ in range(args.repeats):
         time.sleep(0.3)
@@ -209,19 +220,22 @@ def _compare(name, args, X, y, scale, torch):
         "model": model.describe(),
         "fastconv_s_per_epoch": statistics.median(fc_times),
         "torch_s_per_epoch": statistics.median(torch_times),
-        "fastconv_all": fc_times, "torch_all": torch_times, "scores_rel_error": err,
+        "fastconv_all": fc_times,
+        "torch_all": torch_times,
+        "scores_rel_error": err,
     }
     row["ratio_fastconv_over_torch"] = row["fastconv_s_per_epoch"] / row["torch_s_per_epoch"]
-    line = (f"{row['model']}\n  fastconv {row['fastconv_s_per_epoch']:7.1f} s/epoch   "
-            f"torch {row['torch_s_per_epoch']:7.1f} s/epoch   fastconv/torch "
-            f"{row['ratio_fastconv_over_torch']:.2f}   (scores match: rel. error {err:.1e})")
+    line = (
+        f"{row['model']}\n  fastconv {row['fastconv_s_per_epoch']:7.1f} s/epoch   "
+        f"torch {row['torch_s_per_epoch']:7.1f} s/epoch   fastconv/torch "
+        f"{row['ratio_fastconv_over_torch']:.2f}   (scores match: rel. error {err:.1e})"
+    )
     if args.naive:
         time.sleep(0.3)
         step = _naive_step_seconds(name, X, y, args.naive_images)
         row["naive_s_per_epoch"] = step * EPOCH_IMAGES / args.naive_images
         row["naive_images_timed"] = args.naive_images
-        line += (f"\n  naive    {row['naive_s_per_epoch']:9.0f} s/epoch (one step on "
-                 f"{args.naive_images} images, scaled)")
+        line += f"\n  naive    {row['naive_s_per_epoch']:9.0f} s/epoch (one step on {args.naive_images} images, scaled)"
     print(line, flush=True)
     return row
 
@@ -247,19 +261,30 @@ def run(args):
     except Exception as exc:  # noqa: BLE001  (the machine description is a nicety, not a requirement)
         cpu, threads_info = {"error": str(exc)}, {}
     print(f"data: {len(X)} images from {source}; epoch times scaled x{scale:g} to {EPOCH_IMAGES} images")
-    print(f"batch {args.batch_size}, float32, Adam lr 1e-3, {args.threads} threads (BLAS, OpenMP, torch); "
-          f"OpenBLAS kernels: {threads_info.get('openblas_kernels')}; "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; torch {torch.__version__}; "
-          f"CPU: {cpu.get('model')}; freed memory kept: {kept}")
+    print(
+        f"batch {args.batch_size}, float32, Adam lr 1e-3, {args.threads} threads (BLAS, OpenMP, torch); "
+        f"OpenBLAS kernels: {threads_info.get('openblas_kernels')}; "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; torch {torch.__version__}; "
+        f"CPU: {cpu.get('model')}; freed memory kept: {kept}"
+    )
     with threadpool_limits(limits=args.threads):
         results = [_compare(name, args, X, y, scale, torch) for name in args.models.split(",") if name]
     if args.json:
         from fastconv.bench.report import write_json
 
-        write_json(args.json, {"source": source, "images": len(X), "batch_size": args.batch_size,
-                               "threads": args.threads, "cpu": cpu, "keep_freed_memory": kept,
-                               "threads_info": {k: v for k, v in threads_info.items() if k != "threadpools"},
-                               "results": results})
+        write_json(
+            args.json,
+            {
+                "source": source,
+                "images": len(X),
+                "batch_size": args.batch_size,
+                "threads": args.threads,
+                "cpu": cpu,
+                "keep_freed_memory": kept,
+                "threads_info": {k: v for k, v in threads_info.items() if k != "threadpools"},
+                "results": results,
+            },
+        )
     return 0
 
 

@@ -15,6 +15,7 @@ A developer tool, not part of the package: run from the source tree,
 ``python benchmarks/winograd_accuracy.py [--images N] [--no-grid]``. The naive reference
 takes about a minute per 64 images of W2conv3x3 (``--images`` cuts the batch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,9 @@ def errors(x, w, b, kwargs, seed=0):
     ref = _fwdbwd(naive, *f64, dout, kwargs)
     err32, err64 = {}, {}
     for algorithm in ALGORITHMS:
-        err32[algorithm] = {n: _rel(a, r) for n, a, r in zip(NAMES, _fwdbwd(fast, x, w, b, dout, kwargs,
-                                                                              algorithm=algorithm), ref)}
+        err32[algorithm] = {
+            n: _rel(a, r) for n, a, r in zip(NAMES, _fwdbwd(fast, x, w, b, dout, kwargs, algorithm=algorithm), ref)
+        }
         err64[algorithm] = max(_rel(a, r) for a, r in zip(_fwdbwd(fast, *f64, dout, kwargs, algorithm=algorithm), ref))
     return err32, err64
 

@@ -18,6 +18,7 @@ image, batch 1, one channel, float32 and float64), and to numerical gradients. A
 checks one shape; the bugs students make most often pass on that one shape
 (``examples/test_my_layer_planted_bug.py`` is this file with two of them, and fails).
 """
+
 import numpy as np
 import pytest
 
@@ -39,7 +40,7 @@ def conv_forward_naive(x, w, b, conv_param):
         for f in range(F):
             for i in range(H_out):
                 for j in range(W_out):
-                    window = x_pad[n, :, i * stride:i * stride + HH, j * stride:j * stride + WW]
+                    window = x_pad[n, :, i * stride : i * stride + HH, j * stride : j * stride + WW]
                     out[n, f, i, j] = np.sum(window * w[f]) + b[f]
     return out, (x, w, b, conv_param)
 
@@ -61,7 +62,7 @@ def conv_backward_naive(dout, cache):
                     rows, cols = slice(i * stride, i * stride + HH), slice(j * stride, j * stride + WW)
                     dw[f] += x_pad[n, :, rows, cols] * dout[n, f, i, j]
                     dx_pad[n, :, rows, cols] += w[f] * dout[n, f, i, j]
-    dx = dx_pad[:, :, pad:pad + H, pad:pad + H]  # PLANTED BUG
+    dx = dx_pad[:, :, pad : pad + H, pad : pad + H]  # PLANTED BUG
     return dx, dw, db
 
 
@@ -73,7 +74,7 @@ def max_pool_forward_naive(x, pool_param):
     out = np.zeros((N, C, H_out, W_out), dtype=x.dtype)
     for i in range(H_out):
         for j in range(W_out):
-            out[:, :, i, j] = x[:, :, i * stride:i * stride + ph, j * stride:j * stride + pw].max(axis=(2, 3))
+            out[:, :, i, j] = x[:, :, i * stride : i * stride + ph, j * stride : j * stride + pw].max(axis=(2, 3))
     return out, (x, pool_param)
 
 
@@ -86,9 +87,10 @@ def max_pool_backward_naive(dout, cache):
         for c in range(C):
             for i in range(H_out):
                 for j in range(W_out):
-                    window = x[n, c, i * stride:i * stride + ph, j * stride:j * stride + pw]
+                    window = x[n, c, i * stride : i * stride + ph, j * stride : j * stride + pw]
                     mask = window == window.max()  # PLANTED BUG
-                    dx[n, c, i * stride:i * stride + ph, j * stride:j * stride + pw] = mask * dout[n, c, i, j]  # PLANTED BUG
+                    rows, cols = slice(i * stride, i * stride + ph), slice(j * stride, j * stride + pw)  # PLANTED BUG
+                    dx[n, c, rows, cols] = mask * dout[n, c, i, j]  # PLANTED BUG
     return dx
 
 

@@ -16,6 +16,7 @@ batch of 64), then trains a few SGD steps on the fast path.
 
     python examples/tutorial_swap.py            # about 5 s on 2 cores
 """
+
 import argparse
 import sys
 import time
@@ -25,7 +26,7 @@ import numpy as np
 
 from fastconv import naive
 
-TUTORIAL = '''
+TUTORIAL = """
 import numpy as np
 from LAYERS import *        # <- the one line that differs between the two runs
 
@@ -68,7 +69,7 @@ def loss(params, X, y, reg=0.0):
     for name in ("W1", "W2", "W3"):
         grads[name] += reg * params[name]
     return loss, grads
-'''
+"""
 
 
 def make_student_layers():
@@ -158,10 +159,14 @@ def main(argv=None):
     print("one training step (forward + backward), float32:")
     print(f"  loops, {n} images:        {t_slow * 1e3:9.1f} ms  ({t_slow / n * 1e3:8.2f} ms/image)")
     print(f"  fast,  {n} images:        {t_fast_n * 1e3:9.1f} ms  ({t_fast_n / n * 1e3:8.2f} ms/image)")
-    print(f"  fast,  {args.batch} images:       {t_fast_batch * 1e3:9.1f} ms  "
-          f"({t_fast_batch / args.batch * 1e3:8.2f} ms/image)")
-    print(f"  speed-up per image: {t_slow / n / (t_fast_batch / args.batch):.0f}x "
-          f"(batch {args.batch}), {t_slow / t_fast_n:.0f}x (same {n} images)")
+    print(
+        f"  fast,  {args.batch} images:       {t_fast_batch * 1e3:9.1f} ms  "
+        f"({t_fast_batch / args.batch * 1e3:8.2f} ms/image)"
+    )
+    print(
+        f"  speed-up per image: {t_slow / n / (t_fast_batch / args.batch):.0f}x "
+        f"(batch {args.batch}), {t_slow / t_fast_n:.0f}x (same {n} images)"
+    )
 
     # The training loop of the tutorial, unchanged, on the fast path (SGD on one random batch).
     learning_rate = 0.1

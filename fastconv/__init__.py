@@ -7,6 +7,7 @@
 ``import fastconv`` never needs the compiled extension; ``import fastconv.fast``
 does, and says how to build it when it is missing.
 """
+
 __version__ = "0.1.0"
 
 # First of all, before numpy or the kernels load: the OpenMP and OpenBLAS settings that

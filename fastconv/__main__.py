@@ -10,6 +10,7 @@ Subcommands:
   serve     try a trained model in the browser: draw or upload, see its answer
   config    print how fastconv was built (extension, OpenMP, BLAS, threads)
 """
+
 import argparse
 import importlib
 import sys
@@ -61,7 +62,7 @@ def main(argv=None):
             try:  # a bad setting read at import (FASTCONV_KERNELS=bogus) is one line, as any other
                 add_arguments, run = _load(target)
             except (ValueError, ImportError) as exc:
-                if "--debug" in argv[:argv.index(name)]:
+                if "--debug" in argv[: argv.index(name)]:
                     raise
                 print(f"fastconv {name}: error: {exc}", file=sys.stderr)
                 return 1

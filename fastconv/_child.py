@@ -15,6 +15,7 @@ these, and so do the tests' (fuzz workers, command-line runs). A script run by i
 absolute path (``python /abs/folder/script.py``) needs neither: its own folder goes
 first on its sys.path, not the current directory.
 """
+
 import os
 import sys
 
@@ -22,8 +23,10 @@ import sys
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # -c puts "" (the current directory) at sys.path[0], unless -P / PYTHONSAFEPATH (3.11+) left it out;
 # _ROOT goes last, so that it adds this fastconv where nothing else provides one and shadows nothing.
-_PRELUDE = ("import sys\nif not getattr(sys.flags, 'safe_path', False):\n    del sys.path[0]\n"
-            f"if {_ROOT!r} not in sys.path:\n    sys.path.append({_ROOT!r})\n")
+_PRELUDE = (
+    "import sys\nif not getattr(sys.flags, 'safe_path', False):\n    del sys.path[0]\n"
+    f"if {_ROOT!r} not in sys.path:\n    sys.path.append({_ROOT!r})\n"
+)
 
 
 def python_code(code, *args, python=None):

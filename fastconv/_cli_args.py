@@ -1,6 +1,7 @@
 """Command-line arguments shared by the ``fastconv`` commands (train, evaluate, predict, serve):
 argparse types with one-line messages, the runtime options, the thread limit. Apart from the
 trainer, so that ``fastconv serve`` does not load it."""
+
 import argparse
 import contextlib
 import math
@@ -31,10 +32,18 @@ nonneg_float = argument_type(float, lambda v: v >= 0 and math.isfinite(v), "a nu
 
 
 def common_runtime(parser):
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="BLAS and OpenMP threads (default: the libraries' own default)")
-    parser.add_argument("--impl", choices=("fast", "naive"), default="fast",
-                        help="layer implementation (naive is for checking: thousands of times slower)")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="BLAS and OpenMP threads (default: the libraries' own default)",
+    )
+    parser.add_argument(
+        "--impl",
+        choices=("fast", "naive"),
+        default="fast",
+        help="layer implementation (naive is for checking: thousands of times slower)",
+    )
 
 
 @contextlib.contextmanager

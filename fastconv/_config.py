@@ -1,4 +1,5 @@
 """``fastconv.show_config()``: how this installation was built and will run."""
+
 import os
 import platform
 import sys
@@ -28,9 +29,16 @@ def configuration():
         "debug_build": None,
         "omp_max_threads": None,
         "blas": [],
-        "env": {k: os.environ.get(k) for k in
-                ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS",
-                 "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_CORETYPE")},
+        "env": {
+            k: os.environ.get(k)
+            for k in (
+                "OMP_NUM_THREADS",
+                "OMP_WAIT_POLICY",
+                "OPENBLAS_NUM_THREADS",
+                "OPENBLAS_THREAD_TIMEOUT",
+                "OPENBLAS_CORETYPE",
+            )
+        },
         "imported_before_numpy": RUNTIMES.openblas_timeout_before_numpy,
         "openmp_wait_policy": RUNTIMES.openmp_wait_policy,
     }
@@ -61,35 +69,45 @@ def configuration():
     return info
 
 
-
 def show_config():
     """Print the version, whether the extension and OpenMP are in, threads and BLAS."""
     info = configuration()
     print(f"fastconv {info['fastconv']} (Python {info['python']}, numpy {info['numpy']})")
     print(f"platform: {info['platform']}")
     if info["extension"]:
-        print(f"extension {info['kernels']}: built for {info['isa']} instructions, in use "
-              f"because {info['kernels_reason']}"
-              + (" (DEBUG: bounds checks on)" if info["debug_build"] else ""))
+        print(
+            f"extension {info['kernels']}: built for {info['isa']} instructions, in use "
+            f"because {info['kernels_reason']}" + (" (DEBUG: bounds checks on)" if info["debug_build"] else "")
+        )
         if info["openmp"]:
-            print(f"OpenMP: {openmp_text(True)}, threads: {info['omp_max_threads']}, "
-                  f"idle-thread policy: {info['openmp_wait_policy']}")
+            print(
+                f"OpenMP: {openmp_text(True)}, threads: {info['omp_max_threads']}, "
+                f"idle-thread policy: {info['openmp_wait_policy']}"
+            )
         else:
-            print(f"OpenMP: {openmp_text(False)}: pooling, batchnorm and Adam split over "
-                  f"{info['conv_workers']} worker thread(s), one kernel thread each")
+            print(
+                f"OpenMP: {openmp_text(False)}: pooling, batchnorm and Adam split over "
+                f"{info['conv_workers']} worker thread(s), one kernel thread each"
+            )
             if info.get("openmp_unavailable"):
-                print("note: the compiler had no usable OpenMP when fastconv was built (Apple clang "
-                      "without libomp, say): a single image's convolution runs on one thread; "
-                      "CONTRIBUTING.md says how to build with OpenMP")
+                print(
+                    "note: the compiler had no usable OpenMP when fastconv was built (Apple clang "
+                    "without libomp, say): a single image's convolution runs on one thread; "
+                    "CONTRIBUTING.md says how to build with OpenMP"
+                )
         if info["conv_workers"] > 1:
-            print(f"convolution: chunks of images on {info['conv_workers']} worker threads, one BLAS "
-                  "thread each (as many as the BLAS may use)")
+            print(
+                f"convolution: chunks of images on {info['conv_workers']} worker threads, one BLAS "
+                "thread each (as many as the BLAS may use)"
+            )
         else:
             print("convolution: in the calling thread (the BLAS may use one thread)")
         if info["openmp"] and info["openmp_wait_policy"] != "PASSIVE":
-            print("note: a libgomp with spinning idle threads was loaded before fastconv (PyTorch "
-                  "ships one), so fastconv.fast runs its OpenMP kernels on one thread; for full speed "
-                  "export OMP_WAIT_POLICY=PASSIVE or import fastconv first")
+            print(
+                "note: a libgomp with spinning idle threads was loaded before fastconv (PyTorch "
+                "ships one), so fastconv.fast runs its OpenMP kernels on one thread; for full speed "
+                "export OMP_WAIT_POLICY=PASSIVE or import fastconv first"
+            )
     elif "kernels_error" in info:
         # the message names FASTCONV_KERNELS and what it may be
         print(f"extension fastconv.kernels._im2col: built, but not loaded: {info['kernels_error']}")
@@ -100,15 +118,19 @@ def show_config():
     env = " ".join(f"{k}={v}" for k, v in info["env"].items() if v is not None)
     print(f"environment: {env or '(none of the thread variables set)'}")
     if not info["imported_before_numpy"] and info["env"]["OPENBLAS_THREAD_TIMEOUT"] is None:
-        print("note: numpy was loaded before fastconv, so OpenBLAS's idle threads spin for 0.1 s "
-              "after each call; export OPENBLAS_THREAD_TIMEOUT=10 (or import fastconv first) "
-              "for faster convolutions")
+        print(
+            "note: numpy was loaded before fastconv, so OpenBLAS's idle threads spin for 0.1 s "
+            "after each call; export OPENBLAS_THREAD_TIMEOUT=10 (or import fastconv first) "
+            "for faster convolutions"
+        )
     if isinstance(info["blas"], str):
         print(f"BLAS: unknown ({info['blas']})")
     else:
         for lib in info["blas"]:
-            print(f"thread pool: {lib['internal_api']} {lib['version'] or ''} "
-                  f"arch={lib['architecture']} threads={lib['num_threads']} ({lib['filepath']})")
+            print(
+                f"thread pool: {lib['internal_api']} {lib['version'] or ''} "
+                f"arch={lib['architecture']} threads={lib['num_threads']} ({lib['filepath']})"
+            )
 
 
 def add_arguments(parser):

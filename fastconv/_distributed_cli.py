@@ -12,6 +12,7 @@ then every rank runs the same training (``fastconv.distributed``), and:
 * the test set is predicted by all ranks, each taking a slice;
 * an error on one rank alone aborts them all (``distributed.run_ranks``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,8 +69,9 @@ def run(args, work):
     except ImportError:
         rank = distributed.launcher_rank()
         if rank == 0:
-            raise ImportError("started by an MPI launcher (mpiexec), but mpi4py is not installed: "
-                              f"{distributed.INSTALL_HINT}") from None
+            raise ImportError(
+                f"started by an MPI launcher (mpiexec), but mpi4py is not installed: {distributed.INSTALL_HINT}"
+            ) from None
         raise ImportError(f"rank {rank}: mpi4py is not installed (rank 0 says how to install it)") from None
     options = {k: v for k, v in vars(args).items() if k != "func"}
 

@@ -4,6 +4,7 @@ Every file fastconv writes (models, checkpoints, history, plots, benchmark resul
 goes through ``atomic_write``; every .npz it reads goes through ``load_arrays``
 (``allow_pickle=False``, names, shapes, dtypes and digest checked).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,8 +52,14 @@ def _fsync_dir(directory):
 
 _TEMPORARY_RE = re.compile(r"\.(?P<target>.+)\.tmp(?P<pid>\d+)(?:\.[0-9a-f]{8})?")
 # O_EXCL refuses any existing name, a symlink included: nothing planted at the name is followed
-_CREATE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                 | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+_CREATE_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
 
 
 def _temporary_name(path):
@@ -213,8 +220,12 @@ def remove_dead_temporaries(directory, targets):
         return removed
     for p in directory.iterdir():
         temporary = temporary_of(p.name)
-        if (temporary and re.fullmatch(targets, temporary[0]) and (p.is_symlink() or p.is_file())
-                and writer_is_dead(temporary[1])):
+        if (
+            temporary
+            and re.fullmatch(targets, temporary[0])
+            and (p.is_symlink() or p.is_file())
+            and writer_is_dead(temporary[1])
+        ):
             remove_file(p)
             removed.append(p.name)
     return removed
@@ -257,8 +268,7 @@ def read_json(path, what="file"):
         raise ValueError(f"{path}: larger than {MAX_JSON_BYTES} bytes, too large for a fastconv {what}")
     containers = data.count(b"[") + data.count(b"{")  # at most: some may sit in strings
     if containers > MAX_JSON_CONTAINERS:
-        raise ValueError(f"{path}: more than {MAX_JSON_CONTAINERS:,} JSON arrays and objects, "
-                         f"not a fastconv {what}")
+        raise ValueError(f"{path}: more than {MAX_JSON_CONTAINERS:,} JSON arrays and objects, not a fastconv {what}")
     deep = f"{path}: nested deeper than {MAX_JSON_DEPTH} levels, not a fastconv {what}"
     try:
         obj = json.loads(data.decode("utf-8"))
@@ -304,8 +314,9 @@ def _first_non_finite(value, where=""):
 
 
 # JSON text -> its number skeleton: digits '0', e and E 'e', '+' itself, everything else ' '.
-_NUMBER_SKELETON = bytes(0x30 if 0x30 <= b <= 0x39 else 0x65 if b in b"eE" else 0x2B if b == 0x2B else 0x20
-                         for b in range(256))
+_NUMBER_SKELETON = bytes(
+    0x30 if 0x30 <= b <= 0x39 else 0x65 if b in b"eE" else 0x2B if b == 0x2B else 0x20 for b in range(256)
+)
 
 
 def _may_hold_non_finite(data):
@@ -351,7 +362,7 @@ def sha256_of_arrays(arrays):
         a = a.reshape(1, -1) if a.ndim < 2 else a
         rows = max(1, (16 << 20) // max(1, a.itemsize * int(np.prod(a.shape[1:]))))
         for i in range(0, len(a), rows):  # a non-contiguous array is copied a chunk at a time, not whole
-            h.update(np.ascontiguousarray(a[i:i + rows]))
+            h.update(np.ascontiguousarray(a[i : i + rows]))
     return h.hexdigest()
 
 
@@ -372,8 +383,7 @@ def load_arrays_beside(json_path, record, manifest):
     json_path = Path(json_path)
     name = record.get("npz")
     if not isinstance(name, str) or name in ("", "..") or Path(name).name != name:
-        raise ValueError(f"{json_path}: 'npz' must name the .npz file beside it (a plain file name), "
-                         f"got {name!r}")
+        raise ValueError(f"{json_path}: 'npz' must name the .npz file beside it (a plain file name), got {name!r}")
     digest = record.get("npz_sha256")
     if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise ValueError(f"{json_path}: 'npz_sha256' must be the hex SHA-256 of {name}")
@@ -394,8 +404,10 @@ def npy_header(f, what):
     except ValueError as exc:
         raise ValueError(f"{what}: not a readable .npy array ({exc})") from None
     if version not in _NPY_HEADER_READERS:
-        raise ValueError(f"{what}: .npy format version {version[0]}.{version[1]} is not read here "
-                         "(1.0 and 2.0 are; numpy writes 3.0 only for structured dtypes)")
+        raise ValueError(
+            f"{what}: .npy format version {version[0]}.{version[1]} is not read here "
+            "(1.0 and 2.0 are; numpy writes 3.0 only for structured dtypes)"
+        )
     try:
         shape, fortran_order, dtype = _NPY_HEADER_READERS[version](f)
     except ValueError as exc:
@@ -414,9 +426,23 @@ MAX_NPZ_MEMBER_OVERHEAD = 1 << 16
 MAX_NPZ_INFLATION = 8
 _NPZ_INFLATION_SLACK = 1 << 20  # a small file's zero biases may compress as they like
 
-_MANIFEST_DTYPES = {np.dtype(t).name: np.dtype(t) for t in (
-    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-    np.float16, np.float32, np.float64)}
+_MANIFEST_DTYPES = {
+    np.dtype(t).name: np.dtype(t)
+    for t in (
+        np.bool_,
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.uint16,
+        np.uint32,
+        np.uint64,
+        np.float16,
+        np.float32,
+        np.float64,
+    )
+}
 
 
 def _manifest_sizes(path, manifest):
@@ -428,10 +454,15 @@ def _manifest_sizes(path, manifest):
         if not isinstance(spec, dict) or "shape" not in spec or "dtype" not in spec:
             raise ValueError(f"{path}: manifest entry for {name!r} needs 'shape' and 'dtype'")
         shape, dtype = spec["shape"], _MANIFEST_DTYPES.get(spec["dtype"]) if isinstance(spec["dtype"], str) else None
-        if (dtype is None or not isinstance(shape, list)
-                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
-            raise ValueError(f"{path}: manifest entry for {name!r} must give a shape (a list of sizes) and a "
-                             f"bool, integer or float dtype, got {spec['shape']!r} and {spec['dtype']!r}")
+        if (
+            dtype is None
+            or not isinstance(shape, list)
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+        ):
+            raise ValueError(
+                f"{path}: manifest entry for {name!r} must give a shape (a list of sizes) and a "
+                f"bool, integer or float dtype, got {spec['shape']!r} and {spec['dtype']!r}"
+            )
         sizes[name] = math.prod(shape) * dtype.itemsize
     return sizes
 
@@ -441,8 +472,9 @@ def _open_regular(path, what, limit):
     ``limit`` bytes: a FIFO, a device or a folder is refused before any byte is read (opening a
     FIFO does not wait for a writer)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-                     | getattr(os, "O_BINARY", 0))
+        fd = os.open(
+            path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        )
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -477,8 +509,10 @@ def load_arrays(path, manifest, sha256=None):
         if sha256 is not None:
             digest = _sha256_of_file(f)
             if digest != sha256:
-                raise ValueError(f"{path}: SHA-256 {digest} does not match the {sha256} recorded beside it "
-                                 "(the file is corrupt or belongs to another save)")
+                raise ValueError(
+                    f"{path}: SHA-256 {digest} does not match the {sha256} recorded beside it "
+                    "(the file is corrupt or belongs to another save)"
+                )
             f.seek(0)
         return _load_npz(path, f, manifest, sizes)
 
@@ -491,18 +525,24 @@ def _load_npz(path, f, manifest, sizes):
             expected = set(manifest)
             if names != expected:
                 missing, extra = sorted(expected - names), sorted(names - expected)
-                raise ValueError(f"{path}: arrays do not match the manifest"
-                                 + (f"; missing {missing}" if missing else "")
-                                 + (f"; unexpected {extra}" if extra else ""))
+                raise ValueError(
+                    f"{path}: arrays do not match the manifest"
+                    + (f"; missing {missing}" if missing else "")
+                    + (f"; unexpected {extra}" if extra else "")
+                )
             infos = {name: npz.zip.getinfo(f"{name}.npy") for name in names}
             for name, info in infos.items():
                 if info.file_size > sizes[name] + MAX_NPZ_MEMBER_OVERHEAD:
-                    raise ValueError(f"{path}: array {name!r} inflates to {info.file_size:,} bytes, more than "
-                                     f"its manifest entry allows ({sizes[name]:,} bytes and a header)")
+                    raise ValueError(
+                        f"{path}: array {name!r} inflates to {info.file_size:,} bytes, more than "
+                        f"its manifest entry allows ({sizes[name]:,} bytes and a header)"
+                    )
             inflated, stored = (sum(i.file_size for i in infos.values()), sum(i.compress_size for i in infos.values()))
             if inflated > MAX_NPZ_INFLATION * stored + _NPZ_INFLATION_SLACK:
-                raise ValueError(f"{path}: its arrays inflate from {stored:,} to {inflated:,} bytes, more than "
-                                 f"{MAX_NPZ_INFLATION} times (fastconv writes them uncompressed)")
+                raise ValueError(
+                    f"{path}: its arrays inflate from {stored:,} to {inflated:,} bytes, more than "
+                    f"{MAX_NPZ_INFLATION} times (fastconv writes them uncompressed)"
+                )
             out = {}
             for name in sorted(names):
                 spec = manifest[name]
@@ -510,17 +550,23 @@ def _load_npz(path, f, manifest, sizes):
                     shape, _, dtype = npy_header(member, f"{path}: array {name!r}")
                     header_bytes = member.tell()
                 if list(shape) != list(spec["shape"]) or dtype.name != spec["dtype"]:
-                    raise ValueError(f"{path}: array {name!r} is {dtype.name} {shape}, "
-                                     f"expected {spec['dtype']} {tuple(spec['shape'])}")
+                    raise ValueError(
+                        f"{path}: array {name!r} is {dtype.name} {shape}, "
+                        f"expected {spec['dtype']} {tuple(spec['shape'])}"
+                    )
                 if infos[name].file_size != header_bytes + sizes[name]:
-                    raise ValueError(f"{path}: array {name!r} holds {infos[name].file_size - header_bytes:,} "
-                                     f"bytes of data, its shape and dtype say {sizes[name]:,}")
+                    raise ValueError(
+                        f"{path}: array {name!r} holds {infos[name].file_size - header_bytes:,} "
+                        f"bytes of data, its shape and dtype say {sizes[name]:,}"
+                    )
                 a = npz[name]
                 if a.dtype.kind not in "biuf":
                     raise ValueError(f"{path}: array {name!r} has unsupported dtype {a.dtype}")
                 if list(a.shape) != list(spec["shape"]) or a.dtype.name != spec["dtype"]:
-                    raise ValueError(f"{path}: array {name!r} is {a.dtype.name} {tuple(a.shape)}, "
-                                     f"expected {spec['dtype']} {tuple(spec['shape'])}")
+                    raise ValueError(
+                        f"{path}: array {name!r} is {a.dtype.name} {tuple(a.shape)}, "
+                        f"expected {spec['dtype']} {tuple(spec['shape'])}"
+                    )
                 out[name] = a
     except (OSError, EOFError) as exc:
         if isinstance(exc, FileNotFoundError):

@@ -20,6 +20,7 @@ wrong is a ValueError naming the file.
 Messages name a file by ``display_name``: a name holding a newline or another unprintable
 character is quoted with escapes, so it cannot forge a line of output.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,14 @@ import numpy as np
 from ._files import MAX_DATA_FILE_BYTES, npy_header
 from .engine.checks import shape_size
 
-__all__ = ["check_image_size", "display_name", "image_pixel_limit", "quiet_pillow_size_warning", "read_image",
-           "read_npy"]
+__all__ = [
+    "check_image_size",
+    "display_name",
+    "image_pixel_limit",
+    "quiet_pillow_size_warning",
+    "read_image",
+    "read_npy",
+]
 
 #: Most bytes read from an image file (a 4096x4096 picture is far less as a PNG or JPEG).
 MAX_IMAGE_BYTES = 64 << 20
@@ -74,8 +81,10 @@ def check_image_size(size, shape, name):
     width, height = size
     limit = image_pixel_limit(shape)
     if width * height > limit:
-        raise _Refused(f"{name}: the image is {width}x{height} pixels, more than the {limit} pixels an image "
-                       f"may have for this model's {shape[2]}x{shape[1]} input; scale it down first")
+        raise _Refused(
+            f"{name}: the image is {width}x{height} pixels, more than the {limit} pixels an image "
+            f"may have for this model's {shape[2]}x{shape[1]} input; scale it down first"
+        )
 
 
 def read_npy(path, shape, max_bytes=MAX_DATA_FILE_BYTES):
@@ -89,11 +98,15 @@ def read_npy(path, shape, max_bytes=MAX_DATA_FILE_BYTES):
             nbytes = shape_size(array_shape) * dtype.itemsize
             held = os.fstat(f.fileno()).st_size - f.tell()
             if nbytes > max_bytes:
-                raise ValueError(f"{path}: its header declares an array {array_shape} of {nbytes} bytes, "
-                                 f"more than the limit of {max_bytes}")
+                raise ValueError(
+                    f"{path}: its header declares an array {array_shape} of {nbytes} bytes, "
+                    f"more than the limit of {max_bytes}"
+                )
             if held != nbytes:
-                raise ValueError(f"{path}: its header declares an array {dtype} {array_shape} of {nbytes} "
-                                 f"bytes, but the file holds {held} bytes of data")
+                raise ValueError(
+                    f"{path}: its header declares an array {dtype} {array_shape} of {nbytes} "
+                    f"bytes, but the file holds {held} bytes of data"
+                )
             a = np.empty(shape_size(array_shape), dtype=dtype)
             if f.readinto(memoryview(a.view(np.uint8))) != nbytes:
                 raise ValueError(f"{path}: truncated while reading (the file changed?)")
@@ -147,8 +160,9 @@ def read_image(path, shape):
     try:
         from PIL import Image
     except ImportError:
-        raise ImportError("reading PNG/JPEG files needs Pillow (pip install pillow); "
-                          "or pass a .npy array of pixel values") from None
+        raise ImportError(
+            "reading PNG/JPEG files needs Pillow (pip install pillow); or pass a .npy array of pixel values"
+        ) from None
     C, H, W = shape
     name = display_name(path)
     f = _open_bounded(path, name) if isinstance(path, (str, bytes, os.PathLike)) else path
@@ -199,8 +213,9 @@ def _open_bounded(path, name, max_bytes=MAX_IMAGE_BYTES):
             return f
         data = f.read(max_bytes + 1)
         if len(data) > max_bytes:
-            raise _Refused(f"{name}: more than the limit of {max_bytes} bytes for an image (a pipe or a device "
-                           "that does not end?)")
+            raise _Refused(
+                f"{name}: more than the limit of {max_bytes} bytes for an image (a pipe or a device that does not end?)"
+            )
         return io.BytesIO(data)
 
 

@@ -15,6 +15,7 @@ mapped for its lifetime (its peak resident size does not shrink). The
 process the same setting through ``KEEP_FREED_MEMORY_ENV``. A library never
 calls it on its own: that is the application's choice.
 """
+
 import ctypes
 import os
 import sys
@@ -23,8 +24,7 @@ _MMAP_THRESHOLD = 1 << 30
 _TRIM_THRESHOLD = (1 << 31) - 1
 
 #: The same setting for a child process, read by glibc when the process starts.
-KEEP_FREED_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(_MMAP_THRESHOLD),
-                         "MALLOC_TRIM_THRESHOLD_": str(_TRIM_THRESHOLD)}
+KEEP_FREED_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": str(_MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(_TRIM_THRESHOLD)}
 
 
 def keep_freed_memory():

@@ -31,6 +31,7 @@ equals an uninterrupted one only for models whose state is all in ``params``.
 ``y_train``, ``x_validation``, ``y_validation``, ``x_test``, ``y_test``); the
 test arrays are allowed and not used.
 """
+
 from collections.abc import Mapping
 
 import numpy as np
@@ -55,15 +56,16 @@ def solver_data(data):
     tutorial = sorted(set(data) & (set(TUTORIAL_KEYS) - set(CS231N_KEYS)))
     if cs231n and tutorial:
         raise ValueError(f"data mixes CS231n's keys {cs231n} with the tutorials' {tutorial}: use one set")
-    train, y_train, val, y_val = ("x_train", "y_train", "x_validation", "y_validation") if tutorial else \
-        ("X_train", "y_train", "X_val", "y_val")
+    train, y_train, val, y_val = (
+        ("x_train", "y_train", "x_validation", "y_validation") if tutorial else ("X_train", "y_train", "X_val", "y_val")
+    )
     for key in (train, y_train):
         if key not in data:
-            raise ValueError(f"data must hold {train} and {y_train} (and optionally {val}, {y_val}); "
-                             f"{key} is missing")
+            raise ValueError(f"data must hold {train} and {y_train} (and optionally {val}, {y_val}); {key} is missing")
     if (val in data) != (y_val in data):
-        raise ValueError(f"data must hold both {val} and {y_val}, or neither; "
-                         f"{y_val if val in data else val} is missing")
+        raise ValueError(
+            f"data must hold both {val} and {y_val}, or neither; {y_val if val in data else val} is missing"
+        )
     return data[train], data[y_train], data.get(val), data.get(y_val)
 
 
@@ -85,24 +87,30 @@ class TutorialModel(ModelState):
     def __init__(self, model):
         params = getattr(model, "params", None)
         if not isinstance(params, dict) or not params:
-            raise TypeError(f"the model must have params, a non-empty dict of named float arrays "
-                            f"(got {type(params).__name__})")
+            raise TypeError(
+                f"the model must have params, a non-empty dict of named float arrays (got {type(params).__name__})"
+            )
         for name, value in params.items():
             if not isinstance(name, str) or not name or "/" in name:
                 raise ValueError(f"model.params names must be non-empty strings without '/', got {name!r}")
             if not isinstance(value, np.ndarray) or value.dtype not in FLOAT_DTYPES:
-                raise TypeError(f"model.params[{name!r}] must be a float32 or float64 numpy array, got "
-                                f"{getattr(value, 'dtype', type(value).__name__)}")
+                raise TypeError(
+                    f"model.params[{name!r}] must be a float32 or float64 numpy array, got "
+                    f"{getattr(value, 'dtype', type(value).__name__)}"
+                )
         if callable(getattr(model, "loss", None)):
             self._train_loss, self._scores = model.loss, model.loss
             self._loss_name = "model.loss(X, y)"
-        elif callable(getattr(model, "loss_for_training", None)) and \
-                callable(getattr(model, "scores_for_predicting", None)):
+        elif callable(getattr(model, "loss_for_training", None)) and callable(
+            getattr(model, "scores_for_predicting", None)
+        ):
             self._train_loss, self._scores = model.loss_for_training, model.scores_for_predicting
             self._loss_name = "model.loss_for_training(x, y)"
         else:
-            raise TypeError(f"{type(model).__name__} has no loss(X, y=None) (CS231n's models) nor "
-                            "loss_for_training(x, y) and scores_for_predicting(x) (the tutorials' models)")
+            raise TypeError(
+                f"{type(model).__name__} has no loss(X, y=None) (CS231n's models) nor "
+                "loss_for_training(x, y) and scores_for_predicting(x) (the tutorials' models)"
+            )
         self.model = model
         own_rng = getattr(model, "rng", None)
         # the Solver checkpoints this generator's state; a model without one draws from none of it
@@ -150,18 +158,22 @@ class TutorialModel(ModelState):
             return self._scores(X)
         result = self._train_loss(X, y)
         if not isinstance(result, tuple) or len(result) != 2 or not isinstance(result[1], dict):
-            raise TypeError(f"{self._loss_name} must return (loss, grads) with grads a dict, "
-                            f"got {type(result).__name__}")
+            raise TypeError(
+                f"{self._loss_name} must return (loss, grads) with grads a dict, got {type(result).__name__}"
+            )
         loss, grads = result
         cast = {}
         for name, p in self.params.items():
             g = grads.get(name)
             if not isinstance(g, np.ndarray) or g.shape != p.shape:
-                raise ValueError(f"{self._loss_name} must return a gradient of shape {p.shape} for "
-                                 f"params[{name!r}], got {getattr(g, 'shape', type(g).__name__)}")
+                raise ValueError(
+                    f"{self._loss_name} must return a gradient of shape {p.shape} for "
+                    f"params[{name!r}], got {getattr(g, 'shape', type(g).__name__)}"
+                )
             if g.dtype not in FLOAT_DTYPES:
-                raise TypeError(f"{self._loss_name} must return a float32 or float64 gradient for "
-                                f"params[{name!r}], got {g.dtype}")
+                raise TypeError(
+                    f"{self._loss_name} must return a float32 or float64 gradient for params[{name!r}], got {g.dtype}"
+                )
             if g.dtype != p.dtype:
                 cast[name] = g.astype(p.dtype)
         if cast:
@@ -173,11 +185,12 @@ class TutorialModel(ModelState):
         batch_size = check_int(batch_size, "batch_size", 1)
         parts = []
         for i in range(0, len(X), batch_size):
-            xb = X[i:i + batch_size]
+            xb = X[i : i + batch_size]
             scores = np.asarray(self._scores(self.prepare(xb) if prepare else xb))
             if scores.ndim != 2 or len(scores) != len(xb):
-                raise ValueError(f"the model's scores must have shape (N, classes) = ({len(xb)}, ...), "
-                                 f"got {scores.shape}")
+                raise ValueError(
+                    f"the model's scores must have shape (N, classes) = ({len(xb)}, ...), got {scores.shape}"
+                )
             parts.append(scores)
         return np.concatenate(parts) if parts else np.zeros((0, 0))
 

@@ -20,6 +20,7 @@ A class knows, for its type of layer:
 
 A new layer type is one class here, listed in ``LAYER_TYPES``.
 """
+
 from __future__ import annotations
 
 import re
@@ -151,14 +152,23 @@ class Conv(Layer):
     type = "conv"
     pattern = re.compile(r"conv(\d+)x(\d+)(?:s(\d+))?(?:p(\d+))?")
     syntax = "conv<F>x<k>[s<stride>][p<pad>]"
-    fields = {"filters": (REQUIRED, _count), "kernel": (REQUIRED, _hyperparameter), "stride": (1, _hyperparameter),
-              "pad": ("same", _pad)}
+    fields = {
+        "filters": (REQUIRED, _count),
+        "kernel": (REQUIRED, _hyperparameter),
+        "stride": (1, _hyperparameter),
+        "pad": ("same", _pad),
+    }
     numbering = "weights"
 
     @classmethod
     def from_token(cls, m):
-        return {"type": "conv", "filters": int(m[1]), "kernel": int(m[2]), "stride": int(m[3] or 1),
-                "pad": int(m[4]) if m[4] is not None else "same"}
+        return {
+            "type": "conv",
+            "filters": int(m[1]),
+            "kernel": int(m[2]),
+            "stride": int(m[3] or 1),
+            "pad": int(m[4]) if m[4] is not None else "same",
+        }
 
     @classmethod
     def token(cls, spec):
@@ -190,12 +200,15 @@ class Conv(Layer):
 
     def params(self, init, dtype):
         w_shape, b_shape = self.param_shapes().values()
-        return {self.weight_name: init(w_shape, shape_size(w_shape[1:])),
-                self.bias_name: np.zeros(b_shape, dtype=dtype)}
+        return {
+            self.weight_name: init(w_shape, shape_size(w_shape[1:])),
+            self.bias_name: np.zeros(b_shape, dtype=dtype),
+        }
 
     def forward(self, net, x, train):
-        return net.layer_module.conv_forward(x, net.params[self.weight_name], net.params[self.bias_name],
-                                             stride=self.stride, pad=self.pad)
+        return net.layer_module.conv_forward(
+            x, net.params[self.weight_name], net.params[self.bias_name], stride=self.stride, pad=self.pad
+        )
 
     def backward(self, net, dout, cache, need_dx):
         dx, dw, db = net.layer_module.conv_backward(dout, cache, need_dx=need_dx)
@@ -276,8 +289,13 @@ class BatchNorm(Layer):
 
     def forward(self, net, x, train):
         ops = net.layer_module
-        bn_param = {"mode": "train" if train else "test", "momentum": self.momentum, "eps": self.eps,
-                    "running_mean": net.buffers[self.mean_name], "running_var": net.buffers[self.var_name]}
+        bn_param = {
+            "mode": "train" if train else "test",
+            "momentum": self.momentum,
+            "eps": self.eps,
+            "running_mean": net.buffers[self.mean_name],
+            "running_var": net.buffers[self.var_name],
+        }
         forward = ops.spatial_batchnorm_forward if self.spatial else ops.batchnorm_forward
         out, cache = forward(x, net.params[self.gamma_name], net.params[self.beta_name], bn_param)
         if train:
@@ -455,8 +473,14 @@ class ConvReluPool(Layer):
     def forward(self, net, x, train):
         conv, pool = self.conv, self.pool
         return net.layer_module.conv_relu_pool_forward(
-            x, net.params[conv.weight_name], net.params[conv.bias_name], stride=conv.stride, pad=conv.pad,
-            pool_size=pool.kernel, pool_stride=pool.stride)
+            x,
+            net.params[conv.weight_name],
+            net.params[conv.bias_name],
+            stride=conv.stride,
+            pad=conv.pad,
+            pool_size=pool.kernel,
+            pool_stride=pool.stride,
+        )
 
     def backward(self, net, dout, cache, need_dx):
         dx, dw, db = net.layer_module.conv_relu_pool_backward(dout, cache, need_dx=need_dx)
@@ -469,7 +493,7 @@ def fuse_conv_relu_pool(layers):
     where it is <= 0) replaced by one ConvReluPool step (tests/test_models.py checks them equal)."""
     fused, i = [], 0
     while i < len(layers):
-        types = [type(layer) for layer in layers[i:i + 3]]
+        types = [type(layer) for layer in layers[i : i + 3]]
         if types in ([Conv, ReLU, MaxPool], [Conv, MaxPool, ReLU]):
             pool = layers[i + 2] if types[2] is MaxPool else layers[i + 1]
             fused.append(ConvReluPool(layers[i], pool))

@@ -1,6 +1,7 @@
 """What ``fastconv predict`` and ``fastconv serve`` share beside the model loader
 (``model_state.load_prediction_model``): class probabilities. Apart from the trainer
 (``train_cli``), so that serving a model does not load it."""
+
 from __future__ import annotations
 
 import numpy as np

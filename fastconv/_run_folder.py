@@ -24,6 +24,7 @@ and the plots (``OUTPUTS``). ``claim`` makes it one training's for the whole run
   has checkpoints to continue from) or ``overwrite`` (its previous outputs are removed
   first) is given.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,16 @@ except ImportError:  # pragma: no cover - Windows
 
 LOCK_NAME = ".fastconv.lock"
 CHECKPOINTS = "checkpoints"
-PLOTS = ("loss.png", "accuracy.png", "confusion.png", "filters.png", "examples.png", "dataset.png",
-         "feature_maps.png", "filters.gif")
+PLOTS = (
+    "loss.png",
+    "accuracy.png",
+    "confusion.png",
+    "filters.png",
+    "examples.png",
+    "dataset.png",
+    "feature_maps.png",
+    "filters.gif",
+)
 OUTPUTS = (*MODEL_FILES, "history.json", *PLOTS)
 
 
@@ -57,8 +66,9 @@ class FolderLock:
     def __init__(self, folder):
         self.folder = Path(folder)
         path = self.folder / LOCK_NAME
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
-                          0o600)
+        self.fd = os.open(
+            path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o600
+        )
         self._guard = None
         if fcntl is None:  # pragma: no cover - Windows
             return
@@ -67,8 +77,10 @@ class FolderLock:
         except BlockingIOError:
             holder = self._holder()
             os.close(self.fd)
-            raise BlockingIOError(f"{self.folder} is in use by another `fastconv train` ({holder} holds {path}); "
-                                  "wait for it to finish, or choose another --out") from None
+            raise BlockingIOError(
+                f"{self.folder} is in use by another `fastconv train` ({holder} holds {path}); "
+                "wait for it to finish, or choose another --out"
+            ) from None
         st = os.fstat(self.fd)
         if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
             os.fchmod(self.fd, 0o600)  # a lock file of an older fastconv: nobody else may open it now
@@ -85,8 +97,10 @@ class FolderLock:
         except OSError:
             same = False
         if not same:
-            raise OSError(f"{self.folder} is no longer the folder this run locked (it was moved, removed or "
-                          "replaced): not writing there; the run's files are where the folder went")
+            raise OSError(
+                f"{self.folder} is no longer the folder this run locked (it was moved, removed or "
+                "replaced): not writing there; the run's files are where the folder went"
+            )
 
     def _holder(self):
         """Who holds the lock, in words: the pid its holder wrote (it writes just after locking:
@@ -102,7 +116,8 @@ class FolderLock:
         holders = _lock_holders(os.fstat(self.fd))
         if holders and recorded not in holders:
             return " and ".join(f"pid {pid}{_user_of(pid)}" for pid in sorted(holders)) + (
-                f", not the pid {recorded} recorded in the lock file," if recorded else "")
+                f", not the pid {recorded} recorded in the lock file," if recorded else ""
+            )
         return f"pid {recorded}" if recorded else "pid unknown"
 
     def close(self):
@@ -138,7 +153,7 @@ def _lock_holders(st):
 
 
 def _user_of(pid):
-    """" (user NAME)" of the process ``pid``, or "" when it cannot be told."""
+    """ " (user NAME)" of the process ``pid``, or "" when it cannot be told."""
     try:
         uid = os.stat(f"/proc/{pid}").st_uid
     except OSError:
@@ -158,8 +173,9 @@ def _check_path(out):
         raise NotADirectoryError(f"--out {out} is a file, not a folder; choose another --out")
     ckpt = out / CHECKPOINTS
     if ckpt.exists() and not ckpt.is_dir():
-        raise NotADirectoryError(f"{ckpt} is not a folder (a run keeps its checkpoints there); "
-                                 "move it away or choose another --out")
+        raise NotADirectoryError(
+            f"{ckpt} is not a folder (a run keeps its checkpoints there); move it away or choose another --out"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -167,8 +183,10 @@ def _check_path(out):
     for name in OUTPUTS:
         path = out / name
         if path.exists() and not path.is_file():
-            raise IsADirectoryError(f"{path} is {'a folder' if path.is_dir() else 'not a regular file'}, where the "
-                                    f"run writes its {name}; move it away or choose another --out")
+            raise IsADirectoryError(
+                f"{path} is {'a folder' if path.is_dir() else 'not a regular file'}, where the "
+                f"run writes its {name}; move it away or choose another --out"
+            )
 
 
 def _check_contents(out, resume, overwrite, folder):
@@ -180,11 +198,15 @@ def _check_contents(out, resume, overwrite, folder):
         return
     if not resume:
         held = ", ".join(saved + ([f"{CHECKPOINTS}/"] if resumable else []))
-        raise FileExistsError(f"{out} already holds a training run ({held}); pass --resume to continue it, "
-                              "--overwrite to replace it, or choose another --out")
+        raise FileExistsError(
+            f"{out} already holds a training run ({held}); pass --resume to continue it, "
+            "--overwrite to replace it, or choose another --out"
+        )
     if not resumable:
-        raise FileExistsError(f"{out} holds a saved model ({', '.join(saved)}) but no checkpoint to resume "
-                              f"from; pass --overwrite to train afresh over it, or choose another --out")
+        raise FileExistsError(
+            f"{out} holds a saved model ({', '.join(saved)}) but no checkpoint to resume "
+            f"from; pass --overwrite to train afresh over it, or choose another --out"
+        )
 
 
 def _remove_outputs(out):

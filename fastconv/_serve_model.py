@@ -14,6 +14,7 @@ A bad image is a ``BadImage`` (a ValueError whose message the client may read). 
 state between calls: the test-mode forward pass reads the model and writes nothing into it, so one
 service answers any number of threads at once.
 """
+
 from __future__ import annotations
 
 import base64
@@ -75,8 +76,9 @@ def _check_header(body, shape):
     except ValueError as exc:
         raise BadImage(str(exc)) from None
     if size != (W, H):
-        raise BadImage(f"the image is {size[0]}x{size[1]} pixels; the model takes {W}x{H} "
-                       f"({'grey' if C == 1 else 'colour'})")
+        raise BadImage(
+            f"the image is {size[0]}x{size[1]} pixels; the model takes {W}x{H} ({'grey' if C == 1 else 'colour'})"
+        )
 
 
 def decode(body, shape):
@@ -90,8 +92,19 @@ def decode(body, shape):
 
 
 # Anchors of the maps' palette, dark to light (an inferno-like ramp: dark is low, yellow is high).
-_PALETTE_ANCHORS = np.array([(0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66),
-                             (245, 125, 21), (250, 193, 39), (252, 255, 164)], dtype=np.float64)
+_PALETTE_ANCHORS = np.array(
+    [
+        (0, 0, 4),
+        (40, 11, 84),
+        (101, 21, 110),
+        (159, 42, 99),
+        (212, 72, 66),
+        (245, 125, 21),
+        (250, 193, 39),
+        (252, 255, 164),
+    ],
+    dtype=np.float64,
+)
 
 
 def _palette():
@@ -168,9 +181,10 @@ class ModelService:
         probs = class_probabilities(self.model, batch)[0]
         key = "probability" if self.model.loss_type == "softmax" else "score"
         order = np.argsort(-probs, kind="stable")[:TOP_CLASSES]  # the order `fastconv predict` lists
-        return {"predictions": [{"class": self.class_names[k], "index": int(k), key: float(probs[k])}
-                                for k in order],
-                "feature_maps": self.feature_maps(batch)}
+        return {
+            "predictions": [{"class": self.class_names[k], "index": int(k), key: float(probs[k])} for k in order],
+            "feature_maps": self.feature_maps(batch),
+        }
 
     def feature_maps(self, batch):
         """The first layer's output for one raw image (1, C, H, W) as pictures, or None when the first
@@ -181,6 +195,10 @@ class ModelService:
             return None
         out, _ = first.forward(model, model.prepare(batch), False)
         shown = out[0, :MAX_FEATURE_MAPS]
-        return {"layer": format_layers(model.layer_specs[:1]), "shape": list(out.shape[1:]), "shown": len(shown),
-                "scaling": "each map from its own minimum (dark) to its maximum (light)",
-                "images": feature_map_pictures(shown)}
+        return {
+            "layer": format_layers(model.layer_specs[:1]),
+            "shape": list(out.shape[1:]),
+            "shown": len(shown),
+            "scaling": "each map from its own minimum (dark) to its maximum (light)",
+            "images": feature_map_pictures(shown),
+        }

@@ -8,6 +8,7 @@ whole run. A frame is stored as the small uint8 grid it
 shows (the filters of ``fastconv.plots``' filter picture, each scaled to its own range), not as
 weights. ``write_gif`` writes them, each captioned with its iteration, atomically.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,13 +48,14 @@ def _grid(tiles):
     h, w = tiles[0].shape[:2]
     k = 1 if max(h, w) >= _FULL_SIZE else math.ceil(_TILE_PIXELS / max(h, w))
     rgb = tiles[0].ndim == 3
-    out = np.full((rows * (h * k + _GAP) + _GAP, cols * (w * k + _GAP) + _GAP) + ((3,) if rgb else ()),
-                  255, dtype=np.uint8)
+    out = np.full(
+        (rows * (h * k + _GAP) + _GAP, cols * (w * k + _GAP) + _GAP) + ((3,) if rgb else ()), 255, dtype=np.uint8
+    )
     for i, tile in enumerate(tiles):
         r, c = divmod(i, cols)
         y, x = _GAP + r * (h * k + _GAP), _GAP + c * (w * k + _GAP)
         big = np.kron(tile, np.ones((k, k) + ((1,) if rgb else ())))
-        out[y:y + h * k, x:x + w * k] = np.rint(big * 255).astype(np.uint8)
+        out[y : y + h * k, x : x + w * k] = np.rint(big * 255).astype(np.uint8)
     return out
 
 
@@ -130,6 +132,10 @@ class FilterFrames:
             ImageDraw.Draw(canvas).text((3, 3), self._caption(iteration), fill="black", font=font)
             images.append(canvas)
         durations = [frame_ms] * (len(images) - 1) + [last_ms]
-        atomic_write(path, lambda f: images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
-                                                      duration=durations, loop=0))
+        atomic_write(
+            path,
+            lambda f: images[0].save(
+                f, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0
+            ),
+        )
         return path

@@ -16,6 +16,7 @@ batch at once: ``draw(rng, n)`` then ``apply(images, draws)``. Under MPI every r
 same numbers for the whole batch and applies its rows' (``Draws.rows``), so K ranks see
 the augmented images one process sees (as the dropout masks in ``fastconv.distributed``).
 """
+
 from __future__ import annotations
 
 import re
@@ -99,8 +100,9 @@ def parse_augment(spec):
         item = item.strip()
         m = _ITEM.fullmatch(item)
         if m is None:
-            raise ValueError(f"augmentation {spec!r}: unknown item {item!r} (crop<P> or flip, joined by ',', "
-                             "e.g. crop4,flip)")
+            raise ValueError(
+                f"augmentation {spec!r}: unknown item {item!r} (crop<P> or flip, joined by ',', e.g. crop4,flip)"
+            )
         kind = "flip" if item == "flip" else "crop"
         if kind in seen:
             raise ValueError(f"augmentation {spec!r}: {kind} given twice")

@@ -21,6 +21,7 @@ the Solver's state, which a checkpoint holds, so that a resumed run continues ex
 ``LearningRate`` computes each rate from the iteration count, ``EarlyStopping`` its
 decision from the validation history.
 """
+
 from __future__ import annotations
 
 from .engine.checks import check_int

@@ -31,6 +31,7 @@ batch size, seed, sample counts, the training and validation data, and the
 caller's ``run_settings``), and only then restores the Solver's whole state.
 No pickle anywhere.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,10 @@ CHECKPOINT_FORMAT = "fastconv-checkpoint"
 #: Older files still load as models (``load_checkpoint_model``) but cannot be resumed.
 CHECKPOINT_VERSION = 3
 _READABLE_VERSIONS = (1, 2, 3)
-_UNRESUMABLE = {1: "does not record the settings needed to check that resuming continues the same run",
-                2: "has no epoch-0 accuracies in its histories (version 3 records them, as CS231n's Solver)"}
+_UNRESUMABLE = {
+    1: "does not record the settings needed to check that resuming continues the same run",
+    2: "has no epoch-0 accuracies in its histories (version 3 records them, as CS231n's Solver)",
+}
 LOSS_KEY = "history/loss"
 #: The file prefix of a Solver given ``checkpoint_dir`` (``checkpoint_name`` sets another).
 DEFAULT_PREFIX = "checkpoint"
@@ -148,8 +151,9 @@ def read_checkpoint(path):
     state = read_json(path, "checkpoint")
     version = state.get("version")
     if state.get("format") != CHECKPOINT_FORMAT or type(version) is not int or version not in _READABLE_VERSIONS:
-        raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} file of version "
-                         f"{' or '.join(map(str, _READABLE_VERSIONS))}")
+        raise ValueError(
+            f"{path}: not a {CHECKPOINT_FORMAT} file of version {' or '.join(map(str, _READABLE_VERSIONS))}"
+        )
     for key in ("model", "solver", "history", "rng", "optim_scalars", "run_settings"):
         if key in state and not isinstance(state[key], dict):
             raise ValueError(f"{path}: '{key}' must be a JSON object")
@@ -172,8 +176,9 @@ def resume(solver, path=None):
     path = Path(path)
     state = read_checkpoint(path)
     if state["version"] != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: a version {state['version']} checkpoint {_UNRESUMABLE[state['version']]}; "
-                         "start afresh")
+        raise ValueError(
+            f"{path}: a version {state['version']} checkpoint {_UNRESUMABLE[state['version']]}; start afresh"
+        )
     try:
         attributes, arrays, rng_states = _restored_state(path, state, solver)
     except (KeyError, TypeError) as exc:
@@ -202,12 +207,14 @@ def _number(value, name, minimum=-math.inf, maximum=math.inf, above=None):
     """``value`` as a float: a JSON number (not a bool), finite, within [minimum, maximum]
     (and > ``above`` when given)."""
     bound = f"> {above:g}" if above is not None else f"in [{minimum:g}, {maximum:g}]"
-    return check_number(value, name, lambda v: minimum <= v <= maximum and (above is None or v > above),
-                        f"a finite number {bound}")
+    return check_number(
+        value, name, lambda v: minimum <= v <= maximum and (above is None or v > above), f"a finite number {bound}"
+    )
 
 
 def _checked_settings(path, settings):
     """The checkpoint's Solver settings (its 'solver' object), every field converted and checked."""
+
     def optional(check):
         return lambda v: None if v is None else check(v)
 
@@ -274,8 +281,11 @@ _NEWER_SETTINGS = {
 def _differences(saved, current, keys=None):
     """['key: X in the checkpoint, Y now', ...] for each key whose values differ."""
     keys = list(current) + [k for k in saved if k not in current] if keys is None else keys
-    return [f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
-            for key in keys if saved.get(key) != current.get(key)]
+    return [
+        f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
+        for key in keys
+        if saved.get(key) != current.get(key)
+    ]
 
 
 def _check_setup(path, state, settings, solver):
@@ -295,14 +305,29 @@ def _check_setup(path, state, settings, solver):
         elif mine != theirs:
             problems.append("other preprocessing statistics (fitted on other training images)")
         problems += _differences(saved, current, ["class_names"])
-        problems += _differences(settings, solver.recorded_settings(), [
-            "update_rule", "optim_config", "lr_decay", "batch_size", "seed", "num_train", "num_val",
-            "num_train_samples", "num_val_samples", *_NEWER_SETTINGS])
+        problems += _differences(
+            settings,
+            solver.recorded_settings(),
+            [
+                "update_rule",
+                "optim_config",
+                "lr_decay",
+                "batch_size",
+                "seed",
+                "num_train",
+                "num_val",
+                "num_train_samples",
+                "num_val_samples",
+                *_NEWER_SETTINGS,
+            ],
+        )
         if settings["data_sha256"] != solver.data_sha256:
             problems.append("other training or validation data (their SHA-256 differs)")
     if problems:
-        raise ValueError(f"{path}: the checkpoint was written with other settings ({'; '.join(problems)}); "
-                         "resume needs the settings the run was started with")
+        raise ValueError(
+            f"{path}: the checkpoint was written with other settings ({'; '.join(problems)}); "
+            "resume needs the settings the run was started with"
+        )
 
 
 def _expected_manifest(path, manifest, model, iterations=None):
@@ -322,8 +347,10 @@ def _expected_manifest(path, manifest, model, iterations=None):
                 raise ValueError(f"{path}: unexpected optimizer array {key!r}")
             expected[key] = array_manifest({key: model.params[parts[1]]})[key]
     if manifest != expected:
-        raise ValueError(f"{path}: the array manifest does not match the model "
-                         f"(differs in {sorted(set(manifest) ^ set(expected)) or 'shapes or dtypes'})")
+        raise ValueError(
+            f"{path}: the array manifest does not match the model "
+            f"(differs in {sorted(set(manifest) ^ set(expected)) or 'shapes or dtypes'})"
+        )
     return expected
 
 
@@ -362,13 +389,16 @@ def _restored_history(path, history, epoch, iterations_per_epoch, loss):
     ``epoch`` epochs of ``iterations_per_epoch`` steps (and epoch 0's accuracies), every number
     checked; the loss history is the array ``loss`` from the .npz (its length checked by the
     manifest)."""
+
     def numbers_list(key, length, check):
         values = history.get(key)
         if not isinstance(values, list):
             raise ValueError(f"{path}: history['{key}'] must be a list")
         if len(values) != length:
-            raise ValueError(f"{path}: history['{key}'] holds {len(values)} values, not {length} "
-                             f"({epoch} epochs{' and epoch 0' if length == epoch + 1 else ''})")
+            raise ValueError(
+                f"{path}: history['{key}'] holds {len(values)} values, not {length} "
+                f"({epoch} epochs{' and epoch 0' if length == epoch + 1 else ''})"
+            )
         return _field(path, f"history['{key}']", lambda vs: [check(v) for v in vs], values)
 
     def accuracy(v):
@@ -378,12 +408,14 @@ def _restored_history(path, history, epoch, iterations_per_epoch, loss):
         raise ValueError(f"{path}: bad loss history (the .npz's {LOSS_KEY} must hold finite numbers)")
     restored = {}
     if "val_loss" in history:  # recorded while early stopping watches the validation loss
-        restored["val_loss_history"] = numbers_list("val_loss", epoch + 1,
-                                                    lambda v: None if v is None else _number(v, "a loss", 0.0))
+        restored["val_loss_history"] = numbers_list(
+            "val_loss", epoch + 1, lambda v: None if v is None else _number(v, "a loss", 0.0)
+        )
     stopped = history.get("early_stopped")
     if stopped is not None:
-        restored["early_stopped"] = _field(path, "history['early_stopped']",
-                                           lambda v: check_int(v, "early_stopped", 0, epoch), stopped)
+        restored["early_stopped"] = _field(
+            path, "history['early_stopped']", lambda v: check_int(v, "early_stopped", 0, epoch), stopped
+        )
     return {
         **restored,
         "loss_history": loss.tolist(),
@@ -402,9 +434,14 @@ def _checked_optim_scalars(path, scalars, model):
         if not isinstance(sc, dict):
             raise ValueError(f"{path}: optimizer state of {pname} must be a JSON object")
         configs[pname] = {
-            key: _field(path, f"optimizer state of {pname}",
-                        lambda v, key=key: check_int(v, key, 0) if key == "t" else _number(v, key, 0.0), v)
-            for key, v in sc.items()}
+            key: _field(
+                path,
+                f"optimizer state of {pname}",
+                lambda v, key=key: check_int(v, key, 0) if key == "t" else _number(v, key, 0.0),
+                v,
+            )
+            for key, v in sc.items()
+        }
     return configs
 
 
@@ -418,14 +455,17 @@ def _restored_state(path, state, solver):
     configs = _checked_optim_scalars(path, state["optim_scalars"], model)
     iterations = epoch * -(-len(solver.X_train) // solver.batch_size)
     expected = _expected_manifest(path, state["arrays"], model, iterations)
-    rng_states = {"solver": _checked_rng_state(solver.rng, state["rng"]["solver"], f"{path}: solver"),
-                  "model": _checked_rng_state(model.rng, state["rng"]["model"], f"{path}: model")}
+    rng_states = {
+        "solver": _checked_rng_state(solver.rng, state["rng"]["solver"], f"{path}: solver"),
+        "model": _checked_rng_state(model.rng, state["rng"]["model"], f"{path}: model"),
+    }
     arrays = load_arrays_beside(path, state, expected)
     attributes = _restored_history(path, state["history"], epoch, iterations // epoch, arrays.pop(LOSS_KEY))
     attributes.update(
         epoch=epoch,
-        best_val_acc=_field(path, "best_val_acc", lambda v: _number(v, "best_val_acc", -1.0, 1.0),
-                            state["best_val_acc"]),
+        best_val_acc=_field(
+            path, "best_val_acc", lambda v: _number(v, "best_val_acc", -1.0, 1.0), state["best_val_acc"]
+        ),
         best_epoch=_field(path, "best_epoch", lambda v: check_int(v, "best_epoch", 0, epoch), state["best_epoch"]),
     )
 
@@ -433,7 +473,7 @@ def _restored_state(path, state, solver):
     for key, value in arrays.items():
         group, _, name = key.partition("/")
         if group in ("best_params", "best_buffers"):
-            best[group[len("best_"):]][name] = np.array(value, copy=True)
+            best[group[len("best_") :]][name] = np.array(value, copy=True)
         elif group == "optim":
             pname, key_name = name.split("/")
             configs[pname][key_name] = np.array(value, copy=True)

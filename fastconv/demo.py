@@ -6,6 +6,7 @@ and scaled to the full batch (they take minutes on all 64 images); the fast
 path is timed on the full batch, after checking that it matches the naive
 result on the sub-batch.
 """
+
 import time
 
 import numpy as np
@@ -14,8 +15,9 @@ import numpy as np
 def add_arguments(parser):
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--batch", type=int, default=64, help="batch size of the fast run (default 64)")
-    parser.add_argument("--naive-batch", type=int, default=2,
-                        help="images timed with the naive loops, scaled to --batch (default 2)")
+    parser.add_argument(
+        "--naive-batch", type=int, default=2, help="images timed with the naive loops, scaled to --batch (default 2)"
+    )
     parser.add_argument("--repeats", type=int, default=7, help="fast-path repeats; the median is shown")
 
 
@@ -58,4 +60,3 @@ def run(args):
     print(f"fast : {fast_s * 1e3:12.2f} ms  (median of {args.repeats}; matches naive)")
     print(f"fast is {naive_s / fast_s:,.0f}x faster than naive")
     return 0
-

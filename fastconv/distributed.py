@@ -37,6 +37,7 @@ same data; together they compute what one process computes, up to rounding:
 * Threads: each rank's BLAS and OpenMP threads default to its node's cores divided
   by the ranks on that node (``default_threads``).
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,9 @@ def mpi():
     try:
         from mpi4py import MPI
     except ImportError as exc:
-        raise ImportError(f"training on several processes needs mpi4py and an MPI library: {INSTALL_HINT} "
-                          f"({exc})") from None
+        raise ImportError(
+            f"training on several processes needs mpi4py and an MPI library: {INSTALL_HINT} ({exc})"
+        ) from None
     return MPI
 
 
@@ -115,7 +117,7 @@ def allgather_bytes(comm, data):
     out = np.empty(int(counts.sum()), dtype=np.uint8)
     comm.Allgatherv(np.frombuffer(data, dtype=np.uint8), [out, counts])
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    return [out[offsets[r]:offsets[r + 1]].tobytes() for r in range(len(counts))]
+    return [out[offsets[r] : offsets[r + 1]].tobytes() for r in range(len(counts))]
 
 
 def bcast_json(comm, value, root=0):
@@ -142,19 +144,26 @@ def agree(comm, what, values):
         others = [r for r, theirs in enumerate(ranks) if theirs.get(name) != text]
         if others:
             r = others[0]
-            differ.append(f"{name} is {_short(text)} on rank 0 but {_short(ranks[r].get(name))} on rank "
-                          f"{r}" + (f" (and {len(others) - 1} more ranks)" if len(others) > 1 else ""))
-    differ += [f"rank {r} has {sorted(set(theirs) - set(ranks[0]))}, rank 0 has not"
-               for r, theirs in enumerate(ranks) if set(theirs) - set(ranks[0])]
+            differ.append(
+                f"{name} is {_short(text)} on rank 0 but {_short(ranks[r].get(name))} on rank "
+                f"{r}" + (f" (and {len(others) - 1} more ranks)" if len(others) > 1 else "")
+            )
+    differ += [
+        f"rank {r} has {sorted(set(theirs) - set(ranks[0]))}, rank 0 has not"
+        for r, theirs in enumerate(ranks)
+        if set(theirs) - set(ranks[0])
+    ]
     if not differ:
         return
     size = comm.Get_size()
     if comm.Get_rank() == 0:
-        raise CollectiveError(f"the {size} MPI ranks disagree on {what}: " + "; ".join(differ[:3])
-                              + (f"; and {len(differ) - 3} more" if len(differ) > 3 else "")
-                              + ". Every rank must run the same command on the same data")
-    raise CollectiveError(f"rank {comm.Get_rank()} of {size}: stopping, the ranks disagree on {what} "
-                          "(rank 0 says how)")
+        raise CollectiveError(
+            f"the {size} MPI ranks disagree on {what}: "
+            + "; ".join(differ[:3])
+            + (f"; and {len(differ) - 3} more" if len(differ) > 3 else "")
+            + ". Every rank must run the same command on the same data"
+        )
+    raise CollectiveError(f"rank {comm.Get_rank()} of {size}: stopping, the ranks disagree on {what} (rank 0 says how)")
 
 
 def _short(text, limit=120):
@@ -176,8 +185,9 @@ def on_root(comm, work):
         return outcome["value"]
     if comm.Get_rank() == 0:
         raise CollectiveError(outcome["error"])
-    raise CollectiveError(f"rank {comm.Get_rank()} of {comm.Get_size()}: stopping, rank 0 failed "
-                          f"({_short(outcome['error'])})")
+    raise CollectiveError(
+        f"rank {comm.Get_rank()} of {comm.Get_size()}: stopping, rank 0 failed ({_short(outcome['error'])})"
+    )
 
 
 def run_ranks(comm, work, debug=False, name="fastconv"):
@@ -192,8 +202,11 @@ def run_ranks(comm, work, debug=False, name="fastconv"):
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             raise
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"error: {exc}"
-        print(f"{name}: {what} (on rank {comm.Get_rank()} of {comm.Get_size()}; stopping every rank)",
-              file=sys.stderr, flush=True)
+        print(
+            f"{name}: {what} (on rank {comm.Get_rank()} of {comm.Get_size()}; stopping every rank)",
+            file=sys.stderr,
+            flush=True,
+        )
         if debug:
             traceback.print_exc()
         comm.Abort(130 if isinstance(exc, KeyboardInterrupt) else 1)
@@ -225,12 +238,17 @@ class DataParallel:
         self.steps = 0
         model = solver.model
         settings = solver.recorded_settings()
-        agree(comm, "the training settings, the model or the data", {
-            "the training data's SHA-256": settings.pop("data_sha256"), "solver": settings,
-            "run_settings": solver.run_settings,
-            "model": model.spec() if hasattr(model, "spec") else None,
-            "parameters": {k: [list(v.shape), v.dtype.name] for k, v in model.params.items()},
-        })
+        agree(
+            comm,
+            "the training settings, the model or the data",
+            {
+                "the training data's SHA-256": settings.pop("data_sha256"),
+                "solver": settings,
+                "run_settings": solver.run_settings,
+                "model": model.spec() if hasattr(model, "spec") else None,
+                "parameters": {k: [list(v.shape), v.dtype.name] for k, v in model.params.items()},
+            },
+        )
         if not self.root:
             solver.verbose = False  # progress on rank 0 only
 
@@ -293,7 +311,7 @@ class DataParallel:
         weight = (hi - lo) / B  # this rank's share: grads and loss are means over its rows
         offset = 0
         for name, n in zip(names, sizes):
-            np.multiply(grads[name].ravel(), dtype.type(weight), out=flat[offset:offset + n])
+            np.multiply(grads[name].ravel(), dtype.type(weight), out=flat[offset : offset + n])
             offset += n
         flat[-2], flat[-1] = loss * weight, correct  # weight 0 for a stand-in row
         t1 = time.perf_counter()
@@ -304,7 +322,7 @@ class DataParallel:
         self.steps += 1
         out, offset = {}, 0
         for name, n in zip(names, sizes):
-            out[name] = flat[offset:offset + n].reshape(model.params[name].shape)
+            out[name] = flat[offset : offset + n].reshape(model.params[name].shape)
             offset += n
         return float(flat[-2]), out, int(round(float(flat[-1]))) if known else None
 
@@ -329,15 +347,23 @@ def _solver_state(solver):
     arrays.update({f"best_buffers/{k}": v for k, v in solver.best_buffers.items()})
     scalars = {}
     for name, config in solver.optim_configs.items():
-        scalars[name] = {k: v.item() if isinstance(v, np.generic) else v
-                         for k, v in config.items() if not isinstance(v, np.ndarray)}
+        scalars[name] = {
+            k: v.item() if isinstance(v, np.generic) else v for k, v in config.items() if not isinstance(v, np.ndarray)
+        }
         arrays.update({f"optim/{name}/{k}": v for k, v in config.items() if isinstance(v, np.ndarray)})
     state = {
-        "epoch": solver.epoch, "best_val_acc": solver.best_val_acc, "best_epoch": solver.best_epoch,
-        "loss": solver.loss_history, "train_acc": solver.train_acc_history, "val_acc": solver.val_acc_history,
-        "epoch_seconds": solver.epoch_times, "optim_scalars": scalars,
-        "rng": {"solver": solver.rng.bit_generator.state,
-                "model": model.rng.bit_generator.state if hasattr(model, "rng") else None},
+        "epoch": solver.epoch,
+        "best_val_acc": solver.best_val_acc,
+        "best_epoch": solver.best_epoch,
+        "loss": solver.loss_history,
+        "train_acc": solver.train_acc_history,
+        "val_acc": solver.val_acc_history,
+        "epoch_seconds": solver.epoch_times,
+        "optim_scalars": scalars,
+        "rng": {
+            "solver": solver.rng.bit_generator.state,
+            "model": model.rng.bit_generator.state if hasattr(model, "rng") else None,
+        },
         "arrays": {k: [list(v.shape), v.dtype.name] for k, v in arrays.items()},
     }
     return state, arrays
@@ -381,7 +407,7 @@ def _bcast_arrays(comm, manifest, arrays):
         comm.Bcast(flat, root=0)
         offset = 0
         for key, n in zip(keys, sizes):
-            out[key] = flat[offset:offset + n].reshape(manifest[key][0]).copy()
+            out[key] = flat[offset : offset + n].reshape(manifest[key][0]).copy()
             offset += n
     return out
 
@@ -409,7 +435,7 @@ class SyncedLayers:
         draws from ``rng`` as one process makes for the whole batch."""
         if not train or p == 0:  # p was checked by the Dropout layer that calls this
             return self.layers.dropout_forward(x, p, train, rng)
-        u = rng.random((self.total,) + x.shape[1:])[self.lo:self.hi]
+        u = rng.random((self.total,) + x.shape[1:])[self.lo : self.hi]
         if self.hi == self.lo:  # a stand-in row (see loss_and_grads): any mask, it counts for nothing
             return x.copy(), np.ones_like(x)
         mask = (u >= p).astype(x.dtype) / x.dtype.type(1 - p)  # as layers.dropout_forward makes it
@@ -443,8 +469,9 @@ class SyncedLayers:
         mean, m2 = _combine(counts, every)
         var = m2 / (self.total * HW)
         inv_std = 1.0 / np.sqrt(var + s.eps)
-        out = batchnorm.normalize(x3, mean, gamma.astype(np.float64) * inv_std,
-                                 beta.astype(np.float64)).reshape(x.shape)
+        out = batchnorm.normalize(x3, mean, gamma.astype(np.float64) * inv_std, beta.astype(np.float64)).reshape(
+            x.shape
+        )
         batchnorm.store_running(bn_param, s, x.dtype, mean, var)
         return out, (x3, x.shape, np.ascontiguousarray(gamma), mean, inv_std)
 

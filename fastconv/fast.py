@@ -6,6 +6,7 @@ the engine (``fastconv/engine/``: how each layer runs, its threads and workspace
 rule of ``algorithm="auto"``) and of the layers without loops that both paths share
 (``fastconv.layers``).
 """
+
 from __future__ import annotations
 
 import sys
@@ -37,13 +38,33 @@ from .layers import (
 )
 
 __all__ = [
-    "conv_forward", "conv_backward", "conv_algorithm", "conv_relu_pool_forward", "conv_relu_pool_backward",
-    "max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
-    "spatial_batchnorm_forward", "spatial_batchnorm_backward",
-    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
-    "dropout_forward", "dropout_backward", "batchnorm_forward", "batchnorm_backward",
-    "layernorm_forward", "layernorm_backward", "groupnorm_forward", "groupnorm_backward",
-    "softmax_loss", "svm_loss",
+    "conv_forward",
+    "conv_backward",
+    "conv_algorithm",
+    "conv_relu_pool_forward",
+    "conv_relu_pool_backward",
+    "max_pool_forward",
+    "max_pool_backward",
+    "avg_pool_forward",
+    "avg_pool_backward",
+    "spatial_batchnorm_forward",
+    "spatial_batchnorm_backward",
+    "affine_forward",
+    "affine_backward",
+    "relu_forward",
+    "relu_backward",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "layernorm_forward",
+    "layernorm_backward",
+    "groupnorm_forward",
+    "groupnorm_backward",
+    "softmax_loss",
+    "svm_loss",
 ]
 
 

@@ -4,6 +4,7 @@ Every layer is a pair of pure functions: ``*_forward(...) -> (out, cache)`` and,
 right under it, ``*_backward(dout, cache)``. A cache holds exactly what the
 backward pass needs. float32 and float64 are kept end to end.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,11 +21,24 @@ Axes = int | tuple[int, ...]
 
 #: The layers fastconv.naive and fastconv.fast both take from here (``from .layers import *``).
 __all__ = [
-    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward",
-    "sigmoid_backward", "dropout_forward", "dropout_backward", "batchnorm_forward",
-    "batchnorm_backward", "spatial_batchnorm_forward", "spatial_batchnorm_backward",
-    "layernorm_forward", "layernorm_backward", "groupnorm_forward", "groupnorm_backward",
-    "softmax_loss", "svm_loss",
+    "affine_forward",
+    "affine_backward",
+    "relu_forward",
+    "relu_backward",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "spatial_batchnorm_forward",
+    "spatial_batchnorm_backward",
+    "layernorm_forward",
+    "layernorm_backward",
+    "groupnorm_forward",
+    "groupnorm_backward",
+    "softmax_loss",
+    "svm_loss",
 ]
 
 
@@ -102,8 +116,9 @@ def sigmoid_backward(dout: FloatArray, cache: FloatArray) -> FloatArray:
 
 
 # ------------------------------------------------------------------ dropout
-def dropout_forward(x: FloatArray, p: float, train: bool = True,
-                    rng: np.random.Generator | int | None = None) -> tuple[FloatArray, FloatArray | None]:
+def dropout_forward(
+    x: FloatArray, p: float, train: bool = True, rng: np.random.Generator | int | None = None
+) -> tuple[FloatArray, FloatArray | None]:
     """Inverted dropout: in training, zero each unit with probability ``p`` and
     scale the survivors by 1 / (1 - p); at test time, the identity.
 
@@ -133,8 +148,9 @@ def _normalized_backward(dxhat, xhat, inv_std, axis):
     """dx of xhat = (x - mean) * inv_std, the mean and variance taken over ``axis``, from dxhat:
     ``inv_std / M * (M * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))`` (M values per mean)."""
     M = int(np.prod([xhat.shape[a] for a in np.atleast_1d(axis)]))
-    return (inv_std / M) * (M * dxhat - dxhat.sum(axis=axis, keepdims=True)
-                            - xhat * (dxhat * xhat).sum(axis=axis, keepdims=True))
+    return (inv_std / M) * (
+        M * dxhat - dxhat.sum(axis=axis, keepdims=True) - xhat * (dxhat * xhat).sum(axis=axis, keepdims=True)
+    )
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
@@ -173,8 +189,9 @@ def batchnorm_backward(dout: FloatArray, cache: Cache | None) -> NormGrads:
     return dx.astype(xhat.dtype, copy=False), dgamma, dbeta
 
 
-def spatial_batchnorm_forward(x: FloatArray, gamma: FloatArray, beta: FloatArray,
-                              bn_param: dict[str, Any]) -> tuple[FloatArray, Cache | None]:
+def spatial_batchnorm_forward(
+    x: FloatArray, gamma: FloatArray, beta: FloatArray, bn_param: dict[str, Any]
+) -> tuple[FloatArray, Cache | None]:
     """Batch normalization of x (N, C, H, W) per channel, over N, H and W.
 
     Same bn_param as batchnorm_forward; gamma, beta (C,).
@@ -226,8 +243,9 @@ def _normalize(x: FloatArray, eps: float, axis: Axes) -> tuple[FloatArray, Float
     return (x - mu) * inv_std, inv_std
 
 
-def layernorm_forward(x: FloatArray, gamma: FloatArray, beta: FloatArray,
-                      eps: float = 1e-5) -> tuple[FloatArray, Cache]:
+def layernorm_forward(
+    x: FloatArray, gamma: FloatArray, beta: FloatArray, eps: float = 1e-5
+) -> tuple[FloatArray, Cache]:
     """Layer normalization: each row of x (N, D) normalized over its D features, then
     ``gamma * xhat + beta`` with gamma, beta (D,). The same in training and at test time
     (no running statistics). Returns (out, cache)."""
@@ -251,8 +269,9 @@ def layernorm_backward(dout: FloatArray, cache: Cache) -> NormGrads:
     return dx.astype(xhat.dtype, copy=False), dgamma, dbeta
 
 
-def groupnorm_forward(x: FloatArray, gamma: FloatArray, beta: FloatArray, groups: int,
-                      eps: float = 1e-5) -> tuple[FloatArray, Cache]:
+def groupnorm_forward(
+    x: FloatArray, gamma: FloatArray, beta: FloatArray, groups: int, eps: float = 1e-5
+) -> tuple[FloatArray, Cache]:
     """Group normalization of x (N, C, H, W): the channels of each image are split into
     ``groups`` consecutive groups of C // groups, each normalized over its channels and
     H, W; then ``gamma * xhat + beta`` per channel, gamma, beta (C,). groups=1 is layer
@@ -298,14 +317,17 @@ def _check_scores(scores: FloatArray, y: npt.ArrayLike) -> tuple[int, npt.NDArra
         except ValueError:  # ragged nested lists
             raise ValueError("y must be a list of class labels, or of one-hot rows of equal length") from None
     if not isinstance(y, np.ndarray):
-        raise TypeError(f"y must be an integer array or list of class labels (N,), or one-hot rows (N, K), "
-                        f"got {type(y).__name__}")
+        raise TypeError(
+            f"y must be an integer array or list of class labels (N,), or one-hot rows (N, K), got {type(y).__name__}"
+        )
     if y.ndim == 2:
         return N, _one_hot_labels(y, N, K)
     if y.dtype.kind not in "iu":
         hint = ": labels stored as floats convert with y.astype(int)" if y.dtype.kind == "f" else ""
-        raise TypeError(f"y must be an integer array or list of class labels (N,), or one-hot rows (N, K), "
-                        f"got dtype {y.dtype}{hint}")
+        raise TypeError(
+            f"y must be an integer array or list of class labels (N,), or one-hot rows (N, K), "
+            f"got dtype {y.dtype}{hint}"
+        )
     if y.shape != (N,):
         raise ValueError(f"y must have shape (N,) = ({N},), got {y.shape}")
     if N and (y.min() < 0 or y.max() >= K):
@@ -323,8 +345,10 @@ def _one_hot_labels(y: npt.NDArray[Any], N: int, K: int) -> npt.NDArray[np.intp]
     good = ((ones | (y == 0)).all(axis=1)) & (ones.sum(axis=1) == 1)
     if not good.all():
         row = int(np.argmin(good))
-        raise ValueError(f"y of shape (N, K) must be one-hot (one 1 and K - 1 zeros per row), but row {row} "
-                         f"is not; give integer labels (N,) instead (for one-hot rows: y.argmax(axis=1))")
+        raise ValueError(
+            f"y of shape (N, K) must be one-hot (one 1 and K - 1 zeros per row), but row {row} "
+            f"is not; give integer labels (N,) instead (for one-hot rows: y.argmax(axis=1))"
+        )
     return ones.argmax(axis=1)
 
 

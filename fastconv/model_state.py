@@ -17,6 +17,7 @@ arrays, and every way to load one.
 ``fastconv.models``, ``fastconv.checkpoints`` and ``fastconv.train_cli`` keep their names for
 these (the same objects).
 """
+
 from __future__ import annotations
 
 import os
@@ -98,8 +99,7 @@ class ModelState:
         for key, spec in expected.items():
             a = arrays[prefix + key]
             if list(a.shape) != spec["shape"] or a.dtype.name != spec["dtype"]:
-                raise ValueError(f"{key} is {a.dtype} {a.shape}, the model has {spec['dtype']} "
-                                 f"{tuple(spec['shape'])}")
+                raise ValueError(f"{key} is {a.dtype} {a.shape}, the model has {spec['dtype']} {tuple(spec['shape'])}")
             if not np.isfinite(a).all():
                 raise ValueError(f"{key} holds non-finite values (NaN or inf)")
         for key in expected:
@@ -109,14 +109,17 @@ class ModelState:
 
 # ---------------------------------------------------------------------------- files and loaders
 
+
 def model_from_spec(spec, impl="fast", initialize=True):
     """Rebuild a model (with fresh parameters, or none with ``initialize=False``) from the dict
     ``Sequential.spec()`` returns."""
     if not isinstance(spec, dict):
         raise ValueError("a model spec must be a JSON object")
     if spec.get("format") != FORMAT or spec.get("version") != FORMAT_VERSION:
-        raise ValueError(f"not a {FORMAT} version {FORMAT_VERSION} description "
-                         f"(format={spec.get('format')!r}, version={spec.get('version')!r})")
+        raise ValueError(
+            f"not a {FORMAT} version {FORMAT_VERSION} description "
+            f"(format={spec.get('format')!r}, version={spec.get('version')!r})"
+        )
     from .models import MODEL_CLASSES  # here: models builds its classes on this module
 
     cls = MODEL_CLASSES.get(spec.get("class"))
@@ -132,12 +135,12 @@ def model_from_spec(spec, impl="fast", initialize=True):
     if spec.get("preprocess") is not None:
         model.preprocess = Preprocessing.from_dict(spec["preprocess"])
         if model.preprocess.input_shape != model.input_shape:
-            raise ValueError(f"preprocessing is for inputs {model.preprocess.input_shape}, "
-                             f"the model takes {model.input_shape}")
+            raise ValueError(
+                f"preprocessing is for inputs {model.preprocess.input_shape}, the model takes {model.input_shape}"
+            )
     names = spec.get("class_names")
     if names is not None:
-        if not isinstance(names, list) or len(names) != model.num_classes or \
-                not all(isinstance(n, str) for n in names):
+        if not isinstance(names, list) or len(names) != model.num_classes or not all(isinstance(n, str) for n in names):
             raise ValueError(f"class_names must be a list of {model.num_classes} strings")
         model.class_names = tuple(names)
     return model
@@ -216,8 +219,10 @@ def load_model(path, impl="fast"):
     path = Path(path)
     json_path = path / MODEL_JSON if path.is_dir() else path
     if not json_path.exists():
-        raise FileNotFoundError(f"{json_path}: no such model file (a model directory holds "
-                                f"{MODEL_JSON} and {MODEL_NPZ}, written by `fastconv train`)")
+        raise FileNotFoundError(
+            f"{json_path}: no such model file (a model directory holds "
+            f"{MODEL_JSON} and {MODEL_NPZ}, written by `fastconv train`)"
+        )
     pointer = _identity(json_path)
     for attempt in range(3):
         spec = read_json(json_path, "model description")
@@ -254,10 +259,10 @@ def load_saved_model(json_path, model_spec, record, impl="fast", more_arrays=Fal
     expected, manifest = model.state_manifest(), record.get("arrays")
     if not isinstance(manifest, dict):
         raise ValueError(f"{json_path}: 'arrays' must be a JSON object")
-    if (any(manifest.get(name) != entry for name, entry in expected.items()) if more_arrays
-            else manifest != expected):
-        raise ValueError(f"{json_path}: the array manifest does not match the architecture "
-                         f"(expected {sorted(expected)})")
+    if any(manifest.get(name) != entry for name, entry in expected.items()) if more_arrays else manifest != expected:
+        raise ValueError(
+            f"{json_path}: the array manifest does not match the architecture (expected {sorted(expected)})"
+        )
     arrays = load_arrays_beside(json_path, record, manifest)
     try:
         model.set_state_arrays(arrays)

@@ -77,6 +77,7 @@ Initialization is He-normal (std sqrt(2 / fan_in)) for every conv and fc
 weight, zeros for biases, ones and zeros for gamma and beta; pass
 ``weight_scale`` (a float) for CS231n's fixed-std initialization instead.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -149,8 +150,20 @@ class Sequential(ModelState):
     #: trains the model (``fastconv train --label-smoothing``); not part of the saved model.
     label_smoothing = 0.0
 
-    def __init__(self, layers, input_shape=(1, 28, 28), num_classes=10, reg=0.0, loss="softmax",
-                 dtype=np.float32, impl="fast", seed=None, weight_scale=None, *, initialize=True):
+    def __init__(
+        self,
+        layers,
+        input_shape=(1, 28, 28),
+        num_classes=10,
+        reg=0.0,
+        loss="softmax",
+        dtype=np.float32,
+        impl="fast",
+        seed=None,
+        weight_scale=None,
+        *,
+        initialize=True,
+    ):
         """``initialize=False`` sizes and checks the model but allocates nothing: ``params`` and
         ``buffers`` stay empty until ``set_state_arrays`` fills them (``load_model`` does)."""
         self.input_shape = _input_shape(input_shape)
@@ -164,8 +177,11 @@ class Sequential(ModelState):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.impl = impl
         self.layer_module = _layer_module(impl)  # fastconv.fast or fastconv.naive: the layer functions
-        self.weight_scale = None if weight_scale is None else check_number(
-            weight_scale, "weight_scale", lambda s: s > 0, "a number > 0 (or None: He-normal)")
+        self.weight_scale = (
+            None
+            if weight_scale is None
+            else check_number(weight_scale, "weight_scale", lambda s: s > 0, "a number > 0 (or None: He-normal)")
+        )
         self.layer_specs = self._output_layer_checked(layers)
         self.rng = np.random.default_rng(seed)  # initialization, then dropout masks
         self.params = {}
@@ -189,8 +205,10 @@ class Sequential(ModelState):
         if layers[-1]["type"] != "fc":
             layers.append({"type": "fc", "units": None})
         if layers[-1]["units"] not in (None, self.num_classes):
-            raise ValueError(f"the last fc layer is the output and must have num_classes={self.num_classes} "
-                             f"units, got {layers[-1]['units']}")
+            raise ValueError(
+                f"the last fc layer is the output and must have num_classes={self.num_classes} "
+                f"units, got {layers[-1]['units']}"
+            )
         layers[-1]["units"] = None
         return layers
 
@@ -212,8 +230,10 @@ class Sequential(ModelState):
             layer = layer_type(spec, shape, number, self.num_classes, where)
             self.parameter_count += sum(shape_size(s) for s in layer.param_shapes().values())
             if self.parameter_count > MAX_PARAMETERS:
-                raise ValueError(f"{where}: brings the model to {self.parameter_count:,} parameters, "
-                                 f"more than the limit of {MAX_PARAMETERS:,} (fastconv.models.MAX_PARAMETERS)")
+                raise ValueError(
+                    f"{where}: brings the model to {self.parameter_count:,} parameters, "
+                    f"more than the limit of {MAX_PARAMETERS:,} (fastconv.models.MAX_PARAMETERS)"
+                )
             outputs += shape_size(layer.out_shape)
             workspace = max(workspace, layer.workspace_size())
             self._check_activations((outputs + workspace) * itemsize, f"{where} with output {layer.out_shape}")
@@ -224,9 +244,11 @@ class Sequential(ModelState):
 
     def _check_activations(self, nbytes, where):
         if nbytes > MAX_ACTIVATION_BYTES:
-            raise ValueError(f"{where}: takes {nbytes:,} bytes per image ({self.dtype.name} input, layer "
-                             f"outputs and im2col matrix), more than the limit of {MAX_ACTIVATION_BYTES:,} "
-                             "(fastconv.models.MAX_ACTIVATION_BYTES)")
+            raise ValueError(
+                f"{where}: takes {nbytes:,} bytes per image ({self.dtype.name} input, layer "
+                f"outputs and im2col matrix), more than the limit of {MAX_ACTIVATION_BYTES:,} "
+                "(fastconv.models.MAX_ACTIVATION_BYTES)"
+            )
 
     def _initialize(self):
         """Allocate and draw the parameters and buffers, layer by layer (the order of the draws)."""
@@ -241,9 +263,15 @@ class Sequential(ModelState):
     # ------------------------------------------------------------------ description
     def config(self):
         """Constructor arguments as JSON-able values (everything but impl and seed)."""
-        return {"layers": [dict(s) for s in self.layer_specs], "input_shape": list(self.input_shape),
-                "num_classes": self.num_classes, "reg": self.reg, "loss": self.loss_type,
-                "dtype": self.dtype.name, "weight_scale": self.weight_scale}
+        return {
+            "layers": [dict(s) for s in self.layer_specs],
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "reg": self.reg,
+            "loss": self.loss_type,
+            "dtype": self.dtype.name,
+            "weight_scale": self.weight_scale,
+        }
 
     def summary(self):
         """The summary table as text, ``print(model.summary())``: a row per layer with its output
@@ -255,8 +283,10 @@ class Sequential(ModelState):
 
     def describe(self):
         """A one-line summary: the layer string and the parameter count."""
-        return (f"{type(self).__name__} {format_layers(self.layer_specs)} on {self.input_shape}: "
-                f"{self.parameter_count:,} parameters")
+        return (
+            f"{type(self).__name__} {format_layers(self.layer_specs)} on {self.input_shape}: "
+            f"{self.parameter_count:,} parameters"
+        )
 
     def first_layer_weights(self):
         """The first weight array (conv filters (F, C, kh, kw), or fc weights (D, M))."""
@@ -265,8 +295,7 @@ class Sequential(ModelState):
     # ------------------------------------------------------------------ forward / backward
     def _check_X(self, X):
         if not isinstance(X, np.ndarray) or X.dtype.kind != "f":
-            raise TypeError("X must be a float array (N, C, H, W); raw images go through "
-                            "model.prepare(images) first")
+            raise TypeError("X must be a float array (N, C, H, W); raw images go through model.prepare(images) first")
         if X.shape[1:] != self.input_shape:
             raise ValueError(f"X must have shape (N, {', '.join(map(str, self.input_shape))}), got {X.shape}")
         return X.astype(self.dtype, copy=False)
@@ -322,8 +351,10 @@ class Sequential(ModelState):
         if self.preprocess is not None:
             return self.preprocess(images, self.dtype)
         if not isinstance(images, np.ndarray) or images.dtype.kind != "f":
-            raise TypeError("this model has no preprocessing: give it a float array, or set "
-                            "model.preprocess = fastconv.datasets.Preprocessing.fit(train_images)")
+            raise TypeError(
+                "this model has no preprocessing: give it a float array, or set "
+                "model.preprocess = fastconv.datasets.Preprocessing.fit(train_images)"
+            )
         return images.astype(self.dtype, copy=False)
 
     def scores(self, X, batch_size=500, prepare=False):
@@ -331,8 +362,8 @@ class Sequential(ModelState):
         batch_size = check_int(batch_size, "batch_size", 1)
         out = np.empty((len(X), self.num_classes), dtype=self.dtype)
         for i in range(0, len(X), batch_size):
-            xb = X[i:i + batch_size]
-            out[i:i + batch_size] = self.loss(self.prepare(xb) if prepare else xb)
+            xb = X[i : i + batch_size]
+            out[i : i + batch_size] = self.loss(self.prepare(xb) if prepare else xb)
         return out
 
     def predict(self, X, batch_size=500, prepare=False):
@@ -386,9 +417,22 @@ class ConvNet1(Sequential):
 
     kind = "convnet1"
 
-    def __init__(self, input_shape=(3, 32, 32), num_filters=32, filter_size=7, hidden_dim=100, num_classes=10,
-                 reg=0.0, loss="softmax", dtype=np.float32, impl="fast", seed=None, weight_scale=None, *,
-                 initialize=True):
+    def __init__(
+        self,
+        input_shape=(3, 32, 32),
+        num_filters=32,
+        filter_size=7,
+        hidden_dim=100,
+        num_classes=10,
+        reg=0.0,
+        loss="softmax",
+        dtype=np.float32,
+        impl="fast",
+        seed=None,
+        weight_scale=None,
+        *,
+        initialize=True,
+    ):
         self.num_filters = check_int(num_filters, "num_filters", 1)
         self.filter_size = check_int(filter_size, "filter_size", 1)
         self.hidden_dim = check_int(hidden_dim, "hidden_dim", 1)
@@ -400,8 +444,9 @@ class ConvNet1(Sequential):
             {"type": "relu"},
             {"type": "fc"},
         ]
-        super().__init__(layers, input_shape, num_classes, reg, loss, dtype, impl, seed, weight_scale,
-                         initialize=initialize)
+        super().__init__(
+            layers, input_shape, num_classes, reg, loss, dtype, impl, seed, weight_scale, initialize=initialize
+        )
 
     def config(self):
         c = super().config()
@@ -415,9 +460,21 @@ class FullyConnectedNet(Sequential):
 
     kind = "fc"
 
-    def __init__(self, input_shape=(1, 28, 28), hidden_dims=(500, 50), num_classes=10, activation="sigmoid",
-                 reg=0.0, loss="softmax", dtype=np.float32, impl="fast", seed=None, weight_scale=None, *,
-                 initialize=True):
+    def __init__(
+        self,
+        input_shape=(1, 28, 28),
+        hidden_dims=(500, 50),
+        num_classes=10,
+        activation="sigmoid",
+        reg=0.0,
+        loss="softmax",
+        dtype=np.float32,
+        impl="fast",
+        seed=None,
+        weight_scale=None,
+        *,
+        initialize=True,
+    ):
         if not isinstance(hidden_dims, (list, tuple)):
             raise ValueError(f"hidden_dims must be a list of ints, got {hidden_dims!r}")
         self.hidden_dims = [check_int(h, "hidden_dims", 1) for h in hidden_dims]
@@ -428,8 +485,9 @@ class FullyConnectedNet(Sequential):
         for h in self.hidden_dims:
             layers += [{"type": "fc", "units": h}, {"type": activation}]
         layers.append({"type": "fc"})
-        super().__init__(layers, input_shape, num_classes, reg, loss, dtype, impl, seed, weight_scale,
-                         initialize=initialize)
+        super().__init__(
+            layers, input_shape, num_classes, reg, loss, dtype, impl, seed, weight_scale, initialize=initialize
+        )
 
     def config(self):
         c = super().config()

@@ -8,6 +8,7 @@ prove the two equal. Each backward sits right under its forward.
 Shapes: x (N, C, H, W), w (F, C // groups, kh, kw), b (F,),
 out (N, F, out_h, out_w) with out_h from ``fastconv.conv_output_size``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -42,13 +43,32 @@ from .layers import (
 )
 
 __all__ = [
-    "conv_forward", "conv_backward", "conv_relu_pool_forward", "conv_relu_pool_backward",
-    "max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
-    "spatial_batchnorm_forward", "spatial_batchnorm_backward",
-    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
-    "dropout_forward", "dropout_backward", "batchnorm_forward", "batchnorm_backward",
-    "layernorm_forward", "layernorm_backward", "groupnorm_forward", "groupnorm_backward",
-    "softmax_loss", "svm_loss",
+    "conv_forward",
+    "conv_backward",
+    "conv_relu_pool_forward",
+    "conv_relu_pool_backward",
+    "max_pool_forward",
+    "max_pool_backward",
+    "avg_pool_forward",
+    "avg_pool_backward",
+    "spatial_batchnorm_forward",
+    "spatial_batchnorm_backward",
+    "affine_forward",
+    "affine_backward",
+    "relu_forward",
+    "relu_backward",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "layernorm_forward",
+    "layernorm_backward",
+    "groupnorm_forward",
+    "groupnorm_backward",
+    "softmax_loss",
+    "svm_loss",
 ]
 
 #: (input slice, kernel tap slice) along one axis of a window (``_taps``).
@@ -78,8 +98,9 @@ def _window_taps(g: ConvGeometry) -> tuple[Sequence[Taps], Sequence[Taps]]:
     return row_taps, col_taps
 
 
-def _padded_patch(x: FloatArray, n: int, channels: slice, g: ConvGeometry, rows: slice, cols: slice, taps_h: slice,
-                  taps_w: slice) -> FloatArray:
+def _padded_patch(
+    x: FloatArray, n: int, channels: slice, g: ConvGeometry, rows: slice, cols: slice, taps_h: slice, taps_w: slice
+) -> FloatArray:
     """The window of the zero-padded x[n, channels] read by the output pixel whose window
     taps are (rows, taps_h) and (cols, taps_w); shape (channels, kh, kw).
 
@@ -108,8 +129,16 @@ def _conv_windows(g: ConvGeometry) -> Iterator[tuple[int, int, int, int, slice, 
                     yield n, f, oh, ow, channels, rows, cols, taps_h, taps_w
 
 
-def conv_forward(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1, pad: IntPair = 0,
-                 dilation: IntPair = 1, groups: int = 1, algorithm: str = "auto") -> tuple[FloatArray, Cache]:
+def conv_forward(
+    x: FloatArray,
+    w: FloatArray,
+    b: FloatArray | None = None,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    algorithm: str = "auto",
+) -> tuple[FloatArray, Cache]:
     """Convolution (cross-correlation, as in every CNN library).
 
     x (N, C, H, W), w (F, C // groups, kh, kw), b (F,) or None; stride, pad and
@@ -152,16 +181,31 @@ def _pool_window(g: PoolGeometry, oh: int, ow: int) -> tuple[slice, slice]:
     return slice(max(h0, 0), min(h0 + g.kh, g.H)), slice(max(w0, 0), min(w0 + g.kw, g.W))
 
 
-def conv_relu_pool_forward(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1,
-                           pad: IntPair = 0, pool_size: IntPair = 2, pool_stride: IntPair | None = None,
-                           pool_pad: IntPair = 0, dilation: IntPair = 1, groups: int = 1,
-                           algorithm: str = "auto") -> tuple[FloatArray, Cache]:
+def conv_relu_pool_forward(
+    x: FloatArray,
+    w: FloatArray,
+    b: FloatArray | None = None,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    pool_size: IntPair = 2,
+    pool_stride: IntPair | None = None,
+    pool_pad: IntPair = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    algorithm: str = "auto",
+) -> tuple[FloatArray, Cache]:
     """conv -> ReLU -> max pool, the three layers one after the other (the
     reference of fast.conv_relu_pool_forward, which fuses them)."""
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)  # bad pool arguments fail before the loops run
     check_algorithm(g, algorithm)
-    pool_geometry_of_shape(g.out_shape, pool_size, pool_stride, pool_pad,
-                           what="the convolution's output", names=("pool_size", "pool_stride", "pool_pad"))
+    pool_geometry_of_shape(
+        g.out_shape,
+        pool_size,
+        pool_stride,
+        pool_pad,
+        what="the convolution's output",
+        names=("pool_size", "pool_stride", "pool_pad"),
+    )
     conv_out, conv_cache = conv_forward(x, w, b, stride, pad, dilation, groups)
     pool_in, relu_cache = relu_forward(conv_out)
     out, pool_cache = max_pool_forward(pool_in, pool_size, pool_stride, pool_pad)
@@ -175,8 +219,9 @@ def conv_relu_pool_backward(dout: FloatArray, cache: Cache, need_dx: bool = True
     return (dx if need_dx else None), dw, db
 
 
-def max_pool_forward(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None,
-                     pad: IntPair = 0) -> tuple[FloatArray, Cache]:
+def max_pool_forward(
+    x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None, pad: IntPair = 0
+) -> tuple[FloatArray, Cache]:
     """Max pooling. stride None means kernel_size; padding counts as -inf.
 
     Returns (out, cache), out (N, C, out_h, out_w).
@@ -209,8 +254,9 @@ def max_pool_backward(dout: FloatArray, cache: Cache) -> FloatArray:
     return dx
 
 
-def avg_pool_forward(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None,
-                     pad: IntPair = 0) -> tuple[FloatArray, Cache]:
+def avg_pool_forward(
+    x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None, pad: IntPair = 0
+) -> tuple[FloatArray, Cache]:
     """Average pooling; padded zeros count in the divisor (kh * kw)."""
     g = pool_geometry(x, kernel_size, stride, pad)
     out = np.empty(g.out_shape, dtype=x.dtype)

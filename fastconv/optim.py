@@ -24,6 +24,7 @@ Rules (``UPDATE_RULES`` maps the names used by the Solver and the CLI):
                 w -= lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)
 * ``adamw``:    w *= 1 - lr * weight_decay;  then adam's step (decoupled weight decay)
 """
+
 import numpy as np
 
 from .engine.checks import check_float_array, check_int, check_number
@@ -102,8 +103,9 @@ def adamw(w, dw, config=None):
     lr * weight_decay * w, apart from the gradient, then take Adam's step on dw alone (L2 in the
     loss would pass through Adam's per-weight scaling instead). config: adam's, and
     weight_decay (1e-2), applied to every parameter it is given; state: m, v, t."""
-    config = _check(w, dw, config, {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8,
-                                    "weight_decay": 1e-2})
+    config = _check(
+        w, dw, config, {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "weight_decay": 1e-2}
+    )
     decay = config["learning_rate"] * config["weight_decay"]
     decayed = w * w.dtype.type(1 - decay) if decay else w
     return adam(decayed, dw, config)

@@ -21,6 +21,7 @@ object-oriented API (``matplotlib.figure.Figure``: no pyplot, no GUI
 backend, no global state); ``have_matplotlib()`` says whether it is
 installed. Files are written atomically. ``confusion_matrix`` needs only numpy.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -81,19 +82,27 @@ def loss_figure(loss_history, iterations_per_epoch=None, title="Training loss", 
     ax = fig.add_subplot()
     it = np.arange(1, loss.size + 1)
     few = loss.size <= 50  # a short run: each iteration a visible point (one alone has no line)
-    ax.plot(it, loss, lw=0.6 if not few else 1.0, alpha=0.45 if not few else 0.8, marker="o" if few else None,
-            ms=3, label="loss per iteration")
+    ax.plot(
+        it,
+        loss,
+        lw=0.6 if not few else 1.0,
+        alpha=0.45 if not few else 0.8,
+        marker="o" if few else None,
+        ms=3,
+        label="loss per iteration",
+    )
     window = max(1, min(loss.size // 20, 200))
     if window > 1:
         smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-        ax.plot(it[window - 1:], smooth, lw=1.6, label=f"moving average ({window} iterations)")
+        ax.plot(it[window - 1 :], smooth, lw=1.6, label=f"moving average ({window} iterations)")
     if iterations_per_epoch and loss.size > iterations_per_epoch:
         epochs = loss.size // iterations_per_epoch
         step = math.ceil(epochs / MAX_EPOCH_LINES)
         for e in range(step, epochs + 1, step):
             ax.axvline(e * iterations_per_epoch, color="0.85", lw=0.8, zorder=0)
-        top = ax.secondary_xaxis("top", functions=(lambda i: i / iterations_per_epoch,
-                                                   lambda e: e * iterations_per_epoch))
+        top = ax.secondary_xaxis(
+            "top", functions=(lambda i: i / iterations_per_epoch, lambda e: e * iterations_per_epoch)
+        )
         top.set_xlabel("epoch")
         _integer_ticks(top.xaxis, step)
     ax.set_xlabel("iteration")
@@ -102,9 +111,9 @@ def loss_figure(loss_history, iterations_per_epoch=None, title="Training loss", 
     ax.set_title(title)
     handles, labels = ax.get_legend_handles_labels()
     if learning_rates is not None and len(learning_rates):
-        lr = np.asarray(learning_rates, dtype=np.float64)[:loss.size]
+        lr = np.asarray(learning_rates, dtype=np.float64)[: loss.size]
         right = ax.twinx()
-        line, = right.plot(np.arange(1, lr.size + 1), lr, color="tab:red", lw=1.2, ls="--", label="learning rate")
+        (line,) = right.plot(np.arange(1, lr.size + 1), lr, color="tab:red", lw=1.2, ls="--", label="learning rate")
         right.set_ylabel("learning rate")
         right.set_ylim(bottom=0)
         handles, labels = handles + [line], labels + ["learning rate"]
@@ -145,8 +154,15 @@ def plot_confusion(cm, class_names, path, title="Confusion matrix (test set)"):
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     for i in range(K):
         for j in range(K):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if frac[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if frac[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(K), class_names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(K), class_names, fontsize=8)
     ax.set_xlabel("predicted")
@@ -175,8 +191,10 @@ def filter_tiles(weights, input_shape=None, limit=64):
 
 def plot_filters(before, after, path, input_shape=None, title="First-layer filters"):
     """Filters before (left) and after (right) training, each scaled to its own range."""
-    panels = [("before training", filter_tiles(before, input_shape)),
-              ("after training", filter_tiles(after, input_shape))]
+    panels = [
+        ("before training", filter_tiles(before, input_shape)),
+        ("after training", filter_tiles(after, input_shape)),
+    ]
     n = max(len(t) for _, t in panels)
     if n == 0:
         return None
@@ -227,8 +245,15 @@ def plot_class_grid(images, labels, class_names, path, per_class=10, title="Trai
     return _save(fig, path)
 
 
-def plot_augmented(images, augment, path, count=8, variants=7, seed=0,
-                   title="What the network sees: training images (left) and random augmentations"):
+def plot_augmented(
+    images,
+    augment,
+    path,
+    count=8,
+    variants=7,
+    seed=0,
+    title="What the network sees: training images (left) and random augmentations",
+):
     """A row per image for the first ``count`` of ``images`` (N, C, H, W): the image, then
     ``variants`` draws of ``augment`` (a ``fastconv.augment.Augment``) from a generator seeded
     with ``seed`` (not the Solver's: drawing a picture does not change the run)."""
@@ -301,6 +326,7 @@ def plot_examples(images, y_true, y_pred, class_names, path, limit=32, title="Te
             continue
         _show(ax, images[k])
         ok = y_true[k] == y_pred[k]
-        ax.set_title(f"{class_names[y_true[k]]}\n{class_names[y_pred[k]]}", fontsize=7,
-                     color="darkgreen" if ok else "red")
+        ax.set_title(
+            f"{class_names[y_true[k]]}\n{class_names[y_pred[k]]}", fontsize=7, color="darkgreen" if ok else "red"
+        )
     return _save(fig, path)

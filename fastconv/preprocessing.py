@@ -4,6 +4,7 @@ Its statistics (per-channel mean and std, the mean image, or the mean and std im
 on the training split (``Preprocessing.fit``), saved with the model (``to_dict``/``from_dict``, in
 its JSON file) and applied again at prediction.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ def to_nchw(images, layout="NCHW"):
     no copy), as (N, C, H, W)."""
     _check_layout(layout)
     if not isinstance(images, np.ndarray) or images.ndim != 4:
-        raise ValueError(f"images must be an array ({', '.join(layout)}), got "
-                         f"{getattr(images, 'shape', type(images).__name__)}")
+        raise ValueError(
+            f"images must be an array ({', '.join(layout)}), got {getattr(images, 'shape', type(images).__name__)}"
+        )
     return images.transpose(0, 3, 1, 2) if layout == "NHWC" else images
 
 
@@ -99,8 +101,10 @@ class Preprocessing:
                 shown = a if a is None or a.size <= 8 else f"an array of shape {a.shape}"
                 raise ValueError(f"preprocessing {name} must be {what}, got {shown}")
         if not np.all(std >= _STD_MIN):
-            raise ValueError(f"preprocessing {std_name} must be at least {_STD_MIN:.3g} (float32's smallest "
-                             f"normal number), got {std.min()}")
+            raise ValueError(
+                f"preprocessing {std_name} must be at least {_STD_MIN:.3g} (float32's smallest "
+                f"normal number), got {std.min()}"
+            )
         with np.errstate(over="ignore"):
             shift = mean / std
         if not _finite_in_float32(shift):
@@ -120,21 +124,21 @@ class Preprocessing:
             return cls("scale", images.shape[1:])
         total = np.zeros(images.shape[1:], dtype=np.float64)
         for i in range(0, N, chunk):
-            total += images[i:i + chunk].sum(axis=0, dtype=np.float64)
+            total += images[i : i + chunk].sum(axis=0, dtype=np.float64)
         mean_image = total / (255.0 * N)
         if mode == "mean_image":
             return cls("mean_image", images.shape[1:], mean_image=mean_image)
         if mode == "pixel":
             sq = np.zeros(images.shape[1:], dtype=np.float64)
             for i in range(0, N, chunk):
-                x = images[i:i + chunk].astype(np.float64) / 255.0 - mean_image
+                x = images[i : i + chunk].astype(np.float64) / 255.0 - mean_image
                 sq += np.einsum("nchw,nchw->chw", x, x)
             std_image = np.maximum(np.sqrt(sq / N), PIXEL_STD_FLOOR)
             return cls("pixel", images.shape[1:], mean_image=mean_image, std_image=std_image)
         mean = mean_image.mean(axis=(1, 2))
         sq = np.zeros(C, dtype=np.float64)
         for i in range(0, N, chunk):
-            x = images[i:i + chunk].astype(np.float64) / 255.0 - mean.reshape(1, C, 1, 1)
+            x = images[i : i + chunk].astype(np.float64) / 255.0 - mean.reshape(1, C, 1, 1)
             sq += np.einsum("nchw,nchw->c", x, x)
         std = np.sqrt(sq / (N * images.shape[2] * images.shape[3])) + eps
         return cls("channel", images.shape[1:], mean=mean, std=std)
@@ -144,13 +148,18 @@ class Preprocessing:
         dtype; returns (N, C, H, W) of ``dtype`` (float32 or float64)."""
         dtype = np.dtype(dtype)
         _check_layout(layout)
-        if not isinstance(images, np.ndarray) or images.ndim != 4 or \
-                to_nchw(images, layout).shape[1:] != self.input_shape:
+        if (
+            not isinstance(images, np.ndarray)
+            or images.ndim != 4
+            or to_nchw(images, layout).shape[1:] != self.input_shape
+        ):
             C, H, W = self.input_shape
             expected = (H, W, C) if layout == "NHWC" else (C, H, W)
-            raise ValueError(f"images must have shape (N, {', '.join(map(str, expected))})"
-                             f"{' (layout NHWC)' if layout == 'NHWC' else ''}, "
-                             f"got {getattr(images, 'shape', type(images).__name__)}")
+            raise ValueError(
+                f"images must have shape (N, {', '.join(map(str, expected))})"
+                f"{' (layout NHWC)' if layout == 'NHWC' else ''}, "
+                f"got {getattr(images, 'shape', type(images).__name__)}"
+            )
         if images.dtype.kind not in "uif":
             raise TypeError(f"images must be a real array, got {images.dtype}")
         x = to_nchw(images, layout).astype(dtype, order="C")
@@ -185,8 +194,14 @@ class Preprocessing:
         if unknown:
             raise ValueError(f"preprocessing has unknown keys {sorted(unknown)}")
         try:
-            return cls(d.get("mode"), d.get("input_shape"), d.get("mean"), d.get("std"), d.get("mean_image"),
-                       d.get("std_image"))
+            return cls(
+                d.get("mode"),
+                d.get("input_shape"),
+                d.get("mean"),
+                d.get("std"),
+                d.get("mean_image"),
+                d.get("std_image"),
+            )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid preprocessing: {exc}") from None
 

@@ -24,6 +24,7 @@ ramp from nearly 0 to the schedule's rate.
 ``exp:G`` multiplies the rate by G once per epoch, in the same order of float operations as
 the per-epoch decay it replaces (bit for bit the rates of earlier versions).
 """
+
 from __future__ import annotations
 
 import math
@@ -153,8 +154,13 @@ class OneCycle(Schedule):
         return f"onecycle:{self.div!r}"
 
 
-_KINDS = {"constant": (Constant, ()), "exp": (Exponential, (float,)), "step": (Step, (int, float)),
-          "cosine": (Cosine, (float,)), "onecycle": (OneCycle, (float,))}
+_KINDS = {
+    "constant": (Constant, ()),
+    "exp": (Exponential, (float,)),
+    "step": (Step, (int, float)),
+    "cosine": (Cosine, (float,)),
+    "onecycle": (OneCycle, (float,)),
+}
 _REQUIRED = {"constant": 0, "exp": 1, "step": 2, "cosine": 0, "onecycle": 0}
 
 
@@ -167,20 +173,25 @@ def parse_schedule(spec, warmup=0.0):
         raise TypeError(f"lr_schedule must be a spec string or a fastconv.schedules.Schedule, got {spec!r}")
     name, *args = spec.strip().split(":")
     if name not in _KINDS:
-        raise ValueError(f"unknown learning-rate schedule {name!r} in {spec!r} "
-                         f"(one of {', '.join(_KINDS)}; e.g. cosine, exp:0.9, step:5:0.5, onecycle)")
+        raise ValueError(
+            f"unknown learning-rate schedule {name!r} in {spec!r} "
+            f"(one of {', '.join(_KINDS)}; e.g. cosine, exp:0.9, step:5:0.5, onecycle)"
+        )
     kind, types = _KINDS[name]
     if not _REQUIRED[name] <= len(args) <= len(types):
-        raise ValueError(f"learning-rate schedule {spec!r}: {name} takes "
-                         f"{_REQUIRED[name]}{'' if _REQUIRED[name] == len(types) else f' to {len(types)}'} "
-                         f"argument(s) after ':'")
+        raise ValueError(
+            f"learning-rate schedule {spec!r}: {name} takes "
+            f"{_REQUIRED[name]}{'' if _REQUIRED[name] == len(types) else f' to {len(types)}'} "
+            f"argument(s) after ':'"
+        )
     values = []
     for text, convert in zip(args, types):
         try:
             values.append(convert(text))
         except ValueError:
-            raise ValueError(f"learning-rate schedule {spec!r}: {text!r} is not a"
-                             f"{'n integer' if convert is int else ' number'}") from None
+            raise ValueError(
+                f"learning-rate schedule {spec!r}: {text!r} is not a{'n integer' if convert is int else ' number'}"
+            ) from None
     try:
         schedule = kind(*values)
     except ValueError as exc:

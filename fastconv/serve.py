@@ -35,6 +35,7 @@ longest for its request is closed, and a full queue answers 503; out of file des
 closes one or pauses, it never spins. Each of these is logged, at most one line a second of a kind;
 a client that went away before its answer is one line, never a traceback.
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -86,7 +87,7 @@ _LINGER = 2.0
 #: The page loads nothing from elsewhere: scripts, styles and images come from this server (or data: URLs).
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
-                               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -96,19 +97,29 @@ _port = argument_type(int, lambda v: 0 <= v <= 65535, "a port number 0-65535")
 
 
 def add_arguments(parser):
-    parser.description = ("Serve a page on which you draw or upload an image and see what a model trained by "
-                          "`fastconv train` says, with its first layer's feature maps; also a JSON API "
-                          "(GET /model, POST /predict with a PNG or JPEG of the model's input size).")
+    parser.description = (
+        "Serve a page on which you draw or upload an image and see what a model trained by "
+        "`fastconv train` says, with its first layer's feature maps; also a JSON API "
+        "(GET /model, POST /predict with a PNG or JPEG of the model's input size)."
+    )
     parser.add_argument("--model", required=True, metavar="RUN_DIR", help="a folder written by `fastconv train`")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens the "
-                             "page to every machine that can reach this one)")
-    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                        help="also answer requests addressed to NAME (their Host header), e.g. a name of "
-                             "this machine in your DNS; by default only the --host name, an address of the "
-                             "server, localhost on a loopback or wildcard address and the machine's own name "
-                             "on a wildcard address are answered (so a page elsewhere cannot reach the server "
-                             "through DNS rebinding); may be repeated")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens the "
+        "page to every machine that can reach this one)",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests addressed to NAME (their Host header), e.g. a name of "
+        "this machine in your DNS; by default only the --host name, an address of the "
+        "server, localhost on a loopback or wildcard address and the machine's own name "
+        "on a wildcard address are answered (so a page elsewhere cannot reach the server "
+        "through DNS rebinding); may be repeated",
+    )
     parser.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--log-requests", action="store_true", help="log every request (default: errors only)")
     common_runtime(parser)
@@ -119,15 +130,19 @@ def run(args):
     quiet_pillow_size_warning()
     with thread_limit(args.threads):
         service = ModelService(args.model, impl=args.impl)
-        server = make_server(service, args.host, args.port, log_requests=args.log_requests,
-                             allowed_hosts=args.allow_host)
+        server = make_server(
+            service, args.host, args.port, log_requests=args.log_requests, allowed_hosts=args.allow_host
+        )
         host, port = server.server_address[:2]
         url_host = f"[{host}]" if ":" in host else host
         try:  # from before the address is printed: a Ctrl-C from then on is a clean stop
             if not ipaddress.ip_address(host).is_loopback:
-                print(f"fastconv serve: warning: listening on {host} port {port}, beyond this machine: anyone "
-                      "who can reach it can use the page (the default --host 127.0.0.1 keeps it local)",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"fastconv serve: warning: listening on {host} port {port}, beyond this machine: anyone "
+                    "who can reach it can use the page (the default --host 127.0.0.1 keeps it local)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             print(f"fastconv serve: {service.model.describe()}", flush=True)
             print(f"fastconv serve: open http://{url_host}:{port}/ (Ctrl-C stops)", flush=True)
             server.serve_forever()
@@ -149,8 +164,9 @@ def _raise_open_file_limit():
     want = MAX_CONNECTIONS + 2 * _FD_RESERVE
     if soft != resource.RLIM_INFINITY and soft < want:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard),
-                                                        hard))
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard)
+            )
         except (ValueError, OSError):
             pass
 
@@ -186,10 +202,12 @@ def make_server(service, host="127.0.0.1", port=8000, log_requests=False, allowe
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as exc:
         raise ValueError(f"--host {host}: not an address or a name that resolves ({exc})") from None
-    handler = type("Handler", (_Handler,), {"service": service, "page": _read_page_files(),
-                                            "log_requests": log_requests})
-    return Server((host, port), handler, family, allowed_hosts,
-                  connection_limit() if max_connections is None else max_connections)
+    handler = type(
+        "Handler", (_Handler,), {"service": service, "page": _read_page_files(), "log_requests": log_requests}
+    )
+    return Server(
+        (host, port), handler, family, allowed_hosts, connection_limit() if max_connections is None else max_connections
+    )
 
 
 def _path(target):
@@ -256,18 +274,23 @@ class _Names:
             return 400, "a Host header is required"
         authority = _split_authority(host)
         if authority is None or not self.answers(authority[0]):
-            return 403, (f"refused: this server does not answer to the Host {host[:100]!r} (a page elsewhere "
-                         "reaching it by DNS rebinding?); start it with --allow-host NAME to answer a name")
+            return 403, (
+                f"refused: this server does not answer to the Host {host[:100]!r} (a page elsewhere "
+                "reaching it by DNS rebinding?); start it with --allow-host NAME to answer a name"
+            )
         origin = headers.get("Origin")
-        if origin is not None and (not origin.startswith("http://")
-                                   or _split_authority(origin[len("http://"):]) is None
-                                   or _with_port(_split_authority(origin[len("http://"):]))
-                                   != _with_port(authority)):
+        if origin is not None and (
+            not origin.startswith("http://")
+            or _split_authority(origin[len("http://") :]) is None
+            or _with_port(_split_authority(origin[len("http://") :])) != _with_port(authority)
+        ):
             return 403, f"refused: a request from another site ({origin[:100]!r})"
         site = headers.get("Sec-Fetch-Site", "same-origin").lower()
         if site not in ("same-origin", "none") and not (
-                handler.command == "GET" and _path(handler.path) in handler.page
-                and headers.get("Sec-Fetch-Mode", "").lower() == "navigate"):
+            handler.command == "GET"
+            and _path(handler.path) in handler.page
+            and headers.get("Sec-Fetch-Mode", "").lower() == "navigate"
+        ):
             return 403, f"refused: a request from another site (Sec-Fetch-Site: {site[:40]})"
         return None
 
@@ -352,8 +375,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return None
         length = int(text)
         if length > limit:
-            self._send_error_json(413, f"the body has {length} bytes, more than this model's limit of {limit} "
-                                       "(send a PNG or JPEG of the model's input size)")
+            self._send_error_json(
+                413,
+                f"the body has {length} bytes, more than this model's limit of {limit} "
+                "(send a PNG or JPEG of the model's input size)",
+            )
             return None
         body = self.rfile.read(length)
         if len(body) != length:
@@ -410,10 +436,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def _refusal(code, message, headers=()):
     """A whole answer ``code`` with JSON ``{"error": message}`` that closes the connection, made by the loop."""
     body = json.dumps({"error": message}).encode()
-    lines = [f"HTTP/1.1 {code} {http.server.BaseHTTPRequestHandler.responses[code][0]}",
-             f"Server: {_Handler.server_version}", f"Date: {email.utils.formatdate(usegmt=True)}",
-             "Content-Type: application/json", f"Content-Length: {len(body)}",
-             *(f"{k}: {v}" for k, v in (*_SECURITY_HEADERS.items(), *headers)), "Connection: close"]
+    lines = [
+        f"HTTP/1.1 {code} {http.server.BaseHTTPRequestHandler.responses[code][0]}",
+        f"Server: {_Handler.server_version}",
+        f"Date: {email.utils.formatdate(usegmt=True)}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *(f"{k}: {v}" for k, v in (*_SECURITY_HEADERS.items(), *headers)),
+        "Connection: close",
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
@@ -444,13 +475,30 @@ class _Connection:
     "writing" the answer, or "draining" (answered and closed for writing; what the client still
     sends is read and dropped, so that closing does not reset the connection before it read the answer)."""
 
-    __slots__ = ("sock", "address", "state", "inbox", "scanned", "need", "request", "outbox", "close_after",
-                 "deadline", "events")
+    __slots__ = (
+        "sock",
+        "address",
+        "state",
+        "inbox",
+        "scanned",
+        "need",
+        "request",
+        "outbox",
+        "close_after",
+        "deadline",
+        "events",
+    )
 
     def __init__(self, sock, address, deadline):
         self.sock, self.address, self.deadline = sock, address, deadline
         self.state, self.inbox, self.request, self.outbox, self.close_after, self.events = (
-            "reading", bytearray(), b"", b"", False, 0)
+            "reading",
+            bytearray(),
+            b"",
+            b"",
+            False,
+            0,
+        )
         self.scanned, self.need = 0, None  # how far the head's end was looked for; the request's length once known
 
     def name(self):
@@ -523,8 +571,9 @@ class Server:
         self._stop = False
         self._stopped = threading.Event()
         self._stopped.set()
-        self._workers = [threading.Thread(target=self._work, name=f"fastconv-serve-{i}", daemon=True)
-                         for i in range(WORKERS)]
+        self._workers = [
+            threading.Thread(target=self._work, name=f"fastconv-serve-{i}", daemon=True) for i in range(WORKERS)
+        ]
         for worker in self._workers:
             worker.start()
 
@@ -615,10 +664,14 @@ class Server:
                     continue  # that client is gone already
                 raise
             if len(self._connections) >= self.max_connections and not self._close_oldest(
-                    "connections closed at the limit",
-                    f"at the limit of {self.max_connections} connections: closed the one that waited longest"):
-                self.log.note("clients turned away at the limit", f"at the limit of {self.max_connections} "
-                              "connections, all of them being answered: turned a client away (503)")
+                "connections closed at the limit",
+                f"at the limit of {self.max_connections} connections: closed the one that waited longest",
+            ):
+                self.log.note(
+                    "clients turned away at the limit",
+                    f"at the limit of {self.max_connections} "
+                    "connections, all of them being answered: turned a client away (503)",
+                )
                 self._turn_away(sock, "the server holds as many connections as it can; try again")
                 continue
             sock.setblocking(False)
@@ -630,12 +683,16 @@ class Server:
         """accept() failed for want of a descriptor: close the connection that waited longest, else
         answer the waiting client 503 with the spare descriptor, else stop accepting for 0.1 s; the
         listening socket stays readable while a client waits, so retrying at once would spin."""
-        if self._close_oldest("connections closed for want of file descriptors",
-                              f"out of file descriptors ({exc.strerror}): closed the connection that waited longest"):
+        if self._close_oldest(
+            "connections closed for want of file descriptors",
+            f"out of file descriptors ({exc.strerror}): closed the connection that waited longest",
+        ):
             return
-        self.log.note("clients turned away for want of file descriptors",
-                      f"out of file descriptors ({exc.strerror}): turned a client away (503; raise the open-file "
-                      "limit, ulimit -n)")
+        self.log.note(
+            "clients turned away for want of file descriptors",
+            f"out of file descriptors ({exc.strerror}): turned a client away (503; raise the open-file "
+            "limit, ulimit -n)",
+        )
         if self._spare is not None:
             self._spare.close()
             self._spare = None
@@ -719,8 +776,11 @@ class Server:
         conn.inbox += data
         self._buffered += len(data)
         if self._buffered > MAX_BUFFERED_BYTES:
-            self._close_oldest("connections closed for memory", f"{MAX_BUFFERED_BYTES} bytes of requests arriving: "
-                               "closed the connection that waited longest", with_inbox=True)
+            self._close_oldest(
+                "connections closed for memory",
+                f"{MAX_BUFFERED_BYTES} bytes of requests arriving: closed the connection that waited longest",
+                with_inbox=True,
+            )
         if conn in self._connections:
             self._dispatch(conn)
 
@@ -731,7 +791,7 @@ class Server:
             end = _HEAD_END.search(conn.inbox, max(0, conn.scanned - 2), MAX_HEAD_BYTES)
             conn.scanned = len(conn.inbox)
             if end is not None:
-                conn.need = _request_length(conn.inbox[:end.end()], self.Handler.service.max_body_bytes)
+                conn.need = _request_length(conn.inbox[: end.end()], self.Handler.service.max_body_bytes)
             elif len(conn.inbox) >= MAX_HEAD_BYTES:
                 self._answer(conn, _refusal(431, f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"), True)
                 return
@@ -745,8 +805,9 @@ class Server:
         try:
             self._jobs.put_nowait((conn, conn.request))
         except queue.Full:
-            self.log.note("requests turned away (busy)",
-                          f"{QUEUED_REQUESTS} requests are waiting: answered 503 to {conn.name()}")
+            self.log.note(
+                "requests turned away (busy)", f"{QUEUED_REQUESTS} requests are waiting: answered 503 to {conn.name()}"
+            )
             self._answer(conn, _refusal(503, "the server is busy; try again", [("Retry-After", "1")]), True)
             return
         conn.state = "working"
@@ -792,8 +853,9 @@ class Server:
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
-            self.log.note("clients gone before their answer",
-                          f"{conn.name()} went away before its answer ({exc.strerror})")
+            self.log.note(
+                "clients gone before their answer", f"{conn.name()} went away before its answer ({exc.strerror})"
+            )
             self._close(conn)
             return
         conn.outbox = conn.outbox[sent:]
@@ -827,11 +889,14 @@ class Server:
         self._next_sweep = now + 0.1
         for conn in [c for c in self._connections if c.state != "working" and c.deadline <= now]:
             if conn.state == "reading" and conn.inbox:
-                self.log.note("slow requests closed", f"{conn.name()} did not send a whole request within "
-                                                      f"{REQUEST_TIMEOUT} s: closed")
+                self.log.note(
+                    "slow requests closed",
+                    f"{conn.name()} did not send a whole request within {REQUEST_TIMEOUT} s: closed",
+                )
             elif conn.state == "writing":
-                self.log.note("slow readers closed", f"{conn.name()} did not take its answer within "
-                                                     f"{REQUEST_TIMEOUT} s: closed")
+                self.log.note(
+                    "slow readers closed", f"{conn.name()} did not take its answer within {REQUEST_TIMEOUT} s: closed"
+                )
             self._close(conn)
 
     def _close(self, conn):

@@ -106,6 +106,7 @@ Progress: with ``verbose``, a tqdm bar per epoch shows the loss, the running
 training accuracy and images/s; without tqdm, a line every ``print_every``
 iterations.
 """
+
 from __future__ import annotations
 
 import json
@@ -140,12 +141,38 @@ class Solver:
     #: What ``nonfinite_loss`` is when not given: "raise" here, "stop" in ``fastconv.compat.cs231n.Solver``.
     default_nonfinite_loss = "raise"
 
-    def __init__(self, model, data, update_rule="sgd", optim_config=None, lr_decay=1.0, batch_size=100,
-                 num_epochs=10, num_train_samples=1000, num_val_samples=None, print_every=100,
-                 checkpoint_dir=None, keep_checkpoints=2, seed=None, verbose=True, progress=None,
-                 run_settings=None, comm=None, *, checkpoint_name=None, nonfinite_loss=None,
-                 optimization_config=None, learning_rate_decay=None, number_of_epochs=None, verbose_mode=None,
-                 callbacks=None, lr_schedule=None, warmup=0.0, early_stop=None, augment=None):
+    def __init__(
+        self,
+        model,
+        data,
+        update_rule="sgd",
+        optim_config=None,
+        lr_decay=1.0,
+        batch_size=100,
+        num_epochs=10,
+        num_train_samples=1000,
+        num_val_samples=None,
+        print_every=100,
+        checkpoint_dir=None,
+        keep_checkpoints=2,
+        seed=None,
+        verbose=True,
+        progress=None,
+        run_settings=None,
+        comm=None,
+        *,
+        checkpoint_name=None,
+        nonfinite_loss=None,
+        optimization_config=None,
+        learning_rate_decay=None,
+        number_of_epochs=None,
+        verbose_mode=None,
+        callbacks=None,
+        lr_schedule=None,
+        warmup=0.0,
+        early_stop=None,
+        augment=None,
+    ):
         # the tutorial's names for four settings (its Solver's keywords)
         optim_config = _alias(optim_config, None, "optim_config", optimization_config, "optimization_config")
         lr_decay = _alias(lr_decay, 1.0, "lr_decay", learning_rate_decay, "learning_rate_decay")
@@ -155,13 +182,16 @@ class Solver:
         X_train, y_train, self.X_val, self.y_val = solver_data(data)  # CS231n's keys or the tutorials'
         self.X_train, self.y_train = X_train, np.asarray(y_train)
         if len(self.X_train) != len(self.y_train) or len(self.X_train) == 0:
-            raise ValueError(f"X_train and y_train must have the same non-zero length, "
-                             f"got {len(self.X_train)} and {len(self.y_train)}")
+            raise ValueError(
+                f"X_train and y_train must have the same non-zero length, "
+                f"got {len(self.X_train)} and {len(self.y_train)}"
+            )
         if self.X_val is not None:
             self.y_val = np.asarray(self.y_val)
             if len(self.X_val) != len(self.y_val):
                 raise ValueError(
-                    f"X_val and y_val must have the same length, got {len(self.X_val)} and {len(self.y_val)}")
+                    f"X_val and y_val must have the same length, got {len(self.X_val)} and {len(self.y_val)}"
+                )
             if len(self.X_val) == 0:
                 self.X_val = self.y_val = None
         self.update_rule_name = update_rule
@@ -179,16 +209,19 @@ class Solver:
         if self.early_stop is not None and self.X_val is None:
             raise ValueError("early_stop needs validation data (X_val, y_val)")
         if self._watches_val_loss and not callable(getattr(self.model, "scores", None)):
-            raise TypeError("early stopping on val_loss needs a model with scores(X, batch_size, prepare) "
-                            "(fastconv.models); monitor 'val_acc' works with any model")
+            raise TypeError(
+                "early stopping on val_loss needs a model with scores(X, batch_size, prepare) "
+                "(fastconv.models); monitor 'val_acc' works with any model"
+            )
         self.callbacks = check_callbacks(callbacks)
         self.augment = parse_augment(augment)
         if self.augment is not None and np.ndim(self.X_train) != 4:
             raise ValueError(f"augment needs images (N, C, H, W) as X_train, got shape {np.shape(self.X_train)}")
         self.batch_size = check_int(batch_size, "batch_size", 1)
         self.num_epochs = check_int(num_epochs, "num_epochs", 0)
-        self.num_train_samples = None if num_train_samples is None else \
-            check_int(num_train_samples, "num_train_samples", 1)  # None: the whole training set, as CS231n's
+        self.num_train_samples = (
+            None if num_train_samples is None else check_int(num_train_samples, "num_train_samples", 1)
+        )  # None: the whole training set, as CS231n's
         self.num_val_samples = None if num_val_samples is None else check_int(num_val_samples, "num_val_samples", 1)
         self.print_every = check_int(print_every, "print_every", 1)
         self.keep_checkpoints = check_int(keep_checkpoints, "keep_checkpoints", 1)
@@ -233,8 +266,9 @@ class Solver:
             if self.nonfinite_loss == "raise":
                 raise ValueError(f"the loss became {loss} at epoch {self.epoch + 1}; lower the learning rate")
             self.loss_history.append(float(loss))  # recorded, as CS231n's Solver records it; no update
-            self.stopped = (f"the loss became {float(loss)} at epoch {self.epoch + 1}, "
-                            f"iteration {len(self.loss_history)}")
+            self.stopped = (
+                f"the loss became {float(loss)} at epoch {self.epoch + 1}, iteration {len(self.loss_history)}"
+            )
             return float(loss), None
         for name, w in self.model.params.items():
             next_w, self.optim_configs[name] = self.update_rule(w, grads[name], self.optim_configs[name])
@@ -271,11 +305,17 @@ class Solver:
     def _run_epoch(self):
         N = len(self.X_train)
         order = self.rng.permutation(N)
-        batches = [order[i:i + self.batch_size] for i in range(0, N, self.batch_size)]
+        batches = [order[i : i + self.batch_size] for i in range(0, N, self.batch_size)]
         bar = None
         if self.verbose and self.progress and _tqdm is not None:
-            bar = _tqdm(total=N, desc=f"epoch {self.epoch + 1}/{self.num_epochs}", unit="img",
-                        leave=True, dynamic_ncols=True, file=sys.stderr)
+            bar = _tqdm(
+                total=N,
+                desc=f"epoch {self.epoch + 1}/{self.num_epochs}",
+                unit="img",
+                leave=True,
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
         t0 = time.perf_counter()
         seen = correct = 0
         callbacks = self._callbacks
@@ -291,11 +331,15 @@ class Solver:
             if bar is not None:
                 bar.update(len(idx))
                 if it % 5 == 0 or it == len(batches) - 1:
-                    bar.set_postfix(loss=f"{loss:.4f}", acc=_accuracy(correct, seen), img_s=f"{rate:.0f}",
-                                    refresh=False)
+                    bar.set_postfix(
+                        loss=f"{loss:.4f}", acc=_accuracy(correct, seen), img_s=f"{rate:.0f}", refresh=False
+                    )
             elif self.verbose and (it % self.print_every == 0 or it == len(batches) - 1):
-                print(f"(epoch {self.epoch + 1}/{self.num_epochs}, iteration {it + 1}/{len(batches)}) "
-                      f"loss {loss:.4f}, batch acc {_accuracy(correct, seen)}, {rate:.0f} images/s", flush=True)
+                print(
+                    f"(epoch {self.epoch + 1}/{self.num_epochs}, iteration {it + 1}/{len(batches)}) "
+                    f"loss {loss:.4f}, batch acc {_accuracy(correct, seen)}, {rate:.0f} images/s",
+                    flush=True,
+                )
         if bar is not None:
             bar.close()
         if self.stopped is not None and self.verbose:
@@ -383,8 +427,9 @@ class Solver:
             self.distributed.start()  # every rank takes rank 0's state
             from .distributed import bcast_json
 
-            extra = bcast_json(self.distributed.comm, {"val_loss": self.val_loss_history,
-                                                       "early_stopped": self.early_stopped})
+            extra = bcast_json(
+                self.distributed.comm, {"val_loss": self.val_loss_history, "early_stopped": self.early_stopped}
+            )
             self.val_loss_history, self.early_stopped = extra["val_loss"], extra["early_stopped"]
         if self.stopped is not None:
             return self
@@ -408,12 +453,18 @@ class Solver:
             self.epoch_times.append(seconds)
             if self.verbose:
                 val = f", val acc {val_acc:.4f}" if val_acc is not None else ""
-                print(f"epoch {self.epoch}/{self.num_epochs}: train acc {train_acc:.4f}{val}, "
-                      f"{seconds:.1f} s ({len(self.X_train) / seconds:.0f} images/s)", flush=True)
+                print(
+                    f"epoch {self.epoch}/{self.num_epochs}: train acc {train_acc:.4f}{val}, "
+                    f"{seconds:.1f} s ({len(self.X_train) / seconds:.0f} images/s)",
+                    flush=True,
+                )
             call(self._callbacks, "on_epoch_end", self)
             if self.verbose and self.early_stopped == self.epoch:
-                print(f"early stopping after epoch {self.epoch}: no better {self.early_stop.monitor} for "
-                      f"{self.early_stop.patience} epochs (best: epoch {self.best_epoch})", flush=True)
+                print(
+                    f"early stopping after epoch {self.epoch}: no better {self.early_stop.monitor} for "
+                    f"{self.early_stop.patience} epochs (best: epoch {self.best_epoch})",
+                    flush=True,
+                )
             if self.checkpoint_dir is not None:
                 self.save_checkpoint()
         if self.X_val is not None and self.val_acc_history:
@@ -445,8 +496,11 @@ class Solver:
         the same for ``resume`` to accept it."""
         return {
             "update_rule": self.update_rule_name,
-            "optim_config": {k: v.item() if isinstance(v, np.generic) else v
-                             for k, v in self.optim_config.items() if not isinstance(v, np.ndarray)},
+            "optim_config": {
+                k: v.item() if isinstance(v, np.generic) else v
+                for k, v in self.optim_config.items()
+                if not isinstance(v, np.ndarray)
+            },
             "lr_decay": self.lr_decay,
             "batch_size": self.batch_size,
             "num_epochs": self.num_epochs,
@@ -459,7 +513,8 @@ class Solver:
             "data_sha256": self.data_sha256,
             # the newer settings: None when not used, so that older checkpoints compare equal
             "lr_schedule": None if self.lr_schedule is None else self.lr_schedule.describe(),
-            "schedule_epochs": self.num_epochs if self.lr_schedule is not None and self.lr_schedule.needs_total
+            "schedule_epochs": self.num_epochs
+            if self.lr_schedule is not None and self.lr_schedule.needs_total
             else None,
             "early_stop": None if self.early_stop is None else self.early_stop.spec(),
             "augment": None if self.augment is None else self.augment.spec(),
@@ -500,8 +555,9 @@ def _alias(value, default, name, tutorial_value, tutorial_name):
     if tutorial_value is None:
         return value
     if value != default and value != tutorial_value:
-        raise TypeError(f"give {name} or {tutorial_name} (the tutorial's name), not both: "
-                        f"got {value!r} and {tutorial_value!r}")
+        raise TypeError(
+            f"give {name} or {tutorial_name} (the tutorial's name), not both: got {value!r} and {tutorial_value!r}"
+        )
     return tutorial_value
 
 

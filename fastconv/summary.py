@@ -16,6 +16,7 @@ Activation memory is the bytes of each layer's output for one image in the model
 what training keeps for the backward (the input and a conv's im2col matrix come on top:
 the totals list them); the totals are the sums.
 """
+
 from __future__ import annotations
 
 from ._model_layers import AvgPool, BatchNorm, Conv, Dropout, FullyConnected, MaxPool, ReLU, Sigmoid, format_layers
@@ -52,14 +53,16 @@ def layer_rows(model):
     rows = []
     for i, (spec, layer) in enumerate(zip(model.layer_specs, model.layers)):
         forward, train = _flops(layer, first=i == 0)
-        rows.append({
-            "layer": format_layers([spec]),
-            "output_shape": tuple(layer.out_shape),
-            "params": sum(shape_size(s) for s in layer.param_shapes().values()),
-            "flops_forward": forward,
-            "flops_train": train,
-            "activation_bytes": shape_size(layer.out_shape) * itemsize,
-        })
+        rows.append(
+            {
+                "layer": format_layers([spec]),
+                "output_shape": tuple(layer.out_shape),
+                "params": sum(shape_size(s) for s in layer.param_shapes().values()),
+                "flops_forward": forward,
+                "flops_train": train,
+                "activation_bytes": shape_size(layer.out_shape) * itemsize,
+            }
+        )
     return rows
 
 
@@ -81,12 +84,27 @@ def format_summary(model):
     """The summary table of ``model`` as text (see the module docstring)."""
     rows = layer_rows(model)
     header = ("layer", "output shape", "params", "FLOPs fwd", "FLOPs fwd+bwd", "activations")
-    table = [(r["layer"], "x".join(map(str, r["output_shape"])), f"{r['params']:,}", _size(r["flops_forward"]),
-              _size(r["flops_train"]), _bytes(r["activation_bytes"])) for r in rows]
+    table = [
+        (
+            r["layer"],
+            "x".join(map(str, r["output_shape"])),
+            f"{r['params']:,}",
+            _size(r["flops_forward"]),
+            _size(r["flops_train"]),
+            _bytes(r["activation_bytes"]),
+        )
+        for r in rows
+    ]
     input_bytes = shape_size(model.input_shape) * model.dtype.itemsize
     workspace = max((layer.workspace_size() for layer in model.layers), default=0) * model.dtype.itemsize
-    total = ("total", "", f"{sum(r['params'] for r in rows):,}", _size(sum(r["flops_forward"] for r in rows)),
-             _size(sum(r["flops_train"] for r in rows)), _bytes(sum(r["activation_bytes"] for r in rows)))
+    total = (
+        "total",
+        "",
+        f"{sum(r['params'] for r in rows):,}",
+        _size(sum(r["flops_forward"] for r in rows)),
+        _size(sum(r["flops_train"] for r in rows)),
+        _bytes(sum(r["activation_bytes"] for r in rows)),
+    )
     widths = [max(len(line[i]) for line in [header, total, *table]) for i in range(len(header))]
 
     def line(cells):
@@ -94,11 +112,19 @@ def format_summary(model):
 
     rule = "-" * len(line(header))
     shape = "x".join(map(str, model.input_shape))
-    return "\n".join([
-        f"{type(model).__name__}: input {shape} ({model.dtype.name}), {model.num_classes} classes, "
-        f"{model.loss_type} loss",
-        rule, line(header), rule, *map(line, table), rule, line(total), rule,
-        f"per image: FLOPs of one forward pass and of a training step's forward and backward; "
-        f"activations = layer outputs kept for the backward (+ input {_bytes(input_bytes)}, largest im2col "
-        f"matrix {_bytes(workspace)})",
-    ])
+    return "\n".join(
+        [
+            f"{type(model).__name__}: input {shape} ({model.dtype.name}), {model.num_classes} classes, "
+            f"{model.loss_type} loss",
+            rule,
+            line(header),
+            rule,
+            *map(line, table),
+            rule,
+            line(total),
+            rule,
+            f"per image: FLOPs of one forward pass and of a training step's forward and backward; "
+            f"activations = layer outputs kept for the backward (+ input {_bytes(input_bytes)}, largest im2col "
+            f"matrix {_bytes(workspace)})",
+        ]
+    )

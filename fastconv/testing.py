@@ -40,6 +40,7 @@ The checks never modify the arrays they are given (they work on copies, or resto
 bytes they perturbed), and bad arguments raise a one-line TypeError or ValueError naming
 the argument.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -54,13 +55,29 @@ from . import conv_output_size  # the library's one output-size formula
 from .engine.checks import check_number
 
 __all__ = [
-    "TOL", "GRAD_TOL", "DTYPES", "tol", "rel_error", "assert_close",
-    "numerical_gradient", "directional_derivative",
-    "check_gradients", "check_model_gradients", "GradientReport", "GradientCheckError",
-    "check_equivalent", "EquivalenceReport", "EquivalenceError",
-    "ConvConfig", "PoolConfig", "conv_configs", "pool_configs",
-    "conv_config_strategy", "pool_config_strategy",
-    "check_adjoint", "AdjointError",
+    "TOL",
+    "GRAD_TOL",
+    "DTYPES",
+    "tol",
+    "rel_error",
+    "assert_close",
+    "numerical_gradient",
+    "directional_derivative",
+    "check_gradients",
+    "check_model_gradients",
+    "GradientReport",
+    "GradientCheckError",
+    "check_equivalent",
+    "EquivalenceReport",
+    "EquivalenceError",
+    "ConvConfig",
+    "PoolConfig",
+    "conv_configs",
+    "pool_configs",
+    "conv_config_strategy",
+    "pool_config_strategy",
+    "check_adjoint",
+    "AdjointError",
 ]
 
 #: Relative tolerance (``rel_error``) between two implementations of the same computation
@@ -217,7 +234,7 @@ class Probe:
         h = self.h
         v = {}
         try:
-            for step in ((-2, -1, 1, 2) if self.guard else (-1, 1)):
+            for step in (-2, -1, 1, 2) if self.guard else (-1, 1):
                 array[idx] = old + step * h
                 v[step] = self._value()
         finally:
@@ -297,8 +314,10 @@ def numerical_gradient(f, inputs, dout=None, *, wrt=None, h=1e-5, kinks="ignore"
     guard = kinks != "ignore"
     if isinstance(inputs, np.ndarray):
         if inputs.dtype != np.float64:
-            raise TypeError(f"inputs is {inputs.dtype}: numerical gradients of an array perturbed in place "
-                            "need float64 (pass a float64 array, or a tuple of arrays, which are copied to float64)")
+            raise TypeError(
+                f"inputs is {inputs.dtype}: numerical gradients of an array perturbed in place "
+                "need float64 (pass a float64 array, or a tuple of arrays, which are copied to float64)"
+            )
         if not inputs.flags.writeable:
             raise ValueError("inputs is read-only: it is perturbed in place (pass a tuple to work on a copy)")
         saved = inputs.copy()
@@ -325,8 +344,10 @@ def _apply_kinks(grad, measures, probe, name, kinks, kink_rtol):
         return grad
     mask = _kink_mask(measures, grad, probe.noise(), kink_rtol)
     if mask.any() and kinks == "raise":
-        raise ValueError(f"{int(mask.sum())} element(s) lie within 2h of a kink, where centred differences "
-                         f"are not a gradient: {_kink_list(name, mask)}")
+        raise ValueError(
+            f"{int(mask.sum())} element(s) lie within 2h of a kink, where centred differences "
+            f"are not a gradient: {_kink_list(name, mask)}"
+        )
     grad[mask] = np.nan
     return grad
 
@@ -460,14 +481,21 @@ class GradientReport:
 
     def __str__(self):
         unit = "directions" if self.mode == "directions" else "elements"
-        lines = [f"{'argument':<16} {'relative error':>14}  {'expected':<10} {unit + ' checked':>18}  "
-                 f"{'skipped (kinks)':>15}  result"]
+        lines = [
+            f"{'argument':<16} {'relative error':>14}  {'expected':<10} {unit + ' checked':>18}  "
+            f"{'skipped (kinks)':>15}  result"
+        ]
         for r in self.rows:
             err = "-" if np.isnan(r.error) else f"{r.error:.2e}"
-            verdict = "ok" if r.ok else ("FAIL: " + r.problem if r.problem else
-                                         "FAIL: nothing checked" if not r.checked else "FAIL")
-            lines.append(f"{r.name:<16} {err:>14}  {'< ' + format(r.tolerance, 'g'):<10} {r.checked:>18}  "
-                         f"{r.skipped:>15}  {verdict}")
+            verdict = (
+                "ok"
+                if r.ok
+                else ("FAIL: " + r.problem if r.problem else "FAIL: nothing checked" if not r.checked else "FAIL")
+            )
+            lines.append(
+                f"{r.name:<16} {err:>14}  {'< ' + format(r.tolerance, 'g'):<10} {r.checked:>18}  "
+                f"{r.skipped:>15}  {verdict}"
+            )
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
     __repr__ = __str__
@@ -510,8 +538,11 @@ def _finish(rows, notes, mode, raise_on_failure, what):
 
 def _argument_names(forward, count):
     try:
-        params = [p.name for p in inspect.signature(forward).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        params = [
+            p.name
+            for p in inspect.signature(forward).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
     except (TypeError, ValueError):
         params = []
     return [params[i] if i < len(params) else f"inputs[{i}]" for i in range(count)]
@@ -525,8 +556,21 @@ def _check_options(tolerance, directions, kinks, h):
     return float(tolerance), _check_kinks(kinks), _check_h(h)
 
 
-def check_gradients(forward, backward, inputs, *, kwargs=None, dout=None, wrt=None, seed=0, h=1e-5,
-                    tolerance=GRAD_TOL, directions=None, kinks="skip", raise_on_failure=True):
+def check_gradients(
+    forward,
+    backward,
+    inputs,
+    *,
+    kwargs=None,
+    dout=None,
+    wrt=None,
+    seed=0,
+    h=1e-5,
+    tolerance=GRAD_TOL,
+    directions=None,
+    kinks="skip",
+    raise_on_failure=True,
+):
     """Check a layer's backward against centred numerical gradients of its forward.
 
     ``forward(*inputs, **kwargs) -> (out, cache)`` and ``backward(dout, cache) -> grads``
@@ -550,9 +594,18 @@ def check_gradients(forward, backward, inputs, *, kwargs=None, dout=None, wrt=No
     if hasattr(forward, "loss") and isinstance(getattr(forward, "params", None), Mapping):
         if kwargs is not None or dout is not None:
             raise TypeError("check_gradients(model, X, y) takes no kwargs or dout: model.loss(X, y) is the function")
-        return check_model_gradients(forward, backward, inputs, params=wrt, h=h, tolerance=tolerance,
-                                     directions=directions, kinks=kinks, seed=seed,
-                                     raise_on_failure=raise_on_failure)
+        return check_model_gradients(
+            forward,
+            backward,
+            inputs,
+            params=wrt,
+            h=h,
+            tolerance=tolerance,
+            directions=directions,
+            kinks=kinks,
+            seed=seed,
+            raise_on_failure=raise_on_failure,
+        )
     for name, fn in (("forward", forward), ("backward", backward)):
         if not callable(fn):
             raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
@@ -575,8 +628,10 @@ def check_gradients(forward, backward, inputs, *, kwargs=None, dout=None, wrt=No
     def run(args):
         result = _call(forward, names, args, keyword, **kwargs)
         if not isinstance(result, tuple) or len(result) != 2:
-            raise TypeError(f"forward must return (out, cache), got {type(result).__name__}"
-                            + (f" of length {len(result)}" if isinstance(result, tuple) else ""))
+            raise TypeError(
+                f"forward must return (out, cache), got {type(result).__name__}"
+                + (f" of length {len(result)}" if isinstance(result, tuple) else "")
+            )
         if not isinstance(result[0], np.ndarray):
             raise TypeError(f"forward must return (out, cache) with out an array, got {type(result[0]).__name__}")
         return result
@@ -590,8 +645,10 @@ def check_gradients(forward, backward, inputs, *, kwargs=None, dout=None, wrt=No
             raise ValueError(f"dout has shape {dout.shape}, forward's out {out.shape}")
     again = run(copies)[0]
     if again.shape != out.shape or not np.array_equal(again, out, equal_nan=True):
-        raise ValueError("forward is not deterministic (two calls on the same inputs differ): "
-                         "fix its randomness (a dropout seed) before checking gradients")
+        raise ValueError(
+            "forward is not deterministic (two calls on the same inputs differ): "
+            "fix its randomness (a dropout seed) before checking gradients"
+        )
     grads = backward(dout.copy(), cache)
     if not isinstance(grads, (tuple, list)):
         grads = (grads,)
@@ -599,8 +656,10 @@ def check_gradients(forward, backward, inputs, *, kwargs=None, dout=None, wrt=No
     grads = tuple(g.copy() if isinstance(g, np.ndarray) else g for g in grads)
     if len(grads) > len(values) or max(targets) >= len(grads):
         missing = [names[i] for i in targets if i >= len(grads)]
-        raise ValueError(f"backward returned {len(grads)} gradient(s) for inputs {names}"
-                         + (f": none for {', '.join(missing)}" if missing else ""))
+        raise ValueError(
+            f"backward returned {len(grads)} gradient(s) for inputs {names}"
+            + (f": none for {', '.join(missing)}" if missing else "")
+        )
 
     def output(args):
         return run(args)[0]
@@ -611,10 +670,16 @@ def check_gradients(forward, backward, inputs, *, kwargs=None, dout=None, wrt=No
             probe = Probe(lambda: output(copies), dout, kinks != "ignore", h, "forward")
             rows.append(_element_row(names[i], grads[i], probe, copies[i], kinks, tolerance))
         else:
-            rows.append(_directional_row(names[i], grads[i], copies, i, output, dout, directions, seed, h, kinks,
-                                         tolerance))
-    return _finish(rows, notes, "directions" if directions else "elements", raise_on_failure,
-                   getattr(forward, "__name__", "forward"))
+            rows.append(
+                _directional_row(names[i], grads[i], copies, i, output, dout, directions, seed, h, kinks, tolerance)
+            )
+    return _finish(
+        rows,
+        notes,
+        "directions" if directions else "elements",
+        raise_on_failure,
+        getattr(forward, "__name__", "forward"),
+    )
 
 
 def _element_row(name, analytic, probe, array, kinks, tolerance):
@@ -666,8 +731,19 @@ def _directional_row(name, analytic, copies, i, output, dout, directions, seed, 
     return GradientRow(name, float(err), tolerance, len(errors), skipped)
 
 
-def check_model_gradients(model, X, y=None, *, params=None, h=1e-5, tolerance=GRAD_TOL, directions=None,
-                          kinks="skip", seed=0, raise_on_failure=True):
+def check_model_gradients(
+    model,
+    X,
+    y=None,
+    *,
+    params=None,
+    h=1e-5,
+    tolerance=GRAD_TOL,
+    directions=None,
+    kinks="skip",
+    seed=0,
+    raise_on_failure=True,
+):
     """Check ``loss, grads = model.loss(X, y)`` against centred numerical gradients of the loss.
 
     ``model`` has a ``params`` dict of float64 arrays (a float32 parameter is refused: build
@@ -689,8 +765,10 @@ def check_model_gradients(model, X, y=None, *, params=None, h=1e-5, tolerance=GR
         p = model.params[name]
         if not isinstance(p, np.ndarray) or p.dtype != np.float64:
             got = p.dtype if isinstance(p, np.ndarray) else type(p).__name__
-            raise TypeError(f"model.params[{name!r}] is {got}: gradient checks need float64 parameters "
-                            "(build the model with dtype=np.float64)")
+            raise TypeError(
+                f"model.params[{name!r}] is {got}: gradient checks need float64 parameters "
+                "(build the model with dtype=np.float64)"
+            )
     X, y = X.copy(), (y.copy() if isinstance(y, np.ndarray) else y)
     rng = getattr(model, "rng", None)
     state = rng.bit_generator.state if isinstance(rng, np.random.Generator) else None
@@ -700,8 +778,9 @@ def check_model_gradients(model, X, y=None, *, params=None, h=1e-5, tolerance=GR
             rng.bit_generator.state = state
         result = model.loss(X, y)
         if not isinstance(result, tuple) or len(result) != 2 or not isinstance(result[1], Mapping):
-            raise TypeError("model.loss(X, y) must return (loss, grads) with grads a dict, "
-                            f"got {type(result).__name__}")
+            raise TypeError(
+                f"model.loss(X, y) must return (loss, grads) with grads a dict, got {type(result).__name__}"
+            )
         return result
 
     def loss_value():
@@ -718,13 +797,17 @@ def check_model_gradients(model, X, y=None, *, params=None, h=1e-5, tolerance=GR
                 probe = Probe(loss_value, None, kinks != "ignore", h, "model.loss")
                 rows.append(_element_row(name, grads.get(name), probe, model.params[name], kinks, tolerance))
             else:
-                rows.append(_model_directional_row(model, name, grads.get(name), loss_value, directions, seed, h,
-                                                   kinks, tolerance, saved[name]))
+                rows.append(
+                    _model_directional_row(
+                        model, name, grads.get(name), loss_value, directions, seed, h, kinks, tolerance, saved[name]
+                    )
+                )
     finally:
         for name in names:
             np.copyto(model.params[name], saved[name])
-    return _finish(rows, [], "directions" if directions else "elements", raise_on_failure,
-                   type(model).__name__ + ".loss")
+    return _finish(
+        rows, [], "directions" if directions else "elements", raise_on_failure, type(model).__name__ + ".loss"
+    )
 
 
 def _model_directional_row(model, name, analytic, loss_value, directions, seed, h, kinks, tolerance, original):
@@ -735,8 +818,9 @@ def _model_directional_row(model, name, analytic, loss_value, directions, seed, 
         return loss_value()
 
     try:
-        return _directional_row(name, analytic, [original.copy()], 0, output, None, directions, seed, h, kinks,
-                                tolerance)
+        return _directional_row(
+            name, analytic, [original.copy()], 0, output, None, directions, seed, h, kinks, tolerance
+        )
     finally:
         np.copyto(p, original)
 
@@ -782,8 +866,10 @@ class ConvConfig:
 
     @property
     def out_hw(self):
-        return tuple(conv_output_size(s, k, st, p, d) for s, k, st, p, d in
-                     zip((self.H, self.W), self.kernel, self.stride, self.pad, self.dilation))
+        return tuple(
+            conv_output_size(s, k, st, p, d)
+            for s, k, st, p, d in zip((self.H, self.W), self.kernel, self.stride, self.pad, self.dilation)
+        )
 
     @property
     def out_shape(self):
@@ -811,9 +897,11 @@ class ConvConfig:
 
     def __str__(self):
         algorithm = f"-{self.algorithm}" if self.algorithm is not None else ""
-        return (f"conv-k{self.kernel[0]}x{self.kernel[1]}-s{_pair_id(self.stride)}-p{_pair_id(self.pad)}"
-                f"-d{_pair_id(self.dilation)}-g{self.groups}-n{self.N}-c{self.C}f{self.F}-x{self.H}x{self.W}"
-                f"{'' if self.bias else '-nobias'}{algorithm}-{np.dtype(self.dtype).name}")
+        return (
+            f"conv-k{self.kernel[0]}x{self.kernel[1]}-s{_pair_id(self.stride)}-p{_pair_id(self.pad)}"
+            f"-d{_pair_id(self.dilation)}-g{self.groups}-n{self.N}-c{self.C}f{self.F}-x{self.H}x{self.W}"
+            f"{'' if self.bias else '-nobias'}{algorithm}-{np.dtype(self.dtype).name}"
+        )
 
 
 @dataclass(frozen=True)
@@ -842,8 +930,10 @@ class PoolConfig:
 
     @property
     def out_hw(self):
-        return tuple(conv_output_size(s, k, st, p) for s, k, st, p in
-                     zip((self.H, self.W), self.kernel, self.effective_stride, self.pad))
+        return tuple(
+            conv_output_size(s, k, st, p)
+            for s, k, st, p in zip((self.H, self.W), self.kernel, self.effective_stride, self.pad)
+        )
 
     @property
     def out_shape(self):
@@ -865,8 +955,10 @@ class PoolConfig:
 
     def __str__(self):
         stride = "None" if self.stride is None else _pair_id(self.stride)
-        return (f"{self.kind_name}pool-k{self.kernel[0]}x{self.kernel[1]}-s{stride}-p{_pair_id(self.pad)}"
-                f"-n{self.N}-c{self.C}-x{self.H}x{self.W}-{np.dtype(self.dtype).name}")
+        return (
+            f"{self.kind_name}pool-k{self.kernel[0]}x{self.kernel[1]}-s{stride}-p{_pair_id(self.pad)}"
+            f"-n{self.N}-c{self.C}-x{self.H}x{self.W}-{np.dtype(self.dtype).name}"
+        )
 
 
 # (N, C, H, W, F, kernel, stride, pad, dilation, groups, bias): the awkward cases, always in the grid.
@@ -936,8 +1028,19 @@ def _restrict_conv(geo, dilation, groups, per_axis, optional_bias, padding):
     return geo if fits else None
 
 
-def conv_configs(n=64, seed=0, *, dtypes=DTYPES, dilation=True, groups=True, per_axis=True, padding=True,
-                 optional_bias=True, algorithm=None, max_outputs=1500):
+def conv_configs(
+    n=64,
+    seed=0,
+    *,
+    dtypes=DTYPES,
+    dilation=True,
+    groups=True,
+    per_axis=True,
+    padding=True,
+    optional_bias=True,
+    algorithm=None,
+    max_outputs=1500,
+):
     """A deterministic list of ConvConfig: ``n`` geometries (at least the awkward ones:
     non-square kernels and images, stride > 1, pad larger than half the kernel, dilation,
     groups, batch 1, one channel, a kernel larger than the unpadded input, a single pixel),
@@ -966,8 +1069,7 @@ def conv_configs(n=64, seed=0, *, dtypes=DTYPES, dilation=True, groups=True, per
             raise ValueError(f"n={n}: the space these flags allow has fewer distinct geometries")
         geo = _random_conv_geometry(rng, *flags)
         N, F = geo[0], geo[4]
-        oh, ow = (conv_output_size(s, k, st, p, d) for s, k, st, p, d in
-                  zip(geo[2:4], geo[5], geo[6], geo[7], geo[8]))
+        oh, ow = (conv_output_size(s, k, st, p, d) for s, k, st, p, d in zip(geo[2:4], geo[5], geo[6], geo[7], geo[8]))
         if N * F * oh * ow <= max_outputs and geo not in geometries:
             geometries.append(geo)
     return [ConvConfig(*geo, dtype=dtype, algorithm=algorithm) for geo in geometries for dtype in dtypes]
@@ -994,8 +1096,9 @@ def _random_conv_geometry(rng, dilation, groups, per_axis, optional_bias, paddin
     return (N, C, size[0], size[1], F, kernel, stride, pad, dil, g, bias)
 
 
-def pool_configs(n=40, seed=0, *, kinds=("max", "avg"), dtypes=DTYPES, per_axis=True, padding=True,
-                 default_stride=True):
+def pool_configs(
+    n=40, seed=0, *, kinds=("max", "avg"), dtypes=DTYPES, per_axis=True, padding=True, default_stride=True
+):
     """A deterministic list of PoolConfig: ``n`` geometries (at least the awkward ones:
     overlapping windows, padding, non-square kernels, a single pixel, global pooling, a
     kernel taller than the image), the rest drawn from ``seed``, for each kind in ``kinds``
@@ -1058,8 +1161,17 @@ def _random_pool_geometry(rng, per_axis, padding, default_stride):
     return (int(rng.choice([1, 2, 3])), int(rng.integers(1, 4)), size[0], size[1], kernel, stride, pad)
 
 
-def conv_config_strategy(*, dtypes=DTYPES, dilation=True, groups=True, per_axis=True, padding=True,
-                         optional_bias=True, algorithm=None, max_size=8):
+def conv_config_strategy(
+    *,
+    dtypes=DTYPES,
+    dilation=True,
+    groups=True,
+    per_axis=True,
+    padding=True,
+    optional_bias=True,
+    algorithm=None,
+    max_size=8,
+):
     """A hypothesis strategy of ConvConfig over the space of ``conv_configs`` (same flags);
     every draw fits, and a failure shrinks towards one image, one channel, a 1x1 kernel,
     stride 1, no padding, float32. Needs hypothesis (ImportError otherwise)."""
@@ -1082,14 +1194,28 @@ def conv_config_strategy(*, dtypes=DTYPES, dilation=True, groups=True, per_axis=
         for k, p, d in zip(kernel, pad, dil):
             smallest = max(1, d * (k - 1) + 1 - 2 * p)
             size.append(draw(st.integers(smallest, smallest + max_size)))
-        return ConvConfig(draw(st.integers(1, 3)), C, size[0], size[1], F, kernel, stride, pad, dil, g,
-                          draw(st.booleans()) if optional_bias else True, draw(st.sampled_from(dtypes)), algorithm)
+        return ConvConfig(
+            draw(st.integers(1, 3)),
+            C,
+            size[0],
+            size[1],
+            F,
+            kernel,
+            stride,
+            pad,
+            dil,
+            g,
+            draw(st.booleans()) if optional_bias else True,
+            draw(st.sampled_from(dtypes)),
+            algorithm,
+        )
 
     return configs()
 
 
-def pool_config_strategy(*, kinds=("max", "avg"), dtypes=DTYPES, per_axis=True, padding=True, default_stride=True,
-                         max_size=8):
+def pool_config_strategy(
+    *, kinds=("max", "avg"), dtypes=DTYPES, per_axis=True, padding=True, default_stride=True, max_size=8
+):
     """A hypothesis strategy of PoolConfig over the space of ``pool_configs`` (same flags;
     every draw fits)."""
     st = _hypothesis()
@@ -1109,8 +1235,17 @@ def pool_config_strategy(*, kinds=("max", "avg"), dtypes=DTYPES, per_axis=True, 
         if default_stride and draw(st.booleans()):
             stride = None
         size = [draw(st.integers(max(1, k - 2 * p), max(1, k - 2 * p) + max_size)) for k, p in zip(kernel, pad)]
-        return PoolConfig(draw(st.sampled_from(list(kinds))), draw(st.integers(1, 3)), draw(st.integers(1, 3)),
-                          size[0], size[1], kernel, stride, pad, draw(st.sampled_from(dtypes)))
+        return PoolConfig(
+            draw(st.sampled_from(list(kinds))),
+            draw(st.integers(1, 3)),
+            draw(st.integers(1, 3)),
+            size[0],
+            size[1],
+            kernel,
+            stride,
+            pad,
+            draw(st.sampled_from(dtypes)),
+        )
 
     return configs()
 
@@ -1124,8 +1259,11 @@ def _hypothesis():
 
 
 # ------------------------------------------------------------------ equivalence
-_LAYER_NAMES = {"conv": ("conv_forward", "conv_backward"), "maxpool": ("max_pool_forward", "max_pool_backward"),
-                "avgpool": ("avg_pool_forward", "avg_pool_backward")}
+_LAYER_NAMES = {
+    "conv": ("conv_forward", "conv_backward"),
+    "maxpool": ("max_pool_forward", "max_pool_backward"),
+    "avgpool": ("avg_pool_forward", "avg_pool_backward"),
+}
 
 
 def _layer_pair(impl, kind, what):
@@ -1136,8 +1274,10 @@ def _layer_pair(impl, kind, what):
     names = _LAYER_NAMES[kind]
     if all(callable(getattr(impl, n, None)) for n in names):
         return tuple(getattr(impl, n) for n in names)
-    raise TypeError(f"{what} must be a (forward, backward) pair of callables or a module with "
-                    f"{names[0]} and {names[1]}, got {type(impl).__name__}")
+    raise TypeError(
+        f"{what} must be a (forward, backward) pair of callables or a module with "
+        f"{names[0]} and {names[1]}, got {type(impl).__name__}"
+    )
 
 
 @dataclass(frozen=True)
@@ -1324,8 +1464,9 @@ def check_adjoint(forward, adjoint, x, y, *, dtype=np.float64, seed=0, tolerance
     err = float(abs(lhs - rhs) / scale) if scale > 0 else float(abs(lhs - rhs))
     tolerance = tol(x.dtype) if tolerance is None else float(tolerance)
     if not err < tolerance:
-        raise AdjointError(f"<A x, y> = {lhs:.10g} but <x, AT y> = {rhs:.10g}: relative error {err:.3g} "
-                           f">= {tolerance:g}")
+        raise AdjointError(
+            f"<A x, y> = {lhs:.10g} but <x, AT y> = {rhs:.10g}: relative error {err:.3g} >= {tolerance:g}"
+        )
     return err
 
 
@@ -1334,8 +1475,9 @@ def _adjoint_input(value, name, dtype, rng):
         if value.dtype not in (np.float32, np.float64):
             raise TypeError(f"{name} must be float32 or float64, got {value.dtype}")
         return value
-    if isinstance(value, (tuple, list)) and all(isinstance(n, numbers.Integral) and not isinstance(n, bool)
-                                                and 0 <= n <= 1 << 20 for n in value):
+    if isinstance(value, (tuple, list)) and all(
+        isinstance(n, numbers.Integral) and not isinstance(n, bool) and 0 <= n <= 1 << 20 for n in value
+    ):
         if np.prod([int(n) for n in value], dtype=object) > 1 << 26:
             raise ValueError(f"{name}: shape {tuple(value)} is too large for a check")
         tol(dtype)  # TypeError unless float32 or float64
@@ -1364,8 +1506,10 @@ def pytest_generate_tests(metafunc):
     """With this module as a plugin, a test taking ``conv_config`` or ``pool_config`` runs
     once per configuration of the grid (ids as ``str(config)``), unless it parametrizes
     that argument itself."""
-    for name, make, option in (("conv_config", conv_configs, "fastconv_conv_configs"),
-                               ("pool_config", pool_configs, "fastconv_pool_configs")):
+    for name, make, option in (
+        ("conv_config", conv_configs, "fastconv_conv_configs"),
+        ("pool_config", pool_configs, "fastconv_pool_configs"),
+    ):
         if name in metafunc.fixturenames and not _parametrized(metafunc, name):
             try:
                 n = int(metafunc.config.getini(option))

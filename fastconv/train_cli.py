@@ -28,6 +28,7 @@ allocates its activations afresh, and memory handed back to the system costs
 a page fault per 4 KiB when touched again (see ``fastconv/_malloc.py``).
 ``FASTCONV_MALLOC_TUNING=0`` turns this off.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -139,13 +140,36 @@ same --impl and --threads). history.json records the settings actually used.
 """
 
 #: The options that shape a run's result: a checkpoint records them, --resume refuses other values.
-RESULT_SETTINGS = ("dataset", "model", "num_filters", "filter_size", "hidden_dim", "reg", "loss", "dtype",
-                   "preprocess", "seed", "batch_size", "optimizer", "lr", "lr_decay", "val_size", "val_split",
-                   "limit_train")
+RESULT_SETTINGS = (
+    "dataset",
+    "model",
+    "num_filters",
+    "filter_size",
+    "hidden_dim",
+    "reg",
+    "loss",
+    "dtype",
+    "preprocess",
+    "seed",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "lr_decay",
+    "val_size",
+    "val_split",
+    "limit_train",
+)
 #: Newer options that shape the result: recorded (and compared by --resume) when given, so that runs
 #: begun before they existed still resume.
-NEWER_RESULT_SETTINGS = ("lr_schedule", "warmup", "early_stop", "early_stop_on", "augment", "weight_decay",
-                         "label_smoothing")
+NEWER_RESULT_SETTINGS = (
+    "lr_schedule",
+    "warmup",
+    "early_stop",
+    "early_stop_on",
+    "augment",
+    "weight_decay",
+    "label_smoothing",
+)
 
 
 def _option(dest):
@@ -153,101 +177,196 @@ def _option(dest):
 
 
 def _data_arguments(parser, required=False):
-    parser.add_argument("--dataset", choices=DATASETS, default=None if not required else "fashion-mnist",
-                        help="data set (default: fashion-mnist" + ("" if required else
-                                                                  ", or the one the model was trained on") + ")")
-    parser.add_argument("--data-root", metavar="DIR", default=None,
-                        help="look for the data set in DIR/<dataset>/ and DIR (instead of the default places)")
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=None if not required else "fashion-mnist",
+        help="data set (default: fashion-mnist" + ("" if required else ", or the one the model was trained on") + ")",
+    )
+    parser.add_argument(
+        "--data-root",
+        metavar="DIR",
+        default=None,
+        help="look for the data set in DIR/<dataset>/ and DIR (instead of the default places)",
+    )
     if required:  # train: your own images
-        parser.add_argument("--data", metavar="DIR|FILE.npz", default=None,
-                            help="train on your own images instead of --dataset: a folder of class folders of "
-                                 "PNG/JPEG files (with train/ and test/ folders, or a test split drawn with "
-                                 "--seed), or an .npz with x_train, y_train, x_test, y_test (see below)")
-        parser.add_argument("--resize", action="store_true",
-                            help="--data: resize images to the first image's size (default: refuse other sizes)")
-    parser.add_argument("--no-download", action="store_true",
-                        help="never download; fail if the files are not found")
+        parser.add_argument(
+            "--data",
+            metavar="DIR|FILE.npz",
+            default=None,
+            help="train on your own images instead of --dataset: a folder of class folders of "
+            "PNG/JPEG files (with train/ and test/ folders, or a test split drawn with "
+            "--seed), or an .npz with x_train, y_train, x_test, y_test (see below)",
+        )
+        parser.add_argument(
+            "--resize",
+            action="store_true",
+            help="--data: resize images to the first image's size (default: refuse other sizes)",
+        )
+    parser.add_argument("--no-download", action="store_true", help="never download; fail if the files are not found")
 
 
 # ============================================================================ train
 def add_arguments(parser):
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.description = ("Train a network on MNIST, Fashion-MNIST or CIFAR-10; write the model,\n"
-                          "checkpoints, history.json and PNG plots.")
-    parser.epilog = _EPILOG.format(max_parameters=MAX_PARAMETERS, max_activation_mib=MAX_ACTIVATION_BYTES >> 20,
-                                   max_frames=MAX_GIF_FRAMES,
-                                   result_settings=textwrap.fill(
-        ", ".join(map(_option, RESULT_SETTINGS + NEWER_RESULT_SETTINGS)) + ",", width=98, initial_indent="  ",
-        subsequent_indent="  ", break_on_hyphens=False))
+    parser.description = (
+        "Train a network on MNIST, Fashion-MNIST or CIFAR-10; write the model,\n"
+        "checkpoints, history.json and PNG plots."
+    )
+    parser.epilog = _EPILOG.format(
+        max_parameters=MAX_PARAMETERS,
+        max_activation_mib=MAX_ACTIVATION_BYTES >> 20,
+        max_frames=MAX_GIF_FRAMES,
+        result_settings=textwrap.fill(
+            ", ".join(map(_option, RESULT_SETTINGS + NEWER_RESULT_SETTINGS)) + ",",
+            width=98,
+            initial_indent="  ",
+            subsequent_indent="  ",
+            break_on_hyphens=False,
+        ),
+    )
     _data_arguments(parser, required=True)
-    parser.add_argument("--model", default="convnet1", metavar="convnet1|fc|SPEC",
-                        help="architecture (default convnet1; see below)")
+    parser.add_argument(
+        "--model", default="convnet1", metavar="convnet1|fc|SPEC", help="architecture (default convnet1; see below)"
+    )
     parser.add_argument("--epochs", type=_positive_int, default=5, help="epochs (default 5)")
     parser.add_argument("--batch-size", type=_positive_int, default=64, help="minibatch size (default 64)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="update rule (default adam)")
-    parser.add_argument("--lr", type=_positive_float, default=None,
-                        help="learning rate (default: 1e-3 for adam and rmsprop, 1e-2 for sgd and momentum)")
-    parser.add_argument("--lr-decay", type=_positive_float, default=None,
-                        help="learning rate factor after each epoch (default 0.95; the same as --lr-schedule exp:G)")
-    parser.add_argument("--lr-schedule", default=None, metavar="SPEC",
-                        help="learning rate per update (instead of --lr-decay): constant | exp:G | step:E:G | "
-                             "cosine[:FLOOR] | onecycle[:DIV] (see below)")
-    parser.add_argument("--warmup", type=_nonneg_float, default=0.0, metavar="EPOCHS",
-                        help="linear learning-rate warmup over the first EPOCHS epochs (may be fractional)")
-    parser.add_argument("--early-stop", type=int, default=None, metavar="PATIENCE",
-                        help="stop after PATIENCE epochs without a better validation accuracy (or loss, with "
-                             "--early-stop-on val_loss); the saved model is the best epoch's")
-    parser.add_argument("--early-stop-on", choices=("val_acc", "val_loss"), default="val_acc",
-                        help="what --early-stop watches and the best model is chosen by (default val_acc)")
-    parser.add_argument("--augment", default=None, metavar="SPEC",
-                        help="augment each training batch: crop<P> (shift by up to P pixels, zero-padded), "
-                             "flip (mirror left-right), joined by ',' (e.g. crop4,flip)")
-    parser.add_argument("--weight-decay", type=_nonneg_float, default=None,
-                        help="--optimizer adamw: decoupled weight decay of every parameter (default 0.01)")
-    parser.add_argument("--label-smoothing", type=_nonneg_float, default=0.0, metavar="E",
-                        help="softmax loss with targets (1 - E) on the label + E / classes on each class "
-                             "(0 <= E < 1; default 0)")
-    parser.add_argument("--reg", type=_nonneg_float, default=0.0,
-                        help="L2 regularization strength of the weights, in the loss (default 0)")
+    parser.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help="learning rate (default: 1e-3 for adam and rmsprop, 1e-2 for sgd and momentum)",
+    )
+    parser.add_argument(
+        "--lr-decay",
+        type=_positive_float,
+        default=None,
+        help="learning rate factor after each epoch (default 0.95; the same as --lr-schedule exp:G)",
+    )
+    parser.add_argument(
+        "--lr-schedule",
+        default=None,
+        metavar="SPEC",
+        help="learning rate per update (instead of --lr-decay): constant | exp:G | step:E:G | "
+        "cosine[:FLOOR] | onecycle[:DIV] (see below)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=_nonneg_float,
+        default=0.0,
+        metavar="EPOCHS",
+        help="linear learning-rate warmup over the first EPOCHS epochs (may be fractional)",
+    )
+    parser.add_argument(
+        "--early-stop",
+        type=int,
+        default=None,
+        metavar="PATIENCE",
+        help="stop after PATIENCE epochs without a better validation accuracy (or loss, with "
+        "--early-stop-on val_loss); the saved model is the best epoch's",
+    )
+    parser.add_argument(
+        "--early-stop-on",
+        choices=("val_acc", "val_loss"),
+        default="val_acc",
+        help="what --early-stop watches and the best model is chosen by (default val_acc)",
+    )
+    parser.add_argument(
+        "--augment",
+        default=None,
+        metavar="SPEC",
+        help="augment each training batch: crop<P> (shift by up to P pixels, zero-padded), "
+        "flip (mirror left-right), joined by ',' (e.g. crop4,flip)",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=_nonneg_float,
+        default=None,
+        help="--optimizer adamw: decoupled weight decay of every parameter (default 0.01)",
+    )
+    parser.add_argument(
+        "--label-smoothing",
+        type=_nonneg_float,
+        default=0.0,
+        metavar="E",
+        help="softmax loss with targets (1 - E) on the label + E / classes on each class (0 <= E < 1; default 0)",
+    )
+    parser.add_argument(
+        "--reg",
+        type=_nonneg_float,
+        default=0.0,
+        help="L2 regularization strength of the weights, in the loss (default 0)",
+    )
     parser.add_argument("--loss", choices=("softmax", "svm"), default="softmax", help="loss (default softmax)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--preprocess", choices=Preprocessing.MODES, default="channel",
-                        help="input normalization, statistics from the training split (default channel: "
-                             "per-channel mean and std; pixel: the mean image and per-pixel std, as the "
-                             "numpy tutorials; mean_image: CS231n's mean image; scale: x / 255)")
+    parser.add_argument(
+        "--preprocess",
+        choices=Preprocessing.MODES,
+        default="channel",
+        help="input normalization, statistics from the training split (default channel: "
+        "per-channel mean and std; pixel: the mean image and per-pixel std, as the "
+        "numpy tutorials; mean_image: CS231n's mean image; scale: x / 255)",
+    )
     parser.add_argument("--num-filters", type=_positive_int, default=None, help="convnet1: conv filters (32)")
     parser.add_argument("--filter-size", type=_positive_int, default=None, help="convnet1: filter size (7)")
     parser.add_argument("--hidden-dim", type=_positive_int, default=None, help="convnet1: hidden units (100)")
-    parser.add_argument("--val-size", type=_nonneg_int, default=None,
-                        help="validation images held out of the training split (default: 5000, or a tenth "
-                             "of the training images when fewer than 50000; 0 trains on all of them)")
-    parser.add_argument("--val-split", choices=SPLITS, default="random",
-                        help="which training images validate: a random subset (default), or the last ones "
-                             "(the tutorials' fixed split: --val-size 1000 --val-split last)")
-    parser.add_argument("--limit-train", type=_positive_int, default=None, metavar="N",
-                        help="use only N training images (a random subset), for quick runs")
-    parser.add_argument("--limit-test", type=_positive_int, default=None, metavar="N",
-                        help="evaluate on only the first N test images")
-    parser.add_argument("--seed", type=_nonneg_int, default=0,
-                        help="seed of initialization, shuffling and split (default 0)")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="output folder (default runs/<dataset>-<model>)")
+    parser.add_argument(
+        "--val-size",
+        type=_nonneg_int,
+        default=None,
+        help="validation images held out of the training split (default: 5000, or a tenth "
+        "of the training images when fewer than 50000; 0 trains on all of them)",
+    )
+    parser.add_argument(
+        "--val-split",
+        choices=SPLITS,
+        default="random",
+        help="which training images validate: a random subset (default), or the last ones "
+        "(the tutorials' fixed split: --val-size 1000 --val-split last)",
+    )
+    parser.add_argument(
+        "--limit-train",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="use only N training images (a random subset), for quick runs",
+    )
+    parser.add_argument(
+        "--limit-test", type=_positive_int, default=None, metavar="N", help="evaluate on only the first N test images"
+    )
+    parser.add_argument(
+        "--seed", type=_nonneg_int, default=0, help="seed of initialization, shuffling and split (default 0)"
+    )
+    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<dataset>-<model>)")
     again = parser.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true",
-                       help="continue the run in --out from its last checkpoint, with the same settings "
-                            "(see below)")
-    again.add_argument("--overwrite", action="store_true",
-                       help="train afresh in an --out that holds a run: its model, checkpoints, history "
-                            "and plots are deleted first")
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with the same settings (see below)",
+    )
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train afresh in an --out that holds a run: its model, checkpoints, history and plots are deleted first",
+    )
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNG plots and the GIF")
-    parser.add_argument("--gif-every", type=_positive_int, default=None, metavar="N",
-                        help="a frame of filters.gif every N iterations (default: as often as keeps the run "
-                             f"within {MAX_GIF_FRAMES} frames; a smaller N is doubled as often as needed)")
+    parser.add_argument(
+        "--gif-every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="a frame of filters.gif every N iterations (default: as often as keeps the run "
+        f"within {MAX_GIF_FRAMES} frames; a smaller N is doubled as often as needed)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (a line per 100 iterations)")
     parser.add_argument("--quiet", action="store_true", help="print only the final result")
-    parser.add_argument("--summary", action="store_true",
-                        help="print the model's summary (a row per layer: output shape, parameters, FLOPs, "
-                             "activation memory) before training")
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="print the model's summary (a row per layer: output shape, parameters, FLOPs, "
+        "activation memory) before training",
+    )
     _common_runtime(parser)
 
 
@@ -350,8 +469,9 @@ def _prepare_run(args, ranks):
     (folder, options, lock)."""
     name = args.dataset if args.data is None else _model_slug(Path(args.data).stem)
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{_model_slug(args.model)}"
-    model_kwargs = {k: getattr(args, k) for k in ("num_filters", "filter_size", "hidden_dim")
-                    if getattr(args, k) is not None}
+    model_kwargs = {
+        k: getattr(args, k) for k in ("num_filters", "filter_size", "hidden_dim") if getattr(args, k) is not None
+    }
     if model_kwargs and args.model != "convnet1":
         raise ValueError("--num-filters, --filter-size and --hidden-dim apply to --model convnet1 only")
     lock = ranks.on_root(lambda: _run_folder.claim(out, resume=args.resume, overwrite=args.overwrite))
@@ -364,11 +484,13 @@ def _load_split(args, log):
     (after --limit-train), with the test images (after --limit-test)."""
     t_load = time.perf_counter()
     data = args.own_data if args.own_data is not None else _load_data(args, args.dataset)
-    log(f"{args.dataset or data.name}: {len(data.X_train)} training and {len(data.X_test)} test images "
-        f"{data.input_shape} from {data.source} ({time.perf_counter() - t_load:.1f} s)")
+    log(
+        f"{args.dataset or data.name}: {len(data.X_train)} training and {len(data.X_test)} test images "
+        f"{data.input_shape} from {data.source} ({time.perf_counter() - t_load:.1f} s)"
+    )
     X_train, y_train = data.X_train, data.y_train
     if args.limit_train is not None and args.limit_train < len(X_train):
-        idx = np.sort(np.random.default_rng(args.seed).permutation(len(X_train))[:args.limit_train])
+        idx = np.sort(np.random.default_rng(args.seed).permutation(len(X_train))[: args.limit_train])
         X_train, y_train = X_train[idx], y_train[idx]
     val_size = args.val_size
     if val_size is None:
@@ -378,15 +500,24 @@ def _load_split(args, log):
     X_tr, y_tr, X_val, y_val = train_val_split(X_train, y_train, val_size, seed=args.seed, method=args.val_split)
     X_test, y_test = data.X_test, data.y_test
     if args.limit_test is not None:
-        X_test, y_test = X_test[:args.limit_test], y_test[:args.limit_test]
+        X_test, y_test = X_test[: args.limit_test], y_test[: args.limit_test]
     return data, _Split(X_tr, y_tr, X_val, y_val, X_test, y_test)
 
 
 def _build(args, data, split, model_kwargs, log):
     """The model, with its preprocessing fitted on the training split and the class names."""
     prep = Preprocessing.fit(split.X_train, mode=args.preprocess)
-    model = build_model(args.model, data.input_shape, data.num_classes, reg=args.reg, loss=args.loss,
-                        dtype=args.dtype, impl=args.impl, seed=args.seed, **model_kwargs)
+    model = build_model(
+        args.model,
+        data.input_shape,
+        data.num_classes,
+        reg=args.reg,
+        loss=args.loss,
+        dtype=args.dtype,
+        impl=args.impl,
+        seed=args.seed,
+        **model_kwargs,
+    )
     model.preprocess = prep
     model.class_names = data.class_names
     log(model.describe())
@@ -396,8 +527,11 @@ def _build(args, data, split, model_kwargs, log):
 def _settings(args, split):
     """The run's settings as used: the options, with --lr and --val-size resolved."""
     settings = {k: v for k, v in vars(args).items() if k not in ("func", "schedule", "augmentation", "own_data")}
-    settings.update(lr=args.lr if args.lr is not None else _default_lr(args.optimizer), val_size=len(split.X_val),
-                    lr_decay=_lr_decay(args))
+    settings.update(
+        lr=args.lr if args.lr is not None else _default_lr(args.optimizer),
+        val_size=len(split.X_val),
+        lr_decay=_lr_decay(args),
+    )
     if args.optimizer == "adamw":
         settings["weight_decay"] = 0.01 if args.weight_decay is None else args.weight_decay
     return settings
@@ -414,8 +548,13 @@ def _run_settings(settings):
     """What a checkpoint records of the options (RESULT_SETTINGS, and the newer ones when used)."""
     recorded = {_option(k): settings[k] for k in RESULT_SETTINGS}
     defaults = {"warmup": 0.0, "early_stop_on": "val_acc", "label_smoothing": 0.0}
-    recorded.update({_option(k): settings.get(k) for k in NEWER_RESULT_SETTINGS
-                     if settings.get(k) is not None and settings.get(k) != defaults.get(k)})
+    recorded.update(
+        {
+            _option(k): settings.get(k)
+            for k in NEWER_RESULT_SETTINGS
+            if settings.get(k) is not None and settings.get(k) != defaults.get(k)
+        }
+    )
     if settings.get("early_stop") is not None:
         recorded["--early-stop-on"] = settings["early_stop_on"]
     return recorded
@@ -443,37 +582,58 @@ def _train(args, model, split, out, log, frames=None, comm=None):
         optim_config["weight_decay"] = settings["weight_decay"]
     model.label_smoothing = args.label_smoothing
     early_stop = None if args.early_stop is None else EarlyStopping(args.early_stop, args.early_stop_on)
-    solver = Solver(model, {"X_train": split.X_train, "y_train": split.y_train,
-                            "X_val": split.X_val, "y_val": split.y_val},
-                    update_rule=args.optimizer, optim_config=optim_config, lr_decay=settings["lr_decay"],
-                    lr_schedule=args.schedule, warmup=0.0 if args.schedule is not None else args.warmup,
-                    early_stop=early_stop, augment=args.augmentation,
-                    batch_size=args.batch_size, num_epochs=args.epochs, checkpoint_dir=ckpt_dir,
-                    seed=args.seed, verbose=not args.quiet, progress=not args.no_progress,
-                    run_settings=_run_settings(settings), comm=comm,
-                    callbacks=[frames] if frames is not None else None,
-                    nonfinite_loss="raise")  # a diverging run stops with its clear message
+    solver = Solver(
+        model,
+        {"X_train": split.X_train, "y_train": split.y_train, "X_val": split.X_val, "y_val": split.y_val},
+        update_rule=args.optimizer,
+        optim_config=optim_config,
+        lr_decay=settings["lr_decay"],
+        lr_schedule=args.schedule,
+        warmup=0.0 if args.schedule is not None else args.warmup,
+        early_stop=early_stop,
+        augment=args.augmentation,
+        batch_size=args.batch_size,
+        num_epochs=args.epochs,
+        checkpoint_dir=ckpt_dir,
+        seed=args.seed,
+        verbose=not args.quiet,
+        progress=not args.no_progress,
+        run_settings=_run_settings(settings),
+        comm=comm,
+        callbacks=[frames] if frames is not None else None,
+        nonfinite_loss="raise",
+    )  # a diverging run stops with its clear message
     if args.resume:
         epoch = solver.resume()
         if epoch > args.epochs:
-            raise ValueError(f"{out}: the run has done {epoch} epochs, more than --epochs {args.epochs}; "
-                             f"give --epochs {epoch} or more")
+            raise ValueError(
+                f"{out}: the run has done {epoch} epochs, more than --epochs {args.epochs}; "
+                f"give --epochs {epoch} or more"
+            )
         log(f"resuming {out} after epoch {epoch}" if epoch else f"no checkpoint in {ckpt_dir}: starting afresh")
-    schedule = (f"schedule {solver.lr_schedule.describe()}" if solver.lr_schedule is not None
-                else f"decay {settings['lr_decay']:g}/epoch")
-    log(f"training on {len(split.X_train)} images, validating on {len(split.X_val)}: {args.optimizer}, "
+    schedule = (
+        f"schedule {solver.lr_schedule.describe()}"
+        if solver.lr_schedule is not None
+        else f"decay {settings['lr_decay']:g}/epoch"
+    )
+    log(
+        f"training on {len(split.X_train)} images, validating on {len(split.X_val)}: {args.optimizer}, "
         f"lr {lr:g}, {schedule}, batch {args.batch_size}, {args.epochs} epochs, {args.dtype}, "
-        f"impl={args.impl}" + (f", {args.threads} threads" if args.threads else "")
+        f"impl={args.impl}"
+        + (f", {args.threads} threads" if args.threads else "")
         + (f", augment {solver.augment.spec()}" if solver.augment is not None else "")
-        + (f", early stop {args.early_stop} on {args.early_stop_on}" if args.early_stop else ""))
+        + (f", early stop {args.early_stop} on {args.early_stop_on}" if args.early_stop else "")
+    )
     if frames is not None:  # the filters before this run's first update, then every frames.every
         frames.record(len(solver.loss_history), model.first_layer_weights())
     t_train = time.perf_counter()
     try:
         solver.train()
     except KeyboardInterrupt:
-        print(f"\ninterrupted: `fastconv train ... --out {out} --resume` continues from the last "
-              "complete epoch", file=sys.stderr)
+        print(
+            f"\ninterrupted: `fastconv train ... --out {out} --resume` continues from the last complete epoch",
+            file=sys.stderr,
+        )
         raise
     return solver, time.perf_counter() - t_train
 
@@ -485,44 +645,65 @@ def _report(args, out, data, split, model, solver, w_before, y_pred, seconds, lo
     test_acc = float(np.mean(y_pred == y_test)) if len(y_test) else None
     history = solver.history()
     history.update(
-        dataset=args.dataset if args.data is None else None, data=args.data,
+        dataset=args.dataset if args.data is None else None,
+        data=args.data,
         model=args.model,
         architecture=model.describe(),
         settings=_settings(args, split),
-        num_train=len(split.X_train), num_val=len(split.X_val), num_test=len(split.X_test),
-        best_epoch=solver.best_epoch, best_val_acc=solver.best_val_acc if len(split.X_val) else None,
-        early_stopped=solver.early_stopped, learning_rate=solver.learning_rates()[:len(solver.loss_history)],
-        test_accuracy=test_acc, confusion_matrix=plots.confusion_matrix(y_test, y_pred, data.num_classes).tolist(),
+        num_train=len(split.X_train),
+        num_val=len(split.X_val),
+        num_test=len(split.X_test),
+        best_epoch=solver.best_epoch,
+        best_val_acc=solver.best_val_acc if len(split.X_val) else None,
+        early_stopped=solver.early_stopped,
+        learning_rate=solver.learning_rates()[: len(solver.loss_history)],
+        test_accuracy=test_acc,
+        confusion_matrix=plots.confusion_matrix(y_test, y_pred, data.num_classes).tolist(),
         class_names=list(data.class_names),
         **seconds,
-        machine={"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                 "numpy": np.__version__},
+        machine={
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+        },
     )
     write_json(out / "history.json", history)
     written = []
     if not args.no_plots:
         frames = next((cb for cb in solver.callbacks if isinstance(cb, animation.FilterFrames)), None)
-        written = _write_plots(out, history, model, w_before, split, y_pred, data, log, frames, solver.augment,
-                               args.seed)
+        written = _write_plots(
+            out, history, model, w_before, split, y_pred, data, log, frames, solver.augment, args.seed
+        )
     epochs = len(solver.epoch_times)
     per_epoch = float(np.mean(solver.epoch_times)) if epochs else float("nan")
-    result = (f"test accuracy: {test_acc:.4f} ({int(np.sum(y_pred == y_test))}/{len(y_test)})" if len(y_test)
-              else "no test images: test accuracy not measured")
-    print(f"{result} after {epochs} epoch{'s' if epochs != 1 else ''} ({per_epoch:.1f} s/epoch, "
-          f"{sum(solver.epoch_times):.0f} s of training); model in {out}")
+    result = (
+        f"test accuracy: {test_acc:.4f} ({int(np.sum(y_pred == y_test))}/{len(y_test)})"
+        if len(y_test)
+        else "no test images: test accuracy not measured"
+    )
+    print(
+        f"{result} after {epochs} epoch{'s' if epochs != 1 else ''} ({per_epoch:.1f} s/epoch, "
+        f"{sum(solver.epoch_times):.0f} s of training); model in {out}"
+    )
     if written:
         log("plots: " + ", ".join(str(p) for p in written))
 
 
 def _write_plots(out, history, model, w_before, split, y_pred, data, log, frames=None, augment=None, seed=0):
     if not plots.have_matplotlib():
-        log("matplotlib is not installed: skipping the plots (pip install matplotlib, "
-            "or pip install 'fastconv[train]')")
+        log(
+            "matplotlib is not installed: skipping the plots (pip install matplotlib, or pip install 'fastconv[train]')"
+        )
         return []
     title = f"{TITLES.get(data.name, data.name)}: the first training images of each class"
     written = [
-        plots.plot_loss(history["loss"], out / "loss.png", history["iterations_per_epoch"],
-                        learning_rates=history.get("learning_rate")),
+        plots.plot_loss(
+            history["loss"],
+            out / "loss.png",
+            history["iterations_per_epoch"],
+            learning_rates=history.get("learning_rate"),
+        ),
         plots.plot_accuracy(history["train_acc"], history["val_acc"], out / "accuracy.png"),
         plots.plot_filters(w_before, model.first_layer_weights(), out / "filters.png", model.input_shape),
         plots.plot_class_grid(split.X_train, split.y_train, data.class_names, out / "dataset.png", title=title),
@@ -535,9 +716,12 @@ def _write_plots(out, history, model, w_before, split, y_pred, data, log, frames
         written += [
             plots.plot_confusion(np.asarray(history["confusion_matrix"]), names, out / "confusion.png"),
             plots.plot_examples(X_test, y_test, y_pred, names, out / "examples.png"),
-            plots.plot_feature_maps(X_test[0], plots.feature_maps(model, model.prepare(X_test[:1])[0]),
-                                    out / "feature_maps.png", title=f"Feature maps of test image 0 (true: "
-                                    f"{names[y_test[0]]}, predicted: {names[y_pred[0]]})"),
+            plots.plot_feature_maps(
+                X_test[0],
+                plots.feature_maps(model, model.prepare(X_test[:1])[0]),
+                out / "feature_maps.png",
+                title=f"Feature maps of test image 0 (true: {names[y_test[0]]}, predicted: {names[y_pred[0]]})",
+            ),
         ]
     return [p for p in written if p is not None]
 
@@ -573,18 +757,19 @@ def run_evaluate(args):
         data = _load_data(args, name)
         X, y = data.X_test, data.y_test
         if args.limit is not None:
-            X, y = X[:args.limit], y[:args.limit]
+            X, y = X[: args.limit], y[: args.limit]
         if data.input_shape != model.input_shape or data.num_classes != model.num_classes:
-            raise ValueError(f"the model takes {model.input_shape} images in {model.num_classes} classes; "
-                             f"{name} has {data.input_shape} in {data.num_classes}")
+            raise ValueError(
+                f"the model takes {model.input_shape} images in {model.num_classes} classes; "
+                f"{name} has {data.input_shape} in {data.num_classes}"
+            )
         if len(y) == 0:
             raise ValueError(f"the {name} test set in {data.source} holds no images: nothing to evaluate")
         t0 = time.perf_counter()
         y_pred = model.predict(X, batch_size=args.batch_size, prepare=True)
         seconds = time.perf_counter() - t0
     correct = int(np.sum(y_pred == y))
-    print(f"test accuracy: {correct / len(y):.4f} ({correct}/{len(y)}) on {name} "
-          f"({len(y) / seconds:.0f} images/s)")
+    print(f"test accuracy: {correct / len(y):.4f} ({correct}/{len(y)}) on {name} ({len(y) / seconds:.0f} images/s)")
     return 0
 
 
@@ -594,10 +779,18 @@ DATASET_SHAPES = {"fashion-mnist": ((1, 28, 28), 10), "mnist": ((1, 28, 28), 10)
 
 
 def add_arguments_summary(parser):
-    parser.add_argument("--model", required=True, metavar="SPEC|RUN",
-                        help="a layer spec (as fastconv train --model takes) or a folder written by fastconv train")
-    parser.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
-                        help="a spec's input: the images of this data set (default fashion-mnist)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="SPEC|RUN",
+        help="a layer spec (as fastconv train --model takes) or a folder written by fastconv train",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="fashion-mnist",
+        help="a spec's input: the images of this data set (default fashion-mnist)",
+    )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
 
 
@@ -615,13 +808,20 @@ def run_summary(args):
 # ============================================================================ predict
 def add_arguments_predict(parser):
     parser.add_argument("--model", required=True, metavar="DIR", help="a folder written by `fastconv train`")
-    parser.add_argument("images", nargs="+", metavar="IMAGE",
-                        help="PNG/JPEG files (needs Pillow) or .npy arrays of raw pixel values 0-255: "
-                             "(N, C, H, W), (N, H, W) for one channel, or one image")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="PNG/JPEG files (needs Pillow) or .npy arrays of raw pixel values 0-255: "
+        "(N, C, H, W), (N, H, W) for one channel, or one image",
+    )
     parser.add_argument("--top", type=_positive_int, default=1, help="show the TOP most likely classes (default 1)")
-    parser.add_argument("--invert", action="store_true",
-                        help="invert the pixels (255 - value) before classifying: for dark drawings on a light "
-                             "background, when the model learned light on dark (MNIST, Fashion-MNIST)")
+    parser.add_argument(
+        "--invert",
+        action="store_true",
+        help="invert the pixels (255 - value) before classifying: for dark drawings on a light "
+        "background, when the model learned light on dark (MNIST, Fashion-MNIST)",
+    )
     _common_runtime(parser)
 
 
@@ -642,8 +842,10 @@ def _guesses(model, batch, top, names):
     """One "class (probability)" string per image (softmax), or "class (score ...)" (an SVM's
     raw scores, which are no probabilities)."""
     form = "{:.3f}" if model.loss_type == "softmax" else "score {:.3f}"
-    return [", ".join(f"{names[k]} ({form.format(p[k])})" for k in np.argsort(-p, kind="stable")[:top])
-            for p in class_probabilities(model, batch)]
+    return [
+        ", ".join(f"{names[k]} ({form.format(p[k])})" for k in np.argsort(-p, kind="stable")[:top])
+        for p in class_probabilities(model, batch)
+    ]
 
 
 def run_predict(args):

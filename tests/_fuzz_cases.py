@@ -42,6 +42,7 @@ for a valid call whose output or im2col matrix needs more than 2 GiB, and as a
 failure otherwise. Workers run with 2 OpenMP/BLAS threads unless
 OMP_NUM_THREADS / OPENBLAS_NUM_THREADS say otherwise.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -65,9 +66,16 @@ import _helpers
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 FAMILIES = (
-    "conv", "max_pool", "avg_pool",
-    "cs231n_conv", "cs231n_conv_relu", "cs231n_conv_relu_pool", "cs231n_conv_bn_relu", "cs231n_max_pool",
-    "sichkar_conv", "sichkar_max_pool",
+    "conv",
+    "max_pool",
+    "avg_pool",
+    "cs231n_conv",
+    "cs231n_conv_relu",
+    "cs231n_conv_relu_pool",
+    "cs231n_conv_bn_relu",
+    "cs231n_max_pool",
+    "sichkar_conv",
+    "sichkar_max_pool",
 )
 
 #: Values far beyond any real layer; valid only when another argument compensates
@@ -158,14 +166,19 @@ def _transposed_copy(a, rng):
 def _unaligned(a, rng):
     """A C-contiguous array whose data pointer is not a multiple of its itemsize."""
     buf = np.zeros(a.nbytes + a.itemsize + 1, dtype=np.uint8)
-    view = buf[1:1 + a.nbytes].view(a.dtype).reshape(a.shape)
+    view = buf[1 : 1 + a.nbytes].view(a.dtype).reshape(a.shape)
     view[...] = a
     return view
 
 
 LAYOUTS = {
-    "fortran": _fortran, "strided": _strided, "read-only": _read_only, "negative-strides": _negative,
-    "zero-strides": _zero_strides, "transposed": _transposed_copy, "unaligned": _unaligned,
+    "fortran": _fortran,
+    "strided": _strided,
+    "read-only": _read_only,
+    "negative-strides": _negative,
+    "zero-strides": _zero_strides,
+    "transposed": _transposed_copy,
+    "unaligned": _unaligned,
 }
 
 
@@ -351,8 +364,20 @@ def _conv_base(rng, groups_ok=True, dilation_ok=True):
     H = max(1, dh * (kh - 1) + 1 - 2 * ph) + int(rng.integers(0, extra))
     W = max(1, dw * (kw - 1) + 1 - 2 * pw) + int(rng.integers(0, extra))
     N = int(rng.choice([0, 1, 1, 2, 2, 3])) if not big else int(rng.integers(1, 4))
-    return dict(dtype=dtype, N=N, C=C, H=H, W=W, F=F, groups=groups, kernel=(kh, kw), stride=(sh, sw),
-                pad=(ph, pw), dilation=(dh, dw), bias=rng.random() < 0.75)
+    return dict(
+        dtype=dtype,
+        N=N,
+        C=C,
+        H=H,
+        W=W,
+        F=F,
+        groups=groups,
+        kernel=(kh, kw),
+        stride=(sh, sw),
+        pad=(ph, pw),
+        dilation=(dh, dw),
+        bias=rng.random() < 0.75,
+    )
 
 
 def _conv_out_shape(c):
@@ -362,9 +387,11 @@ def _conv_out_shape(c):
 
 
 def _conv_desc(c):
-    return (f"x({c['N']},{c['C']},{c['H']},{c['W']}) w({c['F']},{c['C'] // c['groups']},{c['kernel'][0]},"
-            f"{c['kernel'][1]}) {'bias' if c['bias'] else 'nobias'} s{c['stride']} p{c['pad']} "
-            f"d{c['dilation']} g{c['groups']} {np.dtype(c['dtype']).name}")
+    return (
+        f"x({c['N']},{c['C']},{c['H']},{c['W']}) w({c['F']},{c['C'] // c['groups']},{c['kernel'][0]},"
+        f"{c['kernel'][1]}) {'bias' if c['bias'] else 'nobias'} s{c['stride']} p{c['pad']} "
+        f"d{c['dilation']} g{c['groups']} {np.dtype(c['dtype']).name}"
+    )
 
 
 def _pool_base(rng):
@@ -383,13 +410,18 @@ def _pool_base(rng):
 
 def _pool_out_shape(c):
     s = c["stride"] or c["kernel"]
-    return (c["N"], c["C"], out_size(c["H"], c["kernel"][0], s[0], c["pad"][0]),
-            out_size(c["W"], c["kernel"][1], s[1], c["pad"][1]))
+    return (
+        c["N"],
+        c["C"],
+        out_size(c["H"], c["kernel"][0], s[0], c["pad"][0]),
+        out_size(c["W"], c["kernel"][1], s[1], c["pad"][1]),
+    )
 
 
 def _pool_desc(c):
-    return (f"x({c['N']},{c['C']},{c['H']},{c['W']}) k{c['kernel']} s{c['stride']} p{c['pad']} "
-            f"{np.dtype(c['dtype']).name}")
+    return (
+        f"x({c['N']},{c['C']},{c['H']},{c['W']}) k{c['kernel']} s{c['stride']} p{c['pad']} {np.dtype(c['dtype']).name}"
+    )
 
 
 def _dout_mutation(m, rng, dout, other_float_ok=False):
@@ -403,6 +435,7 @@ def _dout_mutation(m, rng, dout, other_float_ok=False):
 def _x_shape_outcome(conv):
     """A changed size of x: any N; C only for pooling (a conv's w fixes C); H, W maybe (the kernel
     may no longer fit); zero C, H or W never."""
+
     def outcome(axis, size):
         if axis == 0:
             return "ok"
@@ -411,18 +444,21 @@ def _x_shape_outcome(conv):
         if axis == 1:
             return "fail" if conv else "ok"
         return "maybe"
+
     return outcome
 
 
 def _w_shape_outcome(groups, bias):
     """A changed size of w: F only without a bias and when groups divides it; never C // groups
     or zero; kh, kw maybe."""
+
     def outcome(axis, size):
         if size == 0 or axis == 1:
             return "fail"
         if axis == 0:
             return "ok" if (not bias and size % groups == 0) else "fail"
         return "maybe"
+
     return outcome
 
 
@@ -443,8 +479,12 @@ def conv_expected_shape(x, w, stride, pad, dilation=1):
     s, p, d = as_pair(stride), as_pair(pad), as_pair(dilation)
     if None in (s, p, d) or getattr(x, "ndim", 0) != 4 or getattr(w, "ndim", 0) != 4:
         return None
-    shape = (x.shape[0], w.shape[0], out_size(x.shape[2], w.shape[2], s[0], p[0], d[0]),
-             out_size(x.shape[3], w.shape[3], s[1], p[1], d[1]))
+    shape = (
+        x.shape[0],
+        w.shape[0],
+        out_size(x.shape[2], w.shape[2], s[0], p[0], d[0]),
+        out_size(x.shape[3], w.shape[3], s[1], p[1], d[1]),
+    )
     return None if None in shape else shape
 
 
@@ -499,8 +539,13 @@ def _core_conv(seed, index, rng):
     c = _conv_base(rng)
     winograd = rng.random() < 0.25
     if winograd:  # a case fast's Winograd path can run, asked for by name
-        c.update(kernel=(3, 3), stride=(1, 1), dilation=(1, 1),
-                 H=max(c["H"], 3 - 2 * c["pad"][0]), W=max(c["W"], 3 - 2 * c["pad"][1]))
+        c.update(
+            kernel=(3, 3),
+            stride=(1, 1),
+            dilation=(1, 1),
+            H=max(c["H"], 3 - 2 * c["pad"][0]),
+            W=max(c["W"], 3 - 2 * c["pad"][1]),
+        )
     m = Mutations()
     dtype = c["dtype"]
     g = c["groups"]
@@ -523,8 +568,11 @@ def _core_conv(seed, index, rng):
             elif target == "w":
                 w = _mutate_array(m, rng, "w", w, shape_outcome=_w_shape_outcome(g, c["bias"]))
             elif target == "b":
-                b = (_mutate_array(m, rng, "b", b, allow_none=True) if b is not None
-                     else _mutate_array(m, rng, "b", _data(rng, (c["F"],), dtype), allow_none=True))
+                b = (
+                    _mutate_array(m, rng, "b", b, allow_none=True)
+                    if b is not None
+                    else _mutate_array(m, rng, "b", _data(rng, (c["F"],), dtype), allow_none=True)
+                )
             elif target == "channels":
                 m.add("shape", "w: channels C // groups + 1", "fail")
                 w = _data(rng, (c["F"], c["C"] // g + 1) + c["kernel"], dtype)
@@ -561,17 +609,51 @@ def _core_conv(seed, index, rng):
         need_dx = [False, True, np.bool_(False), 0, 1][int(rng.integers(5))]
         backward_kwargs = {"need_dx": need_dx}
     impls = [
-        Impl("naive", naive.conv_forward, tuple(args), kwargs, naive.conv_backward, dout,
-             dtype, (dtype, dtype, dtype if c["bias"] else None), names, backward_kwargs=backward_kwargs),
-        Impl("fast", fast.conv_forward, tuple(args), kwargs, fast.conv_backward, dout,
-             dtype, (dtype, dtype, dtype if c["bias"] else None), names, backward_kwargs=backward_kwargs),
+        Impl(
+            "naive",
+            naive.conv_forward,
+            tuple(args),
+            kwargs,
+            naive.conv_backward,
+            dout,
+            dtype,
+            (dtype, dtype, dtype if c["bias"] else None),
+            names,
+            backward_kwargs=backward_kwargs,
+        ),
+        Impl(
+            "fast",
+            fast.conv_forward,
+            tuple(args),
+            kwargs,
+            fast.conv_backward,
+            dout,
+            dtype,
+            (dtype, dtype, dtype if c["bias"] else None),
+            names,
+            backward_kwargs=backward_kwargs,
+        ),
     ]
-    case = Case(seed, index, "conv", phase, m, impls, dtype,
-                conv_expected_shape(x, w, hyper["stride"], hyper["pad"], hyper["dilation"]),
-                ((c["N"], c["C"], c["H"], c["W"]) if need_dx else None, (c["F"], c["C"] // g) + c["kernel"],
-                 (c["F"],) if c["bias"] else None))
-    case.base = (_conv_desc(c) + ("" if not backward_kwargs else f" need_dx={need_dx!r}")
-                 + (f" {kwargs['algorithm']}" if "algorithm" in kwargs else ""))
+    case = Case(
+        seed,
+        index,
+        "conv",
+        phase,
+        m,
+        impls,
+        dtype,
+        conv_expected_shape(x, w, hyper["stride"], hyper["pad"], hyper["dilation"]),
+        (
+            (c["N"], c["C"], c["H"], c["W"]) if need_dx else None,
+            (c["F"], c["C"] // g) + c["kernel"],
+            (c["F"],) if c["bias"] else None,
+        ),
+    )
+    case.base = (
+        _conv_desc(c)
+        + ("" if not backward_kwargs else f" need_dx={need_dx!r}")
+        + (f" {kwargs['algorithm']}" if "algorithm" in kwargs else "")
+    )
     case.big_bytes = conv_work_bytes(x, w, case.out_shape)
     case.magnitudes = _conv_magnitudes(x, w, b, dout, args, kwargs)
     if rng.random() < 0.3:  # a small workspace: the batch goes in chunks of one or a few images
@@ -587,13 +669,13 @@ def _conv_magnitudes(x, w, b, dout, args, kwargs):
 
     def magnitudes(stage):
         a = [np.abs(np.asarray(v, dtype=np.float64)) if isinstance(v, np.ndarray) else v for v in args]
-        kw = {k: np.abs(np.asarray(v, dtype=np.float64)) if isinstance(v, np.ndarray) else v
-              for k, v in kwargs.items()}
+        kw = {k: np.abs(np.asarray(v, dtype=np.float64)) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
         a[0], a[1] = np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64))
         out, cache = naive.conv_forward(*a, **kw)
         if stage == "forward":
             return [out]
         return list(naive.conv_backward(np.abs(dout.astype(np.float64)), cache))  # dx even if unused
+
     return magnitudes
 
 
@@ -654,12 +736,30 @@ def _core_pool(seed, index, rng, kind):
     bwd = f"{kind}_pool_backward"
     names = tuple(inspect.signature(getattr(fast, fwd)).parameters)
     impls = [
-        Impl(mod.__name__.split(".")[-1], getattr(mod, fwd), args, kwargs, getattr(mod, bwd), dout,
-             dtype, (dtype,), names)
+        Impl(
+            mod.__name__.split(".")[-1],
+            getattr(mod, fwd),
+            args,
+            kwargs,
+            getattr(mod, bwd),
+            dout,
+            dtype,
+            (dtype,),
+            names,
+        )
         for mod in (naive, fast)
     ]
-    case = Case(seed, index, f"{kind}_pool", phase, m, impls, dtype,
-                pool_expected_shape(getattr(x, "shape", ()), kernel, stride, pad), ((c["N"], c["C"], c["H"], c["W"]),))
+    case = Case(
+        seed,
+        index,
+        f"{kind}_pool",
+        phase,
+        m,
+        impls,
+        dtype,
+        pool_expected_shape(getattr(x, "shape", ()), kernel, stride, pad),
+        ((c["N"], c["C"], c["H"], c["W"]),),
+    )
     case.base = _pool_desc(c)
     case.big_bytes = pool_work_bytes(x, case.out_shape)
     return case
@@ -732,8 +832,11 @@ def _compat_conv(seed, index, rng, family):
     conv_param = {"stride": _spell(rng, stride), "pad": _spell(rng, pad)}
     pool_param = bn = gamma = beta = None
     if pool is not None:
-        pool_param = {"pool_height": pool["kernel"][0], "pool_width": pool["kernel"][1],
-                      "stride": _spell(rng, pool["stride"])}
+        pool_param = {
+            "pool_height": pool["kernel"][0],
+            "pool_width": pool["kernel"][1],
+            "stride": _spell(rng, pool["stride"]),
+        }
     if family == "cs231n_conv_bn_relu":
         gamma = _data(rng, (c["F"],), wdt)
         beta = _data(rng, (c["F"],), wdt)
@@ -743,23 +846,40 @@ def _compat_conv(seed, index, rng, family):
         if target == "x":
             # batchnorm of converted integers (uint8 wraps -1 to 255) in float32 is too ill-conditioned
             # to compare two implementations; tests/test_compat_tutorials.py checks that case
-            x = _mutate_array(m, rng, "x", x, other_float="ok", shape_outcome=_x_shape_outcome(True),
-                              integers=None if bn else "ok")
+            x = _mutate_array(
+                m, rng, "x", x, other_float="ok", shape_outcome=_x_shape_outcome(True), integers=None if bn else "ok"
+            )
         elif target == "w":  # the compute dtype follows w; batchnorm then promotes w's and gamma's (numpy)
-            w = _mutate_array(m, rng, "w", w, other_float="ok",
-                              shape_outcome=_w_shape_outcome(1, True), integers="maybe" if bn else "ok")
+            w = _mutate_array(
+                m,
+                rng,
+                "w",
+                w,
+                other_float="ok",
+                shape_outcome=_w_shape_outcome(1, True),
+                integers="maybe" if bn else "ok",
+            )
         elif target == "b":
             b = _mutate_array(m, rng, "b", b, other_float="ok", integers="ok")
         elif target == "pool_param":
-            pool_param = _compat_dict(m, rng, "pool_param", pool_param, {
-                "pool_height": lambda m_, r_, n_: _mutate_int(m_, r_, n_),
-                "stride": lambda m_, r_, n_: _mutate_pair(m_, r_, n_, 1, smallest="ok"),
-            })
+            pool_param = _compat_dict(
+                m,
+                rng,
+                "pool_param",
+                pool_param,
+                {
+                    "pool_height": lambda m_, r_, n_: _mutate_int(m_, r_, n_),
+                    "stride": lambda m_, r_, n_: _mutate_pair(m_, r_, n_, 1, smallest="ok"),
+                },
+            )
         else:
             conv_param = _compat_dict(m, rng, pname, conv_param, value_mut)
     # integer and bool arrays are converted to the computing dtype: w's, or float64 for an integer w
-    ref_dtype = w.dtype.type if isinstance(w, np.ndarray) and w.dtype in (np.float32, np.float64) else (
-        np.float64 if isinstance(w, np.ndarray) and w.dtype.kind in "biu" else wdt)
+    ref_dtype = (
+        w.dtype.type
+        if isinstance(w, np.ndarray) and w.dtype in (np.float32, np.float64)
+        else (np.float64 if isinstance(w, np.ndarray) and w.dtype.kind in "biu" else wdt)
+    )
     gdt = (xdt, wdt, bdt)
     base_pool = pool
     if isinstance(pool_param, dict) and all(k in pool_param for k in ("pool_height", "pool_width", "stride")):
@@ -769,6 +889,7 @@ def _compat_conv(seed, index, rng, family):
         ref_stride, ref_pad = conv_param["stride"], conv_param["pad"]
     else:
         ref_stride, ref_pad = stride, pad
+
     def converted(a):
         if isinstance(a, np.ndarray) and (a.dtype in (np.float32, np.float64) or a.dtype.kind in "biu"):
             return a.astype(ref_dtype)
@@ -782,8 +903,9 @@ def _compat_conv(seed, index, rng, family):
         out, conv_cache = naive.conv_forward(x_, w_, b_, ref_stride, ref_pad)
         caches = [conv_cache]
         if family == "cs231n_conv_bn_relu":
-            out, bn_cache = layers.spatial_batchnorm_forward(out.astype(bn_dtype), gamma.astype(bn_dtype),
-                                                             beta.astype(bn_dtype), {"mode": "train"})
+            out, bn_cache = layers.spatial_batchnorm_forward(
+                out.astype(bn_dtype), gamma.astype(bn_dtype), beta.astype(bn_dtype), {"mode": "train"}
+            )
             caches.append(bn_cache)
         if family != "cs231n_conv" and family != "sichkar_conv":
             out, relu_cache = layers.relu_forward(out)
@@ -811,8 +933,12 @@ def _compat_conv(seed, index, rng, family):
 
     if base_pool is not None:  # dout has the shape of the unmutated call's output
         ps = base_pool["stride"]
-        out_shape = (c["N"], c["F"], out_size(out_shape[2], base_pool["kernel"][0], ps[0], 0),
-                     out_size(out_shape[3], base_pool["kernel"][1], ps[1], 0))
+        out_shape = (
+            c["N"],
+            c["F"],
+            out_size(out_shape[2], base_pool["kernel"][0], ps[0], 0),
+            out_size(out_shape[3], base_pool["kernel"][1], ps[1], 0),
+        )
     expected = conv_expected_shape(xr, w, ref_stride, ref_pad)
     if expected is not None and pool is not None:
         expected = pool_expected_shape(expected, pool["kernel"], pool["stride"], 0)
@@ -826,9 +952,12 @@ def _compat_conv(seed, index, rng, family):
     if family.startswith("sichkar"):
         fwd, bwd, args = sichkar.cnn_forward_naive, sichkar.cnn_backward_naive, (x, w, b, conv_param)
     else:
-        name = {"cs231n_conv": "conv_forward_" + str(rng.choice(["naive", "fast", "im2col", "strides"])),
-                "cs231n_conv_relu": "conv_relu_forward", "cs231n_conv_relu_pool": "conv_relu_pool_forward",
-                "cs231n_conv_bn_relu": "conv_bn_relu_forward"}[family]
+        name = {
+            "cs231n_conv": "conv_forward_" + str(rng.choice(["naive", "fast", "im2col", "strides"])),
+            "cs231n_conv_relu": "conv_relu_forward",
+            "cs231n_conv_relu_pool": "conv_relu_pool_forward",
+            "cs231n_conv_bn_relu": "conv_bn_relu_forward",
+        }[family]
         fwd = getattr(cs231n, name)
         bwd = getattr(cs231n, name.replace("forward", "backward"))
         args = (x, w, b, conv_param)
@@ -843,8 +972,17 @@ def _compat_conv(seed, index, rng, family):
         grad_shapes += ((c["F"],), (c["F"],))
     names = tuple(inspect.signature(fwd).parameters)
     impls = [
-        Impl("reference", lambda *a: ref_forward(xr, wr, br), (), {}, ref_backward, dout_ref,
-             out_dtype, grad_dtypes, names),
+        Impl(
+            "reference",
+            lambda *a: ref_forward(xr, wr, br),
+            (),
+            {},
+            ref_backward,
+            dout_ref,
+            out_dtype,
+            grad_dtypes,
+            names,
+        ),
         Impl(family.split("_")[0], fwd, args, {}, bwd, dout, out_dtype, grad_dtypes, names),
     ]
     case = Case(seed, index, family, phase, m, impls, ref_dtype, expected, grad_shapes)
@@ -852,12 +990,16 @@ def _compat_conv(seed, index, rng, family):
     case.loose = family == "cs231n_conv_bn_relu"
     if family in ("cs231n_conv", "sichkar_conv") and isinstance(xr, np.ndarray) and isinstance(w, np.ndarray):
         case.magnitudes = _conv_magnitudes(xr, wr, br, dout_ref, (xr, wr, br, ref_stride, ref_pad), {})
-    case.base = _conv_desc(c) + (f" x:{np.dtype(xdt).name} b:{np.dtype(bdt).name}") + (
-        f" pool k{pool['kernel']} s{pool['stride']}" if pool else "")
+    case.base = (
+        _conv_desc(c)
+        + (f" x:{np.dtype(xdt).name} b:{np.dtype(bdt).name}")
+        + (f" pool k{pool['kernel']} s{pool['stride']}" if pool else "")
+    )
     module = "fastconv.compat." + family.split("_")[0]
     fname = fwd.__name__ if family.startswith("sichkar") else name
     case.functions = [f"{module}.{fname}"] + (
-        [f"{module}.{fname.replace('forward', 'backward')}"] if phase == "backward" else [])
+        [f"{module}.{fname.replace('forward', 'backward')}"] if phase == "backward" else []
+    )
     return case
 
 
@@ -895,17 +1037,22 @@ def _compat_pool(seed, index, rng, family):
     phase = "backward" if rng.random() < 0.4 else "forward"
     if phase == "forward" and rng.random() < 0.75:
         if rng.random() < 0.35:
-            x = _mutate_array(m, rng, "x", x, other_float="ok", shape_outcome=_x_shape_outcome(False),
-                              integers="ok")
+            x = _mutate_array(m, rng, "x", x, other_float="ok", shape_outcome=_x_shape_outcome(False), integers="ok")
             dtype = x.dtype.type if isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64) else dtype
             if isinstance(x, np.ndarray) and x.dtype.kind in "biu":  # converted to float64
                 dtype = np.float64
         else:
-            params = _compat_dict(m, rng, pname, params, {
-                hk: lambda m_, r_, n_: _mutate_int(m_, r_, n_),
-                wk: lambda m_, r_, n_: _mutate_int(m_, r_, n_),
-                "stride": lambda m_, r_, n_: _mutate_pair(m_, r_, n_, 1, smallest="ok"),
-            })
+            params = _compat_dict(
+                m,
+                rng,
+                pname,
+                params,
+                {
+                    hk: lambda m_, r_, n_: _mutate_int(m_, r_, n_),
+                    wk: lambda m_, r_, n_: _mutate_int(m_, r_, n_),
+                    "stride": lambda m_, r_, n_: _mutate_pair(m_, r_, n_, 1, smallest="ok"),
+                },
+            )
     xr = x.astype(dtype) if isinstance(x, np.ndarray) and x.dtype.kind in "biu" else x
     if isinstance(params, dict) and all(k in params for k in (hk, wk, "stride")):
         ref_kernel, ref_stride = (params[hk], params[wk]), params["stride"]
@@ -918,13 +1065,30 @@ def _compat_pool(seed, index, rng, family):
     dout_ref = dout.astype(dtype) if isinstance(dout, np.ndarray) and dout.dtype in (np.float32, np.float64) else dout
     names = tuple(inspect.signature(fwd).parameters)
     impls = [
-        Impl("reference", lambda *a: naive.max_pool_forward(xr, ref_kernel, ref_stride), (), {},
-             naive.max_pool_backward, dout_ref, dtype, (dtype,), names),
+        Impl(
+            "reference",
+            lambda *a: naive.max_pool_forward(xr, ref_kernel, ref_stride),
+            (),
+            {},
+            naive.max_pool_backward,
+            dout_ref,
+            dtype,
+            (dtype,),
+            names,
+        ),
         Impl(family.split("_")[0], fwd, (x, params), {}, bwd, dout, dtype, (dtype,), names),
     ]
-    case = Case(seed, index, family, phase, m, impls, dtype,
-                pool_expected_shape(getattr(x, "shape", ()), ref_kernel, ref_stride, 0),
-                ((c["N"], c["C"], c["H"], c["W"]),))
+    case = Case(
+        seed,
+        index,
+        family,
+        phase,
+        m,
+        impls,
+        dtype,
+        pool_expected_shape(getattr(x, "shape", ()), ref_kernel, ref_stride, 0),
+        ((c["N"], c["C"], c["H"], c["W"]),),
+    )
     case.base = _pool_desc(c)
     case.big_bytes = pool_work_bytes(x, case.out_shape)
     module = "fastconv.compat." + family.split("_")[0]
@@ -1088,15 +1252,23 @@ def _judge(case, stage, outcomes, impls, names):
         if core and not ref.ok and o.ok:
             fails.append(f"{impl.label} {stage}: returned where naive raised {type(ref.exc).__name__}: {ref.exc}")
         both_memory = isinstance(ref.exc, MemoryError) and isinstance(o.exc, MemoryError) and memory_ok(case)
-        if (core and not ref.ok and not o.ok and not both_memory
-                and (type(ref.exc) is not type(o.exc) or str(ref.exc) != str(o.exc))):
-            fails.append(f"{impl.label} {stage}: error differs from naive's: "
-                         f"{type(o.exc).__name__}: {o.exc} | naive {type(ref.exc).__name__}: {ref.exc}")
+        if (
+            core
+            and not ref.ok
+            and not o.ok
+            and not both_memory
+            and (type(ref.exc) is not type(o.exc) or str(ref.exc) != str(o.exc))
+        ):
+            fails.append(
+                f"{impl.label} {stage}: error differs from naive's: "
+                f"{type(o.exc).__name__}: {o.exc} | naive {type(ref.exc).__name__}: {ref.exc}"
+            )
         if not core and ref.ok and not o.ok and not must_fail and not maybe:
             fails.append(f"{impl.label} {stage}: rejected a valid call: {type(o.exc).__name__}: {o.exc}")
         if not core and not ref.ok and o.ok:
-            fails.append(f"{impl.label} {stage}: returned where the reference raised "
-                         f"{type(ref.exc).__name__}: {ref.exc}")
+            fails.append(
+                f"{impl.label} {stage}: returned where the reference raised {type(ref.exc).__name__}: {ref.exc}"
+            )
     if not must_fail and not maybe and not ref.ok and core:
         fails.append(f"naive {stage}: rejected a valid call: {type(ref.exc).__name__}: {ref.exc}")
     return fails
@@ -1118,8 +1290,15 @@ def check_case(case):
 
 
 def _check_case(case):
-    result = {"id": list(case.id), "phase": case.phase, "family": case.family,
-              "kinds": case.mutations.kinds, "functions": case.functions, "errors": [], "failures": []}
+    result = {
+        "id": list(case.id),
+        "phase": case.phase,
+        "family": case.family,
+        "kinds": case.mutations.kinds,
+        "functions": case.functions,
+        "errors": [],
+        "failures": [],
+    }
     tolerance = TOL[np.dtype(case.compute_dtype).type] * (10 if case.loose else 1)
     impls = case.impls
     # forward
@@ -1136,8 +1315,13 @@ def _check_case(case):
         for impl, o in zip(impls[1:], fwd[1:]):
             why = compare_arrays(_result_arrays(o.value, "forward")[0], ref_out, impl.out_dtype, tolerance)
             if why and case.magnitudes is not None:  # a sum that cancels: judge against its terms
-                why = compare_arrays(_result_arrays(o.value, "forward")[0], ref_out, impl.out_dtype, tolerance,
-                                     magnitudes=case.magnitudes("forward")[0])
+                why = compare_arrays(
+                    _result_arrays(o.value, "forward")[0],
+                    ref_out,
+                    impl.out_dtype,
+                    tolerance,
+                    magnitudes=case.magnitudes("forward")[0],
+                )
             if why:
                 fails.append(f"{impl.label} forward out: {why}")
     errors = [(type(o.exc).__name__, str(o.exc)) for o in fwd if not o.ok]
@@ -1150,10 +1334,15 @@ def _check_case(case):
             fails += _judge(case, "backward", bwd, impls, impls[0].backward_names)
             for impl, o, first in zip(impls[1:], fwd[1:], bwd[1:]):  # a cache can be used again
                 again = _call(impl.backward, impl.dout, o.value[1], **impl.backward_kwargs)
-                if first.ok != again.ok or (first.ok and not all(
+                if first.ok != again.ok or (
+                    first.ok
+                    and not all(
                         (a is None and b is None) or np.array_equal(a, b, equal_nan=True)
-                        for a, b in zip(_result_arrays(first.value, "backward"),
-                                        _result_arrays(again.value, "backward")))):
+                        for a, b in zip(
+                            _result_arrays(first.value, "backward"), _result_arrays(again.value, "backward")
+                        )
+                    )
+                ):
                     fails.append(f"{impl.label} backward: a second call on the same cache differs")
             for impl, s in zip(impls, snaps):
                 if not _unchanged(s):
@@ -1161,8 +1350,11 @@ def _check_case(case):
             errors += [(type(o.exc).__name__, str(o.exc)) for o in bwd if not o.ok]
             if all(o.ok for o in bwd):
                 ref_grads = _result_arrays(bwd[0].value, "backward")
-                floor = max((float(np.nanmax(np.abs(r), initial=0.0)) for r in ref_grads if r is not None),
-                            default=0.0) if case.loose else 0.0
+                floor = (
+                    max((float(np.nanmax(np.abs(r), initial=0.0)) for r in ref_grads if r is not None), default=0.0)
+                    if case.loose
+                    else 0.0
+                )
                 for k, (shape, r) in enumerate(zip(case.grad_shapes, ref_grads)):
                     if (shape is None) != (r is None) or (r is not None and r.shape != shape):
                         fails.append(f"reference gradient {k} shape {getattr(r, 'shape', None)} != {shape}")
@@ -1232,8 +1424,17 @@ def worker_main():
     import fastconv.fast  # import errors surface here, not as a case failure
     import fastconv.kernels._im2col as ext
 
-    out.write(json.dumps({"ready": True, "build": ext.build_info(), "file": ext.__file__,
-                          "fastconv_path": os.path.dirname(fastconv.__file__)}) + "\n")
+    out.write(
+        json.dumps(
+            {
+                "ready": True,
+                "build": ext.build_info(),
+                "file": ext.__file__,
+                "fastconv_path": os.path.dirname(fastconv.__file__),
+            }
+        )
+        + "\n"
+    )
     for line in sys.stdin:
         spec = json.loads(line)
         if spec[0] == "special":
@@ -1243,8 +1444,12 @@ def worker_main():
             try:
                 res = check_case(make_case(seed, index, family))
             except Exception:  # noqa: BLE001  (a bug of this harness, reported, not hidden)
-                res = {"id": [seed, index, family], "status": "fail", "errors": [],
-                       "failures": ["harness error: " + traceback.format_exc()]}
+                res = {
+                    "id": [seed, index, family],
+                    "status": "fail",
+                    "errors": [],
+                    "failures": ["harness error: " + traceback.format_exc()],
+                }
         out.write(json.dumps(res, default=str) + "\n")
 
 
@@ -1275,7 +1480,10 @@ class Runner:
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             python_code(_WORKER, python=self.python),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=self.env,
         )
         self._buf = b""
         hello = self._readline(60.0)
@@ -1352,12 +1560,20 @@ class Runner:
                 desc = make_case(*spec[1:]).describe()
             except Exception as exc:  # noqa: BLE001
                 desc += f" (could not rebuild: {exc})"
-        res = {"id": spec[1:] if spec[0] != "special" else spec, "status": status, "returncode": code,
-               "signal": -code if code is not None and code < 0 else None, "errors": [],
-               "failures": [f"{status}: worker "
-                            f"{'exceeded ' + str(self.timeout) + ' s' if hung else 'died with code ' + str(code)}"
-                            f" on {desc}\n{self._stderr_tail()}"],
-               "desc": desc, "seconds": time.monotonic() - started}
+        res = {
+            "id": spec[1:] if spec[0] != "special" else spec,
+            "status": status,
+            "returncode": code,
+            "signal": -code if code is not None and code < 0 else None,
+            "errors": [],
+            "failures": [
+                f"{status}: worker "
+                f"{'exceeded ' + str(self.timeout) + ' s' if hung else 'died with code ' + str(code)}"
+                f" on {desc}\n{self._stderr_tail()}"
+            ],
+            "desc": desc,
+            "seconds": time.monotonic() - started,
+        }
         self._stop()
         self.restarts += 1
         return res
@@ -1412,11 +1628,13 @@ class Summary:
             self.families[fam] = self.families.get(fam, 0) + 1
 
     def report(self, max_failures=10):
-        lines = [f"cases: {self.cases} ({', '.join(f'{k} {v}' for k, v in sorted(self.status.items()))})",
-                 f"distinct error messages: {len(self.messages)}",
-                 f"families: {dict(sorted(self.families.items()))}",
-                 f"mutation kinds: {dict(sorted(self.kinds.items()))}",
-                 f"functions called: {len(self.functions)}"]
+        lines = [
+            f"cases: {self.cases} ({', '.join(f'{k} {v}' for k, v in sorted(self.status.items()))})",
+            f"distinct error messages: {len(self.messages)}",
+            f"families: {dict(sorted(self.families.items()))}",
+            f"mutation kinds: {dict(sorted(self.kinds.items()))}",
+            f"functions called: {len(self.functions)}",
+        ]
         for res in self.failures[:max_failures]:
             lines.append(f"FAIL {res.get('desc', res['id'])}")
             lines += ["    " + f.replace("\n", "\n    ") for f in res["failures"]]
@@ -1436,4 +1654,3 @@ def run_cases(specs, timeout=10.0, env=None, summary=None, deadline=None):
         summary.build = runner.build
         summary.restarts = runner.restarts
     return summary
-

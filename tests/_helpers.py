@@ -9,6 +9,7 @@ tests import them from there.
   of ``fastconv.engine.geometry``, so that the tests do not take the library's word for it.
 * ``pair_id`` / ``dtype_id``: the pieces of hand-written test ids.
 """
+
 import numpy as np
 
 

@@ -1,4 +1,5 @@
 """pytest fixtures of the fastconv test suite; shared helper functions live in _helpers.py."""
+
 import zlib
 
 import numpy as np

@@ -16,6 +16,7 @@ failure with the id that replays it, the distinct error messages (values
 normalized out) with their counts, and the time. Exit code 1 if anything failed.
 Not a test module: pytest does not collect it.
 """
+
 import argparse
 import json
 import os
@@ -80,12 +81,24 @@ def main(argv=None):
     for msg, count in sorted(summary.messages.items(), key=lambda kv: (-kv[1], kv[0])):
         print(f"  {count:6d}  {msg}")
     if args.json:
-        write_json(args.json, {
-            "seed": seed, "seconds": elapsed, "build": build, "extension": ext, "cases": summary.cases,
-            "status": summary.status, "restarts": restarts, "messages": summary.messages,
-            "examples": summary.examples, "kinds": summary.kinds, "families": summary.families,
-            "functions": sorted(summary.functions), "failures": summary.failures,
-        })
+        write_json(
+            args.json,
+            {
+                "seed": seed,
+                "seconds": elapsed,
+                "build": build,
+                "extension": ext,
+                "cases": summary.cases,
+                "status": summary.status,
+                "restarts": restarts,
+                "messages": summary.messages,
+                "examples": summary.examples,
+                "kinds": summary.kinds,
+                "families": summary.families,
+                "functions": sorted(summary.functions),
+                "failures": summary.failures,
+            },
+        )
     return 1 if summary.failures else 0
 
 

@@ -2,6 +2,7 @@
 any memory layout accepted, and every invalid argument rejected with an error
 that names it. Every test runs against both modules.
 """
+
 import inspect
 
 import numpy as np
@@ -16,15 +17,34 @@ from _helpers import dtype_id
 MODULES = [pytest.param(naive, id="naive"), pytest.param(fast, id="fast")]
 
 CONV_POOL_API = [
-    "conv_forward", "conv_backward", "max_pool_forward", "max_pool_backward",
-    "avg_pool_forward", "avg_pool_backward", "conv_relu_pool_forward", "conv_relu_pool_backward",
+    "conv_forward",
+    "conv_backward",
+    "max_pool_forward",
+    "max_pool_backward",
+    "avg_pool_forward",
+    "avg_pool_backward",
+    "conv_relu_pool_forward",
+    "conv_relu_pool_backward",
 ]
 SHARED_API = [
-    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward",
-    "sigmoid_backward", "dropout_forward", "dropout_backward", "batchnorm_forward",
-    "batchnorm_backward", "spatial_batchnorm_forward", "spatial_batchnorm_backward",
-    "layernorm_forward", "layernorm_backward", "groupnorm_forward", "groupnorm_backward",
-    "softmax_loss", "svm_loss",
+    "affine_forward",
+    "affine_backward",
+    "relu_forward",
+    "relu_backward",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "spatial_batchnorm_forward",
+    "spatial_batchnorm_backward",
+    "layernorm_forward",
+    "layernorm_backward",
+    "groupnorm_forward",
+    "groupnorm_backward",
+    "softmax_loss",
+    "svm_loss",
 ]
 API = CONV_POOL_API + SHARED_API
 
@@ -43,8 +63,11 @@ def test_conv_and_pool_are_not_shared(name):
 def test_naive_exports_nothing_untested():
     """Every public function of fastconv.naive is in API, so the dtype test below covers it."""
     public = {
-        name for name, obj in vars(naive).items()
-        if callable(obj) and not name.startswith("_") and getattr(obj, "__module__", "").startswith("fastconv.")
+        name
+        for name, obj in vars(naive).items()
+        if callable(obj)
+        and not name.startswith("_")
+        and getattr(obj, "__module__", "").startswith("fastconv.")
         and obj.__module__ in ("fastconv.naive", "fastconv.layers")
     }
     assert public == set(API)
@@ -72,8 +95,9 @@ def test_every_function_keeps_the_dtype(m, dtype, rng):
         dx, dw, db = m.conv_backward(np.ones_like(out), cache)
         check("conv_backward", dx, dw, db)
     for bias in (b, None):
-        out, cache = m.conv_relu_pool_forward(x, w, bias, stride=(2, 1), pad=1, pool_size=2, pool_stride=1,
-                                              dilation=(1, 2), groups=2)
+        out, cache = m.conv_relu_pool_forward(
+            x, w, bias, stride=(2, 1), pad=1, pool_size=2, pool_stride=1, dilation=(1, 2), groups=2
+        )
         check("conv_relu_pool_forward", out)
         check("conv_relu_pool_backward", *m.conv_relu_pool_backward(np.ones_like(out), cache))
     for kind in ("max", "avg"):
@@ -262,6 +286,7 @@ def _conv_backward_with(dout, dtype=np.float64):
     def call(m):
         _, cache = m.conv_forward(X.astype(dtype), W.astype(dtype), B.astype(dtype), pad=1)
         return m.conv_backward(dout, cache)
+
     return call
 
 
@@ -269,10 +294,12 @@ def _pool_backward_with(kind, dout):
     def call(m):
         _, cache = getattr(m, f"{kind}_pool_forward")(X, 2)
         return getattr(m, f"{kind}_pool_backward")(dout, cache)
+
     return call
 
 
 # (id, call(module), exception type, regex the message must match: it names the argument)
+# fmt: off
 ERRORS = [
     # conv: ranks, types, dtypes
     ("conv-x-3d", lambda m: m.conv_forward(_z(3, 6, 6), W), ValueError, r"^x must be a 4-D"),
@@ -388,6 +415,7 @@ ERRORS += [
     ("svm-y-range", lambda m: m.svm_loss(_z(2, 3), np.array([0, 5])), ValueError, r"^y must hold class labels"),
     ("svm-scores-int", lambda m: m.svm_loss(np.zeros((2, 3), dtype=np.int64), np.array([0, 1])), TypeError, r"^scores must have dtype"),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize("call, exc, match", [pytest.param(*e[1:], id=e[0]) for e in ERRORS])

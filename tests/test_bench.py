@@ -4,6 +4,7 @@ The numbers of a --quick run mean nothing; these tests check that the suite
 runs end to end, writes its table, JSON and chart, and refuses to time a
 wrong result.
 """
+
 import argparse
 import importlib.util
 import json
@@ -42,7 +43,8 @@ def test_quick_run_writes_table_json_and_chart(tmp_path, capsys):
 
     # one result per workload and pass (float32, 2 threads), every sample kept
     assert [(r["workload"], r["pass"]) for r in doc["results"]] == [
-        (w, p) for w in WORKLOADS for p in ("fwd", "fwdbwd")]
+        (w, p) for w in WORKLOADS for p in ("fwd", "fwdbwd")
+    ]
     for r in doc["results"]:
         expected = {"fast", "gemm", "naive"} | ({"torch"} if HAVE_TORCH else set())
         assert set(r["contenders"]) == expected
@@ -77,7 +79,8 @@ def test_quick_run_writes_table_json_and_chart(tmp_path, capsys):
         if r["flops"]:
             assert r["peak_gflops"] == peak
             assert r["fraction_of_peak"]["fast"] == pytest.approx(
-                r["flops"] / r["contenders"]["fast"]["median_s"] / 1e9 / peak)
+                r["flops"] / r["contenders"]["fast"]["median_s"] / 1e9 / peak
+            )
         else:
             assert "fraction_of_peak" not in r
     assert "Roofline: peak GFLOP/s (" in captured.out and "Copy bandwidth GB/s" in captured.out
@@ -86,7 +89,7 @@ def test_quick_run_writes_table_json_and_chart(tmp_path, capsys):
     table = [line for line in captured.out.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| workload | dtype | threads | pass | fast ms |")
     head = [cell.strip() for cell in table[0].strip("|").split("|")]
-    assert head[head.index("torch GFLOP/s") + 1:][:3] == ["fast %peak", "gemm %peak", "torch %peak"]
+    assert head[head.index("torch GFLOP/s") + 1 :][:3] == ["fast %peak", "gemm %peak", "torch %peak"]
     w1 = next(line for line in table if line.startswith("| W1conv | float32 | 2 | fwd |"))
     w1 = [cell.strip() for cell in w1.strip("|").split("|")]
     assert w1[head.index("fast %peak")].endswith("%") or "never ran side by side" in captured.out
@@ -107,18 +110,34 @@ def _scaled(fn, factor):
     def wrong(*args, **kwargs):
         out, cache = fn(*args, **kwargs)
         return out * factor, cache
+
     return wrong
 
 
-@pytest.mark.parametrize("workload, patch", [
-    ("W1conv", lambda mp: mp.setattr(fast, "conv_forward", _scaled(fast.conv_forward, 1.001))),
-    ("W1conv", lambda mp: mp.setattr(fast, "conv_backward",
-                                     lambda dout, cache, f=fast.conv_backward: tuple(
-                                         g if i != 1 else g * 1.001 for i, g in enumerate(f(dout, cache))))),
-    ("W4max2x2s2", lambda mp: mp.setattr(fast, "max_pool_backward",
-                                         lambda dout, cache, f=fast.max_pool_backward: f(dout, cache)[:, :, ::-1])),
-    ("W1step", lambda mp: mp.setattr(fast, "relu_forward", lambda x: (np.abs(x), np.abs(x)))),
-], ids=["conv-out", "conv-dw", "maxpool-dx", "step-relu"])
+@pytest.mark.parametrize(
+    "workload, patch",
+    [
+        ("W1conv", lambda mp: mp.setattr(fast, "conv_forward", _scaled(fast.conv_forward, 1.001))),
+        (
+            "W1conv",
+            lambda mp: mp.setattr(
+                fast,
+                "conv_backward",
+                lambda dout, cache, f=fast.conv_backward: tuple(
+                    g if i != 1 else g * 1.001 for i, g in enumerate(f(dout, cache))
+                ),
+            ),
+        ),
+        (
+            "W4max2x2s2",
+            lambda mp: mp.setattr(
+                fast, "max_pool_backward", lambda dout, cache, f=fast.max_pool_backward: f(dout, cache)[:, :, ::-1]
+            ),
+        ),
+        ("W1step", lambda mp: mp.setattr(fast, "relu_forward", lambda x: (np.abs(x), np.abs(x)))),
+    ],
+    ids=["conv-out", "conv-dw", "maxpool-dx", "step-relu"],
+)
 def test_a_wrong_fast_result_stops_the_run(tmp_path, capsys, monkeypatch, workload, patch):
     patch(monkeypatch)
     code, out = bench(tmp_path, "--workload", workload, "--contenders", "fast,gemm")
@@ -142,9 +161,11 @@ def test_a_wrong_torch_result_stops_the_run(tmp_path, capsys, monkeypatch):
 
 
 def test_without_torch_the_column_is_skipped_with_a_note(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(contenders, "load_torch",
-                        lambda in_process=False, extra_env=None:
-                        (None, None, "torch skipped: PyTorch is not importable (test)"))
+    monkeypatch.setattr(
+        contenders,
+        "load_torch",
+        lambda in_process=False, extra_env=None: (None, None, "torch skipped: PyTorch is not importable (test)"),
+    )
     code, out = bench(tmp_path, "--workload", "W3conv5x5", "--pass", "fwd", "--no-chart")
     captured = capsys.readouterr()
     assert code == 0
@@ -167,12 +188,18 @@ def test_sweep_quick(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     doc = json.loads(out.read_text())
     assert [(p["series"], p["N"], p["C"]) for p in doc["results"]] == [
-        ("batch", 1, 8), ("batch", 2, 8), ("channels", 2, 4), ("channels", 2, 8)]
+        ("batch", 1, 8),
+        ("batch", 2, 8),
+        ("channels", 2, 4),
+        ("channels", 2, 8),
+    ]
     assert all(set(p["contenders"]) == {"fast", "gemm"} for p in doc["results"])
     out_text = capsys.readouterr().out
     assert "| series | N | C=F | fast ms/img |" in out_text and "| fast %peak | gemm %peak |" in out_text
-    assert (all(p.get("fraction_of_peak", {}).get("fast", 0) > 0 for p in doc["results"])
-            or "never ran side by side" in out_text)
+    assert (
+        all(p.get("fraction_of_peak", {}).get("fast", 0) > 0 for p in doc["results"])
+        or "never ran side by side" in out_text
+    )
 
 
 def test_memory_quick(tmp_path, capsys):
@@ -211,7 +238,9 @@ def test_default_and_full_selections():
     assert len(full) == len(WORKLOADS) * 2 * 2 * 2
     # naive: W1conv fwd+bwd, once per dtype
     assert sorted((c.workload, c.dtype, c.pass_) for c in full if "naive" in c.contenders) == [
-        ("W1conv", "float32", "fwdbwd"), ("W1conv", "float64", "fwdbwd")]
+        ("W1conv", "float32", "fwdbwd"),
+        ("W1conv", "float64", "fwdbwd"),
+    ]
 
 
 @pytest.mark.parametrize("blas_threads", [1, 2], ids=["1worker", "2workers"])
@@ -228,8 +257,9 @@ def test_gemm_limit_computes_the_convolution_over_several_chunks(monkeypatch, bl
     out, grads = contenders.conv_fwdbwd(fast, d["x"], d["w"], d["b"], d["dout"], spec)
     assert contenders.check_conv_gemm(ops, d["x"], d["b"], d["dout"], (out, *grads), "gemm", np.float64) == 0
     with pytest.raises(MismatchError, match="dw differs"):
-        contenders.check_conv_gemm(ops, d["x"], d["b"], d["dout"], (out, grads[0], grads[1] * 1.001, grads[2]),
-                                   "gemm", np.float64)
+        contenders.check_conv_gemm(
+            ops, d["x"], d["b"], d["dout"], (out, grads[0], grads[1] * 1.001, grads[2]), "gemm", np.float64
+        )
     for _ in range(100):
         dw2 = contenders.conv_gemm_limit(ops, "fwdbwd")
     assert np.isfinite(dw2).all() and all(np.isfinite(cols).all() for cols in ops.cols)
@@ -239,9 +269,24 @@ def test_keep_freed_memory_applies_to_both_processes(tmp_path):
     """--keep-freed-memory tunes glibc in the benchmark's process (a subprocess here, so
     that this test process is left alone) and hands the same setting to torch's peer."""
     out = tmp_path / "bench.json"
-    proc = subprocess.run(python_module("fastconv", "bench", "--quick", "--keep-freed-memory",
-                                        "--workload", "W3conv5x5", "--pass", "fwd", "--no-chart", "--out", out),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        python_module(
+            "fastconv",
+            "bench",
+            "--quick",
+            "--keep-freed-memory",
+            "--workload",
+            "W3conv5x5",
+            "--pass",
+            "fwd",
+            "--no-chart",
+            "--out",
+            out,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
     if not sys.platform.startswith("linux"):
@@ -279,8 +324,21 @@ def test_compare_blas_runs_the_suite_under_both_openblas_settings(tmp_path, caps
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     monkeypatch.setenv("OPENBLAS_L2_SIZE", "512")
     out = tmp_path / "cmp.json"
-    code = main(["bench", "--quick", "--compare-blas", "--workload", "W4max2x2s2", "--pass", "fwdbwd",
-                 "--contenders", "fast,gemm", "--out", str(out)])
+    code = main(
+        [
+            "bench",
+            "--quick",
+            "--compare-blas",
+            "--workload",
+            "W4max2x2s2",
+            "--pass",
+            "fwdbwd",
+            "--contenders",
+            "fast,gemm",
+            "--out",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     doc = json.loads(out.read_text())

@@ -5,6 +5,7 @@ the same way (by its absolute path, so that its own folder, not the current dire
 is first on its sys.path) with ``--quick``: tiny shapes, every kernel on every build this
 CPU and install can run.
 """
+
 import importlib.util
 import subprocess
 import sys
@@ -20,8 +21,7 @@ KERNELS_PER_DTYPE = 18  # 3 pooling workloads x 2 passes, 4 batchnorm passes, 2 
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600)
 
 
 def _script():
@@ -38,23 +38,27 @@ def test_quick_run_times_every_kernel_on_every_build():
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("CPU: ") and "SIMD flags: " in lines[0]
     header = next(line for line in lines if line.startswith("| kernel |"))
-    assert header == ("| kernel | dtype | threads | " + " | ".join(f"{isa} ms" for isa in builds)
-                      + " | avx512/avx2 | avx2/baseline |")
+    assert header == (
+        "| kernel | dtype | threads | " + " | ".join(f"{isa} ms" for isa in builds) + " | avx512/avx2 | avx2/baseline |"
+    )
     rows = [line.split(" | ") for line in lines if line.startswith("| W") or line.startswith("| batchnorm")]
     assert len(rows) == 2 * KERNELS_PER_DTYPE
     assert sorted({row[1] for row in rows}) == ["float32", "float64"]
     for row in rows:
-        times = [float(cell) for cell in row[3:3 + len(builds)]]
+        times = [float(cell) for cell in row[3 : 3 + len(builds)]]
         assert all(t > 0 for t in times), row
-        ratios = row[3 + len(builds):]
+        ratios = row[3 + len(builds) :]
         assert (ratios[0] != "-") == ("avx512" in builds and "avx2" in builds), row
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--repeats", 3), "--repeats must be >= 7"),
-    (("--warmup", 0), "--warmup must be >= 1"),
-    (("--dtypes", "float16"), "--dtypes takes float32 and/or float64, got 'float16'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--repeats", 3), "--repeats must be >= 7"),
+        (("--warmup", 0), "--warmup must be >= 1"),
+        (("--dtypes", "float16"), "--dtypes takes float32 and/or float64, got 'float16'"),
+    ],
+)
 def test_bad_arguments_are_errors(args, message):
     proc = _run(*args)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr

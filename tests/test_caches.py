@@ -8,6 +8,7 @@ the returned output belongs to the caller, who may change it in place (``out -= 
 to keep its returned output as the ReLU mask, and ReLU and sigmoid their outputs as
 their caches: each of those changed the gradients.
 """
+
 import numpy as np
 import pytest
 
@@ -25,23 +26,33 @@ def _layers(m, rng):
         "conv": (lambda: m.conv_forward(x, w, b, pad=1), m.conv_backward),
         "conv-winograd": (lambda: m.conv_forward(x, w, b, pad=1, algorithm="winograd"), m.conv_backward),
         "conv_relu_pool": (lambda: m.conv_relu_pool_forward(x, w, b, pad=1), m.conv_relu_pool_backward),
-        "conv_relu_pool-winograd": (lambda: m.conv_relu_pool_forward(x, w, b, pad=1, algorithm="winograd"),
-                                    m.conv_relu_pool_backward),
+        "conv_relu_pool-winograd": (
+            lambda: m.conv_relu_pool_forward(x, w, b, pad=1, algorithm="winograd"),
+            m.conv_relu_pool_backward,
+        ),
         "conv-winograd4": (lambda: m.conv_forward(x, w, b, pad=1, algorithm="winograd4"), m.conv_backward),
-        "conv_relu_pool-winograd4": (lambda: m.conv_relu_pool_forward(x, w, b, pad=1, algorithm="winograd4"),
-                                     m.conv_relu_pool_backward),
+        "conv_relu_pool-winograd4": (
+            lambda: m.conv_relu_pool_forward(x, w, b, pad=1, algorithm="winograd4"),
+            m.conv_relu_pool_backward,
+        ),
         "conv-direct": (lambda: m.conv_forward(x, w, b, pad=1, algorithm="direct"), m.conv_backward),
-        "conv_relu_pool-direct": (lambda: m.conv_relu_pool_forward(x, w, b, pad=1, algorithm="direct"),
-                                  m.conv_relu_pool_backward),
+        "conv_relu_pool-direct": (
+            lambda: m.conv_relu_pool_forward(x, w, b, pad=1, algorithm="direct"),
+            m.conv_relu_pool_backward,
+        ),
         "max_pool": (lambda: m.max_pool_forward(x, 2), m.max_pool_backward),
         "avg_pool": (lambda: m.avg_pool_forward(x, 3, 2, 1), m.avg_pool_backward),
         "relu": (lambda: m.relu_forward(x), m.relu_backward),
         "sigmoid": (lambda: m.sigmoid_forward(x), m.sigmoid_backward),
         "affine": (lambda: m.affine_forward(fc_x, fc_w, fc_b), m.affine_backward),
-        "spatial_batchnorm": (lambda: m.spatial_batchnorm_forward(x, gamma, beta, {"mode": "train"}),
-                              m.spatial_batchnorm_backward),
-        "batchnorm": (lambda: m.batchnorm_forward(fc_x, fc_b[:1].repeat(6), fc_b[:1].repeat(6), {"mode": "train"}),
-                      m.batchnorm_backward),
+        "spatial_batchnorm": (
+            lambda: m.spatial_batchnorm_forward(x, gamma, beta, {"mode": "train"}),
+            m.spatial_batchnorm_backward,
+        ),
+        "batchnorm": (
+            lambda: m.batchnorm_forward(fc_x, fc_b[:1].repeat(6), fc_b[:1].repeat(6), {"mode": "train"}),
+            m.batchnorm_backward,
+        ),
     }
 
 

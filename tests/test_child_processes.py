@@ -4,6 +4,7 @@ Each test runs from a folder that holds a decoy ``fastconv/`` package (importing
 raises), as a checkout's root holds the source folder: ``python -c`` and ``python -m``
 would import the decoy, the children of fastconv and of its tests must not.
 """
+
 import ast
 import importlib.util
 import os

@@ -8,6 +8,7 @@ every other error exits with 1 and prints exactly one line,
 ``fastconv <command>: error: ...``, unless ``fastconv --debug`` asks for the
 traceback.
 """
+
 import gzip
 import os
 import subprocess
@@ -31,14 +32,36 @@ def env(tmp_path_factory):
 
     good = root / "good" / "fashion-mnist"
     write_idx_set(good, rng, n_train=40, n_test=10)
-    environ = dict(os.environ, FASTCONV_DATA=str(root / "good"), HOME=str(root / "home"),
-                   FASTCONV_MALLOC_TUNING="0", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                   PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
-                                                         os.environ.get("PYTHONPATH")) if p))
+    environ = dict(
+        os.environ,
+        FASTCONV_DATA=str(root / "good"),
+        HOME=str(root / "home"),
+        FASTCONV_MALLOC_TUNING="0",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+        ),
+    )
     e = {"root": root, "env": environ, "good": good}
     model = root / "model"
-    proc = _run(e, "train", "--no-download", "--model", NET, "--epochs", "1", "--batch-size", "20",
-                "--out", str(model), "--no-plots", "--quiet", "--threads", "1")
+    proc = _run(
+        e,
+        "train",
+        "--no-download",
+        "--model",
+        NET,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "20",
+        "--out",
+        str(model),
+        "--no-plots",
+        "--quiet",
+        "--threads",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr
     e["model"] = model
     return e
@@ -63,18 +86,22 @@ def _one_line_error(proc, command, *expected):
     return lines[0]
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["train", "--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
-    (["train", "--epochs", "three"], "expected a positive integer, got 'three'"),
-    (["train", "--lr", "nan"], "argument --lr: expected a positive number, got nan"),
-    (["train", "--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
-    (["train", "--resume", "--overwrite"], "argument --overwrite: not allowed with argument --resume"),
-    (["train", "--dataset", "imagenet"], "argument --dataset: invalid choice: 'imagenet'"),
-    (["train", "--no-such-option"], "unrecognized arguments: --no-such-option"),
-    (["evaluate"], "the following arguments are required: --model"),
-    (["predict", "--model", "m"], "the following arguments are required: IMAGE"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
-], ids=["zero", "word", "nan", "seed", "resume-overwrite", "dataset", "option", "no-model", "no-image", "command"])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
+        (["train", "--epochs", "three"], "expected a positive integer, got 'three'"),
+        (["train", "--lr", "nan"], "argument --lr: expected a positive number, got nan"),
+        (["train", "--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+        (["train", "--resume", "--overwrite"], "argument --overwrite: not allowed with argument --resume"),
+        (["train", "--dataset", "imagenet"], "argument --dataset: invalid choice: 'imagenet'"),
+        (["train", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+        (["evaluate"], "the following arguments are required: --model"),
+        (["predict", "--model", "m"], "the following arguments are required: IMAGE"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+    ids=["zero", "word", "nan", "seed", "resume-overwrite", "dataset", "option", "no-model", "no-image", "command"],
+)
 def test_usage_errors(env, argv, expected):
     proc = _run(env, *argv)
     assert proc.returncode == 2, proc.stderr
@@ -92,16 +119,28 @@ def test_no_command_prints_help(env):
 def test_missing_files(env, tmp_path):
     root = env["root"]
     _one_line_error(_run(env, "evaluate", "--model", str(tmp_path / "nowhere")), "evaluate", "no such model file")
-    _one_line_error(_run(env, "predict", "--model", str(env["model"]), str(tmp_path / "missing.npy")),
-                    "predict", "missing.npy: no such file")
-    _one_line_error(_run(env, "train", "--dataset", "mnist", "--no-download", "--out", str(tmp_path / "x")),
-                    "train", "MNIST not found")
+    _one_line_error(
+        _run(env, "predict", "--model", str(env["model"]), str(tmp_path / "missing.npy")),
+        "predict",
+        "missing.npy: no such file",
+    )
+    _one_line_error(
+        _run(env, "train", "--dataset", "mnist", "--no-download", "--out", str(tmp_path / "x")),
+        "train",
+        "MNIST not found",
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
-    _one_line_error(_run(env, "train", "--no-download", "--data-root", str(empty), "--out", str(tmp_path / "y")),
-                    "train", "not found")
-    _one_line_error(_run(env, "train", "--no-download", "--model", NET, "--out", str(env["model"])),
-                    "train", "already holds a training run")
+    _one_line_error(
+        _run(env, "train", "--no-download", "--data-root", str(empty), "--out", str(tmp_path / "y")),
+        "train",
+        "not found",
+    )
+    _one_line_error(
+        _run(env, "train", "--no-download", "--model", NET, "--out", str(env["model"])),
+        "train",
+        "already holds a training run",
+    )
     assert (root / "model" / "model.json").is_file()  # the refused run did not touch it
 
 
@@ -117,7 +156,7 @@ def _broken_data(env, tmp_path, name, damage):
 
 def _truncated_gzip(path):
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
 
 
 def _truncated_idx(path):
@@ -137,18 +176,34 @@ def _a_directory(path):
     path.mkdir()
 
 
-@pytest.mark.parametrize("name, damage, expected", [
-    ("train_images", _truncated_gzip, "corrupt or truncated gzip data"),
-    ("test_images", _truncated_idx, "truncated"),
-    ("train_labels", _bad_magic, "bad magic number"),
-    ("train_labels", _labels_out_of_range, ""),
-    ("test_labels", _a_directory, ""),
-], ids=["gzip-cut", "idx-cut", "magic", "labels", "directory"])
+@pytest.mark.parametrize(
+    "name, damage, expected",
+    [
+        ("train_images", _truncated_gzip, "corrupt or truncated gzip data"),
+        ("test_images", _truncated_idx, "truncated"),
+        ("train_labels", _bad_magic, "bad magic number"),
+        ("train_labels", _labels_out_of_range, ""),
+        ("test_labels", _a_directory, ""),
+    ],
+    ids=["gzip-cut", "idx-cut", "magic", "labels", "directory"],
+)
 def test_unreadable_data(env, tmp_path, name, damage, expected):
     data, path = _broken_data(env, tmp_path, name, damage)
     # --data-root: only there (an incomplete folder must not send the search on to the system's data set)
-    argv = ["train", "--no-download", "--data-root", str(data), "--model", NET, "--epochs", "1",
-            "--out", str(tmp_path / "run"), "--no-plots", "--quiet"]
+    argv = [
+        "train",
+        "--no-download",
+        "--data-root",
+        str(data),
+        "--model",
+        NET,
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--no-plots",
+        "--quiet",
+    ]
     proc = _run(env, *argv)
     line = _one_line_error(proc, "train", expected)
     assert path.name in line, line
@@ -167,21 +222,27 @@ def test_bad_model_and_image_files(env, tmp_path):
             (model / p.name).write_bytes(p.read_bytes())
     # a pickled object array passed to predict is refused (allow_pickle=False), its pickle never read
     np.save(tmp_path / "objects.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
-    _one_line_error(_run(env, "predict", "--model", str(model), str(tmp_path / "objects.npy")), "predict",
-                    "objects.npy")
+    _one_line_error(
+        _run(env, "predict", "--model", str(model), str(tmp_path / "objects.npy")), "predict", "objects.npy"
+    )
     (tmp_path / "junk.npy").write_bytes(b"not an npy file")
     _one_line_error(_run(env, "predict", "--model", str(model), str(tmp_path / "junk.npy")), "predict", "junk.npy")
     np.savez(tmp_path / "archive.npz", x=np.zeros((1, 28, 28), np.uint8))
     (tmp_path / "archive.npz").rename(tmp_path / "archive.npy")
-    _one_line_error(_run(env, "predict", "--model", str(model), str(tmp_path / "archive.npy")), "predict",
-                    "archive.npy", "an .npz archive")
-    for name, values, expected in (("huge.npy", np.full((1, 28, 28), 1e300), "0-255"),
-                                   ("negative.npy", np.full((2, 28, 28), -1, np.int16), "0-255"),
-                                   ("nan.npy", np.full((28, 28), np.nan, np.float32), "finite"),
-                                   ("complex.npy", np.zeros((28, 28), np.complex64), "complex64")):
+    _one_line_error(
+        _run(env, "predict", "--model", str(model), str(tmp_path / "archive.npy")),
+        "predict",
+        "archive.npy",
+        "an .npz archive",
+    )
+    for name, values, expected in (
+        ("huge.npy", np.full((1, 28, 28), 1e300), "0-255"),
+        ("negative.npy", np.full((2, 28, 28), -1, np.int16), "0-255"),
+        ("nan.npy", np.full((28, 28), np.nan, np.float32), "finite"),
+        ("complex.npy", np.zeros((28, 28), np.complex64), "complex64"),
+    ):
         np.save(tmp_path / name, values)
-        _one_line_error(_run(env, "predict", "--model", str(model), str(tmp_path / name)), "predict", name,
-                        expected)
+        _one_line_error(_run(env, "predict", "--model", str(model), str(tmp_path / name)), "predict", name, expected)
     (tmp_path / "junk.png").write_bytes(b"\x89PNG not really")
     _one_line_error(_run(env, "predict", "--model", str(model), str(tmp_path / "junk.png")), "predict", "junk.png")
     # a corrupt model.npz, then a model.json that is not JSON
@@ -199,9 +260,14 @@ def test_bad_model_and_image_files(env, tmp_path):
 def test_a_bad_kernels_setting_is_one_line(command):
     """FASTCONV_KERNELS is read when the engine is imported (with the subcommand's module): a bad
     value is one line naming the variable, as every other bad setting, not a traceback."""
-    environ = dict(os.environ, FASTCONV_KERNELS="bogus",
-                   PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
-                                                         os.environ.get("PYTHONPATH")) if p))
-    proc = subprocess.run(python_module("fastconv", command, "--help"), env=environ, capture_output=True,
-                          text=True, timeout=60)
+    environ = dict(
+        os.environ,
+        FASTCONV_KERNELS="bogus",
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+        ),
+    )
+    proc = subprocess.run(
+        python_module("fastconv", command, "--help"), env=environ, capture_output=True, text=True, timeout=60
+    )
     _one_line_error(proc, command, "FASTCONV_KERNELS must be one of", "'bogus'")

@@ -5,6 +5,7 @@ forward and backward, in both dtypes, with the tutorials' dictionaries; the
 sandwich layers must equal the composition of the naive layers; bad
 dictionaries must raise errors that name the key.
 """
+
 import numpy as np
 import pytest
 
@@ -70,8 +71,9 @@ def test_cs231n_conv_equals_naive(rng, name, case, dtype):
     ref, ref_cache = naive.conv_forward(x, w, b, stride, pad)
     assert_close(out, ref, dtype, "out")
     dout = randn(rng, ref.shape, dtype)
-    for got, want, what in zip(CONV_BACKWARDS[name](dout, cache), naive.conv_backward(dout, ref_cache),
-                               ("dx", "dw", "db")):
+    for got, want, what in zip(
+        CONV_BACKWARDS[name](dout, cache), naive.conv_backward(dout, ref_cache), ("dx", "dw", "db")
+    ):
         assert_close(got, want, dtype, what)
 
 
@@ -83,8 +85,9 @@ def test_sichkar_cnn_equals_naive(rng, case, dtype):
     ref, ref_cache = naive.conv_forward(x, w, b, stride, pad)
     assert_close(out, ref, dtype, "feature_maps")
     dout = randn(rng, ref.shape, dtype)
-    for got, want, what in zip(sichkar.cnn_backward_naive(dout, cache), naive.conv_backward(dout, ref_cache),
-                               ("dx", "dw", "db")):
+    for got, want, what in zip(
+        sichkar.cnn_backward_naive(dout, cache), naive.conv_backward(dout, ref_cache), ("dx", "dw", "db")
+    ):
         assert_close(got, want, dtype, what)
 
 
@@ -121,8 +124,7 @@ def test_cs231n_max_pool_equals_naive(rng, variant, case, dtype):
 def test_sichkar_max_pooling_equals_naive(rng, case, dtype):
     _, ph, pw, stride = case
     x, ref, dout, dx_ref = pool_reference(rng, case, dtype)
-    out, cache = sichkar.max_pooling_forward_naive(
-        x, {"pooling_height": ph, "pooling_width": pw, "stride": stride})
+    out, cache = sichkar.max_pooling_forward_naive(x, {"pooling_height": ph, "pooling_width": pw, "stride": stride})
     assert_close(out, ref, dtype, "pooled_output")
     assert_close(sichkar.max_pooling_backward_naive(dout, cache), dx_ref, dtype, "dx")
 
@@ -142,8 +144,9 @@ def test_affine_relu_losses_equal_naive(rng, module, dtype):
     ref, ref_cache = naive.affine_forward(x, w, b)
     assert_close(out, ref, dtype, "affine out")
     dout = randn(rng, ref.shape, dtype)
-    for got, want, what in zip(module.affine_backward(dout, cache), naive.affine_backward(dout, ref_cache),
-                               ("dx", "dw", "db")):
+    for got, want, what in zip(
+        module.affine_backward(dout, cache), naive.affine_backward(dout, ref_cache), ("dx", "dw", "db")
+    ):
         assert_close(got, want, dtype, what)
 
     r, r_cache = module.relu_forward(ref)
@@ -251,8 +254,7 @@ def test_conv_relu_pool_equals_naive_composition(rng, dtype):
     ref, pool_cache = naive.max_pool_forward(s, (3, 2), 2)
     assert_close(out, ref, dtype, "out")
     dout = randn(rng, ref.shape, dtype)
-    refs = naive.conv_backward(naive.relu_backward(naive.max_pool_backward(dout, pool_cache), relu_cache),
-                               conv_cache)
+    refs = naive.conv_backward(naive.relu_backward(naive.max_pool_backward(dout, pool_cache), relu_cache), conv_cache)
     for got, want, what in zip(cs231n.conv_relu_pool_backward(dout, cache), refs, ("dx", "dw", "db")):
         assert_close(got, want, dtype, what)
 
@@ -369,8 +371,14 @@ def test_sichkar_convnet1_step_runs_on_float64_data_with_float32_parameters(rng)
     e1 = naive.conv_backward(naive.relu_backward(naive.max_pool_backward(e2[0], cp), cr1), c1)
 
     assert scores.dtype == np.float32 and abs(loss - loss_ref) < 1e-4 * abs(loss_ref)
-    for got, want, what in [(dw3, e3[1], "dw3"), (db3, e3[2], "db3"), (dw2, e2[1], "dw2"), (db2, e2[2], "db2"),
-                            (dw1, e1[1], "dw1"), (db1, e1[2], "db1")]:
+    for got, want, what in [
+        (dw3, e3[1], "dw3"),
+        (db3, e3[2], "db3"),
+        (dw2, e2[1], "dw2"),
+        (db2, e2[2], "db2"),
+        (dw1, e1[1], "dw1"),
+        (db1, e1[2], "db1"),
+    ]:
         assert_close(got, want, np.float32, what, tolerance=1e-3)
     assert dx1.dtype == np.float64 and dx1.shape == x.shape
 
@@ -463,8 +471,9 @@ BAD_DICTS = [
 ]
 
 
-@pytest.mark.parametrize("call, params, exc, text", BAD_DICTS,
-                         ids=[f"{c.__name__}-{i}" for i, (c, *_) in enumerate(BAD_DICTS)])
+@pytest.mark.parametrize(
+    "call, params, exc, text", BAD_DICTS, ids=[f"{c.__name__}-{i}" for i, (c, *_) in enumerate(BAD_DICTS)]
+)
 def test_bad_dictionary_names_the_key(call, params, exc, text):
     with pytest.raises(exc) as info:
         call(params)
@@ -479,17 +488,47 @@ def test_extra_keys_are_ignored(rng):
 
 def test_public_names():
     cs231n_names = {
-        "conv_forward_naive", "conv_backward_naive", "conv_forward_fast", "conv_backward_fast",
-        "conv_forward_im2col", "conv_backward_im2col", "conv_forward_strides", "conv_backward_strides",
-        "max_pool_forward_naive", "max_pool_backward_naive", "max_pool_forward_fast", "max_pool_backward_fast",
-        "affine_forward", "affine_backward", "relu_forward", "relu_backward", "softmax_loss", "svm_loss",
-        "conv_relu_forward", "conv_relu_backward", "conv_relu_pool_forward", "conv_relu_pool_backward",
-        "affine_relu_forward", "affine_relu_backward", "batchnorm_forward", "batchnorm_backward",
-        "spatial_batchnorm_forward", "spatial_batchnorm_backward", "dropout_forward", "dropout_backward",
+        "conv_forward_naive",
+        "conv_backward_naive",
+        "conv_forward_fast",
+        "conv_backward_fast",
+        "conv_forward_im2col",
+        "conv_backward_im2col",
+        "conv_forward_strides",
+        "conv_backward_strides",
+        "max_pool_forward_naive",
+        "max_pool_backward_naive",
+        "max_pool_forward_fast",
+        "max_pool_backward_fast",
+        "affine_forward",
+        "affine_backward",
+        "relu_forward",
+        "relu_backward",
+        "softmax_loss",
+        "svm_loss",
+        "conv_relu_forward",
+        "conv_relu_backward",
+        "conv_relu_pool_forward",
+        "conv_relu_pool_backward",
+        "affine_relu_forward",
+        "affine_relu_backward",
+        "batchnorm_forward",
+        "batchnorm_backward",
+        "spatial_batchnorm_forward",
+        "spatial_batchnorm_backward",
+        "dropout_forward",
+        "dropout_backward",
     }
     sichkar_names = {
-        "cnn_forward_naive", "cnn_backward_naive", "max_pooling_forward_naive", "max_pooling_backward_naive",
-        "affine_forward", "affine_backward", "relu_forward", "relu_backward", "softmax_loss",
+        "cnn_forward_naive",
+        "cnn_backward_naive",
+        "max_pooling_forward_naive",
+        "max_pooling_backward_naive",
+        "affine_forward",
+        "affine_backward",
+        "relu_forward",
+        "relu_backward",
+        "softmax_loss",
     }
     for module, names in ((cs231n, cs231n_names), (sichkar, sichkar_names)):
         assert names <= set(module.__all__)

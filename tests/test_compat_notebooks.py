@@ -2,6 +2,7 @@
 float64 calls computed as numpy promotes them (the core API stays strict), the im2col names
 the star imports bring (checked against index arithmetic written here), and the documented
 choice that the ``*_naive`` names run the fast path."""
+
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +31,38 @@ def test_normalizations_compute_mixed_dtypes_in_float64_as_numpy_does(rng, x_dty
     g5, b5 = (rng.standard_normal(5).astype(p_dtype) for _ in range(2))
     g4, b4 = (rng.standard_normal(4).astype(p_dtype) for _ in range(2))
     cases = {
-        "batchnorm": (lambda: L.batchnorm_forward(x2, g5, b5, {"mode": "train"}), L.batchnorm_backward,
-                      _normalized(x2, 0) * g5 + b5, x2, g5, b5),
-        "layernorm": (lambda: L.layernorm_forward(x2, g5, b5, {}), L.layernorm_backward,
-                      _normalized(x2, 1) * g5 + b5, x2, g5, b5),
-        "spatial_batchnorm": (lambda: L.spatial_batchnorm_forward(x4, g4, b4, {"mode": "train"}),
-                              L.spatial_batchnorm_backward,
-                              _normalized(x4, (0, 2, 3)) * g4.reshape(1, 4, 1, 1) + b4.reshape(1, 4, 1, 1),
-                              x4, g4, b4),
-        "spatial_groupnorm": (lambda: L.spatial_groupnorm_forward(x4, g4, b4, 2, {}), L.spatial_groupnorm_backward,
-                              (_normalized(x4.reshape(3, 2, -1), 2).reshape(x4.shape) * g4.reshape(1, 4, 1, 1)
-                               + b4.reshape(1, 4, 1, 1)), x4, g4, b4),
+        "batchnorm": (
+            lambda: L.batchnorm_forward(x2, g5, b5, {"mode": "train"}),
+            L.batchnorm_backward,
+            _normalized(x2, 0) * g5 + b5,
+            x2,
+            g5,
+            b5,
+        ),
+        "layernorm": (
+            lambda: L.layernorm_forward(x2, g5, b5, {}),
+            L.layernorm_backward,
+            _normalized(x2, 1) * g5 + b5,
+            x2,
+            g5,
+            b5,
+        ),
+        "spatial_batchnorm": (
+            lambda: L.spatial_batchnorm_forward(x4, g4, b4, {"mode": "train"}),
+            L.spatial_batchnorm_backward,
+            _normalized(x4, (0, 2, 3)) * g4.reshape(1, 4, 1, 1) + b4.reshape(1, 4, 1, 1),
+            x4,
+            g4,
+            b4,
+        ),
+        "spatial_groupnorm": (
+            lambda: L.spatial_groupnorm_forward(x4, g4, b4, 2, {}),
+            L.spatial_groupnorm_backward,
+            (_normalized(x4.reshape(3, 2, -1), 2).reshape(x4.shape) * g4.reshape(1, 4, 1, 1) + b4.reshape(1, 4, 1, 1)),
+            x4,
+            g4,
+            b4,
+        ),
     }
     for name, (forward, backward, expected, x, g, b) in cases.items():
         out, cache = forward()
@@ -77,7 +99,7 @@ def _max_pool_backward_reference(x, dout, k, s):
         for c in range(C):
             for oh in range(out_h):
                 for ow in range(out_w):
-                    window = x[n, c, oh * s:oh * s + k, ow * s:ow * s + k]
+                    window = x[n, c, oh * s : oh * s + k, ow * s : ow * s + k]
                     i, j = divmod(int(np.argmax(window)), k)
                     dx[n, c, oh * s + i, ow * s + j] += dout[n, c, oh, ow]
     return dx
@@ -158,8 +180,14 @@ def test_the_core_api_stays_strict_about_mixed_dtypes(rng):
 
 
 # ---------------------------------------------------------------- item 5: im2col.py and im2col_cython names
-STAR_IMPORT_NAMES = ("get_im2col_indices", "im2col_indices", "col2im_indices",
-                     "im2col_cython", "col2im_cython", "col2im_6d_cython")
+STAR_IMPORT_NAMES = (
+    "get_im2col_indices",
+    "im2col_indices",
+    "col2im_indices",
+    "im2col_cython",
+    "col2im_cython",
+    "col2im_6d_cython",
+)
 
 
 def test_every_name_of_the_im2col_star_imports_exists():
@@ -186,8 +214,9 @@ def _cols_reference(x, fh, fw, pad, stride):
                 for oh in range(out_h):
                     for ow in range(out_w):
                         for n in range(N):
-                            cols[(c * fh + i) * fw + j, (oh * out_w + ow) * N + n] = \
-                                xp[n, c, oh * stride + i, ow * stride + j]
+                            cols[(c * fh + i) * fw + j, (oh * out_w + ow) * N + n] = xp[
+                                n, c, oh * stride + i, ow * stride + j
+                            ]
     return cols
 
 
@@ -202,17 +231,18 @@ def _col2im_reference(cols, shape, fh, fw, pad, stride):
                 for oh in range(out_h):
                     for ow in range(out_w):
                         for n in range(N):
-                            xp[n, c, oh * stride + i, ow * stride + j] += \
-                                cols[(c * fh + i) * fw + j, (oh * out_w + ow) * N + n]
-    return xp[:, :, pad:pad + H, pad:pad + W]
+                            xp[n, c, oh * stride + i, ow * stride + j] += cols[
+                                (c * fh + i) * fw + j, (oh * out_w + ow) * N + n
+                            ]
+    return xp[:, :, pad : pad + H, pad : pad + W]
 
 
 IM2COL_CASES = [  # (N, C, H, W), field_height, field_width, padding, stride
     ((2, 3, 5, 5), 3, 3, 1, 1),
-    ((2, 2, 7, 6), 3, 5, 1, 2),   # non-square kernel, stride 2 (the original Cython's row is wrong here)
-    ((1, 1, 4, 5), 2, 1, 0, 1),   # batch 1, one channel
-    ((3, 2, 4, 4), 5, 5, 1, 1),   # a kernel larger than the unpadded input
-    ((2, 3, 6, 6), 3, 3, 0, 2),   # windows that do not tile the input (the original asserts)
+    ((2, 2, 7, 6), 3, 5, 1, 2),  # non-square kernel, stride 2 (the original Cython's row is wrong here)
+    ((1, 1, 4, 5), 2, 1, 0, 1),  # batch 1, one channel
+    ((3, 2, 4, 4), 5, 5, 1, 1),  # a kernel larger than the unpadded input
+    ((2, 3, 6, 6), 3, 3, 0, 2),  # windows that do not tile the input (the original asserts)
 ]
 IM2COL_IDS = [f"k{fh}x{fw}-s{s}-p{p}-N{shape[0]}C{shape[1]}" for shape, fh, fw, p, s in IM2COL_CASES]
 
@@ -239,15 +269,22 @@ def test_im2col_names_match_the_index_arithmetic(rng, shape, fh, fw, pad, stride
     before = cols.copy()
     want_x = _col2im_reference(cols, shape, fh, fw, pad, stride)
     N, C, H, W = shape
-    for got in (L.col2im_indices(cols, shape, fh, fw, pad, stride), L.col2im_cython(cols, N, C, H, W, fh, fw, pad,
-                                                                                     stride)):
+    for got in (
+        L.col2im_indices(cols, shape, fh, fw, pad, stride),
+        L.col2im_cython(cols, N, C, H, W, fh, fw, pad, stride),
+    ):
         assert got.dtype == dtype and got.shape == shape
         assert rel_error(got, want_x) < tol(dtype)
     assert np.array_equal(cols, before)  # the caller's columns are not used as scratch
     # the adjoint identity, in float64
     x64, c64 = x.astype(f64), cols.astype(f64)
-    assert abs(np.vdot(L.im2col_indices(x64, fh, fw, pad, stride), c64)
-               - np.vdot(x64, L.col2im_indices(c64, shape, fh, fw, pad, stride))) < 1e-9 * np.abs(c64).sum()
+    assert (
+        abs(
+            np.vdot(L.im2col_indices(x64, fh, fw, pad, stride), c64)
+            - np.vdot(x64, L.col2im_indices(c64, shape, fh, fw, pad, stride))
+        )
+        < 1e-9 * np.abs(c64).sum()
+    )
 
 
 @pytest.mark.parametrize("shape, fh, fw, pad, stride", IM2COL_CASES, ids=IM2COL_IDS)
@@ -264,7 +301,7 @@ def test_col2im_6d_cython_adds_each_patch_back(rng, shape, fh, fw, pad, stride):
                         for ow in range(out_w):
                             want[n, c, oh * stride + i, ow * stride + j] += cols[c, i, j, n, oh, ow]
     got = L.col2im_6d_cython(cols, N, C, H, W, fh, fw, pad, stride)
-    assert got.shape == shape and rel_error(got, want[:, :, pad:pad + H, pad:pad + W]) < tol(f64)
+    assert got.shape == shape and rel_error(got, want[:, :, pad : pad + H, pad : pad + W]) < tol(f64)
 
 
 def test_conv_forward_im2col_as_fast_layers_writes_it(rng):
@@ -279,19 +316,35 @@ def test_conv_forward_im2col_as_fast_layers_writes_it(rng):
     assert rel_error(out, want) < tol(f64)
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda: L.im2col_indices(np.ones((1, 1, 3, 3)), 5, 5, 0, 1), ValueError, "larger than the padded input"),
-    (lambda: L.im2col_cython(np.ones((1, 1, 3, 3)), 2, 2, -1, 1), ValueError, "padding must be >= 0"),
-    (lambda: L.im2col_cython(np.ones((1, 1, 3, 3)), 2, 2, 0, 0), ValueError, "stride must be >= 1"),
-    (lambda: L.im2col_cython(np.ones((1, 3, 3)), 2, 2, 0, 1), ValueError, "x must be a 4-D array"),
-    (lambda: L.im2col_cython(np.ones((1, 1, 3, 3), np.float16), 2, 2, 0, 1), TypeError, "float32 or float64"),
-    (lambda: L.col2im_indices(np.ones((4, 3)), (1, 1, 3, 3), 2, 2, 0, 1), ValueError, "cols must have shape"),
-    (lambda: L.col2im_6d_cython(np.ones((1, 2, 2, 1, 2, 3)), 1, 1, 3, 3, 2, 2, 0, 1), ValueError,
-     "cols must have shape"),
-    (lambda: L.get_im2col_indices((1, 1, 3), 2, 2), ValueError, "x_shape must be"),
-    (lambda: L.get_im2col_indices((1, 1, 3, 3), 2**40, 2), ValueError, "field_height must be <="),
-], ids=["field-too-large", "pad-negative", "stride-0", "x-3d", "float16", "cols-shape", "cols-6d-shape",
-        "x_shape", "huge-field"])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: L.im2col_indices(np.ones((1, 1, 3, 3)), 5, 5, 0, 1), ValueError, "larger than the padded input"),
+        (lambda: L.im2col_cython(np.ones((1, 1, 3, 3)), 2, 2, -1, 1), ValueError, "padding must be >= 0"),
+        (lambda: L.im2col_cython(np.ones((1, 1, 3, 3)), 2, 2, 0, 0), ValueError, "stride must be >= 1"),
+        (lambda: L.im2col_cython(np.ones((1, 3, 3)), 2, 2, 0, 1), ValueError, "x must be a 4-D array"),
+        (lambda: L.im2col_cython(np.ones((1, 1, 3, 3), np.float16), 2, 2, 0, 1), TypeError, "float32 or float64"),
+        (lambda: L.col2im_indices(np.ones((4, 3)), (1, 1, 3, 3), 2, 2, 0, 1), ValueError, "cols must have shape"),
+        (
+            lambda: L.col2im_6d_cython(np.ones((1, 2, 2, 1, 2, 3)), 1, 1, 3, 3, 2, 2, 0, 1),
+            ValueError,
+            "cols must have shape",
+        ),
+        (lambda: L.get_im2col_indices((1, 1, 3), 2, 2), ValueError, "x_shape must be"),
+        (lambda: L.get_im2col_indices((1, 1, 3, 3), 2**40, 2), ValueError, "field_height must be <="),
+    ],
+    ids=[
+        "field-too-large",
+        "pad-negative",
+        "stride-0",
+        "x-3d",
+        "float16",
+        "cols-shape",
+        "cols-6d-shape",
+        "x_shape",
+        "huge-field",
+    ],
+)
 def test_im2col_names_refuse_bad_arguments_naming_them(call, error, match):
     with pytest.raises(error, match=match):
         call()

@@ -5,6 +5,7 @@ statistics, and the "numpy only" tutorial's ConvNet1 and extra layers (fastconv.
 References are written here (CS231n-style numpy code, loops), or are the core layers,
 which tests/test_norm_layers.py and tests/test_layers.py check against numerical gradients.
 """
+
 import numpy as np
 import pytest
 
@@ -16,22 +17,51 @@ from _helpers import dtype_id
 
 # Every public name of CS231n's assignment-2 layers.py, fast_layers.py and layer_utils.py.
 CS231N_LAYERS = [
-    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "batchnorm_forward",
-    "batchnorm_backward", "batchnorm_backward_alt", "layernorm_forward", "layernorm_backward",
-    "dropout_forward", "dropout_backward", "conv_forward_naive", "conv_backward_naive",
-    "max_pool_forward_naive", "max_pool_backward_naive", "spatial_batchnorm_forward",
-    "spatial_batchnorm_backward", "spatial_groupnorm_forward", "spatial_groupnorm_backward",
-    "svm_loss", "softmax_loss",
+    "affine_forward",
+    "affine_backward",
+    "relu_forward",
+    "relu_backward",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "batchnorm_backward_alt",
+    "layernorm_forward",
+    "layernorm_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "conv_forward_naive",
+    "conv_backward_naive",
+    "max_pool_forward_naive",
+    "max_pool_backward_naive",
+    "spatial_batchnorm_forward",
+    "spatial_batchnorm_backward",
+    "spatial_groupnorm_forward",
+    "spatial_groupnorm_backward",
+    "svm_loss",
+    "softmax_loss",
 ]
 CS231N_FAST_LAYERS = [
-    "conv_forward_im2col", "conv_backward_im2col", "conv_forward_strides", "conv_backward_strides",
-    "conv_forward_fast", "conv_backward_fast", "max_pool_forward_fast", "max_pool_backward_fast",
-    "max_pool_forward_reshape", "max_pool_backward_reshape", "max_pool_forward_im2col",
+    "conv_forward_im2col",
+    "conv_backward_im2col",
+    "conv_forward_strides",
+    "conv_backward_strides",
+    "conv_forward_fast",
+    "conv_backward_fast",
+    "max_pool_forward_fast",
+    "max_pool_backward_fast",
+    "max_pool_forward_reshape",
+    "max_pool_backward_reshape",
+    "max_pool_forward_im2col",
     "max_pool_backward_im2col",
 ]
 CS231N_LAYER_UTILS = [
-    "affine_relu_forward", "affine_relu_backward", "conv_relu_forward", "conv_relu_backward",
-    "conv_bn_relu_forward", "conv_bn_relu_backward", "conv_relu_pool_forward", "conv_relu_pool_backward",
+    "affine_relu_forward",
+    "affine_relu_backward",
+    "conv_relu_forward",
+    "conv_relu_backward",
+    "conv_bn_relu_forward",
+    "conv_bn_relu_backward",
+    "conv_relu_pool_forward",
+    "conv_relu_pool_backward",
 ]
 
 
@@ -57,8 +87,9 @@ def test_layernorm_equals_the_core(rng, dtype):
     ref, ref_cache = layers.layernorm_forward(x, gamma, beta, 1e-4)
     assert_close(out, ref, dtype, "out")
     dout = randn(rng, x.shape, dtype)
-    for got, want, what in zip(cs231n.layernorm_backward(dout, cache), layers.layernorm_backward(dout, ref_cache),
-                               ("dx", "dgamma", "dbeta")):
+    for got, want, what in zip(
+        cs231n.layernorm_backward(dout, cache), layers.layernorm_backward(dout, ref_cache), ("dx", "dgamma", "dbeta")
+    ):
         assert_close(got, want, dtype, what)
 
 
@@ -109,34 +140,68 @@ def test_affine_norm_relu_equals_the_composition(rng, dtype, norm):
 
 
 NORM_ERRORS = [
-    ("ln-param-not-dict", lambda: cs231n.layernorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3), None),
-     TypeError, r"^ln_param must be a dict"),
-    ("ln-eps-zero", lambda: cs231n.layernorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3), {"eps": 0}),
-     ValueError, r"^ln_param\['eps'\] must be a positive number"),
-    ("gn-param-not-dict", lambda: cs231n.spatial_groupnorm_forward(np.ones((1, 4, 2, 2)), np.ones(4), np.zeros(4),
-                                                                   2, [("eps", 1e-5)]),
-     TypeError, r"^gn_param must be a dict"),
-    ("gn-eps-str", lambda: cs231n.spatial_groupnorm_forward(np.ones((1, 4, 2, 2)), np.ones(4), np.zeros(4), 2,
-                                                            {"eps": "small"}),
-     TypeError, r"^gn_param\['eps'\]"),
-    ("gn-G-float", lambda: cs231n.spatial_groupnorm_forward(np.ones((1, 4, 2, 2)), np.ones(4), np.zeros(4), 2.0, {}),
-     TypeError, r"^G must be an int"),
-    ("gn-G-not-dividing", lambda: cs231n.spatial_groupnorm_forward(np.ones((1, 4, 2, 2)), np.ones(4), np.zeros(4),
-                                                                   3, {}),
-     ValueError, r"^groups must divide the channel count C = 4, got groups=3"),
-    ("gn-gamma-shape", lambda: cs231n.spatial_groupnorm_forward(np.ones((1, 4, 2, 2)), np.ones((1, 4, 2, 1)),
-                                                                np.zeros(4), 2, {}),
-     ValueError, r"^gamma must have shape \(C,\) or \(1, C, 1, 1\), got \(1, 4, 2, 1\)"),
-    ("gn-gamma-channels", lambda: cs231n.spatial_groupnorm_forward(np.ones((1, 4, 2, 2)), np.ones((1, 2, 1, 1)),
-                                                                   np.zeros((1, 2, 1, 1)), 2, {}),
-     ValueError, r"^gamma and beta must have shape \(4,\)"),
+    (
+        "ln-param-not-dict",
+        lambda: cs231n.layernorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3), None),
+        TypeError,
+        r"^ln_param must be a dict",
+    ),
+    (
+        "ln-eps-zero",
+        lambda: cs231n.layernorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3), {"eps": 0}),
+        ValueError,
+        r"^ln_param\['eps'\] must be a positive number",
+    ),
+    (
+        "gn-param-not-dict",
+        lambda: cs231n.spatial_groupnorm_forward(np.ones((1, 4, 2, 2)), np.ones(4), np.zeros(4), 2, [("eps", 1e-5)]),
+        TypeError,
+        r"^gn_param must be a dict",
+    ),
+    (
+        "gn-eps-str",
+        lambda: cs231n.spatial_groupnorm_forward(np.ones((1, 4, 2, 2)), np.ones(4), np.zeros(4), 2, {"eps": "small"}),
+        TypeError,
+        r"^gn_param\['eps'\]",
+    ),
+    (
+        "gn-G-float",
+        lambda: cs231n.spatial_groupnorm_forward(np.ones((1, 4, 2, 2)), np.ones(4), np.zeros(4), 2.0, {}),
+        TypeError,
+        r"^G must be an int",
+    ),
+    (
+        "gn-G-not-dividing",
+        lambda: cs231n.spatial_groupnorm_forward(np.ones((1, 4, 2, 2)), np.ones(4), np.zeros(4), 3, {}),
+        ValueError,
+        r"^groups must divide the channel count C = 4, got groups=3",
+    ),
+    (
+        "gn-gamma-shape",
+        lambda: cs231n.spatial_groupnorm_forward(np.ones((1, 4, 2, 2)), np.ones((1, 4, 2, 1)), np.zeros(4), 2, {}),
+        ValueError,
+        r"^gamma must have shape \(C,\) or \(1, C, 1, 1\), got \(1, 4, 2, 1\)",
+    ),
+    (
+        "gn-gamma-channels",
+        lambda: cs231n.spatial_groupnorm_forward(
+            np.ones((1, 4, 2, 2)), np.ones((1, 2, 1, 1)), np.zeros((1, 2, 1, 1)), 2, {}
+        ),
+        ValueError,
+        r"^gamma and beta must have shape \(4,\)",
+    ),
 ]
 
 
 def test_a_pool_window_larger_than_the_conv_output_names_pool_param():
     with pytest.raises(ValueError, match=r"^pool_param's window does not fit the convolution's output: pool_size"):
-        cs231n.conv_relu_pool_forward(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), np.zeros(1),
-                                      {"stride": 1, "pad": 0}, {"pool_height": 3, "pool_width": 3, "stride": 1})
+        cs231n.conv_relu_pool_forward(
+            np.ones((1, 1, 4, 4)),
+            np.ones((1, 1, 3, 3)),
+            np.zeros(1),
+            {"stride": 1, "pad": 0},
+            {"pool_height": 3, "pool_width": 3, "stride": 1},
+        )
 
 
 @pytest.mark.parametrize("call, exc, match", [pytest.param(*e[1:], id=e[0]) for e in NORM_ERRORS])
@@ -176,8 +241,9 @@ def test_integer_gamma_in_batchnorm(rng):
 def test_raw_uint8_images_into_float32_weights(rng):
     images = rng.integers(0, 256, (2, 1, 6, 6), dtype=np.uint8)
     w, b = randn(rng, (3, 1, 3, 3), np.float32), np.zeros(3, np.float32)
-    out, cache = cs231n.conv_relu_pool_forward(images, w, b, {"stride": 1, "pad": 1},
-                                               {"pool_height": 2, "pool_width": 2, "stride": 2})
+    out, cache = cs231n.conv_relu_pool_forward(
+        images, w, b, {"stride": 1, "pad": 1}, {"pool_height": 2, "pool_width": 2, "stride": 2}
+    )
     ref, _ = fast.conv_relu_pool_forward(images.astype(np.float32), w, b, 1, 1, pool_size=2)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, ref)
@@ -203,14 +269,22 @@ def test_integer_and_bool_inputs_of_the_other_layers(rng, dtype):
     xf = x.astype(np.float64)
     checks = [
         (cs231n.relu_forward(x)[0], layers.relu_forward(xf)[0]),
-        (cs231n.max_pool_forward_fast(x, {"pool_height": 2, "pool_width": 2, "stride": 2})[0],
-         naive.max_pool_forward(xf, 2)[0]),
-        (sichkar.max_pooling_forward_naive(x, {"pooling_height": 2, "pooling_width": 2, "stride": 2})[0],
-         naive.max_pool_forward(xf, 2)[0]),
-        (cs231n.dropout_forward(x, {"mode": "train", "p": 0.5, "seed": 1})[0],
-         layers.dropout_forward(xf, 0.5, rng=1)[0]),
-        (cs231n.spatial_batchnorm_forward(x, np.ones(2), np.zeros(2), {"mode": "train"})[0],
-         layers.spatial_batchnorm_forward(xf, np.ones(2), np.zeros(2), {"mode": "train"})[0]),
+        (
+            cs231n.max_pool_forward_fast(x, {"pool_height": 2, "pool_width": 2, "stride": 2})[0],
+            naive.max_pool_forward(xf, 2)[0],
+        ),
+        (
+            sichkar.max_pooling_forward_naive(x, {"pooling_height": 2, "pooling_width": 2, "stride": 2})[0],
+            naive.max_pool_forward(xf, 2)[0],
+        ),
+        (
+            cs231n.dropout_forward(x, {"mode": "train", "p": 0.5, "seed": 1})[0],
+            layers.dropout_forward(xf, 0.5, rng=1)[0],
+        ),
+        (
+            cs231n.spatial_batchnorm_forward(x, np.ones(2), np.zeros(2), {"mode": "train"})[0],
+            layers.spatial_batchnorm_forward(xf, np.ones(2), np.zeros(2), {"mode": "train"})[0],
+        ),
     ]
     for got, want in checks:
         assert got.dtype == np.float64
@@ -279,11 +353,27 @@ def test_test_mode_after_training_steps_equals_cs231n(rng, steps, spatial):
 
 # ------------------------------------------------------------------ compat.sichkar: the other layers
 SICHKAR_NAMES = [
-    "cnn_forward_naive", "cnn_backward_naive", "max_pooling_forward_naive", "max_pooling_backward_naive",
-    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "softmax_loss",
-    "average_pooling_forward_naive", "average_pooling_backward_naive", "sigmoid_forward", "sigmoid_backward",
-    "svm_loss", "dropout_forward", "dropout_backward", "cnn_forward_strides", "cnn_backward_strides",
-    "max_pool_forward_fast", "max_pool_backward_fast", "ConvNet1",
+    "cnn_forward_naive",
+    "cnn_backward_naive",
+    "max_pooling_forward_naive",
+    "max_pooling_backward_naive",
+    "affine_forward",
+    "affine_backward",
+    "relu_forward",
+    "relu_backward",
+    "softmax_loss",
+    "average_pooling_forward_naive",
+    "average_pooling_backward_naive",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "svm_loss",
+    "dropout_forward",
+    "dropout_backward",
+    "cnn_forward_strides",
+    "cnn_backward_strides",
+    "max_pool_forward_fast",
+    "max_pool_backward_fast",
+    "ConvNet1",
 ]
 
 
@@ -299,8 +389,9 @@ def test_sichkar_average_pooling_equals_naive(rng, dtype):
     ref, ref_cache = naive.avg_pool_forward(x, (3, 2), 2)
     assert_close(out, ref, dtype, "pooled_output")
     dout = randn(rng, ref.shape, dtype)
-    assert_close(sichkar.average_pooling_backward_naive(dout, cache), naive.avg_pool_backward(dout, ref_cache),
-                 dtype, "dx")
+    assert_close(
+        sichkar.average_pooling_backward_naive(dout, cache), naive.avg_pool_backward(dout, ref_cache), dtype, "dx"
+    )
     with pytest.raises(ValueError, match=r"pooling_params\['pooling_width'\] is missing"):
         sichkar.average_pooling_forward_naive(x, {"pooling_height": 2, "stride": 2})
 
@@ -351,14 +442,29 @@ def _tutorial_loss_naive(model, x, y):
     dx3, dw3, db3 = naive.affine_backward(d_scores, cs)
     dx2, dw2, db2 = naive.affine_backward(naive.relu_backward(dx3, cr2), ch)
     _, dw1, db1 = naive.conv_backward(naive.relu_backward(naive.max_pool_backward(dx2, cp), cr1), c1)
-    grads = {"w1": dw1 + reg * p["w1"], "b1": db1, "w2": dw2 + reg * p["w2"], "b2": db2,
-             "w3": dw3 + reg * p["w3"], "b3": db3}
+    grads = {
+        "w1": dw1 + reg * p["w1"],
+        "b1": db1,
+        "w2": dw2 + reg * p["w2"],
+        "b2": db2,
+        "w3": dw3 + reg * p["w3"],
+        "b3": db3,
+    }
     return loss, grads, scores
 
 
 def _small_convnet1(dtype=np.float64, reg=0.1, seed=1):
-    return sichkar.ConvNet1(input_dimension=(2, 9, 8), number_of_filters=3, size_of_filter=3, hidden_dimension=6,
-                            number_of_classes=4, weight_scale=1e-1, regularization=reg, dtype=dtype, seed=seed)
+    return sichkar.ConvNet1(
+        input_dimension=(2, 9, 8),
+        number_of_filters=3,
+        size_of_filter=3,
+        hidden_dimension=6,
+        number_of_classes=4,
+        weight_scale=1e-1,
+        regularization=reg,
+        dtype=dtype,
+        seed=seed,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
@@ -389,8 +495,14 @@ def test_convnet1_gradients_are_numerical_gradients(rng):
 
 
 def test_convnet1_takes_raw_images_and_one_hot_labels(rng):
-    model = sichkar.ConvNet1(input_dimension=(1, 6, 6), number_of_filters=2, size_of_filter=3, hidden_dimension=4,
-                             number_of_classes=3, seed=0)
+    model = sichkar.ConvNet1(
+        input_dimension=(1, 6, 6),
+        number_of_filters=2,
+        size_of_filter=3,
+        hidden_dimension=4,
+        number_of_classes=3,
+        seed=0,
+    )
     images = rng.integers(0, 256, (4, 1, 6, 6), dtype=np.uint8)
     y = np.array([2, 0, 1, 1])
     loss, grads = model.loss_for_training(images, np.eye(3)[y])
@@ -412,8 +524,9 @@ CONVNET1_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("kwargs, exc, match", CONVNET1_ERRORS, ids=[next(iter(e[0])) + f"-{i}"
-                                                                     for i, e in enumerate(CONVNET1_ERRORS)])
+@pytest.mark.parametrize(
+    "kwargs, exc, match", CONVNET1_ERRORS, ids=[next(iter(e[0])) + f"-{i}" for i, e in enumerate(CONVNET1_ERRORS)]
+)
 def test_convnet1_arguments_are_checked(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         sichkar.ConvNet1(**kwargs)

@@ -27,6 +27,7 @@ torn JSON count as a complete checkpoint (the ``json`` case fails); a torn
 The files' validation against tampering (object arrays with a pickle payload,
 wrong shapes and dtypes, missing arrays) is tested at the end of this file.
 """
+
 import contextlib
 import json
 import os
@@ -50,7 +51,7 @@ EPOCHS = 3
 STEPS_PER_EPOCH = 5  # 120 images - 20 for validation = 100, in batches of 20
 NET = "conv4x3-bn-relu-maxpool2-fc16-relu-fc"  # batchnorm: its running statistics must survive too
 
-_CHILD = r'''
+_CHILD = r"""
 import io, os, signal, sys, time
 from pathlib import Path
 
@@ -92,7 +93,7 @@ elif mode == "write":  # a torn write of the file named `arg`, then SIGKILL befo
 
     M.atomic_write = atomic_write
 sys.exit(main(argv))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -102,22 +103,52 @@ def env(tmp_path_factory):
     rng = np.random.default_rng(0)
     write_learnable_set(root / "data" / "fashion-mnist", rng, 120, 30)
     (root / "child.py").write_text(_CHILD)
-    environ = dict(os.environ, FASTCONV_DATA=str(root / "data"), HOME=str(root / "home"),
-                   FASTCONV_MALLOC_TUNING="0", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                   PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
-                                                         os.environ.get("PYTHONPATH")) if p))
+    environ = dict(
+        os.environ,
+        FASTCONV_DATA=str(root / "data"),
+        HOME=str(root / "home"),
+        FASTCONV_MALLOC_TUNING="0",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+        ),
+    )
     return {"root": root, "env": environ}
 
 
 def _argv(out, resume=False):
-    return ["train", "--dataset", "fashion-mnist", "--no-download", "--model", NET, "--epochs", str(EPOCHS),
-            "--batch-size", "20", "--val-size", "20", "--lr", "3e-3", "--seed", "7", "--out", str(out),
-            "--no-plots", "--no-progress", "--quiet", "--threads", "1"] + (["--resume"] if resume else [])
+    return [
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--no-download",
+        "--model",
+        NET,
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        "20",
+        "--val-size",
+        "20",
+        "--lr",
+        "3e-3",
+        "--seed",
+        "7",
+        "--out",
+        str(out),
+        "--no-plots",
+        "--no-progress",
+        "--quiet",
+        "--threads",
+        "1",
+    ] + (["--resume"] if resume else [])
 
 
 def _fastconv(env, out, resume=False):
-    proc = subprocess.run(python_module("fastconv", *_argv(out, resume)), env=env["env"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        python_module("fastconv", *_argv(out, resume)), env=env["env"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return proc
 
@@ -132,9 +163,13 @@ def uninterrupted(env):
 def _child(env, out, mode, arg, argv=None):
     """The child script (``_CHILD``) running ``mode``/``arg`` and the command line ``argv``
     (default: the run of ``_argv(out)``), its stdout and stderr piped."""
-    return subprocess.Popen([sys.executable, str(env["root"] / "child.py"), mode, str(arg),
-                             *(_argv(out) if argv is None else argv)],
-                            env=env["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(env["root"] / "child.py"), mode, str(arg), *(_argv(out) if argv is None else argv)],
+        env=env["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @contextlib.contextmanager
@@ -222,11 +257,15 @@ def test_ctrl_c_in_the_middle_of_an_epoch(env, uninterrupted):
     _check_resume(env, out, 2, uninterrupted)
 
 
-@pytest.mark.parametrize("torn, last_complete", [
-    ("checkpoint_epoch0002.npz", 1),   # the arrays of epoch 2 half written
-    ("checkpoint_epoch0003.json", 2),  # epoch 3's arrays complete, its JSON half written
-    ("model.next.npz", EPOCHS),        # training done, the final model's arrays half written: resume saves it
-], ids=["npz", "json", "final-model"])
+@pytest.mark.parametrize(
+    "torn, last_complete",
+    [
+        ("checkpoint_epoch0002.npz", 1),  # the arrays of epoch 2 half written
+        ("checkpoint_epoch0003.json", 2),  # epoch 3's arrays complete, its JSON half written
+        ("model.next.npz", EPOCHS),  # training done, the final model's arrays half written: resume saves it
+    ],
+    ids=["npz", "json", "final-model"],
+)
 def test_sigkill_while_writing_a_checkpoint(env, uninterrupted, torn, last_complete):
     out = env["root"] / f"killed-writing-{torn}"
     with reaped(_child(env, out, "write", torn)) as child:
@@ -262,8 +301,9 @@ def test_stale_temporary_files_removed_only_when_their_writer_is_dead(tmp_path):
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((8, 1, 6, 6)).astype(np.float32), rng.integers(0, 3, 8)
     model = Sequential("fc", input_shape=(1, 6, 6), num_classes=3, seed=0)
-    S.Solver(model, {"X_train": X, "y_train": y}, batch_size=4, num_epochs=1, checkpoint_dir=tmp_path,
-             seed=0, verbose=False).train()
+    S.Solver(
+        model, {"X_train": X, "y_train": y}, batch_size=4, num_epochs=1, checkpoint_dir=tmp_path, seed=0, verbose=False
+    ).train()
     assert [e for e, _ in checkpoints(tmp_path)] == [1]
     assert not stale.exists() and not stale_random.exists()
     assert live.exists() and live_random.exists() and other.exists()
@@ -290,8 +330,9 @@ def _small_run(tmp_path):
 
     def solver():
         model = Sequential("conv2x3-bn-relu-fc", input_shape=(1, 6, 6), num_classes=3, seed=0)
-        return S.Solver(model, data, update_rule="adam", batch_size=4, num_epochs=1, checkpoint_dir=tmp_path,
-                        seed=0, verbose=False)
+        return S.Solver(
+            model, data, update_rule="adam", batch_size=4, num_epochs=1, checkpoint_dir=tmp_path, seed=0, verbose=False
+        )
 
     solver().train()
     model = solver().model
@@ -333,12 +374,17 @@ def test_tampered_files_rejected_naming_the_file(tmp_path, kind, case, manifest_
     np.savez(npz_path, **bad)
     state["npz_sha256"] = sha256_of(npz_path)
     if manifest_too:
-        state["arrays"] = {k: ({"shape": [1], "dtype": "object"} if v.dtype == object else array_manifest({k: v})[k])
-                           for k, v in bad.items()}
+        state["arrays"] = {
+            k: ({"shape": [1], "dtype": "object"} if v.dtype == object else array_manifest({k: v})[k])
+            for k, v in bad.items()
+        }
     json_path.write_text(json.dumps(state))
 
-    loaders = [lambda: load_model(json_path)] if kind == "model" else \
-        [lambda: solver().resume(), lambda: load_checkpoint_model(json_path)]
+    loaders = (
+        [lambda: load_model(json_path)]
+        if kind == "model"
+        else [lambda: solver().resume(), lambda: load_checkpoint_model(json_path)]
+    )
     for load in loaders:
         with pytest.raises(ValueError) as info:
             load()

@@ -1,4 +1,5 @@
 """Data loaders on tiny files written in the official formats; no test touches the network."""
+
 import gzip
 import io
 import os
@@ -16,8 +17,14 @@ from fastconv import datasets as D
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # ---------------------------------------------------------------------------- writers
-_IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
-              np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
+_IDX_CODES = {
+    np.dtype(np.uint8): 0x08,
+    np.dtype(np.int8): 0x09,
+    np.dtype(np.int16): 0x0B,
+    np.dtype(np.int32): 0x0C,
+    np.dtype(np.float32): 0x0D,
+    np.dtype(np.float64): 0x0E,
+}
 
 
 def idx_bytes(array):
@@ -44,12 +51,16 @@ def write_idx_arrays(folder, arrays, gz=True):
 
 def write_idx_set(folder, rng, n_train=50, n_test=20, gz=True, size=(28, 28)):
     """The four MNIST-format files, random pixels and labels; returns the arrays written."""
-    return write_idx_arrays(folder, {
-        "train_images": rng.integers(0, 256, (n_train, *size), dtype=np.uint8),
-        "train_labels": rng.integers(0, 10, n_train).astype(np.uint8),
-        "test_images": rng.integers(0, 256, (n_test, *size), dtype=np.uint8),
-        "test_labels": rng.integers(0, 10, n_test).astype(np.uint8),
-    }, gz)
+    return write_idx_arrays(
+        folder,
+        {
+            "train_images": rng.integers(0, 256, (n_train, *size), dtype=np.uint8),
+            "train_labels": rng.integers(0, 10, n_train).astype(np.uint8),
+            "test_images": rng.integers(0, 256, (n_test, *size), dtype=np.uint8),
+            "test_labels": rng.integers(0, 10, n_test).astype(np.uint8),
+        },
+        gz,
+    )
 
 
 def _learnable(rng, n):
@@ -58,7 +69,7 @@ def _learnable(rng, n):
     X = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
     for i, label in enumerate(y):
         r, c = 2 + 12 * (label // 5), 1 + 5 * (label % 5)
-        X[i, r:r + 6, c:c + 6] = rng.integers(180, 256, (6, 6))
+        X[i, r : r + 6, c : c + 6] = rng.integers(180, 256, (6, 6))
     return X, y.astype(np.uint8)
 
 
@@ -111,8 +122,10 @@ def cifar_batch_bytes(images, labels, style="py2"):
 
 def cifar_meta_bytes(names, protocol=2):
     """A batches.meta: the official keys, the class names as bytes."""
-    return pickle.dumps({b"num_cases_per_batch": 10000, b"label_names": [n.encode() for n in names],
-                         b"num_vis": 3072}, protocol=protocol)
+    return pickle.dumps(
+        {b"num_cases_per_batch": 10000, b"label_names": [n.encode() for n in names], b"num_vis": 3072},
+        protocol=protocol,
+    )
 
 
 def write_cifar(root, rng, n=6, archive=False, style="py2", meta=None):
@@ -425,16 +438,14 @@ class _ObjectDtypeArray:
     def __reduce__(self):
         import numpy._core.multiarray as ma
 
-        return (ma._reconstruct, (np.ndarray, (0,), b"b"),
-                (1, (1,), np.dtype(object), False, [{"x": 1}]))
+        return (ma._reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), np.dtype(object), False, [{"x": 1}]))
 
 
 class _LyingArrayState:
     def __reduce__(self):
         import numpy._core.multiarray as ma
 
-        return (ma._reconstruct, (np.ndarray, (0,), b"b"),
-                (1, (1000, 3072), np.dtype(np.uint8), False, b"too short"))
+        return (ma._reconstruct, (np.ndarray, (0,), b"b"), (1, (1000, 3072), np.dtype(np.uint8), False, b"too short"))
 
 
 class _RogueCodec:
@@ -444,14 +455,18 @@ class _RogueCodec:
         return (_codecs.encode, ("payload", "rot13"))
 
 
-@pytest.mark.parametrize("payload, match", [
-    (None, "global 'posix.system' is not allowed"),
-    (_CallsEval(), "eval' is not allowed"),
-    (_HugeArray(), "reconstruction arguments"),
-    (_ObjectDtypeArray(), "dtype"),
-    (_LyingArrayState(), "do not match its shape"),
-    (_RogueCodec(), "_codecs.encode"),
-], ids=["os.system", "eval", "huge-array", "object-dtype", "lying-state", "rogue-codec"])
+@pytest.mark.parametrize(
+    "payload, match",
+    [
+        (None, "global 'posix.system' is not allowed"),
+        (_CallsEval(), "eval' is not allowed"),
+        (_HugeArray(), "reconstruction arguments"),
+        (_ObjectDtypeArray(), "dtype"),
+        (_LyingArrayState(), "do not match its shape"),
+        (_RogueCodec(), "_codecs.encode"),
+    ],
+    ids=["os.system", "eval", "huge-array", "object-dtype", "lying-state", "rogue-codec"],
+)
 def test_malicious_batch_rejected_without_running_payload(isolated, rng, payload, match):
     marker = isolated / "pwned"
     write_cifar(isolated / "data", rng)
@@ -464,8 +479,11 @@ def test_malicious_batch_rejected_without_running_payload(isolated, rng, payload
     write_cifar(isolated / "arch", rng, archive=True)
     with tarfile.open(isolated / "arch" / D.CIFAR_ARCHIVE, "w:gz") as tf:
         for name in (*D.CIFAR_TRAIN_BATCHES, D.CIFAR_TEST_BATCH):
-            data = pickle.dumps(evil, protocol=2) if name == "data_batch_1" else \
-                cifar_batch_bytes(np.zeros((1, 3, 32, 32), np.uint8), [0])
+            data = (
+                pickle.dumps(evil, protocol=2)
+                if name == "data_batch_1"
+                else cifar_batch_bytes(np.zeros((1, 3, 32, 32), np.uint8), [0])
+            )
             info = tarfile.TarInfo(f"{D.CIFAR_FOLDER}/{name}")
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
@@ -489,19 +507,33 @@ _U1 = np.dtype(np.uint8)
 _IMAGE_BYTES = bytes(3072)
 
 
-@pytest.mark.parametrize("payload, match", [
-    (_frombuffer(_IMAGE_BYTES, np.dtype("<f8"), (1, 384), "C"), "dtype 'f8' is not allowed"),
-    (_frombuffer(_IMAGE_BYTES, np.dtype(object), (1, 3072), "C"), "dtype 'O8?' is not allowed"),
-    (_frombuffer(_IMAGE_BYTES, "u1", (1, 3072), "C"), "raw bytes and the uint8 dtype"),
-    (_frombuffer([0] * 3072, _U1, (1, 3072), "C"), "raw bytes and the uint8 dtype"),
-    (_frombuffer(b"too short", _U1, (1000, 3072), "C"), r"\(9 bytes\) do not match its shape \(1000, 3072\)"),
-    (_frombuffer(b"x", _U1, (10**12, 3072), "C"), "do not match its shape"),
-    (_frombuffer(b"", _U1, (-1, 3072), "C"), "bad array shape"),
-    (_frombuffer(_IMAGE_BYTES, _U1, (1.0, 3072), "C"), "bad array shape"),
-    (_frombuffer(_IMAGE_BYTES, _U1, (1, 3072), "K", (1, 0)), "unexpected array order"),
-    (_frombuffer(_IMAGE_BYTES, _U1, (1, 3072), "C", None, "extra"), "TypeError"),
-], ids=["float64", "object-dtype", "dtype-as-text", "list-buffer", "short-buffer", "huge-shape",
-        "negative-dim", "float-dim", "axis-order", "extra-argument"])
+@pytest.mark.parametrize(
+    "payload, match",
+    [
+        (_frombuffer(_IMAGE_BYTES, np.dtype("<f8"), (1, 384), "C"), "dtype 'f8' is not allowed"),
+        (_frombuffer(_IMAGE_BYTES, np.dtype(object), (1, 3072), "C"), "dtype 'O8?' is not allowed"),
+        (_frombuffer(_IMAGE_BYTES, "u1", (1, 3072), "C"), "raw bytes and the uint8 dtype"),
+        (_frombuffer([0] * 3072, _U1, (1, 3072), "C"), "raw bytes and the uint8 dtype"),
+        (_frombuffer(b"too short", _U1, (1000, 3072), "C"), r"\(9 bytes\) do not match its shape \(1000, 3072\)"),
+        (_frombuffer(b"x", _U1, (10**12, 3072), "C"), "do not match its shape"),
+        (_frombuffer(b"", _U1, (-1, 3072), "C"), "bad array shape"),
+        (_frombuffer(_IMAGE_BYTES, _U1, (1.0, 3072), "C"), "bad array shape"),
+        (_frombuffer(_IMAGE_BYTES, _U1, (1, 3072), "K", (1, 0)), "unexpected array order"),
+        (_frombuffer(_IMAGE_BYTES, _U1, (1, 3072), "C", None, "extra"), "TypeError"),
+    ],
+    ids=[
+        "float64",
+        "object-dtype",
+        "dtype-as-text",
+        "list-buffer",
+        "short-buffer",
+        "huge-shape",
+        "negative-dim",
+        "float-dim",
+        "axis-order",
+        "extra-argument",
+    ],
+)
 def test_protocol5_hostile_frombuffer_refused_naming_the_file(isolated, rng, payload, match):
     write_cifar(isolated / "data", rng)
     path = isolated / "data" / D.CIFAR_FOLDER / "data_batch_2"
@@ -515,8 +547,7 @@ def test_protocol5_refuses_out_of_band_buffers_and_accepts_fortran_order(isolate
     path = isolated / "data" / D.CIFAR_FOLDER / "data_batch_4"
     images = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
     buffers = []
-    path.write_bytes(pickle.dumps({b"labels": [0, 1, 2], b"data": images}, protocol=5,
-                                  buffer_callback=buffers.append))
+    path.write_bytes(pickle.dumps({b"labels": [0, 1, 2], b"data": images}, protocol=5, buffer_callback=buffers.append))
     assert buffers  # the array's bytes went out of band: the file does not hold them
     with pytest.raises(ValueError, match=f"{path}: not a valid CIFAR-10 batch.*out-of-band"):
         D.load_cifar10(root=isolated / "data")
@@ -580,8 +611,7 @@ def test_preprocessing_channel_statistics(rng):
 def test_preprocessing_other_modes(rng):
     images = rng.integers(0, 256, (10, 1, 4, 4), dtype=np.uint8)
     mean_image = D.Preprocessing.fit(images, mode="mean_image")
-    np.testing.assert_allclose(mean_image(images, np.float64), images / 255 - (images / 255).mean(axis=0),
-                               atol=1e-12)
+    np.testing.assert_allclose(mean_image(images, np.float64), images / 255 - (images / 255).mean(axis=0), atol=1e-12)
     scale = D.Preprocessing.fit(images, mode="scale")
     np.testing.assert_allclose(scale(images, np.float64), images / 255, rtol=1e-15)
     for p in (mean_image, scale):
@@ -592,9 +622,9 @@ def test_preprocessing_pixel_mode_is_the_tutorials(rng):
     """(x / 255 - mean image) / per-pixel std, as the numpy tutorials preprocess; a constant pixel
     (std 0) comes out 0, and a pixel's std is at least one grey level."""
     images = rng.integers(0, 256, (30, 2, 3, 4), dtype=np.uint8)
-    images[:, 0, 0, 0] = 77          # a constant pixel: std 0
+    images[:, 0, 0, 0] = 77  # a constant pixel: std 0
     images[:, 1, 2, 3] = 10
-    images[5, 1, 2, 3] = 11          # changes in one image only: std below one grey level
+    images[5, 1, 2, 3] = 11  # changes in one image only: std below one grey level
     prep = D.Preprocessing.fit(images, mode="pixel", chunk=7)
     x = images / 255.0
     mean, std = x.mean(axis=0), x.std(axis=0)
@@ -650,16 +680,18 @@ def test_preprocessing_validation(rng):
     with pytest.raises(TypeError, match="real array"):
         prep(np.zeros((2, 1, 4, 4), complex))
     pixel = D.Preprocessing.fit(rng.integers(0, 256, (5, 1, 2, 2), dtype=np.uint8), mode="pixel").to_dict()
-    for bad in ({"mode": "zca", "input_shape": [1, 4, 4]},
-                {"mode": "channel", "input_shape": [1, 4, 4], "mean": [0.1], "std": [0.0]},
-                dict(pixel, std_image=[[[0.5, 0.5], [0.5, 0.0]]]),
-                dict(pixel, std_image=[[[0.5, 0.5]]]),
-                dict(pixel, mean_image=[[[0.5, 0.5], [0.5, float("nan")]]]),
-                {k: v for k, v in pixel.items() if k != "std_image"},
-                {"mode": "channel", "input_shape": [1, 4, 4], "mean": [0.1, 0.2], "std": [1, 1]},
-                {"mode": "scale", "input_shape": [4, 4]},
-                {"mode": "scale", "input_shape": [1, 4, 4], "evil": 1},
-                ["scale"]):
+    for bad in (
+        {"mode": "zca", "input_shape": [1, 4, 4]},
+        {"mode": "channel", "input_shape": [1, 4, 4], "mean": [0.1], "std": [0.0]},
+        dict(pixel, std_image=[[[0.5, 0.5], [0.5, 0.0]]]),
+        dict(pixel, std_image=[[[0.5, 0.5]]]),
+        dict(pixel, mean_image=[[[0.5, 0.5], [0.5, float("nan")]]]),
+        {k: v for k, v in pixel.items() if k != "std_image"},
+        {"mode": "channel", "input_shape": [1, 4, 4], "mean": [0.1, 0.2], "std": [1, 1]},
+        {"mode": "scale", "input_shape": [4, 4]},
+        {"mode": "scale", "input_shape": [1, 4, 4], "evil": 1},
+        ["scale"],
+    ):
         with pytest.raises(ValueError):
             D.Preprocessing.from_dict(bad)
     D.Preprocessing.from_dict(pixel)  # the unchanged dict is accepted
@@ -690,8 +722,10 @@ def test_train_val_split(rng):
 
 
 # ---------------------------------------------------------------------------- the real files
-@pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
-                    reason="the real Fashion-MNIST files are not installed (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
+    reason="the real Fashion-MNIST files are not installed (apt-get install dataset-fashion-mnist)",
+)
 def test_real_fashion_mnist(monkeypatch, tmp_path):
     monkeypatch.delenv("FASTCONV_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))

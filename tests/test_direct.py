@@ -14,6 +14,7 @@ What this file establishes:
   serve raises ValueError naming ``algorithm``; the kernels refuse offsets and buffers
   that would read or write outside what they were given.
 """
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -32,16 +33,16 @@ from _helpers import dtype_id, pair_id
 #: (x shape, w shape, stride, pad, dilation, groups)
 CASES = [
     ((2, 3, 9, 11), (5, 3, 3, 2), 1, 1, 1, 1),
-    ((1, 1, 7, 40), (3, 1, 2, 2), 1, 0, 1, 1),          # rows longer than a float32 vector
-    ((2, 3, 32, 32), (8, 3, 7, 7), 1, 3, 1, 1),         # a first layer, "same" padding
-    ((2, 3, 12, 13), (6, 3, 5, 5), 1, 0, 1, 1),         # LeNet-like, no padding
+    ((1, 1, 7, 40), (3, 1, 2, 2), 1, 0, 1, 1),  # rows longer than a float32 vector
+    ((2, 3, 32, 32), (8, 3, 7, 7), 1, 3, 1, 1),  # a first layer, "same" padding
+    ((2, 3, 12, 13), (6, 3, 5, 5), 1, 0, 1, 1),  # LeNet-like, no padding
     ((2, 4, 13, 20), (6, 2, 3, 5), (2, 3), (1, 2), (2, 1), 2),
-    ((1, 2, 10, 17), (4, 2, 3, 3), 3, 1, 1, 1),         # stride 3
+    ((1, 2, 10, 17), (4, 2, 3, 3), 3, 1, 1, 1),  # stride 3
     ((3, 2, 8, 9), (7, 2, 2, 3), 2, 0, 1, 1),
-    ((2, 6, 9, 9), (6, 2, 3, 3), 1, 2, 2, 3),           # dilation 2, three groups
-    ((1, 3, 4, 5), (9, 3, 3, 3), 1, 4, 1, 1),           # padding larger than the kernel
-    ((2, 2, 5, 6), (3, 2, 5, 6), 2, (3, 1), 1, 1),      # kernel larger than the image
-    ((1, 8, 6, 7), (17, 8, 1, 1), 1, 0, 1, 1),          # 1x1, filters past a whole tile
+    ((2, 6, 9, 9), (6, 2, 3, 3), 1, 2, 2, 3),  # dilation 2, three groups
+    ((1, 3, 4, 5), (9, 3, 3, 3), 1, 4, 1, 1),  # padding larger than the kernel
+    ((2, 2, 5, 6), (3, 2, 5, 6), 2, (3, 1), 1, 1),  # kernel larger than the image
+    ((1, 8, 6, 7), (17, 8, 1, 1), 1, 0, 1, 1),  # 1x1, filters past a whole tile
     ((2, 1, 20, 3), (2, 1, 4, 1), (1, 2), (0, 1), (3, 1), 1),
 ]
 
@@ -197,18 +198,37 @@ def test_the_rule_of_auto(monkeypatch):
     stride 1, no dilation or groups, 2 to 8 channels and at most 32 filters (one channel:
     F*kh*kw <= 400), a 3x3 to 7x7 kernel, output rows of at least 24 pixels; every other
     layer keeps its old algorithm."""
+
     def geometry(C=3, k=(7, 7), F=32, HW=(32, 32), groups=1, stride=1, dilation=1, pad=None):
         x = np.zeros((2, C, *HW), np.float32)
         w = np.zeros((F, C // groups, *k), np.float32)
         pad = (k[0] // 2, k[1] // 2) if pad is None else pad
         return conv_geometry(x, w, None, stride, pad, dilation, groups)
 
-    wins = [geometry(), geometry(k=(5, 5), F=16, pad=0), geometry(C=1, k=(5, 5), F=16, HW=(28, 28)),
-            geometry(C=1, k=(3, 3), F=32), geometry(C=8, k=(3, 3)), geometry(k=(3, 7)), geometry(HW=(24, 200))]
-    loses = [geometry(F=33), geometry(C=1, k=(5, 5)), geometry(C=1, F=9), geometry(C=9), geometry(k=(1, 1)),
-             geometry(k=(9, 9)), geometry(k=(3, 8)), geometry(HW=(32, 23)), geometry(HW=(28, 28), pad=0),
-             geometry(stride=(1, 2)),
-             geometry(dilation=2), geometry(C=4, groups=2), geometry(C=64, k=(3, 3), F=64)]
+    wins = [
+        geometry(),
+        geometry(k=(5, 5), F=16, pad=0),
+        geometry(C=1, k=(5, 5), F=16, HW=(28, 28)),
+        geometry(C=1, k=(3, 3), F=32),
+        geometry(C=8, k=(3, 3)),
+        geometry(k=(3, 7)),
+        geometry(HW=(24, 200)),
+    ]
+    loses = [
+        geometry(F=33),
+        geometry(C=1, k=(5, 5)),
+        geometry(C=1, F=9),
+        geometry(C=9),
+        geometry(k=(1, 1)),
+        geometry(k=(9, 9)),
+        geometry(k=(3, 8)),
+        geometry(HW=(32, 23)),
+        geometry(HW=(28, 28), pad=0),
+        geometry(stride=(1, 2)),
+        geometry(dilation=2),
+        geometry(C=4, groups=2),
+        geometry(C=64, k=(3, 3), F=64),
+    ]
     assert all(algorithms.direct_wins(g) for g in wins)
     assert not any(algorithms.direct_wins(g) for g in loses)
     x, w = np.zeros((2, 3, 32, 32)), np.zeros((32, 3, 7, 7))

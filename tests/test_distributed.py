@@ -14,6 +14,7 @@ parameter whose gradient is zero in exact arithmetic (a bias feeding straight in
 batchnorm) moves by its rounding noise, magnified to lr-sized steps, in one process as
 in K; comparing such parameters across different roundings says nothing.
 """
+
 import json
 import os
 import shutil
@@ -58,7 +59,8 @@ def needs_mpi(test):
     """A test that runs real mpiexec ranks: marked ``mpi``, skipped without mpi4py and mpiexec."""
     return pytest.mark.mpi(_skip_without_mpi(test))
 
-_CHILD = r'''
+
+_CHILD = r"""
 import os, signal, sys
 mode, arg, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 from fastconv import solver as S
@@ -80,7 +82,7 @@ code = main(argv)
 with open(f"{arg}.rc.{os.environ.get('PMI_RANK', 'single')}" if mode == "rc" else os.devnull, "w") as f:
     f.write(str(code))
 sys.exit(code)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -89,34 +91,68 @@ def env(tmp_path_factory):
     write_learnable_set(root / "data" / "fashion-mnist", np.random.default_rng(0), 120, 30)
     write_learnable_set(root / "other" / "fashion-mnist", np.random.default_rng(1), 120, 30)
     (root / "child.py").write_text(_CHILD)
-    environ = dict(os.environ, FASTCONV_DATA=str(root / "data"), HOME=str(root / "home"),
-                   FASTCONV_MALLOC_TUNING="0", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                   PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
-                                                         os.environ.get("PYTHONPATH")) if p))
+    environ = dict(
+        os.environ,
+        FASTCONV_DATA=str(root / "data"),
+        HOME=str(root / "home"),
+        FASTCONV_MALLOC_TUNING="0",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+        ),
+    )
     for name in distributed.LAUNCHER_VARIABLES:  # the test process itself may run under a launcher
         environ.pop(name, None)
     return {"root": root, "env": environ}
 
 
 def _argv(out, dtype="float64", epochs=1, resume=False, extra=()):
-    return ["train", "--dataset", "fashion-mnist", "--no-download", "--model", NET, "--epochs", str(epochs),
-            "--batch-size", "20", "--val-size", "20", "--optimizer", "momentum", "--lr", "1e-2", "--seed", "7",
-            "--dtype", dtype, "--out", str(out), "--no-plots", "--quiet", *extra] + (["--resume"] if resume else [])
+    return [
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--no-download",
+        "--model",
+        NET,
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "20",
+        "--val-size",
+        "20",
+        "--optimizer",
+        "momentum",
+        "--lr",
+        "1e-2",
+        "--seed",
+        "7",
+        "--dtype",
+        dtype,
+        "--out",
+        str(out),
+        "--no-plots",
+        "--quiet",
+        *extra,
+    ] + (["--resume"] if resume else [])
 
 
 def _single(env, argv):
-    proc = subprocess.run(python_module("fastconv", *argv), env=env["env"], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(python_module("fastconv", *argv), env=env["env"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc
 
 
 def _ranks(env, k, argv, timeout=120, child=None, check=True):
     """``mpiexec -n k`` of the fastconv command line ``argv`` (or of the child script: mode, arg)."""
-    command = (python_module("fastconv", *argv) if child is None
-               else [sys.executable, str(env["root"] / "child.py"), *child, *argv])
-    proc = subprocess.run([MPIEXEC, "-n", str(k), *command], env=env["env"], capture_output=True, text=True,
-                          timeout=timeout)
+    command = (
+        python_module("fastconv", *argv)
+        if child is None
+        else [sys.executable, str(env["root"] / "child.py"), *child, *argv]
+    )
+    proc = subprocess.run(
+        [MPIEXEC, "-n", str(k), *command], env=env["env"], capture_output=True, text=True, timeout=timeout
+    )
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -171,8 +207,10 @@ def test_a_communicator_without_mpi4py_says_how_to_install_it(monkeypatch):
 
 
 def test_nothing_but_the_distributed_module_imports_mpi4py():
-    code = ("import sys\nimport fastconv.train_cli, fastconv.solver, fastconv.models, fastconv._distributed_cli\n"
-            "print('mpi4py' in sys.modules)\n")
+    code = (
+        "import sys\nimport fastconv.train_cli, fastconv.solver, fastconv.models, fastconv._distributed_cli\n"
+        "print('mpi4py' in sys.modules)\n"
+    )
     out = subprocess.run(python_code(code), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
 
@@ -199,7 +237,7 @@ def test_k_ranks_end_the_epoch_where_one_process_does(env, dtype):
     assert proc.stdout.count("epoch 1/1:") == 1 and proc.stdout.count("test accuracy:") == 1, proc.stdout
 
 
-_GRADS = r'''
+_GRADS = r"""
 import sys, numpy as np
 from mpi4py import MPI
 from fastconv.models import build_model
@@ -227,7 +265,7 @@ for dtype in ("float64", "float32"):
     result[f"{dtype}/rng"] = np.array([one.rng.random(), model.rng.random()])
 if comm.rank == 0:
     np.savez(out, **result)
-'''
+"""
 
 
 @needs_mpi
@@ -239,8 +277,13 @@ def test_one_step_gradients_batchnorm_and_dropout_equal_one_process(env, k, batc
     out = env["root"] / f"grads{k}-{batch}.npz"
     script = env["root"] / "grads.py"
     script.write_text(_GRADS)
-    proc = subprocess.run([MPIEXEC, "-n", str(k), sys.executable, str(script), str(out), str(batch)], env=env["env"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [MPIEXEC, "-n", str(k), sys.executable, str(script), str(out), str(batch)],
+        env=env["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     with np.load(out) as saved:
         for key in saved.files:
@@ -292,8 +335,7 @@ def test_a_rank_killed_mid_epoch_stops_the_others_and_the_run_resumes(env):
     _single(env, _argv(whole, epochs=2))
     out = root / "killed"
     t0 = time.monotonic()
-    proc = _ranks(env, 3, _argv(out, epochs=2), timeout=60, child=("kill", f"1:{STEPS_PER_EPOCH + 3}"),
-                  check=False)
+    proc = _ranks(env, 3, _argv(out, epochs=2), timeout=60, child=("kill", f"1:{STEPS_PER_EPOCH + 3}"), check=False)
     assert proc.returncode != 0
     assert time.monotonic() - t0 < 30  # the whole run, start-up included: the others stop at once
     assert not _processes_of(str(out)), "ranks outlived the killed one"
@@ -340,8 +382,10 @@ def test_ranks_that_disagree_on_the_data_all_stop_rank_0_says_which(env):
     other = {"FASTCONV_DATA": str(env["root"] / "other")}
     proc, codes = _mpmd(env, [(_argv(out), {}), (_argv(out), other)])
     assert codes == {"rank.rc.0": "1", "rank.rc.1": "1"}, proc.stderr
-    assert "the 2 MPI ranks disagree on the training settings, the model or the data: the training data's SHA-256 is" \
+    assert (
+        "the 2 MPI ranks disagree on the training settings, the model or the data: the training data's SHA-256 is"
         in proc.stderr
+    )
     assert "rank 1 of 2: stopping" in proc.stderr
     assert not checkpoints(out / "checkpoints")
 
@@ -361,9 +405,11 @@ def test_an_error_on_one_rank_alone_aborts_every_rank(env):
 
 
 @needs_mpi
-@pytest.mark.parametrize("options", [("--val-size", "18"),
-                                     ("--batch-size", "2", "--limit-train", "30", "--val-size", "10")],
-                         ids=["last-batch-of-2", "every-batch-of-2"])
+@pytest.mark.parametrize(
+    "options",
+    [("--val-size", "18"), ("--batch-size", "2", "--limit-train", "30", "--val-size", "10")],
+    ids=["last-batch-of-2", "every-batch-of-2"],
+)
 def test_batches_smaller_than_the_rank_count_train_as_in_one_process(env, options):
     """3 ranks on batches of 2 images: a rank without rows (rank 0 first) takes part with a stand-in
     row that counts for nothing. (120 - 18 = 102 images in batches of 20 end with a batch of 2;
@@ -409,8 +455,28 @@ def test_the_scaling_benchmark_runs_on_tiny_sizes(tmp_path, capsys):
     from fastconv.bench import scaling
 
     out = tmp_path / "scaling.json"
-    assert scaling.main(["--quick", "--models", "recipe", "--ranks", "1,2", "--batch", "8", "--steps", "2",
-                         "--warmup", "1", "--out", str(out), "--mpiexec", MPIEXEC]) == 0
+    assert (
+        scaling.main(
+            [
+                "--quick",
+                "--models",
+                "recipe",
+                "--ranks",
+                "1,2",
+                "--batch",
+                "8",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--out",
+                str(out),
+                "--mpiexec",
+                MPIEXEC,
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
     assert [(r["ranks"], r["threads_per_rank"]) for r in doc["results"]] == [(0, 1), (0, 2), (1, 1), (2, 1)]
     for r in doc["results"]:
@@ -423,12 +489,15 @@ def test_the_scaling_benchmark_runs_on_tiny_sizes(tmp_path, capsys):
 
 @needs_mpi
 def test_each_rank_takes_its_share_of_the_cores(env):
-    code = ("import os, sys\nfrom fastconv import distributed\ncomm = distributed.world()\n"
-            "sys.stdout.write(f'rank {comm.Get_rank()}: {distributed.default_threads(comm)} of "
-            "{len(os.sched_getaffinity(0))}\\n')\n")
+    code = (
+        "import os, sys\nfrom fastconv import distributed\ncomm = distributed.world()\n"
+        "sys.stdout.write(f'rank {comm.Get_rank()}: {distributed.default_threads(comm)} of "
+        "{len(os.sched_getaffinity(0))}\\n')\n"
+    )
     for k in (1, 2):
-        proc = subprocess.run([MPIEXEC, "-n", str(k), *python_code(code)], env=env["env"], capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run(
+            [MPIEXEC, "-n", str(k), *python_code(code)], env=env["env"], capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 0, proc.stderr
         lines = sorted(proc.stdout.splitlines())
         usable = [int(line.split(" of ")[1]) for line in lines]

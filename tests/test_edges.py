@@ -35,6 +35,7 @@
   image, so one image's im2col matrix (C*kh*kw x out_h*out_w) is the smallest
   workspace, whatever ``WORKSPACE_BYTES`` says.
 """
+
 import subprocess
 import textwrap
 
@@ -175,8 +176,9 @@ def _same_specials(got, want, dtype, what):
     """Same NaN positions, same signed Infs, finite values within the tolerance table."""
     assert got.shape == want.shape and got.dtype == dtype, what
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{what}: NaN positions")
-    np.testing.assert_array_equal(np.where(np.isinf(got), got, 0), np.where(np.isinf(want), want, 0),
-                                  err_msg=f"{what}: Inf positions or signs")
+    np.testing.assert_array_equal(
+        np.where(np.isinf(got), got, 0), np.where(np.isinf(want), want, 0), err_msg=f"{what}: Inf positions or signs"
+    )
     fin = np.isfinite(want)
     assert rel_error(got[fin], want[fin]) < TOL[np.dtype(dtype).type], what
 
@@ -201,7 +203,7 @@ def test_max_pool_nan_and_inf(m, dtype):
     assert np.isnan(out[0, 1, 0, 0]) and out[0, 1, 1, 1] == x[0, 1, 2:4, 2:4].max()
     dx = m.max_pool_backward(np.full(out.shape, 2.0, dtype=dtype), cache)
     expected = np.zeros_like(x)
-    for (c, i, j) in [(0, 0, 1), (0, 2, 0), (0, 3, 3), (1, 0, 1)]:
+    for c, i, j in [(0, 0, 1), (0, 2, 0), (0, 3, 3), (1, 0, 1)]:
         expected[0, c, i, j] = 2
     expected[0, 0, 0:2, 2:4][np.unravel_index(np.argmax(x[0, 0, 0:2, 2:4]), (2, 2))] = 2
     expected[0, 1, 0:2, 2:4][np.unravel_index(np.argmax(x[0, 1, 0:2, 2:4]), (2, 2))] = 2
@@ -297,11 +299,11 @@ def _conv64_backward(x, w, dout, pad):
     dxp = np.zeros((x.shape[0], x.shape[1], H + 2 * pad, W + 2 * pad))
     for i in range(kh):
         for j in range(kw):
-            dxp[:, :, i:i + oh, j:j + ow] += np.einsum("nfpq,fc->ncpq", d64, w64[:, :, i, j], optimize=True)
+            dxp[:, :, i : i + oh, j : j + ow] += np.einsum("nfpq,fc->ncpq", d64, w64[:, :, i, j], optimize=True)
     xp = np.pad(x64, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     windows = sliding_window_view(xp, (kh, kw), axis=(2, 3))
     dw = np.einsum("ncpqij,nfpq->fcij", windows, d64, optimize=True)
-    return dxp[:, :, pad:pad + H, pad:pad + W], dw, d64.sum(axis=(0, 2, 3))
+    return dxp[:, :, pad : pad + H, pad : pad + W], dw, d64.sum(axis=(0, 2, 3))
 
 
 def _data(rng, shape, positive):
@@ -381,8 +383,9 @@ def test_conv_geometry_past_2_31_elements_without_allocating():
     g = conv_geometry(_fake((3, 1, 2**16, 2**16)), _fake((1, 1, 3, 3)), None, stride=1, pad=1)
     assert g.out_shape == (3, 1, 2**16, 2**16) and chunk_images(g, 4) == 1
     # strides and dilation far apart, all at the bound
-    g = conv_geometry(_fake((2**20, 1, 2**11, 2**11)), _fake((1, 1, 2, 2)), None,
-                      stride=2**31 - 1, pad=2**31 - 1, dilation=2**31 - 1)
+    g = conv_geometry(
+        _fake((2**20, 1, 2**11, 2**11)), _fake((1, 1, 2, 2)), None, stride=2**31 - 1, pad=2**31 - 1, dilation=2**31 - 1
+    )
     assert (g.out_h, g.out_w) == (out_size(2**11, 2, 2**31 - 1, 2**31 - 1, 2**31 - 1),) * 2
 
 
@@ -425,8 +428,11 @@ def test_conv_hyperparameters_above_2_31_are_rejected(m, name):
 @pytest.mark.parametrize("m", MODULES)
 def test_pool_hyperparameters_above_2_31_are_rejected(m):
     x = np.zeros((1, 1, 5, 5))
-    for kwargs, name in [(dict(kernel_size=2**31), "kernel_size"), (dict(kernel_size=2, stride=2**63), "stride"),
-                         (dict(kernel_size=(2**32, 2**32), pad=2**31), "kernel_size")]:
+    for kwargs, name in [
+        (dict(kernel_size=2**31), "kernel_size"),
+        (dict(kernel_size=2, stride=2**63), "stride"),
+        (dict(kernel_size=(2**32, 2**32), pad=2**31), "kernel_size"),
+    ]:
         with pytest.raises(ValueError, match=rf"^{name} must be <= 2\*\*31 - 1"):
             m.max_pool_forward(x, **kwargs)
 

@@ -11,6 +11,7 @@ stay fast.
 CI also runs this file against a build with bounds checks on
 (``FASTCONV_CYTHON_DEBUG=1``, see ``test_build_mode``).
 """
+
 import os
 import zlib
 
@@ -45,8 +46,9 @@ def _out_hw(case):
     """The output size by the tests' own formula (_helpers.out_size), not the library's."""
     dilation = getattr(case, "dilation", (1, 1))
     stride = case.stride if case.stride is not None else case.kernel
-    return tuple(out_size(s, k, st, p, d) for s, k, st, p, d in
-                 zip((case.H, case.W), case.kernel, stride, case.pad, dilation))
+    return tuple(
+        out_size(s, k, st, p, d) for s, k, st, p, d in zip((case.H, case.W), case.kernel, stride, case.pad, dilation)
+    )
 
 
 def test_grid_covers_the_awkward_cases():
@@ -189,8 +191,11 @@ def test_max_pool_nan_propagates_in_both_paths(rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
-@pytest.mark.parametrize("kernel, stride, pad", [(2, 2, 0), (2, 2, 1), (3, 2, 0), (3, 2, 1)],
-                         ids=["k2-s2-p0", "k2-s2-p1", "k3-s2-p0", "k3-s2-p1"])
+@pytest.mark.parametrize(
+    "kernel, stride, pad",
+    [(2, 2, 0), (2, 2, 1), (3, 2, 0), (3, 2, 1)],
+    ids=["k2-s2-p0", "k2-s2-p1", "k3-s2-p0", "k3-s2-p1"],
+)
 def test_max_pool_stride2_kernels_match_naive_on_nan_inf_ties_and_zeros(rng, kernel, stride, pad, dtype):
     """The stride-2 kernels pick among pixel pairs and triples before the running maximum
     (fastconv/kernels/_im2col.pyx, _max_update_pair and _max_update_phases3): on ties, NaNs,
@@ -227,8 +232,14 @@ def test_conv_chunked_batch_equals_naive(monkeypatch, images_per_chunk, groups, 
     case = ConvConfig(7, 4, 6, 5, 4, (3, 2), (2, 1), (1, 1), (1, 2), groups, bias, dtype)
     workspace = _chunk_workspace(case, images_per_chunk)
     monkeypatch.setattr(fast, "WORKSPACE_BYTES", workspace)
-    g = conv_geometry(np.empty((7, 4, 6, 5), dtype), np.empty((4, 4 // groups, 3, 2), dtype),
-                           stride=(2, 1), pad=1, dilation=(1, 2), groups=groups)
+    g = conv_geometry(
+        np.empty((7, 4, 6, 5), dtype),
+        np.empty((4, 4 // groups, 3, 2), dtype),
+        stride=(2, 1),
+        pad=1,
+        dilation=(1, 2),
+        groups=groups,
+    )
     assert chunk_images(g, np.dtype(dtype).itemsize) == images_per_chunk
     chunks = []
     real_im2col = _kernels.im2col
@@ -300,6 +311,7 @@ FUSED_CASES = _fused_cases()
 
 def _fused_id(item):
     case, (k, s, p) = item
+
     def as_pair(v):
         return v if isinstance(v, tuple) else (v, v)
 
@@ -345,6 +357,7 @@ def test_conv_relu_pool_ties_and_zeros_bitwise(monkeypatch, pool, dtype, workers
     clipped to zero by ReLU. The fused path must route every gradient exactly as the
     three separate layers do (bitwise), in chunks of one image on one or two workers."""
     from fastconv.engine import threads as _parallel
+
     monkeypatch.setattr(fast, "WORKSPACE_BYTES", 1)
     monkeypatch.setattr(_parallel, "blas_threads", lambda: workers)
     rng = np.random.default_rng(7)
@@ -376,8 +389,9 @@ def test_conv_maxpool_relu_order_is_the_same_layer_bitwise(pool):
     pooled, pool_cache = naive.max_pool_forward(h, k, s, p)
     out, relu_cache = naive.relu_forward(pooled)
     dout = np.arange(1, out.size + 1, dtype=np.float64).reshape(out.shape)
-    want = (out,) + naive.conv_backward(naive.max_pool_backward(naive.relu_backward(dout, relu_cache), pool_cache),
-                                        conv_cache)
+    want = (out,) + naive.conv_backward(
+        naive.max_pool_backward(naive.relu_backward(dout, relu_cache), pool_cache), conv_cache
+    )
     got = _fused_run(fast, x, w, b, dict(stride=1, pad=1), pool, lambda o: dout)
     assert 0.1 < (out == 0).mean() < 0.9, "the data should clip some windows to zero, not all"
     for name, g, r in zip(("out", "dx", "dw", "db"), got, want):
@@ -414,8 +428,14 @@ def test_conv_relu_pool_argument_errors_name_the_pool_arguments():
 
 # ---------------------------------------------------------------------------- spatial batchnorm
 # (N, C, H, W, mean offset): fast's Cython passes against the numpy reference (naive's).
-BN_SHAPES = [(4, 3, 5, 6, 0.0), (1, 2, 1, 1, 0.0), (2, 5, 7, 3, 0.0), (3, 4, 8, 8, 1e3), (5, 1, 3, 9, -50.0),
-             (2, 3, 4, 4, 0.0)]
+BN_SHAPES = [
+    (4, 3, 5, 6, 0.0),
+    (1, 2, 1, 1, 0.0),
+    (2, 5, 7, 3, 0.0),
+    (3, 4, 8, 8, 1e3),
+    (5, 1, 3, 9, -50.0),
+    (2, 3, 4, 4, 0.0),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
@@ -426,8 +446,7 @@ def test_spatial_batchnorm_fast_equals_reference(shape, dtype):
     x = (rng.standard_normal((N, C, H, W)) * 2 + offset).astype(dtype)
     gamma, beta = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
     dout = rng.standard_normal(x.shape).astype(dtype)
-    running = {"running_mean": rng.standard_normal(C).astype(dtype),
-               "running_var": rng.random(C).astype(dtype) + 0.5}
+    running = {"running_mean": rng.standard_normal(C).astype(dtype), "running_var": rng.random(C).astype(dtype) + 0.5}
     results = []
     for module in (naive, fast):
         param = {"mode": "train", "momentum": 0.8, "eps": 1e-4, **{k: v.copy() for k, v in running.items()}}

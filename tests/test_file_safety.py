@@ -15,6 +15,7 @@
 Processes are real where the behaviour is about processes (a SIGKILL, a paused training,
 another user), each bounded in time.
 """
+
 import json
 import os
 import shutil
@@ -49,7 +50,7 @@ def _same_params(model, other):
 
 
 # ----------------------------------------------------- the model pair survives a crash at any step
-_SAVE_CHILD = r'''
+_SAVE_CHILD = r"""
 import os, signal, sys
 from pathlib import Path
 import fastconv._files as F
@@ -79,7 +80,7 @@ for name in ("atomic_write", "atomic_link", "remove_file"):
 model = M.Sequential("fc8-relu-fc", input_shape=(1, 4, 4), num_classes=3, seed=2)
 model.save(folder)
 print("SAVED")
-'''
+"""
 
 
 @posix_only
@@ -93,9 +94,13 @@ def test_a_sigkill_during_a_save_leaves_one_consistent_model(tmp_path, kill_at):
     old, new = _model(1), _model(2)
     old.save(folder)
     (tmp_path / "child.py").write_text(_SAVE_CHILD)
-    child = subprocess.run([sys.executable, str(tmp_path / "child.py"), str(folder), str(kill_at)],
-                           capture_output=True, text=True, timeout=60,
-                           env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    child = subprocess.run(
+        [sys.executable, str(tmp_path / "child.py"), str(folder), str(kill_at)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+    )
     killed = child.returncode == -signal.SIGKILL
     assert killed or child.stdout.strip() == "SAVED", child.stderr
     loaded = load_model(folder)  # what predict, evaluate and serve do
@@ -148,7 +153,7 @@ def test_a_reader_that_meets_a_save_half_way_reads_the_new_model(tmp_path, monke
 
 
 # ------------------------------------------------------------ the folder is resolved once and held
-_PAUSE_CHILD = r'''
+_PAUSE_CHILD = r"""
 import sys
 from fastconv import solver as S
 from fastconv.__main__ import main
@@ -167,7 +172,7 @@ def step(self, idx):
 
 S.Solver._step = step
 sys.exit(main(argv))
-'''
+"""
 
 
 @posix_only
@@ -183,9 +188,14 @@ def test_repointing_the_out_link_mid_run_changes_nothing_for_the_run(crash_env):
     before = _snapshot(runs / "b")
     (runs / "latest").symlink_to("a")
     (root / "child.py").write_text(_PAUSE_CHILD)
-    child = subprocess.Popen([sys.executable, str(root / "child.py"), "2", *crash._argv(runs / "latest")],
-                             env=crash_env["env"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, str(root / "child.py"), "2", *crash._argv(runs / "latest")],
+        env=crash_env["env"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     with crash.reaped(child):
         assert child.stdout.readline().strip() == "PAUSED", child.stderr.read() if child.poll() is not None else ""
         (runs / "next").symlink_to("b")
@@ -219,10 +229,17 @@ def crash_env(tmp_path_factory):
     """Tiny fashion-mnist files (120 training images: 5 steps per epoch), no network or other data."""
     root = tmp_path_factory.mktemp("folders")
     crash.write_learnable_set(root / "data" / "fashion-mnist", np.random.default_rng(0), 120, 30)
-    environ = dict(os.environ, FASTCONV_DATA=str(root / "data"), HOME=str(root / "home"),
-                   FASTCONV_MALLOC_TUNING="0", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                   PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
-                                                         os.environ.get("PYTHONPATH")) if p))
+    environ = dict(
+        os.environ,
+        FASTCONV_DATA=str(root / "data"),
+        HOME=str(root / "home"),
+        FASTCONV_MALLOC_TUNING="0",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+        ),
+    )
     return {"root": root, "env": environ}
 
 
@@ -231,8 +248,16 @@ def _solver(tmp_path, epochs, seed=0, batch_size=2):
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((64, 1, 4, 4)).astype(np.float32), rng.integers(0, 3, 64)
     data = {"X_train": X[:48], "y_train": y[:48], "X_val": X[48:], "y_val": y[48:]}
-    return S.Solver(_model(seed), data, update_rule="adam", batch_size=batch_size, num_epochs=epochs,
-                    checkpoint_dir=tmp_path, seed=0, verbose=False)
+    return S.Solver(
+        _model(seed),
+        data,
+        update_rule="adam",
+        batch_size=batch_size,
+        num_epochs=epochs,
+        checkpoint_dir=tmp_path,
+        seed=0,
+        verbose=False,
+    )
 
 
 def test_every_checkpoint_the_writer_makes_the_reader_takes(tmp_path, monkeypatch):
@@ -278,8 +303,9 @@ def _compressed_model(folder, tamper=None):
         arrays = tamper(arrays)
     folder.mkdir()
     np.savez_compressed(folder / "model.npz", **arrays)
-    spec = dict(model.spec(), arrays=model.state_manifest(), npz="model.npz",
-                npz_sha256=_files.sha256_of(folder / "model.npz"))
+    spec = dict(
+        model.spec(), arrays=model.state_manifest(), npz="model.npz", npz_sha256=_files.sha256_of(folder / "model.npz")
+    )
     (folder / "model.json").write_text(json.dumps(spec))
     return folder
 
@@ -359,7 +385,7 @@ def test_the_lock_file_is_private(tmp_path):
         assert stat.S_IMODE(os.stat(tmp_path / "run" / ".fastconv.lock").st_mode) == 0o600
 
 
-_HOLD_CHILD = r'''
+_HOLD_CHILD = r"""
 import fcntl, os, sys, time
 lock, uid = sys.argv[1], int(sys.argv[2])
 if uid >= 0:
@@ -372,13 +398,17 @@ except OSError as exc:
     sys.exit(0)
 print("HOLDING", flush=True)
 time.sleep(30)
-'''
+"""
 
 
 def _holder(tmp_path, lock, uid):
     (tmp_path / "hold.py").write_text(_HOLD_CHILD)
-    return subprocess.Popen([sys.executable, str(tmp_path / "hold.py"), str(lock), str(uid)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(tmp_path / "hold.py"), str(lock), str(uid)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to act as another user")
@@ -436,8 +466,10 @@ def test_claiming_a_folder_removes_the_temporary_files_of_dead_writers(tmp_path,
     _model(1).save(out)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = [out / f".{name}.tmp{dead.pid}.0123abcd" for name in ("model.npz", "model.json", "history.json",
-                                                                 "loss.png", "model.next.npz")]
+    stale = [
+        out / f".{name}.tmp{dead.pid}.0123abcd"
+        for name in ("model.npz", "model.json", "history.json", "loss.png", "model.next.npz")
+    ]
     live = out / f".model.npz.tmp{os.getppid()}.89abcdef"
     for p in (*stale, live):
         p.write_bytes(b"torn")

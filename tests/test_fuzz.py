@@ -19,6 +19,7 @@ seeds. CI runs this file twice: against the release build
 (``FASTCONV_EXPECT_DEBUG_BUILD=1``); ``test_worker_runs_the_expected_build``
 proves the workers loaded that build, and skips when the variable is unset.
 """
+
 import os
 import signal
 
@@ -32,22 +33,48 @@ import _fuzz_cases as fz
 SEED = 20250611
 GROUPS = {
     "core": ("conv", "max_pool", "avg_pool"),
-    "compat": ("cs231n_conv", "cs231n_conv_relu", "cs231n_conv_relu_pool", "cs231n_conv_bn_relu",
-               "cs231n_max_pool", "sichkar_conv", "sichkar_max_pool"),
+    "compat": (
+        "cs231n_conv",
+        "cs231n_conv_relu",
+        "cs231n_conv_relu_pool",
+        "cs231n_conv_bn_relu",
+        "cs231n_max_pool",
+        "sichkar_conv",
+        "sichkar_max_pool",
+    ),
 }
 CASES = {"core": 2500, "compat": 2100}
 TIMEOUT = 5.0  # seconds per case; the slowest real case takes well under one, even bounds-checked
 
 EXPECTED_FUNCTIONS = {
-    "core": {f"fastconv.{m}.{kind}_{d}" for m in ("fast", "naive") for kind in ("conv", "max_pool", "avg_pool")
-             for d in ("forward", "backward")},
-    "compat": {f"fastconv.compat.cs231n.{name}_{d}" for d in ("forward", "backward")
-               for name in ("conv", "conv_relu", "conv_relu_pool", "conv_bn_relu")}
-    | {f"fastconv.compat.cs231n.{kind}_{d}_{variant}" for kind in ("conv", "max_pool") for d in ("forward", "backward")
-       for variant in (("naive", "fast", "im2col", "strides") if kind == "conv"
-                       else ("naive", "fast", "reshape", "im2col"))}
-    | {f"fastconv.compat.sichkar.{name}" for name in ("cnn_forward_naive", "cnn_backward_naive",
-                                                      "max_pooling_forward_naive", "max_pooling_backward_naive")},
+    "core": {
+        f"fastconv.{m}.{kind}_{d}"
+        for m in ("fast", "naive")
+        for kind in ("conv", "max_pool", "avg_pool")
+        for d in ("forward", "backward")
+    },
+    "compat": {
+        f"fastconv.compat.cs231n.{name}_{d}"
+        for d in ("forward", "backward")
+        for name in ("conv", "conv_relu", "conv_relu_pool", "conv_bn_relu")
+    }
+    | {
+        f"fastconv.compat.cs231n.{kind}_{d}_{variant}"
+        for kind in ("conv", "max_pool")
+        for d in ("forward", "backward")
+        for variant in (
+            ("naive", "fast", "im2col", "strides") if kind == "conv" else ("naive", "fast", "reshape", "im2col")
+        )
+    }
+    | {
+        f"fastconv.compat.sichkar.{name}"
+        for name in (
+            "cnn_forward_naive",
+            "cnn_backward_naive",
+            "max_pooling_forward_naive",
+            "max_pooling_backward_naive",
+        )
+    },
 }
 # conv_forward_naive etc. are reported under the name the case called
 EXPECTED_FUNCTIONS["compat"] -= {f"fastconv.compat.cs231n.conv_{d}" for d in ("forward", "backward")}

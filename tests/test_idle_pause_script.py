@@ -1,6 +1,7 @@
 """benchmarks/idle_pause.py (the first call after an idle pause against steady state) runs end
 to end on tiny shapes, and refuses bad arguments. Its numbers are not checked: they need an
 idle machine (docs/performance.md, "After an idle pause")."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "idle_pause.py"
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600)
 
 
 def test_quick_run_prints_one_row_per_workload():
@@ -27,11 +27,14 @@ def test_quick_run_prints_one_row_per_workload():
             assert all(int(a) <= int(b) for a, b in (steady.split("/"), paused.split("/")))
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--workloads", "W9nope"), "--workloads: unknown W9nope"),
-    (("--rounds", 2), "need --rounds >= 3"),
-    (("--pause", -1), "need --rounds >= 3, --pause >= 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--workloads", "W9nope"), "--workloads: unknown W9nope"),
+        (("--rounds", 2), "need --rounds >= 3"),
+        (("--pause", -1), "need --rounds >= 3, --pause >= 0"),
+    ],
+)
 def test_bad_arguments_are_errors(args, message):
     proc = _run(*args)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr

@@ -6,6 +6,7 @@ of channel c, column ``n*P + oh*out_w + ow`` is output pixel (oh, ow) of image
 n; the tap reads ``x[n, c, oh*stride_h - pad_h + i*dil_h, ow*stride_w - pad_w + j*dil_w]``,
 zero outside the image. The references below are that sentence written as loops.
 """
+
 import numpy as np
 import pytest
 
@@ -176,9 +177,14 @@ def test_adjoint_identity_catches_a_wrong_col2im(rng):
         check_adjoint(*_im2col_pair(geo, np.float64, forget_row=4), x, c)
 
 
-@pytest.mark.parametrize("geo", [(4, 8, 20, 24, (3, 3), (2, 1), (1, 2), (1, 2)),   # row by row
-                                 (4, 8, 20, 24, (3, 3), (1, 1), (1, 1), (1, 1))],  # flat: stride 1, same width
-                         ids=["rows", "flat"])
+@pytest.mark.parametrize(
+    "geo",
+    [
+        (4, 8, 20, 24, (3, 3), (2, 1), (1, 2), (1, 2)),  # row by row
+        (4, 8, 20, 24, (3, 3), (1, 1), (1, 1), (1, 1)),
+    ],  # flat: stride 1, same width
+    ids=["rows", "flat"],
+)
 def test_im2col_and_col2im_give_the_same_bits_on_any_thread_count(rng, geo):
     """8 OpenMP threads (more than the cores, so that they are preempted mid-loop) write the
     same cols and dx as one: a per-iteration variable that the threads of a prange share
@@ -256,8 +262,9 @@ def _max_pool_kernels(x, out_h, out_w, kh, kw, sh, sw, ph, pw, threads):
 
 @pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
-@pytest.mark.parametrize("geo", POOL_PATH_GEOMETRIES,
-                         ids=lambda g: f"x{g[0]}x{g[1]}-k{g[2][0]}x{g[2][1]}-s{pair_id(g[3])}-p{pair_id(g[4])}")
+@pytest.mark.parametrize(
+    "geo", POOL_PATH_GEOMETRIES, ids=lambda g: f"x{g[0]}x{g[1]}-k{g[2][0]}x{g[2][1]}-s{pair_id(g[3])}-p{pair_id(g[4])}"
+)
 def test_max_pool_phased_and_direct_kernels_agree(rng, geo, dtype, threads):
     H, W, (kh, kw), (sh, sw), (ph, pw) = geo
     out_h, out_w = out_size(H, kh, sh, ph, 1), out_size(W, kw, sw, pw, 1)
@@ -276,11 +283,13 @@ def test_max_pool_kernels_reject_scratch_too_small():
     out, argmax = np.empty((3, 4, 4)), np.empty((3, 4, 4), dtype=np.int32)
     rows, lanes = _im2col.max_pool_phased_scratch(8, 9, 4, 3, 2)
     with pytest.raises(ValueError, match="scratch"):
-        _im2col.max_pool_phased(x, out, argmax, 3, 3, 2, 2, 1, 1, np.empty((1, rows - 1)),
-                                np.empty((1, lanes), np.int32), 1)
+        _im2col.max_pool_phased(
+            x, out, argmax, 3, 3, 2, 2, 1, 1, np.empty((1, rows - 1)), np.empty((1, lanes), np.int32), 1
+        )
     with pytest.raises(ValueError, match="scratch"):  # a row per thread
-        _im2col.max_pool_phased(x, out, argmax, 3, 3, 2, 2, 1, 1, np.empty((1, rows)),
-                                np.empty((1, lanes), np.int32), 2)
+        _im2col.max_pool_phased(
+            x, out, argmax, 3, 3, 2, 2, 1, 1, np.empty((1, rows)), np.empty((1, lanes), np.int32), 2
+        )
     with pytest.raises(ValueError, match="columns"):
         _im2col.max_pool_direct(x, out, argmax, 3, 3, 2, 2, 1, 1, np.empty((2, 2), np.intp), 1)
     with pytest.raises(ValueError, match="num_threads"):
@@ -312,8 +321,9 @@ AVG_TILE_GEOMETRIES = [
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
-@pytest.mark.parametrize("geo", AVG_TILE_GEOMETRIES,
-                         ids=lambda g: f"x{g[0]}x{g[1]}-k{g[2][0]}x{g[2][1]}-p{pair_id(g[3])}")
+@pytest.mark.parametrize(
+    "geo", AVG_TILE_GEOMETRIES, ids=lambda g: f"x{g[0]}x{g[1]}-k{g[2][0]}x{g[2][1]}-p{pair_id(g[3])}"
+)
 def test_avg_pool_backward_tiles_bitwise(rng, geo, dtype):
     """Each pixel gets 0.0 + dout * (1 / (kh*kw)) from its window, or 0.0: the same bits
     as zero-fill-then-add (a -0.0 gradient gives +0.0), NaN and inf passed through."""

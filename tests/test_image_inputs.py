@@ -6,6 +6,7 @@ files), and file names that cannot forge a line of predict's output.
 The command-line cases run the real command in a subprocess (what a user sees: the exit status and
 the bytes on stderr), on the tiny model of tests/test_cli_errors.py.
 """
+
 import io
 import re
 import struct
@@ -38,9 +39,15 @@ def png_of(rows, width, height, colour_type=0, depth=8, idat_chunks=1, between=b
     packer = zlib.compressobj(9)
     data = b"".join(packer.compress(row) for row in rows) + packer.flush()
     step = -(-len(data) // idat_chunks)
-    parts = [_chunk(b"IDAT", data[i:i + step]) for i in range(0, len(data), step)]
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0))
-            + parts[0] + between + b"".join(parts[1:]) + _chunk(b"IEND", b""))
+    parts = [_chunk(b"IDAT", data[i : i + step]) for i in range(0, len(data), step)]
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0))
+        + parts[0]
+        + between
+        + b"".join(parts[1:])
+        + _chunk(b"IEND", b"")
+    )
 
 
 def grey_png(seed=0, idat_chunks=4, between=b""):
@@ -74,14 +81,18 @@ def test_a_huge_image_is_refused_from_its_header_before_decoding(tmp_path):
     path = tmp_path / "huge.png"
     path.write_bytes(png_of((row for _ in range(13000)), 13000, 13000))
     assert path.stat().st_size < 200_000
-    code = ("import resource, sys\nfrom fastconv._inputs import read_image\nimport PIL.Image\n"
-            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "try:\n    read_image(sys.argv[1], (1, 28, 28))\nexcept ValueError as exc:\n    print(exc)\n"
-            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n")
+    code = (
+        "import resource, sys\nfrom fastconv._inputs import read_image\nimport PIL.Image\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n    read_image(sys.argv[1], (1, 28, 28))\nexcept ValueError as exc:\n    print(exc)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
+    )
     proc = subprocess.run(python_code(code, path), capture_output=True, text=True, timeout=120)
     message, grown_mib = proc.stdout.strip().splitlines()
-    assert message == (f"{path}: the image is 13000x13000 pixels, more than the 4194304 pixels an image may "
-                       "have for this model's 28x28 input; scale it down first"), proc.stderr
+    assert message == (
+        f"{path}: the image is 13000x13000 pixels, more than the 4194304 pixels an image may "
+        "have for this model's 28x28 input; scale it down first"
+    ), proc.stderr
     assert int(grown_mib) < 100
 
 
@@ -109,8 +120,7 @@ def test_a_pipe_is_read_up_to_the_bound_then_refused(env):  # noqa: F811
     after reading at most the bound (MAX_IMAGE_BYTES) and a pipe's buffer; the test's writer stops
     at 4 times the bound (which it reaches only if the whole stream is read)."""
     cmd = python_module("fastconv", "predict", "--model", env["model"], "/dev/stdin")
-    proc = subprocess.Popen(cmd, env=env["env"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=env["env"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     written, chunk, cap = [0], b"\0" * (1 << 20), 4 * MAX_IMAGE_BYTES
 
     def feed():
@@ -133,8 +143,10 @@ def test_a_pipe_is_read_up_to_the_bound_then_refused(env):  # noqa: F811
     writer.join(10)
     lines = err.decode().strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, err
-    assert lines[0] == (f"fastconv predict: error: /dev/stdin: more than the limit of {MAX_IMAGE_BYTES} bytes for "
-                        "an image (a pipe or a device that does not end?)")
+    assert lines[0] == (
+        f"fastconv predict: error: /dev/stdin: more than the limit of {MAX_IMAGE_BYTES} bytes for "
+        "an image (a pipe or a device that does not end?)"
+    )
     assert written[0] < MAX_IMAGE_BYTES + (8 << 20)
 
 
@@ -162,7 +174,9 @@ def test_a_junk_chunk_between_idat_chunks(tmp_path, env):  # noqa: F811
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.splitlines() == [
         f"fastconv predict: error: {tmp_path / 'bad.png'}: not a readable image (SyntaxError: broken PNG file "
-        "(chunk b'\\x00\\x01\\x02\\x03'))", "fastconv predict: 1 of 3 inputs failed"]
+        "(chunk b'\\x00\\x01\\x02\\x03'))",
+        "fastconv predict: 1 of 3 inputs failed",
+    ]
     assert [line.split(": ")[0] for line in proc.stdout.splitlines()] == [str(good), str(good)]
 
 
@@ -171,7 +185,7 @@ def _mutants(data, rng, count):
     for _ in range(count):
         raw = bytearray(data)
         if rng.random() < 0.1:
-            yield bytes(raw[:rng.integers(1, len(raw))])
+            yield bytes(raw[: rng.integers(1, len(raw))])
             continue
         for at in rng.integers(0, len(raw), rng.integers(1, 5)):
             raw[at] = rng.integers(0, 256)
@@ -189,7 +203,8 @@ def test_fuzzed_images_give_an_image_or_one_line(fmt):
     else:
         buf = io.BytesIO()
         Image.fromarray(np.random.default_rng(1).integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(
-            buf, format="JPEG", quality=90)
+            buf, format="JPEG", quality=90
+        )
         data = buf.getvalue()
     refused = 0
     for i, body in enumerate(_mutants(data, rng, 1500)):
@@ -225,13 +240,16 @@ def test_file_names_are_escaped_in_predicts_output(tmp_path, env, capsys):  # no
     assert err.count("\n") == 2 and err.startswith(f"fastconv predict: error: {repr(str(bad))}: "), err
 
 
-@pytest.mark.parametrize("name, shown", [
-    ("plain name.png", "plain name.png"),
-    ("a\nb.png", "'a\\nb.png'"),
-    ("tab\there.png", "'tab\\there.png'"),
-    ("back\\slash.png", "'back\\\\slash.png'"),
-    ("'quoted'.png", "\"'quoted'.png\""),
-    (b"\xff.png", "'\\udcff.png'"),
-])
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("plain name.png", "plain name.png"),
+        ("a\nb.png", "'a\\nb.png'"),
+        ("tab\there.png", "'tab\\there.png'"),
+        ("back\\slash.png", "'back\\\\slash.png'"),
+        ("'quoted'.png", "\"'quoted'.png\""),
+        (b"\xff.png", "'\\udcff.png'"),
+    ],
+)
 def test_display_name(name, shown):
     assert display_name(name) == shown

@@ -8,6 +8,7 @@ CPU can run. Every fast layer is run here once on the baseline and once on each 
 build this CPU and install can run, on inputs with ties, NaN, -inf and signed zeros, and
 the results must be equal byte for byte.
 """
+
 import importlib
 import os
 import platform
@@ -41,7 +42,7 @@ def _build(isa):
 def _at_least_as_wide(isa):
     """The optional builds that auto tries before ``isa``, and ``isa``."""
     names = [b.isa for b in _isa.OPTIONAL]
-    return names[:names.index(isa) + 1]
+    return names[: names.index(isa) + 1]
 
 
 def test_fast_runs_the_widest_build_the_cpu_can_run():
@@ -136,8 +137,9 @@ def test_environment_variable_with_a_bad_value_is_a_clear_error():
 def _without_features(monkeypatch, prefix):
     """This process's baseline build answers that the CPU has no feature starting with ``prefix``."""
     real = baseline.cpu_supports
-    monkeypatch.setattr(baseline, "cpu_supports",
-                        lambda features: real(features) and not any(f.startswith(prefix) for f in features))
+    monkeypatch.setattr(
+        baseline, "cpu_supports", lambda features: real(features) and not any(f.startswith(prefix) for f in features)
+    )
 
 
 @pytest.mark.parametrize("isa", OPTIONAL)
@@ -165,8 +167,9 @@ def test_without_any_optional_build_it_is_the_baseline_with_each_reason(monkeypa
     module, reason = _kernels._load()
     assert module is baseline
     lacking = [", ".join(f for f in b.features if f.startswith("avx")) for b in _isa.OPTIONAL]
-    assert reason == "; ".join(f"not {b.isa}: this CPU (or OS) lacks {missing}"
-                               for b, missing in zip(_isa.OPTIONAL, lacking)), reason
+    assert reason == "; ".join(
+        f"not {b.isa}: this CPU (or OS) lacks {missing}" for b, missing in zip(_isa.OPTIONAL, lacking)
+    ), reason
 
 
 @pytest.mark.parametrize("isa", OPTIONAL)
@@ -349,8 +352,9 @@ def test_auto_passes_direct_over_without_fma(monkeypatch):
 @pytest.mark.parametrize("layer", sorted(LAYERS))
 def test_builds_agree_bit_for_bit(monkeypatch, layer, dtype, isa):
     other = _build(isa)
-    _assert_same_bytes(_run_on(monkeypatch, baseline, layer, dtype), _run_on(monkeypatch, other, layer, dtype),
-                       f"{layer} on {isa}")
+    _assert_same_bytes(
+        _run_on(monkeypatch, baseline, layer, dtype), _run_on(monkeypatch, other, layer, dtype), f"{layer} on {isa}"
+    )
 
 
 class _OneUlpOff:
@@ -384,11 +388,17 @@ def _prange_indices(source):
     the type from the ``cdef TYPE ... NAME`` declarations of the enclosing function."""
     found = []
     for m in re.finditer(r"for\s+(\w+)\s+in\s+prange\(", source):
-        start = max(source.rfind("\ndef ", 0, m.start()), source.rfind("\ncdef ", 0, m.start()),
-                    source.rfind("\ncpdef ", 0, m.start()))
+        start = max(
+            source.rfind("\ndef ", 0, m.start()),
+            source.rfind("\ncdef ", 0, m.start()),
+            source.rfind("\ncpdef ", 0, m.start()),
+        )
         declared = None
-        for d in re.finditer(r"^\s+cdef\s+([\w ]+?)\s+((?:\w+(?:\s*=\s*[^,\n]+)?\s*,\s*)*\w+(?:\s*=\s*[^,\n]+)?)\s*$",
-                             source[start:m.start()], re.M):
+        for d in re.finditer(
+            r"^\s+cdef\s+([\w ]+?)\s+((?:\w+(?:\s*=\s*[^,\n]+)?\s*,\s*)*\w+(?:\s*=\s*[^,\n]+)?)\s*$",
+            source[start : m.start()],
+            re.M,
+        ):
             names = [part.split("=")[0].strip() for part in d.group(2).split(",")]
             if m.group(1) in names:
                 declared = d.group(1).strip()
@@ -409,8 +419,10 @@ def test_every_prange_index_is_signed():
 
 
 def test_the_prange_check_catches_an_unsigned_index():
-    source = ("\ncdef void k(Py_ssize_t n) noexcept nogil:\n    cdef size_t t\n    cdef Py_ssize_t i, j = 0\n"
-              "    for t in prange(n):\n        pass\n    for j in prange(n):\n        pass\n")
+    source = (
+        "\ncdef void k(Py_ssize_t n) noexcept nogil:\n    cdef size_t t\n    cdef Py_ssize_t i, j = 0\n"
+        "    for t in prange(n):\n        pass\n    for j in prange(n):\n        pass\n"
+    )
     assert _prange_indices(source) == [("t", "size_t"), ("j", "Py_ssize_t")]
 
 

@@ -4,6 +4,7 @@ Gradients against centred numerical gradients in float64; values of
 forwards, running statistics and test modes against formulas written out
 here; and float32 kept end to end.
 """
+
 import numpy as np
 import pytest
 
@@ -13,9 +14,18 @@ import fastconv.naive as naive
 from fastconv.testing import GRAD_TOL, numerical_gradient, rel_error
 
 SHARED = [
-    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward",
-    "sigmoid_backward", "dropout_forward", "dropout_backward", "batchnorm_forward",
-    "batchnorm_backward", "softmax_loss", "svm_loss",
+    "affine_forward",
+    "affine_backward",
+    "relu_forward",
+    "relu_backward",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "softmax_loss",
+    "svm_loss",
 ]
 # spatial_batchnorm_* are shared by naive (the numpy reference, here) but fast has its own
 # Cython passes: tests/test_equivalence.py compares the two.
@@ -242,8 +252,10 @@ def test_float32_is_kept_by_every_shared_layer(rng):
     out, cache = layers.affine_forward(x, w, b)
     assert _all_float32(out, *layers.affine_backward(np.ones_like(out), cache))
 
-    for forward, backward in [(layers.relu_forward, layers.relu_backward),
-                              (layers.sigmoid_forward, layers.sigmoid_backward)]:
+    for forward, backward in [
+        (layers.relu_forward, layers.relu_backward),
+        (layers.sigmoid_forward, layers.sigmoid_backward),
+    ]:
         out, cache = forward(x)
         assert _all_float32(out, backward(np.ones_like(out), cache)), forward.__name__
 

@@ -7,6 +7,7 @@ error line from the command) naming the file and what is wrong, and, where the b
 resource bomb, that the refusal costs almost no memory (``tracemalloc`` sees numpy's
 allocations and Python's).
 """
+
 import gzip
 import json
 import os
@@ -92,33 +93,57 @@ def _layers(i, **change):
     return lambda s: s["config"]["layers"][i].update(change)
 
 
-@pytest.mark.parametrize("change, match", [
-    (_layers(3, units=10**7), r"layer 3 \(fc10000000\).*parameters, more than the limit"),
-    (_layers(3, units=300000), "array manifest does not match"),  # within the limits: 235M parameters
-    (_layers(0, filters=2**31), r"layer 0 \(conv2147483648x3\).*more than the limit"),
-    (_layers(0, pad=2**40), r"layer 0 \(conv\) pad must be <= 2\*\*31 - 1"),
-    (lambda s: s["config"].update(input_shape=[1, 100000, 100000]),
-     r"input_shape \(1, 100000, 100000\): takes 40,000,000,000 bytes per image"),
-    (lambda s: s["config"].update(input_shape=[1, 1e5, 1e5]), "input_shape must be an int"),
-    (lambda s: s["config"].update(layers="conv1000000x3-fc"), r"layer 0 \(conv1000000x3\).*bytes per image"),
-    (lambda s: s["config"].update(layers="conv4x3p1073741811-fc"), r"layer 0 \(conv4x3p1073741811\)"),
-], ids=["units-1e7", "units-3e5", "filters-2**31", "pad-2**40", "input-1e5", "input-float", "filters-1e6",
-        "int64-wrap"])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (_layers(3, units=10**7), r"layer 3 \(fc10000000\).*parameters, more than the limit"),
+        (_layers(3, units=300000), "array manifest does not match"),  # within the limits: 235M parameters
+        (_layers(0, filters=2**31), r"layer 0 \(conv2147483648x3\).*more than the limit"),
+        (_layers(0, pad=2**40), r"layer 0 \(conv\) pad must be <= 2\*\*31 - 1"),
+        (
+            lambda s: s["config"].update(input_shape=[1, 100000, 100000]),
+            r"input_shape \(1, 100000, 100000\): takes 40,000,000,000 bytes per image",
+        ),
+        (lambda s: s["config"].update(input_shape=[1, 1e5, 1e5]), "input_shape must be an int"),
+        (lambda s: s["config"].update(layers="conv1000000x3-fc"), r"layer 0 \(conv1000000x3\).*bytes per image"),
+        (lambda s: s["config"].update(layers="conv4x3p1073741811-fc"), r"layer 0 \(conv4x3p1073741811\)"),
+    ],
+    ids=[
+        "units-1e7",
+        "units-3e5",
+        "filters-2**31",
+        "pad-2**40",
+        "input-1e5",
+        "input-float",
+        "filters-1e6",
+        "int64-wrap",
+    ],
+)
 def test_model_json_sized_before_anything_is_allocated(saved, change, match):
     _rewrite(saved, change)
     message = _refused(lambda: M.load_model(saved), match)
     assert message.startswith(f"{saved}: "), message
 
 
-@pytest.mark.parametrize("spec, match", [
-    ("conv4x3p1073741811-fc", r"layer 0 \(conv4x3p1073741811\) on input \(1, 28, 28\) with output "
-                              r"\(4, 2147483648, 2147483648\): takes"),
-    ("conv4x3p99999999999", r"layer 0 \(conv\) pad must be <= 2\*\*31 - 1, got 99999999999"),
-    ("fc100000-relu-fc100000-relu", r"layer 2 \(fc100000\) on input \(100000,\): brings the model to 10,078,600,000 "
-                          "parameters"),
-    # small outputs, but one image's im2col matrix (512 * 63 * 63, 28 * 28) would take 6 GB
-    ("conv512x3-conv1x63p31", r"layer 1 \(conv1x63p31\) on input \(512, 28, 28\) with output \(1, 28, 28\)"),
-], ids=["int64-wrap", "pad", "parameters", "im2col"])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        (
+            "conv4x3p1073741811-fc",
+            r"layer 0 \(conv4x3p1073741811\) on input \(1, 28, 28\) with output "
+            r"\(4, 2147483648, 2147483648\): takes",
+        ),
+        ("conv4x3p99999999999", r"layer 0 \(conv\) pad must be <= 2\*\*31 - 1, got 99999999999"),
+        (
+            "fc100000-relu-fc100000-relu",
+            r"layer 2 \(fc100000\) on input \(100000,\): brings the model to 10,078,600,000 "
+            "parameters",
+        ),
+        # small outputs, but one image's im2col matrix (512 * 63 * 63, 28 * 28) would take 6 GB
+        ("conv512x3-conv1x63p31", r"layer 1 \(conv1x63p31\) on input \(512, 28, 28\) with output \(1, 28, 28\)"),
+    ],
+    ids=["int64-wrap", "pad", "parameters", "im2col"],
+)
 def test_layer_string_sized_before_anything_is_allocated(spec, match):
     _refused(lambda: M.build_model(spec, (1, 28, 28), 10), match)
     _refused(lambda: M.build_model(spec, (1, 28, 28), 10, dtype=np.float64), match.split(":")[0])
@@ -128,8 +153,18 @@ def test_model_argument_of_the_command_line(tmp_path, monkeypatch, capsys):
     write_idx_set(tmp_path / "data" / "fashion-mnist", np.random.default_rng(0), n_train=20, n_test=5)
     monkeypatch.setenv("FASTCONV_DATA", str(tmp_path / "data"))
     monkeypatch.setattr(D.registry, "SYSTEM_DIRS", {})
-    code = main(["train", "--no-download", "--model", "conv4x3p1073741811-fc", "--out", str(tmp_path / "run"),
-                 "--quiet", "--no-plots"])
+    code = main(
+        [
+            "train",
+            "--no-download",
+            "--model",
+            "conv4x3p1073741811-fc",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+            "--no-plots",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1, err
     assert err[0].startswith("fastconv train: error: layer 0 (conv4x3p1073741811) on input (1, 28, 28)"), err
@@ -150,19 +185,41 @@ def test_limits_are_inclusive_and_read_at_build_time(monkeypatch):
         M.Sequential("fc4-relu", input_shape=(1, 2, 3), num_classes=2, dtype=np.float64)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: M.ConvNet1(initialize=False),
-    lambda: M.FullyConnectedNet(initialize=False),
-    lambda: M.build_model("conv32x3-bn-maxpool2-relu-conv64x3-bn-maxpool2-relu-fc256-relu-dropout0.3-fc",
-                          (1, 28, 28), 10, initialize=False),
-    lambda: M.build_model("conv256x3-bn-relu-conv256x3-bn-relu-maxpool2-fc1024-relu-fc", (3, 32, 32), 10,
-                          initialize=False),
-    # VGG-16 on ImageNet-sized images: 138M parameters, about 240 MB per image in float32
-    lambda: M.build_model("-".join(["conv64x3-relu"] * 2 + ["maxpool2"] + ["conv128x3-relu"] * 2 + ["maxpool2"]
-                                   + ["conv256x3-relu"] * 3 + ["maxpool2"] + ["conv512x3-relu"] * 3 + ["maxpool2"]
-                                   + ["conv512x3-relu"] * 3 + ["maxpool2", "fc4096-relu-fc4096-relu-fc"]),
-                          (3, 224, 224), 1000, initialize=False),
-], ids=["convnet1", "fc", "recipe", "cifar-wide", "vgg16"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: M.ConvNet1(initialize=False),
+        lambda: M.FullyConnectedNet(initialize=False),
+        lambda: M.build_model(
+            "conv32x3-bn-maxpool2-relu-conv64x3-bn-maxpool2-relu-fc256-relu-dropout0.3-fc",
+            (1, 28, 28),
+            10,
+            initialize=False,
+        ),
+        lambda: M.build_model(
+            "conv256x3-bn-relu-conv256x3-bn-relu-maxpool2-fc1024-relu-fc", (3, 32, 32), 10, initialize=False
+        ),
+        # VGG-16 on ImageNet-sized images: 138M parameters, about 240 MB per image in float32
+        lambda: M.build_model(
+            "-".join(
+                ["conv64x3-relu"] * 2
+                + ["maxpool2"]
+                + ["conv128x3-relu"] * 2
+                + ["maxpool2"]
+                + ["conv256x3-relu"] * 3
+                + ["maxpool2"]
+                + ["conv512x3-relu"] * 3
+                + ["maxpool2"]
+                + ["conv512x3-relu"] * 3
+                + ["maxpool2", "fc4096-relu-fc4096-relu-fc"]
+            ),
+            (3, 224, 224),
+            1000,
+            initialize=False,
+        ),
+    ],
+    ids=["convnet1", "fc", "recipe", "cifar-wide", "vgg16"],
+)
 def test_real_models_fit_the_limits(make):
     model = make()
     assert 0 < model.parameter_count <= M.MAX_PARAMETERS
@@ -207,13 +264,16 @@ def test_npy_header_checked_against_the_file_size(predict_model, tmp_path, capsy
     huge = tmp_path / "huge.npy"
     huge.write_bytes(_npy_header((100000, 4, 4)) + bytes(48))
     result, peak = _peak_bytes(lambda: _predict(capsys, predict_model, huge))
-    _one_error(result, "huge.npy: its header declares an array uint8 (100000, 4, 4) of 1600000 bytes, "
-                       "but the file holds 48 bytes")
+    _one_error(
+        result,
+        "huge.npy: its header declares an array uint8 (100000, 4, 4) of 1600000 bytes, but the file holds 48 bytes",
+    )
     assert peak < 4 * MiB
     # the issue's file: 129 bytes claiming (100000, 100000, 28), 261 GiB, for a 28x28 model
     bomb = tmp_path / "bomb.npy"
     bomb.write_bytes(_npy_header((100000, 100000, 28)) + bytes(1))
     from fastconv._inputs import read_npy
+
     _refused(lambda: read_npy(bomb, (1, 100000, 28)), "more than the limit")
     _refused(lambda: read_npy(bomb, (1, 28, 28)), r"array of shape \(100000, 100000, 28\) does not hold images")
     # truncated, or with bytes after the data
@@ -221,21 +281,31 @@ def test_npy_header_checked_against_the_file_size(predict_model, tmp_path, capsy
     raw = (tmp_path / "ok.npy").read_bytes()
     for name, data, held in (("cut.npy", raw[:-1], 47), ("long.npy", raw + b"\0", 49)):
         (tmp_path / name).write_bytes(data)
-        _one_error(_predict(capsys, predict_model, tmp_path / name), f"{name}: its header declares",
-                   f"holds {held} bytes")
+        _one_error(
+            _predict(capsys, predict_model, tmp_path / name), f"{name}: its header declares", f"holds {held} bytes"
+        )
     # and read_npy reads what np.save wrote: orders, dtypes, the accepted shapes
     images = np.arange(3 * 16, dtype=np.uint8).reshape(3, 1, 4, 4)
-    for i, a in enumerate((images, images[:, 0], images[0, 0], np.asfortranarray(images[:, 0]),
-                           images.astype(">u2"), images.astype(np.float32))):
+    for i, a in enumerate(
+        (
+            images,
+            images[:, 0],
+            images[0, 0],
+            np.asfortranarray(images[:, 0]),
+            images.astype(">u2"),
+            images.astype(np.float32),
+        )
+    ):
         np.save(tmp_path / f"a{i}.npy", a)
-        np.testing.assert_array_equal(read_npy(tmp_path / f"a{i}.npy", (1, 4, 4)),
-                                      images[:len(a) if a.ndim == 3 else 1] if a.ndim != 4 else images)
+        np.testing.assert_array_equal(
+            read_npy(tmp_path / f"a{i}.npy", (1, 4, 4)),
+            images[: len(a) if a.ndim == 3 else 1] if a.ndim != 4 else images,
+        )
 
 
 def test_npy_without_images_is_refused(predict_model, tmp_path, capsys):
     np.save(tmp_path / "empty.npy", np.zeros((0, 4, 4), np.uint8))
-    _one_error(_predict(capsys, predict_model, tmp_path / "empty.npy"),
-               "empty.npy: holds no images (shape (0, 4, 4))")
+    _one_error(_predict(capsys, predict_model, tmp_path / "empty.npy"), "empty.npy: holds no images (shape (0, 4, 4))")
 
 
 # =============================================================== JSON is bounded in size and depth
@@ -243,13 +313,17 @@ def _deep(n):
     return "[" * n + "]" * n
 
 
-@pytest.mark.parametrize("text, ok", [
-    ('{"a": ' + _deep(31) + "}", True),
-    ('{"a": ' + _deep(32) + "}", False),
-    ('{"s": "[[[[\\"[[[\\\\", "t": ' + _deep(31) + "}", True),  # brackets, quotes, backslashes in strings
-    ('{"a": ' + "[" * 100000, False),
-    ('{"a": ' + "{\"k\": " * 100000, False),
-], ids=["31", "32", "strings", "100000-arrays", "100000-objects"])
+@pytest.mark.parametrize(
+    "text, ok",
+    [
+        ('{"a": ' + _deep(31) + "}", True),
+        ('{"a": ' + _deep(32) + "}", False),
+        ('{"s": "[[[[\\"[[[\\\\", "t": ' + _deep(31) + "}", True),  # brackets, quotes, backslashes in strings
+        ('{"a": ' + "[" * 100000, False),
+        ('{"a": ' + '{"k": ' * 100000, False),
+    ],
+    ids=["31", "32", "strings", "100000-arrays", "100000-objects"],
+)
 def test_json_depth_is_bounded(tmp_path, text, ok):
     path = tmp_path / "f.json"
     path.write_text(text)
@@ -267,8 +341,9 @@ def test_json_size_is_bounded(tmp_path):
     _refused(lambda: _files.read_json(path), f"larger than {_files.MAX_JSON_BYTES} bytes")
     # within the size, arrays by the million: each an object of about 60 bytes in Python
     path.write_text('{"a": [' + "[]," * _files.MAX_JSON_CONTAINERS + "[]]}")
-    _refused(lambda: _files.read_json(path), "more than 1,048,576 JSON arrays and objects",
-             max_peak=path.stat().st_size * 3)
+    _refused(
+        lambda: _files.read_json(path), "more than 1,048,576 JSON arrays and objects", max_peak=path.stat().st_size * 3
+    )
     path.write_text('{"a": [' + "[]," * (_files.MAX_JSON_CONTAINERS - 3) + "[]]}")
     assert len(_files.read_json(path)["a"]) == _files.MAX_JSON_CONTAINERS - 2
 
@@ -276,14 +351,15 @@ def test_json_size_is_bounded(tmp_path):
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999", "-1E+400", "1" + "0" * 400 + ".5"])
 def test_json_non_finite_numbers_are_refused(tmp_path, value):
     path = tmp_path / "f.json"
-    path.write_text('{"lr": 0.1, "history": {"loss": [0.5, ' + value + ']}}')
+    path.write_text('{"lr": 0.1, "history": {"loss": [0.5, ' + value + "]}}")
     with pytest.raises(ValueError, match=re.escape(f"{path}: bad history['loss'][1] (")):
         _files.read_json(path)
     path.write_text('{"lr": ' + value + ', "note": "NaN, Infinity, 1e999 in a string", "big": 1e308, "tiny": 1e-999}')
     with pytest.raises(ValueError, match=re.escape(f"{path}: bad lr (")):
         _files.read_json(path)
-    path.write_text('{"note": "NaN, Infinity, 1e999 in a string", "big": 1e308, "tiny": 1e-999, "n": %s}'
-                    % ("1" + "0" * 400))  # an int, however long
+    path.write_text(
+        '{"note": "NaN, Infinity, 1e999 in a string", "big": 1e308, "tiny": 1e-999, "n": %s}' % ("1" + "0" * 400)
+    )  # an int, however long
     assert _files.read_json(path)["big"] == 1e308
 
 
@@ -291,10 +367,13 @@ def _checkpoint(tmp_path):
     rng = np.random.default_rng(0)
     model = M.Sequential("conv2x3-relu-fc", input_shape=(1, 4, 4), num_classes=2, seed=0)
     model.preprocess = Preprocessing.fit(rng.integers(0, 256, (6, 1, 4, 4), dtype=np.uint8), mode="mean_image")
-    data = {"X_train": rng.standard_normal((6, 1, 4, 4)), "y_train": rng.integers(0, 2, 6),
-            "X_val": rng.standard_normal((2, 1, 4, 4)), "y_val": rng.integers(0, 2, 2)}
-    solver = Solver(model, data, num_epochs=1, batch_size=3, checkpoint_dir=tmp_path / "ckpt", verbose=False,
-                    seed=0)
+    data = {
+        "X_train": rng.standard_normal((6, 1, 4, 4)),
+        "y_train": rng.integers(0, 2, 6),
+        "X_val": rng.standard_normal((2, 1, 4, 4)),
+        "y_val": rng.integers(0, 2, 2),
+    }
+    solver = Solver(model, data, num_epochs=1, batch_size=3, checkpoint_dir=tmp_path / "ckpt", verbose=False, seed=0)
     solver.train()
     return tmp_path / "ckpt" / "checkpoint_epoch0001.json"
 
@@ -309,7 +388,7 @@ def test_deep_model_and_checkpoint_json_refused(saved, tmp_path):
     saved.write_text('{"format": ' + "[" * 100000)
     _refused(lambda: M.load_model(saved), f"{saved}: nested deeper")
     path = _checkpoint(tmp_path)
-    path.write_text('{"model": ' + "{\"a\": " * 100000)
+    path.write_text('{"model": ' + '{"a": ' * 100000)
     _refused(lambda: load_checkpoint_model(path), f"{path}: nested deeper")
 
 
@@ -328,13 +407,15 @@ def test_sixteen_bit_images_are_scaled_not_clipped(predict_model, tmp_path, caps
     Image.fromarray(np.full((4, 4), 128, np.uint8)).save(tmp_path / "grey8.png")
     Image.fromarray(np.full((4, 4), 255, np.uint8)).save(tmp_path / "white.png")
     assert Image.open(tmp_path / "grey16.png").mode == "I;16"
-    code, out, err = _predict(capsys, predict_model, *(tmp_path / n for n in
-                                                       ("grey16.png", "grey16.tif", "grey8.png", "white.png")))
+    code, out, err = _predict(
+        capsys, predict_model, *(tmp_path / n for n in ("grey16.png", "grey16.tif", "grey8.png", "white.png"))
+    )
     assert code == 0, err
     answers = [line.split(": ", 1)[1] for line in out]
     assert answers[0] == answers[1] == answers[2] == "bright (0.520)", answers
     assert answers[3] == "bright (0.540)"
     from fastconv._inputs import read_image
+
     ramp = np.array([[0, 255, 256, 32767], [32768, 65280, 65535, 1]] * 2, np.uint16)
     Image.fromarray(ramp).save(tmp_path / "ramp.png")
     np.testing.assert_array_equal(read_image(tmp_path / "ramp.png", (1, 4, 4))[0][0, 0], ramp >> 8)
@@ -345,14 +426,16 @@ def test_sixteen_bit_images_are_scaled_not_clipped(predict_model, tmp_path, caps
 def test_images_without_a_known_range_are_refused(tmp_path):
     Image = pytest.importorskip("PIL.Image")
     from fastconv._inputs import read_image
+
     Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "float.tif")
     with pytest.raises(ValueError, match="float.tif: not a readable image .*floating-point pixels"):
         read_image(tmp_path / "float.tif", (1, 4, 4))
 
 
 # ====================================================================== model state must be finite
-@pytest.mark.parametrize("key, value", [("params/W1", np.nan), ("params/b2", np.inf),
-                                        ("buffers/running_var1", -np.inf)])
+@pytest.mark.parametrize(
+    "key, value", [("params/W1", np.nan), ("params/b2", np.inf), ("buffers/running_var1", -np.inf)]
+)
 def test_non_finite_arrays_are_refused_naming_them(tmp_path, key, value):
     model = M.Sequential("conv2x3-bn-relu-fc4-fc", input_shape=(1, 4, 4), num_classes=2, seed=0)
     json_path = model.save(tmp_path / "m") / "model.json"
@@ -402,13 +485,21 @@ def test_gzip_idx_read_into_one_array(tmp_path, dtype):
 
 
 # ==================================================== a bad FASTCONV_KERNELS is named, not a crash
-@pytest.mark.parametrize("value, expected", [
-    ("bogus", "FASTCONV_KERNELS must be one of auto, baseline, avx512, avx2, got 'bogus'"),
-    ("baseline", "in use because FASTCONV_KERNELS=baseline"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("bogus", "FASTCONV_KERNELS must be one of auto, baseline, avx512, avx2, got 'bogus'"),
+        ("baseline", "in use because FASTCONV_KERNELS=baseline"),
+    ],
+)
 def test_config_tells_a_bad_kernel_choice_from_a_missing_extension(value, expected):
-    run = subprocess.run(python_module("fastconv", "config"), capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, FASTCONV_KERNELS=value))
+    run = subprocess.run(
+        python_module("fastconv", "config"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, FASTCONV_KERNELS=value),
+    )
     assert run.returncode == 0, run.stderr
     assert expected in run.stdout and "MISSING" not in run.stdout, run.stdout
     if value == "bogus":

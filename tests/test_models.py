@@ -1,4 +1,5 @@
 """Models: gradients against numerical ones, naive against fast, layer specs, files."""
+
 import json
 import zipfile
 
@@ -43,8 +44,16 @@ def _data(rng, shape, n=4, classes=4):
 
 
 def test_convnet1_gradients(rng):
-    model = M.ConvNet1(input_shape=(2, 6, 6), num_filters=3, filter_size=3, hidden_dim=7, num_classes=4,
-                       dtype=np.float64, reg=0.1, seed=1)
+    model = M.ConvNet1(
+        input_shape=(2, 6, 6),
+        num_filters=3,
+        filter_size=3,
+        hidden_dim=7,
+        num_classes=4,
+        dtype=np.float64,
+        reg=0.1,
+        seed=1,
+    )
     X, y = _data(rng, (2, 6, 6))
     loss = _grad_check(model, X, y)
     assert np.isfinite(loss)
@@ -56,8 +65,9 @@ def test_convnet1_gradients(rng):
 
 def test_convnet1_odd_input_and_even_filter(rng):
     # 7x5 input, 4x4 filters: "same" padding is (4-1)//2 = 1, conv gives 6x4, pooling 3x2
-    model = M.ConvNet1(input_shape=(1, 7, 5), num_filters=2, filter_size=4, hidden_dim=5, num_classes=3,
-                       dtype=np.float64, seed=2)
+    model = M.ConvNet1(
+        input_shape=(1, 7, 5), num_filters=2, filter_size=4, hidden_dim=5, num_classes=3, dtype=np.float64, seed=2
+    )
     assert model.params["W2"].shape == (2 * 3 * 2, 5)
     X, y = _data(rng, (1, 7, 5), classes=3)
     _grad_check(model, X, y)
@@ -65,8 +75,7 @@ def test_convnet1_odd_input_and_even_filter(rng):
 
 def test_sequential_gradients_bn_pool_dropout_svm(rng):
     spec = "conv3x3-bn-relu-avgpool2-conv4x3s1p0-sigmoid-maxpool2s1-fc6-bn-relu-dropout0.3-fc"
-    model = M.Sequential(spec, input_shape=(2, 8, 8), num_classes=4, dtype=np.float64, reg=0.05,
-                         loss="svm", seed=3)
+    model = M.Sequential(spec, input_shape=(2, 8, 8), num_classes=4, dtype=np.float64, reg=0.05, loss="svm", seed=3)
     assert sorted(model.buffers) == ["running_mean1", "running_mean2", "running_var1", "running_var2"]
     X, y = _data(rng, (2, 8, 8), n=5)
     _grad_check(model, X, y)
@@ -107,7 +116,16 @@ def test_conv_relu_maxpool_runs_fused_with_the_same_results(rng, impl):
     X, y = _data(rng, (2, 18, 17), n=3)
     model = M.Sequential(spec, input_shape=(2, 18, 17), num_classes=4, dtype=np.float64, seed=6, impl=impl)
     assert [layer.type for layer in model._plan] == [
-        "conv_relu_pool", "conv_relu_pool", "conv_relu_pool", "conv", "relu", "avgpool", "fc", "relu", "fc"]
+        "conv_relu_pool",
+        "conv_relu_pool",
+        "conv_relu_pool",
+        "conv",
+        "relu",
+        "avgpool",
+        "fc",
+        "relu",
+        "fc",
+    ]
     loss, grads = model.loss(X, y)
     scores = model.loss(X)
     reference = M.Sequential(spec, input_shape=(2, 18, 17), num_classes=4, dtype=np.float64, impl="naive")
@@ -126,8 +144,14 @@ def test_conv_relu_maxpool_runs_fused_with_the_same_results(rng, impl):
 def test_fused_naive_model_against_numerical_gradients(rng):
     """The naive fused step (naive.conv_relu_pool_forward, itself the naive conv, relu and max pool
     one after the other) checked against an independent reference: centred differences."""
-    model = M.Sequential("conv2x3-relu-maxpool2-conv3x3s1p1-maxpool2-relu-fc", input_shape=(1, 6, 6),
-                         num_classes=3, dtype=np.float64, seed=10, impl="naive")
+    model = M.Sequential(
+        "conv2x3-relu-maxpool2-conv3x3s1p1-maxpool2-relu-fc",
+        input_shape=(1, 6, 6),
+        num_classes=3,
+        dtype=np.float64,
+        seed=10,
+        impl="naive",
+    )
     assert [layer.type for layer in model._plan] == ["conv_relu_pool", "conv_relu_pool", "fc"]
     X, y = _data(rng, (1, 6, 6), n=2, classes=3)
     _grad_check(model, X, y)
@@ -176,8 +200,7 @@ def test_he_initialization():
 def test_reg_adds_l2_of_weights_only(rng):
     X, y = _data(rng, (1, 4, 4), classes=3)
     plain = M.FullyConnectedNet(input_shape=(1, 4, 4), hidden_dims=(5,), num_classes=3, dtype=np.float64, seed=8)
-    reg = M.FullyConnectedNet(input_shape=(1, 4, 4), hidden_dims=(5,), num_classes=3, dtype=np.float64, seed=8,
-                              reg=0.3)
+    reg = M.FullyConnectedNet(input_shape=(1, 4, 4), hidden_dims=(5,), num_classes=3, dtype=np.float64, seed=8, reg=0.3)
     l0, g0 = plain.loss(X, y)
     l1, g1 = reg.loss(X, y)
     w2 = sum(np.sum(reg.params[k] ** 2) for k in ("W1", "W2"))
@@ -205,10 +228,26 @@ def test_parse_and_format_layers():
     assert same.config() == model.config()
 
 
-@pytest.mark.parametrize("token", [
-    "conv8x3", "conv8x5s2", "conv8x3p0", "conv4x2s3p1", "bn", "relu", "sigmoid", "maxpool2", "maxpool3s1",
-    "avgpool2", "avgpool3s2", "dropout0.5", "dropout0.25", "fc", "fc7",
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "conv8x3",
+        "conv8x5s2",
+        "conv8x3p0",
+        "conv4x2s3p1",
+        "bn",
+        "relu",
+        "sigmoid",
+        "maxpool2",
+        "maxpool3s1",
+        "avgpool2",
+        "avgpool3s2",
+        "dropout0.5",
+        "dropout0.25",
+        "fc",
+        "fc7",
+    ],
+)
 def test_format_inverts_parse_for_every_layer_type(token):
     assert M.format_layers(M.parse_layers(token)) == token
     assert M.format_layers([M.normalize_layer(layer, 0) for layer in M.parse_layers(token)]) == token
@@ -219,10 +258,16 @@ def test_layer_table_covers_every_type():
     assert list(M.LAYER_TYPES) == ["conv", "batchnorm", "relu", "sigmoid", "maxpool", "avgpool", "dropout", "fc"]
     assert M.LAYER_SYNTAX == (
         "conv<F>x<k>[s<stride>][p<pad>] | bn | relu | sigmoid | maxpool<k>[s<stride>] | "
-        "avgpool<k>[s<stride>] | dropout[<p>] | fc[<units>], joined by '-'")
+        "avgpool<k>[s<stride>] | dropout[<p>] | fc[<units>], joined by '-'"
+    )
     # other spellings parse to the same dicts as the canonical tokens
-    for other, canonical in [("batchnorm", "bn"), ("dropout", "dropout0.5"), ("dropout.5", "dropout0.5"),
-                             ("conv8x3s1", "conv8x3"), ("CONV8X3", "conv8x3")]:
+    for other, canonical in [
+        ("batchnorm", "bn"),
+        ("dropout", "dropout0.5"),
+        ("dropout.5", "dropout0.5"),
+        ("conv8x3s1", "conv8x3"),
+        ("CONV8X3", "conv8x3"),
+    ]:
         assert M.format_layers(M.parse_layers(other)) == canonical
 
 
@@ -264,16 +309,19 @@ def test_output_layer_appended_or_checked():
         M.Sequential("fc7", input_shape=(1, 6, 6), num_classes=4)
 
 
-@pytest.mark.parametrize("spec, match", [
-    ("conv32x3-bogus-fc", "unknown layer 'bogus'"),
-    ("fc10-conv3x3", "needs an image input"),
-    ("fc10-maxpool2", "needs an image input"),
-    ("conv2x3-maxpool9", "does not fit"),
-    ("conv2x9p0", "does not fit"),
-    ("dropout1.5", "dropout"),
-    ("conv0x3", "filters"),
-    ("", "non-empty"),
-])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("conv32x3-bogus-fc", "unknown layer 'bogus'"),
+        ("fc10-conv3x3", "needs an image input"),
+        ("fc10-maxpool2", "needs an image input"),
+        ("conv2x3-maxpool9", "does not fit"),
+        ("conv2x9p0", "does not fit"),
+        ("dropout1.5", "dropout"),
+        ("conv0x3", "filters"),
+        ("", "non-empty"),
+    ],
+)
 def test_bad_specs(spec, match):
     with pytest.raises(ValueError, match=match):
         M.Sequential(spec, input_shape=(1, 6, 6))
@@ -328,10 +376,16 @@ def test_save_load_round_trip(tmp_path, rng):
     np.testing.assert_allclose(naive.scores(images, prepare=True), model.scores(images, prepare=True), rtol=1e-4)
 
 
-@pytest.mark.parametrize("cls, kwargs", [
-    (M.ConvNet1, {"input_shape": (3, 8, 8), "num_filters": 2, "filter_size": 3, "hidden_dim": 4, "num_classes": 5}),
-    (M.FullyConnectedNet, {"input_shape": (1, 4, 4), "hidden_dims": [3], "activation": "relu", "dtype": np.float64}),
-])
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (M.ConvNet1, {"input_shape": (3, 8, 8), "num_filters": 2, "filter_size": 3, "hidden_dim": 4, "num_classes": 5}),
+        (
+            M.FullyConnectedNet,
+            {"input_shape": (1, 4, 4), "hidden_dims": [3], "activation": "relu", "dtype": np.float64},
+        ),
+    ],
+)
 def test_save_load_other_models(tmp_path, cls, kwargs):
     model = cls(**kwargs, seed=1)
     model.save(tmp_path)
@@ -357,20 +411,50 @@ def test_file_format_is_unchanged(tmp_path):
     shapes), the .npz members in that order: files saved before still load, and load the same."""
     bn = {"type": "batchnorm", "momentum": 0.9, "eps": 1e-05}
     expected = {
-        "format": "fastconv-model", "version": 1, "class": "sequential",
+        "format": "fastconv-model",
+        "version": 1,
+        "class": "sequential",
         "config": {
-            "layers": [_conv(2, 3, 1, "same"), bn, {"type": "relu"}, {"type": "maxpool", "kernel": 2, "stride": 1},
-                       _conv(3, 3, 2, 0), {"type": "sigmoid"}, {"type": "avgpool", "kernel": 2, "stride": None},
-                       {"type": "fc", "units": 5}, bn, {"type": "dropout", "p": 0.25}, {"type": "fc", "units": None}],
-            "input_shape": [1, 9, 9], "num_classes": 3, "reg": 0.0, "loss": "softmax", "dtype": "float32",
-            "weight_scale": None},
-        "preprocess": None, "class_names": None,
-        "arrays": {"params/W1": _array(2, 1, 3, 3), "params/b1": _array(2), "params/gamma1": _array(2),
-                   "params/beta1": _array(2), "params/W2": _array(3, 2, 3, 3), "params/b2": _array(3),
-                   "params/W3": _array(3, 5), "params/b3": _array(5), "params/gamma2": _array(5),
-                   "params/beta2": _array(5), "params/W4": _array(5, 3), "params/b4": _array(3),
-                   "buffers/running_mean1": _array(2), "buffers/running_var1": _array(2),
-                   "buffers/running_mean2": _array(5), "buffers/running_var2": _array(5)},
+            "layers": [
+                _conv(2, 3, 1, "same"),
+                bn,
+                {"type": "relu"},
+                {"type": "maxpool", "kernel": 2, "stride": 1},
+                _conv(3, 3, 2, 0),
+                {"type": "sigmoid"},
+                {"type": "avgpool", "kernel": 2, "stride": None},
+                {"type": "fc", "units": 5},
+                bn,
+                {"type": "dropout", "p": 0.25},
+                {"type": "fc", "units": None},
+            ],
+            "input_shape": [1, 9, 9],
+            "num_classes": 3,
+            "reg": 0.0,
+            "loss": "softmax",
+            "dtype": "float32",
+            "weight_scale": None,
+        },
+        "preprocess": None,
+        "class_names": None,
+        "arrays": {
+            "params/W1": _array(2, 1, 3, 3),
+            "params/b1": _array(2),
+            "params/gamma1": _array(2),
+            "params/beta1": _array(2),
+            "params/W2": _array(3, 2, 3, 3),
+            "params/b2": _array(3),
+            "params/W3": _array(3, 5),
+            "params/b3": _array(5),
+            "params/gamma2": _array(5),
+            "params/beta2": _array(5),
+            "params/W4": _array(5, 3),
+            "params/b4": _array(3),
+            "buffers/running_mean1": _array(2),
+            "buffers/running_var1": _array(2),
+            "buffers/running_mean2": _array(5),
+            "buffers/running_var2": _array(5),
+        },
         "npz": "model.npz",
     }
     model = M.Sequential(_FORMAT_SPEC, input_shape=(1, 9, 9), num_classes=3, seed=0)
@@ -507,11 +591,15 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
         M.write_json(target, {"nan": float("nan")})
 
 
-@pytest.mark.parametrize("make", [
-    lambda **kw: M.Sequential(_FORMAT_SPEC, input_shape=(1, 9, 9), num_classes=3, **kw),
-    lambda **kw: M.ConvNet1(input_shape=(3, 8, 8), num_filters=2, filter_size=3, hidden_dim=4, **kw),
-    lambda **kw: M.FullyConnectedNet(input_shape=(1, 4, 4), hidden_dims=[3, 2], dtype=np.float64, **kw),
-], ids=["sequential", "convnet1", "fc"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: M.Sequential(_FORMAT_SPEC, input_shape=(1, 9, 9), num_classes=3, **kw),
+        lambda **kw: M.ConvNet1(input_shape=(3, 8, 8), num_filters=2, filter_size=3, hidden_dim=4, **kw),
+        lambda **kw: M.FullyConnectedNet(input_shape=(1, 4, 4), hidden_dims=[3, 2], dtype=np.float64, **kw),
+    ],
+    ids=["sequential", "convnet1", "fc"],
+)
 def test_state_manifest_is_known_before_allocating(tmp_path, make):
     """The manifest from the layer shapes alone is the one of the arrays (keys in order too), and a
     model made with initialize=False allocates nothing until set_state_arrays fills it in that order."""

@@ -6,6 +6,7 @@ finite differences. Max-pool inputs are distinct values spaced far apart
 (0.1 apart against a step of 1e-5), so no perturbation changes a window's
 argmax (no kinks).
 """
+
 import numpy as np
 import pytest
 
@@ -27,8 +28,10 @@ CONV_CASES = [
 
 def _conv_id(case):
     N, C, H, W, F, k, s, p, d, g, bias = case
-    return (f"conv-n{N}c{C}f{F}-x{H}x{W}-k{k[0]}x{k[1]}-s{pair_id(s)}-p{pair_id(p)}-d{pair_id(d)}-g{g}"
-            f"-{'bias' if bias else 'nobias'}")
+    return (
+        f"conv-n{N}c{C}f{F}-x{H}x{W}-k{k[0]}x{k[1]}-s{pair_id(s)}-p{pair_id(p)}-d{pair_id(d)}-g{g}"
+        f"-{'bias' if bias else 'nobias'}"
+    )
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=_conv_id)

@@ -4,6 +4,7 @@ label forms the losses take (integer arrays, lists, one-hot rows).
 Forward values against loops written here; gradients against centred numerical
 gradients in float64; float32 kept; bad arguments raise errors naming them.
 """
+
 import warnings
 
 import numpy as np
@@ -57,7 +58,7 @@ def _groupnorm_loops(x, gamma, beta, G, eps):
     size = C // G
     for n in range(N):
         for g in range(G):
-            block = x[n, g * size:(g + 1) * size]
+            block = x[n, g * size : (g + 1) * size]
             xhat = (block - block.mean()) / np.sqrt(block.var() + eps)
             for c in range(size):
                 ch = g * size + c
@@ -105,31 +106,80 @@ def test_float32_is_kept(rng):
 
 
 BAD = [
-    ("groups-not-dividing", lambda: layers.groupnorm_forward(np.ones((1, 6, 2, 2)), np.ones(6), np.zeros(6), 4),
-     ValueError, r"^groups must divide the channel count C = 6"),
-    ("groups-zero", lambda: layers.groupnorm_forward(np.ones((1, 6, 2, 2)), np.ones(6), np.zeros(6), 0),
-     ValueError, r"^groups must be >= 1"),
-    ("groups-float", lambda: layers.groupnorm_forward(np.ones((1, 6, 2, 2)), np.ones(6), np.zeros(6), 2.0),
-     TypeError, r"^groups must be an int"),
-    ("groupnorm-gamma-shape", lambda: layers.groupnorm_forward(np.ones((1, 6, 2, 2)), np.ones(3), np.zeros(3), 3),
-     ValueError, r"^gamma and beta must have shape \(6,\)"),
-    ("groupnorm-x-2d", lambda: layers.groupnorm_forward(np.ones((2, 6)), np.ones(6), np.zeros(6), 3),
-     ValueError, r"^x must be a 4-D"),
-    ("groupnorm-empty", lambda: layers.groupnorm_forward(np.ones((1, 2, 0, 3)), np.ones(2), np.zeros(2), 1),
-     ValueError, r"^x must have values to normalize over"),
-    ("layernorm-eps-zero", lambda: layers.layernorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3), 0.0),
-     ValueError, r"^eps must be a positive number"),
-    ("layernorm-eps-str", lambda: layers.layernorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3), "1e-5"),
-     TypeError, r"^eps must be a positive number"),
-    ("layernorm-int", lambda: layers.layernorm_forward(np.ones((2, 3), int), np.ones(3), np.zeros(3)),
-     TypeError, r"^x must have dtype float32 or float64"),
-    ("layernorm-mixed", lambda: layers.layernorm_forward(np.ones((2, 3)), np.ones(3, np.float32), np.zeros(3)),
-     TypeError, r"x, gamma, beta must share one dtype"),
-    ("layernorm-no-features", lambda: layers.layernorm_forward(np.ones((2, 0)), np.ones(0), np.zeros(0)),
-     ValueError, r"^x must have at least one feature"),
-    ("layernorm-dout-shape", lambda: layers.layernorm_backward(
-        np.ones((2, 4)), layers.layernorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3))[1]),
-     ValueError, r"^dout must have the forward output's shape"),
+    (
+        "groups-not-dividing",
+        lambda: layers.groupnorm_forward(np.ones((1, 6, 2, 2)), np.ones(6), np.zeros(6), 4),
+        ValueError,
+        r"^groups must divide the channel count C = 6",
+    ),
+    (
+        "groups-zero",
+        lambda: layers.groupnorm_forward(np.ones((1, 6, 2, 2)), np.ones(6), np.zeros(6), 0),
+        ValueError,
+        r"^groups must be >= 1",
+    ),
+    (
+        "groups-float",
+        lambda: layers.groupnorm_forward(np.ones((1, 6, 2, 2)), np.ones(6), np.zeros(6), 2.0),
+        TypeError,
+        r"^groups must be an int",
+    ),
+    (
+        "groupnorm-gamma-shape",
+        lambda: layers.groupnorm_forward(np.ones((1, 6, 2, 2)), np.ones(3), np.zeros(3), 3),
+        ValueError,
+        r"^gamma and beta must have shape \(6,\)",
+    ),
+    (
+        "groupnorm-x-2d",
+        lambda: layers.groupnorm_forward(np.ones((2, 6)), np.ones(6), np.zeros(6), 3),
+        ValueError,
+        r"^x must be a 4-D",
+    ),
+    (
+        "groupnorm-empty",
+        lambda: layers.groupnorm_forward(np.ones((1, 2, 0, 3)), np.ones(2), np.zeros(2), 1),
+        ValueError,
+        r"^x must have values to normalize over",
+    ),
+    (
+        "layernorm-eps-zero",
+        lambda: layers.layernorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3), 0.0),
+        ValueError,
+        r"^eps must be a positive number",
+    ),
+    (
+        "layernorm-eps-str",
+        lambda: layers.layernorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3), "1e-5"),
+        TypeError,
+        r"^eps must be a positive number",
+    ),
+    (
+        "layernorm-int",
+        lambda: layers.layernorm_forward(np.ones((2, 3), int), np.ones(3), np.zeros(3)),
+        TypeError,
+        r"^x must have dtype float32 or float64",
+    ),
+    (
+        "layernorm-mixed",
+        lambda: layers.layernorm_forward(np.ones((2, 3)), np.ones(3, np.float32), np.zeros(3)),
+        TypeError,
+        r"x, gamma, beta must share one dtype",
+    ),
+    (
+        "layernorm-no-features",
+        lambda: layers.layernorm_forward(np.ones((2, 0)), np.ones(0), np.zeros(0)),
+        ValueError,
+        r"^x must have at least one feature",
+    ),
+    (
+        "layernorm-dout-shape",
+        lambda: layers.layernorm_backward(
+            np.ones((2, 4)), layers.layernorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3))[1]
+        ),
+        ValueError,
+        r"^dout must have the forward output's shape",
+    ),
 ]
 
 
@@ -146,9 +196,14 @@ def test_losses_take_one_hot_rows_and_lists(rng, loss):
     scores = rng.standard_normal((5, 4))
     y = np.array([0, 3, 1, 1, 2])
     want_loss, want_d = fn(scores, y)
-    for form, labels in [("list", y.tolist()), ("tuple", tuple(y.tolist())), ("one-hot float", np.eye(4)[y]),
-                         ("one-hot int", np.eye(4, dtype=np.int64)[y]), ("one-hot bool", np.eye(4, dtype=bool)[y]),
-                         ("one-hot list", np.eye(4)[y].tolist())]:
+    for form, labels in [
+        ("list", y.tolist()),
+        ("tuple", tuple(y.tolist())),
+        ("one-hot float", np.eye(4)[y]),
+        ("one-hot int", np.eye(4, dtype=np.int64)[y]),
+        ("one-hot bool", np.eye(4, dtype=bool)[y]),
+        ("one-hot list", np.eye(4)[y].tolist()),
+    ]:
         got_loss, got_d = fn(scores, labels)
         assert got_loss == want_loss, form
         np.testing.assert_array_equal(got_d, want_d, err_msg=form)

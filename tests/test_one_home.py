@@ -10,6 +10,7 @@
 * ``fastconv.distributed`` reaches a network's layers through ``layer_module`` only;
 * the model protocol is a ``typing.Protocol`` (``model_state.SolverModel``).
 """
+
 import ast
 import importlib
 import subprocess
@@ -27,10 +28,21 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fastconv"
 # ------------------------------------------------------------------ old import paths
 #: (old path, name, home): the name must import from the old path, and be its home's object.
 MOVED = [
-    ("fastconv.models", name, "fastconv.model_state") for name in (
-        "load_model", "load_saved_model", "model_from_spec", "build_model", "save_model_files",
-        "recover_model_files", "FORMAT", "FORMAT_VERSION", "MODEL_JSON", "MODEL_NPZ", "MODEL_NPZ_NEXT",
-        "MODEL_FILES")
+    ("fastconv.models", name, "fastconv.model_state")
+    for name in (
+        "load_model",
+        "load_saved_model",
+        "model_from_spec",
+        "build_model",
+        "save_model_files",
+        "recover_model_files",
+        "FORMAT",
+        "FORMAT_VERSION",
+        "MODEL_JSON",
+        "MODEL_NPZ",
+        "MODEL_NPZ_NEXT",
+        "MODEL_FILES",
+    )
 ] + [
     ("fastconv.checkpoints", "load_checkpoint_model", "fastconv.model_state"),
     ("fastconv.solver", "load_checkpoint_model", "fastconv.model_state"),
@@ -40,22 +52,40 @@ MOVED = [
 #: Names documented (README, docstrings) at a path that did not move.
 STAYED = {
     "fastconv": ["conv_output_size", "show_config", "keep_freed_memory", "__version__"],
-    "fastconv.models": ["Sequential", "ConvNet1", "FullyConnectedNet", "MODEL_CLASSES", "MAX_PARAMETERS",
-                        "MAX_ACTIVATION_BYTES", "LAYER_SYNTAX", "parse_layers", "format_layers", "write_json",
-                        "array_manifest", "sha256_of", "save_arrays", "load_arrays"],
+    "fastconv.models": [
+        "Sequential",
+        "ConvNet1",
+        "FullyConnectedNet",
+        "MODEL_CLASSES",
+        "MAX_PARAMETERS",
+        "MAX_ACTIVATION_BYTES",
+        "LAYER_SYNTAX",
+        "parse_layers",
+        "format_layers",
+        "write_json",
+        "array_manifest",
+        "sha256_of",
+        "save_arrays",
+        "load_arrays",
+    ],
     "fastconv.checkpoints": ["save_checkpoint", "resume", "checkpoints", "prune", "CHECKPOINT_FORMAT"],
     "fastconv.solver": ["Solver", "checkpoints", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"],
     "fastconv.train_cli": ["class_probabilities"],
     "fastconv.optim": ["sgd", "sgd_momentum", "rmsprop", "adam", "get_update_rule"],
     "fastconv.distributed": ["DataParallel", "split", "predict"],
     "fastconv.engine.checks": ["check_int", "check_number", "check_float_array", "check_dout"],
-    "fastconv.engine.batchnorm": ["spatial_batchnorm_forward", "spatial_batchnorm_backward", "channel_stats",
-                                  "normalize", "backward_sums", "backward_dx"],
+    "fastconv.engine.batchnorm": [
+        "spatial_batchnorm_forward",
+        "spatial_batchnorm_backward",
+        "channel_stats",
+        "normalize",
+        "backward_sums",
+        "backward_dx",
+    ],
 }
 
 #: Modules whose whole ``__all__`` is public API.
-WITH_ALL = ["fastconv.layers", "fastconv.fast", "fastconv.compat.cs231n",
-            "fastconv.compat.sichkar", "fastconv.testing"]
+WITH_ALL = ["fastconv.layers", "fastconv.fast", "fastconv.compat.cs231n", "fastconv.compat.sichkar", "fastconv.testing"]
 
 
 @pytest.mark.parametrize("old, name, home", MOVED, ids=[f"{o}.{n}" for o, n, _ in MOVED])
@@ -112,13 +142,14 @@ def crossings(module, source, is_package, modules):
     aliases, found = {}, []
 
     def is_module(dotted):
-        return dotted in modules or dotted == "fastconv.kernels._im2col" or dotted.startswith(
-            "fastconv.kernels._im2col_")
+        return (
+            dotted in modules or dotted == "fastconv.kernels._im2col" or dotted.startswith("fastconv.kernels._im2col_")
+        )
 
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
+                base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
             if not base.startswith("fastconv"):
@@ -162,8 +193,14 @@ def test_no_module_uses_another_modules_underscore_names():
 
 # ------------------------------------------------------------------ one real-number check
 NOT_NUMBERS = {"str": "0.5", "none": None, "bool": True, "np-bool": np.True_, "list": [0.5], "complex": 1j}
-BAD_VALUES = {"nan": float("nan"), "inf": float("inf"), "-inf": -float("inf"), "beyond-float": 10**400,
-              "out-of-range": 2.0, "np-float32-out-of-range": np.float32(-1)}
+BAD_VALUES = {
+    "nan": float("nan"),
+    "inf": float("inf"),
+    "-inf": -float("inf"),
+    "beyond-float": 10**400,
+    "out-of-range": 2.0,
+    "np-float32-out-of-range": np.float32(-1),
+}
 
 
 @pytest.mark.parametrize("value", NOT_NUMBERS.values(), ids=NOT_NUMBERS.keys())
@@ -243,8 +280,12 @@ def test_every_batchnorm_gives_the_same_error_for_a_bad_bn_param(bn_param, exc):
 
     x, gamma, beta = np.zeros((2, 3, 2, 2)), np.ones(3), np.zeros(3)
     messages = set()
-    for forward in (naive.spatial_batchnorm_forward, fast.spatial_batchnorm_forward,
-                    cs231n.spatial_batchnorm_forward, _synced(fast).spatial_batchnorm_forward):
+    for forward in (
+        naive.spatial_batchnorm_forward,
+        fast.spatial_batchnorm_forward,
+        cs231n.spatial_batchnorm_forward,
+        _synced(fast).spatial_batchnorm_forward,
+    ):
         with pytest.raises(exc) as info:
             forward(x, gamma, beta, dict(bn_param))
         messages.add(str(info.value))
@@ -283,8 +324,7 @@ def test_synced_layers_handed_in_as_layer_module_train_as_one_process(layers):
 
     rng = np.random.default_rng(3)
     X, y = rng.standard_normal((5, 2, 6, 6)), rng.integers(0, 3, 5)
-    own, synced = (Sequential(layers, input_shape=(2, 6, 6), num_classes=3, seed=1, dtype=np.float64)
-                   for _ in range(2))
+    own, synced = (Sequential(layers, input_shape=(2, 6, 6), num_classes=3, seed=1, dtype=np.float64) for _ in range(2))
     synced.layer_module = SyncedLayers(synced.layer_module, _OneRank(), 0, 5, 5)
     (loss_a, grads_a), (loss_b, grads_b) = own.loss(X, y), synced.loss(X, y)
     assert loss_a == pytest.approx(loss_b, rel=1e-12)
@@ -298,8 +338,9 @@ def test_layer_types_read_no_distributed_attribute():
     """The seam is layer_module: nothing plants or reads ``model.distributed``."""
     for path in (PACKAGE / "_model_layers.py", PACKAGE / "distributed.py"):
         source = path.read_text()
-        assert '"distributed"' not in source and "net.distributed" not in source and \
-            "model.distributed" not in source, path.name
+        assert (
+            '"distributed"' not in source and "net.distributed" not in source and "model.distributed" not in source
+        ), path.name
 
 
 # ------------------------------------------------------------------ the model protocol
@@ -329,8 +370,10 @@ def test_the_model_protocol_is_a_typing_protocol():
 def test_serve_does_not_load_the_trainer():
     """fastconv serve imports neither the trainer (argparse options come from _cli_args) nor
     the Solver; the check fails if serve.py imports train_cli again."""
-    code = ("import sys, fastconv.serve\n"
-            "loaded = [m for m in ('fastconv.train_cli', 'fastconv.solver', 'fastconv.plots') if m in sys.modules]\n"
-            "print(','.join(loaded))")
+    code = (
+        "import sys, fastconv.serve\n"
+        "loaded = [m for m in ('fastconv.train_cli', 'fastconv.solver', 'fastconv.plots') if m in sys.modules]\n"
+        "print(','.join(loaded))"
+    )
     out = subprocess.run(python_code(code), capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "", out.stdout

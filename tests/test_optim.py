@@ -1,4 +1,5 @@
 """Update rules against steps computed by hand."""
+
 import numpy as np
 import pytest
 

@@ -17,6 +17,7 @@ check what the design promises:
 * a child process can still convolve: forked (the parent's pool is not inherited), or
   started by spawn or forkserver.
 """
+
 import multiprocessing
 import os
 import subprocess
@@ -77,8 +78,10 @@ def im2col_calls(monkeypatch):
 @pytest.fixture
 def workers(monkeypatch):
     """``workers(n)``: make the engine see n BLAS threads, so that it runs n workers."""
+
     def set_workers(n):
         monkeypatch.setattr(_parallel, "blas_threads", lambda: n)
+
     return set_workers
 
 
@@ -302,8 +305,11 @@ def test_show_config_says_how_convolutions_run(workers, capsys, n_workers, text)
     assert f"convolution: {text}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("kind, kernel_size, stride", [("max", 2, 2), ("max", 3, 2), ("avg", 2, 2), ("avg", 3, 1)],
-                         ids=["max2s2", "max3s2", "avg2s2", "avg3s1"])
+@pytest.mark.parametrize(
+    "kind, kernel_size, stride",
+    [("max", 2, 2), ("max", 3, 2), ("avg", 2, 2), ("avg", 3, 1)],
+    ids=["max2s2", "max3s2", "avg2s2", "avg3s1"],
+)
 def test_pooling_runs_on_fastconvs_threads_when_openmp_cannot(workers, monkeypatch, kind, kernel_size, stride):
     """With a spinning libgomp loaded first (torch imported before fastconv), the OpenMP
     kernels run on one thread; pooling then splits its planes over fastconv's own worker
@@ -370,15 +376,15 @@ def test_batchnorm_kernels_refuse_a_bad_channel_range(c_lo, c_hi):
     with pytest.raises(ValueError, match="c_lo"):
         _kernels.bn_backward_sums(x, x, np.zeros(3), *stats, c_lo, c_hi, 1)
     with pytest.raises(ValueError, match="c_lo"):
-        _kernels.bn_backward_dx(x, x, np.zeros(3), np.ones(3), np.ones(3), np.zeros(3), np.empty_like(x),
-                                c_lo, c_hi, 1)
+        _kernels.bn_backward_dx(x, x, np.zeros(3), np.ones(3), np.ones(3), np.zeros(3), np.empty_like(x), c_lo, c_hi, 1)
 
 
 # ------------------------------------------------------------ GEMMs outside a convolution
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("n_workers", [1, 2, 3])
-@pytest.mark.parametrize("shape", [(64, 700, 90), (5, 2000, 600), (1, 5000, 900), (0, 3, 4), (7, 0, 3)],
-                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize(
+    "shape", [(64, 700, 90), (5, 2000, 600), (1, 5000, 900), (0, 3, 4), (7, 0, 3)], ids=lambda s: "x".join(map(str, s))
+)
 def test_split_matmul_equals_a_plain_product(workers, monkeypatch, n_workers, shape, dtype):
     monkeypatch.setattr(_parallel, "_SPLIT_MIN", 1)  # split even the small ones
     workers(n_workers)
@@ -419,8 +425,10 @@ print(len(pool), (pool_cpu_ns() - before) / 1e6)
 """
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/task") or (os.cpu_count() or 1) < 2,
-                    reason="needs Linux's /proc/self/task and at least 2 CPUs")
+@pytest.mark.skipif(
+    not os.path.exists("/proc/self/task") or (os.cpu_count() or 1) < 2,
+    reason="needs Linux's /proc/self/task and at least 2 CPUs",
+)
 @pytest.mark.parametrize("who", ["fastconv", "numpy"])
 def test_affine_layers_never_wake_openblas_threads(who):
     """With numpy imported before fastconv, OpenBLAS's pool threads spin for about 0.1 s
@@ -470,8 +478,9 @@ def test_adam_runs_on_fastconvs_threads_when_openmp_cannot(workers, monkeypatch)
     assert "MainThread" in {n for n, *_ in seen} and any(n.startswith("fastconv") for n, *_ in seen)
 
 
-@pytest.mark.skipif(_kernels.build_info()["openmp"],
-                    reason="this build has OpenMP (CI builds one without: .ci/no_openmp.sh)")
+@pytest.mark.skipif(
+    _kernels.build_info()["openmp"], reason="this build has OpenMP (CI builds one without: .ci/no_openmp.sh)"
+)
 @pytest.mark.parametrize("layer", ["max_pool", "avg_pool", "batchnorm"])
 def test_a_build_without_openmp_runs_the_layers_on_fastconvs_threads(workers, monkeypatch, layer):
     """Without OpenMP, as built: pooling and batchnorm split over fastconv's workers with no
@@ -479,8 +488,11 @@ def test_a_build_without_openmp_runs_the_layers_on_fastconvs_threads(workers, mo
     assert _parallel.single_threaded_kernels()
     x = np.random.default_rng(6).standard_normal((4, 9, 40, 38))  # above _PARALLEL_MIN elements
     workers(2)
-    names = {"max_pool": ("max_pool_phased", "max_pool_direct"), "avg_pool": ("avg_pool_forward",),
-             "batchnorm": ("bn_channel_stats", "bn_affine")}[layer]
+    names = {
+        "max_pool": ("max_pool_phased", "max_pool_direct"),
+        "avg_pool": ("avg_pool_forward",),
+        "batchnorm": ("bn_channel_stats", "bn_affine"),
+    }[layer]
     seen = []
     for name in names:
         real = getattr(_kernels, name)

@@ -1,4 +1,5 @@
 """The pictures of a run: the class grid, feature maps, the filters GIF and the loss/accuracy plots."""
+
 import numpy as np
 import pytest
 
@@ -65,8 +66,7 @@ def test_epoch_lines_are_bounded(epochs, lines):
 
 
 def _small_model(rng, input_shape=(1, 12, 12)):
-    return build_model("conv4x3-relu-maxpool2-conv6x3-bn-relu-fc8-relu-fc", input_shape, 3, dtype="float64",
-                       seed=1)
+    return build_model("conv4x3-relu-maxpool2-conv6x3-bn-relu-fc8-relu-fc", input_shape, 3, dtype="float64", seed=1)
 
 
 def test_feature_maps_are_each_layers_output(rng):

@@ -2,6 +2,7 @@
 (fastconv/kernels/peak.pxi): the kernel's arithmetic, the same in every build; FMA that
 really rounds once; a measured peak that is positive and physically possible; the
 fraction-of-peak arithmetic."""
+
 import math
 from fractions import Fraction
 
@@ -39,7 +40,7 @@ def test_muladd_kernel_computes_what_it_says(isa, dtype):
     module = BUILDS[isa]
     info = module.peak_info()
     out = np.zeros(1, dtype=dtype)
-    args = (1.5, 0.25, 1.0 - 2.0 ** -5, 2.0 ** -7, 37)
+    args = (1.5, 0.25, 1.0 - 2.0**-5, 2.0**-7, 37)
     flops = module.peak_run(out, *args, False)
     expected = reference_muladd(dtype, *args, info["chains"])
     assert out[0] == expected and out.tobytes() == np.array([expected], dtype=dtype).tobytes()
@@ -48,14 +49,16 @@ def test_muladd_kernel_computes_what_it_says(isa, dtype):
 
 def test_the_muladd_reference_catches_a_wrong_step():
     """The check above can fail: one step fewer gives other bits."""
-    args = (1.5, 0.25, 1.0 - 2.0 ** -5, 2.0 ** -7)
+    args = (1.5, 0.25, 1.0 - 2.0**-5, 2.0**-7)
     assert reference_muladd(np.float32, *args, 36, 12) != reference_muladd(np.float32, *args, 37, 12)
 
 
 #: Inputs where a*m + c rounded once (FMA) is 2**-24 (float32) or 2**-54 (float64) and
 #: rounded twice (a multiply, then an add) is 0: the product's last bit is a tie or less.
-FUSION = {np.float32: (1 + 2.0 ** -12, 1 + 2.0 ** -12, -(1 + 2.0 ** -11), 2.0 ** -24),
-          np.float64: (1 + 2.0 ** -27, 1 + 2.0 ** -27, -(1 + 2.0 ** -26), 2.0 ** -54)}
+FUSION = {
+    np.float32: (1 + 2.0**-12, 1 + 2.0**-12, -(1 + 2.0**-11), 2.0**-24),
+    np.float64: (1 + 2.0**-27, 1 + 2.0**-27, -(1 + 2.0**-26), 2.0**-54),
+}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids(DTYPES))
@@ -90,7 +93,7 @@ def test_builds_give_the_same_bits(dtype, fused):
         if fused and not module.peak_info()["fma_ready"]:
             continue
         out = np.zeros(1, dtype=dtype)
-        module.peak_run(out, 1.0, 2.0 ** -10, 1.0 - 2.0 ** -10, 2.0 ** -10, 1000, fused)
+        module.peak_run(out, 1.0, 2.0**-10, 1.0 - 2.0**-10, 2.0**-10, 1000, fused)
         results[isa] = out.tobytes()
     if len(results) < 2:
         pytest.skip(f"fewer than two builds run {'FMA' if fused else 'mul+add'} here: {sorted(results)}")
@@ -111,10 +114,13 @@ def test_cpu_build_widths():
     assert BUILDS["baseline"].peak_info()["fma"] in (None, "compiled")
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(out=np.zeros(0, np.float32)), "out must have at least one element"),
-    (dict(iters=-1), "iters must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(out=np.zeros(0, np.float32)), "out must have at least one element"),
+        (dict(iters=-1), "iters must be >= 0"),
+    ],
+)
 def test_bad_arguments_are_value_errors(bad, message):
     kwargs = dict(out=np.zeros(1, np.float32), iters=1)
     kwargs.update(bad)
@@ -166,16 +172,30 @@ def test_fraction_arithmetic():
     for missing in [(None, 1.0, 1.0), (flops, None, 1.0), (flops, 0.0, 1.0), (flops, 1.0, None), (flops, 1.0, 0.0)]:
         assert roofline.fraction(*missing) is None
     assert [roofline.fmt_fraction(f) for f in (None, 0.9175, 0.1, 0.0994, 0.0123, 1.5)] == [
-        "", "92%", "10%", "9.9%", "1.2%", "150%"]
+        "",
+        "92%",
+        "10%",
+        "9.9%",
+        "1.2%",
+        "150%",
+    ]
 
 
 def test_annotate_uses_the_peak_of_the_row_dtype_and_threads():
-    fake = {"uses": "fma", "peak_gflops": {"float32": {"1": {"fma": 100.0, "mul_add": 50.0},
-                                                       "2": {"fma": 200.0, "mul_add": 100.0}},
-                                           "float64": {"2": {"fma": 80.0, "mul_add": 40.0}}}}
+    fake = {
+        "uses": "fma",
+        "peak_gflops": {
+            "float32": {"1": {"fma": 100.0, "mul_add": 50.0}, "2": {"fma": 200.0, "mul_add": 100.0}},
+            "float64": {"2": {"fma": 80.0, "mul_add": 40.0}},
+        },
+    }
     rows = [
-        {"dtype": "float32", "threads": 1, "flops": 2e9,
-         "contenders": {"fast": {"median_s": 0.04}, "torch": {"median_s": 0.02}}},
+        {
+            "dtype": "float32",
+            "threads": 1,
+            "flops": 2e9,
+            "contenders": {"fast": {"median_s": 0.04}, "torch": {"median_s": 0.02}},
+        },
         {"dtype": "float32", "threads": 2, "flops": 2e9, "contenders": {"fast": {"median_s": 0.04}}},
         {"dtype": "float64", "threads": 2, "flops": 2e9, "contenders": {"gemm": {"median_s": 0.05}}},
         {"dtype": "float64", "threads": 1, "flops": 2e9, "contenders": {"fast": {"median_s": 0.05}}},  # not measured
@@ -192,9 +212,16 @@ def test_annotate_uses_the_peak_of_the_row_dtype_and_threads():
 
 
 def test_describe_names_the_peak_and_the_bandwidth():
-    fake = {"build": "avx512", "vector_bits": 512, "chains": 12, "uses": "fma", "copy_bytes": 256 << 20,
-            "seconds": 0.4, "peak_gflops": {"float32": {"1": {"fma": 180.4, "mul_add": 92.0}}},
-            "bandwidth_gbs": {"1": 12.34}}
+    fake = {
+        "build": "avx512",
+        "vector_bits": 512,
+        "chains": 12,
+        "uses": "fma",
+        "copy_bytes": 256 << 20,
+        "seconds": 0.4,
+        "peak_gflops": {"float32": {"1": {"fma": 180.4, "mul_add": 92.0}}},
+        "bandwidth_gbs": {"1": 12.34},
+    }
     text = roofline.describe(fake)
     assert "float32 1 thread 180 (mul+add 92)" in text and "avx512 build, 512-bit vectors" in text
     assert "1 thread 12.3" in text and "256 MiB" in text and "use the FMA peak" in text

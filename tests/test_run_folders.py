@@ -16,6 +16,7 @@ What ``fastconv train --out DIR`` promises:
 Most cases run the command in process (``fastconv.__main__.main``): an exception that
 escapes it (a traceback for a user) fails the test. Locking needs real processes.
 """
+
 import errno
 import json
 import os
@@ -52,9 +53,28 @@ def data_env(tmp_path, monkeypatch):
 
 
 def _argv(out, *extra, epochs=1, plots=False):
-    return ["train", "--dataset", "fashion-mnist", "--no-download", "--model", NET, "--epochs", str(epochs),
-            "--batch-size", "32", "--lr", "3e-3", "--out", str(out), "--no-progress", "--threads", "1", "--quiet",
-            *(() if plots else ("--no-plots",)), *extra]
+    return [
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--no-download",
+        "--model",
+        NET,
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "32",
+        "--lr",
+        "3e-3",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--threads",
+        "1",
+        "--quiet",
+        *(() if plots else ("--no-plots",)),
+        *extra,
+    ]
 
 
 def _train(out, *extra, epochs=1):
@@ -94,8 +114,13 @@ def test_planted_symlinks_at_temporary_names_are_not_followed(data_env, capsys):
         link.symlink_to(victim)
     assert _train(out) == 0, capsys.readouterr().err
     assert victim.read_text() == "precious"
-    for name in ("model.npz", "model.json", "history.json", "checkpoints/checkpoint_epoch0001.npz",
-                 "checkpoints/checkpoint_epoch0001.json"):
+    for name in (
+        "model.npz",
+        "model.json",
+        "history.json",
+        "checkpoints/checkpoint_epoch0001.npz",
+        "checkpoints/checkpoint_epoch0001.json",
+    ):
         assert not (out / name).is_symlink() and (out / name).is_file(), name
     load_model(out)
     assert all(link.is_symlink() for link in planted)  # left alone, not used
@@ -158,8 +183,7 @@ def test_a_saved_model_is_never_overwritten_silently(data_env, capsys):
     before = _snapshot(out)
     _error(capsys, _argv(out), str(out), "already holds a training run", "--overwrite", "another --out")
     assert _snapshot(out) == before
-    _error(capsys, _argv(out, "--resume"), str(out), "no checkpoint to resume from", "--overwrite",
-           "another --out")
+    _error(capsys, _argv(out, "--resume"), str(out), "no checkpoint to resume from", "--overwrite", "another --out")
     assert _snapshot(out) == before
     assert _train(out, "--overwrite", "--seed", "1") == 0
     assert _snapshot(out)["model.npz"] != before["model.npz"]
@@ -190,15 +214,31 @@ def test_second_run_into_a_locked_folder_fails_at_once(data_env):
     """A run paused after its first step holds the folder: another run into it (fresh,
     --resume or --overwrite) fails at once naming the folder and the holder's pid; once the
     holder is killed with SIGKILL the operating system has released the lock."""
-    env = {"root": data_env, "env": dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONPATH=(
-        os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)))}
+    env = {
+        "root": data_env,
+        "env": dict(
+            os.environ,
+            OMP_NUM_THREADS="1",
+            OPENBLAS_NUM_THREADS="1",
+            PYTHONPATH=(
+                os.pathsep.join(
+                    p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+                )
+            ),
+        ),
+    }
     (data_env / "child.py").write_text(crash._CHILD)
     out = data_env / "run"
     with crash.reaped(crash._child(env, out, "step", 1, _argv(out, "--seed", "1"))) as first:
         assert first.stdout.readline().strip() == "KILL ME at epoch 1", first.stderr.read() if first.poll() else ""
         for extra in ((), ("--resume",), ("--overwrite",)):
-            second = subprocess.run(python_module("fastconv", *_argv(out, "--seed", "2", *extra)),
-                                    env=env["env"], capture_output=True, text=True, timeout=120)
+            second = subprocess.run(
+                python_module("fastconv", *_argv(out, "--seed", "2", *extra)),
+                env=env["env"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             lines = second.stderr.strip().splitlines()
             assert second.returncode == 1 and len(lines) == 1, second.stderr
             assert str(out) in lines[0] and f"pid {first.pid}" in lines[0] and "in use" in lines[0], lines[0]
@@ -206,8 +246,13 @@ def test_second_run_into_a_locked_folder_fails_at_once(data_env):
         assert not checkpoints(out / "checkpoints") and not (out / "model.json").exists()
         os.kill(first.pid, signal.SIGKILL)
         assert first.wait(timeout=30) == -signal.SIGKILL
-    third = subprocess.run(python_module("fastconv", *_argv(out, "--seed", "1", "--resume")),
-                           env=env["env"], capture_output=True, text=True, timeout=120)
+    third = subprocess.run(
+        python_module("fastconv", *_argv(out, "--seed", "1", "--resume")),
+        env=env["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert third.returncode == 0, third.stderr
     assert [e for e, _ in checkpoints(out / "checkpoints")] == [1] and (out / "model.json").is_file()
 
@@ -244,8 +289,11 @@ def _make_read_only(root):
     return root / "run", "cannot write into"
 
 
-@pytest.mark.parametrize("make", [_make_file, _make_checkpoints_file, _make_parent_file, _make_read_only],
-                         ids=["a-file", "checkpoints-a-file", "parent-a-file", "read-only"])
+@pytest.mark.parametrize(
+    "make",
+    [_make_file, _make_checkpoints_file, _make_parent_file, _make_read_only],
+    ids=["a-file", "checkpoints-a-file", "parent-a-file", "read-only"],
+)
 def test_out_problems_are_found_before_training(data_env, capsys, monkeypatch, make):
     out, expected = make(data_env)
     if make is _make_read_only and os.geteuid() == 0:
@@ -277,21 +325,37 @@ def _rewrite_data(root):
     return ()
 
 
-@pytest.mark.parametrize("change, named", [
-    (("--preprocess", "scale"), "--preprocess"),
-    (("--seed", "1"), "--seed"),
-    (("--lr", "1e-2"), "--lr"),
-    (("--lr-decay", "0.5"), "--lr-decay"),
-    (("--batch-size", "16"), "--batch-size"),
-    (("--optimizer", "sgd"), "--optimizer"),
-    (("--val-size", "40"), "--val-size"),
-    (("--limit-train", "200"), "--limit-train"),
-    (("--reg", "0.01"), "--reg"),
-    (("--dtype", "float64"), "--dtype"),
-    (("--model", "conv2x3-relu-maxpool2-fc"), "--model"),
-    (_rewrite_data, "other training or validation data"),
-], ids=["preprocess", "seed", "lr", "lr-decay", "batch-size", "optimizer", "val-size", "limit-train", "reg",
-        "dtype", "model", "data"])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (("--preprocess", "scale"), "--preprocess"),
+        (("--seed", "1"), "--seed"),
+        (("--lr", "1e-2"), "--lr"),
+        (("--lr-decay", "0.5"), "--lr-decay"),
+        (("--batch-size", "16"), "--batch-size"),
+        (("--optimizer", "sgd"), "--optimizer"),
+        (("--val-size", "40"), "--val-size"),
+        (("--limit-train", "200"), "--limit-train"),
+        (("--reg", "0.01"), "--reg"),
+        (("--dtype", "float64"), "--dtype"),
+        (("--model", "conv2x3-relu-maxpool2-fc"), "--model"),
+        (_rewrite_data, "other training or validation data"),
+    ],
+    ids=[
+        "preprocess",
+        "seed",
+        "lr",
+        "lr-decay",
+        "batch-size",
+        "optimizer",
+        "val-size",
+        "limit-train",
+        "reg",
+        "dtype",
+        "model",
+        "data",
+    ],
+)
 def test_resume_refuses_other_settings(data_env, capsys, change, named):
     out = data_env / "run"
     assert _train(out) == 0
@@ -325,8 +389,21 @@ def test_help_says_which_settings_resume_refuses(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--resume refuses" in text and "--overwrite" in text and "history.json records the settings" in text
-    for option in ("--preprocess", "--seed", "--batch-size", "--optimizer", "--lr", "--lr-decay", "--val-size",
-                   "--limit-train", "--model", "--reg", "--loss", "--dtype", "--dataset"):
+    for option in (
+        "--preprocess",
+        "--seed",
+        "--batch-size",
+        "--optimizer",
+        "--lr",
+        "--lr-decay",
+        "--val-size",
+        "--limit-train",
+        "--model",
+        "--reg",
+        "--loss",
+        "--dtype",
+        "--dataset",
+    ):
         assert option in text.split("--resume refuses", 1)[1], option
 
 
@@ -334,6 +411,7 @@ def test_help_says_which_settings_resume_refuses(capsys):
 def _rng_state(key, value):
     def tamper(state):
         state["rng"]["solver"]["state"][key] = value
+
     return tamper
 
 
@@ -345,34 +423,59 @@ def _set(*keys_and_value):
         for key in keys[:-1]:
             node = node[key]
         node[keys[-1]] = value
+
     return tamper
 
 
-@pytest.mark.parametrize("tamper, expected", [
-    (_set("history", [1]), "'history' must be a JSON object"),
-    (_set("model", [1]), "'model' must be a JSON object"),
-    (_set("solver", [1]), "'solver' must be a JSON object"),
-    (_set("run_settings", [1]), "'run_settings' must be a JSON object"),
-    (_set("optim_scalars", [1]), "'optim_scalars' must be a JSON object"),
-    (_rng_state("state", -5), "invalid random generator state"),
-    (_rng_state("inc", 2**130), "invalid random generator state"),
-    (_rng_state("state", 1.5), "invalid random generator state"),
-    (_set("best_val_acc", "abc"), "bad best_val_acc"),
-    (_set("best_val_acc", float("nan")), "bad best_val_acc"),
-    (_set("solver", "lr_decay", 0.0), "lr_decay"),
-    (_set("solver", "batch_size", "32"), "batch_size"),
-    (_set("solver", "data_sha256", "abc"), "data_sha256"),
-    (_set("history", "train_acc", ["x"]), "history['train_acc']"),
-    (_set("history", "val_acc", [float("nan")]), "history['val_acc']"),
-    (_set("history", "epoch_seconds", [None]), "history['epoch_seconds']"),
-    (_set("arrays", "history/loss", {"shape": [1], "dtype": "float64"}), "the array manifest does not match"),
-    (_set("optim_scalars", "W1", "learning_rate", "x"), "optimizer state of W1"),
-    (_set("optim_scalars", "W1", "t", -3), "optimizer state of W1"),
-    (_set("epoch", 0), "bad epoch"),
-    (_set("version", 1), "version 1 checkpoint"),
-], ids=["history", "model", "solver", "run_settings", "optim_scalars", "pcg64-negative", "pcg64-huge", "pcg64-float",
-        "best_val_acc-abc", "best_val_acc-nan", "lr_decay-0", "batch_size-str", "data_sha256", "train_acc",
-        "val_acc-nan", "epoch_seconds-null", "loss-length", "learning_rate", "t-negative", "epoch-0", "version-1"])
+@pytest.mark.parametrize(
+    "tamper, expected",
+    [
+        (_set("history", [1]), "'history' must be a JSON object"),
+        (_set("model", [1]), "'model' must be a JSON object"),
+        (_set("solver", [1]), "'solver' must be a JSON object"),
+        (_set("run_settings", [1]), "'run_settings' must be a JSON object"),
+        (_set("optim_scalars", [1]), "'optim_scalars' must be a JSON object"),
+        (_rng_state("state", -5), "invalid random generator state"),
+        (_rng_state("inc", 2**130), "invalid random generator state"),
+        (_rng_state("state", 1.5), "invalid random generator state"),
+        (_set("best_val_acc", "abc"), "bad best_val_acc"),
+        (_set("best_val_acc", float("nan")), "bad best_val_acc"),
+        (_set("solver", "lr_decay", 0.0), "lr_decay"),
+        (_set("solver", "batch_size", "32"), "batch_size"),
+        (_set("solver", "data_sha256", "abc"), "data_sha256"),
+        (_set("history", "train_acc", ["x"]), "history['train_acc']"),
+        (_set("history", "val_acc", [float("nan")]), "history['val_acc']"),
+        (_set("history", "epoch_seconds", [None]), "history['epoch_seconds']"),
+        (_set("arrays", "history/loss", {"shape": [1], "dtype": "float64"}), "the array manifest does not match"),
+        (_set("optim_scalars", "W1", "learning_rate", "x"), "optimizer state of W1"),
+        (_set("optim_scalars", "W1", "t", -3), "optimizer state of W1"),
+        (_set("epoch", 0), "bad epoch"),
+        (_set("version", 1), "version 1 checkpoint"),
+    ],
+    ids=[
+        "history",
+        "model",
+        "solver",
+        "run_settings",
+        "optim_scalars",
+        "pcg64-negative",
+        "pcg64-huge",
+        "pcg64-float",
+        "best_val_acc-abc",
+        "best_val_acc-nan",
+        "lr_decay-0",
+        "batch_size-str",
+        "data_sha256",
+        "train_acc",
+        "val_acc-nan",
+        "epoch_seconds-null",
+        "loss-length",
+        "learning_rate",
+        "t-negative",
+        "epoch-0",
+        "version-1",
+    ],
+)
 def test_tampered_checkpoint_fields_give_one_line_errors(data_env, capsys, tamper, expected):
     out = data_env / "run"
     assert _train(out) == 0
@@ -389,8 +492,10 @@ def test_tampered_checkpoint_fields_give_one_line_errors(data_env, capsys, tampe
 def test_empty_test_split(data_env, capsys):
     rng = np.random.default_rng(2)
     arrays = write_learnable_set(data_env / "data" / "fashion-mnist", rng, 300, 1)
-    write_idx_arrays(data_env / "data" / "fashion-mnist", dict(
-        arrays, test_images=np.zeros((0, 28, 28), np.uint8), test_labels=np.zeros(0, np.uint8)))
+    write_idx_arrays(
+        data_env / "data" / "fashion-mnist",
+        dict(arrays, test_images=np.zeros((0, 28, 28), np.uint8), test_labels=np.zeros(0, np.uint8)),
+    )
     out = data_env / "run"
     assert main(_argv(out, plots=True)) == 0, capsys.readouterr().err
     assert "no test images: test accuracy not measured" in capsys.readouterr().out

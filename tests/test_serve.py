@@ -3,6 +3,7 @@
 The models are real: tiny `fastconv train` runs on a small generated data set. The page in a real
 browser is tests/test_serve_browser.py.
 """
+
 import base64
 import contextlib
 import http.client
@@ -48,13 +49,42 @@ def runs(tmp_path_factory):
         mp.setenv("FASTCONV_MALLOC_TUNING", "0")
         mp.setattr(D.registry, "SYSTEM_DIRS", {})
         mp.setattr(D.download, "_urlopen", lambda *a, **k: (_ for _ in ()).throw(OSError("no network in tests")))
-        for name, model in (("conv", ["--model", CONV_NET]), ("svm", ["--model", "fc", "--loss", "svm"]),
-                            ("colour", ["--dataset", "cifar10", "--model", "conv5x3-relu-avgpool4-fc"])):
-            assert main(["train", "--dataset", "fashion-mnist", *model, "--epochs", "1", "--batch-size", "32",
-                         "--lr", "3e-3", "--out", str(root / name), "--no-progress", "--no-plots", "--threads", "1",
-                         "--quiet"]) == 0
-    return {"conv": root / "conv", "svm": root / "svm", "colour": root / "colour", "images": arrays["test_images"],
-            "root": root}
+        for name, model in (
+            ("conv", ["--model", CONV_NET]),
+            ("svm", ["--model", "fc", "--loss", "svm"]),
+            ("colour", ["--dataset", "cifar10", "--model", "conv5x3-relu-avgpool4-fc"]),
+        ):
+            assert (
+                main(
+                    [
+                        "train",
+                        "--dataset",
+                        "fashion-mnist",
+                        *model,
+                        "--epochs",
+                        "1",
+                        "--batch-size",
+                        "32",
+                        "--lr",
+                        "3e-3",
+                        "--out",
+                        str(root / name),
+                        "--no-progress",
+                        "--no-plots",
+                        "--threads",
+                        "1",
+                        "--quiet",
+                    ]
+                )
+                == 0
+            )
+    return {
+        "conv": root / "conv",
+        "svm": root / "svm",
+        "colour": root / "colour",
+        "images": arrays["test_images"],
+        "root": root,
+    }
 
 
 @contextlib.contextmanager
@@ -111,7 +141,7 @@ def cli_predictions(capsys, run_dir, path, top=10):
     assert main(["predict", "--model", str(run_dir), str(path), "--top", str(top)]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{path}: ")
-    return re.findall(r"(.+?) \((?:score )?(-?[0-9.]+)\)(?:, |$)", line[len(f"{path}: "):])
+    return re.findall(r"(.+?) \((?:score )?(-?[0-9.]+)\)(?:, |$)", line[len(f"{path}: ") :])
 
 
 def assert_equals_predict(capsys, run_dir, path, answer, key="probability"):
@@ -164,8 +194,18 @@ def test_page_files(base):
         assert not re.search(rb"""(src|href|url\()\s*=?\s*["']?(https?:)?//|@import|fetch\(["']http""", body), path
 
 
-@pytest.mark.parametrize("path", ["/index.html", "/web/index.html", "/../fastconv/serve.py", "/%2e%2e/README.md",
-                                  "//etc/passwd", "/app.js/", "/favicon.ico"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/index.html",
+        "/web/index.html",
+        "/../fastconv/serve.py",
+        "/%2e%2e/README.md",
+        "//etc/passwd",
+        "/app.js/",
+        "/favicon.ico",
+    ],
+)
 def test_only_the_page_files_are_served(base, path):
     assert_json_error(*request(base, "GET", path), 404, "no such page")
 
@@ -183,10 +223,12 @@ def test_png_prediction_equals_fastconv_predict(base, runs, capsys, tmp_path):
 @pytest.mark.parametrize("kind", ["jpeg", "rgb-png", "16-bit-png", "grey-alpha-png"])
 def test_other_encodings_equal_fastconv_predict(base, runs, capsys, tmp_path, kind):
     x = runs["images"][3]
-    data = {"jpeg": lambda: png_bytes(x, "JPEG", quality=90),
-            "rgb-png": lambda: png_bytes(np.stack([x, x // 2, 255 - x], axis=-1)),
-            "16-bit-png": lambda: png_bytes(x.astype(np.uint16) * 257),
-            "grey-alpha-png": lambda: png_bytes(np.stack([x, np.full_like(x, 128)], axis=-1))}[kind]()
+    data = {
+        "jpeg": lambda: png_bytes(x, "JPEG", quality=90),
+        "rgb-png": lambda: png_bytes(np.stack([x, x // 2, 255 - x], axis=-1)),
+        "16-bit-png": lambda: png_bytes(x.astype(np.uint16) * 257),
+        "grey-alpha-png": lambda: png_bytes(np.stack([x, np.full_like(x, 128)], axis=-1)),
+    }[kind]()
     path = tmp_path / f"img.{'jpg' if kind == 'jpeg' else 'png'}"
     path.write_bytes(data)
     status, answer = post_image(base, data)
@@ -252,40 +294,57 @@ def test_colour_model(runs, capsys, tmp_path):
         status, answer = post_image(url, grey.read_bytes())
         assert status == 200
         assert_equals_predict(capsys, runs["colour"], grey, answer)
-        assert_json_error(*request(url, "POST", "/predict", png_bytes(runs["images"][0])), 400,
-                          "the image is 28x28 pixels; the model takes 32x32 (colour)")
+        assert_json_error(
+            *request(url, "POST", "/predict", png_bytes(runs["images"][0])),
+            400,
+            "the image is 28x28 pixels; the model takes 32x32 (colour)",
+        )
 
 
 # ============================================================================ bad requests
 def png_declaring(width, height):
     """A PNG whose header declares width x height pixels, with no pixel data behind it."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("text", "not a PNG or JPEG image"),
-    ("gif", "not a PNG or JPEG image"),
-    ("bmp", "not a PNG or JPEG image"),
-    ("truncated-png", "not a readable image"),
-    ("wrong-size", "the image is 56x28 pixels; the model takes 28x28"),
-    pytest.param("huge-declared-size", "the image is 10000x10000 pixels",  # Pillow warns, the server refuses
-                 marks=pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")),
-    ("decompression-bomb", "decompression bomb"),
-    ("empty", "not a PNG or JPEG image (0 bytes)"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("text", "not a PNG or JPEG image"),
+        ("gif", "not a PNG or JPEG image"),
+        ("bmp", "not a PNG or JPEG image"),
+        ("truncated-png", "not a readable image"),
+        ("wrong-size", "the image is 56x28 pixels; the model takes 28x28"),
+        pytest.param(
+            "huge-declared-size",
+            "the image is 10000x10000 pixels",  # Pillow warns, the server refuses
+            marks=pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning"),
+        ),
+        ("decompression-bomb", "decompression bomb"),
+        ("empty", "not a PNG or JPEG image (0 bytes)"),
+    ],
+)
 def test_bad_images_are_400(base, runs, case, needle):
     x = runs["images"][0]
-    body = {"text": lambda: b"hello, not an image",
-            "gif": lambda: png_bytes(x, "GIF"),
-            "bmp": lambda: png_bytes(x, "BMP"),
-            "truncated-png": lambda: png_bytes(np.random.default_rng(0).integers(0, 256, (28, 28), np.uint8))[:-60],
-            "wrong-size": lambda: png_bytes(np.hstack([x, x])),
-            "huge-declared-size": lambda: png_declaring(10000, 10000),
-            "decompression-bomb": lambda: png_declaring(40000, 40000),
-            "empty": lambda: b""}[case]()
+    body = {
+        "text": lambda: b"hello, not an image",
+        "gif": lambda: png_bytes(x, "GIF"),
+        "bmp": lambda: png_bytes(x, "BMP"),
+        "truncated-png": lambda: png_bytes(np.random.default_rng(0).integers(0, 256, (28, 28), np.uint8))[:-60],
+        "wrong-size": lambda: png_bytes(np.hstack([x, x])),
+        "huge-declared-size": lambda: png_declaring(10000, 10000),
+        "decompression-bomb": lambda: png_declaring(40000, 40000),
+        "empty": lambda: b"",
+    }[case]()
     assert_json_error(*request(base, "POST", "/predict", body), 400, needle)
 
 
@@ -297,7 +356,7 @@ def test_body_limit(base, conv_service):
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     conn.putrequest("POST", "/predict")
-    conn.putheader("Content-Length", str(10 ** 12))
+    conn.putheader("Content-Length", str(10**12))
     conn.endheaders()  # no body follows: the answer must not wait for it
     response = conn.getresponse()
     assert_json_error(response.status, response.headers, response.read(), 413, "more than this model's limit")
@@ -321,30 +380,36 @@ def raw_exchange(base, data, shut_write=True):
     return int(lines[0].split()[1]), headers, body
 
 
-@pytest.mark.parametrize("case, code, needle", [
-    ("no-length", 411, "Content-Length is required"),
-    ("chunked", 411, "no chunked encoding"),
-    ("bad-length", 400, "bad Content-Length"),
-    ("negative-length", 400, "bad Content-Length"),
-    ("short-body", 400, "the body ended after 10 of 100 bytes"),
-    ("bad-version", 400, "Bad request version"),
-    ("unknown-method", 501, "Unsupported method"),
-    ("get-predict", 405, "POST an image to /predict"),
-    ("post-model", 405, "/model answers GET only"),
-    ("post-elsewhere", 404, "no such page"),
-])
+@pytest.mark.parametrize(
+    "case, code, needle",
+    [
+        ("no-length", 411, "Content-Length is required"),
+        ("chunked", 411, "no chunked encoding"),
+        ("bad-length", 400, "bad Content-Length"),
+        ("negative-length", 400, "bad Content-Length"),
+        ("short-body", 400, "the body ended after 10 of 100 bytes"),
+        ("bad-version", 400, "Bad request version"),
+        ("unknown-method", 501, "Unsupported method"),
+        ("get-predict", 405, "POST an image to /predict"),
+        ("post-model", 405, "/model answers GET only"),
+        ("post-elsewhere", 404, "no such page"),
+    ],
+)
 def test_bad_requests_get_json_errors(base, case, code, needle):
-    data = {"no-length": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-            "chunked": (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        b"5\r\nhello\r\n0\r\n\r\n"),
-            "bad-length": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 12abc\r\n\r\n",
-            "negative-length": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",
-            "short-body": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n0123456789",
-            "bad-version": b"GET / HTTQ/1.1\r\n\r\n",
-            "unknown-method": b"DELETE /model HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-            "get-predict": b"GET /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-            "post-model": b"POST /model HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
-            "post-elsewhere": b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"}[case]
+    data = {
+        "no-length": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "chunked": (
+            b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        ),
+        "bad-length": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 12abc\r\n\r\n",
+        "negative-length": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",
+        "short-body": b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n0123456789",
+        "bad-version": b"GET / HTTQ/1.1\r\n\r\n",
+        "unknown-method": b"DELETE /model HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "get-predict": b"GET /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "post-model": b"POST /model HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+        "post-elsewhere": b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+    }[case]
     status, headers, body = raw_exchange(base, data)
     assert_json_error(status, headers, body, code, needle)
     assert headers.get("Connection") == "close"
@@ -433,8 +498,9 @@ class _Child:
     """`fastconv serve ...` in a child process, its output lines read as they come."""
 
     def __init__(self, *args):
-        self.proc = subprocess.Popen(python_module("fastconv", "serve", *args), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            python_module("fastconv", "serve", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         self.lines = queue.Queue()
         for stream in (self.proc.stdout, self.proc.stderr):
             threading.Thread(target=lambda s=stream: [self.lines.put(line) for line in s], daemon=True).start()
@@ -511,6 +577,7 @@ def test_command_line_errors(runs, capsys):
     assert "fastconv serve: error:" in capsys.readouterr().err
     assert main(["serve", "--model", str(runs["root"] / "nothing")]) == 1
     assert "no such model file" in capsys.readouterr().err
+
     def unresolvable(*args, **kwargs):  # no name look-up leaves this machine in a test
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 

@@ -6,6 +6,7 @@ that Invert and an upload work, and takes a screenshot (kept where $FASTCONV_SER
 says, if set). Skips, saying why, without Selenium, Chromium or chromedriver (.ci/run installs
 Debian's chromium and chromium-driver when it can).
 """
+
 import base64
 import contextlib
 import io
@@ -27,10 +28,14 @@ from selenium.webdriver.common.by import By  # noqa: E402
 
 BROWSER = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 DRIVER = shutil.which("chromedriver")
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(BROWSER is None or DRIVER is None,
-                                 reason="no headless browser: install Chromium and its driver "
-                                        "(Debian: apt-get install chromium chromium-driver)")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        BROWSER is None or DRIVER is None,
+        reason="no headless browser: install Chromium and its driver "
+        "(Debian: apt-get install chromium chromium-driver)",
+    ),
+]
 VIEWPORT = (1180, 720)
 
 
@@ -38,16 +43,24 @@ VIEWPORT = (1180, 720)
 def browser_on(run_dir):
     """A headless Chromium on the page of a server for the model in ``run_dir``, once it has loaded."""
     options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--force-device-scale-factor=1", f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--force-device-scale-factor=1",
+        f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
+    ):
         options.add_argument(arg)
     options.binary_location = BROWSER
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     with serving(_serve_model.ModelService(run_dir)) as url:
         driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
         try:
-            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-                "width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False})
+            driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False},
+            )
             driver.get(url + "/")
             wait(driver, "document.getElementById('badges').children.length > 0")
             yield driver
@@ -137,8 +150,7 @@ def test_drawing_asks_again_without_flooding(page, runs, capsys, tmp_path):  # n
     last = settle(page, before)
     sent = page.execute_script("return window.fastconv.sent") - sent_before
     assert 2 <= sent <= seconds / 0.12 + 2, (sent, seconds)  # asked again while drawing, not per move
-    assert page.execute_script("return window.fastconv.answered") == page.execute_script(
-        "return window.fastconv.sent")
+    assert page.execute_script("return window.fastconv.answered") == page.execute_script("return window.fastconv.sent")
     # the last answer is for the finished drawing
     assert np.array_equal(sent_pixels(last, tmp_path / "zigzag.png")[..., :3], shown_pixels(page)[..., :3])
     assert_equals_predict(capsys, runs["conv"], tmp_path / "zigzag.png", last["answer"])
@@ -199,6 +211,6 @@ def test_colour_model_draws_in_colour(runs, capsys, tmp_path):  # noqa: F811
         pixels = sent_pixels(last, tmp_path / "red.png")
         assert pixels.shape == (32, 32, 4) and np.array_equal(pixels[..., :3], shown_pixels(driver)[..., :3])
         r, g, b = pixels[:, 16, :3].astype(int)[np.argmax(pixels[:, 16, 0])]  # the stroke's middle: the ink
-        assert r >= 240 and abs(g / r - 0x30 / 0xff) < 0.03 and b == 0 and tuple(pixels[2, 2, :3]) == (0, 0, 0)
+        assert r >= 240 and abs(g / r - 0x30 / 0xFF) < 0.03 and b == 0 and tuple(pixels[2, 2, :3]) == (0, 0, 0)
         assert_equals_predict(capsys, runs["colour"], tmp_path / "red.png", last["answer"])
         assert len(driver.find_elements(By.CSS_SELECTOR, "#maps img")) == 5

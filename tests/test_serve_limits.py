@@ -4,6 +4,7 @@ Each load test states its bound in its name and docstring; the servers under loa
 `fastconv serve` processes (their own open-file limit, their own CPU time), the clients this process's
 threads and sockets. The model is the tiny one of tests/test_cli_errors.py.
 """
+
 import contextlib
 import io
 import json
@@ -37,8 +38,14 @@ def png_image(seed=0):
 
 
 def predict_request(port, body, close=True, headers=()):
-    head = ["POST /predict HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: image/png",
-            f"Content-Length: {len(body)}", *(["Connection: close"] if close else []), *headers]
+    head = [
+        "POST /predict HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: image/png",
+        f"Content-Length: {len(body)}",
+        *(["Connection: close"] if close else []),
+        *headers,
+    ]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
@@ -63,8 +70,9 @@ class ServeChild:
 
     def __init__(self, argv, nofile=None):
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     preexec_fn=limit)
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=limit
+        )
         self.lines = queue.Queue()
         self.seen = []
         threading.Thread(target=lambda: [self.lines.put(line) for line in self.proc.stdout], daemon=True).start()
@@ -103,8 +111,9 @@ class ServeChild:
 
 @contextlib.contextmanager
 def serve_child(model, nofile=None):
-    child = ServeChild(python_module("fastconv", "serve", "--model", str(model), "--port", "0", "--threads", "1"),
-                       nofile=nofile)
+    child = ServeChild(
+        python_module("fastconv", "serve", "--model", str(model), "--port", "0", "--threads", "1"), nofile=nofile
+    )
     try:
         yield child, int(child.wait_for(r"open http://127\.0\.0\.1:(\d+)/")[1])
     finally:
@@ -234,8 +243,12 @@ def service(env):  # noqa: F811
 
 
 def ask(port, method, path, headers, body=b""):
-    head = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()),
-            f"Content-Length: {len(body)}", "Connection: close"]
+    head = [
+        f"{method} {path} HTTP/1.1",
+        *(f"{k}: {v}" for k, v in headers.items()),
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
     data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(data)
@@ -246,27 +259,50 @@ def ask(port, method, path, headers, body=b""):
     return status, json.loads(answer.partition(b"\r\n\r\n")[2]) if status != 200 or path != "/" else None
 
 
-@pytest.mark.parametrize("case, method, path, headers, code", [
-    ("address", "GET", "/model", {"Host": "127.0.0.1:{port}"}, 200),
-    ("localhost", "GET", "/model", {"Host": "localhost:{port}"}, 200),
-    ("localhost-dot", "GET", "/model", {"Host": "LOCALHOST.:{port}"}, 200),
-    ("rebound-name", "GET", "/model", {"Host": "attacker.example:{port}"}, 403),
-    ("other-address", "GET", "/model", {"Host": "10.1.2.3:{port}"}, 403),
-    ("no-host", "GET", "/model", {}, 400),
-    ("bad-host", "GET", "/model", {"Host": "a b"}, 403),
-    ("page-itself", "POST", "/predict", {"Host": "127.0.0.1:{port}", "Origin": "http://127.0.0.1:{port}",
-                                         "Sec-Fetch-Site": "same-origin"}, 200),
-    ("other-origin", "POST", "/predict", {"Host": "127.0.0.1:{port}", "Origin": "http://attacker.example"}, 403),
-    ("other-port", "POST", "/predict", {"Host": "127.0.0.1:{port}", "Origin": "http://127.0.0.1:1"}, 403),
-    ("null-origin", "POST", "/predict", {"Host": "127.0.0.1:{port}", "Origin": "null"}, 403),
-    ("cross-site-post", "POST", "/predict", {"Host": "127.0.0.1:{port}", "Sec-Fetch-Site": "cross-site"}, 403),
-    ("same-site-read", "GET", "/model", {"Host": "localhost:{port}", "Sec-Fetch-Site": "same-site",
-                                         "Sec-Fetch-Mode": "cors"}, 403),
-    ("link-to-the-page", "GET", "/", {"Host": "127.0.0.1:{port}", "Sec-Fetch-Site": "cross-site",
-                                      "Sec-Fetch-Mode": "navigate"}, 200),
-    ("typed-address", "GET", "/", {"Host": "127.0.0.1:{port}", "Sec-Fetch-Site": "none",
-                                   "Sec-Fetch-Mode": "navigate"}, 200),
-])
+@pytest.mark.parametrize(
+    "case, method, path, headers, code",
+    [
+        ("address", "GET", "/model", {"Host": "127.0.0.1:{port}"}, 200),
+        ("localhost", "GET", "/model", {"Host": "localhost:{port}"}, 200),
+        ("localhost-dot", "GET", "/model", {"Host": "LOCALHOST.:{port}"}, 200),
+        ("rebound-name", "GET", "/model", {"Host": "attacker.example:{port}"}, 403),
+        ("other-address", "GET", "/model", {"Host": "10.1.2.3:{port}"}, 403),
+        ("no-host", "GET", "/model", {}, 400),
+        ("bad-host", "GET", "/model", {"Host": "a b"}, 403),
+        (
+            "page-itself",
+            "POST",
+            "/predict",
+            {"Host": "127.0.0.1:{port}", "Origin": "http://127.0.0.1:{port}", "Sec-Fetch-Site": "same-origin"},
+            200,
+        ),
+        ("other-origin", "POST", "/predict", {"Host": "127.0.0.1:{port}", "Origin": "http://attacker.example"}, 403),
+        ("other-port", "POST", "/predict", {"Host": "127.0.0.1:{port}", "Origin": "http://127.0.0.1:1"}, 403),
+        ("null-origin", "POST", "/predict", {"Host": "127.0.0.1:{port}", "Origin": "null"}, 403),
+        ("cross-site-post", "POST", "/predict", {"Host": "127.0.0.1:{port}", "Sec-Fetch-Site": "cross-site"}, 403),
+        (
+            "same-site-read",
+            "GET",
+            "/model",
+            {"Host": "localhost:{port}", "Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors"},
+            403,
+        ),
+        (
+            "link-to-the-page",
+            "GET",
+            "/",
+            {"Host": "127.0.0.1:{port}", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"},
+            200,
+        ),
+        (
+            "typed-address",
+            "GET",
+            "/",
+            {"Host": "127.0.0.1:{port}", "Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate"},
+            200,
+        ),
+    ],
+)
 def test_only_this_servers_names_and_its_own_page_are_answered(service, case, method, path, headers, code):
     """DNS rebinding (another name in Host) and cross-site requests (Origin, Sec-Fetch-Site) are refused
     with a 403 and a JSON reason; the page's own requests, links to the page and clients that send
@@ -288,8 +324,13 @@ def test_allowed_host_names(service):
     thread.start()
     try:
         port = server.server_address[1]
-        for name, code in (("box.lan", 200), ("localhost", 200), ("127.0.0.1", 200), ("other.lan", 403),
-                           ("10.1.2.3", 403)):
+        for name, code in (
+            ("box.lan", 200),
+            ("localhost", 200),
+            ("127.0.0.1", 200),
+            ("other.lan", 403),
+            ("10.1.2.3", 403),
+        ):
             assert ask(port, "GET", "/model", {"Host": f"{name}:{port}"})[0] == code, name
     finally:
         server.shutdown()
@@ -357,8 +398,9 @@ def test_pipelined_requests_and_a_head_over_the_limit(service):
     with serving(service) as url:
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(b"GET /model HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-                         b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            sock.sendall(
+                b"GET /model HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            )
             answer = b""
             while answer.count(b"HTTP/1.1 ") < 2 or not answer.endswith(b"}"):
                 answer += sock.recv(65536)

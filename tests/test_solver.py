@@ -1,4 +1,5 @@
 """The Solver: overfitting small data, histories, checkpoints and exact resume."""
+
 import json
 
 import numpy as np
@@ -19,9 +20,16 @@ def test_overfits_100_examples(rng):
     """The tutorials' sanity check: 100 random examples are learned by heart."""
     X, y = _small_data(rng)
     model = ConvNet1(input_shape=(3, 16, 16), num_filters=8, filter_size=3, hidden_dim=100, seed=0)
-    solver = S.Solver(model, {"X_train": X, "y_train": y, "X_val": X[:20], "y_val": y[:20]},
-                      update_rule="adam", optim_config={"learning_rate": 2e-3}, batch_size=25,
-                      num_epochs=20, seed=0, verbose=False)
+    solver = S.Solver(
+        model,
+        {"X_train": X, "y_train": y, "X_val": X[:20], "y_val": y[:20]},
+        update_rule="adam",
+        optim_config={"learning_rate": 2e-3},
+        batch_size=25,
+        num_epochs=20,
+        seed=0,
+        verbose=False,
+    )
     solver.train()
     assert solver.train_acc_history[-1] == 1.0
     assert solver.loss_history[-1] < 0.1 * solver.loss_history[0]
@@ -56,9 +64,17 @@ def test_epochs_visit_every_example_once(rng, monkeypatch):
 def test_lr_decay_and_best_params(rng):
     X, y = _small_data(rng, n=40, shape=(1, 6, 6))
     model = Sequential("fc8-relu-fc", input_shape=(1, 6, 6), seed=0)
-    solver = S.Solver(model, {"X_train": X, "y_train": y, "X_val": X[:10], "y_val": y[:10]},
-                      update_rule="momentum", optim_config={"learning_rate": 0.01}, lr_decay=0.5,
-                      batch_size=10, num_epochs=3, seed=0, verbose=False)
+    solver = S.Solver(
+        model,
+        {"X_train": X, "y_train": y, "X_val": X[:10], "y_val": y[:10]},
+        update_rule="momentum",
+        optim_config={"learning_rate": 0.01},
+        lr_decay=0.5,
+        batch_size=10,
+        num_epochs=3,
+        seed=0,
+        verbose=False,
+    )
     solver.train()
     for config in solver.optim_configs.values():
         assert config["learning_rate"] == pytest.approx(0.01 * 0.5**3)
@@ -83,11 +99,23 @@ def _resume_setup(rng):
     data = {"X_train": X[:48], "y_train": y[:48], "X_val": X[48:], "y_val": y[48:]}
 
     def make(seed):
-        return Sequential("conv4x3-bn-relu-maxpool2-fc16-bn-relu-dropout0.2-fc", input_shape=(2, 8, 8),
-                          num_classes=4, seed=seed, reg=1e-3)
+        return Sequential(
+            "conv4x3-bn-relu-maxpool2-fc16-bn-relu-dropout0.2-fc",
+            input_shape=(2, 8, 8),
+            num_classes=4,
+            seed=seed,
+            reg=1e-3,
+        )
 
-    kwargs = dict(update_rule="adam", optim_config={"learning_rate": 3e-3}, lr_decay=0.9, batch_size=7,
-                  num_train_samples=20, seed=123, verbose=False)
+    kwargs = dict(
+        update_rule="adam",
+        optim_config={"learning_rate": 3e-3},
+        lr_decay=0.9,
+        batch_size=7,
+        num_train_samples=20,
+        seed=123,
+        verbose=False,
+    )
     return data, make, kwargs
 
 
@@ -131,8 +159,10 @@ def test_resume_is_bit_identical(tmp_path, rng):
     a = json.loads((tmp_path / "full" / "checkpoint_epoch0004.json").read_text())
     b = json.loads((tmp_path / "part" / "checkpoint_epoch0004.json").read_text())
     assert a["rng"] == b["rng"]  # the loss histories are compared with the arrays below (history/loss)
-    with np.load(tmp_path / "full" / "checkpoint_epoch0004.npz", allow_pickle=False) as fa, \
-            np.load(tmp_path / "part" / "checkpoint_epoch0004.npz", allow_pickle=False) as fb:
+    with (
+        np.load(tmp_path / "full" / "checkpoint_epoch0004.npz", allow_pickle=False) as fa,
+        np.load(tmp_path / "part" / "checkpoint_epoch0004.npz", allow_pickle=False) as fb,
+    ):
         assert sorted(fa.files) == sorted(fb.files)
         for key in fa.files:
             assert np.array_equal(fa[key], fb[key]), key
@@ -143,8 +173,12 @@ def test_checkpoint_files(tmp_path, rng):
     solver = S.Solver(make(0), data, num_epochs=3, checkpoint_dir=tmp_path, keep_checkpoints=2, **kwargs)
     solver.train()
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["checkpoint_epoch0002.json", "checkpoint_epoch0002.npz",
-                     "checkpoint_epoch0003.json", "checkpoint_epoch0003.npz"]
+    assert names == [
+        "checkpoint_epoch0002.json",
+        "checkpoint_epoch0002.npz",
+        "checkpoint_epoch0003.json",
+        "checkpoint_epoch0003.npz",
+    ]
     state = json.loads((tmp_path / "checkpoint_epoch0003.json").read_text())
     assert state["epoch"] == 3 and state["solver"]["update_rule"] == "adam"
     assert len(state["history"]["train_acc"]) == 3 + 1 and len(state["history"]["epoch_seconds"]) == 3
@@ -206,20 +240,35 @@ def _with_preprocessing(model, std=2.0):
     return model
 
 
-@pytest.mark.parametrize("change, named", [
-    (dict(lr_decay=0.5), "lr_decay"),
-    (dict(optim_config={"learning_rate": 1e-2}), "optim_config"),
-    (dict(optim_config={"learning_rate": 3e-3, "beta1": 0.8}), "optim_config"),
-    (dict(seed=124), "seed"),
-    (dict(num_train_samples=10), "num_train_samples"),
-    (dict(num_val_samples=5), "num_val_samples"),
-    (dict(run_settings={"data": "other"}), "data: None in the checkpoint, 'other' now"),
-    ("data", "other training or validation data"),
-    ("val", "num_val"),
-    ("preprocess", "preprocessing None in the checkpoint, 'channel' now"),
-    ("statistics", "other preprocessing statistics"),
-], ids=["lr_decay", "learning_rate", "beta1", "seed", "num_train_samples", "num_val_samples", "run_settings", "data",
-        "val", "preprocess", "statistics"])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (dict(lr_decay=0.5), "lr_decay"),
+        (dict(optim_config={"learning_rate": 1e-2}), "optim_config"),
+        (dict(optim_config={"learning_rate": 3e-3, "beta1": 0.8}), "optim_config"),
+        (dict(seed=124), "seed"),
+        (dict(num_train_samples=10), "num_train_samples"),
+        (dict(num_val_samples=5), "num_val_samples"),
+        (dict(run_settings={"data": "other"}), "data: None in the checkpoint, 'other' now"),
+        ("data", "other training or validation data"),
+        ("val", "num_val"),
+        ("preprocess", "preprocessing None in the checkpoint, 'channel' now"),
+        ("statistics", "other preprocessing statistics"),
+    ],
+    ids=[
+        "lr_decay",
+        "learning_rate",
+        "beta1",
+        "seed",
+        "num_train_samples",
+        "num_val_samples",
+        "run_settings",
+        "data",
+        "val",
+        "preprocess",
+        "statistics",
+    ],
+)
 def test_resume_refuses_other_settings(tmp_path, rng, change, named):
     """Every setting that shapes the result must be the checkpoint's (only num_epochs may grow):
     a different one is refused, naming it, and the solver is left as it was."""
@@ -274,15 +323,18 @@ def test_resume_keeps_the_solvers_settings_and_records_them(tmp_path, rng):
         S.Solver(make(0), data, run_settings={"x": object()})
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("train_acc", "not a number", "bad history"),
-    ("best_epoch", 7, "bad best_epoch"),
-    ("npz", "", "'npz' must name"),
-    ("npz", "../checkpoint_epoch0001.npz", "'npz' must name"),
-    ("npz_sha256", "0" * 63, "npz_sha256"),
-    ("model", [], "'model' must be a JSON object"),
-    ("rng", {"solver": {}, "model": {}}, "random generator"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("train_acc", "not a number", "bad history"),
+        ("best_epoch", 7, "bad best_epoch"),
+        ("npz", "", "'npz' must name"),
+        ("npz", "../checkpoint_epoch0001.npz", "'npz' must name"),
+        ("npz_sha256", "0" * 63, "npz_sha256"),
+        ("model", [], "'model' must be a JSON object"),
+        ("rng", {"solver": {}, "model": {}}, "random generator"),
+    ],
+)
 def test_resume_changes_nothing_unless_the_whole_checkpoint_is_valid(tmp_path, rng, field, value, match):
     data, make, kwargs = _resume_setup(rng)
     S.Solver(make(0), data, num_epochs=1, checkpoint_dir=tmp_path, **kwargs).train()
@@ -294,8 +346,11 @@ def test_resume_changes_nothing_unless_the_whole_checkpoint_is_valid(tmp_path, r
         state[field] = value
     path.write_text(json.dumps(state))
     fresh = S.Solver(make(5), data, num_epochs=2, checkpoint_dir=tmp_path, **kwargs)
-    before = ({k: v.copy() for k, v in fresh.model.params.items()}, fresh.rng.bit_generator.state,
-              fresh.model.rng.bit_generator.state)
+    before = (
+        {k: v.copy() for k, v in fresh.model.params.items()},
+        fresh.rng.bit_generator.state,
+        fresh.model.rng.bit_generator.state,
+    )
     with pytest.raises(ValueError, match=match) as info:
         fresh.resume()
     assert str(path) in str(info.value)
@@ -307,8 +362,14 @@ def test_resume_changes_nothing_unless_the_whole_checkpoint_is_valid(tmp_path, r
 def test_progress_without_tqdm(rng, monkeypatch, capsys):
     monkeypatch.setattr(S, "_tqdm", None)
     X, y = _small_data(rng, n=20, shape=(1, 4, 4))
-    solver = S.Solver(Sequential("fc", input_shape=(1, 4, 4)), {"X_train": X, "y_train": y},
-                      batch_size=5, num_epochs=1, print_every=2, verbose=True)
+    solver = S.Solver(
+        Sequential("fc", input_shape=(1, 4, 4)),
+        {"X_train": X, "y_train": y},
+        batch_size=5,
+        num_epochs=1,
+        print_every=2,
+        verbose=True,
+    )
     solver.train()
     out = capsys.readouterr().out
     assert "iteration 1/4" in out and "iteration 3/4" in out and "iteration 4/4" in out
@@ -318,8 +379,9 @@ def test_progress_without_tqdm(rng, monkeypatch, capsys):
 def test_progress_bar_with_tqdm(rng, capsys):
     pytest.importorskip("tqdm")
     X, y = _small_data(rng, n=20, shape=(1, 4, 4))
-    S.Solver(Sequential("fc", input_shape=(1, 4, 4)), {"X_train": X, "y_train": y}, batch_size=5,
-             num_epochs=1, verbose=True).train()
+    S.Solver(
+        Sequential("fc", input_shape=(1, 4, 4)), {"X_train": X, "y_train": y}, batch_size=5, num_epochs=1, verbose=True
+    ).train()
     err = capsys.readouterr().err
     assert "epoch 1/1" in err and "img_s" in err
 

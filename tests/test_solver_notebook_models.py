@@ -3,6 +3,7 @@ tutorial write them, on their own numpy layers (issue 26 items 1-3): float32 par
 float64 data, a float64 dropout mask, ``np.zeros`` in a layer; CS231n's constructor
 (``num_train_samples=None``, ``checkpoint_name``), the tutorial's keywords, accuracy histories
 from epoch 0, and a non-finite loss that stops one run of a search instead of the search."""
+
 import json
 
 import numpy as np
@@ -32,14 +33,25 @@ class TwoLayerNet:
     (``dtype=np.float32``), and whatever dtype numpy gives the arithmetic: float64 with the
     notebook's float64 data, and float64 after the dropout mask ``(np.random.rand(...) < p) / p``."""
 
-    def __init__(self, input_dim=12, hidden_dim=16, num_classes=3, weight_scale=1e-1, reg=0.0, dropout=1,
-                 dtype=np.float32, seed=0):
+    def __init__(
+        self,
+        input_dim=12,
+        hidden_dim=16,
+        num_classes=3,
+        weight_scale=1e-1,
+        reg=0.0,
+        dropout=1,
+        dtype=np.float32,
+        seed=0,
+    ):
         r = np.random.RandomState(seed)
         self.reg, self.dropout = reg, dropout
-        self.params = {"W1": (weight_scale * r.randn(input_dim, hidden_dim)).astype(dtype),
-                       "b1": np.zeros(hidden_dim, dtype=dtype),
-                       "W2": (weight_scale * r.randn(hidden_dim, num_classes)).astype(dtype),
-                       "b2": np.zeros(num_classes, dtype=dtype)}
+        self.params = {
+            "W1": (weight_scale * r.randn(input_dim, hidden_dim)).astype(dtype),
+            "b1": np.zeros(hidden_dim, dtype=dtype),
+            "W2": (weight_scale * r.randn(hidden_dim, num_classes)).astype(dtype),
+            "b2": np.zeros(num_classes, dtype=dtype),
+        }
 
     def loss(self, X, y=None):
         W1, b1, W2, b2 = (self.params[k] for k in ("W1", "b1", "W2", "b2"))
@@ -60,8 +72,12 @@ class TwoLayerNet:
         if mask is not None:
             dh = dh * mask
         da = dh * (a > 0)
-        grads = {"W2": h.T.dot(dscores) + self.reg * W2, "b2": dscores.sum(axis=0),
-                 "W1": X.T.dot(da) + self.reg * W1, "b1": da.sum(axis=0)}
+        grads = {
+            "W2": h.T.dot(dscores) + self.reg * W2,
+            "b2": dscores.sum(axis=0),
+            "W1": X.T.dot(da) + self.reg * W1,
+            "b1": da.sum(axis=0),
+        }
         return loss, grads
 
 
@@ -73,8 +89,10 @@ class PoolNet:
     def __init__(self, input_dimension=(1, 6, 6), number_of_classes=3, weight_scale=1e-1, dtype=np.float32):
         C, H, W = input_dimension
         r = np.random.RandomState(1)
-        self.params = {"w1": (weight_scale * r.rand(C * (H // 2) * (W // 2), number_of_classes)).astype(dtype),
-                       "b1": np.zeros(number_of_classes).astype(dtype)}
+        self.params = {
+            "w1": (weight_scale * r.rand(C * (H // 2) * (W // 2), number_of_classes)).astype(dtype),
+            "b1": np.zeros(number_of_classes).astype(dtype),
+        }
 
     @staticmethod
     def _pool(x):
@@ -82,7 +100,7 @@ class PoolNet:
         out = np.zeros((N, C, H // 2, W // 2))
         for i in range(H // 2):
             for j in range(W // 2):
-                out[:, :, i, j] = x[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2].max(axis=(2, 3))
+                out[:, :, i, j] = x[:, :, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].max(axis=(2, 3))
         return out
 
     def scores_for_predicting(self, x):
@@ -120,11 +138,15 @@ def _accuracy(model, X, y):
 
 
 # ---------------------------------------------------------------- item 1: gradients of another float dtype
-@pytest.mark.parametrize("make, data", [
-    (lambda: TwoLayerNet(), _cs231n_data),
-    (lambda: TwoLayerNet(dropout=0.8), _cs231n_data),
-    (lambda: PoolNet(), _tutorial_data),
-], ids=["fc-float32-params-float64-data", "fc-dropout-float64-mask", "tutorial-np-zeros-pool"])
+@pytest.mark.parametrize(
+    "make, data",
+    [
+        (lambda: TwoLayerNet(), _cs231n_data),
+        (lambda: TwoLayerNet(dropout=0.8), _cs231n_data),
+        (lambda: PoolNet(), _tutorial_data),
+    ],
+    ids=["fc-float32-params-float64-data", "fc-dropout-float64-mask", "tutorial-np-zeros-pool"],
+)
 def test_float64_gradients_of_float32_parameters_train(make, data):
     np.random.seed(231)
     model = make()
@@ -133,8 +155,16 @@ def test_float64_gradients_of_float32_parameters_train(make, data):
     _, grads = loss_of(data()[X_key][:10], data()[y_key][:10])
     assert all(g.dtype == np.float64 for g in grads.values())  # what the originals' Solvers take
     seen = []
-    solver = S.Solver(model, data(), update_rule="sgd", optim_config={"learning_rate": 0.5}, batch_size=10,
-                      num_epochs=4, seed=0, verbose=False)
+    solver = S.Solver(
+        model,
+        data(),
+        update_rule="sgd",
+        optim_config={"learning_rate": 0.5},
+        batch_size=10,
+        num_epochs=4,
+        seed=0,
+        verbose=False,
+    )
     rule = solver.update_rule
 
     def spy(w, dw, config):
@@ -149,8 +179,11 @@ def test_float64_gradients_of_float32_parameters_train(make, data):
     assert solver.best_val_acc > 0.6
 
 
-@pytest.mark.parametrize("make, data", [(lambda: TwoLayerNet(), _cs231n_data), (lambda: PoolNet(), _tutorial_data)],
-                         ids=["cs231n-loss", "tutorial-scores_for_predicting"])
+@pytest.mark.parametrize(
+    "make, data",
+    [(lambda: TwoLayerNet(), _cs231n_data), (lambda: PoolNet(), _tutorial_data)],
+    ids=["cs231n-loss", "tutorial-scores_for_predicting"],
+)
 def test_solver_model_scores_the_test_set_as_the_notebooks_call_it(make, data):
     """``y_test_pred = np.argmax(solver.model.loss(data['X_test']), axis=1)``."""
     model = make()
@@ -165,8 +198,9 @@ def test_solver_model_scores_the_test_set_as_the_notebooks_call_it(make, data):
 def test_a_gradient_that_is_not_float_is_refused():
     model = TwoLayerNet()
     loss = model.loss
-    model.loss = lambda X, y=None: loss(X, y) if y is None else (loss(X, y)[0], {
-        **loss(X, y)[1], "b2": np.zeros(3, dtype=np.int64)})
+    model.loss = lambda X, y=None: (
+        loss(X, y) if y is None else (loss(X, y)[0], {**loss(X, y)[1], "b2": np.zeros(3, dtype=np.int64)})
+    )
     solver = S.Solver(model, _cs231n_data(), num_epochs=1, verbose=False)
     with pytest.raises(TypeError, match=r"float32 or float64 gradient for params\['b2'\], got int64"):
         solver.train()
@@ -178,8 +212,16 @@ def test_accuracy_histories_start_at_epoch_0_as_cs231n():
     model = TwoLayerNet()
     before_train = _accuracy(model, data["X_train"], data["y_train"])
     before_val = _accuracy(model, data["X_val"], data["y_val"])
-    solver = S.Solver(model, data, optim_config={"learning_rate": 0.5}, batch_size=10, num_epochs=3,
-                      num_train_samples=None, seed=0, verbose=False)
+    solver = S.Solver(
+        model,
+        data,
+        optim_config={"learning_rate": 0.5},
+        batch_size=10,
+        num_epochs=3,
+        num_train_samples=None,
+        seed=0,
+        verbose=False,
+    )
     solver.train()
     assert len(solver.train_acc_history) == len(solver.val_acc_history) == 3 + 1
     assert len(solver.epoch_times) == 3 and len(solver.loss_history) == 3 * 6
@@ -195,8 +237,16 @@ def test_accuracy_histories_start_at_epoch_0_as_cs231n():
 
 def test_num_train_samples_none_uses_the_whole_training_set():
     data = _cs231n_data()
-    solver = S.Solver(TwoLayerNet(), data, optim_config={"learning_rate": 0.5}, batch_size=10, num_epochs=1,
-                      num_train_samples=None, seed=0, verbose=False)
+    solver = S.Solver(
+        TwoLayerNet(),
+        data,
+        optim_config={"learning_rate": 0.5},
+        batch_size=10,
+        num_epochs=1,
+        num_train_samples=None,
+        seed=0,
+        verbose=False,
+    )
     solver.train()
     assert solver.num_train_samples is None
     # each of the 60 examples counts: an accuracy is a multiple of 1/60, not of 1/1000
@@ -206,8 +256,16 @@ def test_num_train_samples_none_uses_the_whole_training_set():
 
 def test_tutorial_keywords_are_taken(capsys):
     np.random.seed(0)
-    solver = S.Solver(PoolNet(), _tutorial_data(), update_rule="sgd", optimization_config={"learning_rate": 0.5},
-                      learning_rate_decay=0.5, batch_size=20, number_of_epochs=3, verbose_mode=False)
+    solver = S.Solver(
+        PoolNet(),
+        _tutorial_data(),
+        update_rule="sgd",
+        optimization_config={"learning_rate": 0.5},
+        learning_rate_decay=0.5,
+        batch_size=20,
+        number_of_epochs=3,
+        verbose_mode=False,
+    )
     solver.train()
     assert solver.num_epochs == 3 and len(solver.train_accuracy_history) == 4 and not solver.verbose
     assert solver.optim_configs["w1"]["learning_rate"] == pytest.approx(0.5 * 0.5**3)
@@ -225,13 +283,23 @@ def test_both_names_of_one_setting_must_agree():
 
 def test_checkpoint_name_writes_safe_checkpoints_under_that_name_and_resumes_exactly(tmp_path):
     data = _cs231n_data()
-    settings = dict(update_rule="adam", optim_config={"learning_rate": 1e-2}, batch_size=10,
-                    num_train_samples=None, seed=3, verbose=False)
+    settings = dict(
+        update_rule="adam",
+        optim_config={"learning_rate": 1e-2},
+        batch_size=10,
+        num_train_samples=None,
+        seed=3,
+        verbose=False,
+    )
     full = S.Solver(TwoLayerNet(), data, num_epochs=3, checkpoint_name=str(tmp_path / "a" / "fc_net"), **settings)
     full.train()
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == ["fc_net_epoch0002.json", "fc_net_epoch0002.npz", "fc_net_epoch0003.json",
-                     "fc_net_epoch0003.npz"]  # keep_checkpoints=2 newest; no .pkl
+    assert names == [
+        "fc_net_epoch0002.json",
+        "fc_net_epoch0002.npz",
+        "fc_net_epoch0003.json",
+        "fc_net_epoch0003.npz",
+    ]  # keep_checkpoints=2 newest; no .pkl
     state = json.loads((tmp_path / "a" / "fc_net_epoch0003.json").read_text())
     assert state["version"] == CHECKPOINT_VERSION and len(state["history"]["train_acc"]) == 4
     with np.load(tmp_path / "a" / "fc_net_epoch0003.npz", allow_pickle=False) as npz:
@@ -251,13 +319,17 @@ def test_checkpoint_name_writes_safe_checkpoints_under_that_name_and_resumes_exa
         assert np.array_equal(resumed.model.params[k], full.model.params[k])
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(checkpoint_name="x", checkpoint_dir="y"), TypeError, "checkpoint_dir or checkpoint_name"),
-    (dict(checkpoint_name=""), TypeError, "checkpoint_name must be a non-empty"),
-    (dict(checkpoint_name="runs/"), ValueError, "must end in a file name"),
-    (dict(checkpoint_name=5), TypeError, "checkpoint_name must be"),
-    (dict(num_train_samples=0), ValueError, "num_train_samples"),
-], ids=["both", "empty", "folder", "int", "samples-0"])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(checkpoint_name="x", checkpoint_dir="y"), TypeError, "checkpoint_dir or checkpoint_name"),
+        (dict(checkpoint_name=""), TypeError, "checkpoint_name must be a non-empty"),
+        (dict(checkpoint_name="runs/"), ValueError, "must end in a file name"),
+        (dict(checkpoint_name=5), TypeError, "checkpoint_name must be"),
+        (dict(num_train_samples=0), ValueError, "num_train_samples"),
+    ],
+    ids=["both", "empty", "folder", "int", "samples-0"],
+)
 def test_bad_cs231n_arguments_are_named(kwargs, error, match):
     with pytest.raises(error, match=match):
         S.Solver(TwoLayerNet(), _cs231n_data(), **kwargs)
@@ -278,8 +350,9 @@ def test_a_version_2_checkpoint_is_refused_for_resume_with_the_reason(tmp_path):
 
 # ---------------------------------------------------------------- item 3: a non-finite loss
 def _diverging(lr):
-    return dict(update_rule="sgd", optim_config={"learning_rate": lr}, batch_size=10, num_epochs=3, seed=0,
-                verbose=False)
+    return dict(
+        update_rule="sgd", optim_config={"learning_rate": lr}, batch_size=10, num_epochs=3, seed=0, verbose=False
+    )
 
 
 def test_by_default_a_non_finite_loss_stops_training_with_a_clear_error():
@@ -288,11 +361,15 @@ def test_by_default_a_non_finite_loss_stops_training_with_a_clear_error():
         solver.train()
 
 
-@pytest.mark.parametrize("make", [
-    lambda model, data, **kw: compat_cs231n.Solver(model, data, **kw),
-    lambda model, data, **kw: compat_sichkar.Solver(model, data, **kw),
-    lambda model, data, **kw: S.Solver(model, data, nonfinite_loss="stop", **kw),
-], ids=["compat-cs231n-Solver", "compat-sichkar-Solver", "option"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda model, data, **kw: compat_cs231n.Solver(model, data, **kw),
+        lambda model, data, **kw: compat_sichkar.Solver(model, data, **kw),
+        lambda model, data, **kw: S.Solver(model, data, nonfinite_loss="stop", **kw),
+    ],
+    ids=["compat-cs231n-Solver", "compat-sichkar-Solver", "option"],
+)
 def test_a_non_finite_loss_stops_the_run_and_returns(make, tmp_path):
     data = _cs231n_data()
     model = TwoLayerNet()

@@ -1,6 +1,7 @@
 """fastconv's Solver with the models and data dicts tutorial code brings: a CS231n-style
 ThreeLayerConvNet (written here, on fastconv.compat.cs231n's layers) and the "numpy only"
 tutorial's ConvNet1 (fastconv.compat.sichkar); training, checkpoints, exact resume, progress."""
+
 import numpy as np
 import pytest
 
@@ -15,15 +16,28 @@ class ThreeLayerConvNet:
     """conv - relu - 2x2 max pool - affine - relu - affine - softmax, as CS231n's assignment writes it:
     a params dict, and loss(X, y=None) returning scores without y, (loss, grads) with y."""
 
-    def __init__(self, input_dim=(3, 32, 32), num_filters=32, filter_size=7, hidden_dim=100, num_classes=10,
-                 weight_scale=1e-3, reg=0.0, dtype=np.float32, seed=0):
+    def __init__(
+        self,
+        input_dim=(3, 32, 32),
+        num_filters=32,
+        filter_size=7,
+        hidden_dim=100,
+        num_classes=10,
+        weight_scale=1e-3,
+        reg=0.0,
+        dtype=np.float32,
+        seed=0,
+    ):
         C, H, W = input_dim
         r = np.random.RandomState(seed)
         self.reg, self.dtype = reg, dtype
         self.params = {
-            "W1": weight_scale * r.randn(num_filters, C, filter_size, filter_size), "b1": np.zeros(num_filters),
-            "W2": weight_scale * r.randn(num_filters * (H // 2) * (W // 2), hidden_dim), "b2": np.zeros(hidden_dim),
-            "W3": weight_scale * r.randn(hidden_dim, num_classes), "b3": np.zeros(num_classes),
+            "W1": weight_scale * r.randn(num_filters, C, filter_size, filter_size),
+            "b1": np.zeros(num_filters),
+            "W2": weight_scale * r.randn(num_filters * (H // 2) * (W // 2), hidden_dim),
+            "b2": np.zeros(hidden_dim),
+            "W3": weight_scale * r.randn(hidden_dim, num_classes),
+            "b3": np.zeros(num_classes),
         }
         for k, v in self.params.items():
             self.params[k] = v.astype(dtype)
@@ -55,8 +69,16 @@ def _data(rng, n=60, shape=(3, 8, 8), classes=4, dtype=np.float64):
 
 
 def _cs231n_model(seed=0):
-    return ThreeLayerConvNet(input_dim=(3, 8, 8), num_filters=6, filter_size=3, hidden_dim=20, num_classes=4,
-                             weight_scale=1e-1, reg=1e-3, seed=seed)
+    return ThreeLayerConvNet(
+        input_dim=(3, 8, 8),
+        num_filters=6,
+        filter_size=3,
+        hidden_dim=20,
+        num_classes=4,
+        weight_scale=1e-1,
+        reg=1e-3,
+        seed=seed,
+    )
 
 
 def test_fastconv_models_pass_through_others_are_adapted():
@@ -68,10 +90,16 @@ def test_fastconv_models_pass_through_others_are_adapted():
 def test_cs231n_three_layer_convnet_trains(rng):
     X, y = _data(rng)
     model = _cs231n_model()
-    solver = S.Solver(model, {"X_train": X[:40], "y_train": y[:40], "X_val": X[40:], "y_val": y[40:],
-                              "X_test": X[:2], "y_test": y[:2]},
-                      update_rule="adam", optim_config={"learning_rate": 5e-3}, batch_size=10, num_epochs=20,
-                      seed=0, verbose=False)
+    solver = S.Solver(
+        model,
+        {"X_train": X[:40], "y_train": y[:40], "X_val": X[40:], "y_val": y[40:], "X_test": X[:2], "y_test": y[:2]},
+        update_rule="adam",
+        optim_config={"learning_rate": 5e-3},
+        batch_size=10,
+        num_epochs=20,
+        seed=0,
+        verbose=False,
+    )
     solver.train()
     losses = np.array(solver.loss_history)
     assert losses[-4:].mean() < 0.4 * losses[:4].mean()
@@ -94,11 +122,26 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, rng, kind):
         data = {"x_train": X[:48], "y_train": y[:48], "x_validation": X[48:], "y_validation": y[48:]}
 
         def make(seed):
-            return TutorialConvNet1(input_dimension=(1, 8, 8), number_of_filters=4, size_of_filter=3,
-                                    hidden_dimension=16, number_of_classes=4, weight_scale=1e-1,
-                                    regularization=1e-3, seed=seed)
-    kwargs = dict(update_rule="adam", optim_config={"learning_rate": 3e-3}, lr_decay=0.9, batch_size=7,
-                  num_train_samples=20, seed=5, verbose=False)
+            return TutorialConvNet1(
+                input_dimension=(1, 8, 8),
+                number_of_filters=4,
+                size_of_filter=3,
+                hidden_dimension=16,
+                number_of_classes=4,
+                weight_scale=1e-1,
+                regularization=1e-3,
+                seed=seed,
+            )
+
+    kwargs = dict(
+        update_rule="adam",
+        optim_config={"learning_rate": 3e-3},
+        lr_decay=0.9,
+        batch_size=7,
+        num_train_samples=20,
+        seed=5,
+        verbose=False,
+    )
     full = S.Solver(make(0), data, num_epochs=4, checkpoint_dir=tmp_path / "full", **kwargs)
     full.train()
     first = S.Solver(make(0), data, num_epochs=2, checkpoint_dir=tmp_path / "part", **kwargs)
@@ -120,21 +163,37 @@ def test_tutorial_convnet1_trains_with_the_tutorials_data_dict(rng):
     state = np.random.get_state()
     try:
         np.random.seed(3)  # the tutorial's weights come from numpy's global state
-        model = TutorialConvNet1(input_dimension=(1, 12, 12), number_of_filters=8, size_of_filter=3,
-                                 hidden_dimension=32, number_of_classes=3)
+        model = TutorialConvNet1(
+            input_dimension=(1, 12, 12), number_of_filters=8, size_of_filter=3, hidden_dimension=32, number_of_classes=3
+        )
         np.random.seed(3)
-        again = TutorialConvNet1(input_dimension=(1, 12, 12), number_of_filters=8, size_of_filter=3,
-                                 hidden_dimension=32, number_of_classes=3)
+        again = TutorialConvNet1(
+            input_dimension=(1, 12, 12), number_of_filters=8, size_of_filter=3, hidden_dimension=32, number_of_classes=3
+        )
     finally:
         np.random.set_state(state)
     for k in model.params:
         np.testing.assert_array_equal(model.params[k], again.params[k])
     assert set(model.params) == {"w1", "b1", "w2", "b2", "w3", "b3"}
     assert model.params["w2"].shape == (8 * 6 * 6, 32) and model.params["w1"].dtype == np.float32
-    data = {"x_train": X[:40], "y_train": y[:40], "x_validation": X[40:], "y_validation": y[40:],
-            "x_test": X[:1], "y_test": y[:1]}
-    solver = S.Solver(model, data, update_rule="adam", optim_config={"learning_rate": 1e-2}, batch_size=10,
-                      num_epochs=15, seed=0, verbose=False)
+    data = {
+        "x_train": X[:40],
+        "y_train": y[:40],
+        "x_validation": X[40:],
+        "y_validation": y[40:],
+        "x_test": X[:1],
+        "y_test": y[:1],
+    }
+    solver = S.Solver(
+        model,
+        data,
+        update_rule="adam",
+        optim_config={"learning_rate": 1e-2},
+        batch_size=10,
+        num_epochs=15,
+        seed=0,
+        verbose=False,
+    )
     solver.train()
     losses = np.array(solver.loss_history)
     assert losses[-4:].mean() < 0.5 * losses[:4].mean()
@@ -175,12 +234,19 @@ def test_resume_refuses_a_checkpoint_of_another_model(tmp_path, rng):
 
 DATA_ERRORS = [
     ("unknown-key", {"X_train": 1, "y_train": 1, "X_validation": 1}, r"unknown keys \['X_validation'\].*X_val"),
-    ("mixed", {"X_train": 1, "y_train": 1, "x_validation": 1, "y_validation": 1},
-     r"mixes CS231n's keys \['X_train'\] with the tutorials' \['x_validation', 'y_validation'\]"),
+    (
+        "mixed",
+        {"X_train": 1, "y_train": 1, "x_validation": 1, "y_validation": 1},
+        r"mixes CS231n's keys \['X_train'\] with the tutorials' \['x_validation', 'y_validation'\]",
+    ),
     ("no-train", {"x_validation": 1, "y_validation": 1}, r"must hold x_train and y_train .* x_train is missing"),
     ("no-y-train", {"X_train": 1}, r"must hold X_train and y_train .* y_train is missing"),
-    ("unpaired-val", {"x_train": 1, "y_train": 1, "x_validation": 1}, r"both x_validation and y_validation.*"
-                                                                       r"y_validation is missing"),
+    (
+        "unpaired-val",
+        {"x_train": 1, "y_train": 1, "x_validation": 1},
+        r"both x_validation and y_validation.*"
+        r"y_validation is missing",
+    ),
     ("not-a-dict", [("X_train", 1)], r"^data must be a dict"),
 ]
 
@@ -244,9 +310,12 @@ def test_state_arrays_are_checked_before_any_is_set():
     bad_dtype = dict(state, **{"params/b3": np.zeros(4, np.float64)})
     bad_value = dict(state, **{"params/b3": np.array([0, np.nan, 0, 0], np.float32)})
     missing = {k: v for k, v in state.items() if k != "params/W2"}
-    for arrays, match in [(bad_shape, r"params/b3 is float32 \(5,\), the model has float32 \(4,\)"),
-                          (bad_dtype, r"params/b3 is float64"), (bad_value, r"params/b3 holds non-finite"),
-                          (missing, r"model state is missing \['params/W2'\]")]:
+    for arrays, match in [
+        (bad_shape, r"params/b3 is float32 \(5,\), the model has float32 \(4,\)"),
+        (bad_dtype, r"params/b3 is float64"),
+        (bad_value, r"params/b3 holds non-finite"),
+        (missing, r"model state is missing \['params/W2'\]"),
+    ]:
         with pytest.raises(ValueError, match=match):
             model.set_state_arrays(arrays)
         for k, v in before.items():

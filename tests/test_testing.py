@@ -1,6 +1,7 @@
 """fastconv.testing, the public checking module: each check passes on right code, fails on
 a planted bug (the test that shows it can fail), refuses bad input in one line naming the
 argument, and leaves the caller's arrays byte for byte as they were."""
+
 import io
 import re
 import subprocess
@@ -121,8 +122,11 @@ def test_kink_guard_reports_and_skips_a_relu_kink(rng):
     assert unguarded[2] == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("f", [np.exp, np.tanh, lambda a: np.sin(30 * a), lambda a: 1e6 * a ** 3, np.log1p],
-                         ids=["exp", "tanh", "sin30", "cube-1e6", "log1p"])
+@pytest.mark.parametrize(
+    "f",
+    [np.exp, np.tanh, lambda a: np.sin(30 * a), lambda a: 1e6 * a**3, np.log1p],
+    ids=["exp", "tanh", "sin30", "cube-1e6", "log1p"],
+)
 def test_kink_guard_does_not_flag_smooth_functions(rng, f):
     x = rng.uniform(0.1, 2.0, size=50)
     T.numerical_gradient(f, x, rng.standard_normal(50), kinks="raise")
@@ -142,8 +146,11 @@ def test_directional_derivative_is_the_gradient_along_the_direction(rng):
 
 # ------------------------------------------------------------------ check_gradients
 def _conv_inputs(rng, dtype=np.float64):
-    return (rng.standard_normal((2, 2, 5, 4)).astype(dtype), rng.standard_normal((3, 2, 3, 2)).astype(dtype),
-            rng.standard_normal(3).astype(dtype))
+    return (
+        rng.standard_normal((2, 2, 5, 4)).astype(dtype),
+        rng.standard_normal((3, 2, 3, 2)).astype(dtype),
+        rng.standard_normal(3).astype(dtype),
+    )
 
 
 def test_check_gradients_passes_on_the_reference_and_names_the_arguments(rng):
@@ -174,15 +181,20 @@ def test_check_gradients_fails_with_a_table_naming_the_wrong_argument(rng, direc
     table = str(info.value)
     assert re.search(r"^w\s+\S+\s+< 1e-06\s+\d+\s+0\s+FAIL$", table, re.M), table
     assert re.search(r"^x\s+\S+\s+< 1e-06\s+\d+\s+0\s+ok$", table, re.M), table
-    report = T.check_gradients(naive.conv_forward, _dx_never_written, inputs, directions=directions,
-                               raise_on_failure=False)
+    report = T.check_gradients(
+        naive.conv_forward, _dx_never_written, inputs, directions=directions, raise_on_failure=False
+    )
     assert not report.ok and not report["x"].ok and report["w"].ok and report["x"].error > 0.1
 
 
 def test_check_gradients_reports_a_gradient_of_the_wrong_shape_or_missing(rng):
     inputs = _conv_inputs(rng)
-    report = T.check_gradients(naive.conv_forward, lambda d, c: (naive.conv_backward(d, c)[0][:, :, :-1], None, None),
-                               inputs, raise_on_failure=False)
+    report = T.check_gradients(
+        naive.conv_forward,
+        lambda d, c: (naive.conv_backward(d, c)[0][:, :, :-1], None, None),
+        inputs,
+        raise_on_failure=False,
+    )
     assert "gradient shape (2, 2, 4, 4) != input shape (2, 2, 5, 4)" in report["x"].problem
     assert report["w"].problem == "backward returned None"
 
@@ -246,8 +258,9 @@ def test_check_gradients_max_pool_ties_are_kinks(rng):
 def _tiny_model(dtype=np.float64):
     from fastconv import models
 
-    return models.ConvNet1(input_shape=(1, 5, 5), num_filters=2, filter_size=3, hidden_dim=4, num_classes=3,
-                           dtype=dtype, reg=0.1, seed=2)
+    return models.ConvNet1(
+        input_shape=(1, 5, 5), num_filters=2, filter_size=3, hidden_dim=4, num_classes=3, dtype=dtype, reg=0.1, seed=2
+    )
 
 
 class _WrongGrad:
@@ -292,6 +305,7 @@ def test_check_model_gradients_refuses_float32_and_bad_models(rng):
 def _conv_with(bug):
     def backward(dout, cache):
         return bug(*naive.conv_backward(dout, cache))
+
     return (naive.conv_forward, backward)
 
 
@@ -327,16 +341,24 @@ def test_check_equivalent_reports_exceptions_dtypes_none_and_inputs_changed():
         x[0, 0, 0, 0] += 1
         return naive.conv_forward(x, w, b, **kw)
 
-    cases = [((raises, naive.conv_backward), config, "forward", "raised IndexError: index 7 is out of bounds"),
-             ((float64_out, naive.conv_backward), config, "out", "dtype float64 != float32"),
-             ((lambda *a, **k: np.zeros(3), naive.conv_backward), config, "forward", "must return (out, cache)"),
-             (_conv_with(lambda dx, dw, db: (dx, dw, np.zeros(dw.shape[0], dw.dtype))), nobias, "db",
-              "expected None (no bias)"),
-             ((scribbles, naive.conv_backward), config, "x", "modified in place by the candidate")]
+    cases = [
+        ((raises, naive.conv_backward), config, "forward", "raised IndexError: index 7 is out of bounds"),
+        ((float64_out, naive.conv_backward), config, "out", "dtype float64 != float32"),
+        ((lambda *a, **k: np.zeros(3), naive.conv_backward), config, "forward", "must return (out, cache)"),
+        (
+            _conv_with(lambda dx, dw, db: (dx, dw, np.zeros(dw.shape[0], dw.dtype))),
+            nobias,
+            "db",
+            "expected None (no bias)",
+        ),
+        ((scribbles, naive.conv_backward), config, "x", "modified in place by the candidate"),
+    ]
     for candidate, cfg, what, problem in cases:
         report = T.check_equivalent(candidate, naive, [cfg], raise_on_failure=False)
-        assert any(m.what == what and problem in m.problem and m.config == str(cfg) for m in report.mismatches), \
-            (problem, report)
+        assert any(m.what == what and problem in m.problem and m.config == str(cfg) for m in report.mismatches), (
+            problem,
+            report,
+        )
 
 
 def test_check_equivalent_bad_arguments():
@@ -368,12 +390,12 @@ def test_grids_are_deterministic_hold_the_awkward_cases_and_fit():
     convs, pools = T.conv_configs(30, seed=5), T.pool_configs(20, seed=5)
     assert convs == T.conv_configs(30, seed=5) and convs != T.conv_configs(30, seed=6)
     assert len(convs) == 60 and len(pools) == 80
-    assert [str(c) for c in T.conv_configs(0)][::2] == [str(T.ConvConfig(*g, dtype=np.float32))
-                                                         for g in T.AWKWARD_CONV]
+    assert [str(c) for c in T.conv_configs(0)][::2] == [str(T.ConvConfig(*g, dtype=np.float32)) for g in T.AWKWARD_CONV]
     assert len({str(c) for c in convs + pools}) == len(convs + pools)
     for c in convs:
-        assert re.fullmatch(r"conv-k\d+x\d+-s[\dx]+-p[\dx]+-d[\dx]+-g\d-n\d-c\d+f\d+-x\d+x\d+(-nobias)?-float(32|64)",
-                            str(c)), c
+        assert re.fullmatch(
+            r"conv-k\d+x\d+-s[\dx]+-p[\dx]+-d[\dx]+-g\d-n\d-c\d+f\d+-x\d+x\d+(-nobias)?-float(32|64)", str(c)
+        ), c
         assert min(c.out_hw) >= 1
     for c in pools:
         assert re.fullmatch(r"(max|avg)pool-k\d+x\d+-s(None|[\dx]+)-p[\dx]+-n\d-c\d-x\d+x\d+-float(32|64)", str(c))
@@ -382,8 +404,16 @@ def test_grids_are_deterministic_hold_the_awkward_cases_and_fit():
 
 
 def test_grid_flags_shrink_the_space():
-    convs = T.conv_configs(40, dilation=False, groups=False, per_axis=False, padding=False, optional_bias=False,
-                           algorithm="im2col", dtypes=(np.float64,))
+    convs = T.conv_configs(
+        40,
+        dilation=False,
+        groups=False,
+        per_axis=False,
+        padding=False,
+        optional_bias=False,
+        algorithm="im2col",
+        dtypes=(np.float64,),
+    )
     assert all(c.dilation == (1, 1) and c.groups == 1 and c.pad == (0, 0) and c.bias for c in convs)
     assert all(c.stride[0] == c.stride[1] for c in convs) and any(c.kernel[0] != c.kernel[1] for c in convs)
     assert all(set(c.kwargs) == {"stride", "pad", "algorithm"} and str(c).endswith("-im2col-float64") for c in convs)
@@ -410,13 +440,16 @@ def test_hypothesis_strategies_draw_fitting_configs_and_shrink():
 
     run()
     # a failure shrinks to the smallest configuration that shows it
-    smallest = hypothesis.find(T.conv_config_strategy(), lambda c: c.stride[0] > 1,
-                               settings=settings(database=None, max_examples=500))
+    smallest = hypothesis.find(
+        T.conv_config_strategy(), lambda c: c.stride[0] > 1, settings=settings(database=None, max_examples=500)
+    )
     assert smallest.stride[0] == 2 and (smallest.N, smallest.C, smallest.F, smallest.kernel) == (1, 1, 1, (1, 1))
     # the max pool that assigns instead of adding shrinks to one plane with overlapping windows
-    smallest = hypothesis.find(T.pool_config_strategy(kinds=("max",), padding=False),
-                               lambda c: not T.check_equivalent(_ASSIGNING_POOL, naive, [c], raise_on_failure=False).ok,
-                               settings=settings(database=None, max_examples=500))
+    smallest = hypothesis.find(
+        T.pool_config_strategy(kinds=("max",), padding=False),
+        lambda c: not T.check_equivalent(_ASSIGNING_POOL, naive, [c], raise_on_failure=False).ok,
+        settings=settings(database=None, max_examples=500),
+    )
     assert smallest.N == smallest.C == 1
     assert any(s < k for s, k in zip(smallest.effective_stride, smallest.kernel)), smallest
 
@@ -426,7 +459,7 @@ def _assigning_pool_forward(x, kernel_size, stride=None, pad=0):
     sh, sw = (kh, kw) if stride is None else (stride if isinstance(stride, tuple) else (stride, stride))
     out = np.empty((*x.shape[:2], (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1), x.dtype)
     for i, j in np.ndindex(out.shape[2:]):
-        out[:, :, i, j] = x[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw].max(axis=(2, 3))
+        out[:, :, i, j] = x[:, :, i * sh : i * sh + kh, j * sw : j * sw + kw].max(axis=(2, 3))
     return out, (x, kh, kw, sh, sw)
 
 
@@ -434,9 +467,11 @@ def _assigning_pool_backward(dout, cache):
     x, kh, kw, sh, sw = cache
     dx = np.zeros_like(x)
     for i, j in np.ndindex(dout.shape[2:]):
-        window = x[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+        window = x[:, :, i * sh : i * sh + kh, j * sw : j * sw + kw]
         mask = window == window.max(axis=(2, 3), keepdims=True)
-        dx[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw] = mask * dout[:, :, i:i + 1, j:j + 1]  # = instead of +=
+        dx[:, :, i * sh : i * sh + kh, j * sw : j * sw + kw] = (
+            mask * dout[:, :, i : i + 1, j : j + 1]
+        )  # = instead of +=
     return dx
 
 
@@ -466,7 +501,8 @@ def test_check_adjoint_passes_on_a_transpose_and_fails_on_a_wrong_one(rng):
 
 # ------------------------------------------------------------------ the pytest plugin
 def test_pytest_plugin_runs_a_test_over_the_grids(tmp_path):
-    (tmp_path / "test_user.py").write_text(textwrap.dedent("""
+    (tmp_path / "test_user.py").write_text(
+        textwrap.dedent("""
         import pytest
         import fastconv.naive as naive
         from fastconv.testing import check_equivalent, conv_configs
@@ -480,10 +516,16 @@ def test_pytest_plugin_runs_a_test_over_the_grids(tmp_path):
         @pytest.mark.parametrize("conv_config", conv_configs(0)[:3], ids=str)  # its own grid wins
         def test_own_grid(conv_config):
             check_equivalent(naive, naive, [conv_config])
-    """))
+    """)
+    )
     (tmp_path / "pytest.ini").write_text("[pytest]\nfastconv_conv_configs = 12\nfastconv_pool_configs = 8\n")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "fastconv.testing", "-p", "no:cacheprovider",
-                           str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "fastconv.testing", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{12 * 2 + 8 * 2 * 2 + 3} passed" in proc.stdout, proc.stdout
 
@@ -501,9 +543,11 @@ def test_cs231n_checking_cells_run_unchanged(rng):
     np.random.seed(231)
     x = np.random.randn(4, 3, 5, 5)
     w = np.random.randn(2, 3, 3, 3)
-    b = np.random.randn(2,)
+    b = np.random.randn(
+        2,
+    )
     dout = np.random.randn(4, 2, 5, 5)
-    conv_param = {'stride': 1, 'pad': 1}
+    conv_param = {"stride": 1, "pad": 1}
     before = _snapshot(x, w, b)
     dx_num = cs231n.eval_numerical_gradient_array(lambda x: cs231n.conv_forward_naive(x, w, b, conv_param)[0], x, dout)
     dw_num = cs231n.eval_numerical_gradient_array(lambda w: cs231n.conv_forward_naive(x, w, b, conv_param)[0], w, dout)
@@ -517,7 +561,7 @@ def test_cs231n_checking_cells_run_unchanged(rng):
 
     x = np.random.randn(3, 2, 8, 8)
     dout = np.random.randn(3, 2, 4, 4)
-    pool_param = {'pool_height': 2, 'pool_width': 2, 'stride': 2}
+    pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
     dx_num = cs231n.eval_numerical_gradient_array(lambda x: cs231n.max_pool_forward_naive(x, pool_param)[0], x, dout)
     out, cache = cs231n.max_pool_forward_naive(x, pool_param)
     dx = cs231n.max_pool_backward_naive(dout, cache)

@@ -34,6 +34,7 @@ What this file establishes (and what the engine, ``fastconv/engine/``, promises)
   against 0.19 s with OpenBLAS limited to one thread by threadpoolctl). Code
   that runs fastconv from many threads should limit BLAS to one thread each.
 """
+
 import contextlib
 import queue
 import sys
@@ -63,6 +64,7 @@ def _conv_task(rng, dtype, N, C, H, W, F, k, stride, pad, dilation, groups, algo
         out, cache = fast.conv_forward(x, w, b, **kwargs)
         dout = np.cos(out)  # a deterministic dout that depends on out
         return (out,) + fast.conv_backward(dout, cache)
+
     return run
 
 
@@ -73,6 +75,7 @@ def _pool_task(rng, dtype, kind, N, C, H, W, k, stride, pad):
     def run():
         out, cache = forward(x, k, stride, pad)
         return out, backward(np.sin(out), cache)
+
     return run
 
 
@@ -83,14 +86,16 @@ def _tasks(seed):
     per_thread = []
     for t in range(N_THREADS):
         dt = (f32, f64)[t % 2]
-        per_thread.append([
-            _conv_task(rng, dt, 4 + t, 8, 20 + t, 18, 16, 3, 1, 1, 1, 1),
-            _conv_task(rng, (f64, f32)[t % 2], 2, 6 + 2 * t, 15, 23 - t, 6, 5, (2, 1), 2, (1, 2), 2),
-            _pool_task(rng, dt, ("max", "avg")[t % 2], 3, 8 + t, 33, 31, 3, 2, 1),
-            _conv_task(rng, dt, 3 + t, 4 + t, 11 + t, 14, 6, 3, 1, (1, t % 3), 1, 1, "winograd"),
-            _conv_task(rng, (f64, f32)[t % 2], 2 + t, 3 + t, 9 + t, 13, 5, 3, 1, (t % 3, 1), 1, 1, "winograd4"),
-            _conv_task(rng, dt, 3 + t, 3, 12 + t, 19, 6 + t, 5, (1, 1 + t % 2), 2, 1, 1, "direct"),
-        ])
+        per_thread.append(
+            [
+                _conv_task(rng, dt, 4 + t, 8, 20 + t, 18, 16, 3, 1, 1, 1, 1),
+                _conv_task(rng, (f64, f32)[t % 2], 2, 6 + 2 * t, 15, 23 - t, 6, 5, (2, 1), 2, (1, 2), 2),
+                _pool_task(rng, dt, ("max", "avg")[t % 2], 3, 8 + t, 33, 31, 3, 2, 1),
+                _conv_task(rng, dt, 3 + t, 4 + t, 11 + t, 14, 6, 3, 1, (1, t % 3), 1, 1, "winograd"),
+                _conv_task(rng, (f64, f32)[t % 2], 2 + t, 3 + t, 9 + t, 13, 5, 3, 1, (t % 3, 1), 1, 1, "winograd4"),
+                _conv_task(rng, dt, 3 + t, 3, 12 + t, 19, 6 + t, 5, (1, 1 + t % 2), 2, 1, 1, "direct"),
+            ]
+        )
     return per_thread
 
 
@@ -240,13 +245,26 @@ def _kernel_calls():
         "col2im": lambda: _kernels.col2im(cols, np.empty_like(x), *args, 1),
         "scatter_output": lambda: _kernels.scatter_output(y, out, np.zeros(16), True, False, 1),
         "gather_dout": lambda: _kernels.gather_dout(out, y, np.zeros(16), True, 1),
-        "max_pool_direct": lambda: _kernels.max_pool_direct(planes, pooled, argmax, 2, 2, 2, 2, 0, 0,
-                                                            np.empty((2, 2), dtype=np.intp), 1),
-        "max_pool_phased": lambda: _kernels.max_pool_phased(planes, overlapped, argmax_3x3, 3, 3, 2, 2, 0, 0,
-                                                            np.empty((1, phased[0])),
-                                                            np.empty((1, phased[1]), np.int32), 1),
+        "max_pool_direct": lambda: _kernels.max_pool_direct(
+            planes, pooled, argmax, 2, 2, 2, 2, 0, 0, np.empty((2, 2), dtype=np.intp), 1
+        ),
+        "max_pool_phased": lambda: _kernels.max_pool_phased(
+            planes,
+            overlapped,
+            argmax_3x3,
+            3,
+            3,
+            2,
+            2,
+            0,
+            0,
+            np.empty((1, phased[0])),
+            np.empty((1, phased[1]), np.int32),
+            1,
+        ),
         "max_pool_backward": lambda: _kernels.max_pool_backward(
-            pooled.reshape(128, -1), argmax.reshape(128, -1), np.empty((128, 64 * 64)), 1),
+            pooled.reshape(128, -1), argmax.reshape(128, -1), np.empty((128, 64 * 64)), 1
+        ),
         "avg_pool_forward": lambda: _kernels.avg_pool_forward(planes, pooled, 2, 2, 2, 2, 0, 0, 1),
         "avg_pool_backward": lambda: _kernels.avg_pool_backward(pooled, np.empty_like(planes), 2, 2, 2, 2, 0, 0, 1),
     }

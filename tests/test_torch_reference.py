@@ -4,6 +4,7 @@ Skipped cleanly when torch is not installed. Runs on the same seeded grid as
 test_equivalence.py (a deterministic subset of it, every few cases), with
 the same tolerance table.
 """
+
 import numpy as np
 import pytest
 
@@ -89,8 +90,11 @@ def test_pool_matches_torch(case):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
-@pytest.mark.parametrize("kernel, stride, pad", [(2, 2, 0), (3, 1, 1), (3, 2, 1), ((2, 3), (1, 2), (1, 0))],
-                         ids=["k2-s2-p0", "k3-s1-p1", "k3-s2-p1", "k2x3-s1x2-p1x0"])
+@pytest.mark.parametrize(
+    "kernel, stride, pad",
+    [(2, 2, 0), (3, 1, 1), (3, 2, 1), ((2, 3), (1, 2), (1, 0))],
+    ids=["k2-s2-p0", "k3-s1-p1", "k3-s2-p1", "k2x3-s1x2-p1x0"],
+)
 def test_max_pool_ties_match_torch(rng, kernel, stride, pad, dtype):
     """Tied maxima (small integers): the gradient goes where PyTorch's CPU kernel sends it."""
     x = rng.integers(0, 3, size=(2, 3, 7, 6)).astype(dtype)

@@ -5,6 +5,7 @@ runs the same way, on tiny Fashion-MNIST files in the official IDX format, with 
 default models (ConvNet1, whose conv - relu - maxpool fastconv fuses, and the
 README's recipe) and one whose conv - maxpool - relu is fused too.
 """
+
 import importlib.util
 import json
 import os
@@ -23,19 +24,40 @@ HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 def _run(*args, env=None):
     # the script by its absolute path: its own folder, not the current directory, is sys.path[0]
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env=env)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600, env=env
+    )
 
 
 @pytest.mark.torch
 @pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch is not installed")
 def test_epoch_times_on_a_few_images(tmp_path):
     write_idx_set(tmp_path / "fashion-mnist", np.random.default_rng(0), n_train=64, n_test=8)
-    models = ["convnet1", "conv32x3-bn-maxpool2-relu-conv64x3-bn-maxpool2-relu-fc256-relu-dropout0.3-fc",
-              "conv4x5-maxpool2-relu-fc16-relu-fc"]
+    models = [
+        "convnet1",
+        "conv32x3-bn-maxpool2-relu-conv64x3-bn-maxpool2-relu-fc256-relu-dropout0.3-fc",
+        "conv4x5-maxpool2-relu-fc16-relu-fc",
+    ]
     out = tmp_path / "epochs.json"
-    proc = _run("--data", tmp_path, "--models", ",".join(models), "--images", 64, "--batch-size", 32,
-                "--threads", 1, "--repeats", 1, "--naive", "--naive-images", 2, "--json", out)
+    proc = _run(
+        "--data",
+        tmp_path,
+        "--models",
+        ",".join(models),
+        "--images",
+        64,
+        "--batch-size",
+        32,
+        "--threads",
+        1,
+        "--repeats",
+        1,
+        "--naive",
+        "--naive-images",
+        2,
+        "--json",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"data: 64 images from Fashion-MNIST ({tmp_path / 'fashion-mnist'})" in proc.stdout
     assert proc.stdout.count("fastconv/torch") == len(models)
@@ -54,8 +76,23 @@ def test_epoch_times_on_a_few_images(tmp_path):
 def test_keep_freed_memory_is_applied_and_recorded(tmp_path):
     write_idx_set(tmp_path / "fashion-mnist", np.random.default_rng(0), n_train=32, n_test=8)
     out = tmp_path / "epochs.json"
-    proc = _run("--data", tmp_path, "--models", "convnet1", "--images", 32, "--batch-size", 32,
-                "--threads", 1, "--repeats", 1, "--keep-freed-memory", "--json", out)
+    proc = _run(
+        "--data",
+        tmp_path,
+        "--models",
+        "convnet1",
+        "--images",
+        32,
+        "--batch-size",
+        32,
+        "--threads",
+        1,
+        "--repeats",
+        1,
+        "--keep-freed-memory",
+        "--json",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "freed memory kept: True" in proc.stdout
     assert json.loads(out.read_text())["keep_freed_memory"] is True

@@ -1,4 +1,5 @@
 """`fastconv train / evaluate / predict` end to end, in process, on tiny generated data."""
+
 import json
 from pathlib import Path
 
@@ -30,11 +31,15 @@ def test_malloc_tuning_in_a_fresh_process():
     code = "from fastconv.train_cli import _keep_freed_memory as k; print(k())"
     env = {k: v for k, v in __import__("os").environ.items() if k != "FASTCONV_MALLOC_TUNING"}
     out = subprocess.run(python_code(code), capture_output=True, text=True, env=env, check=True)
-    expected = "True" if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()) \
+    expected = (
+        "True"
+        if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver())
         else out.stdout.strip()
+    )
     assert out.stdout.strip() == expected
-    off = subprocess.run(python_code(code), capture_output=True, text=True,
-                         env=dict(env, FASTCONV_MALLOC_TUNING="0"), check=True)
+    off = subprocess.run(
+        python_code(code), capture_output=True, text=True, env=dict(env, FASTCONV_MALLOC_TUNING="0"), check=True
+    )
     assert off.stdout.strip() == "False"
 
 
@@ -52,9 +57,27 @@ def data_env(tmp_path, monkeypatch):
 
 def _train(out, *extra, epochs=2, plots=False):
     extra = extra if plots else (*extra, "--no-plots")
-    return main(["train", "--dataset", "fashion-mnist", "--model", SMALL_NET, "--epochs", str(epochs),
-                 "--batch-size", "32", "--lr", "3e-3", "--out", str(out), "--no-progress", "--threads", "1",
-                 *extra])
+    return main(
+        [
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--model",
+            SMALL_NET,
+            "--epochs",
+            str(epochs),
+            "--batch-size",
+            "32",
+            "--lr",
+            "3e-3",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--threads",
+            "1",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.slow
@@ -70,8 +93,11 @@ def test_train_evaluate_predict(data_env, capsys):
     assert history["test_accuracy"] > 0.5  # chance is 0.1
     assert np.sum(history["confusion_matrix"]) == 100
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
-        "checkpoint_epoch0001.json", "checkpoint_epoch0001.npz",
-        "checkpoint_epoch0002.json", "checkpoint_epoch0002.npz"]
+        "checkpoint_epoch0001.json",
+        "checkpoint_epoch0001.npz",
+        "checkpoint_epoch0002.json",
+        "checkpoint_epoch0002.npz",
+    ]
     model = load_model(out)
     assert model.class_names[1] == "Trouser" and model.preprocess.mode == "channel"
     if plots.have_matplotlib():
@@ -91,8 +117,20 @@ def test_train_evaluate_predict(data_env, capsys):
     X = data_env["X_test"]
     np.save(data_env["root"] / "batch.npy", X[:3])
     np.save(data_env["root"] / "one.npy", X[5])
-    assert main(["predict", "--model", str(out), str(data_env["root"] / "batch.npy"),
-                 str(data_env["root"] / "one.npy"), "--top", "2"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(out),
+                str(data_env["root"] / "batch.npy"),
+                str(data_env["root"] / "one.npy"),
+                "--top",
+                "2",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and lines[0].startswith(f"{data_env['root'] / 'batch.npy'}[0]: ")
     expected = model.predict(X[:3, None], prepare=True)
@@ -131,12 +169,24 @@ def test_predict_reports_each_failed_input_and_goes_on(data_env, capsys):
     np.save(root / "b.npy", data_env["X_test"][2])
     np.save(root / "wrong.npy", np.zeros((2, 3, 5, 5), np.uint8))
     capsys.readouterr()
-    code = main(["predict", "--model", str(out), str(root / "a.npy"), str(root / "missing.png"),
-                 str(root / "wrong.npy"), str(root / "b.npy")])
+    code = main(
+        [
+            "predict",
+            "--model",
+            str(out),
+            str(root / "a.npy"),
+            str(root / "missing.png"),
+            str(root / "wrong.npy"),
+            str(root / "b.npy"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert [line.split(": ")[0] for line in captured.out.splitlines()] == [
-        f"{root / 'a.npy'}[0]", f"{root / 'a.npy'}[1]", str(root / "b.npy")]
+        f"{root / 'a.npy'}[0]",
+        f"{root / 'a.npy'}[1]",
+        str(root / "b.npy"),
+    ]
     errors = captured.err.strip().splitlines()
     assert len(errors) == 3 and "missing.png: no such file" in errors[0]
     assert "wrong.npy: array of shape (2, 3, 5, 5) does not hold images" in errors[1]
@@ -158,10 +208,14 @@ def test_predict_svm_prints_scores_and_inverts_on_request(data_env, capsys):
     model = load_model(out)
     scores = model.scores(X[3:4, None], prepare=True)[0].astype(np.float64)
     best = np.argsort(-scores, kind="stable")[:2]
-    assert light == (f"{root / 'light.png'}: {model.class_names[best[0]]} (score {scores[best[0]]:.3f}), "
-                     f"{model.class_names[best[1]]} (score {scores[best[1]]:.3f})")
-    assert main(["predict", "--model", str(out), str(root / "dark.png"), str(root / "dark.npy"),
-                 "--top", "2", "--invert"]) == 0
+    assert light == (
+        f"{root / 'light.png'}: {model.class_names[best[0]]} (score {scores[best[0]]:.3f}), "
+        f"{model.class_names[best[1]]} (score {scores[best[1]]:.3f})"
+    )
+    assert (
+        main(["predict", "--model", str(out), str(root / "dark.png"), str(root / "dark.npy"), "--top", "2", "--invert"])
+        == 0
+    )
     png, npy = capsys.readouterr().out.strip().splitlines()
     assert png == light.replace("light.png", "dark.png") + " (inverted)"
     assert npy == light.replace("light.png", "dark.npy") + " (inverted)"
@@ -233,16 +287,56 @@ def test_tutorial_preprocessing_and_fixed_split(data_env, capsys):
     np.testing.assert_array_equal(model.preprocess.std_image, expected.std_image)
     history = json.loads((out / "history.json").read_text())
     assert history["settings"]["val_split"] == "last" and history["num_val"] == 50
-    msg = _error(capsys, ["train", "--dataset", "fashion-mnist", "--model", SMALL_NET, "--epochs", "2",
-                          "--batch-size", "32", "--lr", "3e-3", "--out", str(out), "--no-progress", "--no-plots",
-                          "--preprocess", "pixel", "--val-size", "50", "--resume"])
+    msg = _error(
+        capsys,
+        [
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--model",
+            SMALL_NET,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--lr",
+            "3e-3",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--no-plots",
+            "--preprocess",
+            "pixel",
+            "--val-size",
+            "50",
+            "--resume",
+        ],
+    )
     assert "--val-split: 'last' in the checkpoint, 'random' now" in msg
 
 
 def test_fc_net_without_validation(data_env, capsys):
     out = data_env["root"] / "fc"
-    assert main(["train", "--model", "fc", "--val-size", "0", "--epochs", "1", "--out", str(out),
-                 "--no-progress", "--no-plots", "--optimizer", "momentum"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "fc",
+                "--val-size",
+                "0",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--no-plots",
+                "--optimizer",
+                "momentum",
+            ]
+        )
+        == 0
+    )
     assert "training on 300 images, validating on 0" in capsys.readouterr().out
     history = json.loads((out / "history.json").read_text())
     assert history["val_acc"] == [None, None] and history["best_val_acc"] is None  # epochs 0 and 1
@@ -254,9 +348,31 @@ def test_fc_net_without_validation(data_env, capsys):
 def test_cifar10_rgb(data_env, capsys, monkeypatch):
     write_cifar(data_env["root"] / "data" / "cifar10", np.random.default_rng(1), n=20, archive=True)
     out = data_env["root"] / "cifar"
-    assert main(["train", "--dataset", "cifar10", "--model", "conv4x5-relu-avgpool4-fc", "--epochs", "1",
-                 "--batch-size", "25", "--out", str(out), "--no-progress", "--preprocess", "mean_image",
-                 "--threads", "1", "--gif-every", "2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "cifar10",
+                "--model",
+                "conv4x5-relu-avgpool4-fc",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "25",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--preprocess",
+                "mean_image",
+                "--threads",
+                "1",
+                "--gif-every",
+                "2",
+            ]
+        )
+        == 0
+    )
     history = json.loads((out / "history.json").read_text())
     assert history["num_train"] == 90 and history["num_test"] == 20
     assert load_model(out).preprocess.mean_image.shape == (3, 32, 32)
@@ -274,8 +390,17 @@ def test_help_documents_the_layer_syntax(capsys):
         main(["train", "--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for needle in ("conv<F>x<k>[s<stride>][p<pad>]", "maxpool<k>", "dropout[<p>]", "fc[<units>]",
-                   "--limit-train", "--threads", "--resume", "FASTCONV_DATA", "history.json"):
+    for needle in (
+        "conv<F>x<k>[s<stride>][p<pad>]",
+        "maxpool<k>",
+        "dropout[<p>]",
+        "fc[<units>]",
+        "--limit-train",
+        "--threads",
+        "--resume",
+        "FASTCONV_DATA",
+        "history.json",
+    ):
         assert needle in text, needle
 
 
@@ -288,28 +413,74 @@ def test_without_matplotlib(data_env, capsys, monkeypatch):
     assert (out / "history.json").is_file() and (out / "model.npz").is_file()
 
 
-@pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
-                    reason="the real Fashion-MNIST files are not installed (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
+    reason="the real Fashion-MNIST files are not installed (apt-get install dataset-fashion-mnist)",
+)
 def test_real_fashion_mnist_short_training(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("FASTCONV_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     out = tmp_path / "run"
-    code = main(["train", "--dataset", "fashion-mnist", "--model", "convnet1", "--num-filters", "8",
-                 "--hidden-dim", "64", "--limit-train", "1200", "--limit-test", "1000", "--epochs", "2",
-                 "--batch-size", "50", "--out", str(out), "--no-progress", "--no-plots", "--no-download",
-                 "--threads", "1"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--model",
+            "convnet1",
+            "--num-filters",
+            "8",
+            "--hidden-dim",
+            "64",
+            "--limit-train",
+            "1200",
+            "--limit-test",
+            "1000",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "50",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--no-plots",
+            "--no-download",
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     history = json.loads((out / "history.json").read_text())
     assert history["num_train"] == 1080 and history["num_test"] == 1000
     assert history["test_accuracy"] > 0.6, history["test_accuracy"]  # chance is 0.1
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
-                            "ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.filterwarnings(
+    "ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning"
+)
 def test_a_diverging_run_stops_with_its_one_line_error(data_env, capsys):
     """The Solver can record a non-finite loss and return (compat); `fastconv train` keeps the error."""
     out = data_env["root"] / "nan"
-    line = _error(capsys, ["train", "--dataset", "fashion-mnist", "--model", "fc8-relu-fc", "--epochs", "1",
-                           "--optimizer", "sgd", "--lr", "1e30", "--out", str(out), "--no-progress", "--no-plots",
-                           "--threads", "1"])
+    line = _error(
+        capsys,
+        [
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--model",
+            "fc8-relu-fc",
+            "--epochs",
+            "1",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e30",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--no-plots",
+            "--threads",
+            "1",
+        ],
+    )
     assert "the loss became" in line and "lower the learning rate" in line

@@ -1,5 +1,6 @@
 """`fastconv train`'s training options (schedules, augmentation, early stopping, AdamW, label
 smoothing, --summary, --data) and `fastconv summary`, end to end on tiny generated data."""
+
 import json
 
 import numpy as np
@@ -18,9 +19,29 @@ PIL = pytest.importorskip("PIL.Image")
 
 def test_options_train_record_and_plot(data_env, capsys):  # noqa: F811
     out = data_env["root"] / "run"
-    assert _train(out, "--lr-schedule", "cosine:0.1", "--warmup", "0.5", "--augment", "crop2,flip",
-                  "--early-stop", "5", "--optimizer", "adamw", "--weight-decay", "0.02", "--label-smoothing", "0.1",
-                  "--summary", epochs=2, plots=plots.have_matplotlib()) == 0
+    assert (
+        _train(
+            out,
+            "--lr-schedule",
+            "cosine:0.1",
+            "--warmup",
+            "0.5",
+            "--augment",
+            "crop2,flip",
+            "--early-stop",
+            "5",
+            "--optimizer",
+            "adamw",
+            "--weight-decay",
+            "0.02",
+            "--label-smoothing",
+            "0.1",
+            "--summary",
+            epochs=2,
+            plots=plots.have_matplotlib(),
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "FLOPs fwd+bwd" in text and "schedule cosine:0.1 warmup 0.5" in text and "augment crop2,flip" in text
     history = json.loads((out / "history.json").read_text())
@@ -35,10 +56,38 @@ def test_options_train_record_and_plot(data_env, capsys):  # noqa: F811
         assert (out / "augmented.png").is_file() and (out / "loss.png").is_file()
     # --resume refuses another augmentation or schedule, naming it
     for option, value in (("--augment", "crop2"), ("--lr-schedule", "cosine")):
-        argv = ["train", "--dataset", "fashion-mnist", "--model", SMALL_NET, "--epochs", "3", "--batch-size", "32",
-                "--lr", "3e-3", "--out", str(out), "--no-progress", "--no-plots", "--resume", "--warmup", "0.5",
-                "--early-stop", "5", "--optimizer", "adamw", "--weight-decay", "0.02", "--label-smoothing", "0.1",
-                "--lr-schedule", "cosine:0.1", "--augment", "crop2,flip"]
+        argv = [
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--model",
+            SMALL_NET,
+            "--epochs",
+            "3",
+            "--batch-size",
+            "32",
+            "--lr",
+            "3e-3",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--no-plots",
+            "--resume",
+            "--warmup",
+            "0.5",
+            "--early-stop",
+            "5",
+            "--optimizer",
+            "adamw",
+            "--weight-decay",
+            "0.02",
+            "--label-smoothing",
+            "0.1",
+            "--lr-schedule",
+            "cosine:0.1",
+            "--augment",
+            "crop2,flip",
+        ]
         argv[argv.index(option) + 1] = value
         assert option in _error(capsys, argv)
 
@@ -60,18 +109,31 @@ def test_early_stop_ends_the_run_and_resume_matches(data_env, capsys):  # noqa: 
         assert np.array_equal(a.params[k], b.params[k]), k
 
 
-@pytest.mark.parametrize("extra, named", [
-    (("--augment", "crop4,rotate"), "--augment: augmentation 'crop4,rotate': unknown item 'rotate'"),
-    (("--augment", "crop0"), "--augment: augmentation 'crop0'"),
-    (("--lr-schedule", "cosine:2"), "--lr-schedule: learning-rate schedule 'cosine:2'"),
-    (("--lr-schedule", "warm"), "--lr-schedule: unknown learning-rate schedule 'warm'"),
-    (("--lr-schedule", "cosine", "--lr-decay", "0.9"), "--lr-decay G is --lr-schedule exp:G"),
-    (("--early-stop", "0"), "--early-stop: the patience must be a positive number"),
-    (("--early-stop", "-2"), "--early-stop: the patience must be a positive number"),
-    (("--weight-decay", "0.1"), "--weight-decay applies to --optimizer adamw"),
-    (("--label-smoothing", "1"), "--label-smoothing must be in [0, 1)"),
-], ids=["augment-item", "augment-crop0", "schedule-arg", "schedule-name", "decay-and-schedule", "patience-0",
-        "patience-negative", "weight-decay-without-adamw", "smoothing-1"])
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (("--augment", "crop4,rotate"), "--augment: augmentation 'crop4,rotate': unknown item 'rotate'"),
+        (("--augment", "crop0"), "--augment: augmentation 'crop0'"),
+        (("--lr-schedule", "cosine:2"), "--lr-schedule: learning-rate schedule 'cosine:2'"),
+        (("--lr-schedule", "warm"), "--lr-schedule: unknown learning-rate schedule 'warm'"),
+        (("--lr-schedule", "cosine", "--lr-decay", "0.9"), "--lr-decay G is --lr-schedule exp:G"),
+        (("--early-stop", "0"), "--early-stop: the patience must be a positive number"),
+        (("--early-stop", "-2"), "--early-stop: the patience must be a positive number"),
+        (("--weight-decay", "0.1"), "--weight-decay applies to --optimizer adamw"),
+        (("--label-smoothing", "1"), "--label-smoothing must be in [0, 1)"),
+    ],
+    ids=[
+        "augment-item",
+        "augment-crop0",
+        "schedule-arg",
+        "schedule-name",
+        "decay-and-schedule",
+        "patience-0",
+        "patience-negative",
+        "weight-decay-without-adamw",
+        "smoothing-1",
+    ],
+)
 def test_bad_options_are_one_line_and_write_nothing(data_env, capsys, extra, named):  # noqa: F811
     out = data_env["root"] / "never"
     msg = _error(capsys, ["train", "--model", SMALL_NET, "--out", str(out), *extra])
@@ -81,11 +143,21 @@ def test_bad_options_are_one_line_and_write_nothing(data_env, capsys, extra, nam
 
 # ---------------------------------------------------------------------------- summary
 def test_summary_rows_and_flops_against_the_benchmark_formula():
-    model = Sequential("conv8x3-bn-relu-maxpool2-conv16x5s2p1-relu-fc32-dropout-fc", input_shape=(3, 12, 10),
-                       num_classes=5, seed=0)
+    model = Sequential(
+        "conv8x3-bn-relu-maxpool2-conv16x5s2p1-relu-fc32-dropout-fc", input_shape=(3, 12, 10), num_classes=5, seed=0
+    )
     rows = layer_rows(model)
-    assert [r["layer"] for r in rows] == ["conv8x3", "bn", "relu", "maxpool2", "conv16x5s2p1", "relu", "fc32",
-                                          "dropout0.5", "fc"]
+    assert [r["layer"] for r in rows] == [
+        "conv8x3",
+        "bn",
+        "relu",
+        "maxpool2",
+        "conv16x5s2p1",
+        "relu",
+        "fc32",
+        "dropout0.5",
+        "fc",
+    ]
     first, second = ConvSpec(1, 3, 12, 10, 8, 3, 1, 1), ConvSpec(1, 8, 6, 5, 16, 5, 2, 1)
     assert rows[0]["flops_forward"] == first.flops("fwd")
     assert rows[0]["flops_train"] == 2 * first.flops("fwd")  # the first layer computes no dx
@@ -126,8 +198,25 @@ def test_train_on_an_image_folder_then_predict(data_env, capsys):  # noqa: F811
     root = data_env["root"]
     folder = _image_folder(root / "shapes")
     out = root / "mine"
-    argv = ["train", "--data", str(folder), "--model", SMALL_NET, "--epochs", "3", "--batch-size", "4",
-            "--lr", "1e-2", "--out", str(out), "--no-progress", "--no-plots", "--val-size", "2"]
+    argv = [
+        "train",
+        "--data",
+        str(folder),
+        "--model",
+        SMALL_NET,
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-2",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-plots",
+        "--val-size",
+        "2",
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "shapes: 15 training and 3 test images (1, 12, 10)" in text  # a test image per class (a fifth of 6)
@@ -152,8 +241,27 @@ def test_train_on_an_npz(data_env, capsys):  # noqa: F811
     x = (rng.integers(0, 50, (40, 1, 8, 8)) + 150 * y[:, None, None, None]).astype(np.uint8)
     np.savez(root / "mine.npz", x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:])
     out = root / "npz-run"
-    assert main(["train", "--data", str(root / "mine.npz"), "--model", "fc", "--epochs", "2", "--out", str(out),
-                 "--no-progress", "--no-plots", "--val-size", "5", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root / "mine.npz"),
+                "--model",
+                "fc",
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--no-plots",
+                "--val-size",
+                "5",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "test accuracy: 1.0000 (10/10)" in capsys.readouterr().out
     assert load_model(out).class_names == ("0", "1")
 
@@ -179,22 +287,44 @@ def test_bad_image_folders_are_one_line_naming_the_file(data_env, capsys):  # no
     mixed = _image_folder(root / "mixed", sizes={("square", 2): (14, 10)})
     msg = fails(mixed)
     assert "mixed/square/002.png: 10x14 pixels, not the first image's 10x12; give --resize" in msg
-    assert main(["train", "--data", str(mixed), "--resize", "--model", "fc", "--epochs", "1", "--out",
-                 str(root / "resized"), "--no-progress", "--no-plots", "--val-size", "2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(mixed),
+                "--resize",
+                "--model",
+                "fc",
+                "--epochs",
+                "1",
+                "--out",
+                str(root / "resized"),
+                "--no-progress",
+                "--no-plots",
+                "--val-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "(1 images resized to 10x12)" in capsys.readouterr().out
     broken = _image_folder(root / "broken")
     (broken / "circle" / "004.png").write_bytes(b"\x89PNG not really")
     assert "broken/circle/004.png: not a readable image" in fails(broken)
     big = _image_folder(root / "big")
     from fastconv.datasets import folder as F
+
     limit = F.MAX_IMAGE_FILE_BYTES
     try:
         F.MAX_IMAGE_FILE_BYTES = 50
         assert "big/circle/000.png" in fails(big) and "more than the 50 an image file may have" in fails(big)
     finally:
         F.MAX_IMAGE_FILE_BYTES = limit
-    for name, value, expected in (("MAX_IMAGE_SIDE", 8, "big/circle/000.png: 10x12 pixels; images of at most 8x8"),
-                                  ("MAX_DATA_FILE_BYTES", 2000, "big: 18 images of (1, 12, 10) take 2,160 bytes")):
+    for name, value, expected in (
+        ("MAX_IMAGE_SIDE", 8, "big/circle/000.png: 10x12 pixels; images of at most 8x8"),
+        ("MAX_DATA_FILE_BYTES", 2000, "big: 18 images of (1, 12, 10) take 2,160 bytes"),
+    ):
         saved = getattr(F, name)
         try:
             setattr(F, name, value)
@@ -216,8 +346,20 @@ def test_augmentation_schedule_and_early_stop_are_the_same_on_k_ranks(env):  # n
     so 2 and 3 ranks train what one process trains, up to rounding; with batches of 2 on 3 ranks
     a rank without rows still draws."""
     root = env["root"]
-    extra = ("--augment", "crop2,flip", "--lr-schedule", "cosine", "--warmup", "0.5", "--early-stop", "3",
-             "--optimizer", "adamw", "--label-smoothing", "0.1")
+    extra = (
+        "--augment",
+        "crop2,flip",
+        "--lr-schedule",
+        "cosine",
+        "--warmup",
+        "0.5",
+        "--early-stop",
+        "3",
+        "--optimizer",
+        "adamw",
+        "--label-smoothing",
+        "0.1",
+    )
     _single(env, _mpi_argv(root / "aug-one", epochs=2, extra=extra))
     for k in (2, 3):
         _ranks(env, k, _mpi_argv(root / f"aug-k{k}", epochs=2, extra=extra))
@@ -245,19 +387,27 @@ def test_load_folder_with_train_and_test_folders_and_rgb(tmp_path):
         load_folder(tmp_path / "set")
 
 
-@pytest.mark.parametrize("arrays, match", [
-    ({"y_train": np.array([0, 1, 10000])}, "y_train must hold labels in \\[0, 10000\\)"),
-    ({"y_train": np.zeros(3, np.int64), "y_test": np.zeros(2, np.int64)}, "one class only"),
-    ({"x_train": np.full((3, 4, 4), 300.0)}, "x_train must hold pixel values 0-255"),
-    ({"x_train": np.zeros((3, 4, 5), np.uint8)}, "x_train holds images \\(1, 4, 5\\), x_test \\(1, 4, 4\\)"),
-    ({"y_test": np.array([0.0, 1.0])}, "y_test must hold 2 integer labels"),
-], ids=["label-out-of-range", "one-class", "pixels-out-of-range", "sizes-differ", "float-labels"])
+@pytest.mark.parametrize(
+    "arrays, match",
+    [
+        ({"y_train": np.array([0, 1, 10000])}, "y_train must hold labels in \\[0, 10000\\)"),
+        ({"y_train": np.zeros(3, np.int64), "y_test": np.zeros(2, np.int64)}, "one class only"),
+        ({"x_train": np.full((3, 4, 4), 300.0)}, "x_train must hold pixel values 0-255"),
+        ({"x_train": np.zeros((3, 4, 5), np.uint8)}, "x_train holds images \\(1, 4, 5\\), x_test \\(1, 4, 4\\)"),
+        ({"y_test": np.array([0.0, 1.0])}, "y_test must hold 2 integer labels"),
+    ],
+    ids=["label-out-of-range", "one-class", "pixels-out-of-range", "sizes-differ", "float-labels"],
+)
 def test_bad_npz_data_sets(tmp_path, arrays, match):
     from fastconv.datasets.folder import MAX_CLASSES, load_folder
 
     assert MAX_CLASSES == 10000
-    base = {"x_train": np.zeros((3, 4, 4), np.uint8), "y_train": np.array([0, 1, 1]),
-            "x_test": np.zeros((2, 4, 4), np.uint8), "y_test": np.array([1, 0])}
+    base = {
+        "x_train": np.zeros((3, 4, 4), np.uint8),
+        "y_train": np.array([0, 1, 1]),
+        "x_test": np.zeros((2, 4, 4), np.uint8),
+        "y_test": np.array([1, 0]),
+    }
     np.savez(tmp_path / "d.npz", **{**base, **arrays})
     with pytest.raises(ValueError, match=match):
         load_folder(tmp_path / "d.npz")

@@ -1,5 +1,6 @@
 """The Solver's callbacks, learning-rate schedules, early stopping, augmentation, AdamW and label
 smoothing: each checked against an independent reference, resumed exactly, refused when malformed."""
+
 import json
 import math
 
@@ -26,8 +27,15 @@ def _model(seed=0, spec="fc8-relu-dropout0.2-fc", shape=(1, 6, 6), classes=3):
 
 
 def _solver(data, seed=0, **kwargs):
-    kwargs = {"update_rule": "adam", "optim_config": {"learning_rate": 1e-2}, "batch_size": 10, "num_epochs": 3,
-              "seed": 5, "verbose": False, **kwargs}
+    kwargs = {
+        "update_rule": "adam",
+        "optim_config": {"learning_rate": 1e-2},
+        "batch_size": 10,
+        "num_epochs": 3,
+        "seed": 5,
+        "verbose": False,
+        **kwargs,
+    }
     return S.Solver(_model(seed), data, **kwargs)
 
 
@@ -120,19 +128,22 @@ def test_schedule_rates_against_their_formulas():
     assert warm.describe() == "cosine:0.0 warmup 1.5"
 
 
-@pytest.mark.parametrize("spec, match", [
-    ("cosin", "unknown learning-rate schedule 'cosin'"),
-    ("", "unknown learning-rate schedule ''"),
-    ("exp", "exp takes 1 argument"),
-    ("exp:x", "'x' is not a number"),
-    ("exp:-1", "must be a number > 0"),
-    ("exp:inf", "must be a number > 0"),
-    ("step:0:0.5", "must be >= 1"),
-    ("step:1.5:0.5", "'1.5' is not an integer"),
-    ("cosine:1", "in \\[0, 1\\)"),
-    ("cosine:0:1", "cosine takes 0 to 1"),
-    ("onecycle:1", "in \\(1, 1e6\\]"),
-])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("cosin", "unknown learning-rate schedule 'cosin'"),
+        ("", "unknown learning-rate schedule ''"),
+        ("exp", "exp takes 1 argument"),
+        ("exp:x", "'x' is not a number"),
+        ("exp:-1", "must be a number > 0"),
+        ("exp:inf", "must be a number > 0"),
+        ("step:0:0.5", "must be >= 1"),
+        ("step:1.5:0.5", "'1.5' is not an integer"),
+        ("cosine:1", "in \\[0, 1\\)"),
+        ("cosine:0:1", "cosine takes 0 to 1"),
+        ("onecycle:1", "in \\(1, 1e6\\]"),
+    ],
+)
 def test_malformed_schedules_are_refused(spec, match):
     with pytest.raises(ValueError, match=match):
         parse_schedule(spec)
@@ -158,9 +169,9 @@ def _reference_augment(images, shifts, flips, p):
     n, C, H, W = images.shape
     for i in range(n):
         padded = np.zeros((C, H + 2 * p, W + 2 * p), images.dtype)
-        padded[:, p:p + H, p:p + W] = images[i]
+        padded[:, p : p + H, p : p + W] = images[i]
         dy, dx = shifts[i]
-        out[i] = padded[:, dy:dy + H, dx:dx + W]
+        out[i] = padded[:, dy : dy + H, dx : dx + W]
         if flips[i]:
             out[i] = out[i][:, :, ::-1]
     return out
@@ -181,10 +192,17 @@ def test_augmentation_against_a_loop(rng, dtype):
     np.testing.assert_array_equal(aug.apply(images[3:7], aug.rows(draws, slice(3, 7))), got[3:7])
 
 
-@pytest.mark.parametrize("spec, match", [
-    ("crop", "unknown item 'crop'"), ("crop0", "1 <= P <= 64"), ("crop65", "1 <= P <= 64"),
-    ("flip,flip", "flip given twice"), ("crop2,,flip", "unknown item ''"), ("rotate", "unknown item 'rotate'"),
-])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("crop", "unknown item 'crop'"),
+        ("crop0", "1 <= P <= 64"),
+        ("crop65", "1 <= P <= 64"),
+        ("flip,flip", "flip given twice"),
+        ("crop2,,flip", "unknown item ''"),
+        ("rotate", "unknown item 'rotate'"),
+    ],
+)
 def test_malformed_augmentations_are_refused(spec, match):
     with pytest.raises(ValueError, match=match):
         parse_augment(spec)
@@ -262,9 +280,19 @@ def test_every_new_option_resumes_bit_identically_and_other_values_are_refused(t
     def make(seed, epochs, where, **changes):
         model = Sequential("conv3x3-bn-relu-fc8-dropout0.2-fc", input_shape=(2, 6, 6), num_classes=3, seed=seed)
         model.label_smoothing = 0.1
-        kwargs = dict(update_rule="adamw", optim_config={"learning_rate": 1e-2, "weight_decay": 0.05},
-                      lr_schedule="cosine:0.05", warmup=0.5, augment="crop1,flip", early_stop=EarlyStopping(50),
-                      batch_size=10, seed=3, verbose=False, num_epochs=epochs, checkpoint_dir=tmp_path / where)
+        kwargs = dict(
+            update_rule="adamw",
+            optim_config={"learning_rate": 1e-2, "weight_decay": 0.05},
+            lr_schedule="cosine:0.05",
+            warmup=0.5,
+            augment="crop1,flip",
+            early_stop=EarlyStopping(50),
+            batch_size=10,
+            seed=3,
+            verbose=False,
+            num_epochs=epochs,
+            checkpoint_dir=tmp_path / where,
+        )
         return S.Solver(model, data, **{**kwargs, **changes})
 
     full = make(0, 4, "full")
@@ -286,9 +314,13 @@ def test_every_new_option_resumes_bit_identically_and_other_values_are_refused(t
     for k in full.model.params:
         np.testing.assert_array_equal(resumed.model.params[k], full.model.params[k])
     assert resumed.rng.bit_generator.state == full.rng.bit_generator.state
-    for change, named in [({"lr_schedule": "cosine:0.1"}, "lr_schedule"), ({"warmup": 1}, "lr_schedule"),
-                          ({"num_epochs": 5}, "schedule_epochs"), ({"augment": "crop1"}, "augment"),
-                          ({"optim_config": {"learning_rate": 1e-2, "weight_decay": 0.1}}, "optim_config")]:
+    for change, named in [
+        ({"lr_schedule": "cosine:0.1"}, "lr_schedule"),
+        ({"warmup": 1}, "lr_schedule"),
+        ({"num_epochs": 5}, "schedule_epochs"),
+        ({"augment": "crop1"}, "augment"),
+        ({"optim_config": {"learning_rate": 1e-2, "weight_decay": 0.1}}, "optim_config"),
+    ]:
         with pytest.raises(ValueError, match=named):
             make(0, 4, "part", **change).resume()
     other = make(0, 4, "part")

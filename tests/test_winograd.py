@@ -18,6 +18,7 @@ What this file establishes, for both tile sizes:
 * the float32 error against float64 naive on the canonical 3x3 workload stays far inside
   the float32 tolerance.
 """
+
 import zlib
 
 import numpy as np
@@ -38,17 +39,17 @@ TILES = {"winograd": 2, "winograd4": 4}
 def _cases():
     """(N, C, H, W, F, pad, groups, bias): hand-picked awkward ones, then a seeded random grid."""
     cases = [
-        (1, 1, 3, 3, 1, 0, 1, True),        # one output pixel: a tile cropped to 1x1
-        (1, 2, 4, 4, 3, 0, 1, True),        # exactly one tile
-        (2, 3, 5, 7, 4, 1, 1, True),        # odd output sizes: cropped tiles on two edges
-        (1, 2, 2, 2, 2, 1, 1, False),       # image smaller than a tile
-        (2, 4, 6, 8, 6, (2, 1), 2, True),   # groups, non-square padding
-        (1, 3, 4, 9, 2, (0, 3), 1, True),   # padding larger than half the kernel
+        (1, 1, 3, 3, 1, 0, 1, True),  # one output pixel: a tile cropped to 1x1
+        (1, 2, 4, 4, 3, 0, 1, True),  # exactly one tile
+        (2, 3, 5, 7, 4, 1, 1, True),  # odd output sizes: cropped tiles on two edges
+        (1, 2, 2, 2, 2, 1, 1, False),  # image smaller than a tile
+        (2, 4, 6, 8, 6, (2, 1), 2, True),  # groups, non-square padding
+        (1, 3, 4, 9, 2, (0, 3), 1, True),  # padding larger than half the kernel
         (3, 2, 10, 3, 5, (3, 0), 1, False),
-        (1, 2, 6, 6, 3, 0, 1, True),        # exactly one 4x4 tile
-        (2, 3, 9, 10, 4, 1, 1, True),       # 9x10 output: 4x4 tiles cut to 1 row and 2 columns
-        (1, 2, 13, 9, 2, 0, 1, False),      # 11x7 output: cut to 3 rows and 3 columns
-        (2, 2, 4, 5, 4, 2, 2, True),        # 6x7 output from a 4x5 image: tiles mostly padding
+        (1, 2, 6, 6, 3, 0, 1, True),  # exactly one 4x4 tile
+        (2, 3, 9, 10, 4, 1, 1, True),  # 9x10 output: 4x4 tiles cut to 1 row and 2 columns
+        (1, 2, 13, 9, 2, 0, 1, False),  # 11x7 output: cut to 3 rows and 3 columns
+        (2, 2, 4, 5, 4, 2, 2, True),  # 6x7 output from a 4x5 image: tiles mostly padding
     ]
     rng = np.random.default_rng(12)
     for _ in range(18):
@@ -118,8 +119,9 @@ def test_chunks_and_workers(monkeypatch, workspace, workers, algorithm):
 
 
 @ALGORITHMS
-@pytest.mark.parametrize("case", [(2, 3, 5, 6, 2, 1, 1, True), (1, 4, 7, 4, 2, (0, 2), 2, True)],
-                         ids=["x5x6-p1", "x7x4-p0x2-g2"])
+@pytest.mark.parametrize(
+    "case", [(2, 3, 5, 6, 2, 1, 1, True), (1, 4, 7, 4, 2, (0, 2), 2, True)], ids=["x5x6-p1", "x7x4-p0x2-g2"]
+)
 def test_backward_equals_numerical_gradients(case, algorithm):
     """dx, dw and db of the Winograd path against centred differences of its own forward (float64)."""
     x, w, b, kwargs = _data(case, np.float64)
@@ -162,8 +164,10 @@ def _geometry(tile, H, W, pad):
 
 
 INPUT_SHAPES = pytest.mark.parametrize(
-    "shape", [(2, 3, 5, 7, (1, 1)), (1, 2, 4, 4, (0, 0)), (2, 1, 3, 8, (2, 3)), (1, 2, 11, 9, (1, 0))],
-    ids=["x5x7-p1", "x4x4-p0", "x3x8-p2x3", "x11x9-p1x0"])
+    "shape",
+    [(2, 3, 5, 7, (1, 1)), (1, 2, 4, 4, (0, 0)), (2, 1, 3, 8, (2, 3)), (1, 2, 11, 9, (1, 0))],
+    ids=["x5x7-p1", "x4x4-p0", "x3x8-p2x3", "x11x9-p1x0"],
+)
 
 
 @KERNEL_TILES
@@ -184,8 +188,9 @@ def test_input_transform_and_its_adjoint(shape, tile):
 
 
 @KERNEL_TILES
-@pytest.mark.parametrize("out_hw", [(5, 7), (4, 4), (1, 3), (8, 6), (11, 9)],
-                         ids=["o5x7", "o4x4", "o1x3", "o8x6", "o11x9"])
+@pytest.mark.parametrize(
+    "out_hw", [(5, 7), (4, 4), (1, 3), (8, 6), (11, 9)], ids=["o5x7", "o4x4", "o1x3", "o8x6", "o11x9"]
+)
 def test_output_transform_and_its_adjoint(out_hw, tile):
     """<output_transform(M), d> == <M, output_adjoint(d)> (no bias), db sums dout, every element written."""
     out_h, out_w = out_hw
@@ -223,11 +228,24 @@ def test_the_transforms_are_lavin_and_grays(tile):
 
 #: (B^T, A^T) of F(2x2, 3x3) and F(4x4, 3x3) (Lavin & Gray 2016), written here independently of the kernels.
 _MATRICES = {
-    2: (np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float),
-        np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)),
-    4: (np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-                  [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float),
-        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], float)),
+    2: (
+        np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float),
+        np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float),
+    ),
+    4: (
+        np.array(
+            [
+                [4, 0, -5, 0, 1, 0],
+                [0, -4, -4, 1, 1, 0],
+                [0, 4, -4, -1, 1, 0],
+                [0, -2, -1, 2, 1, 0],
+                [0, 2, -1, -2, 1, 0],
+                [0, 4, 0, -5, 0, 1],
+            ],
+            float,
+        ),
+        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], float),
+    ),
 }
 
 
@@ -239,7 +257,7 @@ def test_the_filter_transform_completes_the_convolution(tile):
     G = winograd.G_OF_TILE[tile]
     rng = np.random.default_rng(10)
     d, g = rng.standard_normal((tile + 2, tile + 2)), rng.standard_normal((3, 3))
-    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(tile)] for i in range(tile)])
+    direct = np.array([[np.sum(d[i : i + 3, j : j + 3] * g) for j in range(tile)] for i in range(tile)])
     np.testing.assert_allclose(AT @ ((G @ g @ G.T) * (BT @ d @ BT.T)) @ AT.T, direct, rtol=1e-12, atol=1e-12)
 
 
@@ -287,19 +305,25 @@ def _kernel_calls(tile, th, tw, V, scratch):
     """Each of the four kernels, called on a (1, 2, 9, 10) image with pad 1 and the given arguments."""
     x, out = np.zeros((1, 2, 9, 10)), np.zeros((1, 2, 9, 10))
     args = (tile, th, tw, scratch, 1)
-    return {"input": lambda: kernels.winograd_input(x, V, 1, 1, *args),
-            "output": lambda: kernels.winograd_output(V, out, np.empty(0), False, *args),
-            "output_adjoint": lambda: kernels.winograd_output_adjoint(out, V, np.zeros(2), False, *args),
-            "input_adjoint": lambda: kernels.winograd_input_adjoint(V, x, 1, 1, *args)}
+    return {
+        "input": lambda: kernels.winograd_input(x, V, 1, 1, *args),
+        "output": lambda: kernels.winograd_output(V, out, np.empty(0), False, *args),
+        "output_adjoint": lambda: kernels.winograd_output_adjoint(out, V, np.zeros(2), False, *args),
+        "input_adjoint": lambda: kernels.winograd_input_adjoint(V, x, 1, 1, *args),
+    }
 
 
 @pytest.mark.parametrize("kernel", ["input", "output", "output_adjoint", "input_adjoint"])
-@pytest.mark.parametrize("bad, message", [
-    ("tile3", r"^tile must be 2 \(F\(2x2, 3x3\)\) or 4 \(F\(4x4, 3x3\)\), got 3$"),
-    ("tiles", r"^\(tiles_h, tiles_w\) must be \(3, 3\) for a \(9, 10\) output in 4x4 tiles, got \(5, 5\)$"),
-    ("points", r"^(V|M|dM|dV) must have shape \(36, 2, 9\), got \(16, 2, 9\)$"),
-    ("scratch", r"^scratch must be at least \(1, \d+\), got \(1, 3\)$"),
-], ids=["tile3", "tile-count", "points", "scratch"])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("tile3", r"^tile must be 2 \(F\(2x2, 3x3\)\) or 4 \(F\(4x4, 3x3\)\), got 3$"),
+        ("tiles", r"^\(tiles_h, tiles_w\) must be \(3, 3\) for a \(9, 10\) output in 4x4 tiles, got \(5, 5\)$"),
+        ("points", r"^(V|M|dM|dV) must have shape \(36, 2, 9\), got \(16, 2, 9\)$"),
+        ("scratch", r"^scratch must be at least \(1, \d+\), got \(1, 3\)$"),
+    ],
+    ids=["tile3", "tile-count", "points", "scratch"],
+)
 def test_kernels_refuse_sizes_that_do_not_match(kernel, bad, message):
     """The kernels index by the tile size, tile counts and workspace sizes unchecked: the
     wrappers check them first (a 9x10 output in 4x4 tiles: 3 x 3 tiles, 36 points)."""
@@ -320,12 +344,16 @@ def test_kernels_refuse_sizes_that_do_not_match(kernel, bad, message):
 
 
 # ---------------------------------------------------------------------------- choosing
-@pytest.mark.parametrize("kwargs, w_shape", [
-    (dict(stride=2), (4, 3, 3, 3)),
-    (dict(dilation=2), (4, 3, 3, 3)),
-    (dict(), (4, 3, 5, 5)),
-    (dict(), (4, 3, 3, 1)),
-], ids=["stride2", "dilation2", "k5x5", "k3x1"])
+@pytest.mark.parametrize(
+    "kwargs, w_shape",
+    [
+        (dict(stride=2), (4, 3, 3, 3)),
+        (dict(dilation=2), (4, 3, 3, 3)),
+        (dict(), (4, 3, 5, 5)),
+        (dict(), (4, 3, 3, 1)),
+    ],
+    ids=["stride2", "dilation2", "k5x5", "k3x1"],
+)
 @pytest.mark.parametrize("algorithm", ["winograd", "winograd2", "winograd4"])
 @pytest.mark.parametrize("module", [fast, naive], ids=["fast", "naive"])
 def test_winograd_requests_that_cannot_be_met_raise(module, algorithm, kwargs, w_shape):
@@ -337,17 +365,22 @@ def test_winograd_requests_that_cannot_be_met_raise(module, algorithm, kwargs, w
 
 
 @pytest.mark.parametrize("module", [fast, naive], ids=["fast", "naive"])
-@pytest.mark.parametrize("bad", ["fft", "", None, 3, "winograd3", "Winograd4"],
-                         ids=["fft", "empty", "none", "int", "winograd3", "Winograd4"])
+@pytest.mark.parametrize(
+    "bad", ["fft", "", None, 3, "winograd3", "Winograd4"], ids=["fft", "empty", "none", "int", "winograd3", "Winograd4"]
+)
 def test_unknown_algorithm_raises(module, bad):
-    with pytest.raises((ValueError, TypeError),
-                       match=r"^algorithm must be one of 'auto', 'im2col', 'winograd', 'winograd2', 'winograd4', "
-                             r"'direct', got"):
+    with pytest.raises(
+        (ValueError, TypeError),
+        match=r"^algorithm must be one of 'auto', 'im2col', 'winograd', 'winograd2', 'winograd4', "
+        r"'direct', got",
+    ):
         module.conv_forward(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), algorithm=bad)
 
 
-@pytest.mark.parametrize("asked, runs", [("winograd", "winograd2"), ("winograd2", "winograd2"),
-                                         ("winograd4", "winograd4"), ("im2col", "im2col")])
+@pytest.mark.parametrize(
+    "asked, runs",
+    [("winograd", "winograd2"), ("winograd2", "winograd2"), ("winograd4", "winograd4"), ("im2col", "im2col")],
+)
 def test_conv_algorithm_names_the_tile_size_and_backward_runs_it(monkeypatch, asked, runs):
     seen = []
     real = winograd.backward_chunks
@@ -373,10 +406,12 @@ def test_auto_follows_the_documented_rule_and_backward_follows_forward(monkeypat
     widening = np.zeros((2, 32, 32, 32), np.float32), np.zeros((64, 32, 3, 3), np.float32)
     few = np.zeros((2, 16, 32, 32), np.float32), np.zeros((16, 16, 3, 3), np.float32)
     assert {fast.conv_algorithm(*xw, pad=1) for xw in (big, wide, widening, few)} == {"winograd4"}
-    for x, w in [(np.zeros((2, 3, 32, 32)), np.zeros((48, 3, 3, 3))),     # a first layer (direct: < 32 filters)
-                 (np.zeros((2, 32, 16, 16)), np.zeros((32, 32, 3, 3))),   # a small image
-                 (np.zeros((2, 16, 24, 24)), np.zeros((16, 16, 3, 3))),   # few channels, mid-sized image
-                 (np.zeros((2, 64, 8, 8)), np.zeros((64, 64, 3, 3)))]:    # a tiny image
+    for x, w in [
+        (np.zeros((2, 3, 32, 32)), np.zeros((48, 3, 3, 3))),  # a first layer (direct: < 32 filters)
+        (np.zeros((2, 32, 16, 16)), np.zeros((32, 32, 3, 3))),  # a small image
+        (np.zeros((2, 16, 24, 24)), np.zeros((16, 16, 3, 3))),  # few channels, mid-sized image
+        (np.zeros((2, 64, 8, 8)), np.zeros((64, 64, 3, 3))),
+    ]:  # a tiny image
         assert fast.conv_algorithm(x, w, pad=1) == "im2col", (x.shape, w.shape)
     assert fast.conv_algorithm(*big, pad=1, stride=2) == "im2col"
     out, cache = fast.conv_forward(*big, pad=1)
@@ -438,8 +473,9 @@ def test_fused_conv_relu_pool_on_winograd_equals_naive(monkeypatch, dtype, pool,
     ref, ref_cache = naive.conv_relu_pool_forward(x, w, b, **args)
     dout = np.cos(np.arange(out.size)).reshape(out.shape).astype(dtype)
     assert_close(out, ref, dtype, "out")
-    for name, a, r in zip(("dx", "dw", "db"), fast.conv_relu_pool_backward(dout, cache),
-                          naive.conv_relu_pool_backward(dout, ref_cache)):
+    for name, a, r in zip(
+        ("dx", "dw", "db"), fast.conv_relu_pool_backward(dout, cache), naive.conv_relu_pool_backward(dout, ref_cache)
+    ):
         assert_close(a, r, dtype, name)
 
 
@@ -470,7 +506,7 @@ def _eligible(dtype=np.float64):
 @pytest.mark.parametrize("rule", ["winograd2", "winograd4"], ids=["auto-F2", "auto-F4"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
 def test_auto_keeps_direct_convolutions_nan_positions(monkeypatch, bad, rule):
-    """"auto" runs Winograd on finite inputs only: a NaN or an infinity in x, w or dout
+    """ "auto" runs Winograd on finite inputs only: a NaN or an infinity in x, w or dout
     reaches exactly the elements it reaches in naive (and PyTorch), whichever tile size
     the rule names."""
     real = algorithms.winograd_wins
@@ -550,12 +586,14 @@ def test_the_accuracy_script_runs(capsys):
     assert all(e < 1e-9 for e in err64.values())
     script.main(["--images", "1", "--no-grid"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| W2conv3x3")]
-    assert [r.split(" | ")[:2] for r in rows] == [[f"| {w} (N=1)", a] for w in ("W2conv3x3", "W2conv3x3_N128")
-                                                  for a in ("im2col", "winograd2", "winograd4")]
+    assert [r.split(" | ")[:2] for r in rows] == [
+        [f"| {w} (N=1)", a] for w in ("W2conv3x3", "W2conv3x3_N128") for a in ("im2col", "winograd2", "winograd4")
+    ]
 
 
-@pytest.mark.parametrize("scale", [1e-41, 1e-38, 1e-30, 1.0], ids=["subnormal-1e-41", "edge-1e-38", "tiny-1e-30",
-                                                                 "unit"])
+@pytest.mark.parametrize(
+    "scale", [1e-41, 1e-38, 1e-30, 1.0], ids=["subnormal-1e-41", "edge-1e-38", "tiny-1e-30", "unit"]
+)
 def test_auto_keeps_winograd_within_its_error_bound_on_tiny_inputs(scale):
     """A 16-channel 32x32 3x3 layer, where "auto" picks F(4x4): on float32 inputs so small that
     their products with the filters are subnormal, F(4x4)'s transforms lose about 30 times
@@ -568,8 +606,7 @@ def test_auto_keeps_winograd_within_its_error_bound_on_tiny_inputs(scale):
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
     dout = rng.standard_normal((2, 16, 32, 32)).astype(np.float32)
     assert fast.conv_algorithm(x, w, None, pad=1) == ("im2col" if scale <= 1e-38 else "winograd4")
-    ref_out, ref_cache = fast.conv_forward(x.astype(np.float64), w.astype(np.float64), None, pad=1,
-                                           algorithm="im2col")
+    ref_out, ref_cache = fast.conv_forward(x.astype(np.float64), w.astype(np.float64), None, pad=1, algorithm="im2col")
     ref = (ref_out, *fast.conv_backward(dout.astype(np.float64), ref_cache)[:2])
     direct_out, direct_cache = fast.conv_forward(x, w, None, pad=1, algorithm="im2col")
     direct = (direct_out, *fast.conv_backward(dout, direct_cache)[:2])

@@ -9,6 +9,7 @@ peak each contender reaches. Prints a Markdown table on stdout and progress on s
 writes every sample, the machine, versions, thread settings and the roofline to a JSON
 file and a PNG chart beside it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,49 +37,93 @@ def add_arguments(parser):
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--sweep", action="store_true",
-                      help="3x3 conv, batch 1..256 (C=F=64) and channels 16..256 (N=64): time per image and GFLOP/s")
-    mode.add_argument("--memory", action="store_true",
-                      help="peak extra memory of fast conv fwd+bwd on W2conv3x3 at batch 256, "
-                           "and what chunking costs in speed")
+    mode.add_argument(
+        "--sweep",
+        action="store_true",
+        help="3x3 conv, batch 1..256 (C=F=64) and channels 16..256 (N=64): time per image and GFLOP/s",
+    )
+    mode.add_argument(
+        "--memory",
+        action="store_true",
+        help="peak extra memory of fast conv fwd+bwd on W2conv3x3 at batch 256, and what chunking costs in speed",
+    )
     parser.add_argument("--full", action="store_true", help="every workload, pass, dtype and 1 and 2 threads")
     parser.add_argument("--workload", action="append", metavar="NAMES", help=f"among {', '.join(WORKLOADS)}")
     parser.add_argument("--dtype", action="append", metavar="DTYPES", help="float32, float64")
     parser.add_argument("--threads", action="append", metavar="COUNTS", help="thread counts, e.g. 1,2")
-    parser.add_argument("--pass", dest="passes", action="append", metavar="PASSES",
-                        help="fwd (forward only), fwdbwd (forward + backward)")
-    parser.add_argument("--contenders", action="append", metavar="NAMES",
-                        help=f"among {', '.join(ALL_CONTENDERS)} (fast always runs); default all")
-    parser.add_argument("--algorithm", choices=["auto", "im2col", "winograd", "winograd2", "winograd4"], default="auto",
-                        help="fast's convolution algorithm (conv_forward's algorithm=; winograd: where it "
-                             "can run, im2col elsewhere; default auto); the table marks non-im2col runs")
-    parser.add_argument("--naive", choices=["default", "all", "none"], default="default",
-                        help="where to time the naive loops: default W1conv fwdbwd per dtype, all, none")
+    parser.add_argument(
+        "--pass",
+        dest="passes",
+        action="append",
+        metavar="PASSES",
+        help="fwd (forward only), fwdbwd (forward + backward)",
+    )
+    parser.add_argument(
+        "--contenders",
+        action="append",
+        metavar="NAMES",
+        help=f"among {', '.join(ALL_CONTENDERS)} (fast always runs); default all",
+    )
+    parser.add_argument(
+        "--algorithm",
+        choices=["auto", "im2col", "winograd", "winograd2", "winograd4"],
+        default="auto",
+        help="fast's convolution algorithm (conv_forward's algorithm=; winograd: where it "
+        "can run, im2col elsewhere; default auto); the table marks non-im2col runs",
+    )
+    parser.add_argument(
+        "--naive",
+        choices=["default", "all", "none"],
+        default="default",
+        help="where to time the naive loops: default W1conv fwdbwd per dtype, all, none",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default 7)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up runs per contender (default 1)")
-    parser.add_argument("--pause", type=float, default=None,
-                        help="seconds to sleep when switching between thread pools (default 0.05; the next "
-                             "contender then runs untimed for 0.1 s to be hot again)")
-    parser.add_argument("--naive-images", type=int, default=2,
-                        help="images in the naive sub-batch (the first ones and the last; default 2)")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=None,
+        help="seconds to sleep when switching between thread pools (default 0.05; the next "
+        "contender then runs untimed for 0.1 s to be hot again)",
+    )
+    parser.add_argument(
+        "--naive-images",
+        type=int,
+        default=2,
+        help="images in the naive sub-batch (the first ones and the last; default 2)",
+    )
     parser.add_argument("--naive-repeats", type=int, default=3, help="at most this many naive repeats (default 3)")
-    parser.add_argument("--out", metavar="PATH",
-                        help="JSON file to write (default bench-results/<mode>-<timestamp>.json); "
-                             "the chart goes beside it")
-    parser.add_argument("--torch-in-process", action="store_true",
-                        help="time torch in this process instead of a peer process with your own environment "
-                             "(it then runs on the OpenMP settings that `import fastconv` chose)")
-    parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="glibc keeps freed memory in the process (fastconv.keep_freed_memory(), as "
-                             "`fastconv train` does), in this process and torch's peer alike: no page faults "
-                             "for fresh output arrays")
-    parser.add_argument("--compare-blas", action="store_true",
-                        help="run the suite twice, in child processes: OpenBLAS's kernels as the CPU picks them "
-                             "(OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset) and forced to Haswell (AVX2); "
-                             "print both side by side")
+    parser.add_argument(
+        "--out",
+        metavar="PATH",
+        help="JSON file to write (default bench-results/<mode>-<timestamp>.json); the chart goes beside it",
+    )
+    parser.add_argument(
+        "--torch-in-process",
+        action="store_true",
+        help="time torch in this process instead of a peer process with your own environment "
+        "(it then runs on the OpenMP settings that `import fastconv` chose)",
+    )
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc keeps freed memory in the process (fastconv.keep_freed_memory(), as "
+        "`fastconv train` does), in this process and torch's peer alike: no page faults "
+        "for fresh output arrays",
+    )
+    parser.add_argument(
+        "--compare-blas",
+        action="store_true",
+        help="run the suite twice, in child processes: OpenBLAS's kernels as the CPU picks them "
+        "(OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset) and forced to Haswell (AVX2); "
+        "print both side by side",
+    )
     parser.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: tiny shapes, 1 repeat, no warm-up, no pauses (numbers are meaningless)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: tiny shapes, 1 repeat, no warm-up, no pauses (numbers are meaningless)",
+    )
 
 
 def _parse_list(values, choices, what, convert=str):
@@ -165,8 +210,10 @@ def run(args):
 
         if keep_freed_memory():
             malloc_env = KEEP_FREED_MEMORY_ENV
-            notes.append("--keep-freed-memory: glibc keeps freed memory in this process and in torch's peer "
-                         f"({', '.join(f'{k}={v}' for k, v in malloc_env.items())})")
+            notes.append(
+                "--keep-freed-memory: glibc keeps freed memory in this process and in torch's peer "
+                f"({', '.join(f'{k}={v}' for k, v in malloc_env.items())})"
+            )
         else:
             notes.append("--keep-freed-memory had no effect here (not glibc, or FASTCONV_MALLOC_TUNING=0)")
     torch = peer = None
@@ -177,13 +224,20 @@ def run(args):
     if args.quick:
         notes.append("--quick: tiny shapes and single runs, a smoke test; the numbers mean nothing")
     doc = {
-        "schema": "fastconv-bench/1", "mode": mode, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "argv": sys.argv, "selection": sel,
+        "schema": "fastconv-bench/1",
+        "mode": mode,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": sys.argv,
+        "selection": sel,
         **machine.collect(torch),
         "roofline": roofline,
-        "settings": {"naive_images": args.naive_images, "naive_repeats": args.naive_repeats,
-                     "keep_freed_memory": malloc_env is not None,
-                     "quick": args.quick, "torch_process": "peer" if peer else "same" if torch else None},
+        "settings": {
+            "naive_images": args.naive_images,
+            "naive_repeats": args.naive_repeats,
+            "keep_freed_memory": malloc_env is not None,
+            "quick": args.quick,
+            "torch_process": "peer" if peer else "same" if torch else None,
+        },
         "notes": notes,
     }
     if peer is not None:
@@ -191,8 +245,9 @@ def run(args):
     progress(machine.describe(doc))
     for note in notes:
         progress(f"note: {note}")
-    ctx = Context(torch, peer, naive_images=args.naive_images, naive_repeats=args.naive_repeats,
-                  algorithm=args.algorithm)
+    ctx = Context(
+        torch, peer, naive_images=args.naive_images, naive_repeats=args.naive_repeats, algorithm=args.algorithm
+    )
     try:
         if args.sweep:
             return _run_sweep(args, sel, ctx, doc, json_path, png_path)
@@ -202,8 +257,11 @@ def run(args):
     except MismatchError as exc:
         doc["failure"] = f"MISMATCH: {exc}"
         report.write_json(json_path, doc)
-        print(f"fastconv bench: MISMATCH: {exc}\nNothing after this check was timed; "
-              f"the cases finished before it are in {json_path}.", file=sys.stderr)
+        print(
+            f"fastconv bench: MISMATCH: {exc}\nNothing after this check was timed; "
+            f"the cases finished before it are in {json_path}.",
+            file=sys.stderr,
+        )
         return MISMATCH_EXIT
     finally:
         if peer is not None:
@@ -248,10 +306,19 @@ def _run_suite(args, sel, ctx, doc, json_path, png_path):
     doc["elapsed_s"] = time.perf_counter() - t0
     annotate(results, doc["roofline"])
     title = f"fastconv bench ({doc['threads']['openblas_kernels']}, {doc['machine']['cpu']['model']})"
-    legend = report.SUITE_LEGEND + (f" Repeats: {sel['repeats']} after {sel['warmup']} warm-up; "
-                                    f"naive at most {args.naive_repeats}.")
-    return _finish(doc, json_path, png_path, report.suite_table(results, sel["repeats"]), legend,
-                   lambda p: report.suite_chart(results, p, title), args, [])
+    legend = report.SUITE_LEGEND + (
+        f" Repeats: {sel['repeats']} after {sel['warmup']} warm-up; naive at most {args.naive_repeats}."
+    )
+    return _finish(
+        doc,
+        json_path,
+        png_path,
+        report.suite_table(results, sel["repeats"]),
+        legend,
+        lambda p: report.suite_chart(results, p, title),
+        args,
+        [],
+    )
 
 
 def _single(sel, key, flag):
@@ -275,13 +342,25 @@ def _run_sweep(args, sel, ctx, doc, json_path, png_path):
     doc["elapsed_s"] = time.perf_counter() - t0
     annotate(results, doc["roofline"])
     first = points[0][1]
-    title = (f"3x3 conv, stride 1, pad 1, {first.H}x{first.W} images, {pass_}, {dtype}, {threads} threads "
-             f"({doc['threads']['openblas_kernels']})")
-    legend = ("Sweep: " + title + ". Times per image are medians of interleaved repeats divided by N; "
-              "ratios are ratios of median times; gemm: the fast path's GEMMs alone; %peak: GFLOP/s as a share "
-              "of the machine's peak on the same dtype and threads (the Roofline line above).")
-    return _finish(doc, json_path, png_path, report.sweep_table(results), legend,
-                   lambda p: report.sweep_chart(results, p, title), args, [])
+    title = (
+        f"3x3 conv, stride 1, pad 1, {first.H}x{first.W} images, {pass_}, {dtype}, {threads} threads "
+        f"({doc['threads']['openblas_kernels']})"
+    )
+    legend = (
+        "Sweep: " + title + ". Times per image are medians of interleaved repeats divided by N; "
+        "ratios are ratios of median times; gemm: the fast path's GEMMs alone; %peak: GFLOP/s as a share "
+        "of the machine's peak on the same dtype and threads (the Roofline line above)."
+    )
+    return _finish(
+        doc,
+        json_path,
+        png_path,
+        report.sweep_table(results),
+        legend,
+        lambda p: report.sweep_chart(results, p, title),
+        args,
+        [],
+    )
 
 
 def _run_memory(args, sel, doc, json_path):
@@ -296,9 +375,11 @@ def _run_memory(args, sel, doc, json_path):
     r = run_memory(N, dtype, threads, repeats, warmup, progress)
     doc["results"] = r
     verdict = "meets" if r["meets_target"] else "MISSES"
-    legend = (f"Extra memory = peak RSS growth of one fast conv_forward + conv_backward in a fresh process "
-              f"minus the bytes of x, w, b, out, dout, dx, dw, db. Target: under {TARGET_MIB} MiB: "
-              f"{r['extra_mib']:.1f} MiB, {verdict} it. Speed, default workspace over "
-              f"{r['big_workspace']['workspace_bytes'] >> 20} MiB workspace (interleaved medians): "
-              f"{r['speed_ratio_default_over_big']:.2f} (< 1: chunking is faster).")
+    legend = (
+        f"Extra memory = peak RSS growth of one fast conv_forward + conv_backward in a fresh process "
+        f"minus the bytes of x, w, b, out, dout, dx, dw, db. Target: under {TARGET_MIB} MiB: "
+        f"{r['extra_mib']:.1f} MiB, {verdict} it. Speed, default workspace over "
+        f"{r['big_workspace']['workspace_bytes'] >> 20} MiB workspace (interleaved medians): "
+        f"{r['speed_ratio_default_over_big']:.2f} (< 1: chunking is faster)."
+    )
     return _finish(doc, json_path, None, memory_table(r), legend, None, args, [])

@@ -14,6 +14,7 @@ argmax of a max-pool window, ties included) is the same in all of them: the
 checks can be tight without being flaky. Speed does not depend on the values
 (no denormals, no NaN).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,8 +58,10 @@ class ConvSpec:
         return fwd if pass_ == "fwd" else 3 * fwd
 
     def describe(self):
-        return (f"x ({self.N}, {self.C}, {self.H}, {self.W}), w ({self.F}, {self.C}, {self.k}, {self.k}), "
-                f"stride {self.stride}, pad {self.pad}")
+        return (
+            f"x ({self.N}, {self.C}, {self.H}, {self.W}), w ({self.F}, {self.C}, {self.k}, {self.k}), "
+            f"stride {self.stride}, pad {self.pad}"
+        )
 
     def quick(self):
         """A tiny version with the same kernel, stride and padding (for smoke tests)."""
@@ -114,8 +117,10 @@ class StepSpec:
 
     def describe(self):
         how = ", layer by layer" if self.layer_by_layer else ""
-        return (f"ConvNet1 step{how}: conv {self.conv.describe()}, ReLU, max pool 2x2 s2, "
-                f"affine {self.features}->{self.hidden}, ReLU, affine {self.hidden}->{self.classes}, softmax loss")
+        return (
+            f"ConvNet1 step{how}: conv {self.conv.describe()}, ReLU, max pool 2x2 s2, "
+            f"affine {self.features}->{self.hidden}, ReLU, affine {self.hidden}->{self.classes}, softmax loss"
+        )
 
     def quick(self):
         return StepSpec(self.conv.quick(), self.hidden, self.classes, self.layer_by_layer)
@@ -141,7 +146,7 @@ WORKLOADS = {
 # ---------------------------------------------------------------- data
 def dyadic(rng, shape, dtype, steps, step_exp):
     """Integers in [-steps, steps] times 2**-step_exp, in ``dtype`` (see the module docstring)."""
-    return (rng.integers(-steps, steps + 1, size=shape) * 2.0 ** -step_exp).astype(dtype)
+    return (rng.integers(-steps, steps + 1, size=shape) * 2.0**-step_exp).astype(dtype)
 
 
 def conv_data(spec, dtype, seed=0):
@@ -202,7 +207,8 @@ def check_same(what, names, actual, reference, dtype):
         if not err <= tolerance:
             raise MismatchError(
                 f"{what}: {name} differs from the reference: relative error {err:.3g} "
-                f"(tolerance {tolerance:g}, shapes {np.shape(a)} vs {np.shape(r)})")
+                f"(tolerance {tolerance:g}, shapes {np.shape(a)} vs {np.shape(r)})"
+            )
         worst = max(worst, err)
     return worst
 

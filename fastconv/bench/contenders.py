@@ -20,6 +20,7 @@ The contenders:
   in a peer process of its own by default (``peer`` says why),
   checked against the checked fast result.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -81,8 +82,14 @@ def load_torch(in_process=False, extra_env=None):
             import torch
         except (ImportError, OSError) as exc:
             return None, None, f"torch skipped: PyTorch is not importable ({exc})"
-        return torch, None, ("torch runs in this process, on fastconv's OpenMP runtime and settings "
-                             "(OMP_WAIT_POLICY etc.), not on its own")
+        return (
+            torch,
+            None,
+            (
+                "torch runs in this process, on fastconv's OpenMP runtime and settings "
+                "(OMP_WAIT_POLICY etc.), not on its own"
+            ),
+        )
     from .peer import TorchPeer
 
     try:
@@ -110,9 +117,15 @@ def build_case(name, spec, dtype, pass_, want, ctx):
 
 def _naive_contender(fn, N, idx, ctx):
     k = len(idx)
-    return Contender("naive", fn, scale=N / k, max_repeats=ctx.naive_repeats, rewarm=False,
-                     label=f"scaled x{N / k:g} from {k} image{'s' if k > 1 else ''}",
-                     info={"images_timed": k, "images": list(idx)})
+    return Contender(
+        "naive",
+        fn,
+        scale=N / k,
+        max_repeats=ctx.naive_repeats,
+        rewarm=False,
+        label=f"scaled x{N / k:g} from {k} image{'s' if k > 1 else ''}",
+        info={"images_timed": k, "images": list(idx)},
+    )
 
 
 def _torch_contender(ctx, name, spec, data, dtype, pass_, names, reference):
@@ -122,14 +135,16 @@ def _torch_contender(ctx, name, spec, data, dtype, pass_, names, reference):
     """
     if ctx.peer is not None:
         got, settings = ctx.peer.prepare(spec, dtype, pass_, ctx.threads)
-        contender = Contender("torch", ctx.peer.run, TORCH_POOL, self_timed=True,
-                              info={"process": "peer", "thread_settings": settings})
+        contender = Contender(
+            "torch", ctx.peer.run, TORCH_POOL, self_timed=True, info={"process": "peer", "thread_settings": settings}
+        )
     else:
         fn = torch_ops.BUILDERS[kind_of(spec)](ctx.torch, spec, data, pass_)
         got = torch_ops.as_numpy(fn())
         contender = Contender("torch", fn, TORCH_POOL, info={"process": "same"})
-    worst = check_same(f"torch {name} {np.dtype(dtype).name} against fast",
-                       names, got, tuple(reference)[:len(got)], dtype)
+    worst = check_same(
+        f"torch {name} {np.dtype(dtype).name} against fast", names, got, tuple(reference)[: len(got)], dtype
+    )
     return contender, worst
 
 
@@ -164,25 +179,35 @@ def build_conv(name, spec, dtype, pass_, want, ctx):
     algo = conv_algorithm(x, w, b, spec, ctx.algorithm)
     out, (dx, dw, db) = conv_fwdbwd(fast, x, w, b, dout, spec, algo)
     _, (_, dw_s, db_s) = conv_fwdbwd(fast, xs, w, b, douts, spec, algo)
-    checks = {"fast": check_same(f"fast {name} {np.dtype(dtype).name} against naive on images {idx}",
-                                 names, (out[idx], dx[idx], dw_s, db_s), ref, dtype)}
+    checks = {
+        "fast": check_same(
+            f"fast {name} {np.dtype(dtype).name} against naive on images {idx}",
+            names,
+            (out[idx], dx[idx], dw_s, db_s),
+            ref,
+            dtype,
+        )
+    }
     full = (out, dx, dw, db)
 
     if pass_ == "fwd":
+
         def fast_fn():
             return fast.conv_forward(x, w, b, stride=spec.stride, pad=spec.pad, algorithm=algo)
 
         def naive_fn():
             return naive.conv_forward(xs, w, b, stride=spec.stride, pad=spec.pad)
     else:
+
         def fast_fn():
             return conv_fwdbwd(fast, x, w, b, dout, spec, algo)
 
         def naive_fn():
             return conv_fwdbwd(naive, xs, w, b, douts, spec)
 
-    contenders = [Contender("fast", fast_fn, FAST_POOLS, label="" if algo == "im2col" else algo,
-                            info={"algorithm": algo})]
+    contenders = [
+        Contender("fast", fast_fn, FAST_POOLS, label="" if algo == "im2col" else algo, info={"algorithm": algo})
+    ]
     if "naive" in want:
         contenders.append(_naive_contender(naive_fn, spec.N, idx, ctx))
         checks["naive"] = 0.0  # the reference itself
@@ -193,10 +218,15 @@ def build_conv(name, spec, dtype, pass_, want, ctx):
         else:  # the im2col path's GEMM limit, checked against the im2col path
             im2col = conv_fwdbwd(fast, x, w, b, dout, spec, "im2col")
             checks["gemm"] = check_conv_gemm(ops, x, b, dout, (im2col[0], *im2col[1]), f"gemm {name}", dtype)
-        contenders.append(Contender("gemm", lambda: conv_gemm_limit(ops, pass_), BLAS_POOL,
-                                    label="" if algo == "im2col" else "im2col GEMMs",
-                                    info={"chunk_images": ops.chunk, "workers": ops.plan.workers,
-                                          "workspace_bytes": fast.WORKSPACE_BYTES}))
+        contenders.append(
+            Contender(
+                "gemm",
+                lambda: conv_gemm_limit(ops, pass_),
+                BLAS_POOL,
+                label="" if algo == "im2col" else "im2col GEMMs",
+                info={"chunk_images": ops.chunk, "workers": ops.plan.workers, "workspace_bytes": fast.WORKSPACE_BYTES},
+            )
+        )
     if "torch" in want and ctx.has_torch:
         contender, checks["torch"] = _torch_contender(ctx, name, spec, d, dtype, pass_, names, full)
         contenders.append(contender)
@@ -231,10 +261,17 @@ def prepare_conv_gemm(x, w, b, spec):
     size_cols = plan.K * plan.chunk * plan.P
     size_y = g.F * plan.chunk * plan.P
     # Filled here so that their pages are touched before timing; check_conv_gemm puts real operands in.
-    bufs = [(np.full(size_cols, 0.5, dtype=dtype), np.full(size_y, 0.5, dtype=dtype),
-             np.full(size_y, 0.5, dtype=dtype)) for _ in range(plan.workers)]
-    return ConvGemmOperands(plan, np.ascontiguousarray(w).reshape(g.F, plan.Kg),
-                            [c for c, _, _ in bufs], [y for _, y, _ in bufs], [d for _, _, d in bufs])
+    bufs = [
+        (np.full(size_cols, 0.5, dtype=dtype), np.full(size_y, 0.5, dtype=dtype), np.full(size_y, 0.5, dtype=dtype))
+        for _ in range(plan.workers)
+    ]
+    return ConvGemmOperands(
+        plan,
+        np.ascontiguousarray(w).reshape(g.F, plan.Kg),
+        [c for c, _, _ in bufs],
+        [y for _, y, _ in bufs],
+        [d for _, _, d in bufs],
+    )
 
 
 def conv_gemm_limit(ops, pass_, hook=None, need_dx=True):
@@ -260,7 +297,7 @@ def conv_gemm_limit(ops, pass_, hook=None, need_dx=True):
     K, F, P = plan.K, plan.g.F, plan.P
 
     def forward_operands(k, n0, n):
-        cols, y = ops.cols[k][:K * n * P].reshape(K, n * P), ops.y[k][:F * n * P].reshape(F, n * P)
+        cols, y = ops.cols[k][: K * n * P].reshape(K, n * P), ops.y[k][: F * n * P].reshape(F, n * P)
         if hook is not None:
             hook.forward(n0, n, cols)
         return cols, y
@@ -274,7 +311,7 @@ def conv_gemm_limit(ops, pass_, hook=None, need_dx=True):
         return ops.y[0]
 
     def backward_operands(k, n0, n, db):
-        cols, dy = ops.cols[k][:K * n * P].reshape(K, n * P), ops.dy[k][:F * n * P].reshape(F, n * P)
+        cols, dy = ops.cols[k][: K * n * P].reshape(K, n * P), ops.dy[k][: F * n * P].reshape(F, n * P)
         if hook is not None:
             hook.backward(n0, n, cols, dy)
         return cols, dy
@@ -292,8 +329,8 @@ def reference_im2col(x, g):
     if (g.dil_h, g.dil_w) != (1, 1):
         raise ValueError("reference_im2col supports dilation 1 only")
     xp = np.pad(x, ((0, 0), (0, 0), (g.pad_h, g.pad_h), (g.pad_w, g.pad_w)))
-    win = sliding_window_view(xp, (g.kh, g.kw), axis=(2, 3))[:, :, ::g.stride_h, ::g.stride_w]
-    win = win[:, :, :g.out_h, :g.out_w]  # (n, C, out_h, out_w, kh, kw)
+    win = sliding_window_view(xp, (g.kh, g.kw), axis=(2, 3))[:, :, :: g.stride_h, :: g.stride_w]
+    win = win[:, :, : g.out_h, : g.out_w]  # (n, C, out_h, out_w, kh, kw)
     n = x.shape[0]
     return win.transpose(1, 4, 5, 0, 2, 3).reshape(g.C * g.kh * g.kw, n * g.out_h * g.out_w)
 
@@ -307,14 +344,14 @@ class _RealOperands:
         self.y_chunks = {}  # n0 -> (n, F, P); workers fill it in any order
 
     def forward(self, n0, n, cols):
-        cols[...] = reference_im2col(self.x[n0:n0 + n], self.g)
+        cols[...] = reference_im2col(self.x[n0 : n0 + n], self.g)
 
     def forward_done(self, n0, n, y):
         self.y_chunks[n0] = y.reshape(self.g.F, n, self.P).transpose(1, 0, 2).copy()
 
     def backward(self, n0, n, cols, dy):
-        cols[...] = reference_im2col(self.x[n0:n0 + n], self.g)
-        dy[...] = self.dout[n0:n0 + n].reshape(n, self.g.F, self.P).transpose(1, 0, 2).reshape(self.g.F, n * self.P)
+        cols[...] = reference_im2col(self.x[n0 : n0 + n], self.g)
+        dy[...] = self.dout[n0 : n0 + n].reshape(n, self.g.F, self.P).transpose(1, 0, 2).reshape(self.g.F, n * self.P)
 
 
 def check_conv_gemm(ops, x, b, dout, fast_results, what, dtype):
@@ -325,8 +362,13 @@ def check_conv_gemm(ops, x, b, dout, fast_results, what, dtype):
     if b is not None:
         out_gemm = out_gemm + b[:, None, None]
     out, _, dw, _ = fast_results
-    return check_same(f"{what} {np.dtype(dtype).name} against fast", ("out", "dw"),
-                      (out_gemm, dw2.reshape(ops.g.w_shape)), (out, dw), dtype)
+    return check_same(
+        f"{what} {np.dtype(dtype).name} against fast",
+        ("out", "dw"),
+        (out_gemm, dw2.reshape(ops.g.w_shape)),
+        (out, dw),
+        dtype,
+    )
 
 
 # ===================================================================== pooling
@@ -342,16 +384,25 @@ def build_pool(name, spec, dtype, pass_, want, ctx):
     xs, douts = x[idx], dout[idx]
     ref = ctx.naive_reference((name, spec, np.dtype(dtype).name), lambda: pool_fwdbwd(naive, spec, xs, douts))
     out, dx = pool_fwdbwd(fast, spec, x, dout)
-    checks = {"fast": check_same(f"fast {name} {np.dtype(dtype).name} against naive on images {idx}",
-                                 ("out", "dx"), (out[idx], dx[idx]), ref, dtype)}
+    checks = {
+        "fast": check_same(
+            f"fast {name} {np.dtype(dtype).name} against naive on images {idx}",
+            ("out", "dx"),
+            (out[idx], dx[idx]),
+            ref,
+            dtype,
+        )
+    }
 
     if pass_ == "fwd":
+
         def fast_fn():
             return getattr(fast, f"{spec.mode}_pool_forward")(x, spec.k, spec.stride)
 
         def naive_fn():
             return getattr(naive, f"{spec.mode}_pool_forward")(xs, spec.k, spec.stride)
     else:
+
         def fast_fn():
             return pool_fwdbwd(fast, spec, x, dout)
 
@@ -379,15 +430,18 @@ def build_pool(name, spec, dtype, pass_, want, ctx):
 def _copy_fn(x, x_copy, out, out_copy, pass_):
     """The memory-bound reference of a pooling layer: copy x (fwd), copy x and the output (fwd+bwd)."""
     if pass_ == "fwd":
+
         def fn():
             np.copyto(x_copy, x)
             return x_copy
+
         return fn
 
     def fn():
         np.copyto(x_copy, x)
         np.copyto(out_copy, out)
         return x_copy
+
     return fn
 
 
@@ -408,8 +462,9 @@ def convnet1_step(layers, p, x, y, spec, backward=True, record=None):
     else:
         # conv -> ReLU -> max pool 2x2: one layer function (fast fuses the three, naive
         # runs them one after the other), as fastconv.models.ConvNet1 runs it.
-        h3, c3 = layers.conv_relu_pool_forward(x, p["W1"], p["b1"], stride=c.stride, pad=c.pad,
-                                               pool_size=2, pool_stride=2)
+        h3, c3 = layers.conv_relu_pool_forward(
+            x, p["W1"], p["b1"], stride=c.stride, pad=c.pad, pool_size=2, pool_stride=2
+        )
     h4, c4 = layers.affine_forward(h3, p["W2"], p["b2"])
     h5, c5 = layers.relu_forward(h4)
     scores, c6 = layers.affine_forward(h5, p["W3"], p["b3"])
@@ -421,8 +476,9 @@ def convnet1_step(layers, p, x, y, spec, backward=True, record=None):
     d3, dW2, db2 = layers.affine_backward(d4, c4)
     if spec.layer_by_layer:
         # the images need no gradient (docs/workloads.md: CS231n's conv_backward_fast computes it anyway)
-        _, dW1, db1 = layers.conv_backward(layers.relu_backward(layers.max_pool_backward(d3, k3), k2), k1,
-                                           need_dx=False)
+        _, dW1, db1 = layers.conv_backward(
+            layers.relu_backward(layers.max_pool_backward(d3, k3), k2), k1, need_dx=False
+        )
     else:
         _, dW1, db1 = layers.conv_relu_pool_backward(d3, c3, need_dx=False)  # the images need no gradient
     if record is not None:
@@ -451,8 +507,11 @@ def build_step(name, spec, dtype, pass_, want, ctx):
 
     ref = ctx.naive_reference((name, spec, np.dtype(dtype).name), naive_ref)
     loss_s, grads_s = convnet1_step(fast, p, xs, ys, spec)
-    checks = {"fast": check_same(f"fast {name} {np.dtype(dtype).name} against naive on images {idx}",
-                                 names, (loss_s, *grads_s), ref, dtype)}
+    checks = {
+        "fast": check_same(
+            f"fast {name} {np.dtype(dtype).name} against naive on images {idx}", names, (loss_s, *grads_s), ref, dtype
+        )
+    }
     record = {}
     loss, grads = convnet1_step(fast, p, x, y, spec, record=record)
     full = (loss, *grads)
@@ -482,8 +541,12 @@ def _step_gemm(spec, x, p, rec, grads, pass_, dtype, name):
     h5, ds, d4 = rec["h5"], rec["dscores"], rec["d4"]
     W2, W3 = p["W2"], p["W3"]
     bufs = {
-        "a2": np.empty((N, W2.shape[1]), dtype), "a3": np.empty((N, W3.shape[1]), dtype),
-        "d5": np.empty_like(h5), "dW3": np.empty_like(W3), "d3": np.empty_like(h3), "dW2": np.empty_like(W2),
+        "a2": np.empty((N, W2.shape[1]), dtype),
+        "a3": np.empty((N, W3.shape[1]), dtype),
+        "d5": np.empty_like(h5),
+        "dW3": np.empty_like(W3),
+        "d3": np.empty_like(h3),
+        "dW2": np.empty_like(W2),
     }
 
     def gemms(pass_):
@@ -497,12 +560,16 @@ def _step_gemm(spec, x, p, rec, grads, pass_, dtype, name):
             np.matmul(h3.T, d4, out=bufs["dW2"])
 
     # fast's conv output h1 and dW1 (its dx and db are not GEMM results)
-    worst = check_conv_gemm(ops, x, p["b1"], rec["d1"], (rec["h1"], None, grads[0], None),
-                            f"gemm {name} (conv)", dtype)
+    worst = check_conv_gemm(ops, x, p["b1"], rec["d1"], (rec["h1"], None, grads[0], None), f"gemm {name} (conv)", dtype)
     gemms("fwdbwd")
-    worst = max(worst, check_same(
-        f"gemm {name} (affine) {np.dtype(dtype).name} against fast",
-        ("affine W2 out", "affine W3 out", "d5", "dW3", "d3", "dW2"),
-        (bufs["a2"] + p["b2"], bufs["a3"] + p["b3"], bufs["d5"], bufs["dW3"], bufs["d3"], bufs["dW2"]),
-        (rec["h4"], rec["scores"], rec["d5"], grads[4], rec["d3"].reshape(N, -1), grads[2]), dtype))
+    worst = max(
+        worst,
+        check_same(
+            f"gemm {name} (affine) {np.dtype(dtype).name} against fast",
+            ("affine W2 out", "affine W3 out", "d5", "dW3", "d3", "dW2"),
+            (bufs["a2"] + p["b2"], bufs["a3"] + p["b3"], bufs["d5"], bufs["dW3"], bufs["d3"], bufs["dW2"]),
+            (rec["h4"], rec["scores"], rec["d5"], grads[4], rec["d3"].reshape(N, -1), grads[2]),
+            dtype,
+        ),
+    )
     return (lambda: gemms(pass_)), worst

@@ -1,4 +1,5 @@
 """What a result was measured on: CPU, cores, library versions, thread pools, environment."""
+
 from __future__ import annotations
 
 import os
@@ -10,16 +11,21 @@ from .._config import openmp_text
 
 #: Environment variables that change how the BLAS / OpenMP / PyTorch thread pools behave.
 THREAD_ENV = (
-    "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS",
-    "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_PROC_BIND", "MKL_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_THREAD_TIMEOUT",
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "OMP_PROC_BIND",
+    "MKL_NUM_THREADS",
 )
 _FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd", "avx512_bf16", "amx_tile")
 
 
 def cpu_info():
     """CPU model, flags of interest and core counts, from /proc/cpuinfo where there is one."""
-    info = {"model": platform.processor() or platform.machine(), "flags": [],
-            "logical_cpus": os.cpu_count()}
+    info = {"model": platform.processor() or platform.machine(), "flags": [], "logical_cpus": os.cpu_count()}
     try:
         info["usable_cpus"] = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -80,9 +86,20 @@ def thread_settings(torch=None):
     info = {
         "env": {name: os.environ.get(name) for name in THREAD_ENV},
         "threadpools": threadpool_info(),
-        "fastconv_build": {k: build.get(k) for k in ("extension", "openmp", "openmp_unavailable", "debug_build",
-                                                     "omp_max_threads", "kernels", "isa", "features",
-                                                     "kernels_reason")},
+        "fastconv_build": {
+            k: build.get(k)
+            for k in (
+                "extension",
+                "openmp",
+                "openmp_unavailable",
+                "debug_build",
+                "omp_max_threads",
+                "kernels",
+                "isa",
+                "features",
+                "kernels_reason",
+            )
+        },
     }
     blas = [p for p in info["threadpools"] if p.get("user_api") == "blas"]
     info["openblas_kernels"] = ", ".join(f"{p.get('internal_api')} {p.get('architecture')}" for p in blas) or None
@@ -96,15 +113,19 @@ def describe(doc):
     m, v, t = doc["machine"], doc["versions"], doc["threads"]
     coretype = t["env"].get("OPENBLAS_CORETYPE")
     family = f"family/model {m['cpu']['family_model']}, " if m["cpu"].get("family_model") else ""
-    cpu = (f"{m['cpu']['model']} ({family}{m['cpu']['usable_cpus']} usable CPUs"
-           f"{', ' + ' '.join(m['cpu']['flags']) if m['cpu']['flags'] else ''})")
+    cpu = (
+        f"{m['cpu']['model']} ({family}{m['cpu']['usable_cpus']} usable CPUs"
+        f"{', ' + ' '.join(m['cpu']['flags']) if m['cpu']['flags'] else ''})"
+    )
     libs = ", ".join(f"{k} {v[k]}" for k in ("fastconv", "numpy", "torch") if v.get(k))
     build = t.get("fastconv_build", {})
     openmp = "" if build.get("openmp") is None else f", OpenMP: {openmp_text(build['openmp'])}"
-    return (f"Machine: {cpu}, {m.get('memory_mib')} MiB RAM; Python {v['python']}, {libs}.\n"
-            f"OpenBLAS kernels: {t['openblas_kernels']} (OPENBLAS_CORETYPE="
-            f"{coretype if coretype is not None else 'unset'}); fastconv kernels: "
-            f"{build.get('kernels')} ({build.get('isa')} build{openmp}).")
+    return (
+        f"Machine: {cpu}, {m.get('memory_mib')} MiB RAM; Python {v['python']}, {libs}.\n"
+        f"OpenBLAS kernels: {t['openblas_kernels']} (OPENBLAS_CORETYPE="
+        f"{coretype if coretype is not None else 'unset'}); fastconv kernels: "
+        f"{build.get('kernels')} ({build.get('isa')} build{openmp})."
+    )
 
 
 def collect(torch=None):

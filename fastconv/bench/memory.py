@@ -15,6 +15,7 @@ arrays. The speed comparison runs in another fresh process,
 interleaving the default workspace with a large one
 (``fastconv.fast.WORKSPACE_BYTES`` set to 1 GiB, the whole batch in one chunk).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,15 +58,15 @@ def _reset_peak():
 def _fill(a, rng):
     """Dyadic values (as common.dyadic), one image at a time: no batch-sized temporaries."""
     for i in range(a.shape[0]):
-        a[i] = rng.integers(-64, 65, size=a.shape[1:]) * 2.0 ** -5
+        a[i] = rng.integers(-64, 65, size=a.shape[1:]) * 2.0**-5
 
 
 def _arrays(N, dtype, C=64, F=64, size=32, k=3, seed=0):
     rng = np.random.default_rng(seed)
     x = np.empty((N, C, size, size), dtype)
     _fill(x, rng)
-    w = (rng.integers(-16, 17, size=(F, C, k, k)) * 2.0 ** -6).astype(dtype)
-    b = (rng.integers(-16, 17, size=F) * 2.0 ** -6).astype(dtype)
+    w = (rng.integers(-16, 17, size=(F, C, k, k)) * 2.0**-6).astype(dtype)
+    b = (rng.integers(-16, 17, size=F) * 2.0**-6).astype(dtype)
     dout = np.empty((N, F, size, size), dtype)
     _fill(dout, rng)
     return x, w, b, dout
@@ -94,11 +95,16 @@ def child_peak(N, dtype, workspace_bytes):
     growth = (hwm - rss0) * 1024
     g = conv_geometry(x, w, b, 1, 1)
     return {
-        "N": N, "dtype": np.dtype(dtype).name, "workspace_bytes": fast.WORKSPACE_BYTES,
+        "N": N,
+        "dtype": np.dtype(dtype).name,
+        "workspace_bytes": fast.WORKSPACE_BYTES,
         "chunk_images": chunk_images(g, np.dtype(dtype).itemsize),
-        "peak_reset": reset, "baseline_hwm_above_rss_kib": hwm0 - rss0,
-        "rss_before_bytes": rss0 * 1024, "peak_growth_bytes": growth,
-        "arrays_bytes": arrays, "extra_bytes": growth - arrays,
+        "peak_reset": reset,
+        "baseline_hwm_above_rss_kib": hwm0 - rss0,
+        "rss_before_bytes": rss0 * 1024,
+        "peak_growth_bytes": growth,
+        "arrays_bytes": arrays,
+        "extra_bytes": growth - arrays,
     }
 
 
@@ -121,11 +127,17 @@ def child_speed(N, dtype, repeats, warmup, workspaces):
         if ref is None:  # the first workspace's result, checked on its last image against naive
             ref = got
             last = run(naive, x[-1:], dout[-1:])
-            check_same(f"fast (workspace {ws} bytes) against naive on the last image", names[:2],
-                       (got[0][-1:], got[1][-1:]), last[:2], dtype)
+            check_same(
+                f"fast (workspace {ws} bytes) against naive on the last image",
+                names[:2],
+                (got[0][-1:], got[1][-1:]),
+                last[:2],
+                dtype,
+            )
         else:
-            check_same(f"fast with workspace {ws} bytes against workspace {workspaces[0]} bytes",
-                       names, got, ref, dtype)
+            check_same(
+                f"fast with workspace {ws} bytes against workspace {workspaces[0]} bytes", names, got, ref, dtype
+            )
     del ref, got
 
     samples = {str(ws): [] for ws in workspaces}
@@ -138,8 +150,12 @@ def child_speed(N, dtype, repeats, warmup, workspaces):
             del result
             if i >= warmup:
                 samples[str(ws)].append(elapsed)
-    return {"N": N, "dtype": np.dtype(dtype).name,
-            "samples_s": samples, "median_s": {k: statistics.median(v) for k, v in samples.items()}}
+    return {
+        "N": N,
+        "dtype": np.dtype(dtype).name,
+        "samples_s": samples,
+        "median_s": {k: statistics.median(v) for k, v in samples.items()},
+    }
 
 
 def _child_main(argv=None):
@@ -193,14 +209,22 @@ def run_memory(N, dtype, threads, repeats, warmup, progress):
     default = _child(["peak", *common])
     progress(f"memory: the same with a {BIG_WORKSPACE >> 20} MiB workspace")
     big = _child(["peak", *common, "--workspace-bytes", str(BIG_WORKSPACE)])
-    progress(f"memory: speed, default against {BIG_WORKSPACE >> 20} MiB workspace, interleaved, "
-             f"{repeats} repeats after {warmup} warm-up")
-    speed = _child(["speed", *common, "--repeats", str(repeats), "--warmup", str(warmup),
-                    "--workspaces", f"0,{BIG_WORKSPACE}"])
+    progress(
+        f"memory: speed, default against {BIG_WORKSPACE >> 20} MiB workspace, interleaved, "
+        f"{repeats} repeats after {warmup} warm-up"
+    )
+    speed = _child(
+        ["speed", *common, "--repeats", str(repeats), "--warmup", str(warmup), "--workspaces", f"0,{BIG_WORKSPACE}"]
+    )
     med = list(speed["median_s"].values())
     return {
-        "workload": f"W2conv3x3 at batch {N}", "dtype": dtype, "threads": threads,
-        "target_extra_mib": TARGET_MIB, "default": default, "big_workspace": big, "speed": speed,
+        "workload": f"W2conv3x3 at batch {N}",
+        "dtype": dtype,
+        "threads": threads,
+        "target_extra_mib": TARGET_MIB,
+        "default": default,
+        "big_workspace": big,
+        "speed": speed,
         "extra_mib": default["extra_bytes"] / 2**20,
         "meets_target": default["extra_bytes"] < TARGET_MIB * 2**20,
         "speed_ratio_default_over_big": med[0] / med[1],
@@ -208,14 +232,23 @@ def run_memory(N, dtype, threads, repeats, warmup, progress):
 
 
 def memory_table(r):
-    rows = [["workspace", "images per chunk", "peak RSS growth MiB", "arrays MiB", "extra MiB",
-             "fwd+bwd ms (median)"], ["---"] * 6]
+    rows = [
+        ["workspace", "images per chunk", "peak RSS growth MiB", "arrays MiB", "extra MiB", "fwd+bwd ms (median)"],
+        ["---"] * 6,
+    ]
     med = list(r["speed"]["median_s"].values())
     for key, ms in (("default", med[0]), ("big_workspace", med[1])):
         d = r[key]
-        rows.append([f"{d['workspace_bytes'] / 2**20:,.0f} MiB" + (" (default)" if key == "default" else ""),
-                     str(d["chunk_images"]), f"{d['peak_growth_bytes'] / 2**20:.1f}",
-                     f"{d['arrays_bytes'] / 2**20:.1f}", f"{d['extra_bytes'] / 2**20:.1f}", f"{ms * 1e3:.1f}"])
+        rows.append(
+            [
+                f"{d['workspace_bytes'] / 2**20:,.0f} MiB" + (" (default)" if key == "default" else ""),
+                str(d["chunk_images"]),
+                f"{d['peak_growth_bytes'] / 2**20:.1f}",
+                f"{d['arrays_bytes'] / 2**20:.1f}",
+                f"{d['extra_bytes'] / 2**20:.1f}",
+                f"{ms * 1e3:.1f}",
+            ]
+        )
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 

@@ -20,6 +20,7 @@ Protocol: one JSON object per line, requests on the child's stdin, replies
 on a private copy of its stdout (the child's own prints go to stderr).
 Results are passed back as an .npz file (allow_pickle=False).
 """
+
 from __future__ import annotations
 
 import json
@@ -87,8 +88,9 @@ class TorchPeer:
         env, self.clean_env = original_environment()
         env.update(extra_env or {})
         self.tmp = tempfile.mkdtemp(prefix="fastconv-bench-", dir=_scratch_dir())
-        self.proc = subprocess.Popen(python_code(_BOOTSTRAP), stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(
+            python_code(_BOOTSTRAP), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
         hello = self._read()
         if "error" in hello:
             self.close()
@@ -113,8 +115,9 @@ class TorchPeer:
     def prepare(self, spec, dtype, pass_, threads):
         """Set the case up in the child, run it once; returns its results (numpy arrays) and its thread settings."""
         path = os.path.join(self.tmp, "result.npz")
-        reply = self.request(cmd="case", spec=spec_to_dict(spec), dtype=np.dtype(dtype).name,
-                             pass_=pass_, threads=threads, out=path)
+        reply = self.request(
+            cmd="case", spec=spec_to_dict(spec), dtype=np.dtype(dtype).name, pass_=pass_, threads=threads, out=path
+        )
         with np.load(path, allow_pickle=False) as z:
             arrays = tuple(z[f"a{i}"] for i in range(len(z.files)))
         os.unlink(path)
@@ -165,10 +168,15 @@ def serve(torch, error, start_env):
     if torch is None:
         reply(error=f"PyTorch is not importable ({error})")
         return 0
-    reply(ok=True, torch=torch.__version__, fastconv_path=fastconv_path(),
-          parallel_info=torch.__config__.parallel_info(), threadpools=threadpool_info(),
-          env={k: start_env.get(k) for k in THREAD_ENV},
-          malloc_env={k: v for k, v in start_env.items() if k.startswith("MALLOC_")})
+    reply(
+        ok=True,
+        torch=torch.__version__,
+        fastconv_path=fastconv_path(),
+        parallel_info=torch.__config__.parallel_info(),
+        threadpools=threadpool_info(),
+        env={k: start_env.get(k) for k in THREAD_ENV},
+        malloc_env={k: v for k, v in start_env.items() if k.startswith("MALLOC_")},
+    )
     fn = None
     limits = None
     for line in sys.stdin:
@@ -188,9 +196,12 @@ def serve(torch, error, start_env):
                 arrays = as_numpy(fn())
                 np.savez(msg["out"], **{f"a{i}": a for i, a in enumerate(arrays)})
                 settings = {
-                    "requested": msg["threads"], "torch": torch.get_num_threads(),
-                    "threadpools": [{k: p.get(k) for k in ("user_api", "internal_api", "prefix", "num_threads")}
-                                    for p in threadpool_info()],
+                    "requested": msg["threads"],
+                    "torch": torch.get_num_threads(),
+                    "threadpools": [
+                        {k: p.get(k) for k in ("user_api", "internal_api", "prefix", "num_threads")}
+                        for p in threadpool_info()
+                    ],
                 }
                 reply(ok=True, settings=settings)
             elif msg["cmd"] == "run":

@@ -1,4 +1,5 @@
 """Results as a Markdown table, a JSON file and a PNG chart."""
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,24 @@ def _cell(timing, requested_repeats):
 
 def suite_table(results, requested_repeats):
     """The Markdown table of a suite run: one row per case."""
-    head = ["workload", "dtype", "threads", "pass", "fast ms", "gemm ms", "torch ms", "naive ms",
-            "fast GFLOP/s", "gemm GFLOP/s", "torch GFLOP/s", *PEAK_HEAD,
-            "fast/torch", "fast/gemm", "naive/fast", "spread"]
+    head = [
+        "workload",
+        "dtype",
+        "threads",
+        "pass",
+        "fast ms",
+        "gemm ms",
+        "torch ms",
+        "naive ms",
+        "fast GFLOP/s",
+        "gemm GFLOP/s",
+        "torch GFLOP/s",
+        *PEAK_HEAD,
+        "fast/torch",
+        "fast/gemm",
+        "naive/fast",
+        "spread",
+    ]
     rows = [head, ["---"] * len(head)]
     for r in results:
         c = r["contenders"]
@@ -51,15 +67,23 @@ def suite_table(results, requested_repeats):
         def gflops(k, r=r, med=med):  # this row's r and med, bound now
             return f"{r['flops'] / med[k] / 1e9:.1f}" if r.get("flops") and med[k] else ""
 
-        rows.append([
-            r["workload"], r["dtype"], str(r["threads"]), r["pass"],
-            *(_cell(c.get(k), requested_repeats) for k in CONTENDERS),
-            gflops("fast"), gflops("gemm"), gflops("torch"), *_peak_cells(r),
-            fmt_ratio(ratio(med["fast"], med["torch"])),
-            fmt_ratio(ratio(med["fast"], med["gemm"])),
-            fmt_ratio(ratio(med["naive"], med["fast"])),
-            _spread(c),
-        ])
+        rows.append(
+            [
+                r["workload"],
+                r["dtype"],
+                str(r["threads"]),
+                r["pass"],
+                *(_cell(c.get(k), requested_repeats) for k in CONTENDERS),
+                gflops("fast"),
+                gflops("gemm"),
+                gflops("torch"),
+                *_peak_cells(r),
+                fmt_ratio(ratio(med["fast"], med["torch"])),
+                fmt_ratio(ratio(med["fast"], med["gemm"])),
+                fmt_ratio(ratio(med["naive"], med["fast"])),
+                _spread(c),
+            ]
+        )
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
@@ -118,6 +142,7 @@ def load_pyplot():
     """matplotlib.pyplot with a file-only backend, or (None, a note) when it is not installed."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -165,8 +190,20 @@ def suite_chart(results, path, title):
 
 
 def sweep_table(points):
-    head = ["series", "N", "C=F", "fast ms/img", "gemm ms/img", "torch ms/img",
-            "fast GFLOP/s", "gemm GFLOP/s", "torch GFLOP/s", *PEAK_HEAD, "fast/torch", "fast/gemm"]
+    head = [
+        "series",
+        "N",
+        "C=F",
+        "fast ms/img",
+        "gemm ms/img",
+        "torch ms/img",
+        "fast GFLOP/s",
+        "gemm GFLOP/s",
+        "torch GFLOP/s",
+        *PEAK_HEAD,
+        "fast/torch",
+        "fast/gemm",
+    ]
     rows = [head, ["---"] * len(head)]
     for p in points:
         c = p["contenders"]
@@ -179,8 +216,18 @@ def sweep_table(points):
                 other = c[k]["repeats"] != p["requested_repeats"]
                 per_img.append(fmt_ms(med[k] / p["N"]) + (f" (n={c[k]['repeats']})" if other else ""))
         gf = [f"{p['flops'] / med[k] / 1e9:.1f}" if med[k] else "" for k in ("fast", "gemm", "torch")]
-        rows.append([p["series"], str(p["N"]), str(p["C"]), *per_img, *gf, *_peak_cells(p),
-                     fmt_ratio(ratio(med["fast"], med["torch"])), fmt_ratio(ratio(med["fast"], med["gemm"]))])
+        rows.append(
+            [
+                p["series"],
+                str(p["N"]),
+                str(p["C"]),
+                *per_img,
+                *gf,
+                *_peak_cells(p),
+                fmt_ratio(ratio(med["fast"], med["torch"])),
+                fmt_ratio(ratio(med["fast"], med["gemm"])),
+            ]
+        )
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
@@ -194,8 +241,7 @@ def sweep_chart(points, path, title):
         pts = [p for p in points if p["series"] == series]
         if not pts:
             continue
-        xlabel = (f"batch size N (C = F = {pts[0]['C']})" if series == "batch"
-                  else f"channels C = F (N = {pts[0]['N']})")
+        xlabel = f"batch size N (C = F = {pts[0]['C']})" if series == "batch" else f"channels C = F (N = {pts[0]['N']})"
         for k in ("fast", "gemm", "torch"):
             xs = [p[xkey] for p in pts if k in p["contenders"]]
             if not xs:

@@ -18,6 +18,7 @@ median time) over the peak of the same dtype and thread count: the FMA peak wher
 CPU has FMA (what OpenBLAS and PyTorch run), the mul+add peak elsewhere; ``uses`` says
 which.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,7 +43,7 @@ QUICK = {"min_s": 0.0005, "repeats": 3, "budget_s": 0.03, "copy_repeats": 1}
 
 #: The kernel's chains start at 1 + k/1024, are multiplied by 1 and grow by 2**-20 a step:
 #: no denormal, no overflow, however long the run.
-_START, _STEP, _MUL, _ADD = 1.0, 2.0 ** -10, 1.0, 2.0 ** -20
+_START, _STEP, _MUL, _ADD = 1.0, 2.0**-10, 1.0, 2.0**-20
 
 
 def peak_build():
@@ -60,8 +61,7 @@ def _timed(threads, work):
     return time.perf_counter() - t0, results
 
 
-def peak_gflops(module, dtype, threads, fused, min_s=PEAK_MIN_S, repeats=PEAK_REPEATS,
-                budget_s=PEAK_BUDGET_S):
+def peak_gflops(module, dtype, threads, fused, min_s=PEAK_MIN_S, repeats=PEAK_REPEATS, budget_s=PEAK_BUDGET_S):
     """GFLOP/s of the peak kernel of ``module`` in ``dtype`` on ``threads`` threads, or None
     when the threads never ran side by side. Each thread's run is lengthened (on the calling
     thread alone, so that a slow hand-off to a worker cannot cut it short) until it lasts
@@ -107,8 +107,7 @@ SIDE_BY_SIDE = 0.9
 def side_by_side(spans):
     """Whether the threads of a run, each (start, end, CPU seconds, ...), ran side by side."""
     start, end = max(s[0] for s in spans), min(s[1] for s in spans)
-    return all(end - start >= SIDE_BY_SIDE * (s[1] - s[0]) and s[2] >= SIDE_BY_SIDE * (s[1] - s[0])
-               for s in spans)
+    return all(end - start >= SIDE_BY_SIDE * (s[1] - s[0]) and s[2] >= SIDE_BY_SIDE * (s[1] - s[0]) for s in spans)
 
 
 def copy_bandwidth(thread_counts, nbytes=COPY_BYTES, repeats=COPY_REPEATS):
@@ -120,7 +119,7 @@ def copy_bandwidth(thread_counts, nbytes=COPY_BYTES, repeats=COPY_REPEATS):
 
     def copy_on(threads):
         bounds = [src.size * k // threads for k in range(threads + 1)]
-        return _timed(threads, lambda k: np.copyto(dst[bounds[k]:bounds[k + 1]], src[bounds[k]:bounds[k + 1]]))[0]
+        return _timed(threads, lambda k: np.copyto(dst[bounds[k] : bounds[k + 1]], src[bounds[k] : bounds[k + 1]]))[0]
 
     copy_on(1)
     return {str(n): 2 * src.nbytes / min(copy_on(n) for _ in range(repeats)) / 1e9 for n in thread_counts}
@@ -134,23 +133,34 @@ def measure(dtypes, thread_counts, quick=False):
     isa, module = peak_build()
     info = module.peak_info()
     fused = [True, False] if info["fma_ready"] else [False]
-    opts = QUICK if quick else {"min_s": PEAK_MIN_S, "repeats": PEAK_REPEATS, "budget_s": PEAK_BUDGET_S,
-                                "copy_repeats": COPY_REPEATS}
+    opts = (
+        QUICK
+        if quick
+        else {"min_s": PEAK_MIN_S, "repeats": PEAK_REPEATS, "budget_s": PEAK_BUDGET_S, "copy_repeats": COPY_REPEATS}
+    )
     peaks = {}
     for dtype in dtypes:
         for n in thread_counts:
             peaks.setdefault(dtype, {})[str(n)] = {
-                ("fma" if f else "mul_add"): peak_gflops(module, np.dtype(dtype), n, f, opts["min_s"],
-                                                         opts["repeats"], opts["budget_s"])
-                for f in fused}
+                ("fma" if f else "mul_add"): peak_gflops(
+                    module, np.dtype(dtype), n, f, opts["min_s"], opts["repeats"], opts["budget_s"]
+                )
+                for f in fused
+            }
     copy_bytes = QUICK_COPY_BYTES if quick else COPY_BYTES
     bandwidth = copy_bandwidth(thread_counts, copy_bytes, opts["copy_repeats"])
     return {
-        "build": isa, "debug_build": module.build_info()["debug_build"],
-        "vector_bits": info["vector_bits"], "chains": info["chains"], "fma": info["fma"],
+        "build": isa,
+        "debug_build": module.build_info()["debug_build"],
+        "vector_bits": info["vector_bits"],
+        "chains": info["chains"],
+        "fma": info["fma"],
         "uses": "fma" if info["fma_ready"] else "mul_add",
-        "peak_gflops": peaks, "bandwidth_gbs": bandwidth, "copy_bytes": copy_bytes,
-        "seconds": time.perf_counter() - t0, "load_average": load,
+        "peak_gflops": peaks,
+        "bandwidth_gbs": bandwidth,
+        "copy_bytes": copy_bytes,
+        "seconds": time.perf_counter() - t0,
+        "load_average": load,
     }
 
 
@@ -178,8 +188,7 @@ def annotate(results, roofline):
         if not r.get("flops") or peak is None:
             continue
         r["peak_gflops"] = peak
-        r["fraction_of_peak"] = {
-            name: fraction(r["flops"], t["median_s"], peak) for name, t in r["contenders"].items()}
+        r["fraction_of_peak"] = {name: fraction(r["flops"], t["median_s"], peak) for name, t in r["contenders"].items()}
     return results
 
 
@@ -213,7 +222,9 @@ def describe(roofline):
     load = f" (1-minute load average {load:.1f} before)" if load is not None else ""
     bw = ", ".join(f"{n} thread{'s' * (n != '1')} {v:,.1f}" for n, v in roofline["bandwidth_gbs"].items())
     debug = ", a DEBUG build at -O0: far below the machine's peak" if roofline.get("debug_build") else ""
-    return (f"Roofline: peak GFLOP/s ({uses}; {roofline['build']} build{debug}, {roofline['vector_bits']}-bit vectors, "
-            f"{roofline['chains']} chains per thread): {'; '.join(parts)}. Copy bandwidth GB/s "
-            f"(np.copyto of {roofline['copy_bytes'] >> 20} MiB, read + write): {bw}. "
-            f"Measured in {roofline['seconds']:.2f} s{load}; %peak columns use the {uses.split(' ')[0]} peak.")
+    return (
+        f"Roofline: peak GFLOP/s ({uses}; {roofline['build']} build{debug}, {roofline['vector_bits']}-bit vectors, "
+        f"{roofline['chains']} chains per thread): {'; '.join(parts)}. Copy bandwidth GB/s "
+        f"(np.copyto of {roofline['copy_bytes'] >> 20} MiB, read + write): {bw}. "
+        f"Measured in {roofline['seconds']:.2f} s{load}; %peak columns use the {uses.split(' ')[0]} peak."
+    )

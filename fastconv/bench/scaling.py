@@ -19,6 +19,7 @@ share of the step spent communicating for 1 and 10 Gbit/s networks, and at which
 communication takes half the step. ``--project-compute SECONDS --project-params N`` does the
 same from numbers given by hand.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,11 @@ import numpy as np
 MODELS = {
     "recipe": ("conv32x3-bn-maxpool2-relu-conv64x3-bn-maxpool2-relu-fc256-relu-dropout0.3-fc", (1, 28, 28)),
     "convnet1": ("convnet1", (1, 28, 28)),
-    "cifar": ("conv32x3-bn-relu-conv32x3-bn-relu-maxpool2-conv64x3-bn-relu-conv64x3-bn-relu-maxpool2-fc256-relu-"
-              "dropout0.5-fc", (3, 32, 32)),
+    "cifar": (
+        "conv32x3-bn-relu-conv32x3-bn-relu-maxpool2-conv64x3-bn-relu-conv64x3-bn-relu-maxpool2-fc256-relu-"
+        "dropout0.5-fc",
+        (3, 32, 32),
+    ),
 }
 QUICK_MODELS = {  # --quick: tiny shapes, same kinds of layers (the numbers mean nothing)
     "recipe": ("conv4x3-bn-maxpool2-relu-conv8x3-bn-maxpool2-relu-fc16-relu-dropout0.3-fc", (1, 8, 8)),
@@ -63,8 +67,17 @@ def project(compute_seconds, batch, nbytes, ks=(1, 2, 4, 8, 16, 32, 64), gbits=(
         for k in ks:
             comm = ring_allreduce_seconds(nbytes, k, gbit * GBIT, latency)
             step = compute_seconds / k + comm
-            rows.append({"gbit_s": gbit, "machines": k, "step_s": step, "allreduce_s": comm,
-                         "images_s": batch / step, "speedup": compute_seconds / step, "comm_share": comm / step})
+            rows.append(
+                {
+                    "gbit_s": gbit,
+                    "machines": k,
+                    "step_s": step,
+                    "allreduce_s": comm,
+                    "images_s": batch / step,
+                    "speedup": compute_seconds / step,
+                    "comm_share": comm / step,
+                }
+            )
     return rows
 
 
@@ -77,13 +90,18 @@ def crossover(compute_seconds, nbytes, gbit, latency=50e-6, k_max=4096):
 
 
 def projection_table(compute_seconds, batch, nbytes, latency=50e-6):
-    lines = [f"paper model: {compute_seconds * 1e3:.1f} ms of compute per step of {batch} images on one machine, "
-             f"{nbytes / 2**20:.2f} MiB of gradients, ring Allreduce with {latency * 1e6:.0f} us latency per message",
-             "", "| Gbit/s | machines | step ms | Allreduce ms | images/s | speed-up | communication |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"paper model: {compute_seconds * 1e3:.1f} ms of compute per step of {batch} images on one machine, "
+        f"{nbytes / 2**20:.2f} MiB of gradients, ring Allreduce with {latency * 1e6:.0f} us latency per message",
+        "",
+        "| Gbit/s | machines | step ms | Allreduce ms | images/s | speed-up | communication |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in project(compute_seconds, batch, nbytes, latency=latency):
-        lines.append(f"| {r['gbit_s']:g} | {r['machines']} | {r['step_s'] * 1e3:.1f} | {r['allreduce_s'] * 1e3:.2f} "
-                     f"| {r['images_s']:.0f} | {r['speedup']:.2f} | {r['comm_share']:.0%} |")
+        lines.append(
+            f"| {r['gbit_s']:g} | {r['machines']} | {r['step_s'] * 1e3:.1f} | {r['allreduce_s'] * 1e3:.2f} "
+            f"| {r['images_s']:.0f} | {r['speedup']:.2f} | {r['comm_share']:.0%} |"
+        )
     for gbit in (1, 10):
         k = crossover(compute_seconds, nbytes, gbit, latency)
         lines.append(f"at {gbit} Gbit/s communication takes half the step from K = {k if k else '> 4096'} on")
@@ -112,19 +130,26 @@ def _worker(args):
     with threadpool_limits(limits=args.threads):
         model = build_model(spec, shape, 10, seed=0)
         model.preprocess = Preprocessing.fit(X)
-        solver = Solver(model, {"X_train": X, "y_train": y}, update_rule="adam", batch_size=args.batch,
-                        verbose=False, seed=0, comm=comm)
+        solver = Solver(
+            model,
+            {"X_train": X, "y_train": y},
+            update_rule="adam",
+            batch_size=args.batch,
+            verbose=False,
+            seed=0,
+            comm=comm,
+        )
         if comm is not None:
             solver.distributed.start()
         batches = [np.arange(i * args.batch, (i + 1) * args.batch) % n for i in range(args.warmup + args.steps)]
-        for idx in batches[:args.warmup]:
+        for idx in batches[: args.warmup]:
             solver._step(idx)
         if comm is not None:
             comm.Barrier()
             parallel = solver.distributed
             parallel.seconds = dict.fromkeys(parallel.seconds, 0.0)
         t0 = time.perf_counter()
-        for idx in batches[args.warmup:]:
+        for idx in batches[args.warmup :]:
             solver._step(idx)
         seconds = time.perf_counter() - t0
     parts = {"compute": seconds, "allreduce": 0.0, "batchnorm_sync": 0.0}
@@ -138,13 +163,25 @@ def _worker(args):
         seconds = float(slowest[0])
     if comm is None or comm.Get_rank() == 0:
         itemsize = np.dtype(model.dtype).itemsize
-        print(json.dumps({
-            "model": args.worker, "layers": spec, "input_shape": list(shape), "ranks": comm.Get_size() if comm else 0,
-            "threads_per_rank": args.threads, "batch": args.batch, "steps": args.steps, "seconds": seconds,
-            "images_s": args.batch * args.steps / seconds, "parameters": model.parameter_count,
-            "gradient_bytes": model.parameter_count * itemsize,
-            **{f"{k}_s_per_step": v / args.steps for k, v in parts.items()},
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "model": args.worker,
+                    "layers": spec,
+                    "input_shape": list(shape),
+                    "ranks": comm.Get_size() if comm else 0,
+                    "threads_per_rank": args.threads,
+                    "batch": args.batch,
+                    "steps": args.steps,
+                    "seconds": seconds,
+                    "images_s": args.batch * args.steps / seconds,
+                    "parameters": model.parameter_count,
+                    "gradient_bytes": model.parameter_count * itemsize,
+                    **{f"{k}_s_per_step": v / args.steps for k, v in parts.items()},
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 
@@ -152,9 +189,21 @@ def _measure(args, model, ranks, threads):
     """One measurement in fresh processes: ``ranks`` 0 is one process without MPI."""
     from .._child import python_module
 
-    argv = python_module("fastconv.bench.scaling", "--worker", model, "--threads", threads, "--batch", args.batch,
-                         "--steps", args.steps, "--warmup", args.warmup, *(["--quick"] if args.quick else []),
-                         *(["--mpi"] if ranks else []))
+    argv = python_module(
+        "fastconv.bench.scaling",
+        "--worker",
+        model,
+        "--threads",
+        threads,
+        "--batch",
+        args.batch,
+        "--steps",
+        args.steps,
+        "--warmup",
+        args.warmup,
+        *(["--quick"] if args.quick else []),
+        *(["--mpi"] if ranks else []),
+    )
     if ranks:
         argv = [args.mpiexec, "-n", str(ranks), *argv]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
@@ -165,22 +214,29 @@ def _measure(args, model, ranks, threads):
 
 
 def _table(results):
-    lines = ["| model | ranks | threads/rank | images/s | vs 1 process 1 thread | compute ms/step | "
-             "Allreduce ms/step | batchnorm sync ms/step | Allreduce share |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| model | ranks | threads/rank | images/s | vs 1 process 1 thread | compute ms/step | "
+        "Allreduce ms/step | batchnorm sync ms/step | Allreduce share |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     base = {r["model"]: r["images_s"] for r in results if r["ranks"] == 0 and r["threads_per_rank"] == 1}
     for r in results:
         step = r["seconds"] / r["steps"]
-        lines.append(f"| {r['model']} | {r['ranks'] or '1 (no MPI)'} | {r['threads_per_rank']} | {r['images_s']:.0f} | "
-                     f"{r['images_s'] / base[r['model']]:.2f} | {r['compute_s_per_step'] * 1e3:.1f} | "
-                     f"{r['allreduce_s_per_step'] * 1e3:.2f} | {r['batchnorm_sync_s_per_step'] * 1e3:.2f} | "
-                     f"{r['allreduce_s_per_step'] / step:.1%} |")
+        lines.append(
+            f"| {r['model']} | {r['ranks'] or '1 (no MPI)'} | {r['threads_per_rank']} | {r['images_s']:.0f} | "
+            f"{r['images_s'] / base[r['model']]:.2f} | {r['compute_s_per_step'] * 1e3:.1f} | "
+            f"{r['allreduce_s_per_step'] * 1e3:.2f} | {r['batchnorm_sync_s_per_step'] * 1e3:.2f} | "
+            f"{r['allreduce_s_per_step'] / step:.1%} |"
+        )
     return "\n".join(lines)
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m fastconv.bench.scaling", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m fastconv.bench.scaling",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--models", default="recipe,convnet1", help=f"among {', '.join(MODELS)} (default recipe,convnet1)")
     p.add_argument("--ranks", default="1,2,4", help="MPI rank counts, one thread each (default 1,2,4)")
     p.add_argument("--batch", type=int, default=128, help="global batch (default 128)")
@@ -191,8 +247,12 @@ def _parser():
     p.add_argument("--mpiexec", default=None, help="the mpiexec to use (default: beside this Python, else on PATH)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement (default 1800)")
     p.add_argument("--project", metavar="FILE", help="print the paper model of K machines from a results file")
-    p.add_argument("--project-compute", type=float, metavar="SECONDS",
-                   help="paper model from one machine's compute seconds per step (with --project-params)")
+    p.add_argument(
+        "--project-compute",
+        type=float,
+        metavar="SECONDS",
+        help="paper model from one machine's compute seconds per step (with --project-params)",
+    )
     p.add_argument("--project-params", type=int, metavar="N", help="parameters (float32: 4 bytes each)")
     p.add_argument("--latency", type=float, default=50e-6, help="seconds per message in the paper model (50e-6)")
     p.add_argument("--worker", choices=tuple(MODELS), help=argparse.SUPPRESS)
@@ -236,13 +296,22 @@ def main(argv=None):
     for model in models:
         for ranks_, threads in [(0, 1), (0, 2)] + [(k, 1) for k in ranks]:
             r = _measure(args, model, ranks_, threads)
-            print(f"{model}: {ranks_ or 'no MPI'} ranks x {threads} threads: {r['images_s']:.0f} images/s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{model}: {ranks_ or 'no MPI'} ranks x {threads} threads: {r['images_s']:.0f} images/s",
+                file=sys.stderr,
+                flush=True,
+            )
             results.append(r)
     from . import machine
 
-    doc = {"schema": "fastconv-scaling/1", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv,
-           "quick": args.quick, **machine.collect(None), "results": results}
+    doc = {
+        "schema": "fastconv-scaling/1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": sys.argv,
+        "quick": args.quick,
+        **machine.collect(None),
+        "results": results,
+    }
     out = args.out or f"bench-results/scaling-{time.strftime('%Y%m%d-%H%M%S')}.json"
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     from .._files import write_json

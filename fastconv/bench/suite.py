@@ -1,4 +1,5 @@
 """The main benchmark run: every selected case, its checks, its interleaved timings."""
+
 from __future__ import annotations
 
 import sys
@@ -34,7 +35,8 @@ def plan(workloads, dtypes, threads, passes, contenders, naive_policy):
                 for pass_ in passes:
                     names = set(contenders) | {"fast"}
                     naive = naive_policy == "all" or (
-                        naive_policy == "default" and name == "W1conv" and pass_ == "fwdbwd" and n == max(threads))
+                        naive_policy == "default" and name == "W1conv" and pass_ == "fwdbwd" and n == max(threads)
+                    )
                     if not naive:
                         names.discard("naive")
                     cases.append(Case(name, dtype, n, pass_, frozenset(names)))
@@ -64,21 +66,30 @@ def run_suite(cases, ctx, repeats, warmup, pause, quick=False, results=None):
                 head = f"[{done}/{len(cases)}] {case.workload} {case.dtype} {n} thread{'s' * (n > 1)} {case.pass_}"
                 t0 = time.perf_counter()
                 try:
-                    contenders, checks = build_case(case.workload, spec, np.dtype(case.dtype), case.pass_,
-                                                    case.contenders, ctx)
+                    contenders, checks = build_case(
+                        case.workload, spec, np.dtype(case.dtype), case.pass_, case.contenders, ctx
+                    )
                 except MismatchError as exc:
                     raise MismatchError(f"{head}: {exc}") from exc
                 contenders.sort(key=lambda c: order.get(c.name, 9))
-                progress(f"{head}: checked {', '.join(sorted(checks))}; timing "
-                         f"{' '.join(c.name for c in contenders)}")
+                progress(f"{head}: checked {', '.join(sorted(checks))}; timing {' '.join(c.name for c in contenders)}")
                 timings = run_interleaved(contenders, repeats=repeats, warmup=warmup, pause=pause)
-                progress("    " + "  ".join(f"{k} {t.median * 1e3:,.3g} ms" for k, t in timings.items())
-                         + f"  ({time.perf_counter() - t0:.1f} s)")
-                results.append({
-                    "workload": case.workload, "dtype": case.dtype, "threads": n, "pass": case.pass_,
-                    "shapes": spec.describe(), "flops": spec.flops(case.pass_),
-                    "checks_max_rel_error": checks, "thread_settings": settings,
-                    "contenders": {k: t.as_dict() for k, t in timings.items()},
-                })
+                progress(
+                    "    "
+                    + "  ".join(f"{k} {t.median * 1e3:,.3g} ms" for k, t in timings.items())
+                    + f"  ({time.perf_counter() - t0:.1f} s)"
+                )
+                results.append(
+                    {
+                        "workload": case.workload,
+                        "dtype": case.dtype,
+                        "threads": n,
+                        "pass": case.pass_,
+                        "shapes": spec.describe(),
+                        "flops": spec.flops(case.pass_),
+                        "checks_max_rel_error": checks,
+                        "thread_settings": settings,
+                        "contenders": {k: t.as_dict() for k, t in timings.items()},
+                    }
+                )
     return results
-

@@ -13,6 +13,7 @@ runs untimed for ``rewarm_s`` seconds before its timed run
 (``Contender.rewarm``): every contender is timed hot, as in a training loop,
 where calls follow each other without idle gaps.
 """
+
 from __future__ import annotations
 
 import gc
@@ -85,8 +86,18 @@ class Timing:
         }
 
 
-def run_interleaved(contenders, repeats=7, warmup=1, pause=0.2, slow_s=2.0, budget_s=12.0, min_repeats=3,
-                    noisy=0.10, extra_rounds=None, rewarm_s=0.1):
+def run_interleaved(
+    contenders,
+    repeats=7,
+    warmup=1,
+    pause=0.2,
+    slow_s=2.0,
+    budget_s=12.0,
+    min_repeats=3,
+    noisy=0.10,
+    extra_rounds=None,
+    rewarm_s=0.1,
+):
     """Time ``contenders`` in turn; returns {name: Timing}.
 
     Every contender runs ``warmup`` times, then ``repeats`` times, interleaved.

@@ -7,6 +7,7 @@ in the order fastconv returns them. This module imports neither torch nor
 fastconv.fast itself, so that the torch peer process (``peer``) can
 load torch first, in a clean environment.
 """
+
 import numpy as np
 
 
@@ -15,15 +16,18 @@ def torch_conv(torch, spec, data, pass_):
     F = torch.nn.functional
     xt, wt, bt, dt = (torch.from_numpy(data[k]) for k in ("x", "w", "b", "dout"))
     if pass_ == "fwd":
+
         def fn():
             with torch.no_grad():
                 return F.conv2d(xt, wt, bt, stride=spec.stride, padding=spec.pad)
+
         return fn
     leaves = [t.detach().requires_grad_() for t in (xt, wt, bt)]
 
     def fn():
         out = F.conv2d(*leaves, stride=spec.stride, padding=spec.pad)
         return (out, *torch.autograd.grad(out, leaves, dt))
+
     return fn
 
 
@@ -33,15 +37,18 @@ def torch_pool(torch, spec, data, pass_):
     pool = F.max_pool2d if spec.mode == "max" else F.avg_pool2d
     xt, dt = torch.from_numpy(data["x"]), torch.from_numpy(data["dout"])
     if pass_ == "fwd":
+
         def fn():
             with torch.no_grad():
                 return pool(xt, spec.k, spec.stride)
+
         return fn
     leaf = xt.detach().requires_grad_()
 
     def fn():
         out = pool(leaf, spec.k, spec.stride)
         return (out, *torch.autograd.grad(out, (leaf,), dt))
+
     return fn
 
 
@@ -66,14 +73,17 @@ def torch_step(torch, spec, data, pass_):
         return F.cross_entropy(torch.addmm(b3, h, W3), yt)
 
     if not backward:
+
         def fn():
             with torch.no_grad():
                 return loss_of(*params)
+
         return fn
 
     def fn():
         loss = loss_of(*params)
         return (loss, *torch.autograd.grad(loss, params))
+
     return fn
 
 

@@ -94,6 +94,7 @@ Where this differs from the original code:
 * Caches are opaque: pass them to the matching backward, do not unpack them
   (the original conv cache was ``(x, w, b, conv_param)``).
 """
+
 import numbers
 from collections.abc import Mapping
 
@@ -118,21 +119,55 @@ from ..engine.geometry import conv_output_size
 from .cs231n_gradient_check import eval_numerical_gradient, eval_numerical_gradient_array, grad_check_sparse, rel_error
 
 __all__ = [
-    "affine_forward", "affine_backward", "relu_forward", "relu_backward",
-    "softmax_loss", "svm_loss",
-    "conv_forward_naive", "conv_backward_naive", "conv_forward_fast", "conv_backward_fast",
-    "conv_forward_im2col", "conv_backward_im2col", "conv_forward_strides", "conv_backward_strides",
-    "max_pool_forward_naive", "max_pool_backward_naive", "max_pool_forward_fast", "max_pool_backward_fast",
-    "max_pool_forward_reshape", "max_pool_backward_reshape", "max_pool_forward_im2col",
+    "affine_forward",
+    "affine_backward",
+    "relu_forward",
+    "relu_backward",
+    "softmax_loss",
+    "svm_loss",
+    "conv_forward_naive",
+    "conv_backward_naive",
+    "conv_forward_fast",
+    "conv_backward_fast",
+    "conv_forward_im2col",
+    "conv_backward_im2col",
+    "conv_forward_strides",
+    "conv_backward_strides",
+    "max_pool_forward_naive",
+    "max_pool_backward_naive",
+    "max_pool_forward_fast",
+    "max_pool_backward_fast",
+    "max_pool_forward_reshape",
+    "max_pool_backward_reshape",
+    "max_pool_forward_im2col",
     "max_pool_backward_im2col",
-    "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_alt",
-    "spatial_batchnorm_forward", "spatial_batchnorm_backward",
-    "layernorm_forward", "layernorm_backward", "spatial_groupnorm_forward", "spatial_groupnorm_backward",
-    "dropout_forward", "dropout_backward",
-    "affine_relu_forward", "affine_relu_backward", "conv_relu_forward", "conv_relu_backward",
-    "conv_relu_pool_forward", "conv_relu_pool_backward", "conv_bn_relu_forward", "conv_bn_relu_backward",
-    "affine_bn_relu_forward", "affine_bn_relu_backward", "affine_ln_relu_forward", "affine_ln_relu_backward",
-    "eval_numerical_gradient", "eval_numerical_gradient_array", "grad_check_sparse", "rel_error",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "batchnorm_backward_alt",
+    "spatial_batchnorm_forward",
+    "spatial_batchnorm_backward",
+    "layernorm_forward",
+    "layernorm_backward",
+    "spatial_groupnorm_forward",
+    "spatial_groupnorm_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "affine_relu_forward",
+    "affine_relu_backward",
+    "conv_relu_forward",
+    "conv_relu_backward",
+    "conv_relu_pool_forward",
+    "conv_relu_pool_backward",
+    "conv_bn_relu_forward",
+    "conv_bn_relu_backward",
+    "affine_bn_relu_forward",
+    "affine_bn_relu_backward",
+    "affine_ln_relu_forward",
+    "affine_ln_relu_backward",
+    "eval_numerical_gradient",
+    "eval_numerical_gradient_array",
+    "grad_check_sparse",
+    "rel_error",
 ]
 
 
@@ -265,8 +300,7 @@ def mixed_backward(backward, dout, cache):
     """``backward(dout, cache)``; a dout of the other float dtype than the cache's computes with
     both in numpy's promoted dtype (float64), as the originals' ``dout * mask`` does."""
     computed = _cache_dtype(cache)
-    if computed is None or not isinstance(dout, np.ndarray) or dout.dtype not in FLOAT_DTYPES \
-            or dout.dtype == computed:
+    if computed is None or not isinstance(dout, np.ndarray) or dout.dtype not in FLOAT_DTYPES or dout.dtype == computed:
         return backward(dout, cache)
     dtype = np.result_type(dout.dtype, computed)
     return backward(dout.astype(dtype), _promote_cache(cache, dtype))
@@ -513,13 +547,13 @@ def dropout_layer_forward(x, dropout_param, name):
     p = _lookup(dropout_param, name, "p", keys)
     p = check_number(p, f"{name}['p'] (the keep probability)", lambda q: 0 < q <= 1, "a number in (0, 1]")
     seed = dropout_param.get("seed")
-    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral)
-                             or seed < 0):
+    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0):
         raise TypeError(f"{name}['seed'] must be a non-negative int or None, got {seed!r}")
     if seed is None and mode == "train":
         seed = np.random.randint(0, 2**63 - 1, dtype=np.int64)  # follows np.random.seed(...)
-    out, mask_cache = _shared.dropout_forward(as_float(x, computing_dtype(x)), 1 - float(p),
-                                              train=mode == "train", rng=seed)
+    out, mask_cache = _shared.dropout_forward(
+        as_float(x, computing_dtype(x)), 1 - float(p), train=mode == "train", rng=seed
+    )
     return out, mask_cache
 
 
@@ -567,8 +601,15 @@ def conv_relu_pool_layer_forward(x, w, b, stride, pad, kernel, pool_stride):
     _require_bias(b)
     dtype = _weights_dtype(w)
     try:
-        out, cache = fast.conv_relu_pool_forward(_convert(x, dtype), as_float(w, dtype), _convert(b, dtype), stride,
-                                                 pad, pool_size=kernel, pool_stride=pool_stride)
+        out, cache = fast.conv_relu_pool_forward(
+            _convert(x, dtype),
+            as_float(w, dtype),
+            _convert(b, dtype),
+            stride,
+            pad,
+            pool_size=kernel,
+            pool_stride=pool_stride,
+        )
     except ValueError as exc:
         if str(exc).startswith("pool_size"):  # the fused layer's name for what pool_param gives here
             raise ValueError(f"pool_param's window does not fit the convolution's output: {exc}") from None
@@ -638,8 +679,14 @@ def affine_ln_relu_backward(dout, cache):
 # of the output, n fastest. The *_cython names and col2im_indices run fastconv's im2col and
 # col2im kernels (columns (n, oh, ow)) and reorder; non-square kernels are right (the original
 # im2col_cython computes row c*kh*kw + i*kh + j, which is wrong unless kh == kw).
-__all__ += ["get_im2col_indices", "im2col_indices", "col2im_indices",
-            "im2col_cython", "col2im_cython", "col2im_6d_cython"]
+__all__ += [
+    "get_im2col_indices",
+    "im2col_indices",
+    "col2im_indices",
+    "im2col_cython",
+    "col2im_cython",
+    "col2im_6d_cython",
+]
 
 
 def _im2col_geometry(x_shape, kh, kw, pad, stride, names=("field_height", "field_width", "padding", "stride")):
@@ -656,8 +703,10 @@ def _im2col_geometry(x_shape, kh, kw, pad, stride, names=("field_height", "field
     stride = check_int(stride, names[3], 1, HYPERPARAMETER_MAX)
     out_h, out_w = conv_output_size(H, kh, stride, pad), conv_output_size(W, kw, stride, pad)
     if out_h < 1 or out_w < 1:
-        raise ValueError(f"the {kh}x{kw} field is larger than the padded input ({H + 2 * pad}, {W + 2 * pad}) "
-                         f"of x_shape {(N, C, H, W)} with {names[2]} {pad}")
+        raise ValueError(
+            f"the {kh}x{kw} field is larger than the padded input ({H + 2 * pad}, {W + 2 * pad}) "
+            f"of x_shape {(N, C, H, W)} with {names[2]} {pad}"
+        )
     check_array_size((C * kh * kw, N * out_h * out_w), 8, "columns", ", ".join(names))
     return (N, C, H, W), (kh, kw, stride, stride, pad, pad, 1, 1, out_h, out_w)
 
@@ -701,7 +750,8 @@ def get_im2col_indices(x_shape, field_height, field_width, padding=1, stride=1):
     """(k, i, j): the channel, row and column of the padded input that im2col_indices reads at each
     entry of its columns: k (C*fh*fw, 1), i and j (C*fh*fw, out_h*out_w), int arrays."""
     (_, C, _, _), (kh, kw, stride, _, _, _, _, _, out_h, out_w) = _im2col_geometry(
-        x_shape, field_height, field_width, padding, stride)
+        x_shape, field_height, field_width, padding, stride
+    )
     r = np.arange(C * kh * kw)
     p = np.arange(out_h * out_w)
     k = (r // (kh * kw)).reshape(-1, 1)

@@ -18,6 +18,7 @@ max(1e-8, |x| + |y|)``, which ``fastconv.testing.rel_error`` (error over the lar
 reference value, the one its tolerance tables use) is not. The Caffe-style
 ``eval_numerical_gradient_blobs`` / ``_net`` are not provided.
 """
+
 import random
 
 import numpy as np
@@ -36,8 +37,10 @@ def _check_x(x, name="x"):
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
     if x.dtype != np.float64:
-        raise TypeError(f"{name} is {x.dtype}: numerical gradients need float64 (a step of 1e-5 is lost "
-                        "to float32 rounding); use float64 arrays, or a model built with dtype=np.float64")
+        raise TypeError(
+            f"{name} is {x.dtype}: numerical gradients need float64 (a step of 1e-5 is lost "
+            "to float32 rounding); use float64 arrays, or a model built with dtype=np.float64"
+        )
 
 
 def eval_numerical_gradient(f, x, verbose=True, h=0.00001):

@@ -107,11 +107,26 @@ from .cs231n import (
 )
 
 __all__ = [
-    "cnn_forward_naive", "cnn_backward_naive", "max_pooling_forward_naive", "max_pooling_backward_naive",
-    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "softmax_loss",
-    "average_pooling_forward_naive", "average_pooling_backward_naive", "sigmoid_forward", "sigmoid_backward",
-    "svm_loss", "dropout_forward", "dropout_backward",
-    "cnn_forward_strides", "cnn_backward_strides", "max_pool_forward_fast", "max_pool_backward_fast",
+    "cnn_forward_naive",
+    "cnn_backward_naive",
+    "max_pooling_forward_naive",
+    "max_pooling_backward_naive",
+    "affine_forward",
+    "affine_backward",
+    "relu_forward",
+    "relu_backward",
+    "softmax_loss",
+    "average_pooling_forward_naive",
+    "average_pooling_backward_naive",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "svm_loss",
+    "dropout_forward",
+    "dropout_backward",
+    "cnn_forward_strides",
+    "cnn_backward_strides",
+    "max_pool_forward_fast",
+    "max_pool_backward_fast",
     "ConvNet1",
 ]
 
@@ -225,9 +240,19 @@ class ConvNet1:
     tutorials train it.
     """
 
-    def __init__(self, input_dimension=(1, 28, 28), number_of_filters=32, size_of_filter=7,
-                 hidden_dimension=100, number_of_classes=10, weight_scale=1e-3, regularization=0.0,
-                 dtype=np.float32, *, seed=None):
+    def __init__(
+        self,
+        input_dimension=(1, 28, 28),
+        number_of_filters=32,
+        size_of_filter=7,
+        hidden_dimension=100,
+        number_of_classes=10,
+        weight_scale=1e-3,
+        regularization=0.0,
+        dtype=np.float32,
+        *,
+        seed=None,
+    ):
         if not isinstance(input_dimension, (tuple, list)) or len(input_dimension) != 3:
             raise ValueError(f"input_dimension must be (C, H, W), got {input_dimension!r}")
         C, H, W = (check_int(v, "input_dimension", 1) for v in input_dimension)
@@ -246,10 +271,18 @@ class ConvNet1:
         if min(Hp, Wp) < 1:
             raise ValueError(f"input_dimension {(C, H, W)} is too small for {size}x{size} filters and 2x2 pooling")
         draw = np.random.rand if seed is None else np.random.RandomState(seed).rand
-        shapes = {"w1": (F, C, size, size), "b1": (F,), "w2": (F * Hp * Wp, hidden), "b2": (hidden,),
-                  "w3": (hidden, classes), "b3": (classes,)}
-        self.params = {name: (weight_scale * draw(*shape) if name[0] == "w" else np.zeros(shape)).astype(self.dtype)
-                       for name, shape in shapes.items()}
+        shapes = {
+            "w1": (F, C, size, size),
+            "b1": (F,),
+            "w2": (F * Hp * Wp, hidden),
+            "b2": (hidden,),
+            "w3": (hidden, classes),
+            "b3": (classes,),
+        }
+        self.params = {
+            name: (weight_scale * draw(*shape) if name[0] == "w" else np.zeros(shape)).astype(self.dtype)
+            for name, shape in shapes.items()
+        }
 
     def _forward(self, x):
         stride, pad = conv_settings(self.cnn_params, "cnn_params")

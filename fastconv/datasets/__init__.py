@@ -43,6 +43,7 @@ Modules: ``idx`` (the IDX format), ``cifar`` (the safe CIFAR-10 unpickler and
 batch readers), ``download`` (verified downloads), ``registry`` (the named
 data sets: sources, search places, loaders).
 """
+
 from __future__ import annotations
 
 from .._files import sha256_of as file_sha256

@@ -8,6 +8,7 @@ few the format needs, each replaced by a checking stand-in.
 (nothing is extracted); both also read the class names from ``batches.meta``
 when it is there (``read_cifar_meta``).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -44,9 +45,14 @@ class _DtypeStub:
     """Stands for ``numpy.dtype('u1')``; its pickled state must be the plain uint8 one."""
 
     def __setstate__(self, state):
-        if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3
-                and state[1] in ("|", b"|") and state[2:5] == (None, None, None)
-                and state[5:] == (-1, -1, 0)):
+        if not (
+            isinstance(state, tuple)
+            and len(state) == 8
+            and state[0] == 3
+            and state[1] in ("|", b"|")
+            and state[2:5] == (None, None, None)
+            and state[5:] == (-1, -1, 0)
+        ):
             raise pickle.UnpicklingError(f"unexpected dtype state {state!r:.80}")
 
 
@@ -176,11 +182,14 @@ def _batch_arrays(batch):
     images = _key(batch, "data")
     labels = _key(batch, "labels")
     images = images.array if isinstance(images, _ArrayStub) else None
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2 \
-            or images.shape[1] != 3 * 32 * 32:
+    if (
+        not isinstance(images, np.ndarray)
+        or images.dtype != np.uint8
+        or images.ndim != 2
+        or images.shape[1] != 3 * 32 * 32
+    ):
         raise ValueError("'data' must be a uint8 array (N, 3072)")
-    if not isinstance(labels, list) or not all(isinstance(v, int) and not isinstance(v, bool)
-                                               for v in labels):
+    if not isinstance(labels, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
         raise ValueError("'labels' must be a list of ints")
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (images.shape[0],):

@@ -1,4 +1,5 @@
 """Downloads, each verified against its SHA-256 before it is moved into place."""
+
 from __future__ import annotations
 
 import hashlib

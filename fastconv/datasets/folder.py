@@ -24,6 +24,7 @@
 
 Errors are ValueErrors naming the file or folder.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,9 @@ def load_folder(path, resize=False, test_fraction=0.2, seed=0):
     if (path / "train").is_dir() and (path / "test").is_dir():
         train, test = _class_files(path / "train"), _class_files(path / "test")
         if sorted(train) != sorted(test):
-            raise ValueError(f"{path}: train/ and test/ must hold the same class folders, "
-                             f"got {sorted(train)} and {sorted(test)}")
+            raise ValueError(
+                f"{path}: train/ and test/ must hold the same class folders, got {sorted(train)} and {sorted(test)}"
+            )
         names = sorted(train)
         reader = _Reader(resize)
         X_train, y_train = reader.read(train, names)
@@ -74,8 +76,9 @@ def load_folder(path, resize=False, test_fraction=0.2, seed=0):
         reader = _Reader(resize)
         X, y = reader.read(files, names)
         X_train, y_train, X_test, y_test = _split(X, y, len(names), test_fraction, seed)
-    source = f"{path}" + (f" ({reader.resized} images resized to {reader.shape[2]}x{reader.shape[1]})"
-                          if reader.resized else "")
+    source = f"{path}" + (
+        f" ({reader.resized} images resized to {reader.shape[2]}x{reader.shape[1]})" if reader.resized else ""
+    )
     return Dataset(path.name or str(path), X_train, y_train, X_test, y_test, tuple(names), source)
 
 
@@ -89,8 +92,10 @@ def _class_files(folder):
         if total > MAX_FOLDER_IMAGES:
             raise ValueError(f"{folder}: more than {MAX_FOLDER_IMAGES:,} images")
         if len(files) < 2:
-            raise ValueError(f"{sub}: the class folder holds {len(files)} image{'s' if len(files) != 1 else ''} "
-                             f"({', '.join(IMAGE_SUFFIXES)}); a class needs at least 2")
+            raise ValueError(
+                f"{sub}: the class folder holds {len(files)} image{'s' if len(files) != 1 else ''} "
+                f"({', '.join(IMAGE_SUFFIXES)}); a class needs at least 2"
+            )
         classes[sub.name] = files
     if not classes:
         raise ValueError(f"{folder}: no class folders of images ({', '.join(IMAGE_SUFFIXES)}) in it")
@@ -111,13 +116,18 @@ class _Reader:
         try:
             with Image.open(path) as img:
                 W, H = img.size
-                channels = 1 if img.mode in ("1", "L", "LA", "P", "I", "I;16", "I;16L", "I;16B", "I;16N") \
-                    and not (img.mode == "P" and "RGB" in img.palette.mode) else 3
+                channels = (
+                    1
+                    if img.mode in ("1", "L", "LA", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
+                    and not (img.mode == "P" and "RGB" in img.palette.mode)
+                    else 3
+                )
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path}: not a readable image ({exc})") from None
         if not (1 <= H <= MAX_IMAGE_SIDE and 1 <= W <= MAX_IMAGE_SIDE):
-            raise ValueError(f"{path}: {W}x{H} pixels; images of at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} are "
-                             "accepted")
+            raise ValueError(
+                f"{path}: {W}x{H} pixels; images of at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} are accepted"
+            )
         return (channels, H, W)
 
     def read(self, classes, names):
@@ -128,25 +138,31 @@ class _Reader:
             for path in classes[name]:
                 size = os.stat(path).st_size
                 if size > MAX_IMAGE_FILE_BYTES:
-                    raise ValueError(f"{path}: {size:,} bytes, more than the {MAX_IMAGE_FILE_BYTES:,} an image "
-                                     "file may have")
+                    raise ValueError(
+                        f"{path}: {size:,} bytes, more than the {MAX_IMAGE_FILE_BYTES:,} an image file may have"
+                    )
                 if self.shape is None:
                     self.shape = self._first_shape(path)
                 if X is None:
                     nbytes = count * shape_size(self.shape)
                     if nbytes > MAX_DATA_FILE_BYTES:
-                        raise ValueError(f"{path.parent.parent}: {count:,} images of {self.shape} take {nbytes:,} "
-                                         f"bytes, more than the {MAX_DATA_FILE_BYTES:,} a data set may have")
+                        raise ValueError(
+                            f"{path.parent.parent}: {count:,} images of {self.shape} take {nbytes:,} "
+                            f"bytes, more than the {MAX_DATA_FILE_BYTES:,} a data set may have"
+                        )
                     X = np.empty((count, *self.shape), dtype=np.uint8)
                 W, H = _pixel_size(path)
                 if (H, W) != self.shape[1:]:  # checked on the header, before the image is decoded
                     if not self.resize:
-                        raise ValueError(f"{path}: {W}x{H} pixels, not the first image's {self.shape[2]}x"
-                                         f"{self.shape[1]}; give --resize to resize every image to the first "
-                                         "one's size")
+                        raise ValueError(
+                            f"{path}: {W}x{H} pixels, not the first image's {self.shape[2]}x"
+                            f"{self.shape[1]}; give --resize to resize every image to the first "
+                            "one's size"
+                        )
                     if max(H, W) > MAX_RESIZED_SIDE:
-                        raise ValueError(f"{path}: {W}x{H} pixels; images to resize may have at most "
-                                         f"{MAX_RESIZED_SIDE} on a side")
+                        raise ValueError(
+                            f"{path}: {W}x{H} pixels; images to resize may have at most {MAX_RESIZED_SIDE} on a side"
+                        )
                     self.resized += 1
                 batch, _ = read_image(str(path), self.shape)
                 X[i], y[i] = batch[0], k
@@ -199,9 +215,11 @@ def _load_npz(path):
     missing = [k for k in _NPZ_KEYS if k not in manifest]
     extra = sorted(set(manifest) - set(_NPZ_KEYS))
     if missing or extra:
-        raise ValueError(f"{path}: an .npz data set holds x_train, y_train, x_test and y_test"
-                         + (f"; missing {missing}" if missing else "")
-                         + (f"; unexpected {extra}" if extra else ""))
+        raise ValueError(
+            f"{path}: an .npz data set holds x_train, y_train, x_test and y_test"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; unexpected {extra}" if extra else "")
+        )
     arrays = _load_checked(path, manifest)
     X_train, X_test = (_images(path, k, arrays[k]) for k in ("x_train", "x_test"))
     if X_train.shape[1:] != X_test.shape[1:]:
@@ -215,11 +233,14 @@ def _load_npz(path):
 
 
 def _load_checked(path, manifest):
-    dtypes_ok = all(spec["dtype"] in ("uint8", "uint16", "int8", "int16", "int32", "int64", "float32", "float64")
-                    for spec in manifest.values())
+    dtypes_ok = all(
+        spec["dtype"] in ("uint8", "uint16", "int8", "int16", "int32", "int64", "float32", "float64")
+        for spec in manifest.values()
+    )
     if not dtypes_ok:
-        raise ValueError(f"{path}: the arrays must be integers or floats, got "
-                         f"{ {k: v['dtype'] for k, v in manifest.items()} }")
+        raise ValueError(
+            f"{path}: the arrays must be integers or floats, got { {k: v['dtype'] for k, v in manifest.items()} }"
+        )
     return load_arrays(path, manifest)
 
 
@@ -229,8 +250,10 @@ def _images(path, key, a):
     if a.ndim != 4 or len(a) == 0 or not (1 <= a.shape[1] <= 4):
         raise ValueError(f"{path}: {key} must hold images (N, C, H, W) or (N, H, W), got shape {a.shape}")
     if not all(1 <= n <= MAX_IMAGE_SIDE for n in a.shape[2:]):
-        raise ValueError(f"{path}: {key} holds {a.shape[3]}x{a.shape[2]} images; at most "
-                         f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} are accepted")
+        raise ValueError(
+            f"{path}: {key} holds {a.shape[3]}x{a.shape[2]} images; at most "
+            f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} are accepted"
+        )
     if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
         raise ValueError(f"{path}: {key} must hold finite pixel values")
     if a.min() < 0 or a.max() > 255:

@@ -1,4 +1,5 @@
 """IDX files (the MNIST format): ``read_idx(path)``, gzipped or not, every header field checked."""
+
 from __future__ import annotations
 
 import gzip
@@ -37,7 +38,7 @@ def _read_into(f, out):
     view = memoryview(out.reshape(-1).view(np.uint8))
     got = 0
     while got < len(view):
-        n = f.readinto(view[got:got + _READ_CHUNK])
+        n = f.readinto(view[got : got + _READ_CHUNK])
         if not n:
             break
         got += n
@@ -87,8 +88,10 @@ def _parse_idx(f, path, max_bytes):
     out = np.empty(dims, dtype=dtype)
     got = _read_into(f, out)
     if got < size:
-        raise ValueError(f"{path}: truncated: the header declares dimensions {dims} "
-                         f"({size} bytes of data) but only {got} bytes follow")
+        raise ValueError(
+            f"{path}: truncated: the header declares dimensions {dims} "
+            f"({size} bytes of data) but only {got} bytes follow"
+        )
     if f.read(1):
         raise ValueError(f"{path}: has data after the {size} bytes its header {dims} declares")
     if dtype.itemsize > 1 and not dtype.isnative:

@@ -2,6 +2,7 @@
 
 See ``fastconv.datasets`` for the search order and the download rules.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,10 +65,19 @@ SYSTEM_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 
 CLASS_NAMES = {
     "mnist": tuple(str(i) for i in range(10)),
-    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer",
-                "dog", "frog", "horse", "ship", "truck"),
+    "fashion-mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
 }
 TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
@@ -155,8 +165,10 @@ def _locate(name, root, download, opener):
     title = TITLES[name]
     where = ", ".join(str(d) for d in searched)
     target = _download_dir(name, root)
-    hint = (f"put {_expected_files(name)} in {target}/ (or set FASTCONV_DATA to a folder "
-            f"with a {name}/ subfolder holding them)")
+    hint = (
+        f"put {_expected_files(name)} in {target}/ (or set FASTCONV_DATA to a folder "
+        f"with a {name}/ subfolder holding them)"
+    )
     if name == "fashion-mnist":
         hint += ", or install the Debian package dataset-fashion-mnist"
     if not download:
@@ -164,8 +176,9 @@ def _locate(name, root, download, opener):
     try:
         fetch(name, target, opener=opener)
     except (OSError, ValueError) as exc:
-        raise DatasetNotFoundError(f"{title} not found (looked in {where}) and the download failed "
-                                   f"({exc}); {hint}") from None
+        raise DatasetNotFoundError(
+            f"{title} not found (looked in {where}) and the download failed ({exc}); {hint}"
+        ) from None
     hit = find(target)
     if hit is None:  # pragma: no cover - fetch wrote every file
         raise DatasetNotFoundError(f"{title}: downloaded files missing from {target}; {hint}")
@@ -194,8 +207,10 @@ def _load_idx_set(name, root, download, opener):
         if labels.size and labels.max() > 9:
             raise ValueError(f"{lpath}: labels must be in [0, 9], found {labels.max()}")
     if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
-        raise ValueError(f"{paths['test_images']}: image size {arrays['test_images'].shape[1:]} differs "
-                         f"from the training images' {arrays['train_images'].shape[1:]}")
+        raise ValueError(
+            f"{paths['test_images']}: image size {arrays['test_images'].shape[1:]} differs "
+            f"from the training images' {arrays['train_images'].shape[1:]}"
+        )
     return Dataset(
         name=name,
         X_train=arrays["train_images"][:, None],

@@ -11,6 +11,7 @@ run the one chosen.
   F(4x4, 3x3) where it was measured to win (``winograd_wins``) on finite inputs of normal
   scale, else im2col. Backward runs its forward's algorithm.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -84,10 +85,18 @@ def direct_wins(g):
     build with FMA instructions."""
     lo, hi = AUTO_KERNEL
     few = g.F <= AUTO_MAX_FILTERS and (g.C > 1 or g.F * g.kh * g.kw <= AUTO_MAX_ONE_CHANNEL_WORK)
-    return (g.groups == 1 and (g.stride_h, g.stride_w) == (1, 1) and (g.dil_h, g.dil_w) == (1, 1)
-            and g.C <= AUTO_MAX_CHANNELS and few and g.out_w >= AUTO_MIN_OUT_W
-            and lo <= g.kh <= hi and lo <= g.kw <= hi and direct.unsupported(g) is None
-            and direct.hardware_fma(picker.kernels.build_info()))
+    return (
+        g.groups == 1
+        and (g.stride_h, g.stride_w) == (1, 1)
+        and (g.dil_h, g.dil_w) == (1, 1)
+        and g.C <= AUTO_MAX_CHANNELS
+        and few
+        and g.out_w >= AUTO_MIN_OUT_W
+        and lo <= g.kh <= hi
+        and lo <= g.kw <= hi
+        and direct.unsupported(g) is None
+        and direct.hardware_fma(picker.kernels.build_info())
+    )
 
 
 def winograd_wins(g):
@@ -139,14 +148,25 @@ def choose(g: ConvGeometry, algorithm: str, x: FloatArray, w: FloatArray) -> tup
 def for_backward(algorithm, auto, dout, x, w):
     """The algorithm of a backward pass: its forward's, unless "auto" chose Winograd and
     dout may hold non-finite values, or its products with w or x are subnormal (see choose)."""
-    if algorithm in WINOGRAD_TILE and auto and not (
-            finite(dout) and normal_products(dout, w) and normal_products(dout, x)):
+    if (
+        algorithm in WINOGRAD_TILE
+        and auto
+        and not (finite(dout) and normal_products(dout, w) and normal_products(dout, x))
+    ):
         return "im2col"
     return algorithm
 
 
-def conv_algorithm(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1, pad: IntPair = 0,
-                   dilation: IntPair = 1, groups: int = 1, algorithm: str = "auto") -> str:
+def conv_algorithm(
+    x: FloatArray,
+    w: FloatArray,
+    b: FloatArray | None = None,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    algorithm: str = "auto",
+) -> str:
     """The algorithm ``conv_forward`` runs with these arguments: "im2col", "winograd2"
     (F(2x2, 3x3), which "winograd" names too) or "winograd4" (F(4x4, 3x3))."""
     return choose(conv_geometry(x, w, b, stride, pad, dilation, groups), algorithm, x, w)[0]

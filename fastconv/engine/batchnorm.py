@@ -7,6 +7,7 @@ normalization; backward: two sums, then dx), instead of numpy's ten full-size te
 ``fastconv.distributed`` runs the same passes around its collectives. Test mode is
 ``fastconv.layers``' numpy version.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -41,8 +42,9 @@ def settings(x, gamma, beta, bn_param, D, name):
     if mode not in ("train", "test"):
         raise ValueError(f"bn_param['mode'] must be 'train' or 'test', got {mode!r}")
     eps = check_number(bn_param.get("eps", 1e-5), "bn_param['eps']", lambda e: e > 0, "a positive number")
-    momentum = check_number(bn_param.get("momentum", 0.9), "bn_param['momentum']", lambda m: 0 <= m <= 1,
-                            "a number in [0, 1]")
+    momentum = check_number(
+        bn_param.get("momentum", 0.9), "bn_param['momentum']", lambda m: 0 <= m <= 1, "a number in [0, 1]"
+    )
     running = []
     for key, default in (("running_mean", np.zeros), ("running_var", np.ones)):
         if key not in bn_param:
@@ -75,12 +77,14 @@ def train_cache(cache, layer):
 def _kernels():
     # imported on first use: fastconv.layers (and fastconv.naive) check bn_param here without the extension
     from ..kernels.picker import kernels
+
     return kernels
 
 
 # ------------------------------------------------------------------ spatial batchnorm, fast
-def spatial_batchnorm_forward(x: FloatArray, gamma: FloatArray, beta: FloatArray,
-                              bn_param: dict[str, Any]) -> tuple[FloatArray, Cache | None]:
+def spatial_batchnorm_forward(
+    x: FloatArray, gamma: FloatArray, beta: FloatArray, bn_param: dict[str, Any]
+) -> tuple[FloatArray, Cache | None]:
     """Batch normalization of x (N, C, H, W) per channel, over N, H and W: the same
     arguments, bn_param updates and results as fastconv.naive's (numpy) version.
 
@@ -148,8 +152,11 @@ def normalize(x3: FloatArray, shift: Float64Array, scale: Float64Array, offset: 
     """(x3 - shift) * scale + offset per channel, a new array like x3."""
     N, C = x3.shape[:2]
     out3 = np.empty_like(x3)
-    over_planes(N, x3.size, lambda lo, hi, threads: _kernels().bn_affine(
-        x3[lo:hi], shift, scale, offset, out3[lo:hi], 0, C, threads))
+    over_planes(
+        N,
+        x3.size,
+        lambda lo, hi, threads: _kernels().bn_affine(x3[lo:hi], shift, scale, offset, out3[lo:hi], 0, C, threads),
+    )
     return out3
 
 
@@ -157,16 +164,30 @@ def backward_sums(dout3: FloatArray, x3: FloatArray, mean: Float64Array) -> tupl
     """(sum(dout), sum(dout * (x - mean))) per channel, float64 (C,)."""
     C = x3.shape[1]
     sum_dout, sum_dout_xc = np.empty(C), np.empty(C)
-    over_planes(C, x3.size, lambda lo, hi, threads: _kernels().bn_backward_sums(
-        dout3, x3, mean, sum_dout, sum_dout_xc, lo, hi, threads))
+    over_planes(
+        C,
+        x3.size,
+        lambda lo, hi, threads: _kernels().bn_backward_sums(dout3, x3, mean, sum_dout, sum_dout_xc, lo, hi, threads),
+    )
     return sum_dout, sum_dout_xc
 
 
-def backward_dx(dout3: FloatArray, x3: FloatArray, mean: Float64Array, dout_scale: Float64Array,
-                xc_scale: Float64Array, offset: Float64Array) -> FloatArray:
+def backward_dx(
+    dout3: FloatArray,
+    x3: FloatArray,
+    mean: Float64Array,
+    dout_scale: Float64Array,
+    xc_scale: Float64Array,
+    offset: Float64Array,
+) -> FloatArray:
     """dout_scale * dout + xc_scale * (x - mean) + offset per channel, a new array like x3."""
     N, C = x3.shape[:2]
     dx3 = np.empty_like(x3)
-    over_planes(N, x3.size, lambda lo, hi, threads: _kernels().bn_backward_dx(
-        dout3[lo:hi], x3[lo:hi], mean, dout_scale, xc_scale, offset, dx3[lo:hi], 0, C, threads))
+    over_planes(
+        N,
+        x3.size,
+        lambda lo, hi, threads: _kernels().bn_backward_dx(
+            dout3[lo:hi], x3[lo:hi], mean, dout_scale, xc_scale, offset, dx3[lo:hi], 0, C, threads
+        ),
+    )
     return dx3

@@ -1,6 +1,7 @@
 """Argument checks shared by every layer, model, optimizer and loader: one place that says
 what a bad argument is, and one wording for the errors (TypeError or ValueError naming it).
 """
+
 from __future__ import annotations
 
 import math

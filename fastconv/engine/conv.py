@@ -26,6 +26,7 @@ arrays. As in fastconv.naive, a cache refers to the layer's inputs (without a co
 they are C-contiguous), which must not change before backward; the returned output is
 the caller's to change.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -92,8 +93,9 @@ class ConvPlan:
     output scatter, col2im) is passed in, so that the benchmark suite's GEMM
     limit (``conv_gemm_limit``) runs the same loops on prepared operands."""
 
-    def __init__(self, g: ConvGeometry, dtype: npt.DTypeLike, chunk: int | None = None,
-                 algorithm: str = "im2col") -> None:
+    def __init__(
+        self, g: ConvGeometry, dtype: npt.DTypeLike, chunk: int | None = None, algorithm: str = "im2col"
+    ) -> None:
         self.g, self.algorithm = g, algorithm
         self.dtype = np.dtype(dtype)
         self.G, self.P = g.groups, g.out_h * g.out_w
@@ -104,8 +106,7 @@ class ConvPlan:
             # At least one chunk per BLAS thread: every GEMM then runs on one BLAS thread,
             # so the result depends on the user's thread setting only, never on what another
             # thread's call does to the process-wide BLAS setting meanwhile.
-            chunk = min(chunk_images(g, self.dtype.itemsize, algorithm=algorithm),
-                        max(1, -(-g.N // blas_threads)))
+            chunk = min(chunk_images(g, self.dtype.itemsize, algorithm=algorithm), max(1, -(-g.N // blas_threads)))
         self.chunk = chunk
         n_chunks = -(-g.N // self.chunk)
         self.workers = max(1, min(blas_threads, n_chunks))
@@ -135,11 +136,13 @@ class ConvPlan:
         """``[work(0), ..., work(workers - 1)]`` on the workers (fastconv/py)."""
         return threads.run(self.workers, self.one_blas_thread, work) if self.g.N else [work(0)]
 
-    def run_forward(self, w2: FloatArray, operands: Callable[[int, int, int], tuple[FloatArray, FloatArray]],
-                    output: Output) -> None:
+    def run_forward(
+        self, w2: FloatArray, operands: Callable[[int, int, int], tuple[FloatArray, FloatArray]], output: Output
+    ) -> None:
         """The forward pass, chunk by chunk on the workers: ``cols, y = operands(k, n0, n)``
         gives worker k the operands of images [n0, n0 + n), then ``y = w2 @ cols`` (one
         GEMM per group) and ``output(n0, n, y)``."""
+
         def work(k: int) -> None:
             for n0, n in self.chunks(k):
                 cols, y = operands(k, n0, n)
@@ -151,9 +154,13 @@ class ConvPlan:
         if self.g.N:
             self.run(work)
 
-    def run_backward(self, w2: FloatArray,
-                     operands: Callable[[int, int, int, Float64Array], tuple[FloatArray, FloatArray]],
-                     need_dx: bool, put_dcols: Output) -> tuple[FloatArray, Float64Array]:
+    def run_backward(
+        self,
+        w2: FloatArray,
+        operands: Callable[[int, int, int, Float64Array], tuple[FloatArray, FloatArray]],
+        need_dx: bool,
+        put_dcols: Output,
+    ) -> tuple[FloatArray, Float64Array]:
         """The backward pass, chunk by chunk on the workers: ``cols, dy = operands(k, n0, n,
         db)`` gives worker k the operands of images [n0, n0 + n) (adding their bias gradient
         to ``db``, float64 (F,)), then ``dw2 += dy @ cols.T`` and, with ``need_dx``,
@@ -187,14 +194,15 @@ def forward_chunks(plan: ConvPlan, x: FloatArray, w: FloatArray, output: Output)
 
     def im2col(k: int, n0: int, n: int) -> tuple[FloatArray, FloatArray]:
         cols, y = plan.workspaces(n)
-        picker.kernels.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
+        picker.kernels.im2col(x[n0 : n0 + n], cols, *args, plan.threads(cols.size))
         return cols, y
 
     plan.run_forward(w.reshape(plan.g.F, plan.Kg), im2col, output)
 
 
-def backward_chunks(plan: ConvPlan, x: FloatArray, w: FloatArray, has_bias: bool, chunk_dy: ChunkDy,
-                    need_dx: bool) -> ConvGrads:
+def backward_chunks(
+    plan: ConvPlan, x: FloatArray, w: FloatArray, has_bias: bool, chunk_dy: ChunkDy, need_dx: bool
+) -> ConvGrads:
     """(dx, dw, db) of a convolution: for each chunk, ``chunk_dy(n0, n, dy, db)`` writes
     the gradient of the convolution's output in GEMM layout, ``dy`` (F, n*P), and adds
     its sums to ``db``; im2col recomputes the chunk's ``cols``; after the GEMMs, col2im
@@ -206,19 +214,27 @@ def backward_chunks(plan: ConvPlan, x: FloatArray, w: FloatArray, has_bias: bool
     def operands(k: int, n0: int, n: int, db: Float64Array) -> tuple[FloatArray, FloatArray]:
         cols, dy = plan.workspaces(n)
         chunk_dy(n0, n, dy, db)
-        picker.kernels.im2col(x[n0:n0 + n], cols, *args, plan.threads(cols.size))
+        picker.kernels.im2col(x[n0 : n0 + n], cols, *args, plan.threads(cols.size))
         return cols, dy
 
     def col2im(n0: int, n: int, dcols: FloatArray) -> None:
         if dx is not None:  # always (run_backward calls this only with need_dx)
-            picker.kernels.col2im(dcols, dx[n0:n0 + n], *args, plan.threads(dcols.size))
+            picker.kernels.col2im(dcols, dx[n0 : n0 + n], *args, plan.threads(dcols.size))
 
     dw2, db = plan.run_backward(w.reshape(g.F, plan.Kg), operands, need_dx, col2im)
     return dx, dw2.reshape(g.w_shape), (db.astype(x.dtype) if has_bias else None)
 
 
-def conv_forward(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1, pad: IntPair = 0,
-                 dilation: IntPair = 1, groups: int = 1, algorithm: str = "auto") -> tuple[FloatArray, Cache]:
+def conv_forward(
+    x: FloatArray,
+    w: FloatArray,
+    b: FloatArray | None = None,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    algorithm: str = "auto",
+) -> tuple[FloatArray, Cache]:
     """Convolution (cross-correlation, as in every CNN library).
 
     x (N, C, H, W), w (F, C // groups, kh, kw), b (F,) or None; stride, pad and
@@ -244,14 +260,14 @@ def conv_forward(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stri
         args = winograd.tile_args(plan)
 
         def transform(n0: int, n: int, M: FloatArray, scratch: FloatArray, threads: int) -> None:  # NCHW, + bias
-            picker.kernels.winograd_output(M, out[n0:n0 + n], bias, b is not None, *args, scratch, threads)
+            picker.kernels.winograd_output(M, out[n0 : n0 + n], bias, b is not None, *args, scratch, threads)
 
         winograd.forward_chunks(plan, x, w, transform)
         return out, (x, w, b is not None, g, (algorithm, auto))
     out3 = out.reshape(g.N, g.F, plan.P)
 
     def scatter(n0: int, n: int, y: FloatArray) -> None:  # GEMM layout (F, n*P) to NCHW, plus the bias
-        picker.kernels.scatter_output(y, out3[n0:n0 + n], bias, b is not None, False, plan.threads(y.size))
+        picker.kernels.scatter_output(y, out3[n0 : n0 + n], bias, b is not None, False, plan.threads(y.size))
 
     forward_chunks(plan, x, w, scatter)
     return out, (x, w, b is not None, g, (algorithm, auto))
@@ -271,23 +287,33 @@ def conv_backward(dout: FloatArray, cache: Cache, need_dx: bool = True) -> ConvG
         dout = np.ascontiguousarray(dout)
         args = winograd.tile_args(plan)
 
-        def transform(n0: int, n: int, dM: FloatArray, db: Float64Array, scratch: FloatArray,
-                      threads: int) -> None:  # straight from NCHW, and the bias gradient
-            picker.kernels.winograd_output_adjoint(dout[n0:n0 + n], dM, db, has_bias, *args, scratch, threads)
+        def transform(
+            n0: int, n: int, dM: FloatArray, db: Float64Array, scratch: FloatArray, threads: int
+        ) -> None:  # straight from NCHW, and the bias gradient
+            picker.kernels.winograd_output_adjoint(dout[n0 : n0 + n], dM, db, has_bias, *args, scratch, threads)
 
         return winograd.backward_chunks(plan, x, w, has_bias, transform, need_dx)
     dout3 = np.ascontiguousarray(dout).reshape(g.N, g.F, plan.P)
 
     def gather(n0: int, n: int, dy: FloatArray, db: Float64Array) -> None:  # NCHW to GEMM layout, and db
-        picker.kernels.gather_dout(dout3[n0:n0 + n], dy, db, has_bias, plan.threads(dy.size))
+        picker.kernels.gather_dout(dout3[n0 : n0 + n], dy, db, has_bias, plan.threads(dy.size))
 
     return backward_chunks(plan, x, w, has_bias, gather, need_dx)
 
 
-def conv_relu_pool_forward(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1,
-                           pad: IntPair = 0, pool_size: IntPair = 2, pool_stride: IntPair | None = None,
-                           pool_pad: IntPair = 0, dilation: IntPair = 1, groups: int = 1,
-                           algorithm: str = "auto") -> tuple[FloatArray, Cache]:
+def conv_relu_pool_forward(
+    x: FloatArray,
+    w: FloatArray,
+    b: FloatArray | None = None,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    pool_size: IntPair = 2,
+    pool_stride: IntPair | None = None,
+    pool_pad: IntPair = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    algorithm: str = "auto",
+) -> tuple[FloatArray, Cache]:
     """conv -> ReLU -> max pool in one pass per chunk: the same result as
     ``max_pool_forward(relu_forward(conv_forward(x, w, b, ...)))``, without ever
     writing the full-size convolution output.
@@ -302,8 +328,14 @@ def conv_relu_pool_forward(x: FloatArray, w: FloatArray, b: FloatArray | None = 
     """
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)
     algorithm, auto = algorithms.choose(g, algorithm, x, w)
-    pg = pool_geometry_of_shape(g.out_shape, pool_size, pool_stride, pool_pad,
-                                what="the convolution's output", names=("pool_size", "pool_stride", "pool_pad"))
+    pg = pool_geometry_of_shape(
+        g.out_shape,
+        pool_size,
+        pool_stride,
+        pool_pad,
+        what="the convolution's output",
+        names=("pool_size", "pool_stride", "pool_pad"),
+    )
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
     if algorithm == "direct":
@@ -324,11 +356,16 @@ def conv_relu_pool_forward(x: FloatArray, w: FloatArray, b: FloatArray | None = 
         z = workspaces.workspace("z", g.F * n * Pp, dtype).reshape(g.F * n, pg.out_h, pg.out_w)
         if bias_col is not None:
             y += bias_col
-        max_pool_planes(y.reshape(g.F * n, g.out_h, g.out_w), z,
-                  argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, pg.out_h, pg.out_w),
-                  pg, plan.threads(y.size))
-        picker.kernels.scatter_output(z.reshape(g.F, n * Pp), out3[n0:n0 + n], no_bias, False, True,
-                                plan.threads(z.size))
+        max_pool_planes(
+            y.reshape(g.F * n, g.out_h, g.out_w),
+            z,
+            argmax[n0 * g.F * Pp : (n0 + n) * g.F * Pp].reshape(g.F * n, pg.out_h, pg.out_w),
+            pg,
+            plan.threads(y.size),
+        )
+        picker.kernels.scatter_output(
+            z.reshape(g.F, n * Pp), out3[n0 : n0 + n], no_bias, False, True, plan.threads(z.size)
+        )
 
     if algorithm in WINOGRAD_TILE:
         winograd.forward_chunks(plan, x, w, winograd.to_gemm_layout(plan, pool))
@@ -352,10 +389,11 @@ def conv_relu_pool_backward(dout: FloatArray, cache: Cache, need_dx: bool = True
 
     def route(n0: int, n: int, dy: FloatArray, db: Float64Array) -> None:  # to GEMM layout, then to the argmax
         dz = workspaces.workspace("z", g.F * n * Pp, x.dtype).reshape(g.F, n * Pp)
-        picker.kernels.gather_dout(dz3[n0:n0 + n], dz, db, has_bias, plan.threads(dz.size))
-        planes_argmax = argmax[n0 * g.F * Pp:(n0 + n) * g.F * Pp].reshape(g.F * n, Pp)
-        picker.kernels.max_pool_backward(dz.reshape(g.F * n, Pp), planes_argmax, dy.reshape(g.F * n, plan.P),
-                                         plan.threads(dy.size))
+        picker.kernels.gather_dout(dz3[n0 : n0 + n], dz, db, has_bias, plan.threads(dz.size))
+        planes_argmax = argmax[n0 * g.F * Pp : (n0 + n) * g.F * Pp].reshape(g.F * n, Pp)
+        picker.kernels.max_pool_backward(
+            dz.reshape(g.F * n, Pp), planes_argmax, dy.reshape(g.F * n, plan.P), plan.threads(dy.size)
+        )
 
     if algorithm in WINOGRAD_TILE:
         return winograd.backward_chunks(plan, x, w, has_bias, winograd.from_gemm_layout(plan, route), need_dx)

@@ -20,6 +20,7 @@ Every stride, padding, dilation and group count is served; what is refused (by
 ``unsupported``, with a ValueError naming ``algorithm``) is a layer whose per-thread
 buffers would pass ``SCRATCH_BYTES_MAX``: direct convolution is for small layers.
 """
+
 import numpy as np
 
 from .. import layers as _layers
@@ -89,8 +90,9 @@ def _tap_offsets(pk, groups, planes, kh, kw, dil_h, dil_w, padded_to=None):
     c, i, j = np.meshgrid(np.arange(planes), np.arange(kh), np.arange(kw), indexing="ij")
     rows = []
     for gi in range(groups):
-        rows.append([pk.offset(gi * planes + cc, ii * dil_h, jj * dil_w)
-                     for cc, ii, jj in zip(c.ravel(), i.ravel(), j.ravel())])
+        rows.append(
+            [pk.offset(gi * planes + cc, ii * dil_h, jj * dil_w) for cc, ii, jj in zip(c.ravel(), i.ravel(), j.ravel())]
+        )
     off = np.array(rows, dtype=np.intp)
     if padded_to is not None and padded_to > off.shape[1]:
         off = np.concatenate([off, np.repeat(off[:, -1:], padded_to - off.shape[1], axis=1)], axis=1)
@@ -133,8 +135,10 @@ def unsupported(g):
     float64's, so that both dtypes and fastconv.naive refuse the same layers)."""
     need = max(_scratch_items(g, 8)) * 8
     if need > SCRATCH_BYTES_MAX:
-        return (f"a layer whose per-thread buffers fit in {SCRATCH_BYTES_MAX / 2**20:g} MiB "
-                f"(small channels and images), got {need / 2**20:.1f} MiB")
+        return (
+            f"a layer whose per-thread buffers fit in {SCRATCH_BYTES_MAX / 2**20:g} MiB "
+            f"(small channels and images), got {need / 2**20:.1f} MiB"
+        )
     return None
 
 
@@ -155,8 +159,9 @@ def _conv(kernels, x, out, w2, b, off, taps, pk, FT):
 
     def kernel(lo, hi, threads):
         scratch = workspace("direct_buf", threads * size, x.dtype).reshape(threads, size)
-        kernels.direct_conv(x[lo:hi], out[lo:hi], wpk, off, bias, has_bias, groups, taps, FT,
-                            *pk.args(), scratch, threads)
+        kernels.direct_conv(
+            x[lo:hi], out[lo:hi], wpk, off, bias, has_bias, groups, taps, FT, *pk.args(), scratch, threads
+        )
 
     _run(x.shape[0], out.size * taps, kernel)
 
@@ -208,8 +213,25 @@ def _dw(g, x, dout):
     def kernel(lo, hi, threads):
         scratch = workspace("direct_dw", threads * size, x.dtype).reshape(threads, size)
         i0, i1 = bounds[lo], bounds[hi]
-        kernels.direct_dw(x[i0:i1], dout[i0:i1], parts[lo:hi], db_parts[lo:hi], bounds, lo, off, g.groups, taps, tapsp,
-                          *pk.at, pk.Hb, pk.S, pk.Wq, pk.stride_h, scratch, threads)
+        kernels.direct_dw(
+            x[i0:i1],
+            dout[i0:i1],
+            parts[lo:hi],
+            db_parts[lo:hi],
+            bounds,
+            lo,
+            off,
+            g.groups,
+            taps,
+            tapsp,
+            *pk.at,
+            pk.Hb,
+            pk.S,
+            pk.Wq,
+            pk.stride_h,
+            scratch,
+            threads,
+        )
 
     _run(blocks, shape_size(g.out_shape) * taps, kernel)
     dw, db = parts[0].copy(), db_parts[0].copy()
@@ -252,8 +274,7 @@ def conv_relu_pool_forward(g, pg, x, w, b):
     argmax = np.empty(planes * pg.out_h * pg.out_w, dtype=np.int32)
     y3, z3 = y.reshape(planes, g.out_h, g.out_w), z.reshape(planes, pg.out_h, pg.out_w)
     a3 = argmax.reshape(planes, pg.out_h, pg.out_w)
-    over_planes(planes, y.size,
-                lambda lo, hi, threads: max_pool_planes(y3[lo:hi], z3[lo:hi], a3[lo:hi], pg, threads))
+    over_planes(planes, y.size, lambda lo, hi, threads: max_pool_planes(y3[lo:hi], z3[lo:hi], a3[lo:hi], pg, threads))
     out = _layers.relu_forward(z)[0]
     return out, argmax
 
@@ -265,8 +286,11 @@ def conv_relu_pool_backward(g, pg, x, w, has_bias, dout, out, argmax, need_dx):
     dz = _layers.relu_backward(dout, out).reshape(planes, pg.out_h * pg.out_w)
     dy = workspace("direct_y", shape_size(g.out_shape), x.dtype).reshape(g.out_shape)
     dy2, a2 = dy.reshape(planes, g.out_h * g.out_w), argmax.reshape(planes, -1)
-    over_planes(planes, dy.size,
-                lambda lo, hi, threads: picker.kernels.max_pool_backward(dz[lo:hi], a2[lo:hi], dy2[lo:hi], threads))
+    over_planes(
+        planes,
+        dy.size,
+        lambda lo, hi, threads: picker.kernels.max_pool_backward(dz[lo:hi], a2[lo:hi], dy2[lo:hi], threads),
+    )
     return conv_backward(g, x, w, has_bias, dy, need_dx)
 
 

@@ -4,6 +4,7 @@ Both ``fastconv.naive`` and the fast engine call these functions, so the two pat
 cannot disagree on an output size or on what counts as a bad argument.
 Vocabulary: x (N, C, H, W), w (F, C // groups, kh, kw), out (N, F, out_h, out_w).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -56,8 +57,15 @@ class ConvGeometry(NamedTuple):
         return (self.F, self.C // self.groups, self.kh, self.kw)
 
 
-def conv_geometry(x: FloatArray, w: FloatArray, b: FloatArray | None = None, stride: IntPair = 1, pad: IntPair = 0,
-                  dilation: IntPair = 1, groups: int = 1) -> ConvGeometry:
+def conv_geometry(
+    x: FloatArray,
+    w: FloatArray,
+    b: FloatArray | None = None,
+    stride: IntPair = 1,
+    pad: IntPair = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> ConvGeometry:
     """Validate convolution arguments and return their ConvGeometry."""
     check_float_array(x, "x", 4)
     check_float_array(w, "w", 4)
@@ -91,8 +99,10 @@ def conv_geometry(x: FloatArray, w: FloatArray, b: FloatArray | None = None, str
             f"({dh * (kh - 1) + 1}, {dw * (kw - 1) + 1}), larger than the padded input "
             f"({H + 2 * ph}, {W + 2 * pw}) of x {x.shape} with pad ({ph}, {pw})"
         )
-    culprits = (f"for x of shape {x.shape} and w of shape {w.shape}, pad ({ph}, {pw}), "
-                f"stride ({sh}, {sw}) and dilation ({dh}, {dw})")
+    culprits = (
+        f"for x of shape {x.shape} and w of shape {w.shape}, pad ({ph}, {pw}), "
+        f"stride ({sh}, {sw}) and dilation ({dh}, {dw})"
+    )
     check_array_size((N, F, out_h, out_w), x.itemsize, "an output", culprits)
     check_array_size((C * kh * kw, out_h * out_w), x.itemsize, "one image's im2col matrix", culprits)
     return ConvGeometry(N, C, H, W, F, kh, kw, sh, sw, ph, pw, dh, dw, groups, out_h, out_w)
@@ -126,9 +136,14 @@ def pool_geometry(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = 
     return pool_geometry_of_shape(x.shape, kernel_size, stride, pad)
 
 
-def pool_geometry_of_shape(shape: Shape, kernel_size: IntPair, stride: IntPair | None = None, pad: IntPair = 0,
-                           what: str = "x", names: tuple[str, str, str] = ("kernel_size", "stride", "pad"),
-                           ) -> PoolGeometry:
+def pool_geometry_of_shape(
+    shape: Shape,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    pad: IntPair = 0,
+    what: str = "x",
+    names: tuple[str, str, str] = ("kernel_size", "stride", "pad"),
+) -> PoolGeometry:
     """pool_geometry for an input of ``shape`` (N, C, H, W); errors call the input
     ``what`` and the arguments ``names`` (the fused conv_relu_pool layers pass theirs)."""
     k_name, s_name, p_name = names

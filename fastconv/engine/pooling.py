@@ -1,6 +1,7 @@
 """Pooling: max (the gradient to the first maximum of each window, row-major) and average
 (padding counts in the divisor), each a single pass of a kernel over the planes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,12 +35,14 @@ def max_pool_planes(x3: FloatArray, out3: FloatArray, argmax3: Int32Array, pg: P
         picker.kernels.max_pool_phased(x3, out3, argmax3, *pool_args(pg), scratch, best, threads)
     else:
         columns = picker.kernels.max_pool_direct_columns(pg.W, pg.out_w, pg.kw, pg.stride_w, pg.pad_w)
-        picker.kernels.max_pool_direct(x3, out3, argmax3, *pool_args(pg), np.empty((2, columns), dtype=np.intp),
-                                       threads)
+        picker.kernels.max_pool_direct(
+            x3, out3, argmax3, *pool_args(pg), np.empty((2, columns), dtype=np.intp), threads
+        )
 
 
-def max_pool_forward(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None,
-                     pad: IntPair = 0) -> tuple[FloatArray, Cache]:
+def max_pool_forward(
+    x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None, pad: IntPair = 0
+) -> tuple[FloatArray, Cache]:
     """Max pooling. stride None means kernel_size; padding counts as -inf.
 
     Returns (out, cache), out (N, C, out_h, out_w). The cache holds the
@@ -52,8 +55,11 @@ def max_pool_forward(x: FloatArray, kernel_size: IntPair, stride: IntPair | None
     planes = g.N * g.C
     x3, out3 = x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w)
     argmax3 = argmax.reshape(planes, g.out_h, g.out_w)
-    over_planes(planes, planes * g.H * g.W,
-                 lambda lo, hi, threads: max_pool_planes(x3[lo:hi], out3[lo:hi], argmax3[lo:hi], g, threads))
+    over_planes(
+        planes,
+        planes * g.H * g.W,
+        lambda lo, hi, threads: max_pool_planes(x3[lo:hi], out3[lo:hi], argmax3[lo:hi], g, threads),
+    )
     return out, (argmax, x.dtype, g)
 
 
@@ -65,21 +71,28 @@ def max_pool_backward(dout: FloatArray, cache: Cache) -> FloatArray:
     planes, P = g.N * g.C, g.out_h * g.out_w
     dx = np.empty((g.N, g.C, g.H, g.W), dtype=dtype)
     dout2, argmax2, dx2 = dout.reshape(planes, P), argmax.reshape(planes, P), dx.reshape(planes, g.H * g.W)
-    over_planes(planes, planes * g.H * g.W, lambda lo, hi, threads: picker.kernels.max_pool_backward(
-        dout2[lo:hi], argmax2[lo:hi], dx2[lo:hi], threads))
+    over_planes(
+        planes,
+        planes * g.H * g.W,
+        lambda lo, hi, threads: picker.kernels.max_pool_backward(dout2[lo:hi], argmax2[lo:hi], dx2[lo:hi], threads),
+    )
     return dx
 
 
-def avg_pool_forward(x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None,
-                     pad: IntPair = 0) -> tuple[FloatArray, Cache]:
+def avg_pool_forward(
+    x: FloatArray, kernel_size: IntPair, stride: IntPair | None = None, pad: IntPair = 0
+) -> tuple[FloatArray, Cache]:
     """Average pooling; padded zeros count in the divisor (kh * kw)."""
     g = pool_geometry(x, kernel_size, stride, pad)
     x = np.ascontiguousarray(x)
     out = np.empty(g.out_shape, dtype=x.dtype)
     planes = g.N * g.C
     x3, out3 = x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w)
-    over_planes(planes, planes * g.H * g.W, lambda lo, hi, threads: picker.kernels.avg_pool_forward(
-        x3[lo:hi], out3[lo:hi], *pool_args(g), threads))
+    over_planes(
+        planes,
+        planes * g.H * g.W,
+        lambda lo, hi, threads: picker.kernels.avg_pool_forward(x3[lo:hi], out3[lo:hi], *pool_args(g), threads),
+    )
     return out, (x.shape, x.dtype, g)
 
 
@@ -91,6 +104,9 @@ def avg_pool_backward(dout: FloatArray, cache: Cache) -> FloatArray:
     planes = g.N * g.C
     dx = np.empty(x_shape, dtype=dtype)
     dout3, dx3 = dout.reshape(planes, g.out_h, g.out_w), dx.reshape(planes, g.H, g.W)
-    over_planes(planes, planes * g.H * g.W, lambda lo, hi, threads: picker.kernels.avg_pool_backward(
-        dout3[lo:hi], dx3[lo:hi], *pool_args(g), threads))
+    over_planes(
+        planes,
+        planes * g.H * g.W,
+        lambda lo, hi, threads: picker.kernels.avg_pool_backward(dout3[lo:hi], dx3[lo:hi], *pool_args(g), threads),
+    )
     return dx

@@ -7,6 +7,7 @@ load, so this module must run before numpy (OpenBLAS) and the kernels (libgomp) 
 imported: ``fastconv/__init__.py`` calls ``prepare()`` first thing. It imports nothing
 but the standard library. ``fastconv.engine.threads`` holds the rest of the thread policy.
 """
+
 import os
 import sys
 from typing import NamedTuple

@@ -36,6 +36,7 @@ another thread's call holds the BLAS to one thread still uses the user's
 setting. While a parallel call runs, BLAS calls made by other threads of the
 process run on one thread too.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -150,8 +151,7 @@ def _get_pool() -> ThreadPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
-                                       thread_name_prefix="fastconv")
+            _pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="fastconv")
         return _pool
 
 
@@ -205,11 +205,14 @@ def matmul(a: FloatArray, b: FloatArray) -> FloatArray:
     workers = max(1, min(blas_threads(), max(M, N))) if M * a.shape[1] * N >= _SPLIT_MIN else 1
     if M >= N:
         bounds = [M * k // workers for k in range(workers + 1)]
-        run(workers, True, lambda k: np.matmul(a[bounds[k]:bounds[k + 1]], b, out=out[bounds[k]:bounds[k + 1]]))
+        run(workers, True, lambda k: np.matmul(a[bounds[k] : bounds[k + 1]], b, out=out[bounds[k] : bounds[k + 1]]))
     else:
         bounds = [N * k // workers for k in range(workers + 1)]
-        run(workers, True, lambda k: np.matmul(a, b[:, bounds[k]:bounds[k + 1]],
-                                               out=out[:, bounds[k]:bounds[k + 1]]))
+        run(
+            workers,
+            True,
+            lambda k: np.matmul(a, b[:, bounds[k] : bounds[k + 1]], out=out[:, bounds[k] : bounds[k + 1]]),
+        )
     return out
 
 
@@ -240,9 +243,9 @@ def single_threaded_kernels():
     if SINGLE_THREADED_KERNELS is None:
         from ..kernels.picker import kernels
 
-        SINGLE_THREADED_KERNELS = (RUNTIMES.openmp_wait_policy != "PASSIVE"
-                                   or not kernels.build_info()["openmp"])
+        SINGLE_THREADED_KERNELS = RUNTIMES.openmp_wait_policy != "PASSIVE" or not kernels.build_info()["openmp"]
     return SINGLE_THREADED_KERNELS
+
 
 #: Below this many elements of work, kernels run on one thread (the OpenMP start-up
 #: would cost more than it saves).

@@ -9,6 +9,7 @@ Backward runs the adjoint transforms around ``dU += dM @ V^T`` and ``dV = U^T @ 
 ``dw = G^T dU G`` at the end. Same chunks, workers and BLAS threads as im2col
 (``conv.ConvPlan``); the transforms are kernels (fastconv/kernels/winograd.pxi).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -40,8 +41,16 @@ WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0,
 
 #: The filter transform G of F(4x4, 3x3) (Lavin & Gray 2016); 1/6, 1/12 and 1/24 are not
 #: exact in binary, so the filter transforms run in float64 (_winograd_filters).
-WINOGRAD4_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                        [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+WINOGRAD4_G = np.array(
+    [
+        [1 / 4, 0, 0],
+        [-1 / 6, -1 / 6, -1 / 6],
+        [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6],
+        [1 / 24, -1 / 12, 1 / 6],
+        [0, 0, 1],
+    ]
+)
 
 
 G_OF_TILE = {2: WINOGRAD_G, 4: WINOGRAD4_G}
@@ -108,7 +117,7 @@ def forward_chunks(plan: ConvPlan, x: FloatArray, w: FloatArray, output: Winogra
     def work(k: int) -> None:
         for n0, n in plan.chunks(k):
             V, M, scratch, threads = ch.workspaces(n)
-            picker.kernels.winograd_input(x[n0:n0 + n], V, g.pad_h, g.pad_w, *ch.args, scratch, threads)
+            picker.kernels.winograd_input(x[n0 : n0 + n], V, g.pad_h, g.pad_w, *ch.args, scratch, threads)
             for f, c in ch.groups():
                 np.matmul(U[:, f], V[:, c], out=M[:, f])
             output(n0, n, M, scratch, threads)
@@ -117,8 +126,9 @@ def forward_chunks(plan: ConvPlan, x: FloatArray, w: FloatArray, output: Winogra
         plan.run(work)
 
 
-def backward_chunks(plan: ConvPlan, x: FloatArray, w: FloatArray, has_bias: bool, chunk_dM: ChunkDM,
-                    need_dx: bool) -> ConvGrads:
+def backward_chunks(
+    plan: ConvPlan, x: FloatArray, w: FloatArray, has_bias: bool, chunk_dM: ChunkDM, need_dx: bool
+) -> ConvGrads:
     """(dx, dw, db) of a Winograd convolution: for each chunk, ``chunk_dM(n0, n, dM, db,
     scratch, threads)`` writes the transformed output gradient dM (points, F, T) and adds
     the bias gradient to ``db``; V is recomputed; ``dU += dM @ V^T``; with ``need_dx``,
@@ -133,13 +143,13 @@ def backward_chunks(plan: ConvPlan, x: FloatArray, w: FloatArray, has_bias: bool
         for n0, n in plan.chunks(k):
             V, dM, scratch, threads = ch.workspaces(n)
             chunk_dM(n0, n, dM, db, scratch, threads)
-            picker.kernels.winograd_input(x[n0:n0 + n], V, g.pad_h, g.pad_w, *ch.args, scratch, threads)
+            picker.kernels.winograd_input(x[n0 : n0 + n], V, g.pad_h, g.pad_w, *ch.args, scratch, threads)
             for f, c in ch.groups():
                 dU[:, f] += dM[:, f] @ V[:, c].transpose(0, 2, 1)
             if dx is not None:  # need_dx
                 for f, c in ch.groups():
                     np.matmul(U[:, f].transpose(0, 2, 1), dM[:, f], out=V[:, c])  # dV over V
-                picker.kernels.winograd_input_adjoint(V, dx[n0:n0 + n], g.pad_h, g.pad_w, *ch.args, scratch, threads)
+                picker.kernels.winograd_input_adjoint(V, dx[n0 : n0 + n], g.pad_h, g.pad_w, *ch.args, scratch, threads)
         return dU, db
 
     dU, db = sum_in_worker_order(plan.run(work))
@@ -164,6 +174,7 @@ def to_gemm_layout(plan: ConvPlan, output: Output) -> WinogradOutput:
         y = workspace("y", plan.g.F * n * plan.P, plan.dtype).reshape(plan.g.F, n * plan.P)
         picker.kernels.winograd_output(M, planes_of_gemm_layout(plan, n, y), no_bias, False, *args, scratch, threads)
         output(n0, n, y)
+
     return transform
 
 
@@ -175,6 +186,8 @@ def from_gemm_layout(plan: ConvPlan, chunk_dy: ChunkDy) -> ChunkDM:
     def transform(n0: int, n: int, dM: FloatArray, db: Float64Array, scratch: FloatArray, threads: int) -> None:
         dy = workspace("y", plan.g.F * n * plan.P, plan.dtype).reshape(plan.g.F, n * plan.P)
         chunk_dy(n0, n, dy, db)
-        picker.kernels.winograd_output_adjoint(planes_of_gemm_layout(plan, n, dy), dM, db, False, *args, scratch,
-                                               threads)
+        picker.kernels.winograd_output_adjoint(
+            planes_of_gemm_layout(plan, n, dy), dM, db, False, *args, scratch, threads
+        )
+
     return transform

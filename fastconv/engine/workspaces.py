@@ -2,6 +2,7 @@
 call (about 1.6 us per 4 KiB page on the project's VM, docs/workloads.md), so each thread
 keeps its workspaces and scratch and grows them when a call needs more.
 """
+
 from __future__ import annotations
 
 import threading

@@ -14,6 +14,7 @@ tests/test_kernels_build.py checks that each build's compiler enabled nothing be
 
 Plain Python without imports: setup.py loads this file by path, before fastconv exists.
 """
+
 from typing import NamedTuple
 
 #: The ISA names of ``build_info()["isa"]`` besides the optional builds'.
@@ -41,8 +42,7 @@ _AVX2 = ("avx", "avx2") + _SSE4
 #: so that no a * b + c is fused and all builds give the same bits; the direct convolution
 #: kernels fuse explicitly, in every build (fastconv/kernels/direct.h).
 OPTIONAL = (
-    Build("avx512", "AVX-512 (F, BW, VL, DQ, CD)",
-          ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd") + _AVX2),
+    Build("avx512", "AVX-512 (F, BW, VL, DQ, CD)", ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd") + _AVX2),
     # fma: the direct convolution kernels (fastconv/kernels/direct.h) use explicit FMA instructions
     Build("avx2", "AVX2 and FMA", _AVX2 + ("fma",)),
 )

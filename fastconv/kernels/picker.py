@@ -22,6 +22,7 @@ Importing this module raises ImportError when the extension is missing, and Valu
 (naming FASTCONV_KERNELS) when the extension is there but the variable asks for kernels
 it cannot give: ``fastconv.show_config`` tells the two apart.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -83,10 +84,7 @@ def requested():
     asks this first, so that a bad setting is one line before any work starts)."""
     wanted = os.environ.get(KERNELS_ENV, "auto").strip().lower() or "auto"
     if wanted not in _CHOICES:
-        raise ValueError(
-            f"{KERNELS_ENV} must be one of {', '.join(_CHOICES)}, "
-            f"got {os.environ[KERNELS_ENV]!r}"
-        )
+        raise ValueError(f"{KERNELS_ENV} must be one of {', '.join(_CHOICES)}, got {os.environ[KERNELS_ENV]!r}")
     return wanted
 
 
