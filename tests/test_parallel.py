@@ -396,6 +396,25 @@ def test_split_matmul_equals_a_plain_product(workers, monkeypatch, n_workers, sh
     assert_close(got, a.astype(np.float64) @ b.astype(np.float64), dtype, "split matmul")
 
 
+def test_matmul_runs_where_threadpoolctl_sees_no_blas(monkeypatch):
+    """Where threadpoolctl finds no BLAS library (its controller is False: a BLAS it does not
+    know, or no threadpoolctl), the engine holds nothing to one thread and its GEMMs still run
+    (found by mypy: holding the BLAS read ``lib_controllers`` of False, an AttributeError in
+    every affine layer)."""
+    monkeypatch.setattr(_parallel, "_controller", False)
+    monkeypatch.setattr(_parallel, "_setters", [])
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((6, 5)), rng.standard_normal((5, 4))
+    assert _parallel.blas_threads() == 1
+    assert_close(_parallel.matmul(a, b), a @ b, np.float64, "matmul without a visible BLAS")
+    x, w = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((3, 2, 3, 3))
+    out, cache = fast.affine_forward(x, rng.standard_normal((50, 4)), np.zeros(4))
+    assert out.shape == (2, 4)
+    fast.affine_backward(np.ones_like(out), cache)
+    out, cache = fast.conv_forward(x, w, None, pad=1)
+    assert_close(out, naive.conv_forward(x, w, None, pad=1)[0], np.float64, "conv without a visible BLAS")
+
+
 _BLAS_POOL_CPU = """
 import os, sys, time
 import numpy as np  # first: OpenBLAS starts with its own thread timeout (threads spin ~0.1 s)

@@ -45,7 +45,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -57,8 +57,25 @@ _Sums = TypeVar("_Sums", bound=tuple[np.ndarray[Any, Any], ...])
 #: Sets one BLAS library's thread count for the whole process.
 _Setter = Callable[[int], object]
 
+
+class _BlasLibrary(Protocol):
+    """What fastconv uses of one of threadpoolctl's library controllers (threadpoolctl has no types)."""
+
+    internal_api: str
+    num_threads: int | None
+
+    def set_num_threads(self, num_threads: int) -> object: ...
+
+
+class _BlasController(Protocol):
+    """What fastconv uses of threadpoolctl's ThreadpoolController."""
+
+    lib_controllers: list[_BlasLibrary]
+
+
 _lock = threading.Lock()
-_controller: Any = None  # threadpoolctl controller of the loaded BLAS libraries, False if none
+# threadpoolctl controller of the loaded BLAS libraries, False if it sees none
+_controller: _BlasController | Literal[False] | None = None
 _setters: list[_Setter] | None = None  # per BLAS library, the function that sets its thread count process-wide
 _depth = 0  # calls inside a one-BLAS-thread section right now, across all threads
 # (setter, threads) per library from before the first of those calls
@@ -70,7 +87,7 @@ _pool: ThreadPoolExecutor | None = None
 _OPENBLAS_AFFIXES = [(p, s) for p in ("", "scipy_") for s in ("", "64_", "_64")]
 
 
-def _blas_controller() -> Any:
+def _blas_controller() -> _BlasController | Literal[False]:
     global _controller, _setters
     if _controller is None:
         try:
@@ -84,7 +101,7 @@ def _blas_controller() -> Any:
     return _controller
 
 
-def _thread_setter(lib: Any) -> _Setter:
+def _thread_setter(lib: _BlasLibrary) -> _Setter:
     """The function that sets ``lib``'s thread count for the whole process.
 
     threadpoolctl (>= 3.8) lets only one Python thread change a pthreads OpenBLAS (the
@@ -94,10 +111,11 @@ def _thread_setter(lib: Any) -> _Setter:
     dynlib = getattr(lib, "dynlib", None)
     if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) != "openmp" and dynlib:
         for prefix, suffix in _OPENBLAS_AFFIXES:
-            setter = getattr(dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+            setter: _Setter | None = getattr(dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
             if setter is not None:
                 return setter
-    return lib.set_num_threads
+    set_num_threads: _Setter = lib.set_num_threads
+    return set_num_threads
 
 
 def _current_blas_threads() -> int:
@@ -105,7 +123,8 @@ def _current_blas_threads() -> int:
     if not ctl:
         return 1
     try:
-        return max(1, min(int(lib.num_threads) for lib in ctl.lib_controllers))
+        counts = (int(lib.num_threads) for lib in ctl.lib_controllers)  # type: ignore[arg-type]  # None: caught below
+        return max(1, min(counts))
     except Exception:  # noqa: BLE001  # pragma: no cover - a BLAS that cannot report its threads
         return 1
 
@@ -130,7 +149,8 @@ class _OneBlasThread:
         with _lock:
             if _depth == 0:
                 _saved_threads = _current_blas_threads()
-                libs = _blas_controller().lib_controllers
+                ctl = _blas_controller()
+                libs = ctl.lib_controllers if ctl else []  # False: threadpoolctl sees no BLAS
                 _saved_limits = [(setter, lib.num_threads) for setter, lib in zip(_setters or (), libs)]
                 for setter, _ in _saved_limits:
                     setter(1)
@@ -234,10 +254,10 @@ def sum_in_worker_order(parts: Sequence[_Sums]) -> _Sums:
 #: spinning workers would slow every GEMM after a parallel kernel (several times over with
 #: torch imported first: docs/performance.md). None until the kernels load
 #: (``single_threaded_kernels``); setting it forces either way.
-SINGLE_THREADED_KERNELS = None
+SINGLE_THREADED_KERNELS: bool | None = None
 
 
-def single_threaded_kernels():
+def single_threaded_kernels() -> bool:
     """SINGLE_THREADED_KERNELS, decided when first asked (the kernels load then)."""
     global SINGLE_THREADED_KERNELS
     if SINGLE_THREADED_KERNELS is None:
