@@ -78,7 +78,7 @@ AUTO_MIN_OUT_W = 24
 AUTO_MAX_ONE_CHANNEL_WORK = 400
 
 
-def direct_wins(g):
+def direct_wins(g: ConvGeometry) -> bool:
     """Whether "auto" runs direct convolution for geometry ``g``: a first layer (2 to 8
     input channels and up to 32 filters, or one channel and F*kh*kw <= 400; a 3x3 to 7x7
     kernel; output rows of 24 pixels or more; stride 1, no dilation, no groups), on a kernel
@@ -99,7 +99,7 @@ def direct_wins(g):
     )
 
 
-def winograd_wins(g):
+def winograd_wins(g: ConvGeometry) -> str | None:
     """The Winograd algorithm "auto" runs for geometry ``g`` (which Winograd can run), or
     None where im2col is faster. Winograd's transforms cost per channel, filter and tile,
     its GEMM savings per channel times filter, so it loses on few channels and small
@@ -110,19 +110,19 @@ def winograd_wins(g):
     return "winograd4" if wins else None
 
 
-def magnitude(a):
+def magnitude(a: FloatArray) -> float:
     """The largest |value| of ``a`` (two reductions, no temporary array)."""
     return max(float(np.maximum.reduce(a, axis=None, initial=0)), -float(np.minimum.reduce(a, axis=None, initial=0)))
 
 
-def normal_products(a, b):
+def normal_products(a: FloatArray, b: FloatArray) -> bool:
     """False when the largest |a| * |b| is not 0 but below 1024 times the dtype's smallest normal
     number: Winograd's products would then be subnormal numbers, whose fixed rounding error
     (2**-150 in float32), amplified by F(4x4)'s output transform, is large against the result
     (about 30 times im2col's error on 1e-41 inputs; the 1024 keeps a margin of about 100 above
     where it starts). All products 0 are exact."""
     largest = magnitude(a) * magnitude(b)
-    return largest == 0 or largest >= np.finfo(a.dtype).tiny * 1024
+    return bool(largest == 0 or largest >= np.finfo(a.dtype).tiny * 1024)  # a np.bool_ otherwise
 
 
 def choose(g: ConvGeometry, algorithm: str, x: FloatArray, w: FloatArray) -> tuple[str, bool]:
@@ -145,7 +145,7 @@ def choose(g: ConvGeometry, algorithm: str, x: FloatArray, w: FloatArray) -> tup
     return "im2col", True
 
 
-def for_backward(algorithm, auto, dout, x, w):
+def for_backward(algorithm: str, auto: bool, dout: FloatArray, x: FloatArray, w: FloatArray) -> str:
     """The algorithm of a backward pass: its forward's, unless "auto" chose Winograd and
     dout may hold non-finite values, or its products with w or x are subnormal (see choose)."""
     if (
@@ -168,5 +168,5 @@ def conv_algorithm(
     algorithm: str = "auto",
 ) -> str:
     """The algorithm ``conv_forward`` runs with these arguments: "im2col", "winograd2"
-    (F(2x2, 3x3), which "winograd" names too) or "winograd4" (F(4x4, 3x3))."""
+    (F(2x2, 3x3), which "winograd" names too), "winograd4" (F(4x4, 3x3)) or "direct"."""
     return choose(conv_geometry(x, w, b, stride, pad, dilation, groups), algorithm, x, w)[0]

@@ -10,10 +10,11 @@ normalization; backward: two sums, then dx), instead of numpy's ten full-size te
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 
+from ..kernels import picker
 from .checks import check_dout, check_float_array, check_number, check_scale_shift
 from .threads import over_planes
 from .types import Cache, Float64Array, FloatArray, NormGrads
@@ -26,11 +27,11 @@ class Settings(NamedTuple):
     mode: str
     eps: float
     momentum: float
-    running_mean: np.ndarray
-    running_var: np.ndarray
+    running_mean: FloatArray
+    running_var: FloatArray
 
 
-def settings(x, gamma, beta, bn_param, D, name):
+def settings(x: FloatArray, gamma: object, beta: object, bn_param: object, D: int, name: str) -> Settings:
     """Check gamma, beta (D,) and bn_param for the input ``name``; return bn_param's
     settings with their defaults (mode 'train', eps 1e-5, momentum 0.9, running mean 0 and
     variance 1): eps a finite number > 0, momentum one in [0, 1], the running statistics float
@@ -45,7 +46,7 @@ def settings(x, gamma, beta, bn_param, D, name):
     momentum = check_number(
         bn_param.get("momentum", 0.9), "bn_param['momentum']", lambda m: 0 <= m <= 1, "a number in [0, 1]"
     )
-    running = []
+    running: list[FloatArray] = []
     for key, default in (("running_mean", np.zeros), ("running_var", np.ones)):
         if key not in bn_param:
             running.append(default(D, dtype=x.dtype))
@@ -57,28 +58,33 @@ def settings(x, gamma, beta, bn_param, D, name):
     return Settings(mode, eps, momentum, *running)
 
 
-def store_running(bn_param, s, dtype, mean=None, var=None):
+@overload
+def store_running(bn_param: dict[str, Any], s: Settings, dtype: np.dtype[np.floating[Any]]) -> None: ...
+@overload
+def store_running(
+    bn_param: dict[str, Any], s: Settings, dtype: np.dtype[np.floating[Any]], mean: FloatArray, var: FloatArray
+) -> None: ...
+def store_running(
+    bn_param: dict[str, Any],
+    s: Settings,
+    dtype: np.dtype[np.floating[Any]],
+    mean: FloatArray | None = None,
+    var: FloatArray | None = None,
+) -> None:
     """Put the running statistics in bn_param: in training, ``momentum * running +
     (1 - momentum) * batch`` of the batch's mean and var; in test mode, as they were."""
-    if mean is None:
+    if mean is None or var is None:  # test mode (the overloads above: both or neither)
         bn_param["running_mean"], bn_param["running_var"] = s.running_mean, s.running_var
         return
     bn_param["running_mean"] = (s.momentum * s.running_mean + (1 - s.momentum) * mean).astype(dtype)
     bn_param["running_var"] = (s.momentum * s.running_var + (1 - s.momentum) * var).astype(dtype)
 
 
-def train_cache(cache, layer):
+def train_cache(cache: Cache | None, layer: str) -> Cache:
     """A batchnorm cache for ``layer``'s backward; ValueError for test mode's None."""
     if cache is None:
         raise ValueError(f"{layer} needs the cache of a forward pass in 'train' mode")
     return cache
-
-
-def _kernels():
-    # imported on first use: fastconv.layers (and fastconv.naive) check bn_param here without the extension
-    from ..kernels.picker import kernels
-
-    return kernels
 
 
 # ------------------------------------------------------------------ spatial batchnorm, fast
@@ -144,7 +150,7 @@ def channel_stats(x3: FloatArray) -> tuple[Float64Array, Float64Array]:
     """(mean, biased variance) per channel, float64 (C,)."""
     C = x3.shape[1]
     mean, var = np.empty(C), np.empty(C)
-    over_planes(C, x3.size, lambda lo, hi, threads: _kernels().bn_channel_stats(x3, mean, var, lo, hi, threads))
+    over_planes(C, x3.size, lambda lo, hi, threads: picker.kernels.bn_channel_stats(x3, mean, var, lo, hi, threads))
     return mean, var
 
 
@@ -155,7 +161,7 @@ def normalize(x3: FloatArray, shift: Float64Array, scale: Float64Array, offset: 
     over_planes(
         N,
         x3.size,
-        lambda lo, hi, threads: _kernels().bn_affine(x3[lo:hi], shift, scale, offset, out3[lo:hi], 0, C, threads),
+        lambda lo, hi, threads: picker.kernels.bn_affine(x3[lo:hi], shift, scale, offset, out3[lo:hi], 0, C, threads),
     )
     return out3
 
@@ -167,7 +173,9 @@ def backward_sums(dout3: FloatArray, x3: FloatArray, mean: Float64Array) -> tupl
     over_planes(
         C,
         x3.size,
-        lambda lo, hi, threads: _kernels().bn_backward_sums(dout3, x3, mean, sum_dout, sum_dout_xc, lo, hi, threads),
+        lambda lo, hi, threads: picker.kernels.bn_backward_sums(
+            dout3, x3, mean, sum_dout, sum_dout_xc, lo, hi, threads
+        ),
     )
     return sum_dout, sum_dout_xc
 
@@ -186,7 +194,7 @@ def backward_dx(
     over_planes(
         N,
         x3.size,
-        lambda lo, hi, threads: _kernels().bn_backward_dx(
+        lambda lo, hi, threads: picker.kernels.bn_backward_dx(
             dout3[lo:hi], x3[lo:hi], mean, dout_scale, xc_scale, offset, dx3[lo:hi], 0, C, threads
         ),
     )

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, SupportsInt
 
 import numpy as np
 
-from .types import Shape
+from .types import FloatArray, Shape
 
 FLOAT_DTYPES: tuple[np.dtype[Any], ...] = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -27,7 +27,7 @@ HYPERPARAMETER_MAX = INT32_MAX
 _ARRAY_BYTES_MAX = np.iinfo(np.intp).max
 
 
-def shape_size(shape: Iterable[Any]) -> int:
+def shape_size(shape: Iterable[SupportsInt]) -> int:
     """The number of items in an array of ``shape``, as a Python int: exact for any shape
     (``np.prod`` works in int64, where (2**31, 2**31, 4) wraps to 0)."""
     return math.prod(int(n) for n in shape)
@@ -47,7 +47,14 @@ def check_int(value: object, name: str, minimum: int | None = None, maximum: int
     return number
 
 
-def check_number(value, name, ok, rule, *, wrong_type=TypeError):
+def check_number(
+    value: object,
+    name: str,
+    ok: Callable[[float], bool],
+    rule: str,
+    *,
+    wrong_type: type[Exception] = TypeError,
+) -> float:
     """``value`` as a float: TypeError naming ``name`` unless it is a real number (bool and
     np.bool_ are not), ValueError unless it is finite and ``ok(value)`` holds. ``rule`` is what
     the message says ``name`` must be, in words ("a number in [0, 1]", "a positive number").
@@ -80,7 +87,7 @@ def pair(value: object, name: str, minimum: int) -> tuple[int, int]:
     return int(items[0]), int(items[1])
 
 
-def check_array_size(shape: Iterable[Any], itemsize: int, what: str, culprits: str) -> None:
+def check_array_size(shape: Sequence[SupportsInt], itemsize: int, what: str, culprits: str) -> None:
     """ValueError naming ``culprits`` if an array of ``shape`` could not exist (more bytes than
     numpy allows: it would raise its own error, naming no argument). A zero-size axis does not
     count, as numpy checks the other axes all the same."""
@@ -91,7 +98,7 @@ def check_array_size(shape: Iterable[Any], itemsize: int, what: str, culprits: s
         raise ValueError(f"{culprits} give {what} of shape {tuple(shape)}, larger than any array can be")
 
 
-def check_float_array(a: object, name: str, ndim: int | None = None) -> np.ndarray[Any, Any]:
+def check_float_array(a: object, name: str, ndim: int | None = None) -> FloatArray:
     """Check that ``a`` is a float32/float64 ndarray (of rank ``ndim``)."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
@@ -102,7 +109,7 @@ def check_float_array(a: object, name: str, ndim: int | None = None) -> np.ndarr
     return a
 
 
-def check_same_dtype(**arrays: np.ndarray[Any, Any] | None) -> None:
+def check_same_dtype(**arrays: FloatArray | None) -> None:
     """TypeError unless all given (non-None) arrays share one dtype."""
     given = {k: v for k, v in arrays.items() if v is not None}
     dtypes = {v.dtype for v in given.values()}
@@ -111,7 +118,7 @@ def check_same_dtype(**arrays: np.ndarray[Any, Any] | None) -> None:
         raise TypeError(f"{', '.join(given)} must share one dtype (float32 or float64), got {desc}")
 
 
-def check_dout(dout: object, expected_shape: Shape, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+def check_dout(dout: object, expected_shape: Shape, dtype: np.dtype[np.floating[Any]]) -> FloatArray:
     """Check an upstream gradient against the shape and dtype of the forward output."""
     dout = check_float_array(dout, "dout")
     if dout.shape != tuple(expected_shape):
@@ -121,17 +128,17 @@ def check_dout(dout: object, expected_shape: Shape, dtype: np.dtype[Any]) -> np.
     return dout
 
 
-def check_scale_shift(x, gamma, beta, D, name):
+def check_scale_shift(x: FloatArray, gamma: object, beta: object, D: int, name: str) -> None:
     """gamma and beta: float arrays (D,) of x's dtype (the per-feature scale and shift of a
     normalization over ``name``)."""
-    check_float_array(gamma, "gamma", 1)
-    check_float_array(beta, "beta", 1)
+    gamma = check_float_array(gamma, "gamma", 1)
+    beta = check_float_array(beta, "beta", 1)
     check_same_dtype(x=x, gamma=gamma, beta=beta)
     if gamma.shape != (D,) or beta.shape != (D,):
         raise ValueError(f"gamma and beta must have shape ({D},) for {name}, got {gamma.shape} and {beta.shape}")
 
 
-def finite(a):
+def finite(a: FloatArray) -> bool:
     """False when ``a`` may hold a NaN or an infinity: its sum is not finite (a sum of
     finite values that overflows says False too, which costs only speed)."""
     return bool(np.isfinite(np.add.reduce(a, axis=None)))

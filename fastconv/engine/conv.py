@@ -51,6 +51,9 @@ Output = Callable[[int, int, FloatArray], object]
 #: ``chunk_dy(n0, n, dy, db)``: writes the output gradient of images [n0, n0 + n) in GEMM
 #: layout, ``dy`` (F, n*P), and adds its sums to ``db``.
 ChunkDy = Callable[[int, int, FloatArray, Float64Array], object]
+#: The geometry arguments of the im2col and col2im kernels, in their order: kh, kw,
+#: stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w (``kernel_args``).
+KernelArgs = tuple[int, int, int, int, int, int, int, int, int, int]
 
 
 def chunk_images(g: ConvGeometry, itemsize: int, workspace_bytes: int | None = None, algorithm: str = "im2col") -> int:
@@ -66,17 +69,17 @@ def chunk_images(g: ConvGeometry, itemsize: int, workspace_bytes: int | None = N
     return int(max(1, min(max(g.N, 1), limit // max(per_image, 1))))
 
 
-def kernel_args(g: ConvGeometry) -> tuple[int, int, int, int, int, int, int, int, int, int]:
+def kernel_args(g: ConvGeometry) -> KernelArgs:
     return (g.kh, g.kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, g.out_h, g.out_w)
 
 
-def run_im2col(x, cols, args):
+def run_im2col(x: FloatArray, cols: FloatArray, args: KernelArgs) -> None:
     """The im2col kernel on the engine's thread rule: x (N, C, H, W) IN, C-contiguous; cols
     (C*kh*kw, N*out_h*out_w) OUT; ``args`` as ``kernel_args`` gives them."""
     picker.kernels.im2col(x, cols, *args, threads.kernel_threads(cols.size))
 
 
-def run_col2im(cols, dx, args):
+def run_col2im(cols: FloatArray, dx: FloatArray, args: KernelArgs) -> None:
     """The col2im kernel on the engine's thread rule: cols IN (and scratch: its contents are
     lost), dx (N, C, H, W) OUT, the sum of every column's patch."""
     picker.kernels.col2im(cols, dx, *args, threads.kernel_threads(cols.size))
@@ -84,7 +87,7 @@ def run_col2im(cols, dx, args):
 
 class ConvPlan:
     """How a convolution over geometry ``g`` is cut up: chunks of ``chunk`` images,
-    worker k takes chunks k, k + workers, ... (see fastconv/py), and
+    worker k takes chunks k, k + workers, ... (``threads.run``), and
     the GEMM shapes: per group, ``w2`` (Fg, Kg) times ``cols`` (Kg, n*P).
 
     ``run_forward`` and ``run_backward`` are the chunk loops of every convolution
@@ -133,7 +136,7 @@ class ConvPlan:
         return slice(gi * self.Fg, (gi + 1) * self.Fg), slice(gi * self.Kg, (gi + 1) * self.Kg)
 
     def run(self, work: Callable[[int], _T]) -> list[_T]:
-        """``[work(0), ..., work(workers - 1)]`` on the workers (fastconv/py)."""
+        """``[work(0), ..., work(workers - 1)]`` on the workers (``threads.run``)."""
         return threads.run(self.workers, self.one_blas_thread, work) if self.g.N else [work(0)]
 
     def run_forward(
@@ -242,10 +245,11 @@ def conv_forward(
     (N, F, out_h, out_w) in x's dtype.
 
     ``algorithm``: "im2col" (any convolution), "winograd2" or "winograd" (F(2x2, 3x3): a
-    3x3 kernel, stride 1, dilation 1), "winograd4" (F(4x4, 3x3), the same convolutions)
-    or "auto": Winograd where it can run and is measured to win (``_winograd_wins``:
-    enough channels, not many more filters than channels, images of 16x16 or more), else
-    im2col (``conv_algorithm`` says which). Backward runs the algorithm its forward ran.
+    3x3 kernel, stride 1, dilation 1), "winograd4" (F(4x4, 3x3), the same convolutions),
+    "direct" (layers whose per-thread buffers stay small) or "auto": the rule of
+    ``algorithms`` (direct on first layers, F(4x4, 3x3) on many channels and large
+    images, else im2col; ``conv_algorithm`` says which). Backward runs the algorithm its
+    forward ran.
     """
     g = conv_geometry(x, w, b, stride, pad, dilation, groups)
     algorithm, auto = algorithms.choose(g, algorithm, x, w)
@@ -280,7 +284,8 @@ def conv_backward(dout: FloatArray, cache: Cache, need_dx: bool = True) -> ConvG
     x, w, has_bias, g, (algorithm, auto) = cache
     check_dout(dout, g.out_shape, x.dtype)
     if algorithm == "direct":
-        return direct.conv_backward(g, x, w, has_bias, dout, need_dx)
+        grads: ConvGrads = direct.conv_backward(g, x, w, has_bias, dout, need_dx)
+        return grads
     algorithm = algorithms.for_backward(algorithm, auto, dout, x, w)
     plan = ConvPlan(g, x.dtype, algorithm=algorithm)
     if algorithm in WINOGRAD_TILE:
@@ -381,7 +386,8 @@ def conv_relu_pool_backward(dout: FloatArray, cache: Cache, need_dx: bool = True
     x, w, has_bias, g, pg, out, argmax, chunk, (algorithm, auto) = cache
     check_dout(dout, pg.out_shape, x.dtype)
     if algorithm == "direct":
-        return direct.conv_relu_pool_backward(g, pg, x, w, has_bias, dout, out, argmax, need_dx)
+        grads: ConvGrads = direct.conv_relu_pool_backward(g, pg, x, w, has_bias, dout, out, argmax, need_dx)
+        return grads
     algorithm = algorithms.for_backward(algorithm, auto, dout, x, w)
     plan = ConvPlan(g, x.dtype, chunk=chunk, algorithm=algorithm)
     Pp = pg.out_h * pg.out_w

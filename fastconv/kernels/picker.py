@@ -78,7 +78,7 @@ def builds() -> dict[str, tuple[ModuleType | None, str | None]]:
     return found
 
 
-def requested():
+def requested() -> str:
     """The build that FASTCONV_KERNELS asks for ("auto" when unset), without loading any;
     ValueError naming the variable for a value it does not know (the ``fastconv`` command
     asks this first, so that a bad setting is one line before any work starts)."""
@@ -88,7 +88,7 @@ def requested():
     return wanted
 
 
-def _load():
+def _load() -> tuple[ModuleType, str]:
     """Return (module, reason): the kernels fastconv.fast uses, and why those."""
     try:
         from . import _im2col as baseline
@@ -104,7 +104,7 @@ def _load():
         return baseline, f"{KERNELS_ENV}={BASELINE}"
     if baseline.build_info()["isa"] == NATIVE:
         return baseline, "built with -march=native"
-    passed_over = []
+    passed_over: list[str] = []
     for build in OPTIONAL:
         if wanted not in ("auto", build.isa):
             continue
@@ -118,7 +118,7 @@ def _load():
     return baseline, "; ".join(passed_over)
 
 
-def _warn_if_openmp_was_unavailable(module):
+def _warn_if_openmp_was_unavailable(module: ModuleType) -> None:
     """A RuntimeWarning, once per process (the build loads once), when the compiler had
     no usable OpenMP: pip hides setup.py's own warning, and a user asking for it
     (FASTCONV_NO_OPENMP=1) needs none."""
@@ -144,9 +144,10 @@ def load() -> ModuleType:
     return kernels
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> ModuleType | str:
     """``kernels`` and ``reason``: loaded on first use (``load``), then plain attributes."""
     if name in ("kernels", "reason"):
         load()
-        return globals()[name]
+        value: ModuleType | str = globals()[name]
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
