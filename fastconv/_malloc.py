@@ -5,7 +5,7 @@ step. glibc serves such blocks with mmap, or from its heap and then trims the
 heap, so freed memory goes back to the system, and touching it again costs a
 page fault per 4 KiB (the kernel zeroes every page): a noticeable part of a
 convolution's, a training step's and an evaluation's time (docs/performance.md,
-"Moved from code comments").
+"Freed memory kept in the process").
 
 ``keep_freed_memory()`` raises glibc's mmap threshold to 1 GiB and turns heap
 trimming off, for the whole process: the memory a process has used stays

@@ -79,8 +79,8 @@ AUTO_MAX_ONE_CHANNEL_WORK = 400
 
 
 def direct_wins(g: ConvGeometry) -> bool:
-    """Whether "auto" runs direct convolution for geometry ``g``: a first layer (2 to 8
-    input channels and up to 32 filters, or one channel and F*kh*kw <= 400; a 3x3 to 7x7
+    """Whether "auto" runs direct convolution for geometry ``g``: a first layer (up to 32
+    filters, and 2 to 8 input channels, or one channel and F*kh*kw <= 400; a 3x3 to 7x7
     kernel; output rows of 24 pixels or more; stride 1, no dilation, no groups), on a kernel
     build with FMA instructions."""
     lo, hi = AUTO_KERNEL
