@@ -25,7 +25,7 @@ need = ["LICENSE", "README.md", "CONTRIBUTING.md", "pyproject.toml", "setup.py",
         "tests/conftest.py", "tests/_helpers.py", "tests/_fuzz_cases.py",
         "docs/workloads.md", "docs/performance.md", "docs/serve.png",
         "fastconv/kernels/_im2col.pyx", "fastconv/kernels/winograd.pxi", "fastconv/kernels/direct.h",
-        "fastconv/kernels/cpu.h", "fastconv/web/index.html", "mkdocs.yml", "docs/img/architecture.svg"]
+        "fastconv/kernels/cpu.h", "fastconv/apps/web/index.html", "mkdocs.yml", "docs/img/architecture.svg"]
 missing = [n for n in need if n not in names]
 built = sorted(n for n in names if n.endswith((".c", ".so", ".pyd", ".pyc")))
 if missing or built:

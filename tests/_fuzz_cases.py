@@ -30,7 +30,7 @@ but the tested code accepts (or the reverse), a wrong answer or a change to an
 input array is a failure.
 
 **The runner** (``Runner``) executes cases in a worker subprocess (``worker_main``
-of this file, started through ``fastconv._child``, so that it imports the same
+of this file, started through ``fastconv.io.child``, so that it imports the same
 fastconv as the parent whatever the current directory) that reads case ids on
 stdin and writes one JSON result per line. If the worker dies (segfault, abort) or a case exceeds its time limit,
 the runner records that case as ``crash`` or ``hang`` with the worker's last
@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastconv._child import python_code
+from fastconv.io.child import python_code
 from fastconv.testing import TOL  # the one tolerance table
 
 import _helpers

@@ -15,15 +15,15 @@ import sys
 import numpy as np
 import pytest
 
-import fastconv._malloc
+import fastconv.apps.malloc
 import fastconv.fast as fast
 from fastconv.__main__ import main
-from fastconv._child import python_module
 from fastconv.bench import cli, contenders, roofline, torch_ops
 from fastconv.bench.common import WORKLOADS, ConvSpec, MismatchError, conv_data
 from fastconv.bench.suite import plan
 from fastconv.bench.timing import Contender, run_interleaved
 from fastconv.engine import threads as _parallel
+from fastconv.io.child import python_module
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
@@ -295,7 +295,7 @@ def test_keep_freed_memory_applies_to_both_processes(tmp_path):
     assert doc["settings"]["keep_freed_memory"] is True
     assert any(n.startswith("--keep-freed-memory: glibc keeps freed memory") for n in doc["notes"])
     if HAVE_TORCH:
-        assert doc["torch_peer"]["malloc_env"] == fastconv._malloc.KEEP_FREED_MEMORY_ENV
+        assert doc["torch_peer"]["malloc_env"] == fastconv.apps.malloc.KEEP_FREED_MEMORY_ENV
 
 
 def test_interleaving_order_and_scaling():

@@ -14,9 +14,9 @@ import sys
 import pytest
 
 import fastconv
-from fastconv._child import python_code, python_module
 from fastconv.bench import memory
 from fastconv.bench.peer import TorchPeer
+from fastconv.io.child import python_code, python_module
 
 import _fuzz_cases as fz
 
@@ -40,7 +40,7 @@ def _run(argv):
 
 
 def test_the_decoy_catches_a_child_started_the_plain_way(in_decoy_folder):
-    """Without fastconv._child, a child started from this folder imports the decoy."""
+    """Without fastconv.io.child, a child started from this folder imports the decoy."""
     for argv in ([sys.executable, "-c", WHERE], [sys.executable, "-m", "fastconv", "config"]):
         proc = _run(argv)
         assert proc.returncode != 0 and "the decoy fastconv/" in proc.stderr, argv

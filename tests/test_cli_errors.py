@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fastconv import datasets as D
-from fastconv._child import python_module
+from fastconv.io.child import python_module
 
 from test_datasets import idx_bytes, write_idx_set
 

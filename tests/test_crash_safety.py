@@ -10,7 +10,7 @@ interrupted.
 
 The crash moments are made deterministic without any hook in fastconv
 itself: the child is a small script (``_CHILD``) that patches the solver or
-``fastconv._files.atomic_write`` in its own process and then runs the real
+``fastconv.io.files.atomic_write`` in its own process and then runs the real
 command line (``fastconv.__main__.main``):
 
 * ``step``: after a given training step (in the middle of an epoch) the child
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastconv._child import python_module
+from fastconv.io.child import python_module
 from fastconv.models import load_model
 from fastconv.solver import checkpoints, load_checkpoint_model
 
@@ -56,7 +56,7 @@ import io, os, signal, sys, time
 from pathlib import Path
 
 mode, arg, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-import fastconv._files as M
+import fastconv.io.files as M
 from fastconv import solver as S
 from fastconv.__main__ import main
 

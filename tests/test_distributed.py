@@ -1,4 +1,4 @@
-"""Data-parallel training over MPI (``fastconv.distributed``), with real ``mpiexec`` ranks on this machine.
+"""Data-parallel training over MPI (``fastconv.training.distributed``), with real ``mpiexec`` ranks on this machine.
 
 Every run trains a tiny network for an epoch or two on tiny Fashion-MNIST files written
 in the official IDX format. K = 1, 2, 3 ranks must end where one process ends, within
@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastconv import distributed
-from fastconv._child import python_code, python_module
+from fastconv.io.child import python_code, python_module
 from fastconv.models import load_model
 from fastconv.solver import checkpoints, load_checkpoint_model
 from fastconv.testing import rel_error
+from fastconv.training import distributed
 
 from test_datasets import write_learnable_set
 
@@ -208,7 +208,7 @@ def test_a_communicator_without_mpi4py_says_how_to_install_it(monkeypatch):
 
 def test_nothing_but_the_distributed_module_imports_mpi4py():
     code = (
-        "import sys\nimport fastconv.train_cli, fastconv.solver, fastconv.models, fastconv._distributed_cli\n"
+        "import sys\nimport fastconv.apps.train_cli, fastconv.solver, fastconv.models, fastconv.apps.distributed_cli\n"
         "print('mpi4py' in sys.modules)\n"
     )
     out = subprocess.run(python_code(code), capture_output=True, text=True, timeout=60)

@@ -45,9 +45,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import fastconv.fast as fast
 import fastconv.naive as naive
-from fastconv._child import python_code
 from fastconv.engine.conv import chunk_images
 from fastconv.engine.geometry import conv_geometry, pool_geometry
+from fastconv.io.child import python_code
 from fastconv.testing import DTYPES, TOL, rel_error
 
 from _helpers import dtype_id, out_size

@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastconv import _files, _run_folder
 from fastconv import solver as S
+from fastconv.apps import run_folder
+from fastconv.io import files
 from fastconv.models import Sequential, load_model
 
 import test_crash_safety as crash
@@ -53,8 +54,8 @@ def _same_params(model, other):
 _SAVE_CHILD = r"""
 import os, signal, sys
 from pathlib import Path
-import fastconv._files as F
-import fastconv.model_state as MS
+import fastconv.io.files as F
+import fastconv.training.model_state as MS
 import fastconv.models as M
 
 folder, kill_at = Path(sys.argv[1]), int(sys.argv[2])
@@ -116,17 +117,17 @@ def test_a_sigkill_during_a_save_leaves_one_consistent_model(tmp_path, kill_at):
 def test_a_save_interrupted_after_its_switch_is_finished_by_the_next_claim(tmp_path):
     """The new arrays pointed at, not yet linked as model.npz (a crash after step 2):
     claiming the folder finishes the save; the new model is the one kept."""
-    from fastconv.model_state import MODEL_NPZ_NEXT, _write_pointer
+    from fastconv.training.model_state import MODEL_NPZ_NEXT, _write_pointer
 
     folder = tmp_path / "run"
     _model(1).save(folder)
     new = _model(2)
-    spec = dict(new.spec(), arrays=_files.array_manifest(new.state_arrays()))
-    digest = _files.save_arrays(folder / MODEL_NPZ_NEXT, new.state_arrays())
+    spec = dict(new.spec(), arrays=files.array_manifest(new.state_arrays()))
+    digest = files.save_arrays(folder / MODEL_NPZ_NEXT, new.state_arrays())
     _write_pointer(folder, spec, MODEL_NPZ_NEXT, digest)
     assert _same_params(load_model(folder), new)
     with pytest.raises(FileExistsError, match="already holds a training run"):
-        _run_folder.claim(folder)  # refused (no --resume or --overwrite), after its recovery ran
+        run_folder.claim(folder)  # refused (no --resume or --overwrite), after its recovery ran
     assert sorted(p.name for p in folder.iterdir() if p.name != ".fastconv.lock") == ["model.json", "model.npz"]
     assert json.loads((folder / "model.json").read_text())["npz"] == "model.npz"
     assert _same_params(load_model(folder), new)
@@ -136,7 +137,7 @@ def test_a_reader_that_meets_a_save_half_way_reads_the_new_model(tmp_path, monke
     """A reader (serve reloading, say) reads model.json, and a save replaces the model before the
     reader opens the arrays: the digest no longer matches, so the reader reads model.json again
     and loads the new model whole, instead of failing."""
-    import fastconv.model_state as MS
+    import fastconv.training.model_state as MS
 
     folder = tmp_path / "run"
     _model(1).save(folder)
@@ -211,7 +212,7 @@ def test_a_folder_moved_away_mid_run_is_not_written_through_its_old_path(tmp_pat
     """The locked folder is renamed and a new one made at its path: a write through the path
     fails, naming the folder, and the new folder stays empty."""
     out = tmp_path / "run"
-    with _run_folder.claim(out) as lock:
+    with run_folder.claim(out) as lock:
         folder = lock.folder
         _model(1).save(folder)
         out.rename(tmp_path / "moved")
@@ -219,7 +220,7 @@ def test_a_folder_moved_away_mid_run_is_not_written_through_its_old_path(tmp_pat
         with pytest.raises(OSError, match="no longer the folder this run locked"):
             _model(2).save(folder)
         with pytest.raises(OSError, match="no longer the folder this run locked"):
-            _files.write_json(folder / "history.json", {})
+            files.write_json(folder / "history.json", {})
     assert list(out.iterdir()) == []
     assert _same_params(load_model(tmp_path / "moved"), _model(1))
 
@@ -271,7 +272,7 @@ def test_every_checkpoint_the_writer_makes_the_reader_takes(tmp_path, monkeypatc
     full.train()
     three = (tmp_path / "three" / "checkpoint_epoch0003.json").stat().st_size
     assert three - one < 200, (one, three)  # two more epochs: a few numbers per epoch, none per iteration
-    monkeypatch.setattr(_files, "MAX_JSON_BYTES", one + 512)
+    monkeypatch.setattr(files, "MAX_JSON_BYTES", one + 512)
     resumed = _solver(tmp_path / "three", 4, seed=5)
     assert resumed.resume() == 3
     assert resumed.loss_history == full.loss_history and len(full.loss_history) == 3 * 24
@@ -287,7 +288,7 @@ def test_a_non_finite_loss_in_the_npz_is_refused(tmp_path):
     with np.load(tmp_path / state["npz"], allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     arrays["history/loss"][3] = np.nan
-    state["npz_sha256"] = _files.save_arrays(tmp_path / state["npz"], arrays)
+    state["npz_sha256"] = files.save_arrays(tmp_path / state["npz"], arrays)
     path.write_text(json.dumps(state))
     with pytest.raises(ValueError, match="bad loss history"):
         _solver(tmp_path, 2, seed=5).resume()
@@ -304,7 +305,7 @@ def _compressed_model(folder, tamper=None):
     folder.mkdir()
     np.savez_compressed(folder / "model.npz", **arrays)
     spec = dict(
-        model.spec(), arrays=model.state_manifest(), npz="model.npz", npz_sha256=_files.sha256_of(folder / "model.npz")
+        model.spec(), arrays=model.state_manifest(), npz="model.npz", npz_sha256=files.sha256_of(folder / "model.npz")
     )
     (folder / "model.json").write_text(json.dumps(spec))
     return folder
@@ -330,19 +331,19 @@ def test_an_npz_member_larger_than_its_manifest_entry_is_refused(tmp_path):
     size in the zip directory must be the header and the manifest's bytes, and the file no larger
     than the manifest allows."""
     arrays = {"a": np.arange(6, dtype=np.float32)}
-    manifest = _files.array_manifest(arrays)
+    manifest = files.array_manifest(arrays)
     path = tmp_path / "x.npz"
     with zipfile.ZipFile(path, "w") as zf, zf.open("a.npy", "w") as member:
         np.lib.format.write_array(member, arrays["a"])
         member.write(b"\0" * 1000)
     with pytest.raises(ValueError, match="holds 1,024 bytes of data, its shape and dtype say 24"):
-        _files.load_arrays(path, manifest)
+        files.load_arrays(path, manifest)
     big = tmp_path / "big.npz"
     with zipfile.ZipFile(big, "w") as zf, zf.open("a.npy", "w") as member:
         np.lib.format.write_array(member, arrays["a"])
         member.write(b"\0" * (1 << 20))
     with pytest.raises(ValueError, match="more than the .* its array manifest allows"):
-        _files.load_arrays(big, manifest)
+        files.load_arrays(big, manifest)
 
 
 # ------------------------------------------------------------------- devices and FIFOs are refused
@@ -381,7 +382,7 @@ def test_an_npz_that_is_a_fifo_or_a_device_is_refused_at_once(tmp_path, kind):
 
 # --------------------------------------------------- the lock file is private and names its holder
 def test_the_lock_file_is_private(tmp_path):
-    with _run_folder.claim(tmp_path / "run"):
+    with run_folder.claim(tmp_path / "run"):
         assert stat.S_IMODE(os.stat(tmp_path / "run" / ".fastconv.lock").st_mode) == 0o600
 
 
@@ -425,13 +426,13 @@ def test_another_user_cannot_hold_the_lock(tmp_path):
     try:
         os.chmod(base, 0o755)
         out = base / "run"
-        with _run_folder.claim(out):
+        with run_folder.claim(out):
             pass  # a finished run: its lock file stays
         os.chmod(out, 0o755)
         with crash.reaped(_holder(tmp_path, out / ".fastconv.lock", nobody.pw_uid)) as child:
             said = child.stdout.readline().strip()
             assert said.startswith("DENIED"), (said, child.stderr.read() if child.poll() is not None else "")
-            with _run_folder.claim(out):
+            with run_folder.claim(out):
                 pass
     finally:
         shutil.rmtree(base)
@@ -442,7 +443,7 @@ def test_a_refusal_names_the_process_that_holds_the_lock(tmp_path):
     """The lock file records a pid that is gone (an earlier run's); another process holds the lock
     without writing its pid: the refusal names that process, not the dead pid."""
     out = tmp_path / "run"
-    with _run_folder.claim(out):
+    with run_folder.claim(out):
         pass
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -450,7 +451,7 @@ def test_a_refusal_names_the_process_that_holds_the_lock(tmp_path):
     with crash.reaped(_holder(tmp_path, out / ".fastconv.lock", -1)) as child:
         assert child.stdout.readline().strip() == "HOLDING"
         with pytest.raises(BlockingIOError) as info:
-            _run_folder.claim(out)
+            run_folder.claim(out)
     message = str(info.value)
     assert f"pid {child.pid}" in message and f"not the pid {dead.pid} recorded" in message, message
 
@@ -473,7 +474,7 @@ def test_claiming_a_folder_removes_the_temporary_files_of_dead_writers(tmp_path,
     live = out / f".model.npz.tmp{os.getppid()}.89abcdef"
     for p in (*stale, live):
         p.write_bytes(b"torn")
-    with _run_folder.claim(out, **{how: True}):
+    with run_folder.claim(out, **{how: True}):
         pass
     assert [p.name for p in stale if p.exists()] == []
     assert live.exists()
@@ -483,7 +484,7 @@ def test_claiming_a_folder_removes_the_temporary_files_of_dead_writers(tmp_path,
 @pytest.mark.parametrize("name", ["history.json", "loss.png", "model.npz"])
 def test_an_output_name_that_is_a_folder_is_refused_before_training(data_env, capsys, monkeypatch, name):  # noqa: F811
     """Found when the folder is claimed, before any data is loaded (loading would fail the test)."""
-    from fastconv import train_cli
+    from fastconv.apps import train_cli
 
     out = data_env / "run"
     (out / name).mkdir(parents=True)

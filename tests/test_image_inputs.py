@@ -1,4 +1,4 @@
-"""The image reader of `fastconv predict` and `fastconv serve` (``fastconv._inputs.read_image``) on
+"""The image reader of `fastconv predict` and `fastconv serve` (``fastconv.io.inputs.read_image``) on
 hostile files: a size checked from the header before decoding, one limit for both commands, a bounded
 read from a pipe, every decoder failure one line naming the file (with a seeded fuzz of PNG and JPEG
 files), and file names that cannot forge a line of predict's output.
@@ -17,10 +17,10 @@ import zlib
 import numpy as np
 import pytest
 
-from fastconv import _serve_model
 from fastconv.__main__ import main
-from fastconv._child import python_code, python_module
-from fastconv._inputs import MAX_IMAGE_BYTES, display_name, image_pixel_limit, read_image
+from fastconv.apps import serve_model
+from fastconv.io.child import python_code, python_module
+from fastconv.io.inputs import MAX_IMAGE_BYTES, display_name, image_pixel_limit, read_image
 
 from test_cli_errors import _run, env  # noqa: F401  (env is a fixture)
 
@@ -82,7 +82,7 @@ def test_a_huge_image_is_refused_from_its_header_before_decoding(tmp_path):
     path.write_bytes(png_of((row for _ in range(13000)), 13000, 13000))
     assert path.stat().st_size < 200_000
     code = (
-        "import resource, sys\nfrom fastconv._inputs import read_image\nimport PIL.Image\n"
+        "import resource, sys\nfrom fastconv.io.inputs import read_image\nimport PIL.Image\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "try:\n    read_image(sys.argv[1], (1, 28, 28))\nexcept ValueError as exc:\n    print(exc)\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
@@ -99,12 +99,12 @@ def test_a_huge_image_is_refused_from_its_header_before_decoding(tmp_path):
 def test_one_limit_for_predict_and_serve(tmp_path, env):  # noqa: F811
     """The same 2100x2100 PNG (just over the limit of a 28x28 model) is refused by both, for the same
     reason; a 2048x2048 one is resized by predict (and refused by serve for its size only)."""
-    service = _serve_model.ModelService(env["model"])
+    service = serve_model.ModelService(env["model"])
     for side, refused in ((2100, True), (2048, False)):
         path = tmp_path / f"side{side}.png"
         path.write_bytes(png_of((b"\0" * (side + 1) for _ in range(side)), side, side))
         reason = f"the image is {side}x{side} pixels, more than the 4194304 pixels"
-        with pytest.raises(_serve_model.BadImage) as served:
+        with pytest.raises(serve_model.BadImage) as served:
             service.predict(path.read_bytes())
         assert (reason in str(served.value)) == refused, served.value
         if refused:
@@ -165,8 +165,8 @@ def test_a_junk_chunk_between_idat_chunks(tmp_path, env):  # noqa: F811
     bad = grey_png(between=_chunk(b"\x00\x01\x02\x03", b"junk"))
     with pytest.raises(ValueError, match=r"^bad\.png: not a readable image \(SyntaxError: broken PNG file"):
         read_image(Named(bad, "bad.png"), SHAPE)
-    with pytest.raises(_serve_model.BadImage, match="the uploaded image: not a readable image"):
-        _serve_model.ModelService(env["model"]).predict(bad)
+    with pytest.raises(serve_model.BadImage, match="the uploaded image: not a readable image"):
+        serve_model.ModelService(env["model"]).predict(bad)
     good = tmp_path / "good.png"
     good.write_bytes(grey_png())
     (tmp_path / "bad.png").write_bytes(bad)
@@ -218,8 +218,8 @@ def test_fuzzed_images_give_an_image_or_one_line(fmt):
         else:
             assert batch.shape == (1, 3, 28, 28) and batch.dtype == np.uint8
         try:
-            _serve_model.decode(body, (3, 28, 28))
-        except _serve_model.BadImage as exc:
+            serve_model.decode(body, (3, 28, 28))
+        except serve_model.BadImage as exc:
             assert "\n" not in str(exc)
     assert 50 < refused < 1500  # the mutants are neither all readable nor all broken
 

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from fastconv import fast
-from fastconv._child import python_code
 from fastconv.engine import direct
+from fastconv.io.child import python_code
 from fastconv.kernels import isa as _isa
 from fastconv.kernels import picker as _kernels
 
@@ -447,7 +447,7 @@ def test_the_build_records_why_it_has_no_openmp():
 
 
 def test_config_and_bench_say_where_kernels_run_without_openmp(monkeypatch, capsys):
-    from fastconv import _config
+    from fastconv.apps import config as _config
     from fastconv.bench import machine
 
     info = dict(_config.configuration(), openmp=False, openmp_unavailable=True, omp_max_threads=1)

@@ -19,13 +19,13 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from fastconv import _files
 from fastconv import datasets as D
 from fastconv import models as M
 from fastconv.__main__ import main
-from fastconv._child import python_module
-from fastconv.preprocessing import Preprocessing
+from fastconv.io import files
+from fastconv.io.child import python_module
 from fastconv.solver import Solver, load_checkpoint_model
+from fastconv.training.preprocessing import Preprocessing
 
 from test_datasets import write_idx_set
 
@@ -72,7 +72,7 @@ def _save_arrays_with_digest(json_path, arrays):
     npz = json_path.parent / json.loads(json_path.read_text())["npz"]
     with open(npz, "wb") as f:
         np.savez(f, **arrays)
-    _rewrite(json_path, lambda s: s.update(npz_sha256=_files.sha256_of(npz)))
+    _rewrite(json_path, lambda s: s.update(npz_sha256=files.sha256_of(npz)))
 
 
 NET = "conv2x3-relu-maxpool2-fc4-relu-fc"
@@ -272,7 +272,7 @@ def test_npy_header_checked_against_the_file_size(predict_model, tmp_path, capsy
     # the file: 129 bytes claiming (100000, 100000, 28), 261 GiB, for a 28x28 model
     bomb = tmp_path / "bomb.npy"
     bomb.write_bytes(_npy_header((100000, 100000, 28)) + bytes(1))
-    from fastconv._inputs import read_npy
+    from fastconv.io.inputs import read_npy
 
     _refused(lambda: read_npy(bomb, (1, 100000, 28)), "more than the limit")
     _refused(lambda: read_npy(bomb, (1, 28, 28)), r"array of shape \(100000, 100000, 28\) does not hold images")
@@ -328,24 +328,24 @@ def test_json_depth_is_bounded(tmp_path, text, ok):
     path = tmp_path / "f.json"
     path.write_text(text)
     if ok:
-        assert "a" in _files.read_json(path) or "s" in _files.read_json(path)
+        assert "a" in files.read_json(path) or "s" in files.read_json(path)
     else:
-        message = _refused(lambda: _files.read_json(path, "model description"), "nested deeper than 32 levels")
+        message = _refused(lambda: files.read_json(path, "model description"), "nested deeper than 32 levels")
         assert message.startswith(f"{path}: ")
 
 
 def test_json_size_is_bounded(tmp_path):
     path = tmp_path / "big.json"
     with open(path, "wb") as f:
-        f.truncate(_files.MAX_JSON_BYTES + 1)  # sparse: no disk used
-    _refused(lambda: _files.read_json(path), f"larger than {_files.MAX_JSON_BYTES} bytes")
+        f.truncate(files.MAX_JSON_BYTES + 1)  # sparse: no disk used
+    _refused(lambda: files.read_json(path), f"larger than {files.MAX_JSON_BYTES} bytes")
     # within the size, arrays by the million: each an object of about 60 bytes in Python
-    path.write_text('{"a": [' + "[]," * _files.MAX_JSON_CONTAINERS + "[]]}")
+    path.write_text('{"a": [' + "[]," * files.MAX_JSON_CONTAINERS + "[]]}")
     _refused(
-        lambda: _files.read_json(path), "more than 1,048,576 JSON arrays and objects", max_peak=path.stat().st_size * 3
+        lambda: files.read_json(path), "more than 1,048,576 JSON arrays and objects", max_peak=path.stat().st_size * 3
     )
-    path.write_text('{"a": [' + "[]," * (_files.MAX_JSON_CONTAINERS - 3) + "[]]}")
-    assert len(_files.read_json(path)["a"]) == _files.MAX_JSON_CONTAINERS - 2
+    path.write_text('{"a": [' + "[]," * (files.MAX_JSON_CONTAINERS - 3) + "[]]}")
+    assert len(files.read_json(path)["a"]) == files.MAX_JSON_CONTAINERS - 2
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999", "-1E+400", "1" + "0" * 400 + ".5"])
@@ -353,14 +353,14 @@ def test_json_non_finite_numbers_are_refused(tmp_path, value):
     path = tmp_path / "f.json"
     path.write_text('{"lr": 0.1, "history": {"loss": [0.5, ' + value + "]}}")
     with pytest.raises(ValueError, match=re.escape(f"{path}: bad history['loss'][1] (")):
-        _files.read_json(path)
+        files.read_json(path)
     path.write_text('{"lr": ' + value + ', "note": "NaN, Infinity, 1e999 in a string", "big": 1e308, "tiny": 1e-999}')
     with pytest.raises(ValueError, match=re.escape(f"{path}: bad lr (")):
-        _files.read_json(path)
+        files.read_json(path)
     path.write_text(
         '{"note": "NaN, Infinity, 1e999 in a string", "big": 1e308, "tiny": 1e-999, "n": %s}' % ("1" + "0" * 400)
     )  # an int, however long
-    assert _files.read_json(path)["big"] == 1e308
+    assert files.read_json(path)["big"] == 1e308
 
 
 def _checkpoint(tmp_path):
@@ -381,7 +381,7 @@ def _checkpoint(tmp_path):
 def test_fastconvs_own_files_nest_well_within_the_bound(tmp_path):
     path = _checkpoint(tmp_path)  # a model with a mean image inside a checkpoint: the deepest file
     state = json.loads(path.read_text())
-    assert not _files._nested_deeper_than(state, 6) and _files._nested_deeper_than(state, 5)
+    assert not files._nested_deeper_than(state, 6) and files._nested_deeper_than(state, 5)
 
 
 def test_deep_model_and_checkpoint_json_refused(saved, tmp_path):
@@ -414,7 +414,7 @@ def test_sixteen_bit_images_are_scaled_not_clipped(predict_model, tmp_path, caps
     answers = [line.split(": ", 1)[1] for line in out]
     assert answers[0] == answers[1] == answers[2] == "bright (0.520)", answers
     assert answers[3] == "bright (0.540)"
-    from fastconv._inputs import read_image
+    from fastconv.io.inputs import read_image
 
     ramp = np.array([[0, 255, 256, 32767], [32768, 65280, 65535, 1]] * 2, np.uint16)
     Image.fromarray(ramp).save(tmp_path / "ramp.png")
@@ -425,7 +425,7 @@ def test_sixteen_bit_images_are_scaled_not_clipped(predict_model, tmp_path, caps
 
 def test_images_without_a_known_range_are_refused(tmp_path):
     Image = pytest.importorskip("PIL.Image")
-    from fastconv._inputs import read_image
+    from fastconv.io.inputs import read_image
 
     Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "float.tif")
     with pytest.raises(ValueError, match="float.tif: not a readable image .*floating-point pixels"):
@@ -513,7 +513,7 @@ def test_npz_member_header_checked_before_the_member_is_read(tmp_path):
     import tracemalloc
     import zipfile
 
-    from fastconv import _files
+    from fastconv.io import files
 
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**26,)})
@@ -524,7 +524,7 @@ def test_npz_member_header_checked_before_the_member_is_read(tmp_path):
     tracemalloc.start()
     try:
         with pytest.raises(ValueError, match=r"array 'W1' is float32 \(67108864,\), expected float32 \(3,\)"):
-            _files.load_arrays(path, {"W1": {"shape": [3], "dtype": "float32"}})
+            files.load_arrays(path, {"W1": {"shape": [3], "dtype": "float32"}})
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -29,10 +29,10 @@ from threadpoolctl import threadpool_info
 
 import fastconv.fast as fast
 import fastconv.naive as naive
-from fastconv._child import python_code
 from fastconv.engine import conv
 from fastconv.engine import threads as _parallel
 from fastconv.engine.geometry import conv_geometry
+from fastconv.io.child import python_code
 from fastconv.kernels.picker import (
     kernels as _kernels,  # the kernel build fastconv.fast runs (fastconv/kernels/picker.py)
 )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fastconv import animation, plots
+from fastconv.apps import animation, plots
 from fastconv.models import build_model
 from fastconv.solver import Solver
 

@@ -3,7 +3,7 @@
 What ``fastconv train --out DIR`` promises:
 
 * temporary files are created exclusively: a symlink planted at a temporary name is
-  neither followed nor replaced (``_files.atomic_write``);
+  neither followed nor replaced (``files.atomic_write``);
 * a folder holding a saved model or checkpoints is never replaced without
   ``--overwrite``, and ``--resume`` never "starts afresh" over a saved model;
 * one training owns the folder (an exclusive flock, checked with two real processes);
@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastconv import _files, plots, train_cli
 from fastconv import datasets as D
 from fastconv.__main__ import main
-from fastconv._child import python_module
+from fastconv.apps import plots, train_cli
+from fastconv.io import files
+from fastconv.io.child import python_module
 from fastconv.models import load_model
 from fastconv.solver import checkpoints
 
@@ -136,15 +137,15 @@ def test_atomic_write_creates_its_temporary_exclusively(tmp_path, monkeypatch):
     taken[0].symlink_to(victim)
     taken[1].symlink_to(tmp_path / "created-through-a-dangling-link")
     draws = iter(taken)
-    original = _files._temporary_name
-    monkeypatch.setattr(_files, "_temporary_name", lambda path: next(draws, None) or original(path))
-    _files.write_json(target, {"a": 1})
+    original = files._temporary_name
+    monkeypatch.setattr(files, "_temporary_name", lambda path: next(draws, None) or original(path))
+    files.write_json(target, {"a": 1})
     assert json.loads(target.read_text()) == {"a": 1} and not target.is_symlink()
     assert victim.read_text() == "precious" and not (tmp_path / "created-through-a-dangling-link").exists()
     assert all(p.is_symlink() for p in taken)
     # a failed write removes its own temporary file and nothing else
     with pytest.raises(ZeroDivisionError):
-        _files.atomic_write(target, lambda f: 1 / 0)
+        files.atomic_write(target, lambda f: 1 / 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["victim", "out.json", *(p.name for p in taken)])
 
 
@@ -152,7 +153,7 @@ def test_atomic_write_gives_new_files_the_umask_mode(tmp_path):
     """The exclusive temporary file does not narrow a saved file's mode (as mkstemp's 0o600 would)."""
     old = os.umask(0o027)
     try:
-        _files.write_json(tmp_path / "x.json", {})
+        files.write_json(tmp_path / "x.json", {})
     finally:
         os.umask(old)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o640
@@ -160,18 +161,18 @@ def test_atomic_write_gives_new_files_the_umask_mode(tmp_path):
 
 def test_temporary_names_carry_the_writer_pid(tmp_path, monkeypatch):
     seen = []
-    original = _files._create_temporary
+    original = files._create_temporary
 
     def spy(path):
         tmp, f = original(path)
         seen.append(tmp.name)
         return tmp, f
 
-    monkeypatch.setattr(_files, "_create_temporary", spy)
-    _files.write_json(tmp_path / "checkpoint_epoch0001.json", {})
-    assert _files.temporary_of(seen[0]) == ("checkpoint_epoch0001.json", os.getpid())
-    assert _files.temporary_of(f".model.npz.tmp{os.getpid()}") == ("model.npz", os.getpid())  # older writers' names
-    assert _files.temporary_of("model.npz") is None
+    monkeypatch.setattr(files, "_create_temporary", spy)
+    files.write_json(tmp_path / "checkpoint_epoch0001.json", {})
+    assert files.temporary_of(seen[0]) == ("checkpoint_epoch0001.json", os.getpid())
+    assert files.temporary_of(f".model.npz.tmp{os.getpid()}") == ("model.npz", os.getpid())  # older writers' names
+    assert files.temporary_of("model.npz") is None
 
 
 # ----------------------------------------------------------------------------- no silent overwrite
@@ -258,10 +259,10 @@ def test_second_run_into_a_locked_folder_fails_at_once(data_env):
 
 
 def test_lock_names_the_folder_and_the_holder_in_process(data_env, capsys):
-    from fastconv import _run_folder
+    from fastconv.apps import run_folder
 
     out = data_env / "run"
-    with _run_folder.claim(out):
+    with run_folder.claim(out):
         _error(capsys, _argv(out), str(out), f"pid {os.getpid()}")
     assert _train(out) == 0  # released
 

@@ -22,12 +22,13 @@ import zlib
 import numpy as np
 import pytest
 
-from fastconv import _serve_model, naive, serve
 from fastconv import datasets as D
+from fastconv import naive
 from fastconv.__main__ import main
-from fastconv._child import python_module
-from fastconv._inputs import read_image
-from fastconv.train_cli import class_probabilities
+from fastconv.apps import serve, serve_model
+from fastconv.apps.train_cli import class_probabilities
+from fastconv.io.child import python_module
+from fastconv.io.inputs import read_image
 
 from test_datasets import write_cifar, write_learnable_set
 
@@ -103,7 +104,7 @@ def serving(service, log_requests=False):
 
 @pytest.fixture(scope="module")
 def conv_service(runs):
-    return _serve_model.ModelService(runs["conv"])
+    return serve_model.ModelService(runs["conv"])
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +150,7 @@ def assert_equals_predict(capsys, run_dir, path, answer, key="probability"):
     order with the same printed values, and the very same float64 values."""
     printed = cli_predictions(capsys, run_dir, path, top=len(answer["predictions"]))
     assert [(p["class"], f"{p[key]:.3f}") for p in answer["predictions"]] == printed
-    model = _serve_model.ModelService(run_dir).model
+    model = serve_model.ModelService(run_dir).model
     exact = class_probabilities(model, read_image(path, model.input_shape)[0])[0]
     assert [p[key] for p in answer["predictions"]] == [float(exact[p["index"]]) for p in answer["predictions"]]
 
@@ -178,7 +179,7 @@ def test_model_description(base, runs):
 def test_model_without_history_has_no_accuracy(runs, tmp_path):
     for name in ("model.json", "model.npz"):
         (tmp_path / name).write_bytes((runs["conv"] / name).read_bytes())
-    info = _serve_model.ModelService(tmp_path).describe()
+    info = serve_model.ModelService(tmp_path).describe()
     assert info["test_accuracy"] is None and info["dataset"] is None and info["class_names"][1] == "Trouser"
 
 
@@ -199,7 +200,7 @@ def test_page_files(base):
     [
         "/index.html",
         "/web/index.html",
-        "/../fastconv/serve.py",
+        "/../serve.py",
         "/%2e%2e/README.md",
         "//etc/passwd",
         "/app.js/",
@@ -254,19 +255,19 @@ def test_feature_maps_are_the_first_conv_layer_output(base, runs, conv_service):
 
 
 def test_feature_maps_are_capped(runs, monkeypatch):
-    monkeypatch.setattr(_serve_model, "MAX_FEATURE_MAPS", 2)
-    maps = _serve_model.ModelService(runs["conv"]).predict(png_bytes(runs["images"][0]))["feature_maps"]
+    monkeypatch.setattr(serve_model, "MAX_FEATURE_MAPS", 2)
+    maps = serve_model.ModelService(runs["conv"]).predict(png_bytes(runs["images"][0]))["feature_maps"]
     assert maps["shape"] == [6, 28, 28] and maps["shown"] == 2 and len(maps["images"]) == 2
 
 
 def test_constant_feature_map_is_dark():
-    pictures = _serve_model.feature_map_pictures(np.full((1, 3, 4), 2.5))
+    pictures = serve_model.feature_map_pictures(np.full((1, 3, 4), 2.5))
     img = Image.open(io.BytesIO(base64.b64decode(pictures[0].split(",", 1)[1])))
     assert np.all(np.asarray(img) == 0)
 
 
 def test_svm_fc_model_gives_scores_and_no_maps(runs, capsys, tmp_path):
-    service = _serve_model.ModelService(runs["svm"])
+    service = serve_model.ModelService(runs["svm"])
     assert service.describe()["outputs"] == "scores" and service.describe()["first_layer"] == "fc500"
     path = tmp_path / "img.png"
     path.write_bytes(png_bytes(runs["images"][2]))
@@ -278,7 +279,7 @@ def test_svm_fc_model_gives_scores_and_no_maps(runs, capsys, tmp_path):
 
 
 def test_colour_model(runs, capsys, tmp_path):
-    service = _serve_model.ModelService(runs["colour"])
+    service = serve_model.ModelService(runs["colour"])
     info = service.describe()
     assert info["input_shape"] == [3, 32, 32] and info["dataset"] == "cifar10" and info["class_names"][0] == "airplane"
     rgb = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
@@ -350,7 +351,7 @@ def test_bad_images_are_400(base, runs, case, needle):
 
 def test_body_limit(base, conv_service):
     limit = conv_service.max_body_bytes
-    assert limit == _serve_model.body_limit((1, 28, 28)) >= 4 * 28 * 28
+    assert limit == serve_model.body_limit((1, 28, 28)) >= 4 * 28 * 28
     # at the limit the body is read (and is no image); one byte more is refused before it is sent
     assert_json_error(*request(base, "POST", "/predict", b"x" * limit), 400, "not a PNG or JPEG image")
     host, port = base.removeprefix("http://").split(":")
@@ -416,7 +417,7 @@ def test_bad_requests_get_json_errors(base, case, code, needle):
 
 
 def test_unexpected_failure_is_a_json_500(runs, capsys):
-    service = _serve_model.ModelService(runs["conv"])
+    service = serve_model.ModelService(runs["conv"])
     service.predict = lambda body: 1 / 0
     with serving(service) as url:
         status, headers, body = request(url, "POST", "/predict", png_bytes(runs["images"][0]))
@@ -426,7 +427,7 @@ def test_unexpected_failure_is_a_json_500(runs, capsys):
 
 @pytest.mark.parametrize("log_requests", [False, True])
 def test_request_log(runs, capsys, log_requests):
-    with serving(_serve_model.ModelService(runs["conv"]), log_requests=log_requests) as url:
+    with serving(serve_model.ModelService(runs["conv"]), log_requests=log_requests) as url:
         capsys.readouterr()
         assert request(url, "GET", "/model")[0] == 200 and request(url, "GET", "/nope")[0] == 404
     log = capsys.readouterr().err
@@ -436,7 +437,7 @@ def test_request_log(runs, capsys, log_requests):
 
 def test_a_silent_connection_is_closed(runs, monkeypatch):
     monkeypatch.setattr(serve, "REQUEST_TIMEOUT", 0.5)
-    with serving(_serve_model.ModelService(runs["conv"])) as url:
+    with serving(serve_model.ModelService(runs["conv"])) as url:
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and nothing more
@@ -470,7 +471,7 @@ def test_concurrent_requests(base, runs):
 
 
 def test_a_slow_request_does_not_hold_up_the_others(runs):
-    service = _serve_model.ModelService(runs["conv"])
+    service = serve_model.ModelService(runs["conv"])
     entered, release = threading.Event(), threading.Event()
     predict = service.predict
 

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from fastconv import _serve_model
+from fastconv.apps import serve_model
 
 from test_serve import assert_equals_predict, png_bytes, runs, serving  # noqa: F401  (runs is a fixture)
 
@@ -54,7 +54,7 @@ def browser_on(run_dir):
         options.add_argument(arg)
     options.binary_location = BROWSER
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    with serving(_serve_model.ModelService(run_dir)) as url:
+    with serving(serve_model.ModelService(run_dir)) as url:
         driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
         try:
             driver.execute_cdp_cmd(

@@ -22,8 +22,8 @@ import time
 import numpy as np
 import pytest
 
-from fastconv import _serve_model, serve
-from fastconv._child import python_code, python_module
+from fastconv.apps import serve, serve_model
+from fastconv.io.child import python_code, python_module
 
 from test_cli_errors import env  # noqa: F401  (a fixture)
 from test_serve import serving
@@ -196,8 +196,8 @@ def test_1100_slow_clients_delay_a_request_by_less_than_1s(env, nofile):  # noqa
 
 EMFILE_SERVER = """
 import os, sys
-from fastconv import _serve_model, serve
-server = serve.make_server(_serve_model.ModelService(sys.argv[1]), "127.0.0.1", 0)
+from fastconv.apps import serve, serve_model
+server = serve.make_server(serve_model.ModelService(sys.argv[1]), "127.0.0.1", 0)
 held = []
 try:
     while True:  # every descriptor taken, as by a leak elsewhere in the process
@@ -239,7 +239,7 @@ def test_out_of_file_descriptors_the_server_neither_spins_nor_hangs(env):  # noq
 # ============================================================================ hosts and origins
 @pytest.fixture(scope="module")
 def service(env):  # noqa: F811
-    return _serve_model.ModelService(env["model"])
+    return serve_model.ModelService(env["model"])
 
 
 def ask(port, method, path, headers, body=b""):

@@ -292,7 +292,7 @@ def test_resume_refuses_other_settings(tmp_path, rng, change, named):
 
 
 def test_data_digest_is_of_values_dtypes_and_shapes(rng):
-    from fastconv._files import sha256_of_arrays
+    from fastconv.io.files import sha256_of_arrays
 
     X = rng.integers(0, 256, (700, 3, 40, 40), dtype=np.uint8)  # ~3.4 MB: hashed in chunks when strided
     digest = sha256_of_arrays([X, None])

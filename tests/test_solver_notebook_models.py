@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from fastconv import solver as S
-from fastconv.checkpoints import CHECKPOINT_VERSION, checkpoints
 from fastconv.compat import cs231n as compat_cs231n
 from fastconv.compat import sichkar as compat_sichkar
+from fastconv.training.checkpoints import CHECKPOINT_VERSION, checkpoints
 
 
 # ---------------------------------------------------------------- models as the notebooks write them

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from fastconv import solver as S
-from fastconv._model_adapter import TutorialModel, solver_model
 from fastconv.compat import cs231n as L
 from fastconv.compat.sichkar import ConvNet1 as TutorialConvNet1
 from fastconv.models import ConvNet1
+from fastconv.training.model_adapter import TutorialModel, solver_model
 
 
 class ThreeLayerConvNet:

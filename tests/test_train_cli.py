@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from fastconv import datasets as D
-from fastconv import plots
 from fastconv.__main__ import main
-from fastconv._child import python_code
+from fastconv.apps import plots
+from fastconv.io.child import python_code
 from fastconv.models import load_model
 
 from test_datasets import write_cifar, write_learnable_set
@@ -28,7 +28,7 @@ def test_malloc_tuning_in_a_fresh_process():
     import subprocess
     import sys
 
-    code = "from fastconv.train_cli import _keep_freed_memory as k; print(k())"
+    code = "from fastconv.apps.train_cli import _keep_freed_memory as k; print(k())"
     env = {k: v for k, v in __import__("os").environ.items() if k != "FASTCONV_MALLOC_TUNING"}
     out = subprocess.run(python_code(code), capture_output=True, text=True, env=env, check=True)
     expected = (

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from fastconv import plots
 from fastconv.__main__ import main
+from fastconv.apps import plots
 from fastconv.bench.common import ConvSpec
 from fastconv.models import Sequential, load_model
-from fastconv.summary import layer_rows
+from fastconv.training.summary import layer_rows
 
 from test_train_cli import SMALL_NET, _error, _train, data_env  # noqa: F401 (a fixture)
 
@@ -225,7 +225,7 @@ def test_train_on_an_image_folder_then_predict(data_env, capsys):  # noqa: F811
     assert main(["predict", "--model", str(out), str(folder / "zebra" / "000.png")]) == 0
     line = capsys.readouterr().out
     assert line.startswith(f"{folder / 'zebra' / '000.png'}: ")
-    from fastconv._serve_model import ModelService  # what `fastconv serve` answers with
+    from fastconv.apps.serve_model import ModelService  # what `fastconv serve` answers with
 
     service = ModelService(out)
     answer = service.predict((folder / "zebra" / "000.png").read_bytes())

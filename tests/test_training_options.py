@@ -9,11 +9,11 @@ import pytest
 
 from fastconv import layers, optim
 from fastconv import solver as S
-from fastconv.augment import Augment, parse_augment
 from fastconv.callbacks import Callback, EarlyStopping
 from fastconv.models import Sequential
-from fastconv.schedules import parse_schedule
 from fastconv.testing import check_gradients, numerical_gradient, rel_error
+from fastconv.training.augment import Augment, parse_augment
+from fastconv.training.schedules import parse_schedule
 
 
 def _data(rng, n=48, shape=(1, 6, 6), classes=3, val=12):

@@ -4,8 +4,8 @@
 (``model_state.load_prediction_model``), and answers from it:
 
 * ``predict(body)``: the bytes of a PNG or JPEG image of exactly the model's input size ->
-  ``{"predictions": [...], "feature_maps": ...}``; the image is decoded by ``_inputs.read_image``
-  and classified by ``_predict.class_probabilities``, the functions of ``fastconv predict``, so
+  ``{"predictions": [...], "feature_maps": ...}``; the image is decoded by ``io.inputs.read_image``
+  and classified by ``apps.predict.class_probabilities``, the functions of ``fastconv predict``, so
   the answer is ``fastconv predict``'s on the same file, to the last bit.
 * ``describe()``: the architecture, the input shape, the class names, the test accuracy recorded in
   the run's ``history.json`` (None when it recorded none).
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import read_json
-from ._inputs import check_image_size, read_image
-from ._model_layers import Conv, format_layers
-from ._predict import class_probabilities
-from .model_state import load_prediction_model
+from ..io.files import read_json
+from ..io.inputs import check_image_size, read_image
+from ..training.model_layers import Conv, format_layers
+from ..training.model_state import load_prediction_model
+from .predict import class_probabilities
 
 #: Formats accepted from a client: the two a browser makes; Pillow's other decoders stay unreachable.
 FORMATS = ("PNG", "JPEG")
@@ -60,7 +60,7 @@ class _Upload(io.BytesIO):
 def _check_header(body, shape):
     """Refuse anything but a PNG or JPEG whose header declares the model's input size, before any
     pixel is decoded (a decompression bomb declares a huge size in a small file); the size limit of
-    ``fastconv predict`` (``_inputs.image_pixel_limit``) first, then the exact size."""
+    ``fastconv predict`` (``io.inputs.image_pixel_limit``) first, then the exact size."""
     from PIL import Image
 
     C, H, W = shape

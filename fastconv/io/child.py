@@ -19,8 +19,9 @@ first on its sys.path, not the current directory.
 import os
 import sys
 
-#: The folder that holds this fastconv package (site-packages, or a source tree).
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The folder that holds this fastconv package (site-packages, or a source tree): two levels
+#: above this file's folder, fastconv/io/.
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # -c puts "" (the current directory) at sys.path[0], unless -P / PYTHONSAFEPATH (3.11+) left it out;
 # _ROOT goes last, so that it adds this fastconv where nothing else provides one and shadows nothing.
 _PRELUDE = (

@@ -14,7 +14,7 @@ preprocessing), so padding is black, as torchvision's ``RandomCrop(padding=P)`` 
 The random numbers come from the generator given (the Solver's), drawn for the whole global
 batch at once: ``draw(rng, n)`` then ``apply(images, draws)``. Under MPI every rank draws the
 same numbers for the whole batch and applies its rows' (``Draws.rows``), so K ranks see
-the augmented images one process sees (as the dropout masks in ``fastconv.distributed``).
+the augmented images one process sees (as the dropout masks in ``fastconv.training.distributed``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What ``fastconv.solver.Solver`` needs from a model and a data dict, for tutorial code too.
 
 A fastconv model (``fastconv.models``) has everything the Solver and its
-checkpoints use (``fastconv.model_state.SolverModel``): ``params``, ``buffers``
+checkpoints use (``fastconv.training.model_state.SolverModel``): ``params``, ``buffers``
 (batchnorm statistics), ``prepare`` (preprocessing), ``loss``, ``last_scores``
 (the training batch's scores, for the running accuracy), ``check_accuracy``,
 ``state_arrays`` / ``set_state_arrays`` / ``spec`` (checkpoints) and ``rng``.
@@ -36,7 +36,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .engine.checks import FLOAT_DTYPES, check_int
+from ..engine.checks import FLOAT_DTYPES, check_int
 from .model_state import ModelState, SolverModel
 
 CS231N_KEYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")

@@ -19,8 +19,8 @@ the totals list them); the totals are the sums.
 
 from __future__ import annotations
 
-from ._model_layers import AvgPool, BatchNorm, Conv, Dropout, FullyConnected, MaxPool, ReLU, Sigmoid, format_layers
-from .engine.checks import shape_size
+from ..engine.checks import shape_size
+from .model_layers import AvgPool, BatchNorm, Conv, Dropout, FullyConnected, MaxPool, ReLU, Sigmoid, format_layers
 
 __all__ = ["layer_rows", "format_summary", "ELEMENTWISE_FLOPS"]
 

@@ -5,7 +5,7 @@
 ``max_frames`` of them: when one more would not fit, every second frame is dropped and
 ``every`` doubles, so a run of any length gives an animation of bounded size that spans the
 whole run. A frame is stored as the small uint8 grid it
-shows (the filters of ``fastconv.plots``' filter picture, each scaled to its own range), not as
+shows (the filters of ``fastconv.apps.plots``' filter picture, each scaled to its own range), not as
 weights. ``write_gif`` writes them, each captioned with its iteration, atomically.
 """
 
@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from ._files import atomic_write
-from .engine.checks import check_int
+from ..engine.checks import check_int
+from ..io.files import atomic_write
 from .plots import filter_tiles
 
 __all__ = ["FilterFrames", "first_weights", "frame_interval"]

@@ -1,7 +1,7 @@
 """``mpiexec -n K fastconv train ...``: what the command line does differently on MPI ranks.
 
 ``fastconv train`` asks ``launched()`` (an MPI launcher's variables in the environment);
-then every rank runs the same training (``fastconv.distributed``), and:
+then every rank runs the same training (``fastconv.training.distributed``), and:
 
 * without mpi4py, rank 0 says how to install it and every rank exits with 1;
 * the ranks first compare their command lines: any difference stops every rank, rank 0
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 
-from . import distributed
-from .distributed import launched  # noqa: F401  (train_cli asks it)
+from ..training import distributed
+from ..training.distributed import launched  # noqa: F401  (train_cli asks it)
 
 
 class _OneProcess:

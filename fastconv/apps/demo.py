@@ -27,8 +27,8 @@ def _fwd_bwd(layers, x, w, b, dout):
 
 
 def run(args):
-    from . import fast, naive
-    from .testing import rel_error, tol
+    from .. import fast, naive
+    from ..testing import rel_error, tol
 
     if args.batch < 1 or not 1 <= args.naive_batch <= args.batch or args.repeats < 1:
         raise ValueError("need --batch >= 1, 1 <= --naive-batch <= --batch and --repeats >= 1")

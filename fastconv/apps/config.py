@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from .engine.runtimes import RUNTIMES
+from ..engine.runtimes import RUNTIMES
 
 
 def openmp_text(openmp):
@@ -17,7 +17,7 @@ def openmp_text(openmp):
 def configuration():
     """What ``show_config`` prints, as a dict: the versions, the kernel build in use
     (its ``build_info()``) and why, and the thread settings of OpenMP and the BLAS."""
-    from . import __version__
+    from .. import __version__
 
     info = {
         "fastconv": __version__,
@@ -43,7 +43,7 @@ def configuration():
         "openmp_wait_policy": RUNTIMES.openmp_wait_policy,
     }
     try:
-        from .kernels.picker import kernels, reason
+        from ..kernels.picker import kernels, reason
     except ImportError as exc:  # no extension at all
         info["extension_error"] = str(exc)
     except ValueError as exc:  # the extension is there, but FASTCONV_KERNELS asks for what it cannot give
@@ -54,7 +54,7 @@ def configuration():
         info["omp_max_threads"] = kernels.omp_max_threads()
         info["kernels"] = kernels.__name__
         info["kernels_reason"] = reason
-        from .engine import threads
+        from ..engine import threads
 
         info["conv_workers"] = threads.blas_threads()
     try:

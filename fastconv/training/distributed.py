@@ -48,8 +48,8 @@ import traceback
 
 import numpy as np
 
-from .engine import batchnorm
-from .engine.checks import check_dout
+from ..engine import batchnorm
+from ..engine.checks import check_dout
 
 INSTALL_HINT = 'pip install "fastconv[mpi]" (or: pip install mpi4py mpich)'
 #: Variables the MPI launchers set in the processes they start (MPICH/Hydra, Intel MPI, Open MPI, PMIx).

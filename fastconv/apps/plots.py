@@ -9,7 +9,7 @@
 * ``dataset.png``: 10 training images of each class, the class names as titles
   (``plot_class_grid``, the tutorials' first picture);
 * ``filters.png``: the first layer's filters before and after training
-  (``filters.gif``, the filters over training, is ``fastconv.animation``'s);
+  (``filters.gif``, the filters over training, is ``fastconv.apps.animation``'s);
 * ``feature_maps.png``: what each layer makes of the first test image
   (``feature_maps`` computes, ``plot_feature_maps`` draws);
 * ``examples.png``: test images with their true and predicted labels;
@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from ._files import atomic_write
+from ..io.files import atomic_write
 
 
 def have_matplotlib():
@@ -255,7 +255,7 @@ def plot_augmented(
     title="What the network sees: training images (left) and random augmentations",
 ):
     """A row per image for the first ``count`` of ``images`` (N, C, H, W): the image, then
-    ``variants`` draws of ``augment`` (a ``fastconv.augment.Augment``) from a generator seeded
+    ``variants`` draws of ``augment`` (a ``fastconv.training.augment.Augment``) from a generator seeded
     with ``seed`` (not the Solver's: drawing a picture does not change the run)."""
     rng = np.random.default_rng(seed)
     picks = np.asarray(images[:count])
@@ -276,7 +276,7 @@ def feature_maps(model, image):
     ``image`` (C, H, W), already prepared (float, the model's dtype), in test mode: a list of
     (layer token, output (C, H, W)) for the layers whose output is still an image; the layers
     run one by one, unfused."""
-    from ._model_layers import format_layers
+    from ..training.model_layers import format_layers
 
     out = np.asarray(image)[None]
     maps = []

@@ -2,7 +2,7 @@
 
 The tutorials' "Test online" page for any model ``fastconv train`` wrote: draw on a canvas or
 upload a picture, see the classes the network gives it and its first layer's feature maps. One
-process, the model loaded once (``fastconv._serve_model.ModelService``). Routes:
+process, the model loaded once (``fastconv.apps.serve_model.ModelService``). Routes:
 
 * ``GET /`` (and ``/app.js``, ``/style.css``): the page, from the package's ``web/`` folder. Only
   these files are served, read once at start; no path from a client is ever opened.
@@ -55,11 +55,11 @@ import time
 import traceback
 from importlib import resources
 
-from ._cli_args import argument_type, common_runtime, thread_limit
-from ._inputs import quiet_pillow_size_warning
-from ._serve_model import BadImage, ModelService
+from ..io.inputs import quiet_pillow_size_warning
+from .cli_args import argument_type, common_runtime, thread_limit
+from .serve_model import BadImage, ModelService
 
-#: The page's files: URL path -> (file in fastconv/web/, content type).
+#: The page's files: URL path -> (file in fastconv/apps/web/, content type).
 PAGE_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -191,7 +191,7 @@ def connection_limit():
 
 def _read_page_files():
     """{URL path: (bytes, content type)} of the page, read once from the package."""
-    web = resources.files("fastconv") / "web"
+    web = resources.files("fastconv.apps") / "web"
     return {path: (web.joinpath(name).read_bytes(), kind) for path, (name, kind) in PAGE_FILES.items()}
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 
-from .engine.checks import check_int, check_number
+from ..engine.checks import check_int, check_number
 
 __all__ = ["Schedule", "Constant", "Exponential", "Step", "Cosine", "OneCycle", "parse_schedule", "ONECYCLE_RISE"]
 
@@ -170,7 +170,7 @@ def parse_schedule(spec, warmup=0.0):
     if isinstance(spec, Schedule):
         return spec.with_warmup(warmup) if warmup else spec
     if not isinstance(spec, str):
-        raise TypeError(f"lr_schedule must be a spec string or a fastconv.schedules.Schedule, got {spec!r}")
+        raise TypeError(f"lr_schedule must be a spec string or a fastconv.training.schedules.Schedule, got {spec!r}")
     name, *args = spec.strip().split(":")
     if name not in _KINDS:
         raise ValueError(

@@ -2,8 +2,8 @@
 arrays, and every way to load one.
 
 * ``SolverModel``: the model protocol (a ``typing.Protocol``): what ``fastconv.solver.Solver``,
-  its checkpoints and ``fastconv.distributed`` use. ``fastconv.models``' networks have all
-  of it; ``fastconv._model_adapter.TutorialModel`` gives it to a CS231n or tutorial model.
+  its checkpoints and ``fastconv.training.distributed`` use. ``fastconv.models``' networks have all
+  of it; ``fastconv.training.model_adapter.TutorialModel`` gives it to a CS231n or tutorial model.
 * ``ModelState``: the state protocol, written once: ``state_arrays`` (every array by file key,
   ``params/<name>`` and ``buffers/<name>``), ``state_manifest`` and ``set_state_arrays``
   (checked: names, shapes, dtypes, finite values; nothing changes unless all pass).
@@ -14,7 +14,7 @@ arrays, and every way to load one.
   ``load_checkpoint_model`` (a checkpoint's model) and ``load_prediction_model`` (a saved model
   for raw images, as `fastconv predict` and `fastconv serve` run it).
 
-``fastconv.models``, ``fastconv.checkpoints`` and ``fastconv.train_cli`` keep their names for
+``fastconv.models``, ``fastconv.training.checkpoints`` and ``fastconv.apps.train_cli`` keep their names for
 these (the same objects).
 """
 
@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ._files import (
+from ..io.files import (
     array_manifest,
     atomic_link,
     load_arrays_beside,
@@ -53,7 +53,7 @@ MODEL_FILES = (MODEL_JSON, MODEL_NPZ, MODEL_NPZ_NEXT)
 @runtime_checkable
 class SolverModel(Protocol):
     """What the Solver and its checkpoints use of a model (``isinstance(model, SolverModel)``
-    tells whether a model has all of it; ``fastconv._model_adapter.solver_model`` wraps one that
+    tells whether a model has all of it; ``fastconv.training.model_adapter.solver_model`` wraps one that
     has not)."""
 
     params: dict  # named float arrays, updated in place by the update rule
@@ -120,7 +120,7 @@ def model_from_spec(spec, impl="fast", initialize=True):
             f"not a {FORMAT} version {FORMAT_VERSION} description "
             f"(format={spec.get('format')!r}, version={spec.get('version')!r})"
         )
-    from .models import MODEL_CLASSES  # here: models builds its classes on this module
+    from ..models import MODEL_CLASSES  # here: models builds its classes on this module
 
     cls = MODEL_CLASSES.get(spec.get("class"))
     if cls is None:
@@ -273,7 +273,7 @@ def load_saved_model(json_path, model_spec, record, impl="fast", more_arrays=Fal
 
 def build_model(name, input_shape, num_classes, **kwargs):
     """'convnet1', 'fc' or a layer string -> a new model for the given input and classes."""
-    from .models import ConvNet1, FullyConnectedNet, Sequential
+    from ..models import ConvNet1, FullyConnectedNet, Sequential
 
     if name == "convnet1":
         return ConvNet1(input_shape=input_shape, num_classes=num_classes, **kwargs)

@@ -19,7 +19,7 @@ CS231n's ``checkpoint_name``, its ``checkpoint_prefix``):
   and the .npz SHA-256. The JSON's size does not grow with the iterations, so
   every checkpoint the writer makes stays within the JSON reader's limit.
 
-Both go through ``_files`` (temporary file, fsync, rename), the JSON last, so a
+Both go through ``io.files`` (temporary file, fsync, rename), the JSON last, so a
 checkpoint exists only once it is complete and a crash at any moment leaves
 the previous one intact. ``save_checkpoint`` then keeps the ``keep_checkpoints``
 newest and removes the temporary files of writers that no longer run
@@ -40,8 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import optim
-from ._files import (
+from .. import optim
+from ..engine.checks import check_int, check_number
+from ..io.files import (
     array_manifest,
     load_arrays_beside,
     read_json,
@@ -50,7 +51,6 @@ from ._files import (
     save_arrays,
     write_json,
 )
-from .engine.checks import check_int, check_number
 from .model_state import load_checkpoint_model  # noqa: F401  (public here too)
 
 CHECKPOINT_FORMAT = "fastconv-checkpoint"
@@ -263,7 +263,7 @@ def _json_text(value):
 def _early_stop_spec(value):
     if not isinstance(value, dict) or set(value) != {"patience", "monitor"}:
         raise TypeError("must be an object with patience and monitor")
-    from .callbacks import EarlyStopping
+    from ..callbacks import EarlyStopping
 
     return EarlyStopping(value["patience"], value["monitor"]).spec()
 

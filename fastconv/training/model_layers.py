@@ -15,7 +15,7 @@ A class knows, for its type of layer:
   (dx, grads)`` call the layer functions of ``net.layer_module`` (``fastconv.fast`` or
   ``fastconv.naive``): layers are never reimplemented here. ``net`` is the ``Sequential``
   that holds the layer (its ``params``, ``buffers``, ``rng`` and ``layer_module``; while a step of
-  MPI training runs, ``layer_module`` is ``fastconv.distributed.SyncedLayers``: batchnorm and
+  MPI training runs, ``layer_module`` is ``fastconv.training.distributed.SyncedLayers``: batchnorm and
   dropout over the global batch).
 
 A new layer type is one class here, listed in ``LAYER_TYPES``.
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .engine.checks import HYPERPARAMETER_MAX, check_int, check_number, shape_size
-from .engine.geometry import conv_output_size, pool_geometry_of_shape, same_pad
+from ..engine.checks import HYPERPARAMETER_MAX, check_int, check_number, shape_size
+from ..engine.geometry import conv_output_size, pool_geometry_of_shape, same_pad
 
 #: A field without a default: the layer dict must give it.
 REQUIRED = object()

@@ -5,7 +5,7 @@ and the plots (``OUTPUTS``). ``claim`` makes it one training's for the whole run
 
 * ``DIR`` is resolved once (symlinks followed) and the run writes only into that
   folder: re-pointing a ``runs/latest`` link mid-run changes nothing for it. Before every
-  write into it (``_files.guard_folder``), the resolved path is checked to still lead to
+  write into it (``files.guard_folder``), the resolved path is checked to still lead to
   the locked folder (its lock file is the one this run holds open), so a folder moved
   away or replaced mid-run makes the run stop with an error instead of writing elsewhere;
 * an exclusive ``fcntl.flock`` on ``DIR/.fastconv.lock`` (which holds the owner's pid),
@@ -33,10 +33,10 @@ import stat
 import time
 from pathlib import Path
 
-from . import _files
-from ._files import check_writable, remove_dead_temporaries, remove_file
-from .checkpoints import checkpoints
-from .models import MODEL_FILES, recover_model_files
+from ..io import files
+from ..io.files import check_writable, remove_dead_temporaries, remove_file
+from ..models import MODEL_FILES, recover_model_files
+from ..training.checkpoints import checkpoints
 
 try:
     import fcntl
@@ -61,7 +61,7 @@ OUTPUTS = (*MODEL_FILES, "history.json", *PLOTS)
 class FolderLock:
     """An exclusive, non-blocking ``flock`` on ``folder/.fastconv.lock`` (created 0600);
     ``close()`` or the end of a ``with`` releases it. While held, every write into the folder
-    first checks that ``folder`` still leads to it (``_files.guard_folder``)."""
+    first checks that ``folder`` still leads to it (``files.guard_folder``)."""
 
     def __init__(self, folder):
         self.folder = Path(folder)
@@ -87,7 +87,7 @@ class FolderLock:
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"{os.getpid()}\n".encode())
         self._identity = (st.st_dev, st.st_ino)
-        self._guard = _files.guard_folder(self.folder, self.check)
+        self._guard = files.guard_folder(self.folder, self.check)
 
     def check(self):
         """OSError unless ``folder`` still leads to the folder whose lock this object holds."""
@@ -122,7 +122,7 @@ class FolderLock:
 
     def close(self):
         if self._guard is not None:
-            _files.unguard_folder(self._guard)
+            files.unguard_folder(self._guard)
             self._guard = None
         if self.fd is not None:
             os.close(self.fd)  # closing the last descriptor releases the flock

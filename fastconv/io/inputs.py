@@ -30,8 +30,8 @@ import stat
 
 import numpy as np
 
-from ._files import MAX_DATA_FILE_BYTES, npy_header
-from .engine.checks import shape_size
+from ..engine.checks import shape_size
+from .files import MAX_DATA_FILE_BYTES, npy_header
 
 __all__ = [
     "check_image_size",

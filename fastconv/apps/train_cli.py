@@ -8,7 +8,7 @@ set, fits the preprocessing on the training split, trains with the Solver
 * ``model.json`` + ``model.npz``: the trained model (best validation
   accuracy) with its preprocessing and class names;
 * ``checkpoints/``: the last checkpoints (``--resume`` continues from them);
-* ``.fastconv.lock``: held by the training that owns the folder (``_run_folder``);
+* ``.fastconv.lock``: held by the training that owns the folder (``apps.run_folder``);
 * ``history.json``: loss per iteration, accuracies per epoch from epoch 0
   (before training: ``epochs + 1`` of them, as CS231n's Solver), epoch times,
   test accuracy, the settings;
@@ -25,7 +25,7 @@ Pillow) or ``.npy`` batches of raw pixel values (0-255).
 These commands own their process, so on Linux with glibc they ask malloc to
 keep freed memory for reuse (``_keep_freed_memory``): every training step
 allocates its activations afresh, and memory handed back to the system costs
-a page fault per 4 KiB when touched again (see ``fastconv/_malloc.py``).
+a page fault per 4 KiB when touched again (see ``fastconv/apps/malloc.py``).
 ``FASTCONV_MALLOC_TUNING=0`` turns this off.
 """
 
@@ -42,26 +42,26 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _distributed_cli, _run_folder, animation, plots
-from ._cli_args import common_runtime as _common_runtime
-from ._cli_args import nonneg_float as _nonneg_float
-from ._cli_args import nonneg_int as _nonneg_int
-from ._cli_args import positive_float as _positive_float
-from ._cli_args import positive_int as _positive_int
-from ._cli_args import thread_limit as _thread_limit
-from ._files import read_json, write_json
-from ._inputs import display_name, quiet_pillow_size_warning, read_image, read_npy
-from ._malloc import keep_freed_memory
-from ._predict import class_probabilities
-from .augment import parse_augment
-from .callbacks import EarlyStopping
-from .datasets import SPLITS, TITLES, load_dataset, train_val_split
-from .datasets.folder import load_folder
-from .model_state import load_prediction_model
-from .models import MAX_ACTIVATION_BYTES, MAX_PARAMETERS, build_model, load_model
-from .preprocessing import Preprocessing
-from .schedules import parse_schedule
-from .solver import Solver
+from ..callbacks import EarlyStopping
+from ..datasets import SPLITS, TITLES, load_dataset, train_val_split
+from ..datasets.folder import load_folder
+from ..io.files import read_json, write_json
+from ..io.inputs import display_name, quiet_pillow_size_warning, read_image, read_npy
+from ..models import MAX_ACTIVATION_BYTES, MAX_PARAMETERS, build_model, load_model
+from ..solver import Solver
+from ..training.augment import parse_augment
+from ..training.model_state import load_prediction_model
+from ..training.preprocessing import Preprocessing
+from ..training.schedules import parse_schedule
+from . import animation, distributed_cli, plots, run_folder
+from .cli_args import common_runtime as _common_runtime
+from .cli_args import nonneg_float as _nonneg_float
+from .cli_args import nonneg_int as _nonneg_int
+from .cli_args import positive_float as _positive_float
+from .cli_args import positive_int as _positive_int
+from .cli_args import thread_limit as _thread_limit
+from .malloc import keep_freed_memory
+from .predict import class_probabilities
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10")
 MAX_GIF_FRAMES = 100
@@ -371,7 +371,7 @@ def add_arguments(parser):
 
 
 def _keep_freed_memory():
-    """Ask glibc to keep freed memory for reuse (see fastconv/_malloc.py and the module docstring)."""
+    """Ask glibc to keep freed memory for reuse (see fastconv/apps/malloc.py and the module docstring)."""
     return keep_freed_memory()
 
 
@@ -401,15 +401,15 @@ class _Split(NamedTuple):
 
 def run(args):
     """``fastconv train``: prepare the run folder, load the data, build the model, train, report.
-    Started by ``mpiexec -n K``, every rank runs this (``fastconv._distributed_cli``)."""
-    if _distributed_cli.launched():
-        return _distributed_cli.run(args, _run)
+    Started by ``mpiexec -n K``, every rank runs this (``fastconv.apps.distributed_cli``)."""
+    if distributed_cli.launched():
+        return distributed_cli.run(args, _run)
     return _run(args)
 
 
 def _run(args, ranks=None):
     _keep_freed_memory()
-    ranks = ranks or _distributed_cli.ONE_PROCESS
+    ranks = ranks or distributed_cli.ONE_PROCESS
     log = (lambda *a, **k: None) if args.quiet or not ranks.root else print
     _check_options(args)  # before the folder is touched: a bad option or bad --data writes nothing
     out, model_kwargs, lock = _prepare_run(args, ranks)
@@ -465,7 +465,7 @@ def _check_options(args):
 
 def _prepare_run(args, ranks):
     """The run folder, checked and locked for this run before anything is loaded (see
-    ``_run_folder.claim``; by rank 0 under MPI), and the convnet1 size options; returns
+    ``run_folder.claim``; by rank 0 under MPI), and the convnet1 size options; returns
     (folder, options, lock)."""
     name = args.dataset if args.data is None else _model_slug(Path(args.data).stem)
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{_model_slug(args.model)}"
@@ -474,7 +474,7 @@ def _prepare_run(args, ranks):
     }
     if model_kwargs and args.model != "convnet1":
         raise ValueError("--num-filters, --filter-size and --hidden-dim apply to --model convnet1 only")
-    lock = ranks.on_root(lambda: _run_folder.claim(out, resume=args.resume, overwrite=args.overwrite))
+    lock = ranks.on_root(lambda: run_folder.claim(out, resume=args.resume, overwrite=args.overwrite))
     # the folder resolved and locked once: the run writes there, wherever --out leads later
     return getattr(lock, "folder", out), model_kwargs, lock
 
@@ -574,7 +574,7 @@ def _train(args, model, split, out, log, frames=None, comm=None):
     """Train (from the last checkpoint with --resume, which must have been written with the
     same RESULT_SETTINGS), recording ``frames`` of the filters; returns the Solver and the
     seconds it took."""
-    ckpt_dir = out / _run_folder.CHECKPOINTS
+    ckpt_dir = out / run_folder.CHECKPOINTS
     settings = _settings(args, split)
     lr = settings["lr"]
     optim_config = {"learning_rate": lr}
