@@ -199,6 +199,27 @@ def test_naive_has_the_layers_of_fast():
     assert [name for name in fast.__all__ if not hasattr(naive, name)] == ["conv_algorithm"]
 
 
+# ------------------------------------------------------------------ the tests mirror the package
+TESTS = Path(__file__).resolve().parent
+
+
+def test_test_folders_mirror_the_package_and_are_on_the_tests_pythonpath():
+    """A folder of tests/ is named after the package of fastconv whose code its files test;
+    every folder that holds test modules is on pytest's ``pythonpath`` (pyproject.toml), since
+    the test modules import each other and tests/_helpers.py by module name; and no two test
+    modules share a basename (under pytest's prepend import mode the second would be refused
+    as the first)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((TESTS.parent / "pyproject.toml").read_text())
+    pythonpath = {(TESTS.parent / entry).resolve() for entry in config["tool"]["pytest"]["ini_options"]["pythonpath"]}
+    modules = [path for path in TESTS.rglob("*.py") if "__pycache__" not in path.parts]
+    folders = {path.parent for path in modules}
+    assert TESTS in folders and folders <= pythonpath, sorted(map(str, folders - pythonpath))
+    assert [folder.name for folder in folders - {TESTS} if not (PACKAGE / folder.name).is_dir()] == []
+    names = [path.name for path in modules]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
+
+
 # ------------------------------------------------------------------ underscore names across modules
 #: Crossings that remain, each with its reason ("module: imported name").
 ALLOWED: set = set()
