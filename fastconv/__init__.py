@@ -69,6 +69,12 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module):
         module.__spec__ = module.__spec__.loader_state
 
+    def get_code(self, fullname):
+        """``python -m fastconv.<old>``: run the module at its home as ``__main__``."""
+        home = MOVED_MODULES[fullname]
+        run = f"import runpy\nrunpy.run_module({home!r}, run_name='__main__', alter_sys=True)\n"
+        return compile(run, f"<{fullname}, moved to {home}>", "exec")
+
 
 # First on sys.meta_path, so that a stale file at an old path (a leftover of an older
 # install) can never be imported beside the module at its home.

@@ -24,7 +24,7 @@ import pytest
 
 from fastconv import MOVED_MODULES
 from fastconv.engine.checks import check_number
-from fastconv.io.child import python_code
+from fastconv.io.child import python_code, python_module
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fastconv"
 
@@ -172,6 +172,14 @@ def test_old_paths_import_first_in_a_fresh_process():
     )
     out = subprocess.run(python_code(code), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_python_m_runs_an_old_path_as_its_home():
+    """``python -m fastconv.<old>`` runs the module at its home as __main__ (here one that does
+    nothing as __main__, as before the move), not a traceback from the finder."""
+    for old in ("fastconv.serve", "fastconv.plots"):
+        out = subprocess.run(python_module(old), capture_output=True, text=True, timeout=120)
+        assert (out.returncode, out.stdout, out.stderr) == (0, "", ""), (old, out.stderr)
 
 
 def test_a_path_that_never_existed_still_fails():
