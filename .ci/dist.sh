@@ -79,8 +79,8 @@ EOF
   start=$SECONDS
   fastconv demo
   echo "ci: fastconv demo took $((SECONDS - start)) s"
-  pytest -q -p no:cacheprovider tests/test_equivalence.py tests/test_edges.py tests/test_layers.py \
-    tests/test_optim.py tests/test_models.py
+  pytest -q -p no:cacheprovider tests/engine/test_equivalence.py tests/engine/test_edges.py \
+    tests/engine/test_layers.py tests/training/test_optim.py tests/training/test_models.py
 )
 if [ -e "$tmp/compiler-called" ]; then
   echo "ci: a compiler was called while installing or running the wheel:"; cat "$tmp/compiler-called"; exit 1

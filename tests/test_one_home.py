@@ -367,7 +367,7 @@ def test_every_caller_uses_the_one_check():
         Sequential("fc", input_shape=(1, 2, 2), num_classes=2, reg=float("inf"))
     with pytest.raises(ValueError, match=r"eps must be a number > 0"):
         Sequential([{"type": "batchnorm", "eps": float("inf")}], input_shape=(1, 2, 2), num_classes=2)
-    # kept where tests pin a ValueError for a non-number (tests/test_api_errors.py, test_models.py)
+    # kept where tests pin a ValueError for a non-number (tests/engine/test_api_errors.py, test_models.py)
     with pytest.raises(ValueError, match=r"^p \(the drop probability\)"):
         fast.dropout_forward(x, np.True_)
 

@@ -490,7 +490,7 @@ class ConvReluPool(Layer):
 def fuse_conv_relu_pool(layers):
     """``layers`` with each conv -> relu -> maxpool run (or conv -> maxpool -> relu: ReLU and max
     commute, gradients included, because both route through the same first maximum and are cut
-    where it is <= 0) replaced by one ConvReluPool step (tests/test_models.py checks them equal)."""
+    where it is <= 0) replaced by one ConvReluPool step (tests/training/test_models.py checks them equal)."""
     fused, i = [], 0
     while i < len(layers):
         types = [type(layer) for layer in layers[i : i + 3]]

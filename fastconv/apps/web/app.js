@@ -14,7 +14,7 @@
     model: null, grey: true, ink: "#ffffff", paper: "#000000", brush: 2.5, scale: 10,
     last: null, dirty: false, inFlight: false, timer: null, lastSentAt: -Infinity,
   };
-  // What the page sent and got, for the curious and for the browser test (tests/test_serve_browser.py).
+  // What the page sent and got, for the curious and for the browser test (tests/apps/test_serve_browser.py).
   const probe = window.fastconv = {
     sent: 0, answered: 0, errors: 0, last: null,
     idle: () => !state.dirty && !state.inFlight && state.timer === null,

@@ -1,7 +1,7 @@
 """`fastconv serve`: its endpoints through a real server on a free port, its errors, threads and Ctrl-C.
 
 The models are real: tiny `fastconv train` runs on a small generated data set. The page in a real
-browser is tests/test_serve_browser.py.
+browser is tests/apps/test_serve_browser.py.
 """
 
 import base64

@@ -22,7 +22,7 @@ pytestmark = [
 ]
 
 KERNELS = Path(fastconv.kernels.__file__).parent
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _built_modules():

@@ -28,7 +28,7 @@ What this file establishes (and what the engine, ``fastconv/engine/``, promises)
   memory with a static schedule, the GEMMs have fixed shapes, and a convolution's
   per-worker partial sums are added in worker order, with the worker count taken
   from the user's BLAS setting even while another call holds the BLAS to one
-  thread (tests/test_parallel.py).
+  thread (tests/engine/test_parallel.py).
 * Speed, not correctness: several Python threads each calling a multi-threaded
   OpenBLAS crawl when a core is busy elsewhere (6 threads x 12 iterations: 21 s,
   against 0.19 s with OpenBLAS limited to one thread by threadpoolctl). Code

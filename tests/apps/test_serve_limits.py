@@ -2,7 +2,7 @@
 
 Each load test states its bound in its name and docstring; the servers under load are real
 `fastconv serve` processes (their own open-file limit, their own CPU time), the clients this process's
-threads and sockets. The model is the tiny one of tests/test_cli_errors.py.
+threads and sockets. The model is the tiny one of tests/apps/test_cli_errors.py.
 """
 
 import contextlib

@@ -28,7 +28,7 @@ SHARED = [
     "svm_loss",
 ]
 # spatial_batchnorm_* are shared by naive (the numpy reference, here) but fast has its own
-# Cython passes: tests/test_equivalence.py compares the two.
+# Cython passes: tests/engine/test_equivalence.py compares the two.
 
 
 @pytest.mark.parametrize("name", SHARED)

@@ -4,7 +4,7 @@ read from a pipe, every decoder failure one line naming the file (with a seeded 
 files), and file names that cannot forge a line of predict's output.
 
 The command-line cases run the real command in a subprocess (what a user sees: the exit status and
-the bytes on stderr), on the tiny model of tests/test_cli_errors.py.
+the bytes on stderr), on the tiny model of tests/apps/test_cli_errors.py.
 """
 
 import io

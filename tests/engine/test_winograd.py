@@ -576,7 +576,7 @@ def test_the_accuracy_script_runs(capsys):
     import importlib.util
     import os
 
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "winograd_accuracy.py")
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "winograd_accuracy.py")
     spec = importlib.util.spec_from_file_location("winograd_accuracy", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)

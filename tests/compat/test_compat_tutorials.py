@@ -3,7 +3,7 @@ spatial groupnorm, the norm sandwiches), integer arrays, CS231n's batchnorm runn
 statistics, and the "numpy only" tutorial's ConvNet1 and extra layers (fastconv.compat.sichkar).
 
 References are written here (CS231n-style numpy code, loops), or are the core layers,
-which tests/test_norm_layers.py and tests/test_layers.py check against numerical gradients.
+which tests/engine/test_norm_layers.py and tests/engine/test_layers.py check against numerical gradients.
 """
 
 import numpy as np

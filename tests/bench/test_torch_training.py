@@ -18,7 +18,7 @@ import pytest
 
 from test_datasets import write_idx_set
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_training.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "torch_training.py"
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from fastconv.kernels import picker as _kernels
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "kernel_builds.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "kernel_builds.py"
 KERNELS_PER_DTYPE = 18  # 3 pooling workloads x 2 passes, 4 batchnorm passes, 2 x (im2col, col2im), 4 Winograd
 
 

@@ -357,7 +357,7 @@ def test_the_naive_names_run_the_fast_path_and_the_docs_say_what_the_notebooks_t
     README's swap section) says what the notebooks' "fast vs naive" cells print after the swap."""
     assert L.conv_forward_naive is L.conv_forward_fast and L.conv_backward_naive is L.conv_backward_fast
     assert L.max_pool_forward_naive is L.max_pool_forward_fast
-    page = (Path(__file__).resolve().parents[1] / "docs" / "tutorials.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "tutorials.md").read_text()
     differences = page.split("What differs from the tutorials", 1)[1].split("\n## ", 1)[0]
     assert '"fast vs naive"' in differences and "fastconv.naive" in differences
     assert "difference of 0" in differences and "speedup of about 1x" in differences

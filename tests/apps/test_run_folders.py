@@ -223,7 +223,7 @@ def test_second_run_into_a_locked_folder_fails_at_once(data_env):
             OPENBLAS_NUM_THREADS="1",
             PYTHONPATH=(
                 os.pathsep.join(
-                    p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+                    p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p
                 )
             ),
         ),

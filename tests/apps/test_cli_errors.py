@@ -40,7 +40,7 @@ def env(tmp_path_factory):
         OMP_NUM_THREADS="1",
         OPENBLAS_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p
         ),
     )
     e = {"root": root, "env": environ, "good": good}
@@ -264,7 +264,7 @@ def test_a_bad_kernels_setting_is_one_line(command):
         os.environ,
         FASTCONV_KERNELS="bogus",
         PYTHONPATH=os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p
         ),
     )
     proc = subprocess.run(

@@ -99,7 +99,7 @@ def env(tmp_path_factory):
         OMP_NUM_THREADS="1",
         OPENBLAS_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p
         ),
     )
     for name in distributed.LAUNCHER_VARIABLES:  # the test process itself may run under a launcher

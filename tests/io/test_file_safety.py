@@ -100,7 +100,7 @@ def test_a_sigkill_during_a_save_leaves_one_consistent_model(tmp_path, kill_at):
         capture_output=True,
         text=True,
         timeout=60,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
     )
     killed = child.returncode == -signal.SIGKILL
     assert killed or child.stdout.strip() == "SAVED", child.stderr
@@ -238,7 +238,7 @@ def crash_env(tmp_path_factory):
         OMP_NUM_THREADS="1",
         OPENBLAS_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p
         ),
     )
     return {"root": root, "env": environ}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "idle_pause.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "idle_pause.py"
 
 
 def _run(*args):

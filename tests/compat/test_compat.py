@@ -384,7 +384,7 @@ def test_sichkar_convnet1_step_runs_on_float64_data_with_float32_parameters(rng)
 
 
 def test_float16_input_is_rejected():
-    """Integers are converted (tests/test_compat_tutorials.py); float16 is not a computing dtype."""
+    """Integers are converted (tests/compat/test_compat_tutorials.py); float16 is not a computing dtype."""
     x = np.ones((1, 1, 4, 4), dtype=np.float16)
     with pytest.raises(TypeError, match="x must have dtype float32 or float64"):
         cs231n.conv_forward_naive(x, np.ones((1, 1, 3, 3)), np.zeros(1), {"stride": 1, "pad": 1})
