@@ -9,8 +9,9 @@ PYTEST ?= $(PYTHON) -m pytest
 # The folders ruff checks (the same in CI and in the pre-commit hook).
 LINT_PATHS = fastconv tests benchmarks examples setup.py
 # The tests CI runs once more against the debug build (bounds checks on).
-DEBUG_BUILD_TESTS = tests/test_equivalence.py tests/test_im2col.py tests/test_fuzz.py tests/test_edges.py \
-	tests/test_threads.py tests/test_parallel.py tests/test_kernels_build.py
+DEBUG_BUILD_TESTS = tests/engine/test_equivalence.py tests/kernels/test_im2col.py tests/engine/test_fuzz.py \
+	tests/engine/test_edges.py tests/engine/test_threads.py tests/engine/test_parallel.py \
+	tests/kernels/test_kernels_build.py
 BENCH_OUT ?= bench-results/quick.json
 
 .PHONY: help install build lint-deps lint format typecheck stubtest test test-quick test-debug-build \

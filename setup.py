@@ -158,7 +158,7 @@ class BuildExt(build_ext):
         unavailable = flags is None and not NO_OPENMP
         if unavailable:
             # pip shows this only with -v: the build also records it (build_info()'s
-            # "openmp_unavailable"), and fastconv/_kernels.py warns at import.
+            # "openmp_unavailable"), and fastconv/kernels/picker.py warns at import.
             warnings.warn(
                 "fastconv: this compiler has no usable OpenMP; building the kernels without "
                 "it (they run on fastconv's own worker threads; CONTRIBUTING.md: building).",

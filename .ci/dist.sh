@@ -25,7 +25,7 @@ need = ["LICENSE", "README.md", "CONTRIBUTING.md", "pyproject.toml", "setup.py",
         "tests/conftest.py", "tests/_helpers.py", "tests/_fuzz_cases.py",
         "docs/workloads.md", "docs/performance.md", "docs/serve.png",
         "fastconv/kernels/_im2col.pyx", "fastconv/kernels/winograd.pxi", "fastconv/kernels/direct.h",
-        "fastconv/kernels/cpu.h", "fastconv/web/index.html", "mkdocs.yml", "docs/img/architecture.svg"]
+        "fastconv/kernels/cpu.h", "fastconv/apps/web/index.html", "mkdocs.yml", "docs/img/architecture.svg"]
 missing = [n for n in need if n not in names]
 built = sorted(n for n in names if n.endswith((".c", ".so", ".pyd", ".pyc")))
 if missing or built:
@@ -79,8 +79,8 @@ EOF
   start=$SECONDS
   fastconv demo
   echo "ci: fastconv demo took $((SECONDS - start)) s"
-  pytest -q -p no:cacheprovider tests/test_equivalence.py tests/test_edges.py tests/test_layers.py \
-    tests/test_optim.py tests/test_models.py
+  pytest -q -p no:cacheprovider tests/engine/test_equivalence.py tests/engine/test_edges.py \
+    tests/engine/test_layers.py tests/training/test_optim.py tests/training/test_models.py
 )
 if [ -e "$tmp/compiler-called" ]; then
   echo "ci: a compiler was called while installing or running the wheel:"; cat "$tmp/compiler-called"; exit 1

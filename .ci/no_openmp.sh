@@ -54,5 +54,5 @@ python "$root/.ci/no_openmp_speed.py"
 
 mv "$tmp/src/fastconv" "$tmp/src/fastconv.source"  # the tests run against the install
 cd "$tmp/src"
-pytest -q -p no:cacheprovider tests/test_parallel.py tests/test_threads.py tests/test_optim.py \
+pytest -q -p no:cacheprovider tests/engine/test_parallel.py tests/engine/test_threads.py tests/training/test_optim.py \
   -k "openmp or pool or batchnorm or adam or worker or config"

@@ -11,8 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . .ci/_copy_source.sh
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-MATRIX_TESTS=(tests/test_equivalence.py tests/test_edges.py tests/test_im2col.py tests/test_parallel.py
-              tests/test_optim.py tests/test_models.py tests/test_caches.py)
+MATRIX_TESTS=(tests/engine/test_equivalence.py tests/engine/test_edges.py tests/kernels/test_im2col.py
+              tests/engine/test_parallel.py tests/training/test_optim.py tests/training/test_models.py
+              tests/engine/test_caches.py)
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 

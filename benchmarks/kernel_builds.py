@@ -27,7 +27,7 @@ each kernel's outputs on every build are checked to be the same bytes as the bas
 
 Prints a Markdown table of milliseconds per build and the ratios avx512/avx2 and
 avx2/baseline, and the CPU's SIMD flags. A developer tool, not part of the package
-(tests/test_bench_kernel_builds.py runs it with ``--quick``):
+(tests/bench/test_bench_kernel_builds.py runs it with ``--quick``):
 
     python benchmarks/kernel_builds.py [--repeats 15] [--warmup 3] [--dtypes float32,float64]
 """

@@ -28,7 +28,7 @@ and scales it to an epoch.
 
 A developer tool, not part of the package: it imports the installed
 fastconv (``pip install ".[all]" torch``) and is tested on a few images by
-tests/test_torch_training.py.
+tests/bench/test_torch_training.py.
 
 Run:  python benchmarks/torch_training.py [--threads 2] [--images 6400] [--naive] [--data DIR]
 Exits cleanly (status 0, a message) when torch is not installed.

@@ -2,7 +2,7 @@
 "Winograd accuracy").
 
 For every canonical 3x3 stride-1 workload (fastconv/bench/common.py, ``WORKLOADS``) and for
-the Winograd test grid (tests/test_winograd.py, ``CASES``), the layer runs forward and
+the Winograd test grid (tests/engine/test_winograd.py, ``CASES``), the layer runs forward and
 backward in float32 with ``algorithm`` "im2col", "winograd2" and "winograd4", and the
 reference is fastconv.naive in float64 on the same (float32-rounded) inputs, so that the
 error is the algorithm's, not the rounding of its inputs. Errors are relative to the
@@ -72,10 +72,11 @@ def _rows(label, err32, err64):
 
 
 def _test_grid():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "test_winograd.py")
+    tests = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")
+    path = os.path.join(tests, "engine", "test_winograd.py")
     spec = importlib.util.spec_from_file_location("_winograd_tests", path)
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, os.path.dirname(path))  # its ``from _helpers import ...``
+    sys.path.insert(0, tests)  # its ``from _helpers import ...``
     spec.loader.exec_module(module)
     return module.CASES
 

@@ -17,14 +17,14 @@ import sys
 
 # name -> (module, help). Each module defines add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS = {
-    "demo": ("fastconv.demo", "time naive against fast convolution on a CIFAR-10-sized batch"),
+    "demo": ("fastconv.apps.demo", "time naive against fast convolution on a CIFAR-10-sized batch"),
     "bench": ("fastconv.bench.cli", "run the benchmark suite (naive, fast, GEMM limit, PyTorch)"),
-    "train": ("fastconv.train_cli", "train a network on a real data set"),
-    "evaluate": ("fastconv.train_cli:evaluate", "print the test accuracy of a trained model"),
-    "predict": ("fastconv.train_cli:predict", "classify image files or a .npy batch"),
-    "summary": ("fastconv.train_cli:summary", "print a model's layers, parameters, FLOPs and activation memory"),
-    "serve": ("fastconv.serve", "try a trained model in the browser: draw or upload an image, see its answer"),
-    "config": ("fastconv._config", "print how fastconv was built and will run"),
+    "train": ("fastconv.apps.train_cli", "train a network on a real data set"),
+    "evaluate": ("fastconv.apps.train_cli:evaluate", "print the test accuracy of a trained model"),
+    "predict": ("fastconv.apps.train_cli:predict", "classify image files or a .npy batch"),
+    "summary": ("fastconv.apps.train_cli:summary", "print a model's layers, parameters, FLOPs and activation memory"),
+    "serve": ("fastconv.apps.serve", "try a trained model in the browser: draw or upload an image, see its answer"),
+    "config": ("fastconv.apps.config", "print how fastconv was built and will run"),
 }
 
 

@@ -85,7 +85,7 @@ class IterationHook(Callback):
 
 
 class LearningRate(Callback):
-    """Sets every parameter's ``learning_rate`` from a ``fastconv.schedules`` schedule: before
+    """Sets every parameter's ``learning_rate`` from a ``fastconv.training.schedules`` schedule: before
     training and after each update, the rate of the next update, computed from the number of
     updates done (so a resumed run gets the same rates). After training the configs hold the
     rate the next update would use (as CS231n's per-epoch decay leaves them)."""

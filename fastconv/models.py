@@ -36,7 +36,7 @@ statistics ``running_mean1, running_var1, ...`` live in ``model.buffers``.
 Tip: ``conv-bn-maxpool2-relu`` computes exactly what ``conv-bn-relu-maxpool2``
 does (ReLU and max commute) with the ReLU on a quarter of the values.
 
-Each layer type is one class in ``fastconv._model_layers`` (its token, dict,
+Each layer type is one class in ``fastconv.training.model_layers`` (its token, dict,
 shapes, parameters, forward and backward); a built model keeps one object per
 layer in ``model.layers``, and ``Sequential`` only walks the list.
 
@@ -85,7 +85,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import (  # noqa: F401  (the file helpers stay importable from here)
+from .engine.checks import check_int, check_number, shape_size
+from .io.files import (  # noqa: F401  (the file helpers stay importable from here)
     array_manifest,
     atomic_link,
     atomic_write,
@@ -98,7 +99,7 @@ from ._files import (  # noqa: F401  (the file helpers stay importable from here
     sha256_of,
     write_json,
 )
-from ._model_layers import (
+from .training.model_layers import (
     LAYER_SYNTAX,  # noqa: F401  (public, with parse_layers and format_layers)
     LAYER_TYPES,
     format_layers,
@@ -106,8 +107,7 @@ from ._model_layers import (
     normalize_layer,
     parse_layers,
 )
-from .engine.checks import check_int, check_number, shape_size
-from .model_state import (  # noqa: F401  (the files and loaders stay importable from here)
+from .training.model_state import (  # noqa: F401  (the files and loaders stay importable from here)
     FORMAT,
     FORMAT_VERSION,
     MODEL_FILES,
@@ -189,7 +189,7 @@ class Sequential(ModelState):
         self.preprocess = None
         self.class_names = None
         self.last_scores = None
-        self.layers = self._build(self.layer_specs)  # one object per layer (fastconv._model_layers)
+        self.layers = self._build(self.layer_specs)  # one object per layer (fastconv.training.model_layers)
         self._plan = fuse_conv_relu_pool(self.layers)  # what forward and backward run
         if initialize:
             self._initialize()
@@ -276,8 +276,8 @@ class Sequential(ModelState):
     def summary(self):
         """The summary table as text, ``print(model.summary())``: a row per layer with its output
         shape, parameters, FLOPs of forward and of forward+backward and activation memory per
-        image, and the totals (``fastconv.summary``)."""
-        from .summary import format_summary
+        image, and the totals (``fastconv.training.summary``)."""
+        from .training.summary import format_summary
 
         return format_summary(self)
 

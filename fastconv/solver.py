@@ -17,7 +17,7 @@ model's dtype), so a uint8 data set is never converted as a whole.
 ``model`` is one of ``fastconv.models``, or any CS231n-style model (a ``params``
 dict and ``loss(X, y=None)``) or tutorial-style one (``params``,
 ``loss_for_training(x, y)``, ``scores_for_predicting(x)``); see
-``fastconv._model_adapter`` for what such a model may add and what its
+``fastconv.training.model_adapter`` for what such a model may add and what its
 checkpoints hold.
 
 Each epoch visits every training example once, in an order drawn from the
@@ -61,7 +61,7 @@ tutorial's ``train_accuracy_history``, ``validation_accuracy_history`` and
 ``best_validation_accuracy`` read the histories above.
 
 Checkpoints: with ``checkpoint_dir``, the end of each epoch writes a
-checkpoint (``fastconv.checkpoints``: atomic, only the ``keep_checkpoints``
+checkpoint (``fastconv.training.checkpoints``: atomic, only the ``keep_checkpoints``
 newest kept). CS231n's ``checkpoint_name`` (e.g. ``"runs/fc_net"``) writes
 the same safe checkpoints under that name, ``runs/fc_net_epoch0001.json`` +
 ``.npz``, instead of CS231n's pickles (``fc_net_epoch_1.pkl``): never a
@@ -83,7 +83,7 @@ Callbacks, schedules, early stopping, augmentation:
   Solver; see ``fastconv.callbacks``). A callback may set ``stop_training`` at an epoch's
   end. The older ``on_iteration`` attribute still works (called after each update).
 * ``lr_schedule``: the learning rate of every update, a spec such as ``"cosine"``,
-  ``"step:5:0.5"``, ``"onecycle"`` or a ``fastconv.schedules.Schedule``, from the
+  ``"step:5:0.5"``, ``"onecycle"`` or a ``fastconv.training.schedules.Schedule``, from the
   ``learning_rate`` of ``optim_config``; ``warmup`` epochs of linear ramp (with or
   without a schedule). ``lr_decay`` itself runs as the schedule ``exp:G`` (the same rates,
   bit for bit). Give ``lr_decay`` or ``lr_schedule``, not both.
@@ -91,7 +91,7 @@ Callbacks, schedules, early stopping, augmentation:
   ``fastconv.callbacks.EarlyStopping`` (``monitor="val_loss"`` watches the validation
   loss, kept in ``val_loss_history``, and then chooses the best parameters by it);
   ``early_stopped`` holds the epoch the run stopped after (None otherwise).
-* ``augment``: a spec such as ``"crop4,flip"`` or a ``fastconv.augment.Augment``, applied
+* ``augment``: a spec such as ``"crop4,flip"`` or a ``fastconv.training.augment.Augment``, applied
   to each training batch (the raw images, before ``model.prepare``), with random draws from
   the Solver's generator.
 
@@ -100,7 +100,7 @@ whose rates depend on the run's length (cosine, one-cycle) also records ``num_ep
 
 MPI: with ``comm`` (an mpi4py communicator, e.g. ``MPI.COMM_WORLD``) every rank
 runs the same Solver on the same data and each step's batch is split over the
-ranks; the result is one process's up to rounding (``fastconv.distributed``).
+ranks; the result is one process's up to rounding (``fastconv.training.distributed``).
 
 Progress: with ``verbose``, a tqdm bar per epoch shows the loss, the running
 training accuracy and images/s; without tqdm, a line every ``print_every``
@@ -116,15 +116,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoints as _checkpoints
 from . import optim
-from ._files import sha256_of_arrays
-from ._model_adapter import solver_data, solver_model
-from .augment import parse_augment
 from .callbacks import EarlyStopping, IterationHook, LearningRate, call, check_callbacks
-from .checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoints, load_checkpoint_model  # noqa: F401
 from .engine.checks import check_int, check_number
-from .schedules import parse_schedule
+from .io.files import sha256_of_arrays
+from .training import checkpoints as _checkpoints
+from .training.augment import parse_augment
+from .training.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, checkpoints, load_checkpoint_model  # noqa: F401
+from .training.model_adapter import solver_data, solver_model
+from .training.schedules import parse_schedule
 
 try:  # tqdm is optional (the "train" extra)
     from tqdm.auto import tqdm as _tqdm
@@ -135,7 +135,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 class Solver:
     """Train a model (see the module docstring)."""
 
-    #: Called as ``on_iteration(solver)`` after each update (e.g. ``fastconv.animation.FilterFrames``).
+    #: Called as ``on_iteration(solver)`` after each update (e.g. ``fastconv.apps.animation.FilterFrames``).
     on_iteration = None
 
     #: What ``nonfinite_loss`` is when not given: "raise" here, "stop" in ``fastconv.compat.cs231n.Solver``.
@@ -287,7 +287,7 @@ class Solver:
     def train_images(self, idx, rows=slice(None)):
         """The training images of the batch ``idx`` (its ``rows``, a slice), augmented when asked:
         the random draws are made for the whole batch, so every part of it sees what one
-        process sees (``fastconv.distributed`` takes its rank's rows)."""
+        process sees (``fastconv.training.distributed`` takes its rank's rows)."""
         if self.augment is None:
             return self.X_train[idx[rows]]
         draws = self.augment.draw(self.rng, len(idx))
@@ -425,7 +425,7 @@ class Solver:
         or until early stopping (or another callback) ends it."""
         if self.distributed is not None:
             self.distributed.start()  # every rank takes rank 0's state
-            from .distributed import bcast_json
+            from .training.distributed import bcast_json
 
             extra = bcast_json(
                 self.distributed.comm, {"val_loss": self.val_loss_history, "early_stopped": self.early_stopped}
@@ -522,7 +522,7 @@ class Solver:
         }
 
     def save_checkpoint(self):
-        """Write this epoch's checkpoint into ``checkpoint_dir`` (see ``fastconv.checkpoints``)."""
+        """Write this epoch's checkpoint into ``checkpoint_dir`` (see ``fastconv.training.checkpoints``)."""
         if self.distributed is not None and not self.distributed.writes:
             return None  # rank 0 writes
         return _checkpoints.save_checkpoint(self)
@@ -584,7 +584,7 @@ def _early_stop(value):
 
 
 def _data_parallel(solver, comm):
-    from .distributed import DataParallel  # mpi4py only when asked for
+    from .training.distributed import DataParallel  # mpi4py only when asked for
 
     return DataParallel(solver, comm)
 

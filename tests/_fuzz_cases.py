@@ -1,6 +1,6 @@
 """Random cases for fuzzing fastconv's conv and pooling API, and a runner that survives crashes.
 
-Used by ``tests/test_fuzz.py`` (a bounded, seeded run in CI) and by
+Used by ``tests/engine/test_fuzz.py`` (a bounded, seeded run in CI) and by
 ``tests/fuzz_long.py`` (a run for a set time). Not a test module itself.
 
 **A case** is rebuilt from its id ``(seed, index, family)`` alone, so a failure
@@ -30,7 +30,7 @@ but the tested code accepts (or the reverse), a wrong answer or a change to an
 input array is a failure.
 
 **The runner** (``Runner``) executes cases in a worker subprocess (``worker_main``
-of this file, started through ``fastconv._child``, so that it imports the same
+of this file, started through ``fastconv.io.child``, so that it imports the same
 fastconv as the parent whatever the current directory) that reads case ids on
 stdin and writes one JSON result per line. If the worker dies (segfault, abort) or a case exceeds its time limit,
 the runner records that case as ``crash`` or ``hang`` with the worker's last
@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastconv._child import python_code
+from fastconv.io.child import python_code
 from fastconv.testing import TOL  # the one tolerance table
 
 import _helpers
@@ -845,7 +845,7 @@ def _compat_conv(seed, index, rng, family):
         target = rng.choice(["x", "w", "b", "dict", "dict", "pool_param" if pool is not None else "dict"])
         if target == "x":
             # batchnorm of converted integers (uint8 wraps -1 to 255) in float32 is too ill-conditioned
-            # to compare two implementations; tests/test_compat_tutorials.py checks that case
+            # to compare two implementations; tests/compat/test_compat_tutorials.py checks that case
             x = _mutate_array(
                 m, rng, "x", x, other_float="ok", shape_outcome=_x_shape_outcome(True), integers=None if bn else "ok"
             )

@@ -1,4 +1,4 @@
-"""Fuzz fastconv's conv and pooling API for a set time (the long run of tests/test_fuzz.py).
+"""Fuzz fastconv's conv and pooling API for a set time (the long run of tests/engine/test_fuzz.py).
 
     python tests/fuzz_long.py --seconds 600 [--seed S] [--timeout 10] [--json report.json]
     python tests/fuzz_long.py --case SEED INDEX FAMILY     # replay one case, in this process

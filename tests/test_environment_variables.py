@@ -32,7 +32,7 @@ def _sources():
     paths = [ROOT / "setup.py", *ROOT.glob(".ci/*")]
     for pattern in ("*.py", "*.pyx", "*.pxi", "*.h"):
         paths += ROOT.glob(f"fastconv/**/{pattern}")
-    paths += [p for p in ROOT.glob("tests/*.py") if p != here]
+    paths += [p for p in ROOT.glob("tests/**/*.py") if p != here]
     return [p for p in paths if p.is_file()]
 
 

@@ -1,14 +1,16 @@
 """Each concept in one place, reached through public names, and the old import paths still work.
 
 * every documented name imports from the path it always had (the same object as its home's);
+  a module that moved into a package by concern (``fastconv.MOVED_MODULES``) is, at its old
+  path, the module at its home itself;
 * no module of fastconv uses another module's underscore names (an AST scan, with an
   allow-list of the crossings that remain and why);
 * one real-number check (``engine.checks.check_number``): a non-number is a TypeError, a bad
   value (out of range, NaN, infinite, beyond float) a ValueError, bool and np.bool_ refused;
 * batchnorm's ``bn_param`` rules in one home (``engine.batchnorm``): the same bad bn_param
   gets the same error through every batchnorm fastconv has;
-* ``fastconv.distributed`` reaches a network's layers through ``layer_module`` only;
-* the model protocol is a ``typing.Protocol`` (``model_state.SolverModel``).
+* ``fastconv.training.distributed`` reaches a network's layers through ``layer_module`` only;
+* the model protocol is a ``typing.Protocol`` (``training.model_state.SolverModel``).
 """
 
 import ast
@@ -20,36 +22,77 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastconv._child import python_code
+from fastconv import MOVED_MODULES
 from fastconv.engine.checks import check_number
+from fastconv.io.child import python_code, python_module
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fastconv"
 
 # ------------------------------------------------------------------ old import paths
-#: (old path, name, home): the name must import from the old path, and be its home's object.
-MOVED = [
-    ("fastconv.models", name, "fastconv.model_state")
-    for name in (
-        "load_model",
-        "load_saved_model",
-        "model_from_spec",
-        "build_model",
-        "save_model_files",
-        "recover_model_files",
-        "FORMAT",
-        "FORMAT_VERSION",
-        "MODEL_JSON",
-        "MODEL_NPZ",
-        "MODEL_NPZ_NEXT",
-        "MODEL_FILES",
-    )
-] + [
-    ("fastconv.checkpoints", "load_checkpoint_model", "fastconv.model_state"),
-    ("fastconv.solver", "load_checkpoint_model", "fastconv.model_state"),
-    ("fastconv.train_cli", "load_prediction_model", "fastconv.model_state"),
+#: Model files and loaders, documented at fastconv.models and at fastconv.model_state.
+MODEL_FILE_NAMES = [
+    "load_model",
+    "load_saved_model",
+    "model_from_spec",
+    "build_model",
+    "save_model_files",
+    "recover_model_files",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MODEL_JSON",
+    "MODEL_NPZ",
+    "MODEL_NPZ_NEXT",
+    "MODEL_FILES",
 ]
 
-#: Names documented (README, docstrings) at a path that did not move.
+#: (old path, name, home): the name must import from the old path, and be its home's object.
+MOVED = [("fastconv.models", name, "fastconv.training.model_state") for name in MODEL_FILE_NAMES] + [
+    ("fastconv.checkpoints", "load_checkpoint_model", "fastconv.training.model_state"),
+    ("fastconv.solver", "load_checkpoint_model", "fastconv.training.model_state"),
+    ("fastconv.train_cli", "load_prediction_model", "fastconv.training.model_state"),
+]
+
+#: Names documented (README, docs/, docstrings) at a module path that moved into a package by
+#: concern (fastconv.MOVED_MODULES): old path -> names. Each must import from the old path and
+#: be the same object as at the module's home.
+MOVED_MODULE_NAMES = {
+    "fastconv.model_state": ["ModelState", "SolverModel", "load_checkpoint_model", "load_prediction_model"]
+    + MODEL_FILE_NAMES,
+    "fastconv.checkpoints": [
+        "save_checkpoint",
+        "resume",
+        "checkpoints",
+        "prune",
+        "read_checkpoint",
+        "CHECKPOINT_FORMAT",
+        "CHECKPOINT_VERSION",
+        "load_checkpoint_model",
+    ],
+    "fastconv.distributed": ["DataParallel", "SyncedLayers", "split", "predict", "world", "launched"],
+    "fastconv.preprocessing": ["Preprocessing", "to_nchw", "LAYOUTS"],
+    "fastconv.schedules": ["parse_schedule", "Schedule", "Constant", "Exponential", "Step", "Cosine", "OneCycle"],
+    "fastconv.augment": ["parse_augment", "Augment", "MAX_CROP"],
+    "fastconv.summary": ["format_summary", "layer_rows"],
+    "fastconv.train_cli": ["class_probabilities", "load_prediction_model", "add_arguments", "run"],
+    "fastconv.serve": ["add_arguments", "run", "make_server", "Server", "PAGE_FILES"],
+    "fastconv.plots": [
+        "confusion_matrix",
+        "plot_loss",
+        "plot_accuracy",
+        "plot_confusion",
+        "plot_filters",
+        "plot_class_grid",
+        "feature_maps",
+        "plot_feature_maps",
+        "plot_examples",
+    ],
+    "fastconv.animation": ["FilterFrames", "frame_interval"],
+    "fastconv.demo": ["add_arguments", "run"],
+}
+MOVED += [(old, name, MOVED_MODULES[old]) for old, names in MOVED_MODULE_NAMES.items() for name in names]
+
+#: Names documented (README, docstrings) at a path that did not move (for the modules that
+#: moved into a package by concern: MOVED_MODULE_NAMES above).
 STAYED = {
     "fastconv": ["conv_output_size", "show_config", "keep_freed_memory", "__version__"],
     "fastconv.models": [
@@ -68,11 +111,8 @@ STAYED = {
         "save_arrays",
         "load_arrays",
     ],
-    "fastconv.checkpoints": ["save_checkpoint", "resume", "checkpoints", "prune", "CHECKPOINT_FORMAT"],
     "fastconv.solver": ["Solver", "checkpoints", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"],
-    "fastconv.train_cli": ["class_probabilities"],
     "fastconv.optim": ["sgd", "sgd_momentum", "rmsprop", "adam", "get_update_rule"],
-    "fastconv.distributed": ["DataParallel", "split", "predict"],
     "fastconv.engine.checks": ["check_int", "check_number", "check_float_array", "check_dout"],
     "fastconv.engine.batchnorm": [
         "spatial_batchnorm_forward",
@@ -93,6 +133,60 @@ def test_a_moved_name_imports_from_its_old_path(old, name, home):
     assert getattr(importlib.import_module(old), name) is getattr(importlib.import_module(home), name)
 
 
+def test_every_moved_module_has_its_documented_names_listed():
+    assert sorted(MOVED_MODULE_NAMES) == sorted(MOVED_MODULES)
+
+
+@pytest.mark.parametrize("old", sorted(MOVED_MODULES))
+def test_an_old_module_path_is_the_module_at_its_home(old):
+    """``import fastconv.<old>`` gives the module itself, not a copy: one set of globals (a
+    monkeypatch or a setting made through either path is seen through the other), and its own
+    name and spec."""
+    home = importlib.import_module(MOVED_MODULES[old])
+    assert importlib.import_module(old) is home
+    assert home.__name__ == MOVED_MODULES[old] and home.__spec__.name == MOVED_MODULES[old]
+    assert getattr(importlib.import_module("fastconv"), old.rpartition(".")[2]) is home
+
+
+def test_old_paths_import_first_in_a_fresh_process():
+    """``from fastconv.<old> import name`` in a process that has not imported the old path yet
+    (through the finder, not from sys.modules; the first module's home is not loaded either):
+    every documented name is its home's object, and no module is loaded twice."""
+    code = (
+        "import importlib, sys\n"
+        f"names = {MOVED_MODULE_NAMES!r}\n"
+        f"homes = {MOVED_MODULES!r}\n"
+        "import fastconv\n"
+        "for old, listed in names.items():\n"
+        "    assert old not in sys.modules, old\n"
+        "    got = {}\n"
+        "    exec(f'from {old} import ' + ', '.join(listed), got)\n"
+        "    home = sys.modules[homes[old]]\n"
+        "    assert sys.modules[old] is home, old\n"
+        "    bad = [n for n in listed if got[n] is not getattr(home, n)]\n"
+        "    assert not bad, (old, bad)\n"
+        "ours = {id(m): m for m in list(sys.modules.values()) if getattr(m, '__name__', '').startswith('fastconv')}\n"
+        "files = [m.__file__ for m in ours.values() if getattr(m, '__file__', None)]\n"
+        "assert len(files) == len(set(files)), 'a module loaded twice'\n"
+        "print('ok')"
+    )
+    out = subprocess.run(python_code(code), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_python_m_runs_an_old_path_as_its_home():
+    """``python -m fastconv.<old>`` runs the module at its home as __main__ (here one that does
+    nothing as __main__, as before the move), not a traceback from the finder."""
+    for old in ("fastconv.serve", "fastconv.plots"):
+        out = subprocess.run(python_module(old), capture_output=True, text=True, timeout=120)
+        assert (out.returncode, out.stdout, out.stderr) == (0, "", ""), (old, out.stderr)
+
+
+def test_a_path_that_never_existed_still_fails():
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("fastconv.no_such_module")
+
+
 @pytest.mark.parametrize("module", sorted(STAYED))
 def test_documented_names_import_from_their_path(module):
     mod = importlib.import_module(module)
@@ -111,6 +205,27 @@ def test_naive_has_the_layers_of_fast():
     """One import swaps the two paths (conv_algorithm, which names fast's choice, is fast's alone)."""
     fast, naive = importlib.import_module("fastconv.fast"), importlib.import_module("fastconv.naive")
     assert [name for name in fast.__all__ if not hasattr(naive, name)] == ["conv_algorithm"]
+
+
+# ------------------------------------------------------------------ the tests mirror the package
+TESTS = Path(__file__).resolve().parent
+
+
+def test_test_folders_mirror_the_package_and_are_on_the_tests_pythonpath():
+    """A folder of tests/ is named after the package of fastconv whose code its files test;
+    every folder that holds test modules is on pytest's ``pythonpath`` (pyproject.toml), since
+    the test modules import each other and tests/_helpers.py by module name; and no two test
+    modules share a basename (under pytest's prepend import mode the second would be refused
+    as the first)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((TESTS.parent / "pyproject.toml").read_text())
+    pythonpath = {(TESTS.parent / entry).resolve() for entry in config["tool"]["pytest"]["ini_options"]["pythonpath"]}
+    modules = [path for path in TESTS.rglob("*.py") if "__pycache__" not in path.parts]
+    folders = {path.parent for path in modules}
+    assert TESTS in folders and folders <= pythonpath, sorted(map(str, folders - pythonpath))
+    assert [folder.name for folder in folders - {TESTS} if not (PACKAGE / folder.name).is_dir()] == []
+    names = [path.name for path in modules]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
 
 
 # ------------------------------------------------------------------ underscore names across modules
@@ -252,7 +367,7 @@ def test_every_caller_uses_the_one_check():
         Sequential("fc", input_shape=(1, 2, 2), num_classes=2, reg=float("inf"))
     with pytest.raises(ValueError, match=r"eps must be a number > 0"):
         Sequential([{"type": "batchnorm", "eps": float("inf")}], input_shape=(1, 2, 2), num_classes=2)
-    # kept where tests pin a ValueError for a non-number (tests/test_api_errors.py, test_models.py)
+    # kept where tests pin a ValueError for a non-number (tests/engine/test_api_errors.py, test_models.py)
     with pytest.raises(ValueError, match=r"^p \(the drop probability\)"):
         fast.dropout_forward(x, np.True_)
 
@@ -268,7 +383,7 @@ BAD_BN_PARAMS = {
 
 
 def _synced(layers):
-    from fastconv.distributed import SyncedLayers
+    from fastconv.training.distributed import SyncedLayers
 
     return SyncedLayers(layers, _OneRank(), 0, 2, 2)
 
@@ -319,8 +434,8 @@ class _OneRank:
 def test_synced_layers_handed_in_as_layer_module_train_as_one_process(layers):
     """One rank's SyncedLayers, handed to the network as its layer_module, gives the loss and
     gradients of the network's own layers (the same dropout draws, the same batch statistics)."""
-    from fastconv.distributed import SyncedLayers
     from fastconv.models import Sequential
+    from fastconv.training.distributed import SyncedLayers
 
     rng = np.random.default_rng(3)
     X, y = rng.standard_normal((5, 2, 6, 6)), rng.integers(0, 3, 5)
@@ -336,7 +451,7 @@ def test_synced_layers_handed_in_as_layer_module_train_as_one_process(layers):
 
 def test_layer_types_read_no_distributed_attribute():
     """The seam is layer_module: nothing plants or reads ``model.distributed``."""
-    for path in (PACKAGE / "_model_layers.py", PACKAGE / "distributed.py"):
+    for path in (PACKAGE / "training" / "model_layers.py", PACKAGE / "training" / "distributed.py"):
         source = path.read_text()
         assert (
             '"distributed"' not in source and "net.distributed" not in source and "model.distributed" not in source
@@ -345,9 +460,9 @@ def test_layer_types_read_no_distributed_attribute():
 
 # ------------------------------------------------------------------ the model protocol
 def test_the_model_protocol_is_a_typing_protocol():
-    from fastconv._model_adapter import TutorialModel, solver_model
-    from fastconv.model_state import SolverModel
     from fastconv.models import Sequential
+    from fastconv.training.model_adapter import TutorialModel, solver_model
+    from fastconv.training.model_state import SolverModel
 
     model = Sequential("fc", input_shape=(1, 2, 2), num_classes=2, seed=0)
     assert isinstance(model, SolverModel) and solver_model(model) is model
@@ -368,11 +483,12 @@ def test_the_model_protocol_is_a_typing_protocol():
 
 
 def test_serve_does_not_load_the_trainer():
-    """fastconv serve imports neither the trainer (argparse options come from _cli_args) nor
-    the Solver; the check fails if serve.py imports train_cli again."""
+    """fastconv serve imports neither the trainer (argparse options come from apps/cli_args.py)
+    nor the Solver; the check fails if apps/serve.py imports apps/train_cli.py again."""
     code = (
-        "import sys, fastconv.serve\n"
-        "loaded = [m for m in ('fastconv.train_cli', 'fastconv.solver', 'fastconv.plots') if m in sys.modules]\n"
+        "import sys, fastconv.apps.serve\n"
+        "trainer = ('fastconv.apps.train_cli', 'fastconv.solver', 'fastconv.apps.plots')\n"
+        "loaded = [m for m in trainer if m in sys.modules]\n"
         "print(','.join(loaded))"
     )
     out = subprocess.run(python_code(code), capture_output=True, text=True, timeout=60, check=True)

@@ -206,7 +206,7 @@ def run(args):
         progress(describe_roofline(roofline))
     malloc_env = None
     if args.keep_freed_memory:
-        from .._malloc import KEEP_FREED_MEMORY_ENV, keep_freed_memory
+        from ..apps.malloc import KEEP_FREED_MEMORY_ENV, keep_freed_memory
 
         if keep_freed_memory():
             malloc_env = KEEP_FREED_MEMORY_ENV

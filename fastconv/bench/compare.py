@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 
-from .._child import python_module
+from ..io.child import python_module
 from . import report, roofline
 
 #: The variables by which OpenBLAS is told which kernels to load.

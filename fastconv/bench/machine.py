@@ -7,7 +7,7 @@ import platform
 import sys
 from importlib import metadata
 
-from .._config import openmp_text
+from ..apps.config import openmp_text
 
 #: Environment variables that change how the BLAS / OpenMP / PyTorch thread pools behave.
 THREAD_ENV = (
@@ -80,7 +80,7 @@ def thread_settings(torch=None):
     """threadpoolctl's view (which OpenBLAS kernels: 'architecture'), the environment, fastconv's build."""
     from threadpoolctl import threadpool_info
 
-    from .._config import configuration
+    from ..apps.config import configuration
 
     build = configuration()
     info = {

@@ -5,7 +5,7 @@ needs beyond its arrays (x, w, b, out, dout, dx, dw, db) stays under 64 MiB,
 with no loss of speed against an unbounded workspace.
 
 Each measurement runs in a fresh Python process (``python -m
-fastconv.bench.memory peak ...``, started through ``fastconv._child``), so
+fastconv.bench.memory peak ...``, started through ``fastconv.io.child``), so
 nothing allocated earlier hides in the numbers: the process warms the
 libraries up on a tiny convolution (OpenBLAS and OpenMP start their
 threads), resets its peak RSS (VmHWM, by writing 5 to
@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from .._child import python_module
+from ..io.child import python_module
 
 TARGET_MIB = 64
 MISMATCH_EXIT = 3

@@ -12,7 +12,7 @@ and times its own runs; the benchmark still interleaves them with the other
 contenders (A B C A B C ...) and checks the peer's results against
 fastconv's before timing.
 
-The peer is started through ``fastconv._child``: whatever the current
+The peer is started through ``fastconv.io.child``: whatever the current
 directory, it imports the same fastconv as the benchmark (its hello says
 which, ``fastconv_path``).
 
@@ -32,7 +32,7 @@ import tempfile
 
 import numpy as np
 
-from .._child import python_code
+from ..io.child import python_code
 from .common import spec_to_dict
 
 _BOOTSTRAP = """\

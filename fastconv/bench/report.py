@@ -6,7 +6,7 @@ import json
 import math
 import os
 
-from .._files import atomic_write
+from ..io.files import atomic_write
 from .roofline import fmt_fraction
 
 CONTENDERS = ("fast", "gemm", "torch", "naive")
@@ -123,7 +123,7 @@ SUITE_LEGEND = (
 
 
 def write_json(path, doc):
-    """Write ``doc`` to ``path`` atomically (fastconv._files), its folder made if need be;
+    """Write ``doc`` to ``path`` atomically (fastconv.io.files), its folder made if need be;
     numpy scalars, sets and tuples become JSON numbers and lists."""
     text = json.dumps(doc, indent=1, default=_jsonable) + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -114,12 +114,12 @@ def _worker(args):
     from threadpoolctl import threadpool_limits
 
     from ..models import build_model
-    from ..preprocessing import Preprocessing
     from ..solver import Solver
+    from ..training.preprocessing import Preprocessing
 
     comm = None
     if args.mpi:
-        from .. import distributed
+        from ..training import distributed
 
         comm = distributed.world()
     spec, shape = (QUICK_MODELS if args.quick else MODELS)[args.worker]
@@ -187,7 +187,7 @@ def _worker(args):
 
 def _measure(args, model, ranks, threads):
     """One measurement in fresh processes: ``ranks`` 0 is one process without MPI."""
-    from .._child import python_module
+    from ..io.child import python_module
 
     argv = python_module(
         "fastconv.bench.scaling",
@@ -314,7 +314,7 @@ def main(argv=None):
     }
     out = args.out or f"bench-results/scaling-{time.strftime('%Y%m%d-%H%M%S')}.json"
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    from .._files import write_json
+    from ..io.files import write_json
 
     write_json(out, doc)
     print(_table(results))

@@ -211,7 +211,7 @@ def _positive_number(value, name, minimum_ok=False):
     ok = (lambda v: v >= 0) if minimum_ok else (lambda v: v > 0)
     try:
         return check_number(value, name, ok, f"a finite number {'>= 0' if minimum_ok else '> 0'}")
-    except TypeError:  # the wording tests/test_compat_tutorials.py pins for a non-number
+    except TypeError:  # the wording tests/compat/test_compat_tutorials.py pins for a non-number
         raise TypeError(f"{name} must be a number, got {value!r}") from None
 
 

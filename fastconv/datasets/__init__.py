@@ -13,7 +13,7 @@
   are pickles by format, and unpickling can run arbitrary code, so they go
   through ``SafeCifarUnpickler``: it refuses every global except the few the
   format needs, each replaced by a checking stand-in.
-* ``Preprocessing`` (``fastconv.preprocessing``, re-exported here) turns uint8
+* ``Preprocessing`` (``fastconv.training.preprocessing``, re-exported here) turns uint8
   images into the float input of a model; its statistics are computed on the
   training split, saved with the model, and applied again at prediction.
 * ``train_val_split`` holds out a validation set from the training split: a
@@ -46,8 +46,8 @@ data sets: sources, search places, loaders).
 
 from __future__ import annotations
 
-from .._files import sha256_of as file_sha256
-from ..preprocessing import Preprocessing
+from ..io.files import sha256_of as file_sha256
+from ..training.preprocessing import Preprocessing
 
 # The constants are re-exported for reading. To replace SOURCES or SYSTEM_DIRS (tests do), patch
 # them in fastconv.datasets.registry, where the loaders read them.

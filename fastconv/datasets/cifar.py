@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import MAX_DATA_FILE_BYTES
+from ..io.files import MAX_DATA_FILE_BYTES
 
 __all__ = ["SafeCifarUnpickler", "read_cifar_archive", "read_cifar_batch", "read_cifar_folder", "read_cifar_meta"]
 

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .._files import MAX_DATA_FILE_BYTES, atomic_write, sha256_of
+from ..io.files import MAX_DATA_FILE_BYTES, atomic_write, sha256_of
 
 __all__ = ["download_file", "fetch_files"]
 
@@ -20,7 +20,7 @@ def download_file(url, dest, sha256, opener=None, timeout=30, max_bytes=MAX_DATA
 
     ``opener(url, timeout=...)`` returns a file-like response (default
     ``urllib.request.urlopen``, which also reads ``file://`` URLs). The data
-    go to a temporary file next to ``dest`` (``_files.atomic_write``); a digest
+    go to a temporary file next to ``dest`` (``io.files.atomic_write``); a digest
     mismatch, or more than ``max_bytes``, removes it and raises ValueError.
     """
     opener = _urlopen if opener is None else opener

@@ -7,7 +7,7 @@
   holds such class folders (the same ones), and they are the training and test splits;
   otherwise ``test_fraction`` of each class (at least one image) is split off as the test
   set, drawn with ``seed``. Every image is decoded by the loader ``fastconv predict`` uses
-  (``fastconv._inputs.read_image``: Pillow, 16-bit images scaled to 8 bits), at most
+  (``fastconv.io.inputs.read_image``: Pillow, 16-bit images scaled to 8 bits), at most
   ``MAX_IMAGE_FILE_BYTES`` per file, ``MAX_FOLDER_IMAGES`` images and ``MAX_DATA_FILE_BYTES``
   of pixels in all. The images take the size (at most ``MAX_IMAGE_SIDE`` a side) and channels
   of the first one (sorted by class, then file name): grey if it is grey, RGB otherwise (the
@@ -19,7 +19,7 @@
 * an ``.npz`` file with ``x_train``, ``y_train``, ``x_test``, ``y_test``: images (N, C, H, W),
   or (N, H, W) for one channel, of pixel values 0-255 (uint8, or integers/floats in that range,
   stored as uint8), integer labels 0..K-1 (the class names are "0".."K-1"). Read with
-  ``allow_pickle=False`` through ``fastconv._files.load_arrays`` (sizes checked before
+  ``allow_pickle=False`` through ``fastconv.io.files.load_arrays`` (sizes checked before
   anything is inflated, at most ``MAX_DATA_FILE_BYTES``).
 
 Errors are ValueErrors naming the file or folder.
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import MAX_DATA_FILE_BYTES, load_arrays, npy_header
-from .._inputs import read_image
 from ..engine.checks import shape_size
+from ..io.files import MAX_DATA_FILE_BYTES, load_arrays, npy_header
+from ..io.inputs import read_image
 from .registry import Dataset
 
 __all__ = ["load_folder", "IMAGE_SUFFIXES", "MAX_FOLDER_IMAGES", "MAX_IMAGE_FILE_BYTES", "MAX_IMAGE_SIDE"]

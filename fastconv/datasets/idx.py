@@ -8,8 +8,8 @@ import zlib
 
 import numpy as np
 
-from .._files import MAX_DATA_FILE_BYTES
 from ..engine.checks import shape_size
+from ..io.files import MAX_DATA_FILE_BYTES
 
 __all__ = ["read_idx"]
 

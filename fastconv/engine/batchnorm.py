@@ -1,10 +1,10 @@
 """Batch normalization's one home: what ``bn_param`` may hold and how its running statistics
 move (``settings``, ``store_running``, ``train_cache``: what every batchnorm in fastconv calls,
-the numpy layers of ``fastconv.layers``, the synchronized ones of ``fastconv.distributed``
+the numpy layers of ``fastconv.layers``, the synchronized ones of ``fastconv.training.distributed``
 and the CS231n names of ``fastconv.compat``), and spatial batchnorm in training mode as four
 parallel kernel passes with sums in double (the mean, the squared deviations, the
 normalization; backward: two sums, then dx), instead of numpy's ten full-size temporaries.
-``fastconv.distributed`` runs the same passes around its collectives. Test mode is
+``fastconv.training.distributed`` runs the same passes around its collectives. Test mode is
 ``fastconv.layers``' numpy version.
 """
 
@@ -143,7 +143,7 @@ def spatial_batchnorm_backward(dout: FloatArray, cache: Cache | None) -> NormGra
 
 
 # The four passes of spatial batchnorm in training mode, on C-contiguous (N, C, HW) arrays,
-# threaded as this module's kernels are (fastconv.distributed runs them around its collectives).
+# threaded as this module's kernels are (fastconv.training.distributed runs them around its collectives).
 # The sums run in blocks of channels, the elementwise passes in blocks of whole images
 # (contiguous memory); either way each element sees the same arithmetic: the same bits.
 def channel_stats(x3: FloatArray) -> tuple[Float64Array, Float64Array]:

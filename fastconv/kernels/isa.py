@@ -9,7 +9,7 @@ baseline build has asked the CPU and OS for every one of those features
 (``cpu_supports``): the same list makes the compiler flags and the check, so a build
 never runs an instruction that its check did not ask for. The list names the features
 that the compiler turns on by implication too (-mavx2 turns on SSE4.2 and POPCNT):
-tests/test_kernels_build.py checks that each build's compiler enabled nothing beyond it
+tests/kernels/test_kernels_build.py checks that each build's compiler enabled nothing beyond it
 (``build_info()["features"]``).
 
 Plain Python without imports: setup.py loads this file by path, before fastconv exists.
