@@ -307,11 +307,13 @@ def max_pool_phased(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_
 
 
 cdef inline void _row_max3(const floating* src, floating* even, floating* odd, floating* hv,
-                           int32_t* hi, int32_t idx, Py_ssize_t n, Py_ssize_t n8) noexcept nogil:
+                           int32_t* hi, int32_t idx, Py_ssize_t m, Py_ssize_t n8) noexcept nogil:
     """_max_plane_rows's pass over one input row for kw == 3, stride_w == 2: output k's
-    window columns are src[2k], src[2k + 1], src[2k + 2] (all in the row, k < n); its
+    window columns are src[2k], src[2k + 1], src[2k + 2] (all in the row for k < n); its
     first maximum (value and flat index) goes to hv[k], hi[k], for k < n8 (a multiple of
-    8 >= n: whole vectors, no scalar tail; the lanes past n are junk). The row is split
+    8 >= n: whole vectors, no scalar tail; the lanes past n are junk). m (n, or n8 where
+    src[2 * n8] is still in the plane: then the split has no scalar tail either) windows'
+    columns are split, the rest of even and odd keep what they held. The row is split
     into its even and odd columns first: with the stride a constant, GCC turns that into
     vector shuffles, and the pick reads consecutive entries, branch-free (on overlapping
     stride-2 loads straight from src it gave up and ran one window at a time)."""
@@ -319,10 +321,10 @@ cdef inline void _row_max3(const floating* src, floating* even, floating* odd, f
     cdef floating v0, v1, v2, u
     cdef bint b1, b2
     cdef int32_t i1, one = 1, two = 2  # int32 constants: a bare literal is a C long, 64-bit lanes
-    for k in range(n):
+    for k in range(m):
         even[k] = src[2 * k]
         odd[k] = src[2 * k + 1]
-    even[n] = src[2 * n]
+    even[m] = src[2 * m]
     for k in range(n8):
         v0 = even[k]
         v1 = odd[k]
@@ -373,7 +375,7 @@ cdef void _max_plane_rows(const floating* xp, floating* op, int32_t* ap,
     Every vector loop runs over whole vectors of 8 lanes: an output row is stored whole
     (its junk lanes land in the next row, written after it) while that stays in the
     plane, else built in scratch and copied."""
-    cdef Py_ssize_t ih, oh, ow, h0, h1, k, ow_lo, ow_hi, rows, n, w8
+    cdef Py_ssize_t ih, oh, ow, h0, h1, k, ow_lo, ow_hi, rows, n, n8, w8, first
     cdef floating v, m
     cdef bint take, fits
     cdef floating* hvr
@@ -386,14 +388,16 @@ cdef void _max_plane_rows(const floating* xp, floating* op, int32_t* ap,
     if W - 3 + pad_w >= 0:
         ow_hi = max(ow_lo, min(out_w, (W - 3 + pad_w) // 2 + 1))
     n = ow_hi - ow_lo
+    n8 = (n + 7) // 8 * 8
     w8 = (out_w + 7) // 8 * 8
     rows = min(H, (out_h - 1) * stride_h - pad_h + kh)  # rows past it are in no window
     for ih in range(rows):
         hvr = hv + ih * S
         hir = hi + ih * S
+        first = ih * W + 2 * ow_lo - pad_w  # the first column of output ow_lo's window
         if n > 0:
-            _row_max3(xp + ih * W + 2 * ow_lo - pad_w, split, split + S + 1, hvr + ow_lo, hir + ow_lo,
-                      <int32_t>(ih * W + 2 * ow_lo - pad_w), n, (n + 7) // 8 * 8)
+            _row_max3(xp + first, split, split + S + 1, hvr + ow_lo, hir + ow_lo, <int32_t>first,
+                      n8 if first + 2 * n8 < H * W else n, n8)
         for ow in range(ow_lo):
             _edge_max3(xp, hvr, hir, ih, W, ow, pad_w)
         for ow in range(ow_hi, out_w):
