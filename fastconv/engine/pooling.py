@@ -13,9 +13,9 @@ from .threads import over_planes
 from .types import Cache, FloatArray, Int32Array, IntPair
 from .workspaces import workspace
 
-#: Largest per-thread scratch (bytes) of the phased max-pool kernel; beyond it (huge
-#: windows or images) the direct kernel runs.
-PHASED_SCRATCH_MAX = 4 << 20
+#: Largest per-thread scratch (bytes) of the row and phased max-pool kernels; beyond it
+#: (huge windows or images) the direct kernels run.
+SCRATCH_MAX = 4 << 20
 
 
 def pool_args(pg: PoolGeometry) -> tuple[int, int, int, int, int, int]:
@@ -24,20 +24,27 @@ def pool_args(pg: PoolGeometry) -> tuple[int, int, int, int, int, int]:
 
 def max_pool_planes(x3: FloatArray, out3: FloatArray, argmax3: Int32Array, pg: PoolGeometry, threads: int) -> None:
     """Max pooling of the planes x3 (planes, H, W) into out3 and argmax3 (planes, out_h,
-    out_w) on ``threads`` threads, by the kernel that suits pg: overlapping windows
-    (kw > stride_w) run max_pool_phased when its scratch is small enough, the rest
-    max_pool_direct (the same bits; for windows that do not overlap the phased kernel
-    is no faster, docs/performance.md)."""
-    need = picker.kernels.max_pool_phased_scratch(pg.H, pg.W, pg.out_w, pg.kw, pg.stride_w)
-    if pg.kw > pg.stride_w and need is not None and need[0] * x3.itemsize + need[1] * 4 <= PHASED_SCRATCH_MAX:
+    out_w) on ``threads`` threads, by the kernel that suits pg (all give the same bits):
+    windows 3 columns wide at column stride 2 run max_pool_rows (separable: each input
+    row's three-column maxima once, then the window rows); other overlapping windows
+    (kw > stride_w) max_pool_phased; the rest, or when a kernel's scratch would be too
+    large, max_pool_direct (for windows that do not overlap the others are no faster,
+    docs/performance.md)."""
+    k = picker.kernels
+    rows = k.max_pool_rows_scratch(pg.H, pg.out_w)[0]
+    if pg.kw == 3 and pg.stride_w == 2 and (x3.itemsize + 4) * rows <= SCRATCH_MAX:
+        hmax = workspace("pool_scratch", threads * rows, x3.dtype).reshape(threads, rows)
+        hidx = workspace("pool_best", threads * rows, np.int32).reshape(threads, rows)
+        k.max_pool_rows(x3, out3, argmax3, pg.kh, pg.stride_h, pg.pad_h, pg.pad_w, hmax, hidx, threads)
+        return
+    need = k.max_pool_phased_scratch(pg.H, pg.W, pg.out_w, pg.kw, pg.stride_w)
+    if pg.kw > pg.stride_w and need is not None and need[0] * x3.itemsize + need[1] * 4 <= SCRATCH_MAX:
         scratch = workspace("pool_scratch", threads * need[0], x3.dtype).reshape(threads, need[0])
         best = workspace("pool_best", threads * need[1], np.int32).reshape(threads, need[1])
-        picker.kernels.max_pool_phased(x3, out3, argmax3, *pool_args(pg), scratch, best, threads)
+        k.max_pool_phased(x3, out3, argmax3, *pool_args(pg), scratch, best, threads)
     else:
-        columns = picker.kernels.max_pool_direct_columns(pg.W, pg.out_w, pg.kw, pg.stride_w, pg.pad_w)
-        picker.kernels.max_pool_direct(
-            x3, out3, argmax3, *pool_args(pg), np.empty((2, columns), dtype=np.intp), threads
-        )
+        columns = k.max_pool_direct_columns(pg.W, pg.out_w, pg.kw, pg.stride_w, pg.pad_w)
+        k.max_pool_direct(x3, out3, argmax3, *pool_args(pg), np.empty((2, columns), dtype=np.intp), threads)
 
 
 def max_pool_forward(

@@ -105,6 +105,19 @@ def max_pool_phased(
     best: _Int32Array,
     num_threads: int,
 ) -> None: ...
+def max_pool_rows_scratch(H: int, out_w: int) -> tuple[int, int]: ...
+def max_pool_rows(
+    x: _FloatArray,
+    out: _FloatArray,
+    argmax: _Int32Array,
+    kh: int,
+    stride_h: int,
+    pad_h: int,
+    pad_w: int,
+    hmax: _FloatArray,
+    hidx: _Int32Array,
+    num_threads: int,
+) -> None: ...
 def max_pool_backward(dout: _FloatArray, argmax: _Int32Array, dx: _FloatArray, num_threads: int) -> None: ...
 def avg_pool_forward(
     x: _FloatArray,

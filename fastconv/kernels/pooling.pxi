@@ -306,6 +306,202 @@ def max_pool_phased(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_
                               phases, phases + H * stride_w * phase_len, arg_row)
 
 
+cdef inline void _row_max3(const floating* src, floating* even, floating* odd, floating* hv,
+                           int32_t* hi, int32_t idx, Py_ssize_t m, Py_ssize_t n8) noexcept nogil:
+    """_max_plane_rows's pass over one input row for kw == 3, stride_w == 2: output k's
+    window columns are src[2k], src[2k + 1], src[2k + 2] (all in the row for k < n); its
+    first maximum (value and flat index) goes to hv[k], hi[k], for k < n8 (a multiple of
+    8 >= n: whole vectors, no scalar tail; the lanes past n are junk). m (n, or n8 where
+    src[2 * n8] is still in the plane: then the split has no scalar tail either) windows'
+    columns are split, the rest of even and odd keep what they held. The row is split
+    into its even and odd columns first: with the stride a constant, GCC turns that into
+    vector shuffles, and the pick reads consecutive entries, branch-free (on overlapping
+    stride-2 loads straight from src it gave up and ran one window at a time)."""
+    cdef Py_ssize_t k
+    cdef floating v0, v1, v2, u
+    cdef bint b1, b2
+    cdef int32_t i1, one = 1, two = 2  # int32 constants: a bare literal is a C long, 64-bit lanes
+    for k in range(m):
+        even[k] = src[2 * k]
+        odd[k] = src[2 * k + 1]
+    even[m] = src[2 * m]
+    for k in range(n8):
+        v0 = even[k]
+        v1 = odd[k]
+        v2 = even[k + 1]
+        b1 = _beats(v1, v0)
+        b2 = _beats(v2, v0) & _beats(v2, v1)  # _beats on a select's result stops GCC's vectorizer
+        u = v1 if b1 else v0
+        i1 = idx + one if b1 else idx
+        hv[k] = v2 if b2 else u
+        hi[k] = idx + two if b2 else i1
+        idx = idx + two
+
+
+cdef inline void _col_max3(const floating* r0, const floating* r1, const floating* r2, const int32_t* i0,
+                           const int32_t* i1, const int32_t* i2, floating* mo, int32_t* ao,
+                           Py_ssize_t w8) noexcept nogil:
+    """_max_plane_rows's output row from three window rows' maxima (r0, r1, r2 and their
+    indices): the first of them that no later one beats, over w8 lanes (whole vectors)."""
+    cdef Py_ssize_t k
+    cdef floating v0, v1, v2, u
+    cdef int32_t j0, j1, j2, ju
+    cdef bint b1, b2
+    for k in range(w8):
+        v0 = r0[k]
+        v1 = r1[k]
+        v2 = r2[k]
+        j0 = i0[k]  # every load unconditional: a load under a condition is a branch, no vector
+        j1 = i1[k]
+        j2 = i2[k]
+        b1 = _beats(v1, v0)
+        b2 = _beats(v2, v0) & _beats(v2, v1)  # _beats on a select's result stops GCC's vectorizer
+        u = v1 if b1 else v0
+        ju = j1 if b1 else j0
+        mo[k] = v2 if b2 else u
+        ao[k] = j2 if b2 else ju
+
+
+cdef void _max_plane_rows(const floating* xp, floating* op, int32_t* ap,
+                          Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
+                          Py_ssize_t kh, Py_ssize_t stride_h, Py_ssize_t pad_h, Py_ssize_t pad_w,
+                          Py_ssize_t S, floating* hv, int32_t* hi, floating* split) noexcept nogil:
+    """One plane of max_pool_rows (kw == 3, stride_w == 2), separably: first each input row
+    that some window reaches gives, per output column, the first maximum of its three
+    window columns (row ih of hv, hi: S entries apart); then each output row is the first
+    maximum of those over its window rows. The first maximum of the first row that holds
+    the window's maximum is the window's first maximum in row-major order, so the result
+    is max_pool_direct's; each input row is scanned once, not once per window over it.
+    Every vector loop runs over whole vectors of 8 lanes: an output row is stored whole
+    (its junk lanes land in the next row, written after it) while that stays in the
+    plane, else built in scratch and copied."""
+    cdef Py_ssize_t ih, oh, ow, h0, h1, k, ow_lo, ow_hi, rows, n, n8, w8, first
+    cdef floating v, m
+    cdef bint take, fits
+    cdef floating* hvr
+    cdef int32_t* hir
+    cdef floating* mrow
+    cdef int32_t* arow
+    # output columns whose three window columns all lie in the row: the vector loop's range
+    ow_lo = min((pad_w + 1) // 2, out_w)
+    ow_hi = ow_lo
+    if W - 3 + pad_w >= 0:
+        ow_hi = max(ow_lo, min(out_w, (W - 3 + pad_w) // 2 + 1))
+    n = ow_hi - ow_lo
+    n8 = (n + 7) // 8 * 8
+    w8 = (out_w + 7) // 8 * 8
+    rows = min(H, (out_h - 1) * stride_h - pad_h + kh)  # rows past it are in no window
+    for ih in range(rows):
+        hvr = hv + ih * S
+        hir = hi + ih * S
+        first = ih * W + 2 * ow_lo - pad_w  # the first column of output ow_lo's window
+        if n > 0:
+            _row_max3(xp + first, split, split + S + 1, hvr + ow_lo, hir + ow_lo, <int32_t>first,
+                      n8 if first + 2 * n8 < H * W else n, n8)
+        for ow in range(ow_lo):
+            _edge_max3(xp, hvr, hir, ih, W, ow, pad_w)
+        for ow in range(ow_hi, out_w):
+            _edge_max3(xp, hvr, hir, ih, W, ow, pad_w)
+    for oh in range(out_h):
+        h0 = oh * stride_h - pad_h
+        h1 = min(h0 + kh, H)
+        h0 = max(h0, 0)
+        fits = oh * out_w + w8 <= out_h * out_w
+        mrow = op + oh * out_w if fits else hv + H * S
+        arow = ap + oh * out_w if fits else hi + H * S
+        if h1 - h0 == 3:
+            _col_max3(hv + h0 * S, hv + (h0 + 1) * S, hv + (h0 + 2) * S,
+                      hi + h0 * S, hi + (h0 + 1) * S, hi + (h0 + 2) * S, mrow, arow, w8)
+        else:
+            for k in range(w8):
+                mrow[k] = hv[h0 * S + k]
+                arow[k] = hi[h0 * S + k]
+            for ih in range(h0 + 1, h1):
+                hvr = hv + ih * S
+                hir = hi + ih * S
+                for k in range(w8):
+                    v = hvr[k]
+                    m = mrow[k]
+                    take = _beats(v, m)
+                    mrow[k] = v if take else m
+                    arow[k] = hir[k] if take else arow[k]
+        if not fits:
+            memcpy(op + oh * out_w, mrow, out_w * sizeof(floating))
+            memcpy(ap + oh * out_w, arow, out_w * sizeof(int32_t))
+
+
+cdef inline void _edge_max3(const floating* xp, floating* hvr, int32_t* hir, Py_ssize_t ih, Py_ssize_t W,
+                            Py_ssize_t ow, Py_ssize_t pad_w) noexcept nogil:
+    """_max_plane_rows's output column ow of row ih when its window reaches the padding:
+    the first maximum of its columns in the row, in order."""
+    cdef Py_ssize_t c
+    cdef Py_ssize_t c0 = 2 * ow - pad_w
+    cdef floating v
+    for c in range(max(c0, 0), min(c0 + 3, W)):
+        v = xp[ih * W + c]
+        if c == max(c0, 0) or _beats(v, hvr[ow]):
+            hvr[ow] = v
+            hir[ow] = <int32_t>(ih * W + c)
+
+
+def max_pool_rows_scratch(H, out_w):
+    """(entries of one thread's row of max_pool_rows's ``hmax`` and ``hidx`` scratch, the
+    stride of its rows), in Python integers, so nothing overflows: H + 1 rows of
+    out_w rounded up to whole vectors of 8 (and 8 more: the vector loop may start one
+    column in), plus a row's split into even and odd columns."""
+    S = (out_w + 7) // 8 * 8 + 8
+    return (H + 1) * S + 2 * S + 1, S
+
+
+def max_pool_rows(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t[:, :, ::1] argmax,
+                  Py_ssize_t kh, Py_ssize_t stride_h, Py_ssize_t pad_h, Py_ssize_t pad_w,
+                  floating[:, ::1] hmax, int32_t[:, ::1] hidx, int num_threads):
+    """max_pool_direct's result, bit for bit, for windows 3 columns wide at column stride 2
+    (any height, row stride and padding), by a max over each row's window columns
+    first, then over the window rows (see _max_plane_rows): faster where windows overlap.
+
+    x        (N*C, H, W)                IN
+    out      (N*C, out_h, out_w)        OUT
+    argmax   (N*C, out_h, out_w) int32  OUT
+    hmax     (num_threads, max_pool_rows_scratch(H, out_w)[0])        SCRATCH, a row per thread
+    hidx     (num_threads, max_pool_rows_scratch(H, out_w)[0]) int32  SCRATCH, a row per thread
+    """
+    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
+    cdef Py_ssize_t t, S
+    # NULL first: Cython copies them into the parallel block (firstprivate), which sets each
+    # thread's own; copying an unset pointer is what -Wmaybe-uninitialized warned about.
+    cdef floating* hv = NULL
+    cdef int32_t* hi = NULL
+    if out.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != out_h or argmax.shape[2] != out_w:
+        raise ValueError("out and argmax must have shape (N*C, out_h, out_w) matching x")
+    if kh < 1 or stride_h < 1 or not 0 <= pad_h <= kh // 2 or not 0 <= pad_w <= 1:
+        raise ValueError(f"max_pool_rows needs kh >= 1, stride_h >= 1, 0 <= pad_h <= kh // 2 and "
+                         f"0 <= pad_w <= 1, got kh={kh}, stride_h={stride_h}, pad=({pad_h}, {pad_w})")
+    if out_h > 0 and ((out_h - 1) * stride_h - pad_h + kh > H + pad_h or 2 * (out_w - 1) - pad_w + 3 > W + pad_w):
+        raise ValueError(f"out ({out_h}, {out_w}) does not fit x ({H}, {W}) for this window")
+    if H * W + 2 * out_w + 16 >= 2**31 - 1:  # every lane's index, junk lanes too, must fit int32
+        raise ValueError("max_pool_rows cannot index planes this large in int32: use max_pool_direct")
+    _check_threads(num_threads)
+    need, S = max_pool_rows_scratch(H, out_w)
+    if hmax.shape[0] < num_threads or hmax.shape[1] < need or hidx.shape[0] < num_threads \
+            or hidx.shape[1] < need:
+        raise ValueError(f"hmax and hidx must have at least ({num_threads}, {need}) entries")
+    if out_w == 0 or out_h == 0 or planes == 0:
+        return
+    # the junk lanes read split entries past the row's: set them once, to finite values
+    for t in range(num_threads):
+        memset(&hmax[t, (H + 1) * S], 0, (need - (H + 1) * S) * sizeof(floating))
+    with nogil, parallel(num_threads=num_threads):
+        hv = &hmax[threadid(), 0]
+        hi = &hidx[threadid(), 0]
+        for t in prange(planes, schedule="static"):
+            _max_plane_rows(&x[t, H - 1, W - 1] - (H * W - 1),
+                            &out[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
+                            &argmax[t, out_h - 1, out_w - 1] - (out_h * out_w - 1),
+                            H, W, out_h, out_w, kh, stride_h, pad_h, pad_w, S, hv, hi, hv + (H + 1) * S)
+
+
 def max_pool_backward(const floating[:, ::1] dout, const int32_t[:, ::1] argmax,
                       floating[:, ::1] dx, int num_threads):
     """Overwrite ``dx`` with zeros plus each ``dout`` routed to its argmax. ValueError if

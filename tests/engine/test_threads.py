@@ -238,6 +238,7 @@ def _kernel_calls():
     argmax = np.zeros((128, 32, 32), dtype=np.int32)  # valid indices: max_pool_backward checks them
     overlapped, argmax_3x3 = np.empty((128, 31, 31)), np.empty((128, 31, 31), dtype=np.int32)
     phased = _kernels.max_pool_phased_scratch(64, 64, 31, 3, 2)
+    rows_3x3 = _kernels.max_pool_rows_scratch(64, 31)[0]
     y = rng.standard_normal((16, 8 * P))
     out = np.empty((8, 16, P))
     return {
@@ -260,6 +261,18 @@ def _kernel_calls():
             0,
             np.empty((1, phased[0])),
             np.empty((1, phased[1]), np.int32),
+            1,
+        ),
+        "max_pool_rows": lambda: _kernels.max_pool_rows(
+            planes,
+            overlapped,
+            argmax_3x3,
+            3,
+            2,
+            0,
+            0,
+            np.empty((1, rows_3x3)),
+            np.empty((1, rows_3x3), np.int32),
             1,
         ),
         "max_pool_backward": lambda: _kernels.max_pool_backward(

@@ -237,15 +237,24 @@ POOL_PATH_GEOMETRIES = [
     (3, 2, (3, 3), (2, 2), (1, 1)),
     (5, 5, (2, 2), (2, 2), (0, 0)),  # not overlapping: the engine runs the direct kernel here
     (5, 7, (2, 1), (3, 3), (0, 0)),  # stride wider than the window
+    # 3 columns at stride 2 (any rows): the separable row kernel too
+    (33, 33, (3, 3), (2, 2), (1, 1)),  # out_w 17: two whole vectors and one lane
+    (9, 34, (1, 3), (1, 2), (0, 1)),  # one window row
+    (10, 19, (2, 3), (3, 2), (1, 0)),  # two window rows, rows in no window
+    (11, 70, (5, 3), (2, 2), (2, 1)),  # five window rows
+    (7, 3, (4, 3), (1, 2), (2, 1)),  # every window reaches the padding
+    (4, 1, (3, 3), (1, 2), (1, 1)),  # one column
+    (12, 4, (3, 3), (3, 2), (0, 0)),  # one output column
 ]
 
 
 def _max_pool_kernels(x, out_h, out_w, kh, kw, sh, sw, ph, pw, threads):
-    """{kernel name: (out, argmax)} of both max-pool kernels on the planes x, every output
-    prefilled with garbage (each entry must be written)."""
+    """{kernel name: (out, argmax)} of the max-pool kernels (rows where the geometry allows)
+    on the planes x, every output and scratch prefilled with garbage (each entry must be
+    written; junk lanes may hold anything)."""
     H, W = x.shape[1:]
     results = {}
-    for name in ("phased", "direct"):
+    for name in ("phased", "direct") + (("rows",) if kw == 3 and sw == 2 else ()):
         out = np.full((x.shape[0], out_h, out_w), 7, dtype=x.dtype)
         argmax = np.full((x.shape[0], out_h, out_w), -1, dtype=np.int32)
         if name == "phased":
@@ -253,6 +262,11 @@ def _max_pool_kernels(x, out_h, out_w, kh, kw, sh, sw, ph, pw, threads):
             scratch = np.full((threads, rows), np.nan, dtype=x.dtype)
             best = np.full((threads, lanes), -5, dtype=np.int32)
             _im2col.max_pool_phased(x, out, argmax, kh, kw, sh, sw, ph, pw, scratch, best, threads)
+        elif name == "rows":
+            size = _im2col.max_pool_rows_scratch(H, out_w)[0]
+            hmax = np.full((threads, size), np.nan, dtype=x.dtype)
+            hidx = np.full((threads, size), -5, dtype=np.int32)
+            _im2col.max_pool_rows(x, out, argmax, kh, sh, ph, pw, hmax, hidx, threads)
         else:
             columns = np.full((2, _im2col.max_pool_direct_columns(W, out_w, kw, sw, pw)), -9, dtype=np.intp)
             _im2col.max_pool_direct(x, out, argmax, kh, kw, sh, sw, ph, pw, columns, threads)
@@ -272,10 +286,14 @@ def test_max_pool_phased_and_direct_kernels_agree(rng, geo, dtype, threads):
     x[0, 0, 0] = np.nan
     x[1, :, :] = -np.inf
     x[2, H // 2, W // 2] = np.inf
-    (out_p, arg_p), (out_d, arg_d) = _max_pool_kernels(x, out_h, out_w, kh, kw, sh, sw, ph, pw, threads).values()
-    np.testing.assert_array_equal(out_p, out_d)
-    np.testing.assert_array_equal(arg_p, arg_d)
+    results = _max_pool_kernels(x, out_h, out_w, kh, kw, sh, sw, ph, pw, threads)
+    out_d, arg_d = results.pop("direct")
+    for name, (out, arg) in results.items():
+        np.testing.assert_array_equal(out, out_d, err_msg=name)
+        np.testing.assert_array_equal(arg, arg_d, err_msg=name)
     assert (arg_d >= 0).all() and (arg_d < H * W).all()
+    if kw == 3 and sw == 2:
+        assert "rows" in results
 
 
 def test_max_pool_kernels_reject_scratch_too_small():
@@ -290,6 +308,26 @@ def test_max_pool_kernels_reject_scratch_too_small():
         _im2col.max_pool_phased(
             x, out, argmax, 3, 3, 2, 2, 1, 1, np.empty((1, rows)), np.empty((1, lanes), np.int32), 2
         )
+    size = _im2col.max_pool_rows_scratch(8, 4)[0]
+    with pytest.raises(ValueError, match="hmax and hidx"):
+        _im2col.max_pool_rows(x, out, argmax, 3, 2, 1, 1, np.empty((1, size - 1)), np.empty((1, size), np.int32), 1)
+    with pytest.raises(ValueError, match="hmax and hidx"):  # a row per thread
+        _im2col.max_pool_rows(x, out, argmax, 3, 2, 1, 1, np.empty((1, size)), np.empty((1, size), np.int32), 2)
+    with pytest.raises(ValueError, match="does not fit"):  # out too wide for x
+        _im2col.max_pool_rows(
+            x,
+            np.empty((3, 4, 6)),
+            np.empty((3, 4, 6), np.int32),
+            3,
+            2,
+            1,
+            1,
+            np.empty((1, 2 * size)),
+            np.empty((1, 2 * size), np.int32),
+            1,
+        )
+    with pytest.raises(ValueError, match="pad"):  # the kernel's columns pad by at most 1
+        _im2col.max_pool_rows(x, out, argmax, 3, 2, 1, 2, np.empty((1, size)), np.empty((1, size), np.int32), 1)
     with pytest.raises(ValueError, match="columns"):
         _im2col.max_pool_direct(x, out, argmax, 3, 3, 2, 2, 1, 1, np.empty((2, 2), np.intp), 1)
     with pytest.raises(ValueError, match="num_threads"):
