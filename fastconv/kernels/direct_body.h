@@ -144,6 +144,58 @@ static int FC_NAME(fc_direct_image)(const FC_T *buf, Py_ssize_t row_step, const 
     }
 }
 
+/* 2x2 / 2 max pooling, then ReLU, of rows (even) rows of F planes y (rows x out_w) into z
+ * and am (F planes of pooled_h x pooled_w, from pooled row pr0 on): the pooled value, as
+ * np.maximum(max, 0) gives it (a NaN as it is, -0.0 as +0.0), and the window's argmax
+ * ih*out_w + iw in the full output plane, ih counted from row 2*pr0. */
+static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows, Py_ssize_t out_w,
+                                   Py_ssize_t pooled_h, Py_ssize_t pooled_w, Py_ssize_t pr0,
+                                   FC_T *z, int32_t *am)
+{
+    Py_ssize_t f, pr, pc;
+    for (f = 0; f < F; f++) {
+        for (pr = 0; pr < rows / 2; pr++) {
+            const FC_T *r0 = y + (f * rows + 2 * pr) * out_w, *r1 = r0 + out_w;
+            FC_T *zr = z + (f * pooled_h + pr0 + pr) * pooled_w;
+            int32_t *ar = am + (f * pooled_h + pr0 + pr) * pooled_w;
+            int32_t i0 = (int32_t)(2 * (pr0 + pr) * out_w), w32 = (int32_t)out_w;
+            for (pc = 0; pc < pooled_w; pc++) {
+                FC_T a0 = r0[2 * pc], a1 = r0[2 * pc + 1], a2 = r1[2 * pc], a3 = r1[2 * pc + 1];
+                int32_t i = i0 + 2 * (int32_t)pc;
+                int top = FC_BEATS(a1, a0), bottom = FC_BEATS(a3, a2), down;
+                FC_T u = top ? a1 : a0, v = bottom ? a3 : a2, m;
+                int32_t iu = top ? i + 1 : i, iv = bottom ? i + w32 + 1 : i + w32;
+                down = FC_BEATS(v, u);
+                m = down ? v : u;
+                zr[pc] = (m > 0) | (m != m) ? m : (FC_T)0;
+                ar[pc] = down ? iv : iu;
+            }
+        }
+    }
+}
+
+/* conv (+ bias) -> 2x2 / 2 max pool -> ReLU of one packed image (fc_direct_image's
+ * arguments), band conv rows at a time (even) into y (F planes of band x out_w, small
+ * enough to stay in cache), each band pooled into z and am (fc_pool2_relu) before the
+ * next: the full-size output is never written. Rows past 2*pooled_h are not computed.
+ * Returns -1 for an FT that fc_direct_image has not. */
+static int FC_NAME(fc_direct_pool2_image)(const FC_T *buf, Py_ssize_t row_step, const Py_ssize_t *off,
+                                          Py_ssize_t taps, const FC_T *wpk, Py_ssize_t G, Py_ssize_t Fg,
+                                          int FT, const FC_T *bias, Py_ssize_t out_w, Py_ssize_t band,
+                                          FC_T *y, Py_ssize_t pooled_h, Py_ssize_t pooled_w,
+                                          FC_T *z, int32_t *am)
+{
+    Py_ssize_t pr0, rows;
+    for (pr0 = 0; pr0 < pooled_h; pr0 += band / 2) {
+        rows = band < 2 * (pooled_h - pr0) ? band : 2 * (pooled_h - pr0);
+        if (FC_NAME(fc_direct_image)(buf + 2 * pr0 * row_step, row_step, off, taps, wpk, G, Fg, FT, bias,
+                                     y, rows, out_w))
+            return -1;
+        FC_NAME(fc_pool2_relu)(y, G * Fg, rows, out_w, pooled_h, pooled_w, pr0, z, am);
+    }
+    return 0;
+}
+
 /* dout of one image (F planes of out_h x out_w) as F planes of npos segments of V lanes,
  * zeros past out_w; db[f] += the sum of plane f, in double, in row-major order. */
 static void FC_NAME(fc_pack_dout)(const FC_T *dout, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
