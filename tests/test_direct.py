@@ -285,7 +285,7 @@ def test_direct_conv_relu_pool2_kernel_checks_its_buffers():
     args = _kernel_args()
     x, wpk, off, b, pk_args = args[0], args[2], args[3], args[4], args[9:17]
     z, am = np.empty((1, 4, 2, 3)), np.empty((1, 4, 2, 3), np.int32)
-    scratch = np.empty((1, args[-2].shape[1] + 4 * 2 * 6))
+    scratch = np.empty((1, args[-2].shape[1] + 4 * 2 * 6 + 8))
 
     def call(z=z, am=am, band=2, scratch=scratch, out_hw=(5, 6)):
         picker.kernels.direct_conv_relu_pool2(

@@ -326,7 +326,7 @@ def _conv_pool2(g, pg, x, w, b):
     has_bias = b is not None
     bias = np.ascontiguousarray(b) if has_bias else np.empty(0, dtype=x.dtype)
     band = _pool_band(pg.out_h, g.out_w, g.F, x.itemsize, kernels.direct_tiles()["forward"][FT])
-    size = g.C * pk.plane + g.F * band * g.out_w
+    size = g.C * pk.plane + g.F * band * g.out_w + _lanes(x.itemsize)  # the pool reads a vector past the band
 
     def kernel(lo, hi, threads):
         scratch = workspace("direct_buf", threads * size, x.dtype).reshape(threads, size)

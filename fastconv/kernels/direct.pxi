@@ -163,7 +163,8 @@ def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
                                               counts as the maximum, the first one wins) as
                                               ih*out_w + iw, as max_pool_direct gives it
     band    (even, >= 2)                      output rows convolved before they are pooled
-    scratch (num_threads, >= Cin*Hb*S*Wq + F*band*out_w)   SCRATCH: the packed image, the band
+    scratch (num_threads, >= Cin*Hb*S*Wq + F*band*out_w + 64 bytes)   SCRATCH: the packed image,
+                                              the band
 
     The other arguments are direct_conv's (x, wpk, off, b, has_bias, groups, taps, FT and
     the packing), out_h and out_w the convolution's output size.
@@ -197,7 +198,7 @@ def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
         raise ValueError(f"b must have shape ({F},), got ({b.shape[0]},)")
     plane = Hb * S * Wq
     size = Cin * plane
-    need = size + F * band * out_w
+    need = size + F * band * out_w + _lanes(sizeof(floating))  # the pool reads a vector past the band
     row_step = stride_h * S * Wq
     if scratch.shape[0] < num_threads or scratch.shape[1] < need:
         raise ValueError(f"scratch must be at least ({num_threads}, {need}), got ({scratch.shape[0]}, {scratch.shape[1]})")

@@ -144,22 +144,51 @@ static int FC_NAME(fc_direct_image)(const FC_T *buf, Py_ssize_t row_step, const 
     }
 }
 
-/* 2x2 / 2 max pooling, then ReLU, of rows (even) rows of F planes y (rows x out_w) into z
- * and am (F planes of pooled_h x pooled_w, from pooled row pr0 on): the pooled value, as
- * np.maximum(max, 0) gives it (a NaN as it is, -0.0 as +0.0), and the window's argmax
- * ih*out_w + iw in the full output plane, ih counted from row 2*pr0. */
+/* The bits of b where mask is all ones, of a where it is zero. */
+#define FC_SELECT(mask, b, a) ((FC_VT)(((mask) & (FC_VI)(b)) | (~(mask) & (FC_VI)(a))))
+
+/* 2x2 / 2 max pooling, then ReLU, of rows (even) rows of F planes y (rows x out_w, then
+ * FC_V items that may be read, never used) into z and am (F planes of pooled_h x pooled_w,
+ * from pooled row pr0 on): the pooled value as np.maximum(max, 0) gives it (a NaN as it
+ * is, -0.0 as +0.0) and the window's argmax ih*out_w + iw in the full output plane. Each
+ * window's pick: the better of each row's pair, then of those (FC_BEATS: the first
+ * maximum). Vectors of V columns: lane k compares column c+k with c+k+1 and the even
+ * lanes are the windows (no branch: a branch per window mispredicts on every other one). */
 static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows, Py_ssize_t out_w,
                                    Py_ssize_t pooled_h, Py_ssize_t pooled_w, Py_ssize_t pr0,
                                    FC_T *z, int32_t *am)
 {
-    Py_ssize_t f, pr, pc;
+    Py_ssize_t f, pr, pc, c;
+    FC_VI lane, one;
+    int l;
+    for (l = 0; l < FC_V; l++) {
+        lane[l] = l;
+        one[l] = 1;
+    }
     for (f = 0; f < F; f++) {
         for (pr = 0; pr < rows / 2; pr++) {
             const FC_T *r0 = y + (f * rows + 2 * pr) * out_w, *r1 = r0 + out_w;
             FC_T *zr = z + (f * pooled_h + pr0 + pr) * pooled_w;
             int32_t *ar = am + (f * pooled_h + pr0 + pr) * pooled_w;
             int32_t i0 = (int32_t)(2 * (pr0 + pr) * out_w), w32 = (int32_t)out_w;
-            for (pc = 0; pc < pooled_w; pc++) {
+            for (c = 0; c + FC_V <= 2 * pooled_w; c += FC_V) {
+                FC_VT a0 = *(const FC_VTU *)(r0 + c), a1 = *(const FC_VTU *)(r0 + c + 1);
+                FC_VT a2 = *(const FC_VTU *)(r1 + c), a3 = *(const FC_VTU *)(r1 + c + 1);
+                FC_VI top = (FC_VI)FC_VBEATS(a1, a0), bottom = (FC_VI)FC_VBEATS(a3, a2), down, keep, idx;
+                FC_VT u = FC_SELECT(top, a1, a0), v = FC_SELECT(bottom, a3, a2), m;
+                FC_VI at = lane + (int32_t)(i0 + c);  /* column c + k of the pair's first row */
+                FC_VI iu = at + (top & one), iv = at + w32 + (bottom & one);
+                down = (FC_VI)FC_VBEATS(v, u);
+                m = FC_SELECT(down, v, u);
+                keep = (FC_VI)((m > 0) | (m != m));
+                m = (FC_VT)((FC_VI)m & keep);  /* +0.0 where ReLU clips */
+                idx = (down & iv) | (~down & iu);
+                for (l = 0; l < FC_V / 2; l++) {
+                    zr[c / 2 + l] = m[2 * l];
+                    ar[c / 2 + l] = (int32_t)idx[2 * l];
+                }
+            }
+            for (pc = c / 2; pc < pooled_w; pc++) {  /* the columns past the last whole vector */
                 FC_T a0 = r0[2 * pc], a1 = r0[2 * pc + 1], a2 = r1[2 * pc], a3 = r1[2 * pc + 1];
                 int32_t i = i0 + 2 * (int32_t)pc;
                 int top = FC_BEATS(a1, a0), bottom = FC_BEATS(a3, a2), down;
