@@ -314,6 +314,8 @@ LAYERS = {
     "conv-direct-k3x2-s1-p1": lambda rng, dt: _conv(rng, dt, 1, 1, 1, 1, algorithm="direct"),
     "conv-direct-k3x2-s2x1-p2x0-d2-g2": lambda rng, dt: _conv(rng, dt, (2, 1), (2, 0), 2, 2, algorithm="direct"),
     "conv-direct-k7-p3-wide": lambda rng, dt: _conv(rng, dt, 1, 3, 1, 1, (2, 3, 9, 37), (7, 7), "direct"),
+    # output rows of whole vectors in both dtypes: dW's one loop over the image
+    "conv-direct-k3-p1-whole-rows": lambda rng, dt: _conv(rng, dt, 1, 1, 1, 1, (2, 3, 6, 32), (3, 3), "direct"),
     "conv-direct-k5-s3-tricky": lambda rng, dt: _conv_tricky(rng, dt, "direct"),
     "conv_relu_pool-direct": lambda rng, dt: _conv_relu_pool(rng, dt, "direct"),
     "conv_relu_pool-direct-pool2-in-kernel": _conv_relu_pool2_direct,
