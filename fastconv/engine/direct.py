@@ -15,6 +15,9 @@ has too little depth to run well (docs/performance.md, "Direct convolution").
 * dx: the same forward kernel run on dout, "upsampled" by the stride into the packed
   buffer and correlated with the flipped, transposed filters (a transposed convolution).
 * db: the sum of dout in float64, per block of images as dW (its kernel packs dout).
+* The fused conv-relu-pool layer with a 2x2 / 2 pool: the forward kernel convolves a band
+  of output rows, pools it (+ b, max, ReLU, argmax) while it is in cache and moves on, so
+  the full-size output is never stored (``pools_in_kernel``); other pools run over it.
 
 Every stride, padding, dilation and group count is served; what is refused (by
 ``unsupported``, with a ValueError naming ``algorithm``) is a layer whose per-thread
