@@ -15,6 +15,9 @@ has too little depth to run well (docs/performance.md, "Direct convolution").
 * dx: the same forward kernel run on dout, "upsampled" by the stride into the packed
   buffer and correlated with the flipped, transposed filters (a transposed convolution).
 * db: the sum of dout in float64, per block of images as dW (its kernel packs dout).
+* The fused conv-relu-pool layer with a 2x2 / 2 pool: the forward kernel convolves a band
+  of output rows, pools it (+ b, max, ReLU, argmax) while it is in cache and moves on, so
+  the full-size output is never stored (``pools_in_kernel``); other pools run over it.
 
 Every stride, padding, dilation and group count is served; what is refused (by
 ``unsupported``, with a ValueError naming ``algorithm``) is a layer whose per-thread
@@ -62,7 +65,8 @@ class _Packing:
         return (*self.up, *self.at, self.Hb, self.S, self.Wq, self.stride_h)
 
     def offset(self, c, i, j):
-        """The offset of logical pixel (i, j) of plane c (a tap of the output at (0, 0))."""
+        """The offset of logical pixel (i, j) of plane c (a tap of the output at (0, 0));
+        integers or arrays of them."""
         return c * self.plane + i * self.S * self.Wq + (j % self.S) * self.Wq + j // self.S
 
 
@@ -86,14 +90,13 @@ def _dx_packing(g, lanes):
 
 def _tap_offsets(pk, groups, planes, kh, kw, dil_h, dil_w, padded_to=None):
     """(groups, taps) offsets: tap (c, i, j) of group gi reads plane gi*planes + c at
-    (i*dil_h, j*dil_w); padded with copies of the last tap to ``padded_to`` taps."""
-    c, i, j = np.meshgrid(np.arange(planes), np.arange(kh), np.arange(kw), indexing="ij")
-    rows = []
-    for gi in range(groups):
-        rows.append(
-            [pk.offset(gi * planes + cc, ii * dil_h, jj * dil_w) for cc, ii, jj in zip(c.ravel(), i.ravel(), j.ravel())]
-        )
-    off = np.array(rows, dtype=np.intp)
+    (i*dil_h, j*dil_w); padded with copies of the last tap to ``padded_to`` taps.
+    Computed on arrays (a Python loop over the taps cost several percent of a first
+    layer's forward)."""
+    c = np.arange(groups * planes, dtype=np.intp)[:, None, None]
+    i = (np.arange(kh, dtype=np.intp) * dil_h)[:, None]
+    j = np.arange(kw, dtype=np.intp) * dil_w
+    off = pk.offset(c, i, j).reshape(groups, planes * kh * kw)
     if padded_to is not None and padded_to > off.shape[1]:
         off = np.concatenate([off, np.repeat(off[:, -1:], padded_to - off.shape[1], axis=1)], axis=1)
     return np.ascontiguousarray(off).reshape(-1)
@@ -263,10 +266,41 @@ def conv_backward(g, x, w, has_bias, dout, need_dx):
     return dx, dw, db
 
 
+#: Largest band of convolution rows (bytes, all filters) that the fused 2x2 / 2 pool
+#: keeps before pooling it: it stays in L1/L2 beside the packed image.
+POOL_BAND_BYTES = 64 << 10
+
+
+def pools_in_kernel(pg):
+    """Whether the fused layer's pooling runs inside the direct kernel (2x2, stride 2, no
+    padding: the pool of fastconv's models and of CS231n's networks) rather than over the
+    stored convolution output."""
+    return (pg.kh, pg.kw, pg.stride_h, pg.stride_w, pg.pad_h, pg.pad_w) == (2, 2, 2, 2, 0, 0)
+
+
+def _pool_band(pooled_h, out_w, F, itemsize, nr):
+    """The even number of convolution rows that the fused kernel convolves before it pools
+    them: the fewest register tiles of ``nr`` row segments over the 2*pooled_h rows, the
+    smallest band among equals, within POOL_BAND_BYTES (two rows at least)."""
+    segs = -(-out_w // _lanes(itemsize))
+    rows = 2 * pooled_h
+
+    def tiles(band):
+        full, rest = divmod(rows, band)
+        return full * -(-band * segs // nr) + -(-rest * segs // nr)
+
+    bands = [b for b in range(2, rows + 1, 2) if b == 2 or F * b * out_w * itemsize <= POOL_BAND_BYTES]
+    return min(bands, key=lambda b: (tiles(b), b))
+
+
 def conv_relu_pool_forward(g, pg, x, w, b):
     """(out, argmax) of conv -> ReLU -> max pool on the direct convolution's output:
-    the same result as the three layers (ReLU and "+ b" commute with the max, so ReLU
-    runs on the pooled values only); argmax (N*F*pooled_h*pooled_w,) in NCHW order."""
+    the same result as the three layers (ReLU commutes with the max, so it runs on the
+    pooled values only); argmax (N*F*pooled_h*pooled_w,) in NCHW order. A 2x2 / 2 pool runs
+    in the kernel, on bands of output rows while they are in cache (the full-size
+    output is never stored); other pools run over the stored output."""
+    if pools_in_kernel(pg):
+        return _conv_pool2(g, pg, x, w, b)
     # the convolution's output lives in a reused workspace (a fresh one costs page faults)
     y = conv_forward(g, x, w, b, workspace("direct_y", shape_size(g.out_shape), x.dtype).reshape(g.out_shape))
     planes = g.N * g.F
@@ -277,6 +311,49 @@ def conv_relu_pool_forward(g, pg, x, w, b):
     over_planes(planes, y.size, lambda lo, hi, threads: max_pool_planes(y3[lo:hi], z3[lo:hi], a3[lo:hi], pg, threads))
     out = _layers.relu_forward(z)[0]
     return out, argmax
+
+
+def _conv_pool2(g, pg, x, w, b):
+    """conv_relu_pool_forward's 2x2 / 2 pool, inside the kernel (direct_conv_relu_pool2)."""
+    kernels = picker.kernels
+    out = np.empty(pg.out_shape, dtype=x.dtype)
+    argmax = np.empty(pg.out_shape, dtype=np.int32)
+    if g.N == 0:
+        return out, argmax.reshape(-1)
+    pk = _forward_packing(g, _lanes(x.itemsize))
+    Cg, Fg = g.C // g.groups, g.F // g.groups
+    taps = Cg * g.kh * g.kw
+    off = _tap_offsets(pk, g.groups, Cg, g.kh, g.kw, g.dil_h, g.dil_w)
+    FT = _tile(Fg)
+    wpk = _pack_weights(w.reshape(g.groups, Fg, taps), g.groups, FT)
+    has_bias = b is not None
+    bias = np.ascontiguousarray(b) if has_bias else np.empty(0, dtype=x.dtype)
+    band = _pool_band(pg.out_h, g.out_w, g.F, x.itemsize, kernels.direct_tiles()["forward"][FT])
+    size = g.C * pk.plane + g.F * band * g.out_w + _lanes(x.itemsize)  # the pool reads a vector past the band
+
+    def kernel(lo, hi, threads):
+        scratch = workspace("direct_buf", threads * size, x.dtype).reshape(threads, size)
+        kernels.direct_conv_relu_pool2(
+            x[lo:hi],
+            out[lo:hi],
+            argmax[lo:hi],
+            g.out_h,
+            g.out_w,
+            wpk,
+            off,
+            bias,
+            has_bias,
+            g.groups,
+            taps,
+            FT,
+            *pk.args(),
+            band,
+            scratch,
+            threads,
+        )
+
+    _run(g.N, shape_size(g.out_shape) * taps, kernel)
+    return out, argmax.reshape(-1)
 
 
 def conv_relu_pool_backward(g, pg, x, w, has_bias, dout, out, argmax, need_dx):

@@ -269,6 +269,31 @@ def direct_conv(
     scratch: _FloatArray,
     num_threads: int,
 ) -> None: ...
+def direct_conv_relu_pool2(
+    x: _FloatArray,
+    z: _FloatArray,
+    argmax: _Int32Array,
+    out_h: int,
+    out_w: int,
+    wpk: _FloatArray,
+    off: _IntpArray,
+    b: _FloatArray,
+    has_bias: bool,
+    groups: int,
+    taps: int,
+    FT: int,
+    up_h: int,
+    up_w: int,
+    at_h: int,
+    at_w: int,
+    Hb: int,
+    S: int,
+    Wq: int,
+    stride_h: int,
+    band: int,
+    scratch: _FloatArray,
+    num_threads: int,
+) -> None: ...
 def direct_dw_scratch(
     Cin: int, Hb: int, S: int, Wq: int, F: int, out_h: int, out_w: int, tapsp: int, itemsize: int
 ) -> int: ...

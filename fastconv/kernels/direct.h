@@ -111,6 +111,13 @@ static inline __attribute__((always_inline)) void fc_fma_f64(fc_vd *acc, const f
 #endif
 }
 
+/* Whether b replaces a as the running maximum of a pooling window (fastconv/kernels/pooling.pxi's
+ * rule): b > a, or b is NaN and a is not. A strict order with NaN on top, so a window's
+ * winner is its first maximum in row-major order whatever the order of the comparisons. */
+#define FC_BEATS(b, a) (((a) == (a)) & !((b) <= (a)))
+/* The same on vectors: a lane mask, all ones where b beats a. */
+#define FC_VBEATS(b, a) (((a) == (a)) & ~((b) <= (a)))
+
 #define FC_TILE_MAX 32
 #define FC_NR_MAX 16
 

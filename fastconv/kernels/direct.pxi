@@ -19,6 +19,14 @@ cdef extern from "direct.h":
     int fc_direct_image_f64(const double *buf, Py_ssize_t row_step, const Py_ssize_t *off, Py_ssize_t taps,
                             const double *wpk, Py_ssize_t G, Py_ssize_t Fg, int FT, const double *bias,
                             double *out, Py_ssize_t out_h, Py_ssize_t out_w) noexcept nogil
+    int fc_direct_pool2_image_f32(const float *buf, Py_ssize_t row_step, const Py_ssize_t *off,
+                                  Py_ssize_t taps, const float *wpk, Py_ssize_t G, Py_ssize_t Fg, int FT,
+                                  const float *bias, Py_ssize_t out_w, Py_ssize_t band, float *y,
+                                  Py_ssize_t pooled_h, Py_ssize_t pooled_w, float *z, int32_t *am) noexcept nogil
+    int fc_direct_pool2_image_f64(const double *buf, Py_ssize_t row_step, const Py_ssize_t *off,
+                                  Py_ssize_t taps, const double *wpk, Py_ssize_t G, Py_ssize_t Fg, int FT,
+                                  const double *bias, Py_ssize_t out_w, Py_ssize_t band, double *y,
+                                  Py_ssize_t pooled_h, Py_ssize_t pooled_w, double *z, int32_t *am) noexcept nogil
     void fc_pack_dout_f32(const float *dout, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
                           float *dpk, double *db) noexcept nogil
     void fc_pack_dout_f64(const double *dout, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
@@ -137,6 +145,84 @@ def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
             else:
                 fc_direct_image_f64(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, FT, bias,
                                     &out[n, 0, 0, 0], out_h, out_w)
+
+
+def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] z,
+                           int32_t[:, :, :, ::1] argmax, Py_ssize_t out_h, Py_ssize_t out_w,
+                           const floating[::1] wpk, const Py_ssize_t[::1] off, const floating[::1] b,
+                           bint has_bias, Py_ssize_t groups, Py_ssize_t taps, int FT,
+                           Py_ssize_t up_h, Py_ssize_t up_w, Py_ssize_t at_h, Py_ssize_t at_w,
+                           Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq, Py_ssize_t stride_h,
+                           Py_ssize_t band, floating[:, ::1] scratch, int num_threads):
+    """conv (+ b) -> 2x2 / 2 max pool -> ReLU: direct_conv's convolution of each image, band
+    rows of its output at a time, each band pooled while it is in cache (the output of
+    out_h x out_w per plane is never written whole).
+
+    z       (N, F, out_h // 2, out_w // 2)    OUT: np.maximum(the pooled values, 0)
+    argmax  (N, F, out_h // 2, out_w // 2)    OUT int32: each window's first maximum (a NaN
+                                              counts as the maximum, the first one wins) as
+                                              ih*out_w + iw, as max_pool_direct gives it
+    band    (even, >= 2)                      output rows convolved before they are pooled
+    scratch (num_threads, >= Cin*Hb*S*Wq + F*band*out_w + 64 bytes)   SCRATCH: the packed image,
+                                              the band
+
+    The other arguments are direct_conv's (x, wpk, off, b, has_bias, groups, taps, FT and
+    the packing), out_h and out_w the convolution's output size.
+    """
+    cdef Py_ssize_t N = x.shape[0], Cin = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = z.shape[1], pooled_h = z.shape[2], pooled_w = z.shape[3]
+    cdef Py_ssize_t Fg, nfb, plane, size, need, row_step, n, c, tid
+    cdef floating *buf
+    cdef const floating *bias
+    _check_threads(num_threads)
+    _check_packing(H, W, up_h, up_w, Hb, S, Wq)
+    if FT not in DIRECT_FILTER_TILES:
+        raise ValueError(f"FT must be one of {DIRECT_FILTER_TILES}, got {FT}")
+    if z.shape[0] != N or pooled_h != out_h // 2 or pooled_w != out_w // 2 or pooled_h < 1 or pooled_w < 1:
+        raise ValueError(f"z must have shape ({N}, F, {out_h // 2}, {out_w // 2}) (>= 1 pooled row and column), "
+                         f"got ({z.shape[0]}, {F}, {pooled_h}, {pooled_w})")
+    if (argmax.shape[0] != N or argmax.shape[1] != F or argmax.shape[2] != pooled_h
+            or argmax.shape[3] != pooled_w):
+        raise ValueError("argmax must have z's shape")
+    if out_h * out_w >= 2**31:
+        raise ValueError(f"an output plane of {out_h} x {out_w} cannot be indexed in int32")
+    if band < 2 or band % 2:
+        raise ValueError(f"band must be even and >= 2, got {band}")
+    if groups < 1 or F % groups or taps < 1:
+        raise ValueError(f"groups={groups} must divide F={F}, taps={taps} must be >= 1")
+    Fg = F // groups
+    nfb = (Fg + FT - 1) // FT
+    if wpk.shape[0] < groups * nfb * taps * FT:
+        raise ValueError(f"wpk must hold {groups * nfb * taps * FT} weights, got {wpk.shape[0]}")
+    if has_bias and b.shape[0] != F:
+        raise ValueError(f"b must have shape ({F},), got ({b.shape[0]},)")
+    plane = Hb * S * Wq
+    size = Cin * plane
+    need = size + F * band * out_w + _lanes(sizeof(floating))  # the pool reads a vector past the band
+    row_step = stride_h * S * Wq
+    if scratch.shape[0] < num_threads or scratch.shape[1] < need:
+        raise ValueError(f"scratch must be at least ({num_threads}, {need}), got ({scratch.shape[0]}, {scratch.shape[1]})")
+    _check_reads(off, groups * taps, row_step, out_h, out_w, _lanes(sizeof(floating)), size)
+    if N == 0:
+        return
+    bias = &b[0] if has_bias else NULL
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=num_threads):
+            tid = threadid()
+            buf = &scratch[tid, 0]
+            for c in range(Cin):
+                if floating is float:
+                    fc_pack_f32(&x[n, c, 0, 0], H, W, up_h, up_w, at_h, at_w, buf + c * plane, Hb, S, Wq)
+                else:
+                    fc_pack_f64(&x[n, c, 0, 0], H, W, up_h, up_w, at_h, at_w, buf + c * plane, Hb, S, Wq)
+            if floating is float:
+                fc_direct_pool2_image_f32(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, FT, bias, out_w,
+                                          band, buf + size, pooled_h, pooled_w, &z[n, 0, 0, 0],
+                                          &argmax[n, 0, 0, 0])
+            else:
+                fc_direct_pool2_image_f64(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, FT, bias, out_w,
+                                          band, buf + size, pooled_h, pooled_w, &z[n, 0, 0, 0],
+                                          &argmax[n, 0, 0, 0])
 
 
 def direct_dw_scratch(Py_ssize_t Cin, Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq, Py_ssize_t F,

@@ -67,13 +67,21 @@ FC_NAME(fc_fwd_tile)(const int FT, const int NR, const FC_T *buf, const Py_ssize
 }
 
 /* The tile's outputs (+ bias) into out (F planes of out_h x out_w): row segments p0 + r
- * (those < npos) of filters fb*FT + f (those < Fg) of group g. */
-static inline void FC_NAME(fc_fwd_store)(const int FT, const int NR, const FC_VT *acc,
-                                         Py_ssize_t p0, Py_ssize_t npos, Py_ssize_t segs,
-                                         Py_ssize_t g, Py_ssize_t Fg, Py_ssize_t fb,
-                                         const FC_T *bias, FC_T *out, Py_ssize_t out_h, Py_ssize_t out_w)
+ * (those < npos) of filters fb*FT + f (those < Fg) of group g. Inlined, so the tile is
+ * stored from its registers; each segment's place is computed once, not once per filter
+ * (a division per filter and segment cost more than a tenth of a tile's time). */
+static inline __attribute__((always_inline)) void
+FC_NAME(fc_fwd_store)(const int FT, const int NR, const FC_VT *acc, Py_ssize_t p0, Py_ssize_t npos,
+                      Py_ssize_t segs, Py_ssize_t g, Py_ssize_t Fg, Py_ssize_t fb, const FC_T *bias,
+                      FC_T *out, Py_ssize_t out_h, Py_ssize_t out_w)
 {
-    int f, r, l;
+    Py_ssize_t at[FC_NR_MAX], lanes[FC_NR_MAX];
+    int f, r, l, nr = npos - p0 < NR ? (int)(npos - p0) : NR;
+    for (r = 0; r < nr; r++) {
+        Py_ssize_t oh = (p0 + r) / segs, ow0 = ((p0 + r) % segs) * FC_V;
+        at[r] = oh * out_w + ow0;
+        lanes[r] = out_w - ow0 < FC_V ? out_w - ow0 : FC_V;
+    }
     for (f = 0; f < FT; f++) {
         Py_ssize_t fi = fb * FT + f, plane;
         FC_T b;
@@ -81,14 +89,13 @@ static inline void FC_NAME(fc_fwd_store)(const int FT, const int NR, const FC_VT
             break;
         plane = g * Fg + fi;
         b = bias ? bias[plane] : (FC_T)0;
-        for (r = 0; r < NR && p0 + r < npos; r++) {
-            Py_ssize_t oh = (p0 + r) / segs, ow0 = ((p0 + r) % segs) * FC_V;
-            FC_T *dst = out + (plane * out_h + oh) * out_w + ow0;
+        for (r = 0; r < nr; r++) {
+            FC_T *dst = out + plane * out_h * out_w + at[r];
             FC_VT v = bias ? acc[f * NR + r] + b : acc[f * NR + r];
-            if (ow0 + FC_V <= out_w) {
+            if (lanes[r] == FC_V) {
                 *(FC_VTU *)dst = v;
             } else {
-                for (l = 0; l < out_w - ow0; l++)
+                for (l = 0; l < lanes[r]; l++)
                     dst[l] = v[l];
             }
         }
@@ -144,6 +151,87 @@ static int FC_NAME(fc_direct_image)(const FC_T *buf, Py_ssize_t row_step, const 
     }
 }
 
+/* The bits of b where mask is all ones, of a where it is zero. */
+#define FC_SELECT(mask, b, a) ((FC_VT)(((mask) & (FC_VI)(b)) | (~(mask) & (FC_VI)(a))))
+
+/* 2x2 / 2 max pooling, then ReLU, of rows (even) rows of F planes y (rows x out_w, then
+ * FC_V items that may be read, never used) into z and am (F planes of pooled_h x pooled_w,
+ * from pooled row pr0 on): the pooled value as np.maximum(max, 0) gives it (a NaN as it
+ * is, -0.0 as +0.0) and the window's argmax ih*out_w + iw in the full output plane. Each
+ * window's pick: the better of each row's pair, then of those (FC_BEATS: the first
+ * maximum). Vectors of V columns: lane k compares column c+k with c+k+1 and the even
+ * lanes are the windows (no branch: a branch per window mispredicts on every other one). */
+static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows, Py_ssize_t out_w,
+                                   Py_ssize_t pooled_h, Py_ssize_t pooled_w, Py_ssize_t pr0,
+                                   FC_T *z, int32_t *am)
+{
+    Py_ssize_t f, pr, pc, c;
+    FC_VI lane, one;
+    int l;
+    for (l = 0; l < FC_V; l++) {
+        lane[l] = l;
+        one[l] = 1;
+    }
+    for (f = 0; f < F; f++) {
+        for (pr = 0; pr < rows / 2; pr++) {
+            const FC_T *r0 = y + (f * rows + 2 * pr) * out_w, *r1 = r0 + out_w;
+            FC_T *zr = z + (f * pooled_h + pr0 + pr) * pooled_w;
+            int32_t *ar = am + (f * pooled_h + pr0 + pr) * pooled_w;
+            int32_t i0 = (int32_t)(2 * (pr0 + pr) * out_w), w32 = (int32_t)out_w;
+            for (c = 0; c + FC_V <= 2 * pooled_w; c += FC_V) {
+                FC_VT a0 = *(const FC_VTU *)(r0 + c), a1 = *(const FC_VTU *)(r0 + c + 1);
+                FC_VT a2 = *(const FC_VTU *)(r1 + c), a3 = *(const FC_VTU *)(r1 + c + 1);
+                FC_VI top = (FC_VI)FC_VBEATS(a1, a0), bottom = (FC_VI)FC_VBEATS(a3, a2), down, keep, idx;
+                FC_VT u = FC_SELECT(top, a1, a0), v = FC_SELECT(bottom, a3, a2), m;
+                FC_VI at = lane + (int32_t)(i0 + c);  /* column c + k of the pair's first row */
+                FC_VI iu = at + (top & one), iv = at + w32 + (bottom & one);
+                down = (FC_VI)FC_VBEATS(v, u);
+                m = FC_SELECT(down, v, u);
+                keep = (FC_VI)((m > 0) | (m != m));
+                m = (FC_VT)((FC_VI)m & keep);  /* +0.0 where ReLU clips */
+                idx = (down & iv) | (~down & iu);
+                for (l = 0; l < FC_V / 2; l++) {
+                    zr[c / 2 + l] = m[2 * l];
+                    ar[c / 2 + l] = (int32_t)idx[2 * l];
+                }
+            }
+            for (pc = c / 2; pc < pooled_w; pc++) {  /* the columns past the last whole vector */
+                FC_T a0 = r0[2 * pc], a1 = r0[2 * pc + 1], a2 = r1[2 * pc], a3 = r1[2 * pc + 1];
+                int32_t i = i0 + 2 * (int32_t)pc;
+                int top = FC_BEATS(a1, a0), bottom = FC_BEATS(a3, a2), down;
+                FC_T u = top ? a1 : a0, v = bottom ? a3 : a2, m;
+                int32_t iu = top ? i + 1 : i, iv = bottom ? i + w32 + 1 : i + w32;
+                down = FC_BEATS(v, u);
+                m = down ? v : u;
+                zr[pc] = (m > 0) | (m != m) ? m : (FC_T)0;
+                ar[pc] = down ? iv : iu;
+            }
+        }
+    }
+}
+
+/* conv (+ bias) -> 2x2 / 2 max pool -> ReLU of one packed image (fc_direct_image's
+ * arguments), band conv rows at a time (even) into y (F planes of band x out_w, small
+ * enough to stay in cache), each band pooled into z and am (fc_pool2_relu) before the
+ * next: the full-size output is never written. Rows past 2*pooled_h are not computed.
+ * Returns -1 for an FT that fc_direct_image has not. */
+static int FC_NAME(fc_direct_pool2_image)(const FC_T *buf, Py_ssize_t row_step, const Py_ssize_t *off,
+                                          Py_ssize_t taps, const FC_T *wpk, Py_ssize_t G, Py_ssize_t Fg,
+                                          int FT, const FC_T *bias, Py_ssize_t out_w, Py_ssize_t band,
+                                          FC_T *y, Py_ssize_t pooled_h, Py_ssize_t pooled_w,
+                                          FC_T *z, int32_t *am)
+{
+    Py_ssize_t pr0, rows;
+    for (pr0 = 0; pr0 < pooled_h; pr0 += band / 2) {
+        rows = band < 2 * (pooled_h - pr0) ? band : 2 * (pooled_h - pr0);
+        if (FC_NAME(fc_direct_image)(buf + 2 * pr0 * row_step, row_step, off, taps, wpk, G, Fg, FT, bias,
+                                     y, rows, out_w))
+            return -1;
+        FC_NAME(fc_pool2_relu)(y, G * Fg, rows, out_w, pooled_h, pooled_w, pr0, z, am);
+    }
+    return 0;
+}
+
 /* dout of one image (F planes of out_h x out_w) as F planes of npos segments of V lanes,
  * zeros past out_w; db[f] += the sum of plane f, in double, in row-major order. */
 static void FC_NAME(fc_pack_dout)(const FC_T *dout, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
@@ -197,6 +285,39 @@ FC_NAME(fc_dw_run)(const int WF, const int WT, const int masked, const FC_VI *ma
     }
 }
 
+/* fc_dw_run over every row of an image whose rows are whole segments (out_w a multiple
+ * of V): npos segments in the same order (row by row), in one loop, the packed image's
+ * pointer jumping by gap at each row's end. A loop per row (two segments for a 32-wide
+ * output) spent about a quarter of its time outside its FMAs. */
+static inline __attribute__((always_inline)) void
+FC_NAME(fc_dw_rows)(const int WF, const int WT, FC_VT *acc, const FC_T *b, const Py_ssize_t *off,
+                    const FC_T *const *drow, Py_ssize_t segs, Py_ssize_t gap, Py_ssize_t npos)
+{
+    FC_VT d[FC_TILE_MAX], xv;
+    Py_ssize_t o[FC_TILE_MAX], p, k = 0;
+    int f, t;
+#pragma GCC unroll 16
+    for (t = 0; t < WT; t++)
+        o[t] = off[t];
+    for (p = 0; p < npos; p++) {
+#pragma GCC unroll 16
+        for (f = 0; f < WF; f++)
+            d[f] = *(const FC_VTU *)(drow[f] + p * FC_V);
+#pragma GCC unroll 16
+        for (t = 0; t < WT; t++) {
+            xv = *(const FC_VTU *)(b + o[t]);
+#pragma GCC unroll 16
+            for (f = 0; f < WF; f++)
+                FC_FMA(&acc[f * WT + t], &d[f], &xv);
+        }
+        b += FC_V;
+        if (++k == segs) {
+            k = 0;
+            b += gap;
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void
 FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize_t row_step,
                            const Py_ssize_t *off, Py_ssize_t tapsp, const FC_T *dpk,
@@ -222,13 +343,14 @@ FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize
                 for (f = 0; f < WF; f++)
                     for (t = 0; t < WT; t++)
                         acc[f * WT + t] = *(const FC_VTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V);
-                for (oh = 0; oh < out_h; oh++) {  /* a row's full segments, then a partial last one */
+                if (tail == FC_V)  /* whole segments only: one loop over the image */
+                    FC_NAME(fc_dw_rows)(WF, WT, acc, buf, o, drow, segs, row_step - segs * FC_V, npos);
+                for (oh = 0; oh < out_h && tail < FC_V; oh++) {  /* a row's full segments, then a partial last one */
                     const FC_T *b = buf + oh * row_step;
-                    Py_ssize_t full = tail == FC_V ? segs : segs - 1;
+                    Py_ssize_t full = segs - 1;
                     FC_NAME(fc_dw_run)(WF, WT, 0, &mask, acc, b, o, drow, oh * segs * FC_V, full);
-                    if (full < segs)
-                        FC_NAME(fc_dw_run)(WF, WT, 1, &mask, acc, b + full * FC_V, o, drow,
-                                           (oh * segs + full) * FC_V, 1);
+                    FC_NAME(fc_dw_run)(WF, WT, 1, &mask, acc, b + full * FC_V, o, drow,
+                                       (oh * segs + full) * FC_V, 1);
                 }
                 for (f = 0; f < WF && fb * WF + f < Fg; f++)
                     for (t = 0; t < WT; t++)

@@ -10,6 +10,9 @@ What this file establishes:
 * NaN and infinity reach exactly the outputs and gradients they reach in naive;
 * results do not depend on the thread count (dW is summed per fixed block of images);
 * the fused conv-relu-pool layer on direct is the three layers run one after the other;
+  its 2x2 / 2 pool runs inside the kernel (the full-size output is never stored) and
+  gives bitwise the pooled values and argmax of the stored-output path, on a grid with
+  odd output sizes, strides, groups, batch 1, bands of any height, NaN and infinity;
 * "auto" runs direct exactly where ``algorithms.direct_wins`` says so; a request direct cannot
   serve raises ValueError naming ``algorithm``; the kernels refuse offsets and buffers
   that would read or write outside what they were given.
@@ -177,6 +180,131 @@ def test_fused_conv_relu_pool_on_direct(dtype, pool):
     reference = (nout,) + naive.conv_relu_pool_backward(dout, ncache)
     for name, a, r in zip(("out", "dx", "dw", "db"), (out,) + grads, reference):
         assert_close(a, r, dtype, name)
+
+
+#: (x shape, w shape, stride, pad, dilation, groups) of the fused 2x2 / 2 pool in the kernel
+POOL2_CASES = [
+    ((2, 3, 12, 14), (6, 3, 5, 5), 1, 2, 1, 1),
+    ((1, 3, 11, 13), (5, 3, 3, 3), 1, 1, 1, 1),  # output 11x13: the pool drops a row and a column
+    ((2, 2, 15, 20), (4, 2, 3, 3), 2, 1, 1, 1),  # stride 2
+    ((2, 3, 32, 32), (32, 3, 7, 7), 1, 3, 1, 1),  # W1conv's layer, many bands
+    ((2, 4, 13, 20), (6, 2, 3, 5), (2, 3), (1, 2), (2, 1), 2),  # output 6x7
+    ((1, 1, 7, 40), (3, 1, 2, 2), 1, 0, 1, 1),  # output rows longer than a float32 vector, odd
+    ((2, 3, 9, 9), (17, 3, 1, 1), 1, 0, 1, 1),  # filters past a whole tile
+    ((1, 2, 4, 4), (3, 2, 3, 3), 1, 0, 1, 1),  # a 2x2 output: one window
+]
+
+
+def _stored_output_path(x, w, b, kwargs):
+    """What the fused layer computed before its pool ran in the kernel: the direct
+    convolution stored whole, max pooled, then ReLU; and the three layers' gradients."""
+    y, c1 = fast.conv_forward(x, w, b, **kwargs, algorithm="direct")
+    pooled, c3 = fast.max_pool_forward(y, 2)
+    return np.maximum(pooled, 0), c3[0].reshape(-1), c1
+
+
+@pytest.mark.parametrize("band_bytes", [_direct.POOL_BAND_BYTES, 1], ids=["bands", "band2"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("case", POOL2_CASES, ids=_case_id)
+def test_fused_pool2_in_the_kernel_is_the_stored_output_path(monkeypatch, case, dtype, bias, band_bytes):
+    """The 2x2 / 2 pool inside the direct kernel: the pooled values, the argmax in the cache
+    and every gradient are bitwise those of the stored-output path and of the three
+    separate layers; close to naive. Small integers (exact sums) and a negative bias: tied
+    maxima and many windows clipped to zero."""
+    monkeypatch.setattr(_direct, "POOL_BAND_BYTES", band_bytes)  # 1: bands of two rows
+    x, w, b, kwargs = _data(case, dtype, seed=4, bias=bias)
+    x, w = np.round(x * 2), np.round(w * 2)
+    if bias:
+        b = np.round(b * 4) - 2
+    out, cache = fast.conv_relu_pool_forward(x, w, b, **kwargs, pool_size=2, algorithm="direct")
+    want, argmax, c1 = _stored_output_path(x, w, b, kwargs)
+    assert out.tobytes() == want.tobytes()
+    assert cache[6].dtype == np.int32 and cache[6].tobytes() == argmax.tobytes()
+
+    dout = np.arange(1, out.size + 1, dtype=dtype).reshape(out.shape)  # distinct: a misroute shows
+    grads = fast.conv_relu_pool_backward(dout, cache)
+    y, c1 = fast.conv_forward(x, w, b, **kwargs, algorithm="direct")
+    r, c2 = fast.relu_forward(y)
+    p, c3 = fast.max_pool_forward(r, 2)
+    separate = (p,) + fast.conv_backward(fast.relu_backward(fast.max_pool_backward(dout, c3), c2), c1)
+    for name, a, s in zip(("out", "dx", "dw", "db"), (out,) + grads, separate):
+        assert (a is None) == (s is None) and (a is None or a.tobytes() == s.tobytes()), name
+
+    nout, ncache = naive.conv_relu_pool_forward(x, w, b, **kwargs, pool_size=2)
+    for name, a, r in zip(
+        ("out", "dx", "dw", "db"), (out,) + grads, (nout,) + naive.conv_relu_pool_backward(dout, ncache)
+    ):
+        if r is None:
+            assert a is None, name
+        else:
+            assert_close(a, r, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("where", ["x", "w"])
+def test_fused_pool2_in_the_kernel_keeps_nan_and_infinity(where, dtype):
+    """NaN and +-inf in x or w: the pooled values (NaN's bits included: the first NaN of a
+    window wins, ReLU keeps it) and the argmax are those of the stored-output path, bit for
+    bit, so the gradients are too."""
+    case = ((2, 2, 9, 19), (5, 2, 3, 3), 1, 1, 1, 1)
+    x, w, b, kwargs = _data(case, dtype, seed=6)
+    if where == "x":
+        x[0, 1, 2, 5], x[1, 0, 4, 4], x[1, 1, 7, 18], x[0, 0, 0, 0] = np.nan, np.inf, -np.inf, np.nan
+    else:
+        w[1, 0, 1, 1], w[3, 1, 0, 2], w[4, 0, 2, 2] = np.nan, np.inf, -np.inf
+    with np.errstate(invalid="ignore"):
+        out, cache = fast.conv_relu_pool_forward(x, w, b, **kwargs, pool_size=2, algorithm="direct")
+        want, argmax, _ = _stored_output_path(x, w, b, kwargs)
+        assert np.isnan(out).any() and np.isinf(out).any()
+        assert out.tobytes() == want.tobytes() and cache[6].tobytes() == argmax.tobytes()
+        dout = np.random.default_rng(2).standard_normal(out.shape).astype(dtype)
+        grads = fast.conv_relu_pool_backward(dout, cache)
+        nout, ncache = naive.conv_relu_pool_forward(x, w, b, **kwargs, pool_size=2)
+        reference = (nout,) + naive.conv_relu_pool_backward(dout, ncache)
+    for name, a, r in zip(("out", "dx", "dw", "db"), (out,) + grads, reference):
+        assert np.array_equal(np.isnan(a), np.isnan(r)), name
+        assert np.array_equal(np.isinf(a), np.isinf(r)), name
+
+
+def test_the_fused_2x2_pool_never_stores_the_full_output(monkeypatch):
+    """A 2x2 / 2 pool runs in the kernel: the stored-output path (conv_forward into a
+    full-size buffer) is not called; any other pool still takes it."""
+    x, w, b, kwargs = _data(CASES[3], np.float32)
+
+    def stored(*args, **kwargs):
+        raise AssertionError("the full-size convolution output was computed")
+
+    monkeypatch.setattr(_direct, "conv_forward", stored)
+    fast.conv_relu_pool_forward(x, w, b, **kwargs, pool_size=2, algorithm="direct")
+    with pytest.raises(AssertionError, match="full-size"):
+        fast.conv_relu_pool_forward(x, w, b, **kwargs, pool_size=3, pool_stride=2, algorithm="direct")
+
+
+def test_direct_conv_relu_pool2_kernel_checks_its_buffers():
+    args = _kernel_args()
+    x, wpk, off, b, pk_args = args[0], args[2], args[3], args[4], args[9:17]
+    z, am = np.empty((1, 4, 2, 3)), np.empty((1, 4, 2, 3), np.int32)
+    scratch = np.empty((1, args[-2].shape[1] + 4 * 2 * 6 + 8))
+
+    def call(z=z, am=am, band=2, scratch=scratch, out_hw=(5, 6)):
+        picker.kernels.direct_conv_relu_pool2(
+            x, z, am, *out_hw, wpk, off, b, False, 1, 18, 4, *pk_args, band, scratch, 1
+        )
+
+    call()
+    assert np.all(z == 18) and am[0, 0, 0, 0] == 7 and am[0, 0, 1, 2] == 2 * 6 + 4  # a working call first
+    with pytest.raises(ValueError, match=r"^z must have shape \(1, F, 2, 3\)"):
+        call(z=np.empty((1, 4, 3, 3)))
+    with pytest.raises(ValueError, match=r"^argmax must have z's shape"):
+        call(am=np.empty((1, 4, 2, 2), np.int32))
+    with pytest.raises(ValueError, match=r"^band must be even and >= 2, got 3"):
+        call(band=3)
+    with pytest.raises(ValueError, match=r"^scratch must be at least"):
+        call(band=4)  # two rows more than the scratch holds
+    tall = np.empty((1, 4, 3, 3))
+    with pytest.raises(ValueError, match="reads outside the packed buffer"):
+        call(z=tall, am=tall.astype(np.int32), out_hw=(7, 6))  # an output taller than the packed image
 
 
 def test_auto_runs_direct_where_the_rule_says():

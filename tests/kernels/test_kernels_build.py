@@ -253,6 +253,18 @@ def _conv_relu_pool(rng, dtype, algorithm="auto"):
     return (out,) + fast.conv_relu_pool_backward(dout, cache)
 
 
+def _conv_relu_pool2_direct(rng, dtype):
+    """The 2x2 / 2 pool inside the direct kernel: tied maxima (small integers), +-inf and
+    -0.0 in x (no NaN: see _conv_tricky), an odd output that the pool crops."""
+    x = _tricky(rng, (3, 2, 11, 21), dtype)
+    x[np.isnan(x)] = -np.inf
+    w = rng.integers(-2, 3, size=(5, 2, 3, 3)).astype(dtype)
+    b = np.array([-3, -1, 0, 1, 2], dtype)
+    out, cache = fast.conv_relu_pool_forward(x, w, b, 1, 1, 2, algorithm="direct")
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    return (out, cache[6]) + fast.conv_relu_pool_backward(dout, cache)
+
+
 def _max_pool(rng, dtype, k, s, p, shape=(4, 3, 13, 16)):
     x = _tricky(rng, shape, dtype)
     out, cache = fast.max_pool_forward(x, k, s, p)
@@ -302,8 +314,11 @@ LAYERS = {
     "conv-direct-k3x2-s1-p1": lambda rng, dt: _conv(rng, dt, 1, 1, 1, 1, algorithm="direct"),
     "conv-direct-k3x2-s2x1-p2x0-d2-g2": lambda rng, dt: _conv(rng, dt, (2, 1), (2, 0), 2, 2, algorithm="direct"),
     "conv-direct-k7-p3-wide": lambda rng, dt: _conv(rng, dt, 1, 3, 1, 1, (2, 3, 9, 37), (7, 7), "direct"),
+    # output rows of whole vectors in both dtypes: dW's one loop over the image
+    "conv-direct-k3-p1-whole-rows": lambda rng, dt: _conv(rng, dt, 1, 1, 1, 1, (2, 3, 6, 32), (3, 3), "direct"),
     "conv-direct-k5-s3-tricky": lambda rng, dt: _conv_tricky(rng, dt, "direct"),
     "conv_relu_pool-direct": lambda rng, dt: _conv_relu_pool(rng, dt, "direct"),
+    "conv_relu_pool-direct-pool2-in-kernel": _conv_relu_pool2_direct,
     "maxpool-k2-s2": lambda rng, dt: _max_pool(rng, dt, 2, 2, 0),
     "maxpool-k3-s2-p1": lambda rng, dt: _max_pool(rng, dt, 3, 2, 1),
     "maxpool-k3x5-s1x2-p1x2": lambda rng, dt: _max_pool(rng, dt, (3, 5), (1, 2), (1, 2)),
