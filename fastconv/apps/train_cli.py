@@ -115,7 +115,9 @@ names are the folder names), or train/ and test/ folders that each hold them (ot
 class is the test set, drawn with --seed); every class needs 2 images or more. The images take the first
 one's size and channels; others are refused unless --resize. At most 200,000 images of 32 MiB and
 512x512 pixels each. An .npz holds x_train, y_train, x_test, y_test (images (N, C, H, W) or (N, H, W),
-pixel values 0-255, integer labels 0..K-1, the class names "0".."K-1"). predict and serve take the model.
+pixel values 0-255, integer labels 0..K-1) and optionally class_names, a 1-D unicode array of K unique
+names of 1 to 64 printable characters (otherwise the classes are "0".."K-1"; np.savez(..., class_names=
+np.array(["cat", "dog"]))). predict and serve take the model and show the class names.
 
 several processes, on one machine or more: mpiexec -n K fastconv train <the same options> (pip install
 "fastconv[mpi]"; --batch-size stays the global batch; README.md, "More than one machine").

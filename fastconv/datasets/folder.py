@@ -18,9 +18,11 @@
   tested), and so is a folder with no images or fewer than two classes.
 * an ``.npz`` file with ``x_train``, ``y_train``, ``x_test``, ``y_test``: images (N, C, H, W),
   or (N, H, W) for one channel, of pixel values 0-255 (uint8, or integers/floats in that range,
-  stored as uint8), integer labels 0..K-1 (the class names are "0".."K-1"). Read with
-  ``allow_pickle=False`` through ``fastconv.io.files.load_arrays`` (sizes checked before
-  anything is inflated, at most ``MAX_DATA_FILE_BYTES``).
+  stored as uint8), integer labels 0..K-1, and optionally ``class_names``: a 1-D unicode array
+  of K unique, printable names of 1 to ``MAX_CLASS_NAME`` characters (without it the class
+  names are "0".."K-1"). Read with ``allow_pickle=False`` through
+  ``fastconv.io.files.load_arrays`` (sizes checked before anything is inflated, at most
+  ``MAX_DATA_FILE_BYTES``).
 
 Errors are ValueErrors naming the file or folder.
 """
@@ -36,6 +38,7 @@ import numpy as np
 from ..engine.checks import shape_size
 from ..io.files import MAX_DATA_FILE_BYTES, load_arrays, npy_header
 from ..io.inputs import read_image
+from .cifar import MAX_CLASS_NAME
 from .registry import Dataset
 
 __all__ = ["load_folder", "IMAGE_SUFFIXES", "MAX_FOLDER_IMAGES", "MAX_IMAGE_FILE_BYTES", "MAX_IMAGE_SIDE"]
@@ -195,6 +198,9 @@ def _split(X, y, classes, fraction, seed):
 
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_NPZ_NAMES = "class_names"
+#: Widest unicode dtype of ``class_names`` (a fixed width wider than its longest name is fine).
+_MAX_NAMES_DTYPE_CHARS = 256
 
 
 def _load_npz(path):
@@ -213,10 +219,10 @@ def _load_npz(path):
     except zipfile.BadZipFile as exc:
         raise ValueError(f"{path}: not a valid .npz file ({exc})") from None
     missing = [k for k in _NPZ_KEYS if k not in manifest]
-    extra = sorted(set(manifest) - set(_NPZ_KEYS))
+    extra = sorted(set(manifest) - {*_NPZ_KEYS, _NPZ_NAMES})
     if missing or extra:
         raise ValueError(
-            f"{path}: an .npz data set holds x_train, y_train, x_test and y_test"
+            f"{path}: an .npz data set holds x_train, y_train, x_test and y_test (and optionally class_names)"
             + (f"; missing {missing}" if missing else "")
             + (f"; unexpected {extra}" if extra else "")
         )
@@ -228,20 +234,50 @@ def _load_npz(path):
     K = int(max(y_train.max(), y_test.max(initial=0))) + 1
     if K < 2:
         raise ValueError(f"{path}: the labels name one class only; a classifier needs 2 or more")
-    names = tuple(str(k) for k in range(K))
+    names = _class_names(path, arrays[_NPZ_NAMES], K) if _NPZ_NAMES in arrays else tuple(map(str, range(K)))
     return Dataset(path.stem, X_train, y_train, X_test, y_test, names, str(path))
 
 
 def _load_checked(path, manifest):
+    numbers = {k: v for k, v in manifest.items() if k != _NPZ_NAMES}
     dtypes_ok = all(
         spec["dtype"] in ("uint8", "uint16", "int8", "int16", "int32", "int64", "float32", "float64")
-        for spec in manifest.values()
+        for spec in numbers.values()
     )
     if not dtypes_ok:
         raise ValueError(
-            f"{path}: the arrays must be integers or floats, got { {k: v['dtype'] for k, v in manifest.items()} }"
+            f"{path}: the arrays must be integers or floats, got { {k: v['dtype'] for k, v in numbers.items()} }"
         )
-    return load_arrays(path, manifest)
+    if _NPZ_NAMES in manifest:
+        shape, dtype = manifest[_NPZ_NAMES]["shape"], manifest[_NPZ_NAMES]["dtype"]
+        # the header's dtype and shape bound what is inflated (numpy names a unicode dtype str<bits>)
+        chars = int(dtype[3:]) // 32 if dtype.startswith("str") and dtype[3:].isdigit() else None
+        if chars is None or len(shape) != 1:
+            raise ValueError(
+                f"{path}: class_names must be a 1-D array of strings (unicode), got {dtype} {tuple(shape)}"
+            )
+        if not (1 <= shape[0] <= MAX_CLASSES and 1 <= chars <= _MAX_NAMES_DTYPE_CHARS):
+            raise ValueError(
+                f"{path}: class_names must hold 1 to {MAX_CLASSES:,} names in a unicode dtype of at most "
+                f"{_MAX_NAMES_DTYPE_CHARS} characters, got {shape[0]:,} in a dtype of {chars}"
+            )
+    return load_arrays(path, manifest, text=(_NPZ_NAMES,))
+
+
+def _class_names(path, a, K):
+    """The K class names in the .npz's ``class_names`` array (its dtype and size already checked)."""
+    if len(a) != K:
+        raise ValueError(f"{path}: class_names holds {len(a)} names, the labels 0..{K - 1} need {K}")
+    names = tuple(str(n).strip() for n in a)
+    for n in names:
+        if not 0 < len(n) <= MAX_CLASS_NAME or not n.isprintable():
+            raise ValueError(
+                f"{path}: class_names must be printable names of 1 to {MAX_CLASS_NAME} characters, got {n!r:.80}"
+            )
+    if len(set(names)) != K:
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{path}: class_names must be unique, got {twice[0]!r} twice or more")
+    return names
 
 
 def _images(path, key, a):

@@ -445,7 +445,19 @@ _MANIFEST_DTYPES = {
 }
 
 
-def _manifest_sizes(path, manifest):
+def _manifest_dtype(name, dtype, text):
+    """The numpy dtype of a manifest's dtype name, or None when it is not accepted for ``name``."""
+    if not isinstance(dtype, str):
+        return None
+    if name in text:
+        # a unicode dtype's name is "str<bits>", 32 bits a character, which np.dtype does not parse
+        chars = re.fullmatch(r"str([1-9][0-9]{0,5})", dtype)
+        if chars and int(chars[1]) % 32 == 0:
+            return np.dtype(f"U{int(chars[1]) // 32}")
+    return _MANIFEST_DTYPES.get(dtype)
+
+
+def _manifest_sizes(path, manifest, text=()):
     """{name: bytes of its array} from ``manifest`` (each entry's shape and dtype checked)."""
     if not isinstance(manifest, dict):
         raise ValueError(f"{path}: the array manifest must be a JSON object")
@@ -453,7 +465,7 @@ def _manifest_sizes(path, manifest):
     for name, spec in manifest.items():
         if not isinstance(spec, dict) or "shape" not in spec or "dtype" not in spec:
             raise ValueError(f"{path}: manifest entry for {name!r} needs 'shape' and 'dtype'")
-        shape, dtype = spec["shape"], _MANIFEST_DTYPES.get(spec["dtype"]) if isinstance(spec["dtype"], str) else None
+        shape, dtype = spec["shape"], _manifest_dtype(name, spec["dtype"], text)
         if (
             dtype is None
             or not isinstance(shape, list)
@@ -490,20 +502,20 @@ def _open_regular(path, what, limit):
     return f
 
 
-def load_arrays(path, manifest, sha256=None):
+def load_arrays(path, manifest, sha256=None, text=()):
     """Load an .npz with ``allow_pickle=False`` and check it against ``manifest``.
 
     The file must be a regular file no larger than the manifest's arrays allow (checked
     before it is hashed or read), hash to ``sha256`` when given, and hold exactly the
     manifest's names, each with its shape and dtype (only bool, integer and float dtypes
-    are accepted). Before any member is inflated, each member's size in the zip directory
-    must fit its manifest entry and all of them together may inflate at most
-    ``MAX_NPZ_INFLATION`` times their stored size; each member's header is checked before
-    the member is read, so a header claiming a huge array costs nothing. Errors are
-    ValueErrors naming the file.
+    are accepted, and unicode strings for the names in ``text``). Before any member is
+    inflated, each member's size in the zip directory must fit its manifest entry and all of
+    them together may inflate at most ``MAX_NPZ_INFLATION`` times their stored size; each
+    member's header is checked before the member is read, so a header claiming a huge array
+    costs nothing. Errors are ValueErrors naming the file.
     """
     path = Path(path)
-    sizes = _manifest_sizes(path, manifest)
+    sizes = _manifest_sizes(path, manifest, text)
     limit = sum(sizes.values()) + (len(sizes) + 1) * MAX_NPZ_MEMBER_OVERHEAD + 2 * sum(map(len, sizes))
     with _open_regular(path, ".npz", limit) as f:
         if sha256 is not None:
@@ -514,10 +526,10 @@ def load_arrays(path, manifest, sha256=None):
                     "(the file is corrupt or belongs to another save)"
                 )
             f.seek(0)
-        return _load_npz(path, f, manifest, sizes)
+        return _load_npz(path, f, manifest, sizes, text)
 
 
-def _load_npz(path, f, manifest, sizes):
+def _load_npz(path, f, manifest, sizes, text):
     """The arrays of the open .npz ``f`` (see ``load_arrays``)."""
     try:
         with np.load(f, allow_pickle=False) as npz:
@@ -560,7 +572,7 @@ def _load_npz(path, f, manifest, sizes):
                         f"bytes of data, its shape and dtype say {sizes[name]:,}"
                     )
                 a = npz[name]
-                if a.dtype.kind not in "biuf":
+                if a.dtype.kind not in ("biufU" if name in text else "biuf"):
                     raise ValueError(f"{path}: array {name!r} has unsupported dtype {a.dtype}")
                 if list(a.shape) != list(spec["shape"]) or a.dtype.name != spec["dtype"]:
                     raise ValueError(

@@ -266,6 +266,84 @@ def test_train_on_an_npz(data_env, capsys):  # noqa: F811
     assert load_model(out).class_names == ("0", "1")
 
 
+def test_train_on_an_npz_with_class_names(data_env, capsys):  # noqa: F811
+    """An .npz's class_names name the classes of the model, of predict and of serve."""
+    root = data_env["root"]
+    rng = np.random.default_rng(1)
+    y = np.arange(40) % 2
+    x = (rng.integers(0, 50, (40, 8, 8)) + 150 * y[:, None, None]).astype(np.uint8)
+    # a fixed width wider than the names, and spaces around one, as a user may write them
+    names = np.array(["dark", " light "], dtype="U20")
+    np.savez(root / "named.npz", x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:], class_names=names)
+    out = root / "named-run"
+    argv = ["train", "--data", str(root / "named.npz"), "--model", "fc", "--epochs", "2", "--out", str(out)]
+    assert main([*argv, "--no-progress", "--no-plots", "--val-size", "5", "--quiet"]) == 0
+    assert "test accuracy: 1.0000 (10/10)" in capsys.readouterr().out
+    assert load_model(out).class_names == ("dark", "light")
+    PIL.fromarray(x[31]).save(root / "light.png")  # y[31] == 1
+    assert main(["predict", "--model", str(out), str(root / "light.png")]) == 0
+    assert capsys.readouterr().out.startswith(f"{root / 'light.png'}: light (")
+    from fastconv._serve_model import ModelService  # what `fastconv serve` answers with
+
+    service = ModelService(out)
+    assert service.describe()["class_names"] == ["dark", "light"]
+    assert service.predict((root / "light.png").read_bytes())["predictions"][0]["class"] == "light"
+
+
+@pytest.mark.parametrize(
+    "names, expected",
+    [
+        (np.array(["a", "b", "c"]), "class_names holds 3 names, the labels 0..1 need 2"),
+        (np.array(["a"]), "class_names holds 1 names, the labels 0..1 need 2"),
+        (np.array([0, 1]), "class_names must be a 1-D array of strings (unicode), got int64 (2,)"),
+        (np.array([b"a", b"b"]), "class_names must be a 1-D array of strings (unicode), got bytes8 (2,)"),
+        (np.array(["a", "b"], dtype=object), "class_names must be a 1-D array of strings (unicode), got object"),
+        (np.array([["a", "b"]]), "class_names must be a 1-D array of strings (unicode), got str32 (1, 2)"),
+        (np.array(["a", "a"]), "class_names must be unique, got 'a' twice or more"),
+        (np.array(["a ", " a"]), "class_names must be unique, got 'a' twice or more"),
+        (np.array(["a", ""]), "class_names must be printable names of 1 to 64 characters, got ''"),
+        (np.array(["a", "   "]), "class_names must be printable names of 1 to 64 characters, got ''"),
+        (np.array(["a", "b\nc"]), "class_names must be printable names of 1 to 64 characters, got 'b\\nc'"),
+        (np.array(["a", "x" * 65]), "class_names must be printable names of 1 to 64 characters, got 'xxx"),
+        (
+            np.array(["a", "b"], dtype="U257"),
+            "class_names must hold 1 to 10,000 names in a unicode dtype of at most 256 characters, "
+            "got 2 in a dtype of 257",
+        ),
+        (
+            np.array([], dtype="U3"),
+            "class_names must hold 1 to 10,000 names in a unicode dtype of at most 256 characters, "
+            "got 0 in a dtype of 3",
+        ),
+    ],
+    ids=[
+        "too-many",
+        "too-few",
+        "integers",
+        "bytes",
+        "object-dtype",
+        "two-dimensional",
+        "duplicates",
+        "duplicates-after-strip",
+        "empty",
+        "blank",
+        "unprintable",
+        "too-long",
+        "dtype-too-wide",
+        "no-names",
+    ],
+)
+def test_bad_npz_class_names_are_one_line_naming_the_file(data_env, capsys, names, expected):  # noqa: F811
+    root = data_env["root"]
+    x = np.zeros((4, 4, 4), np.uint8)
+    y = np.array([0, 1, 0, 1])
+    np.savez(root / "names.npz", x_train=x, y_train=y, x_test=x, y_test=y, class_names=names)
+    out = root / "never"
+    msg = _error(capsys, ["train", "--data", str(root / "names.npz"), "--model", "fc", "--out", str(out)])
+    assert f"names.npz: {expected}" in msg, msg
+    assert not out.exists()
+
+
 def test_bad_image_folders_are_one_line_naming_the_file(data_env, capsys):  # noqa: F811
     root = data_env["root"]
 

@@ -346,6 +346,22 @@ def test_an_npz_member_larger_than_its_manifest_entry_is_refused(tmp_path):
         files.load_arrays(big, manifest)
 
 
+def test_unicode_arrays_load_only_where_text_names_them(tmp_path):
+    """A model's manifest comes from a JSON file a user may load: a string array is refused there,
+    and read only for the names given in ``text`` (an .npz data set's class_names)."""
+    path = tmp_path / "names.npz"
+    np.savez(path, names=np.array(["cat", "dog"]))
+    manifest = {"names": {"shape": [2], "dtype": "str96"}}
+    with pytest.raises(ValueError, match="a bool, integer or float dtype, got \\[2\\] and 'str96'"):
+        files.load_arrays(path, manifest)
+    assert list(files.load_arrays(path, manifest, text=("names",))["names"]) == ["cat", "dog"]
+    with pytest.raises(ValueError, match="array 'names' is str96 \\(2,\\), expected str64"):
+        files.load_arrays(path, {"names": {"shape": [2], "dtype": "str64"}}, text=("names",))
+    for bad in ("str", "str33", "str0", "object"):
+        with pytest.raises(ValueError, match="a bool, integer or float dtype"):
+            files.load_arrays(path, {"names": {"shape": [2], "dtype": bad}}, text=("names",))
+
+
 # ------------------------------------------------------------------- devices and FIFOs are refused
 class _Deadline:
     """SIGALRM after ``seconds``: a call that would hang raises TimeoutError instead."""
