@@ -283,7 +283,7 @@ def test_train_on_an_npz_with_class_names(data_env, capsys):  # noqa: F811
     PIL.fromarray(x[31]).save(root / "light.png")  # y[31] == 1
     assert main(["predict", "--model", str(out), str(root / "light.png")]) == 0
     assert capsys.readouterr().out.startswith(f"{root / 'light.png'}: light (")
-    from fastconv._serve_model import ModelService  # what `fastconv serve` answers with
+    from fastconv.apps.serve_model import ModelService  # what `fastconv serve` answers with
 
     service = ModelService(out)
     assert service.describe()["class_names"] == ["dark", "light"]
