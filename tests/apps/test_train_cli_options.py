@@ -2,6 +2,8 @@
 smoothing, --summary, --data) and `fastconv summary`, end to end on tiny generated data."""
 
 import json
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -489,3 +491,53 @@ def test_bad_npz_data_sets(tmp_path, arrays, match):
     np.savez(tmp_path / "d.npz", **{**base, **arrays})
     with pytest.raises(ValueError, match=match):
         load_folder(tmp_path / "d.npz")
+
+
+# ============================================================================ the published recipe
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _recipe_options(text, start):
+    """The options of the `fastconv train` command that begins at ``start`` in ``text``
+    (continued over lines ending in a backslash), as {option: value}."""
+    lines = text[text.index(start) :].splitlines()
+    command = []
+    for line in lines:
+        command.append(line.rstrip("\\").strip())
+        if not line.rstrip().endswith("\\"):
+            break
+    words = shlex.split(" ".join(command))
+    assert words[:2] == ["fastconv", "train"], words
+    options, key = {}, None
+    for word in words[2:]:
+        if word.startswith("--"):
+            key = word
+            options[key] = None
+        else:
+            options[key] = word
+    return options
+
+
+def test_the_recipe_is_one_command_in_the_help_readme_and_docs_and_it_runs(data_env, capsys):  # noqa: F811
+    """`fastconv train --help`, README.md and docs/training.md print the same recipe, and it
+    trains (one epoch on the small data set: a misspelled option or value would fail here)."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    helped = _recipe_options(capsys.readouterr().out, "fastconv train --model")
+    readme = _recipe_options(
+        (_ROOT / "README.md").read_text(encoding="utf-8"),
+        "fastconv train --dataset fashion-mnist --out runs/fmnist-recipe",
+    )
+    docs = _recipe_options(
+        (_ROOT / "docs" / "training.md").read_text(encoding="utf-8"),
+        "fastconv train --dataset fashion-mnist --out runs/fmnist-recipe",
+    )
+    assert readme == docs
+    assert {k: v for k, v in readme.items() if k not in ("--dataset", "--out")} == helped
+    assert helped["--model"].endswith("-fc") and "--lr-schedule" in helped
+    argv = [x for k, v in readme.items() for x in ((k,) if v is None else (k, v))]
+    out = data_env["root"] / "recipe"
+    argv += ["--out", str(out), "--epochs", "1", "--threads", "1", "--no-plots", "--quiet"]
+    assert main(["train", *argv]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["epoch_seconds"]) == 1 and history["settings"]["optimizer"] == "adamw"
