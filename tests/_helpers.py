@@ -8,9 +8,31 @@ tests import them from there.
 * ``out_size``: PyTorch's output-size formula, written here on purpose independently
   of ``fastconv.engine.geometry``, so that the tests do not take the library's word for it.
 * ``pair_id`` / ``dtype_id``: the pieces of hand-written test ids.
+* ``child_environ``: the environment of a ``fastconv`` child process in the tests.
 """
 
+import os
+from pathlib import Path
+
 import numpy as np
+
+#: The checkout (or unpacked sdist) these tests belong to.
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child_environ(data, home):
+    """os.environ for a child process that runs fastconv: data sets from ``data`` only
+    ($FASTCONV_DATA), a private ``home``, glibc untuned, one OpenMP and BLAS thread, and this
+    checkout first on PYTHONPATH."""
+    return dict(
+        os.environ,
+        FASTCONV_DATA=str(data),
+        HOME=str(home),
+        FASTCONV_MALLOC_TUNING="0",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    )
 
 
 def pair_id(value):

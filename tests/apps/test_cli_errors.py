@@ -20,6 +20,7 @@ import pytest
 from fastconv import datasets as D
 from fastconv.io.child import python_module
 
+from _helpers import child_environ
 from test_datasets import idx_bytes, write_idx_set
 
 NET = "conv2x3-relu-maxpool2-fc"
@@ -32,17 +33,7 @@ def env(tmp_path_factory):
 
     good = root / "good" / "fashion-mnist"
     write_idx_set(good, rng, n_train=40, n_test=10)
-    environ = dict(
-        os.environ,
-        FASTCONV_DATA=str(root / "good"),
-        HOME=str(root / "home"),
-        FASTCONV_MALLOC_TUNING="0",
-        OMP_NUM_THREADS="1",
-        OPENBLAS_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p
-        ),
-    )
+    environ = child_environ(root / "good", root / "home")
     e = {"root": root, "env": environ, "good": good}
     model = root / "model"
     proc = _run(

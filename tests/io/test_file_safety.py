@@ -37,6 +37,7 @@ from fastconv.io import files
 from fastconv.models import Sequential, load_model
 
 import test_crash_safety as crash
+from _helpers import child_environ
 from test_run_folders import _argv, _error, _snapshot, data_env  # noqa: F401  (a fixture)
 
 posix_only = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
@@ -230,17 +231,7 @@ def crash_env(tmp_path_factory):
     """Tiny fashion-mnist files (120 training images: 5 steps per epoch), no network or other data."""
     root = tmp_path_factory.mktemp("folders")
     crash.write_learnable_set(root / "data" / "fashion-mnist", np.random.default_rng(0), 120, 30)
-    environ = dict(
-        os.environ,
-        FASTCONV_DATA=str(root / "data"),
-        HOME=str(root / "home"),
-        FASTCONV_MALLOC_TUNING="0",
-        OMP_NUM_THREADS="1",
-        OPENBLAS_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p
-        ),
-    )
+    environ = child_environ(root / "data", root / "home")
     return {"root": root, "env": environ}
 
 

@@ -43,6 +43,7 @@ from fastconv.io.child import python_module
 from fastconv.models import load_model
 from fastconv.solver import checkpoints, load_checkpoint_model
 
+from _helpers import child_environ
 from test_datasets import write_learnable_set
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
@@ -103,17 +104,7 @@ def env(tmp_path_factory):
     rng = np.random.default_rng(0)
     write_learnable_set(root / "data" / "fashion-mnist", rng, 120, 30)
     (root / "child.py").write_text(_CHILD)
-    environ = dict(
-        os.environ,
-        FASTCONV_DATA=str(root / "data"),
-        HOME=str(root / "home"),
-        FASTCONV_MALLOC_TUNING="0",
-        OMP_NUM_THREADS="1",
-        OPENBLAS_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p
-        ),
-    )
+    environ = child_environ(root / "data", root / "home")
     return {"root": root, "env": environ}
 
 

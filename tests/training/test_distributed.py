@@ -33,6 +33,7 @@ from fastconv.solver import checkpoints, load_checkpoint_model
 from fastconv.testing import rel_error
 from fastconv.training import distributed
 
+from _helpers import child_environ
 from test_datasets import write_learnable_set
 
 DIST_TOL = {np.float32: 1e-5, np.float64: 1e-10}
@@ -91,17 +92,7 @@ def env(tmp_path_factory):
     write_learnable_set(root / "data" / "fashion-mnist", np.random.default_rng(0), 120, 30)
     write_learnable_set(root / "other" / "fashion-mnist", np.random.default_rng(1), 120, 30)
     (root / "child.py").write_text(_CHILD)
-    environ = dict(
-        os.environ,
-        FASTCONV_DATA=str(root / "data"),
-        HOME=str(root / "home"),
-        FASTCONV_MALLOC_TUNING="0",
-        OMP_NUM_THREADS="1",
-        OPENBLAS_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p
-        ),
-    )
+    environ = child_environ(root / "data", root / "home")
     for name in distributed.LAUNCHER_VARIABLES:  # the test process itself may run under a launcher
         environ.pop(name, None)
     return {"root": root, "env": environ}
