@@ -111,6 +111,40 @@ static inline __attribute__((always_inline)) void fc_fma_f64(fc_vd *acc, const f
 #endif
 }
 
+/* The first n lanes of *v to dst (0 < n < lanes), the rest of dst untouched: the last,
+ * partial segment of an output row. One masked store (AVX-512, AVX2) instead of a lane
+ * at a time from a spilled vector, which cost a quarter of a 28-pixel-wide layer's
+ * forward (docs/performance-notes.md); masked-off lanes never fault. */
+static inline __attribute__((always_inline)) void fc_store_part_f32(float *dst, const fc_vf *v, int n)
+{
+#if defined(__AVX512F__)
+    _mm512_mask_storeu_ps(dst, (__mmask16)((1u << n) - 1u), (__m512)*v);
+#elif defined(__AVX2__) && defined(__FMA__)
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 *h = (const __m256 *)v;
+    _mm256_maskstore_ps(dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane), h[0]);
+    _mm256_maskstore_ps(dst + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 8), lane), h[1]);
+#else
+    int l;
+    for (l = 0; l < n; l++)
+        dst[l] = (*v)[l];
+#endif
+}
+static inline __attribute__((always_inline)) void fc_store_part_f64(double *dst, const fc_vd *v, int n)
+{
+#if defined(__AVX512F__)
+    _mm512_mask_storeu_pd(dst, (__mmask8)((1u << n) - 1u), (__m512d)*v);
+#elif defined(__AVX2__) && defined(__FMA__)
+    const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+    const __m256d *h = (const __m256d *)v;
+    _mm256_maskstore_pd(dst, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), lane), h[0]);
+    _mm256_maskstore_pd(dst + 4, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n - 4), lane), h[1]);
+#else
+    int l;
+    for (l = 0; l < n; l++)
+        dst[l] = (*v)[l];
+#endif
+}
 /* Whether b replaces a as the running maximum of a pooling window (fastconv/kernels/pooling.pxi's
  * rule): b > a, or b is NaN and a is not. A strict order with NaN on top, so a window's
  * winner is its first maximum in row-major order whatever the order of the comparisons. */
@@ -131,8 +165,10 @@ static inline __attribute__((always_inline)) void fc_fma_f64(fc_vd *acc, const f
 #define FC_V 16
 #define FC_SUF f32
 #define FC_FMA fc_fma_f32
+#define FC_STORE_PART fc_store_part_f32
 #include "direct_body.h"
 #undef FC_FMA
+#undef FC_STORE_PART
 #undef FC_T
 #undef FC_VT
 #undef FC_VTU
@@ -147,8 +183,10 @@ static inline __attribute__((always_inline)) void fc_fma_f64(fc_vd *acc, const f
 #define FC_V 8
 #define FC_SUF f64
 #define FC_FMA fc_fma_f64
+#define FC_STORE_PART fc_store_part_f64
 #include "direct_body.h"
 #undef FC_FMA
+#undef FC_STORE_PART
 #undef FC_T
 #undef FC_VT
 #undef FC_VTU

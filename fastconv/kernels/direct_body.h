@@ -76,7 +76,7 @@ FC_NAME(fc_fwd_store)(const int FT, const int NR, const FC_VT *acc, Py_ssize_t p
                       FC_T *out, Py_ssize_t out_h, Py_ssize_t out_w)
 {
     Py_ssize_t at[FC_NR_MAX], lanes[FC_NR_MAX];
-    int f, r, l, nr = npos - p0 < NR ? (int)(npos - p0) : NR;
+    int f, r, nr = npos - p0 < NR ? (int)(npos - p0) : NR;
     for (r = 0; r < nr; r++) {
         Py_ssize_t oh = (p0 + r) / segs, ow0 = ((p0 + r) % segs) * FC_V;
         at[r] = oh * out_w + ow0;
@@ -92,12 +92,10 @@ FC_NAME(fc_fwd_store)(const int FT, const int NR, const FC_VT *acc, Py_ssize_t p
         for (r = 0; r < nr; r++) {
             FC_T *dst = out + plane * out_h * out_w + at[r];
             FC_VT v = bias ? acc[f * NR + r] + b : acc[f * NR + r];
-            if (lanes[r] == FC_V) {
+            if (lanes[r] == FC_V)
                 *(FC_VTU *)dst = v;
-            } else {
-                for (l = 0; l < lanes[r]; l++)
-                    dst[l] = v[l];
-            }
+            else
+                FC_STORE_PART(dst, &v, (int)lanes[r]);
         }
     }
 }

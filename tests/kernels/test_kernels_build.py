@@ -26,6 +26,7 @@ from fastconv.engine import direct
 from fastconv.io.child import python_code
 from fastconv.kernels import isa as _isa
 from fastconv.kernels import picker as _kernels
+from fastconv.testing import assert_close
 
 baseline = importlib.import_module("fastconv.kernels._im2col")
 OPTIONAL = [b.isa for b in _isa.OPTIONAL]
@@ -370,6 +371,42 @@ def test_builds_agree_bit_for_bit(monkeypatch, layer, dtype, isa):
     _assert_same_bytes(
         _run_on(monkeypatch, baseline, layer, dtype), _run_on(monkeypatch, other, layer, dtype), f"{layer} on {isa}"
     )
+
+
+def _written_past(buf, size):
+    """How many elements of buf past its first ``size`` lost their NaN sentinel."""
+    return int(np.count_nonzero(~np.isnan(buf[size:])))
+
+
+@pytest.mark.parametrize("isa", ["baseline", *OPTIONAL])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("W", [28, 37, 9])
+def test_direct_forward_writes_its_output_and_nothing_past_it(monkeypatch, isa, dtype, W):
+    """Rows whose last segment is partial (28, 37 and 9 pixels: 12, 5 and 9 of 16 float32
+    lanes) are stored with masked stores in the AVX builds: every output is written (the
+    im2col result, to rounding) and not one element after the last plane's last row."""
+    from fastconv.engine.geometry import conv_geometry
+
+    monkeypatch.setattr(_kernels, "kernels", baseline if isa == "baseline" else _build(isa))
+    rng = np.random.default_rng(W)
+    x = rng.standard_normal((2, 3, 7, W)).astype(dtype)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    g = conv_geometry(x, w, b, 1, 1, 1, 1)
+    size = int(np.prod(g.out_shape))
+    buf = np.full(size + 64, np.nan, dtype=dtype)
+    out = direct.conv_forward(g, x, w, b, out=buf[:size].reshape(g.out_shape))
+    assert _written_past(buf, size) == 0
+    expected = fast.conv_forward(x, w, b, 1, 1, algorithm="im2col")[0]
+    assert_close(out, expected, dtype=dtype)
+
+
+def test_the_overrun_check_catches_one_element():
+    buf = np.full(20, np.nan)
+    buf[:16] = 0.0
+    assert _written_past(buf, 16) == 0
+    buf[16] = 1.0
+    assert _written_past(buf, 16) == 1
 
 
 class _OneUlpOff:
