@@ -112,9 +112,8 @@ static inline __attribute__((always_inline)) void fc_fma_f64(fc_vd *acc, const f
 }
 
 /* The first n lanes of *v to dst (0 < n < lanes), the rest of dst untouched: the last,
- * partial segment of an output row. One masked store (AVX-512, AVX2) instead of a lane
- * at a time from a spilled vector, which cost a quarter of a 28-pixel-wide layer's
- * forward (docs/performance-notes.md); masked-off lanes never fault. */
+ * partial segment of an output row. One masked store (AVX-512, AVX2): a lane at a time,
+ * GCC spills the vector first (docs/performance-notes.md); masked-off lanes never fault. */
 static inline __attribute__((always_inline)) void fc_store_part_f32(float *dst, const fc_vf *v, int n)
 {
 #if defined(__AVX512F__)
