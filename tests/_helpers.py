@@ -8,7 +8,8 @@ tests import them from there.
 * ``out_size``: PyTorch's output-size formula, written here on purpose independently
   of ``fastconv.engine.geometry``, so that the tests do not take the library's word for it.
 * ``pair_id`` / ``dtype_id``: the pieces of hand-written test ids.
-* ``child_environ``: the environment of a ``fastconv`` child process in the tests.
+* ``ROOT``, ``checkout_pythonpath`` and ``child_environ``: the checkout, and the
+  environment of a ``fastconv`` child process in the tests.
 """
 
 import os
@@ -31,8 +32,13 @@ def child_environ(data, home):
         FASTCONV_MALLOC_TUNING="0",
         OMP_NUM_THREADS="1",
         OPENBLAS_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+        PYTHONPATH=checkout_pythonpath(),
     )
+
+
+def checkout_pythonpath():
+    """PYTHONPATH for a child process: this checkout first, then the caller's."""
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
 
 def pair_id(value):

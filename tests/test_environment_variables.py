@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from _helpers import ROOT
+
 DOCS = ("CONTRIBUTING.md", "docs/environment.md")
 VARIABLE = re.compile(r"\bFASTCONV_[A-Z0-9_]+\b")
 #: C macros set by setup.py or defined in the kernels' sources.

@@ -26,7 +26,9 @@ from fastconv import MOVED_MODULES
 from fastconv.engine.checks import check_number
 from fastconv.io.child import python_code, python_module
 
-PACKAGE = Path(__file__).resolve().parents[1] / "fastconv"
+from _helpers import ROOT
+
+PACKAGE = ROOT / "fastconv"
 
 # ------------------------------------------------------------------ old import paths
 #: Model files and loaders, documented at fastconv.models and at fastconv.model_state.

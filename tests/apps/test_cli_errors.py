@@ -12,7 +12,6 @@ traceback.
 import gzip
 import os
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ import pytest
 from fastconv import datasets as D
 from fastconv.io.child import python_module
 
-from _helpers import child_environ
+from _helpers import checkout_pythonpath, child_environ
 from test_datasets import idx_bytes, write_idx_set
 
 NET = "conv2x3-relu-maxpool2-fc"
@@ -254,9 +253,7 @@ def test_a_bad_kernels_setting_is_one_line(command):
     environ = dict(
         os.environ,
         FASTCONV_KERNELS="bogus",
-        PYTHONPATH=os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p
-        ),
+        PYTHONPATH=checkout_pythonpath(),
     )
     proc = subprocess.run(
         python_module("fastconv", command, "--help"), env=environ, capture_output=True, text=True, timeout=60

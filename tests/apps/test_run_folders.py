@@ -36,6 +36,7 @@ from fastconv.models import load_model
 from fastconv.solver import checkpoints
 
 import test_crash_safety as crash
+from _helpers import checkout_pythonpath
 from test_datasets import write_idx_arrays, write_learnable_set
 
 NET = "conv4x3-relu-maxpool2-fc"
@@ -221,11 +222,7 @@ def test_second_run_into_a_locked_folder_fails_at_once(data_env):
             os.environ,
             OMP_NUM_THREADS="1",
             OPENBLAS_NUM_THREADS="1",
-            PYTHONPATH=(
-                os.pathsep.join(
-                    p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p
-                )
-            ),
+            PYTHONPATH=checkout_pythonpath(),
         ),
     }
     (data_env / "child.py").write_text(crash._CHILD)

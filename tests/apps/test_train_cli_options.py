@@ -3,7 +3,6 @@ smoothing, --summary, --data) and `fastconv summary`, end to end on tiny generat
 
 import json
 import shlex
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from fastconv.bench.common import ConvSpec
 from fastconv.models import Sequential, load_model
 from fastconv.training.summary import layer_rows
 
+from _helpers import ROOT
 from test_train_cli import SMALL_NET, _error, _train, data_env  # noqa: F401 (a fixture)
 
 PIL = pytest.importorskip("PIL.Image")
@@ -494,7 +494,6 @@ def test_bad_npz_data_sets(tmp_path, arrays, match):
 
 
 # ============================================================================ the published recipe
-_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _recipe_options(text, start):
@@ -525,11 +524,11 @@ def test_the_recipe_is_one_command_in_the_help_readme_and_docs_and_it_runs(data_
         main(["train", "--help"])
     helped = _recipe_options(capsys.readouterr().out, "fastconv train --model")
     readme = _recipe_options(
-        (_ROOT / "README.md").read_text(encoding="utf-8"),
+        (ROOT / "README.md").read_text(encoding="utf-8"),
         "fastconv train --dataset fashion-mnist --out runs/fmnist-recipe",
     )
     docs = _recipe_options(
-        (_ROOT / "docs" / "training.md").read_text(encoding="utf-8"),
+        (ROOT / "docs" / "training.md").read_text(encoding="utf-8"),
         "fastconv train --dataset fashion-mnist --out runs/fmnist-recipe",
     )
     assert readme == docs

@@ -9,14 +9,15 @@ CPU and install can run.
 import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fastconv.kernels import picker as _kernels
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "kernel_builds.py"
+from _helpers import ROOT
+
+SCRIPT = ROOT / "benchmarks" / "kernel_builds.py"
 KERNELS_PER_DTYPE = 18  # 3 pooling workloads x 2 passes, 4 batchnorm passes, 2 x (im2col, col2im), 4 Winograd
 
 

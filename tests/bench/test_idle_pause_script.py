@@ -4,11 +4,12 @@ idle machine (docs/performance.md, "After an idle pause")."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "idle_pause.py"
+from _helpers import ROOT
+
+SCRIPT = ROOT / "benchmarks" / "idle_pause.py"
 
 
 def _run(*args):

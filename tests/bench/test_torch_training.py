@@ -11,14 +11,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _helpers import ROOT
 from test_datasets import write_idx_set
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "torch_training.py"
+SCRIPT = ROOT / "benchmarks" / "torch_training.py"
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 

@@ -3,14 +3,14 @@ float64 calls computed as numpy promotes them (the core API stays strict), the i
 the star imports bring (checked against index arithmetic written here), and the documented
 choice that the ``*_naive`` names run the fast path."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from fastconv import fast, layers
 from fastconv.compat import cs231n as L
 from fastconv.testing import rel_error, tol
+
+from _helpers import ROOT
 
 f32, f64 = np.float32, np.float64
 MIXED = [(f32, f64), (f64, f32)]
@@ -357,7 +357,7 @@ def test_the_naive_names_run_the_fast_path_and_the_docs_say_what_the_notebooks_t
     README's swap section) says what the notebooks' "fast vs naive" cells print after the swap."""
     assert L.conv_forward_naive is L.conv_forward_fast and L.conv_backward_naive is L.conv_backward_fast
     assert L.max_pool_forward_naive is L.max_pool_forward_fast
-    page = (Path(__file__).resolve().parents[2] / "docs" / "tutorials.md").read_text()
+    page = (ROOT / "docs" / "tutorials.md").read_text()
     differences = page.split("What differs from the tutorials", 1)[1].split("\n## ", 1)[0]
     assert '"fast vs naive"' in differences and "fastconv.naive" in differences
     assert "difference of 0" in differences and "speedup of about 1x" in differences

@@ -37,7 +37,7 @@ from fastconv.io import files
 from fastconv.models import Sequential, load_model
 
 import test_crash_safety as crash
-from _helpers import child_environ
+from _helpers import checkout_pythonpath, child_environ
 from test_run_folders import _argv, _error, _snapshot, data_env  # noqa: F401  (a fixture)
 
 posix_only = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
@@ -101,7 +101,7 @@ def test_a_sigkill_during_a_save_leaves_one_consistent_model(tmp_path, kill_at):
         capture_output=True,
         text=True,
         timeout=60,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
+        env=dict(os.environ, PYTHONPATH=checkout_pythonpath()),
     )
     killed = child.returncode == -signal.SIGKILL
     assert killed or child.stdout.strip() == "SAVED", child.stderr

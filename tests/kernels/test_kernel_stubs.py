@@ -16,13 +16,14 @@ import pytest
 
 import fastconv.kernels
 
+from _helpers import ROOT
+
 pytestmark = [
     pytest.mark.slow,  # each stubtest run takes about 10 s (a mypy build)
     pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed (the [lint] extra)"),
 ]
 
 KERNELS = Path(fastconv.kernels.__file__).parent
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _built_modules():

@@ -23,6 +23,7 @@ import pytest
 
 from fastconv import fast
 from fastconv.engine import direct
+from fastconv.engine.geometry import conv_geometry
 from fastconv.io.child import python_code
 from fastconv.kernels import isa as _isa
 from fastconv.kernels import picker as _kernels
@@ -385,8 +386,6 @@ def test_direct_forward_writes_its_output_and_nothing_past_it(monkeypatch, isa, 
     """Rows whose last segment is partial (28, 37 and 9 pixels: 12, 5 and 9 of 16 float32
     lanes) are stored with masked stores in the AVX builds: every output is written (the
     im2col result, to rounding) and not one element after the last plane's last row."""
-    from fastconv.engine.geometry import conv_geometry
-
     monkeypatch.setattr(_kernels, "kernels", baseline if isa == "baseline" else _build(isa))
     rng = np.random.default_rng(W)
     x = rng.standard_normal((2, 3, 7, W)).astype(dtype)
