@@ -119,6 +119,8 @@ KERNEL_SOURCES = [
         "direct.pxi",
         "direct.h",
         "direct_body.h",
+        "winograd4.h",
+        "winograd4_body.h",
         "peak.pxi",
         "cpu.h",
     )

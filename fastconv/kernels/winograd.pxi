@@ -231,6 +231,56 @@ cdef void _wino_input_adjoint_plane(const floating* dV, floating* dx, Py_ssize_t
 
 
 # ============================================================================ Winograd F(4x4, 3x3)
+cdef extern from "winograd4.h":
+    Py_ssize_t fw_scratch(Py_ssize_t tiles_w) noexcept nogil
+    void fw_output_plane_f32(const float *M, float *out, float b0, Py_ssize_t out_h, Py_ssize_t out_w,
+                             Py_ssize_t tiles_h, Py_ssize_t tiles_w, Py_ssize_t point_stride) noexcept nogil
+    void fw_output_plane_f64(const double *M, double *out, double b0, Py_ssize_t out_h, Py_ssize_t out_w,
+                             Py_ssize_t tiles_h, Py_ssize_t tiles_w, Py_ssize_t point_stride) noexcept nogil
+    double fw_output_adjoint_plane_f32(const float *dout, float *dM, Py_ssize_t out_h, Py_ssize_t out_w,
+                                       Py_ssize_t tiles_h, Py_ssize_t tiles_w, Py_ssize_t point_stride,
+                                       float *buf) noexcept nogil
+    double fw_output_adjoint_plane_f64(const double *dout, double *dM, Py_ssize_t out_h, Py_ssize_t out_w,
+                                       Py_ssize_t tiles_h, Py_ssize_t tiles_w, Py_ssize_t point_stride,
+                                       double *buf) noexcept nogil
+    void fw_input_adjoint_plane_f32(const float *dV, float *dx, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad_h,
+                                    Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                                    Py_ssize_t point_stride, float *buf) noexcept nogil
+    void fw_input_adjoint_plane_f64(const double *dV, double *dx, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad_h,
+                                    Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                                    Py_ssize_t point_stride, double *buf) noexcept nogil
+
+
+cdef inline void _wino4_output_plane(const floating* M, floating* out, floating b0, Py_ssize_t out_h,
+                                     Py_ssize_t out_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                                     Py_ssize_t point_stride, floating* buf) noexcept nogil:
+    """_wino_output_plane for F(4x4, 3x3) (buf unused)."""
+    if floating is float:
+        fw_output_plane_f32(M, out, b0, out_h, out_w, tiles_h, tiles_w, point_stride)
+    else:
+        fw_output_plane_f64(M, out, b0, out_h, out_w, tiles_h, tiles_w, point_stride)
+
+
+cdef inline double _wino4_output_adjoint_plane(const floating* dout, floating* dM, Py_ssize_t out_h,
+                                               Py_ssize_t out_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                                               Py_ssize_t point_stride, floating* buf) noexcept nogil:
+    """_wino_output_adjoint_plane for F(4x4, 3x3): dM = A dy A^T, and the plane's sum."""
+    if floating is float:
+        return fw_output_adjoint_plane_f32(dout, dM, out_h, out_w, tiles_h, tiles_w, point_stride, buf)
+    else:
+        return fw_output_adjoint_plane_f64(dout, dM, out_h, out_w, tiles_h, tiles_w, point_stride, buf)
+
+
+cdef inline void _wino4_input_adjoint_plane(const floating* dV, floating* dx, Py_ssize_t H, Py_ssize_t W,
+                                            Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h,
+                                            Py_ssize_t tiles_w, Py_ssize_t point_stride,
+                                            floating* buf) noexcept nogil:
+    """_wino_input_adjoint_plane for F(4x4, 3x3): the sum over tiles of B dv B^T."""
+    if floating is float:
+        fw_input_adjoint_plane_f32(dV, dx, H, W, pad_h, pad_w, tiles_h, tiles_w, point_stride, buf)
+    else:
+        fw_input_adjoint_plane_f64(dV, dx, H, W, pad_h, pad_w, tiles_h, tiles_w, point_stride, buf)
+
 # The same scheme with output tiles of 4x4 pixels: tile (ti, tj) reads the 6x6 input patch
 # whose top-left pixel is ``(4*ti - pad_h, 4*tj - pad_w)`` (tiles overlap by 2 pixels) and
 # writes the output pixels ``(4*ti + a, 4*tj + b)``, a, b < 4, that exist; 36 points
@@ -242,7 +292,9 @@ cdef void _wino_input_adjoint_plane(const floating* dV, floating* dx, Py_ssize_t
 # G (its 1/6, 1/12 and 1/24 are not exact in binary) is applied in fastconv/engine/winograd.py.
 #
 # Each 2-D transform is two passes of a 1-D one, on the rows of a tile, then on its columns.
-# The 1-D transforms below run over n vectors: entry i of vector j at ``src[i*se + j*sv]``,
+# The output transform and the two adjoints are C (fastconv/kernels/winograd4.h: each tile's 6x6
+# patch in registers, a vector of 8 tiles at a time); the input transform is here.
+# Its 1-D transform runs over n vectors: entry i of vector j at ``src[i*se + j*sv]``,
 # entry k of its result at ``dst[k*de + j*dv]``; callers pass strides that make j's loop
 # run over contiguous tiles, so that it vectorizes once inlined. Each j loop writes one or two
 # rows from at most five: GCC vectorizes a loop only when its runtime alias checks (pairs of
@@ -281,106 +333,6 @@ cdef inline void _wino4_bt(const floating* src, Py_ssize_t se, Py_ssize_t sv, fl
         r4[j * dv] = t3 - t4
 
 
-cdef inline void _wino4_b(const floating* src, Py_ssize_t se, Py_ssize_t sv, floating* dst, Py_ssize_t de,
-                          Py_ssize_t dv, Py_ssize_t n) noexcept nogil:
-    """dst = B src, the adjoint of _wino4_bt (6 entries to 6)."""
-    cdef Py_ssize_t j
-    cdef floating a, b, c, e, two = 2, four = 4, five = 5
-    cdef const floating* s0 = src
-    cdef const floating* s1 = src + se
-    cdef const floating* s2 = src + 2 * se
-    cdef const floating* s3 = src + 3 * se
-    cdef const floating* s4 = src + 4 * se
-    cdef const floating* s5 = src + 5 * se
-    cdef floating* r0 = dst
-    cdef floating* r1 = dst + de
-    cdef floating* r2 = dst + 2 * de
-    cdef floating* r3 = dst + 3 * de
-    cdef floating* r4 = dst + 4 * de
-    cdef floating* r5 = dst + 5 * de
-    for j in range(n):
-        r0[j * dv] = four * s0[j * sv]
-        r5[j * dv] = s5[j * sv]
-    for j in range(n):
-        a = s1[j * sv] - s2[j * sv]
-        b = s3[j * sv] - s4[j * sv]
-        r1[j * dv] = four * s5[j * sv] - four * a - two * b
-    for j in range(n):
-        a = s1[j * sv] - s2[j * sv]
-        b = s3[j * sv] - s4[j * sv]
-        r3[j * dv] = a + two * b - five * s5[j * sv]
-    for j in range(n):
-        c = s1[j * sv] + s2[j * sv]
-        e = s3[j * sv] + s4[j * sv]
-        r2[j * dv] = -five * s0[j * sv] - four * c - e
-    for j in range(n):
-        c = s1[j * sv] + s2[j * sv]
-        e = s3[j * sv] + s4[j * sv]
-        r4[j * dv] = s0[j * sv] + c + e
-
-
-cdef inline void _wino4_at(const floating* src, Py_ssize_t se, Py_ssize_t sv, floating* dst, Py_ssize_t de,
-                           Py_ssize_t dv, Py_ssize_t n, floating b0) noexcept nogil:
-    """dst = A^T src + b0 (6 entries to 4)."""
-    cdef Py_ssize_t j
-    cdef floating a, b, c, e, two = 2, four = 4, eight = 8
-    cdef const floating* s0 = src
-    cdef const floating* s1 = src + se
-    cdef const floating* s2 = src + 2 * se
-    cdef const floating* s3 = src + 3 * se
-    cdef const floating* s4 = src + 4 * se
-    cdef const floating* s5 = src + 5 * se
-    cdef floating* r0 = dst
-    cdef floating* r1 = dst + de
-    cdef floating* r2 = dst + 2 * de
-    cdef floating* r3 = dst + 3 * de
-    for j in range(n):
-        a = s1[j * sv] + s2[j * sv]
-        c = s3[j * sv] + s4[j * sv]
-        r0[j * dv] = s0[j * sv] + a + c + b0
-    for j in range(n):
-        a = s1[j * sv] + s2[j * sv]
-        b = s1[j * sv] - s2[j * sv]
-        c = s3[j * sv] + s4[j * sv]
-        e = s3[j * sv] - s4[j * sv]
-        r1[j * dv] = b + two * e + b0
-        r2[j * dv] = a + four * c + b0
-    for j in range(n):
-        b = s1[j * sv] - s2[j * sv]
-        e = s3[j * sv] - s4[j * sv]
-        r3[j * dv] = b + eight * e + s5[j * sv] + b0
-
-
-cdef inline void _wino4_a(const floating* src, Py_ssize_t se, Py_ssize_t sv, floating* dst, Py_ssize_t de,
-                          Py_ssize_t dv, Py_ssize_t n) noexcept nogil:
-    """dst = A src, the adjoint of _wino4_at without b0 (4 entries to 6)."""
-    cdef Py_ssize_t j
-    cdef floating e, o, e4, o4, two = 2, four = 4, eight = 8
-    cdef const floating* s0 = src
-    cdef const floating* s1 = src + se
-    cdef const floating* s2 = src + 2 * se
-    cdef const floating* s3 = src + 3 * se
-    cdef floating* r0 = dst
-    cdef floating* r1 = dst + de
-    cdef floating* r2 = dst + 2 * de
-    cdef floating* r3 = dst + 3 * de
-    cdef floating* r4 = dst + 4 * de
-    cdef floating* r5 = dst + 5 * de
-    for j in range(n):
-        r0[j * dv] = s0[j * sv]
-        r5[j * dv] = s3[j * sv]
-    for j in range(n):
-        e = s0[j * sv] + s2[j * sv]
-        o = s1[j * sv] + s3[j * sv]
-        r1[j * dv] = e + o
-        r2[j * dv] = e - o
-    for j in range(n):
-        e4 = s0[j * sv] + four * s2[j * sv]
-        o4 = two * s1[j * sv] + eight * s3[j * sv]
-        r3[j * dv] = e4 + o4
-        r4[j * dv] = e4 - o4
-
-
 cdef void _wino4_input_plane(const floating* x, floating* V, Py_ssize_t H, Py_ssize_t W,
                              Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
                              Py_ssize_t point_stride, floating* buf) noexcept nogil:
@@ -399,104 +351,11 @@ cdef void _wino4_input_plane(const floating* x, floating* V, Py_ssize_t H, Py_ss
             _wino4_bt(u + k * Wp, 1, 4, V + 6 * k * point_stride + ti * tiles_w, point_stride, 1, tiles_w)
 
 
-cdef void _wino4_output_plane(const floating* M, floating* out, floating b0, Py_ssize_t out_h, Py_ssize_t out_w,
-                              Py_ssize_t tiles_h, Py_ssize_t tiles_w, Py_ssize_t point_stride,
-                              floating* buf) noexcept nogil:
-    """_wino_output_plane for F(4x4, 3x3). buf: 24 * tiles_w + 4 scratch elements."""
-    cdef Py_ssize_t ti, tj, s, i, oh, last = out_w // 4  # tiles whose four columns all exist
-    cdef floating* ua = buf  # A^T m, rows combined: entry (i, s) of every tile of the row: (4, 6, tiles_w)
-    cdef floating* e = buf + 24 * tiles_w  # the last tile's output row when it is cut: 4
-    cdef floating* o
-    for ti in range(tiles_h):
-        for s in range(6):
-            _wino4_at(M + s * point_stride + ti * tiles_w, 6 * point_stride, 1, ua + s * tiles_w, 6 * tiles_w, 1,
-                      tiles_w, 0)
-        for i in range(min(4, out_h - 4 * ti)):  # (A^T m) A: output row 4 ti + i, straight into out
-            o = out + (4 * ti + i) * out_w
-            _wino4_at(ua + 6 * i * tiles_w, tiles_w, 1, o, 1, 4, last, b0)
-            if last < tiles_w:  # out_w not a multiple of 4: the last tile's first columns only
-                _wino4_at(ua + 6 * i * tiles_w + last, tiles_w, 1, e, 1, 1, 1, b0)
-                for tj in range(out_w - 4 * last):
-                    o[4 * last + tj] = e[tj]
-
-
-cdef double _wino4_output_adjoint_plane(const floating* dout, floating* dM, Py_ssize_t out_h, Py_ssize_t out_w,
-                                        Py_ssize_t tiles_h, Py_ssize_t tiles_w, Py_ssize_t point_stride,
-                                        floating* buf) noexcept nogil:
-    """_wino_output_adjoint_plane for F(4x4, 3x3): dM = A dy A^T, and the plane's sum.
-    buf: 40 * tiles_w scratch elements."""
-    cdef Py_ssize_t ti, tj, i, j, r, last = out_w // 4
-    cdef floating* y = buf  # the tile row's dy, zero past the edge: entry (i, j) of every tile: (4, 4, tiles_w)
-    cdef floating* u = buf + 16 * tiles_w  # A dy: entry (r, j): (6, 4, tiles_w)
-    cdef const floating* o
-    cdef double total = 0
-    for ti in range(tiles_h):
-        for i in range(4):
-            if 4 * ti + i >= out_h:
-                memset(y + 4 * i * tiles_w, 0, 4 * tiles_w * sizeof(floating))
-                continue
-            o = dout + (4 * ti + i) * out_w
-            for j in range(4):
-                for tj in range(last):
-                    y[(4 * i + j) * tiles_w + tj] = o[4 * tj + j]
-                if last < tiles_w:
-                    y[(4 * i + j) * tiles_w + last] = o[4 * last + j] if 4 * last + j < out_w else 0
-            for tj in range(out_w):
-                total += o[tj]
-        for j in range(4):  # A dy: rows combined, for each tile's column j
-            _wino4_a(y + j * tiles_w, 4 * tiles_w, 1, u + j * tiles_w, 4 * tiles_w, 1, tiles_w)
-        for r in range(6):  # (A dy) A^T: row r of every tile, its 4 columns combined
-            _wino4_a(u + 4 * r * tiles_w, tiles_w, 1, dM + 6 * r * point_stride + ti * tiles_w, point_stride, 1,
-                     tiles_w)
-    return total
-
-
-cdef void _wino4_input_adjoint_plane(const floating* dV, floating* dx, Py_ssize_t H, Py_ssize_t W,
-                                     Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
-                                     Py_ssize_t point_stride, floating* buf) noexcept nogil:
-    """_wino_input_adjoint_plane for F(4x4, 3x3): the sum over tiles of B dv B^T, each at
-    its 6x6 patch. buf: 42 * tiles_w + 8 * (4 * tiles_w + 2) scratch elements."""
-    cdef Py_ssize_t Wp = 4 * tiles_w + 2, ti, tj, r, s, j0, j1
-    cdef floating* u = buf  # B dv, entry (r, s) of every tile of the row: (6, 6, tiles_w)
-    cdef floating* acc = buf + 36 * tiles_w  # a ring of 8 padded rows being summed: (8, Wp)
-    cdef floating* e = acc + 8 * Wp  # one row of B dv B^T per tile, 6 columns: (6, tiles_w)
-    cdef floating* a
-    j0 = min(max(pad_w, 0), Wp)
-    j1 = min(max(pad_w + W, j0), Wp)
-    memset(acc, 0, 8 * Wp * sizeof(floating))
-    for ti in range(tiles_h):
-        for s in range(6):  # B dv: column s of every tile, rows combined
-            _wino4_b(dV + s * point_stride + ti * tiles_w, 6 * point_stride, 1, u + s * tiles_w, 6 * tiles_w, 1,
-                     tiles_w)
-        for r in range(6):  # row r of (B dv) B^T, added into padded row 4 ti + r
-            _wino4_b(u + 6 * r * tiles_w, tiles_w, 1, e, tiles_w, 1, tiles_w)
-            # Tile tj's columns 0-5 land on 4 tj .. 4 tj + 5: column 4 k takes column 0 of
-            # tile k and column 4 of tile k - 1, column 4 k + 1 columns 1 and 5.
-            a = acc + ((4 * ti + r) % 8) * Wp
-            a[0] += e[0]
-            a[1] += e[tiles_w]
-            for tj in range(1, tiles_w):
-                a[4 * tj] += e[tj] + e[4 * tiles_w + tj - 1]
-                a[4 * tj + 1] += e[tiles_w + tj] + e[5 * tiles_w + tj - 1]
-            for tj in range(tiles_w):
-                a[4 * tj + 2] += e[2 * tiles_w + tj]
-                a[4 * tj + 3] += e[3 * tiles_w + tj]
-            a[4 * tiles_w] += e[5 * tiles_w - 1]
-            a[4 * tiles_w + 1] += e[6 * tiles_w - 1]
-        for r in range(4):  # padded rows 4 ti .. 4 ti + 3 are complete: no later tile row reaches them
-            a = acc + ((4 * ti + r) % 8) * Wp
-            _store_padded_row(a, 4 * ti + r - pad_h, H, W, pad_w, j0, j1, dx)
-            memset(a, 0, Wp * sizeof(floating))
-    for r in range(4, 6):  # the last tile row's bottom two rows
-        _store_padded_row(acc + ((4 * tiles_h - 4 + r) % 8) * Wp, 4 * tiles_h - 4 + r - pad_h, H, W, pad_w,
-                          j0, j1, dx)
-
-
 def winograd_scratch(int tile, Py_ssize_t tiles_w):
     """Scratch elements per OpenMP thread that the four Winograd kernels of F(tile x tile, 3x3) need."""
     _check_tile(tile)
     if tile == 4:
-        return 42 * tiles_w + 8 * (4 * tiles_w + 2)
+        return max(12 * (4 * tiles_w + 2), fw_scratch(tiles_w))
     return 20 * tiles_w + 4 * (2 * tiles_w + 2)
 
 

@@ -50,6 +50,10 @@ def _cases():
         (2, 3, 9, 10, 4, 1, 1, True),  # 9x10 output: 4x4 tiles cut to 1 row and 2 columns
         (1, 2, 13, 9, 2, 0, 1, False),  # 11x7 output: cut to 3 rows and 3 columns
         (2, 2, 4, 5, 4, 2, 2, True),  # 6x7 output from a 4x5 image: tiles mostly padding
+        # F(4x4)'s C transforms run on vectors of 8 tiles of a tile row (kernels/winograd4.h):
+        (1, 2, 7, 32, 3, 1, 1, True),  # 32 wide: one whole vector of tiles
+        (2, 1, 5, 36, 2, 0, 1, True),  # 34 wide: a whole vector, then a ninth tile cut to 2 columns
+        (1, 2, 6, 66, 2, (1, 2), 2, False),  # 68 wide: two whole vectors and one more tile
     ]
     rng = np.random.default_rng(12)
     for _ in range(18):

@@ -312,6 +312,7 @@ LAYERS = {
     "conv_relu_pool-winograd": lambda rng, dt: _conv_relu_pool(rng, dt, "winograd"),
     "conv-winograd4-k3-p1x2-g2": lambda rng, dt: _conv(rng, dt, 1, (1, 2), 1, 2, (3, 4, 9, 11), (3, 3), "winograd4"),
     "conv-winograd4-k3-p0-odd": lambda rng, dt: _conv(rng, dt, 1, 0, 1, 1, (2, 3, 13, 11), (3, 3), "winograd4"),
+    "conv-winograd4-k3-p1-wide": lambda rng, dt: _conv(rng, dt, 1, 1, 1, 1, (2, 2, 6, 37), (3, 3), "winograd4"),
     "conv_relu_pool-winograd4": lambda rng, dt: _conv_relu_pool(rng, dt, "winograd4"),
     "conv-direct-k3x2-s1-p1": lambda rng, dt: _conv(rng, dt, 1, 1, 1, 1, algorithm="direct"),
     "conv-direct-k3x2-s2x1-p2x0-d2-g2": lambda rng, dt: _conv(rng, dt, (2, 1), (2, 0), 2, 2, algorithm="direct"),
