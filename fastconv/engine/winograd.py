@@ -96,7 +96,7 @@ class WinogradChunks:
         threads = self.plan.threads(points * g.C * T)
         V = workspace("wino_V", points * g.C * T, dtype).reshape(points, g.C, T)
         M = workspace("wino_M", points * g.F * T, dtype).reshape(points, g.F, T)
-        size = picker.kernels.winograd_scratch(self.tile, self.tiles_w)
+        size = picker.kernels.winograd_scratch(self.tile, self.tiles_h, self.tiles_w)
         scratch = workspace("wino_scratch", threads * size, dtype).reshape(threads, size)
         return V, M, scratch, threads
 

@@ -231,8 +231,29 @@ cdef void _wino_input_adjoint_plane(const floating* dV, floating* dx, Py_ssize_t
 
 
 # ============================================================================ Winograd F(4x4, 3x3)
+# The same scheme with output tiles of 4x4 pixels: tile (ti, tj) reads the 6x6 input patch
+# whose top-left pixel is ``(4*ti - pad_h, 4*tj - pad_w)`` (tiles overlap by 2 pixels) and
+# writes the output pixels ``(4*ti + a, 4*tj + b)``, a, b < 4, that exist; 36 points
+# ``p = 6*r + s``: V (36, C, T), M (36, F, T). 36 multiplications per tile, filter and
+# channel for 16 output pixels, against 16 for 4 pixels in F(2x2, 3x3) (Lavin & Gray 2016):
+# ``B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+#          [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]``,
+# ``A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]``;
+# G (its 1/6, 1/12 and 1/24 are not exact in binary) is applied in fastconv/engine/winograd.py.
+#
+# Each 2-D transform is two passes of a 1-D one, on the rows of a tile, then on its columns.
+# The four transforms are C (fastconv/kernels/winograd4.h: each tile's 6x6 patch in registers,
+# a vector of 8 tiles of a tile row at a time); the functions below pick the dtype's.
+
+
 cdef extern from "winograd4.h":
-    Py_ssize_t fw_scratch(Py_ssize_t tiles_w) noexcept nogil
+    Py_ssize_t fw_scratch(Py_ssize_t tiles_h, Py_ssize_t tiles_w) noexcept nogil
+    void fw_input_plane_f32(const float *x, float *V, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad_h,
+                            Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                            Py_ssize_t point_stride, float *buf) noexcept nogil
+    void fw_input_plane_f64(const double *x, double *V, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad_h,
+                            Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                            Py_ssize_t point_stride, double *buf) noexcept nogil
     void fw_output_plane_f32(const float *M, float *out, float b0, Py_ssize_t out_h, Py_ssize_t out_w,
                              Py_ssize_t tiles_h, Py_ssize_t tiles_w, Py_ssize_t point_stride) noexcept nogil
     void fw_output_plane_f64(const double *M, double *out, double b0, Py_ssize_t out_h, Py_ssize_t out_w,
@@ -249,6 +270,16 @@ cdef extern from "winograd4.h":
     void fw_input_adjoint_plane_f64(const double *dV, double *dx, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad_h,
                                     Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
                                     Py_ssize_t point_stride, double *buf) noexcept nogil
+
+
+cdef inline void _wino4_input_plane(const floating* x, floating* V, Py_ssize_t H, Py_ssize_t W,
+                                    Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                                    Py_ssize_t point_stride, floating* buf) noexcept nogil:
+    """_wino_input_plane for F(4x4, 3x3): V[p * point_stride + tile], 36 points."""
+    if floating is float:
+        fw_input_plane_f32(x, V, H, W, pad_h, pad_w, tiles_h, tiles_w, point_stride, buf)
+    else:
+        fw_input_plane_f64(x, V, H, W, pad_h, pad_w, tiles_h, tiles_w, point_stride, buf)
 
 
 cdef inline void _wino4_output_plane(const floating* M, floating* out, floating b0, Py_ssize_t out_h,
@@ -281,81 +312,15 @@ cdef inline void _wino4_input_adjoint_plane(const floating* dV, floating* dx, Py
     else:
         fw_input_adjoint_plane_f64(dV, dx, H, W, pad_h, pad_w, tiles_h, tiles_w, point_stride, buf)
 
-# The same scheme with output tiles of 4x4 pixels: tile (ti, tj) reads the 6x6 input patch
-# whose top-left pixel is ``(4*ti - pad_h, 4*tj - pad_w)`` (tiles overlap by 2 pixels) and
-# writes the output pixels ``(4*ti + a, 4*tj + b)``, a, b < 4, that exist; 36 points
-# ``p = 6*r + s``: V (36, C, T), M (36, F, T). 36 multiplications per tile, filter and
-# channel for 16 output pixels, against 16 for 4 pixels in F(2x2, 3x3) (Lavin & Gray 2016):
-# ``B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-#          [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]``,
-# ``A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]``;
-# G (its 1/6, 1/12 and 1/24 are not exact in binary) is applied in fastconv/engine/winograd.py.
-#
-# Each 2-D transform is two passes of a 1-D one, on the rows of a tile, then on its columns.
-# The output transform and the two adjoints are C (fastconv/kernels/winograd4.h: each tile's 6x6
-# patch in registers, a vector of 8 tiles at a time); the input transform is here.
-# Its 1-D transform runs over n vectors: entry i of vector j at ``src[i*se + j*sv]``,
-# entry k of its result at ``dst[k*de + j*dv]``; callers pass strides that make j's loop
-# run over contiguous tiles, so that it vectorizes once inlined. Each j loop writes one or two
-# rows from at most five: GCC vectorizes a loop only when its runtime alias checks (pairs of
-# rows read and written) number 10 or fewer. Their constants are typed ``floating``: a bare
-# literal would be a C double, and float32 arithmetic would run in double.
 
-cdef inline void _wino4_bt(const floating* src, Py_ssize_t se, Py_ssize_t sv, floating* dst, Py_ssize_t de,
-                           Py_ssize_t dv, Py_ssize_t n) noexcept nogil:
-    """dst = B^T src (6 entries to 6)."""
-    cdef Py_ssize_t j
-    cdef floating t1, t2, t3, t4, two = 2, four = 4, five = 5
-    cdef const floating* s0 = src
-    cdef const floating* s1 = src + se
-    cdef const floating* s2 = src + 2 * se
-    cdef const floating* s3 = src + 3 * se
-    cdef const floating* s4 = src + 4 * se
-    cdef const floating* s5 = src + 5 * se
-    cdef floating* r0 = dst
-    cdef floating* r1 = dst + de
-    cdef floating* r2 = dst + 2 * de
-    cdef floating* r3 = dst + 3 * de
-    cdef floating* r4 = dst + 4 * de
-    cdef floating* r5 = dst + 5 * de
-    for j in range(n):
-        r0[j * dv] = four * s0[j * sv] - five * s2[j * sv] + s4[j * sv]
-        r5[j * dv] = four * s1[j * sv] - five * s3[j * sv] + s5[j * sv]
-    for j in range(n):
-        t1 = s4[j * sv] - four * s2[j * sv]
-        t2 = s3[j * sv] - four * s1[j * sv]
-        r1[j * dv] = t1 + t2
-        r2[j * dv] = t1 - t2
-    for j in range(n):
-        t3 = s4[j * sv] - s2[j * sv]
-        t4 = two * (s3[j * sv] - s1[j * sv])
-        r3[j * dv] = t3 + t4
-        r4[j * dv] = t3 - t4
-
-
-cdef void _wino4_input_plane(const floating* x, floating* V, Py_ssize_t H, Py_ssize_t W,
-                             Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
-                             Py_ssize_t point_stride, floating* buf) noexcept nogil:
-    """_wino_input_plane for F(4x4, 3x3): V[p * point_stride + tile], 36 points.
-    buf: 12 * (4 * tiles_w + 2) scratch elements."""
-    cdef Py_ssize_t Wp = 4 * tiles_w + 2, ti, r, k, j0, j1
-    cdef floating* rows = buf  # the tile row's 6 input rows, zero-padded: (6, Wp)
-    cdef floating* u = buf + 6 * Wp  # B^T d on them: (6, Wp)
-    j0 = min(max(pad_w, 0), Wp)
-    j1 = min(max(pad_w + W, j0), Wp)
-    for ti in range(tiles_h):
-        for r in range(6):
-            _padded_row(x, 4 * ti - pad_h + r, H, W, pad_w, j0, j1, Wp, rows + r * Wp)
-        _wino4_bt(rows, Wp, 1, u, Wp, 1, Wp)  # B^T d: rows combined, every column at once
-        for k in range(6):  # (B^T d) B: row k of every tile, its 6 columns at 4 tj ..
-            _wino4_bt(u + k * Wp, 1, 4, V + 6 * k * point_stride + ti * tiles_w, point_stride, 1, tiles_w)
-
-
-def winograd_scratch(int tile, Py_ssize_t tiles_w):
-    """Scratch elements per OpenMP thread that the four Winograd kernels of F(tile x tile, 3x3) need."""
+def winograd_scratch(int tile, Py_ssize_t tiles_h, Py_ssize_t tiles_w):
+    """Scratch elements per OpenMP thread that the four Winograd kernels of F(tile x tile, 3x3) need
+    for (tiles_h, tiles_w) tiles per plane."""
     _check_tile(tile)
+    if tiles_h < 1 or tiles_w < 1:
+        raise ValueError(f"tiles_h and tiles_w must be >= 1, got ({tiles_h}, {tiles_w})")
     if tile == 4:
-        return max(12 * (4 * tiles_w + 2), fw_scratch(tiles_w))
+        return fw_scratch(tiles_h, tiles_w)
     return 20 * tiles_w + 4 * (2 * tiles_w + 2)
 
 
@@ -387,8 +352,8 @@ cdef int _check_winograd(int tile, Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_
     expected = ((tile + 2) * (tile + 2), planes, n * tiles_h * tiles_w)
     if shape != expected:
         raise ValueError(f"{name} must have shape {expected}, got {shape}")
-    if scratch.shape[0] < num_threads or scratch.shape[1] < winograd_scratch(tile, tiles_w):
-        raise ValueError(f"scratch must be at least ({num_threads}, {winograd_scratch(tile, tiles_w)}), "
+    if scratch.shape[0] < num_threads or scratch.shape[1] < winograd_scratch(tile, tiles_h, tiles_w):
+        raise ValueError(f"scratch must be at least ({num_threads}, {winograd_scratch(tile, tiles_h, tiles_w)}), "
                          f"got ({scratch.shape[0]}, {scratch.shape[1]})")
     return 0
 
@@ -399,7 +364,7 @@ def winograd_input(const floating[:, :, :, ::1] x, floating[:, :, ::1] V, Py_ssi
 
     x       : (n, C, H, W)                                IN
     V       : ((tile + 2)**2, C, n * tiles_h * tiles_w)   OUT, every element written
-    scratch : (>= num_threads, >= winograd_scratch(tile, tiles_w))  SCRATCH
+    scratch : (>= num_threads, >= winograd_scratch(tile, tiles_h, tiles_w))  SCRATCH
     """
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], tiles = tiles_h * tiles_w, plane
     _check_winograd(tile, x.shape[2] + 2 * pad_h - 2, x.shape[3] + 2 * pad_w - 2, tiles_h, tiles_w, n, C,
@@ -426,7 +391,7 @@ def winograd_output(const floating[:, :, ::1] M, floating[:, :, :, :] out, const
     M       : ((tile + 2)**2, F, n * tiles_h * tiles_w)   IN
     out     : (n, F, out_h, out_w)                        OUT, every element written
     bias    : (F,) if has_bias, else unused               IN
-    scratch : (>= num_threads, >= winograd_scratch(tile, tiles_w))  SCRATCH
+    scratch : (>= num_threads, >= winograd_scratch(tile, tiles_h, tiles_w))  SCRATCH
     """
     cdef Py_ssize_t n = out.shape[0], F = out.shape[1], tiles = tiles_h * tiles_w, plane
     _check_winograd(tile, out.shape[2], out.shape[3], tiles_h, tiles_w, n, F, (M.shape[0], M.shape[1], M.shape[2]),
@@ -458,7 +423,7 @@ def winograd_output_adjoint(const floating[:, :, :, :] dout, floating[:, :, ::1]
     dout    : (n, F, out_h, out_w)                        IN
     dM      : ((tile + 2)**2, F, n * tiles_h * tiles_w)   OUT, every element written
     db      : (F,) if has_bias, else unused               INOUT (added to)
-    scratch : (>= num_threads, >= winograd_scratch(tile, tiles_w))  SCRATCH
+    scratch : (>= num_threads, >= winograd_scratch(tile, tiles_h, tiles_w))  SCRATCH
     """
     cdef Py_ssize_t n = dout.shape[0], F = dout.shape[1], tiles = tiles_h * tiles_w, f, img
     cdef double total
@@ -492,7 +457,7 @@ def winograd_input_adjoint(const floating[:, :, ::1] dV, floating[:, :, :, ::1] 
 
     dV      : ((tile + 2)**2, C, n * tiles_h * tiles_w)   IN
     dx      : (n, C, H, W)                                OUT, every element written
-    scratch : (>= num_threads, >= winograd_scratch(tile, tiles_w))  SCRATCH
+    scratch : (>= num_threads, >= winograd_scratch(tile, tiles_h, tiles_w))  SCRATCH
     """
     cdef Py_ssize_t n = dx.shape[0], C = dx.shape[1], tiles = tiles_h * tiles_w, plane
     _check_winograd(tile, dx.shape[2] + 2 * pad_h - 2, dx.shape[3] + 2 * pad_w - 2, tiles_h, tiles_w, n, C,

@@ -1,6 +1,5 @@
-/* Three transforms of Winograd F(4x4, 3x3): the output transform and the adjoints of the
- * output and input transforms, one (image, filter or channel) plane at a time, on vectors of
- * 8 tiles of a tile row.
+/* The four transforms of Winograd F(4x4, 3x3), one (image, channel or filter) plane at a
+ * time, on vectors of 8 tiles of a tile row.
  *
  * Included by fastconv/kernels/winograd.pxi (every build of fastconv/kernels/_im2col.pyx), which
  * documents the layouts (V and M: (36, planes, tiles), a plane's tiles contiguous, row by row)
@@ -9,15 +8,12 @@
  *
  * Why vectors of tiles: the transformed data has each tile's 36 points 36 rows apart, and a
  * tile row's tiles contiguous in each. A loop over the tiles of a row with the tile's 6 x 6
- * patch in registers loads and stores whole vectors; where a plane is read or written (dout,
- * dx), its rows are split into their four column phases (column q at phase q % 4, index
+ * patch in registers loads and stores whole vectors; where a plane is read or written (x,
+ * dout, dx), its rows are split into their four column phases (column q at phase q % 4, index
  * q / 4), so that entry (i, j) of tiles tj .. tj + 7 is one contiguous vector. Each entry is
  * the same expression, in the same order, as in winograd.pxi's loops that these replaced:
  * the same bits (the files are compiled with -ffp-contract=off), in every build. Only db's
  * sum of dout runs in another order (eight running sums instead of one).
- *
- * The input transform stays in winograd.pxi: this layout made it slower (the phases of six
- * rows per tile row cost more than its strided loads; docs/performance-notes.md).
  */
 #ifndef FASTCONV_WINOGRAD4_H
 #define FASTCONV_WINOGRAD4_H
@@ -44,11 +40,15 @@ static inline Py_ssize_t fw_row(Py_ssize_t tiles_w)
     return (tiles_w + FW_V - 1) / FW_V * FW_V;
 }
 
-/* Scratch items per thread that these transforms need (winograd_scratch). */
-static inline Py_ssize_t fw_scratch(Py_ssize_t tiles_w)
+/* Scratch items per thread that the four transforms need (winograd_scratch): the input
+ * transform's phases of the whole padded plane and one padded row, the output adjoint's
+ * phases of four rows and a row, the input adjoint's tile row and its ring of rows. */
+static inline Py_ssize_t fw_scratch(Py_ssize_t tiles_h, Py_ssize_t tiles_w)
 {
-    Py_ssize_t R = fw_row(tiles_w), out_adj = 20 * R, in_adj = 36 * R + 8 * (4 * tiles_w + 2);
-    return out_adj > in_adj ? out_adj : in_adj;
+    Py_ssize_t R = fw_row(tiles_w), Wq = R + 1;
+    Py_ssize_t in = 4 * (4 * tiles_h + 3) * Wq, out_adj = 20 * R, in_adj = 36 * R + 8 * (4 * tiles_w + 2);
+    Py_ssize_t m = in > out_adj ? in : out_adj;
+    return m > in_adj ? m : in_adj;
 }
 
 #define FW_CAT2(a, b) a##_##b

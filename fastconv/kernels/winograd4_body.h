@@ -8,7 +8,21 @@
  * documents them. Constants are FW_T: a bare literal would make float32 arithmetic run in
  * double. */
 
-/* r = B s, the adjoint of the input transform's B^T (6 entries to 6). */
+/* r = B^T s (6 entries to 6). */
+static inline __attribute__((always_inline)) void FW_NAME(fw_bt)(const FW_VT *s, FW_VT *r)
+{
+    const FW_T two = 2, four = 4, five = 5;
+    FW_VT t1 = s[4] - four * s[2], t2 = s[3] - four * s[1];
+    FW_VT t3 = s[4] - s[2], t4 = two * (s[3] - s[1]);
+    r[0] = four * s[0] - five * s[2] + s[4];
+    r[5] = four * s[1] - five * s[3] + s[5];
+    r[1] = t1 + t2;
+    r[2] = t1 - t2;
+    r[3] = t3 + t4;
+    r[4] = t3 - t4;
+}
+
+/* r = B s, the adjoint of fw_bt (6 entries to 6). */
 static inline __attribute__((always_inline)) void FW_NAME(fw_b)(const FW_VT *s, FW_VT *r)
 {
     const FW_T two = 2, four = 4, five = 5, minus_five = -5;
@@ -86,6 +100,63 @@ static inline void FW_NAME(fw_phases)(const FW_T *src, Py_ssize_t W, Py_ssize_t 
         d1[k] = row[4 * k + 1];
         d2[k] = row[4 * k + 2];
         d3[k] = row[4 * k + 3];
+    }
+}
+
+/* B^T d B of n tiles (a vector) of a tile row: entry (i, j) of their patches at
+ * ph[(i*4 + j % 4)*Wq + j / 4] (the padded rows' phases), point p to V[p * point_stride]. */
+static inline __attribute__((always_inline)) void
+FW_NAME(fw_input_group)(const FW_T *ph, Py_ssize_t Wq, FW_T *V, Py_ssize_t point_stride, int n)
+{
+    FW_VT d[6], u[6][6], v[6];
+    int i, j, k, s;
+#pragma GCC unroll 6
+    for (j = 0; j < 6; j++) {  /* B^T d: column j of the patches, rows combined */
+#pragma GCC unroll 6
+        for (i = 0; i < 6; i++)
+            d[i] = *(const FW_VTU *)(ph + (i * 4 + j % 4) * Wq + j / 4);
+        FW_NAME(fw_bt)(d, v);
+#pragma GCC unroll 6
+        for (k = 0; k < 6; k++)
+            u[k][j] = v[k];
+    }
+#pragma GCC unroll 6
+    for (k = 0; k < 6; k++) {  /* (B^T d) B: row k, its columns combined */
+        FW_NAME(fw_bt)(u[k], v);
+#pragma GCC unroll 6
+        for (s = 0; s < 6; s++)
+            FW_NAME(fw_store)(V + (6 * k + s) * point_stride, v[s], n);
+    }
+}
+
+/* V[p * point_stride + tile] = (B^T d B)[p] for the tiles of one plane x (H, W): tile (ti, tj)
+ * reads the 6x6 patch at (4 ti - pad_h, 4 tj - pad_w), zero outside the image. The whole
+ * padded plane is split into phases first (each row once: per tile row, six rows of which
+ * two are the last one's, cost a third more). buf: 4 * (4 * tiles_h + 3) * (fw_row(tiles_w) + 1)
+ * items. */
+static void FW_NAME(fw_input_plane)(const FW_T *x, FW_T *V, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad_h,
+                                    Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                                    Py_ssize_t point_stride, FW_T *buf)
+{
+    Py_ssize_t Wq = fw_row(tiles_w) + 1, Hp = 4 * tiles_h + 2, r, ti, tj0, h;
+    FW_T *row = buf + 4 * Hp * Wq;
+    int n;
+    for (r = 0; r < Hp; r++) {  /* buf[(r*4 + s)*Wq + k] = padded pixel (r, 4k + s) */
+        h = r - pad_h;
+        if (h >= 0 && h < H)
+            FW_NAME(fw_phases)(x + h * W, W, -pad_w, Wq, row, buf + r * 4 * Wq, Wq);
+        else
+            memset(buf + r * 4 * Wq, 0, sizeof(FW_T) * (size_t)(4 * Wq));
+    }
+    for (ti = 0; ti < tiles_h; ti++) {
+        for (tj0 = 0; tj0 < tiles_w; tj0 += FW_V) {
+            const FW_T *ph = buf + 16 * ti * Wq + tj0;  /* padded row 4 ti, phase 0, index tj0 */
+            n = tiles_w - tj0 < FW_V ? (int)(tiles_w - tj0) : FW_V;
+            if (n == FW_V)
+                FW_NAME(fw_input_group)(ph, Wq, V + ti * tiles_w + tj0, point_stride, FW_V);
+            else
+                FW_NAME(fw_input_group)(ph, Wq, V + ti * tiles_w + tj0, point_stride, n);
+        }
     }
 }
 

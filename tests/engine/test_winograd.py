@@ -155,9 +155,9 @@ def test_need_dx_false_skips_dx_only(algorithm):
 KERNEL_TILES = pytest.mark.parametrize("tile", [2, 4], ids=["F2", "F4"])
 
 
-def _scratch(tile, tiles_w, threads, dtype):
+def _scratch(tile, tiles_h, tiles_w, threads, dtype):
     """(scratch, num_threads) as the engine passes them to the Winograd kernels."""
-    return np.empty((threads, kernels.winograd_scratch(tile, tiles_w)), dtype), threads
+    return np.empty((threads, kernels.winograd_scratch(tile, tiles_h, tiles_w)), dtype), threads
 
 
 def _geometry(tile, H, W, pad):
@@ -184,9 +184,9 @@ def test_input_transform_and_its_adjoint(shape, tile):
     x = rng.standard_normal((n, C, H, W))
     c = rng.standard_normal((points, C, n * th * tw))
     V = np.full(c.shape, np.nan)
-    kernels.winograd_input(x, V, pad[0], pad[1], tile, th, tw, *_scratch(tile, tw, 1, x.dtype))
+    kernels.winograd_input(x, V, pad[0], pad[1], tile, th, tw, *_scratch(tile, th, tw, 1, x.dtype))
     dx = np.full(x.shape, np.nan)
-    kernels.winograd_input_adjoint(c, dx, pad[0], pad[1], tile, th, tw, *_scratch(tile, tw, 1, c.dtype))
+    kernels.winograd_input_adjoint(c, dx, pad[0], pad[1], tile, th, tw, *_scratch(tile, th, tw, 1, c.dtype))
     assert not np.isnan(V).any() and not np.isnan(dx).any()
     assert np.isclose(np.vdot(V, c), np.vdot(x, dx), rtol=1e-12, atol=0)
 
@@ -204,10 +204,10 @@ def test_output_transform_and_its_adjoint(out_hw, tile):
     M = rng.standard_normal((points, F, n * th * tw))
     d = rng.standard_normal((n, F, out_h, out_w))
     out = np.full(d.shape, np.nan)
-    kernels.winograd_output(M, out, np.empty(0), False, tile, th, tw, *_scratch(tile, tw, 1, M.dtype))
+    kernels.winograd_output(M, out, np.empty(0), False, tile, th, tw, *_scratch(tile, th, tw, 1, M.dtype))
     dM = np.full(M.shape, np.nan)
     db = np.zeros(F)
-    kernels.winograd_output_adjoint(d, dM, db, True, tile, th, tw, *_scratch(tile, tw, 1, d.dtype))
+    kernels.winograd_output_adjoint(d, dM, db, True, tile, th, tw, *_scratch(tile, th, tw, 1, d.dtype))
     assert not np.isnan(out).any() and not np.isnan(dM).any()
     assert np.isclose(np.vdot(out, d), np.vdot(M, dM), rtol=1e-12, atol=0)
     np.testing.assert_allclose(db, d.sum(axis=(0, 2, 3)), rtol=1e-12)
@@ -222,11 +222,11 @@ def test_the_transforms_are_lavin_and_grays(tile):
     rng = np.random.default_rng(8)
     d = rng.standard_normal((1, 1, k, k))
     V = np.empty((k * k, 1, 1))
-    kernels.winograd_input(d, V, 0, 0, tile, 1, 1, *_scratch(tile, 1, 1, d.dtype))
+    kernels.winograd_input(d, V, 0, 0, tile, 1, 1, *_scratch(tile, 1, 1, 1, d.dtype))
     np.testing.assert_allclose(V.reshape(k, k), BT @ d[0, 0] @ BT.T, rtol=1e-13, atol=1e-13)
     m = rng.standard_normal((k * k, 1, 1))
     out = np.empty((1, 1, tile, tile))
-    kernels.winograd_output(m, out, np.empty(0), False, tile, 1, 1, *_scratch(tile, 1, 1, m.dtype))
+    kernels.winograd_output(m, out, np.empty(0), False, tile, 1, 1, *_scratch(tile, 1, 1, 1, m.dtype))
     np.testing.assert_allclose(out[0, 0], AT @ m.reshape(k, k) @ AT.T, rtol=1e-13, atol=1e-13)
 
 
@@ -274,11 +274,11 @@ def test_the_adjoint_check_can_fail(tile):
     x = rng.standard_normal((n, C, H, W))
     c = rng.standard_normal((points, C, n * th * tw))
     V = np.empty_like(c)
-    kernels.winograd_input(x, V, pad[0], pad[1], tile, th, tw, *_scratch(tile, tw, 1, x.dtype))
+    kernels.winograd_input(x, V, pad[0], pad[1], tile, th, tw, *_scratch(tile, th, tw, 1, x.dtype))
     wrong = c.copy()
     wrong[:, :, 0] = 0
     dx = np.empty_like(x)
-    kernels.winograd_input_adjoint(wrong, dx, pad[0], pad[1], tile, th, tw, *_scratch(tile, tw, 1, wrong.dtype))
+    kernels.winograd_input_adjoint(wrong, dx, pad[0], pad[1], tile, th, tw, *_scratch(tile, th, tw, 1, wrong.dtype))
     assert not np.isclose(np.vdot(V, c), np.vdot(x, dx), rtol=1e-12, atol=0)
 
 
@@ -294,13 +294,13 @@ def test_kernels_do_not_depend_on_the_thread_count(tile):
     results = []
     for threads in (1, 2, 3):
         V = np.empty((points, C, n * th * tw), np.float32)
-        kernels.winograd_input(x, V, pad[0], pad[1], tile, th, tw, *_scratch(tile, tw, threads, x.dtype))
+        kernels.winograd_input(x, V, pad[0], pad[1], tile, th, tw, *_scratch(tile, th, tw, threads, x.dtype))
         out = np.empty((n, F, out_h, out_w), np.float32)
-        kernels.winograd_output(M, out, bias, True, tile, th, tw, *_scratch(tile, tw, threads, M.dtype))
+        kernels.winograd_output(M, out, bias, True, tile, th, tw, *_scratch(tile, th, tw, threads, M.dtype))
         dM, db = np.empty_like(M), np.zeros(F)
-        kernels.winograd_output_adjoint(d, dM, db, True, tile, th, tw, *_scratch(tile, tw, threads, d.dtype))
+        kernels.winograd_output_adjoint(d, dM, db, True, tile, th, tw, *_scratch(tile, th, tw, threads, d.dtype))
         dx = np.empty_like(x)
-        kernels.winograd_input_adjoint(V, dx, pad[0], pad[1], tile, th, tw, *_scratch(tile, tw, threads, V.dtype))
+        kernels.winograd_input_adjoint(V, dx, pad[0], pad[1], tile, th, tw, *_scratch(tile, th, tw, threads, V.dtype))
         results.append([a.tobytes() for a in (V, out, dM, db, dx)])
     assert results[0] == results[1] == results[2]
 
@@ -331,7 +331,7 @@ def _kernel_calls(tile, th, tw, V, scratch):
 def test_kernels_refuse_sizes_that_do_not_match(kernel, bad, message):
     """The kernels index by the tile size, tile counts and workspace sizes unchecked: the
     wrappers check them first (a 9x10 output in 4x4 tiles: 3 x 3 tiles, 36 points)."""
-    tile, th, tw, points, size = 4, 3, 3, 36, kernels.winograd_scratch(4, 3)
+    tile, th, tw, points, size = 4, 3, 3, 36, kernels.winograd_scratch(4, 3, 3)
     if bad == "tile3":
         tile = 3
     elif bad == "tiles":
@@ -344,7 +344,9 @@ def test_kernels_refuse_sizes_that_do_not_match(kernel, bad, message):
     with pytest.raises(ValueError, match=message):
         _kernel_calls(tile, th, tw, V, np.empty((1, size)))[kernel]()
     with pytest.raises(ValueError, match=r"^tile must be 2"):
-        kernels.winograd_scratch(5, 3)
+        kernels.winograd_scratch(5, 3, 3)
+    with pytest.raises(ValueError, match=r"^tiles_h and tiles_w must be >= 1"):
+        kernels.winograd_scratch(4, 0, 3)
 
 
 # ---------------------------------------------------------------------------- choosing
@@ -490,11 +492,11 @@ def test_output_kernels_refuse_planes_that_are_not_contiguous(tile):
     M = np.zeros(((tile + 2) ** 2, F, n * th * tw))
     wide = np.zeros((n, F, out_h, 2 * out_w))[..., ::2]  # rows of every other element
     with pytest.raises(ValueError, match="each plane of out must be contiguous"):
-        kernels.winograd_output(M, wide, np.empty(0), False, tile, th, tw, *_scratch(tile, tw, 1, M.dtype))
+        kernels.winograd_output(M, wide, np.empty(0), False, tile, th, tw, *_scratch(tile, th, tw, 1, M.dtype))
     with pytest.raises(ValueError, match="each plane of dout must be contiguous"):
-        kernels.winograd_output_adjoint(wide, M, np.zeros(F), False, tile, th, tw, *_scratch(tile, tw, 1, M.dtype))
+        kernels.winograd_output_adjoint(wide, M, np.zeros(F), False, tile, th, tw, *_scratch(tile, th, tw, 1, M.dtype))
     tall = np.zeros((n, F, out_h + 1, out_w))[:, :, :out_h]  # planes with a gap after them: fine
-    kernels.winograd_output(M, tall, np.empty(0), False, tile, th, tw, *_scratch(tile, tw, 1, M.dtype))
+    kernels.winograd_output(M, tall, np.empty(0), False, tile, th, tw, *_scratch(tile, th, tw, 1, M.dtype))
     with pytest.raises(ValueError, match=r"scratch must be at least"):
         kernels.winograd_output(M, tall, np.empty(0), False, tile, th, tw, np.empty((1, 3)), 1)
 
