@@ -115,6 +115,7 @@ KERNEL_SOURCES = [
         "pooling.pxi",
         "batchnorm.pxi",
         "update.pxi",
+        "activations.pxi",
         "winograd.pxi",
         "direct.pxi",
         "direct.h",

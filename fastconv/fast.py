@@ -13,6 +13,7 @@ import sys
 import types
 
 from .engine import workspaces as _workspaces
+from .engine.activations import relu_backward, relu_forward
 from .engine.algorithms import conv_algorithm
 from .engine.batchnorm import spatial_batchnorm_backward, spatial_batchnorm_forward
 from .engine.conv import conv_backward, conv_forward, conv_relu_pool_backward, conv_relu_pool_forward
@@ -29,8 +30,6 @@ from .layers import (
     groupnorm_forward,
     layernorm_backward,
     layernorm_forward,
-    relu_backward,
-    relu_forward,
     sigmoid_backward,
     sigmoid_forward,
     softmax_loss,

@@ -10,7 +10,7 @@ One concern per module:
   import, kernel thread counts, fastconv's worker threads and their BLAS limits);
 * ``workspaces``: per-thread buffers reused across calls;
 * ``conv`` (im2col + GEMM, and the fused conv-ReLU-pool), ``winograd``, ``pooling``,
-  ``batchnorm``: the layers' Python halves (validation, allocation, chunking, dispatch),
+  ``batchnorm``, ``activations`` (ReLU): the layers' Python halves (validation, allocation, chunking, dispatch),
   which call ``fastconv.kernels``.
 
 ``fastconv.fast`` is the public face of this package; ``fastconv.naive`` shares its

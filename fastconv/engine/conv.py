@@ -35,9 +35,8 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from .. import layers as _layers
 from ..kernels import picker
-from . import algorithms, direct, threads, winograd, workspaces
+from . import activations, algorithms, direct, threads, winograd, workspaces
 from .algorithms import WINOGRAD_TILE, winograd_tiles
 from .checks import check_dout
 from .geometry import ConvGeometry, conv_geometry, pool_geometry_of_shape
@@ -391,7 +390,7 @@ def conv_relu_pool_backward(dout: FloatArray, cache: Cache, need_dx: bool = True
     algorithm = algorithms.for_backward(algorithm, auto, dout, x, w)
     plan = ConvPlan(g, x.dtype, chunk=chunk, algorithm=algorithm)
     Pp = pg.out_h * pg.out_w
-    dz3 = _layers.relu_backward(dout, out).reshape(g.N, g.F, Pp)  # zero where the pooled value was <= 0
+    dz3 = activations.relu_backward(dout, out).reshape(g.N, g.F, Pp)  # zero where the pooled value was <= 0
 
     def route(n0: int, n: int, dy: FloatArray, db: Float64Array) -> None:  # to GEMM layout, then to the argmax
         dz = workspaces.workspace("z", g.F * n * Pp, x.dtype).reshape(g.F, n * Pp)

@@ -26,8 +26,8 @@ buffers would pass ``SCRATCH_BYTES_MAX``: direct convolution is for small layers
 
 import numpy as np
 
-from .. import layers as _layers
 from ..kernels import picker
+from . import activations
 from .checks import finite, shape_size
 from .pooling import max_pool_planes
 from .threads import over_planes
@@ -309,7 +309,7 @@ def conv_relu_pool_forward(g, pg, x, w, b):
     y3, z3 = y.reshape(planes, g.out_h, g.out_w), z.reshape(planes, pg.out_h, pg.out_w)
     a3 = argmax.reshape(planes, pg.out_h, pg.out_w)
     over_planes(planes, y.size, lambda lo, hi, threads: max_pool_planes(y3[lo:hi], z3[lo:hi], a3[lo:hi], pg, threads))
-    out = _layers.relu_forward(z)[0]
+    out = activations.relu_forward(z)[0]
     return out, argmax
 
 
@@ -360,7 +360,7 @@ def conv_relu_pool_backward(g, pg, x, w, has_bias, dout, out, argmax, need_dx):
     """(dx, dw, db) of conv_relu_pool_forward: each pooled gradient (where the pooled value
     was positive) to its window's argmax, then the direct convolution's backward."""
     planes = g.N * g.F
-    dz = _layers.relu_backward(dout, out).reshape(planes, pg.out_h * pg.out_w)
+    dz = activations.relu_backward(dout, out).reshape(planes, pg.out_h * pg.out_w)
     dy = workspace("direct_y", shape_size(g.out_shape), x.dtype).reshape(g.out_shape)
     dy2, a2 = dy.reshape(planes, g.out_h * g.out_w), argmax.reshape(planes, -1)
     over_planes(

@@ -16,8 +16,6 @@ from fastconv.testing import GRAD_TOL, numerical_gradient, rel_error
 SHARED = [
     "affine_forward",
     "affine_backward",
-    "relu_forward",
-    "relu_backward",
     "sigmoid_forward",
     "sigmoid_backward",
     "dropout_forward",
@@ -28,7 +26,8 @@ SHARED = [
     "svm_loss",
 ]
 # spatial_batchnorm_* are shared by naive (the numpy reference, here) but fast has its own
-# Cython passes: tests/engine/test_equivalence.py compares the two.
+# Cython passes: tests/engine/test_equivalence.py compares the two. relu_* likewise: fast's
+# run one kernel pass on threads (fastconv.engine.activations), compared below.
 
 
 @pytest.mark.parametrize("name", SHARED)
@@ -82,6 +81,55 @@ def test_relu(rng):
     dout = rng.standard_normal(x.shape)
     numeric = numerical_gradient(lambda _: layers.relu_forward(x)[0], x, dout)
     assert rel_error(layers.relu_backward(dout, cache), numeric) < GRAD_TOL
+
+
+def _relu_values(dtype, size, rng):
+    """Random values and every special one: +-0.0, NaN of both signs, +-inf, subnormals."""
+    x = rng.standard_normal(size).astype(dtype)
+    special = np.array([0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 1e-310, -1e-310, 1e-40, -1e-40])
+    x[: 3 * special.size] = np.tile(special.astype(dtype), 3)
+    return x
+
+
+@pytest.mark.parametrize("workers", [None, 2], ids=["openmp", "workers"])
+@pytest.mark.parametrize("size", [37, 3 * 40_000 + 5], ids=["small", "threads"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_relu_fast_kernel_gives_the_reference_bits(monkeypatch, rng, dtype, size, workers):
+    """fast.relu_* (one kernel pass, on OpenMP threads or fastconv's workers) give
+    fastconv.layers' numpy results bit for bit: -0.0 to +0.0, NaN kept as it is, and a NaN
+    or infinity in dout where x <= 0 dropped; on C-contiguous and transposed arrays."""
+    from fastconv.engine import threads as _threads
+
+    assert fast.relu_forward is not layers.relu_forward and naive.relu_forward is layers.relu_forward
+    if workers:
+        monkeypatch.setattr(_threads, "SINGLE_THREADED_KERNELS", True)
+        monkeypatch.setattr(_threads, "blas_threads", lambda: workers)
+    x = _relu_values(dtype, size, rng).reshape(1, -1)
+    dout = _relu_values(dtype, size, rng)[::-1].reshape(1, -1)
+    for a, d in ((x, dout), (np.asfortranarray(x.reshape(-1, 1) @ np.ones((1, 3), dtype)), np.ones((size, 3), dtype))):
+        out, cache = fast.relu_forward(a)
+        want, want_cache = layers.relu_forward(a)
+        assert out.dtype == dtype and out.tobytes() == want.tobytes()
+        d = np.where(np.arange(d.size).reshape(d.shape) % 7 == 0, np.nan, d).astype(dtype)  # NaN where x <= 0 too
+        assert fast.relu_backward(d, cache).tobytes() == layers.relu_backward(d, want_cache).tobytes()
+
+
+def test_relu_fast_kernel_check_can_fail():
+    """The comparison above sees one flipped bit: -0.0 for +0.0 in the forward."""
+    x = np.array([-0.0, 1.0, np.nan], np.float32)
+    out, _ = fast.relu_forward(x)
+    assert out.tobytes() == layers.relu_forward(x)[0].tobytes()
+    assert np.array([-0.0, 1.0, np.nan], np.float32).tobytes() != out.tobytes()
+
+
+def test_relu_fast_rejects_what_the_reference_rejects():
+    with pytest.raises(TypeError, match="x"):
+        fast.relu_forward(np.arange(4))  # integers
+    _, cache = fast.relu_forward(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="dout"):
+        fast.relu_backward(np.ones((3, 2)), cache)
+    with pytest.raises(TypeError, match="dout"):
+        fast.relu_backward(np.ones((2, 3), np.float32), cache)
 
 
 def test_sigmoid(rng):
