@@ -290,6 +290,13 @@ def _batchnorm(rng, dtype):
     return (out, bn_param["running_mean"], bn_param["running_var"]) + fast.spatial_batchnorm_backward(dout, cache)
 
 
+def _relu(rng, dtype):
+    x = rng.standard_normal((3, 5, 9, 11)).astype(dtype)
+    x.reshape(-1)[:6] = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-40], dtype)
+    out, cache = fast.relu_forward(x)
+    return out, fast.relu_backward(rng.standard_normal(out.shape).astype(dtype), cache)
+
+
 def _adam(rng, dtype):
     from fastconv import optim
 
@@ -329,6 +336,7 @@ LAYERS = {
     "avgpool-k2-s2": lambda rng, dt: _avg_pool(rng, dt, 2, 2, 0),
     "avgpool-k3-s2-p1": lambda rng, dt: _avg_pool(rng, dt, 3, 2, 1),
     "spatial_batchnorm": _batchnorm,
+    "relu": _relu,
     "adam": lambda rng, dt: _adam(rng, dt),
 }
 
