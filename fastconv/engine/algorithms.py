@@ -73,24 +73,19 @@ AUTO_MAX_CHANNELS = 8
 AUTO_MAX_FILTERS = 32
 AUTO_KERNEL = (3, 7)
 AUTO_MIN_OUT_W = 24
-#: With one input channel, dx's transposed pass has a single output plane (a 1-filter
-#: tile, bound by its loads): direct then wins only up to this many filters x taps.
-AUTO_MAX_ONE_CHANNEL_WORK = 400
 
 
 def direct_wins(g: ConvGeometry) -> bool:
     """Whether "auto" runs direct convolution for geometry ``g``: a first layer (up to 32
-    filters, and 2 to 8 input channels, or one channel and F*kh*kw <= 400; a 3x3 to 7x7
-    kernel; output rows of 24 pixels or more; stride 1, no dilation, no groups), on a kernel
-    build with FMA instructions."""
+    filters and 8 input channels; a 3x3 to 7x7 kernel; output rows of 24 pixels or more;
+    stride 1, no dilation, no groups), on a kernel build with FMA instructions."""
     lo, hi = AUTO_KERNEL
-    few = g.F <= AUTO_MAX_FILTERS and (g.C > 1 or g.F * g.kh * g.kw <= AUTO_MAX_ONE_CHANNEL_WORK)
     return (
         g.groups == 1
         and (g.stride_h, g.stride_w) == (1, 1)
         and (g.dil_h, g.dil_w) == (1, 1)
         and g.C <= AUTO_MAX_CHANNELS
-        and few
+        and g.F <= AUTO_MAX_FILTERS
         and g.out_w >= AUTO_MIN_OUT_W
         and lo <= g.kh <= hi
         and lo <= g.kw <= hi

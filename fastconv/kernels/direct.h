@@ -145,10 +145,9 @@ static inline __attribute__((always_inline)) void fc_store_part_f64(double *dst,
 #endif
 }
 /* Whether b replaces a as the running maximum of a pooling window (fastconv/kernels/pooling.pxi's
- * rule): b > a, or b is NaN and a is not. A strict order with NaN on top, so a window's
- * winner is its first maximum in row-major order whatever the order of the comparisons. */
-#define FC_BEATS(b, a) (((a) == (a)) & !((b) <= (a)))
-/* The same on vectors: a lane mask, all ones where b beats a. */
+ * rule), on vectors: a lane mask, all ones where b > a, or b is NaN and a is not. A strict
+ * order with NaN on top, so a window's winner is its first maximum in row-major order
+ * whatever the order of the comparisons. */
 #define FC_VBEATS(b, a) (((a) == (a)) & ~((b) <= (a)))
 
 #define FC_TILE_MAX 32

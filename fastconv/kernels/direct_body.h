@@ -156,19 +156,23 @@ static int FC_NAME(fc_direct_image)(const FC_T *buf, Py_ssize_t row_step, const 
  * FC_V items that may be read, never used) into z and am (F planes of pooled_h x pooled_w,
  * from pooled row pr0 on): the pooled value as np.maximum(max, 0) gives it (a NaN as it
  * is, -0.0 as +0.0) and the window's argmax ih*out_w + iw in the full output plane. Each
- * window's pick: the better of each row's pair, then of those (FC_BEATS: the first
+ * window's pick: the better of each row's pair, then of those (FC_VBEATS: the first
  * maximum). Vectors of V columns: lane k compares column c+k with c+k+1 and the even
- * lanes are the windows (no branch: a branch per window mispredicts on every other one). */
+ * lanes are the windows (no branch: a branch per window mispredicts on every other one);
+ * the even lanes are gathered into the low half (one shuffle) and stored together. The
+ * last vector of a row may reach past 2*pooled_w (into the next row, or the FC_V items
+ * past y): its lanes there are computed and never stored. */
 static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows, Py_ssize_t out_w,
                                    Py_ssize_t pooled_h, Py_ssize_t pooled_w, Py_ssize_t pr0,
                                    FC_T *z, int32_t *am)
 {
-    Py_ssize_t f, pr, pc, c;
-    FC_VI lane, one;
+    Py_ssize_t f, pr, c;
+    FC_VI lane, one, even;
     int l;
     for (l = 0; l < FC_V; l++) {
         lane[l] = l;
         one[l] = 1;
+        even[l] = (2 * l) % FC_V;  /* lanes 0, 2, 4, ... to the low half */
     }
     for (f = 0; f < F; f++) {
         for (pr = 0; pr < rows / 2; pr++) {
@@ -176,33 +180,34 @@ static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows,
             FC_T *zr = z + (f * pooled_h + pr0 + pr) * pooled_w;
             int32_t *ar = am + (f * pooled_h + pr0 + pr) * pooled_w;
             int32_t i0 = (int32_t)(2 * (pr0 + pr) * out_w), w32 = (int32_t)out_w;
-            for (c = 0; c + FC_V <= 2 * pooled_w; c += FC_V) {
+            for (c = 0; c < 2 * pooled_w; c += FC_V) {
                 FC_VT a0 = *(const FC_VTU *)(r0 + c), a1 = *(const FC_VTU *)(r0 + c + 1);
                 FC_VT a2 = *(const FC_VTU *)(r1 + c), a3 = *(const FC_VTU *)(r1 + c + 1);
                 FC_VI top = (FC_VI)FC_VBEATS(a1, a0), bottom = (FC_VI)FC_VBEATS(a3, a2), down, keep, idx;
                 FC_VT u = FC_SELECT(top, a1, a0), v = FC_SELECT(bottom, a3, a2), m;
                 FC_VI at = lane + (int32_t)(i0 + c);  /* column c + k of the pair's first row */
                 FC_VI iu = at + (top & one), iv = at + w32 + (bottom & one);
+                Py_ssize_t n = pooled_w - c / 2 < FC_V / 2 ? pooled_w - c / 2 : FC_V / 2;
                 down = (FC_VI)FC_VBEATS(v, u);
                 m = FC_SELECT(down, v, u);
                 keep = (FC_VI)((m > 0) | (m != m));
                 m = (FC_VT)((FC_VI)m & keep);  /* +0.0 where ReLU clips */
                 idx = (down & iv) | (~down & iu);
-                for (l = 0; l < FC_V / 2; l++) {
-                    zr[c / 2 + l] = m[2 * l];
-                    ar[c / 2 + l] = (int32_t)idx[2 * l];
-                }
-            }
-            for (pc = c / 2; pc < pooled_w; pc++) {  /* the columns past the last whole vector */
-                FC_T a0 = r0[2 * pc], a1 = r0[2 * pc + 1], a2 = r1[2 * pc], a3 = r1[2 * pc + 1];
-                int32_t i = i0 + 2 * (int32_t)pc;
-                int top = FC_BEATS(a1, a0), bottom = FC_BEATS(a3, a2), down;
-                FC_T u = top ? a1 : a0, v = bottom ? a3 : a2, m;
-                int32_t iu = top ? i + 1 : i, iv = bottom ? i + w32 + 1 : i + w32;
-                down = FC_BEATS(v, u);
-                m = down ? v : u;
-                zr[pc] = (m > 0) | (m != m) ? m : (FC_T)0;
-                ar[pc] = down ? iv : iu;
+                m = __builtin_shuffle(m, even);
+                idx = __builtin_shuffle(idx, even);
+                if (n == FC_V / 2)  /* a constant size: one store */
+                    memcpy(zr + c / 2, &m, sizeof(FC_T) * (FC_V / 2));
+                else
+                    memcpy(zr + c / 2, &m, sizeof(FC_T) * (size_t)n);
+#if FC_V == 16  /* int32 lanes: the argmaxes as they are */
+                if (n == FC_V / 2)
+                    memcpy(ar + c / 2, &idx, sizeof(int32_t) * (FC_V / 2));
+                else
+                    memcpy(ar + c / 2, &idx, sizeof(int32_t) * (size_t)n);
+#else
+                for (l = 0; l < n; l++)
+                    ar[c / 2 + l] = (int32_t)idx[l];
+#endif
             }
         }
     }

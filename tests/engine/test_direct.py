@@ -323,9 +323,8 @@ def test_auto_runs_direct_where_the_rule_says():
 
 def test_the_rule_of_auto(monkeypatch):
     """The documented rule (docs/performance.md, "Direct convolution and the rule of auto"):
-    stride 1, no dilation or groups, 2 to 8 channels and at most 32 filters (one channel:
-    F*kh*kw <= 400), a 3x3 to 7x7 kernel, output rows of at least 24 pixels; every other
-    layer keeps its old algorithm."""
+    stride 1, no dilation or groups, at most 8 channels and 32 filters, a 3x3 to 7x7 kernel,
+    output rows of at least 24 pixels; every other layer keeps its old algorithm."""
 
     def geometry(C=3, k=(7, 7), F=32, HW=(32, 32), groups=1, stride=1, dilation=1, pad=None):
         x = np.zeros((2, C, *HW), np.float32)
@@ -338,14 +337,15 @@ def test_the_rule_of_auto(monkeypatch):
         geometry(k=(5, 5), F=16, pad=0),
         geometry(C=1, k=(5, 5), F=16, HW=(28, 28)),
         geometry(C=1, k=(3, 3), F=32),
+        geometry(C=1, k=(7, 7), F=32, HW=(28, 28)),  # ConvNet1 on MNIST-sized images
+        geometry(C=1, k=(5, 5)),
         geometry(C=8, k=(3, 3)),
         geometry(k=(3, 7)),
         geometry(HW=(24, 200)),
     ]
     loses = [
         geometry(F=33),
-        geometry(C=1, k=(5, 5)),
-        geometry(C=1, F=9),
+        geometry(C=1, F=33),
         geometry(C=9),
         geometry(k=(1, 1)),
         geometry(k=(9, 9)),
