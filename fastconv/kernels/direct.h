@@ -144,6 +144,22 @@ static inline __attribute__((always_inline)) void fc_store_part_f64(double *dst,
         dst[l] = (*v)[l];
 #endif
 }
+/* The same for int32 lanes (the fused pool's argmaxes, float32 builds). */
+static inline __attribute__((always_inline)) void fc_store_part_i32(int32_t *dst, const fc_vfi *v, int n)
+{
+#if defined(__AVX512F__)
+    _mm512_mask_storeu_epi32(dst, (__mmask16)((1u << n) - 1u), (__m512i)*v);
+#elif defined(__AVX2__) && defined(__FMA__)
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i *h = (const __m256i *)v;
+    _mm256_maskstore_epi32((int *)dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane), h[0]);
+    _mm256_maskstore_epi32((int *)dst + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 8), lane), h[1]);
+#else
+    int l;
+    for (l = 0; l < n; l++)
+        dst[l] = (*v)[l];
+#endif
+}
 /* Whether b replaces a as the running maximum of a pooling window (fastconv/kernels/pooling.pxi's
  * rule), on vectors: a lane mask, all ones where b > a, or b is NaN and a is not. A strict
  * order with NaN on top, so a window's winner is its first maximum in row-major order

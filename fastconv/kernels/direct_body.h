@@ -197,13 +197,13 @@ static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows,
                 idx = __builtin_shuffle(idx, even);
                 if (n == FC_V / 2)  /* a constant size: one store */
                     memcpy(zr + c / 2, &m, sizeof(FC_T) * (FC_V / 2));
-                else
-                    memcpy(zr + c / 2, &m, sizeof(FC_T) * (size_t)n);
+                else  /* a row's last windows: one masked store (a memcpy call per row cost more than the pool) */
+                    FC_STORE_PART(zr + c / 2, &m, (int)n);
 #if FC_V == 16  /* int32 lanes: the argmaxes as they are */
                 if (n == FC_V / 2)
                     memcpy(ar + c / 2, &idx, sizeof(int32_t) * (FC_V / 2));
                 else
-                    memcpy(ar + c / 2, &idx, sizeof(int32_t) * (size_t)n);
+                    fc_store_part_i32(ar + c / 2, &idx, (int)n);
 #else
                 for (l = 0; l < n; l++)
                     ar[c / 2 + l] = (int32_t)idx[l];
