@@ -6,14 +6,14 @@
  * and the matrices B^T and A^T; fastconv/kernels/winograd4_body.h holds the loops, compiled once for
  * float (suffix f32) and once for double (f64).
  *
- * Why vectors of tiles: the transformed data has each tile's 36 points 36 rows apart, and a
+ * Why vectors of tiles: the transformed data has each tile's 36 points in 36 rows (a point stride apart), and a
  * tile row's tiles contiguous in each. A loop over the tiles of a row with the tile's 6 x 6
  * patch in registers loads and stores whole vectors; where a plane is read or written (x,
  * dout, dx), its rows are split into their four column phases (column q at phase q % 4, index
  * q / 4), so that entry (i, j) of tiles tj .. tj + 7 is one contiguous vector. Each entry is
- * the same expression, in the same order, as in winograd.pxi's loops that these replaced:
- * the same bits (the files are compiled with -ffp-contract=off), in every build. Only db's
- * sum of dout runs in another order (eight running sums instead of one).
+ * the same expression, in the same order, as in the Cython loops these replaced (winograd.pxi
+ * before ab6560b): the same bits (the files are compiled with -ffp-contract=off), in every
+ * build. Only db's sum of dout runs in another order (eight running sums instead of one).
  */
 #ifndef FASTCONV_WINOGRAD4_H
 #define FASTCONV_WINOGRAD4_H
