@@ -60,8 +60,9 @@ static inline __attribute__((always_inline)) void FW_NAME(fw_a)(const FW_VT *s, 
 }
 
 /* n (1 to FW_V) tiles' entries: a whole vector when n is FW_V, else through memcpy (a vector
- * load or store there could reach past the end of the array). The plane loops call their
- * group of tiles with n = FW_V, a constant, for every whole vector: that copy has no test. */
+ * load or store there could reach past the end of the array). The input transform calls its
+ * group of tiles with n = FW_V, a constant, for every whole vector (that copy has no test);
+ * the other three test n at each load or store. */
 static inline __attribute__((always_inline)) FW_VT FW_NAME(fw_load)(const FW_T *src, int n)
 {
     FW_VT v = {0};
@@ -80,9 +81,9 @@ static inline __attribute__((always_inline)) void FW_NAME(fw_store)(FW_T *dst, F
 }
 
 /* Columns 4*count of a row into its four phases: dst[s*stride + k] = src[4k + s + w0] where
- * that column exists (0 <= 4k + s + w0 < W), zero elsewhere. The row
- * is first copied into row (4*count items, zero-padded), then split with no test per item
- * (a loop that GCC vectorizes: four strided loads, four stores). */
+ * that column exists (0 <= 4k + s + w0 < W), zero elsewhere. The row is first copied into
+ * row (4*count items, zero-padded), then split with no test per item (a loop that GCC
+ * vectorizes: four strided loads, four stores). */
 static inline void FW_NAME(fw_phases)(const FW_T *src, Py_ssize_t W, Py_ssize_t w0, Py_ssize_t count,
                                       FW_T *restrict row, FW_T *restrict dst, Py_ssize_t stride)
 {
