@@ -1,8 +1,8 @@
 """The builds of the Cython kernels (fastconv/kernels/picker.py) give the same bits.
 
 fastconv.kernels._im2col is compiled for the compiler's default target and, on x86-64, once
-more per optional build of fastconv/_isa.py (fastconv._im2col_avx512 with AVX-512,
-fastconv._im2col_avx2 with AVX2) from the same source, with nothing that changes
+more per optional build of fastconv/kernels/isa.py (fastconv.kernels._im2col_avx512 with AVX-512,
+fastconv.kernels._im2col_avx2 with AVX2) from the same source, with nothing that changes
 arithmetic (no FMA contraction, no fast-math). fastconv.fast runs the widest build the
 CPU can run. Every fast layer is run here once on the baseline and once on each optional
 build this CPU and install can run, on inputs with ties, NaN, -inf and signed zeros, and
@@ -144,6 +144,14 @@ def _without_features(monkeypatch, prefix):
     )
 
 
+def _with_features(monkeypatch, features):
+    """The baseline build answers that the CPU has ``features`` too, so that the picker
+    gets as far as importing a build on a CPU that lacks them (only where that import
+    is made to fail: running such a build would be an illegal instruction)."""
+    real = baseline.cpu_supports
+    monkeypatch.setattr(baseline, "cpu_supports", lambda asked: all(f in features or real((f,)) for f in asked))
+
+
 @pytest.mark.parametrize("isa", OPTIONAL)
 def test_a_cpu_without_the_features_falls_back_or_refuses(monkeypatch, isa):
     """A CPU that lacks a build's features: auto passes it over and says why;
@@ -180,6 +188,7 @@ def test_a_missing_build_is_passed_over_or_refused(monkeypatch, isa):
         pytest.skip("a -march=native build runs no optional build")
     for name in _at_least_as_wide(isa):  # so that auto gets as far as isa
         monkeypatch.setitem(sys.modules, _isa.module_name(name), None)  # its import fails
+    _with_features(monkeypatch, next(b for b in _isa.OPTIONAL if b.isa == isa).features)
     monkeypatch.delenv(_kernels.KERNELS_ENV, raising=False)
     module, reason = _kernels._load()
     assert module.build_info()["isa"] != isa and f"{_isa.module_name(isa)} is not installed" in reason
