@@ -15,10 +15,10 @@
  * one vector load. A register tile of FT filters x NR row segments holds the
  * accumulators; each tap loads NR vectors and broadcasts FT weights.
  *
- * The logical vector is 64 bytes in every build (16 floats or 8 doubles; GCC lowers it
- * to one zmm, two ymm or four xmm registers), so each output's sum runs over the taps in
- * the same order in every build, and dW's lane sums are reduced in the same order:
- * every build gives the same bits. Each step is an explicit fused multiply-add (one
+ * The logical vector is 64 bytes in every build (16 floats or 8 doubles; the register
+ * tiles hold it as one zmm, two ymm or four xmm registers), so each output's sum runs
+ * over the taps in the same order in every build, and dW's lane sums are reduced in the
+ * same order: every build gives the same bits. Each step is an explicit fused multiply-add (one
  * rounding) in every build: AVX-512F's or FMA3's instructions, and libm's correctly
  * rounded fmaf/fma lane by lane in the baseline build (slow, the same bits). On Intel
  * cores FMA runs the forward tile several times faster than a multiply then an add
@@ -45,6 +45,26 @@ typedef int64_t fc_vdi __attribute__((vector_size(64)));
 /* The same vectors at any address (packed rows are read at every offset). */
 typedef float fc_vf_u __attribute__((vector_size(64), aligned(4), may_alias));
 typedef double fc_vd_u __attribute__((vector_size(64), aligned(8), may_alias));
+
+/* The register vector of each build (FC_RBYTES: one zmm, ymm or xmm register). The tiles
+ * below hold their 64-byte vectors as FC_K = 64 / FC_RBYTES register vectors each, by
+ * value: GCC keeps a 64-byte vector wider than the registers in memory once its halves
+ * are reached through a pointer, and the AVX2 tiles then ran from the stack. A lane's
+ * sum is the same whichever register holds it: the same bits. */
+#if defined(__AVX512F__)
+#define FC_RBYTES 64
+#elif defined(__AVX2__) && defined(__FMA__)
+#define FC_RBYTES 32
+#else
+#define FC_RBYTES 16
+#endif
+#define FC_K (64 / FC_RBYTES)
+typedef float fc_rf __attribute__((vector_size(FC_RBYTES)));
+typedef double fc_rd __attribute__((vector_size(FC_RBYTES)));
+typedef int32_t fc_rfi __attribute__((vector_size(FC_RBYTES)));
+typedef int64_t fc_rdi __attribute__((vector_size(FC_RBYTES)));
+typedef float fc_rf_u __attribute__((vector_size(FC_RBYTES), aligned(4), may_alias));
+typedef double fc_rd_u __attribute__((vector_size(FC_RBYTES), aligned(8), may_alias));
 
 /* Register tiles, per build (only speed depends on them, never the bits: each output's
  * sum has the same order whatever the tile). Forward: FT filters x FC_NR<FT> row segments,
@@ -77,36 +97,29 @@ typedef double fc_vd_u __attribute__((vector_size(64), aligned(8), may_alias));
 #define FC_WF 1
 #define FC_WT 2
 #endif
-/* *acc += *x * *w, rounded once. Vectors by pointer: a 64-byte vector passed by value
- * has another ABI in the builds without AVX-512 (GCC warns). */
-static inline __attribute__((always_inline)) void fc_fma_f32(fc_vf *acc, const fc_vf *x, const fc_vf *w)
+/* *acc += *x * *w on register vectors, rounded once. */
+static inline __attribute__((always_inline)) void fc_fma_f32(fc_rf *acc, const fc_rf *x, const fc_rf *w)
 {
 #if defined(__AVX512F__)
-    *acc = (fc_vf)_mm512_fmadd_ps((__m512)*x, (__m512)*w, (__m512)*acc);
+    *acc = (fc_rf)_mm512_fmadd_ps((__m512)*x, (__m512)*w, (__m512)*acc);
 #elif defined(__AVX2__) && defined(__FMA__)
-    __m256 *a = (__m256 *)acc;
-    const __m256 *b = (const __m256 *)x, *c = (const __m256 *)w;
-    a[0] = _mm256_fmadd_ps(b[0], c[0], a[0]);
-    a[1] = _mm256_fmadd_ps(b[1], c[1], a[1]);
+    *acc = (fc_rf)_mm256_fmadd_ps((__m256)*x, (__m256)*w, (__m256)*acc);
 #else
     int l;
-    for (l = 0; l < 16; l++)
+    for (l = 0; l < FC_RBYTES / 4; l++)
         (*acc)[l] = __builtin_fmaf((*x)[l], (*w)[l], (*acc)[l]);
 #endif
 }
 
-static inline __attribute__((always_inline)) void fc_fma_f64(fc_vd *acc, const fc_vd *x, const fc_vd *w)
+static inline __attribute__((always_inline)) void fc_fma_f64(fc_rd *acc, const fc_rd *x, const fc_rd *w)
 {
 #if defined(__AVX512F__)
-    *acc = (fc_vd)_mm512_fmadd_pd((__m512d)*x, (__m512d)*w, (__m512d)*acc);
+    *acc = (fc_rd)_mm512_fmadd_pd((__m512d)*x, (__m512d)*w, (__m512d)*acc);
 #elif defined(__AVX2__) && defined(__FMA__)
-    __m256d *a = (__m256d *)acc;
-    const __m256d *b = (const __m256d *)x, *c = (const __m256d *)w;
-    a[0] = _mm256_fmadd_pd(b[0], c[0], a[0]);
-    a[1] = _mm256_fmadd_pd(b[1], c[1], a[1]);
+    *acc = (fc_rd)_mm256_fmadd_pd((__m256d)*x, (__m256d)*w, (__m256d)*acc);
 #else
     int l;
-    for (l = 0; l < 8; l++)
+    for (l = 0; l < FC_RBYTES / 8; l++)
         (*acc)[l] = __builtin_fma((*x)[l], (*w)[l], (*acc)[l]);
 #endif
 }
@@ -138,6 +151,34 @@ static inline __attribute__((always_inline)) void fc_store_part_f64(double *dst,
     const __m256d *h = (const __m256d *)v;
     _mm256_maskstore_pd(dst, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), lane), h[0]);
     _mm256_maskstore_pd(dst + 4, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n - 4), lane), h[1]);
+#else
+    int l;
+    for (l = 0; l < n; l++)
+        dst[l] = (*v)[l];
+#endif
+}
+/* The same for a register vector (0 < n < its lanes): the forward tile stores from its
+ * registers (composing a 64-byte vector from them first put the whole tile on the stack). */
+static inline __attribute__((always_inline)) void fc_store_rpart_f32(float *dst, const fc_rf *v, int n)
+{
+#if defined(__AVX512F__)
+    _mm512_mask_storeu_ps(dst, (__mmask16)((1u << n) - 1u), (__m512)*v);
+#elif defined(__AVX2__) && defined(__FMA__)
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_ps(dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane), (__m256)*v);
+#else
+    int l;
+    for (l = 0; l < n; l++)
+        dst[l] = (*v)[l];
+#endif
+}
+static inline __attribute__((always_inline)) void fc_store_rpart_f64(double *dst, const fc_rd *v, int n)
+{
+#if defined(__AVX512F__)
+    _mm512_mask_storeu_pd(dst, (__mmask8)((1u << n) - 1u), (__m512d)*v);
+#elif defined(__AVX2__) && defined(__FMA__)
+    const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+    _mm256_maskstore_pd(dst, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), lane), (__m256d)*v);
 #else
     int l;
     for (l = 0; l < n; l++)
@@ -177,17 +218,27 @@ static inline __attribute__((always_inline)) void fc_store_part_i32(int32_t *dst
 #define FC_VTU fc_vf_u
 #define FC_VI fc_vfi
 #define FC_V 16
+#define FC_RL (FC_RBYTES / 4)
 #define FC_SUF f32
 #define FC_FMA fc_fma_f32
+#define FC_RT fc_rf
+#define FC_RTU fc_rf_u
+#define FC_RI fc_rfi
 #define FC_STORE_PART fc_store_part_f32
+#define FC_STORE_RPART fc_store_rpart_f32
 #include "direct_body.h"
 #undef FC_FMA
+#undef FC_RT
+#undef FC_RTU
+#undef FC_RI
 #undef FC_STORE_PART
+#undef FC_STORE_RPART
 #undef FC_T
 #undef FC_VT
 #undef FC_VTU
 #undef FC_VI
 #undef FC_V
+#undef FC_RL
 #undef FC_SUF
 
 #define FC_T double
@@ -195,17 +246,27 @@ static inline __attribute__((always_inline)) void fc_store_part_i32(int32_t *dst
 #define FC_VTU fc_vd_u
 #define FC_VI fc_vdi
 #define FC_V 8
+#define FC_RL (FC_RBYTES / 8)
 #define FC_SUF f64
 #define FC_FMA fc_fma_f64
+#define FC_RT fc_rd
+#define FC_RTU fc_rd_u
+#define FC_RI fc_rdi
 #define FC_STORE_PART fc_store_part_f64
+#define FC_STORE_RPART fc_store_rpart_f64
 #include "direct_body.h"
 #undef FC_FMA
+#undef FC_RT
+#undef FC_RTU
+#undef FC_RI
 #undef FC_STORE_PART
+#undef FC_STORE_RPART
 #undef FC_T
 #undef FC_VT
 #undef FC_VTU
 #undef FC_VI
 #undef FC_V
+#undef FC_RL
 #undef FC_SUF
 
 #endif

@@ -1,6 +1,8 @@
 /* The loops of fastconv/kernels/direct.h for one floating type: included twice by direct.h,
  * with FC_T (float or double), FC_VT / FC_VTU (its 64-byte vector, aligned and not),
- * FC_VI (the integer vector of the same lanes), FC_V (lanes) and FC_SUF (f32 or f64). */
+ * FC_VI (the integer vector of the same lanes), FC_V (lanes) and FC_SUF (f32 or f64); the
+ * register tiles work on FC_RT / FC_RTU / FC_RI, the build's register vector of FC_RL lanes
+ * (FC_K of them per 64-byte vector). */
 
 #define FC_NAME(name) FC_CAT(name, FC_SUF)
 
@@ -34,35 +36,36 @@ static void FC_NAME(fc_pack)(const FC_T *src, Py_ssize_t H, Py_ssize_t W,
     }
 }
 
-/* One register tile of the forward pass: acc[f*NR + r] = sum over taps t of
- * buf[base[r] + off[t]: +V] * wblk[t*FT + f], the taps in order. FT and NR are constants
- * at every call, so the loops unroll and the tile stays in registers. */
+/* One register tile of the forward pass: out[(f*NR + r)*FC_K + j] = register vector j of
+ * the sum over taps t of buf[base[r] + off[t]: +V] * wblk[t*FT + f], the taps in order. FT and NR are constants
+ * at every call, so the loops unroll and the tile stays in registers (NR*FC_K register
+ * vectors per filter). */
 static inline __attribute__((always_inline)) void
 FC_NAME(fc_fwd_tile)(const int FT, const int NR, const FC_T *buf, const Py_ssize_t *base,
-                     const Py_ssize_t *off, Py_ssize_t taps, const FC_T *wblk, FC_VT *out)
+                     const Py_ssize_t *off, Py_ssize_t taps, const FC_T *wblk, FC_RT *out)
 {
-    FC_VT acc[FC_TILE_MAX], xv[FC_NR_MAX];
+    FC_RT acc[FC_TILE_MAX * FC_K], xv[FC_NR_MAX * FC_K], wv;
     Py_ssize_t t;
     int f, r;
 #pragma GCC unroll 32
-    for (f = 0; f < FT * NR; f++)
-        acc[f] = (FC_VT){0};
+    for (f = 0; f < FT * NR * FC_K; f++)
+        acc[f] = (FC_RT){0};
     for (t = 0; t < taps; t++) {
         const FC_T *p = buf + off[t];
         const FC_T *wt = wblk + t * FT;
 #pragma GCC unroll 8
-        for (r = 0; r < NR; r++)
-            xv[r] = *(const FC_VTU *)(p + base[r]);
+        for (r = 0; r < NR * FC_K; r++)
+            xv[r] = *(const FC_RTU *)(p + base[r / FC_K] + (r % FC_K) * FC_RL);
 #pragma GCC unroll 16
         for (f = 0; f < FT; f++) {
-            FC_VT wv = wt[f] - (FC_VT){0};  /* the weight in every lane (w - 0 is w exactly) */
+            wv = wt[f] - (FC_RT){0};  /* the weight in every lane (w - 0 is w exactly) */
 #pragma GCC unroll 8
-            for (r = 0; r < NR; r++)
-                FC_FMA(&acc[f * NR + r], &xv[r], &wv);
+            for (r = 0; r < NR * FC_K; r++)
+                FC_FMA(&acc[f * NR * FC_K + r], &xv[r], &wv);
         }
     }
 #pragma GCC unroll 32
-    for (f = 0; f < FT * NR; f++)
+    for (f = 0; f < FT * NR * FC_K; f++)
         out[f] = acc[f];
 }
 
@@ -71,31 +74,40 @@ FC_NAME(fc_fwd_tile)(const int FT, const int NR, const FC_T *buf, const Py_ssize
  * stored from its registers; each segment's place is computed once, not once per filter
  * (a division per filter and segment cost more than a tenth of a tile's time). */
 static inline __attribute__((always_inline)) void
-FC_NAME(fc_fwd_store)(const int FT, const int NR, const FC_VT *acc, Py_ssize_t p0, Py_ssize_t npos,
+FC_NAME(fc_fwd_store)(const int FT, const int NR, const FC_RT *acc, Py_ssize_t p0, Py_ssize_t npos,
                       Py_ssize_t segs, Py_ssize_t g, Py_ssize_t Fg, Py_ssize_t fb, const FC_T *bias,
                       FC_T *out, Py_ssize_t out_h, Py_ssize_t out_w)
 {
     Py_ssize_t at[FC_NR_MAX], lanes[FC_NR_MAX];
-    int f, r, nr = npos - p0 < NR ? (int)(npos - p0) : NR;
+    int f, r, j, nr = npos - p0 < NR ? (int)(npos - p0) : NR;
     for (r = 0; r < nr; r++) {
         Py_ssize_t oh = (p0 + r) / segs, ow0 = ((p0 + r) % segs) * FC_V;
         at[r] = oh * out_w + ow0;
         lanes[r] = out_w - ow0 < FC_V ? out_w - ow0 : FC_V;
     }
+    /* Constant trip counts and no early exit: every acc index is a constant, so that the
+     * tile's accumulators stay in registers (a loop to a run-time bound kept them on the
+     * stack in the AVX2 build, loads and stores around every FMA). */
+#pragma GCC unroll 16
     for (f = 0; f < FT; f++) {
-        Py_ssize_t fi = fb * FT + f, plane;
-        FC_T b;
-        if (fi >= Fg)
-            break;
-        plane = g * Fg + fi;
-        b = bias ? bias[plane] : (FC_T)0;
-        for (r = 0; r < nr; r++) {
-            FC_T *dst = out + plane * out_h * out_w + at[r];
-            FC_VT v = bias ? acc[f * NR + r] + b : acc[f * NR + r];
-            if (lanes[r] == FC_V)
-                *(FC_VTU *)dst = v;
-            else
-                FC_STORE_PART(dst, &v, (int)lanes[r]);
+        Py_ssize_t fi = fb * FT + f, plane = g * Fg + fi;
+        FC_RT b = (bias && fi < Fg ? bias[plane] : (FC_T)0) - (FC_RT){0};
+#pragma GCC unroll 16
+        for (r = 0; r < NR; r++) {
+            if (fi < Fg && r < nr) {
+                FC_T *dst = out + plane * out_h * out_w + at[r];
+#pragma GCC unroll 4
+                for (j = 0; j < FC_K; j++) {  /* register vector j: whole, partial or past the row */
+                    FC_RT a = acc[(f * NR + r) * FC_K + j];
+                    Py_ssize_t n = lanes[r] - j * FC_RL;
+                    if (bias)
+                        a += b;
+                    if (n >= FC_RL)
+                        *(FC_RTU *)(dst + j * FC_RL) = a;
+                    else if (n > 0)
+                        FC_STORE_RPART(dst + j * FC_RL, &a, (int)n);
+                }
+            }
         }
     }
 }
@@ -108,7 +120,7 @@ FC_NAME(fc_fwd_image_tiled)(const int FT, const int NR, const FC_T *buf, Py_ssiz
 {
     Py_ssize_t segs = (out_w + FC_V - 1) / FC_V, npos = out_h * segs;
     Py_ssize_t nfb = (Fg + FT - 1) / FT, p0, g, fb, base[FC_NR_MAX];
-    FC_VT acc[FC_TILE_MAX];
+    FC_RT acc[FC_TILE_MAX * FC_K];
     int r;
     for (p0 = 0; p0 < npos; p0 += NR) {
         for (r = 0; r < NR; r++) {  /* past the last segment: recompute the last (not stored) */
@@ -262,28 +274,31 @@ static void FC_NAME(fc_pack_dout)(const FC_T *dout, Py_ssize_t F, Py_ssize_t out
 /* One dW tile over count consecutive row segments of one output row, starting at b in the
  * packed image and at dp in each filter's packed dout; all full (masked = 0) or the last,
  * partial one of the row (masked = 1: the input's lanes past out_w read as +0, so that a
- * NaN there never reaches dW). acc[f*WT + t] += the dout lanes of filter f times the lanes
- * of tap t. */
+ * NaN there never reaches dW). acc[(f*WT + t)*FC_K + j] += register vector j of the dout
+ * lanes of filter f times that of tap t. */
 static inline __attribute__((always_inline)) void
-FC_NAME(fc_dw_run)(const int WF, const int WT, const int masked, const FC_VI *mask, FC_VT *acc,
+FC_NAME(fc_dw_run)(const int WF, const int WT, const int masked, const FC_RI *mask, FC_RT *acc,
                    const FC_T *b, const Py_ssize_t *off, const FC_T *const *drow, Py_ssize_t dp,
                    Py_ssize_t count)
 {
-    FC_VT d[FC_TILE_MAX], xv;
+    FC_RT d[FC_TILE_MAX * FC_K], xv;
     Py_ssize_t k;
-    int f, t;
+    int f, t, j;
     for (k = 0; k < count; k++, b += FC_V, dp += FC_V) {
 #pragma GCC unroll 16
-        for (f = 0; f < WF; f++)
-            d[f] = *(const FC_VTU *)(drow[f] + dp);
+        for (f = 0; f < WF * FC_K; f++)
+            d[f] = *(const FC_RTU *)(drow[f / FC_K] + dp + (f % FC_K) * FC_RL);
 #pragma GCC unroll 16
         for (t = 0; t < WT; t++) {
-            xv = *(const FC_VTU *)(b + off[t]);
-            if (masked)
-                xv = (FC_VT)((FC_VI)xv & *mask);
+#pragma GCC unroll 4
+            for (j = 0; j < FC_K; j++) {
+                xv = *(const FC_RTU *)(b + off[t] + j * FC_RL);
+                if (masked)
+                    xv = (FC_RT)((FC_RI)xv & mask[j]);
 #pragma GCC unroll 16
-            for (f = 0; f < WF; f++)
-                FC_FMA(&acc[f * WT + t], &d[f], &xv);
+                for (f = 0; f < WF; f++)
+                    FC_FMA(&acc[(f * WT + t) * FC_K + j], &d[f * FC_K + j], &xv);
+            }
         }
     }
 }
@@ -293,25 +308,28 @@ FC_NAME(fc_dw_run)(const int WF, const int WT, const int masked, const FC_VI *ma
  * pointer jumping by gap at each row's end. A loop per row (two segments for a 32-wide
  * output) spent about a quarter of its time outside its FMAs. */
 static inline __attribute__((always_inline)) void
-FC_NAME(fc_dw_rows)(const int WF, const int WT, FC_VT *acc, const FC_T *b, const Py_ssize_t *off,
+FC_NAME(fc_dw_rows)(const int WF, const int WT, FC_RT *acc, const FC_T *b, const Py_ssize_t *off,
                     const FC_T *const *drow, Py_ssize_t segs, Py_ssize_t gap, Py_ssize_t npos)
 {
-    FC_VT d[FC_TILE_MAX], xv;
+    FC_RT d[FC_TILE_MAX * FC_K], xv;
     Py_ssize_t o[FC_TILE_MAX], p, k = 0;
-    int f, t;
+    int f, t, j;
 #pragma GCC unroll 16
     for (t = 0; t < WT; t++)
         o[t] = off[t];
     for (p = 0; p < npos; p++) {
 #pragma GCC unroll 16
-        for (f = 0; f < WF; f++)
-            d[f] = *(const FC_VTU *)(drow[f] + p * FC_V);
+        for (f = 0; f < WF * FC_K; f++)
+            d[f] = *(const FC_RTU *)(drow[f / FC_K] + p * FC_V + (f % FC_K) * FC_RL);
 #pragma GCC unroll 16
         for (t = 0; t < WT; t++) {
-            xv = *(const FC_VTU *)(b + o[t]);
+#pragma GCC unroll 4
+            for (j = 0; j < FC_K; j++) {
+                xv = *(const FC_RTU *)(b + o[t] + j * FC_RL);
 #pragma GCC unroll 16
-            for (f = 0; f < WF; f++)
-                FC_FMA(&acc[f * WT + t], &d[f], &xv);
+                for (f = 0; f < WF; f++)
+                    FC_FMA(&acc[(f * WT + t) * FC_K + j], &d[f * FC_K + j], &xv);
+            }
         }
         b += FC_V;
         if (++k == segs) {
@@ -329,12 +347,12 @@ FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize
     Py_ssize_t segs = (out_w + FC_V - 1) / FC_V, npos = out_h * segs, plane = npos * FC_V;
     Py_ssize_t tail = out_w - (segs - 1) * FC_V;  /* lanes of the last segment of a row */
     Py_ssize_t nfb = (Fg + WF - 1) / WF, g, fb, tb, oh;
-    FC_VI mask;
-    FC_VT acc[FC_TILE_MAX];
+    FC_RI mask[FC_K];
+    FC_RT acc[FC_TILE_MAX * FC_K];
     const FC_T *drow[FC_TILE_MAX];
-    int f, t, l;
+    int f, t, l, j;
     for (l = 0; l < FC_V; l++)
-        mask[l] = l < tail ? -1 : 0;
+        mask[l / FC_RL][l % FC_RL] = l < tail ? -1 : 0;
     for (g = 0; g < G; g++) {
         for (fb = 0; fb < nfb; fb++) {
             for (f = 0; f < WF; f++) {  /* past Fg: the last filter again (never stored) */
@@ -345,19 +363,23 @@ FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize
                 const Py_ssize_t *o = off + g * tapsp + tb;
                 for (f = 0; f < WF; f++)
                     for (t = 0; t < WT; t++)
-                        acc[f * WT + t] = *(const FC_VTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V);
+                        for (j = 0; j < FC_K; j++)
+                            acc[(f * WT + t) * FC_K + j] =
+                                *(const FC_RTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V + j * FC_RL);
                 if (tail == FC_V)  /* whole segments only: one loop over the image */
                     FC_NAME(fc_dw_rows)(WF, WT, acc, buf, o, drow, segs, row_step - segs * FC_V, npos);
                 for (oh = 0; oh < out_h && tail < FC_V; oh++) {  /* a row's full segments, then a partial last one */
                     const FC_T *b = buf + oh * row_step;
                     Py_ssize_t full = segs - 1;
-                    FC_NAME(fc_dw_run)(WF, WT, 0, &mask, acc, b, o, drow, oh * segs * FC_V, full);
-                    FC_NAME(fc_dw_run)(WF, WT, 1, &mask, acc, b + full * FC_V, o, drow,
+                    FC_NAME(fc_dw_run)(WF, WT, 0, mask, acc, b, o, drow, oh * segs * FC_V, full);
+                    FC_NAME(fc_dw_run)(WF, WT, 1, mask, acc, b + full * FC_V, o, drow,
                                        (oh * segs + full) * FC_V, 1);
                 }
                 for (f = 0; f < WF && fb * WF + f < Fg; f++)
                     for (t = 0; t < WT; t++)
-                        *(FC_VTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V) = acc[f * WT + t];
+                        for (j = 0; j < FC_K; j++)
+                            *(FC_RTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V + j * FC_RL) =
+                                acc[(f * WT + t) * FC_K + j];
             }
         }
     }
