@@ -111,14 +111,11 @@ def _pack_weights(w2, groups, FT):
     return np.ascontiguousarray(wpk.reshape(G, nfb, FT, taps).transpose(0, 1, 3, 2)).reshape(-1)
 
 
-#: The filters of a forward tile, widest first (every build has each: kernels/direct.pxi).
-_FILTER_TILES = (8, 4, 3, 2, 1)
-
-
 def _tile(filters):
-    """The filters FT of the forward tile for a pass with ``filters`` filters per group:
-    the fewest filter slots padded with zeros, the widest tile among equals."""
-    return min(_FILTER_TILES, key=lambda ft: (-(-filters // ft) * ft, -ft))
+    """The filters FT of the forward tile for a pass with ``filters`` filters per group,
+    among the tiles of the build in use: the fewest filter slots padded with zeros, the
+    widest tile among equals."""
+    return min(picker.kernels.direct_tiles()["forward"], key=lambda ft: (-(-filters // ft) * ft, -ft))
 
 
 def _scratch_items(g, itemsize):

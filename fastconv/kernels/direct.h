@@ -68,7 +68,7 @@ typedef double fc_rd_u __attribute__((vector_size(FC_RBYTES), aligned(8), may_al
 
 /* Register tiles, per build (only speed depends on them, never the bits: each output's
  * sum has the same order whatever the tile). Forward: FT filters x FC_NR<FT> row segments,
- * for FT = 8, 4, 3, 2 or 1 (fastconv/engine/direct.py picks the FT that wastes the fewest filter
+ * for FT = 8, 4, 3, 2 or 1 (FC_NR<FT> 0: a tile this build does not have) (fastconv/engine/direct.py picks the FT that wastes the fewest filter
  * slots: dx of a 3-channel layer runs 3 x 7); dW: FC_WF filters x FC_WT taps. 32 zmm
  * registers hold 24 accumulators; AVX2's 16 ymm and SSE2's 16 xmm registers hold fewer of
  * the 64-byte vectors (2 or 4 registers each). */
@@ -81,9 +81,12 @@ typedef double fc_rd_u __attribute__((vector_size(FC_RBYTES), aligned(8), may_al
 #define FC_WF 4
 #define FC_WT 6
 #elif defined(__AVX2__)
-#define FC_NR8 1
+/* No 8-filter tile (0): its 16 accumulators leave no register for the inputs, and the
+ * spills cost more than the 4-filter tile's extra loads; 3 filters x 2 segments spills too
+ * (docs/performance-notes.md, "The AVX2 build's direct kernels"). */
+#define FC_NR8 0
 #define FC_NR4 1
-#define FC_NR3 2
+#define FC_NR3 1
 #define FC_NR2 2
 #define FC_NR1 4
 #define FC_WF 2

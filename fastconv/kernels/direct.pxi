@@ -43,15 +43,23 @@ cdef extern from "direct.h":
                           double *parts) noexcept nogil
 
 
-#: The filters of a forward tile that direct_conv accepts (each build has all of them).
+#: The filters of a forward tile, widest first: every build has those of direct_tiles()
+#: (the AVX2 build has no 8-filter tile: fastconv/kernels/direct.h).
 DIRECT_FILTER_TILES = (8, 4, 3, 2, 1)
 
 
 def direct_tiles():
-    """This build's register tiles: {"forward": {filters: row segments}, "dw": (filters,
-    taps)}. fastconv/engine/direct.py packs the weights and pads the taps to them. A vector is
-    64 bytes in every build."""
-    return {"forward": {8: FC_NR8, 4: FC_NR4, 3: FC_NR3, 2: FC_NR2, 1: FC_NR1}, "dw": (FC_WF, FC_WT)}
+    """This build's register tiles: {"forward": {filters: row segments} (the tiles it has,
+    widest first), "dw": (filters, taps)}. fastconv/engine/direct.py packs the weights and
+    pads the taps to them. A vector is 64 bytes in every build."""
+    rows = dict(zip(DIRECT_FILTER_TILES, (FC_NR8, FC_NR4, FC_NR3, FC_NR2, FC_NR1)))
+    return {"forward": {ft: nr for ft, nr in rows.items() if nr > 0}, "dw": (FC_WF, FC_WT)}
+
+
+cdef int _check_tile_filters(int FT) except -1:
+    if FT not in direct_tiles()["forward"]:
+        raise ValueError(f"FT must be one of {tuple(direct_tiles()['forward'])}, got {FT}")
+    return 0
 
 
 cdef inline Py_ssize_t _lanes(Py_ssize_t itemsize) noexcept nogil:
@@ -93,7 +101,7 @@ def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     x       (N, Cin, H, W)                    IN: the images (for dx: dout)
     out     (N, F, out_h, out_w)              OUT
     wpk     (groups * nfb * taps * FT,)       IN: weights per group and block of FT filters
-                                              (FT one of DIRECT_FILTER_TILES)
+                                              (FT one of direct_tiles()["forward"])
     off     (groups * taps,)                  IN: each tap's offset in the packed image
     b       (F,)                              IN, read only when ``has_bias``
     scratch (num_threads, >= Cin*Hb*S*Wq)     SCRATCH: the packed image of each thread
@@ -109,8 +117,7 @@ def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     cdef const floating *bias
     _check_threads(num_threads)
     _check_packing(H, W, up_h, up_w, Hb, S, Wq)
-    if FT not in DIRECT_FILTER_TILES:
-        raise ValueError(f"FT must be one of {DIRECT_FILTER_TILES}, got {FT}")
+    _check_tile_filters(FT)
     if out.shape[0] != N:
         raise ValueError(f"out must hold {N} images, got {out.shape[0]}")
     if groups < 1 or F % groups or taps < 1:
@@ -176,8 +183,7 @@ def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
     cdef const floating *bias
     _check_threads(num_threads)
     _check_packing(H, W, up_h, up_w, Hb, S, Wq)
-    if FT not in DIRECT_FILTER_TILES:
-        raise ValueError(f"FT must be one of {DIRECT_FILTER_TILES}, got {FT}")
+    _check_tile_filters(FT)
     if z.shape[0] != N or pooled_h != out_h // 2 or pooled_w != out_w // 2 or pooled_h < 1 or pooled_w < 1:
         raise ValueError(f"z must have shape ({N}, F, {out_h // 2}, {out_w // 2}) (>= 1 pooled row and column), "
                          f"got ({z.shape[0]}, {F}, {pooled_h}, {pooled_w})")

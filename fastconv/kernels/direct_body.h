@@ -53,13 +53,13 @@ FC_NAME(fc_fwd_tile)(const int FT, const int NR, const FC_T *buf, const Py_ssize
     for (t = 0; t < taps; t++) {
         const FC_T *p = buf + off[t];
         const FC_T *wt = wblk + t * FT;
-#pragma GCC unroll 8
+#pragma GCC unroll 16
         for (r = 0; r < NR * FC_K; r++)
             xv[r] = *(const FC_RTU *)(p + base[r / FC_K] + (r % FC_K) * FC_RL);
 #pragma GCC unroll 16
         for (f = 0; f < FT; f++) {
             wv = wt[f] - (FC_RT){0};  /* the weight in every lane (w - 0 is w exactly) */
-#pragma GCC unroll 8
+#pragma GCC unroll 16
             for (r = 0; r < NR * FC_K; r++)
                 FC_FMA(&acc[f * NR * FC_K + r], &xv[r], &wv);
         }
@@ -140,7 +140,8 @@ FC_NAME(fc_fwd_image_tiled)(const int FT, const int NR, const FC_T *buf, Py_ssiz
 /* The convolution of one packed image: out (G*Fg planes of out_h x out_w) = the taps of
  * each output read from buf (base(oh, ow0) = oh*row_step + ow0, plus off[g*taps + t]) times
  * the weights packed per group and block of FT filters, wpk [G][nfb][taps][FT] (zeros past
- * Fg), plus bias (NULL for none). FT is 8, 4, 3, 2 or 1; returns -1 for another. */
+ * Fg), plus bias (NULL for none). FT is one of the build's tiles (direct.h's FC_NR<FT>
+ * not 0); returns -1 for another. */
 static int FC_NAME(fc_direct_image)(const FC_T *buf, Py_ssize_t row_step, const Py_ssize_t *off,
                                     Py_ssize_t taps, const FC_T *wpk, Py_ssize_t G, Py_ssize_t Fg,
                                     int FT, const FC_T *bias, FC_T *out,
@@ -150,7 +151,9 @@ static int FC_NAME(fc_direct_image)(const FC_T *buf, Py_ssize_t row_step, const 
 #define FC_CASE(ft, nr) case ft: \
         FC_NAME(fc_fwd_image_tiled)(ft, nr, buf, row_step, off, taps, wpk, G, Fg, bias, out, out_h, out_w); \
         return 0;
+#if FC_NR8 > 0
     FC_CASE(8, FC_NR8)
+#endif
     FC_CASE(4, FC_NR4)
     FC_CASE(3, FC_NR3)
     FC_CASE(2, FC_NR2)

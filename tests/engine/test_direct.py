@@ -18,6 +18,8 @@ What this file establishes:
   that would read or write outside what they were given.
 """
 
+import re
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -153,6 +155,21 @@ def test_thread_count_does_not_change_a_bit(monkeypatch, dtype):
         with threadpool_limits(threads):
             results.append([a.tobytes() for a in _fwdbwd(fast, x, w, b, kwargs)])
     assert results[0] == results[1] == results[2]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_every_tile_of_the_build_gives_the_same_bits(monkeypatch, dtype):
+    """Each tile of direct_tiles() forced in turn, forward and dx (13 filters, 5 channels:
+    every tile has a partial last block): an output's sum runs over the taps in the same
+    order whatever the tile."""
+    x, w, b, kwargs = _data(((2, 5, 11, 37), (13, 5, 3, 5), 1, 1, 1, 1), dtype)
+    tiles = picker.kernels.direct_tiles()["forward"]
+    assert set(tiles) <= set(picker.kernels.DIRECT_FILTER_TILES) and 4 in tiles
+    results = {}
+    for ft in tiles:
+        monkeypatch.setattr(_direct, "_tile", lambda filters, ft=ft: ft)
+        results[ft] = [a.tobytes() for a in _fwdbwd(fast, x, w, b, kwargs)]
+    assert len(set(map(tuple, results.values()))) == 1, f"tiles {list(tiles)} disagree"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
@@ -406,10 +423,12 @@ def test_direct_conv_kernel_reads_inside_its_buffers_only():
     bad[2] = args[2][:-1]
     with pytest.raises(ValueError, match=r"^wpk must hold"):
         picker.kernels.direct_conv(*bad)
-    bad = list(args)
-    bad[8] = 5  # a tile no build has
-    with pytest.raises(ValueError, match=r"^FT must be one of \(8, 4, 3, 2, 1\), got 5"):
-        picker.kernels.direct_conv(*bad)
+    tiles = tuple(picker.kernels.direct_tiles()["forward"])
+    for missing in [5] + [ft for ft in picker.kernels.DIRECT_FILTER_TILES if ft not in tiles]:
+        bad = list(args)
+        bad[8] = missing  # a tile no build has, or one this build has not
+        with pytest.raises(ValueError, match=rf"^FT must be one of {re.escape(str(tiles))}, got {missing}"):
+            picker.kernels.direct_conv(*bad)
 
 
 def test_float32_error_on_the_first_layer_workload_is_small():
