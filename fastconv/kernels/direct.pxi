@@ -138,7 +138,9 @@ def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
         return
     bias = &b[0] if has_bias else NULL
     with nogil:
-        for n in prange(N, schedule="static", num_threads=num_threads):
+        # dynamic: when the host slows one vCPU, the other takes more images (images are
+        # independent: the same bits)
+        for n in prange(N, schedule="dynamic", num_threads=num_threads):
             tid = threadid()
             buf = &scratch[tid, 0]
             for c in range(Cin):
@@ -213,7 +215,9 @@ def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
         return
     bias = &b[0] if has_bias else NULL
     with nogil:
-        for n in prange(N, schedule="static", num_threads=num_threads):
+        # dynamic: when the host slows one vCPU, the other takes more images (images are
+        # independent: the same bits)
+        for n in prange(N, schedule="dynamic", num_threads=num_threads):
             tid = threadid()
             buf = &scratch[tid, 0]
             for c in range(Cin):
