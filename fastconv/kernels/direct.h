@@ -67,11 +67,12 @@ typedef float fc_rf_u __attribute__((vector_size(FC_RBYTES), aligned(4), may_ali
 typedef double fc_rd_u __attribute__((vector_size(FC_RBYTES), aligned(8), may_alias));
 
 /* Register tiles, per build (only speed depends on them, never the bits: each output's
- * sum has the same order whatever the tile). Forward: FT filters x FC_NR<FT> row segments,
- * for FT = 8, 4, 3, 2 or 1 (FC_NR<FT> 0: a tile this build does not have) (fastconv/engine/direct.py picks the FT that wastes the fewest filter
- * slots: dx of a 3-channel layer runs 3 x 7); dW: FC_WF filters x FC_WT taps. 32 zmm
- * registers hold 24 accumulators; AVX2's 16 ymm and SSE2's 16 xmm registers hold fewer of
- * the 64-byte vectors (2 or 4 registers each). */
+ * sum has the same order whatever the tile). Forward: FT filters x FC_NR<FT> row segments
+ * of 64 bytes, for FT = 8, 4, 3, 2 or 1 (FC_NR<FT> 0: a tile this build does not have;
+ * fastconv/engine/direct.py picks the FT that wastes the fewest filter slots: dx of a
+ * 3-channel layer runs 3 x 7 on AVX-512). dW: FC_WF filters x FC_WT taps of one register
+ * vector (fc_dw_image_tiled makes FC_K passes). 32 zmm registers hold 24 accumulators;
+ * AVX2's 16 ymm registers hold 12 (a 64-byte segment is two of them), SSE2's 16 xmm fewer. */
 #if defined(__AVX512F__)
 #define FC_NR8 3
 #define FC_NR4 6
@@ -89,8 +90,8 @@ typedef double fc_rd_u __attribute__((vector_size(FC_RBYTES), aligned(8), may_al
 #define FC_NR3 1
 #define FC_NR2 2
 #define FC_NR1 4
-#define FC_WF 2
-#define FC_WT 2
+#define FC_WF 4
+#define FC_WT 3
 #else
 #define FC_NR8 1
 #define FC_NR4 1

@@ -275,64 +275,59 @@ static void FC_NAME(fc_pack_dout)(const FC_T *dout, Py_ssize_t F, Py_ssize_t out
 }
 
 /* One dW tile over count consecutive row segments of one output row, starting at b in the
- * packed image and at dp in each filter's packed dout; all full (masked = 0) or the last,
- * partial one of the row (masked = 1: the input's lanes past out_w read as +0, so that a
- * NaN there never reaches dW). acc[(f*WT + t)*FC_K + j] += register vector j of the dout
- * lanes of filter f times that of tap t. */
+ * packed image and at dp in each filter's packed dout, both already at register vector j
+ * of a segment (the pass of fc_dw_image_tiled); all full (masked = 0) or the last, partial
+ * one of the row (masked = 1: the input's lanes past out_w read as +0, so that a NaN there
+ * never reaches dW). acc[f*WT + t] += those lanes of filter f's dout times tap t's. */
 static inline __attribute__((always_inline)) void
-FC_NAME(fc_dw_run)(const int WF, const int WT, const int masked, const FC_RI *mask, FC_RT *acc,
+FC_NAME(fc_dw_run)(const int WF, const int WT, const int masked, FC_RI mask, FC_RT *acc,
                    const FC_T *b, const Py_ssize_t *off, const FC_T *const *drow, Py_ssize_t dp,
                    Py_ssize_t count)
 {
-    FC_RT d[FC_TILE_MAX * FC_K], xv;
+    FC_RT d[FC_TILE_MAX], xv;
     Py_ssize_t k;
-    int f, t, j;
+    int f, t;
     for (k = 0; k < count; k++, b += FC_V, dp += FC_V) {
 #pragma GCC unroll 16
-        for (f = 0; f < WF * FC_K; f++)
-            d[f] = *(const FC_RTU *)(drow[f / FC_K] + dp + (f % FC_K) * FC_RL);
+        for (f = 0; f < WF; f++)
+            d[f] = *(const FC_RTU *)(drow[f] + dp);
 #pragma GCC unroll 16
         for (t = 0; t < WT; t++) {
-#pragma GCC unroll 4
-            for (j = 0; j < FC_K; j++) {
-                xv = *(const FC_RTU *)(b + off[t] + j * FC_RL);
-                if (masked)
-                    xv = (FC_RT)((FC_RI)xv & mask[j]);
+            xv = *(const FC_RTU *)(b + off[t]);
+            if (masked)
+                xv = (FC_RT)((FC_RI)xv & mask);
 #pragma GCC unroll 16
-                for (f = 0; f < WF; f++)
-                    FC_FMA(&acc[(f * WT + t) * FC_K + j], &d[f * FC_K + j], &xv);
-            }
+            for (f = 0; f < WF; f++)
+                FC_FMA(&acc[f * WT + t], &d[f], &xv);
         }
     }
 }
 
 /* fc_dw_run over every row of an image whose rows are whole segments (out_w a multiple
  * of V): npos segments in the same order (row by row), in one loop, the packed image's
- * pointer jumping by gap at each row's end. A loop per row (two segments for a 32-wide
- * output) spent about a quarter of its time outside its FMAs. */
+ * pointer jumping by gap at each row's end (dp: register vector j's place in a segment).
+ * A loop per row (two segments for a 32-wide output) spent about a quarter of its time
+ * outside its FMAs. */
 static inline __attribute__((always_inline)) void
 FC_NAME(fc_dw_rows)(const int WF, const int WT, FC_RT *acc, const FC_T *b, const Py_ssize_t *off,
-                    const FC_T *const *drow, Py_ssize_t segs, Py_ssize_t gap, Py_ssize_t npos)
+                    const FC_T *const *drow, Py_ssize_t dp, Py_ssize_t segs, Py_ssize_t gap, Py_ssize_t npos)
 {
-    FC_RT d[FC_TILE_MAX * FC_K], xv;
+    FC_RT d[FC_TILE_MAX], xv;
     Py_ssize_t o[FC_TILE_MAX], p, k = 0;
-    int f, t, j;
+    int f, t;
 #pragma GCC unroll 16
     for (t = 0; t < WT; t++)
         o[t] = off[t];
     for (p = 0; p < npos; p++) {
 #pragma GCC unroll 16
-        for (f = 0; f < WF * FC_K; f++)
-            d[f] = *(const FC_RTU *)(drow[f / FC_K] + p * FC_V + (f % FC_K) * FC_RL);
+        for (f = 0; f < WF; f++)
+            d[f] = *(const FC_RTU *)(drow[f] + p * FC_V + dp);
 #pragma GCC unroll 16
         for (t = 0; t < WT; t++) {
-#pragma GCC unroll 4
-            for (j = 0; j < FC_K; j++) {
-                xv = *(const FC_RTU *)(b + o[t] + j * FC_RL);
+            xv = *(const FC_RTU *)(b + o[t]);
 #pragma GCC unroll 16
-                for (f = 0; f < WF; f++)
-                    FC_FMA(&acc[(f * WT + t) * FC_K + j], &d[f * FC_K + j], &xv);
-            }
+            for (f = 0; f < WF; f++)
+                FC_FMA(&acc[f * WT + t], &d[f], &xv);
         }
         b += FC_V;
         if (++k == segs) {
@@ -342,6 +337,10 @@ FC_NAME(fc_dw_rows)(const int WF, const int WT, FC_RT *acc, const FC_T *b, const
     }
 }
 
+/* dW's tiles over one image: per block of WF filters and WT taps, one pass per register
+ * vector j of a segment (FC_K passes; one in the AVX-512 build), so that a tile's
+ * accumulators are WF x WT register vectors whatever the build (each lane sums its own
+ * products, in segment order, in any pass order: the same bits). */
 static inline __attribute__((always_inline)) void
 FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize_t row_step,
                            const Py_ssize_t *off, Py_ssize_t tapsp, const FC_T *dpk,
@@ -351,7 +350,7 @@ FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize
     Py_ssize_t tail = out_w - (segs - 1) * FC_V;  /* lanes of the last segment of a row */
     Py_ssize_t nfb = (Fg + WF - 1) / WF, g, fb, tb, oh;
     FC_RI mask[FC_K];
-    FC_RT acc[FC_TILE_MAX * FC_K];
+    FC_RT acc[FC_TILE_MAX];
     const FC_T *drow[FC_TILE_MAX];
     int f, t, l, j;
     for (l = 0; l < FC_V; l++)
@@ -364,25 +363,25 @@ FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize
             }
             for (tb = 0; tb < tapsp; tb += WT) {
                 const Py_ssize_t *o = off + g * tapsp + tb;
-                for (f = 0; f < WF; f++)
-                    for (t = 0; t < WT; t++)
-                        for (j = 0; j < FC_K; j++)
-                            acc[(f * WT + t) * FC_K + j] =
-                                *(const FC_RTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V + j * FC_RL);
-                if (tail == FC_V)  /* whole segments only: one loop over the image */
-                    FC_NAME(fc_dw_rows)(WF, WT, acc, buf, o, drow, segs, row_step - segs * FC_V, npos);
-                for (oh = 0; oh < out_h && tail < FC_V; oh++) {  /* a row's full segments, then a partial last one */
-                    const FC_T *b = buf + oh * row_step;
-                    Py_ssize_t full = segs - 1;
-                    FC_NAME(fc_dw_run)(WF, WT, 0, mask, acc, b, o, drow, oh * segs * FC_V, full);
-                    FC_NAME(fc_dw_run)(WF, WT, 1, mask, acc, b + full * FC_V, o, drow,
-                                       (oh * segs + full) * FC_V, 1);
+                for (j = 0; j < FC_K; j++) {
+                    Py_ssize_t dj = j * FC_RL;
+                    const FC_T *bj = buf + dj;
+                    for (f = 0; f < WF; f++)
+                        for (t = 0; t < WT; t++)
+                            acc[f * WT + t] = *(const FC_RTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V + dj);
+                    if (tail == FC_V)  /* whole segments only: one loop over the image */
+                        FC_NAME(fc_dw_rows)(WF, WT, acc, bj, o, drow, dj, segs, row_step - segs * FC_V, npos);
+                    for (oh = 0; oh < out_h && tail < FC_V; oh++) {  /* a row's full segments, then a partial last one */
+                        const FC_T *b = bj + oh * row_step;
+                        Py_ssize_t full = segs - 1;
+                        FC_NAME(fc_dw_run)(WF, WT, 0, mask[j], acc, b, o, drow, oh * segs * FC_V + dj, full);
+                        FC_NAME(fc_dw_run)(WF, WT, 1, mask[j], acc, b + full * FC_V, o, drow,
+                                           (oh * segs + full) * FC_V + dj, 1);
+                    }
+                    for (f = 0; f < WF && fb * WF + f < Fg; f++)
+                        for (t = 0; t < WT; t++)
+                            *(FC_RTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V + dj) = acc[f * WT + t];
                 }
-                for (f = 0; f < WF && fb * WF + f < Fg; f++)
-                    for (t = 0; t < WT; t++)
-                        for (j = 0; j < FC_K; j++)
-                            *(FC_RTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V + j * FC_RL) =
-                                acc[(f * WT + t) * FC_K + j];
             }
         }
     }
