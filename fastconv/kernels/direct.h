@@ -15,11 +15,10 @@
  * one vector load. A register tile of FT filters x NR row segments holds the
  * accumulators; each tap loads NR vectors and broadcasts FT weights.
  *
- * The logical vector is 64 bytes in every build (16 floats or 8 doubles; the register
- * tiles hold it as one zmm, two ymm or four xmm registers), so each output's sum runs
- * over the taps in the same order in every build, and dW's lane sums are reduced in the
- * same order: every build gives the same bits. Each step is an explicit fused multiply-add (one
- * rounding) in every build: AVX-512F's or FMA3's instructions, and libm's correctly
+ * A row segment is 64 bytes in every build (16 floats or 8 doubles: one zmm, two ymm or
+ * four xmm registers), so each output's sum runs over the taps in the same order in every
+ * build, and dW's lane sums are reduced in the same order: every build gives the same
+ * bits. Each step is an explicit fused multiply-add (one rounding) in every build: AVX-512F's or FMA3's instructions, and libm's correctly
  * rounded fmaf/fma lane by lane in the baseline build (slow, the same bits). On Intel
  * cores FMA runs the forward tile several times faster than a multiply then an add
  * (docs/performance.md, "Direct convolution and the rule of auto").
@@ -38,19 +37,12 @@ typedef ptrdiff_t Py_ssize_t;
 #include <immintrin.h>
 #endif
 
-typedef float fc_vf __attribute__((vector_size(64)));
-typedef double fc_vd __attribute__((vector_size(64)));
-typedef int32_t fc_vfi __attribute__((vector_size(64)));
-typedef int64_t fc_vdi __attribute__((vector_size(64)));
-/* The same vectors at any address (packed rows are read at every offset). */
-typedef float fc_vf_u __attribute__((vector_size(64), aligned(4), may_alias));
-typedef double fc_vd_u __attribute__((vector_size(64), aligned(8), may_alias));
-
-/* The register vector of each build (FC_RBYTES: one zmm, ymm or xmm register). The tiles
- * below hold their 64-byte vectors as FC_K = 64 / FC_RBYTES register vectors each, by
- * value: GCC keeps a 64-byte vector wider than the registers in memory once its halves
- * are reached through a pointer, and the AVX2 tiles then ran from the stack. A lane's
- * sum is the same whichever register holds it: the same bits. */
+/* The register vector of each build (FC_RBYTES: one zmm, ymm or xmm register); the loops
+ * work on these, a 64-byte row segment being FC_K = 64 / FC_RBYTES of them. GCC lowers a
+ * generic 64-byte vector wider than the registers poorly (the AVX2 build's tiles ran from
+ * the stack, its pool several times slower than the convolution; the notes' "The AVX2
+ * build's direct kernels"). A lane's sum is the same whichever register holds it: the
+ * same bits. The _u types read at any address (packed rows are read at every offset). */
 #if defined(__AVX512F__)
 #define FC_RBYTES 64
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -128,41 +120,11 @@ static inline __attribute__((always_inline)) void fc_fma_f64(fc_rd *acc, const f
 #endif
 }
 
-/* The first n lanes of *v to dst (0 < n < lanes), the rest of dst untouched: the last,
- * partial segment of an output row. One masked store (AVX-512, AVX2): a lane at a time,
- * GCC spills the vector first (docs/performance-notes.md); masked-off lanes never fault. */
-static inline __attribute__((always_inline)) void fc_store_part_f32(float *dst, const fc_vf *v, int n)
-{
-#if defined(__AVX512F__)
-    _mm512_mask_storeu_ps(dst, (__mmask16)((1u << n) - 1u), (__m512)*v);
-#elif defined(__AVX2__) && defined(__FMA__)
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256 *h = (const __m256 *)v;
-    _mm256_maskstore_ps(dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane), h[0]);
-    _mm256_maskstore_ps(dst + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 8), lane), h[1]);
-#else
-    int l;
-    for (l = 0; l < n; l++)
-        dst[l] = (*v)[l];
-#endif
-}
-static inline __attribute__((always_inline)) void fc_store_part_f64(double *dst, const fc_vd *v, int n)
-{
-#if defined(__AVX512F__)
-    _mm512_mask_storeu_pd(dst, (__mmask8)((1u << n) - 1u), (__m512d)*v);
-#elif defined(__AVX2__) && defined(__FMA__)
-    const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
-    const __m256d *h = (const __m256d *)v;
-    _mm256_maskstore_pd(dst, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), lane), h[0]);
-    _mm256_maskstore_pd(dst + 4, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n - 4), lane), h[1]);
-#else
-    int l;
-    for (l = 0; l < n; l++)
-        dst[l] = (*v)[l];
-#endif
-}
-/* The same for a register vector (0 < n < its lanes): the forward tile stores from its
- * registers (composing a 64-byte vector from them first put the whole tile on the stack). */
+/* The first n lanes of the register vector *v to dst (0 < n < its lanes), the rest of dst
+ * untouched: the last, partial segment of an output row. One masked store (AVX-512, AVX2):
+ * a lane at a time, GCC spills the vector first (docs/performance-notes.md); masked-off
+ * lanes never fault. The tiles store from their registers (composing a 64-byte vector
+ * from them first put the whole forward tile on the stack in the AVX2 build). */
 static inline __attribute__((always_inline)) void fc_store_rpart_f32(float *dst, const fc_rf *v, int n)
 {
 #if defined(__AVX512F__)
@@ -190,15 +152,13 @@ static inline __attribute__((always_inline)) void fc_store_rpart_f64(double *dst
 #endif
 }
 /* The same for int32 lanes (the fused pool's argmaxes, float32 builds). */
-static inline __attribute__((always_inline)) void fc_store_part_i32(int32_t *dst, const fc_vfi *v, int n)
+static inline __attribute__((always_inline)) void fc_store_rpart_i32(int32_t *dst, const fc_rfi *v, int n)
 {
 #if defined(__AVX512F__)
     _mm512_mask_storeu_epi32(dst, (__mmask16)((1u << n) - 1u), (__m512i)*v);
 #elif defined(__AVX2__) && defined(__FMA__)
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i *h = (const __m256i *)v;
-    _mm256_maskstore_epi32((int *)dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane), h[0]);
-    _mm256_maskstore_epi32((int *)dst + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 8), lane), h[1]);
+    _mm256_maskstore_epi32((int *)dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane), (__m256i)*v);
 #else
     int l;
     for (l = 0; l < n; l++)
@@ -218,9 +178,6 @@ static inline __attribute__((always_inline)) void fc_store_part_i32(int32_t *dst
 #define FC_CAT(a, b) FC_CAT2(a, b)
 
 #define FC_T float
-#define FC_VT fc_vf
-#define FC_VTU fc_vf_u
-#define FC_VI fc_vfi
 #define FC_V 16
 #define FC_RL (FC_RBYTES / 4)
 #define FC_SUF f32
@@ -228,27 +185,19 @@ static inline __attribute__((always_inline)) void fc_store_part_i32(int32_t *dst
 #define FC_RT fc_rf
 #define FC_RTU fc_rf_u
 #define FC_RI fc_rfi
-#define FC_STORE_PART fc_store_part_f32
 #define FC_STORE_RPART fc_store_rpart_f32
 #include "direct_body.h"
 #undef FC_FMA
 #undef FC_RT
 #undef FC_RTU
 #undef FC_RI
-#undef FC_STORE_PART
 #undef FC_STORE_RPART
 #undef FC_T
-#undef FC_VT
-#undef FC_VTU
-#undef FC_VI
 #undef FC_V
 #undef FC_RL
 #undef FC_SUF
 
 #define FC_T double
-#define FC_VT fc_vd
-#define FC_VTU fc_vd_u
-#define FC_VI fc_vdi
 #define FC_V 8
 #define FC_RL (FC_RBYTES / 8)
 #define FC_SUF f64
@@ -256,19 +205,14 @@ static inline __attribute__((always_inline)) void fc_store_part_i32(int32_t *dst
 #define FC_RT fc_rd
 #define FC_RTU fc_rd_u
 #define FC_RI fc_rdi
-#define FC_STORE_PART fc_store_part_f64
 #define FC_STORE_RPART fc_store_rpart_f64
 #include "direct_body.h"
 #undef FC_FMA
 #undef FC_RT
 #undef FC_RTU
 #undef FC_RI
-#undef FC_STORE_PART
 #undef FC_STORE_RPART
 #undef FC_T
-#undef FC_VT
-#undef FC_VTU
-#undef FC_VI
 #undef FC_V
 #undef FC_RL
 #undef FC_SUF

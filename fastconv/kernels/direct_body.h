@@ -1,8 +1,7 @@
 /* The loops of fastconv/kernels/direct.h for one floating type: included twice by direct.h,
- * with FC_T (float or double), FC_VT / FC_VTU (its 64-byte vector, aligned and not),
- * FC_VI (the integer vector of the same lanes), FC_V (lanes) and FC_SUF (f32 or f64); the
- * register tiles work on FC_RT / FC_RTU / FC_RI, the build's register vector of FC_RL lanes
- * (FC_K of them per 64-byte vector). */
+ * with FC_T (float or double), FC_V (its lanes in a 64-byte row segment), FC_SUF (f32 or
+ * f64), and the build's register vector of FC_RL lanes (FC_K of them per segment): FC_RT /
+ * FC_RTU (aligned and not) and FC_RI (the integer vector of the same lanes). */
 
 #define FC_NAME(name) FC_CAT(name, FC_SUF)
 
@@ -165,60 +164,62 @@ static int FC_NAME(fc_direct_image)(const FC_T *buf, Py_ssize_t row_step, const 
 }
 
 /* The bits of b where mask is all ones, of a where it is zero. */
-#define FC_SELECT(mask, b, a) ((FC_VT)(((mask) & (FC_VI)(b)) | (~(mask) & (FC_VI)(a))))
+#define FC_SELECT(mask, b, a) ((FC_RT)(((mask) & (FC_RI)(b)) | (~(mask) & (FC_RI)(a))))
 
 /* 2x2 / 2 max pooling, then ReLU, of rows (even) rows of F planes y (rows x out_w, then
  * FC_V items that may be read, never used) into z and am (F planes of pooled_h x pooled_w,
  * from pooled row pr0 on): the pooled value as np.maximum(max, 0) gives it (a NaN as it
  * is, -0.0 as +0.0) and the window's argmax ih*out_w + iw in the full output plane. Each
  * window's pick: the better of each row's pair, then of those (FC_VBEATS: the first
- * maximum). Vectors of V columns: lane k compares column c+k with c+k+1 and the even
- * lanes are the windows (no branch: a branch per window mispredicts on every other one);
- * the even lanes are gathered into the low half (one shuffle) and stored together. The
- * last vector of a row may reach past 2*pooled_w (into the next row, or the FC_V items
- * past y): its lanes there are computed and never stored. */
+ * maximum). Register vectors of FC_RL columns: lane k compares column c+k with c+k+1 and
+ * the even lanes are the windows (no branch: a branch per window mispredicts on every
+ * other one); the even lanes are gathered into the low half (one shuffle) and stored
+ * together. The last vector of a row may reach past 2*pooled_w (into the next row, or the
+ * FC_V items past y): its lanes there are computed and never stored. On the 64-byte
+ * vectors of the AVX2 build, GCC made this loop slower than the convolution it follows. */
 static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows, Py_ssize_t out_w,
                                    Py_ssize_t pooled_h, Py_ssize_t pooled_w, Py_ssize_t pr0,
                                    FC_T *z, int32_t *am)
 {
     Py_ssize_t f, pr, c;
-    FC_VI lane, one, even;
+    FC_RI lane, one, even, step;
     int l;
-    for (l = 0; l < FC_V; l++) {
+    for (l = 0; l < FC_RL; l++) {
         lane[l] = l;
         one[l] = 1;
-        even[l] = (2 * l) % FC_V;  /* lanes 0, 2, 4, ... to the low half */
+        even[l] = (2 * l) % FC_RL;  /* lanes 0, 2, 4, ... to the low half */
     }
     for (f = 0; f < F; f++) {
         for (pr = 0; pr < rows / 2; pr++) {
             const FC_T *r0 = y + (f * rows + 2 * pr) * out_w, *r1 = r0 + out_w;
             FC_T *zr = z + (f * pooled_h + pr0 + pr) * pooled_w;
             int32_t *ar = am + (f * pooled_h + pr0 + pr) * pooled_w;
-            int32_t i0 = (int32_t)(2 * (pr0 + pr) * out_w), w32 = (int32_t)out_w;
-            for (c = 0; c < 2 * pooled_w; c += FC_V) {
-                FC_VT a0 = *(const FC_VTU *)(r0 + c), a1 = *(const FC_VTU *)(r0 + c + 1);
-                FC_VT a2 = *(const FC_VTU *)(r1 + c), a3 = *(const FC_VTU *)(r1 + c + 1);
-                FC_VI top = (FC_VI)FC_VBEATS(a1, a0), bottom = (FC_VI)FC_VBEATS(a3, a2), down, keep, idx;
-                FC_VT u = FC_SELECT(top, a1, a0), v = FC_SELECT(bottom, a3, a2), m;
-                FC_VI at = lane + (int32_t)(i0 + c);  /* column c + k of the pair's first row */
-                FC_VI iu = at + (top & one), iv = at + w32 + (bottom & one);
-                Py_ssize_t n = pooled_w - c / 2 < FC_V / 2 ? pooled_w - c / 2 : FC_V / 2;
-                down = (FC_VI)FC_VBEATS(v, u);
+            FC_RI at = lane + (int32_t)(2 * (pr0 + pr) * out_w);  /* column c + k of the pair's first row */
+            for (l = 0; l < FC_RL; l++)
+                step[l] = out_w;
+            for (c = 0; c < 2 * pooled_w; c += FC_RL, at += FC_RL) {
+                FC_RT a0 = *(const FC_RTU *)(r0 + c), a1 = *(const FC_RTU *)(r0 + c + 1);
+                FC_RT a2 = *(const FC_RTU *)(r1 + c), a3 = *(const FC_RTU *)(r1 + c + 1);
+                FC_RI top = (FC_RI)FC_VBEATS(a1, a0), bottom = (FC_RI)FC_VBEATS(a3, a2), down, keep, idx;
+                FC_RT u = FC_SELECT(top, a1, a0), v = FC_SELECT(bottom, a3, a2), m;
+                FC_RI iu = at + (top & one), iv = at + step + (bottom & one);
+                Py_ssize_t n = pooled_w - c / 2 < FC_RL / 2 ? pooled_w - c / 2 : FC_RL / 2;
+                down = (FC_RI)FC_VBEATS(v, u);
                 m = FC_SELECT(down, v, u);
-                keep = (FC_VI)((m > 0) | (m != m));
-                m = (FC_VT)((FC_VI)m & keep);  /* +0.0 where ReLU clips */
+                keep = (FC_RI)((m > 0) | (m != m));
+                m = (FC_RT)((FC_RI)m & keep);  /* +0.0 where ReLU clips */
                 idx = (down & iv) | (~down & iu);
                 m = __builtin_shuffle(m, even);
                 idx = __builtin_shuffle(idx, even);
-                if (n == FC_V / 2)  /* a constant size: one store */
-                    memcpy(zr + c / 2, &m, sizeof(FC_T) * (FC_V / 2));
+                if (n == FC_RL / 2)  /* a constant size: one store */
+                    memcpy(zr + c / 2, &m, sizeof(FC_T) * (FC_RL / 2));
                 else  /* a row's last windows: one masked store (a memcpy call per row cost more than the pool) */
-                    FC_STORE_PART(zr + c / 2, &m, (int)n);
+                    FC_STORE_RPART(zr + c / 2, &m, (int)n);
 #if FC_V == 16  /* int32 lanes: the argmaxes as they are */
-                if (n == FC_V / 2)
-                    memcpy(ar + c / 2, &idx, sizeof(int32_t) * (FC_V / 2));
+                if (n == FC_RL / 2)
+                    memcpy(ar + c / 2, &idx, sizeof(int32_t) * (FC_RL / 2));
                 else
-                    fc_store_part_i32(ar + c / 2, &idx, (int)n);
+                    fc_store_rpart_i32(ar + c / 2, &idx, (int)n);
 #else
                 for (l = 0; l < n; l++)
                     ar[c / 2 + l] = (int32_t)idx[l];
