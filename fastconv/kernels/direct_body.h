@@ -36,9 +36,9 @@ static void FC_NAME(fc_pack)(const FC_T *src, Py_ssize_t H, Py_ssize_t W,
 }
 
 /* One register tile of the forward pass: out[(f*NR + r)*FC_K + j] = register vector j of
- * the sum over taps t of buf[base[r] + off[t]: +V] * wblk[t*FT + f], the taps in order. FT and NR are constants
- * at every call, so the loops unroll and the tile stays in registers (NR*FC_K register
- * vectors per filter). */
+ * the sum over taps t of buf[base[r] + off[t]: +V] * wblk[t*FT + f], the taps in order.
+ * FT and NR are constants at every call, so the loops unroll and the tile stays in
+ * registers (NR*FC_K register vectors per filter). */
 static inline __attribute__((always_inline)) void
 FC_NAME(fc_fwd_tile)(const int FT, const int NR, const FC_T *buf, const Py_ssize_t *base,
                      const Py_ssize_t *off, Py_ssize_t taps, const FC_T *wblk, FC_RT *out)
@@ -188,6 +188,7 @@ static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows,
         lane[l] = l;
         one[l] = 1;
         even[l] = (2 * l) % FC_RL;  /* lanes 0, 2, 4, ... to the low half */
+        step[l] = out_w;  /* from a pair's first row to its second */
     }
     for (f = 0; f < F; f++) {
         for (pr = 0; pr < rows / 2; pr++) {
@@ -195,8 +196,6 @@ static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows,
             FC_T *zr = z + (f * pooled_h + pr0 + pr) * pooled_w;
             int32_t *ar = am + (f * pooled_h + pr0 + pr) * pooled_w;
             FC_RI at = lane + (int32_t)(2 * (pr0 + pr) * out_w);  /* column c + k of the pair's first row */
-            for (l = 0; l < FC_RL; l++)
-                step[l] = out_w;
             for (c = 0; c < 2 * pooled_w; c += FC_RL, at += FC_RL) {
                 FC_RT a0 = *(const FC_RTU *)(r0 + c), a1 = *(const FC_RTU *)(r0 + c + 1);
                 FC_RT a2 = *(const FC_RTU *)(r1 + c), a3 = *(const FC_RTU *)(r1 + c + 1);
