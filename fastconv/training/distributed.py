@@ -40,8 +40,10 @@ same data; together they compute what one process computes, up to rounding:
 
 from __future__ import annotations
 
+import array
 import json
 import os
+import stat
 import sys
 import time
 import traceback
@@ -190,6 +192,32 @@ def on_root(comm, work):
     )
 
 
+def wait_until_read(stream, timeout=2.0):
+    """Wait, at most ``timeout`` seconds, until whoever reads the pipe behind ``stream`` has
+    read all of it; True once it has (or when ``stream`` is not a pipe).
+
+    ``mpiexec`` forwards a rank's stderr through a pipe, and the kill of ``MPI_Abort`` can
+    beat that forwarding: the error that caused the abort was then lost (MPICH, seen on a
+    loaded machine). Waiting for the pipe to empty keeps the message ahead of the abort."""
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return True
+        import fcntl
+        import termios
+    except (AttributeError, OSError, ValueError, ImportError):  # no descriptor (a test's capture) or not POSIX
+        return True
+    unread = array.array("i", [0])
+    deadline = time.monotonic() + timeout
+    while True:
+        fcntl.ioctl(fd, termios.FIONREAD, unread)
+        if unread[0] == 0:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+
+
 def run_ranks(comm, work, debug=False, name="fastconv"):
     """``work()`` on this rank. A CollectiveError (every rank has it) propagates; any other
     error, found by this rank alone, is printed and ends every rank with ``MPI_Abort``, since
@@ -209,6 +237,8 @@ def run_ranks(comm, work, debug=False, name="fastconv"):
         )
         if debug:
             traceback.print_exc()
+        sys.stderr.flush()
+        wait_until_read(sys.stderr)
         comm.Abort(130 if isinstance(exc, KeyboardInterrupt) else 1)
         raise  # pragma: no cover - Abort does not return
 

@@ -183,6 +183,31 @@ def test_combined_statistics_equal_the_two_pass_ones(rng):
     assert rel_error(m2 / len(x), x.var(axis=0)) < 1e-12
 
 
+def test_the_abort_waits_until_the_launcher_has_read_the_error(tmp_path):
+    """``run_ranks`` waits for the pipe to stderr to empty before ``MPI_Abort``, so the
+    launcher forwards the error before the kill: with a reader it returns once the pipe
+    is read, without one it gives up at the timeout and says so."""
+    import io
+    import threading
+
+    read_fd, write_fd = os.pipe()
+    with open(write_fd, "w") as stream, open(read_fd, "rb", buffering=0) as reader:
+        stream.write("the error\n")
+        stream.flush()
+        t0 = time.monotonic()
+        assert distributed.wait_until_read(stream, timeout=0.1) is False  # nobody has read it
+        assert 0.1 <= time.monotonic() - t0 < 2
+        later = threading.Timer(0.2, reader.read, args=(10,))
+        later.start()
+        t0 = time.monotonic()
+        assert distributed.wait_until_read(stream, timeout=10) is True
+        assert 0.15 <= time.monotonic() - t0 < 5
+        later.join()
+    with open(tmp_path / "log", "w") as stream:  # a file is written when write returns
+        assert distributed.wait_until_read(stream, timeout=0) is True
+    assert distributed.wait_until_read(io.StringIO(), timeout=0) is True
+
+
 def test_launch_is_detected_from_the_launchers_variables(monkeypatch):
     for name in distributed.LAUNCHER_VARIABLES:
         monkeypatch.delenv(name, raising=False)
