@@ -17,6 +17,9 @@
 # * ``V``  (16, C, T): transformed input tiles, ``B^T d B`` per tile and channel.
 # * ``M``  (16, F, T): products, turned into output by ``A^T m A``.
 #
+# Each point's (planes, T) block is C-contiguous; the blocks may lie further apart than
+# their size (the engine pads them, since blocks a power of two apart share cache sets).
+#
 # The transforms (B^T, A^T and G are exact in binary floating point):
 # ``B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]``,
 # ``A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]``, ``G = [[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]``.
@@ -358,7 +361,20 @@ cdef int _check_winograd(int tile, Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_
     return 0
 
 
-def winograd_input(const floating[:, :, :, ::1] x, floating[:, :, ::1] V, Py_ssize_t pad_h, Py_ssize_t pad_w,
+cdef Py_ssize_t _point_stride(Py_ssize_t point, Py_ssize_t plane, Py_ssize_t item, Py_ssize_t planes,
+                              Py_ssize_t tiles, Py_ssize_t itemsize, str name) except -1:
+    """Items from one point's (planes, tiles) block of ``name`` to the next, from its strides
+    in bytes: each block C-contiguous, the blocks any whole number of items apart without
+    overlapping (a workspace pads them: blocks a power of two apart share cache sets)."""
+    if (tiles > 1 and item != itemsize) or (planes > 1 and plane != tiles * itemsize):
+        raise ValueError(f"each point's (planes, tiles) block of {name} must be C-contiguous")
+    if point % itemsize or point < planes * tiles * itemsize:
+        raise ValueError(f"the points of {name} must be at least a (planes, tiles) block and a whole number "
+                         f"of items apart, got {point} bytes")
+    return point // itemsize
+
+
+def winograd_input(const floating[:, :, :, ::1] x, floating[:, :, :] V, Py_ssize_t pad_h, Py_ssize_t pad_w,
                    int tile, Py_ssize_t tiles_h, Py_ssize_t tiles_w, floating[:, ::1] scratch, int num_threads):
     """V[p, c, t] = (B^T d B)[p] for each tile t of each image and channel c, in F(tile x tile, 3x3).
 
@@ -367,8 +383,10 @@ def winograd_input(const floating[:, :, :, ::1] x, floating[:, :, ::1] V, Py_ssi
     scratch : (>= num_threads, >= winograd_scratch(tile, tiles_h, tiles_w))  SCRATCH
     """
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], tiles = tiles_h * tiles_w, plane
+    cdef Py_ssize_t point_stride
     _check_winograd(tile, x.shape[2] + 2 * pad_h - 2, x.shape[3] + 2 * pad_w - 2, tiles_h, tiles_w, n, C,
                     (V.shape[0], V.shape[1], V.shape[2]), "V", scratch, num_threads)
+    point_stride = _point_stride(V.strides[0], V.strides[1], V.strides[2], V.shape[1], V.shape[2], V.itemsize, "V")
     if n * C == 0:
         return
     with nogil, parallel(num_threads=num_threads):
@@ -376,14 +394,14 @@ def winograd_input(const floating[:, :, :, ::1] x, floating[:, :, ::1] V, Py_ssi
             if tile == 4:
                 _wino4_input_plane(&x[plane // C, plane % C, 0, 0], &V[0, plane % C, (plane // C) * tiles],
                                    x.shape[2], x.shape[3], pad_h, pad_w, tiles_h, tiles_w,
-                                   V.shape[1] * V.shape[2], &scratch[threadid(), 0])
+                                   point_stride, &scratch[threadid(), 0])
             else:
                 _wino_input_plane(&x[plane // C, plane % C, 0, 0], &V[0, plane % C, (plane // C) * tiles],
                                   x.shape[2], x.shape[3], pad_h, pad_w, tiles_h, tiles_w,
-                                  V.shape[1] * V.shape[2], &scratch[threadid(), 0])
+                                  point_stride, &scratch[threadid(), 0])
 
 
-def winograd_output(const floating[:, :, ::1] M, floating[:, :, :, :] out, const floating[::1] bias, bint has_bias,
+def winograd_output(const floating[:, :, :] M, floating[:, :, :, :] out, const floating[::1] bias, bint has_bias,
                     int tile, Py_ssize_t tiles_h, Py_ssize_t tiles_w, floating[:, ::1] scratch, int num_threads):
     """out[img, f] = A^T m A (+ bias[f]) per tile, cropped at the image's edge, in F(tile x tile,
     3x3). Each (img, f) plane of ``out`` must be contiguous; the planes may lie in any order.
@@ -394,11 +412,14 @@ def winograd_output(const floating[:, :, ::1] M, floating[:, :, :, :] out, const
     scratch : (>= num_threads, >= winograd_scratch(tile, tiles_h, tiles_w))  SCRATCH
     """
     cdef Py_ssize_t n = out.shape[0], F = out.shape[1], tiles = tiles_h * tiles_w, plane
+    cdef Py_ssize_t point_stride
     _check_winograd(tile, out.shape[2], out.shape[3], tiles_h, tiles_w, n, F, (M.shape[0], M.shape[1], M.shape[2]),
                     "M", scratch, num_threads)
     _check_planes(out.strides[2], out.strides[3], out.shape[2], out.shape[3], out.itemsize, "out")
     if has_bias and bias.shape[0] != F:
         raise ValueError(f"bias must have shape ({F},), got ({bias.shape[0]},)")
+    point_stride = _point_stride(M.strides[0], M.strides[1], M.strides[2], M.shape[1],
+                                 M.shape[2], M.itemsize, "M")
     if n * F == 0:
         return
     with nogil, parallel(num_threads=num_threads):
@@ -406,14 +427,14 @@ def winograd_output(const floating[:, :, ::1] M, floating[:, :, :, :] out, const
             if tile == 4:
                 _wino4_output_plane(&M[0, plane % F, (plane // F) * tiles], &out[plane // F, plane % F, 0, 0],
                                     bias[plane % F] if has_bias else 0, out.shape[2], out.shape[3],
-                                    tiles_h, tiles_w, M.shape[1] * M.shape[2], &scratch[threadid(), 0])
+                                    tiles_h, tiles_w, point_stride, &scratch[threadid(), 0])
             else:
                 _wino_output_plane(&M[0, plane % F, (plane // F) * tiles], &out[plane // F, plane % F, 0, 0],
                                    bias[plane % F] if has_bias else 0, out.shape[2], out.shape[3],
-                                   tiles_h, tiles_w, M.shape[1] * M.shape[2], &scratch[threadid(), 0])
+                                   tiles_h, tiles_w, point_stride, &scratch[threadid(), 0])
 
 
-def winograd_output_adjoint(const floating[:, :, :, :] dout, floating[:, :, ::1] dM, double[::1] db,
+def winograd_output_adjoint(const floating[:, :, :, :] dout, floating[:, :, :] dM, double[::1] db,
                             bint has_bias, int tile, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
                             floating[:, ::1] scratch, int num_threads):
     """dM[:, f, t] = A dy A^T per tile (dy: the tile's tile x tile of dout, zero past the edge);
@@ -426,12 +447,15 @@ def winograd_output_adjoint(const floating[:, :, :, :] dout, floating[:, :, ::1]
     scratch : (>= num_threads, >= winograd_scratch(tile, tiles_h, tiles_w))  SCRATCH
     """
     cdef Py_ssize_t n = dout.shape[0], F = dout.shape[1], tiles = tiles_h * tiles_w, f, img
+    cdef Py_ssize_t point_stride
     cdef double total
     _check_winograd(tile, dout.shape[2], dout.shape[3], tiles_h, tiles_w, n, F,
                     (dM.shape[0], dM.shape[1], dM.shape[2]), "dM", scratch, num_threads)
     _check_planes(dout.strides[2], dout.strides[3], dout.shape[2], dout.shape[3], dout.itemsize, "dout")
     if has_bias and db.shape[0] != F:
         raise ValueError(f"db must have shape ({F},), got ({db.shape[0]},)")
+    point_stride = _point_stride(dM.strides[0], dM.strides[1], dM.strides[2], dM.shape[1],
+                                 dM.shape[2], dM.itemsize, "dM")
     if n * F == 0:
         return
     with nogil, parallel(num_threads=num_threads):
@@ -441,16 +465,16 @@ def winograd_output_adjoint(const floating[:, :, :, :] dout, floating[:, :, ::1]
                 if tile == 4:
                     total = total + _wino4_output_adjoint_plane(
                         &dout[img, f, 0, 0], &dM[0, f, img * tiles], dout.shape[2], dout.shape[3], tiles_h,
-                        tiles_w, dM.shape[1] * dM.shape[2], &scratch[threadid(), 0])
+                        tiles_w, point_stride, &scratch[threadid(), 0])
                 else:
                     total = total + _wino_output_adjoint_plane(
                         &dout[img, f, 0, 0], &dM[0, f, img * tiles], dout.shape[2], dout.shape[3], tiles_h,
-                        tiles_w, dM.shape[1] * dM.shape[2], &scratch[threadid(), 0])
+                        tiles_w, point_stride, &scratch[threadid(), 0])
             if has_bias:
                 db[f] += total
 
 
-def winograd_input_adjoint(const floating[:, :, ::1] dV, floating[:, :, :, ::1] dx, Py_ssize_t pad_h,
+def winograd_input_adjoint(const floating[:, :, :] dV, floating[:, :, :, ::1] dx, Py_ssize_t pad_h,
                            Py_ssize_t pad_w, int tile, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
                            floating[:, ::1] scratch, int num_threads):
     """dx[img, c] = the adjoint of the input transform of its tiles' dV, in F(tile x tile, 3x3).
@@ -460,8 +484,11 @@ def winograd_input_adjoint(const floating[:, :, ::1] dV, floating[:, :, :, ::1] 
     scratch : (>= num_threads, >= winograd_scratch(tile, tiles_h, tiles_w))  SCRATCH
     """
     cdef Py_ssize_t n = dx.shape[0], C = dx.shape[1], tiles = tiles_h * tiles_w, plane
+    cdef Py_ssize_t point_stride
     _check_winograd(tile, dx.shape[2] + 2 * pad_h - 2, dx.shape[3] + 2 * pad_w - 2, tiles_h, tiles_w, n, C,
                     (dV.shape[0], dV.shape[1], dV.shape[2]), "dV", scratch, num_threads)
+    point_stride = _point_stride(dV.strides[0], dV.strides[1], dV.strides[2], dV.shape[1],
+                                 dV.shape[2], dV.itemsize, "dV")
     if n * C == 0:
         return
     with nogil, parallel(num_threads=num_threads):
@@ -469,10 +496,10 @@ def winograd_input_adjoint(const floating[:, :, ::1] dV, floating[:, :, :, ::1] 
             if tile == 4:
                 _wino4_input_adjoint_plane(&dV[0, plane % C, (plane // C) * tiles],
                                            &dx[plane // C, plane % C, 0, 0], dx.shape[2], dx.shape[3], pad_h,
-                                           pad_w, tiles_h, tiles_w, dV.shape[1] * dV.shape[2],
+                                           pad_w, tiles_h, tiles_w, point_stride,
                                            &scratch[threadid(), 0])
             else:
                 _wino_input_adjoint_plane(&dV[0, plane % C, (plane // C) * tiles],
                                           &dx[plane // C, plane % C, 0, 0], dx.shape[2], dx.shape[3], pad_h,
-                                          pad_w, tiles_h, tiles_w, dV.shape[1] * dV.shape[2],
+                                          pad_w, tiles_h, tiles_w, point_stride,
                                           &scratch[threadid(), 0])

@@ -305,6 +305,76 @@ def test_kernels_do_not_depend_on_the_thread_count(tile):
     assert results[0] == results[1] == results[2]
 
 
+def _padded_points(a, pad):
+    """``a`` (points, planes, T) copied into point blocks ``pad`` items further apart than
+    their size, the gaps NaN: (the view, the whole (points, planes * T + pad) array)."""
+    points, planes, T = a.shape
+    whole = np.full((points, planes * T + pad), np.nan, a.dtype)
+    view = whole[:, : planes * T].reshape(a.shape)
+    view[...] = a
+    return view, whole
+
+
+@KERNEL_TILES
+@pytest.mark.parametrize("pad", [1, 16, 1027])
+def test_kernels_take_point_blocks_further_apart(tile, pad):
+    """The engine pads V and M's point blocks (engine.winograd.point_blocks): every kernel
+    reads and writes them as it does contiguous ones, to the bit, and nothing between them."""
+    n, C, F, H, W, pad_hw = 2, 3, 4, 9, 11, (1, 2)
+    points, th, tw, out_h, out_w = _geometry(tile, H, W, pad_hw)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n, C, H, W))
+    M = rng.standard_normal((points, F, n * th * tw))
+    d = rng.standard_normal((n, F, out_h, out_w))
+    scratch = _scratch(tile, th, tw, 2, x.dtype)
+    results = []
+    for padded in (False, True):
+        V, Mx, dM = np.zeros((points, C, n * th * tw)), M.copy(), np.zeros_like(M)
+        if padded:
+            (V, V_whole), (Mx, _), (dM, dM_whole) = (_padded_points(a, pad) for a in (V, Mx, dM))
+        out, dx, db = np.empty((n, F, out_h, out_w)), np.empty_like(x), np.zeros(F)
+        kernels.winograd_input(x, V, *pad_hw, tile, th, tw, *scratch)
+        kernels.winograd_output(Mx, out, np.empty(0), False, tile, th, tw, *scratch)
+        kernels.winograd_output_adjoint(d, dM, db, True, tile, th, tw, *scratch)
+        kernels.winograd_input_adjoint(V, dx, *pad_hw, tile, th, tw, *scratch)
+        if padded:  # the gaps between the blocks are untouched
+            assert np.isnan(V_whole[:, V[0].size :]).all() and np.isnan(dM_whole[:, dM[0].size :]).all()
+        results.append([np.ascontiguousarray(a).tobytes() for a in (V, out, dM, db, dx)])
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("planes, T", [(1, 1), (3, 5), (64, 448), (64, 4096)])
+def test_point_blocks_lie_a_cache_line_past_whole_pages_apart(dtype, planes, T):
+    """Blocks a power of two apart would share one L1 set across the 36 points: the
+    workspace puts them one 64-byte line more than whole 4 KiB pages apart."""
+    from fastconv.engine.winograd import point_blocks
+
+    V = point_blocks("test_blocks", 36, planes, T, dtype)
+    assert V.shape == (36, planes, T) and V.dtype == dtype
+    assert V.strides[0] % 4096 == 64 and V.strides[0] >= planes * T * V.itemsize
+    assert all(V[p].flags.c_contiguous for p in (0, 35))
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda V: np.lib.stride_tricks.as_strided(V, V.shape, (V.strides[1], V.strides[1], 8)), "the points of"),
+        (lambda V: np.zeros(V.shape[:2] + (2 * V.shape[2],))[..., ::2], r"each point's \(planes, tiles\) block of"),
+        (lambda V: np.zeros(V.shape[:2] + (V.shape[2] + 1,))[..., :-1], r"each point's \(planes, tiles\) block of"),
+    ],
+    ids=["points-overlap", "tiles-apart", "planes-apart"],
+)
+def test_kernels_refuse_point_blocks_they_cannot_walk(make, message):
+    """The kernels step from point to point by one stride and through each block contiguously:
+    blocks that overlap or are not C-contiguous are refused, naming the argument."""
+    tile, th, tw = 4, 3, 3
+    calls = _kernel_calls(tile, th, tw, make(np.zeros((36, 2, 9))), _scratch(tile, th, tw, 1, np.float64)[0])
+    for call in calls.values():
+        with pytest.raises(ValueError, match=rf"^{message} (V|M|dM|dV)\b"):
+            call()
+
+
 def _kernel_calls(tile, th, tw, V, scratch):
     """Each of the four kernels, called on a (1, 2, 9, 10) image with pad 1 and the given arguments."""
     x, out = np.zeros((1, 2, 9, 10)), np.zeros((1, 2, 9, 10))
