@@ -25,12 +25,15 @@ def pool_args(pg: PoolGeometry) -> tuple[int, int, int, int, int, int]:
 def max_pool_planes(x3: FloatArray, out3: FloatArray, argmax3: Int32Array, pg: PoolGeometry, threads: int) -> None:
     """Max pooling of the planes x3 (planes, H, W) into out3 and argmax3 (planes, out_h,
     out_w) on ``threads`` threads, by the kernel that suits pg (all give the same bits):
-    windows 3 columns wide at column stride 2 run max_pool_rows (separable: each input
-    row's three-column maxima once, then the window rows); other overlapping windows
-    (kw > stride_w) max_pool_phased; the rest, or when a kernel's scratch would be too
-    large, max_pool_direct (for windows that do not overlap the others are no faster,
-    docs/performance.md)."""
+    2x2 windows at stride 2 without padding run max_pool2 (on vector registers); windows
+    3 columns wide at column stride 2 run max_pool_rows (separable: each input row's
+    three-column maxima once, then the window rows); other overlapping windows (kw >
+    stride_w) max_pool_phased; the rest, or when a kernel's scratch would be too large,
+    max_pool_direct (docs/performance.md)."""
     k = picker.kernels
+    if (pg.kh, pg.kw, pg.stride_h, pg.stride_w, pg.pad_h, pg.pad_w) == (2, 2, 2, 2, 0, 0) and pg.H * pg.W < 2**30:
+        k.max_pool2(x3, out3, argmax3, threads)
+        return
     rows = k.max_pool_rows_scratch(pg.H, pg.out_w)[0]
     if pg.kw == 3 and pg.stride_w == 2 and (x3.itemsize + 4) * rows <= SCRATCH_MAX:
         hmax = workspace("pool_scratch", threads * rows, x3.dtype).reshape(threads, rows)

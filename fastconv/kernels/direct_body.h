@@ -166,12 +166,41 @@ static int FC_NAME(fc_direct_image)(const FC_T *buf, Py_ssize_t row_step, const 
 /* The bits of b where mask is all ones, of a where it is zero. */
 #define FC_SELECT(mask, b, a) ((FC_RT)(((mask) & (FC_RI)(b)) | (~(mask) & (FC_RI)(a))))
 
+/* The pick of 2x2 windows, one per lane: a0 a1 (top row) and a2 a3 (bottom row) of each
+ * window, at the flat indices at, at + 1, at + step, at + step + 1. *m gets each window's
+ * value and *idx its index: the better of each row's pair, then of those (FC_VBEATS: the
+ * first maximum in row-major order, as pooling.pxi's loops pick it). */
+static inline __attribute__((always_inline)) void
+FC_NAME(fc_pool2_pick)(FC_RT a0, FC_RT a1, FC_RT a2, FC_RT a3, FC_RI at, FC_RI step, FC_RT *m, FC_RI *idx)
+{
+    FC_RI top = (FC_RI)FC_VBEATS(a1, a0), bottom = (FC_RI)FC_VBEATS(a3, a2), down;
+    FC_RT u = FC_SELECT(top, a1, a0), v = FC_SELECT(bottom, a3, a2);
+    FC_RI iu = at + (top & 1), iv = at + step + (bottom & 1);  /* a lane mask is 0 or -1 */
+    down = (FC_RI)FC_VBEATS(v, u);
+    *m = FC_SELECT(down, v, u);
+    *idx = (down & iv) | (~down & iu);
+}
+
+/* n (1 to FC_RL) argmaxes of *idx to dst: int32 lanes as they are, int64 lanes narrowed. */
+static inline __attribute__((always_inline)) void FC_NAME(fc_store_argmax)(int32_t *dst, const FC_RI *idx, int n)
+{
+#if FC_V == 16  /* int32 lanes */
+    if (n == FC_RL)
+        memcpy(dst, idx, sizeof(int32_t) * FC_RL);
+    else
+        fc_store_rpart_i32(dst, idx, n);
+#else
+    int l;
+    for (l = 0; l < n; l++)
+        dst[l] = (int32_t)(*idx)[l];
+#endif
+}
+
 /* 2x2 / 2 max pooling, then ReLU, of rows (even) rows of F planes y (rows x out_w, then
  * FC_V items that may be read, never used) into z and am (F planes of pooled_h x pooled_w,
  * from pooled row pr0 on): the pooled value as np.maximum(max, 0) gives it (a NaN as it
- * is, -0.0 as +0.0) and the window's argmax ih*out_w + iw in the full output plane. Each
- * window's pick: the better of each row's pair, then of those (FC_VBEATS: the first
- * maximum). Register vectors of FC_RL columns: lane k compares column c+k with c+k+1 and
+ * is, -0.0 as +0.0) and the window's argmax ih*out_w + iw in the full output plane.
+ * Register vectors of FC_RL columns: lane k compares column c+k with c+k+1 and
  * the even lanes are the windows (no branch: a branch per window mispredicts on every
  * other one); the even lanes are gathered into the low half (one shuffle) and stored
  * together. The last vector of a row may reach past 2*pooled_w (into the next row, or the
@@ -182,11 +211,10 @@ static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows,
                                    FC_T *z, int32_t *am)
 {
     Py_ssize_t f, pr, c;
-    FC_RI lane, one, even, step;
+    FC_RI lane, even, step;
     int l;
     for (l = 0; l < FC_RL; l++) {
         lane[l] = l;
-        one[l] = 1;
         even[l] = (2 * l) % FC_RL;  /* lanes 0, 2, 4, ... to the low half */
         step[l] = out_w;  /* from a pair's first row to its second */
     }
@@ -197,33 +225,74 @@ static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows,
             int32_t *ar = am + (f * pooled_h + pr0 + pr) * pooled_w;
             FC_RI at = lane + (int32_t)(2 * (pr0 + pr) * out_w);  /* column c + k of the pair's first row */
             for (c = 0; c < 2 * pooled_w; c += FC_RL, at += FC_RL) {
-                FC_RT a0 = *(const FC_RTU *)(r0 + c), a1 = *(const FC_RTU *)(r0 + c + 1);
-                FC_RT a2 = *(const FC_RTU *)(r1 + c), a3 = *(const FC_RTU *)(r1 + c + 1);
-                FC_RI top = (FC_RI)FC_VBEATS(a1, a0), bottom = (FC_RI)FC_VBEATS(a3, a2), down, keep, idx;
-                FC_RT u = FC_SELECT(top, a1, a0), v = FC_SELECT(bottom, a3, a2), m;
-                FC_RI iu = at + (top & one), iv = at + step + (bottom & one);
+                FC_RT m;
+                FC_RI idx, keep;
                 Py_ssize_t n = pooled_w - c / 2 < FC_RL / 2 ? pooled_w - c / 2 : FC_RL / 2;
-                down = (FC_RI)FC_VBEATS(v, u);
-                m = FC_SELECT(down, v, u);
+                FC_NAME(fc_pool2_pick)(*(const FC_RTU *)(r0 + c), *(const FC_RTU *)(r0 + c + 1),
+                                       *(const FC_RTU *)(r1 + c), *(const FC_RTU *)(r1 + c + 1), at, step, &m, &idx);
                 keep = (FC_RI)((m > 0) | (m != m));
                 m = (FC_RT)((FC_RI)m & keep);  /* +0.0 where ReLU clips */
-                idx = (down & iv) | (~down & iu);
                 m = __builtin_shuffle(m, even);
                 idx = __builtin_shuffle(idx, even);
                 if (n == FC_RL / 2)  /* a constant size: one store */
                     memcpy(zr + c / 2, &m, sizeof(FC_T) * (FC_RL / 2));
                 else  /* a row's last windows: one masked store (a memcpy call per row cost more than the pool) */
                     FC_STORE_RPART(zr + c / 2, &m, (int)n);
-#if FC_V == 16  /* int32 lanes: the argmaxes as they are */
-                if (n == FC_RL / 2)
-                    memcpy(ar + c / 2, &idx, sizeof(int32_t) * (FC_RL / 2));
-                else
-                    fc_store_rpart_i32(ar + c / 2, &idx, (int)n);
-#else
-                for (l = 0; l < n; l++)
-                    ar[c / 2 + l] = (int32_t)idx[l];
-#endif
+                FC_NAME(fc_store_argmax)(ar + c / 2, &idx, (int)n);
             }
+        }
+    }
+}
+
+/* 2x2 / 2 max pooling without padding of one plane x (H x W, H >= 2 out_h, W >= 2 out_w)
+ * into out and am (out_h x out_w): each window's first maximum (NaN on top) and its index
+ * ih*W + iw, the bits of pooling.pxi's max_pool_direct. FC_RL windows at a time: two
+ * loads per input row, split into even and odd columns (two shuffles); a row's last
+ * windows (out_w not a multiple of FC_RL) from a copy, so that no load reaches past the
+ * row. pooling.pxi's loops spent 6 cycles per window on this (Zen 3). */
+static void FC_NAME(fc_max_pool2_plane)(const FC_T *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
+                                        FC_T *out, int32_t *am)
+{
+    Py_ssize_t oh, c, whole = out_w - out_w % FC_RL;
+    FC_RI lane, evens, odds, step;
+    int l, n = (int)(out_w - whole);
+    for (l = 0; l < FC_RL; l++) {
+        lane[l] = 2 * l;
+        evens[l] = 2 * l;
+        odds[l] = 2 * l + 1;
+        step[l] = W;
+    }
+    for (oh = 0; oh < out_h; oh++) {
+        const FC_T *r0 = x + 2 * oh * W, *r1 = r0 + W;
+        FC_T *o = out + oh * out_w;
+        int32_t *a = am + oh * out_w;
+        FC_RI at = lane + (int32_t)(2 * oh * W);  /* the top-left pixel of window c + k */
+        FC_RT m, t0, t1, b0, b1;
+        FC_RI idx;
+        for (c = 0; c < whole; c += FC_RL, at += 2 * FC_RL) {
+            t0 = *(const FC_RTU *)(r0 + 2 * c);
+            t1 = *(const FC_RTU *)(r0 + 2 * c + FC_RL);
+            b0 = *(const FC_RTU *)(r1 + 2 * c);
+            b1 = *(const FC_RTU *)(r1 + 2 * c + FC_RL);
+            FC_NAME(fc_pool2_pick)(__builtin_shuffle(t0, t1, evens), __builtin_shuffle(t0, t1, odds),
+                                   __builtin_shuffle(b0, b1, evens), __builtin_shuffle(b0, b1, odds), at, step,
+                                   &m, &idx);
+            *(FC_RTU *)(o + c) = m;
+            FC_NAME(fc_store_argmax)(a + c, &idx, FC_RL);
+        }
+        if (n) {
+            FC_T top[2 * FC_RL] = {0}, bottom[2 * FC_RL] = {0};
+            memcpy(top, r0 + 2 * whole, sizeof(FC_T) * (size_t)(2 * n));
+            memcpy(bottom, r1 + 2 * whole, sizeof(FC_T) * (size_t)(2 * n));
+            t0 = *(const FC_RTU *)top;
+            t1 = *(const FC_RTU *)(top + FC_RL);
+            b0 = *(const FC_RTU *)bottom;
+            b1 = *(const FC_RTU *)(bottom + FC_RL);
+            FC_NAME(fc_pool2_pick)(__builtin_shuffle(t0, t1, evens), __builtin_shuffle(t0, t1, odds),
+                                   __builtin_shuffle(b0, b1, evens), __builtin_shuffle(b0, b1, odds), at, step,
+                                   &m, &idx);
+            FC_STORE_RPART(o + whole, &m, n);
+            FC_NAME(fc_store_argmax)(a + whole, &idx, n);
         }
     }
 }

@@ -502,6 +502,42 @@ def max_pool_rows(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t[
                             H, W, out_h, out_w, kh, stride_h, pad_h, pad_w, S, hv, hi, hv + (H + 1) * S)
 
 
+cdef extern from "direct.h":
+    void fc_max_pool2_plane_f32(const float *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
+                                float *out, int32_t *am) noexcept nogil
+    void fc_max_pool2_plane_f64(const double *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
+                                double *out, int32_t *am) noexcept nogil
+
+
+def max_pool2(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t[:, :, ::1] argmax, int num_threads):
+    """max_pool_direct's result, bit for bit, for 2x2 windows at stride 2 without padding,
+    on the build's vector registers (fastconv/kernels/direct.h, fc_max_pool2_plane): out_h
+    and out_w may be at most H // 2 and W // 2 (the windows that fit).
+
+    x        (N*C, H, W)                IN
+    out      (N*C, out_h, out_w)        OUT
+    argmax   (N*C, out_h, out_w) int32  OUT
+    """
+    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
+    cdef Py_ssize_t t
+    if out.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != out_h or argmax.shape[2] != out_w:
+        raise ValueError("out and argmax must have shape (N*C, out_h, out_w) matching x")
+    if 2 * out_h > H or 2 * out_w > W:
+        raise ValueError(f"out ({out_h}, {out_w}) does not fit x ({H}, {W}) for 2x2 windows at stride 2")
+    if H * W + W + 64 >= 2**31 - 1:  # every lane's index, a row's last lanes too, must fit int32
+        raise ValueError("max_pool2 cannot index planes this large in int32: use max_pool_direct")
+    _check_threads(num_threads)
+    if out_w == 0 or out_h == 0 or planes == 0:
+        return
+    with nogil:
+        for t in prange(planes, schedule="static", num_threads=num_threads):
+            if floating is float:
+                fc_max_pool2_plane_f32(&x[t, 0, 0], W, out_h, out_w, &out[t, 0, 0], &argmax[t, 0, 0])
+            else:
+                fc_max_pool2_plane_f64(&x[t, 0, 0], W, out_h, out_w, &out[t, 0, 0], &argmax[t, 0, 0])
+
+
 def max_pool_backward(const floating[:, ::1] dout, const int32_t[:, ::1] argmax,
                       floating[:, ::1] dx, int num_threads):
     """Overwrite ``dx`` with zeros plus each ``dout`` routed to its argmax. ValueError if

@@ -235,7 +235,11 @@ POOL_PATH_GEOMETRIES = [
     (6, 7, (3, 5), (1, 2), (0, 2)),
     (4, 3, (4, 4), (2, 2), (2, 2)),
     (3, 2, (3, 3), (2, 2), (1, 1)),
-    (5, 5, (2, 2), (2, 2), (0, 0)),  # not overlapping: the engine runs the direct kernel here
+    (5, 5, (2, 2), (2, 2), (0, 0)),  # 2x2 / 2 unpadded: the vector kernel max_pool2 too
+    (32, 32, (2, 2), (2, 2), (0, 0)),  # W4max2x2s2's planes: whole vectors only
+    (7, 35, (2, 2), (2, 2), (0, 0)),  # out_w 17: whole vectors and a row's last lanes in every build
+    (2, 3, (2, 2), (2, 2), (0, 0)),  # one window
+    (4, 9, (2, 2), (2, 2), (1, 1)),  # padded: not max_pool2's
     (5, 7, (2, 1), (3, 3), (0, 0)),  # stride wider than the window
     # 3 columns at stride 2 (any rows): the separable row kernel too
     (33, 33, (3, 3), (2, 2), (1, 1)),  # out_w 17: two whole vectors and one lane
@@ -254,7 +258,8 @@ def _max_pool_kernels(x, out_h, out_w, kh, kw, sh, sw, ph, pw, threads):
     written; junk lanes may hold anything)."""
     H, W = x.shape[1:]
     results = {}
-    for name in ("phased", "direct") + (("rows",) if kw == 3 and sw == 2 else ()):
+    pool2 = (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0)
+    for name in ("phased", "direct") + (("rows",) if kw == 3 and sw == 2 else ()) + (("pool2",) if pool2 else ()):
         out = np.full((x.shape[0], out_h, out_w), 7, dtype=x.dtype)
         argmax = np.full((x.shape[0], out_h, out_w), -1, dtype=np.int32)
         if name == "phased":
@@ -262,6 +267,8 @@ def _max_pool_kernels(x, out_h, out_w, kh, kw, sh, sw, ph, pw, threads):
             scratch = np.full((threads, rows), np.nan, dtype=x.dtype)
             best = np.full((threads, lanes), -5, dtype=np.int32)
             _im2col.max_pool_phased(x, out, argmax, kh, kw, sh, sw, ph, pw, scratch, best, threads)
+        elif name == "pool2":
+            _im2col.max_pool2(x, out, argmax, threads)
         elif name == "rows":
             size = _im2col.max_pool_rows_scratch(H, out_w)[0]
             hmax = np.full((threads, size), np.nan, dtype=x.dtype)
@@ -294,6 +301,34 @@ def test_max_pool_phased_and_direct_kernels_agree(rng, geo, dtype, threads):
     assert (arg_d >= 0).all() and (arg_d < H * W).all()
     if kw == 3 and sw == 2:
         assert "rows" in results
+    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
+        assert "pool2" in results
+
+
+def test_max_pool2_refuses_shapes_it_cannot_pool():
+    x = np.zeros((3, 8, 9))
+    with pytest.raises(ValueError, match=r"out \(4, 5\) does not fit x \(8, 9\) for 2x2 windows at stride 2"):
+        _im2col.max_pool2(x, np.empty((3, 4, 5)), np.empty((3, 4, 5), np.int32), 1)
+    with pytest.raises(ValueError, match="out and argmax must have shape"):
+        _im2col.max_pool2(x, np.empty((3, 4, 4)), np.empty((2, 4, 4), np.int32), 1)
+    with pytest.raises(ValueError, match="num_threads"):
+        _im2col.max_pool2(x, np.empty((3, 4, 4)), np.empty((3, 4, 4), np.int32), 0)
+
+
+def test_the_pool_kernels_comparison_can_fail(rng):
+    """The agreement test's data has ties, a NaN and a window of -inf: a pick of the last
+    maximum instead of the first, or of the first non-NaN, gives other argmaxes there."""
+    x = rng.integers(-3, 4, size=(5, 32, 32)).astype(np.float64)
+    x[0, 0, 0] = np.nan
+    x[1] = -np.inf
+    out, argmax = np.empty((5, 16, 16)), np.empty((5, 16, 16), np.int32)
+    _im2col.max_pool2(x, out, argmax, 1)
+    windows = x.reshape(5, 16, 2, 16, 2).transpose(0, 1, 3, 2, 4).reshape(5, 16, 16, 4)
+    last = 3 - np.argmax(windows[..., ::-1] == out[..., None], axis=-1)  # the last maximum of each window
+    oh, ow = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
+    last_index = (2 * oh + last // 2) * 32 + 2 * ow + last % 2
+    assert (last_index != argmax).any()
+    assert argmax[1, 0, 0] == 0 and np.isnan(out[0, 0, 0])
 
 
 def test_max_pool_kernels_reject_scratch_too_small():

@@ -339,6 +339,7 @@ LAYERS = {
     "conv_relu_pool-direct": lambda rng, dt: _conv_relu_pool(rng, dt, "direct"),
     "conv_relu_pool-direct-pool2-in-kernel": _conv_relu_pool2_direct,
     "maxpool-k2-s2": lambda rng, dt: _max_pool(rng, dt, 2, 2, 0),
+    "maxpool-k2-s2-wide": lambda rng, dt: _max_pool(rng, dt, 2, 2, 0, (2, 2, 9, 70)),
     "maxpool-k3-s2-p1": lambda rng, dt: _max_pool(rng, dt, 3, 2, 1),
     "maxpool-k3x5-s1x2-p1x2": lambda rng, dt: _max_pool(rng, dt, (3, 5), (1, 2), (1, 2)),
     "maxpool-k3-s2-wide": lambda rng, dt: _max_pool(rng, dt, 3, 2, 0, (2, 2, 9, 70)),
