@@ -22,6 +22,12 @@ def pool_args(pg: PoolGeometry) -> tuple[int, int, int, int, int, int]:
     return (pg.kh, pg.kw, pg.stride_h, pg.stride_w, pg.pad_h, pg.pad_w)
 
 
+def runs_pool2(pg: PoolGeometry) -> bool:
+    """2x2 windows at stride 2 without padding: max_pool2 and avg_pool2 run them, on the
+    build's vector registers (planes small enough for their int32 lane indices)."""
+    return pool_args(pg) == (2, 2, 2, 2, 0, 0) and pg.H * pg.W < 2**30
+
+
 def max_pool_planes(x3: FloatArray, out3: FloatArray, argmax3: Int32Array, pg: PoolGeometry, threads: int) -> None:
     """Max pooling of the planes x3 (planes, H, W) into out3 and argmax3 (planes, out_h,
     out_w) on ``threads`` threads, by the kernel that suits pg (all give the same bits):
@@ -31,7 +37,7 @@ def max_pool_planes(x3: FloatArray, out3: FloatArray, argmax3: Int32Array, pg: P
     stride_w) max_pool_phased; the rest, or when a kernel's scratch would be too large,
     max_pool_direct (docs/performance.md)."""
     k = picker.kernels
-    if (pg.kh, pg.kw, pg.stride_h, pg.stride_w, pg.pad_h, pg.pad_w) == (2, 2, 2, 2, 0, 0) and pg.H * pg.W < 2**30:
+    if runs_pool2(pg):
         k.max_pool2(x3, out3, argmax3, threads)
         return
     rows = k.max_pool_rows_scratch(pg.H, pg.out_w)[0]
@@ -98,11 +104,15 @@ def avg_pool_forward(
     out = np.empty(g.out_shape, dtype=x.dtype)
     planes = g.N * g.C
     x3, out3 = x.reshape(planes, g.H, g.W), out.reshape(planes, g.out_h, g.out_w)
-    over_planes(
-        planes,
-        planes * g.H * g.W,
-        lambda lo, hi, threads: picker.kernels.avg_pool_forward(x3[lo:hi], out3[lo:hi], *pool_args(g), threads),
-    )
+    k = picker.kernels
+    if runs_pool2(g):
+        over_planes(planes, planes * g.H * g.W, lambda lo, hi, threads: k.avg_pool2(x3[lo:hi], out3[lo:hi], threads))
+    else:
+        over_planes(
+            planes,
+            planes * g.H * g.W,
+            lambda lo, hi, threads: k.avg_pool_forward(x3[lo:hi], out3[lo:hi], *pool_args(g), threads),
+        )
     return out, (x.shape, x.dtype, g)
 
 

@@ -244,18 +244,45 @@ static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows,
     }
 }
 
-/* 2x2 / 2 max pooling without padding of one plane x (H x W, H >= 2 out_h, W >= 2 out_w)
- * into out and am (out_h x out_w): each window's first maximum (NaN on top) and its index
- * ih*W + iw, the bits of pooling.pxi's max_pool_direct. FC_RL windows at a time: two
- * loads per input row, split into even and odd columns (two shuffles); a row's last
- * windows (out_w not a multiple of FC_RL) from a copy, so that no load reaches past the
- * row. pooling.pxi's loops spent 6 cycles per window on this (Zen 3). */
-static void FC_NAME(fc_max_pool2_plane)(const FC_T *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
-                                        FC_T *out, int32_t *am)
+/* The 2x2 windows c .. c + n - 1 (n = 1 to FC_RL) of the row pair r0, r1 (windows at
+ * stride 2, column 2c on): v[0] and v[1] the top row's even and odd columns, v[2] and v[3]
+ * the bottom row's. Two loads per row, split by two shuffles; for a row's last windows
+ * (n < FC_RL) from a copy, so that no load reaches past the row (lanes past n: zeros). */
+static inline __attribute__((always_inline)) void
+FC_NAME(fc_pool2_columns)(const FC_T *r0, const FC_T *r1, Py_ssize_t c, int n, FC_RI evens, FC_RI odds,
+                          FC_RT *v)
 {
-    Py_ssize_t oh, c, whole = out_w - out_w % FC_RL;
+    FC_T top[2 * FC_RL] = {0}, bottom[2 * FC_RL] = {0};
+    const FC_T *t = r0 + 2 * c, *b = r1 + 2 * c;
+    FC_RT t0, t1, b0, b1;
+    if (n < FC_RL) {
+        memcpy(top, t, sizeof(FC_T) * (size_t)(2 * n));
+        memcpy(bottom, b, sizeof(FC_T) * (size_t)(2 * n));
+        t = top;
+        b = bottom;
+    }
+    t0 = *(const FC_RTU *)t;
+    t1 = *(const FC_RTU *)(t + FC_RL);
+    b0 = *(const FC_RTU *)b;
+    b1 = *(const FC_RTU *)(b + FC_RL);
+    v[0] = __builtin_shuffle(t0, t1, evens);
+    v[1] = __builtin_shuffle(t0, t1, odds);
+    v[2] = __builtin_shuffle(b0, b1, evens);
+    v[3] = __builtin_shuffle(b0, b1, odds);
+}
+
+/* 2x2 / 2 pooling without padding of one plane x (H x W, H >= 2 out_h, W >= 2 out_w) into
+ * out (out_h x out_w), FC_RL windows at a time (fc_pool2_columns). Max (am not NULL): each
+ * window's first maximum (NaN on top) and its index ih*W + iw in am, the bits of
+ * pooling.pxi's max_pool_direct. Average (am NULL): (((0 + a0) + a1) + a2) + a3, times
+ * inv, the bits of pooling.pxi's avg_pool_forward. pooling.pxi's loops spent 6 cycles per
+ * max window on this (Zen 3); these, 2. */
+static void FC_NAME(fc_pool2_plane)(const FC_T *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w, FC_T inv,
+                                    FC_T *out, int32_t *am)
+{
+    Py_ssize_t oh, c;
     FC_RI lane, evens, odds, step;
-    int l, n = (int)(out_w - whole);
+    int l, n;
     for (l = 0; l < FC_RL; l++) {
         lane[l] = 2 * l;
         evens[l] = 2 * l;
@@ -264,35 +291,22 @@ static void FC_NAME(fc_max_pool2_plane)(const FC_T *x, Py_ssize_t W, Py_ssize_t 
     }
     for (oh = 0; oh < out_h; oh++) {
         const FC_T *r0 = x + 2 * oh * W, *r1 = r0 + W;
-        FC_T *o = out + oh * out_w;
-        int32_t *a = am + oh * out_w;
         FC_RI at = lane + (int32_t)(2 * oh * W);  /* the top-left pixel of window c + k */
-        FC_RT m, t0, t1, b0, b1;
-        FC_RI idx;
-        for (c = 0; c < whole; c += FC_RL, at += 2 * FC_RL) {
-            t0 = *(const FC_RTU *)(r0 + 2 * c);
-            t1 = *(const FC_RTU *)(r0 + 2 * c + FC_RL);
-            b0 = *(const FC_RTU *)(r1 + 2 * c);
-            b1 = *(const FC_RTU *)(r1 + 2 * c + FC_RL);
-            FC_NAME(fc_pool2_pick)(__builtin_shuffle(t0, t1, evens), __builtin_shuffle(t0, t1, odds),
-                                   __builtin_shuffle(b0, b1, evens), __builtin_shuffle(b0, b1, odds), at, step,
-                                   &m, &idx);
-            *(FC_RTU *)(o + c) = m;
-            FC_NAME(fc_store_argmax)(a + c, &idx, FC_RL);
-        }
-        if (n) {
-            FC_T top[2 * FC_RL] = {0}, bottom[2 * FC_RL] = {0};
-            memcpy(top, r0 + 2 * whole, sizeof(FC_T) * (size_t)(2 * n));
-            memcpy(bottom, r1 + 2 * whole, sizeof(FC_T) * (size_t)(2 * n));
-            t0 = *(const FC_RTU *)top;
-            t1 = *(const FC_RTU *)(top + FC_RL);
-            b0 = *(const FC_RTU *)bottom;
-            b1 = *(const FC_RTU *)(bottom + FC_RL);
-            FC_NAME(fc_pool2_pick)(__builtin_shuffle(t0, t1, evens), __builtin_shuffle(t0, t1, odds),
-                                   __builtin_shuffle(b0, b1, evens), __builtin_shuffle(b0, b1, odds), at, step,
-                                   &m, &idx);
-            FC_STORE_RPART(o + whole, &m, n);
-            FC_NAME(fc_store_argmax)(a + whole, &idx, n);
+        for (c = 0; c < out_w; c += FC_RL, at += 2 * FC_RL) {
+            FC_RT v[4], m;
+            FC_RI idx;
+            n = out_w - c < FC_RL ? (int)(out_w - c) : FC_RL;
+            FC_NAME(fc_pool2_columns)(r0, r1, c, n, evens, odds, v);
+            if (am) {
+                FC_NAME(fc_pool2_pick)(v[0], v[1], v[2], v[3], at, step, &m, &idx);
+                FC_NAME(fc_store_argmax)(am + oh * out_w + c, &idx, n);
+            } else {
+                m = (((((FC_RT){0} + v[0]) + v[1]) + v[2]) + v[3]) * inv;
+            }
+            if (n == FC_RL)
+                *(FC_RTU *)(out + oh * out_w + c) = m;
+            else
+                FC_STORE_RPART(out + oh * out_w + c, &m, n);
         }
     }
 }

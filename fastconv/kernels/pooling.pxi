@@ -503,39 +503,65 @@ def max_pool_rows(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t[
 
 
 cdef extern from "direct.h":
-    void fc_max_pool2_plane_f32(const float *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
-                                float *out, int32_t *am) noexcept nogil
-    void fc_max_pool2_plane_f64(const double *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
-                                double *out, int32_t *am) noexcept nogil
+    void fc_pool2_plane_f32(const float *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w, float inv,
+                            float *out, int32_t *am) noexcept nogil
+    void fc_pool2_plane_f64(const double *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w, double inv,
+                            double *out, int32_t *am) noexcept nogil
+
+
+cdef int _check_pool2(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_threads) except -1:
+    """The checks of max_pool2 and avg_pool2; 1 if there is a window to pool, else 0."""
+    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], out_h = out.shape[1], out_w = out.shape[2]
+    if out.shape[0] != x.shape[0]:
+        raise ValueError("out must have shape (N*C, out_h, out_w) matching x")
+    if 2 * out_h > H or 2 * out_w > W:
+        raise ValueError(f"out ({out_h}, {out_w}) does not fit x ({H}, {W}) for 2x2 windows at stride 2")
+    if H * W + W + 64 >= 2**31 - 1:  # every lane's index, a row's last lanes too, must fit int32
+        raise ValueError("the 2x2 / 2 kernels cannot index planes this large in int32: use the general ones")
+    _check_threads(num_threads)
+    return 1 if out_h * out_w * x.shape[0] else 0
+
+
+cdef void _pool2_planes(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t* am,
+                        int num_threads) noexcept nogil:
+    """fc_pool2_plane on every plane: max with the argmaxes (am, out's shape), average if am is NULL."""
+    cdef Py_ssize_t W = x.shape[2], out_h = out.shape[1], out_w = out.shape[2], t
+    cdef floating inv = 0.25
+    for t in prange(x.shape[0], schedule="static", num_threads=num_threads):
+        if floating is float:
+            fc_pool2_plane_f32(&x[t, 0, 0], W, out_h, out_w, inv, &out[t, 0, 0],
+                               am + t * out_h * out_w if am != NULL else NULL)
+        else:
+            fc_pool2_plane_f64(&x[t, 0, 0], W, out_h, out_w, inv, &out[t, 0, 0],
+                               am + t * out_h * out_w if am != NULL else NULL)
 
 
 def max_pool2(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t[:, :, ::1] argmax, int num_threads):
     """max_pool_direct's result, bit for bit, for 2x2 windows at stride 2 without padding,
-    on the build's vector registers (fastconv/kernels/direct.h, fc_max_pool2_plane): out_h
+    on the build's vector registers (fastconv/kernels/direct.h, fc_pool2_plane): out_h
     and out_w may be at most H // 2 and W // 2 (the windows that fit).
 
     x        (N*C, H, W)                IN
     out      (N*C, out_h, out_w)        OUT
     argmax   (N*C, out_h, out_w) int32  OUT
     """
-    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
-    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
-    cdef Py_ssize_t t
-    if out.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != out_h or argmax.shape[2] != out_w:
+    if argmax.shape[0] != out.shape[0] or argmax.shape[1] != out.shape[1] or argmax.shape[2] != out.shape[2]:
         raise ValueError("out and argmax must have shape (N*C, out_h, out_w) matching x")
-    if 2 * out_h > H or 2 * out_w > W:
-        raise ValueError(f"out ({out_h}, {out_w}) does not fit x ({H}, {W}) for 2x2 windows at stride 2")
-    if H * W + W + 64 >= 2**31 - 1:  # every lane's index, a row's last lanes too, must fit int32
-        raise ValueError("max_pool2 cannot index planes this large in int32: use max_pool_direct")
-    _check_threads(num_threads)
-    if out_w == 0 or out_h == 0 or planes == 0:
-        return
-    with nogil:
-        for t in prange(planes, schedule="static", num_threads=num_threads):
-            if floating is float:
-                fc_max_pool2_plane_f32(&x[t, 0, 0], W, out_h, out_w, &out[t, 0, 0], &argmax[t, 0, 0])
-            else:
-                fc_max_pool2_plane_f64(&x[t, 0, 0], W, out_h, out_w, &out[t, 0, 0], &argmax[t, 0, 0])
+    if _check_pool2(x, out, num_threads):
+        with nogil:
+            _pool2_planes(x, out, &argmax[0, 0, 0], num_threads)
+
+
+def avg_pool2(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_threads):
+    """avg_pool_forward's result, bit for bit, for 2x2 windows at stride 2 without padding,
+    as max_pool2 runs them.
+
+    x        (N*C, H, W)                IN
+    out      (N*C, out_h, out_w)        OUT
+    """
+    if _check_pool2(x, out, num_threads):
+        with nogil:
+            _pool2_planes(x, out, NULL, num_threads)
 
 
 def max_pool_backward(const floating[:, ::1] dout, const int32_t[:, ::1] argmax,

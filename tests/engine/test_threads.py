@@ -280,6 +280,7 @@ def _kernel_calls():
             pooled.reshape(128, -1), argmax.reshape(128, -1), np.empty((128, 64 * 64)), 1
         ),
         "avg_pool_forward": lambda: _kernels.avg_pool_forward(planes, pooled, 2, 2, 2, 2, 0, 0, 1),
+        "avg_pool2": lambda: _kernels.avg_pool2(planes, pooled, 1),
         "avg_pool_backward": lambda: _kernels.avg_pool_backward(pooled, np.empty_like(planes), 2, 2, 2, 2, 0, 0, 1),
     }
 

@@ -305,6 +305,37 @@ def test_max_pool_phased_and_direct_kernels_agree(rng, geo, dtype, threads):
         assert "pool2" in results
 
 
+@pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("H, W", [(5, 5), (32, 32), (7, 35), (2, 3), (9, 70)])
+def test_avg_pool2_equals_the_general_kernel(rng, H, W, dtype, threads):
+    """avg_pool2 (2x2 / 2 on vector registers) sums each window as avg_pool_forward does,
+    from +0.0 in row-major order: the same bits, -0.0, NaN and infinities included."""
+    x = rng.standard_normal((5, H, W)).astype(dtype)
+    x[0, :2, :2] = -0.0  # +0.0 + -0.0 is +0.0: a sum started at the first pixel would keep -0.0
+    x[1, 0, 0], x[2, -1, -1], x[3, 0, 1] = np.nan, np.inf, -np.inf
+    x[4] *= dtype(1e30) if dtype == np.float64 else dtype(1e15)  # large terms: rounding depends on the order
+    out_h, out_w = H // 2, W // 2
+    general, fast2 = np.full((2, 5, out_h, out_w), 7, dtype=dtype)
+    _im2col.avg_pool_forward(x, general, 2, 2, 2, 2, 0, 0, threads)
+    _im2col.avg_pool2(x, fast2, threads)
+    assert general.tobytes() == fast2.tobytes()
+    assert np.signbit(fast2[0, 0, 0]) == np.signbit(general[0, 0, 0]) and not np.signbit(fast2[0, 0, 0])
+
+
+def test_the_avg_pool2_comparison_can_fail(rng):
+    """The data above tells orders apart: a sum of the columns first, or from the first
+    pixel, gives other bits."""
+    x = rng.standard_normal((1, 32, 32)) * 1e30
+    x[0, :2, :2] = -0.0
+    w = x.reshape(16, 2, 16, 2)
+    by_columns = ((w[:, 0, :, 0] + w[:, 1, :, 0]) + (w[:, 0, :, 1] + w[:, 1, :, 1])) * 0.25
+    from_first = (((w[:, 0, :, 0] + w[:, 0, :, 1]) + w[:, 1, :, 0]) + w[:, 1, :, 1]) * 0.25
+    out = np.empty((1, 16, 16))
+    _im2col.avg_pool2(x, out, 1)
+    assert out[0].tobytes() != by_columns.tobytes() and np.signbit(from_first[0, 0]) != np.signbit(out[0, 0, 0])
+
+
 def test_max_pool2_refuses_shapes_it_cannot_pool():
     x = np.zeros((3, 8, 9))
     with pytest.raises(ValueError, match=r"out \(4, 5\) does not fit x \(8, 9\) for 2x2 windows at stride 2"):
@@ -313,6 +344,10 @@ def test_max_pool2_refuses_shapes_it_cannot_pool():
         _im2col.max_pool2(x, np.empty((3, 4, 4)), np.empty((2, 4, 4), np.int32), 1)
     with pytest.raises(ValueError, match="num_threads"):
         _im2col.max_pool2(x, np.empty((3, 4, 4)), np.empty((3, 4, 4), np.int32), 0)
+    with pytest.raises(ValueError, match=r"out \(5, 4\) does not fit x \(8, 9\)"):
+        _im2col.avg_pool2(x, np.empty((3, 5, 4)), 1)
+    with pytest.raises(ValueError, match="out must have shape"):
+        _im2col.avg_pool2(x, np.empty((2, 4, 4)), 1)
 
 
 def test_the_pool_kernels_comparison_can_fail(rng):

@@ -283,8 +283,8 @@ def _max_pool(rng, dtype, k, s, p, shape=(4, 3, 13, 16)):
     return out, cache[0], fast.max_pool_backward(dout, cache)
 
 
-def _avg_pool(rng, dtype, k, s, p):
-    x = _tricky(rng, (4, 3, 13, 16), dtype)
+def _avg_pool(rng, dtype, k, s, p, shape=(4, 3, 13, 16)):
+    x = _tricky(rng, shape, dtype)
     out, cache = fast.avg_pool_forward(x, k, s, p)
     dout = rng.standard_normal(out.shape).astype(dtype)
     return out, fast.avg_pool_backward(dout, cache)
@@ -344,6 +344,7 @@ LAYERS = {
     "maxpool-k3x5-s1x2-p1x2": lambda rng, dt: _max_pool(rng, dt, (3, 5), (1, 2), (1, 2)),
     "maxpool-k3-s2-wide": lambda rng, dt: _max_pool(rng, dt, 3, 2, 0, (2, 2, 9, 70)),
     "avgpool-k2-s2": lambda rng, dt: _avg_pool(rng, dt, 2, 2, 0),
+    "avgpool-k2-s2-wide": lambda rng, dt: _avg_pool(rng, dt, 2, 2, 0, (2, 2, 9, 70)),
     "avgpool-k3-s2-p1": lambda rng, dt: _avg_pool(rng, dt, 3, 2, 1),
     "spatial_batchnorm": _batchnorm,
     "relu": _relu,
