@@ -22,16 +22,22 @@ def pool_args(pg: PoolGeometry) -> tuple[int, int, int, int, int, int]:
     return (pg.kh, pg.kw, pg.stride_h, pg.stride_w, pg.pad_h, pg.pad_w)
 
 
+def lane_indices_fit(pg: PoolGeometry) -> bool:
+    """Whether the vector kernels' int32 lane indices (a row's last lanes too) fit this plane."""
+    return (pg.H + 4) * pg.W + 64 < 2**31 - 1
+
+
 def runs_pool2(pg: PoolGeometry) -> bool:
     """2x2 windows at stride 2 without padding: max_pool2 and avg_pool2 run them, on the
-    build's vector registers (planes small enough for their int32 lane indices)."""
-    return pool_args(pg) == (2, 2, 2, 2, 0, 0) and pg.H * pg.W < 2**30
+    build's vector registers."""
+    return pool_args(pg) == (2, 2, 2, 2, 0, 0) and lane_indices_fit(pg)
 
 
 def max_pool_planes(x3: FloatArray, out3: FloatArray, argmax3: Int32Array, pg: PoolGeometry, threads: int) -> None:
     """Max pooling of the planes x3 (planes, H, W) into out3 and argmax3 (planes, out_h,
     out_w) on ``threads`` threads, by the kernel that suits pg (all give the same bits):
-    2x2 windows at stride 2 without padding run max_pool2 (on vector registers); windows
+    2x2 windows at stride 2 without padding run max_pool2, windows 3 columns wide at column
+    stride 2 without column padding max_pool3s2 (both on vector registers); other windows
     3 columns wide at column stride 2 run max_pool_rows (separable: each input row's
     three-column maxima once, then the window rows); other overlapping windows (kw >
     stride_w) max_pool_phased; the rest, or when a kernel's scratch would be too large,
@@ -39,6 +45,9 @@ def max_pool_planes(x3: FloatArray, out3: FloatArray, argmax3: Int32Array, pg: P
     k = picker.kernels
     if runs_pool2(pg):
         k.max_pool2(x3, out3, argmax3, threads)
+        return
+    if pg.kw == 3 and pg.stride_w == 2 and pg.pad_w == 0 and pg.pad_h < pg.kh and lane_indices_fit(pg):
+        k.max_pool3s2(x3, out3, argmax3, pg.kh, pg.stride_h, pg.pad_h, threads)
         return
     rows = k.max_pool_rows_scratch(pg.H, pg.out_w)[0]
     if pg.kw == 3 and pg.stride_w == 2 and (x3.itemsize + 4) * rows <= SCRATCH_MAX:

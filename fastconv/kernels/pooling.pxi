@@ -503,6 +503,12 @@ def max_pool_rows(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t[
 
 
 cdef extern from "direct.h":
+    void fc_max3s2_plane_f32(const float *x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
+                             Py_ssize_t kh, Py_ssize_t stride_h, Py_ssize_t pad_h, const float *end, float *out,
+                             int32_t *am) noexcept nogil
+    void fc_max3s2_plane_f64(const double *x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
+                             Py_ssize_t kh, Py_ssize_t stride_h, Py_ssize_t pad_h, const double *end, double *out,
+                             int32_t *am) noexcept nogil
     void fc_pool2_plane_f32(const float *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w, float inv,
                             float *out, int32_t *am) noexcept nogil
     void fc_pool2_plane_f64(const double *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w, double inv,
@@ -562,6 +568,42 @@ def avg_pool2(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_thre
     if _check_pool2(x, out, num_threads):
         with nogil:
             _pool2_planes(x, out, NULL, num_threads)
+
+
+def max_pool3s2(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t[:, :, ::1] argmax,
+                Py_ssize_t kh, Py_ssize_t stride_h, Py_ssize_t pad_h, int num_threads):
+    """max_pool_direct's result, bit for bit, for windows 3 columns wide at column stride 2
+    without column padding (any height, row stride and row padding), on the build's
+    vector registers (fastconv/kernels/direct.h, fc_max3s2_plane).
+
+    x        (N*C, H, W)                IN
+    out      (N*C, out_h, out_w)        OUT
+    argmax   (N*C, out_h, out_w) int32  OUT
+    """
+    cdef Py_ssize_t planes = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2], t
+    cdef const floating* end
+    if out.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != out_h or argmax.shape[2] != out_w:
+        raise ValueError("out and argmax must have shape (N*C, out_h, out_w) matching x")
+    if kh < 1 or stride_h < 1 or not 0 <= pad_h < kh:
+        raise ValueError(f"max_pool3s2 needs kh >= 1, stride_h >= 1 and 0 <= pad_h < kh, "
+                         f"got kh={kh}, stride_h={stride_h}, pad_h={pad_h}")
+    if 2 * out_w + 1 > W or (out_h > 0 and (out_h - 1) * stride_h - pad_h >= H):
+        raise ValueError(f"out ({out_h}, {out_w}) does not fit x ({H}, {W}) for this window")
+    if H * W + 4 * W + 64 >= 2**31 - 1:  # every lane's index, a row's last lanes too, must fit int32
+        raise ValueError("max_pool3s2 cannot index planes this large in int32: use max_pool_direct")
+    _check_threads(num_threads)
+    if out_w == 0 or out_h == 0 or planes == 0:
+        return
+    end = &x[planes - 1, H - 1, W - 1] + 1
+    with nogil:
+        for t in prange(planes, schedule="static", num_threads=num_threads):
+            if floating is float:
+                fc_max3s2_plane_f32(&x[t, 0, 0], H, W, out_h, out_w, kh, stride_h, pad_h, end, &out[t, 0, 0],
+                                    &argmax[t, 0, 0])
+            else:
+                fc_max3s2_plane_f64(&x[t, 0, 0], H, W, out_h, out_w, kh, stride_h, pad_h, end, &out[t, 0, 0],
+                                    &argmax[t, 0, 0])
 
 
 def max_pool_backward(const floating[:, ::1] dout, const int32_t[:, ::1] argmax,

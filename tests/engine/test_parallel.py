@@ -323,6 +323,7 @@ def test_pooling_runs_on_fastconvs_threads_when_openmp_cannot(workers, monkeypat
     seen = []
     for name in (
         "max_pool2",
+        "max_pool3s2",
         "max_pool_rows",
         "max_pool_phased",
         "max_pool_direct",
@@ -517,7 +518,7 @@ def test_a_build_without_openmp_runs_the_layers_on_fastconvs_threads(workers, mo
     x = np.random.default_rng(6).standard_normal((4, 9, 40, 38))  # above _PARALLEL_MIN elements
     workers(2)
     names = {
-        "max_pool": ("max_pool2", "max_pool_rows", "max_pool_phased", "max_pool_direct"),
+        "max_pool": ("max_pool2", "max_pool3s2", "max_pool_rows", "max_pool_phased", "max_pool_direct"),
         "avg_pool": ("avg_pool2", "avg_pool_forward"),
         "batchnorm": ("bn_channel_stats", "bn_affine"),
     }[layer]

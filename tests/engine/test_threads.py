@@ -250,6 +250,7 @@ def _kernel_calls():
             planes, pooled, argmax, 2, 2, 2, 2, 0, 0, np.empty((2, 2), dtype=np.intp), 1
         ),
         "max_pool2": lambda: _kernels.max_pool2(planes, pooled, argmax, 1),
+        "max_pool3s2": lambda: _kernels.max_pool3s2(planes, overlapped, argmax_3x3, 3, 2, 0, 1),
         "max_pool_phased": lambda: _kernels.max_pool_phased(
             planes,
             overlapped,

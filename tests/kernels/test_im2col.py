@@ -249,6 +249,11 @@ POOL_PATH_GEOMETRIES = [
     (7, 3, (4, 3), (1, 2), (2, 1)),  # every window reaches the padding
     (4, 1, (3, 3), (1, 2), (1, 1)),  # one column
     (12, 4, (3, 3), (3, 2), (0, 0)),  # one output column
+    # 3 columns at stride 2 without column padding: max_pool3s2 too
+    (7, 35, (3, 3), (2, 2), (0, 0)),  # out_w 17: whole vectors and a row's last lanes in every build
+    (5, 3, (3, 3), (2, 2), (0, 0)),  # one window
+    (10, 40, (4, 3), (3, 2), (1, 0)),  # padded rows
+    (11, 19, (5, 3), (1, 2), (2, 0)),  # row stride 1, five window rows
 ]
 
 
@@ -258,8 +263,10 @@ def _max_pool_kernels(x, out_h, out_w, kh, kw, sh, sw, ph, pw, threads):
     written; junk lanes may hold anything)."""
     H, W = x.shape[1:]
     results = {}
-    pool2 = (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0)
-    for name in ("phased", "direct") + (("rows",) if kw == 3 and sw == 2 else ()) + (("pool2",) if pool2 else ()):
+    names = ("phased", "direct") + (("rows",) if kw == 3 and sw == 2 else ())
+    names += ("pool2",) if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0) else ()
+    names += ("3s2",) if (kw, sw, pw) == (3, 2, 0) else ()
+    for name in names:
         out = np.full((x.shape[0], out_h, out_w), 7, dtype=x.dtype)
         argmax = np.full((x.shape[0], out_h, out_w), -1, dtype=np.int32)
         if name == "phased":
@@ -269,6 +276,8 @@ def _max_pool_kernels(x, out_h, out_w, kh, kw, sh, sw, ph, pw, threads):
             _im2col.max_pool_phased(x, out, argmax, kh, kw, sh, sw, ph, pw, scratch, best, threads)
         elif name == "pool2":
             _im2col.max_pool2(x, out, argmax, threads)
+        elif name == "3s2":
+            _im2col.max_pool3s2(x, out, argmax, kh, sh, ph, threads)
         elif name == "rows":
             size = _im2col.max_pool_rows_scratch(H, out_w)[0]
             hmax = np.full((threads, size), np.nan, dtype=x.dtype)
@@ -303,6 +312,8 @@ def test_max_pool_phased_and_direct_kernels_agree(rng, geo, dtype, threads):
         assert "rows" in results
     if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
         assert "pool2" in results
+    if (kw, sw, pw) == (3, 2, 0):
+        assert "3s2" in results
 
 
 @pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
@@ -334,6 +345,21 @@ def test_the_avg_pool2_comparison_can_fail(rng):
     out = np.empty((1, 16, 16))
     _im2col.avg_pool2(x, out, 1)
     assert out[0].tobytes() != by_columns.tobytes() and np.signbit(from_first[0, 0]) != np.signbit(out[0, 0, 0])
+
+
+def test_max_pool3s2_refuses_shapes_it_cannot_pool():
+    x = np.zeros((3, 8, 9))
+    out, argmax = np.empty((3, 3, 4)), np.empty((3, 3, 4), np.int32)
+    with pytest.raises(ValueError, match=r"out \(3, 5\) does not fit x \(8, 9\) for this window"):
+        _im2col.max_pool3s2(x, np.empty((3, 3, 5)), np.empty((3, 3, 5), np.int32), 3, 2, 0, 1)
+    with pytest.raises(ValueError, match=r"out \(5, 4\) does not fit x \(8, 9\)"):  # a window below the plane
+        _im2col.max_pool3s2(x, np.empty((3, 5, 4)), np.empty((3, 5, 4), np.int32), 3, 2, 0, 1)
+    with pytest.raises(ValueError, match="0 <= pad_h < kh"):  # a window of padding rows only
+        _im2col.max_pool3s2(x, out, argmax, 2, 2, 2, 1)
+    with pytest.raises(ValueError, match="out and argmax must have shape"):
+        _im2col.max_pool3s2(x, out, np.empty((3, 3, 3), np.int32), 3, 2, 0, 1)
+    with pytest.raises(ValueError, match="num_threads"):
+        _im2col.max_pool3s2(x, out, argmax, 3, 2, 0, 0)
 
 
 def test_max_pool2_refuses_shapes_it_cannot_pool():
