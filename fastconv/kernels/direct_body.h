@@ -252,10 +252,12 @@ static inline __attribute__((always_inline)) void
 FC_NAME(fc_pool2_columns)(const FC_T *r0, const FC_T *r1, Py_ssize_t c, int n, FC_RI evens, FC_RI odds,
                           FC_RT *v)
 {
-    FC_T top[2 * FC_RL] = {0}, bottom[2 * FC_RL] = {0};
+    FC_T top[2 * FC_RL], bottom[2 * FC_RL];
     const FC_T *t = r0 + 2 * c, *b = r1 + 2 * c;
     FC_RT t0, t1, b0, b1;
-    if (n < FC_RL) {
+    if (n < FC_RL) {  /* zeroed here only: zeroing per call cost 3x in fc_max3s2_plane */
+        memset(top, 0, sizeof(top));
+        memset(bottom, 0, sizeof(bottom));
         memcpy(top, t, sizeof(FC_T) * (size_t)(2 * n));
         memcpy(bottom, b, sizeof(FC_T) * (size_t)(2 * n));
         t = top;
@@ -281,17 +283,16 @@ static void FC_NAME(fc_pool2_plane)(const FC_T *x, Py_ssize_t W, Py_ssize_t out_
                                     FC_T *out, int32_t *am)
 {
     Py_ssize_t oh, c;
-    FC_RI lane, evens, odds, step;
+    FC_RI evens, odds, step;  /* evens: the shuffle mask, and window k's first column 2k */
     int l, n;
     for (l = 0; l < FC_RL; l++) {
-        lane[l] = 2 * l;
         evens[l] = 2 * l;
         odds[l] = 2 * l + 1;
         step[l] = W;
     }
     for (oh = 0; oh < out_h; oh++) {
         const FC_T *r0 = x + 2 * oh * W, *r1 = r0 + W;
-        FC_RI at = lane + (int32_t)(2 * oh * W);  /* the top-left pixel of window c + k */
+        FC_RI at = evens + (int32_t)(2 * oh * W);  /* the top-left pixel of window c + k */
         for (c = 0; c < out_w; c += FC_RL, at += 2 * FC_RL) {
             FC_RT v[4], m;
             FC_RI idx;
@@ -326,11 +327,10 @@ static void FC_NAME(fc_max3s2_plane)(const FC_T *x, Py_ssize_t H, Py_ssize_t W, 
                                      const FC_T *end, FC_T *out, int32_t *am)
 {
     Py_ssize_t oh, c, ih, h0, h1;
-    FC_RI lane, evens, odds, next;
+    FC_RI evens, odds, next;  /* evens: the shuffle mask, and window k's first column 2k */
     FC_T copy[3 * FC_RL];
     int l, n;
     for (l = 0; l < FC_RL; l++) {
-        lane[l] = 2 * l;
         evens[l] = 2 * l;
         odds[l] = 2 * l + 1;
         next[l] = l + 1;  /* evens shifted by one window: lane FC_RL - 1 takes the third load's lane 0 */
@@ -356,7 +356,7 @@ static void FC_NAME(fc_max3s2_plane)(const FC_T *x, Py_ssize_t H, Py_ssize_t W, 
                 e = __builtin_shuffle(t0, t1, evens);
                 o = __builtin_shuffle(t0, t1, odds);
                 e2 = __builtin_shuffle(e, t2, next);
-                at = lane + (int32_t)(ih * W + 2 * c);
+                at = evens + (int32_t)(ih * W + 2 * c);
                 b1 = (FC_RI)FC_VBEATS(o, e);
                 u = FC_SELECT(b1, o, e);
                 i = at + (b1 & 1);
