@@ -229,3 +229,48 @@ def test_describe_names_the_peak_and_the_bandwidth():
     assert "DEBUG" not in text and "DEBUG build at -O0" in roofline.describe({**fake, "debug_build": True})
     fake["peak_gflops"]["float32"]["2"] = {"fma": None, "mul_add": None}
     assert "2 threads n/a (its threads never ran side by side)." in roofline.describe(fake)
+
+
+def test_measured_again_each_peak_is_the_larger_and_both_runs_are_kept(monkeypatch):
+    """A peak measured while a neighbour loaded the host is low; the second measurement
+    (after the cases) replaces it where it is larger, a missing one (None) never wins."""
+    before = {"float32": {"2": {"fma": 121.0, "mul_add": 90.0}}, "float64": {"2": {"fma": None, "mul_add": 50.0}}}
+    after = {"float32": {"2": {"fma": 200.0, "mul_add": 80.0}}, "float64": {"2": {"fma": 99.0, "mul_add": None}}}
+    seen = {}
+
+    def fake_peaks(module, dtypes, counts, fused, opts):
+        seen.update(dtypes=dtypes, counts=counts)
+        return after
+
+    monkeypatch.setattr(roofline, "_peaks", fake_peaks)
+    first = {"uses": "fma", "peak_gflops": before, "build": "x"}
+    again = roofline.measure_again(first, quick=True)
+    assert seen == {"dtypes": ["float32", "float64"], "counts": [2]}
+    assert again["peak_gflops"] == {
+        "float32": {"2": {"fma": 200.0, "mul_add": 90.0}},
+        "float64": {"2": {"fma": 99.0, "mul_add": 50.0}},
+    }
+    assert again["peak_runs"] == [before, after] and first["peak_gflops"] is before  # not changed in place
+    assert roofline.measure_again(None) is None
+    text = roofline.describe(
+        {**again, "vector_bits": 256, "chains": 12, "copy_bytes": 1 << 20, "seconds": 1.0, "bandwidth_gbs": {"2": 17.4}}
+    )
+    assert "before the cases / after them: float32 2 threads 121 / 200, float64 2 threads n/a / 99" in text
+
+
+def test_measured_again_on_this_machine_is_never_below_the_first():
+    first = roofline.measure(["float32"], [1], quick=True)
+    again = roofline.measure_again(first, quick=True)
+    for kind, v in first["peak_gflops"]["float32"]["1"].items():
+        assert v is None or again["peak_gflops"]["float32"]["1"][kind] >= v
+
+
+def test_rows_above_the_peak_are_named():
+    rows = [
+        {"workload": "W1conv", "pass": "fwd", "fraction_of_peak": {"fast": 1.1, "gemm": 0.9, "torch": None}},
+        {"series": "C", "N": 8, "C": 64, "pass": "fwdbwd", "fraction_of_peak": {"fast": 1.01}},
+        {"workload": "W4max2x2s2", "pass": "fwd"},
+    ]
+    assert roofline.above_peak(rows) == [("W1conv", "fwd", "fast"), ("sweep C N=8 C=64", "fwdbwd", "fast")]
+    rows[0]["fraction_of_peak"]["fast"] = 1.0
+    assert roofline.above_peak(rows[:1]) == []
