@@ -202,7 +202,7 @@ def _dw(g, x, dout):
     pk = _forward_packing(g, lanes)
     Cg = g.C // g.groups
     taps = Cg * g.kh * g.kw
-    tapsp = _round_up(taps, kernels.direct_tiles()["dw"][1])
+    tapsp = _round_up(taps, kernels.direct_tiles()["dw"][x.dtype.name][1])
     off = _tap_offsets(pk, g.groups, Cg, g.kh, g.kw, g.dil_h, g.dil_w, padded_to=tapsp)
     blocks = min(g.N, _DW_BLOCKS)
     bounds = np.array([g.N * k // blocks for k in range(blocks + 1)], dtype=np.intp)

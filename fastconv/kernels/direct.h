@@ -62,17 +62,20 @@ typedef double fc_rd_u __attribute__((vector_size(FC_RBYTES), aligned(8), may_al
  * sum has the same order whatever the tile). Forward: FT filters x FC_NR<FT> row segments
  * of 64 bytes, for FT = 8, 4, 3, 2 or 1 (FC_NR<FT> 0: a tile this build does not have;
  * fastconv/engine/direct.py picks the FT that wastes the fewest filter slots: dx of a
- * 3-channel layer runs 3 x 7 on AVX-512). dW: FC_WF filters x FC_WT taps of one register
- * vector (fc_dw_image_tiled makes FC_K passes). 32 zmm registers hold 24 accumulators;
- * AVX2's 16 ymm registers hold 12 (a 64-byte segment is two of them), SSE2's 16 xmm fewer. */
+ * 3-channel layer runs 3 x 7 on AVX-512). dW: FC_WF_<T> filters x FC_WT_<T> taps of one
+ * register vector per dtype (fc_dw_image_tiled makes FC_K passes). 32 zmm registers hold 24
+ * accumulators; AVX2's 16 ymm registers hold 12 (a 64-byte segment is two of them), SSE2's
+ * 16 xmm fewer. */
 #if defined(__AVX512F__)
 #define FC_NR8 3
 #define FC_NR4 6
 #define FC_NR3 7
 #define FC_NR2 10
 #define FC_NR1 12
-#define FC_WF 4
-#define FC_WT 6
+#define FC_WF_F32 4
+#define FC_WT_F32 6
+#define FC_WF_F64 4
+#define FC_WT_F64 6
 #elif defined(__AVX2__)
 /* No 8-filter tile (0): its 16 accumulators leave no register for the inputs, and the
  * spills cost more than the 4-filter tile's extra loads; 3 filters x 2 segments spills too
@@ -82,16 +85,23 @@ typedef double fc_rd_u __attribute__((vector_size(FC_RBYTES), aligned(8), may_al
 #define FC_NR3 1
 #define FC_NR2 2
 #define FC_NR1 4
-#define FC_WF 4
-#define FC_WT 3
+/* dW: 4 filters x 3 taps hold 12 accumulators, but its 4 dout vectors and the input make 17
+ * registers, and GCC reloads one filter's dout at each FMA; 3 x 4 fits 16. In a C harness
+ * (Zen 3, one thread) 3 x 4 ran float64's dW 18-24 % faster, float32's 0-8 % slower. */
+#define FC_WF_F32 4
+#define FC_WT_F32 3
+#define FC_WF_F64 3
+#define FC_WT_F64 4
 #else
 #define FC_NR8 1
 #define FC_NR4 1
 #define FC_NR3 1
 #define FC_NR2 1
 #define FC_NR1 2
-#define FC_WF 1
-#define FC_WT 2
+#define FC_WF_F32 1
+#define FC_WT_F32 2
+#define FC_WF_F64 1
+#define FC_WT_F64 2
 #endif
 /* *acc += *x * *w on register vectors, rounded once. */
 static inline __attribute__((always_inline)) void fc_fma_f32(fc_rf *acc, const fc_rf *x, const fc_rf *w)
@@ -186,7 +196,11 @@ static inline __attribute__((always_inline)) void fc_store_rpart_i32(int32_t *ds
 #define FC_RTU fc_rf_u
 #define FC_RI fc_rfi
 #define FC_STORE_RPART fc_store_rpart_f32
+#define FC_WF FC_WF_F32
+#define FC_WT FC_WT_F32
 #include "direct_body.h"
+#undef FC_WF
+#undef FC_WT
 #undef FC_FMA
 #undef FC_RT
 #undef FC_RTU
@@ -206,7 +220,11 @@ static inline __attribute__((always_inline)) void fc_store_rpart_i32(int32_t *ds
 #define FC_RTU fc_rd_u
 #define FC_RI fc_rdi
 #define FC_STORE_RPART fc_store_rpart_f64
+#define FC_WF FC_WF_F64
+#define FC_WT FC_WT_F64
 #include "direct_body.h"
+#undef FC_WF
+#undef FC_WT
 #undef FC_FMA
 #undef FC_RT
 #undef FC_RTU

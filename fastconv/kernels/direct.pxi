@@ -6,7 +6,7 @@
 # policy: weight packing, tap offsets, buffer sizes.
 
 cdef extern from "direct.h":
-    int FC_NR8, FC_NR4, FC_NR3, FC_NR2, FC_NR1, FC_WF, FC_WT
+    int FC_NR8, FC_NR4, FC_NR3, FC_NR2, FC_NR1, FC_WF_F32, FC_WT_F32, FC_WF_F64, FC_WT_F64
     void fc_pack_f32(const float *src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t up_h, Py_ssize_t up_w,
                      Py_ssize_t at_h, Py_ssize_t at_w, float *dst, Py_ssize_t Hb, Py_ssize_t S,
                      Py_ssize_t Wq) noexcept nogil
@@ -50,10 +50,19 @@ DIRECT_FILTER_TILES = (8, 4, 3, 2, 1)
 
 def direct_tiles():
     """This build's register tiles: {"forward": {filters: row segments} (the tiles it has,
-    widest first), "dw": (filters, taps)}. fastconv/engine/direct.py packs the weights and
-    pads the taps to them. A vector is 64 bytes in every build."""
+    widest first), "dw": {dtype name: (filters, taps)}}. fastconv/engine/direct.py packs the
+    weights and pads the taps to them. A vector is 64 bytes in every build."""
     rows = dict(zip(DIRECT_FILTER_TILES, (FC_NR8, FC_NR4, FC_NR3, FC_NR2, FC_NR1)))
-    return {"forward": {ft: nr for ft, nr in rows.items() if nr > 0}, "dw": (FC_WF, FC_WT)}
+    return {"forward": {ft: nr for ft, nr in rows.items() if nr > 0},
+            "dw": {"float32": (FC_WF_F32, FC_WT_F32), "float64": (FC_WF_F64, FC_WT_F64)}}
+
+
+cdef inline Py_ssize_t _dw_filters(Py_ssize_t itemsize) noexcept nogil:
+    return FC_WF_F32 if itemsize == 4 else FC_WF_F64
+
+
+cdef inline Py_ssize_t _dw_taps(Py_ssize_t itemsize) noexcept nogil:
+    return FC_WT_F32 if itemsize == 4 else FC_WT_F64
 
 
 cdef int _check_tile_filters(int FT) except -1:
@@ -238,10 +247,10 @@ def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
 def direct_dw_scratch(Py_ssize_t Cin, Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq, Py_ssize_t F,
                       Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t tapsp, Py_ssize_t itemsize):
     """Items of direct_dw's scratch per thread: the packed image, the packed dout and the
-    vector accumulators (F + FC_WF filters of tapsp taps)."""
+    vector accumulators (F + the dW tile's filters, of tapsp taps)."""
     cdef Py_ssize_t lanes = _lanes(itemsize)
     cdef Py_ssize_t segs = (out_w + lanes - 1) // lanes
-    return Cin * Hb * S * Wq + F * out_h * segs * lanes + (F + FC_WF) * tapsp * lanes
+    return Cin * Hb * S * Wq + F * out_h * segs * lanes + (F + _dw_filters(itemsize)) * tapsp * lanes
 
 
 def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout, floating[:, ::1] parts,
@@ -258,7 +267,8 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
                                            counted from bounds[block_lo])
     db_parts (blocks, F)                   OUT: block k's sums of dout, in double
     off     (groups * tapsp,)              IN: each tap's offset in the packed image, padded
-                                           to tapsp (a multiple of direct_tiles()["dw"][1])
+                                           to tapsp (a multiple of the dtype's
+                                           direct_tiles()["dw"][dtype][1])
     scratch (num_threads, direct_dw_scratch(...))   SCRATCH
 
     Each block sums its images in order, then the vector lanes in lane order, whatever the
@@ -268,6 +278,7 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
     cdef Py_ssize_t F = dout.shape[1], out_h = dout.shape[2], out_w = dout.shape[3]
     cdef Py_ssize_t blocks = parts.shape[0], lanes = _lanes(sizeof(floating))
     cdef Py_ssize_t segs = (out_w + lanes - 1) // lanes
+    cdef Py_ssize_t WF = _dw_filters(sizeof(floating)), WT = _dw_taps(sizeof(floating))
     cdef Py_ssize_t Fg, plane, size, dsize, need, row_step, k, n, c, tid, first
     cdef floating *buf
     cdef floating *dpk
@@ -276,9 +287,9 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
     _check_packing(H, W, 1, 1, Hb, S, Wq)
     if dout.shape[0] != N:
         raise ValueError(f"dout must hold {N} images, got {dout.shape[0]}")
-    if groups < 1 or F % groups or taps < 1 or tapsp < taps or tapsp % FC_WT:
+    if groups < 1 or F % groups or taps < 1 or tapsp < taps or tapsp % WT:
         raise ValueError(f"groups={groups} must divide F={F}; need 1 <= taps={taps} <= tapsp={tapsp}, "
-                         f"tapsp a multiple of {FC_WT}")
+                         f"tapsp a multiple of {WT}")
     Fg = F // groups
     if parts.shape[1] != F * taps:
         raise ValueError(f"parts must have {F * taps} columns, got {parts.shape[1]}")
@@ -293,7 +304,7 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
     plane = Hb * S * Wq
     size = Cin * plane
     dsize = F * out_h * segs * lanes
-    need = size + dsize + (F + FC_WF) * tapsp * lanes
+    need = size + dsize + (F + WF) * tapsp * lanes
     row_step = stride_h * S * Wq
     if scratch.shape[0] < num_threads or scratch.shape[1] < need:
         raise ValueError(f"scratch must be at least ({num_threads}, {need}), got ({scratch.shape[0]}, {scratch.shape[1]})")
@@ -304,7 +315,7 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
             buf = &scratch[tid, 0]
             dpk = buf + size
             accv = dpk + dsize
-            memset(accv, 0, sizeof(floating) * (F + FC_WF) * tapsp * lanes)
+            memset(accv, 0, sizeof(floating) * (F + WF) * tapsp * lanes)
             memset(&db_parts[k, 0], 0, sizeof(double) * F)
             for n in range(bounds[block_lo + k] - first, bounds[block_lo + k + 1] - first):
                 for c in range(Cin):

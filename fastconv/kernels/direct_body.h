@@ -1,7 +1,8 @@
 /* The loops of fastconv/kernels/direct.h for one floating type: included twice by direct.h,
  * with FC_T (float or double), FC_V (its lanes in a 64-byte row segment), FC_SUF (f32 or
  * f64), and the build's register vector of FC_RL lanes (FC_K of them per segment): FC_RT /
- * FC_RTU (aligned and not) and FC_RI (the integer vector of the same lanes). */
+ * FC_RTU (aligned and not) and FC_RI (the integer vector of the same lanes); FC_WF x FC_WT,
+ * the dW tile of this type. */
 
 #define FC_NAME(name) FC_CAT(name, FC_SUF)
 
@@ -456,8 +457,8 @@ FC_NAME(fc_dw_run)(const int WF, const int WT, const int masked, FC_RI mask, FC_
     }
 }
 
-/* fc_dw_run over every row of an image whose rows are whole segments (out_w a multiple
- * of V): npos segments in the same order (row by row), in one loop, the packed image's
+/* fc_dw_run over every row of an image whose register vector j is whole in every segment
+ * (out_w a multiple of V, or j's lanes all before out_w in a row's last segment): npos segments in the same order (row by row), in one loop, the packed image's
  * pointer jumping by gap at each row's end (dp: register vector j's place in a segment).
  * A loop per row (two segments for a 32-wide output) spent about a quarter of its time
  * outside its FMAs. */
@@ -505,7 +506,7 @@ FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize
     FC_RI mask[FC_K];
     FC_RT acc[FC_TILE_MAX];
     const FC_T *drow[FC_TILE_MAX];
-    int f, t, l, j;
+    int f, t, l, j, whole;
     for (l = 0; l < FC_V; l++)
         mask[l / FC_RL][l % FC_RL] = l < tail ? -1 : 0;
     for (g = 0; g < G; g++) {
@@ -522,9 +523,12 @@ FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize
                     for (f = 0; f < WF; f++)
                         for (t = 0; t < WT; t++)
                             acc[f * WT + t] = *(const FC_RTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V + dj);
-                    if (tail == FC_V)  /* whole segments only: one loop over the image */
+                    /* register vector j whole in every segment (in the last one too): one loop
+                     * over the image, no mask; else per row, the full segments then the masked last */
+                    whole = tail >= (j + 1) * FC_RL;
+                    if (whole)
                         FC_NAME(fc_dw_rows)(WF, WT, acc, bj, o, drow, dj, segs, row_step - segs * FC_V, npos);
-                    for (oh = 0; oh < out_h && tail < FC_V; oh++) {  /* a row's full segments, then a partial last one */
+                    for (oh = 0; oh < out_h && !whole; oh++) {
                         const FC_T *b = bj + oh * row_step;
                         Py_ssize_t full = segs - 1;
                         FC_NAME(fc_dw_run)(WF, WT, 0, mask[j], acc, b, o, drow, oh * segs * FC_V + dj, full);

@@ -335,6 +335,9 @@ LAYERS = {
     "conv-direct-k7-p3-wide": lambda rng, dt: _conv(rng, dt, 1, 3, 1, 1, (2, 3, 9, 37), (7, 7), "direct"),
     # output rows of whole vectors in both dtypes: dW's one loop over the image
     "conv-direct-k3-p1-whole-rows": lambda rng, dt: _conv(rng, dt, 1, 1, 1, 1, (2, 3, 6, 32), (3, 3), "direct"),
+    # 28-wide rows: a last segment of 12 (float32) or 4 (float64) lanes, whole in some register
+    # vectors of a build and partial in others (dW: one loop or per row, per register vector)
+    "conv-direct-k5-p0-tail": lambda rng, dt: _conv(rng, dt, 1, 0, 1, 1, (2, 3, 9, 32), (5, 5), "direct"),
     "conv-direct-k5-s3-tricky": lambda rng, dt: _conv_tricky(rng, dt, "direct"),
     "conv_relu_pool-direct": lambda rng, dt: _conv_relu_pool(rng, dt, "direct"),
     "conv_relu_pool-direct-pool2-in-kernel": _conv_relu_pool2_direct,
