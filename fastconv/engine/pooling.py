@@ -89,17 +89,29 @@ def max_pool_forward(
 
 
 def max_pool_backward(dout: FloatArray, cache: Cache) -> FloatArray:
-    """Each output's gradient goes to the first maximum of its window (row-major)."""
+    """Each output's gradient goes to the first maximum of its window (row-major). 2x2
+    windows at stride 2 without padding write each pixel of dx once (max_pool2_backward);
+    the others zero dx and add each gradient at its argmax (max_pool_backward). The same bits."""
     argmax, dtype, g = cache
     check_dout(dout, g.out_shape, dtype)
     dout = np.ascontiguousarray(dout)
     planes, P = g.N * g.C, g.out_h * g.out_w
     dx = np.empty((g.N, g.C, g.H, g.W), dtype=dtype)
+    k = picker.kernels
+    if runs_pool2(g):
+        dout3, argmax3 = dout.reshape(planes, g.out_h, g.out_w), argmax.reshape(planes, g.out_h, g.out_w)
+        dx3 = dx.reshape(planes, g.H, g.W)
+        over_planes(
+            planes,
+            planes * g.H * g.W,
+            lambda lo, hi, threads: k.max_pool2_backward(dout3[lo:hi], argmax3[lo:hi], dx3[lo:hi], threads),
+        )
+        return dx
     dout2, argmax2, dx2 = dout.reshape(planes, P), argmax.reshape(planes, P), dx.reshape(planes, g.H * g.W)
     over_planes(
         planes,
         planes * g.H * g.W,
-        lambda lo, hi, threads: picker.kernels.max_pool_backward(dout2[lo:hi], argmax2[lo:hi], dx2[lo:hi], threads),
+        lambda lo, hi, threads: k.max_pool_backward(dout2[lo:hi], argmax2[lo:hi], dx2[lo:hi], threads),
     )
     return dx
 

@@ -313,6 +313,79 @@ static void FC_NAME(fc_pool2_plane)(const FC_T *x, Py_ssize_t W, Py_ssize_t out_
     }
 }
 
+/* The argmaxes am[0 .. FC_RL) as lanes of FC_RI (int32 or int64 lanes). */
+static inline __attribute__((always_inline)) FC_RI FC_NAME(fc_load_argmax)(const int32_t *am)
+{
+#if FC_V == 16  /* int32 lanes */
+    FC_RI a;
+    memcpy(&a, am, sizeof(int32_t) * FC_RL);
+    return a;
+#else
+    typedef int32_t fc_ai __attribute__((vector_size(FC_RL * 4)));
+    fc_ai a;
+    memcpy(&a, am, sizeof(int32_t) * FC_RL);
+    return __builtin_convertvector(a, FC_RI);
+#endif
+}
+
+/* The gradient dx (H x W) of one plane of a 2x2 / 2 max pool without padding (H >= 2 out_h,
+ * W >= 2 out_w), from dout and am (out_h x out_w; am the flat index ih*W + iw of each
+ * window's maximum): each window's pixel at am gets 0 + dout (-0.0 becomes +0.0, as the
+ * "+=" of pooling.pxi's max_pool_backward), its other three +0.0, pixels of no window +0.0.
+ * Every pixel is written once, FC_RL windows at a time (two rows of 2*FC_RL pixels, the
+ * four corners interleaved by shuffles): no memset, no scatter. Returns how many windows
+ * have their am outside them (no pixel of theirs got dout): the caller then redoes the
+ * plane with the scatter, which routes an index anywhere in the plane. */
+static Py_ssize_t FC_NAME(fc_pool2_backward_plane)(const FC_T *dout, const int32_t *am, Py_ssize_t H,
+                                                   Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w, FC_T *dx)
+{
+    Py_ssize_t oh, c, bad = 0;
+    FC_RI evens, lo, hi, step;  /* window k's first column 2k; lane l of the interleaves */
+    int l;
+    for (l = 0; l < FC_RL; l++) {
+        evens[l] = 2 * l;
+        lo[l] = (l % 2 ? FC_RL : 0) + l / 2;  /* lanes 0, FC_RL, 1, FC_RL + 1, ... */
+        hi[l] = lo[l] + FC_RL / 2;
+        step[l] = W;
+    }
+    for (oh = 0; oh < out_h; oh++) {
+        const FC_T *g = dout + oh * out_w;
+        const int32_t *a = am + oh * out_w;
+        FC_T *r0 = dx + 2 * oh * W, *r1 = r0 + W;
+        FC_RI at = evens + (int32_t)(2 * oh * W);  /* the top-left pixel of window c + k */
+        for (c = 0; c + FC_RL <= out_w; c += FC_RL, at += 2 * FC_RL) {
+            FC_RT d = *(const FC_RTU *)(g + c) + (FC_RT){0};
+            FC_RI k = FC_NAME(fc_load_argmax)(a + c), di = (FC_RI)d;
+            FC_RI m00 = k == at, m01 = k == at + 1, m10 = k == at + step, m11 = k == at + step + 1;
+            FC_RT v00 = (FC_RT)(di & m00), v01 = (FC_RT)(di & m01);
+            FC_RT v10 = (FC_RT)(di & m10), v11 = (FC_RT)(di & m11);
+            FC_RI none = ~(m00 | m01 | m10 | m11);
+            for (l = 0; l < FC_RL; l++)
+                bad += none[l] & 1;
+            *(FC_RTU *)(r0 + 2 * c) = __builtin_shuffle(v00, v01, lo);
+            *(FC_RTU *)(r0 + 2 * c + FC_RL) = __builtin_shuffle(v00, v01, hi);
+            *(FC_RTU *)(r1 + 2 * c) = __builtin_shuffle(v10, v11, lo);
+            *(FC_RTU *)(r1 + 2 * c + FC_RL) = __builtin_shuffle(v10, v11, hi);
+        }
+        for (; c < out_w; c++) {  /* the row's last windows, one at a time */
+            FC_T d = g[c] + (FC_T)0;
+            Py_ssize_t k = a[c], p = 2 * oh * W + 2 * c;
+            r0[2 * c] = k == p ? d : (FC_T)0;
+            r0[2 * c + 1] = k == p + 1 ? d : (FC_T)0;
+            r1[2 * c] = k == p + W ? d : (FC_T)0;
+            r1[2 * c + 1] = k == p + W + 1 ? d : (FC_T)0;
+            bad += k != p && k != p + 1 && k != p + W && k != p + W + 1;
+        }
+        if (W > 2 * out_w) {  /* columns of no window */
+            memset(r0 + 2 * out_w, 0, sizeof(FC_T) * (size_t)(W - 2 * out_w));
+            memset(r1 + 2 * out_w, 0, sizeof(FC_T) * (size_t)(W - 2 * out_w));
+        }
+    }
+    if (H > 2 * out_h)  /* rows of no window */
+        memset(dx + 2 * out_h * W, 0, sizeof(FC_T) * (size_t)((H - 2 * out_h) * W));
+    return bad;
+}
+
 /* Max pooling of windows 3 columns wide at column stride 2, without column padding, of one
  * plane x (H x W, W >= 2 out_w + 1) into out and am (out_h x out_w): window (oh, ow) covers
  * columns 2ow .. 2ow + 2 of rows oh*stride_h - pad_h + (0 .. kh - 1) that are in the plane

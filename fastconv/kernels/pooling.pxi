@@ -509,6 +509,10 @@ cdef extern from "direct.h":
     void fc_max3s2_plane_f64(const double *x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w,
                              Py_ssize_t kh, Py_ssize_t stride_h, Py_ssize_t pad_h, const double *end, double *out,
                              int32_t *am) noexcept nogil
+    Py_ssize_t fc_pool2_backward_plane_f32(const float *dout, const int32_t *am, Py_ssize_t H, Py_ssize_t W,
+                                           Py_ssize_t out_h, Py_ssize_t out_w, float *dx) noexcept nogil
+    Py_ssize_t fc_pool2_backward_plane_f64(const double *dout, const int32_t *am, Py_ssize_t H, Py_ssize_t W,
+                                           Py_ssize_t out_h, Py_ssize_t out_w, double *dx) noexcept nogil
     void fc_pool2_plane_f32(const float *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w, float inv,
                             float *out, int32_t *am) noexcept nogil
     void fc_pool2_plane_f64(const double *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w, double inv,
@@ -606,6 +610,63 @@ def max_pool3s2(const floating[:, :, ::1] x, floating[:, :, ::1] out, int32_t[:,
                                     &argmax[t, 0, 0])
 
 
+def max_pool2_backward(const floating[:, :, ::1] dout, const int32_t[:, :, ::1] argmax,
+                       floating[:, :, ::1] dx, int num_threads):
+    """max_pool_backward's result, bit for bit, for 2x2 windows at stride 2 without padding,
+    each pixel of dx written once (fastconv/kernels/direct.h, fc_pool2_backward_plane); a
+    plane with an argmax outside its window goes through max_pool_backward's scatter
+    (ValueError, as there, if one lies outside its plane).
+
+    dout     (N*C, out_h, out_w)        IN
+    argmax   (N*C, out_h, out_w) int32  IN, flat indices ``ih*W + iw``
+    dx       (N*C, H, W)                OUT
+    """
+    cdef Py_ssize_t planes = dx.shape[0], H = dx.shape[1], W = dx.shape[2]
+    cdef Py_ssize_t out_h = dout.shape[1], out_w = dout.shape[2], t, off
+    cdef Py_ssize_t bad = 0
+    if (dout.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != out_h
+            or argmax.shape[2] != out_w):
+        raise ValueError("dout and argmax must have shape (N*C, out_h, out_w) matching dx")
+    if 2 * out_h > H or 2 * out_w > W:
+        raise ValueError(f"dout ({out_h}, {out_w}) does not fit dx ({H}, {W}) for 2x2 windows at stride 2")
+    if H * W + W + 64 >= 2**31 - 1:  # the lanes' int32 indices
+        raise ValueError("the 2x2 / 2 kernels cannot index planes this large in int32: use the general ones")
+    _check_threads(num_threads)
+    if planes * H * W == 0:
+        return
+    with nogil:
+        for t in prange(planes, schedule="static", num_threads=num_threads):
+            if floating is float:
+                off = fc_pool2_backward_plane_f32(&dout[t, 0, 0] if out_h * out_w else NULL,
+                                                  &argmax[t, 0, 0] if out_h * out_w else NULL,
+                                                  H, W, out_h, out_w, &dx[t, 0, 0])
+            else:
+                off = fc_pool2_backward_plane_f64(&dout[t, 0, 0] if out_h * out_w else NULL,
+                                                  &argmax[t, 0, 0] if out_h * out_w else NULL,
+                                                  H, W, out_h, out_w, &dx[t, 0, 0])
+            if off:
+                bad += _scatter_plane(&dout[t, 0, 0], &argmax[t, 0, 0], &dx[t, 0, 0], H * W, out_h * out_w)
+    if bad:
+        raise ValueError(f"argmax holds {bad} index(es) outside its plane of {H * W} pixels: it does not "
+                         "come from a max pool of this shape")
+
+
+cdef inline Py_ssize_t _scatter_plane(const floating* dout, const int32_t* argmax, floating* dx,
+                                      Py_ssize_t HW, Py_ssize_t P) noexcept nogil:
+    """dx (HW pixels) = zeros plus each of the P values of dout at its argmax; returns how
+    many argmaxes lie outside [0, HW) (skipped)."""
+    cdef Py_ssize_t o, k, bad = 0
+    if HW:
+        memset(dx, 0, HW * sizeof(floating))
+    for o in range(P):
+        k = argmax[o]
+        if k < 0 or k >= HW:
+            bad += 1
+            continue
+        dx[k] += dout[o]
+    return bad
+
+
 def max_pool_backward(const floating[:, ::1] dout, const int32_t[:, ::1] argmax,
                       floating[:, ::1] dx, int num_threads):
     """Overwrite ``dx`` with zeros plus each ``dout`` routed to its argmax. ValueError if
@@ -616,21 +677,15 @@ def max_pool_backward(const floating[:, ::1] dout, const int32_t[:, ::1] argmax,
     dx      (N*C, H*W)                  OUT
     """
     cdef Py_ssize_t planes = dx.shape[0], HW = dx.shape[1], P = dout.shape[1]
-    cdef Py_ssize_t t, o, k
+    cdef Py_ssize_t t
     cdef Py_ssize_t bad = 0  # argmax entries outside [0, HW), counted in the loop, raised after it
     if dout.shape[0] != planes or argmax.shape[0] != planes or argmax.shape[1] != P:
         raise ValueError("dout and argmax must have shape (N*C, out_h*out_w) matching dx")
     _check_threads(num_threads)
     with nogil:
         for t in prange(planes, schedule="static", num_threads=num_threads):
-            if HW > 0:
-                memset(&dx[t, HW - 1] - (HW - 1), 0, HW * sizeof(floating))
-            for o in range(P):
-                k = argmax[t, o]
-                if k < 0 or k >= HW:
-                    bad += 1
-                    continue
-                dx[t, k] += dout[t, o]
+            bad += _scatter_plane(&dout[t, 0] if P else NULL, &argmax[t, 0] if P else NULL,
+                                  &dx[t, 0] if HW else NULL, HW, P)
     if bad:
         raise ValueError(f"argmax holds {bad} index(es) outside its plane of {HW} pixels: it does not "
                          "come from a max pool of this shape")

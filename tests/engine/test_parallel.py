@@ -327,6 +327,7 @@ def test_pooling_runs_on_fastconvs_threads_when_openmp_cannot(workers, monkeypat
         "max_pool_rows",
         "max_pool_phased",
         "max_pool_direct",
+        "max_pool2_backward",
         "max_pool_backward",
         "avg_pool2",
         "avg_pool_forward",

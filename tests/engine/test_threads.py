@@ -277,6 +277,7 @@ def _kernel_calls():
             np.empty((1, rows_3x3), np.int32),
             1,
         ),
+        "max_pool2_backward": lambda: _kernels.max_pool2_backward(pooled, argmax, np.empty_like(planes), 1),
         "max_pool_backward": lambda: _kernels.max_pool_backward(
             pooled.reshape(128, -1), argmax.reshape(128, -1), np.empty((128, 64 * 64)), 1
         ),

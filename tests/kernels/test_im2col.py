@@ -442,6 +442,84 @@ def test_max_pool_backward_rejects_an_argmax_outside_its_plane():
             _im2col.max_pool_backward(dout, argmax, dx, 1)
 
 
+def _pool2_backward_data(rng, H, W, dtype):
+    """dout with -0.0, NaN and infinities, and argmaxes at each window's four corners (from a
+    max pool of x with ties and NaN), planes of H x W."""
+    x = rng.integers(-2, 3, (6, H, W)).astype(dtype)  # small integers: ties in most windows
+    x[1, 0, -1], x[2, -1, -1] = np.nan, np.inf
+    out_h, out_w = H // 2, W // 2
+    out, argmax = np.empty((6, out_h, out_w), dtype), np.empty((6, out_h, out_w), np.int32)
+    _im2col.max_pool2(x, out, argmax, 1)
+    dout = rng.standard_normal((6, out_h, out_w)).astype(dtype)
+    dout[0] = -0.0  # the scatter adds to +0.0: -0.0 comes out +0.0
+    if out_h * out_w:
+        dout[3, 0, 0], dout[4, -1, -1], dout[5, 0, -1] = np.nan, -np.inf, np.inf
+    return dout, argmax
+
+
+def _scatter_backward(dout, argmax, H, W, threads=1):
+    dx = np.full((dout.shape[0], H * W), 7, dout.dtype)
+    P = dout.shape[1] * dout.shape[2]
+    n = dout.shape[0]
+    _im2col.max_pool_backward(dout.reshape(n, P), argmax.reshape(n, P), dx, threads)
+    return dx.reshape(-1, H, W)
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("H, W", [(32, 32), (5, 5), (7, 35), (2, 3), (9, 70), (4, 34), (3, 1)])
+def test_max_pool2_backward_equals_the_scatter(rng, H, W, dtype, threads):
+    """max_pool2_backward writes each pixel once (the four corners of a window, +0.0 where
+    no window reaches): the scatter's bits, -0.0 as +0.0, NaN and infinities routed alone."""
+    dout, argmax = _pool2_backward_data(rng, H, W, dtype)
+    fast = np.full((6, H, W), 7, dtype)
+    _im2col.max_pool2_backward(dout, argmax, fast, threads)
+    general = _scatter_backward(dout, argmax, H, W, threads)
+    assert fast.tobytes() == general.tobytes()
+    assert not np.signbit(fast[0]).any()
+
+
+def test_the_max_pool2_backward_comparison_can_fail(rng):
+    """The data tells a copy of dout apart (-0.0 kept), and a gradient at another corner."""
+    dout, argmax = _pool2_backward_data(rng, 8, 8, np.float32)
+    general = _scatter_backward(dout, argmax, 8, 8)
+    kept = general.copy()
+    kept[0].reshape(-1)[argmax[0].reshape(-1)] = dout[0].reshape(-1)  # -0.0 written as it is
+    assert kept.tobytes() != general.tobytes()
+    moved = _scatter_backward(dout, argmax ^ 1, 8, 8)  # the next column's corner
+    assert moved.tobytes() != general.tobytes()
+
+
+def test_max_pool2_backward_with_an_argmax_outside_its_window():
+    """An index elsewhere in the plane (a cache not from a 2x2 / 2 pool) still goes where it
+    points, as the scatter routes it; one outside the plane raises as the scatter does."""
+    dout = np.arange(1, 33, dtype=np.float64).reshape(2, 4, 4)
+    argmax = np.empty((2, 4, 4), np.int32)
+    _im2col.max_pool2(np.zeros((2, 8, 8)), np.empty((2, 4, 4)), argmax, 1)
+    argmax[1, 2, 3] = 0  # window (2, 3) of plane 1 sends its gradient to pixel (0, 0)
+    fast = np.empty((2, 8, 8))
+    _im2col.max_pool2_backward(dout, argmax, fast, 2)
+    assert fast.tobytes() == _scatter_backward(dout, argmax, 8, 8).tobytes()
+    assert fast[1, 0, 0] == dout[1, 0, 0] + dout[1, 2, 3] and fast[1, 4:6, 6:8].sum() == 0
+    argmax[0, 1, 1] = 64
+    with pytest.raises(ValueError, match="argmax holds 1 index"):
+        _im2col.max_pool2_backward(dout, argmax, fast, 1)
+
+
+def test_max_pool2_backward_refuses_shapes_it_cannot_serve():
+    dout, argmax = np.empty((3, 4, 4)), np.zeros((3, 4, 4), np.int32)
+    with pytest.raises(ValueError, match="does not fit dx"):
+        _im2col.max_pool2_backward(dout, argmax, np.empty((3, 7, 8)), 1)
+    with pytest.raises(ValueError, match="matching dx"):
+        _im2col.max_pool2_backward(dout, argmax[:2], np.empty((3, 8, 8)), 1)
+    with pytest.raises(ValueError, match="matching dx"):
+        _im2col.max_pool2_backward(dout, argmax, np.empty((2, 8, 8)), 1)
+    with pytest.raises(ValueError):
+        _im2col.max_pool2_backward(dout, argmax, np.empty((3, 8, 8)), 0)
+    with pytest.raises((TypeError, ValueError)):
+        _im2col.max_pool2_backward(dout, argmax.astype(np.int64), np.empty((3, 8, 8)), 1)
+
+
 # (H, W, kernel, pad): windows that tile the image (stride == kernel), which
 # avg_pool_backward writes pixel by pixel instead of zero-filling and adding.
 AVG_TILE_GEOMETRIES = [
