@@ -395,7 +395,9 @@ static Py_ssize_t FC_NAME(fc_pool2_backward_plane)(const FC_T *dout, const int32
  * order. FC_RL windows at a time, each row read by three loads (the third for the next even
  * column) where they stay before end (one past the last item that may be read), else from
  * a copy. Lanes past a row's last window are computed from whatever they read and never
- * stored. pooling.pxi's separable loops spent 10-15 cycles per window on W4max3x3s2 (Zen 3). */
+ * stored. pooling.pxi's separable loops spent 10-15 cycles per window on W4max3x3s2 (Zen 3).
+ * A column block's windows go down the plane one after the other, so that a row that ends
+ * one window and starts the next (3x3/2: every other row) is picked once, not twice. */
 static void FC_NAME(fc_max3s2_plane)(const FC_T *x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_h,
                                      Py_ssize_t out_w, Py_ssize_t kh, Py_ssize_t stride_h, Py_ssize_t pad_h,
                                      const FC_T *end, FC_T *out, int32_t *am)
@@ -409,34 +411,42 @@ static void FC_NAME(fc_max3s2_plane)(const FC_T *x, Py_ssize_t H, Py_ssize_t W, 
         odds[l] = 2 * l + 1;
         next[l] = l + 1;  /* evens shifted by one window: lane FC_RL - 1 takes the third load's lane 0 */
     }
-    for (oh = 0; oh < out_h; oh++) {
-        h0 = oh * stride_h - pad_h;
-        h1 = h0 + kh < H ? h0 + kh : H;
-        h0 = h0 > 0 ? h0 : 0;
-        for (c = 0; c < out_w; c += FC_RL) {
+    for (c = 0; c < out_w; c += FC_RL) {
+        FC_RT last_v = {0};  /* the pick of row last_ih (-1: none yet) in this column block */
+        FC_RI last_i = {0};
+        Py_ssize_t last_ih = -1;
+        n = out_w - c < FC_RL ? (int)(out_w - c) : FC_RL;
+        for (oh = 0; oh < out_h; oh++) {
             FC_RT m = {0}, t0, t1, t2, e, o, e2, u, v;
             FC_RI a = {0}, at, b1, b2, i;
-            n = out_w - c < FC_RL ? (int)(out_w - c) : FC_RL;
+            h0 = oh * stride_h - pad_h;
+            h1 = h0 + kh < H ? h0 + kh : H;
+            h0 = h0 > 0 ? h0 : 0;
             for (ih = h0; ih < h1; ih++) {
-                const FC_T *r = x + ih * W + 2 * c;
-                if (__builtin_expect(r + 3 * FC_RL > end, 0)) {  /* near the end of x: the window columns only */
-                    memset(copy, 0, sizeof(copy));
-                    memcpy(copy, r, sizeof(FC_T) * (size_t)(2 * n + 1));
-                    r = copy;
+                if (ih != last_ih) {  /* this row's pick: the three columns of each window */
+                    const FC_T *r = x + ih * W + 2 * c;
+                    if (__builtin_expect(r + 3 * FC_RL > end, 0)) {  /* near the end of x: the window columns only */
+                        memset(copy, 0, sizeof(copy));
+                        memcpy(copy, r, sizeof(FC_T) * (size_t)(2 * n + 1));
+                        r = copy;
+                    }
+                    t0 = *(const FC_RTU *)r;
+                    t1 = *(const FC_RTU *)(r + FC_RL);
+                    t2 = *(const FC_RTU *)(r + 2 * FC_RL);
+                    e = __builtin_shuffle(t0, t1, evens);
+                    o = __builtin_shuffle(t0, t1, odds);
+                    e2 = __builtin_shuffle(e, t2, next);
+                    at = evens + (int32_t)(ih * W + 2 * c);
+                    b1 = (FC_RI)FC_VBEATS(o, e);
+                    u = FC_SELECT(b1, o, e);
+                    i = at + (b1 & 1);
+                    b2 = (FC_RI)FC_VBEATS(e2, u);
+                    last_v = FC_SELECT(b2, e2, u);
+                    last_i = (b2 & (at + 2)) | (~b2 & i);
+                    last_ih = ih;
                 }
-                t0 = *(const FC_RTU *)r;
-                t1 = *(const FC_RTU *)(r + FC_RL);
-                t2 = *(const FC_RTU *)(r + 2 * FC_RL);
-                e = __builtin_shuffle(t0, t1, evens);
-                o = __builtin_shuffle(t0, t1, odds);
-                e2 = __builtin_shuffle(e, t2, next);
-                at = evens + (int32_t)(ih * W + 2 * c);
-                b1 = (FC_RI)FC_VBEATS(o, e);
-                u = FC_SELECT(b1, o, e);
-                i = at + (b1 & 1);
-                b2 = (FC_RI)FC_VBEATS(e2, u);
-                v = FC_SELECT(b2, e2, u);
-                i = (b2 & (at + 2)) | (~b2 & i);
+                v = last_v;
+                i = last_i;
                 if (ih == h0) {
                     m = v;
                     a = i;
