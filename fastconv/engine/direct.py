@@ -2,8 +2,8 @@
 fastconv/kernels/direct.pxi and fastconv/kernels/direct.h.
 
 No im2col matrix and no GEMM: each image is copied into a small zero-padded buffer
-(per thread, L1/L2-sized for a first layer), and a register tile of filters x row
-segments accumulates the taps straight from it (fastconv/kernels/direct.h says how). It wins
+(per thread, L1/L2-sized for a first layer), and a register tile of filters x vectors
+of output pixels accumulates the taps straight from it (fastconv/kernels/direct.h says how). It wins
 where a layer has few input channels, the first layer of a network, whose im2col GEMM
 has too little depth to run well (docs/performance.md, "Direct convolution").
 
@@ -275,16 +275,17 @@ def pools_in_kernel(pg):
     return (pg.kh, pg.kw, pg.stride_h, pg.stride_w, pg.pad_h, pg.pad_w) == (2, 2, 2, 2, 0, 0)
 
 
-def _pool_band(pooled_h, out_w, F, itemsize, nr):
+def _pool_band(pooled_h, out_w, F, itemsize, nr, lanes):
     """The even number of convolution rows that the fused kernel convolves before it pools
-    them: the fewest register tiles of ``nr`` row segments over the 2*pooled_h rows, the
-    smallest band among equals, within POOL_BAND_BYTES (two rows at least)."""
-    segs = -(-out_w // _lanes(itemsize))
+    them: the fewest register tiles of ``nr`` vectors of ``lanes`` pixels over the
+    2*pooled_h rows, the smallest band among equals, within POOL_BAND_BYTES (two rows at
+    least)."""
+    vecs = -(-out_w // lanes)
     rows = 2 * pooled_h
 
     def tiles(band):
         full, rest = divmod(rows, band)
-        return full * -(-band * segs // nr) + -(-rest * segs // nr)
+        return full * -(-band * vecs // nr) + -(-rest * vecs // nr)
 
     bands = [b for b in range(2, rows + 1, 2) if b == 2 or F * b * out_w * itemsize <= POOL_BAND_BYTES]
     return min(bands, key=lambda b: (tiles(b), b))
@@ -325,7 +326,8 @@ def _conv_pool2(g, pg, x, w, b):
     wpk = _pack_weights(w.reshape(g.groups, Fg, taps), g.groups, FT)
     has_bias = b is not None
     bias = np.ascontiguousarray(b) if has_bias else np.empty(0, dtype=x.dtype)
-    band = _pool_band(pg.out_h, g.out_w, g.F, x.itemsize, kernels.direct_tiles()["forward"][FT])
+    tiles = kernels.direct_tiles()
+    band = _pool_band(pg.out_h, g.out_w, g.F, x.itemsize, tiles["forward"][FT], tiles["register_bytes"] // x.itemsize)
     size = g.C * pk.plane + g.F * band * g.out_w + _lanes(x.itemsize)  # the pool reads a vector past the band
 
     def kernel(lo, hi, threads):

@@ -11,14 +11,14 @@
  * (S = the stride along W: the columns of each phase are contiguous, so every kernel tap
  * reads a contiguous run of the packed row for a row of outputs). Output pixel (oh, ow)
  * reads tap t of its window at  base(oh, ow) + off[t],  base = oh*row_step + ow, with
- * off[t] the same for every output: so a tap's loads for a row segment of V outputs are
- * one vector load. A register tile of FT filters x NR row segments holds the
- * accumulators; each tap loads NR vectors and broadcasts FT weights.
+ * off[t] the same for every output: so a tap's loads for a register vector of outputs are
+ * one vector load. A register tile of FT filters x NR register vectors of outputs holds
+ * the accumulators; each tap loads NR vectors and broadcasts FT weights.
  *
- * A row segment is 64 bytes in every build (16 floats or 8 doubles: one zmm, two ymm or
- * four xmm registers), so each output's sum runs over the taps in the same order in every
- * build, and dW's lane sums are reduced in the same order: every build gives the same
- * bits. Each step is an explicit fused multiply-add (one rounding) in every build: AVX-512F's or FMA3's instructions, and libm's correctly
+ * Each output's sum runs over the taps in the same order whatever the build and the tile.
+ * dW's row segment is 64 bytes in every build (16 floats or 8 doubles: one zmm, two ymm or
+ * four xmm registers), so its lane sums are reduced in the same order: every build gives
+ * the same bits. Each step is an explicit fused multiply-add (one rounding) in every build: AVX-512F's or FMA3's instructions, and libm's correctly
  * rounded fmaf/fma lane by lane in the baseline build (slow, the same bits). On Intel
  * cores FMA runs the forward tile several times faster than a multiply then an add
  * (docs/performance.md, "Direct convolution and the rule of auto").
@@ -59,13 +59,13 @@ typedef float fc_rf_u __attribute__((vector_size(FC_RBYTES), aligned(4), may_ali
 typedef double fc_rd_u __attribute__((vector_size(FC_RBYTES), aligned(8), may_alias));
 
 /* Register tiles, per build (only speed depends on them, never the bits: each output's
- * sum has the same order whatever the tile). Forward: FT filters x FC_NR<FT> row segments
- * of 64 bytes, for FT = 8, 4, 3, 2 or 1 (FC_NR<FT> 0: a tile this build does not have;
- * fastconv/engine/direct.py picks the FT that wastes the fewest filter slots: dx of a
- * 3-channel layer runs 3 x 7 on AVX-512). dW: FC_WF_<T> filters x FC_WT_<T> taps of one
- * register vector per dtype (fc_dw_image_tiled makes FC_K passes). 32 zmm registers hold 24
- * accumulators; AVX2's 16 ymm registers hold 12 (a 64-byte segment is two of them), SSE2's
- * 16 xmm fewer. */
+ * sum has the same order whatever the tile). Forward: FT filters x FC_NR<FT> register
+ * vectors of output pixels, for FT = 8, 4, 3, 2 or 1 (FC_NR<FT> 0: a tile this build does
+ * not have; fastconv/engine/direct.py picks the FT that wastes the fewest filter slots: dx
+ * of a 3-channel layer runs 3 x 7 on AVX-512). dW: FC_WF_<T> filters x FC_WT_<T> taps of
+ * one register vector per dtype (fc_dw_image_tiled makes FC_K passes). 32 zmm registers
+ * hold 24 accumulators; AVX2's 16 ymm registers hold 12, with the tile's inputs and a
+ * weight beside them; SSE2's 16 xmm fewer. */
 #if defined(__AVX512F__)
 #define FC_NR8 3
 #define FC_NR4 6
@@ -78,13 +78,15 @@ typedef double fc_rd_u __attribute__((vector_size(FC_RBYTES), aligned(8), may_al
 #define FC_WT_F64 6
 #elif defined(__AVX2__)
 /* No 8-filter tile (0): its 16 accumulators leave no register for the inputs, and the
- * spills cost more than the 4-filter tile's extra loads; 3 filters x 2 segments spills too
- * (docs/performance-notes.md, "The AVX2 build's direct kernels"). */
+ * spills cost more than the 4-filter tile's extra loads (docs/performance-notes.md, "The
+ * AVX2 build's direct kernels"). 4 filters x 3 vectors fill the 16 registers exactly (12
+ * accumulators, 3 inputs, a weight): 7 loads per 12 FMAs, against 6 per 8 for 4 x 2
+ * (docs/performance-notes.md, "A tile in register vectors"). */
 #define FC_NR8 0
-#define FC_NR4 1
-#define FC_NR3 1
-#define FC_NR2 2
-#define FC_NR1 4
+#define FC_NR4 3
+#define FC_NR3 3
+#define FC_NR2 5
+#define FC_NR1 8
 /* dW: 4 filters x 3 taps hold 12 accumulators, but its 4 dout vectors and the input make 17
  * registers, and GCC reloads one filter's dout at each FMA; 3 x 4 fits 16. In a C harness
  * (Zen 3, one thread) 3 x 4 ran float64's dW 18-24 % faster, float32's 0-8 % slower. */
@@ -93,11 +95,11 @@ typedef double fc_rd_u __attribute__((vector_size(FC_RBYTES), aligned(8), may_al
 #define FC_WF_F64 3
 #define FC_WT_F64 4
 #else
-#define FC_NR8 1
-#define FC_NR4 1
-#define FC_NR3 1
-#define FC_NR2 1
-#define FC_NR1 2
+#define FC_NR8 4
+#define FC_NR4 4
+#define FC_NR3 4
+#define FC_NR2 4
+#define FC_NR1 8
 #define FC_WF_F32 1
 #define FC_WT_F32 2
 #define FC_WF_F64 1

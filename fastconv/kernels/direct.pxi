@@ -6,7 +6,7 @@
 # policy: weight packing, tap offsets, buffer sizes.
 
 cdef extern from "direct.h":
-    int FC_NR8, FC_NR4, FC_NR3, FC_NR2, FC_NR1, FC_WF_F32, FC_WT_F32, FC_WF_F64, FC_WT_F64
+    int FC_NR8, FC_NR4, FC_NR3, FC_NR2, FC_NR1, FC_WF_F32, FC_WT_F32, FC_WF_F64, FC_WT_F64, FC_RBYTES
     void fc_pack_f32(const float *src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t up_h, Py_ssize_t up_w,
                      Py_ssize_t at_h, Py_ssize_t at_w, float *dst, Py_ssize_t Hb, Py_ssize_t S,
                      Py_ssize_t Wq) noexcept nogil
@@ -49,12 +49,15 @@ DIRECT_FILTER_TILES = (8, 4, 3, 2, 1)
 
 
 def direct_tiles():
-    """This build's register tiles: {"forward": {filters: row segments} (the tiles it has,
-    widest first), "dw": {dtype name: (filters, taps)}}. fastconv/engine/direct.py packs the
-    weights and pads the taps to them. A vector is 64 bytes in every build."""
+    """This build's register tiles: {"forward": {filters: register vectors of output
+    pixels} (the tiles it has, widest first), "dw": {dtype name: (filters, taps)},
+    "register_bytes": the bytes of one register vector (64, 32 or 16)}. fastconv/engine/direct.py
+    packs the weights and pads the taps to them; a row segment of the packed layout is 64
+    bytes in every build."""
     rows = dict(zip(DIRECT_FILTER_TILES, (FC_NR8, FC_NR4, FC_NR3, FC_NR2, FC_NR1)))
     return {"forward": {ft: nr for ft, nr in rows.items() if nr > 0},
-            "dw": {"float32": (FC_WF_F32, FC_WT_F32), "float64": (FC_WF_F64, FC_WT_F64)}}
+            "dw": {"float32": (FC_WF_F32, FC_WT_F32), "float64": (FC_WF_F64, FC_WT_F64)},
+            "register_bytes": FC_RBYTES}
 
 
 cdef inline Py_ssize_t _dw_filters(Py_ssize_t itemsize) noexcept nogil:

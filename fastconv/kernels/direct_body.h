@@ -36,54 +36,55 @@ static void FC_NAME(fc_pack)(const FC_T *src, Py_ssize_t H, Py_ssize_t W,
     }
 }
 
-/* One register tile of the forward pass: out[(f*NR + r)*FC_K + j] = register vector j of
- * the sum over taps t of buf[base[r] + off[t]: +V] * wblk[t*FT + f], the taps in order.
- * FT and NR are constants at every call, so the loops unroll and the tile stays in
- * registers (NR*FC_K register vectors per filter). */
+/* One register tile of the forward pass: out[f*NR + r] = the sum over taps t of the register
+ * vector at buf[base[r] + off[t]] times wblk[t*FT + f], the taps in order. FT and NR are
+ * constants at every call, so the loops unroll and the tile's FT*NR accumulators, NR inputs
+ * and one weight stay in registers. */
 static inline __attribute__((always_inline)) void
 FC_NAME(fc_fwd_tile)(const int FT, const int NR, const FC_T *buf, const Py_ssize_t *base,
                      const Py_ssize_t *off, Py_ssize_t taps, const FC_T *wblk, FC_RT *out)
 {
-    FC_RT acc[FC_TILE_MAX * FC_K], xv[FC_NR_MAX * FC_K], wv;
+    FC_RT acc[FC_TILE_MAX], xv[FC_NR_MAX], wv;
     Py_ssize_t t;
     int f, r;
 #pragma GCC unroll 32
-    for (f = 0; f < FT * NR * FC_K; f++)
+    for (f = 0; f < FT * NR; f++)
         acc[f] = (FC_RT){0};
     for (t = 0; t < taps; t++) {
         const FC_T *p = buf + off[t];
         const FC_T *wt = wblk + t * FT;
 #pragma GCC unroll 16
-        for (r = 0; r < NR * FC_K; r++)
-            xv[r] = *(const FC_RTU *)(p + base[r / FC_K] + (r % FC_K) * FC_RL);
+        for (r = 0; r < NR; r++)
+            xv[r] = *(const FC_RTU *)(p + base[r]);
 #pragma GCC unroll 16
         for (f = 0; f < FT; f++) {
             wv = wt[f] - (FC_RT){0};  /* the weight in every lane (w - 0 is w exactly) */
 #pragma GCC unroll 16
-            for (r = 0; r < NR * FC_K; r++)
-                FC_FMA(&acc[f * NR * FC_K + r], &xv[r], &wv);
+            for (r = 0; r < NR; r++)
+                FC_FMA(&acc[f * NR + r], &xv[r], &wv);
         }
     }
 #pragma GCC unroll 32
-    for (f = 0; f < FT * NR * FC_K; f++)
+    for (f = 0; f < FT * NR; f++)
         out[f] = acc[f];
 }
 
-/* The tile's outputs (+ bias) into out (F planes of out_h x out_w): row segments p0 + r
- * (those < npos) of filters fb*FT + f (those < Fg) of group g. Inlined, so the tile is
- * stored from its registers; each segment's place is computed once, not once per filter
- * (a division per filter and segment cost more than a tenth of a tile's time). */
+/* The tile's outputs (+ bias) into out (F planes of out_h x out_w): register vectors p0 + r
+ * (those < npos; vecs of them per output row) of filters fb*FT + f (those < Fg) of group g.
+ * Inlined, so the tile is stored from its registers; each vector's place is computed once,
+ * not once per filter (a division per filter and vector cost more than a tenth of a tile's
+ * time). */
 static inline __attribute__((always_inline)) void
 FC_NAME(fc_fwd_store)(const int FT, const int NR, const FC_RT *acc, Py_ssize_t p0, Py_ssize_t npos,
-                      Py_ssize_t segs, Py_ssize_t g, Py_ssize_t Fg, Py_ssize_t fb, const FC_T *bias,
+                      Py_ssize_t vecs, Py_ssize_t g, Py_ssize_t Fg, Py_ssize_t fb, const FC_T *bias,
                       FC_T *out, Py_ssize_t out_h, Py_ssize_t out_w)
 {
     Py_ssize_t at[FC_NR_MAX], lanes[FC_NR_MAX];
-    int f, r, j, nr = npos - p0 < NR ? (int)(npos - p0) : NR;
+    int f, r, nr = npos - p0 < NR ? (int)(npos - p0) : NR;
     for (r = 0; r < nr; r++) {
-        Py_ssize_t oh = (p0 + r) / segs, ow0 = ((p0 + r) % segs) * FC_V;
+        Py_ssize_t oh = (p0 + r) / vecs, ow0 = ((p0 + r) % vecs) * FC_RL;
         at[r] = oh * out_w + ow0;
-        lanes[r] = out_w - ow0 < FC_V ? out_w - ow0 : FC_V;
+        lanes[r] = out_w - ow0 < FC_RL ? out_w - ow0 : FC_RL;
     }
     /* Constant trip counts and no early exit: every acc index is a constant, so that the
      * tile's accumulators stay in registers (a loop to a run-time bound kept them on the
@@ -96,17 +97,13 @@ FC_NAME(fc_fwd_store)(const int FT, const int NR, const FC_RT *acc, Py_ssize_t p
         for (r = 0; r < NR; r++) {
             if (fi < Fg && r < nr) {
                 FC_T *dst = out + plane * out_h * out_w + at[r];
-#pragma GCC unroll 4
-                for (j = 0; j < FC_K; j++) {  /* register vector j: whole, partial or past the row */
-                    FC_RT a = acc[(f * NR + r) * FC_K + j];
-                    Py_ssize_t n = lanes[r] - j * FC_RL;
-                    if (bias)
-                        a += b;
-                    if (n >= FC_RL)
-                        *(FC_RTU *)(dst + j * FC_RL) = a;
-                    else if (n > 0)
-                        FC_STORE_RPART(dst + j * FC_RL, &a, (int)n);
-                }
+                FC_RT a = acc[f * NR + r];
+                if (bias)
+                    a += b;
+                if (lanes[r] == FC_RL)
+                    *(FC_RTU *)dst = a;
+                else
+                    FC_STORE_RPART(dst, &a, (int)lanes[r]);
             }
         }
     }
@@ -118,20 +115,20 @@ FC_NAME(fc_fwd_image_tiled)(const int FT, const int NR, const FC_T *buf, Py_ssiz
                             Py_ssize_t G, Py_ssize_t Fg, const FC_T *bias, FC_T *out,
                             Py_ssize_t out_h, Py_ssize_t out_w)
 {
-    Py_ssize_t segs = (out_w + FC_V - 1) / FC_V, npos = out_h * segs;
+    Py_ssize_t vecs = (out_w + FC_RL - 1) / FC_RL, npos = out_h * vecs;
     Py_ssize_t nfb = (Fg + FT - 1) / FT, p0, g, fb, base[FC_NR_MAX];
-    FC_RT acc[FC_TILE_MAX * FC_K];
+    FC_RT acc[FC_TILE_MAX];
     int r;
     for (p0 = 0; p0 < npos; p0 += NR) {
-        for (r = 0; r < NR; r++) {  /* past the last segment: recompute the last (not stored) */
+        for (r = 0; r < NR; r++) {  /* past the last vector: recompute the last (not stored) */
             Py_ssize_t p = p0 + r < npos ? p0 + r : npos - 1;
-            base[r] = (p / segs) * row_step + (p % segs) * FC_V;
+            base[r] = (p / vecs) * row_step + (p % vecs) * FC_RL;
         }
         for (g = 0; g < G; g++) {
             for (fb = 0; fb < nfb; fb++) {
                 FC_NAME(fc_fwd_tile)(FT, NR, buf, base, off + g * taps, taps,
                                      wpk + (g * nfb + fb) * taps * FT, acc);
-                FC_NAME(fc_fwd_store)(FT, NR, acc, p0, npos, segs, g, Fg, fb, bias, out, out_h, out_w);
+                FC_NAME(fc_fwd_store)(FT, NR, acc, p0, npos, vecs, g, Fg, fb, bias, out, out_h, out_w);
             }
         }
     }
