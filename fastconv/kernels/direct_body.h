@@ -80,15 +80,33 @@ FC_NAME(fc_fwd_store)(const int FT, const int NR, const FC_RT *acc, Py_ssize_t p
                       FC_T *out, Py_ssize_t out_h, Py_ssize_t out_w)
 {
     Py_ssize_t at[FC_NR_MAX], lanes[FC_NR_MAX];
-    int f, r, nr = npos - p0 < NR ? (int)(npos - p0) : NR;
+    int f, r, nr = npos - p0 < NR ? (int)(npos - p0) : NR, whole = nr == NR && (fb + 1) * FT <= Fg;
     for (r = 0; r < nr; r++) {
         Py_ssize_t oh = (p0 + r) / vecs, ow0 = ((p0 + r) % vecs) * FC_RL;
         at[r] = oh * out_w + ow0;
         lanes[r] = out_w - ow0 < FC_RL ? out_w - ow0 : FC_RL;
+        whole &= lanes[r] == FC_RL;
     }
     /* Constant trip counts and no early exit: every acc index is a constant, so that the
      * tile's accumulators stay in registers (a loop to a run-time bound kept them on the
-     * stack in the AVX2 build, loads and stores around every FMA). */
+     * stack in the AVX2 build, loads and stores around every FMA). A tile whose vectors
+     * and filters all exist (most tiles) is stored without a branch per vector: the
+     * branches cost 7 % of W1conv's forward in a C harness on the AVX2 build. */
+    if (whole) {
+        FC_T *dst = out + (g * Fg + fb * FT) * out_h * out_w;
+#pragma GCC unroll 16
+        for (f = 0; f < FT; f++) {
+            FC_RT b = (bias ? bias[g * Fg + fb * FT + f] : (FC_T)0) - (FC_RT){0};
+#pragma GCC unroll 16
+            for (r = 0; r < NR; r++) {
+                FC_RT a = acc[f * NR + r];
+                if (bias)
+                    a += b;
+                *(FC_RTU *)(dst + f * out_h * out_w + at[r]) = a;
+            }
+        }
+        return;
+    }
 #pragma GCC unroll 16
     for (f = 0; f < FT; f++) {
         Py_ssize_t fi = fb * FT + f, plane = g * Fg + fi;
