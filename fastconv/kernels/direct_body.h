@@ -262,16 +262,17 @@ static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows,
 
 /* The 2x2 windows c .. c + n - 1 (n = 1 to FC_RL) of the row pair r0, r1 (windows at
  * stride 2, column 2c on): v[0] and v[1] the top row's even and odd columns, v[2] and v[3]
- * the bottom row's. Two loads per row, split by two shuffles; for a row's last windows
- * (n < FC_RL) from a copy, so that no load reaches past the row (lanes past n: zeros). */
+ * the bottom row's. Two loads per row, split by two shuffles; lanes past n are computed
+ * from what follows the windows (the next row), or from a zeroed copy where the loads
+ * would reach end (one past the last item that may be read). */
 static inline __attribute__((always_inline)) void
-FC_NAME(fc_pool2_columns)(const FC_T *r0, const FC_T *r1, Py_ssize_t c, int n, FC_RI evens, FC_RI odds,
-                          FC_RT *v)
+FC_NAME(fc_pool2_columns)(const FC_T *r0, const FC_T *r1, Py_ssize_t c, int n, const FC_T *end,
+                          FC_RI evens, FC_RI odds, FC_RT *v)
 {
     FC_T top[2 * FC_RL], bottom[2 * FC_RL];
     const FC_T *t = r0 + 2 * c, *b = r1 + 2 * c;
     FC_RT t0, t1, b0, b1;
-    if (n < FC_RL) {  /* zeroed here only: zeroing per call cost 3x in fc_max3s2_plane */
+    if (n < FC_RL && b + 2 * FC_RL > end) {  /* zeroed here only: zeroing per call cost 3x in fc_max3s2_plane */
         memset(top, 0, sizeof(top));
         memset(bottom, 0, sizeof(bottom));
         memcpy(top, t, sizeof(FC_T) * (size_t)(2 * n));
@@ -290,13 +291,15 @@ FC_NAME(fc_pool2_columns)(const FC_T *r0, const FC_T *r1, Py_ssize_t c, int n, F
 }
 
 /* 2x2 / 2 pooling without padding of one plane x (H x W, H >= 2 out_h, W >= 2 out_w) into
- * out (out_h x out_w), FC_RL windows at a time (fc_pool2_columns). Max (am not NULL): each
+ * out (out_h x out_w), FC_RL windows at a time (fc_pool2_columns; a row's last windows as
+ * its last FC_RL again where it has that many, as copies cost more). Max (am not NULL): each
  * window's first maximum (NaN on top) and its index ih*W + iw in am, the bits of
  * pooling.pxi's max_pool_direct. Average (am NULL): (((0 + a0) + a1) + a2) + a3, times
- * inv, the bits of pooling.pxi's avg_pool_forward. pooling.pxi's loops spent 6 cycles per
- * max window on this (Zen 3); these, 2. */
+ * inv, the bits of pooling.pxi's avg_pool_forward. Loads may read up to end (one past the
+ * last item of x's buffer). pooling.pxi's loops spent 6 cycles per max window on this
+ * (Zen 3); these, 2. */
 static void FC_NAME(fc_pool2_plane)(const FC_T *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w, FC_T inv,
-                                    FC_T *out, int32_t *am)
+                                    const FC_T *end, FC_T *out, int32_t *am)
 {
     Py_ssize_t oh, c;
     FC_RI evens, odds, step;  /* evens: the shuffle mask, and window k's first column 2k */
@@ -313,7 +316,12 @@ static void FC_NAME(fc_pool2_plane)(const FC_T *x, Py_ssize_t W, Py_ssize_t out_
             FC_RT v[4], m;
             FC_RI idx;
             n = out_w - c < FC_RL ? (int)(out_w - c) : FC_RL;
-            FC_NAME(fc_pool2_columns)(r0, r1, c, n, evens, odds, v);
+            if (n < FC_RL && c > 0) {  /* the row's last FC_RL windows again (the same values) */
+                at -= (int32_t)(2 * (FC_RL - n));
+                c -= FC_RL - n;
+                n = FC_RL;
+            }
+            FC_NAME(fc_pool2_columns)(r0, r1, c, n, end, evens, odds, v);
             if (am) {
                 FC_NAME(fc_pool2_pick)(v[0], v[1], v[2], v[3], at, step, &m, &idx);
                 FC_NAME(fc_store_argmax)(am + oh * out_w + c, &idx, n);
@@ -343,14 +351,54 @@ static inline __attribute__((always_inline)) FC_RI FC_NAME(fc_load_argmax)(const
 #endif
 }
 
+/* The windows c .. c + n - 1 (n = 1 to FC_RL; their top-left pixels at) of one row of
+ * fc_pool2_backward_plane: d and k hold their gradients and argmaxes (lanes past n: 0 and
+ * a pixel of their window), their 2n pixels of rows r0 and r1 are written; returns how many
+ * of the windows from lane skip on have their argmax outside them. */
+static inline __attribute__((always_inline)) Py_ssize_t
+FC_NAME(fc_pool2_backward_windows)(FC_RT d, FC_RI k, FC_RI at, FC_RI step, FC_RI lo, FC_RI hi,
+                                   FC_T *r0, FC_T *r1, int n, int skip)
+{
+    FC_RI di = (FC_RI)d;
+    FC_RI m00 = k == at, m01 = k == at + 1, m10 = k == at + step, m11 = k == at + step + 1;
+    FC_RT v00 = (FC_RT)(di & m00), v01 = (FC_RT)(di & m01);
+    FC_RT v10 = (FC_RT)(di & m10), v11 = (FC_RT)(di & m11);
+    FC_RI none = ~(m00 | m01 | m10 | m11);
+    FC_RT t00 = __builtin_shuffle(v00, v01, lo), t01 = __builtin_shuffle(v00, v01, hi);
+    FC_RT t10 = __builtin_shuffle(v10, v11, lo), t11 = __builtin_shuffle(v10, v11, hi);
+    Py_ssize_t bad = 0;
+    int l;
+    for (l = 0; l < FC_RL; l++)
+        bad += none[l] & (l >= skip);
+    if (n == FC_RL) {
+        *(FC_RTU *)r0 = t00;
+        *(FC_RTU *)(r0 + FC_RL) = t01;
+        *(FC_RTU *)r1 = t10;
+        *(FC_RTU *)(r1 + FC_RL) = t11;
+    } else if (2 * n <= FC_RL) {
+        FC_STORE_RPART(r0, &t00, 2 * n);
+        FC_STORE_RPART(r1, &t10, 2 * n);
+    } else {
+        *(FC_RTU *)r0 = t00;
+        *(FC_RTU *)r1 = t10;
+        FC_STORE_RPART(r0 + FC_RL, &t01, 2 * n - FC_RL);
+        FC_STORE_RPART(r1 + FC_RL, &t11, 2 * n - FC_RL);
+    }
+    return bad;
+}
+
 /* The gradient dx (H x W) of one plane of a 2x2 / 2 max pool without padding (H >= 2 out_h,
  * W >= 2 out_w), from dout and am (out_h x out_w; am the flat index ih*W + iw of each
  * window's maximum): each window's pixel at am gets 0 + dout (-0.0 becomes +0.0, as the
  * "+=" of pooling.pxi's max_pool_backward), its other three +0.0, pixels of no window +0.0.
  * Every pixel is written once, FC_RL windows at a time (two rows of 2*FC_RL pixels, the
- * four corners interleaved by shuffles): no memset, no scatter. Returns how many windows
- * have their am outside them (no pixel of theirs got dout): the caller then redoes the
- * plane with the scatter, which routes an index anywhere in the plane. */
+ * four corners interleaved by shuffles); a row's last windows (one at a time, they took
+ * most of the time on 14x14 planes) as the row's last FC_RL windows again, their pixels
+ * already written rewritten with the same values, or, in a row of fewer windows, from
+ * zero-padded copies and stored in part (masked stores are slow on AMD cores): no memset,
+ * no scatter. Returns how many windows have their am outside them (no pixel of theirs got
+ * dout): the caller then redoes the plane with the scatter, which routes an index
+ * anywhere in the plane. */
 static Py_ssize_t FC_NAME(fc_pool2_backward_plane)(const FC_T *dout, const int32_t *am, Py_ssize_t H,
                                                    Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w, FC_T *dx)
 {
@@ -368,28 +416,26 @@ static Py_ssize_t FC_NAME(fc_pool2_backward_plane)(const FC_T *dout, const int32
         const int32_t *a = am + oh * out_w;
         FC_T *r0 = dx + 2 * oh * W, *r1 = r0 + W;
         FC_RI at = evens + (int32_t)(2 * oh * W);  /* the top-left pixel of window c + k */
-        for (c = 0; c + FC_RL <= out_w; c += FC_RL, at += 2 * FC_RL) {
-            FC_RT d = *(const FC_RTU *)(g + c) + (FC_RT){0};
-            FC_RI k = FC_NAME(fc_load_argmax)(a + c), di = (FC_RI)d;
-            FC_RI m00 = k == at, m01 = k == at + 1, m10 = k == at + step, m11 = k == at + step + 1;
-            FC_RT v00 = (FC_RT)(di & m00), v01 = (FC_RT)(di & m01);
-            FC_RT v10 = (FC_RT)(di & m10), v11 = (FC_RT)(di & m11);
-            FC_RI none = ~(m00 | m01 | m10 | m11);
-            for (l = 0; l < FC_RL; l++)
-                bad += none[l] & 1;
-            *(FC_RTU *)(r0 + 2 * c) = __builtin_shuffle(v00, v01, lo);
-            *(FC_RTU *)(r0 + 2 * c + FC_RL) = __builtin_shuffle(v00, v01, hi);
-            *(FC_RTU *)(r1 + 2 * c) = __builtin_shuffle(v10, v11, lo);
-            *(FC_RTU *)(r1 + 2 * c + FC_RL) = __builtin_shuffle(v10, v11, hi);
-        }
-        for (; c < out_w; c++) {  /* the row's last windows, one at a time */
-            FC_T d = g[c] + (FC_T)0;
-            Py_ssize_t k = a[c], p = 2 * oh * W + 2 * c;
-            r0[2 * c] = k == p ? d : (FC_T)0;
-            r0[2 * c + 1] = k == p + 1 ? d : (FC_T)0;
-            r1[2 * c] = k == p + W ? d : (FC_T)0;
-            r1[2 * c + 1] = k == p + W + 1 ? d : (FC_T)0;
-            bad += k != p && k != p + 1 && k != p + W && k != p + W + 1;
+        for (c = 0; c + FC_RL <= out_w; c += FC_RL, at += 2 * FC_RL)
+            bad += FC_NAME(fc_pool2_backward_windows)(*(const FC_RTU *)(g + c) + (FC_RT){0},
+                                                      FC_NAME(fc_load_argmax)(a + c), at, step, lo, hi,
+                                                      r0 + 2 * c, r1 + 2 * c, FC_RL, 0);
+        if (c < out_w && c > 0) {  /* windows out_w - FC_RL ..: those before c counted already */
+            Py_ssize_t c2 = out_w - FC_RL;
+            bad += FC_NAME(fc_pool2_backward_windows)(*(const FC_RTU *)(g + c2) + (FC_RT){0},
+                                                      FC_NAME(fc_load_argmax)(a + c2),
+                                                      at - (int32_t)(2 * (c - c2)), step, lo, hi,
+                                                      r0 + 2 * c2, r1 + 2 * c2, FC_RL, (int)(c - c2));
+        } else if (c < out_w) {  /* fewer than FC_RL windows; lanes past them: 0 at their window */
+            int n = (int)(out_w - c);
+            FC_RT d = {0};
+            int32_t ab[FC_RL];
+            memcpy(&d, g + c, sizeof(FC_T) * (size_t)n);
+            memcpy(ab, a + c, sizeof(int32_t) * (size_t)n);
+            for (l = n; l < FC_RL; l++)
+                ab[l] = (int32_t)at[l];
+            bad += FC_NAME(fc_pool2_backward_windows)(d + (FC_RT){0}, FC_NAME(fc_load_argmax)(ab), at, step,
+                                                      lo, hi, r0 + 2 * c, r1 + 2 * c, n, 0);
         }
         if (W > 2 * out_w) {  /* columns of no window */
             memset(r0 + 2 * out_w, 0, sizeof(FC_T) * (size_t)(W - 2 * out_w));

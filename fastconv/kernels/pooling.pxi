@@ -514,9 +514,9 @@ cdef extern from "direct.h":
     Py_ssize_t fc_pool2_backward_plane_f64(const double *dout, const int32_t *am, Py_ssize_t H, Py_ssize_t W,
                                            Py_ssize_t out_h, Py_ssize_t out_w, double *dx) noexcept nogil
     void fc_pool2_plane_f32(const float *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w, float inv,
-                            float *out, int32_t *am) noexcept nogil
+                            const float *end, float *out, int32_t *am) noexcept nogil
     void fc_pool2_plane_f64(const double *x, Py_ssize_t W, Py_ssize_t out_h, Py_ssize_t out_w, double inv,
-                            double *out, int32_t *am) noexcept nogil
+                            const double *end, double *out, int32_t *am) noexcept nogil
 
 
 cdef int _check_pool2(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_threads) except -1:
@@ -537,12 +537,13 @@ cdef void _pool2_planes(const floating[:, :, ::1] x, floating[:, :, ::1] out, in
     """fc_pool2_plane on every plane: max with the argmaxes (am, out's shape), average if am is NULL."""
     cdef Py_ssize_t W = x.shape[2], out_h = out.shape[1], out_w = out.shape[2], t
     cdef floating inv = 0.25
+    cdef const floating* end = &x[x.shape[0] - 1, x.shape[1] - 1, W - 1] + 1
     for t in prange(x.shape[0], schedule="static", num_threads=num_threads):
         if floating is float:
-            fc_pool2_plane_f32(&x[t, 0, 0], W, out_h, out_w, inv, &out[t, 0, 0],
+            fc_pool2_plane_f32(&x[t, 0, 0], W, out_h, out_w, inv, end, &out[t, 0, 0],
                                am + t * out_h * out_w if am != NULL else NULL)
         else:
-            fc_pool2_plane_f64(&x[t, 0, 0], W, out_h, out_w, inv, &out[t, 0, 0],
+            fc_pool2_plane_f64(&x[t, 0, 0], W, out_h, out_w, inv, end, &out[t, 0, 0],
                                am + t * out_h * out_w if am != NULL else NULL)
 
 

@@ -506,6 +506,22 @@ def test_max_pool2_backward_with_an_argmax_outside_its_window():
         _im2col.max_pool2_backward(dout, argmax, fast, 1)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("window", [16, 15, 3], ids=["last", "overlapped", "first"])
+def test_max_pool2_backward_with_an_argmax_outside_its_window_in_a_rows_tail(dtype, window):
+    """17 windows a row: the last ones run as the row's last vector of windows again (lanes
+    before the tail were checked with the vector before). An index outside its window in
+    the tail, in the windows run twice, or before them, still goes where it points."""
+    dout = np.arange(1, 2 * 3 * 17 + 1, dtype=dtype).reshape(2, 3, 17)
+    argmax = np.empty((2, 3, 17), np.int32)
+    _im2col.max_pool2(np.zeros((2, 6, 34), dtype), np.empty((2, 3, 17), dtype), argmax, 1)
+    argmax[1, 1, window] = 0
+    fast = np.empty((2, 6, 34), dtype)
+    _im2col.max_pool2_backward(dout, argmax, fast, 1)
+    assert fast.tobytes() == _scatter_backward(dout, argmax, 6, 34).tobytes()
+    assert fast[1, 0, 0] == dout[1, 0, 0] + dout[1, 1, window]
+
+
 def test_max_pool2_backward_refuses_shapes_it_cannot_serve():
     dout, argmax = np.empty((3, 4, 4)), np.zeros((3, 4, 4), np.int32)
     with pytest.raises(ValueError, match="does not fit dx"):
