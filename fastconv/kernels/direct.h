@@ -81,12 +81,14 @@ typedef double fc_rd_u __attribute__((vector_size(FC_RBYTES), aligned(8), may_al
  * spills cost more than the 4-filter tile's extra loads (docs/performance-notes.md, "The
  * AVX2 build's direct kernels"). 4 filters x 3 vectors fill the 16 registers exactly (12
  * accumulators, 3 inputs, a weight): 7 loads per 12 FMAs, against 6 per 8 for 4 x 2
- * (docs/performance-notes.md, "A tile in register vectors"). */
+ * (docs/performance-notes.md, "A tile in register vectors"). The narrower tiles keep their
+ * weights in registers (fc_fwd_tile), so they too hold 12 accumulators: 3 x 4 (3 weights,
+ * an input), 2 x 6, 1 x 12; 3 x 3 left the FMA units waiting (dx of a 3-channel layer). */
 #define FC_NR8 0
 #define FC_NR4 3
-#define FC_NR3 3
-#define FC_NR2 5
-#define FC_NR1 8
+#define FC_NR3 4
+#define FC_NR2 6
+#define FC_NR1 12
 /* dW: 4 filters x 3 taps hold 12 accumulators, but its 4 dout vectors and the input make 17
  * registers, and GCC reloads one filter's dout at each FMA; 3 x 4 fits 16. In a C harness
  * (Zen 3, one thread) 3 x 4 ran float64's dW 18-24 % faster, float32's 0-8 % slower. */

@@ -9,10 +9,10 @@ cdef extern from "direct.h":
     int FC_NR8, FC_NR4, FC_NR3, FC_NR2, FC_NR1, FC_WF_F32, FC_WT_F32, FC_WF_F64, FC_WT_F64, FC_RBYTES
     void fc_pack_f32(const float *src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t up_h, Py_ssize_t up_w,
                      Py_ssize_t at_h, Py_ssize_t at_w, float *dst, Py_ssize_t Hb, Py_ssize_t S,
-                     Py_ssize_t Wq) noexcept nogil
+                     Py_ssize_t Wq, int zeroed) noexcept nogil
     void fc_pack_f64(const double *src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t up_h, Py_ssize_t up_w,
                      Py_ssize_t at_h, Py_ssize_t at_w, double *dst, Py_ssize_t Hb, Py_ssize_t S,
-                     Py_ssize_t Wq) noexcept nogil
+                     Py_ssize_t Wq, int zeroed) noexcept nogil
     int fc_direct_image_f32(const float *buf, Py_ssize_t row_step, const Py_ssize_t *off, Py_ssize_t taps,
                             const float *wpk, Py_ssize_t G, Py_ssize_t Fg, int FT, const float *bias,
                             float *out, Py_ssize_t out_h, Py_ssize_t out_w) noexcept nogil
@@ -127,6 +127,7 @@ def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     cdef Py_ssize_t Fg, nfb, plane, size, row_step, n, c, tid
     cdef floating *buf
     cdef const floating *bias
+    cdef unsigned char[::1] packed
     _check_threads(num_threads)
     _check_packing(H, W, up_h, up_w, Hb, S, Wq)
     _check_tile_filters(FT)
@@ -149,6 +150,7 @@ def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     if N == 0:
         return
     bias = &b[0] if has_bias else NULL
+    packed = bytearray(num_threads)  # per thread: whether its buffer's zeros are in place
     with nogil:
         # dynamic: when the host slows one vCPU, the other takes more images (images are
         # independent: the same bits)
@@ -157,9 +159,12 @@ def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
             buf = &scratch[tid, 0]
             for c in range(Cin):
                 if floating is float:
-                    fc_pack_f32(&x[n, c, 0, 0], H, W, up_h, up_w, at_h, at_w, buf + c * plane, Hb, S, Wq)
+                    fc_pack_f32(&x[n, c, 0, 0], H, W, up_h, up_w, at_h, at_w, buf + c * plane, Hb, S, Wq,
+                                packed[tid])
                 else:
-                    fc_pack_f64(&x[n, c, 0, 0], H, W, up_h, up_w, at_h, at_w, buf + c * plane, Hb, S, Wq)
+                    fc_pack_f64(&x[n, c, 0, 0], H, W, up_h, up_w, at_h, at_w, buf + c * plane, Hb, S, Wq,
+                                packed[tid])
+            packed[tid] = 1
             if floating is float:
                 fc_direct_image_f32(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, FT, bias,
                                     &out[n, 0, 0, 0], out_h, out_w)
@@ -195,6 +200,7 @@ def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
     cdef Py_ssize_t Fg, nfb, plane, size, need, row_step, n, c, tid
     cdef floating *buf
     cdef const floating *bias
+    cdef unsigned char[::1] packed
     _check_threads(num_threads)
     _check_packing(H, W, up_h, up_w, Hb, S, Wq)
     _check_tile_filters(FT)
@@ -226,6 +232,7 @@ def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
     if N == 0:
         return
     bias = &b[0] if has_bias else NULL
+    packed = bytearray(num_threads)  # per thread: whether its buffer's zeros are in place
     with nogil:
         # dynamic: when the host slows one vCPU, the other takes more images (images are
         # independent: the same bits)
@@ -234,9 +241,12 @@ def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
             buf = &scratch[tid, 0]
             for c in range(Cin):
                 if floating is float:
-                    fc_pack_f32(&x[n, c, 0, 0], H, W, up_h, up_w, at_h, at_w, buf + c * plane, Hb, S, Wq)
+                    fc_pack_f32(&x[n, c, 0, 0], H, W, up_h, up_w, at_h, at_w, buf + c * plane, Hb, S, Wq,
+                                packed[tid])
                 else:
-                    fc_pack_f64(&x[n, c, 0, 0], H, W, up_h, up_w, at_h, at_w, buf + c * plane, Hb, S, Wq)
+                    fc_pack_f64(&x[n, c, 0, 0], H, W, up_h, up_w, at_h, at_w, buf + c * plane, Hb, S, Wq,
+                                packed[tid])
+            packed[tid] = 1
             if floating is float:
                 fc_direct_pool2_image_f32(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, FT, bias, out_w,
                                           band, buf + size, pooled_h, pooled_w, &z[n, 0, 0, 0],
@@ -321,11 +331,13 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
             memset(accv, 0, sizeof(floating) * (F + WF) * tapsp * lanes)
             memset(&db_parts[k, 0], 0, sizeof(double) * F)
             for n in range(bounds[block_lo + k] - first, bounds[block_lo + k + 1] - first):
-                for c in range(Cin):
+                for c in range(Cin):  # after the block's first image, the zeros are in place
                     if floating is float:
-                        fc_pack_f32(&x[n, c, 0, 0], H, W, 1, 1, at_h, at_w, buf + c * plane, Hb, S, Wq)
+                        fc_pack_f32(&x[n, c, 0, 0], H, W, 1, 1, at_h, at_w, buf + c * plane, Hb, S, Wq,
+                                    n > bounds[block_lo + k] - first)
                     else:
-                        fc_pack_f64(&x[n, c, 0, 0], H, W, 1, 1, at_h, at_w, buf + c * plane, Hb, S, Wq)
+                        fc_pack_f64(&x[n, c, 0, 0], H, W, 1, 1, at_h, at_w, buf + c * plane, Hb, S, Wq,
+                                    n > bounds[block_lo + k] - first)
                 if floating is float:
                     fc_pack_dout_f32(&dout[n, 0, 0, 0], F, out_h, out_w, dpk, &db_parts[k, 0])
                     fc_direct_dw_image_f32(buf, row_step, &off[0], tapsp, dpk, groups, Fg, out_h, out_w, accv)

@@ -8,13 +8,16 @@
 
 
 /* Zero dst (Hb rows of S phases of Wq), then put the plane src (H, W) in it: pixel (h, w) at
- * logical (h*up_h + at_h, w*up_w + at_w); pixels that fall outside are never read. */
+ * logical (h*up_h + at_h, w*up_w + at_w); pixels that fall outside are never read. zeroed:
+ * dst already holds a plane packed with the same arguments, so its zeros are in place (the
+ * pixels go to the same places, whatever their values): only the pixels are copied. */
 static void FC_NAME(fc_pack)(const FC_T *src, Py_ssize_t H, Py_ssize_t W,
                              Py_ssize_t up_h, Py_ssize_t up_w, Py_ssize_t at_h, Py_ssize_t at_w,
-                             FC_T *dst, Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq)
+                             FC_T *dst, Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq, int zeroed)
 {
     Py_ssize_t rowstride = S * Wq, h, w;
-    memset(dst, 0, sizeof(FC_T) * (size_t)(Hb * rowstride));
+    if (!zeroed)
+        memset(dst, 0, sizeof(FC_T) * (size_t)(Hb * rowstride));
     for (h = 0; h < H; h++) {
         Py_ssize_t r = h * up_h + at_h;
         FC_T *row = dst + r * rowstride;
@@ -38,13 +41,15 @@ static void FC_NAME(fc_pack)(const FC_T *src, Py_ssize_t H, Py_ssize_t W,
 
 /* One register tile of the forward pass: out[f*NR + r] = the sum over taps t of the register
  * vector at buf[base[r] + off[t]] times wblk[t*FT + f], the taps in order. FT and NR are
- * constants at every call, so the loops unroll and the tile's FT*NR accumulators, NR inputs
- * and one weight stay in registers. */
+ * constants at every call, so the loops unroll and the tile's FT*NR accumulators stay in
+ * registers beside either its NR inputs and one weight, or (a tile of fewer filters than
+ * vectors: FT*NR + FT + 1 registers, not FT*NR + NR + 1) its FT weights and one input. The
+ * loads and each accumulator's order of FMAs are the same either way: the same bits. */
 static inline __attribute__((always_inline)) void
 FC_NAME(fc_fwd_tile)(const int FT, const int NR, const FC_T *buf, const Py_ssize_t *base,
                      const Py_ssize_t *off, Py_ssize_t taps, const FC_T *wblk, FC_RT *out)
 {
-    FC_RT acc[FC_TILE_MAX], xv[FC_NR_MAX], wv;
+    FC_RT acc[FC_TILE_MAX], xv[FC_NR_MAX], wv[FC_NR_MAX];
     Py_ssize_t t;
     int f, r;
 #pragma GCC unroll 32
@@ -53,15 +58,28 @@ FC_NAME(fc_fwd_tile)(const int FT, const int NR, const FC_T *buf, const Py_ssize
     for (t = 0; t < taps; t++) {
         const FC_T *p = buf + off[t];
         const FC_T *wt = wblk + t * FT;
+        if (FT < NR) {
+#pragma GCC unroll 16
+            for (f = 0; f < FT; f++)
+                wv[f] = wt[f] - (FC_RT){0};  /* the weight in every lane (w - 0 is w exactly) */
+#pragma GCC unroll 16
+            for (r = 0; r < NR; r++) {
+                xv[0] = *(const FC_RTU *)(p + base[r]);
+#pragma GCC unroll 16
+                for (f = 0; f < FT; f++)
+                    FC_FMA(&acc[f * NR + r], &xv[0], &wv[f]);
+            }
+            continue;
+        }
 #pragma GCC unroll 16
         for (r = 0; r < NR; r++)
             xv[r] = *(const FC_RTU *)(p + base[r]);
 #pragma GCC unroll 16
         for (f = 0; f < FT; f++) {
-            wv = wt[f] - (FC_RT){0};  /* the weight in every lane (w - 0 is w exactly) */
+            wv[0] = wt[f] - (FC_RT){0};
 #pragma GCC unroll 16
             for (r = 0; r < NR; r++)
-                FC_FMA(&acc[f * NR + r], &xv[r], &wv);
+                FC_FMA(&acc[f * NR + r], &xv[r], &wv[0]);
         }
     }
 #pragma GCC unroll 32
@@ -562,11 +580,12 @@ static void FC_NAME(fc_pack_dout)(const FC_T *dout, Py_ssize_t F, Py_ssize_t out
             FC_T *row = dpk + (f * out_h + oh) * segs * FC_V;
             memcpy(row, src, sizeof(FC_T) * (size_t)out_w);
             memset(row + out_w, 0, sizeof(FC_T) * (size_t)(segs * FC_V - out_w));
-            for (ow = 0; ow + 8 <= out_w; ow += 8)
+            /* the packed row, its zeros too: + 0 leaves a sum that starts at +0 as it is, and
+             * whole groups of 8 keep s in registers (a tail loop put it on the stack) */
+            for (ow = 0; ow < segs * FC_V; ow += 8)
+#pragma GCC unroll 8
                 for (l = 0; l < 8; l++)
-                    s[l] += (double)src[ow + l];
-            for (l = 0; ow + l < out_w; l++)
-                s[l] += (double)src[ow + l];
+                    s[l] += (double)row[ow + l];
         }
         db[f] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
     }
@@ -601,14 +620,17 @@ FC_NAME(fc_dw_run)(const int WF, const int WT, const int masked, FC_RI mask, FC_
     }
 }
 
-/* fc_dw_run over every row of an image whose register vector j is whole in every segment
- * (out_w a multiple of V, or j's lanes all before out_w in a row's last segment): npos segments in the same order (row by row), in one loop, the packed image's
- * pointer jumping by gap at each row's end (dp: register vector j's place in a segment).
- * A loop per row (two segments for a 32-wide output) spent about a quarter of its time
- * outside its FMAs. */
+/* fc_dw_run over segs consecutive segments of every row (npos in all), in one loop: the
+ * segments whose register vector j is whole (out_w a multiple of V, or j's lanes all before
+ * out_w in a row's last segment), or all but the last when j's lanes are all past out_w
+ * there (they would add 0 * 0 to sums that start at +0: nothing). At each row's end the
+ * packed image's pointer jumps by gap and dout's by dgap (dp: register vector j's place in
+ * a segment). A loop per row (two segments for a 32-wide output) spent about a quarter of
+ * its time outside its FMAs. */
 static inline __attribute__((always_inline)) void
 FC_NAME(fc_dw_rows)(const int WF, const int WT, FC_RT *acc, const FC_T *b, const Py_ssize_t *off,
-                    const FC_T *const *drow, Py_ssize_t dp, Py_ssize_t segs, Py_ssize_t gap, Py_ssize_t npos)
+                    const FC_T *const *drow, Py_ssize_t dp, Py_ssize_t segs, Py_ssize_t gap,
+                    Py_ssize_t dgap, Py_ssize_t npos)
 {
     FC_RT d[FC_TILE_MAX], xv;
     Py_ssize_t o[FC_TILE_MAX], p, k = 0;
@@ -619,7 +641,7 @@ FC_NAME(fc_dw_rows)(const int WF, const int WT, FC_RT *acc, const FC_T *b, const
     for (p = 0; p < npos; p++) {
 #pragma GCC unroll 16
         for (f = 0; f < WF; f++)
-            d[f] = *(const FC_RTU *)(drow[f] + p * FC_V + dp);
+            d[f] = *(const FC_RTU *)(drow[f] + dp);
 #pragma GCC unroll 16
         for (t = 0; t < WT; t++) {
             xv = *(const FC_RTU *)(b + o[t]);
@@ -628,9 +650,11 @@ FC_NAME(fc_dw_rows)(const int WF, const int WT, FC_RT *acc, const FC_T *b, const
                 FC_FMA(&acc[f * WT + t], &d[f], &xv);
         }
         b += FC_V;
+        dp += FC_V;
         if (++k == segs) {
             k = 0;
             b += gap;
+            dp += dgap;
         }
     }
 }
@@ -667,12 +691,16 @@ FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize
                     for (f = 0; f < WF; f++)
                         for (t = 0; t < WT; t++)
                             acc[f * WT + t] = *(const FC_RTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V + dj);
-                    /* register vector j whole in every segment (in the last one too): one loop
-                     * over the image, no mask; else per row, the full segments then the masked last */
+                    /* register vector j whole in every segment (in the last one too), or
+                     * past out_w in the last one (then skipped): one loop over the image, no
+                     * mask; else per row, the full segments then the masked last */
                     whole = tail >= (j + 1) * FC_RL;
                     if (whole)
-                        FC_NAME(fc_dw_rows)(WF, WT, acc, bj, o, drow, dj, segs, row_step - segs * FC_V, npos);
-                    for (oh = 0; oh < out_h && !whole; oh++) {
+                        FC_NAME(fc_dw_rows)(WF, WT, acc, bj, o, drow, dj, segs, row_step - segs * FC_V, 0, npos);
+                    else if (tail <= j * FC_RL && segs > 1)
+                        FC_NAME(fc_dw_rows)(WF, WT, acc, bj, o, drow, dj, segs - 1,
+                                            row_step - (segs - 1) * FC_V, FC_V, out_h * (segs - 1));
+                    for (oh = 0; oh < out_h && !whole && tail > j * FC_RL; oh++) {
                         const FC_T *b = bj + oh * row_step;
                         Py_ssize_t full = segs - 1;
                         FC_NAME(fc_dw_run)(WF, WT, 0, mask[j], acc, b, o, drow, oh * segs * FC_V + dj, full);
