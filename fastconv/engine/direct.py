@@ -8,7 +8,9 @@ where a layer has few input channels, the first layer of a network, whose im2col
 has too little depth to run well (docs/performance.md, "Direct convolution").
 
 * Forward: ``out = conv(x, w) + b``, the images on OpenMP threads (or fastconv's workers,
-  as ``threads.over_planes`` decides), each output's taps summed in (c, i, j) order.
+  as ``threads.over_planes`` decides), each output's taps summed in (c, i, j) order; a
+  tile of outputs near the top or bottom skips the kernel rows that read only padding
+  (``_kernel_rows``: their products are +-0; not for a NaN or infinite weight).
 * dW: per fixed block of images (``_DW_BLOCKS`` at most; how many depends on N only),
   vector accumulators of filters x taps, reduced once per block in lane order; the blocks
   are added in order. So dw is the same for any thread count.
@@ -102,6 +104,16 @@ def _tap_offsets(pk, groups, planes, kh, kw, dil_h, dil_w, padded_to=None):
     return np.ascontiguousarray(off).reshape(-1)
 
 
+def _kernel_rows(g, w):
+    """The kernels' ``kernel_rows`` of a pass over taps (c, i, j) of g's kernel with weights
+    w: (kh, kw, dil_h), so that a tile skips the kernel rows that read only padding (their
+    products are +-0), or none (empty) where a weight is NaN or infinite (times a padding
+    zero it makes the NaN that the naive loops make)."""
+    if not finite(w):
+        return np.empty(0, dtype=np.intp)
+    return np.array([g.kh, g.kw, g.dil_h], dtype=np.intp)
+
+
 def _pack_weights(w2, groups, FT):
     """w2 (groups, Fg, taps) as (groups, blocks of FT filters, taps, FT), zeros past Fg."""
     G, Fg, taps = w2.shape
@@ -149,8 +161,9 @@ def _run(images, work, kernel):
     over_planes(images, work, kernel)
 
 
-def _conv(kernels, x, out, w2, b, off, taps, pk, FT):
-    """out = the direct convolution of x's packed images with w2 (groups, Fg, taps)."""
+def _conv(kernels, x, out, w2, b, off, taps, pk, FT, rows):
+    """out = the direct convolution of x's packed images with w2 (groups, Fg, taps)
+    (``rows``: ``_kernel_rows``)."""
     groups = w2.shape[0]
     wpk = _pack_weights(w2, groups, FT)
     has_bias = b is not None
@@ -160,7 +173,7 @@ def _conv(kernels, x, out, w2, b, off, taps, pk, FT):
     def kernel(lo, hi, threads):
         scratch = workspace("direct_buf", threads * size, x.dtype).reshape(threads, size)
         kernels.direct_conv(
-            x[lo:hi], out[lo:hi], wpk, off, bias, has_bias, groups, taps, FT, *pk.args(), scratch, threads
+            x[lo:hi], out[lo:hi], wpk, off, bias, has_bias, groups, taps, FT, *pk.args(), rows, scratch, threads
         )
 
     _run(x.shape[0], out.size * taps, kernel)
@@ -176,7 +189,7 @@ def conv_forward(g, x, w, b, out=None):
     Cg, Fg = g.C // g.groups, g.F // g.groups
     taps = Cg * g.kh * g.kw
     off = _tap_offsets(pk, g.groups, Cg, g.kh, g.kw, g.dil_h, g.dil_w)
-    _conv(kernels, x, out, w.reshape(g.groups, Fg, taps), b, off, taps, pk, _tile(Fg))
+    _conv(kernels, x, out, w.reshape(g.groups, Fg, taps), b, off, taps, pk, _tile(Fg), _kernel_rows(g, w))
     return out
 
 
@@ -190,7 +203,8 @@ def _dx(g, dout, w):
     off = _tap_offsets(pk, g.groups, Fg, g.kh, g.kw, g.dil_h, g.dil_w)
     # the filters of the transposed pass: w'[gi, c, (f, i, j)] = w[gi*Fg + f, c, kh-1-i, kw-1-j]
     wt = w[:, :, ::-1, ::-1].reshape(g.groups, Fg, Cg, g.kh * g.kw).transpose(0, 2, 1, 3)
-    _conv(kernels, dout, dx, wt.reshape(g.groups, Cg, taps), None, off, taps, pk, _tile(Cg))
+    # conv_backward runs this pass for finite weights only
+    _conv(kernels, dout, dx, wt.reshape(g.groups, Cg, taps), None, off, taps, pk, _tile(Cg), _kernel_rows(g, w))
     return dx
 
 
@@ -329,6 +343,7 @@ def _conv_pool2(g, pg, x, w, b):
     tiles = kernels.direct_tiles()
     band = _pool_band(pg.out_h, g.out_w, g.F, x.itemsize, tiles["forward"][FT], tiles["register_bytes"] // x.itemsize)
     size = g.C * pk.plane + g.F * band * g.out_w + _lanes(x.itemsize)  # the pool reads a vector past the band
+    rows = _kernel_rows(g, w)
 
     def kernel(lo, hi, threads):
         scratch = workspace("direct_buf", threads * size, x.dtype).reshape(threads, size)
@@ -346,6 +361,7 @@ def _conv_pool2(g, pg, x, w, b):
             taps,
             FT,
             *pk.args(),
+            rows,
             band,
             scratch,
             threads,

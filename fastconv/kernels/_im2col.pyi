@@ -282,6 +282,7 @@ def direct_conv(
     S: int,
     Wq: int,
     stride_h: int,
+    kernel_rows: _IntpArray,
     scratch: _FloatArray,
     num_threads: int,
 ) -> None: ...
@@ -306,6 +307,7 @@ def direct_conv_relu_pool2(
     S: int,
     Wq: int,
     stride_h: int,
+    kernel_rows: _IntpArray,
     band: int,
     scratch: _FloatArray,
     num_threads: int,

@@ -185,6 +185,41 @@ static inline __attribute__((always_inline)) void fc_store_rpart_i32(int32_t *ds
  * whatever the order of the comparisons. */
 #define FC_VBEATS(b, a) (((a) == (a)) & ~((b) <= (a)))
 
+/* The packed rows that hold pixels, for a forward pass that may skip the others: its taps
+ * are planes runs of kh*kw taps ((c, i, j) in order), output row oh reads packed row
+ * oh*step + i*dil_h at tap row i, and only rows lo..hi may hold anything but zeros (rows
+ * between them too, as for dx of a strided layer). A tile skips the tap rows that read
+ * zero rows for all its outputs: each product skipped is +-0 (finite weights: the caller's
+ * condition; a NaN or infinite weight times a padding zero is NaN in the naive loops), and
+ * a sum that starts at +0 stays as it is when +-0 is added. The same bits. */
+typedef struct {
+    Py_ssize_t kh, kw, dil_h, step, lo, hi;
+} fc_taprows;
+
+/* The taps a tile runs: in each of planes runs of per taps, those from t0 to t1. */
+typedef struct {
+    Py_ssize_t planes, per, t0, t1;
+} fc_tapruns;
+
+/* The tap runs of a tile of output rows oh_a..oh_b (of a pass of taps taps): the tap rows
+ * that read a row in lo..hi for some output of the tile. */
+static inline fc_tapruns fc_tap_runs(const fc_taprows *rows, Py_ssize_t taps, Py_ssize_t oh_a, Py_ssize_t oh_b)
+{
+    Py_ssize_t per = rows->kh * rows->kw, below = rows->lo - oh_b * rows->step, above = rows->hi - oh_a * rows->step;
+    Py_ssize_t i0 = below <= 0 ? 0 : (below + rows->dil_h - 1) / rows->dil_h;  /* first i: oh_b*step + i*dil_h >= lo */
+    Py_ssize_t i1 = above < 0 ? 0 : above / rows->dil_h + 1;                   /* past the last: oh_a*step + i*dil_h <= hi */
+    fc_tapruns runs;
+    if (i1 > rows->kh)
+        i1 = rows->kh;
+    if (i0 > i1)
+        i0 = i1;
+    runs.planes = taps / per;
+    runs.per = per;
+    runs.t0 = i0 * rows->kw;
+    runs.t1 = i1 * rows->kw;
+    return runs;
+}
+
 #define FC_TILE_MAX 32
 #define FC_NR_MAX 16
 

@@ -6,6 +6,8 @@
 # policy: weight packing, tap offsets, buffer sizes.
 
 cdef extern from "direct.h":
+    ctypedef struct fc_taprows:
+        Py_ssize_t kh, kw, dil_h, step, lo, hi
     int FC_NR8, FC_NR4, FC_NR3, FC_NR2, FC_NR1, FC_WF_F32, FC_WT_F32, FC_WF_F64, FC_WT_F64, FC_RBYTES
     void fc_pack_f32(const float *src, Py_ssize_t H, Py_ssize_t W, Py_ssize_t up_h, Py_ssize_t up_w,
                      Py_ssize_t at_h, Py_ssize_t at_w, float *dst, Py_ssize_t Hb, Py_ssize_t S,
@@ -15,18 +17,20 @@ cdef extern from "direct.h":
                      Py_ssize_t Wq, int zeroed) noexcept nogil
     int fc_direct_image_f32(const float *buf, Py_ssize_t row_step, const Py_ssize_t *off, Py_ssize_t taps,
                             const float *wpk, Py_ssize_t G, Py_ssize_t Fg, int FT, const float *bias,
-                            float *out, Py_ssize_t out_h, Py_ssize_t out_w) noexcept nogil
+                            float *out, Py_ssize_t out_h, Py_ssize_t out_w, const fc_taprows *rows) noexcept nogil
     int fc_direct_image_f64(const double *buf, Py_ssize_t row_step, const Py_ssize_t *off, Py_ssize_t taps,
                             const double *wpk, Py_ssize_t G, Py_ssize_t Fg, int FT, const double *bias,
-                            double *out, Py_ssize_t out_h, Py_ssize_t out_w) noexcept nogil
+                            double *out, Py_ssize_t out_h, Py_ssize_t out_w, const fc_taprows *rows) noexcept nogil
     int fc_direct_pool2_image_f32(const float *buf, Py_ssize_t row_step, const Py_ssize_t *off,
                                   Py_ssize_t taps, const float *wpk, Py_ssize_t G, Py_ssize_t Fg, int FT,
                                   const float *bias, Py_ssize_t out_w, Py_ssize_t band, float *y,
-                                  Py_ssize_t pooled_h, Py_ssize_t pooled_w, float *z, int32_t *am) noexcept nogil
+                                  Py_ssize_t pooled_h, Py_ssize_t pooled_w, float *z, int32_t *am,
+                                  const fc_taprows *rows) noexcept nogil
     int fc_direct_pool2_image_f64(const double *buf, Py_ssize_t row_step, const Py_ssize_t *off,
                                   Py_ssize_t taps, const double *wpk, Py_ssize_t G, Py_ssize_t Fg, int FT,
                                   const double *bias, Py_ssize_t out_w, Py_ssize_t band, double *y,
-                                  Py_ssize_t pooled_h, Py_ssize_t pooled_w, double *z, int32_t *am) noexcept nogil
+                                  Py_ssize_t pooled_h, Py_ssize_t pooled_w, double *z, int32_t *am,
+                                  const fc_taprows *rows) noexcept nogil
     void fc_pack_dout_f32(const float *dout, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
                           float *dpk, double *db) noexcept nogil
     void fc_pack_dout_f64(const double *dout, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
@@ -102,12 +106,30 @@ cdef int _check_reads(const Py_ssize_t[::1] off, Py_ssize_t count, Py_ssize_t ro
     return 0
 
 
+cdef int _tap_rows(const Py_ssize_t[::1] kernel_rows, Py_ssize_t taps, Py_ssize_t H, Py_ssize_t up_h,
+                   Py_ssize_t at_h, Py_ssize_t stride_h, fc_taprows *rows) except -1:
+    """rows (fc_taprows) from kernel_rows = (kh, kw, dil_h) of the taps and the packing;
+    returns 0 for an empty kernel_rows (every tap runs), 1 otherwise."""
+    if kernel_rows.shape[0] == 0:
+        return 0
+    if kernel_rows.shape[0] != 3:
+        raise ValueError(f"kernel_rows must be empty or (kh, kw, dil_h), got {kernel_rows.shape[0]} values")
+    rows.kh, rows.kw, rows.dil_h = kernel_rows[0], kernel_rows[1], kernel_rows[2]
+    if rows.kh < 1 or rows.kw < 1 or rows.dil_h < 1 or taps % (rows.kh * rows.kw):
+        raise ValueError(f"kernel_rows must be (kh, kw, dil_h) >= 1 with kh * kw dividing taps={taps}, "
+                         f"got ({rows.kh}, {rows.kw}, {rows.dil_h})")
+    rows.step = stride_h
+    rows.lo = at_h
+    rows.hi = at_h + (H - 1) * up_h
+    return 1
+
+
 def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                 const floating[::1] wpk, const Py_ssize_t[::1] off, const floating[::1] b, bint has_bias,
                 Py_ssize_t groups, Py_ssize_t taps, int FT,
                 Py_ssize_t up_h, Py_ssize_t up_w, Py_ssize_t at_h, Py_ssize_t at_w,
                 Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq, Py_ssize_t stride_h,
-                floating[:, ::1] scratch, int num_threads):
+                const Py_ssize_t[::1] kernel_rows, floating[:, ::1] scratch, int num_threads):
     """Direct convolution of each image of x into out, through a packed copy per image.
 
     x       (N, Cin, H, W)                    IN: the images (for dx: dout)
@@ -116,6 +138,11 @@ def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                                               (FT one of direct_tiles()["forward"])
     off     (groups * taps,)                  IN: each tap's offset in the packed image
     b       (F,)                              IN, read only when ``has_bias``
+    kernel_rows ((kh, kw, dil_h) or empty)    IN: the taps are Cin/groups runs of kh*kw taps,
+                                              (c, i, j) in order, tap row i reading packed
+                                              row oh*stride_h + i*dil_h: a tile skips the tap
+                                              rows that read only zero rows (only for finite
+                                              weights: inf * 0 is NaN); empty: every tap
     scratch (num_threads, >= Cin*Hb*S*Wq)     SCRATCH: the packed image of each thread
 
     Packing puts x's pixel (h, w) at logical (h*up_h + at_h, w*up_w + at_w) of a zeroed
@@ -128,9 +155,12 @@ def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     cdef floating *buf
     cdef const floating *bias
     cdef unsigned char[::1] packed
+    cdef fc_taprows rows
+    cdef int skip
     _check_threads(num_threads)
     _check_packing(H, W, up_h, up_w, Hb, S, Wq)
     _check_tile_filters(FT)
+    skip = _tap_rows(kernel_rows, taps, H, up_h, at_h, stride_h, &rows)
     if out.shape[0] != N:
         raise ValueError(f"out must hold {N} images, got {out.shape[0]}")
     if groups < 1 or F % groups or taps < 1:
@@ -167,10 +197,10 @@ def direct_conv(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
             packed[tid] = 1
             if floating is float:
                 fc_direct_image_f32(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, FT, bias,
-                                    &out[n, 0, 0, 0], out_h, out_w)
+                                    &out[n, 0, 0, 0], out_h, out_w, &rows if skip else NULL)
             else:
                 fc_direct_image_f64(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, FT, bias,
-                                    &out[n, 0, 0, 0], out_h, out_w)
+                                    &out[n, 0, 0, 0], out_h, out_w, &rows if skip else NULL)
 
 
 def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] z,
@@ -179,7 +209,8 @@ def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
                            bint has_bias, Py_ssize_t groups, Py_ssize_t taps, int FT,
                            Py_ssize_t up_h, Py_ssize_t up_w, Py_ssize_t at_h, Py_ssize_t at_w,
                            Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq, Py_ssize_t stride_h,
-                           Py_ssize_t band, floating[:, ::1] scratch, int num_threads):
+                           const Py_ssize_t[::1] kernel_rows, Py_ssize_t band, floating[:, ::1] scratch,
+                           int num_threads):
     """conv (+ b) -> 2x2 / 2 max pool -> ReLU: direct_conv's convolution of each image, band
     rows of its output at a time, each band pooled while it is in cache (the output of
     out_h x out_w per plane is never written whole).
@@ -192,8 +223,8 @@ def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
     scratch (num_threads, >= Cin*Hb*S*Wq + F*band*out_w + 64 bytes)   SCRATCH: the packed image,
                                               the band
 
-    The other arguments are direct_conv's (x, wpk, off, b, has_bias, groups, taps, FT and
-    the packing), out_h and out_w the convolution's output size.
+    The other arguments are direct_conv's (x, wpk, off, b, has_bias, groups, taps, FT, the
+    packing and kernel_rows), out_h and out_w the convolution's output size.
     """
     cdef Py_ssize_t N = x.shape[0], Cin = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = z.shape[1], pooled_h = z.shape[2], pooled_w = z.shape[3]
@@ -201,9 +232,12 @@ def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
     cdef floating *buf
     cdef const floating *bias
     cdef unsigned char[::1] packed
+    cdef fc_taprows rows
+    cdef int skip
     _check_threads(num_threads)
     _check_packing(H, W, up_h, up_w, Hb, S, Wq)
     _check_tile_filters(FT)
+    skip = _tap_rows(kernel_rows, taps, H, up_h, at_h, stride_h, &rows)
     if z.shape[0] != N or pooled_h != out_h // 2 or pooled_w != out_w // 2 or pooled_h < 1 or pooled_w < 1:
         raise ValueError(f"z must have shape ({N}, F, {out_h // 2}, {out_w // 2}) (>= 1 pooled row and column), "
                          f"got ({z.shape[0]}, {F}, {pooled_h}, {pooled_w})")
@@ -250,11 +284,11 @@ def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
             if floating is float:
                 fc_direct_pool2_image_f32(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, FT, bias, out_w,
                                           band, buf + size, pooled_h, pooled_w, &z[n, 0, 0, 0],
-                                          &argmax[n, 0, 0, 0])
+                                          &argmax[n, 0, 0, 0], &rows if skip else NULL)
             else:
                 fc_direct_pool2_image_f64(buf, row_step, &off[0], taps, &wpk[0], groups, Fg, FT, bias, out_w,
                                           band, buf + size, pooled_h, pooled_w, &z[n, 0, 0, 0],
-                                          &argmax[n, 0, 0, 0])
+                                          &argmax[n, 0, 0, 0], &rows if skip else NULL)
 
 
 def direct_dw_scratch(Py_ssize_t Cin, Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq, Py_ssize_t F,

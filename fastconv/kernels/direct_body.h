@@ -47,15 +47,16 @@ static void FC_NAME(fc_pack)(const FC_T *src, Py_ssize_t H, Py_ssize_t W,
  * loads and each accumulator's order of FMAs are the same either way: the same bits. */
 static inline __attribute__((always_inline)) void
 FC_NAME(fc_fwd_tile)(const int FT, const int NR, const FC_T *buf, const Py_ssize_t *base,
-                     const Py_ssize_t *off, Py_ssize_t taps, const FC_T *wblk, FC_RT *out)
+                     const Py_ssize_t *off, fc_tapruns runs, const FC_T *wblk, FC_RT *out)
 {
     FC_RT acc[FC_TILE_MAX], xv[FC_NR_MAX], wv[FC_NR_MAX];
-    Py_ssize_t t;
+    Py_ssize_t t, c;
     int f, r;
 #pragma GCC unroll 32
     for (f = 0; f < FT * NR; f++)
         acc[f] = (FC_RT){0};
-    for (t = 0; t < taps; t++) {
+    for (c = 0; c < runs.planes; c++)
+    for (t = c * runs.per + runs.t0; t < c * runs.per + runs.t1; t++) {
         const FC_T *p = buf + off[t];
         const FC_T *wt = wblk + t * FT;
         if (FT < NR) {
@@ -149,20 +150,23 @@ static inline __attribute__((always_inline)) void
 FC_NAME(fc_fwd_image_tiled)(const int FT, const int NR, const FC_T *buf, Py_ssize_t row_step,
                             const Py_ssize_t *off, Py_ssize_t taps, const FC_T *wpk,
                             Py_ssize_t G, Py_ssize_t Fg, const FC_T *bias, FC_T *out,
-                            Py_ssize_t out_h, Py_ssize_t out_w)
+                            Py_ssize_t out_h, Py_ssize_t out_w, const fc_taprows *rows)
 {
     Py_ssize_t vecs = (out_w + FC_RL - 1) / FC_RL, npos = out_h * vecs;
     Py_ssize_t nfb = (Fg + FT - 1) / FT, p0, g, fb, base[FC_NR_MAX];
     FC_RT acc[FC_TILE_MAX];
+    fc_tapruns runs = {1, taps, 0, taps};
     int r;
     for (p0 = 0; p0 < npos; p0 += NR) {
         for (r = 0; r < NR; r++) {  /* past the last vector: recompute the last (not stored) */
             Py_ssize_t p = p0 + r < npos ? p0 + r : npos - 1;
             base[r] = (p / vecs) * row_step + (p % vecs) * FC_RL;
         }
+        if (rows)
+            runs = fc_tap_runs(rows, taps, p0 / vecs, (p0 + NR < npos ? p0 + NR - 1 : npos - 1) / vecs);
         for (g = 0; g < G; g++) {
             for (fb = 0; fb < nfb; fb++) {
-                FC_NAME(fc_fwd_tile)(FT, NR, buf, base, off + g * taps, taps,
+                FC_NAME(fc_fwd_tile)(FT, NR, buf, base, off + g * taps, runs,
                                      wpk + (g * nfb + fb) * taps * FT, acc);
                 FC_NAME(fc_fwd_store)(FT, NR, acc, p0, npos, vecs, g, Fg, fb, bias, out, out_h, out_w);
             }
@@ -173,16 +177,17 @@ FC_NAME(fc_fwd_image_tiled)(const int FT, const int NR, const FC_T *buf, Py_ssiz
 /* The convolution of one packed image: out (G*Fg planes of out_h x out_w) = the taps of
  * each output read from buf (base(oh, ow0) = oh*row_step + ow0, plus off[g*taps + t]) times
  * the weights packed per group and block of FT filters, wpk [G][nfb][taps][FT] (zeros past
- * Fg), plus bias (NULL for none). FT is one of the build's tiles (direct.h's FC_NR<FT>
+ * Fg), plus bias (NULL for none). rows (NULL: every tap): a tile skips the taps that read
+ * only zero rows of buf (fc_taprows). FT is one of the build's tiles (direct.h's FC_NR<FT>
  * not 0); returns -1 for another. */
 static int FC_NAME(fc_direct_image)(const FC_T *buf, Py_ssize_t row_step, const Py_ssize_t *off,
                                     Py_ssize_t taps, const FC_T *wpk, Py_ssize_t G, Py_ssize_t Fg,
                                     int FT, const FC_T *bias, FC_T *out,
-                                    Py_ssize_t out_h, Py_ssize_t out_w)
+                                    Py_ssize_t out_h, Py_ssize_t out_w, const fc_taprows *rows)
 {
     switch (FT) {
 #define FC_CASE(ft, nr) case ft: \
-        FC_NAME(fc_fwd_image_tiled)(ft, nr, buf, row_step, off, taps, wpk, G, Fg, bias, out, out_h, out_w); \
+        FC_NAME(fc_fwd_image_tiled)(ft, nr, buf, row_step, off, taps, wpk, G, Fg, bias, out, out_h, out_w, rows); \
         return 0;
 #if FC_NR8 > 0
     FC_CASE(8, FC_NR8)
@@ -553,15 +558,21 @@ static int FC_NAME(fc_direct_pool2_image)(const FC_T *buf, Py_ssize_t row_step, 
                                           Py_ssize_t taps, const FC_T *wpk, Py_ssize_t G, Py_ssize_t Fg,
                                           int FT, const FC_T *bias, Py_ssize_t out_w, Py_ssize_t band,
                                           FC_T *y, Py_ssize_t pooled_h, Py_ssize_t pooled_w,
-                                          FC_T *z, int32_t *am)
+                                          FC_T *z, int32_t *am, const fc_taprows *rows)
 {
-    Py_ssize_t pr0, rows;
+    Py_ssize_t pr0, rows_now;
+    fc_taprows band_rows;
     for (pr0 = 0; pr0 < pooled_h; pr0 += band / 2) {
-        rows = band < 2 * (pooled_h - pr0) ? band : 2 * (pooled_h - pr0);
+        rows_now = band < 2 * (pooled_h - pr0) ? band : 2 * (pooled_h - pr0);
+        if (rows) {  /* the band's first output row is its row 0 */
+            band_rows = *rows;
+            band_rows.lo -= 2 * pr0 * rows->step;
+            band_rows.hi -= 2 * pr0 * rows->step;
+        }
         if (FC_NAME(fc_direct_image)(buf + 2 * pr0 * row_step, row_step, off, taps, wpk, G, Fg, FT, bias,
-                                     y, rows, out_w))
+                                     y, rows_now, out_w, rows ? &band_rows : NULL))
             return -1;
-        FC_NAME(fc_pool2_relu)(y, G * Fg, rows, out_w, pooled_h, pooled_w, pr0, z, am);
+        FC_NAME(fc_pool2_relu)(y, G * Fg, rows_now, out_w, pooled_h, pooled_w, pr0, z, am);
     }
     return 0;
 }

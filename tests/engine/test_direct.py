@@ -146,6 +146,41 @@ def test_non_finite_values_reach_what_they_reach_in_naive(bad, where):
         assert np.isfinite(results[1][2][:, 0, :, 0]).all() and not np.isfinite(results[1][2][:, 0, :, 1]).all()
 
 
+def _every_tap(monkeypatch):
+    monkeypatch.setattr(_direct, "_kernel_rows", lambda g, w: np.empty(0, dtype=np.intp))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_skipping_the_padding_rows_gives_the_same_bits(monkeypatch, case, dtype):
+    """Forward, dx and the fused 2x2 / 2 pool skip the kernel rows that read only padding
+    rows (``_kernel_rows``): the same bits as every tap run (their products are +-0)."""
+    x, w, b, kwargs = _data(case, dtype)
+    pooled = case[3] != 4 and case[2] == 1  # a pool needs >= 2 output rows and columns
+
+    def run():
+        got = [a.tobytes() for a in _fwdbwd(fast, x, w, b, kwargs)]
+        for band_bytes in (_direct.POOL_BAND_BYTES, 1) if pooled else ():  # one band; bands of 2 rows
+            with monkeypatch.context() as m:
+                m.setattr(_direct, "POOL_BAND_BYTES", band_bytes)
+                out = fast.conv_relu_pool_forward(x, w, b, **kwargs, pool_size=2, algorithm="direct")[0]
+            got.append(out.tobytes())
+        return got
+
+    skipped = run()
+    _every_tap(monkeypatch)
+    assert skipped == run()
+
+
+def test_skipping_real_rows_would_be_seen(monkeypatch):
+    """The check above can fail: kernel rows that claim a dilation twice the layer's skip
+    taps that read pixels, and the outputs change."""
+    x, w, b, kwargs = _data(CASES[2], np.float64)
+    want = _fwdbwd(fast, x, w, b, kwargs)[0]
+    monkeypatch.setattr(_direct, "_kernel_rows", lambda g, w: np.array([g.kh, g.kw, 2 * g.dil_h], dtype=np.intp))
+    assert _fwdbwd(fast, x, w, b, kwargs)[0].tobytes() != want.tobytes()
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_thread_count_does_not_change_a_bit(monkeypatch, dtype):
     monkeypatch.setattr(engine_threads, "PARALLEL_MIN", 0)  # small layers run on every thread too
@@ -306,7 +341,7 @@ def test_direct_conv_relu_pool2_kernel_checks_its_buffers():
 
     def call(z=z, am=am, band=2, scratch=scratch, out_hw=(5, 6)):
         picker.kernels.direct_conv_relu_pool2(
-            x, z, am, *out_hw, wpk, off, b, False, 1, 18, 4, *pk_args, band, scratch, 1
+            x, z, am, *out_hw, wpk, off, b, False, 1, 18, 4, *pk_args, args[17], band, scratch, 1
         )
 
     call()
@@ -403,7 +438,7 @@ def _kernel_args(dtype=np.float64):
     wpk = _direct._pack_weights(w.reshape(1, 4, 18), 1, 4)
     out = np.empty(g.out_shape, dtype)
     scratch = np.empty((1, 2 * pk.plane), dtype)
-    return [x, out, wpk, off, np.empty(0, dtype), False, 1, 18, 4, *pk.args(), scratch, 1]
+    return [x, out, wpk, off, np.empty(0, dtype), False, 1, 18, 4, *pk.args(), np.empty(0, np.intp), scratch, 1]
 
 
 def test_direct_conv_kernel_reads_inside_its_buffers_only():
@@ -423,6 +458,11 @@ def test_direct_conv_kernel_reads_inside_its_buffers_only():
     bad[2] = args[2][:-1]
     with pytest.raises(ValueError, match=r"^wpk must hold"):
         picker.kernels.direct_conv(*bad)
+    for rows in ([3, 3], [3, 4, 1], [0, 3, 1], [3, 3, 0]):  # not (kh, kw, dil_h), or kh * kw not dividing taps
+        bad = list(args)
+        bad[17] = np.array(rows, dtype=np.intp)
+        with pytest.raises(ValueError, match=r"^kernel_rows must be"):
+            picker.kernels.direct_conv(*bad)
     tiles = tuple(picker.kernels.direct_tiles()["forward"])
     for missing in [5] + [ft for ft in picker.kernels.DIRECT_FILTER_TILES if ft not in tiles]:
         bad = list(args)
