@@ -26,6 +26,8 @@ Every stride, padding, dilation and group count is served; what is refused (by
 buffers would pass ``SCRATCH_BYTES_MAX``: direct convolution is for small layers.
 """
 
+import functools
+
 import numpy as np
 
 from ..kernels import picker
@@ -66,11 +68,6 @@ class _Packing:
     def args(self):
         return (*self.up, *self.at, self.Hb, self.S, self.Wq, self.stride_h)
 
-    def offset(self, c, i, j):
-        """The offset of logical pixel (i, j) of plane c (a tap of the output at (0, 0));
-        integers or arrays of them."""
-        return c * self.plane + i * self.S * self.Wq + (j % self.S) * self.Wq + j // self.S
-
 
 def _forward_packing(g, lanes):
     """x packed for the forward pass and dW: phases of the stride along W."""
@@ -92,16 +89,25 @@ def _dx_packing(g, lanes):
 
 def _tap_offsets(pk, groups, planes, kh, kw, dil_h, dil_w, padded_to=None):
     """(groups, taps) offsets: tap (c, i, j) of group gi reads plane gi*planes + c at
-    (i*dil_h, j*dil_w); padded with copies of the last tap to ``padded_to`` taps.
-    Computed on arrays (a Python loop over the taps cost several percent of a first
-    layer's forward)."""
+    (i*dil_h, j*dil_w); padded with copies of the last tap to ``padded_to`` taps. A
+    read-only array, made once for the same arguments (each pass of a layer asks for
+    the same offsets at every call: 15-30 us of numpy each time)."""
+    return _offsets(pk.plane, pk.S, pk.Wq, groups, planes, kh, kw, dil_h, dil_w, padded_to)
+
+
+@functools.lru_cache(maxsize=64)
+def _offsets(plane, S, Wq, groups, planes, kh, kw, dil_h, dil_w, padded_to):
+    """_tap_offsets of the packing (plane, S, Wq): logical pixel (r, q) of plane c at
+    c*plane + r*S*Wq + (q % S)*Wq + q // S (fastconv/kernels/direct.h)."""
     c = np.arange(groups * planes, dtype=np.intp)[:, None, None]
     i = (np.arange(kh, dtype=np.intp) * dil_h)[:, None]
     j = np.arange(kw, dtype=np.intp) * dil_w
-    off = pk.offset(c, i, j).reshape(groups, planes * kh * kw)
+    off = (c * plane + i * S * Wq + (j % S) * Wq + j // S).reshape(groups, planes * kh * kw)
     if padded_to is not None and padded_to > off.shape[1]:
         off = np.concatenate([off, np.repeat(off[:, -1:], padded_to - off.shape[1], axis=1)], axis=1)
-    return np.ascontiguousarray(off).reshape(-1)
+    off = np.ascontiguousarray(off).reshape(-1)
+    off.flags.writeable = False
+    return off
 
 
 def _kernel_rows(g, w):

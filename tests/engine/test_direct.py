@@ -471,6 +471,19 @@ def test_direct_conv_kernel_reads_inside_its_buffers_only():
             picker.kernels.direct_conv(*bad)
 
 
+def test_tap_offsets_are_made_once_and_cannot_be_changed():
+    """The offsets are cached per packing and kernel: the same array comes back, and it is
+    read-only, so no caller can change what the next call gets."""
+    x, w = np.ones((1, 2, 5, 6)), np.ones((4, 2, 3, 3))
+    pk = _direct._forward_packing(conv_geometry(x, w, None, 1, 1), 8)
+    off = _direct._tap_offsets(pk, 1, 2, 3, 3, 1, 1)
+    assert _direct._tap_offsets(pk, 1, 2, 3, 3, 1, 1) is off
+    assert _direct._tap_offsets(pk, 1, 2, 3, 3, 1, 1, padded_to=20).shape == (20,)
+    with pytest.raises(ValueError, match="read-only"):
+        off[0] = 1
+    assert off[1] - off[0] == 1 and off[3] - off[0] == pk.S * pk.Wq and off[9] - off[0] == pk.plane
+
+
 def test_float32_error_on_the_first_layer_workload_is_small():
     """W1conv's shapes at batch 2: direct in float32 against naive in float64."""
     x, w, b, kwargs = _data(((2, 3, 32, 32), (32, 3, 7, 7), 1, 3, 1, 1), np.float64)
