@@ -55,7 +55,7 @@ FC_NAME(fc_fwd_tile)(const int FT, const int NR, const FC_T *buf, const Py_ssize
 #pragma GCC unroll 32
     for (f = 0; f < FT * NR; f++)
         acc[f] = (FC_RT){0};
-    for (c = 0; c < runs.planes; c++)
+    for (c = 0; c < runs.planes; c++)  /* per input plane, the taps of its run (fc_tapruns) */
     for (t = c * runs.per + runs.t0; t < c * runs.per + runs.t1; t++) {
         const FC_T *p = buf + off[t];
         const FC_T *wt = wblk + t * FT;
