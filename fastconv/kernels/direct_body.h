@@ -220,12 +220,17 @@ FC_NAME(fc_pool2_pick)(FC_RT a0, FC_RT a1, FC_RT a2, FC_RT a3, FC_RI at, FC_RI s
     *idx = (down & iv) | (~down & iu);
 }
 
-/* n (1 to FC_RL) argmaxes of *idx to dst: int32 lanes as they are, int64 lanes narrowed. */
+/* n (1 to FC_RL) argmaxes of *idx to dst: int32 lanes as they are, int64 lanes narrowed.
+ * A whole or a half vector is one plain store (the pooled windows of a vector are its
+ * half): a masked store is slow on AMD cores (fc_pool2_relu spent 59 % of its time after
+ * one, Zen 3). */
 static inline __attribute__((always_inline)) void FC_NAME(fc_store_argmax)(int32_t *dst, const FC_RI *idx, int n)
 {
 #if FC_V == 16  /* int32 lanes */
     if (n == FC_RL)
         memcpy(dst, idx, sizeof(int32_t) * FC_RL);
+    else if (n == FC_RL / 2)
+        memcpy(dst, idx, sizeof(int32_t) * (FC_RL / 2));
     else
         fc_store_rpart_i32(dst, idx, n);
 #else
@@ -273,11 +278,13 @@ static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows,
                 m = (FC_RT)((FC_RI)m & keep);  /* +0.0 where ReLU clips */
                 m = __builtin_shuffle(m, even);
                 idx = __builtin_shuffle(idx, even);
-                if (n == FC_RL / 2)  /* a constant size: one store */
+                if (n == FC_RL / 2) {  /* a constant size: one store each */
                     memcpy(zr + c / 2, &m, sizeof(FC_T) * (FC_RL / 2));
-                else  /* a row's last windows: one masked store (a memcpy call per row cost more than the pool) */
+                    FC_NAME(fc_store_argmax)(ar + c / 2, &idx, FC_RL / 2);
+                } else {  /* a row's last windows: one masked store (a memcpy call per row cost more than the pool) */
                     FC_STORE_RPART(zr + c / 2, &m, (int)n);
-                FC_NAME(fc_store_argmax)(ar + c / 2, &idx, (int)n);
+                    FC_NAME(fc_store_argmax)(ar + c / 2, &idx, (int)n);
+                }
             }
         }
     }
