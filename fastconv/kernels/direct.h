@@ -135,17 +135,30 @@ static inline __attribute__((always_inline)) void fc_fma_f64(fc_rd *acc, const f
 }
 
 /* The first n lanes of the register vector *v to dst (0 < n < its lanes), the rest of dst
- * untouched: the last, partial segment of an output row. One masked store (AVX-512, AVX2):
- * a lane at a time, GCC spills the vector first (docs/performance-notes.md); masked-off
- * lanes never fault. The tiles store from their registers (composing a 64-byte vector
- * from them first put the whole forward tile on the stack in the AVX2 build). */
+ * untouched: the last, partial segment of an output row. AVX-512: one masked store (a lane
+ * at a time, GCC spills the vector first: docs/performance-notes.md). AVX2: plain stores
+ * of 4, 2 and 1 lanes as n's bits say (AMD cores run a 256-bit masked store slowly: the
+ * fused pool spent most of its time after one, Zen 3). Nothing is written past n either
+ * way. The tiles store from their registers (composing a 64-byte vector from them first
+ * put the whole forward tile on the stack in the AVX2 build). */
 static inline __attribute__((always_inline)) void fc_store_rpart_f32(float *dst, const fc_rf *v, int n)
 {
 #if defined(__AVX512F__)
     _mm512_mask_storeu_ps(dst, (__mmask16)((1u << n) - 1u), (__m512)*v);
 #elif defined(__AVX2__) && defined(__FMA__)
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    _mm256_maskstore_ps(dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane), (__m256)*v);
+    __m128 h = _mm256_castps256_ps128((__m256)*v);
+    if (n & 4) {
+        _mm_storeu_ps(dst, h);
+        h = _mm256_extractf128_ps((__m256)*v, 1);
+        dst += 4;
+    }
+    if (n & 2) {
+        _mm_storel_epi64((__m128i *)dst, _mm_castps_si128(h));
+        h = _mm_movehl_ps(h, h);
+        dst += 2;
+    }
+    if (n & 1)
+        _mm_store_ss(dst, h);
 #else
     int l;
     for (l = 0; l < n; l++)
@@ -157,8 +170,14 @@ static inline __attribute__((always_inline)) void fc_store_rpart_f64(double *dst
 #if defined(__AVX512F__)
     _mm512_mask_storeu_pd(dst, (__mmask8)((1u << n) - 1u), (__m512d)*v);
 #elif defined(__AVX2__) && defined(__FMA__)
-    const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
-    _mm256_maskstore_pd(dst, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), lane), (__m256d)*v);
+    __m128d h = _mm256_castpd256_pd128((__m256d)*v);
+    if (n & 2) {
+        _mm_storeu_pd(dst, h);
+        h = _mm256_extractf128_pd((__m256d)*v, 1);
+        dst += 2;
+    }
+    if (n & 1)
+        _mm_store_sd(dst, h);
 #else
     int l;
     for (l = 0; l < n; l++)
@@ -171,8 +190,19 @@ static inline __attribute__((always_inline)) void fc_store_rpart_i32(int32_t *ds
 #if defined(__AVX512F__)
     _mm512_mask_storeu_epi32(dst, (__mmask16)((1u << n) - 1u), (__m512i)*v);
 #elif defined(__AVX2__) && defined(__FMA__)
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    _mm256_maskstore_epi32((int *)dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane), (__m256i)*v);
+    __m128i h = _mm256_castsi256_si128((__m256i)*v);
+    if (n & 4) {
+        _mm_storeu_si128((__m128i *)dst, h);
+        h = _mm256_extracti128_si256((__m256i)*v, 1);
+        dst += 4;
+    }
+    if (n & 2) {
+        _mm_storel_epi64((__m128i *)dst, h);
+        h = _mm_srli_si128(h, 8);
+        dst += 2;
+    }
+    if (n & 1)
+        *dst = _mm_cvtsi128_si32(h);
 #else
     int l;
     for (l = 0; l < n; l++)

@@ -405,14 +405,16 @@ FC_NAME(fc_pool2_backward_windows)(FC_RT d, FC_RI k, FC_RI at, FC_RI step, FC_RI
         *(FC_RTU *)(r0 + FC_RL) = t01;
         *(FC_RTU *)r1 = t10;
         *(FC_RTU *)(r1 + FC_RL) = t11;
-    } else if (2 * n <= FC_RL) {
+    } else if (2 * n < FC_RL) {
         FC_STORE_RPART(r0, &t00, 2 * n);
         FC_STORE_RPART(r1, &t10, 2 * n);
     } else {
         *(FC_RTU *)r0 = t00;
         *(FC_RTU *)r1 = t10;
-        FC_STORE_RPART(r0 + FC_RL, &t01, 2 * n - FC_RL);
-        FC_STORE_RPART(r1 + FC_RL, &t11, 2 * n - FC_RL);
+        if (2 * n > FC_RL) {
+            FC_STORE_RPART(r0 + FC_RL, &t01, 2 * n - FC_RL);
+            FC_STORE_RPART(r1 + FC_RL, &t11, 2 * n - FC_RL);
+        }
     }
     return bad;
 }
