@@ -281,7 +281,7 @@ static void FC_NAME(fc_pool2_relu)(const FC_T *y, Py_ssize_t F, Py_ssize_t rows,
                 if (n == FC_RL / 2) {  /* a constant size: one store each */
                     memcpy(zr + c / 2, &m, sizeof(FC_T) * (FC_RL / 2));
                     FC_NAME(fc_store_argmax)(ar + c / 2, &idx, FC_RL / 2);
-                } else {  /* a row's last windows: one masked store (a memcpy call per row cost more than the pool) */
+                } else {  /* a row's last windows: one partial store (a memcpy call per row cost more than the pool) */
                     FC_STORE_RPART(zr + c / 2, &m, (int)n);
                     FC_NAME(fc_store_argmax)(ar + c / 2, &idx, (int)n);
                 }
@@ -427,7 +427,7 @@ FC_NAME(fc_pool2_backward_windows)(FC_RT d, FC_RI k, FC_RI at, FC_RI step, FC_RI
  * four corners interleaved by shuffles); a row's last windows (one at a time, they took
  * most of the time on 14x14 planes) as the row's last FC_RL windows again, their pixels
  * already written rewritten with the same values, or, in a row of fewer windows, from
- * zero-padded copies and stored in part (masked stores are slow on AMD cores): no memset,
+ * zero-padded copies and stored in part (FC_STORE_RPART: plain stores in the AVX2 build): no memset,
  * no scatter. Returns how many windows have their am outside them (no pixel of theirs got
  * dout): the caller then redoes the plane with the scatter, which routes an index
  * anywhere in the plane. */
