@@ -64,10 +64,6 @@ def direct_tiles():
             "register_bytes": FC_RBYTES}
 
 
-cdef inline Py_ssize_t _dw_filters(Py_ssize_t itemsize) noexcept nogil:
-    return FC_WF_F32 if itemsize == 4 else FC_WF_F64
-
-
 cdef inline Py_ssize_t _dw_taps(Py_ssize_t itemsize) noexcept nogil:
     return FC_WT_F32 if itemsize == 4 else FC_WT_F64
 
@@ -294,10 +290,10 @@ def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
 def direct_dw_scratch(Py_ssize_t Cin, Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq, Py_ssize_t F,
                       Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t tapsp, Py_ssize_t itemsize):
     """Items of direct_dw's scratch per thread: the packed image, the packed dout and the
-    vector accumulators (F + the dW tile's filters, of tapsp taps)."""
+    vector accumulators (F filters of tapsp taps)."""
     cdef Py_ssize_t lanes = _lanes(itemsize)
     cdef Py_ssize_t segs = (out_w + lanes - 1) // lanes
-    return Cin * Hb * S * Wq + F * out_h * segs * lanes + (F + _dw_filters(itemsize)) * tapsp * lanes
+    return Cin * Hb * S * Wq + F * out_h * segs * lanes + F * tapsp * lanes
 
 
 def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout, floating[:, ::1] parts,
@@ -325,7 +321,7 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
     cdef Py_ssize_t F = dout.shape[1], out_h = dout.shape[2], out_w = dout.shape[3]
     cdef Py_ssize_t blocks = parts.shape[0], lanes = _lanes(sizeof(floating))
     cdef Py_ssize_t segs = (out_w + lanes - 1) // lanes
-    cdef Py_ssize_t WF = _dw_filters(sizeof(floating)), WT = _dw_taps(sizeof(floating))
+    cdef Py_ssize_t WT = _dw_taps(sizeof(floating))
     cdef Py_ssize_t Fg, plane, size, dsize, need, row_step, k, n, c, tid, first
     cdef floating *buf
     cdef floating *dpk
@@ -351,7 +347,7 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
     plane = Hb * S * Wq
     size = Cin * plane
     dsize = F * out_h * segs * lanes
-    need = size + dsize + (F + WF) * tapsp * lanes
+    need = size + dsize + F * tapsp * lanes
     row_step = stride_h * S * Wq
     if scratch.shape[0] < num_threads or scratch.shape[1] < need:
         raise ValueError(f"scratch must be at least ({num_threads}, {need}), got ({scratch.shape[0]}, {scratch.shape[1]})")
@@ -362,7 +358,7 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
             buf = &scratch[tid, 0]
             dpk = buf + size
             accv = dpk + dsize
-            memset(accv, 0, sizeof(floating) * (F + WF) * tapsp * lanes)
+            memset(accv, 0, sizeof(floating) * F * tapsp * lanes)
             memset(&db_parts[k, 0], 0, sizeof(double) * F)
             for n in range(bounds[block_lo + k] - first, bounds[block_lo + k + 1] - first):
                 for c in range(Cin):  # after the block's first image, the zeros are in place

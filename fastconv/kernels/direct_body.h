@@ -679,18 +679,20 @@ FC_NAME(fc_dw_rows)(const int WF, const int WT, FC_RT *acc, const FC_T *b, const
     }
 }
 
-/* dW's tiles over one image: per block of WF filters and WT taps, one pass per register
- * vector j of a segment (FC_K passes; one in the AVX-512 build), so that a tile's
- * accumulators are WF x WT register vectors whatever the build (each lane sums its own
- * products, in segment order, in any pass order: the same bits). */
+/* dW's tiles over one image, for filters f0 <= f < f1 of each group: per block of WF
+ * filters and WT taps, one pass per register vector j of a segment (FC_K passes; one in
+ * the AVX-512 build), so that a tile's accumulators are WF x WT register vectors whatever
+ * the build (each lane sums its own products, in segment order, in any pass order and
+ * whatever the tile: the same bits). */
 static inline __attribute__((always_inline)) void
 FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize_t row_step,
                            const Py_ssize_t *off, Py_ssize_t tapsp, const FC_T *dpk,
-                           Py_ssize_t G, Py_ssize_t Fg, Py_ssize_t out_h, Py_ssize_t out_w, FC_T *accv)
+                           Py_ssize_t G, Py_ssize_t Fg, Py_ssize_t f0, Py_ssize_t f1,
+                           Py_ssize_t out_h, Py_ssize_t out_w, FC_T *accv)
 {
     Py_ssize_t segs = (out_w + FC_V - 1) / FC_V, npos = out_h * segs, plane = npos * FC_V;
     Py_ssize_t tail = out_w - (segs - 1) * FC_V;  /* lanes of the last segment of a row */
-    Py_ssize_t nfb = (Fg + WF - 1) / WF, g, fb, tb, oh;
+    Py_ssize_t nfb = (f1 - f0 + WF - 1) / WF, g, fb, tb, oh;
     FC_RI mask[FC_K];
     FC_RT acc[FC_TILE_MAX];
     const FC_T *drow[FC_TILE_MAX];
@@ -699,8 +701,9 @@ FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize
         mask[l / FC_RL][l % FC_RL] = l < tail ? -1 : 0;
     for (g = 0; g < G; g++) {
         for (fb = 0; fb < nfb; fb++) {
-            for (f = 0; f < WF; f++) {  /* past Fg: the last filter again (never stored) */
-                Py_ssize_t fi = fb * WF + f < Fg ? fb * WF + f : Fg - 1;
+            Py_ssize_t fs = f0 + fb * WF;  /* the block's first filter */
+            for (f = 0; f < WF; f++) {  /* past f1: its last filter again (never stored) */
+                Py_ssize_t fi = fs + f < f1 ? fs + f : f1 - 1;
                 drow[f] = dpk + (g * Fg + fi) * plane;
             }
             for (tb = 0; tb < tapsp; tb += WT) {
@@ -710,7 +713,7 @@ FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize
                     const FC_T *bj = buf + dj;
                     for (f = 0; f < WF; f++)
                         for (t = 0; t < WT; t++)
-                            acc[f * WT + t] = *(const FC_RTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V + dj);
+                            acc[f * WT + t] = *(const FC_RTU *)(accv + ((g * Fg + fs + f) * tapsp + tb + t) * FC_V + dj);
                     /* register vector j whole in every segment (in the last one too), or
                      * past out_w in the last one (then skipped): one loop over the image, no
                      * mask; else per row, the full segments then the masked last */
@@ -727,9 +730,9 @@ FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize
                         FC_NAME(fc_dw_run)(WF, WT, 1, mask[j], acc, b + full * FC_V, o, drow,
                                            (oh * segs + full) * FC_V + dj, 1);
                     }
-                    for (f = 0; f < WF && fb * WF + f < Fg; f++)
+                    for (f = 0; f < WF && fs + f < f1; f++)
                         for (t = 0; t < WT; t++)
-                            *(FC_RTU *)(accv + ((g * Fg + fb * WF + f) * tapsp + tb + t) * FC_V + dj) = acc[f * WT + t];
+                            *(FC_RTU *)(accv + ((g * Fg + fs + f) * tapsp + tb + t) * FC_V + dj) = acc[f * WT + t];
                 }
             }
         }
@@ -739,13 +742,28 @@ FC_NAME(fc_dw_image_tiled)(const int WF, const int WT, const FC_T *buf, Py_ssize
 /* dW's lane sums of one image added to accv [G*Fg][tapsp][V]: for filter f of group g and
  * tap t, the products dout[f] * buf[base + off[g*tapsp + t]] over all row segments.
  * tapsp is the taps per group rounded up to a multiple of FC_WT (offsets past the real
- * taps repeat a real one; their sums are never used). dpk is fc_pack_dout's. accv must
- * hold (G*Fg + FC_WF) * tapsp * V (the filters past Fg are read, never written). */
+ * taps repeat a real one; their sums are never used). dpk is fc_pack_dout's. accv holds
+ * G*Fg * tapsp * V. */
 static void FC_NAME(fc_direct_dw_image)(const FC_T *buf, Py_ssize_t row_step, const Py_ssize_t *off,
                                         Py_ssize_t tapsp, const FC_T *dpk, Py_ssize_t G, Py_ssize_t Fg,
                                         Py_ssize_t out_h, Py_ssize_t out_w, FC_T *accv)
 {
-    FC_NAME(fc_dw_image_tiled)(FC_WF, FC_WT, buf, row_step, off, tapsp, dpk, G, Fg, out_h, out_w, accv);
+    /* the filters past the last whole block in a narrower tile: padding them to FC_WF
+     * filters spent 2 of every 18 slots on W3conv5x5's 16 filters (float64, 3 x 4) */
+    Py_ssize_t full = Fg - Fg % FC_WF;
+    if (full > 0)
+        FC_NAME(fc_dw_image_tiled)(FC_WF, FC_WT, buf, row_step, off, tapsp, dpk, G, Fg, 0, full, out_h, out_w, accv);
+    switch (Fg - full) {
+    case 1:
+        FC_NAME(fc_dw_image_tiled)(1, FC_WT, buf, row_step, off, tapsp, dpk, G, Fg, full, Fg, out_h, out_w, accv);
+        break;
+    case 2:
+        FC_NAME(fc_dw_image_tiled)(2, FC_WT, buf, row_step, off, tapsp, dpk, G, Fg, full, Fg, out_h, out_w, accv);
+        break;
+    case 3:
+        FC_NAME(fc_dw_image_tiled)(3, FC_WT, buf, row_step, off, tapsp, dpk, G, Fg, full, Fg, out_h, out_w, accv);
+        break;
+    }
 }
 
 /* parts[f*taps + t] = the V lanes of accv [F][tapsp][V] summed in lane order. */
