@@ -34,6 +34,7 @@ def configuration():
             for k in (
                 "OMP_NUM_THREADS",
                 "OMP_WAIT_POLICY",
+                "GOMP_SPINCOUNT",
                 "OPENBLAS_NUM_THREADS",
                 "OPENBLAS_THREAD_TIMEOUT",
                 "OPENBLAS_CORETYPE",
@@ -41,6 +42,7 @@ def configuration():
         },
         "imported_before_numpy": RUNTIMES.openblas_timeout_before_numpy,
         "openmp_wait_policy": RUNTIMES.openmp_wait_policy,
+        "openmp_spin_count": RUNTIMES.openmp_spin_count,
     }
     try:
         from ..kernels.picker import kernels, reason
@@ -83,6 +85,7 @@ def show_config():
             print(
                 f"OpenMP: {openmp_text(True)}, threads: {info['omp_max_threads']}, "
                 f"idle-thread policy: {info['openmp_wait_policy']}"
+                + (f" after GOMP_SPINCOUNT={info['openmp_spin_count']} spins" if info["openmp_spin_count"] else "")
             )
         else:
             print(

@@ -22,6 +22,17 @@ class Runtimes(NamedTuple):
     openmp_wait_policy: str
     #: True when fastconv set OPENBLAS_THREAD_TIMEOUT before numpy loaded OpenBLAS.
     openblas_timeout_before_numpy: bool
+    #: GOMP_SPINCOUNT as fastconv found or set it: OPENMP_SPIN_COUNT when the user set
+    #: neither it nor OMP_WAIT_POLICY, the user's value, or None (unset).
+    openmp_spin_count: str | None = None
+
+
+#: How long (in libgomp's busy-wait loops) an idle OpenMP worker spins before it sleeps:
+#: about 0.5 ms of CPU time after the last parallel region on the Zen 3 guest (2026-12-07).
+#: A sleeping worker took 0.1-0.2 ms to wake there, at every kernel call; a spin that ends
+#: this soon leaves an idle process no CPU to burn and the next GEMM its core
+#: (docs/performance.md, "Idle threads: OpenMP and OpenBLAS").
+OPENMP_SPIN_COUNT = "10000"
 
 
 def _libgomp_already_loaded() -> bool:
@@ -34,17 +45,20 @@ def _libgomp_already_loaded() -> bool:
 
 
 def prepare() -> Runtimes:
-    """Ask libgomp to let idle workers sleep (OMP_WAIT_POLICY=PASSIVE) and OpenBLAS to park
-    its idle workers after about 10 ms instead of 0.1 s (OPENBLAS_THREAD_TIMEOUT=10), unless
-    the user set either; returns what took effect (a Runtimes)."""
+    """Ask libgomp to let idle workers sleep after a short spin (OMP_WAIT_POLICY=PASSIVE,
+    GOMP_SPINCOUNT=OPENMP_SPIN_COUNT, unless the user set either) and OpenBLAS to park its
+    idle workers after about 10 ms instead of 0.1 s (OPENBLAS_THREAD_TIMEOUT=10, unless
+    set); returns what took effect (a Runtimes)."""
     preset = os.environ.get("OMP_WAIT_POLICY")
     preloaded = _libgomp_already_loaded()
+    if preset is None:  # a user's PASSIVE means no spin at all
+        os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN_COUNT)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     policy = (preset or "default (spinning)") if preloaded else os.environ["OMP_WAIT_POLICY"]
     before_numpy = "numpy" not in sys.modules
     if before_numpy:  # OpenBLAS reads it once, when numpy loads it
         os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "10")
-    return Runtimes(policy.upper(), before_numpy)
+    return Runtimes(policy.upper(), before_numpy, os.environ.get("GOMP_SPINCOUNT"))
 
 
 #: What ``prepare()`` set when fastconv was first imported (it runs once per process).
