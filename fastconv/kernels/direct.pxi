@@ -353,7 +353,8 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
         raise ValueError(f"scratch must be at least ({num_threads}, {need}), got ({scratch.shape[0]}, {scratch.shape[1]})")
     _check_reads(off, groups * tapsp, row_step, out_h, out_w, lanes, size)
     with nogil:
-        for k in prange(blocks, schedule="static", num_threads=num_threads):
+        # dynamic, as the forward's images: a block's sums never depend on its thread
+        for k in prange(blocks, schedule="dynamic", num_threads=num_threads):
             tid = threadid()
             buf = &scratch[tid, 0]
             dpk = buf + size
