@@ -246,14 +246,18 @@ def test_default_and_full_selections():
 @pytest.mark.parametrize("blas_threads", [1, 2], ids=["1worker", "2workers"])
 def test_gemm_limit_computes_the_convolution_over_several_chunks(monkeypatch, blas_threads):
     """The GEMM limit's GEMMs, fed real operands, give fast's out and dw, chunk by chunk
-    (a partial last chunk included), on one worker or two side by side; fed its own
+    (chunks of unequal sizes included), on one worker or two side by side; fed its own
     outputs again and again, it stays finite."""
-    monkeypatch.setattr(fast, "WORKSPACE_BYTES", 3 * 27 * 36 * 8)  # 3 images per chunk, 7 images
+    monkeypatch.setattr(fast, "WORKSPACE_BYTES", 3 * 27 * 36 * 8)  # at most 3 images per chunk, 7 images
     monkeypatch.setattr(_parallel, "blas_threads", lambda: blas_threads)
     spec = ConvSpec(N=7, C=3, H=6, W=6, F=4, k=3, stride=1, pad=1)
     d = conv_data(spec, np.float64)
     ops = contenders.prepare_conv_gemm(d["x"], d["w"], d["b"], spec)
-    assert ops.chunk == 3 and ops.plan.workers == blas_threads
+    # 1 worker: chunks of 2, 2 and 3 images; 2 workers: 1, 2, 2 and 2
+    assert [n for k in range(blas_threads) for _, n in ops.plan.chunks(k)] == (
+        [2, 2, 3] if blas_threads == 1 else [1, 2, 2, 2]
+    )
+    assert ops.chunk == (3 if blas_threads == 1 else 2) and ops.plan.workers == blas_threads
     out, grads = contenders.conv_fwdbwd(fast, d["x"], d["w"], d["b"], d["dout"], spec)
     assert contenders.check_conv_gemm(ops, d["x"], d["b"], d["dout"], (out, *grads), "gemm", np.float64) == 0
     with pytest.raises(MismatchError, match="dw differs"):

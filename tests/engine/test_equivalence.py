@@ -20,7 +20,7 @@ import pytest
 
 import fastconv.fast as fast
 import fastconv.naive as naive
-from fastconv.engine.conv import chunk_images
+from fastconv.engine.conv import ConvPlan, chunk_images
 from fastconv.engine.geometry import conv_geometry
 from fastconv.kernels.picker import kernels as _kernels  # the kernel build fastconv.fast runs
 from fastconv.testing import DTYPES, ConvConfig, assert_close, check_equivalent, conv_configs, pool_configs
@@ -260,8 +260,11 @@ def test_conv_chunked_batch_equals_naive(monkeypatch, images_per_chunk, groups, 
             assert got is None
         else:
             assert_close(got, want, dtype, name)
-    full, rest = divmod(7, images_per_chunk)
-    expected_chunks = [images_per_chunk] * full + ([rest] if rest else [])
+    plan = ConvPlan(g, dtype)
+    expected_chunks = [n for k in range(plan.workers) for _, n in plan.chunks(k)]
+    # 7 images in chunks of at most images_per_chunk, of sizes within one of each other
+    assert sum(expected_chunks) == 7 and images_per_chunk >= max(expected_chunks) >= min(expected_chunks) >= 1
+    assert max(expected_chunks) - min(expected_chunks) <= 1
     # forward, then backward; with several workers the chunks run side by side, in any order
     assert sorted(chunks) == sorted(expected_chunks * 2)
 

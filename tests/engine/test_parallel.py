@@ -114,6 +114,42 @@ def test_every_worker_count_equals_naive(one_image_chunks, workers, case, n_work
         assert_close(g, r, dtype, name)
 
 
+def _balanced(chunks_of_workers, chunk_limit):
+    """What ConvPlan promises of its chunks: together they are [0, N) in order, none over the
+    workspace's limit, and no worker has more than one image per chunk over another."""
+    flat = sorted(c for per_worker in chunks_of_workers for c in per_worker)
+    ends = [n0 + n for n0, n in flat]
+    covered = [n0 for n0, _ in flat] == [0] + ends[:-1] and all(n >= 1 for _, n in flat)
+    images = [sum(n for _, n in per_worker) for per_worker in chunks_of_workers]
+    per_worker = max(len(c) for c in chunks_of_workers)
+    return covered, max(n for _, n in flat) <= chunk_limit, max(images) - min(images) <= per_worker
+
+
+@pytest.mark.parametrize("n_workers", [1, 2, 3, 4])
+@pytest.mark.parametrize("N", [1, 2, 5, 7, 10, 64, 65, 100])
+@pytest.mark.parametrize("chunk_limit", [1, 2, 3, 9])
+def test_chunks_cover_the_batch_and_share_it_evenly(workers, monkeypatch, N, n_workers, chunk_limit):
+    workers(n_workers)
+    g = conv_geometry(np.empty((N, 32, 14, 14), np.float32), np.empty((64, 32, 3, 3), np.float32), None, 1, 1, 1, 1)
+    monkeypatch.setattr(fast, "WORKSPACE_BYTES", chunk_limit * 32 * 9 * 14 * 14 * 4)
+    plan = conv.ConvPlan(g, np.float32)
+    chunks = [list(plan.chunks(k)) for k in range(plan.workers)]
+    assert _balanced(chunks, min(chunk_limit, -(-N // n_workers))) == (True, True, True)
+    assert plan.workers == min(n_workers, N)
+    # the fused layer's backward rebuilds the same chunks from n_chunks, on any worker count
+    workers(1)
+    again = conv.ConvPlan(g, np.float32, n_chunks=plan.n_chunks)
+    assert sorted(c for per_worker in chunks for c in per_worker) == list(again.chunks(0))
+
+
+def test_uneven_chunks_fail_the_balance_check():
+    # 64 images in chunks of 9 taken in turn by 2 workers (as before 2026-12-07): 36 and 28
+    old = [[(n0, min(9, 64 - n0)) for n0 in range(k * 9, 64, 18)] for k in range(2)]
+    assert _balanced(old, 9) == (True, True, False)
+    gap = [[(0, 4)], [(5, 4)]]  # image 4 in no chunk
+    assert _balanced(gap, 9)[0] is False
+
+
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_same_worker_count_is_bitwise_reproducible(one_image_chunks, workers, case):
     x, w, b, kwargs = _data(case, np.float32)
