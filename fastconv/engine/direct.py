@@ -214,9 +214,10 @@ def _dx(g, dout, w):
     return dx
 
 
-def _dw(g, x, dout):
+def _dw(g, x, dout, argmax=None):
     """(dw (F, C // groups, kh, kw), db float64 (F,)): per block of images, then the blocks
-    in order."""
+    in order. With ``argmax`` (N, F, ph, pw), ``dout`` is a max pool's output gradient
+    (N, F, ph, pw), routed to the convolution's output inside the kernel, image by image."""
     kernels = picker.kernels
     lanes = _lanes(x.itemsize)
     pk = _forward_packing(g, lanes)
@@ -228,11 +229,14 @@ def _dw(g, x, dout):
     bounds = np.array([g.N * k // blocks for k in range(blocks + 1)], dtype=np.intp)
     parts = np.empty((blocks, g.F * taps), dtype=x.dtype)
     db_parts = np.empty((blocks, g.F))
-    size = kernels.direct_dw_scratch(g.C, pk.Hb, pk.S, pk.Wq, g.F, g.out_h, g.out_w, tapsp, x.itemsize)
+    size = kernels.direct_dw_scratch(
+        g.C, pk.Hb, pk.S, pk.Wq, g.F, g.out_h, g.out_w, tapsp, x.itemsize, argmax is not None
+    )
 
     def kernel(lo, hi, threads):
         scratch = workspace("direct_dw", threads * size, x.dtype).reshape(threads, size)
         i0, i1 = bounds[lo], bounds[hi]
+        route = () if argmax is None else (argmax[i0:i1], g.out_h, g.out_w)
         kernels.direct_dw(
             x[i0:i1],
             dout[i0:i1],
@@ -251,6 +255,7 @@ def _dw(g, x, dout):
             pk.stride_h,
             scratch,
             threads,
+            *route,
         )
 
     _run(blocks, shape_size(g.out_shape) * taps, kernel)
@@ -381,7 +386,13 @@ def conv_relu_pool_backward(g, pg, x, w, has_bias, dout, out, argmax, need_dx):
     """(dx, dw, db) of conv_relu_pool_forward: each pooled gradient (where the pooled value
     was positive) to its window's argmax, then the direct convolution's backward."""
     planes = g.N * g.F
-    dz = activations.relu_backward(dout, out).reshape(planes, pg.out_h * pg.out_w)
+    dz = activations.relu_backward(dout, out)
+    if not need_dx and g.N:
+        # dW alone: the kernel routes each image's gradient itself, in cache (no pass of the
+        # convolution's full-size gradient through memory); the same bits
+        dw, db = _dw(g, x, dz, argmax.reshape(dz.shape))
+        return None, dw, (db.astype(x.dtype) if has_bias else None)
+    dz = dz.reshape(planes, pg.out_h * pg.out_w)
     dy = workspace("direct_y", shape_size(g.out_shape), x.dtype).reshape(g.out_shape)
     dy2, a2 = dy.reshape(planes, g.out_h * g.out_w), argmax.reshape(planes, -1)
     over_planes(

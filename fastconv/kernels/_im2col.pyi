@@ -313,7 +313,7 @@ def direct_conv_relu_pool2(
     num_threads: int,
 ) -> None: ...
 def direct_dw_scratch(
-    Cin: int, Hb: int, S: int, Wq: int, F: int, out_h: int, out_w: int, tapsp: int, itemsize: int
+    Cin: int, Hb: int, S: int, Wq: int, F: int, out_h: int, out_w: int, tapsp: int, itemsize: int, routed: bool = False
 ) -> int: ...
 def direct_dw(
     x: _FloatArray,
@@ -334,6 +334,9 @@ def direct_dw(
     stride_h: int,
     scratch: _FloatArray,
     num_threads: int,
+    argmax: _Int32Array | None = None,
+    out_h: int = 0,
+    out_w: int = 0,
 ) -> None: ...
 
 # peak.pxi: the benchmark's floating-point peak (fastconv/bench/roofline.py)

@@ -35,6 +35,10 @@ cdef extern from "direct.h":
                           float *dpk, double *db) noexcept nogil
     void fc_pack_dout_f64(const double *dout, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
                           double *dpk, double *db) noexcept nogil
+    void fc_dout_sums_f32(const float *dpk, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
+                          double *db) noexcept nogil
+    void fc_dout_sums_f64(const double *dpk, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w,
+                          double *db) noexcept nogil
     void fc_direct_dw_image_f32(const float *buf, Py_ssize_t row_step, const Py_ssize_t *off,
                                 Py_ssize_t tapsp, const float *dpk, Py_ssize_t G, Py_ssize_t Fg,
                                 Py_ssize_t out_h, Py_ssize_t out_w, float *accv) noexcept nogil
@@ -288,23 +292,33 @@ def direct_conv_relu_pool2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
 
 
 def direct_dw_scratch(Py_ssize_t Cin, Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq, Py_ssize_t F,
-                      Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t tapsp, Py_ssize_t itemsize):
-    """Items of direct_dw's scratch per thread: the packed image, the packed dout and the
-    vector accumulators (F filters of tapsp taps)."""
+                      Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t tapsp, Py_ssize_t itemsize,
+                      bint routed=False):
+    """Items of direct_dw's scratch per thread: the packed image, the packed dout, the
+    vector accumulators (F filters of tapsp taps) and, ``routed`` (with argmax) when rows do
+    not fill their segments, one image's routed dout."""
     cdef Py_ssize_t lanes = _lanes(itemsize)
     cdef Py_ssize_t segs = (out_w + lanes - 1) // lanes
-    return Cin * Hb * S * Wq + F * out_h * segs * lanes + F * tapsp * lanes
+    cdef Py_ssize_t image = F * out_h * out_w if routed and out_w % lanes else 0
+    return Cin * Hb * S * Wq + F * out_h * segs * lanes + F * tapsp * lanes + image
 
 
 def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout, floating[:, ::1] parts,
               double[:, ::1] db_parts, const Py_ssize_t[::1] bounds, Py_ssize_t block_lo,
               const Py_ssize_t[::1] off, Py_ssize_t groups, Py_ssize_t taps, Py_ssize_t tapsp,
               Py_ssize_t at_h, Py_ssize_t at_w, Py_ssize_t Hb, Py_ssize_t S, Py_ssize_t Wq,
-              Py_ssize_t stride_h, floating[:, ::1] scratch, int num_threads):
+              Py_ssize_t stride_h, floating[:, ::1] scratch, int num_threads,
+              const int32_t[:, :, :, ::1] argmax=None, Py_ssize_t out_h=0, Py_ssize_t out_w=0):
     """The weight gradient of a direct convolution, per fixed block of images.
 
     x       (N, Cin, H, W)                 IN
-    dout    (N, F, out_h, out_w)           IN
+    dout    (N, F, out_h, out_w)           IN; with argmax: (N, F, ph, pw), the gradient of a
+                                           max pool over the convolution's output
+    argmax  (N, F, ph, pw) int32 or None   IN: each pooled value's flat index oh*out_w + ow in
+                                           its plane of the convolution's output (out_h,
+                                           out_w given then): the convolution's dout is dout
+                                           routed there (max_pool_backward's sums, in its
+                                           order), one image at a time in the scratch
     parts   (blocks, F * taps)             OUT: block k's sum over images [bounds[block_lo + k],
                                            bounds[block_lo + k + 1]) (x and dout's images
                                            counted from bounds[block_lo])
@@ -318,18 +332,31 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
     thread count: the caller adds the blocks in order.
     """
     cdef Py_ssize_t N = x.shape[0], Cin = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t F = dout.shape[1], out_h = dout.shape[2], out_w = dout.shape[3]
+    cdef Py_ssize_t F = dout.shape[1], Pp = dout.shape[2] * dout.shape[3]
+    cdef bint routed = argmax is not None
     cdef Py_ssize_t blocks = parts.shape[0], lanes = _lanes(sizeof(floating))
-    cdef Py_ssize_t segs = (out_w + lanes - 1) // lanes
     cdef Py_ssize_t WT = _dw_taps(sizeof(floating))
-    cdef Py_ssize_t Fg, plane, size, dsize, need, row_step, k, n, c, tid, first
+    cdef Py_ssize_t segs, Fg, plane, size, dsize, need, row_step, k, n, c, f, tid, first, P
+    cdef Py_ssize_t bad = 0  # argmax entries outside their plane, counted in the loop, raised after it
     cdef floating *buf
     cdef floating *dpk
     cdef floating *accv
+    cdef floating *dimg
+    cdef const floating *dsrc
     _check_threads(num_threads)
     _check_packing(H, W, 1, 1, Hb, S, Wq)
     if dout.shape[0] != N:
         raise ValueError(f"dout must hold {N} images, got {dout.shape[0]}")
+    if routed:
+        if (argmax.shape[0] != N or argmax.shape[1] != F or argmax.shape[2] != dout.shape[2]
+                or argmax.shape[3] != dout.shape[3]):
+            raise ValueError("argmax must have dout's shape (N, F, ph, pw)")
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"out_h={out_h} and out_w={out_w} must be positive with argmax")
+    else:
+        out_h, out_w = dout.shape[2], dout.shape[3]
+    P = out_h * out_w
+    segs = (out_w + lanes - 1) // lanes
     if groups < 1 or F % groups or taps < 1 or tapsp < taps or tapsp % WT:
         raise ValueError(f"groups={groups} must divide F={F}; need 1 <= taps={taps} <= tapsp={tapsp}, "
                          f"tapsp a multiple of {WT}")
@@ -347,7 +374,7 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
     plane = Hb * S * Wq
     size = Cin * plane
     dsize = F * out_h * segs * lanes
-    need = size + dsize + F * tapsp * lanes
+    need = size + dsize + F * tapsp * lanes + (F * P if routed and out_w % lanes else 0)
     row_step = stride_h * S * Wq
     if scratch.shape[0] < num_threads or scratch.shape[1] < need:
         raise ValueError(f"scratch must be at least ({num_threads}, {need}), got ({scratch.shape[0]}, {scratch.shape[1]})")
@@ -369,13 +396,31 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
                     else:
                         fc_pack_f64(&x[n, c, 0, 0], H, W, 1, 1, at_h, at_w, buf + c * plane, Hb, S, Wq,
                                     n > bounds[block_lo + k] - first)
+                if routed:  # this image's dout, in cache, instead of a full-batch pass through memory
+                    # rows that fill their segments: routed straight into the packed planes
+                    dimg = dpk if out_w % lanes == 0 else accv + F * tapsp * lanes
+                    for f in range(F):
+                        bad += _scatter_plane(&dout[n, f, 0, 0] if Pp else NULL, &argmax[n, f, 0, 0] if Pp else NULL,
+                                              dimg + f * P, P, Pp)
+                    dsrc = NULL if out_w % lanes == 0 else dimg
+                else:
+                    dsrc = &dout[n, 0, 0, 0]
                 if floating is float:
-                    fc_pack_dout_f32(&dout[n, 0, 0, 0], F, out_h, out_w, dpk, &db_parts[k, 0])
+                    if dsrc == NULL:
+                        fc_dout_sums_f32(dpk, F, out_h, out_w, &db_parts[k, 0])
+                    else:
+                        fc_pack_dout_f32(dsrc, F, out_h, out_w, dpk, &db_parts[k, 0])
                     fc_direct_dw_image_f32(buf, row_step, &off[0], tapsp, dpk, groups, Fg, out_h, out_w, accv)
                 else:
-                    fc_pack_dout_f64(&dout[n, 0, 0, 0], F, out_h, out_w, dpk, &db_parts[k, 0])
+                    if dsrc == NULL:
+                        fc_dout_sums_f64(dpk, F, out_h, out_w, &db_parts[k, 0])
+                    else:
+                        fc_pack_dout_f64(dsrc, F, out_h, out_w, dpk, &db_parts[k, 0])
                     fc_direct_dw_image_f64(buf, row_step, &off[0], tapsp, dpk, groups, Fg, out_h, out_w, accv)
             if floating is float:
                 fc_dw_reduce_f32(accv, F, taps, tapsp, &parts[k, 0])
             else:
                 fc_dw_reduce_f64(accv, F, taps, tapsp, &parts[k, 0])
+    if bad:
+        raise ValueError(f"argmax holds {bad} index(es) outside its plane of {P} pixels: it does not "
+                         "come from a max pool of this shape")

@@ -611,6 +611,23 @@ static void FC_NAME(fc_pack_dout)(const FC_T *dout, Py_ssize_t F, Py_ssize_t out
     }
 }
 
+/* db[f] += the sum of plane f of dpk, packed already as fc_pack_dout packs (rows that fill
+ * their segments: the routed dout of a max pool): fc_pack_dout's sums in its order. */
+static void FC_NAME(fc_dout_sums)(const FC_T *dpk, Py_ssize_t F, Py_ssize_t out_h, Py_ssize_t out_w, double *db)
+{
+    Py_ssize_t n = out_h * ((out_w + FC_V - 1) / FC_V) * FC_V, f, i;
+    int l;
+    for (f = 0; f < F; f++) {
+        const FC_T *plane = dpk + f * n;
+        double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (i = 0; i < n; i += 8)
+#pragma GCC unroll 8
+            for (l = 0; l < 8; l++)
+                s[l] += (double)plane[i + l];
+        db[f] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    }
+}
+
 /* One dW tile over count consecutive row segments of one output row, starting at b in the
  * packed image and at dp in each filter's packed dout, both already at register vector j
  * of a segment (the pass of fc_dw_image_tiled); all full (masked = 0) or the last, partial

@@ -293,6 +293,62 @@ def test_fused_pool2_in_the_kernel_is_the_stored_output_path(monkeypatch, case, 
             assert_close(a, r, dtype, name)
 
 
+@pytest.mark.parametrize("pool", [(2, None, 0), (3, 2, 1)], ids=["pool2", "pool3s2p1"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("case", POOL2_CASES, ids=_case_id)
+def test_fused_dw_alone_routes_in_the_kernel_with_the_same_bits(monkeypatch, case, dtype, pool):
+    """The fused layer's backward with need_dx=False routes each image's pooled gradient
+    inside the dW kernel (straight into its packed rows when they fill their segments, as
+    W1conv's 32-pixel rows do): dw and db bitwise those of the three separate layers,
+    whose routed gradient passes through memory whole. Overlapping windows (3x3 / 2) add
+    at a pixel twice; -0.0 and a NaN are routed as they are."""
+    x, w, b, kwargs = _data(case, dtype, seed=5)
+    x, w = np.round(x * 2), np.round(w * 2)
+    size, stride, ppad = pool
+    fused = {"pool_size": size, "pool_stride": stride, "pool_pad": ppad}
+    out, cache = fast.conv_relu_pool_forward(x, w, b, **kwargs, **fused, algorithm="direct")
+    dout = np.random.default_rng(6).standard_normal(out.shape).astype(dtype)
+    dout.flat[::5] = -0.0
+    dout.flat[-1] = np.nan
+    routed = []
+    real = picker.kernels.direct_dw
+
+    def spy(*args):
+        routed.append(len(args) > 18)  # argmax, out_h, out_w after the 18 plain arguments
+        return real(*args)
+
+    monkeypatch.setattr(picker.kernels, "direct_dw", spy)
+    dx, dw, db = fast.conv_relu_pool_backward(dout, cache, need_dx=False)
+    assert dx is None and routed and all(routed)
+
+    y, c1 = fast.conv_forward(x, w, b, **kwargs, algorithm="direct")
+    r, c2 = fast.relu_forward(y)
+    p, c3 = fast.max_pool_forward(r, size, stride, ppad)
+    del routed[:]
+    _, sdw, sdb = fast.conv_backward(fast.relu_backward(fast.max_pool_backward(dout, c3), c2), c1, need_dx=False)
+    assert routed and not any(routed)
+    assert dw.tobytes() == sdw.tobytes() and db.tobytes() == sdb.tobytes()
+
+
+def test_direct_dw_checks_its_routing(monkeypatch):
+    """direct_dw's routed form refuses an argmax of another shape, a missing output size,
+    and an index outside the convolution's plane (after its loop, as max_pool_backward)."""
+    g = conv_geometry(np.empty((2, 3, 8, 8)), np.empty((4, 3, 3, 3)), None, 1, 1, 1, 1)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
+    dz = np.ones((2, 4, 4, 4))
+    good = np.tile((np.arange(16, dtype=np.int32) * 4).reshape(1, 1, 4, 4), (2, 4, 1, 1))
+    dw, db = _direct._dw(g, x, dz, good)  # a working call first: every pooled 1 at a pixel of its own
+    assert np.array_equal(db, np.full(4, 32.0))
+    with pytest.raises(ValueError, match=r"index\(es\) outside its plane of 64 pixels"):
+        _direct._dw(g, x, dz, np.where(good == 60, 64, good).astype(np.int32))
+    with pytest.raises(ValueError, match="argmax must have dout's shape"):
+        _direct._dw(g, x, dz, good[:, :, :3].copy())
+    real = picker.kernels.direct_dw
+    monkeypatch.setattr(picker.kernels, "direct_dw", lambda *args: real(*args[:-2], 0, 8))
+    with pytest.raises(ValueError, match="must be positive with argmax"):
+        _direct._dw(g, x, dz, good)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("where", ["x", "w"])
 def test_fused_pool2_in_the_kernel_keeps_nan_and_infinity(where, dtype):

@@ -255,25 +255,29 @@ def _conv_tricky(rng, dtype, algorithm):
     return (out,) + fast.conv_backward(dout, cache)
 
 
-def _conv_relu_pool(rng, dtype, algorithm="auto"):
-    x = rng.standard_normal((3, 4, 10, 12)).astype(dtype)
+def _conv_relu_pool(rng, dtype, algorithm="auto", need_dx=True, width=12):
+    x = rng.standard_normal((3, 4, 10, width)).astype(dtype)
     w = rng.integers(-2, 3, size=(5, 4, 3, 3)).astype(dtype)  # integer sums: ties in the pool
     b = np.zeros(5, dtype)
     out, cache = fast.conv_relu_pool_forward(x, w, b, 1, 1, 3, 2, 1, algorithm=algorithm)
     dout = rng.standard_normal(out.shape).astype(dtype)
-    return (out,) + fast.conv_relu_pool_backward(dout, cache)
+    grads = fast.conv_relu_pool_backward(dout, cache, need_dx=need_dx)
+    return (out,) + (grads if need_dx else grads[1:])
 
 
-def _conv_relu_pool2_direct(rng, dtype):
+def _conv_relu_pool2_direct(rng, dtype, need_dx=True, width=21):
     """The 2x2 / 2 pool inside the direct kernel: tied maxima (small integers), +-inf and
-    -0.0 in x (no NaN: see _conv_tricky), an odd output that the pool crops."""
-    x = _tricky(rng, (3, 2, 11, 21), dtype)
+    -0.0 in x (no NaN: see _conv_tricky), an odd output that the pool crops. With
+    need_dx=False, dW routes the pooled gradient itself (into its packed rows when the
+    width fills them, 32)."""
+    x = _tricky(rng, (3, 2, 11, width), dtype)
     x[np.isnan(x)] = -np.inf
     w = rng.integers(-2, 3, size=(5, 2, 3, 3)).astype(dtype)
     b = np.array([-3, -1, 0, 1, 2], dtype)
     out, cache = fast.conv_relu_pool_forward(x, w, b, 1, 1, 2, algorithm="direct")
     dout = rng.standard_normal(out.shape).astype(dtype)
-    return (out, cache[6]) + fast.conv_relu_pool_backward(dout, cache)
+    grads = fast.conv_relu_pool_backward(dout, cache, need_dx=need_dx)
+    return (out, cache[6]) + (grads if need_dx else grads[1:])
 
 
 def _max_pool(rng, dtype, k, s, p, shape=(4, 3, 13, 16)):
@@ -341,6 +345,9 @@ LAYERS = {
     "conv-direct-k5-s3-tricky": lambda rng, dt: _conv_tricky(rng, dt, "direct"),
     "conv_relu_pool-direct": lambda rng, dt: _conv_relu_pool(rng, dt, "direct"),
     "conv_relu_pool-direct-pool2-in-kernel": _conv_relu_pool2_direct,
+    "conv_relu_pool-direct-pool2-dw-routed": lambda rng, dt: _conv_relu_pool2_direct(rng, dt, False),
+    "conv_relu_pool-direct-pool2-dw-routed-whole-rows": lambda rng, dt: _conv_relu_pool2_direct(rng, dt, False, 32),
+    "conv_relu_pool-direct-pool3s2p1-dw-routed": lambda rng, dt: _conv_relu_pool(rng, dt, "direct", False, 32),
     "maxpool-k2-s2": lambda rng, dt: _max_pool(rng, dt, 2, 2, 0),
     "maxpool-k2-s2-wide": lambda rng, dt: _max_pool(rng, dt, 2, 2, 0, (2, 2, 9, 70)),
     "maxpool-k3-s2-p1": lambda rng, dt: _max_pool(rng, dt, 3, 2, 1),
