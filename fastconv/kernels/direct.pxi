@@ -343,6 +343,7 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
     cdef floating *accv
     cdef floating *dimg
     cdef const floating *dsrc
+    cdef bint whole
     _check_threads(num_threads)
     _check_packing(H, W, 1, 1, Hb, S, Wq)
     if dout.shape[0] != N:
@@ -357,6 +358,7 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
         out_h, out_w = dout.shape[2], dout.shape[3]
     P = out_h * out_w
     segs = (out_w + lanes - 1) // lanes
+    whole = out_w % lanes == 0  # rows fill their segments: a routed dout goes straight into dpk
     if groups < 1 or F % groups or taps < 1 or tapsp < taps or tapsp % WT:
         raise ValueError(f"groups={groups} must divide F={F}; need 1 <= taps={taps} <= tapsp={tapsp}, "
                          f"tapsp a multiple of {WT}")
@@ -374,7 +376,7 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
     plane = Hb * S * Wq
     size = Cin * plane
     dsize = F * out_h * segs * lanes
-    need = size + dsize + F * tapsp * lanes + (F * P if routed and out_w % lanes else 0)
+    need = direct_dw_scratch(Cin, Hb, S, Wq, F, out_h, out_w, tapsp, sizeof(floating), routed)
     row_step = stride_h * S * Wq
     if scratch.shape[0] < num_threads or scratch.shape[1] < need:
         raise ValueError(f"scratch must be at least ({num_threads}, {need}), got ({scratch.shape[0]}, {scratch.shape[1]})")
@@ -398,11 +400,11 @@ def direct_dw(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
                                     n > bounds[block_lo + k] - first)
                 if routed:  # this image's dout, in cache, instead of a full-batch pass through memory
                     # rows that fill their segments: routed straight into the packed planes
-                    dimg = dpk if out_w % lanes == 0 else accv + F * tapsp * lanes
+                    dimg = dpk if whole else accv + F * tapsp * lanes
                     for f in range(F):
                         bad += _scatter_plane(&dout[n, f, 0, 0] if Pp else NULL, &argmax[n, f, 0, 0] if Pp else NULL,
                                               dimg + f * P, P, Pp)
-                    dsrc = NULL if out_w % lanes == 0 else dimg
+                    dsrc = NULL if whole else dimg
                 else:
                     dsrc = &dout[n, 0, 0, 0]
                 if floating is float:
