@@ -10,9 +10,14 @@ tests import them from there.
 * ``pair_id`` / ``dtype_id``: the pieces of hand-written test ids.
 * ``ROOT``, ``checkout_pythonpath`` and ``child_environ``: the checkout, and the
   environment of a ``fastconv`` child process in the tests.
+* ``popen_taking_ctrl_c``: a child process that Ctrl-C (SIGINT) stops, however pytest
+  itself was started.
 """
 
+import contextlib
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +44,20 @@ def child_environ(data, home):
 def checkout_pythonpath():
     """PYTHONPATH for a child process: this checkout first, then the caller's."""
     return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+
+
+def popen_taking_ctrl_c(args, **kwargs):
+    """``subprocess.Popen(args, **kwargs)`` whose child starts with SIGINT at its default, as
+    at a terminal. A background job of a non-interactive shell (``cmd &`` in a script, as CI
+    may run pytest) starts with SIGINT ignored, every child inherits that through exec, and
+    Python then never turns Ctrl-C into KeyboardInterrupt; a handled signal is reset to the
+    default on exec, so this process handles it for the moment of the fork."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    with contextlib.ExitStack() as restore:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            restore.callback(signal.signal, signal.SIGINT, signal.SIG_IGN)
+        return subprocess.Popen(args, **kwargs)
 
 
 def pair_id(value):

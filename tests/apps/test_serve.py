@@ -30,6 +30,7 @@ from fastconv.apps.train_cli import class_probabilities
 from fastconv.io.child import python_module
 from fastconv.io.inputs import read_image
 
+from _helpers import popen_taking_ctrl_c
 from test_datasets import write_cifar, write_learnable_set
 
 Image = pytest.importorskip("PIL.Image", reason="fastconv serve decodes images with Pillow")
@@ -499,7 +500,7 @@ class _Child:
     """`fastconv serve ...` in a child process, its output lines read as they come."""
 
     def __init__(self, *args):
-        self.proc = subprocess.Popen(
+        self.proc = popen_taking_ctrl_c(
             python_module("fastconv", "serve", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self.lines = queue.Queue()

@@ -43,7 +43,7 @@ from fastconv.io.child import python_module
 from fastconv.models import load_model
 from fastconv.solver import checkpoints, load_checkpoint_model
 
-from _helpers import child_environ
+from _helpers import child_environ, popen_taking_ctrl_c
 from test_datasets import write_learnable_set
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
@@ -154,7 +154,7 @@ def uninterrupted(env):
 def _child(env, out, mode, arg, argv=None):
     """The child script (``_CHILD``) running ``mode``/``arg`` and the command line ``argv``
     (default: the run of ``_argv(out)``), its stdout and stderr piped."""
-    return subprocess.Popen(
+    return popen_taking_ctrl_c(
         [sys.executable, str(env["root"] / "child.py"), mode, str(arg), *(_argv(out) if argv is None else argv)],
         env=env["env"],
         stdout=subprocess.PIPE,
@@ -246,6 +246,25 @@ def test_ctrl_c_in_the_middle_of_an_epoch(env, uninterrupted):
     assert err.strip().splitlines()[-1] == "fastconv: interrupted"
     _check_after_crash(out, 2)
     _check_resume(env, out, 2, uninterrupted)
+
+
+_PRINT_SIGINT = "import signal; print(signal.getsignal(signal.SIGINT))"
+
+
+@pytest.mark.parametrize("popen", [popen_taking_ctrl_c, subprocess.Popen], ids=["helper", "plain-popen"])
+def test_children_take_ctrl_c_even_when_pytest_was_started_ignoring_it(popen):
+    """The Ctrl-C tests' children get Python's KeyboardInterrupt handler even when this
+    process ignores SIGINT (pytest as a background job of a script); a plain Popen's child
+    would not, which is what made those tests hang until their timeouts."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = popen([sys.executable, "-c", _PRINT_SIGINT], stdout=subprocess.PIPE, text=True)
+        out, _ = child.communicate(timeout=60)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # the helper restored it
+    finally:
+        signal.signal(signal.SIGINT, before)
+    takes_ctrl_c = "default_int_handler" in out
+    assert takes_ctrl_c == (popen is popen_taking_ctrl_c), out
 
 
 @pytest.mark.parametrize(
